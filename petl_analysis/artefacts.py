@@ -1,0 +1,131 @@
+"""Versioned, JSON-serialisable artefacts passed between pipeline stages.
+
+Every stage hands the next a small dataclass (``ProbeResult``, ``Ranking``, ``Plan``, ``RunResult``,
+``SweepResult``) that users can save, inspect, edit and pass back on the command line. Each artefact class names
+its ``SCHEMA`` and ``VERSION``; loading a file of another schema or version is a one-line error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from ._version import __version__
+from .errors import PetlError
+from .io import atomic_write_json, read_json
+
+A = TypeVar("A", bound="Artefact")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert dataclasses, tuples and numpy scalars into plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()  # numpy / torch scalar
+    return obj
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
+    """Inverse of :func:`to_jsonable` guided by type hints (nested dataclasses, lists, dicts, tuples, Optional)."""
+    if tp is Any or value is None:
+        return value
+    if _is_union(tp):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        errors = []
+        for a in args:
+            try:
+                return from_jsonable(a, value, where)
+            except (TypeError, ValueError, KeyError) as e:
+                errors.append(e)
+        raise PetlError(f"{where or 'value'}: {value!r} does not match {tp}")
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise PetlError(f"{where or tp.__name__}: expected an object, got {type(value).__name__}")
+        hints = get_type_hints(tp)
+        kwargs = {}
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = set(value) - names
+        if unknown:
+            raise PetlError(f"{where or tp.__name__}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
+        for f in dataclasses.fields(tp):
+            if not f.init or f.name not in value:
+                continue
+            kwargs[f.name] = from_jsonable(hints[f.name], value[f.name], f"{where}.{f.name}" if where else f.name)
+        try:
+            return tp(**kwargs)
+        except TypeError as e:
+            raise PetlError(f"{where or tp.__name__}: {e}") from None
+    if origin in (list, typing.List):
+        (arg,) = get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise PetlError(f"{where}: expected a list, got {type(value).__name__}")
+        return [from_jsonable(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (tuple, typing.Tuple):
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise PetlError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], v, where) for v in value)
+        return tuple(from_jsonable(a, v, where) for a, v in zip(args, value))
+    if origin in (dict, typing.Dict):
+        _, vt = get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise PetlError(f"{where}: expected an object, got {type(value).__name__}")
+        return {k: from_jsonable(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise PetlError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class Artefact:
+    """Base class: subclasses are dataclasses with ``SCHEMA`` and ``VERSION`` class variables."""
+
+    SCHEMA: ClassVar[str] = "artefact"
+    VERSION: ClassVar[int] = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        body = to_jsonable(self)
+        return {"schema": self.SCHEMA, "version": self.VERSION, "tool_version": __version__, **body}
+
+    @classmethod
+    def from_dict(cls: type[A], data: dict[str, Any], source: str = "") -> A:
+        where = f"{source!r}: " if source else ""
+        if not isinstance(data, dict):
+            raise PetlError(f"{where}expected a JSON object holding a {cls.SCHEMA}")
+        schema, version = data.get("schema"), data.get("version")
+        if schema != cls.SCHEMA:
+            raise PetlError(f"{where}expected a {cls.SCHEMA} artefact, found schema {schema!r}")
+        if version != cls.VERSION:
+            raise PetlError(
+                f"{where}{cls.SCHEMA} schema version {version!r} is not supported; expected version {cls.VERSION}"
+            )
+        body = {k: v for k, v in data.items() if k not in ("schema", "version", "tool_version")}
+        try:
+            return from_jsonable(cls, body, cls.SCHEMA)
+        except PetlError as e:
+            raise PetlError(f"{where}{e}") from None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temporary file + rename) as indented JSON."""
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls: type[A], path: str | os.PathLike) -> A:
+        return cls.from_dict(read_json(path, what=f"{cls.SCHEMA} file"), source=str(path))

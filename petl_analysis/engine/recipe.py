@@ -1,0 +1,60 @@
+"""The training recipe: one serialisable description of how every probe trial, baseline and adapter run trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import PetlError
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class Recipe:
+    """Optimisation settings shared by all stages (recorded with every result so runs are comparable).
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: training batch size (the last, smaller batch is kept).
+        optimizer: ``"adamw"`` or ``"sgd"`` (momentum ``momentum``).
+        lr: peak learning rate of the backbone / adapter parameters.
+        head_lr: learning rate of the classifier; ``None`` uses ``lr``.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD); never applied to biases, norms or ``theta_d``.
+        warmup_epochs: linear warm-up length in epochs (fractional allowed), then ``schedule``.
+        schedule: ``"cosine"`` (to zero) or ``"constant"``.
+        label_smoothing: cross-entropy label smoothing.
+        patience: stop after this many epochs without a better validation score (``None``: never).
+        grad_clip: max global gradient norm (``None``: off).
+        eval_batch_size: batch size for evaluation.
+        amp: use bf16 autocast on CUDA (ignored on CPU, where it is slower).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    head_lr: float | None = None
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    patience: int | None = None
+    grad_clip: float | None = 1.0
+    eval_batch_size: int = 512
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise PetlError(f"recipe epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise PetlError(f"recipe batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise PetlError(f"unknown optimizer {self.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise PetlError(f"unknown schedule {self.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
+        if not self.lr > 0 or (self.head_lr is not None and not self.head_lr > 0):
+            raise PetlError(f"learning rates must be > 0, got lr={self.lr}, head_lr={self.head_lr}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
+            raise PetlError("weight_decay and warmup_epochs must be >= 0 and label_smoothing in [0, 1)")

@@ -1,0 +1,242 @@
+"""The training loop every stage uses: probe trials, baselines and adapter runs.
+
+It trains exactly the parameters with ``requires_grad=True``, evaluates on the validation split every epoch, keeps
+the best-validation state (never selected on test), and reports test accuracy both at that epoch and at the last.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ..accounting import count_parameters
+from ..device import resolve_device
+from ..errors import PetlError
+from .recipe import Recipe
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial is recorded as failed."""
+
+
+@dataclass
+class EpochLog:
+    """Progress of one epoch, passed to the progress callback."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_acc: float | None
+    best_val_acc: float | None
+    elapsed_s: float
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`. Accuracies are fractions in [0, 1]; ``None`` where a split was not given."""
+
+    best_epoch: int
+    epochs_run: int
+    val_acc: float | None
+    test_acc: float | None
+    last_val_acc: float | None
+    last_test_acc: float | None
+    train_loss: list[float] = field(default_factory=list)
+    val_curve: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    steps: int = 0
+    stopped_early: bool = False
+    n_train: int = 0
+    n_val: int = 0
+    n_test: int = 0
+    trainable: dict[str, int] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = id(p) in head_ids
+        # No decay on biases, norms, 1-d tensors, prompts or theta_d: decay would pull them to zero, not to theta_0.
+        decay = p.ndim >= 2 and not name.endswith(("bias", "theta_d")) and "prompt" not in name
+        groups.setdefault((is_head, decay), []).append(p)
+    out = []
+    for (is_head, decay), params in groups.items():
+        lr = (recipe.head_lr or recipe.lr) if is_head else recipe.lr
+        out.append({"params": params, "lr": lr, "weight_decay": recipe.weight_decay if decay else 0.0})
+    return out
+
+
+def _make_optimizer(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: TensorDataset, *, device: str | torch.device = "cpu", batch_size: int = 512
+) -> tuple[float, float]:
+    """Accuracy (fraction) and mean cross-entropy of ``model`` on ``data``; restores the model's train/eval mode."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    x_all, y_all = data.tensors
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(y_all), batch_size):
+        x = x_all[i : i + batch_size].to(dev, non_blocking=True)
+        y = y_all[i : i + batch_size].to(dev, non_blocking=True)
+        with _autocast(dev, enabled=True):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+    model.train(was_training)
+    n = max(1, len(y_all))
+    return correct / n, loss_sum / n
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _snapshot(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def fit(
+    model: nn.Module,
+    train: TensorDataset,
+    val: TensorDataset | None,
+    recipe: Recipe,
+    *,
+    test: TensorDataset | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    callback: Callable[[EpochLog], None] | None = None,
+) -> FitResult:
+    """Train ``model``'s trainable parameters on ``train``; select the epoch on ``val``; report ``test``.
+
+    The model is left on ``device`` holding the best-validation parameters (the last ones if ``val`` is None).
+
+    Raises:
+        TrainingDiverged: the training loss became NaN/inf.
+        PetlError: nothing to train or an empty training set.
+    """
+    dev = resolve_device(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise PetlError("nothing to train: no parameter of the model has requires_grad=True")
+    x_train, y_train = train.tensors
+    n = len(y_train)
+    if n == 0:
+        raise PetlError("the training split is empty")
+    seed_everything(seed)
+    model.to(dev)
+    optimizer = _make_optimizer(_param_groups(model, recipe), recipe)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    warmup = min(total_steps, int(round(recipe.warmup_epochs * steps_per_epoch)))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    gen = torch.Generator().manual_seed(seed)
+
+    result = FitResult(best_epoch=0, epochs_run=0, val_acc=None, test_acc=None, last_val_acc=None, last_test_acc=None)
+    result.n_train, result.n_val, result.n_test = n, len(val) if val else 0, len(test) if test else 0
+    result.trainable = count_parameters(model).as_dict()
+    best_key: tuple[float, float] | None = None
+    best_state: list[torch.Tensor] | None = None
+    since_best = 0
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(recipe.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        loss_sum = 0.0
+        for i in range(0, n, recipe.batch_size):
+            idx = order[i : i + recipe.batch_size]
+            x = x_train[idx].to(dev, non_blocking=True)
+            y = y_train[idx].to(dev, non_blocking=True)
+            factor = _lr_factor(step, total_steps, warmup, recipe.schedule)
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * factor
+            with _autocast(dev, recipe.amp):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            step += 1
+        result.train_loss.append(loss_sum / n)
+        result.epochs_run = epoch + 1
+        val_acc = None
+        if val is not None and len(val):
+            val_acc, val_loss = evaluate(model, val, device=dev, batch_size=recipe.eval_batch_size)
+            result.val_curve.append(val_acc)
+            key = (val_acc, -val_loss)
+            if best_key is None or key > best_key:
+                best_key, best_state, since_best = key, _snapshot(params), 0
+                result.best_epoch = epoch + 1
+            else:
+                since_best += 1
+        if callback is not None:
+            callback(EpochLog(epoch + 1, recipe.epochs, result.train_loss[-1], val_acc,
+                              best_key[0] if best_key else None, time.perf_counter() - start))
+        if recipe.patience is not None and since_best >= recipe.patience:
+            result.stopped_early = True
+            break
+    result.steps = step
+    if val is not None and len(val):
+        result.last_val_acc = result.val_curve[-1]
+    if test is not None and len(test):
+        result.last_test_acc = evaluate(model, test, device=dev, batch_size=recipe.eval_batch_size)[0]
+    if best_state is not None:
+        with torch.no_grad():
+            for p, saved in zip(params, best_state):
+                p.copy_(saved)
+        result.val_acc = best_key[0] if best_key else None
+    else:
+        result.best_epoch = result.epochs_run
+        result.val_acc = result.last_val_acc
+    if test is not None and len(test):
+        result.test_acc = (
+            result.last_test_acc
+            if result.best_epoch == result.epochs_run
+            else evaluate(model, test, device=dev, batch_size=recipe.eval_batch_size)[0]
+        )
+    result.wall_time_s = time.perf_counter() - start
+    return result

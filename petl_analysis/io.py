@@ -1,0 +1,118 @@
+"""Crash-safe file output: atomic whole-file writes and an append-only JSON-lines trial log.
+
+Every results file is written through these helpers, so an interrupted run never leaves a half-written artefact,
+and a killed probe or sweep loses at most the trial in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import PetlError
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) and check it is writable, or raise a one-line :class:`PetlError`."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PetlError(f"cannot create output directory {str(p)!r}: {e.strerror or e}") from None
+    if not os.access(p, os.W_OK):
+        raise PetlError(f"output directory {str(p)!r} is not writable")
+    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    p = Path(path)
+    ensure_writable_dir(p.parent if str(p.parent) else ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON document, turning missing files and syntax errors into one-line errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise PetlError(f"{what} {str(p)!r} does not exist")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PetlError(f"{what} {str(p)!r} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise PetlError(f"{what} {str(p)!r} is not a UTF-8 text file") from None
+
+
+class JsonlLog:
+    """Append-only log of JSON records, one per line, fsync'ed after each append.
+
+    A crash can at worst leave a final line without its newline; :meth:`read` drops such a torn tail (it was the
+    record in flight) but reports any *other* malformed line with its line number.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        ensure_writable_dir(self.path.parent if str(self.path.parent) else ".")
+        line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
+        self._drop_torn_tail()
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _drop_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            atomic_write_bytes(self.path, data[:cut])
+
+    def read(self) -> list[dict[str, Any]]:
+        return list(self.iter_records())
+
+    def iter_records(self) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        torn_tail = not text.endswith("\n")
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                if torn_tail and i == len(lines):
+                    return  # the record being written when the process died
+                raise PetlError(f"results file {str(self.path)!r} line {i} is not valid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise PetlError(f"results file {str(self.path)!r} line {i}: expected a JSON object")
+            yield rec

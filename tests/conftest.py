@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random models, determinism, no network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # an accidental hub download fails at once instead of retrying for a minute
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+#: Tiny configs of four timm architectures (random weights): fused qkv (vit, deit), q/v biases held apart (beit),
+#: and separate q/k/v Linears (eva with qkv_fused=False).
+TINY_ARCHS: dict[str, dict] = {
+    "vit": dict(name="vit_tiny_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+    "deit": dict(name="deit_tiny_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+    "beit": dict(name="beit_base_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+    "eva": dict(
+        name="eva02_tiny_patch14_224",
+        img_size=28,
+        patch_size=14,
+        kwargs=dict(embed_dim=32, depth=2, num_heads=2, qkv_fused=False),
+    ),
+}
+
+
+def make_tiny(arch: str, num_classes: int = 5, seed: int = 0) -> torch.nn.Module:
+    from petl_analysis.models import ModelSpec, create_model
+
+    torch.manual_seed(seed)
+    cfg = TINY_ARCHS[arch]
+    spec = ModelSpec(cfg["name"], weights="random", img_size=cfg["img_size"], patch_size=cfg["patch_size"],
+                     num_classes=num_classes, kwargs=dict(cfg["kwargs"]))
+    return create_model(spec)
+
+
+@pytest.fixture
+def tiny_vit() -> torch.nn.Module:
+    """The bundled architecture with random weights and a 5-class head."""
+    from petl_analysis.models import ModelSpec, create_model
+
+    torch.manual_seed(0)
+    return create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=5))

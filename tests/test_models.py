@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_ARCHS, make_tiny
+
+from petl_analysis.errors import PetlError
+from petl_analysis.models import (
+    ModelSpec,
+    catalogue,
+    create_model,
+    load_weights,
+    model_input_config,
+    resolve_targets,
+    save_weights,
+)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_ARCHS))
+def test_catalogue_names_resolve_on_each_architecture(arch: str) -> None:
+    model = make_tiny(arch)
+    units = catalogue(model)
+    kinds = {u.kind for u in units}
+    assert {"attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2", "norm1", "norm2"} <= kinds
+    params = dict(model.named_parameters())
+    for u in units:
+        for t in u.tensors:
+            assert t.param in params, (arch, u.name, t.param)
+            full = params[t.param].shape
+            if t.rows is not None:
+                assert t.rows[1] <= full[0] and t.shape == (t.rows[1] - t.rows[0], *full[1:])
+            else:
+                assert t.shape == tuple(full)
+    v = resolve_targets(model, "attn.v")
+    assert [u.name for u in v] == ["blocks.0.attn.v", "blocks.1.attn.v"]
+    assert all(u.out_features == 32 and u.in_features == 32 for u in v)
+    # groups and block selections
+    assert [u.name for u in resolve_targets(model, "blocks[1].mlp")] == ["blocks.1.mlp.fc1", "blocks.1.mlp.fc2"]
+    assert len(resolve_targets(model, "attn")) == len(resolve_targets(model, "attn.qkv,attn.proj"))
+
+
+def test_fused_slices_cover_the_qkv_rows_and_bias(tiny_vit) -> None:
+    q, k, v = resolve_targets(tiny_vit, "blocks.0.attn.q,blocks.0.attn.k,blocks.0.attn.v")
+    assert (q.rows, k.rows, v.rows) == ((0, 64), (64, 128), (128, 192))
+    assert v.module == "blocks.0.attn.qkv" and v.biases[0].rows == (128, 192)
+    assert v.numel == 64 * 64 + 64
+
+
+def test_beit_biases_held_apart() -> None:
+    model = make_tiny("beit")
+    q, k, v = resolve_targets(model, "blocks.0.attn.q,blocks.0.attn.k,blocks.0.attn.v")
+    assert q.biases[0].param == "blocks.0.attn.q_bias" and v.biases[0].param == "blocks.0.attn.v_bias"
+    assert k.biases == ()  # BEiT's k bias is a zero buffer, not a parameter
+
+
+def test_eva_separate_linears_and_module_names() -> None:
+    model = make_tiny("eva")
+    (v,) = resolve_targets(model, "blocks.1.attn.v")
+    assert v.module == "blocks.1.attn.v_proj" and v.rows is None
+    assert resolve_targets(model, "blocks.1.attn.v_proj") == [v]
+    # attn.qkv means q, k and v when they are separate
+    assert [u.kind for u in resolve_targets(model, "blocks[0].attn.qkv")] == ["attn.q", "attn.k", "attn.v"]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("attn.x", "unknown target 'attn.x'"),
+        ("blocks[7].attn.v", "block 7 does not exist"),
+        ("blocks[3-1].mlp", "bad block range"),
+        ("attn.qkv,attn.v", "overlap"),
+        ("", "no targets given"),
+    ],
+)
+def test_bad_targets(tiny_vit, spec: str, message: str) -> None:
+    with pytest.raises(PetlError, match=message):
+        resolve_targets(tiny_vit, spec)
+
+
+def test_unknown_model_and_model_without_blocks() -> None:
+    with pytest.raises(PetlError, match="unknown model 'vit_nonexistent_xx'"):
+        create_model("vit_nonexistent_xx")
+    with pytest.raises(PetlError, match="no transformer blocks"):
+        create_model(ModelSpec("resnet18", weights="random"))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_checkpoint_round_trip(tmp_path, tiny_vit, suffix: str) -> None:
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".safetensors":
+        save_weights(tiny_vit, path)
+    else:
+        torch.save({"state_dict": tiny_vit.state_dict()}, path)
+    other = create_model(ModelSpec("petl_vit_tiny", weights=str(path), num_classes=5))
+    x = torch.randn(3, 1, 16, 16)
+    assert torch.equal(other(x), tiny_vit(x))
+
+
+def test_checkpoint_errors(tmp_path, tiny_vit) -> None:
+    path = tmp_path / "w.safetensors"
+    save_weights(tiny_vit, path)
+    with pytest.raises(PetlError, match=r"has shape .* the model expects"):
+        create_model(ModelSpec("petl_vit_tiny", weights=str(path), num_classes=7))
+    with pytest.raises(PetlError, match="does not exist"):
+        create_model(ModelSpec("petl_vit_tiny", weights=str(tmp_path / "missing.pt")))
+    # a pickle that needs arbitrary objects is refused by weights_only=True
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": tiny_vit.state_dict(), "obj": object.__new__(_Opaque)}, evil)
+    with pytest.raises(PetlError, match="cannot be loaded safely"):
+        load_weights(tiny_vit, evil)
+    other = make_tiny("vit")
+    with pytest.raises(PetlError, match="wrong architecture|lacks"):
+        load_weights(other, path)
+
+
+class _Opaque:
+    pass
+
+
+def test_input_config(tiny_vit) -> None:
+    cfg = model_input_config(tiny_vit)
+    assert cfg == {"img_size": 16, "in_chans": 1, "mean": (0.5,), "std": (0.5,)}

@@ -1,0 +1,30 @@
+"""Packaging guards: every library package is installed, and the CLI is not a top-level ``cli`` package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _declared_packages() -> set[str]:
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"packages = \[(.*?)\]", text, re.S)
+    assert block, "pyproject.toml must list packages explicitly"
+    return set(re.findall(r'"([\w.]+)"', block.group(1)))
+
+
+def test_every_package_is_declared() -> None:
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "petl_analysis").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found - _declared_packages() == set(), "add these packages to pyproject.toml"
+    assert "petl_analysis.cli" in _declared_packages() and "cli" not in _declared_packages()
+
+
+def test_library_never_imports_typer() -> None:
+    offenders = [p for p in (ROOT / "petl_analysis").rglob("*.py") if re.search(r"^\s*(import|from) typer", p.read_text(), re.M)]
+    assert offenders == []
