@@ -1,0 +1,106 @@
+"""Shared CLI plumbing: one-line errors, progress bars, tables, option parsing."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from petl_analysis.errors import PetlError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a :class:`PetlError` into ``error: <one line>`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PetlError as e:
+            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; finished work is saved, rerun the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def parse_ints(value: str | None, what: str) -> list[int]:
+    out = []
+    for v in split_list(value):
+        try:
+            out.append(int(float(v.lower().replace("k", "e3").replace("m", "e6"))))
+        except ValueError:
+            raise PetlError(f"{what}: {v!r} is not a number; expected a comma-separated list such as 2k,8k,32k") from None
+    return out
+
+
+def print_table(rows: Sequence[dict[str, Any]], title: str | None = None, columns: Sequence[str] | None = None) -> None:
+    if not rows:
+        console.print("(no rows)")
+        return
+    cols = list(columns or rows[0].keys())
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        table.add_column(str(c), justify="right" if isinstance(rows[0].get(c), (int, float)) else "left")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) for c in cols])
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return str(v)
+    return str(v)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar with ETA; yields ``advance(n=1, description=None)``."""
+    if not sys.stderr.isatty() and not console.is_terminal:
+        # Non-interactive (CI, pipes): print a line per step instead of redrawing a bar.
+        done = [0]
+
+        def advance_plain(n: int = 1, description_: str | None = None) -> None:
+            done[0] += n
+            if description_:
+                err_console.print(f"[{done[0]}/{total if total is not None else '?'}] {description_}", highlight=False)
+
+        yield advance_plain
+        return
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as prog:
+        task = prog.add_task(description, total=total)
+
+        def advance(n: int = 1, description_: str | None = None) -> None:
+            prog.update(task, advance=n, description=description_ or description)
+
+        yield advance

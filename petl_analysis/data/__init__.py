@@ -1,0 +1,33 @@
+"""Data layer: offline built-in datasets, image folders, splits and conversion to model input.
+
+>>> from petl_analysis.data import load_dataset, make_splits, SplitSpec, to_model_input
+>>> ds = load_dataset("digits")                      # or "mnist5k", "animals", "glyphs", or a folder path
+>>> splits = make_splits(ds, SplitSpec(shots=10))   # test set fixed by split_seed alone
+>>> train = to_model_input(splits.train, img_size=16, in_chans=1, mean=(0.5,), std=(0.5,))
+"""
+
+from .builtin import ANIMAL_CLASSES, DATASETS, builtin_names, load_dataset
+from .dataset import ImageDataset, convert_channels, to_model_input
+from .folder import IMAGE_EXTENSIONS, load_image_folder
+from .glyphs import glyph_bank, glyph_classes, glyph_fonts, render_glyphs
+from .splits import SplitSpec, Splits, make_splits, sample_k_shot
+
+__all__ = [
+    "ANIMAL_CLASSES",
+    "DATASETS",
+    "IMAGE_EXTENSIONS",
+    "ImageDataset",
+    "SplitSpec",
+    "Splits",
+    "builtin_names",
+    "convert_channels",
+    "glyph_bank",
+    "glyph_classes",
+    "glyph_fonts",
+    "load_dataset",
+    "load_image_folder",
+    "make_splits",
+    "render_glyphs",
+    "sample_k_shot",
+    "to_model_input",
+]

@@ -1,0 +1,145 @@
+"""Load a user's image folder: one subfolder per class, the torchvision ``ImageFolder`` layout.
+
+Rules (each violation is a one-line :class:`PetlError` naming the path):
+
+* classes are the subfolders of ``path``, sorted by name; at least 2 are needed, and each must hold at least one image;
+* images: ``.png .jpg .jpeg .bmp .gif .webp .tif .tiff`` (any case), read with PIL (first frame of animations);
+* hidden entries (names starting with ``.``, e.g. ``.DS_Store``, ``.ipynb_checkpoints``) and the OS thumbnail files
+  ``Thumbs.db`` / ``desktop.ini`` are skipped everywhere; regular files directly inside ``path`` (a README, a
+  licence) are ignored; any other file in a class folder is an error, and so is a folder inside a class folder;
+* a file that PIL cannot decode is an error naming the file;
+* transparency is composited onto black; 16-bit images are scaled to 8 bits;
+* ``mode=None`` keeps colour only when needed: ``"RGB"`` if any image has differing R, G, B values, else ``"L"``;
+* ``image_size=None`` keeps the images' size when they all share one, otherwise resizes every image to the most
+  common size; an integer resizes every image to ``image_size x image_size`` (PIL bilinear, antialiased when
+  shrinking; the aspect ratio is not kept).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..errors import PetlError
+from .dataset import ImageDataset
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
+
+
+def _skipped(p: Path) -> bool:
+    return p.name.startswith(".") or p.name.lower() in _IGNORED_NAMES
+
+
+def _scan(root: Path) -> tuple[list[str], list[list[Path]]]:
+    """Class names (sorted subfolder names) and, per class, its image files (sorted)."""
+    if not root.exists():
+        raise PetlError(f"image folder {root} does not exist; expected a folder with one subfolder per class")
+    if not root.is_dir():
+        raise PetlError(f"image folder {root} is not a directory; expected a folder with one subfolder per class")
+    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not _skipped(p)), key=lambda p: p.name)
+    if not class_dirs:
+        raise PetlError(f"image folder {root} has no class subfolders; expected one subfolder per class of images")
+    if len(class_dirs) < 2:
+        raise PetlError(
+            f"image folder {root} has only one class ({class_dirs[0].name!r}); need at least 2 classes, "
+            f"one subfolder each"
+        )
+    files: list[list[Path]] = []
+    for d in class_dirs:
+        found = []
+        for p in sorted(d.iterdir(), key=lambda p: p.name):
+            if _skipped(p):
+                continue
+            if p.is_dir():
+                raise PetlError(f"{p} is a folder inside class folder {d.name!r}; expected only image files there")
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise PetlError(f"{p} is not an image file; expected one of {' '.join(IMAGE_EXTENSIONS)}")
+            found.append(p)
+        if not found:
+            raise PetlError(f"class folder {d} has no images; expected at least one {'/'.join(IMAGE_EXTENSIONS)} file")
+        files.append(found)
+    return [d.name for d in class_dirs], files
+
+
+def _read(path: Path) -> np.ndarray:
+    """Decode one file to ``uint8`` ``(H, W)`` (gray) or ``(H, W, 3)`` (colour)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("1", "L"):
+                return np.asarray(img.convert("L"))
+            if mode.startswith("I") or mode == "F":
+                arr = np.asarray(img, dtype=np.float64)
+                top = 1.0 if mode == "F" and arr.max() <= 1.0 else 65535.0 if arr.max() > 255 else 255.0
+                return np.rint(np.clip(arr * (255.0 / top), 0, 255)).astype(np.uint8)
+            has_alpha = "A" in mode or (mode == "P" and "transparency" in img.info)
+            if has_alpha:
+                rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
+                rgb = rgba[..., :3] * (rgba[..., 3:] / 255.0)  # composite onto black
+                return np.rint(rgb).astype(np.uint8)
+            return np.asarray(img.convert("RGB"))
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError... for broken files
+        raise PetlError(f"cannot read image {path}: {type(e).__name__}: {e}; expected a valid image file") from None
+
+
+def _is_colour(arr: np.ndarray) -> bool:
+    return arr.ndim == 3 and not (arr == arr[..., :1]).all()
+
+
+def _to_mode_and_size(arr: np.ndarray, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W[, 3])`` uint8 -> ``(C, h, w)`` uint8 in ``mode`` at ``size = (h, w)``."""
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    if img.mode != mode:
+        img = img.convert(mode)  # L -> RGB repeats; RGB -> L is BT.601 luma, as in to_model_input
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    out = np.asarray(img)
+    return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
+
+
+def load_image_folder(
+    path: str | Path,
+    image_size: int | None = None,
+    mode: Literal["L", "RGB"] | None = None,
+) -> ImageDataset:
+    """Load ``path/<class>/<image>`` files into memory (rules in the module docstring).
+
+    Args:
+        path: the root folder.
+        image_size: resize every image to ``image_size x image_size``; None keeps a shared size, or uses the most
+            common one when sizes differ.
+        mode: ``"L"`` (1 channel), ``"RGB"`` (3 channels) or None (RGB only if some image has colour).
+
+    Returns:
+        ``ImageDataset`` with images uint8 ``(N, C, H, W)``, labels int64 ``(N,)`` in class order then file-name
+        order, ``classes`` the subfolder names and ``name`` ``"folder:<absolute path>"``.
+    """
+    if mode not in (None, "L", "RGB"):
+        raise PetlError(f"image mode {mode!r} is not supported; expected 'L', 'RGB' or None")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise PetlError(f"image_size must be a positive integer or None; got {image_size!r}")
+    root = Path(path).expanduser().resolve()
+    classes, files = _scan(root)
+    arrays = [[_read(p) for p in fs] for fs in files]
+    flat = [a for per_class in arrays for a in per_class]
+    if mode is None:
+        mode = "RGB" if any(_is_colour(a) for a in flat) else "L"
+    if image_size is not None:
+        size = (image_size, image_size)
+    else:
+        counts = Counter(a.shape[:2] for a in flat)
+        # Most common size; ties go to the larger image so that no information is thrown away needlessly.
+        size = max(counts, key=lambda hw: (counts[hw], hw[0] * hw[1], hw))
+    images = np.stack([_to_mode_and_size(a, mode, size) for a in flat])
+    labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(files)])
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"folder:{root}")

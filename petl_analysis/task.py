@@ -1,0 +1,110 @@
+"""A *task*: a dataset split for a given model, as in-memory tensors ready for the engine.
+
+``DataSpec`` (serialisable: dataset name + split protocol) and ``ModelSpec`` identify a run; :func:`build_task`
+turns them into train/val/test tensors shaped for the model, and :func:`prepare_model` builds the backbone with a
+fresh classifier for the task's classes. Linear probing trains the head on features extracted once.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from .accounting import count_parameters
+from .data import ImageDataset, SplitSpec, load_dataset, make_splits, to_model_input
+from .device import resolve_device
+from .engine import FitResult, Recipe, fit, seed_everything
+from .models import ModelSpec, create_model, model_input_config
+
+
+@dataclass
+class DataSpec:
+    """A dataset (built-in name or image-folder path) and the split protocol (stored in every artefact)."""
+
+    dataset: str = "digits"
+    split: SplitSpec = field(default_factory=SplitSpec)
+
+    def data_id(self) -> str:
+        s = self.split
+        shots = f"{s.shots}-shot(seed={s.shot_seed})" if s.shots else "full"
+        return f"{self.dataset}:{shots}:split_seed={s.split_seed}"
+
+
+@dataclass
+class Task:
+    """Train/val/test tensors for one model (inputs resized, channel-converted and normalised)."""
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    classes: list[str]
+    data: DataSpec
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def build_task(data: DataSpec, model: nn.Module, dataset: ImageDataset | None = None) -> Task:
+    """Load (or take) the dataset, split it by ``data.split``, and convert each split to ``model``'s input format."""
+    ds = dataset if dataset is not None else load_dataset(data.dataset)
+    splits = make_splits(ds, data.split)
+    cfg = model_input_config(model)
+    convert = lambda d: to_model_input(d, cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"])  # noqa: E731
+    return Task(convert(splits.train), convert(splits.val), convert(splits.test), list(ds.classes), data)
+
+
+def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> nn.Module:
+    """Create the backbone with a freshly initialised ``num_classes`` head (seeded, so runs are reproducible)."""
+    seed_everything(seed)
+    return create_model(spec, num_classes=num_classes)
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module, data: TensorDataset, *, device: str | torch.device = "cpu", batch_size: int = 512
+) -> TensorDataset:
+    """Pre-logit features of a frozen ``model`` (``forward_head(..., pre_logits=True)``), shape ``(N, num_features)``."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval().to(dev)
+    x_all, y_all = data.tensors
+    feats = []
+    for i in range(0, len(y_all), batch_size):
+        x = x_all[i : i + batch_size].to(dev)
+        feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+    model.train(was_training)
+    return TensorDataset(torch.cat(feats) if feats else torch.empty(0, model.num_features), y_all)
+
+
+def fit_linear_probe(
+    model: nn.Module, task: Task, recipe: Recipe, *, seed: int = 0, device: str | torch.device = "cpu"
+) -> FitResult:
+    """Train only the classifier of ``model`` on frozen features; the trained head is written back into ``model``.
+
+    Features are computed once, so a probe costs one forward pass over the data plus a cheap logistic regression.
+    The result's ``trainable`` counts are those of ``model`` with only its head trainable.
+    """
+    feats = {name: extract_features(model, getattr(task, name), device=device) for name in ("train", "val", "test")}
+    head = model.get_classifier()
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"linear probing expects an nn.Linear classifier, got {type(head).__name__}")
+    probe = copy.deepcopy(head).cpu().requires_grad_(True)
+    head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr)
+    result = fit(probe, feats["train"], feats["val"], head_recipe, test=feats["test"], seed=seed, device=device)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight.to(head.weight.device))
+        head.bias.copy_(probe.bias.to(head.bias.device))
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head.requires_grad_(True)
+    result.trainable = count_parameters(model).as_dict()
+    for p in model.parameters():
+        p.requires_grad_(flags[id(p)])
+    return result
