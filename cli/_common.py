@@ -14,8 +14,10 @@ from rich.table import Table
 
 from petl_analysis.errors import PetlError
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide tables when output is not a terminal (CI logs, files): rich would otherwise wrap at 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

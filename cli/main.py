@@ -1,4 +1,4 @@
-"""``petl-analyze``: probe -> select -> plan -> train -> report, on your ViT and data or on the bundled defaults."""
+"""petl-analyze: probe -> select -> plan -> train -> report, on your ViT and data or on the bundled defaults."""
 
 from __future__ import annotations
 
@@ -115,6 +115,81 @@ def linear_probe(
                              "time_s": round(res.wall_time_s, 2)})
                 advance(1, f"{w} seed {seed}: test {res.test_acc:.3f}")
     print_table(rows, title=f"linear probe on {dataset} ({'full' if shots is None else f'{shots}-shot'})")
+
+
+def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = None):
+    from petl_analysis.data import SplitSpec
+    from petl_analysis.task import DataSpec
+
+    return DataSpec(dataset, SplitSpec(shots=shots, max_train=max_train))
+
+
+def _trial_progress(advance):
+    def on_trial(record: dict, cached: bool) -> None:
+        p = record.get("payload", {})
+        what = record["kind"] if record["kind"] != "subspace" else f"d={p.get('d')}"
+        res = record.get("result") or {}
+        acc = res.get("test_acc")
+        status = "cached" if cached else (f"acc {acc:.3f}" if acc is not None else record.get("error", "failed"))
+        advance(1, f"{what} seed {p.get('seed')}: {status}")
+
+    return on_trial
+
+
+@app.command()
+@handle_errors
+def probe(
+    model: str = ModelOpt(),
+    weights: str = WeightsOpt(),
+    dataset: str = DatasetOpt(),
+    shots: Optional[int] = typer.Option(None, "--shots", "-k", help="k-shot per class (default: full data)."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Cap the full training set (stratified)."),
+    targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Comma-separated catalogue specs (default: q,k,v,proj,fc1,fc2,attn,mlp)."),
+    per_block: bool = typer.Option(False, "--per-block", help="One subspace per block for each target."),
+    dims: Optional[str] = typer.Option(None, "--dims", help="Explicit d grid (e.g. 16,64,256); default: adaptive search."),
+    projection: str = typer.Option("fastfood", "--projection", help="fastfood, dense or sparse."),
+    threshold: float = typer.Option(0.9, "--threshold", help="d90 threshold in (0, 1]."),
+    seeds: int = typer.Option(2, "--seeds"),
+    head: str = typer.Option("train", "--head", help="train (linear-probe init, trained jointly) or frozen."),
+    said: bool = typer.Option(False, "--said", help="Structure-aware ID: one learned scale per tensor (counted in d)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial (default: the probe recipe's)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of theta_d (default: the probe recipe's)."),
+    out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
+    device: str = DeviceOpt(),
+    threads: Optional[int] = ThreadsOpt(),
+) -> None:
+    """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training."""
+    _setup(threads)
+    import dataclasses
+
+    from petl_analysis.device import resolve_device
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
+
+    from ._common import parse_ints
+
+    recipe = default_probe_recipe()
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
+    config = ProbeConfig(
+        targets=split_list(targets) or ProbeConfig().targets,
+        per_block=per_block,
+        dims=parse_ints(dims, "--dims") or None,
+        projection=projection,
+        threshold=threshold,
+        seeds=seeds,
+        head=head,
+        said=said,
+        recipe=recipe,
+    )
+    dev = str(resolve_device(device))
+    with progress_bar("probe", total=None) as advance:
+        result = run_probe(_model_spec(model, weights), _data_spec(dataset, shots, max_train), config, out=out,
+                           device=dev, n_jobs=jobs, on_trial=_trial_progress(advance))
+    lp, ft = result.baselines["lp"], result.baselines["ft"]
+    console.print(f"baselines: linear probe {lp.mean:.3f} ± {lp.std:.3f} ({lp.trainable:,} params), "
+                  f"full fine-tuning {ft.mean:.3f} ± {ft.std:.3f} ({ft.trainable:,} params)")
+    print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
+    console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
 
 
 def main() -> None:

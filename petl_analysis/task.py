@@ -94,12 +94,20 @@ def fit_linear_probe(
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
         raise TypeError(f"linear probing expects an nn.Linear classifier, got {type(head).__name__}")
-    probe = copy.deepcopy(head).cpu().requires_grad_(True)
-    head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr)
-    result = fit(probe, feats["train"], feats["val"], head_recipe, test=feats["test"], seed=seed, device=device)
+    # Standardise features (train statistics) so one learning rate suits every backbone; folded back exactly below.
+    mean = feats["train"].tensors[0].mean(0)
+    std = feats["train"].tensors[0].std(0).clamp_min(1e-6) if len(feats["train"]) > 1 else torch.ones_like(mean)
+    scaled = {k: TensorDataset((v.tensors[0] - mean) / std, v.tensors[1]) for k, v in feats.items()}
+    probe = nn.Linear(head.in_features, head.out_features)
     with torch.no_grad():
-        head.weight.copy_(probe.weight.to(head.weight.device))
-        head.bias.copy_(probe.bias.to(head.bias.device))
+        probe.weight.zero_()
+        probe.bias.zero_()
+    head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr)
+    result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
+    with torch.no_grad():
+        w = probe.weight.cpu() / std
+        head.weight.copy_(w.to(head.weight.device))
+        head.bias.copy_((probe.bias.cpu() - w @ mean).to(head.bias.device))
     flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)

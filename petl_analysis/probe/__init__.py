@@ -1,0 +1,32 @@
+"""Probe stage: local intrinsic dimension of ViT submodules by random-subspace training."""
+
+from .probe import (
+    Baseline,
+    D90,
+    ProbeConfig,
+    ProbeResult,
+    TargetResult,
+    default_probe_recipe,
+    expand_targets,
+    probe_trial,
+    run_probe,
+)
+from .projections import PROJECTIONS, Projection, make_projection
+from .subspace import SubspaceModel, subspace_size
+
+__all__ = [
+    "Baseline",
+    "D90",
+    "PROJECTIONS",
+    "ProbeConfig",
+    "ProbeResult",
+    "Projection",
+    "SubspaceModel",
+    "TargetResult",
+    "default_probe_recipe",
+    "expand_targets",
+    "make_projection",
+    "probe_trial",
+    "run_probe",
+    "subspace_size",
+]

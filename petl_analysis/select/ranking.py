@@ -1,0 +1,94 @@
+"""The ``Ranking`` artefact: target sets ordered by adaptation priority (rank 1 = adapt first)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ..artefacts import Artefact
+from ..models import ModelSpec
+from ..task import DataSpec
+
+
+@dataclass
+class RankedTarget:
+    """One target set in a ranking.
+
+    Attributes:
+        target: the label (a catalogue spec such as ``attn.v`` or ``blocks.2.mlp``).
+        units: the concrete units of the set.
+        D: number of parameters the set spans.
+        rank: 1-based position (1 = adapt first).
+        score: the selector's raw score (d90 for the probe selector; the proxy value otherwise).
+        d90, d90_ci: the probe's gain-normalised d90 and its CI when known (``None`` = not reached / not probed).
+        reached: the probe reached the threshold for this set.
+        tied_with: targets whose d90 CI overlaps this one's (statistically indistinguishable).
+    """
+
+    target: str
+    units: list[str]
+    D: int
+    rank: int
+    score: float | None
+    d90: float | None = None
+    d90_ci: list[float | None] = field(default_factory=list)
+    reached: bool = True
+    tied_with: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ranking(Artefact):
+    """Output of the select stage (``ranking.json``)."""
+
+    SCHEMA = "ranking"
+    VERSION = 1
+
+    selector: str
+    model: ModelSpec
+    data: DataSpec | None
+    entries: list[RankedTarget]
+    source: str = ""
+    direction: str = "ascending"  # how ``score`` maps to priority
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def order(self) -> list[str]:
+        return [e.target for e in sorted(self.entries, key=lambda e: e.rank)]
+
+    def table(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "rank": e.rank,
+                "target": e.target,
+                "D": e.D,
+                "score": e.score,
+                "d90": "not reached" if not e.reached else (None if e.d90 is None else round(e.d90)),
+                "d90 CI": _ci(e.d90_ci),
+                "tied with": ", ".join(e.tied_with) or "-",
+            }
+            for e in sorted(self.entries, key=lambda e: e.rank)
+        ]
+
+
+def _ci(ci: list[float | None]) -> str:
+    if not ci or ci[0] is None:
+        return "-"
+    hi = ci[1]
+    return f"[{ci[0]:.0f}, {'inf' if hi is None or math.isinf(hi) else f'{hi:.0f}'}]"
+
+
+def rank_correlations(reference: Ranking, other: Ranking) -> dict[str, float]:
+    """Spearman rho and Kendall tau between two rankings over their common targets (ranks, ties allowed)."""
+    ref = {e.target: e.rank for e in reference.entries}
+    oth = {e.target: e.rank for e in other.entries}
+    common = [t for t in ref if t in oth]
+    if len(common) < 3:
+        return {"spearman": float("nan"), "kendall": float("nan"), "n": len(common)}
+    a = np.array([ref[t] for t in common], dtype=float)
+    b = np.array([oth[t] for t in common], dtype=float)
+    rho = stats.spearmanr(a, b).statistic
+    tau = stats.kendalltau(a, b).statistic
+    return {"spearman": float(rho), "kendall": float(tau), "n": len(common)}

@@ -1,0 +1,182 @@
+"""Selectors: the intrinsic-dimension ranking, and cheap proxies computed from a few batches.
+
+All selectors rank the same target sets (the probe's, or catalogue specs) so they can be compared:
+
+- ``d90``: gain-normalised d90 ascending (a set that reaches the threshold with a smaller subspace adapts more
+  cheaply); sets that never reach it come last, ordered by their best accuracy. Overlapping CIs are flagged as ties.
+- ``rgn``: relative gradient norm ||g|| / ||theta|| (surgical fine-tuning's Auto-RGN), descending.
+- ``fisher``: mean squared gradient per parameter (empirical Fisher diagonal, as SPT / FISH masks), descending.
+- ``kappa``: weight condition number sigma_max / sigma_min (peft's KappaTune: well-conditioned = safer), ascending.
+- ``random``: a seeded random order (the control).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import PetlError
+from ..models import ModelSpec, resolve_targets
+from ..probe import ProbeResult
+from ..registry import Registry
+from ..task import DataSpec, Task
+from .ranking import RankedTarget, Ranking
+
+#: Proxy selectors: ``fn(model, task, sets, n_batches, seed) -> {label: score}`` plus a direction.
+SELECTORS: Registry[tuple[Callable[..., dict[str, float]], str]] = Registry("selector")
+
+
+def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = "") -> Ranking:
+    """Rank the probe's targets by d90 (gain-normalised by default), flagging statistically tied neighbours."""
+    rows = []
+    for t in probe.targets:
+        d = t.d90_classic if classic else t.d90
+        best = max((a for a in t.acc_mean if not math.isnan(a)), default=0.0)
+        rows.append((t, d, best))
+    # Reached first by d90; then not reached by best accuracy (closest to the threshold first).
+    rows.sort(key=lambda r: (0, r[1].value, 0.0) if r[1].reached and r[1].value is not None else (1, math.inf, -r[2]))
+    entries = []
+    for i, (t, d, best) in enumerate(rows):
+        entries.append(RankedTarget(
+            target=t.target, units=t.units, D=t.D, rank=i + 1,
+            score=d.value if d.reached else None,
+            d90=d.value if d.reached else None,
+            d90_ci=[d.ci_low, d.ci_high],
+            reached=bool(d.reached),
+        ))
+    _flag_ties(entries)
+    return Ranking(selector="d90-classic" if classic else "d90", model=probe.model, data=probe.data, entries=entries,
+                   source=source, direction="ascending",
+                   details={"threshold": probe.config.threshold, "baselines": {k: v.mean for k, v in probe.baselines.items()}})
+
+
+def _interval(e: RankedTarget) -> tuple[float, float]:
+    lo, hi = (e.d90_ci + [None, None])[:2]
+    lo = e.d90 if lo is None else lo
+    hi = math.inf if hi is None or not e.reached else hi
+    return (lo if lo is not None else math.inf), hi
+
+
+def _flag_ties(entries: list[RankedTarget]) -> None:
+    for a in entries:
+        lo_a, hi_a = _interval(a)
+        a.tied_with = [b.target for b in entries if b is not a and max(lo_a, _interval(b)[0]) <= min(hi_a, _interval(b)[1])]
+
+
+def rank_by_proxy(
+    name: str,
+    model: nn.Module,
+    task: Task | None,
+    sets: dict[str, list[str]],
+    *,
+    model_spec: ModelSpec,
+    data: DataSpec | None = None,
+    n_batches: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Ranking:
+    """Rank ``sets`` (label -> unit names) with a registered proxy selector."""
+    fn, direction = SELECTORS.get(name)
+    scores = fn(model, task, sets, n_batches=n_batches, batch_size=batch_size, seed=seed)
+    sign = 1.0 if direction == "ascending" else -1.0
+    order = sorted(sets, key=lambda label: (sign * scores[label], label))
+    units_of = {label: resolve_targets(model, names) for label, names in sets.items()}
+    entries = [
+        RankedTarget(target=label, units=sets[label], D=sum(u.numel for u in units_of[label]), rank=i + 1,
+                     score=float(scores[label]))
+        for i, label in enumerate(order)
+    ]
+    return Ranking(selector=name, model=model_spec, data=data, entries=entries, direction=direction,
+                   details={"n_batches": n_batches, "batch_size": batch_size, "seed": seed})
+
+
+def _tensor_view(params: dict[str, torch.Tensor], t) -> torch.Tensor:
+    full = params[t.param]
+    return full if t.rows is None else full[t.rows[0] : t.rows[1]]
+
+
+def _gradients(model: nn.Module, task: Task, n_batches: int, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Per-batch gradients of every parameter (model in eval mode, all parameters temporarily trainable)."""
+    if task is None:
+        raise PetlError("this selector needs data (gradients); give a dataset")
+    x_all, y_all = task.train.tensors
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(y_all), generator=gen)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.eval().requires_grad_(True)
+    grads = []
+    try:
+        for b in range(n_batches):
+            idx = order[(b * batch_size) % len(order) :][:batch_size]
+            if len(idx) == 0:
+                break
+            model.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x_all[idx]), y_all[idx])
+            loss.backward()
+            grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+    finally:
+        model.zero_grad(set_to_none=True)
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+    return grads
+
+
+def _set_tensors(model: nn.Module, names: Sequence[str]):
+    return [t for u in resolve_targets(model, list(names)) for t in u.tensors]
+
+
+def _register(name: str, direction: str):
+    def deco(fn):
+        SELECTORS.register(name)((fn, direction))
+        return fn
+
+    return deco
+
+
+@_register("rgn", "descending")
+def relative_gradient_norm(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    grads = _gradients(model, task, n_batches, batch_size, seed)
+    params = dict(model.named_parameters())
+    mean_grad = {n: torch.stack([g[n] for g in grads]).mean(0) for n in grads[0]}
+    out = {}
+    for label, names in sets.items():
+        g2 = sum(float(_tensor_view(mean_grad, t).pow(2).sum()) for t in _set_tensors(model, names))
+        w2 = sum(float(_tensor_view(params, t).detach().pow(2).sum()) for t in _set_tensors(model, names))
+        out[label] = math.sqrt(g2) / max(math.sqrt(w2), 1e-12)
+    return out
+
+
+@_register("fisher", "descending")
+def fisher_diagonal(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    grads = _gradients(model, task, n_batches, batch_size, seed)
+    out = {}
+    for label, names in sets.items():
+        tensors = _set_tensors(model, names)
+        total = sum(float(torch.stack([_tensor_view(g, t) for g in grads]).pow(2).mean(0).sum()) for t in tensors)
+        out[label] = total / max(1, sum(t.numel for t in tensors))  # per parameter: big sets are not favoured
+    return out
+
+
+@_register("kappa", "ascending")
+def condition_number(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    params = dict(model.named_parameters())
+    out = {}
+    for label, names in sets.items():
+        logs = []
+        for u in resolve_targets(model, list(names)):
+            if not u.is_linear:
+                continue
+            s = torch.linalg.svdvals(_tensor_view(params, u.weight).detach().float())
+            logs.append(math.log(float(s.max()) / max(float(s.min()), 1e-12)))
+        out[label] = math.exp(float(np.mean(logs))) if logs else math.inf  # norms have no condition number
+    return out
+
+
+@_register("random", "ascending")
+def random_order(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    return {label: float(v) for label, v in zip(sets, rng.permutation(len(sets)))}

@@ -1,0 +1,127 @@
+"""Resumable, parallel execution of independent trials (probe trainings, sweep runs).
+
+Each trial is a small picklable :class:`Trial` (a key and a JSON payload) run by a module-level function in a
+worker process. The driver alone appends finished records to a JSON-lines log, so:
+
+- rerunning the same command skips every trial whose key is already in the log;
+- a killed driver loses only the trials in flight (the log is fsync'ed per record, a torn last line is dropped);
+- a trial that raises is retried once, then recorded with its error, and the study goes on.
+
+Parallelism goes through joblib, so any joblib backend works: ``loky`` (local processes, default), ``sequential``,
+or ``dask`` (an existing cluster; see :func:`backend_context`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import PetlError
+from .io import JsonlLog
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One unit of work. ``payload`` must be JSON-serialisable (it also defines the key)."""
+
+    kind: str
+    payload: dict[str, Any] = field(hash=False)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"kind": self.kind, **self.payload}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) -> dict[str, Any]:
+    """Run one trial in a worker; never raises (errors become a failed record)."""
+    errors: list[str] = []
+    for attempt in range(retries + 1):
+        start = time.perf_counter()
+        try:
+            result = fn(trial)
+            return {"key": trial.key, "kind": trial.kind, "status": STATUS_OK, "attempts": attempt + 1,
+                    "payload": trial.payload, "result": result, "wall_time_s": time.perf_counter() - start}
+        except PetlError:
+            raise  # bad configuration: retrying cannot help, stop the study with the one-line message
+        except Exception as e:  # noqa: BLE001 - recorded, the study goes on
+            errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
+            last_tb = traceback.format_exc(limit=3)
+    return {"key": trial.key, "kind": trial.kind, "status": STATUS_FAILED, "attempts": retries + 1,
+            "payload": trial.payload, "error": errors[-1], "errors": errors, "traceback": last_tb}
+
+
+@contextmanager
+def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs: int = 1) -> Iterator[None]:
+    """joblib backend configuration: ``loky``/``threading``/``sequential``, or ``dask`` with a scheduler address."""
+    import joblib
+
+    if backend == "dask":
+        try:
+            from distributed import Client
+        except ImportError:
+            raise PetlError("--backend dask needs the optional extra: pip install 'petl-analysis[dask]'") from None
+        client = Client(scheduler) if scheduler else Client(processes=True, n_workers=n_jobs, threads_per_worker=1)
+        try:
+            with joblib.parallel_config(backend="dask"):
+                yield
+        finally:
+            client.close()
+    elif backend in ("loky", "threading", "sequential", "multiprocessing"):
+        with joblib.parallel_config(backend=backend):
+            yield
+    else:
+        raise PetlError(f"unknown backend {backend!r}; expected loky, dask, threading or sequential")
+
+
+def run_trials(
+    trials: Sequence[Trial],
+    fn: Callable[[Trial], dict[str, Any]],
+    log: JsonlLog,
+    *,
+    n_jobs: int = 1,
+    retries: int = 1,
+    on_record: Callable[[dict[str, Any], bool], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run the trials not yet in ``log`` and return ``key -> record`` for every trial asked for.
+
+    ``on_record(record, cached)`` is called once per trial (``cached`` when it came from the log), e.g. to
+    advance a progress bar. Results stream back in completion order and are appended as they arrive.
+    """
+    import joblib
+
+    done = {r["key"]: r for r in log.read() if "key" in r}
+    unique: dict[str, Trial] = {}
+    for t in trials:
+        unique.setdefault(t.key, t)
+    out: dict[str, dict[str, Any]] = {}
+    todo: list[Trial] = []
+    for key, t in unique.items():
+        if key in done:
+            out[key] = done[key]
+            if on_record:
+                on_record(done[key], True)
+        else:
+            todo.append(t)
+    if not todo:
+        return out
+    if n_jobs == 1 and joblib.parallel.get_active_backend()[0].__class__.__name__ != "DaskDistributedBackend":
+        results = (_execute(fn, t, retries) for t in todo)
+    else:
+        results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            joblib.delayed(_execute)(fn, t, retries) for t in todo
+        )
+    for record in results:
+        log.append(record)
+        out[record["key"]] = record
+        if on_record:
+            on_record(record, False)
+    return out
