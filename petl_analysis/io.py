@@ -116,3 +116,16 @@ class JsonlLog:
             if not isinstance(rec, dict):
                 raise PetlError(f"results file {str(self.path)!r} line {i}: expected a JSON object")
             yield rec
+
+
+class MemoryLog:
+    """In-memory stand-in for :class:`JsonlLog` when no results file is wanted (library use, tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        return list(self.records)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)

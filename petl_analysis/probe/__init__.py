@@ -12,7 +12,7 @@ from .probe import (
     run_probe,
 )
 from .projections import PROJECTIONS, Projection, make_projection
-from .subspace import SubspaceModel, subspace_size
+from .subspace import SubspaceModel, all_parameters, subspace_size
 
 __all__ = [
     "Baseline",
@@ -22,6 +22,7 @@ __all__ = [
     "ProbeResult",
     "Projection",
     "SubspaceModel",
+    "all_parameters",
     "TargetResult",
     "default_probe_recipe",
     "expand_targets",

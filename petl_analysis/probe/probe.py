@@ -26,9 +26,10 @@ from ..artefacts import Artefact, from_jsonable, to_jsonable
 from ..data import SplitSpec, load_dataset
 from ..engine import Recipe, fit, seed_everything
 from ..errors import PetlError
-from ..io import JsonlLog
+from ..io import JsonlLog, MemoryLog
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, catalogue, resolve_targets
 from ..task import DataSpec, Task, build_task, fit_linear_probe, prepare_model
+from ..train.run import seed_data
 from ..trials import STATUS_OK, Trial, run_trials
 from . import d90 as d90_lib
 from .subspace import SubspaceModel, subspace_size
@@ -207,12 +208,6 @@ def _prepared(model_json: str, data_json: str, seed: int, recipe_json: str, devi
     return (model.cpu(), lp), task
 
 
-def _seed_data(data: DataSpec, seed: int) -> DataSpec:
-    """Each seed draws its own k-shot sample; the val/test split stays fixed."""
-    if data.split.shots is None:
-        return data
-    return DataSpec(data.dataset, dataclasses.replace(data.split, shot_seed=seed))
-
 
 def probe_trial(trial: Trial) -> dict[str, Any]:
     """Worker: run one baseline or subspace trial described by ``trial.payload``."""
@@ -303,7 +298,7 @@ def run_probe(
             label, d = too_big[0]
             raise PetlError(f"d={d} exceeds D={D_of[label]} of target {label!r}; the largest d for it is {D_of[label]}")
     log_file = Path(log_path) if log_path else (Path(str(out) + ".trials.jsonl") if out else None)
-    log = JsonlLog(log_file) if log_file else _MemoryLog()
+    log = JsonlLog(log_file) if log_file else MemoryLog()
     threads = threads_per_job or (max(1, torch.get_num_threads() // max(1, n_jobs)))
     common = {
         "model": json.dumps(to_jsonable(model), sort_keys=True),
@@ -314,7 +309,7 @@ def run_probe(
     seeds = list(range(config.seeds))
 
     def data_json(seed: int) -> str:
-        return json.dumps(to_jsonable(_seed_data(data, seed)), sort_keys=True)
+        return json.dumps(to_jsonable(seed_data(data, seed)), sort_keys=True)
 
     def base_trial(kind: str, seed: int) -> Trial:
         return Trial(kind, {**common, "data": data_json(seed), "seed": seed})
@@ -386,18 +381,6 @@ def run_probe(
         result.save(out)
     return result
 
-
-class _MemoryLog:
-    """Stand-in for :class:`JsonlLog` when no results file is wanted (library use, tests)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def read(self) -> list[dict[str, Any]]:
-        return list(self.records)
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
 
 
 def _metric(record: dict[str, Any], metric: str) -> float | None:

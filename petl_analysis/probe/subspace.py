@@ -32,26 +32,32 @@ class _Segment:
     scale_index: int  # which SAID scale multiplies this segment
 
 
-def subspace_size(units: Sequence[Unit]) -> int:
+def subspace_size(units: Sequence[Unit | TensorSlice]) -> int:
     """D: the number of parameters the units span (weights and biases, slices counted by their rows)."""
     return sum(t.numel for t in _unique_slices(units))
 
 
-def _unique_slices(units: Sequence[Unit]) -> list[TensorSlice]:
+def _unique_slices(units: Sequence[Unit | TensorSlice]) -> list[TensorSlice]:
     seen: dict[tuple[str, tuple[int, int] | None], TensorSlice] = {}
     for u in units:
-        for t in u.tensors:
+        for t in (u.tensors if isinstance(u, Unit) else (u,)):
             seen.setdefault((t.param, t.rows), t)
     return list(seen.values())
+
+
+def all_parameters(model: nn.Module) -> list[TensorSlice]:
+    """Every parameter of ``model`` as a slice: the *global* intrinsic dimension of Li et al. (2018)."""
+    return [TensorSlice(name, None, tuple(p.shape)) for name, p in model.named_parameters()]
 
 
 class SubspaceModel(AdapterModule):
     """``model`` with the tensors of ``units`` replaced by ``theta0 + P theta_d``.
 
     Args:
-        model: a timm ViT. Its parameters are not modified; those in ``units`` are frozen here, every other
-            parameter keeps its ``requires_grad`` (the caller decides whether the head trains).
-        units: catalogue units spanning the subspace (D = their total size).
+        model: a timm ViT (or any module). Its parameters are not modified; those in ``units`` are frozen here,
+            every other parameter keeps its ``requires_grad`` (the caller decides whether the head trains).
+        units: catalogue units, or raw :class:`TensorSlice` s (e.g. :func:`all_parameters` for a whole network),
+            spanning the subspace (D = their total size).
         d: subspace dimension, including the SAID scales when ``said`` is set.
         projection: a registered projection kind (``dense``, ``fastfood``, ``sparse``).
         seed: seed of the random projection.
@@ -65,7 +71,7 @@ class SubspaceModel(AdapterModule):
     def __init__(
         self,
         model: nn.Module,
-        units: Sequence[Unit],
+        units: Sequence[Unit | TensorSlice],
         d: int,
         projection: str = "fastfood",
         seed: int = 0,
@@ -76,7 +82,7 @@ class SubspaceModel(AdapterModule):
         if not units:
             raise PetlError("subspace training needs at least one target unit")
         self.model = model
-        self.unit_names = [u.name for u in units]
+        self.unit_names = [u.name if isinstance(u, Unit) else u.param for u in units]
         slices = _unique_slices(units)
         params = dict(model.named_parameters())
         segments, start = [], 0
@@ -127,8 +133,9 @@ class SubspaceModel(AdapterModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, self.substituted_parameters(), (x,), strict=False)
 
-    def get_classifier(self) -> nn.Module:
-        return self.model.get_classifier()
+    def get_classifier(self) -> nn.Module | None:
+        get = getattr(self.model, "get_classifier", None)
+        return get() if callable(get) else None
 
     @torch.no_grad()
     def merged_state_dict(self) -> dict[str, torch.Tensor]:

@@ -1,0 +1,202 @@
+"""From a ranking and a budget to a :class:`Plan`: the ``greedy`` policy.
+
+1. **Coverage.** Take target sets in ranking order while the cheapest valid configuration of the method (rank 1,
+   smallest valid n) on all sets taken so far still fits the budget.
+   If even the top set does not fit whole, take as many of its units as fit, later blocks first (the blocks closest
+   to the head are usually the most task-specific).
+2. **Capacity.** With those units, choose the hyper-parameters whose exact count is the largest not above the
+   budget (KAdaptation: n from the common divisors of every target's dimensions with n <= d/n, then rank up to
+   the smaller side of B_i; LoRA: rank). Ties prefer larger n and smaller rank (more Kronecker terms are cheap:
+   their cost is the shared rule matrices). When even the largest useful configuration stays below the budget,
+   the plan says so in its notes.
+3. **Refusal.** When the cheapest plan with a single unit exceeds the budget, the error says what that minimum is.
+
+Counts come from the method's own closed form (``Method.expected_count``), so a plan's number is what training
+will count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..accounting import ParamCount
+from ..errors import PetlError
+from ..models import ModelSpec, Unit, resolve_targets
+from ..select import Ranking
+from ..tuners import KAdaptationConfig, LoraConfig, MethodConfig, get_method
+from .plan import Plan, PlannedTarget
+
+PLANNABLE = ("kadaptation", "lora")
+MAX_RANK = 64
+
+
+def _divisors_common(units: Sequence[Unit]) -> list[int]:
+    dims = {d for u in units if u.is_linear for d in (u.in_features, u.out_features)}
+    if not dims:
+        return []
+    smallest = min(dims)
+    return [n for n in range(1, smallest + 1) if all(d % n == 0 for d in dims)]
+
+
+def _rank(config: MethodConfig) -> int:
+    return int(getattr(config, "rank", getattr(config, "r", 0)))
+
+
+def _count(model: nn.Module, config: MethodConfig) -> ParamCount:
+    return get_method(config).expected_count(model)
+
+
+def _used(count: ParamCount, head_in_budget: bool) -> int:
+    return count.total if head_in_budget else count.total_excl_head
+
+
+def _valid_ns(units: Sequence[Unit]) -> list[int]:
+    """n dividing every dimension, with the rule matrix no larger than the fast factor (n <= d/n for the smallest
+    d), so both Kronecker factors carry information: n = d would leave each layer only scalars."""
+    dims = [d for u in units if u.is_linear for d in (u.in_features, u.out_features)]
+    ns = [n for n in _divisors_common(units) if n >= 2 and n * n <= min(dims)]
+    return ns or [1]
+
+
+def _configs(method: str, base: dict[str, Any], units: Sequence[Unit], cheapest_only: bool) -> list[MethodConfig]:
+    names = [u.name for u in units]
+    linear = [u for u in units if u.is_linear]
+    if not linear:
+        return []
+    smallest = min(min(u.in_features, u.out_features) for u in linear)
+    if method == "lora":
+        ranks = [1] if cheapest_only else range(1, min(MAX_RANK, smallest) + 1)
+        # alpha = r keeps the update scale at 1 across ranks unless the user fixed alpha.
+        return [LoraConfig(**{"alpha": float(r), **base, "targets": names, "r": r}) for r in ranks]
+    ns = _valid_ns(linear)
+    if cheapest_only:
+        return [KAdaptationConfig(**{**base, "targets": names, "n": ns[0], "rank": 1})]
+    # B_i is (d_out/n x d_in/n): a rank above its smaller side adds parameters, not capacity.
+    return [KAdaptationConfig(**{**base, "targets": names, "n": n, "rank": r})
+            for n in ns for r in range(1, min(MAX_RANK, smallest // n) + 1)]
+
+
+def plan_for_budget(
+    ranking: Ranking,
+    model: nn.Module,
+    budget: int,
+    *,
+    method: str = "kadaptation",
+    model_spec: ModelSpec | None = None,
+    head_in_budget: bool = False,
+    method_options: dict[str, Any] | None = None,
+    source: str = "",
+) -> Plan:
+    """Build the greedy plan for one budget (see module docstring). ``model`` must carry the task's head."""
+    if budget <= 0:
+        raise PetlError(f"budget must be a positive number of parameters, got {budget}")
+    if method not in PLANNABLE:
+        raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
+    base = {k: v for k, v in (method_options or {}).items() if k not in ("targets", "n", "rank", "r", "method")}
+    entries = sorted(ranking.entries, key=lambda e: e.rank)
+    linear_entries = [e for e in entries if any(u.is_linear for u in resolve_targets(model, e.units))]
+    if not linear_entries:
+        raise PetlError("the ranking has no Linear targets to adapt")
+
+    def cheapest(units: Sequence[Unit]) -> int | None:
+        cfgs = _configs(method, base, units, cheapest_only=True)
+        return _used(_count(model, cfgs[0]), head_in_budget) if cfgs else None
+
+    chosen: list[tuple[Any, list[Unit]]] = []
+    units_so_far: list[Unit] = []
+    for e in linear_entries:
+        units = [u for u in resolve_targets(model, e.units) if u.is_linear]
+        cost = cheapest(units_so_far + units)
+        if cost is not None and cost <= budget:
+            chosen.append((e, units))
+            units_so_far += units
+    notes: list[str] = []
+    if not chosen:
+        top = linear_entries[0]
+        units = sorted([u for u in resolve_targets(model, top.units) if u.is_linear], key=lambda u: -u.block)
+        partial: list[Unit] = []
+        for u in units:
+            cost = cheapest(partial + [u])
+            if cost is not None and cost <= budget:
+                partial.append(u)
+        if not partial:
+            minimum = cheapest(units[:1])
+            raise PetlError(
+                f"budget {budget:,} is below the smallest valid {method} plan ({minimum:,} trainable parameters"
+                f"{' incl. head' if head_in_budget else ' excl. head'}: one unit of {top.target}, rank 1)"
+            )
+        chosen = [(top, sorted(partial, key=lambda u: u.block))]
+        units_so_far = chosen[0][1]
+        notes.append(f"budget too small for all of {top.target}: adapting {len(partial)} of its {len(units)} units")
+
+    best: tuple[int, MethodConfig, ParamCount] | None = None
+    for cfg in _configs(method, base, units_so_far, cheapest_only=False):
+        count = _count(model, cfg)
+        used = _used(count, head_in_budget)
+        if used > budget:
+            continue
+        key = (used, getattr(cfg, "n", 0), -_rank(cfg))
+        if best is None or key > (best[0], getattr(best[1], "n", 0), -_rank(best[1])):
+            best = (used, cfg, count)
+    assert best is not None  # the cheapest config fitted above
+    used, config, count = best
+    if used < 0.5 * budget:
+        notes.append(f"only {used:,} of the {budget:,} budget is useful for these targets with {method}")
+    targets = [
+        PlannedTarget(target=e.target, units=[u.name for u in units], rank=e.rank, d90=e.d90,
+                      reason=f"rank {e.rank} by {ranking.selector}"
+                      + (f" (d90 {e.d90:.0f})" if e.d90 is not None else " (d90 not reached)" if ranking.selector.startswith("d90") else ""))
+        for e, units in chosen
+    ]
+    skipped = [e.target for e in linear_entries if e.target not in {t.target for t in targets}]
+    if skipped:
+        notes.append(f"not adapted (would exceed the budget at rank 1): {', '.join(skipped)}")
+    head = model.get_classifier()
+    return Plan(
+        model=model_spec or ranking.model,
+        num_classes=int(head.out_features),
+        budget=int(budget),
+        head_in_budget=head_in_budget,
+        method=method,
+        config=config.to_dict(),
+        targets=targets,
+        trainable=count.as_dict(),
+        used=int(used),
+        used_fraction=used / budget,
+        policy="greedy",
+        selector=ranking.selector,
+        ranking_source=source,
+        notes=notes,
+    )
+
+
+def fixed_plan(
+    model: nn.Module,
+    targets: Sequence[str],
+    budget: int,
+    *,
+    method: str = "kadaptation",
+    model_spec: ModelSpec,
+    head_in_budget: bool = False,
+    method_options: dict[str, Any] | None = None,
+    label: str = "fixed",
+) -> Plan:
+    """A plan on fixed targets (e.g. the paper's q, v of every block) sized to the budget by the same policy."""
+    from ..select import RankedTarget
+
+    units = resolve_targets(model, list(targets))
+    entry = RankedTarget(target=",".join(targets), units=[u.name for u in units], D=sum(u.numel for u in units),
+                         rank=1, score=None)
+    ranking = Ranking(selector=label, model=model_spec, data=None, entries=[entry])
+    return plan_for_budget(ranking, model, budget, method=method, model_spec=model_spec, head_in_budget=head_in_budget,
+                           method_options=method_options)
+
+
+def reverse_ranking(ranking: Ranking) -> Ranking:
+    """The worst-first ranking (the control of the sweep: do selected targets beat the worst-ranked ones?)."""
+    n = len(ranking.entries)
+    entries = [dataclasses.replace(e, rank=n + 1 - e.rank) for e in ranking.entries]
+    return dataclasses.replace(ranking, selector=f"{ranking.selector}-reversed", entries=entries)

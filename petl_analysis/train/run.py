@@ -1,0 +1,174 @@
+"""The train stage: one adaptation method (or a plan) on one dataset, over seeds, as a :class:`RunResult`.
+
+The classifier starts from the linear probe of the frozen backbone by default (``head_init="lp"``), the analogue
+of the KAdaptation paper's language-initialised head; ``"random"`` starts from a fresh head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..artefacts import Artefact
+from ..data import load_dataset
+from ..engine import EpochLog, FitResult, Recipe, fit
+from ..errors import PetlError
+from ..models import ModelSpec
+from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
+from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
+
+HEAD_INITS = ("lp", "random")
+
+
+def default_train_recipe() -> Recipe:
+    return Recipe(epochs=30, batch_size=64, lr=3e-3, head_lr=3e-3, weight_decay=1e-4, warmup_epochs=2.0)
+
+
+@dataclass
+class SeedRun:
+    """One seed's outcome. Accuracies are fractions; ``test_acc`` is at the best-validation epoch."""
+
+    seed: int
+    val_acc: float | None
+    test_acc: float | None
+    last_val_acc: float | None
+    last_test_acc: float | None
+    best_epoch: int
+    epochs_run: int
+    n_train: int
+    wall_time_s: float
+    train_loss: list[float] = field(default_factory=list)
+    val_curve: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RunResult(Artefact):
+    """Output of ``petl-analyze train``: one method configuration over seeds."""
+
+    SCHEMA = "run_result"
+    VERSION = 1
+
+    method: str
+    config: dict[str, Any]
+    model: ModelSpec
+    data: DataSpec
+    recipe: Recipe
+    head_init: str
+    trainable: dict[str, int]
+    seeds: list[SeedRun]
+    test_acc_mean: float
+    test_acc_std: float
+    val_acc_mean: float
+    last_test_acc_mean: float
+    wall_time_s: float
+    label: str = ""
+    plan: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label or self.method,
+            "method": self.method,
+            "trainable": self.trainable["total_incl_head"],
+            "trainable_excl_head": self.trainable["total_excl_head"],
+            "test_acc": self.test_acc_mean,
+            "test_std": self.test_acc_std,
+            "last_test_acc": self.last_test_acc_mean,
+            "val_acc": self.val_acc_mean,
+            "seeds": len(self.seeds),
+            "time_s": round(self.wall_time_s, 1),
+        }
+
+
+def seed_data(data: DataSpec, seed: int) -> DataSpec:
+    """Each seed draws its own k-shot sample (``shot_seed = seed``); the val/test split stays fixed."""
+    if data.split.shots is None:
+        return data
+    return DataSpec(data.dataset, dataclasses.replace(data.split, shot_seed=seed))
+
+
+def train_one_seed(
+    model: ModelSpec,
+    data: DataSpec,
+    config: MethodConfig,
+    recipe: Recipe,
+    seed: int,
+    *,
+    head_init: str = "lp",
+    device: str = "cpu",
+    adapter_dir: str | Path | None = None,
+    callback: Callable[[EpochLog], None] | None = None,
+) -> tuple[SeedRun, dict[str, int]]:
+    """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts."""
+    if head_init not in HEAD_INITS:
+        raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
+    data = seed_data(data, seed)
+    ds = load_dataset(data.dataset)
+    net = prepare_model(model, ds.num_classes, seed=seed)
+    task = build_task(data, net, dataset=ds)
+    start = time.perf_counter()
+    if config.method == "linear":
+        res: FitResult = fit_linear_probe(net, task, recipe, seed=seed, device=device)
+        method = apply_method(net, config)
+    else:
+        if head_init == "lp":
+            fit_linear_probe(net, task, recipe, seed=seed, device=device)
+        method = apply_method(net, config)
+        res = fit(net, task.train, task.val, recipe, test=task.test, seed=seed, device=device, callback=callback)
+    if adapter_dir is not None:
+        save_adapter(net, method, Path(adapter_dir) / f"seed{seed}")
+    run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
+                  res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve)
+    return run, res.trainable
+
+
+def run_method(
+    model: ModelSpec,
+    data: DataSpec,
+    config: MethodConfig | dict[str, Any],
+    recipe: Recipe | None = None,
+    seeds: list[int] | int = 3,
+    *,
+    head_init: str = "lp",
+    device: str = "cpu",
+    label: str = "",
+    plan: str | None = None,
+    adapter_dir: str | Path | None = None,
+    on_seed: Callable[[SeedRun], None] | None = None,
+    callback: Callable[[EpochLog], None] | None = None,
+) -> RunResult:
+    """Train one method configuration over ``seeds`` and summarise (mean/std over seeds)."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    recipe = recipe or default_train_recipe()
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise PetlError("at least one seed is needed")
+    start = time.perf_counter()
+    runs, trainable = [], {}
+    for seed in seed_list:
+        run, trainable = train_one_seed(model, data, config, recipe, seed, head_init=head_init, device=device,
+                                        adapter_dir=adapter_dir, callback=callback)
+        runs.append(run)
+        if on_seed:
+            on_seed(run)
+    return summarise(config.method, config.to_dict(), model, data, recipe, head_init, trainable, runs,
+                     time.perf_counter() - start, label=label, plan=plan)
+
+
+def summarise(method, config, model, data, recipe, head_init, trainable, runs, wall, *, label="", plan=None) -> RunResult:
+    def stats(values: list[float | None]) -> tuple[float, float]:
+        vals = [v for v in values if v is not None]
+        return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), float("nan"))
+
+    test_mean, test_std = stats([r.test_acc for r in runs])
+    return RunResult(
+        method=method, config=config, model=model, data=data, recipe=recipe, head_init=head_init,
+        trainable=trainable, seeds=runs, test_acc_mean=test_mean, test_acc_std=test_std,
+        val_acc_mean=stats([r.val_acc for r in runs])[0], last_test_acc_mean=stats([r.last_test_acc for r in runs])[0],
+        wall_time_s=wall, label=label, plan=plan,
+    )
