@@ -192,6 +192,358 @@ def probe(
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
 
 
+def _method_config(method: str, targets: Optional[str], sets: list[str]):
+    """Build a method config from --method/--targets and generic --set key=value overrides."""
+    import json as _json
+
+    from petl_analysis.errors import PetlError
+    from petl_analysis.tuners import config_from_dict
+
+    values: dict = {"method": method}
+    if targets:
+        values["targets"] = split_list(targets)
+    for item in sets:
+        if "=" not in item:
+            raise PetlError(f"--set {item!r}: expected key=value, e.g. --set n=8")
+        key, raw = item.split("=", 1)
+        try:
+            values[key.strip()] = _json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw
+    return config_from_dict(values)
+
+
+SetOpt = lambda: typer.Option([], "--set", "-s", help="Method option key=value (repeatable), e.g. --set n=8 --set sharing=global.")  # noqa: E731
+
+
+@app.command()
+@handle_errors
+def train(
+    method: str = typer.Option("kadaptation", "--method", help="linear, full, bitfit, layernorm, lora, kadaptation, adapter, compacter, vpt."),
+    targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Catalogue specs (default: the method's)."),
+    n: Optional[int] = typer.Option(None, "--n", help="KAdaptation/Compacter: Kronecker terms n."),
+    rank: Optional[int] = typer.Option(None, "--rank", "-r", help="Rank (KAdaptation rank of B_i; LoRA r)."),
+    init: Optional[str] = typer.Option(None, "--init", help="KAdaptation init: default or pevit (the official zero-zero init)."),
+    sets: list[str] = SetOpt(),
+    plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
+    model: str = ModelOpt(),
+    weights: str = WeightsOpt(),
+    dataset: str = DatasetOpt(),
+    shots: Optional[int] = typer.Option(None, "--shots", "-k"),
+    seeds: int = typer.Option(3, "--seeds"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    head_init: str = typer.Option("lp", "--head-init", help="lp (linear-probe head, the default) or random."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build, inject and print the trainable-parameter table; no data, no training."),
+    num_classes: int = typer.Option(10, "--num-classes", help="Head size for --dry-run."),
+    out: Optional[str] = typer.Option("run.json", "--out", "-o", help="RunResult JSON."),
+    save_adapter: Optional[str] = typer.Option(None, "--save-adapter", help="Directory for the adapter weights (one folder per seed)."),
+    device: str = DeviceOpt(),
+    threads: Optional[int] = ThreadsOpt(),
+) -> None:
+    """Train one method configuration (or a plan) over seeds and write a RunResult."""
+    _setup(threads)
+    import dataclasses
+
+    from petl_analysis.device import resolve_device
+    from petl_analysis.plan import Plan, validate_plan
+    from petl_analysis.task import prepare_model
+    from petl_analysis.train import default_train_recipe, run_method
+    from petl_analysis.tuners import config_from_dict, get_method
+
+    spec = _model_spec(model, weights)
+    if plan:
+        plan_obj = Plan.load(plan)
+        config = plan_obj.method_config()
+        spec = dataclasses.replace(plan_obj.model, weights=weights) if model == "petl_vit_tiny" else spec
+    else:
+        overrides = [f"{k}={v}" for k, v in (("n", n), ("rank" if method != "lora" else "r", rank)) if v is not None]
+        if init is not None:
+            overrides.append(f"init={init}")
+        config = _method_config(method, targets, overrides + list(sets))
+    if dry_run:
+        if spec.weights == "default" and spec.name != "petl_vit_tiny":
+            spec = dataclasses.replace(spec, weights="random")
+        net = prepare_model(spec, num_classes)
+        expected = get_method(config).expected_count(net)
+        get_method(config).apply(net)
+        from petl_analysis.accounting import count_parameters
+
+        counted = count_parameters(net)
+        rows = [{"item": k, "parameters": v} for k, v in counted.as_dict().items()]
+        print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
+        console.print(f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}")
+        return
+    from petl_analysis.data import load_dataset
+
+    data = _data_spec(dataset, shots)
+    if plan:
+        net = prepare_model(spec, load_dataset(dataset).num_classes)
+        validate_plan(plan_obj, net, spec, source=plan)
+    recipe = default_train_recipe()
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
+    dev = str(resolve_device(device))
+    with progress_bar(f"train {config.method}", total=seeds) as advance:
+        result = run_method(spec, data, config, recipe, seeds, head_init=head_init, device=dev, plan=plan,
+                            adapter_dir=save_adapter,
+                            on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"))
+    if out:
+        result.save(out)
+    print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
+    print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
+                  "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "time_s": round(r.wall_time_s, 1)}
+                 for r in result.seeds], title=f"{config.method} on {dataset}")
+    console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
+                  + (f" -> {out}" if out else ""))
+
+
+@app.command()
+@handle_errors
+def select(
+    probe_path: Optional[str] = typer.Option(None, "--probe", "-p", help="ProbeResult JSON."),
+    proxy: Optional[str] = typer.Option("rgn,fisher,kappa,random", "--proxy", help="Proxy selectors to compute beside d90."),
+    from_model: bool = typer.Option(False, "--from-model", help="No probe: rank by the first proxy on --model/--dataset."),
+    model: str = ModelOpt(),
+    weights: str = WeightsOpt(),
+    dataset: str = DatasetOpt(),
+    targets: Optional[str] = typer.Option(None, "--targets", "-t"),
+    per_block: bool = typer.Option(False, "--per-block"),
+    out: str = typer.Option("ranking.json", "--out", "-o"),
+    device: str = DeviceOpt(),
+    threads: Optional[int] = ThreadsOpt(),
+) -> None:
+    """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
+    _setup(threads)
+    from petl_analysis.device import resolve_device
+    from petl_analysis.errors import PetlError
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.select import run_select
+
+    if probe_path is None and not from_model:
+        raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
+    probe_obj = ProbeResult.load(probe_path) if probe_path else None
+    ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights), data=_data_spec(dataset, None),
+                         targets=split_list(targets) or None, per_block=per_block, device=str(resolve_device(device)),
+                         source=probe_path or "")
+    ranking.save(out)
+    print_table(ranking.table(), title=f"ranking by {ranking.selector}")
+    corr = [{"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
+            for k, v in ranking.details.get("proxies", {}).items()]
+    if corr:
+        print_table(corr, title=f"rank correlation with the {ranking.selector} ranking")
+    console.print(f"-> {out}")
+
+
+@app.command()
+@handle_errors
+def plan(
+    ranking_path: str = typer.Option(..., "--ranking", help="Ranking JSON (from select)."),
+    budget: str = typer.Option(..., "--budget", "-b", help="Budgets in trainable parameters, e.g. 5k,20k,80k."),
+    method: str = typer.Option("kadaptation", "--method", help="kadaptation or lora."),
+    head_in_budget: bool = typer.Option(False, "--head-in-budget", help="Count the classifier against the budget."),
+    sets: list[str] = SetOpt(),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the ranking's)."),
+    weights: str = WeightsOpt(),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset for the head size (default: the ranking's)."),
+    out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
+    export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
+) -> None:
+    """Turn a ranking and parameter budgets into adaptation plan files."""
+    import json as _json
+    from pathlib import Path
+
+    from petl_analysis.data import load_dataset
+    from petl_analysis.io import atomic_write_json, ensure_writable_dir
+    from petl_analysis.plan import export_peft, plan_for_budget
+    from petl_analysis.select import Ranking
+    from petl_analysis.task import prepare_model
+
+    from ._common import parse_ints
+
+    ranking = Ranking.load(ranking_path)
+    spec = _model_spec(model, weights) if model else ranking.model
+    ds_name = dataset or (ranking.data.dataset if ranking.data else "digits")
+    net = prepare_model(spec, load_dataset(ds_name).num_classes)
+    options = _method_config(method, None, list(sets)).to_dict()
+    options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
+    budgets = parse_ints(budget, "--budget")
+    from petl_analysis.errors import PetlError
+
+    if not budgets:
+        raise PetlError("--budget: give at least one budget, e.g. 5k,20k")
+    out_dir = ensure_writable_dir(out)
+    rows = []
+    for b in budgets:
+        p = plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
+                            method_options=options, source=ranking_path)
+        path = p.save(Path(out_dir) / f"plan_{b}.json")
+        if export_peft_:
+            cfg, notes = export_peft(p, net)
+            atomic_write_json(Path(out_dir) / f"plan_{b}.peft.json", {"peft_config": cfg, "not_mapped": notes})
+        rows.append({**p.summary(), "file": str(path)})
+        for note in p.notes:
+            console.print(f"  budget {b}: {note}")
+    print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
+
+
+@app.command()
+@handle_errors
+def sweep(
+    budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
+    methods: str = typer.Option(",".join(("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full")), "--methods"),
+    plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
+    model: str = ModelOpt(),
+    weights: str = WeightsOpt(),
+    dataset: str = DatasetOpt(),
+    shots: Optional[int] = typer.Option(5, "--shots", "-k", help="k-shot per class (0 = full data)."),
+    seeds: int = typer.Option(3, "--seeds"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    head_in_budget: bool = typer.Option(False, "--head-in-budget"),
+    out: str = typer.Option("sweep.json", "--out", "-o"),
+    jobs: int = typer.Option(1, "--jobs", "-j"),
+    device: str = DeviceOpt(),
+    threads: Optional[int] = ThreadsOpt(),
+) -> None:
+    """Train every (method, budget) point over seeds: accuracy versus trainable parameters."""
+    _setup(threads)
+    import dataclasses
+    import shlex
+    import sys
+
+    from petl_analysis.device import resolve_device
+    from petl_analysis.select import Ranking
+    from petl_analysis.sweep import run_sweep
+    from petl_analysis.train import default_train_recipe
+
+    from ._common import parse_ints
+
+    recipe = default_train_recipe()
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
+    ranking = Ranking.load(plans_from) if plans_from else None
+    with progress_bar("sweep", total=None) as advance:
+        result = run_sweep(_model_spec(model, weights), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
+                           split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,
+                           out=out, device=str(resolve_device(device)), n_jobs=jobs, on_trial=_trial_progress(advance),
+                           ranking_source=plans_from or "", command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+    print_table(result.table(), title=f"sweep on {dataset}")
+    for s in result.skipped:
+        console.print(f"skipped: {s}")
+    if result.failed:
+        console.print(f"{len(result.failed)} failed trial(s): " + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed))
+    console.print(f"-> {out}")
+
+
+@app.command()
+@handle_errors
+def report(
+    sweep_path: Optional[str] = typer.Argument(None, help="SweepResult JSON."),
+    probe_path: Optional[str] = typer.Argument(None, help="ProbeResult JSON."),
+    ranking_path: Optional[str] = typer.Option(None, "--ranking"),
+    out: str = typer.Option("report", "--out", "-o", help="Output directory."),
+    title: Optional[str] = typer.Option(None, "--title"),
+) -> None:
+    """Write the trade-off report (PNG plots, CSV tables, report.md and a self-contained report.html)."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.report import write_report
+    from petl_analysis.select import Ranking
+    from petl_analysis.sweep import SweepResult
+
+    if not sweep_path and not probe_path:
+        raise PetlError("give a sweep.json and/or a probe.json")
+    files = write_report(SweepResult.load(sweep_path) if sweep_path else None,
+                         ProbeResult.load(probe_path) if probe_path else None, out,
+                         ranking=Ranking.load(ranking_path) if ranking_path else None, title=title)
+    console.print(f"report -> {getattr(files, 'html', out)}")
+
+
+def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
+                  probe_seeds, probe_epochs, epochs, out, jobs, device, command):
+    import dataclasses
+    from pathlib import Path
+
+    from petl_analysis.device import resolve_device
+    from petl_analysis.pipeline import PipelineConfig, run_pipeline
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe
+    from petl_analysis.train import default_train_recipe
+
+    from ._common import parse_ints
+
+    probe_recipe = default_probe_recipe()
+    if probe_epochs:
+        probe_recipe = dataclasses.replace(probe_recipe, epochs=probe_epochs)
+    recipe = default_train_recipe()
+    if epochs:
+        recipe = dataclasses.replace(recipe, epochs=epochs)
+    probe_cfg = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
+                            seeds=probe_seeds, recipe=probe_recipe)
+    dev = str(resolve_device(device))
+    htmls = []
+    for ds in datasets_:
+        out_dir = Path(out) / ds if len(datasets_) > 1 else Path(out)
+        config = PipelineConfig(budgets=parse_ints(budgets, "--budgets"), methods=split_list(methods), probe=probe_cfg,
+                                seeds=seeds, recipe=recipe,
+                                probe_data=_data_spec(ds, probe_shots or None, max_train))
+        with progress_bar(f"{ds}", total=None) as advance:
+            def on_stage(name: str, cached: bool, ds=ds) -> None:
+                console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
+
+            result = run_pipeline(_model_spec(model, weights), _data_spec(ds, shots or None), config, out_dir,
+                                  device=dev, n_jobs=jobs, on_stage=on_stage, on_trial=_trial_progress(advance),
+                                  commands=[command])
+        print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
+        console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
+        htmls.append(result.report_html)
+    for h in htmls:
+        console.print(f"report: {h}")
+
+
+@app.command()
+@handle_errors
+def run(
+    model: str = ModelOpt(),
+    weights: str = WeightsOpt(),
+    dataset: str = typer.Option("digits", "--dataset", "-d", help="One or more datasets, comma-separated."),
+    budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
+    methods: str = typer.Option(",".join(("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full")), "--methods"),
+    shots: int = typer.Option(5, "--shots", "-k", help="Sweep: k-shot per class (0 = full data)."),
+    seeds: int = typer.Option(3, "--seeds"),
+    probe_shots: int = typer.Option(0, "--probe-shots", help="Probe: k-shot per class (0 = full data)."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Probe: cap the training set."),
+    targets: Optional[str] = typer.Option(None, "--targets", "-t"),
+    per_block: bool = typer.Option(False, "--per-block"),
+    probe_seeds: int = typer.Option(2, "--probe-seeds"),
+    probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    out: str = typer.Option("petl-run", "--out", "-o"),
+    jobs: int = typer.Option(1, "--jobs", "-j"),
+    device: str = DeviceOpt(),
+    threads: Optional[int] = ThreadsOpt(),
+) -> None:
+    """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted)."""
+    import shlex
+    import sys
+
+    _setup(threads)
+    _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
+                  per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
+                  shlex.join(["petl-analyze", *sys.argv[1:]]))
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: str = typer.Option("petl-demo", "--out", "-o"),
+    jobs: int = typer.Option(2, "--jobs", "-j"),
+    device: str = DeviceOpt(),
+) -> None:
+    """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 10 min, 2 cores)."""
+    _run_pipeline("petl_vit_tiny", "default", ["digits", "animals"], "1k,4k,16k",
+                  "kadaptation,lora,bitfit,adapter,compacter,vpt,linear,full", 5, 3, 0, 1000, None, True, 1, None, None,
+                  out, jobs, device, f"petl-analyze demo --out {out} --jobs {jobs}")
+
+
 def main() -> None:
     app()
 

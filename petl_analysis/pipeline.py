@@ -1,0 +1,138 @@
+"""probe -> select -> plan -> sweep -> report in one call, each stage's artefact saved and reused if present.
+
+Layout of ``out_dir``::
+
+    probe.json (+ probe.json.trials.jsonl)   the ProbeResult (resumable trial log beside it)
+    ranking.json                              the Ranking (d90, with proxy correlations)
+    plans/plan_<budget>.json                  one Plan per budget (KAdaptation on the selected targets)
+    sweep.json (+ sweep.json.trials.jsonl)    the SweepResult
+    report/                                   report.md, report.html, PNGs, CSVs
+
+Rerunning the same call after an interruption skips every finished stage and every finished trial.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .data import load_dataset
+from .engine import Recipe
+from .errors import PetlError
+from .io import ensure_writable_dir
+from .models import ModelSpec
+from .plan import Plan, plan_for_budget
+from .probe import ProbeConfig, ProbeResult, run_probe
+from .select import Ranking, run_select
+from .sweep import DEFAULT_METHODS, SweepResult, run_sweep
+from .task import DataSpec, prepare_model
+
+
+@dataclass
+class PipelineConfig:
+    """Everything ``run`` needs beyond the model and data (recorded in the report)."""
+
+    budgets: list[int] = field(default_factory=lambda: [2_000, 8_000, 32_000])
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    proxies: list[str] = field(default_factory=lambda: ["rgn", "fisher", "kappa", "random"])
+    seeds: int = 3
+    recipe: Recipe | None = None
+    head_in_budget: bool = False
+    probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
+
+
+@dataclass
+class PipelineResult:
+    out_dir: Path
+    probe: ProbeResult
+    ranking: Ranking
+    plans: list[Plan]
+    sweep: SweepResult
+    report_html: Path | None
+    stage_times: dict[str, float]
+
+
+def run_pipeline(
+    model: ModelSpec,
+    data: DataSpec,
+    config: PipelineConfig,
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    n_jobs: int = 1,
+    on_stage: Callable[[str, bool], None] | None = None,
+    on_trial: Callable[[dict[str, Any], bool], None] | None = None,
+    commands: Sequence[str] = (),
+) -> PipelineResult:
+    """Run (or resume) the whole pipeline; ``on_stage(name, cached)`` is called as each stage starts."""
+    out = ensure_writable_dir(out_dir)
+    times: dict[str, float] = {}
+
+    def stage(name: str, path: Path) -> bool:
+        cached = path.exists()
+        if on_stage:
+            on_stage(name, cached)
+        return cached
+
+    t = time.perf_counter()
+    probe_path = out / "probe.json"
+    if stage("probe", probe_path):
+        probe = ProbeResult.load(probe_path)
+    else:
+        probe = run_probe(model, config.probe_data or data, config.probe, out=probe_path, device=device, n_jobs=n_jobs,
+                          on_trial=on_trial)
+    times["probe"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ranking_path = out / "ranking.json"
+    if stage("select", ranking_path):
+        ranking = Ranking.load(ranking_path)
+    else:
+        ranking = run_select(probe, config.proxies, device=device, source=str(probe_path))
+        ranking.save(ranking_path)
+    times["select"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    plans_dir = ensure_writable_dir(out / "plans")
+    plans = []
+    if on_stage:
+        on_stage("plan", False)
+    net = prepare_model(model, load_dataset(data.dataset).num_classes)
+    for budget in config.budgets:
+        path = plans_dir / f"plan_{budget}.json"
+        if path.exists():
+            plans.append(Plan.load(path))
+            continue
+        try:
+            plan = plan_for_budget(ranking, net, budget, model_spec=model, head_in_budget=config.head_in_budget,
+                                   source=str(ranking_path))
+        except PetlError as e:
+            if on_stage:
+                on_stage(f"plan skipped: {e}", False)
+            continue
+        plan.save(path)
+        plans.append(plan)
+    times["plan"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sweep_path = out / "sweep.json"
+    if stage("sweep", sweep_path):
+        sweep = SweepResult.load(sweep_path)
+    else:
+        sweep = run_sweep(model, data, config.budgets, config.methods, ranking, seeds=config.seeds,
+                          recipe=config.recipe, head_in_budget=config.head_in_budget, out=sweep_path, device=device,
+                          n_jobs=n_jobs, on_trial=on_trial, ranking_source=str(ranking_path),
+                          command=" && ".join(commands))
+    times["sweep"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if on_stage:
+        on_stage("report", False)
+    from .report import write_report
+
+    files = write_report(sweep, probe, out / "report", ranking=ranking, commands=list(commands))
+    times["report"] = time.perf_counter() - t
+    return PipelineResult(out, probe, ranking, plans, sweep, getattr(files, "html", None), times)

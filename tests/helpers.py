@@ -1,0 +1,38 @@
+"""Synthetic artefacts for tests (no training)."""
+
+from __future__ import annotations
+
+from petl_analysis.data import SplitSpec
+from petl_analysis.models import ModelSpec
+from petl_analysis.probe import D90, Baseline, ProbeConfig, ProbeResult, TargetResult
+from petl_analysis.task import DataSpec
+
+TARGETS = {  # label -> (d90, reached, ci)
+    "attn.v": (40.0, True, (25.0, 60.0)),
+    "attn.q": (55.0, True, (35.0, 90.0)),
+    "mlp.fc1": (400.0, True, (300.0, 700.0)),
+    "attn.proj": (None, False, (None, None)),
+}
+
+
+def synthetic_probe(model_units: dict[str, list[str]] | None = None) -> ProbeResult:
+    units = model_units or {
+        label: [f"blocks.{b}.{label}" for b in range(4)] for label in TARGETS
+    }
+    targets = []
+    for label, (d90, reached, ci) in TARGETS.items():
+        dims = [4, 16, 64, 256, 1024]
+        acc = [0.5, 0.6, 0.7, 0.8, 0.85] if reached else [0.5, 0.52, 0.55, 0.56, 0.57]
+        d = D90(0.8, d90, ci[0], ci[1] if ci[1] is not None else float("inf"), reached, False, 1.0 if reached else 0.0)
+        targets.append(TargetResult(label, units[label], 4160 * 4, dims, acc, [0.01] * 5, [[a, a] for a in acc], acc,
+                                    d, d, 10, 0, 12.0))
+    return ProbeResult(
+        model=ModelSpec("petl_vit_tiny", weights="random"),
+        data=DataSpec("digits", SplitSpec()),
+        config=ProbeConfig(targets=list(TARGETS)),
+        baselines={"lp": Baseline([0.5, 0.5], 0.5, 0.0, 650), "ft": Baseline([0.9, 0.9], 0.9, 0.0, 202826)},
+        targets=targets,
+        trials_total=44,
+        failed_trials=0,
+        wall_time_s=1.0,
+    )

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import synthetic_probe
+
+from petl_analysis.errors import PetlError
+from petl_analysis.select import Ranking, rank_by_proxy, rank_correlations, rank_from_probe, run_select
+from petl_analysis.task import DataSpec, build_task
+
+
+def test_d90_ranking_order_ties_and_not_reached(tmp_path) -> None:
+    ranking = rank_from_probe(synthetic_probe())
+    assert ranking.order() == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]
+    by = {e.target: e for e in ranking.entries}
+    assert by["attn.v"].tied_with == ["attn.q"]  # CIs [25, 60] and [35, 90] overlap
+    assert by["mlp.fc1"].tied_with == []
+    assert not by["attn.proj"].reached and by["attn.proj"].d90 is None
+    path = ranking.save(tmp_path / "r.json")
+    assert Ranking.load(path) == ranking
+
+
+def test_correlations() -> None:
+    a = rank_from_probe(synthetic_probe())
+    assert rank_correlations(a, a)["spearman"] == pytest.approx(1.0)
+    rev = Ranking(a.selector, a.model, a.data, [type(e)(**{**e.__dict__, "rank": 5 - e.rank}) for e in a.entries])
+    assert rank_correlations(a, rev)["kendall"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("proxy", ["rgn", "fisher", "kappa", "random"])
+def test_proxies_are_deterministic(proxy: str) -> None:
+    from petl_analysis.data import SplitSpec
+    from petl_analysis.models import ModelSpec, create_model
+
+    tiny_vit = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
+    task = build_task(DataSpec("digits", SplitSpec(max_train=60)), tiny_vit)
+    sets = {"attn.v": [f"blocks.{b}.attn.v" for b in range(4)], "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
+            "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)]}
+    spec = synthetic_probe().model
+    a = rank_by_proxy(proxy, tiny_vit, task, sets, model_spec=spec, n_batches=2, batch_size=16)
+    b = rank_by_proxy(proxy, tiny_vit, task, sets, model_spec=spec, n_batches=2, batch_size=16)
+    assert a.order() == b.order() and [e.score for e in a.entries] == [e.score for e in b.entries]
+    assert all(e.score is not None and math.isfinite(e.score) for e in a.entries)
+
+
+def test_select_needs_probe_or_proxy() -> None:
+    with pytest.raises(PetlError, match="at least one proxy"):
+        run_select(None, [])
+    with pytest.raises(PetlError, match="unknown selector 'nope'"):
+        run_select(synthetic_probe(), ["nope"])
