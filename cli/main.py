@@ -226,7 +226,7 @@ def train(
     init: Optional[str] = typer.Option(None, "--init", help="KAdaptation init: default or pevit (the official zero-zero init)."),
     sets: list[str] = SetOpt(),
     plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
-    model: str = ModelOpt(),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="timm model name (default: the plan's, else the bundled ViT)."),
     weights: str = WeightsOpt(),
     dataset: str = DatasetOpt(),
     shots: Optional[int] = typer.Option(None, "--shots", "-k"),
@@ -251,11 +251,11 @@ def train(
     from petl_analysis.train import default_train_recipe, run_method
     from petl_analysis.tuners import config_from_dict, get_method
 
-    spec = _model_spec(model, weights)
+    spec = _model_spec(model or "petl_vit_tiny", weights)
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
-        spec = dataclasses.replace(plan_obj.model, weights=weights) if model == "petl_vit_tiny" else spec
+        spec = spec if model else dataclasses.replace(plan_obj.model, weights=weights)
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank" if method != "lora" else "r", rank)) if v is not None]
         if init is not None:
@@ -371,11 +371,12 @@ def plan(
 
     if not budgets:
         raise PetlError("--budget: give at least one budget, e.g. 5k,20k")
+    # Plan every budget first: a bad budget fails before anything is written.
+    plans = [plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
+                             method_options=options, source=ranking_path) for b in budgets]
     out_dir = ensure_writable_dir(out)
     rows = []
-    for b in budgets:
-        p = plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
-                            method_options=options, source=ranking_path)
+    for b, p in zip(budgets, plans):
         path = p.save(Path(out_dir) / f"plan_{b}.json")
         if export_peft_:
             cfg, notes = export_peft(p, net)

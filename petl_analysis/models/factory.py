@@ -158,14 +158,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, ignore_head: bool
             f"checkpoint {str(p)!r} has {len(unexpected)} tensor(s) the model does not, e.g. {unexpected[0]!r}: "
             "wrong architecture?"
         )
-    if missing:
-        raise PetlError(f"checkpoint {str(p)!r} lacks {len(missing)} tensor(s) of the model, e.g. {missing[0]!r}")
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise PetlError(
                 f"checkpoint {str(p)!r}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
                 f"{tuple(own[k].shape)} (check img_size/patch_size/in_chans/num_classes)"
             )
+    if missing:
+        raise PetlError(f"checkpoint {str(p)!r} lacks {len(missing)} tensor(s) of the model, e.g. {missing[0]!r}")
     model.load_state_dict(state, strict=not ignore_head)
     return model
 

@@ -1,0 +1,137 @@
+"""The command line: help, dry runs, and the bad-input matrix (one line, exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from helpers import synthetic_probe
+from typer.testing import CliRunner
+
+from petl_analysis.cli.main import app
+
+runner = CliRunner()
+
+
+def _run(args: list[str], cwd) -> tuple[int, str]:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.output
+
+
+def test_help_lists_commands(tmp_path) -> None:
+    code, out = _run(["--help"], tmp_path)
+    assert code == 0
+    for cmd in ("probe", "select", "plan", "train", "sweep", "report", "run", "demo", "info"):
+        assert cmd in out
+
+
+def test_info_prints_catalogue(tmp_path) -> None:
+    code, out = _run(["info", "--weights", "random", "--targets", "blocks[0-1].attn.v"], tmp_path)
+    assert code == 0 and "blocks.1.attn.v" in out and "blocks.2.attn.v" not in out
+
+
+def test_train_dry_run_counts(tmp_path) -> None:
+    code, out = _run(["train", "--method", "lora", "--targets", "attn.q,attn.v", "--rank", "4", "--dry-run"], tmp_path)
+    assert code == 0 and "matches injected model: True" in out
+    assert not (tmp_path / "run.json").exists()
+
+
+def _write(path, obj) -> str:
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
+    probe = synthetic_probe().to_dict()
+    (tmp_path / "empty").mkdir()
+    one = tmp_path / "one" / "a"
+    one.mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(one / "x.png")
+    bad = tmp_path / "bad"
+    for c in ("a", "b"):
+        (bad / c).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(bad / c / "ok.png")
+    (bad / "b" / "broken.png").write_bytes(b"not a png")
+    txt = tmp_path / "txt"
+    for c in ("a", "b"):
+        (txt / c).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(txt / c / "ok.png")
+    (txt / "a" / "notes.csv").write_text("x")
+    wrong_ckpt = tmp_path / "wrong.pt"
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, wrong_ckpt)
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": torch.zeros(1), "o": _Opaque()}, evil)
+    blocker = tmp_path / "a_file"  # a file where a directory is needed: unwritable even for root
+    blocker.write_text("x")
+    plans = tmp_path / "plans_in"
+    plans.mkdir()
+    from petl_analysis.models import ModelSpec, create_model
+    from petl_analysis.plan import plan_for_budget
+    from petl_analysis.select import rank_from_probe
+
+    net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
+    plan = plan_for_budget(rank_from_probe(synthetic_probe()), net, 5000).to_dict()
+    other_model_plan = {**plan, "model": {**plan["model"], "name": "vit_tiny_patch16_224"}}
+    wrong_count_plan = {**plan, "trainable": {**plan["trainable"], "adapter": 1}}
+    ranking = rank_from_probe(synthetic_probe()).save(tmp_path / "ranking.json")
+    dry = ["train", "--dry-run"]
+    cases = [
+        (["info", "--model", "vit_nope_42"], "unknown model 'vit_nope_42'"),
+        (["info", "--model", "resnet18", "--weights", "random"], "no transformer blocks"),
+        (["info", "--weights", str(wrong_ckpt)], "the model expects (192, 64)"),
+        (["info", "--weights", str(evil)], "cannot be loaded safely"),
+        (["info", "--weights", str(tmp_path / "missing.safetensors")], "does not exist"),
+        (["linear-probe", "--dataset", str(tmp_path / "nowhere")], "does not exist"),
+        (["linear-probe", "--dataset", str(tmp_path / "empty")], "empty"),
+        (["linear-probe", "--dataset", str(tmp_path / "one")], "at least 2 classes"),
+        (["linear-probe", "--dataset", str(bad)], "broken.png"),
+        (["linear-probe", "--dataset", str(txt)], "notes.csv"),
+        (["linear-probe", "--dataset", "digits", "--shots", "500"], "class"),
+        (["info", "--targets", "attn.nope"], "unknown target 'attn.nope'"),
+        (dry + ["--method", "kadaptation", "--n", "5"], "valid n"),
+        (dry + ["--method", "nope"], "unknown method 'nope'"),
+        (["plan", "--ranking", str(ranking), "--budget", "10", "--out", "p1"], "below the smallest valid"),
+        (["plan", "--ranking", str(ranking), "--budget", "-5", "--out", "p2"], "budget"),
+        (["plan", "--ranking", str(ranking), "--budget", "0", "--out", "p3"], "budget must be a positive"),
+        (["train", "--model", "petl_vit_tiny", "--plan", _write(plans / "other.json", other_model_plan), "--out", "r1.json"], "made for model"),
+        (["train", "--plan", _write(plans / "count.json", wrong_count_plan), "--out", "r2.json"], "does not match"),
+        (["select", "--probe", _write(tmp_path / "v9.json", {**probe, "version": 9}), "--out", "s1.json"],
+         "schema version 9 is not supported"),
+        (["select", "--probe", _write(tmp_path / "plan_as_probe.json", plan), "--out", "s2.json"],
+         "expected a probe_result artefact"),
+        (["probe", "--threshold", "1.5", "--out", "x1.json"], "threshold must be in (0, 1]"),
+        (["probe", "--threshold", "0", "--out", "x2.json"], "threshold must be in (0, 1]"),
+        (["probe", "--dims", "4,999999", "--targets", "attn.v", "--out", "x3.json"], "exceeds D="),
+        (["linear-probe", "--device", "cuda:7"], "cuda"),
+        (["plan", "--ranking", str(ranking), "--budget", "5k", "--out", str(blocker / "sub")], "cannot create output"),
+    ]
+    if torch.cuda.is_available():
+        cases = [c for c in cases if "cuda" not in c[0]]
+    return cases
+
+
+class _Opaque:
+    pass
+
+
+def test_bad_input_matrix(tmp_path) -> None:
+    cases = _bad_inputs(tmp_path)
+    assert len(cases) >= 20
+    before = set(p.name for p in tmp_path.iterdir())
+    for args, message in cases:
+        code, out = _run(args, tmp_path)
+        lines = [line for line in out.strip().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert code == 2, (args, code, out)
+        assert len(errors) == 1 and message in errors[0], (args, out)
+    after = set(p.name for p in tmp_path.iterdir())
+    assert after == before, f"bad input wrote files: {after - before}"
