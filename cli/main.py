@@ -26,6 +26,8 @@ WeightsOpt = lambda: typer.Option(  # noqa: E731
 DatasetOpt = lambda: typer.Option("digits", "--dataset", "-d", help="Built-in dataset name or an image-folder path.")  # noqa: E731
 DeviceOpt = lambda: typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")  # noqa: E731
 ThreadsOpt = lambda: typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice).")  # noqa: E731
+BackendOpt = lambda: typer.Option("loky", "--backend", help="Trial execution: loky (local processes) or dask.")  # noqa: E731
+SchedulerOpt = lambda: typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask).")  # noqa: E731
 
 
 def _setup(threads: Optional[int]) -> None:
@@ -156,6 +158,8 @@ def probe(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of theta_d (default: the probe recipe's)."),
     out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
+    backend: str = BackendOpt(),
+    scheduler: Optional[str] = SchedulerOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -184,7 +188,8 @@ def probe(
     dev = str(resolve_device(device))
     with progress_bar("probe", total=None) as advance:
         result = run_probe(_model_spec(model, weights), _data_spec(dataset, shots, max_train), config, out=out,
-                           device=dev, n_jobs=jobs, on_trial=_trial_progress(advance))
+                           device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler,
+                           on_trial=_trial_progress(advance))
     lp, ft = result.baselines["lp"], result.baselines["ft"]
     console.print(f"baselines: linear probe {lp.mean:.3f} ± {lp.std:.3f} ({lp.trainable:,} params), "
                   f"full fine-tuning {ft.mean:.3f} ± {ft.std:.3f} ({ft.trainable:,} params)")
@@ -403,6 +408,8 @@ def sweep(
     head_in_budget: bool = typer.Option(False, "--head-in-budget"),
     out: str = typer.Option("sweep.json", "--out", "-o"),
     jobs: int = typer.Option(1, "--jobs", "-j"),
+    backend: str = BackendOpt(),
+    scheduler: Optional[str] = SchedulerOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -425,7 +432,8 @@ def sweep(
     with progress_bar("sweep", total=None) as advance:
         result = run_sweep(_model_spec(model, weights), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
                            split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,
-                           out=out, device=str(resolve_device(device)), n_jobs=jobs, on_trial=_trial_progress(advance),
+                           out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
+                           scheduler=scheduler, on_trial=_trial_progress(advance),
                            ranking_source=plans_from or "", command=shlex.join(["petl-analyze", *sys.argv[1:]]))
     print_table(result.table(), title=f"sweep on {dataset}")
     for s in result.skipped:
@@ -443,6 +451,7 @@ def report(
     ranking_path: Optional[str] = typer.Option(None, "--ranking"),
     out: str = typer.Option("report", "--out", "-o", help="Output directory."),
     title: Optional[str] = typer.Option(None, "--title"),
+    m0: Optional[float] = typer.Option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
 ) -> None:
     """Write the trade-off report (PNG plots, CSV tables, report.md and a self-contained report.html)."""
     from petl_analysis.errors import PetlError
@@ -455,12 +464,12 @@ def report(
         raise PetlError("give a sweep.json and/or a probe.json")
     files = write_report(SweepResult.load(sweep_path) if sweep_path else None,
                          ProbeResult.load(probe_path) if probe_path else None, out,
-                         ranking=Ranking.load(ranking_path) if ranking_path else None, title=title)
+                         ranking=Ranking.load(ranking_path) if ranking_path else None, title=title, m0=m0)
     console.print(f"report -> {getattr(files, 'html', out)}")
 
 
 def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
-                  probe_seeds, probe_epochs, epochs, out, jobs, device, command):
+                  probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None):
     import dataclasses
     from pathlib import Path
 
@@ -491,7 +500,8 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
             result = run_pipeline(_model_spec(model, weights), _data_spec(ds, shots or None), config, out_dir,
-                                  device=dev, n_jobs=jobs, on_stage=on_stage, on_trial=_trial_progress(advance),
+                                  device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler, on_stage=on_stage,
+                                  on_trial=_trial_progress(advance),
                                   commands=[command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
         console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
@@ -519,6 +529,8 @@ def run(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     out: str = typer.Option("petl-run", "--out", "-o"),
     jobs: int = typer.Option(1, "--jobs", "-j"),
+    backend: str = BackendOpt(),
+    scheduler: Optional[str] = SchedulerOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -529,7 +541,7 @@ def run(
     _setup(threads)
     _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
                   per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
-                  shlex.join(["petl-analyze", *sys.argv[1:]]))
+                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler)
 
 
 @app.command()

@@ -63,6 +63,8 @@ def run_pipeline(
     *,
     device: str = "cpu",
     n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
     on_stage: Callable[[str, bool], None] | None = None,
     on_trial: Callable[[dict[str, Any], bool], None] | None = None,
     commands: Sequence[str] = (),
@@ -83,7 +85,7 @@ def run_pipeline(
         probe = ProbeResult.load(probe_path)
     else:
         probe = run_probe(model, config.probe_data or data, config.probe, out=probe_path, device=device, n_jobs=n_jobs,
-                          on_trial=on_trial)
+                          backend=backend, scheduler=scheduler, on_trial=on_trial)
     times["probe"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -124,7 +126,7 @@ def run_pipeline(
     else:
         sweep = run_sweep(model, data, config.budgets, config.methods, ranking, seeds=config.seeds,
                           recipe=config.recipe, head_in_budget=config.head_in_budget, out=sweep_path, device=device,
-                          n_jobs=n_jobs, on_trial=on_trial, ranking_source=str(ranking_path),
+                          n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial, ranking_source=str(ranking_path),
                           command=" && ".join(commands))
     times["sweep"] = time.perf_counter() - t
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -90,11 +90,14 @@ def run_trials(
     n_jobs: int = 1,
     retries: int = 1,
     on_record: Callable[[dict[str, Any], bool], None] | None = None,
+    backend: str = "loky",
+    scheduler: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run the trials not yet in ``log`` and return ``key -> record`` for every trial asked for.
 
     ``on_record(record, cached)`` is called once per trial (``cached`` when it came from the log), e.g. to
-    advance a progress bar. Results stream back in completion order and are appended as they arrive.
+    advance a progress bar. Results stream back in completion order and are appended by this (driver) process
+    only. ``backend``/``scheduler`` select where trials run (see :func:`backend_context`).
     """
     import joblib
 
@@ -113,15 +116,21 @@ def run_trials(
             todo.append(t)
     if not todo:
         return out
-    if n_jobs == 1 and joblib.parallel.get_active_backend()[0].__class__.__name__ != "DaskDistributedBackend":
-        results = (_execute(fn, t, retries) for t in todo)
-    else:
-        results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+    if backend == "loky" and n_jobs == 1:
+        results = (_execute(fn, t, retries) for t in todo)  # in-process: no pickling, easy to debug
+        _collect(results, log, out, on_record)
+        return out
+    with backend_context(backend, scheduler, n_jobs):
+        results = joblib.Parallel(n_jobs=n_jobs if backend != "dask" else -1, return_as="generator_unordered")(
             joblib.delayed(_execute)(fn, t, retries) for t in todo
         )
+        _collect(results, log, out, on_record)
+    return out
+
+
+def _collect(results, log, out: dict[str, dict[str, Any]], on_record) -> None:
     for record in results:
         log.append(record)
         out[record["key"]] = record
         if on_record:
             on_record(record, False)
-    return out

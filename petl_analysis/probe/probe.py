@@ -275,6 +275,8 @@ def run_probe(
     log_path: str | Path | None = None,
     device: str = "cpu",
     n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
     threads_per_job: int | None = None,
     on_trial: Callable[[dict[str, Any], bool], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
@@ -318,7 +320,8 @@ def run_probe(
         return Trial("subspace", {**common, "data": data_json(seed), "seed": seed, "units": sets[label], "d": int(d),
                                   "projection": config.projection, "said": config.said, "head": config.head})
 
-    run = functools.partial(run_trials, log=log, n_jobs=n_jobs, on_record=on_trial)
+    run = functools.partial(run_trials, log=log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
+                            scheduler=scheduler)
     if on_round:
         on_round(0, 2 * len(seeds))
     baseline_recs = run([base_trial(k, s) for k in ("lp", "ft") for s in seeds], probe_trial)

@@ -194,6 +194,8 @@ def run_sweep(
     out: str | Path | None = None,
     device: str = "cpu",
     n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
     on_trial: Callable[[dict[str, Any], bool], None] | None = None,
     ranking_source: str = "",
     command: str = "",
@@ -219,7 +221,8 @@ def run_sweep(
     seed_list = list(range(seeds))
     trials = [trial(cfg, s) for (_, _, _, _, cfg, _) in points for s in seed_list]
     log = JsonlLog(Path(str(out) + ".trials.jsonl")) if out else MemoryLog()
-    records = run_trials(trials, sweep_trial, log, n_jobs=n_jobs, on_record=on_trial)
+    records = run_trials(trials, sweep_trial, log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
+                         scheduler=scheduler)
     result_points, failed = [], []
     for label, method, variant, budget, cfg, plan in points:
         recs = [records[trial(cfg, s).key] for s in seed_list]

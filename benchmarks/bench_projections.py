@@ -1,0 +1,156 @@
+"""Projection cost side by side: dense vs Fastfood vs sparse, forward+backward time and fixed-buffer memory.
+
+    python benchmarks/bench_projections.py                 # default grid, ~1 min on 2 cores
+    python benchmarks/bench_projections.py --D 148224 --d 100 1000 --repeats 15
+
+Each cell is the median over ``--repeats`` timed calls (after 2 warm-up calls) of ``P(θ_d)`` followed by a
+backward pass of ``sum(w · P θ_d)`` into ``θ_d``, i.e. one training step's worth of projection work. The kinds of
+one (D, d) cell are built first and then timed round-robin, so background load affects them alike. Dense P is
+reported as "refused" when it exceeds ``--max-bytes`` (the library's default bound, 1 GiB). A first table compares
+the FWHT used by Fastfood with the classic stack-butterfly formulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from petl_analysis.errors import PetlError  # noqa: E402
+from petl_analysis.functional.hadamard import fwht  # noqa: E402
+from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection  # noqa: E402
+
+KINDS = ("dense", "fastfood", "sparse")
+
+
+def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median wall time per function, calls interleaved round-robin so background load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
+def stack_butterfly(x: torch.Tensor) -> torch.Tensor:
+    """The pure-PyTorch FWHT of env.md §4.2 (reference formulation, autograd through every stage)."""
+    n, h, lead = x.shape[-1], 1, x.shape[:-1]
+    while h < n:
+        x = x.reshape(*lead, n // (2 * h), 2, h)
+        a, b = x[..., 0, :], x[..., 1, :]
+        x = torch.stack((a + b, a - b), dim=-2)
+        h *= 2
+    return x.reshape(*lead, n)
+
+
+def bench_fwht(sizes: list[int], repeats: int) -> None:
+    print("FWHT, one vector, forward+backward (ms, median)")
+    print(f"{'L':>10} {'kronecker-16 (ours)':>20} {'stack butterfly':>16} {'ratio':>6}")
+    for n in sizes:
+        x = torch.randn(n, requires_grad=True)
+        w = torch.randn(n)
+
+        def ours() -> None:
+            (fwht(x) * w).sum().backward()
+
+        def stack() -> None:
+            (stack_butterfly(x) * w).sum().backward()
+
+        ms = interleaved_median_ms({"ours": ours, "stack": stack}, repeats)
+        a, b = ms["ours"], ms["stack"]
+        print(f"{n:>10,} {a:>20.2f} {b:>16.2f} {b / a:>5.1f}x")
+    print()
+
+
+def bench_cell(D: int, d: int, repeats: int, max_bytes: int) -> dict[str, dict]:
+    """Build every kind for (D, d), then time their forward+backward steps interleaved."""
+    results: dict[str, dict] = {}
+    steps = {}
+    for kind in KINDS:
+        kw = {} if kind == "fastfood" else {"max_bytes": max_bytes}
+        start = time.perf_counter()
+        try:
+            proj = make_projection(kind, D, d, seed=0, **kw)
+        except PetlError:
+            results[kind] = {"refused": True}
+            continue
+        results[kind] = {"refused": False, "bytes": proj.memory_bytes(), "build_s": time.perf_counter() - start}
+        theta = torch.zeros(d, requires_grad=True)
+        w = torch.randn(D)
+
+        def step(proj=proj, theta=theta, w=w) -> None:
+            theta.grad = None
+            (proj(theta) * w).sum().backward()
+
+        steps[kind] = step
+    for kind, ms in interleaved_median_ms(steps, repeats).items():
+        results[kind]["ms"] = ms
+    del steps
+    gc.collect()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--D", type=int, nargs="+", default=[16_640, 148_224, 1_205_898])
+    parser.add_argument("--d", type=int, nargs="+", default=[10, 100, 1000, 10_000])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="dense/sparse memory bound")
+    parser.add_argument("--no-fwht", action="store_true", help="skip the FWHT formulation table")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    bound = format_bytes(args.max_bytes)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dense/sparse bound {bound}\n")
+    if not args.no_fwht:
+        bench_fwht([1 << (D - 1).bit_length() for D in args.D], args.repeats)
+
+    print("Projection forward+backward (ms, median) and fixed-buffer memory")
+    header = (
+        f"{'D':>10} {'d':>6} | {'dense ms':>9} {'fastfood ms':>11} {'sparse ms':>9} {'ff/dense':>8} | "
+        f"{'dense mem':>10} {'fastfood mem':>12} {'sparse mem':>10} {'ff/dense':>8} | build s (dense/ff/sparse)"
+    )
+    print(header)
+    print("-" * len(header))
+    for D in args.D:
+        for d in args.d:
+            if d > D:
+                continue
+            r = bench_cell(D, d, args.repeats, args.max_bytes)
+
+            def t(kind: str) -> str:
+                return "refused" if r[kind]["refused"] else f"{r[kind]['ms']:.2f}"
+
+            def m(kind: str) -> str:
+                return "refused" if r[kind]["refused"] else format_bytes(r[kind]["bytes"])
+
+            def b(kind: str) -> str:
+                return "-" if r[kind]["refused"] else f"{r[kind]['build_s']:.2f}"
+
+            dense_ok = not r["dense"]["refused"]
+            t_ratio = f"{r['fastfood']['ms'] / r['dense']['ms']:.2f}" if dense_ok else "-"
+            m_ratio = f"{r['fastfood']['bytes'] / r['dense']['bytes']:.3g}" if dense_ok else "-"
+            print(
+                f"{D:>10,} {d:>6,} | {t('dense'):>9} {t('fastfood'):>11} {t('sparse'):>9} {t_ratio:>8} | "
+                f"{m('dense'):>10} {m('fastfood'):>12} {m('sparse'):>10} {m_ratio:>8} | "
+                f"{b('dense')}/{b('fastfood')}/{b('sparse')}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""d90: the smallest subspace dimension d whose accuracy reaches a threshold (pure functions, numpy/sklearn).
+
+Li et al. 2018 define ``d_int90`` as the smallest d where subspace training reaches 90% of the full-training
+baseline; every public implementation takes the first grid point whose seed-mean clears the bar, without
+interpolation. Seed noise near the threshold makes that jumpy, so here:
+
+1. accuracies are averaged over seeds at each d and fitted by a monotone non-decreasing (isotonic) curve in
+   ``log d``, weighted by the number of seeds (:func:`isotonic_curve`);
+2. d90 is where the fitted curve first reaches the target, linearly interpolated in ``log d`` between the two
+   bracketing grid points (:func:`interpolate_d90`);
+3. a bootstrap over seeds (resample each d's seeds with replacement, refit, re-interpolate) gives a confidence
+   interval; resamples that never reach the target count as ``+inf`` (:func:`estimate_d90`).
+
+The target is either ``threshold·FT`` ("classic", Li et al.) or ``LP + threshold·(FT − LP)`` ("gain": the share of
+the fine-tuning gain over the linear probe, which is what matters when adapting a pretrained model whose linear
+probe is already strong) — see :func:`threshold_value`. Always report which one was used.
+
+For the driver: :func:`coarse_grid` gives the first log-spaced grid and :func:`next_dims` proposes refinement
+points between the bracketing dims until the bracket is narrower than a ratio tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression, isotonic_regression
+
+from ..errors import PetlError, expected_one_of
+
+__all__ = [
+    "THRESHOLD_MODES",
+    "D90Curve",
+    "D90Estimate",
+    "threshold_value",
+    "isotonic_curve",
+    "interpolate_d90",
+    "estimate_d90",
+    "coarse_grid",
+    "next_dims",
+]
+
+THRESHOLD_MODES = ("gain", "classic")
+
+# Accepted accuracy layouts (see _group): {d: [acc per seed]}, a 2-D (n_dims, n_seeds) array with NaN for failed
+# trials, a ragged list of per-seed lists, or one accuracy per entry of ``dims`` (dims may repeat: one per trial).
+AccuracyData = Any
+
+
+def threshold_value(lp_acc: float, ft_acc: float, threshold: float = 0.9, mode: str = "gain") -> float:
+    """Accuracy that counts as "reached".
+
+    Args:
+        lp_acc: linear-probe (head-only) accuracy, used by ``mode="gain"``.
+        ft_acc: full fine-tuning accuracy of the same scope.
+        threshold: fraction in (0, 1]; 0.9 gives d90.
+        mode: ``"classic"`` -> ``threshold·ft_acc`` (Li et al.); ``"gain"`` -> ``lp + threshold·(ft − lp)``.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not (
+        0.0 < float(threshold) <= 1.0
+    ):
+        raise PetlError(f"threshold must be in (0, 1], e.g. 0.9 for d90; got {threshold!r}")
+    if mode not in THRESHOLD_MODES:
+        raise expected_one_of("threshold mode", mode, THRESHOLD_MODES)
+    for name, value in (("lp_acc", lp_acc), ("ft_acc", ft_acc)):
+        if not math.isfinite(float(value)):
+            raise PetlError(f"{name} must be a finite accuracy, got {value!r}")
+    if mode == "classic":
+        return float(threshold) * float(ft_acc)
+    return float(lp_acc) + float(threshold) * (float(ft_acc) - float(lp_acc))
+
+
+def _group(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Normalise inputs to (sorted unique dims, list of finite per-seed accuracy arrays); drops dims with none."""
+    if isinstance(dims, Mapping) and accs is None:
+        dims, accs = list(dims.keys()), list(dims.values())
+    dims_arr = np.asarray(list(dims), dtype=float)
+    if dims_arr.ndim != 1:
+        raise PetlError(f"dims must be a 1-D list of subspace dimensions, got shape {dims_arr.shape}")
+    if isinstance(accs, np.ndarray):
+        rows = [np.atleast_1d(r) for r in accs]
+    else:
+        rows = [np.atleast_1d(np.asarray(r, dtype=float)) for r in accs]
+    if len(rows) != len(dims_arr):
+        raise PetlError(f"got {len(dims_arr)} dims but {len(rows)} accuracy entries; expected one entry per d")
+    if np.any(~np.isfinite(dims_arr)) or np.any(dims_arr < 1):
+        raise PetlError(f"subspace dimensions must be finite and >= 1, got {sorted(set(dims_arr.tolist()))}")
+    pooled: dict[float, list[float]] = {}
+    for d, row in zip(dims_arr, rows):
+        pooled.setdefault(float(d), []).extend(float(a) for a in np.ravel(row))
+    unique = sorted(pooled)
+    values = [np.asarray([a for a in pooled[d] if math.isfinite(a)], dtype=float) for d in unique]
+    keep = [i for i, v in enumerate(values) if v.size]
+    return np.asarray([unique[i] for i in keep], dtype=float), [values[i] for i in keep]
+
+
+def isotonic_curve(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, np.ndarray]:
+    """Monotone non-decreasing fit of seed-mean accuracy against ``log d``.
+
+    Args:
+        dims: subspace dimensions, one per entry of ``accs`` (repeats are pooled).
+        accs: per-d accuracies: a scalar or a list of per-seed values per entry, or a 2-D ``(n_dims, n_seeds)``
+            array; NaN entries (failed trials) are ignored.
+
+    Returns:
+        ``(dims_sorted_unique, fitted)``: float arrays of the same length; ``fitted`` is the weighted isotonic
+        regression of the seed means (weights = number of finite seeds at each d).
+    """
+    d, values = _group(dims, accs)
+    if d.size == 0:
+        return d, np.asarray([], dtype=float)
+    means = np.asarray([v.mean() for v in values])
+    weights = np.asarray([v.size for v in values], dtype=float)
+    fitted = IsotonicRegression(increasing=True).fit_transform(np.log(d), means, sample_weight=weights)
+    return d, np.asarray(fitted, dtype=float)
+
+
+def interpolate_d90(dims: Any, fitted: Any, target: float) -> float | None:
+    """Smallest d at which a non-decreasing fitted curve reaches ``target``, interpolated linearly in ``log d``.
+
+    Returns ``None`` when the curve stays below ``target`` up to the largest d. When the smallest d already
+    reaches it, returns that d: the true d90 is *at most* ``dims[0]`` (callers flag this as "below min").
+    """
+    d = np.asarray(dims, dtype=float)
+    f = np.asarray(fitted, dtype=float)
+    if d.size == 0 or d.size != f.size:
+        raise PetlError(f"interpolate_d90 needs matching, non-empty dims and fitted values ({d.size} vs {f.size})")
+    hits = np.flatnonzero(f >= target)
+    if hits.size == 0:
+        return None
+    i = int(hits[0])
+    if i == 0:
+        return float(d[0])
+    lo, hi = math.log(d[i - 1]), math.log(d[i])
+    t = (target - f[i - 1]) / (f[i] - f[i - 1])  # f[i-1] < target <= f[i], so the denominator is positive
+    return float(math.exp(lo + t * (hi - lo)))
+
+
+@dataclass
+class D90Curve:
+    """The data behind an estimate: sorted dims with seed means, fitted isotonic values and seed counts."""
+
+    dims: list[float]
+    mean: list[float]
+    fitted: list[float]
+    n_seeds: list[int]
+
+
+@dataclass
+class D90Estimate:
+    """A d90 with a bootstrap confidence interval.
+
+    Attributes:
+        d90: interpolated d at which the fitted curve reaches ``target``; ``None`` if not reached within the grid.
+        ci_low, ci_high: percentile bootstrap interval at level ``ci``; ``math.inf`` stands for "not reached" in
+            that share of resamples (so ``ci_high = inf`` means the upper end is unbounded). ``None`` if ``n_boot=0``.
+        reached: the point estimate reached the target within the grid.
+        below_min: reached already at the smallest d tried: ``d90 <= dims[0]`` (``d90`` is then an upper bound).
+        reached_fraction: share of bootstrap resamples that reached the target.
+        n_trials: number of finite accuracies used (all seeds at all d).
+        target: the accuracy threshold; ``ci``, ``n_boot``: bootstrap settings.
+        curve: the seed-mean and fitted curve.
+    """
+
+    d90: float | None
+    ci_low: float | None
+    ci_high: float | None
+    reached: bool
+    below_min: bool
+    reached_fraction: float
+    n_trials: int
+    target: float
+    ci: float
+    n_boot: int
+    curve: D90Curve = field(repr=False)
+
+    def fitted_at(self, dims: Any) -> np.ndarray:
+        """Fitted accuracy at arbitrary ``dims`` (linear in ``log d`` between fitted points, clamped at the ends)."""
+        x = np.log(np.asarray(dims, dtype=float))
+        if not self.curve.dims:
+            return np.full(x.shape, np.nan)
+        return np.interp(x, np.log(np.asarray(self.curve.dims)), np.asarray(self.curve.fitted))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``math.inf`` is kept; write with ``allow_nan=True``)."""
+        return asdict(self)
+
+
+def _fit_and_interpolate(dims: np.ndarray, means: np.ndarray, weights: np.ndarray, target: float) -> float:
+    fitted = isotonic_regression(means, sample_weight=weights, increasing=True)
+    value = interpolate_d90(dims, fitted, target)
+    return math.inf if value is None else value
+
+
+def estimate_d90(
+    dims: Any,
+    seeds_accs: AccuracyData,
+    target: float,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    rng_seed: int = 0,
+) -> D90Estimate:
+    """Point estimate and bootstrap CI of the d at which accuracy reaches ``target``.
+
+    Args:
+        dims: subspace dimensions; may be ``None`` when ``seeds_accs`` is a ``{d: [acc per seed]}`` mapping.
+        seeds_accs: per-d seed accuracies (``{d: [...]}``, ragged lists, or an ``(n_dims, n_seeds)`` array with
+            NaN for failed trials); see :func:`isotonic_curve`.
+        target: accuracy threshold, e.g. from :func:`threshold_value`.
+        n_boot: bootstrap resamples (0 disables the CI).
+        ci: confidence level of the percentile interval, in (0, 1).
+        rng_seed: seed of the bootstrap's numpy Generator (results are deterministic).
+    """
+    if isinstance(seeds_accs, Mapping):
+        if dims is not None and sorted(map(float, dims)) != sorted(map(float, seeds_accs)):
+            raise PetlError(f"dims {sorted(dims)} do not match the keys of seeds_accs {sorted(seeds_accs)}")
+        dims, seeds_accs = list(seeds_accs.keys()), list(seeds_accs.values())
+    elif isinstance(dims, Mapping):
+        if seeds_accs is not None:
+            raise PetlError(
+                "pass either estimate_d90(dims, seeds_accs, target) or estimate_d90({d: accs}, None, target)"
+            )
+        dims, seeds_accs = list(dims.keys()), list(dims.values())
+    if not 0.0 < ci < 1.0:
+        raise PetlError(f"ci must be in (0, 1), e.g. 0.95; got {ci!r}")
+    if n_boot < 0:
+        raise PetlError(f"n_boot must be >= 0, got {n_boot}")
+    d, values = _group(dims, seeds_accs)
+    if d.size == 0:
+        raise PetlError("no finite accuracies to estimate d90 from (every trial failed?)")
+    grid_d, fitted = isotonic_curve(d, values)
+    means = np.asarray([v.mean() for v in values])
+    counts = np.asarray([v.size for v in values])
+    point = interpolate_d90(grid_d, fitted, target)
+    curve = D90Curve(d.tolist(), means.tolist(), fitted.tolist(), counts.astype(int).tolist())
+
+    ci_low = ci_high = None
+    reached_fraction = float(point is not None)
+    if n_boot > 0:
+        rng = np.random.default_rng(rng_seed)
+        boot_means = np.empty((n_boot, d.size))
+        for j, v in enumerate(values):  # resample the seeds of each d independently, with replacement
+            boot_means[:, j] = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+        weights = counts.astype(float)
+        boots = np.fromiter(
+            (_fit_and_interpolate(d, row, weights, target) for row in boot_means), dtype=float, count=n_boot
+        )
+        alpha = (1.0 - ci) / 2.0
+        # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
+        ci_low = float(np.quantile(boots, alpha, method="lower"))
+        ci_high = float(np.quantile(boots, 1.0 - alpha, method="higher"))
+        reached_fraction = float(np.isfinite(boots).mean())
+    return D90Estimate(
+        d90=point,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        reached=point is not None,
+        below_min=point is not None and bool(fitted[0] >= target),
+        reached_fraction=reached_fraction,
+        n_trials=int(counts.sum()),
+        target=float(target),
+        ci=float(ci),
+        n_boot=int(n_boot),
+        curve=curve,
+    )
+
+
+def _nice_mantissas(points_per_decade: int) -> list[float]:
+    if points_per_decade == 1:
+        return [1.0]
+    if points_per_decade == 2:
+        return [1.0, 3.0]
+    if points_per_decade == 3:
+        return [1.0, 2.0, 5.0]
+    return [float(f"{10 ** (k / points_per_decade):.2g}") for k in range(points_per_decade)]
+
+
+def coarse_grid(
+    D: int,
+    d_min: int = 10,
+    points_per_decade: int = 3,
+    d_max: int | None = None,
+    include_D: bool = False,
+) -> list[int]:
+    """Log-spaced starting grid of subspace dimensions in ``[d_min, min(D, d_max)]``.
+
+    ``points_per_decade=3`` gives the 1-2-5 series (10, 20, 50, 100, …), 2 gives 1-3, 1 gives powers of ten,
+    larger values round ``10^(k/n)`` to two significant digits. ``include_D`` appends D itself (the whole group
+    as a "subspace", a sanity check that subspace training can match full training). If ``D < d_min`` the grid
+    is ``[D]``.
+    """
+    for name, value in (("D", D), ("d_min", d_min), ("points_per_decade", points_per_decade)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise PetlError(f"{name} must be a positive integer, got {value!r}")
+    cap = int(D) if d_max is None else min(int(D), int(d_max))
+    if cap < 1:
+        raise PetlError(f"d_max must be >= 1, got {d_max!r}")
+    if cap < d_min:
+        return [cap]
+    grid: set[int] = set()
+    mantissas = _nice_mantissas(int(points_per_decade))
+    decade = 10 ** math.floor(math.log10(d_min))
+    while decade <= cap:
+        for m in mantissas:
+            value = int(round(m * decade))
+            if d_min <= value <= cap:
+                grid.add(value)
+        decade *= 10
+    grid.add(int(d_min))
+    if include_D:
+        grid.add(int(D) if d_max is None or D <= d_max else cap)
+    return sorted(grid)
+
+
+def next_dims(
+    dims: Any,
+    accs: AccuracyData = None,
+    target: float | None = None,
+    *,
+    max_d: int | None = None,
+    min_d: int = 1,
+    ratio_tol: float = 1.25,
+    n_points: int = 1,
+    expand: float = 3.0,
+) -> list[int]:
+    """Propose the next dims to evaluate, or ``[]`` when the search is done.
+
+    Call as ``next_dims(dims, accs, target)`` (``accs`` as in :func:`isotonic_curve`, or one mean per d) or
+    ``next_dims({d: [acc per seed]}, target)``. The driver loops: coarse grid -> run -> ``next_dims`` -> run -> …
+    until it returns ``[]``.
+
+    * Crossing bracketed by tried dims ``lo < hi`` (fitted curve below target at lo, at or above at hi): propose
+      ``n_points`` geometric points strictly inside ``(lo, hi)``, integers not yet tried; ``[]`` once
+      ``hi / lo <= ratio_tol`` or no untried integer is left in between.
+    * Not reached at the largest tried d: propose ``min(max_d, round(expand · d_max_tried))`` if ``max_d`` allows,
+      else ``[]`` (d90 is "not reached within D").
+    * Reached already at the smallest tried d: propose ``max(min_d, round(d_min_tried / expand))`` until
+      ``min_d`` has been tried.
+    """
+    if isinstance(dims, Mapping):
+        if target is not None:
+            raise PetlError("next_dims({d: accs}, target) takes the target as its second argument")
+        target, accs = accs, None
+    if target is None:
+        raise PetlError("next_dims needs a target accuracy")
+    if ratio_tol <= 1.0:
+        raise PetlError(f"ratio_tol must be > 1 (e.g. 1.25), got {ratio_tol}")
+    if expand <= 1.0:
+        raise PetlError(f"expand must be > 1, got {expand}")
+    if n_points < 1:
+        raise PetlError(f"n_points must be >= 1, got {n_points}")
+    if isinstance(dims, Mapping):
+        tried_d, values = _group(dims, None)
+        all_tried = {int(round(x)) for x in dims}
+    else:
+        dims = list(dims)
+        tried_d, values = _group(dims, accs)
+        all_tried = {int(round(x)) for x in dims}  # includes dims whose trials all failed: never re-propose them
+    if tried_d.size == 0:
+        return []
+    means = np.asarray([v.mean() for v in values])
+    fitted = isotonic_regression(means, sample_weight=[v.size for v in values], increasing=True)
+    hits = np.flatnonzero(fitted >= target)
+    if hits.size == 0:
+        top = int(tried_d[-1])
+        if max_d is None or top >= max_d:
+            return []
+        proposal = [min(int(max_d), max(top + 1, int(round(top * expand))))]
+    elif hits[0] == 0:
+        bottom = int(tried_d[0])
+        if bottom <= min_d:
+            return []
+        proposal = [max(int(min_d), min(bottom - 1, int(round(bottom / expand))))]
+    else:
+        lo, hi = float(tried_d[hits[0] - 1]), float(tried_d[hits[0]])
+        if hi / lo <= ratio_tol:
+            return []
+        proposal = _inside(lo, hi, n_points, all_tried)
+    return sorted({p for p in proposal if p not in all_tried})
+
+
+def _inside(lo: float, hi: float, n_points: int, tried: set[int]) -> list[int]:
+    """Up to ``n_points`` untried integers strictly inside (lo, hi), evenly spaced in log d.
+
+    If the even split only hits tried dims (e.g. a midpoint whose trials all failed), finer splits are tried and
+    the points nearest the log-midpoint kept.
+    """
+    ratio, middle = hi / lo, math.log(math.sqrt(lo * hi))
+    m = n_points
+    for _ in range(4):
+        points = {int(round(lo * ratio ** (k / (m + 1)))) for k in range(1, m + 1)}
+        inside = (p for p in points if lo < p < hi and p not in tried)
+        ranked = sorted(inside, key=lambda p: (abs(math.log(p) - middle), p))
+        if ranked:
+            return ranked[:n_points]
+        m = 2 * m + 1
+    return []

@@ -1,0 +1,439 @@
+"""Fixed random projections for subspace training: ``θ_offset = P · θ_d`` with ``P ∈ R^{D×d}``.
+
+Subspace training (Li et al. 2018) trains ``θ = θ0 + P θ_d`` where only ``θ_d ∈ R^d`` (initialised at 0) is
+learned and ``P`` is a fixed random matrix whose columns have unit norm. The kinds here are interchangeable
+(``PROJECTIONS`` registry, ``make_projection``):
+
+=========  ==============================  =====================  ======================  ==================
+kind       P                               fixed memory           forward + backward      ‖P e_j‖ = 1
+=========  ==============================  =====================  ======================  ==================
+dense      Gaussian, columns normalised    4·D·d bytes            O(D·d)                  exact
+sparse     k = ⌈√D⌉ entries ±1/√k per col  12·d·k bytes           O(d·k)                  exact
+fastfood   H G Π H B (Le et al. 2013)      24·L, L = 2^⌈log2 D⌉   O(L log L), no d term   in expectation
+=========  ==============================  =====================  ======================  ==================
+
+Conventions shared by every kind:
+
+* ``forward`` maps ``θ_d`` of shape ``(..., d)`` to ``(..., D)``; it is linear and differentiable in ``θ_d``.
+* ``P`` lives in buffers registered with ``persistent=False``: a checkpoint stores ``θ_d`` and ``config()``
+  (kind, D, d, seed, options), and ``P`` is regenerated bit-for-bit from them. Buffers move with ``.to()``.
+* ``P`` is a pure function of ``(kind, D, seed, options)`` and the column index: everything is drawn on the CPU
+  from seeded ``torch.Generator`` streams and then moved, so CPU and CUDA get the same matrix. Column ``j`` does
+  not depend on ``d``: with one seed, the subspace for ``d`` is nested in the one for any larger ``d`` (common random
+  numbers across a d sweep, which keeps the accuracy-versus-d curve smooth).
+* ``column_norm`` says how the unit-norm convention holds: ``"exact"`` (every column, to rounding) or
+  ``"expected"`` (``E‖P e_j‖² = 1``; observed norms scatter by a few per cent at small D, see FastfoodProjection).
+* Invalid sizes (``d < 1``, ``D < 1``, ``d > D``) raise :class:`PetlError`; nothing is ever cropped silently.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import PetlError
+from ..functional.hadamard import fwht_destructive
+from ..registry import Registry
+
+__all__ = [
+    "PROJECTIONS",
+    "DEFAULT_MAX_BYTES",
+    "Projection",
+    "DenseProjection",
+    "SparseProjection",
+    "FastfoodProjection",
+    "make_projection",
+    "format_bytes",
+]
+
+PROJECTIONS: Registry[type["Projection"]] = Registry("projection")
+
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of fixed buffers before dense/sparse refuse
+
+# Separate random streams per kind, so "dense seed 0" and "sparse seed 0" are unrelated matrices.
+_STREAM = {"dense": 1, "sparse": 2, "fastfood": 3}
+
+
+def format_bytes(n: int | float) -> str:
+    """Human-readable size: ``format_bytes(3 * 2**30) == '3.0 GiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _generator(seed: int, *stream: int) -> torch.Generator:
+    """A CPU generator for ``(seed, *stream)``; independent streams via numpy's SeedSequence mixing."""
+    state = np.random.SeedSequence([int(seed) % 2**63, *stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device="cpu").manual_seed(int(state))
+
+
+def _check_int(name: str, value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise PetlError(f"{name} must be an integer for {where}, got {value!r}")
+    return int(value)
+
+
+class Projection(nn.Module):
+    """Base class: a fixed linear map ``R^d -> R^D``, ``θ_d ↦ P θ_d``.
+
+    Args:
+        D: output size (number of parameters offset), ``D >= 1``.
+        d: subspace dimension, ``1 <= d <= D``.
+        seed: fixes ``P``; see the module docstring for what it determines.
+        device: where the buffers live (generated on the CPU first).
+        dtype: floating dtype of the buffers; ``θ_d`` must have the same dtype.
+        scope: optional label (e.g. ``"blocks.0.attn"``) used only in error messages.
+
+    Attributes:
+        D, d, seed: as given. ``kind``: registry name. ``column_norm``: ``"exact"`` or ``"expected"``.
+    """
+
+    kind: ClassVar[str] = ""
+    column_norm: ClassVar[str] = "exact"
+
+    def __init__(
+        self,
+        D: int,
+        d: int,
+        seed: int,
+        device: torch.device | str | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        scope: str | None = None,
+    ) -> None:
+        super().__init__()
+        where = f"the {self.kind} projection" + (f" of {scope}" if scope else "")
+        D = _check_int("D", D, where)
+        d = _check_int("d", d, where)
+        seed = _check_int("seed", seed, where)
+        if D < 1:
+            raise PetlError(f"D={D} for {where}: the parameter group is empty (need D >= 1)")
+        if d < 1:
+            raise PetlError(f"d={d} for {where}: the subspace dimension must be at least 1")
+        if d > D:
+            raise PetlError(
+                f"d={d} exceeds D={D} for {where}: a subspace cannot have more dimensions than the parameters it "
+                f"offsets; use d <= {D}"
+            )
+        if not dtype.is_floating_point:
+            raise PetlError(f"dtype must be a floating dtype for {where}, got {dtype}")
+        self.D, self.d, self.seed = D, d, seed
+        self._dtype = dtype
+        self.scope = scope
+        self._where = where
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+
+    # -- subclasses implement -------------------------------------------------------------------------------------
+    def _project(self, theta_d: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _options(self) -> dict[str, Any]:
+        """Constructor options beyond (D, d, seed) needed to rebuild the same P."""
+        return {}
+
+    # -- shared ---------------------------------------------------------------------------------------------------
+    def forward(self, theta_d: Tensor) -> Tensor:
+        """``(..., d) -> (..., D)``: ``P @ θ_d`` for a vector, applied row-wise to a batch."""
+        if theta_d.shape[-1:] != (self.d,):
+            raise PetlError(f"{self._where} expects θ_d of shape (..., {self.d}), got {tuple(theta_d.shape)}")
+        if theta_d.dtype != self.dtype:
+            raise PetlError(
+                f"{self._where} holds P in {self.dtype} but θ_d is {theta_d.dtype}; cast one of them (.to(dtype))"
+            )
+        return self._project(theta_d)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the fixed buffers (the cost of P; excludes transient work memory in forward/backward)."""
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    @torch.no_grad()
+    def matrix(self) -> Tensor:
+        """Materialise ``P`` as a dense ``(D, d)`` tensor by projecting the basis vectors (one batch of d; Fastfood
+        needs d·L work memory). For tests and small sizes."""
+        eye = torch.eye(self.d, dtype=self.dtype, device=self._buffer_device())
+        return self.forward(eye).T.contiguous()
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description from which ``make_projection(**config)`` rebuilds the same P."""
+        return {"kind": self.kind, "D": self.D, "d": self.d, "seed": self.seed, **self._options()}
+
+    def extra_repr(self) -> str:
+        opts = "".join(f", {k}={v}" for k, v in self._options().items())
+        return f"D={self.D}, d={self.d}, seed={self.seed}{opts}, memory={format_bytes(self.memory_bytes())}"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of P (follows ``.to(dtype)`` / ``.double()``); ``θ_d`` must match it."""
+        return next((b.dtype for b in self.buffers() if b.is_floating_point()), self._dtype)
+
+    def _buffer_device(self) -> torch.device:
+        return next(iter(self.buffers()), torch.empty(0, device=self._device)).device
+
+    def _refuse_if_too_big(self, need: int, max_bytes: int, what: str) -> None:
+        if need > max_bytes:
+            raise PetlError(
+                f"{what} for {self._where} with D={self.D:,} and d={self.d:,} needs {format_bytes(need)}, above "
+                f"the {format_bytes(max_bytes)} limit (max_bytes); use --projection fastfood (O(D) memory, any d) "
+                f"or a smaller d"
+            )
+
+
+@PROJECTIONS.register("dense")
+class DenseProjection(Projection):
+    """Gaussian ``P`` with unit-norm columns (Li et al. 2018), stored as ``Pᵀ`` (d, D).
+
+    Column ``j`` is ``g / ‖g‖`` with ``g ~ N(0, I_D)`` drawn from stream ``(seed, j)``. Forward and backward are
+    one matrix-vector product each, O(D·d). Refuses (PetlError) when ``4·D·d`` bytes exceed ``max_bytes``.
+    """
+
+    kind = "dense"
+    column_norm = "exact"
+
+    def __init__(
+        self,
+        D: int,
+        d: int,
+        seed: int,
+        device: torch.device | str | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        dtype: torch.dtype = torch.float32,
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(D, d, seed, device, dtype=dtype, scope=scope)
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        self._refuse_if_too_big(D * d * itemsize, max_bytes, "a dense P")
+        self.max_bytes = max_bytes
+        weight_t = torch.empty(d, D, dtype=torch.float32)
+        for j in range(d):  # one stream per column: column j is the same for every d (nested subspaces)
+            torch.randn(D, generator=_generator(seed, _STREAM["dense"], j), out=weight_t[j])
+        weight_t = weight_t.to(dtype)  # normalise in the target dtype so norms are exact there
+        weight_t /= weight_t.norm(dim=1, keepdim=True)
+        self.register_buffer("weight_t", weight_t.to(self._device), persistent=False)
+
+    def _project(self, theta_d: Tensor) -> Tensor:
+        return theta_d @ self.weight_t
+
+
+def _distinct_rows(D: int, k: int, gen: torch.Generator) -> Tensor:
+    """``k`` distinct indices in ``[0, D)``, sorted, from ``gen`` (rejection of duplicates; exact for any k <= D)."""
+    if 2 * k > D:
+        return torch.randperm(D, generator=gen)[:k].sort().values
+    rows = torch.randint(D, (k,), generator=gen).unique()
+    while rows.numel() < k:
+        rows = torch.cat((rows, torch.randint(D, (k - rows.numel(),), generator=gen))).unique()
+    return rows
+
+
+@PROJECTIONS.register("sparse")
+class SparseProjection(Projection):
+    """Sparse ``P`` with exactly ``k`` nonzeros ``±1/√k`` per column (unit norm, exact), ``k = ⌈√D⌉`` by default.
+
+    Density ``k/D ≈ 1/√D`` follows Li et al.'s sparse projection (``SparseRandomProjection``, density 1/√D), but
+    with a *fixed* count per column so every column has norm exactly 1. Column ``j`` (rows drawn without
+    replacement, then signs) comes from stream ``(seed, j)``, so it does not depend on ``d``.
+
+    Storage is COO triplets by column (``rows`` (d, k) int64, ``values`` (d, k)); the product is a gather-scale
+    ``index_add`` (backward: a gather). Measured on 2 CPU cores this is 5–10× faster than ``torch.sparse`` CSR/COO
+    matmul with autograd (D=1.2M, d=1000: 9 ms against 61–80 ms forward+backward). On CUDA, ``index_add`` uses
+    atomics, so sums are reproducible only to rounding.
+    """
+
+    kind = "sparse"
+    column_norm = "exact"
+
+    def __init__(
+        self,
+        D: int,
+        d: int,
+        seed: int,
+        device: torch.device | str | None = None,
+        *,
+        nnz_per_column: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        dtype: torch.dtype = torch.float32,
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(D, d, seed, device, dtype=dtype, scope=scope)
+        k = math.ceil(math.sqrt(D)) if nnz_per_column is None else _check_int("nnz_per_column", nnz_per_column, "")
+        if not 1 <= k <= D:
+            raise PetlError(f"nnz_per_column={k} for {self._where} must be between 1 and D={D}")
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        self._refuse_if_too_big(d * k * (8 + itemsize), max_bytes, f"a sparse P with {k} nonzeros per column")
+        self.nnz_per_column = k
+        self.max_bytes = max_bytes
+        rows = torch.empty(d, k, dtype=torch.int64)
+        signs = torch.empty(d, k, dtype=torch.int64)
+        for j in range(d):
+            gen = _generator(seed, _STREAM["sparse"], j)
+            rows[j] = _distinct_rows(D, k, gen)
+            signs[j] = torch.randint(0, 2, (k,), generator=gen)
+        values = (signs * 2 - 1).to(torch.float64) / math.sqrt(k)
+        self.register_buffer("rows", rows.to(self._device), persistent=False)
+        self.register_buffer("values", values.to(device=self._device, dtype=dtype), persistent=False)
+
+    def _options(self) -> dict[str, Any]:
+        return {"nnz_per_column": self.nnz_per_column}
+
+    def _project(self, theta_d: Tensor) -> Tensor:
+        lead = theta_d.shape[:-1]
+        flat = theta_d.reshape(-1, self.d)
+        contributions = (flat[:, :, None] * self.values).reshape(flat.shape[0], -1)  # (B, d·k)
+        out = torch.zeros(flat.shape[0], self.D, dtype=theta_d.dtype, device=theta_d.device)
+        out = out.index_add(1, self.rows.reshape(-1), contributions)
+        return out.reshape(*lead, self.D)
+
+
+def _gather_into(src: Tensor, index: Tensor, out: Tensor) -> Tensor:
+    """``out[r] = src[r, index]`` for (rows, L) tensors. ``torch.take`` is the fastest 1-row gather measured on CPU
+    (6.5 ms against 10.8 ms for ``index_select`` at L = 2^21)."""
+    if src.shape[0] == 1:
+        torch.take(src.view(-1), index, out=out.view(-1))
+    else:
+        torch.index_select(src, 1, index, out=out)
+    return out
+
+
+def _fastfood_core(x: Tensor, n_out: int, L: int, perm: Tensor, gauss: Tensor, transpose: bool) -> Tensor:
+    """``(H Π G H pad_L(x))[:, :n_out]`` with G = diag(gauss) and Π = gather by ``perm``, or, with ``transpose``,
+    ``(H G Π H pad_L(x))``: the order that makes ``core(·, perm⁻¹, transpose=True)`` the transpose of
+    ``core(·, perm)``. x: (rows, n_in).
+
+    Two length-L buffers in all: the transforms ping-pong between them and the gather writes into whichever is
+    free, so a call allocates 2·rows·L numbers (fresh allocations are page-faulted in on CPU; a naive chain of
+    pad, fwht, gather, mul, fwht and slice allocates ~7 per direction).
+    """
+    buf = x.new_zeros(x.shape[0], L)
+    buf[:, : x.shape[1]] = x
+    spare = torch.empty_like(buf)
+    y = fwht_destructive(buf, spare)
+    free = spare if y.data_ptr() == buf.data_ptr() else buf
+    if transpose:
+        z = _gather_into(y.mul_(gauss), perm, free)
+    else:
+        z = _gather_into(y, perm, free).mul_(gauss)
+    return fwht_destructive(z, y)[:, :n_out]
+
+
+class _Fastfood(torch.autograd.Function):
+    """``θ ↦ P θ = (H G Π H B pad_L(θ))[:D]`` for :class:`FastfoodProjection` (G already holds the normalisation).
+
+    Backward is ``g ↦ Pᵀ g = B (H Πᵀ G H pad_L(g))[:d]`` (:class:`_FastfoodT`, whose own backward is this class,
+    so double backward works); nothing is stored but references to the fixed buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, D: int, L: int, signs: Tensor, perm: Tensor, perm_inverse: Tensor,
+                gauss: Tensor) -> Tensor:  # noqa: D102
+        ctx.sizes = (D, L)
+        ctx.save_for_backward(signs, perm, perm_inverse, gauss)
+        d = theta.shape[-1]
+        out = _fastfood_core(theta.reshape(-1, d) * signs, D, L, perm, gauss, transpose=False)
+        return out.reshape(*theta.shape[:-1], D)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        D, L = ctx.sizes
+        signs, perm, perm_inverse, gauss = ctx.saved_tensors
+        return _FastfoodT.apply(grad, D, L, signs, perm, perm_inverse, gauss), None, None, None, None, None, None
+
+
+class _FastfoodT(torch.autograd.Function):
+    """``g ↦ Pᵀ g``, the transpose of :class:`_Fastfood` (H symmetric, Πᵀ = gather by Π⁻¹)."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, D: int, L: int, signs: Tensor, perm: Tensor, perm_inverse: Tensor,
+                gauss: Tensor) -> Tensor:  # noqa: D102
+        ctx.sizes = (D, L)
+        ctx.save_for_backward(signs, perm, perm_inverse, gauss)
+        d = signs.shape[0]
+        out = _fastfood_core(grad.reshape(-1, D), d, L, perm_inverse, gauss, transpose=True) * signs
+        return out.reshape(*grad.shape[:-1], d)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        D, L = ctx.sizes
+        signs, perm, perm_inverse, gauss = ctx.saved_tensors
+        return _Fastfood.apply(grad, D, L, signs, perm, perm_inverse, gauss), None, None, None, None, None, None
+
+
+@PROJECTIONS.register("fastfood")
+class FastfoodProjection(Projection):
+    """Fastfood ``P`` (Le et al. 2013, as used by Li et al. 2018 and Aghajanyan et al. 2021): O(D) memory, any d.
+
+    Construction (one block, the uber-research ``FastWalshHadamardProjector``): with ``L = 2^⌈log2 D⌉ >= D >= d``,
+
+        ``P θ_d = (1 / (‖g‖·√D)) · [H diag(g) Π H diag(b) pad_L(θ_d)][:D]``
+
+    where ``H`` is the L×L Sylvester Hadamard matrix (:func:`~petl_analysis.functional.fwht`), ``b ∈ {±1}^L``,
+    ``Π`` a uniform random permutation and ``g ~ N(0, I_L)``. Zero-padding the *input* from d to L is exact (it just
+    selects the first d columns of the L×L matrix); the output is truncated from L to D rows, and ``d > D`` is
+    refused, so no coordinate of ``θ_d`` is ever dropped (the cropping bug of per-tensor ports cannot happen).
+
+    Normalisation: every column of the L×L matrix ``V = H G Π H B`` has norm exactly ``√L·‖g‖`` (``H B e_j`` is a
+    ±1 vector, ``Π`` and ``G`` turn it into ``±g``, ``H`` scales norms by ``√L``). Keeping D of L rows keeps a
+    fraction D/L of each column's energy in expectation, hence the factor ``1/(‖g‖·√D)``: ``E‖P e_j‖² = 1``
+    (``column_norm = "expected"``). Distinct columns are nearly orthogonal (|cos| = O(1/√D)).
+
+    Cost: two length-L FWHTs (:func:`~petl_analysis.functional.fwht_destructive`), one gather and two elementwise
+    products per call, O(L log L) whatever d, in two L-length work buffers. The backward is the transposed chain
+    ``Pᵀ g = B (H Π⁻¹ G H pad_L(g))[:d]`` — the same cost, as its own autograd Function (so double backward works)
+    — and nothing but references to the fixed buffers is saved for it. Buffers: ``b``, ``g`` (dtype) and ``Π``,
+    ``Π⁻¹`` (int64) of length L, i.e. 24 bytes per row in float32, independent of d. Only ``b[:d]`` is used;
+    keeping all L signs makes column j independent of d.
+    """
+
+    kind = "fastfood"
+    column_norm = "expected"
+
+    def __init__(
+        self,
+        D: int,
+        d: int,
+        seed: int,
+        device: torch.device | str | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(D, d, seed, device, dtype=dtype, scope=scope)
+        L = 1 << (D - 1).bit_length()
+        gen = _generator(seed, _STREAM["fastfood"])
+        signs = torch.randint(0, 2, (L,), generator=gen) * 2 - 1
+        perm = torch.randperm(L, generator=gen)
+        gauss = torch.randn(L, generator=gen, dtype=torch.float64)
+        gauss_scaled = gauss / (gauss.norm() * math.sqrt(D))  # fold the normalisation into G
+        self.L = L
+        to = dict(device=self._device, dtype=dtype)
+        self.register_buffer("signs", signs.to(**to), persistent=False)
+        self.register_buffer("gauss", gauss_scaled.to(**to), persistent=False)
+        self.register_buffer("perm", perm.to(self._device), persistent=False)
+        self.register_buffer("perm_inverse", torch.argsort(perm).to(self._device), persistent=False)
+
+    def _project(self, theta_d: Tensor) -> Tensor:
+        signs = self.signs[: self.d]
+        return _Fastfood.apply(theta_d, self.D, self.L, signs, self.perm, self.perm_inverse, self.gauss)
+
+
+def make_projection(
+    kind: str, D: int, d: int, seed: int, device: torch.device | str | None = None, **kw: Any
+) -> Projection:
+    """Build a registered projection: ``make_projection("fastfood", D=148_224, d=1000, seed=0)``.
+
+    ``kw`` are the kind's keyword options (``max_bytes``, ``dtype``, ``nnz_per_column``, ``scope``); an unknown
+    kind or option raises :class:`PetlError`. ``make_projection(**proj.config())`` rebuilds the same P.
+    """
+    cls = PROJECTIONS.get(kind)
+    try:
+        inspect.signature(cls).bind(D, d, seed, device, **kw)
+    except TypeError as err:
+        allowed = [p for p in inspect.signature(cls).parameters if p not in ("D", "d", "seed", "device")]
+        raise PetlError(f"projection {kind!r}: {err}; its options are: {', '.join(allowed)}") from None
+    return cls(D, d, seed, device, **kw)

@@ -1,0 +1,307 @@
+"""Flat rows of the report's tables, built from the artefacts, and their CSV form.
+
+Accuracies in the artefacts are fractions; rows keep fractions and the formatters show percentages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .pareto import KADAPTATION_M0, PPT_M0, pareto_front, pe_score
+
+METHOD_NAMES = {
+    "kadaptation": "KAdaptation",
+    "lora": "LoRA",
+    "adapter": "Adapter",
+    "compacter": "Compacter",
+    "vpt": "VPT",
+    "bitfit": "BitFit",
+    "layernorm": "LayerNorm",
+    "linear": "Linear probe",
+    "full": "Full FT",
+}
+VARIANT_NAMES = {"selected": "selected", "fixed": "fixed q,v", "worst": "worst-ranked"}
+#: Planned variants in the order the report compares them.
+PLANNED_VARIANTS = ("selected", "fixed", "worst")
+if TYPE_CHECKING:
+    from ..probe import ProbeResult, TargetResult
+    from ..select import Ranking
+    from ..sweep import SweepResult
+
+BLOCK_TARGET = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def display_name(method: str, variant: str) -> str:
+    """``KAdaptation (selected)``, ``LoRA (fixed q,v)``, ``Adapter``, ``Linear probe``."""
+    name = METHOD_NAMES.get(method, method)
+    return f"{name} ({VARIANT_NAMES[variant]})" if variant in VARIANT_NAMES else name
+
+
+@dataclass
+class PointRow:
+    """One (label, budget) point of a sweep, flattened; accuracies are fractions (NaN when every seed failed)."""
+
+    label: str
+    method: str
+    variant: str
+    name: str
+    budget: int | None
+    params: int  # trainable, head included
+    params_excl_head: int
+    adapter: int
+    shared: int
+    head: int
+    bias_norm: int
+    backbone: int
+    model_total: int
+    acc: float
+    std: float
+    last_acc: float
+    seed_accs: list[float]
+    targets: str = ""
+    pe: float = math.nan  # at the report's M0
+    pe_1e8: float = math.nan
+    pe_1e7: float = math.nan
+    on_front: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.acc) and self.params > 0
+
+    @property
+    def acc_text(self) -> str:
+        """``91.23 ± 0.45`` in percent; no ``±`` when fewer than two seeds succeeded (there is no spread)."""
+        return fmt_acc(self.acc, self.std) if len(self.seed_accs) > 1 else fmt_pct(self.acc)
+
+
+def _finite(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def default_m0(sweep: SweepResult) -> int:
+    """The size of the model being adapted: parameters of the pretrained network plus its head (what full
+    fine-tuning trains), i.e. ``model_total`` minus the parameters a method added. The most common value over the
+    sweep's points (they share one model)."""
+    sizes = [p.run.trainable["model_total"] - p.run.trainable.get("adapter", 0) - p.run.trainable.get("shared", 0)
+             for p in sweep.points if p.run.trainable.get("model_total")]
+    if not sizes:
+        return int(KADAPTATION_M0)
+    counts = Counter(sizes)
+    return max(counts, key=lambda s: (counts[s], s))
+
+
+def point_rows(sweep: SweepResult, m0: float) -> list[PointRow]:
+    """Every sweep point as a row, sorted by trainable parameters (head included), with PE and the front flag."""
+    rows = []
+    for p in sweep.points:
+        t, run = p.run.trainable, p.run
+        targets = ""
+        if p.plan:
+            targets = ", ".join(str(x.get("target", "")) for x in p.plan.get("targets", []))
+        rows.append(PointRow(
+            label=p.label, method=p.method, variant=p.variant, name=display_name(p.method, p.variant),
+            budget=p.budget, params=int(t["total_incl_head"]), params_excl_head=int(t["total_excl_head"]),
+            adapter=int(t.get("adapter", 0)), shared=int(t.get("shared", 0)), head=int(t.get("head", 0)),
+            bias_norm=int(t.get("bias_norm", 0)), backbone=int(t.get("backbone", 0)),
+            model_total=int(t.get("model_total", 0)), acc=_finite(run.test_acc_mean), std=_finite(run.test_acc_std),
+            last_acc=_finite(run.last_test_acc_mean),
+            seed_accs=[float(s.test_acc) for s in run.seeds if s.test_acc is not None], targets=targets,
+        ))
+    rows.sort(key=lambda r: (r.params, -1 if r.budget is None else r.budget, r.label))
+    for r in rows:
+        if r.ok:
+            r.pe, r.pe_1e8, r.pe_1e7 = (pe_score(r.acc, r.params, m) for m in (m0, KADAPTATION_M0, PPT_M0))
+    front = pareto_front([r.params for r in rows], [r.acc if r.ok else math.nan for r in rows])
+    for r, on in zip(rows, front):
+        r.on_front = bool(on)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- probe rows
+
+
+@dataclass
+class ProbeRow:
+    """One probed target set: its d90 (gain-normalised and classic) and curve summary."""
+
+    rank: int
+    target: str
+    block: int | None
+    kind: str
+    D: int
+    units: int
+    d90: float | None
+    ci_low: float | None
+    ci_high: float | None
+    reached: bool
+    below_min: bool
+    reached_fraction: float
+    d90_classic: float | None
+    classic_reached: bool
+    threshold_acc: float
+    classic_threshold_acc: float
+    best_acc: float
+    dims_tried: int
+    trials: int
+    failed_trials: int
+    ranking_rank: int | None = None
+    tied_with: list[str] = field(default_factory=list)
+
+
+def split_block_target(target: str) -> tuple[int | None, str]:
+    """``blocks.3.attn.v`` -> ``(3, "attn.v")``; other labels -> ``(None, label)``."""
+    m = BLOCK_TARGET.match(target)
+    return (int(m.group(1)), m.group(2)) if m else (None, target)
+
+
+def is_per_block(probe: ProbeResult) -> bool:
+    """A per-block probe: at least two targets named ``blocks.N.<kind>`` (enough for a block x kind heatmap)."""
+    return sum(BLOCK_TARGET.match(t.target) is not None for t in probe.targets) >= 2
+
+
+def _best(t: TargetResult) -> float:
+    vals = [a for a in t.acc_mean if a is not None and math.isfinite(a)]
+    return max(vals) if vals else math.nan
+
+
+def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[ProbeRow]:
+    """Targets in the probe's own order (gain-normalised d90 ascending, not reached last)."""
+    ranked = {e.target: e for e in ranking.entries} if ranking is not None else {}
+    rows = []
+    for i, t in enumerate(probe.ranked(), start=1):
+        block, kind = split_block_target(t.target)
+        entry = ranked.get(t.target)
+        rows.append(ProbeRow(
+            rank=i, target=t.target, block=block, kind=kind, D=t.D, units=len(t.units),
+            d90=t.d90.value if t.d90.reached else None, ci_low=t.d90.ci_low, ci_high=t.d90.ci_high,
+            reached=bool(t.d90.reached and t.d90.value is not None), below_min=t.d90.below_min,
+            reached_fraction=t.d90.reached_fraction,
+            d90_classic=t.d90_classic.value if t.d90_classic.reached else None,
+            classic_reached=bool(t.d90_classic.reached and t.d90_classic.value is not None),
+            threshold_acc=t.d90.threshold_acc, classic_threshold_acc=t.d90_classic.threshold_acc,
+            best_acc=_best(t), dims_tried=len(t.dims), trials=t.trials, failed_trials=t.failed_trials,
+            ranking_rank=entry.rank if entry else None, tied_with=list(entry.tied_with) if entry else [],
+        ))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- formatting
+
+
+def fmt_int(n: int | None) -> str:
+    return "-" if n is None else f"{int(n):,}"
+
+
+def fmt_params(n: float) -> str:
+    """Compact count: 650, 12.3k, 5.71M."""
+    n = float(n)
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            v = n / div
+            return f"{v:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
+def fmt_pct(frac: float, digits: int = 2) -> str:
+    return "n/a" if frac is None or not math.isfinite(frac) else f"{100 * frac:.{digits}f}"
+
+
+def fmt_acc(mean: float, std: float) -> str:
+    """``91.23 ± 0.45`` (percent)."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{fmt_pct(mean)} ± {fmt_pct(std)}" if std is not None and math.isfinite(std) else fmt_pct(mean)
+
+
+def fmt_pe(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def fmt_d(value: float | None, reached: bool, below_min: bool = False) -> str:
+    if not reached or value is None:
+        return "not reached"
+    return f"≤{value:.0f}" if below_min else f"{value:.0f}"
+
+
+def fmt_ci(lo: float | None, hi: float | None) -> str:
+    if lo is None or (isinstance(lo, float) and not math.isfinite(lo)):
+        return "-"
+    hi_s = "∞" if hi is None or not math.isfinite(hi) else f"{hi:.0f}"
+    return f"[{lo:.0f}, {hi_s}]"
+
+
+# --------------------------------------------------------------------------------------------------- CSV
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _num(x: float | None, digits: int) -> str:
+    if x is None:
+        return ""
+    x = float(x)
+    if math.isnan(x):
+        return ""
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}f}"
+
+
+POINTS_HEADER = [
+    "label", "method", "variant", "budget", "trainable_incl_head", "trainable_excl_head", "adapter", "shared", "head",
+    "bias_norm", "backbone", "test_acc_mean_pct", "test_acc_std_pct", "last_epoch_acc_pct", "seeds", "m0", "pe_m0",
+    "pe_1e8", "pe_1e7", "on_pareto_front", "targets",
+]
+
+
+def points_csv(rows: list[PointRow], m0: float) -> str:
+    """``points.csv``: one line per sweep point; accuracies in percent, PE as a fraction."""
+    out = []
+    for r in rows:
+        out.append([
+            r.label, r.method, r.variant, "" if r.budget is None else r.budget, r.params, r.params_excl_head,
+            r.adapter, r.shared, r.head, r.bias_norm, r.backbone, _num(100 * r.acc, 4), _num(100 * r.std, 4),
+            _num(100 * r.last_acc, 4), len(r.seed_accs), f"{m0:.0f}", _num(r.pe, 4), _num(r.pe_1e8, 4),
+            _num(r.pe_1e7, 4), str(r.on_front).lower(), r.targets,
+        ])
+    return _csv(POINTS_HEADER, out)
+
+
+PROBE_HEADER = [
+    "rank", "target", "block", "kind", "D", "units", "d90", "d90_ci_low", "d90_ci_high", "reached", "below_min",
+    "reached_fraction", "d90_classic", "threshold_acc_pct", "classic_threshold_acc_pct", "best_acc_pct", "dims_tried",
+    "trials", "failed_trials", "ranking_rank",
+]
+
+
+def probe_csv(rows: list[ProbeRow]) -> str:
+    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded."""
+    out = []
+    for r in rows:
+        out.append([
+            r.rank, r.target, "" if r.block is None else r.block, r.kind, r.D, r.units, _num(r.d90, 1),
+            _num(r.ci_low, 1), _num(r.ci_high, 1), str(r.reached).lower(), str(r.below_min).lower(),
+            _num(r.reached_fraction, 3), _num(r.d90_classic, 1), _num(100 * r.threshold_acc, 4),
+            _num(100 * r.classic_threshold_acc, 4), _num(100 * r.best_acc, 4), r.dims_tried, r.trials,
+            r.failed_trials, "" if r.ranking_rank is None else r.ranking_rank,
+        ])
+    return _csv(PROBE_HEADER, out)
+
+
+def seed_count(rows: list[PointRow]) -> tuple[int, int]:
+    """(fewest, most) seeds that succeeded over the points that have any."""
+    counts = [len(r.seed_accs) for r in rows if r.seed_accs] or [0]
+    return int(np.min(counts)), int(np.max(counts))

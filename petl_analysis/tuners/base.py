@@ -1,0 +1,399 @@
+"""What every adaptation method shares: config base class, registry, injection, counting, merging, save/load.
+
+A method is a :class:`MethodConfig` dataclass (what to do; JSON-serialisable) plus a :class:`Method` (how; stateless
+apart from its config: everything it adds lives in the model). Usage::
+
+    method = apply_method(model, LoraConfig(targets=["attn.q", "attn.v"], r=4))
+    ...train...
+    save_adapter(model, method, "out/adapter")
+    method = load_adapter(fresh_model, "out/adapter")
+
+Contract of :meth:`Method.apply` (in place): freeze every original parameter, inject the method's modules, make
+the adapter parameters (and, with ``train_head``, the classifier ``model.get_classifier()``) trainable.
+:meth:`Method.expected_count` gives the closed-form :class:`~petl_analysis.accounting.ParamCount` the model will
+have after ``apply`` without injecting anything; the tests check it equals ``count_parameters`` for every method.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..accounting import _NORM_TYPES, AdapterModule, ParamCount, count_parameters
+from ..errors import PetlError, expected_one_of
+from ..io import atomic_write_bytes, atomic_write_json, read_json
+from ..models.catalogue import Unit, resolve_targets
+from ..registry import Registry
+from .deltas import TensorDeltas, has_deltas, merge_deltas, unload_deltas, unmerge_deltas
+
+__all__ = [
+    "ADAPTER_CONFIG_FILE",
+    "ADAPTER_WEIGHTS_FILE",
+    "METHODS",
+    "Added",
+    "Method",
+    "MethodConfig",
+    "apply_method",
+    "config_from_dict",
+    "get_method",
+    "load_adapter",
+    "save_adapter",
+]
+
+#: Registry of adaptation methods: name -> :class:`Method` subclass (whose ``config_class`` is its config).
+METHODS: Registry[type["Method"]] = Registry("method")
+
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_FORMAT = "petl-adapter"
+ADAPTER_FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------- config
+@dataclass
+class MethodConfig:
+    """Options shared by every method.
+
+    Attributes:
+        method: registry name of the method (``"lora"``, ``"kadaptation"``, …); set by each subclass.
+        targets: catalogue target specs (``["attn.q", "attn.v"]``, ``["blocks[0-5].mlp"]``); a comma-separated string
+            is accepted and split.
+        train_head: also train the classifier (``model.get_classifier()``); counted as ``head``.
+    """
+
+    method: str = ""
+    targets: list[str] = field(default_factory=list)
+    train_head: bool = True
+
+    #: False for methods that ignore ``targets`` (linear probe, full fine-tuning).
+    uses_targets: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        expected = type(self).__dataclass_fields__["method"].default
+        if expected and self.method != expected:
+            raise PetlError(f"{type(self).__name__} is for method {expected!r}, got method={self.method!r}")
+        if isinstance(self.targets, str):
+            self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
+        elif isinstance(self.targets, tuple):
+            self.targets = list(self.targets)
+        if not isinstance(self.targets, list) or not all(isinstance(t, str) and t.strip() for t in self.targets):
+            raise PetlError(f"{self.method}: targets must be a list of target specs such as ['attn.q', 'attn.v']")
+        if self.uses_targets and not self.targets:
+            raise PetlError(f"{self.method}: no targets given; expected specs such as attn.q,attn.v or blocks[0-5].mlp")
+        self._check_bool("train_head")
+        self.validate()
+
+    def validate(self) -> None:
+        """Method-specific checks (subclasses); raise a one-line :class:`PetlError`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict; :func:`config_from_dict` reverses it."""
+        return asdict(self)
+
+    # helpers for subclasses' validate()
+    def _check_bool(self, name: str) -> None:
+        if not isinstance(getattr(self, name), bool):
+            raise PetlError(f"{self.method}: {name} must be true or false, got {getattr(self, name)!r}")
+
+    def _check_int(self, name: str, minimum: int = 1) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise PetlError(f"{self.method}: {name} must be an integer >= {minimum}, got {value!r}")
+
+    def _check_float(self, name: str, low: float | None = None, high: float | None = None, *, open_high=False) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise PetlError(f"{self.method}: {name} must be a number, got {value!r}")
+        setattr(self, name, float(value))
+        too_high = high is not None and (value >= high if open_high else value > high)
+        if (low is not None and value < low) or too_high:
+            rng = f"[{low}, {high}{')' if open_high else ']'}"
+            raise PetlError(f"{self.method}: {name} must be in {rng}, got {value!r}")
+
+    def _check_choice(self, name: str, choices: Iterable[str]) -> None:
+        value = getattr(self, name)
+        if value not in tuple(choices):
+            raise expected_one_of(f"{self.method} {name}", value, list(choices))
+
+
+def config_from_dict(d: dict[str, Any]) -> MethodConfig:
+    """Rebuild a config from :meth:`MethodConfig.to_dict` output, dispatching on ``d["method"]``.
+
+    Raises:
+        PetlError: not a dict, unknown method, or an option the method does not have.
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("method"), str):
+        raise PetlError("method config: expected an object with a 'method' key, e.g. {'method': 'lora', ...}")
+    cls = METHODS.get(d["method"]).config_class
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        raise PetlError(f"{d['method']} config: unknown option {unknown[0]!r}; expected one of: {', '.join(names)}")
+    return cls(**d)
+
+
+# ------------------------------------------------------------------------------------------------------------ method
+@dataclass
+class Added:
+    """What a method adds or unfreezes, in closed form (the input to :meth:`Method.expected_count`).
+
+    Attributes:
+        adapter / shared / bias_norm: new trainable numbers in those accounting categories.
+        frozen: new numbers that stay frozen (e.g. Compacter's fixed rule tensor); they count in ``model_total``.
+        trainable_base: names of original parameters the method makes trainable (BitFit biases, full fine-tuning).
+    """
+
+    adapter: int = 0
+    shared: int = 0
+    bias_norm: int = 0
+    frozen: int = 0
+    trainable_base: set[str] = field(default_factory=set)
+
+
+class Method:
+    """Base class of adaptation methods. Subclasses set ``name``/``config_class`` and implement ``_inject`` and
+    ``_added``; weight-delta methods inherit exact ``merge``/``unmerge`` through :mod:`.deltas`."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    #: False: the method adds non-linear modules or tokens, so ``merge`` raises.
+    mergeable: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise PetlError(f"method {self.name!r} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # --- subclass hooks -------------------------------------------------------------------------------------------
+    def _check(self, model: nn.Module, units: list[Unit]) -> None:
+        """Validate the config against the model before anything changes (raise :class:`PetlError`)."""
+
+    def _inject(self, model: nn.Module, units: list[Unit]) -> None:
+        """Add the method's modules; every original parameter is frozen when this runs."""
+        raise NotImplementedError
+
+    def _added(self, model: nn.Module, units: list[Unit]) -> Added:
+        """Closed-form counts of what ``_inject`` adds (see :class:`Added`)."""
+        raise NotImplementedError
+
+    # --- public API -----------------------------------------------------------------------------------------------
+    def units(self, model: nn.Module) -> list[Unit]:
+        """The catalogue units the config targets (empty for methods that ignore targets)."""
+        return resolve_targets(model, self.config.targets) if self.config.uses_targets else []
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Inject the method into ``model`` in place and set ``requires_grad`` (see module docstring)."""
+        if any(isinstance(m, AdapterModule) for m in model.modules()) or has_deltas(model):
+            raise PetlError(f"cannot apply {self.name!r}: the model already has adaptation modules; use a fresh model")
+        units = self.units(model)
+        self._check(model, units)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._inject(model, units)
+        model.train(model.training)  # new modules are created in training mode; follow the model's mode
+        if self.config.train_head:
+            for p in head_parameters(model):
+                p.requires_grad_(True)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise PetlError(f"{self.name}: nothing to train (train_head=false and the method adds no parameters)")
+        return model
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold the method's weight deltas into the base tensors (exact; the adapter then contributes nothing until
+        :meth:`unmerge`). Methods that only unfreeze original tensors have nothing to merge."""
+        if not self.mergeable:
+            raise PetlError(f"{self.name} cannot be merged: it adds modules or tokens, not a weight delta")
+        merge_deltas(model, f"{self.name}_")
+        return model
+
+    def unmerge(self, model: nn.Module) -> nn.Module:
+        """Undo :meth:`merge` (subtract the deltas again)."""
+        if not self.mergeable:
+            raise PetlError(f"{self.name} cannot be unmerged: it adds modules or tokens, not a weight delta")
+        unmerge_deltas(model, f"{self.name}_")
+        return model
+
+    def unload(self, model: nn.Module) -> nn.Module:
+        """Merge and remove the method's parametrisations: a plain timm model again (original parameter names, the
+        adapted values, no dispatch overhead), e.g. for export. Irreversible; trainable flags are left as they are."""
+        if not self.mergeable:
+            raise PetlError(f"{self.name} cannot be unloaded into the weights: it adds modules or tokens")
+        unload_deltas(model, f"{self.name}_")
+        return model
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors to save: every parameter of the method's modules (trainable or not, e.g. a frozen random rule
+        tensor) and every trainable original (BitFit biases, the head). Shared tensors appear once (first name)."""
+        owned = _owned_prefixes(model)
+        out: dict[str, torch.Tensor] = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad or name.startswith(owned):
+                out[name] = p.detach()
+        return out
+
+    def load_adapter_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``state`` into the adapted ``model`` (strict: same names and shapes as :meth:`adapter_state_dict`)."""
+        own = self.adapter_state_dict(model)
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if unexpected:
+            raise PetlError(
+                f"adapter state has {len(unexpected)} tensor(s) this {self.name} model does not, e.g. {unexpected[0]!r}"
+            )
+        if missing:
+            raise PetlError(f"adapter state lacks {len(missing)} tensor(s) of this {self.name} model, e.g. {missing[0]!r}")
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise PetlError(
+                    f"adapter tensor {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
+                )
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v.to(dtype=own[k].dtype, device=own[k].device))
+
+    def expected_count(self, model: nn.Module) -> ParamCount:
+        """The :class:`ParamCount` that ``count_parameters(model)`` will give after :meth:`apply`, in closed form
+        from the config and the catalogue (nothing is injected). Call it on the model before ``apply``."""
+        units = self.units(model)
+        self._check(model, units)
+        added = self._added(model, units)
+        base = _base_parameters(model)
+        head = head_parameter_names(model)
+        trainable = set(added.trainable_base) | (head if self.config.train_head else set())
+        count = ParamCount(adapter=added.adapter, shared=added.shared, bias_norm=added.bias_norm)
+        count.model_total = sum(p.numel() for p in base.values()) + added.adapter + added.shared
+        count.model_total += added.bias_norm + added.frozen
+        norm_prefixes = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, _NORM_TYPES) and n)
+        for name in trainable:
+            n = base[name].numel()
+            if name in head:
+                count.head += n
+            elif name.endswith("bias") or name.startswith(norm_prefixes):
+                count.bias_norm += n
+            else:
+                count.backbone += n
+        return count
+
+
+# ----------------------------------------------------------------------------------------------------- model helpers
+_PARAMETRIZED = re.compile(r"\.parametrizations\.([^.]+)\.original$")
+
+
+def _owned_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Name prefixes of modules added by methods (adapter modules and delta containers)."""
+    return tuple(
+        f"{n}." for n, m in model.named_modules(remove_duplicate=False) if n and isinstance(m, (AdapterModule, TensorDeltas))
+    )
+
+
+def _base_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's original parameters under their original names (parametrised ``.original`` mapped back)."""
+    owned = _owned_prefixes(model)
+    out: dict[str, nn.Parameter] = {}
+    for name, p in model.named_parameters():
+        if owned and name.startswith(owned):
+            continue
+        out[_PARAMETRIZED.sub(r".\1", name)] = p
+    return out
+
+
+def _head_module(model: nn.Module) -> nn.Module | None:
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, nn.Module) else None
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    head = _head_module(model)
+    return list(head.parameters()) if head is not None else []
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    head = _head_module(model)
+    if head is None:
+        return set()
+    ids = {id(p) for p in head.parameters()}
+    return {name for name, p in _base_parameters(model).items() if id(p) in ids}
+
+
+def base_parameter_names(model: nn.Module) -> list[str]:
+    """Original parameter names of ``model`` (stable across injection), in registration order."""
+    return list(_base_parameters(model))
+
+
+def shared_or_adapter(numel: int, references: int) -> tuple[int, int]:
+    """``(adapter, shared)`` contribution of a tensor referenced by ``references`` modules: a tensor reachable under
+    more than one name is *shared* (counted once), otherwise it is a plain adapter tensor."""
+    return (0, numel) if references > 1 else (numel, 0)
+
+
+# -------------------------------------------------------------------------------------------------------- public API
+def get_method(config: MethodConfig | dict[str, Any]) -> Method:
+    """The :class:`Method` for a config (or a config dict)."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    return METHODS.get(config.method)(config)
+
+
+def apply_method(model: nn.Module, config: MethodConfig | dict[str, Any]) -> Method:
+    """Build the method for ``config`` and apply it to ``model`` in place; returns the method."""
+    method = get_method(config)
+    method.apply(model)
+    return method
+
+
+def save_adapter(model: nn.Module, method: Method, directory: str | Path) -> Path:
+    """Write ``adapter_model.safetensors`` (the :meth:`Method.adapter_state_dict`) and ``adapter_config.json``
+    (method config, tool version, parameter count) into ``directory``, each atomically."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in method.adapter_state_dict(model).items()}
+    atomic_write_bytes(directory / ADAPTER_WEIGHTS_FILE, save(state, metadata={"format": ADAPTER_FORMAT}))
+    atomic_write_json(
+        directory / ADAPTER_CONFIG_FILE,
+        {
+            "format": ADAPTER_FORMAT,
+            "format_version": ADAPTER_FORMAT_VERSION,
+            "tool_version": __version__,
+            "config": method.config.to_dict(),
+            "param_count": count_parameters(model).as_dict(),
+        },
+    )
+    return directory
+
+
+def load_adapter(model: nn.Module, directory: str | Path) -> Method:
+    """Apply the saved method config to ``model`` (a fresh base model) and load the saved tensors into it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = read_json(directory / ADAPTER_CONFIG_FILE, "adapter config")
+    if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT or "config" not in meta:
+        raise PetlError(f"{str(directory / ADAPTER_CONFIG_FILE)!r} is not a petl-analysis adapter config")
+    if int(meta.get("format_version", 0)) > ADAPTER_FORMAT_VERSION:
+        raise PetlError(
+            f"adapter in {str(directory)!r} has format version {meta['format_version']}; this petl-analysis "
+            f"({__version__}) reads up to {ADAPTER_FORMAT_VERSION}"
+        )
+    weights = directory / ADAPTER_WEIGHTS_FILE
+    if not weights.is_file():
+        raise PetlError(f"adapter weights {str(weights)!r} do not exist")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise PetlError(f"adapter weights {str(weights)!r} are not a readable safetensors file: {e}") from None
+    method = get_method(meta["config"])
+    method.apply(model)
+    method.load_adapter_state_dict(model, state)
+    return method

@@ -1,0 +1,7 @@
+"""KAdaptation: ``ΔW = s · Σ_i A_i ⊗ (u_i v_iᵀ)`` with rule matrices ``A_i`` shared across layers."""
+
+from .config import KAdaptationConfig
+from .layer import BiasShift, KronDelta, KronRules
+from .model import KAdaptation
+
+__all__ = ["BiasShift", "KAdaptation", "KAdaptationConfig", "KronDelta", "KronRules"]

@@ -1,0 +1,37 @@
+"""LayerNorm tuning: train the weights and biases of the targeted norms (default: ``norm1``/``norm2`` of every
+block; the final norm is outside the catalogue and stays frozen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..errors import PetlError
+from ..models.catalogue import Unit
+from .base import METHODS, Added, Method, MethodConfig
+
+
+@dataclass
+class LayerNormConfig(MethodConfig):
+    method: str = "layernorm"
+    targets: list[str] = field(default_factory=lambda: ["norm"])
+
+
+@METHODS.register("layernorm")
+class LayerNormTuning(Method):
+    name = "layernorm"
+    config_class = LayerNormConfig
+
+    def _check(self, model: nn.Module, units: list[Unit]) -> None:
+        bad = [u for u in units if u.is_linear]
+        if bad:
+            raise PetlError(f"layernorm targets norm units (norm, norm1, norm2); {bad[0].name} is a {bad[0].kind}")
+
+    def _inject(self, model: nn.Module, units: list[Unit]) -> None:
+        for u in units:
+            for t in u.tensors:
+                model.get_parameter(t.param).requires_grad_(True)
+
+    def _added(self, model: nn.Module, units: list[Unit]) -> Added:
+        return Added(trainable_base={t.param for u in units for t in u.tensors})

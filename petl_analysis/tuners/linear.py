@@ -1,0 +1,69 @@
+"""Linear probing (``linear``: the head only) and full fine-tuning (``full``: every parameter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import nn
+
+from ..errors import PetlError
+from ..models.catalogue import Unit
+from .base import METHODS, Added, Method, MethodConfig, base_parameter_names, head_parameter_names, head_parameters
+
+
+@dataclass
+class LinearConfig(MethodConfig):
+    """Train only the classifier; the backbone stays frozen. ``targets`` is ignored."""
+
+    method: str = "linear"
+    targets: list[str] = field(default_factory=list)
+    uses_targets: ClassVar[bool] = False
+
+    def validate(self) -> None:
+        if not self.train_head:
+            raise PetlError("linear: train_head=false leaves nothing to train; the linear probe *is* the head")
+
+
+@dataclass
+class FullConfig(MethodConfig):
+    """Train every parameter of the model (``train_head=false`` freezes the head). ``targets`` is ignored."""
+
+    method: str = "full"
+    targets: list[str] = field(default_factory=list)
+    uses_targets: ClassVar[bool] = False
+
+
+@METHODS.register("linear")
+class Linear(Method):
+    """Linear probing: the head only. Nothing to merge."""
+
+    name = "linear"
+    config_class = LinearConfig
+
+    def _inject(self, model: nn.Module, units: list[Unit]) -> None:
+        pass
+
+    def _added(self, model: nn.Module, units: list[Unit]) -> Added:
+        return Added()
+
+
+@METHODS.register("full")
+class Full(Method):
+    """Full fine-tuning: every original parameter becomes trainable. Nothing to merge."""
+
+    name = "full"
+    config_class = FullConfig
+
+    def _inject(self, model: nn.Module, units: list[Unit]) -> None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if not self.config.train_head:
+            for p in head_parameters(model):
+                p.requires_grad_(False)
+
+    def _added(self, model: nn.Module, units: list[Unit]) -> Added:
+        names = set(base_parameter_names(model))
+        if not self.config.train_head:
+            names -= head_parameter_names(model)
+        return Added(trainable_base=names)

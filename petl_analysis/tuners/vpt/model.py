@@ -1,0 +1,69 @@
+"""Injection of visual prompts with hooks on timm modules (no patched forwards)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from torch import nn
+
+from ...errors import PetlError
+from ...models.catalogue import Unit
+from ..base import METHODS, Added, Method
+from ..modules import embed_dim
+from .config import VptConfig
+from .layer import VisualPrompts
+
+PROMPTS_CHILD = "petl_prompts"
+
+
+@METHODS.register("vpt")
+class Vpt(Method):
+    """VPT: prompts enter through a forward hook on ``norm_pre`` (after patch + position embedding and patch
+    dropout), deep prompts through forward pre-hooks on the blocks, and ``model.num_prefix_tokens`` grows by ``p``
+    so timm's pooling (average or class token) and ``forward_intermediates`` ignore them."""
+
+    name = "vpt"
+    config_class = VptConfig
+    config: VptConfig
+    mergeable = False
+
+    def _check(self, model: nn.Module, units: list[Unit]) -> None:
+        missing = [a for a in ("norm_pre", "num_prefix_tokens", "blocks") if not hasattr(model, a)]
+        if missing:
+            raise PetlError(
+                f"vpt needs a timm VisionTransformer-like model; {type(model).__name__} has no {', '.join(missing)}"
+            )
+        if getattr(model, "dynamic_img_size", False):
+            raise PetlError("vpt does not support dynamic_img_size=True: timm then resamples position embeddings "
+                            "using num_prefix_tokens, which the prompts change")
+        if getattr(model, "rope", None) is not None or any(
+            hasattr(m, "relative_position_bias_table") for m in model.modules()
+        ):
+            raise PetlError(
+                f"vpt does not support {type(model).__name__}: its rotary or relative position tables fix the number "
+                "of tokens; use a ViT/DeiT with absolute position embeddings"
+            )
+
+    def _inject(self, model: nn.Module, units: list[Unit]) -> None:
+        cfg = self.config
+        width = embed_dim(model)
+        sets = len(model.blocks) if cfg.mode == "deep" else 1
+        prompts = VisualPrompts(sets, cfg.num_prompts, width, int(model.num_prefix_tokens), _init_bound(model, width),
+                                cfg.dropout)
+        model.add_module(PROMPTS_CHILD, prompts)
+        model.norm_pre.register_forward_hook(prompts.insert)
+        for i in range(1, sets):
+            model.blocks[i].register_forward_pre_hook(functools.partial(prompts.replace, i))
+        model.num_prefix_tokens += cfg.num_prompts
+
+    def _added(self, model: nn.Module, units: list[Unit]) -> Added:
+        sets = len(model.blocks) if self.config.mode == "deep" else 1
+        return Added(adapter=sets * self.config.num_prompts * embed_dim(model))
+
+
+def _init_bound(model: nn.Module, width: int) -> float:
+    """VPT's uniform bound ``sqrt(6 / (patch_numel + D))``, ``patch_numel = in_chans · patch_h · patch_w``."""
+    proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+    patch_numel = proj.weight[0].numel() if isinstance(proj, nn.Conv2d) else width
+    return math.sqrt(6.0 / (patch_numel + width))

@@ -1,0 +1,142 @@
+"""run_probe end to end on the bundled architecture (random weights, 200 training digits, 2 epochs), resumability
+from the trial log, and configuration errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from petl_analysis.data import SplitSpec
+from petl_analysis.errors import PetlError
+from petl_analysis.models import ModelSpec
+from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, run_probe
+from petl_analysis.probe import probe as probe_module
+from petl_analysis.probe.d90 import threshold_value
+from petl_analysis.task import DataSpec
+
+TARGETS = ["attn.v", "blocks.3.mlp.fc1"]
+DIMS = [4, 16]
+
+
+def _config(**kw) -> ProbeConfig:
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=2, eval_batch_size=1024)
+    return ProbeConfig(targets=TARGETS, dims=DIMS, seeds=1, recipe=recipe, **kw)
+
+
+def _specs() -> tuple[ModelSpec, DataSpec]:
+    return ModelSpec("petl_vit_tiny", weights="random"), DataSpec("digits", SplitSpec(max_train=200))
+
+
+def _log_records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe") / "probe.json"
+    model, data = _specs()
+    result = run_probe(model, data, _config(), out=out)
+    return result, out
+
+
+def test_probe_result_has_baselines_targets_and_trial_counts(probed):
+    result, out = probed
+    assert set(result.baselines) == {"lp", "ft"}
+    for b in result.baselines.values():
+        assert len(b.per_seed) == 1 and 0.0 <= b.mean <= 1.0
+    assert result.baselines["lp"].trainable == 64 * 10 + 10  # the head only
+    assert result.baselines["ft"].trainable > 100_000
+    assert [t.target for t in result.targets] == TARGETS
+    d_of = {"attn.v": 4 * (64 * 64 + 64), "blocks.3.mlp.fc1": 64 * 256 + 256}
+    for t in result.targets:
+        assert t.D == d_of[t.target]
+        assert t.dims == DIMS
+        assert len(t.acc_mean) == len(t.acc_per_seed) == len(t.fitted) == len(DIMS)
+        assert all(0.0 <= a <= 1.0 for a in t.acc_mean)
+        assert t.trials == len(DIMS) and t.failed_trials == 0
+        assert t.d90.threshold_acc == pytest.approx(
+            threshold_value(result.baselines["lp"].mean, result.baselines["ft"].mean, 0.9, "gain"))
+        assert t.d90_classic.threshold_acc == pytest.approx(0.9 * result.baselines["ft"].mean)
+        assert t.d90.reached == (t.d90.value is not None)
+    assert result.trials_total == 2 + len(TARGETS) * len(DIMS)
+    assert result.failed_trials == 0
+    assert len(result.table()) == len(TARGETS)
+    assert out.is_file() and result.trials_log == str(out) + ".trials.jsonl"
+
+
+def test_subspace_trials_train_theta_d_and_the_head(probed):
+    result, out = probed
+    records = [r for r in _log_records(out.with_name(out.name + ".trials.jsonl")) if r["kind"] == "subspace"]
+    assert len(records) == len(TARGETS) * len(DIMS)
+    for r in records:
+        trainable = r["result"]["trainable"]
+        assert trainable["adapter"] == r["payload"]["d"]
+        assert trainable["head"] == 650 and trainable["backbone"] == trainable["bias_norm"] == 0
+
+
+def test_probe_result_saves_and_loads(probed):
+    result, out = probed
+    loaded = ProbeResult.load(out)
+    assert loaded.to_dict() == json.loads(json.dumps(result.to_dict()))
+    assert loaded.config.dims == DIMS
+    assert [t.target for t in loaded.ranked()] == [t.target for t in result.ranked()]
+
+
+def test_rerun_with_the_same_out_runs_no_trial(probed, monkeypatch):
+    result, out = probed
+    log = out.with_name(out.name + ".trials.jsonl")
+    n_before = len(_log_records(log))
+
+    def must_not_run(trial):
+        raise AssertionError(f"trial {trial.kind} re-run although it is in the log")
+
+    monkeypatch.setattr(probe_module, "probe_trial", must_not_run)
+    cached = []
+    model, data = _specs()
+    again = run_probe(model, data, _config(), out=out, on_trial=lambda rec, was_cached: cached.append(was_cached))
+    assert len(_log_records(log)) == n_before == result.trials_total
+    assert cached and all(cached)
+    assert [t.acc_per_seed for t in again.targets] == [t.acc_per_seed for t in result.targets]
+    assert again.baselines["ft"].per_seed == result.baselines["ft"].per_seed
+
+
+def test_extending_the_grid_runs_only_the_new_trials(probed, monkeypatch, tmp_path):
+    result, out = probed
+    log = out.with_name(out.name + ".trials.jsonl")
+    copy_log = tmp_path / "probe.json.trials.jsonl"
+    copy_log.write_text(log.read_text())
+    ran = []
+
+    def fake(trial):
+        ran.append((trial.kind, trial.payload.get("d")))
+        return {"val_acc": 0.5, "test_acc": 0.5, "last_test_acc": 0.5, "best_epoch": 1, "val_curve": [0.5],
+                "train_loss": [1.0], "trainable": {"total_incl_head": 1}, "fit_time_s": 0.0}
+
+    monkeypatch.setattr(probe_module, "probe_trial", fake)
+    model, data = _specs()
+    cfg = dataclasses.replace(_config(), dims=DIMS + [32])
+    extended = run_probe(model, data, cfg, out=tmp_path / "probe.json")
+    assert sorted(ran) == [("subspace", 32)] * len(TARGETS)
+    assert all(t.dims == DIMS + [32] for t in extended.targets)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.1, 1.01, 2.0, math.nan])
+def test_threshold_outside_unit_interval_is_an_error(threshold):
+    with pytest.raises(PetlError, match="threshold"):
+        ProbeConfig(threshold=threshold)
+    with pytest.raises(PetlError, match="threshold"):
+        threshold_value(0.5, 0.9, threshold)
+
+
+def test_threshold_one_is_allowed():
+    assert ProbeConfig(threshold=1.0).threshold == 1.0
+
+
+def test_d_above_a_targets_D_is_refused_before_training():
+    model, data = _specs()
+    cfg = dataclasses.replace(_config(), targets=["blocks.0.attn.proj"], dims=[4, 64 * 64 + 64 + 1])
+    with pytest.raises(PetlError, match="exceeds D"):
+        run_probe(model, data, cfg)
