@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +28,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved_median_ms, machine_line  # noqa: E402
 
 from petl_analysis.models import ModelSpec, create_model, model_input_config  # noqa: E402
 from petl_analysis.tuners import KAdaptationConfig, LinearConfig, LoraConfig, Method, apply_method  # noqa: E402
@@ -41,27 +41,6 @@ MODELS: dict[str, tuple[str, ModelSpec]] = {
     "vit-tiny": ("ViT-Tiny (32px/p4, width 192, depth 12, 65 tokens)",
                  ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=4, num_classes=10)),
 }
-
-
-def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median wall time per function, calls interleaved round-robin so background load hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync()
-            start = time.perf_counter()
-            fn()
-            _sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
-
-
-def _sync() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
 
 
 def _peft():
@@ -216,8 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}; {os.cpu_count()} CPU(s); load average {load:.1f} at start")
+    print(machine_line())
     for key in args.models:
         run(key, args.batch, args.repeats, args.rank, args.device)
 

@@ -14,35 +14,22 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved_median_ms  # noqa: E402
 
 from petl_analysis.errors import PetlError  # noqa: E402
 from petl_analysis.functional.hadamard import fwht  # noqa: E402
 from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection  # noqa: E402
 
 KINDS = ("dense", "fastfood", "sparse")
-
-
-def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median wall time per function, calls interleaved round-robin so background load hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 def stack_butterfly(x: torch.Tensor) -> torch.Tensor:

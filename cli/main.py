@@ -128,11 +128,23 @@ def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = No
 
 def _trial_progress(advance):
     def on_trial(record: dict, cached: bool) -> None:
+        import json as _json
+
         p = record.get("payload", {})
         what = record["kind"] if record["kind"] != "subspace" else f"d={p.get('d')}"
+        if record["kind"] == "run":  # a sweep trial: name its method
+            try:
+                what = _json.loads(p.get("config", "{}")).get("method", what)
+            except (TypeError, ValueError, AttributeError):
+                pass
         res = record.get("result") or {}
-        acc = res.get("test_acc")
-        status = "cached" if cached else (f"acc {acc:.3f}" if acc is not None else record.get("error", "failed"))
+        acc = res.get("test_acc", (res.get("seed_run") or {}).get("test_acc"))  # probe / sweep record
+        if cached:
+            status = "cached"
+        elif record.get("status") != "ok":
+            status = f"failed: {record.get('error') or 'no error message'}"
+        else:
+            status = f"acc {acc:.3f}" if acc is not None else "ok"
         advance(1, f"{what} seed {p.get('seed')}: {status}")
 
     return on_trial
@@ -194,6 +206,8 @@ def probe(
     console.print(f"baselines: linear probe {lp.mean:.3f} ± {lp.std:.3f} ({lp.trainable:,} params), "
                   f"full fine-tuning {ft.mean:.3f} ± {ft.std:.3f} ({ft.trainable:,} params)")
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
+    for f in result.failed:
+        console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
 
 

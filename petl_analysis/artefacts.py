@@ -88,6 +88,8 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
         return {k: from_jsonable(vt, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float:  # a garbled number would otherwise surface later as a TypeError deep in the analysis
+        raise PetlError(f"{where}: expected a number, got {value!r}")
     if tp in (int, str, bool) and not isinstance(value, tp):
         raise PetlError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value

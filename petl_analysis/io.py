@@ -99,6 +99,15 @@ class JsonlLog:
         return list(self.iter_records())
 
     def iter_records(self) -> Iterator[dict[str, Any]]:
+        for _, rec in self.iter_numbered():
+            yield rec
+
+    def where(self, lineno: int) -> str:
+        """How error messages name record ``lineno`` (1-based line number)."""
+        return f"results file {str(self.path)!r} line {lineno}"
+
+    def iter_numbered(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line number, record)`` pairs; raises a one-line :class:`PetlError` naming the file and line."""
         if not self.path.exists():
             return
         text = self.path.read_text(encoding="utf-8")
@@ -112,10 +121,10 @@ class JsonlLog:
             except json.JSONDecodeError as e:
                 if torn_tail and i == len(lines):
                     return  # the record being written when the process died
-                raise PetlError(f"results file {str(self.path)!r} line {i} is not valid JSON ({e.msg})") from None
+                raise PetlError(f"{self.where(i)} is not valid JSON ({e.msg})") from None
             if not isinstance(rec, dict):
-                raise PetlError(f"results file {str(self.path)!r} line {i}: expected a JSON object")
-            yield rec
+                raise PetlError(f"{self.where(i)}: expected a JSON object, got {type(rec).__name__}")
+            yield i, rec
 
 
 class MemoryLog:
@@ -126,6 +135,12 @@ class MemoryLog:
 
     def read(self) -> list[dict[str, Any]]:
         return list(self.records)
+
+    def iter_numbered(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        yield from enumerate(list(self.records), start=1)
+
+    def where(self, lineno: int) -> str:
+        return f"in-memory results record {lineno}"
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
 import traceback
 from contextlib import contextmanager
@@ -42,21 +44,51 @@ class Trial:
 
 
 def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) -> dict[str, Any]:
-    """Run one trial in a worker; never raises (errors become a failed record)."""
+    """Run one trial in a worker; never raises (errors become a failed record) except for a :class:`PetlError`."""
     errors: list[str] = []
+    worker = f"{socket.gethostname()}:{os.getpid()}"  # which process ran it: for debugging a cluster run
     for attempt in range(retries + 1):
         start = time.perf_counter()
         try:
             result = fn(trial)
             return {"key": trial.key, "kind": trial.kind, "status": STATUS_OK, "attempts": attempt + 1,
-                    "payload": trial.payload, "result": result, "wall_time_s": time.perf_counter() - start}
+                    "payload": trial.payload, "result": result, "wall_time_s": time.perf_counter() - start,
+                    "worker": worker}
         except PetlError:
             raise  # bad configuration: retrying cannot help, stop the study with the one-line message
         except Exception as e:  # noqa: BLE001 - recorded, the study goes on
             errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
             last_tb = traceback.format_exc(limit=3)
     return {"key": trial.key, "kind": trial.kind, "status": STATUS_FAILED, "attempts": retries + 1,
-            "payload": trial.payload, "error": errors[-1], "errors": errors, "traceback": last_tb}
+            "payload": trial.payload, "error": errors[-1], "errors": errors, "traceback": last_tb, "worker": worker}
+
+
+#: Fields every log record must have, with their JSON types (a hand-edited or foreign line fails with its number).
+_RECORD_FIELDS: dict[str, tuple[type, str]] = {
+    "key": (str, "a string"), "kind": (str, "a string"), "status": (str, "a string"), "payload": (dict, "an object"),
+}
+
+
+def check_record(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """Raise a one-line :class:`PetlError` (prefixed by ``where``) unless ``record`` is a well-formed trial record."""
+    for name, (tp, what) in _RECORD_FIELDS.items():
+        if name not in record:
+            raise PetlError(f"{where}: not a trial record (no {name!r} field)")
+        if not isinstance(record[name], tp):
+            raise PetlError(f"{where}: not a trial record ({name!r} must be {what}, got {record[name]!r:.40})")
+    status = record["status"]
+    if status not in (STATUS_OK, STATUS_FAILED):
+        raise PetlError(f"{where}: unknown trial status {status!r}; expected {STATUS_OK!r} or {STATUS_FAILED!r}")
+    if status == STATUS_OK and not isinstance(record.get("result"), dict):
+        raise PetlError(f"{where}: a trial record with status 'ok' needs a 'result' object")
+    return record
+
+
+def _finished(log: Any) -> dict[str, dict[str, Any]]:
+    """``key -> record`` of the log's finished trials, every record checked (see :func:`check_record`)."""
+    numbered = log.iter_numbered() if hasattr(log, "iter_numbered") else enumerate(log.read(), start=1)
+    where = getattr(log, "where", lambda i: f"results record {i}")
+    return {r["key"]: r for i, r in numbered if check_record(r, where(i))}
 
 
 @contextmanager
@@ -69,7 +101,12 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
             from distributed import Client
         except ImportError:
             raise PetlError("--backend dask needs the optional extra: pip install 'petl-analysis[dask]'") from None
-        client = Client(scheduler) if scheduler else Client(processes=True, n_workers=n_jobs, threads_per_worker=1)
+        try:
+            client = (Client(scheduler) if scheduler
+                      else Client(processes=True, n_workers=max(1, n_jobs), threads_per_worker=1, dashboard_address=None))
+        except (OSError, TimeoutError) as e:  # unreachable scheduler: a one-line error, not a traceback
+            where = f"the dask scheduler {scheduler!r}" if scheduler else "a local dask cluster"
+            raise PetlError(f"cannot connect to {where}: {(str(e) or type(e).__name__).splitlines()[0]}") from None
         try:
             with joblib.parallel_config(backend="dask"):
                 yield
@@ -101,7 +138,9 @@ def run_trials(
     """
     import joblib
 
-    done = {r["key"]: r for r in log.read() if "key" in r}
+    if scheduler and backend != "dask":
+        raise PetlError(f"a scheduler address ({scheduler}) needs --backend dask, not {backend!r}")
+    done = _finished(log)
     unique: dict[str, Trial] = {}
     for t in trials:
         unique.setdefault(t.key, t)
@@ -121,7 +160,11 @@ def run_trials(
         _collect(results, log, out, on_record)
         return out
     with backend_context(backend, scheduler, n_jobs):
-        results = joblib.Parallel(n_jobs=n_jobs if backend != "dask" else -1, return_as="generator_unordered")(
+        # batch_size=1: each finished trial comes back (and is logged) at once; joblib's automatic batching would
+        # group short trials, and a killed driver would then lose finished trials waiting for their batch.
+        # Under dask, n_jobs=-1 lets joblib use every worker thread of the cluster.
+        results = joblib.Parallel(n_jobs=n_jobs if backend != "dask" else -1, batch_size=1,
+                                  return_as="generator_unordered")(
             joblib.delayed(_execute)(fn, t, retries) for t in todo
         )
         _collect(results, log, out, on_record)

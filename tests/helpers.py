@@ -36,3 +36,12 @@ def synthetic_probe(model_units: dict[str, list[str]] | None = None) -> ProbeRes
         failed_trials=0,
         wall_time_s=1.0,
     )
+
+
+def without_times(obj):
+    """``obj`` (a JSON-like artefact dict) without wall times, for comparing two runs of the same study."""
+    if isinstance(obj, dict):
+        return {k: without_times(v) for k, v in obj.items() if not k.endswith("time_s")}
+    if isinstance(obj, list):
+        return [without_times(v) for v in obj]
+    return obj

@@ -201,6 +201,12 @@ def fit(
             optimizer.step()
             loss_sum += loss.item() * len(idx)
             step += 1
+        # The last step of an epoch can overflow the parameters while its loss was still finite; evaluating such a
+        # model would report chance-level accuracy as if it were a result.
+        bad = next((name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()),
+                   None)
+        if bad is not None:
+            raise TrainingDiverged(f"parameter {bad} became non-finite at epoch {epoch + 1}, step {step}")
         result.train_loss.append(loss_sum / n)
         result.epochs_run = epoch + 1
         val_acc = None

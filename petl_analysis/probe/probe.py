@@ -148,6 +148,8 @@ class ProbeResult(Artefact):
     failed_trials: int
     wall_time_s: float
     trials_log: str = ""
+    #: One entry per failed subspace trial: target, d, seed and error (each was retried once before).
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def ranked(self) -> list[TargetResult]:
         """Targets by gain-normalised d90 ascending; not-reached last (by best accuracy)."""
@@ -218,12 +220,12 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     recipe = from_jsonable(Recipe, json.loads(p["recipe"]))
     seed = int(p["seed"])
     if trial.kind == "lp":
-        return _summary(lp)
+        return _summary(lp, device)
     model = copy.deepcopy(base)
     if trial.kind == "ft":
         model.requires_grad_(True)
         res = fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
-        return _summary(res)
+        return _summary(res, device)
     if trial.kind != "subspace":
         raise ValueError(f"unknown probe trial kind {trial.kind!r}")
     model.requires_grad_(False)
@@ -231,11 +233,13 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     units = resolve_targets(model, p["units"])
     wrapped = SubspaceModel(model, units, int(p["d"]), projection=p["projection"], seed=seed, said=bool(p["said"]))
     res = fit(wrapped, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
-    return _summary(res)
+    return _summary(res, device)
 
 
-def _summary(res) -> dict[str, Any]:
+def _summary(res, device: str) -> dict[str, Any]:
     return {
+        "device": str(device),  # where and with how many torch threads the worker actually ran it
+        "threads": torch.get_num_threads(),
         "val_acc": res.val_acc,
         "test_acc": res.test_acc,
         "last_test_acc": res.last_test_acc,
@@ -369,6 +373,10 @@ def run_probe(
         results.append(_target_result(label, sets[label], D_of[label], dims, per_seed, target_gain, target_classic,
                                       [records[sub_trial(label, d, s).key] for d in dims_of[label] for s in seeds]))
     all_records = list(baseline_recs.values()) + list(records.values())
+    failed = [{"target": label, "d": d, "seed": s, "error": rec.get("error") or "no error message",
+               "attempts": rec.get("attempts")}
+              for label in sets for d in dims_of[label] for s in seeds
+              for rec in [records[sub_trial(label, d, s).key]] if rec["status"] != STATUS_OK]
     result = ProbeResult(
         model=model,
         data=data,
@@ -379,6 +387,7 @@ def run_probe(
         failed_trials=sum(r["status"] != STATUS_OK for r in all_records),
         wall_time_s=time.perf_counter() - start,
         trials_log=str(log_file) if log_file else "",
+        failed=failed,
     )
     if out:
         result.save(out)

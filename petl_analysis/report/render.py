@@ -380,5 +380,7 @@ def _problems_section(sweep, probe) -> list[Block]:
         per_target = [f"{t.target} ({t.failed_trials})" for t in probe.targets if t.failed_trials]
         items.append(f"probe: {probe.failed_trials} of {probe.trials_total} trials failed"
                      + (f" — {', '.join(per_target)}" if per_target else ""))
+        items += [f"probe failed: `{f.get('target')}` at d = {fmt_int(f.get('d'))}, seed {f.get('seed')}: "
+                  f"{f.get('error') or 'no error message'}" for f in getattr(probe, "failed", None) or []]
     blocks.append(Bullets(items) if items else Paragraph("None: every planned trial ran and succeeded."))
     return blocks

@@ -176,7 +176,8 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
     config = config_from_dict(json.loads(p["config"]))
     run, trainable = train_one_seed(model, data, config, recipe, int(p["seed"]), head_init=p["head_init"],
                                     device=p["device"])
-    return {"seed_run": to_jsonable(run), "trainable": trainable}
+    return {"seed_run": to_jsonable(run), "trainable": trainable, "device": str(p["device"]),
+            "threads": torch.get_num_threads()}
 
 
 def run_sweep(

@@ -1,0 +1,245 @@
+"""Probe cost side by side: wall time on the bundled ViT, trials per d90 (adaptive search vs plain grid), loky scaling.
+
+    python benchmarks/bench_probe.py            # default, ~3-4 min on a busy 2-core machine
+    python benchmarks/bench_probe.py --quick    # smoke run, well under a minute of work plus worker start-up
+
+Three tables, medians over ``--repeats`` runs (nothing is asserted; numbers depend on the machine and its load):
+
+1. **Probe wall time**: ``run_probe`` with the adaptive search (coarse log grid + refinements, the default) on the
+   bundled ``petl_vit_tiny`` with its default weights (bundled weights; random if they are not installed, which is
+   printed) for one target group (``attn.v``) on a slice of the built-in ``digits``, in-process, one torch thread.
+   Worker caches (dataset, linear-probe head) are cleared before every repeat.
+2. **Trials per d90**: the probe's own search (:func:`coarse_grid` then :func:`next_dims` rounds, as ``run_probe``
+   drives them) against plain log grids, on synthetic accuracy curves with a known d90 (logistic in ``log d``,
+   seed noise), so many curves cost nothing. The grid shown is the sparsest one whose median d90 error is at most
+   the adaptive search's: the trials a grid needs for the same d90 accuracy. The real run of table 1 is listed too.
+3. **Scaling with loky workers**: the same fixed-grid probe with ``--jobs 1`` (in-process) and ``--jobs 2`` (loky),
+   one torch thread per worker, runs interleaved. "cold" starts fresh worker processes each time (what one CLI
+   invocation pays); "warm" reuses started workers (pure parallel speed-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from petl_analysis.data import SplitSpec  # noqa: E402
+from petl_analysis.models import ModelSpec  # noqa: E402
+from petl_analysis.models.bundled import bundled_weights_path  # noqa: E402
+from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe  # noqa: E402
+from petl_analysis.probe import d90 as d90_lib  # noqa: E402
+from petl_analysis.probe import probe as probe_module  # noqa: E402
+from petl_analysis.task import DataSpec  # noqa: E402
+
+TARGET = "attn.v"
+
+
+def _clear_worker_caches() -> None:
+    probe_module._prepared.cache_clear()
+    probe_module._dataset.cache_clear()
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    print(f"\n{title}")
+    print(_row(header, widths))
+    print(_row(["-" * w for w in widths], widths))
+    for r in rows:
+        print(_row([str(c) for c in r], widths))
+
+
+# --------------------------------------------------------------------------------------------------- 1. wall time
+
+
+def bench_wall_time(args) -> tuple[list[float], object]:
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=args.epochs)
+    config = ProbeConfig(targets=[TARGET], seeds=1, recipe=recipe, max_refinements=args.refinements)
+    data = DataSpec("digits", SplitSpec(max_train=args.max_train))
+    walls, per_trial, result = [], [], None
+    for _ in range(args.repeats):
+        _clear_worker_caches()
+        times: list[float] = []
+        start = time.perf_counter()
+        result = run_probe(ModelSpec("petl_vit_tiny"), data, config, threads_per_job=1, device="cpu",
+                           on_trial=lambda rec, cached, times=times: times.append(rec.get("wall_time_s", 0.0)))
+        walls.append(time.perf_counter() - start)
+        per_trial += times
+    t = result.targets[0]
+    weights = "bundled" if bundled_weights_path() else "default -> random (no bundled weights installed)"
+    _table(f"1. probe wall time: petl_vit_tiny ({weights}), target {TARGET}, digits max_train={args.max_train}, "
+           f"{args.epochs} epochs/trial, adaptive search, 1 thread, {args.repeats} repeat(s)",
+           ["what", "median", "min", "max"],
+           [["probe wall time (s)", f"{statistics.median(walls):.1f}", f"{min(walls):.1f}", f"{max(walls):.1f}"],
+            ["trial wall time (s)", f"{statistics.median(per_trial):.2f}", f"{min(per_trial):.2f}",
+             f"{max(per_trial):.2f}"]])
+    print(f"   trials per run: {result.trials_total} (2 baselines + {t.trials} subspace: d = {t.dims}); "
+          f"LP {result.baselines['lp'].mean:.3f}, FT {result.baselines['ft'].mean:.3f}, d90 {_fmt(t.d90.value)}"
+          f"{' (at most: reached at the smallest d)' if t.d90.below_min else ''}")
+    return walls, result
+
+
+def _fmt(v) -> str:
+    return "not reached" if v is None else f"{v:.0f}"
+
+
+# --------------------------------------------------------------------------------------------------- 2. trials per d90
+
+
+def _curve(rng: np.random.Generator, d: np.ndarray, d90_true: float, seeds: int, lp=0.5, ft=0.9, noise=0.01):
+    """Accuracy per (d, seed): logistic in log d, reaching LP + 0.9 (FT - LP) exactly at ``d90_true``."""
+    slope = 1.5
+    centre = math.log(d90_true) - math.log(9.0) / slope  # sigmoid(slope * (log d90 - centre)) = 0.9
+    mean = lp + (ft - lp) / (1.0 + np.exp(-slope * (np.log(d) - centre)))
+    return mean[:, None] + noise * rng.standard_normal((len(d), seeds))
+
+
+def _adaptive(D: int, d90_true: float, rng, seeds: int, config: ProbeConfig, target: float):
+    """The probe driver's search (run_probe's loop) on a synthetic curve: (dims tried, d90 estimate)."""
+    dims = d90_lib.coarse_grid(D, d_min=config.d_min, points_per_decade=config.points_per_decade)
+    acc = dict(zip(dims, _curve(rng, np.array(dims, float), d90_true, seeds)))
+    for _ in range(config.max_refinements):
+        tried = sorted(acc)
+        proposed = d90_lib.next_dims(tried, np.array([acc[d].mean() for d in tried]), target, max_d=D)
+        proposed = [d for d in proposed if d not in acc]
+        if not proposed:
+            break
+        acc.update(zip(proposed, _curve(rng, np.array(proposed, float), d90_true, seeds)))
+    tried = sorted(acc)
+    est = d90_lib.estimate_d90(tried, np.array([acc[d] for d in tried]), target, n_boot=0)
+    return tried, est.d90
+
+
+def _grid(D: int, d90_true: float, rng, seeds: int, config: ProbeConfig, target: float, ppd: int):
+    dims = d90_lib.coarse_grid(D, d_min=config.d_min, points_per_decade=ppd)
+    est = d90_lib.estimate_d90(dims, _curve(rng, np.array(dims, float), d90_true, seeds), target, n_boot=0)
+    return dims, est.d90
+
+
+def _log_error(est: float | None, true: float) -> float:
+    return math.inf if est is None else abs(math.log(est / true))
+
+
+def bench_trials_per_d90(args, real) -> None:
+    D = real.targets[0].D if real is not None else 16640
+    seeds = 2
+    config = ProbeConfig(targets=[TARGET], seeds=seeds, max_refinements=args.sim_refinements)
+    target = d90_lib.threshold_value(0.5, 0.9, config.threshold, "gain")
+    truths = np.exp(np.linspace(math.log(12), math.log(D / 4), args.curves))  # d90s across the range
+    ad_trials, ad_err = [], []
+    for i, d_true in enumerate(truths):
+        dims, est = _adaptive(D, d_true, np.random.default_rng(i), seeds, config, target)
+        ad_trials.append(len(dims))
+        ad_err.append(_log_error(est, d_true))
+    ad_med_err = statistics.median(ad_err)
+    rows = [[f"adaptive (coarse {config.points_per_decade}/decade + {config.max_refinements} refinements)",
+             f"{statistics.median(ad_trials):.0f}", f"{100 * (math.exp(ad_med_err) - 1):.1f}", "1.00"]]
+    grids: dict[int, tuple[float, float]] = {}  # points per decade -> (median trials, median log error)
+    chosen = None
+    for ppd in range(2, 41):
+        g_trials, g_err = [], []
+        for i, d_true in enumerate(truths):
+            dims, est = _grid(D, d_true, np.random.default_rng(i), seeds, config, target, ppd)
+            g_trials.append(len(dims))
+            g_err.append(_log_error(est, d_true))
+        grids[ppd] = (statistics.median(g_trials), statistics.median(g_err))
+        if grids[ppd][1] <= ad_med_err:
+            chosen = ppd
+            break
+    for ppd in sorted({2, 3} & set(grids) | ({chosen} if chosen else set())):
+        trials, err = grids[ppd]
+        rows.append([f"plain grid, {ppd}/decade" + ("  <- equal d90 accuracy" if ppd == chosen else ""),
+                     f"{trials:.0f}", f"{100 * (math.exp(err) - 1):.1f}", f"{trials / statistics.median(ad_trials):.2f}"])
+    _table(f"2. trials per d90 and seed, one target of D={D}, synthetic curves (d90 from 12 to {D // 4}, "
+           f"{args.curves} curves, {seeds} seeds, noise 0.01)",
+           ["search", "median trials", "median d90 error %", "trials / adaptive"], rows)
+    if chosen is None:
+        print("   no plain grid up to 40/decade matched the adaptive search's median d90 error")
+    if real is not None:
+        t = real.targets[0]
+        print(f"   real run of table 1 (attn.v, D={t.D}): adaptive search tried {len(t.dims)} dims per seed: {t.dims}")
+
+
+# --------------------------------------------------------------------------------------------------- 3. loky scaling
+
+
+def bench_scaling(args) -> None:
+    from joblib.externals.loky import get_reusable_executor
+
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=args.epochs)
+    config = ProbeConfig(targets=[TARGET], dims=args.scaling_dims, seeds=1, recipe=recipe)
+    data = DataSpec("digits", SplitSpec(max_train=args.max_train))
+    model = ModelSpec("petl_vit_tiny")
+
+    def once(n_jobs: int) -> float:
+        start = time.perf_counter()
+        run_probe(model, data, config, n_jobs=n_jobs, threads_per_job=1, device="cpu")
+        return time.perf_counter() - start
+
+    cold: dict[int, list[float]] = {1: [], 2: []}
+    warm: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(args.repeats):
+        _clear_worker_caches()
+        cold[1].append(once(1))
+        get_reusable_executor().shutdown(wait=True)  # fresh workers: start-up and worker caches included
+        cold[2].append(once(2))
+    for _ in range(args.repeats):  # workers and caches warm on both sides
+        warm[1].append(once(1))
+        warm[2].append(once(2))
+    get_reusable_executor().shutdown(wait=True)
+    n = 2 + len(args.scaling_dims)
+    rows = []
+    for name, runs in (("cold", cold), ("warm", warm)):
+        m1, m2 = statistics.median(runs[1]), statistics.median(runs[2])
+        rows.append([name, f"{m1:.1f}", f"{m2:.1f}", f"{m1 / m2:.2f}"])
+    _table(f"3. probe wall time vs loky workers: {n} trials (2 baselines + d = {args.scaling_dims}), "
+           f"{args.epochs} epochs/trial, 1 torch thread per worker, {args.repeats} repeat(s), "
+           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+           ["workers", "1 job (s, median)", "2 jobs (s, median)", "speed-up 1/2"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 epoch, few curves")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3, quick 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the probe recipe's)")
+    parser.add_argument("--max-train", type=int, default=None, help="digits training images (default 200, quick 100)")
+    parser.add_argument("--only", choices=("wall", "trials", "scaling"), action="append",
+                        help="run only these tables (repeatable)")
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.epochs = args.epochs or (1 if args.quick else default_probe_recipe().epochs)
+    args.max_train = args.max_train or (100 if args.quick else 200)
+    args.refinements = 1 if args.quick else ProbeConfig().max_refinements
+    args.sim_refinements = ProbeConfig().max_refinements
+    args.curves = 9 if args.quick else 41
+    args.scaling_dims = [4, 64] if args.quick else [4, 16, 64, 256]
+    only = set(args.only or ("wall", "trials", "scaling"))
+    torch.set_num_threads(1)
+    print(f"bench_probe: torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}{', quick' if args.quick else ''}")
+    start = time.perf_counter()
+    real = bench_wall_time(args)[1] if "wall" in only else None
+    if "trials" in only:
+        bench_trials_per_d90(args, real)
+    if "scaling" in only:
+        bench_scaling(args)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Subspace training step vs training the same parameters directly, and Fastfood vs dense memory, side by side.
+
+    python benchmarks/bench_subspace.py                          # bundled ViT and ViT-Tiny, ~2-4 min on 2 cores
+    python benchmarks/bench_subspace.py --models tiny --repeats 10 --batch 32
+
+For each model the subspace set S is every ``attn`` unit (fused qkv + proj, weights and biases, all blocks). One
+step = forward, cross-entropy, backward, AdamW step, with the head trainable in both variants:
+
+- *direct*: the tensors of S trained as ordinary parameters (``requires_grad`` on S and the head only);
+- *fastfood d*: ``theta_S = theta0_S + P theta_d`` through :class:`SubspaceModel` (``functional_call``), only
+  ``theta_d`` and the head trained, for d in 10^2, 10^3, 10^4, 10^5 (or D when smaller).
+
+Steps are interleaved round-robin (after warm-up) so background load hits every variant alike; the table gives the
+median step time and its ratio to *direct* (target: at most 1.15). The memory table gives the projection's fixed
+buffers and the peak RSS growth over building it, for Fastfood and for a dense Gaussian P (refused above the
+library's bound, as ``petl-analyze probe`` would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved_median_ms, machine_line  # noqa: E402
+
+from petl_analysis.errors import PetlError  # noqa: E402
+from petl_analysis.models import ModelSpec, create_model, model_input_config, resolve_targets  # noqa: E402
+from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection  # noqa: E402
+from petl_analysis.probe.subspace import SubspaceModel, subspace_size  # noqa: E402
+
+MODELS: dict[str, tuple[str, ModelSpec]] = {
+    "tiny": ("petl_vit_tiny (bundled; 16px/p4, width 64, depth 4, 16 tokens)",
+             ModelSpec("petl_vit_tiny", weights="random", num_classes=10)),
+    "vit-tiny": ("ViT-Tiny (32px/p4, width 192, depth 12, 65 tokens)",
+                 ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=4, num_classes=10)),
+}
+DIMS = (100, 1_000, 10_000, 100_000)
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _head_only(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    model.get_classifier().requires_grad_(True)
+    return model
+
+
+def run(key: str, target: str, batch: int, repeats: int, device: str) -> None:
+    title, spec = MODELS[key]
+    torch.manual_seed(0)
+    base = create_model(spec).to(device)
+    units = resolve_targets(base, [target])
+    D = subspace_size(units)
+    cfg = model_input_config(base)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"], generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+
+    direct = _head_only(copy.deepcopy(base))
+    names = {t.param for u in units for t in u.tensors}
+    for name, p in direct.named_parameters():
+        if name in names:
+            p.requires_grad_(True)
+    steps = {"direct": _step(direct, x, y)}
+    dims = sorted({min(d, D) for d in DIMS})
+    for d in dims:
+        sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
+        steps[f"fastfood d={d}"] = _step(sub, x, y)
+    ms = interleaved_median_ms(steps, repeats)
+
+    print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; median of {repeats}")
+    print(f"{'variant':22s} {'trainable':>10s} {'step ms':>9s} {'x direct':>9s}")
+    trainable = {"direct": sum(p.numel() for p in direct.parameters() if p.requires_grad)}
+    head = sum(p.numel() for p in direct.get_classifier().parameters())
+    for d in dims:
+        trainable[f"fastfood d={d}"] = d + head
+    for label, t in ms.items():
+        print(f"{label:22s} {trainable[label]:>10,d} {t:9.1f} {t / ms['direct']:9.3f}")
+
+    print(f"\nProjection buffers for D = {D:,} (dense refused above {format_bytes(DEFAULT_MAX_BYTES)})")
+    print(f"{'d':>8s} {'fastfood':>12s} {'dense':>12s}")
+    for d in dims:
+        ff = make_projection("fastfood", D, d, 0, device=device).memory_bytes()
+        try:
+            dense = format_bytes(make_projection("dense", D, d, 0, device=device).memory_bytes())
+        except PetlError:
+            dense = f"refused ({format_bytes(4 * D * d)})"
+        print(f"{d:>8,d} {format_bytes(ff):>12s} {dense:>12s}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "vit-tiny"])
+    parser.add_argument("--target", default="attn", help="catalogue spec of the subspace set S (default: attn)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(machine_line())
+    for key in args.models:
+        run(key, args.target, args.batch, args.repeats, args.device)
+
+
+if __name__ == "__main__":
+    main()
