@@ -136,7 +136,6 @@ def run_trials(
     advance a progress bar. Results stream back in completion order and are appended by this (driver) process
     only. ``backend``/``scheduler`` select where trials run (see :func:`backend_context`).
     """
-    import joblib
 
     if scheduler and backend != "dask":
         raise PetlError(f"a scheduler address ({scheduler}) needs --backend dask, not {backend!r}")
@@ -160,15 +159,55 @@ def run_trials(
         _collect(results, log, out, on_record)
         return out
     with backend_context(backend, scheduler, n_jobs):
-        # batch_size=1: each finished trial comes back (and is logged) at once; joblib's automatic batching would
-        # group short trials, and a killed driver would then lose finished trials waiting for their batch.
-        # Under dask, n_jobs=-1 lets joblib use every worker thread of the cluster.
-        results = joblib.Parallel(n_jobs=n_jobs if backend != "dask" else -1, batch_size=1,
-                                  return_as="generator_unordered")(
-            joblib.delayed(_execute)(fn, t, retries) for t in todo
-        )
-        _collect(results, log, out, on_record)
+        _run_parallel(todo, fn, log, out, on_record, n_jobs=n_jobs if backend != "dask" else -1, retries=retries)
     return out
+
+
+def _parallel(trials: Sequence[Trial], fn, n_jobs: int, retries: int):
+    import joblib
+
+    # batch_size=1: each finished trial comes back (and is logged) at once; joblib's automatic batching would
+    # group short trials, and a killed driver would then lose finished trials waiting for their batch.
+    # Under dask, n_jobs=-1 lets joblib use every worker thread of the cluster.
+    return joblib.Parallel(n_jobs=n_jobs, batch_size=1, return_as="generator_unordered")(
+        joblib.delayed(_execute)(fn, t, retries) for t in trials
+    )
+
+
+def _run_parallel(todo: list[Trial], fn, log, out, on_record, *, n_jobs: int, retries: int) -> None:
+    """Run ``todo`` in worker processes, surviving lost workers.
+
+    A worker that dies (segfault, out-of-memory kill, lost node) aborts joblib's whole batch, and it cannot say which
+    trial killed it. So: rerun what is unfinished up to ``retries`` times; if workers still die, run each remaining
+    trial alone (still in a worker, so the driver survives) and record one that loses its worker again as failed.
+    """
+    pending = {t.key: t for t in todo}
+
+    def drain(trials: Sequence[Trial], jobs: int) -> None:
+        for record in _parallel(trials, fn, jobs, retries):
+            _collect([record], log, out, on_record)
+            pending.pop(record["key"], None)
+
+    for _ in range(retries + 1):
+        try:
+            drain(list(pending.values()), n_jobs)
+            return
+        except PetlError:
+            raise
+        except Exception:  # noqa: BLE001 - a lost worker; finished trials are already logged
+            continue
+    for t in list(pending.values()):
+        try:
+            drain([t], max(2, n_jobs) if n_jobs > 0 else n_jobs)  # n_jobs=1 would run it in the driver itself
+        except PetlError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            detail = str(e).splitlines()[0] if str(e) else ""
+            error = f"worker lost ({type(e).__name__}{': ' + detail if detail else ''})"
+            record = {"key": t.key, "kind": t.kind, "status": STATUS_FAILED, "attempts": retries + 2,
+                      "payload": t.payload, "error": error, "errors": [error]}
+            _collect([record], log, out, on_record)
+            pending.pop(t.key, None)
 
 
 def _collect(results, log, out: dict[str, dict[str, Any]], on_record) -> None:

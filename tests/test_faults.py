@@ -95,6 +95,24 @@ def test_a_petl_error_in_a_trial_stops_the_study_at_once(tmp_path):
     assert ATTEMPTS == {7: 1} and log.read() == []  # bad configuration: neither retried nor recorded
 
 
+def test_a_trial_that_kills_its_worker_is_recorded_as_lost_and_the_others_complete(tmp_path):
+    # Defined here so that it is pickled by value: workers then need not import this (heavy) test module.
+    def _kills_worker_on_two(trial: Trial) -> dict:
+        if trial.payload["x"] == 2:
+            os._exit(3)  # the worker process dies, as on a segfault or an out-of-memory kill
+        return {"y": trial.payload["x"] ** 2}
+
+    log = JsonlLog(tmp_path / "t.trials.jsonl")
+    trials = [Trial("sq", {"x": x}) for x in range(4)]
+    out = run_trials(trials, _kills_worker_on_two, log, n_jobs=2)
+    lost = out[trials[2].key]
+    assert lost["status"] == STATUS_FAILED and lost["error"].startswith("worker lost")
+    for t in trials[:2] + trials[3:]:
+        assert out[t.key]["status"] == STATUS_OK and out[t.key]["result"] == {"y": t.payload["x"] ** 2}
+    keys = [r["key"] for r in log.read()]
+    assert sorted(keys) == sorted(t.key for t in trials)  # each trial recorded exactly once
+
+
 def _linear_task(seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 8, generator=g)
