@@ -161,6 +161,7 @@ def probe(
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Comma-separated catalogue specs (default: q,k,v,proj,fc1,fc2,attn,mlp)."),
     per_block: bool = typer.Option(False, "--per-block", help="One subspace per block for each target."),
     dims: Optional[str] = typer.Option(None, "--dims", help="Explicit d grid (e.g. 16,64,256); default: adaptive search."),
+    max_d: Optional[int] = typer.Option(None, "--max-d", help="Largest d of the adaptive search (default: D of each target)."),
     projection: str = typer.Option("fastfood", "--projection", help="fastfood, dense or sparse."),
     threshold: float = typer.Option(0.9, "--threshold", help="d90 threshold in (0, 1]."),
     seeds: int = typer.Option(2, "--seeds"),
@@ -195,6 +196,7 @@ def probe(
         seeds=seeds,
         head=head,
         said=said,
+        max_d=max_d,
         recipe=recipe,
     )
     dev = str(resolve_device(device))
@@ -483,7 +485,8 @@ def report(
 
 
 def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
-                  probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None):
+                  probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None,
+                  max_d=None):
     import dataclasses
     from pathlib import Path
 
@@ -501,7 +504,7 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
     if epochs:
         recipe = dataclasses.replace(recipe, epochs=epochs)
     probe_cfg = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
-                            seeds=probe_seeds, recipe=probe_recipe)
+                            seeds=probe_seeds, max_d=max_d, recipe=probe_recipe)
     dev = str(resolve_device(device))
     htmls = []
     for ds in datasets_:
@@ -540,6 +543,7 @@ def run(
     per_block: bool = typer.Option(False, "--per-block"),
     probe_seeds: int = typer.Option(2, "--probe-seeds"),
     probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs"),
+    max_d: Optional[int] = typer.Option(None, "--max-d", help="Probe: largest d of the adaptive search."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     out: str = typer.Option("petl-run", "--out", "-o"),
     jobs: int = typer.Option(1, "--jobs", "-j"),
@@ -555,7 +559,7 @@ def run(
     _setup(threads)
     _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
                   per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
-                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler)
+                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d)
 
 
 @app.command()

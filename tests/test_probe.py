@@ -140,3 +140,14 @@ def test_d_above_a_targets_D_is_refused_before_training():
     cfg = dataclasses.replace(_config(), targets=["blocks.0.attn.proj"], dims=[4, 64 * 64 + 64 + 1])
     with pytest.raises(PetlError, match="exceeds D"):
         run_probe(model, data, cfg)
+
+
+def test_adaptive_search_stays_within_max_d(tmp_path):
+    model, data = _specs()
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=1, eval_batch_size=1024)
+    cfg = ProbeConfig(targets=["blocks.0.attn.proj"], seeds=1, recipe=recipe, d_min=4, points_per_decade=1, max_d=12)
+    result = run_probe(model, data, cfg, out=tmp_path / "probe.json")
+    (target,) = result.targets
+    assert target.D == 64 * 64 + 64 and max(target.dims) <= 12 and 4 in target.dims
+    with pytest.raises(PetlError, match="max_d must be a positive integer"):
+        ProbeConfig(max_d=0)

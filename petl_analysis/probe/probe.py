@@ -59,6 +59,8 @@ class ProbeConfig:
         metric: which split's accuracy defines the curve (``test`` at the best-validation epoch, or ``val``).
         d_min: smallest d of the coarse grid.
         points_per_decade: density of the coarse grid.
+        max_d: largest d the adaptive search may try (default: D of each set); a set whose curve stays below the
+            threshold up to it is reported as "not reached within max d".
         max_refinements: refinement rounds after the coarse grid.
         recipe: training recipe of every trial, baselines included.
     """
@@ -74,6 +76,7 @@ class ProbeConfig:
     metric: str = "test"
     d_min: int = 4
     points_per_decade: int = 2
+    max_d: int | None = None
     max_refinements: int = 2
     recipe: Recipe = field(default_factory=default_probe_recipe)
 
@@ -86,6 +89,8 @@ class ProbeConfig:
             raise PetlError(f"unknown head mode {self.head!r}; expected one of: {', '.join(HEAD_MODES)}")
         if self.metric not in METRICS:
             raise PetlError(f"unknown metric {self.metric!r}; expected one of: {', '.join(METRICS)}")
+        if self.max_d is not None and self.max_d < 1:
+            raise PetlError(f"max_d must be a positive integer, got {self.max_d}")
         if self.dims is not None and (not self.dims or min(self.dims) < 1):
             raise PetlError(f"dims must be positive integers, got {self.dims}")
 
@@ -342,7 +347,8 @@ def run_probe(
 
     dims_of: dict[str, list[int]] = {
         label: sorted(set(config.dims)) if config.dims else d90_lib.coarse_grid(D_of[label], d_min=config.d_min,
-                                                                            points_per_decade=config.points_per_decade)
+                                                                            points_per_decade=config.points_per_decade,
+                                                                            d_max=config.max_d)
         for label in sets
     }
     records: dict[str, dict[str, Any]] = {}
@@ -361,7 +367,7 @@ def run_probe(
         for label in sets:
             dims, per_seed = _curve(label, dims_of[label], seeds, records, sub_trial, config.metric)
             proposed = d90_lib.next_dims(dims, np.nanmean(np.array(per_seed, dtype=float), axis=1), target_gain,
-                                         max_d=D_of[label])
+                                         max_d=min(D_of[label], config.max_d or D_of[label]))
             proposed = [d for d in proposed if d not in dims_of[label]]
             if proposed:
                 dims_of[label] = sorted(set(dims_of[label]) | set(proposed))
