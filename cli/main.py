@@ -43,6 +43,20 @@ def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_cha
     return ModelSpec(name=model, weights=weights, img_size=img_size, in_chans=in_chans)
 
 
+#: What ``petl-analyze demo`` runs: sized to finish in about 10 minutes on 2 CPU cores.
+DEMO = dict(
+    datasets=("digits", "animals"),
+    budgets="1k,4k,16k",
+    methods=("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full"),
+    shots=5,
+    seeds=3,
+    probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2", "attn", "mlp"),
+    probe_seeds=2,
+    probe_max_train=500,
+    probe_max_d=3000,
+)
+
+
 @app.command()
 @handle_errors
 def info(
@@ -270,7 +284,7 @@ def train(
     from petl_analysis.plan import Plan, validate_plan
     from petl_analysis.task import prepare_model
     from petl_analysis.train import default_train_recipe, run_method
-    from petl_analysis.tuners import config_from_dict, get_method
+    from petl_analysis.tuners import get_method
 
     spec = _model_spec(model or "petl_vit_tiny", weights)
     if plan:
@@ -370,7 +384,6 @@ def plan(
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
-    import json as _json
     from pathlib import Path
 
     from petl_analysis.data import load_dataset
@@ -570,9 +583,13 @@ def demo(
     device: str = DeviceOpt(),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 10 min, 2 cores)."""
-    _run_pipeline("petl_vit_tiny", "default", ["digits", "animals"], "1k,4k,16k",
-                  "kadaptation,lora,bitfit,adapter,compacter,vpt,linear,full", 5, 3, 0, 1000, None, True, 1, None, None,
-                  out, jobs, device, f"petl-analyze demo --out {out} --jobs {jobs}")
+    _run_pipeline(
+        "petl_vit_tiny", "default", list(DEMO["datasets"]), DEMO["budgets"], ",".join(DEMO["methods"]),
+        shots=DEMO["shots"], seeds=DEMO["seeds"], probe_shots=0, max_train=DEMO["probe_max_train"],
+        targets=",".join(DEMO["probe_targets"]), per_block=False, probe_seeds=DEMO["probe_seeds"], probe_epochs=None,
+        epochs=None, out=out, jobs=jobs, device=device, command=f"petl-analyze demo --out {out} --jobs {jobs}",
+        max_d=DEMO["probe_max_d"],
+    )
 
 
 def main() -> None:
