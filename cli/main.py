@@ -50,10 +50,11 @@ DEMO = dict(
     methods=("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full"),
     shots=5,
     seeds=3,
-    probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2", "attn", "mlp"),
+    probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"),
     probe_seeds=2,
-    probe_max_train=500,
-    probe_max_d=3000,
+    probe_max_train=300,
+    probe_max_d=None,
+    probe_grid=dict(d_min=10, points_per_decade=1),  # 10, 100, 1000, ... then refinement around the crossing
 )
 
 
@@ -499,7 +500,7 @@ def report(
 
 def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
                   probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None,
-                  max_d=None):
+                  max_d=None, probe_grid=None):
     import dataclasses
     from pathlib import Path
 
@@ -517,7 +518,7 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
     if epochs:
         recipe = dataclasses.replace(recipe, epochs=epochs)
     probe_cfg = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
-                            seeds=probe_seeds, max_d=max_d, recipe=probe_recipe)
+                            seeds=probe_seeds, max_d=max_d, recipe=probe_recipe, **(probe_grid or {}))
     dev = str(resolve_device(device))
     htmls = []
     for ds in datasets_:
@@ -588,7 +589,7 @@ def demo(
         shots=DEMO["shots"], seeds=DEMO["seeds"], probe_shots=0, max_train=DEMO["probe_max_train"],
         targets=",".join(DEMO["probe_targets"]), per_block=False, probe_seeds=DEMO["probe_seeds"], probe_epochs=None,
         epochs=None, out=out, jobs=jobs, device=device, command=f"petl-analyze demo --out {out} --jobs {jobs}",
-        max_d=DEMO["probe_max_d"],
+        max_d=DEMO["probe_max_d"], probe_grid=DEMO["probe_grid"],
     )
 
 

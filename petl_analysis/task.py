@@ -7,7 +7,6 @@ fresh classifier for the task's classes. Linear probing trains the head on featu
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
-from ..data import SplitSpec, load_dataset
-from ..engine import Recipe, fit, seed_everything
+from ..data import load_dataset
+from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
-from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, catalogue, resolve_targets
+from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets
 from ..task import DataSpec, Task, build_task, fit_linear_probe, prepare_model
 from ..train.run import seed_data
 from ..trials import STATUS_OK, Trial, run_trials
@@ -62,6 +62,9 @@ class ProbeConfig:
         max_d: largest d the adaptive search may try (default: D of each set); a set whose curve stays below the
             threshold up to it is reported as "not reached within max d".
         max_refinements: refinement rounds after the coarse grid.
+        ft_lr: learning rate of the backbone in the full fine-tuning baseline (``None``: the recipe's ``lr``). Every
+            other setting of that baseline is the recipe's; raw weights need a smaller step than the subspace
+            coordinates theta_d (unit-norm projection columns), as in Li et al. (2018).
         recipe: training recipe of every trial, baselines included.
     """
 
@@ -77,6 +80,7 @@ class ProbeConfig:
     d_min: int = 4
     points_per_decade: int = 2
     max_d: int | None = None
+    ft_lr: float | None = 1e-3
     max_refinements: int = 2
     recipe: Recipe = field(default_factory=default_probe_recipe)
 
@@ -229,6 +233,8 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     model = copy.deepcopy(base)
     if trial.kind == "ft":
         model.requires_grad_(True)
+        if p.get("ft_lr") is not None:  # raw weights want a smaller step than subspace coordinates
+            recipe = dataclasses.replace(recipe, lr=float(p["ft_lr"]), head_lr=recipe.head_lr or recipe.lr)
         res = fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
         return _summary(res, device)
     if trial.kind != "subspace":
@@ -323,7 +329,8 @@ def run_probe(
         return json.dumps(to_jsonable(seed_data(data, seed)), sort_keys=True)
 
     def base_trial(kind: str, seed: int) -> Trial:
-        return Trial(kind, {**common, "data": data_json(seed), "seed": seed})
+        extra = {"ft_lr": config.ft_lr} if kind == "ft" and config.ft_lr is not None else {}
+        return Trial(kind, {**common, "data": data_json(seed), "seed": seed, **extra})
 
     def sub_trial(label: str, d: int, seed: int) -> Trial:
         return Trial("subspace", {**common, "data": data_json(seed), "seed": seed, "units": sets[label], "d": int(d),

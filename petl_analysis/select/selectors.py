@@ -13,7 +13,7 @@ All selectors rank the same target sets (the probe's, or catalogue specs) so the
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -13,7 +13,6 @@ Each (point, seed) is one trial in the JSON-lines log beside the output, so a ki
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
