@@ -367,6 +367,8 @@ def select(
             for k, v in ranking.details.get("proxies", {}).items()]
     if corr:
         print_table(corr, title=f"rank correlation with the {ranking.selector} ranking")
+    if ranking.details.get("warning"):
+        console.print(f"[yellow]warning:[/] {ranking.details['warning']}")
     console.print(f"-> {out}")
 
 

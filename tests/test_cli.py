@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 import torch
 from helpers import synthetic_probe
 from typer.testing import CliRunner

@@ -151,3 +151,14 @@ def test_adaptive_search_stays_within_max_d(tmp_path):
     assert target.D == 64 * 64 + 64 and max(target.dims) <= 12 and 4 in target.dims
     with pytest.raises(PetlError, match="max_d must be a positive integer"):
         ProbeConfig(max_d=0)
+
+
+def test_last_round_proposals_are_not_left_unrun(tmp_path):
+    # A coarse grid (4, 10) and no refinement round: next_dims proposes another d (12 if the threshold is not
+    # reached, a smaller one if it is reached at 4), which must not join the curve without being trained.
+    model, data = _specs()
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=1, eval_batch_size=1024)
+    cfg = ProbeConfig(targets=["blocks.0.attn.proj"], seeds=1, recipe=recipe, d_min=4, points_per_decade=1, max_d=12,
+                      max_refinements=0)
+    (target,) = run_probe(model, data, cfg, out=tmp_path / "probe.json").targets
+    assert target.dims == [4, 10] and target.trials == 2

@@ -16,7 +16,6 @@ from torch import nn
 
 from petl_analysis.accounting import count_parameters
 from petl_analysis.errors import PetlError
-from petl_analysis.functional.kron import rank1
 from petl_analysis.models import ModelSpec, create_model, model_input_config
 from petl_analysis.tuners import (
     METHODS,
@@ -37,7 +36,7 @@ from petl_analysis.tuners import (
     save_adapter,
 )
 from petl_analysis.tuners.deltas import delta_containers
-from petl_analysis.tuners.kadaptation import KronDelta, KronRules
+from petl_analysis.tuners.kadaptation import KronDelta
 
 BATCH = 4
 

@@ -368,8 +368,8 @@ def run_probe(
         if on_round:
             on_round(r + 1, len(trials))
         records.update(run(trials, probe_trial))
-        if config.dims:
-            break
+        if config.dims or r == rounds - 1:
+            break  # the last round proposes nothing: a proposal would never be run
         pending = {}
         for label in sets:
             dims, per_seed = _curve(label, dims_of[label], seeds, records, sub_trial, config.metric)

@@ -37,8 +37,9 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
         d = t.d90_classic if classic else t.d90
         best = max((a for a in t.acc_mean if not math.isnan(a)), default=0.0)
         rows.append((t, d, best))
-    # Reached first by d90; then not reached by best accuracy (closest to the threshold first).
-    rows.sort(key=lambda r: (0, r[1].value, 0.0) if r[1].reached and r[1].value is not None else (1, math.inf, -r[2]))
+    # Reached first by d90, equal d90 (e.g. all at the smallest d tried) by best accuracy; then not reached by best
+    # accuracy (closest to the threshold first).
+    rows.sort(key=lambda r: (0, r[1].value, -r[2]) if r[1].reached and r[1].value is not None else (1, math.inf, -r[2]))
     entries = []
     for i, (t, d, best) in enumerate(rows):
         entries.append(RankedTarget(
@@ -49,9 +50,15 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
             reached=bool(d.reached),
         ))
     _flag_ties(entries)
+    details: dict[str, object] = {"threshold": probe.config.threshold,
+                                  "baselines": {k: v.mean for k, v in probe.baselines.items()}}
+    lp, ft = probe.baselines["lp"].mean, probe.baselines["ft"].mean
+    if ft <= lp:
+        details["warning"] = (f"full fine-tuning ({100 * ft:.1f}%) does not beat the linear probe ({100 * lp:.1f}%) on "
+                              "this data: every d90 sits at the smallest d and the ranking only orders targets by "
+                              "their best accuracy; the linear probe may be all this task needs")
     return Ranking(selector="d90-classic" if classic else "d90", model=probe.model, data=probe.data, entries=entries,
-                   source=source, direction="ascending",
-                   details={"threshold": probe.config.threshold, "baselines": {k: v.mean for k, v in probe.baselines.items()}})
+                   source=source, direction="ascending", details=details)
 
 
 def _interval(e: RankedTarget) -> tuple[float, float]:

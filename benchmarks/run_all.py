@@ -1,0 +1,50 @@
+"""Every benchmark in one run, one table after another (the numbers quoted in the README).
+
+    python benchmarks/run_all.py            # ~10 min on 2 cores
+    python benchmarks/run_all.py --quick    # smoke run of every script, ~2 min
+
+1. subspace (Fastfood) vs direct training step, bundled ViT and ViT-Tiny; Fastfood vs dense buffers by d
+   (``bench_subspace.py``);
+2. dense vs Fastfood vs sparse projection time and memory by (D, d) (``bench_projections.py``);
+3. KAdaptation vs LoRA vs peft LoKr training step; merged vs unmerged vs base inference (``bench_adapters.py``);
+4. probe wall time, trials per d90 (adaptive vs grid), loky workers 1 vs 2 (``bench_probe.py``).
+
+Each script interleaves the variants it compares, so every ratio is measured side by side in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_adapters  # noqa: E402
+import bench_probe  # noqa: E402
+import bench_projections  # noqa: E402
+import bench_subspace  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    a = parser.parse_args(argv)
+    runs = [
+        ("subspace vs direct training step", bench_subspace.main,
+         ["--repeats", "3", "--models", "tiny"] if a.quick else []),
+        ("projections", bench_projections.main,
+         ["--repeats", "3", "--D", "16640", "--d", "10", "1000"] if a.quick else []),
+        ("adapters", bench_adapters.main, ["--repeats", "3", "--models", "tiny"] if a.quick else []),
+        ("probe", bench_probe.main, ["--quick"] if a.quick else []),
+    ]
+    start = time.perf_counter()
+    for title, fn, args in runs:
+        print(f"\n{'#' * 100}\n# {title}: {fn.__module__} {' '.join(args)}\n{'#' * 100}", flush=True)
+        fn(args)
+    print(f"\nall benchmarks: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
