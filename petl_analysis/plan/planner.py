@@ -1,6 +1,7 @@
 """From a ranking and a budget to a :class:`Plan`: the ``greedy`` policy.
 
-1. **Coverage.** Skip sets whose d90 was not reached (unless none was). Take target sets in ranking order while the cheapest valid configuration of the method (rank 1,
+1. **Coverage.** Take target sets in ranking order (sets that reached the d90 threshold first, then the others by
+   best accuracy, as the ranking orders them) while the cheapest valid configuration of the method (rank 1,
    smallest valid n) on all sets taken so far still fits the budget.
    If even the top set does not fit whole, take as many of its units as fit, later blocks first (the blocks closest
    to the head are usually the most task-specific).
@@ -100,10 +101,6 @@ def plan_for_budget(
     linear_entries = [e for e in entries if any(u.is_linear for u in resolve_targets(model, e.units))]
     if not linear_entries:
         raise PetlError("the ranking has no Linear targets to adapt")
-    # A set whose d90 was never reached is not cheap to adapt: plan it only when no set reached the threshold.
-    unreached = [e.target for e in linear_entries if not e.reached]
-    if len(unreached) < len(linear_entries):
-        linear_entries = [e for e in linear_entries if e.reached]
 
     def cheapest(units: Sequence[Unit]) -> int | None:
         cfgs = _configs(method, base, units, cheapest_only=True)
@@ -158,8 +155,6 @@ def plan_for_budget(
     skipped = [e.target for e in linear_entries if e.target not in {t.target for t in targets}]
     if skipped:
         notes.append(f"not adapted (would exceed the budget at rank 1): {', '.join(skipped)}")
-    if unreached and len(unreached) < len(entries):
-        notes.append(f"not adapted (d90 not reached): {', '.join(unreached)}")
     head = model.get_classifier()
     return Plan(
         model=model_spec or ranking.model,
