@@ -7,7 +7,8 @@ Training table: median wall time of one step (forward, cross-entropy, backward, 
 model and the same targets, and its ratio to the linear probe (head only) and to LoRA. Inference table: eval-mode
 forward under ``torch.no_grad`` for the base model, the unmerged adapter (the parametrisation rebuilds
 ``W0 + ΔW`` at every weight read), the unmerged adapter inside ``torch.nn.utils.parametrize.cached()`` (``ΔW`` built
-once per forward call), and the merged adapter; ratios are to the base model. Calls are interleaved round-robin
+once per forward call), the merged adapter (still parametrised) and the merged adapter after ``unload()`` (a plain
+timm model again: what one deploys); ratios are to the base model. Calls are interleaved round-robin
 (after warm-up) so background load hits every variant alike.
 
 peft's LoKr can only wrap whole modules, so the like-for-like rows target the whole fused ``attn.qkv``; our q/v-slice
@@ -124,6 +125,8 @@ def bench_inference(base: nn.Module, variants, x, repeats: int) -> dict[str, dic
                     m.merge()
         else:
             method.merge(merged)
+            unloaded = copy.deepcopy(model)
+            method.unload(unloaded)  # merged and turned back into a plain timm model: what one deploys
 
         fns: dict[str, Callable[[], None]] = {}
 
@@ -144,6 +147,8 @@ def bench_inference(base: nn.Module, variants, x, repeats: int) -> dict[str, dic
         if method is not None:
             fns["unmerged+cached"] = fwd_cached(model)
         fns["merged"] = fwd(merged)
+        if method is not None:
+            fns["merged+unloaded"] = fwd(unloaded)
         with torch.no_grad():
             err = (merged(x) - model(x)).abs().max().item()
         rows[label] = {**interleaved_median_ms(fns, repeats), "merge_err": err}
@@ -173,7 +178,8 @@ def run(key: str, batch: int, repeats: int, rank: int, device: str) -> None:
         print(f"{label:34s} {targets:14s} {_trainable(model):>10,d} {ms:9.2f} {ms / lin:9.2f} {ms / lora:7.2f}")
     inf = bench_inference(base, variants, x, repeats)
     print("\nInference (eval, no_grad), ms and ratio to base")
-    print(f"{'adapter':34s} {'base':>8s} {'unmerged':>16s} {'unmerged+cached':>16s} {'merged':>16s} {'|merged-unm|':>12s}")
+    print(f"{'adapter':34s} {'base':>8s} {'unmerged':>16s} {'unmerged+cached':>16s} {'merged':>16s} "
+          f"{'merged+unloaded':>16s} {'|merged-unm|':>12s}")
     for label, r in inf.items():
         b = r["base"]
 
@@ -181,7 +187,7 @@ def run(key: str, batch: int, repeats: int, rank: int, device: str) -> None:
             return f"{r[k]:7.2f} ({r[k] / b:4.2f}x)" if k in r else f"{'n/a':>16s}"
 
         print(f"{label:34s} {b:8.2f} {cell('unmerged'):>16s} {cell('unmerged+cached'):>16s} {cell('merged'):>16s} "
-              f"{r['merge_err']:12.1e}")
+              f"{cell('merged+unloaded'):>16s} {r['merge_err']:12.1e}")
 
 
 def main(argv: list[str] | None = None) -> None:
