@@ -31,17 +31,11 @@ from torch.nn.utils import parametrize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleaved_median_ms, machine_line  # noqa: E402
+from _common import MODELS, interleaved_median_ms, machine_line  # noqa: E402
 
-from petl_analysis.models import ModelSpec, create_model, model_input_config  # noqa: E402
+from petl_analysis.models import create_model, model_input_config  # noqa: E402
 from petl_analysis.tuners import KAdaptationConfig, LinearConfig, LoraConfig, Method, apply_method  # noqa: E402
 
-MODELS: dict[str, tuple[str, ModelSpec]] = {
-    "tiny": ("petl_vit_tiny (bundled; 16px/p4, width 64, depth 4, 16 tokens)",
-             ModelSpec("petl_vit_tiny", weights="random", num_classes=10)),
-    "vit-tiny": ("ViT-Tiny (32px/p4, width 192, depth 12, 65 tokens)",
-                 ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=4, num_classes=10)),
-}
 
 
 def _peft():

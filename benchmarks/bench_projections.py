@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleaved_median_ms  # noqa: E402
+from _common import interleaved_median_ms  # noqa: E402
 
 from petl_analysis.errors import PetlError  # noqa: E402
 from petl_analysis.functional.hadamard import fwht  # noqa: E402

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmark scripts (not part of the library)."""
+"""Timing helpers and model configurations shared by the benchmark scripts (not part of the library)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ import time
 from typing import Callable
 
 import torch
+
+from petl_analysis.models import ModelSpec
+
+#: The models the benchmarks compare: the bundled ViT and a ViT-Tiny layout (random weights, no download).
+MODELS: dict[str, tuple[str, ModelSpec]] = {
+    "tiny": ("petl_vit_tiny (bundled; 16px/p4, width 64, depth 4, 16 tokens)",
+             ModelSpec("petl_vit_tiny", weights="random", num_classes=10)),
+    "vit-tiny": ("ViT-Tiny (32px/p4, width 192, depth 12, 65 tokens)",
+                 ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=4, num_classes=10)),
+}
 
 
 def sync() -> None:
