@@ -324,7 +324,8 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
 
 
 def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
-    """Submodule kind x block grid coloured by d90 (log colour scale); not-reached cells hatched grey."""
+    """Submodule kind x block grid coloured by d90 (log colour scale); not-reached cells hatched grey, with their
+    best accuracy."""
     block_rows = [r for r in rows if r.block is not None]
     kinds = list(dict.fromkeys(r.kind for r in sorted(block_rows, key=lambda r: _kind_key(r.kind))))
     blocks = sorted({r.block for r in block_rows})
@@ -355,7 +356,9 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
                 if not r.reached:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", edgecolor="0.55",
                                            hatch="///", linewidth=0))
-                    ax.text(j, i, "not\nreached", ha="center", va="center", fontsize=7, color="0.15",
+                    # The best accuracy still orders unreached cells (as the ranking does).
+                    ax.text(j, i, f"not reached\nbest {100 * r.best_acc:.1f}%", ha="center", va="center", fontsize=7,
+                            color="0.15",
                             bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"))
                     continue
                 rgba = cmap(norm(r.d90))
