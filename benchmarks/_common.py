@@ -26,8 +26,9 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median wall time (ms) per function, calls interleaved round-robin so background load hits all alike."""
+def interleaved_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Wall times (ms) per function over ``repeats`` rounds; each round calls every function once, round-robin,
+    so background load and clock drift hit all of them alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -38,8 +39,20 @@ def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warm
             start = time.perf_counter()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median wall time (ms) per function, calls interleaved round-robin (:func:`interleaved_times`)."""
+    return {name: statistics.median(ts) for name, ts in interleaved_times(fns, repeats, warmup).items()}
+
+
+def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, float]:
+    """Median over rounds of ``time / time[reference]`` measured in the same round: on a noisy machine this is
+    steadier than a ratio of medians, since each pair shares the round's load."""
+    ref = times[reference]
+    return {name: statistics.median(t / r for t, r in zip(ts, ref)) for name, ts in times.items()}
 
 
 def machine_line() -> str:

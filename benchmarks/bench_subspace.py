@@ -1,7 +1,7 @@
 """Subspace training step vs training the same parameters directly, and Fastfood vs dense memory, side by side.
 
     python benchmarks/bench_subspace.py                          # bundled ViT and ViT-Tiny, ~2-4 min on 2 cores
-    python benchmarks/bench_subspace.py --models tiny --repeats 10 --batch 32
+    python benchmarks/bench_subspace.py --models tiny --repeats 30 --batch 32
 
 For each model the subspace set S is every ``attn`` unit (fused qkv + proj, weights and biases, all blocks). One
 step = forward, cross-entropy, backward, AdamW step, with the head trainable in both variants:
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 from pathlib import Path
 
@@ -29,10 +30,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MODELS, interleaved_median_ms, machine_line  # noqa: E402
+from _common import MODELS, interleaved_times, machine_line, paired_ratios  # noqa: E402
 
 from petl_analysis.errors import PetlError  # noqa: E402
 from petl_analysis.models import create_model, model_input_config, resolve_targets  # noqa: E402
+from petl_analysis.probe.probe import default_probe_recipe  # noqa: E402
 from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection  # noqa: E402
 from petl_analysis.probe.subspace import SubspaceModel, subspace_size  # noqa: E402
 
@@ -78,16 +80,18 @@ def run(key: str, target: str, batch: int, repeats: int, device: str) -> None:
     for d in dims:
         sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
         steps[f"fastfood d={d}"] = _step(sub, x, y)
-    ms = interleaved_median_ms(steps, repeats)
+    times = interleaved_times(steps, repeats)
+    ms = {name: statistics.median(ts) for name, ts in times.items()}
+    ratio = paired_ratios(times, "direct")
 
     print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; median of {repeats}")
-    print(f"{'variant':22s} {'trainable':>10s} {'step ms':>9s} {'x direct':>9s}")
+    print(f"{'variant':22s} {'trainable':>10s} {'step ms':>9s} {'x direct':>9s}  (median of per-round ratios)")
     trainable = {"direct": sum(p.numel() for p in direct.parameters() if p.requires_grad)}
     head = sum(p.numel() for p in direct.get_classifier().parameters())
     for d in dims:
         trainable[f"fastfood d={d}"] = d + head
     for label, t in ms.items():
-        print(f"{label:22s} {trainable[label]:>10,d} {t:9.1f} {t / ms['direct']:9.3f}")
+        print(f"{label:22s} {trainable[label]:>10,d} {t:9.1f} {ratio[label]:9.3f}")
 
     print(f"\nProjection buffers for D = {D:,} (dense refused above {format_bytes(DEFAULT_MAX_BYTES)})")
     print(f"{'d':>8s} {'fastfood':>12s} {'dense':>12s}")
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "vit-tiny"])
     parser.add_argument("--target", default="attn", help="catalogue spec of the subspace set S (default: attn)")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=default_probe_recipe().batch_size,
+                        help="training batch size (default: the probe recipe's, %(default)s)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")

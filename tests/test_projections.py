@@ -9,6 +9,7 @@ import torch
 
 from petl_analysis.errors import PetlError
 from petl_analysis.functional import FWHT, fwht, fwht_destructive, hadamard_matrix
+from petl_analysis.functional.hadamard import fwht_padded_, fwht_truncated_
 from petl_analysis.probe.projections import PROJECTIONS, DenseProjection, FastfoodProjection, make_projection
 
 KINDS = ["dense", "sparse", "fastfood"]
@@ -59,6 +60,32 @@ def test_fwht_destructive_uses_the_two_buffers(n):
     out = fwht_destructive(buf, spare)
     assert out.data_ptr() in (buf.data_ptr(), spare.data_ptr())
     torch.testing.assert_close(out, x @ _hadamard(n))
+
+
+# Sizes around the cases the shortcuts distinguish: m <= n/2 (tile / fold), n/2 < m < n (split), m == n.
+PREFIXES = [(1, 1), (2, 1), (8, 3), (16, 8), (16, 9), (64, 33), (64, 41), (64, 63), (64, 64), (1024, 517),
+            (1024, 700), (4096, 1)]
+
+
+@pytest.mark.parametrize(("n", "m"), PREFIXES)
+def test_fwht_padded_equals_transform_of_zero_padded_input(n, m):
+    x = torch.randn(m, dtype=torch.float64)
+    buf = torch.full((n,), float("nan"), dtype=torch.float64)  # entries past m must never be read
+    buf[:m] = x
+    out = fwht_padded_(buf, m, torch.empty(n, dtype=torch.float64))
+    assert out.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(out, torch.nn.functional.pad(x, (0, n - m)) @ _hadamard(n))
+
+
+@pytest.mark.parametrize(("n", "keep"), PREFIXES)
+def test_fwht_truncated_equals_first_outputs_and_is_the_transpose_of_padded(n, keep):
+    z = torch.randn(n, dtype=torch.float64)
+    out = fwht_truncated_(z.clone(), keep, torch.empty(n, dtype=torch.float64))
+    torch.testing.assert_close(out, (z @ _hadamard(n))[:keep])
+    x = torch.randn(keep, dtype=torch.float64)  # <H pad(x), z> == <x, (H z)[:keep]>
+    padded = fwht_padded_(torch.cat((x, torch.zeros(n - keep, dtype=torch.float64))), keep,
+                          torch.empty(n, dtype=torch.float64))
+    torch.testing.assert_close(padded @ z, x @ out)
 
 
 def test_fwht_rejects_non_power_of_two():
@@ -187,10 +214,28 @@ def test_sparse_refuses_above_max_bytes():
         make_projection("sparse", 10_000, 1000, seed=0, max_bytes=2**10)
 
 
+@pytest.mark.parametrize(("D", "d"), [(1, 1), (5, 3), (37, 10), (100, 64), (100, 65), (130, 130), (257, 129),
+                                    (600, 300)])
+def test_fastfood_equals_its_dense_definition(D, d):
+    """P = (H G Π H B)[:D, :d] with the stored diagonals and permutation, built densely: the fast path's
+    shortcuts (tiled input transform, folded / truncated output transform) are exact."""
+    proj = FastfoodProjection(D, d, seed=3).double()
+    L = proj.L
+    H = _hadamard(L)
+    perm = torch.argsort(proj.perm_inverse.long())
+    torch.testing.assert_close(proj.perm_mod.long(), perm % (1 << (d - 1).bit_length()))
+    V = H @ torch.diag(proj.gauss) @ torch.eye(L, dtype=torch.float64)[perm] @ H @ torch.diag(proj.signs)
+    torch.testing.assert_close(proj.matrix(), V[:D, :d])
+    g = torch.randn(D, dtype=torch.float64)
+    theta = torch.zeros(d, dtype=torch.float64, requires_grad=True)
+    (proj(theta) @ g).backward()
+    torch.testing.assert_close(theta.grad, V[:D, :d].T @ g)
+
+
 def test_fastfood_memory_independent_of_d():
     small = FastfoodProjection(5000, 10, seed=0)
     large = FastfoodProjection(5000, 1000, seed=0)
-    assert small.memory_bytes() == large.memory_bytes() == 24 * 8192
+    assert small.memory_bytes() == large.memory_bytes() == 16 * 8192
 
 
 def test_dtype_mismatch_and_wrong_shape_raise():

@@ -26,7 +26,17 @@ import torch
 
 from ..errors import PetlError
 
-__all__ = ["FWHT", "fwht", "fwht_destructive", "hadamard_matrix", "is_power_of_two"]
+__all__ = [
+    "FWHT",
+    "fwht",
+    "fwht_destructive",
+    "fwht_inplace",
+    "fwht_padded_",
+    "fwht_truncated_",
+    "hadamard_matrix",
+    "is_power_of_two",
+    "next_power_of_two",
+]
 
 # Largest Kronecker factor applied as one dense GEMM. 16 and 32 measured within noise of each other; 64+ is slower.
 _BLOCK = 16
@@ -37,6 +47,11 @@ _CACHE: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 def is_power_of_two(n: int) -> bool:
     """True for 1, 2, 4, 8, …"""
     return n >= 1 and (n & (n - 1)) == 0
+
+
+def next_power_of_two(n: int) -> int:
+    """Smallest power of 2 that is >= n (n >= 1): 1, 2, 4, 4, 8, …"""
+    return 1 << (n - 1).bit_length()
 
 
 def hadamard_matrix(
@@ -132,6 +147,72 @@ def fwht_destructive(buf: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
     steps = len(_factors(buf.shape[-1]))
     targets = [spare.view(-1) if i % 2 == 0 else buf.view(-1) for i in range(steps)]
     return _run_steps(buf, targets)
+
+
+def fwht_inplace(x: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
+    """FWHT of a contiguous 1-D ``x`` written back into ``x``; ``spare`` (at least ``x.numel()``, contiguous) is
+    scratch. Returns ``x``."""
+    n = x.numel()
+    out = fwht_destructive(x.view(1, n), spare[:n].view(1, n))
+    if out.data_ptr() != x.data_ptr():
+        x.copy_(out.view(n))
+    return x
+
+
+def fwht_padded_(buf: torch.Tensor, m: int, spare: torch.Tensor) -> torch.Tensor:
+    """In place: ``buf ← H_n pad_n(buf[:m])`` for a contiguous 1-D ``buf`` of power-of-2 length n; ``buf[m:]`` is
+    never read (it need not be zero). ``spare``: scratch of length >= n. Returns ``buf``.
+
+    Does not transform the zeros. With ``H_n = [[H, H], [H, -H]]`` (``H = H_{n/2}``) and ``x = [x1; x2]`` the result
+    is ``[a + b; a - b]``, ``a = H x1``, ``b = H pad(x2)``; and a vector supported on its first ``w = 2^⌈log2 m⌉``
+    entries transforms to ``H_w x`` tiled n / w times (the first column of a Sylvester matrix is all ones). Cost
+    about ``T(w)`` for ``w < n``, else ``T(n/2) + T(m - n/2)``, against ``T(n)`` for the full transform: half of
+    it for m just above n/2, the common case when n is the power of 2 above a parameter count.
+    """
+    n = buf.numel()
+    width = next_power_of_two(m)
+    if width < n:
+        fwht_padded_(buf[:width], m, spare)
+        buf.view(n // width, width)[1:] = buf[:width]  # tile
+    elif m == n:
+        fwht_inplace(buf, spare)
+    else:
+        half = n // 2
+        a, b = buf[:half], buf[half:]
+        fwht_padded_(b, m - half, spare)
+        fwht_inplace(a, spare)
+        torch.sub(a, b, out=spare[:half])
+        a.add_(b)
+        b.copy_(spare[:half])
+    return buf
+
+
+def fwht_truncated_(buf: torch.Tensor, keep: int, spare: torch.Tensor) -> torch.Tensor:
+    """In place: ``buf[:keep] ← (H_n buf)[:keep]`` for a contiguous 1-D ``buf`` of power-of-2 length n, without
+    computing the dropped outputs; ``buf[keep:]`` is left as scratch. ``spare``: scratch of length >= n. Returns
+    ``buf[:keep]``. The transpose of :func:`fwht_padded_`.
+
+    With ``z = [z1; z2]``, ``H_n z = [H(z1 + z2); H(z1 - z2)]``, and the first ``w = 2^⌈log2 keep⌉`` outputs of a
+    size-n transform are ``H_w`` applied to the sum of the n / w chunks of length w. Cost about
+    ``T(n/2) + T(keep - n/2)`` for keep > n/2, against ``T(n)``.
+    """
+    n = buf.numel()
+    width = next_power_of_two(keep)
+    if keep == n:
+        fwht_inplace(buf, spare)
+    elif width < n:
+        torch.sum(buf.view(n // width, width), 0, out=spare[:width])
+        buf[:width] = spare[:width]
+        fwht_truncated_(buf[:width], keep, spare)
+    else:
+        half = n // 2
+        z1, z2 = buf[:half], buf[half:]
+        torch.sub(z1, z2, out=spare[:half])
+        z1.add_(z2)
+        z2.copy_(spare[:half])
+        fwht_inplace(z1, spare)
+        fwht_truncated_(z2, keep - half, spare)
+    return buf[:keep]
 
 
 class FWHT(torch.autograd.Function):

@@ -114,8 +114,11 @@ class SubspaceModel(AdapterModule):
         flat = self.offset()
         base = dict(self.model.named_parameters())
         deltas: dict[str, torch.Tensor] = {}
-        for seg in self._segments:
-            piece = flat[seg.start : seg.stop].view(seg.shape)
+        # One split, not a slice per segment: split's backward is a single cat into the flat gradient, where each
+        # slice's backward zero-fills a D-sized buffer (24 of them for ViT-Tiny's attn: 170 MB per step).
+        pieces = torch.split(flat, [seg.stop - seg.start for seg in self._segments])
+        for seg, piece in zip(self._segments, pieces):
+            piece = piece.view(seg.shape)
             if self.said_scales is not None:
                 piece = piece * (1.0 + self.said_scales[seg.scale_index])
             if seg.rows is None:
