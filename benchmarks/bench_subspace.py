@@ -59,7 +59,7 @@ def _head_only(model: nn.Module) -> nn.Module:
     return model
 
 
-def run(key: str, target: str, batch: int, repeats: int, device: str) -> None:
+def run(key: str, target: str, batch: int, repeats: int, block: int, device: str) -> None:
     title, spec = MODELS[key]
     torch.manual_seed(0)
     base = create_model(spec).to(device)
@@ -80,11 +80,12 @@ def run(key: str, target: str, batch: int, repeats: int, device: str) -> None:
     for d in dims:
         sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
         steps[f"fastfood d={d}"] = _step(sub, x, y)
-    times = interleaved_times(steps, repeats)
+    times = interleaved_times(steps, repeats, block=block)
     ms = {name: statistics.median(ts) for name, ts in times.items()}
     ratio = paired_ratios(times, "direct")
 
-    print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; median of {repeats}")
+    print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; "
+          f"median of {repeats} rounds of {block} steps")
     print(f"{'variant':22s} {'trainable':>10s} {'step ms':>9s} {'x direct':>9s}  (median of per-round ratios)")
     trainable = {"direct": sum(p.numel() for p in direct.parameters() if p.requires_grad)}
     head = sum(p.numel() for p in direct.get_classifier().parameters())
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="attn", help="catalogue spec of the subspace set S (default: attn)")
     parser.add_argument("--batch", type=int, default=default_probe_recipe().batch_size,
                         help="training batch size (default: the probe recipe's, %(default)s)")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10, help="rounds (default: %(default)s)")
+    parser.add_argument("--block", type=int, default=5,
+                        help="consecutive steps per variant and round, as in a training loop (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     print(machine_line())
     for key in args.models:
-        run(key, args.target, args.batch, args.repeats, args.device)
+        run(key, args.target, args.batch, args.repeats, args.block, args.device)
 
 
 if __name__ == "__main__":
