@@ -1,7 +1,7 @@
 """Subspace training step vs training the same parameters directly, and Fastfood vs dense memory, side by side.
 
-    python benchmarks/bench_subspace.py                          # bundled ViT and ViT-Tiny, ~2-4 min on 2 cores
-    python benchmarks/bench_subspace.py --models tiny --repeats 30 --batch 32
+    python benchmarks/bench_subspace.py                          # bundled ViT and ViT-Tiny, ~6 min on 2 cores
+    python benchmarks/bench_subspace.py --models tiny --repeats 60 --batch 32
 
 For each model the subspace set S is every ``attn`` unit (fused qkv + proj, weights and biases, all blocks). One
 step = forward, cross-entropy, backward, AdamW step, with the head trainable in both variants:
@@ -10,9 +10,12 @@ step = forward, cross-entropy, backward, AdamW step, with the head trainable in 
 - *fastfood d*: ``theta_S = theta0_S + P theta_d`` through :class:`SubspaceModel` (``functional_call``), only
   ``theta_d`` and the head trained, for d in 10^2, 10^3, 10^4, 10^5 (or D when smaller).
 
-Steps are interleaved round-robin (after warm-up) so background load hits every variant alike; the table gives the
-median step time and its ratio to *direct* (target: at most 1.15). The memory table gives the projection's fixed
-buffers and the peak RSS growth over building it, for Fastfood and for a dense Gaussian P (refused above the
+Each subspace variant is timed against *direct* in its own run of rounds (one subspace model alive at a time, as
+in a probe trial): each round runs a block of consecutive steps of either (as in a training loop, so each keeps
+its data warm in cache), after warm-up. The table gives median step times and, per variant, the median over rounds
+of its ratio to the direct block of the same round (target: at most 1.15), steadier on a noisy machine than a
+ratio of medians. The default batch is the probe recipe's. The memory table gives the projection's fixed
+buffers, the work vectors Fastfood keeps between calls, and a dense Gaussian P's buffers (refused above the
 library's bound, as ``petl-analyze probe`` would).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import statistics
 import sys
 from pathlib import Path
@@ -39,6 +43,7 @@ from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, mak
 from petl_analysis.probe.subspace import SubspaceModel, subspace_size  # noqa: E402
 
 DIMS = (100, 1_000, 10_000, 100_000)
+_ROUNDS = {"tiny": (40, 5), "vit-tiny": (4, 2)}  # (rounds, block): ViT-Tiny steps take ~1 s on 2 cores
 
 
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -75,14 +80,23 @@ def run(key: str, target: str, batch: int, repeats: int, block: int, device: str
     for name, p in direct.named_parameters():
         if name in names:
             p.requires_grad_(True)
-    steps = {"direct": _step(direct, x, y)}
+    direct_step = _step(direct, x, y)
     dims = sorted({min(d, D) for d in DIMS})
+    direct_ms: list[float] = []
+    ms, ratio = {}, {}
     for d in dims:
+        # One subspace model alive at a time, beside direct, as in a probe trial: with every variant alive at
+        # once, each round found the others' projections and optimiser states in cache in its place.
         sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
-        steps[f"fastfood d={d}"] = _step(sub, x, y)
-    times = interleaved_times(steps, repeats, block=block)
-    ms = {name: statistics.median(ts) for name, ts in times.items()}
-    ratio = paired_ratios(times, "direct")
+        label = f"fastfood d={d}"
+        times = interleaved_times({"direct": direct_step, label: _step(sub, x, y)}, repeats, block=block)
+        direct_ms += times["direct"]
+        ms[label] = statistics.median(times[label])
+        ratio[label] = paired_ratios(times, "direct")[label]
+        del sub
+        gc.collect()
+    ms = {"direct": statistics.median(direct_ms), **ms}
+    ratio["direct"] = 1.0
 
     print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; "
           f"median of {repeats} rounds of {block} steps")
@@ -95,14 +109,17 @@ def run(key: str, target: str, batch: int, repeats: int, block: int, device: str
         print(f"{label:22s} {trainable[label]:>10,d} {t:9.1f} {ratio[label]:9.3f}")
 
     print(f"\nProjection buffers for D = {D:,} (dense refused above {format_bytes(DEFAULT_MAX_BYTES)})")
-    print(f"{'d':>8s} {'fastfood':>12s} {'dense':>12s}")
+    print(f"{'d':>8s} {'fastfood':>12s} {'+ work':>12s} {'dense':>12s}")
     for d in dims:
-        ff = make_projection("fastfood", D, d, 0, device=device).memory_bytes()
+        proj = make_projection("fastfood", D, d, 0, device=device)
+        theta = torch.zeros(d, device=device, requires_grad=True)
+        proj(theta).sum().backward()
+        ff, work = proj.memory_bytes(), proj.work_memory_bytes()
         try:
             dense = format_bytes(make_projection("dense", D, d, 0, device=device).memory_bytes())
         except PetlError:
             dense = f"refused ({format_bytes(4 * D * d)})"
-        print(f"{d:>8,d} {format_bytes(ff):>12s} {dense:>12s}")
+        print(f"{d:>8,d} {format_bytes(ff):>12s} {format_bytes(work):>12s} {dense:>12s}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,9 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="attn", help="catalogue spec of the subspace set S (default: attn)")
     parser.add_argument("--batch", type=int, default=default_probe_recipe().batch_size,
                         help="training batch size (default: the probe recipe's, %(default)s)")
-    parser.add_argument("--repeats", type=int, default=10, help="rounds (default: %(default)s)")
-    parser.add_argument("--block", type=int, default=5,
-                        help="consecutive steps per variant and round, as in a training loop (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds per variant (default: 40 on the bundled ViT, 4 on ViT-Tiny)")
+    parser.add_argument("--block", type=int, default=None,
+                        help="consecutive steps per variant and round, as in a training loop (default: 5, 2 on ViT-Tiny)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -121,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     print(machine_line())
     for key in args.models:
-        run(key, args.target, args.batch, args.repeats, args.block, args.device)
+        repeats, block = _ROUNDS[key]
+        run(key, args.target, args.batch, args.repeats or repeats, args.block or block, args.device)
 
 
 if __name__ == "__main__":

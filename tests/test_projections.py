@@ -88,6 +88,21 @@ def test_fwht_truncated_equals_first_outputs_and_is_the_transpose_of_padded(n, k
     torch.testing.assert_close(padded @ z, x @ out)
 
 
+@pytest.mark.parametrize("m", [1, 300, 2**14, 2**14 + 1, 2**14 + 300, 3 * 2**13 + 5, 2**15 - 1, 2**15])
+def test_structured_transforms_split_branches_at_large_n(m):
+    """At n >= 2^14 the structured transforms split in halves (tile-broadcast and fold branches included);
+    checked against the plain FWHT, itself checked against scipy above."""
+    n = 2**15
+    x = torch.randn(m, dtype=torch.float64)
+    ref = fwht(torch.nn.functional.pad(x, (0, n - m)))
+    buf = torch.full((n,), float("nan"), dtype=torch.float64)
+    buf[:m] = x
+    torch.testing.assert_close(fwht_padded_(buf, m, torch.empty(n, dtype=torch.float64)), ref)
+    z = torch.randn(n, dtype=torch.float64)
+    out = fwht_truncated_(z.clone(), m, torch.full((n,), float("nan"), dtype=torch.float64))
+    torch.testing.assert_close(out, fwht(z)[:m])
+
+
 def test_fwht_rejects_non_power_of_two():
     with pytest.raises(PetlError, match="power of 2"):
         fwht(torch.randn(12))

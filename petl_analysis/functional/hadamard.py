@@ -217,11 +217,19 @@ def fwht_padded_(buf: torch.Tensor, m: int, spare: torch.Tensor) -> torch.Tensor
     else:
         half = n // 2
         a, b = buf[:half], buf[half:]
-        fwht_padded_(b, m - half, spare)
-        fwht_inplace(a, spare)
-        torch.sub(a, b, out=spare[:half])
-        a.add_(b)
-        b.copy_(spare[:half])
+        w = next_power_of_two(m - half)
+        if w < half:  # b is a tile of u = H_w pad(x2): combine by broadcasting, never writing the tile
+            u = spare[half : half + w]
+            u.copy_(fwht_padded_(b[:w], m - half, spare)[:w])
+            fwht_inplace(a, spare)
+            torch.sub(a.view(-1, w), u, out=b.view(-1, w))
+            a.view(-1, w).add_(u)
+        else:
+            fwht_padded_(b, m - half, spare)
+            fwht_inplace(a, spare)
+            torch.sub(a, b, out=spare[:half])
+            a.add_(b)
+            b.copy_(spare[:half])
     return buf
 
 
@@ -245,11 +253,22 @@ def fwht_truncated_(buf: torch.Tensor, keep: int, spare: torch.Tensor) -> torch.
     else:
         half = n // 2
         z1, z2 = buf[:half], buf[half:]
-        torch.sub(z1, z2, out=spare[:half])
-        z1.add_(z2)
-        z2.copy_(spare[:half])
-        fwht_inplace(z1, spare)
-        fwht_truncated_(z2, keep - half, spare)
+        w = next_power_of_two(keep - half)
+        if w < half:  # of z1 - z2 only its fold to w is needed: fold(z1) - fold(z2), taken before z1 += z2
+            t, tmp = spare[half : half + w], spare[half + w : half + 2 * w]
+            torch.sum(z1.view(-1, w), 0, out=t)
+            torch.sum(z2.view(-1, w), 0, out=tmp)
+            t.sub_(tmp)
+            z1.add_(z2)
+            fwht_inplace(z1, spare)
+            z2[:w] = t
+            fwht_truncated_(z2[:w], keep - half, spare)
+        else:
+            torch.sub(z1, z2, out=spare[:half])
+            z1.add_(z2)
+            z2.copy_(spare[:half])
+            fwht_inplace(z1, spare)
+            fwht_truncated_(z2, keep - half, spare)
     return buf[:keep]
 
 
