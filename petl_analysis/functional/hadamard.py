@@ -13,7 +13,13 @@ into two ping-pong buffers (``matmul(out=...)``), not a fresh tensor each. Forwa
 against ~22 ms for the ``stack``-based butterfly and ~10 ms for ``tensordot`` over a ``(16,)*k`` reshape. On the
 project's VMs a fresh multi-MiB allocation is page-faulted in again (~1 µs per 4 KiB page: ~2 ms per 8 MiB
 buffer), so allocation count matters as much as flops here; :func:`fwht_destructive` lets chained callers
-(Fastfood) run in two buffers they own.
+(Fastfood) run in two buffers they own. For one vector up to 2^16, :func:`fwht_inplace` uses a rotating form (one
+plain GEMM per step) that has less per-step overhead.
+
+Structured inputs and outputs (:func:`fwht_padded_`, :func:`fwht_truncated_`): the transform of a zero-padded
+vector and the first ``keep`` outputs of a transform, exactly, without transforming the zeros or computing the
+dropped rows. Fastfood needs both (it pads θ_d from d to L = 2^⌈log2 D⌉ and keeps D of L rows), and with D just
+above a power of 2 each costs about half a full transform.
 
 Autograd: :class:`FWHT` is a custom :class:`torch.autograd.Function`. Because ``H`` is symmetric, the backward of
 ``y = x H`` is ``grad_x = grad_y H`` — one more transform — and nothing from the forward pass is saved (no graph of

@@ -156,7 +156,7 @@ class Projection(nn.Module):
     @torch.no_grad()
     def matrix(self) -> Tensor:
         """Materialise ``P`` as a dense ``(D, d)`` tensor by projecting the basis vectors (one batch of d; Fastfood
-        needs d·L work memory). For tests and small sizes."""
+        projects them one at a time). For tests and small sizes."""
         eye = torch.eye(self.d, dtype=self.dtype, device=self._buffer_device())
         return self.forward(eye).T.contiguous()
 
