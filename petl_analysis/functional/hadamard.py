@@ -50,7 +50,6 @@ __all__ = [
 _BLOCK = 16
 
 _CACHE: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
-_BLOCKS: dict[tuple[torch.dtype, torch.device], dict[int, torch.Tensor]] = {}
 
 # Below this length a half-split in fwht_padded_ / fwht_truncated_ saves less than its Python overhead (a few
 # ops, ~10 µs each on CPU); the transform is done in full instead.
@@ -106,15 +105,10 @@ def _factors(n: int) -> tuple[int, ...]:
     return tuple(factors)
 
 
-def _blocks(dtype: torch.dtype, device: torch.device) -> dict[int, torch.Tensor]:
-    """The Hadamard blocks H_1 … H_{_BLOCK} for (dtype, device), cached: looked up once per transform (the FWHT of
+def _blocks(factors: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> dict[int, torch.Tensor]:
+    """The Hadamard blocks a transform needs, looked up once per transform rather than once per step (the FWHT of
     a few thousand numbers costs tens of µs, so per-step Python overhead shows)."""
-    key = (dtype, device)
-    blocks = _BLOCKS.get(key)
-    if blocks is None:
-        blocks = {1 << k: hadamard_matrix(1 << k, dtype, device) for k in range(_BLOCK.bit_length())}
-        _BLOCKS[key] = blocks
-    return blocks
+    return {f: hadamard_matrix(f, dtype, device) for f in set(factors)}
 
 
 def _run_steps(x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
@@ -127,7 +121,7 @@ def _run_steps(x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
     rows, n = x.shape
     factors = _factors(n)
     f0 = factors[0]
-    blocks = _blocks(x.dtype, x.device)
+    blocks = _blocks(factors, x.dtype, x.device)
     # Innermost axis: (rows·n/f0, f0) @ H_f0. H is symmetric, so x @ H == (H @ x^T)^T.
     y = torch.matmul(x.reshape(-1, f0), blocks[f0], out=targets[0].view(-1, f0))
     inner = f0
@@ -192,9 +186,10 @@ def fwht_inplace(x: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
     # axis and writes it out as the outermost; after one step per axis the order is the original again. One
     # kernel per step instead of a broadcast batched matmul: 1.3–2.5× faster up to n = 2^16 (1 thread; level at
     # 2^16 on 2), slower above on 2 threads, where the batched form parallelises better.
-    blocks = _blocks(x.dtype, x.device)
+    factors = _factors(n)
+    blocks = _blocks(factors, x.dtype, x.device)
     src, dst = x, spare[:n]
-    for f in _factors(n):
+    for f in factors:
         torch.mm(blocks[f], src.view(n // f, f).T, out=dst.view(f, n // f))
         src, dst = dst, src
     if src is not x:
@@ -223,19 +218,13 @@ def fwht_padded_(buf: torch.Tensor, m: int, spare: torch.Tensor) -> torch.Tensor
     else:
         half = n // 2
         a, b = buf[:half], buf[half:]
+        # b = H pad(x2) is u = H_w pad(x2) tiled half / w times: combine by broadcasting u, never writing the tile.
         w = next_power_of_two(m - half)
-        if w < half:  # b is a tile of u = H_w pad(x2): combine by broadcasting, never writing the tile
-            u = spare[half : half + w]
-            u.copy_(fwht_padded_(b[:w], m - half, spare)[:w])
-            fwht_inplace(a, spare)
-            torch.sub(a.view(-1, w), u, out=b.view(-1, w))
-            a.view(-1, w).add_(u)
-        else:
-            fwht_padded_(b, m - half, spare)
-            fwht_inplace(a, spare)
-            torch.sub(a, b, out=spare[:half])
-            a.add_(b)
-            b.copy_(spare[:half])
+        u = spare[half : half + w]
+        u.copy_(fwht_padded_(b[:w], m - half, spare))
+        fwht_inplace(a, spare)
+        torch.sub(a.view(-1, w), u, out=b.view(-1, w))
+        a.view(-1, w).add_(u)
     return buf
 
 
