@@ -16,6 +16,7 @@ from torch import nn
 from petl_analysis.accounting import count_parameters
 from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec, create_model, resolve_targets
+from petl_analysis.models.catalogue import TensorSlice
 from petl_analysis.probe import SubspaceModel, all_parameters, subspace_size
 
 KINDS = ["dense", "fastfood", "sparse"]
@@ -235,6 +236,31 @@ def test_all_parameters_spans_the_whole_network():
     torch.testing.assert_close(wrapped(x), expected, rtol=0, atol=0)
     assert not any(p.requires_grad for p in net.parameters())
     assert count_parameters(wrapped).total == 10
+
+
+class _Tied(nn.Module):
+    """Encoder and decoder share one weight (as in tied embeddings): one Parameter under two names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(6, 6, bias=False)
+        self.dec = nn.Linear(6, 6, bias=False)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.tanh(self.enc(x)))
+
+
+def test_an_offset_to_a_tied_weight_moves_it_under_every_name():
+    torch.manual_seed(0)
+    net = _Tied()
+    x = torch.randn(3, 6)
+    wrapped = SubspaceModel(net, [TensorSlice("enc.weight", None, (6, 6))], 5, projection="dense")
+    with torch.no_grad():
+        wrapped.theta_d.normal_()
+        w = net.enc.weight + wrapped.offset().view(6, 6)
+    expected = torch.tanh(x @ w.T) @ w.T  # the offset applied in both places, not only where it was named
+    torch.testing.assert_close(wrapped(x), expected)
 
 
 # ------------------------------------------------------------------------------------------------ memory
