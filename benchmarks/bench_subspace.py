@@ -43,7 +43,7 @@ from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, mak
 from petl_analysis.probe.subspace import SubspaceModel, subspace_size  # noqa: E402
 
 DIMS = (100, 1_000, 10_000, 100_000)
-_ROUNDS = {"tiny": (40, 5), "vit-tiny": (4, 2)}  # (rounds, block): ViT-Tiny steps take ~1 s on 2 cores
+_ROUNDS = {"tiny": (40, 5), "vit-tiny": (8, 2)}  # (rounds, block): ViT-Tiny steps take ~1 s on 2 cores
 
 
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):

@@ -138,7 +138,6 @@ class SubspaceModel(AdapterModule):
         self._layout: dict[str, tuple[_Segment, ...]] = {}
         for seg in segments:
             self._layout[seg.param] = (*self._layout.get(seg.param, ()), seg)
-        self._segment_sizes = torch.tensor([seg.stop - seg.start for seg in segments])
         # (owning module, attribute) per touched tensor: read afresh each call (so theta0 follows .to() and
         # load_state_dict) without get_parameter's attribute walk, which cost ~15 µs per tensor per step.
         self._owners = []
@@ -167,7 +166,8 @@ class SubspaceModel(AdapterModule):
         """Name -> ``theta0 + offset`` for every parameter touched by the subspace (differentiable in theta_d)."""
         flat = self.offset()
         if self.said_scales is not None:
-            flat = flat * torch.repeat_interleave(1.0 + self.said_scales, self._segment_sizes, output_size=self.D)
+            sizes = torch.tensor([seg.stop - seg.start for seg in self._segments], device=flat.device)
+            flat = flat * torch.repeat_interleave(1.0 + self.said_scales, sizes, output_size=self.D)
         bases = [owner._parameters[leaf] for owner, leaf in self._owners]
         return dict(zip(self._layout, _Substitute.apply(flat, self._layout, *bases)))
 
