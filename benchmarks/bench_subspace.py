@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=default_probe_recipe().batch_size,
                         help="training batch size (default: the probe recipe's, %(default)s)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds per variant (default: 40 on the bundled ViT, 4 on ViT-Tiny)")
+                        help="rounds per variant (default: 40 on the bundled ViT, 8 on ViT-Tiny)")
     parser.add_argument("--block", type=int, default=None,
                         help="consecutive steps per variant and round, as in a training loop (default: 5, 2 on ViT-Tiny)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
