@@ -9,7 +9,7 @@ import torch
 
 from petl_analysis.errors import PetlError
 from petl_analysis.functional import FWHT, fwht, fwht_destructive, hadamard_matrix
-from petl_analysis.functional.hadamard import fwht_padded_, fwht_truncated_
+from petl_analysis.functional.hadamard import fwht_into_, fwht_padded_, fwht_truncated_
 from petl_analysis.probe.projections import PROJECTIONS, DenseProjection, FastfoodProjection, make_projection
 
 KINDS = ["dense", "sparse", "fastfood"]
@@ -101,6 +101,37 @@ def test_structured_transforms_split_branches_at_large_n(m):
     z = torch.randn(n, dtype=torch.float64)
     out = fwht_truncated_(z.clone(), m, torch.full((n,), float("nan"), dtype=torch.float64))
     torch.testing.assert_close(out, fwht(z)[:m])
+
+
+# 16 and 2^12: one and three rotating steps (odd: the in-place case finishes in spare); 256 and 2^16: two and
+# four (even); 2^17: the batched form above the rotating range.
+@pytest.mark.parametrize("n", [2, 16, 256, 2**12, 2**16, 2**17])
+def test_fwht_into_writes_dst_reads_src_and_works_in_place(n):
+    x = torch.randn(n, dtype=torch.float64)
+    ref = fwht(x)
+    src, dst = x.clone(), torch.full((n,), float("nan"), dtype=torch.float64)
+    assert fwht_into_(src, dst, torch.empty(n, dtype=torch.float64)) is dst
+    torch.testing.assert_close(dst, ref)
+    torch.testing.assert_close(src, x, rtol=0, atol=0)  # only read
+    buf = x.clone()
+    assert fwht_into_(buf, buf, torch.empty(n, dtype=torch.float64)) is buf
+    torch.testing.assert_close(buf, ref)
+
+
+@pytest.mark.parametrize(("n", "m"), [*PREFIXES, (2**15, 2**14 + 300), (2**15, 2**15 - 1), (2**17, 2**16 + 1024)])
+def test_padded_from_src_and_truncated_into_out_match_the_in_place_forms(n, m):
+    """src= reads the input where it lies (buf holds only NaN), out= writes the result elsewhere (buf is scratch)."""
+    x = torch.randn(m, dtype=torch.float64)
+    src = x.clone()
+    buf = torch.full((n,), float("nan"), dtype=torch.float64)
+    out = fwht_padded_(buf, m, torch.empty(n, dtype=torch.float64), src=src)
+    torch.testing.assert_close(out, fwht(torch.nn.functional.pad(x, (0, n - m))))
+    torch.testing.assert_close(src, x, rtol=0, atol=0)
+    z = torch.randn(n, dtype=torch.float64)
+    into = torch.full((m,), float("nan"), dtype=torch.float64)
+    got = fwht_truncated_(z.clone(), m, torch.full((n,), float("nan"), dtype=torch.float64), out=into)
+    assert got is into
+    torch.testing.assert_close(into, fwht(z)[:m])
 
 
 def test_fwht_rejects_non_power_of_two():

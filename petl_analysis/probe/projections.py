@@ -322,7 +322,7 @@ def _fastfood_forward(x: Tensor, signs: Tensor, n_out: int, perm_mod: Tensor, ga
     Neither transform touches what it does not need (exact; :func:`fwht_padded_`, :func:`fwht_truncated_`): with
     ``d' = 2^⌈log2 d⌉``, ``H_L pad_L(x)`` is ``H_{d'} pad_{d'}(x)`` tiled L/d' times, so ``Π`` gathers by
     ``perm mod d'`` straight from those d' numbers, and the last transform skips the L - n_out dropped rows. Work
-    memory is reused; the result is a fresh copy.
+    memory is reused; the result is a fresh tensor.
     """
     d, L = x.numel(), perm_mod.numel()
     buf, spare, gathered = (scratch.get(name, L, x) for name in ("buf", "spare", "gathered"))
@@ -330,7 +330,7 @@ def _fastfood_forward(x: Tensor, signs: Tensor, n_out: int, perm_mod: Tensor, ga
     u = fwht_padded_(buf[: next_power_of_two(d)], d, spare)
     # index_select on CPU measured 20% (L = 2^17) to 3x (L = 2^21) faster than torch.take; int32 index accepted.
     z = torch.index_select(u, 0, perm_mod, out=gathered).mul_(gauss)
-    return fwht_truncated_(z, n_out, spare).clone()
+    return fwht_truncated_(z, n_out, spare, out=torch.empty(n_out, dtype=x.dtype, device=x.device))
 
 
 def _fastfood_transpose(g: Tensor, signs: Tensor, perm_inverse: Tensor, gauss: Tensor, scratch: _Scratch) -> Tensor:
@@ -338,8 +338,8 @@ def _fastfood_transpose(g: Tensor, signs: Tensor, perm_inverse: Tensor, gauss: T
     the mirror shortcuts (padded input, truncated output), in reused work memory; the result is fresh."""
     L = perm_inverse.numel()
     buf, spare, gathered = (scratch.get(name, L, g) for name in ("buf", "spare", "gathered"))
-    buf[: g.numel()] = g
-    w = fwht_padded_(buf, g.numel(), spare).mul_(gauss)
+    # src=g: the first transform reads g where it lies (contiguous: a grad can be an expanded view).
+    w = fwht_padded_(buf, g.numel(), spare, src=g.contiguous()).mul_(gauss)
     torch.index_select(w, 0, perm_inverse, out=gathered)
     return fwht_truncated_(gathered, signs.numel(), spare) * signs
 
