@@ -29,15 +29,18 @@ def sync() -> None:
 def interleaved_times(
     fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3, block: int = 1
 ) -> dict[str, list[float]]:
-    """Wall times (ms per call) per function over ``repeats`` rounds. Each round runs every function in turn,
-    ``block`` calls in a row (timed together, reported per call), so background load and clock drift hit all of
-    them alike while ``block > 1`` keeps each function's own data warm in cache, as in a training loop."""
+    """Wall times (ms per call) per function over ``repeats`` rounds. Each round runs every function in turn (the
+    order reversed every other round), ``block`` calls in a row (timed together, reported per call), so background
+    load and clock drift hit all of them alike while ``block > 1`` keeps each function's own data warm in cache,
+    as in a training loop."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for r in range(repeats):
+        # Alternate the order (ABBA...): neither function always runs first in a round, straight after the other.
+        for name, fn in order if r % 2 == 0 else order[::-1]:
             sync()
             start = time.perf_counter()
             for _ in range(block):
@@ -52,11 +55,11 @@ def interleaved_median_ms(fns: dict[str, Callable[[], None]], repeats: int, warm
     return {name: statistics.median(ts) for name, ts in interleaved_times(fns, repeats, warmup).items()}
 
 
-def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, float]:
-    """Median over rounds of ``time / time[reference]`` measured in the same round: on a noisy machine this is
-    steadier than a ratio of medians, since each pair shares the round's load."""
+def round_ratios(times: dict[str, list[float]], reference: str) -> dict[str, list[float]]:
+    """Per round, ``time / time[reference]`` measured in that round (take the median over rounds): on a noisy
+    machine this is steadier than a ratio of medians, since each pair shares the round's load."""
     ref = times[reference]
-    return {name: statistics.median(t / r for t, r in zip(ts, ref)) for name, ts in times.items()}
+    return {name: [t / r for t, r in zip(ts, ref)] for name, ts in times.items()}
 
 
 def machine_line() -> str:

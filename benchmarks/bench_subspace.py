@@ -1,7 +1,7 @@
 """Subspace training step vs training the same parameters directly, and Fastfood vs dense memory, side by side.
 
     python benchmarks/bench_subspace.py                          # bundled ViT and ViT-Tiny, ~6 min on 2 cores
-    python benchmarks/bench_subspace.py --models tiny --repeats 60 --batch 32
+    python benchmarks/bench_subspace.py --models tiny --passes 8 --batch 32
 
 For each model the subspace set S is every ``attn`` unit (fused qkv + proj, weights and biases, all blocks). One
 step = forward, cross-entropy, backward, AdamW step, with the head trainable in both variants:
@@ -12,9 +12,10 @@ step = forward, cross-entropy, backward, AdamW step, with the head trainable in 
 
 Each subspace variant is timed against *direct* in its own run of rounds (one subspace model alive at a time, as
 in a probe trial): each round runs a block of consecutive steps of either (as in a training loop, so each keeps
-its data warm in cache), after warm-up. The table gives median step times and, per variant, the median over rounds
-of its ratio to the direct block of the same round (target: at most 1.15), steadier on a noisy machine than a
-ratio of medians. The default batch is the probe recipe's. The memory table gives the projection's fixed
+its data warm in cache; the order alternates between rounds), after warm-up. This is repeated over several
+passes, each with freshly built subspace models. The table gives median step times and, per variant, the median
+over all rounds of its ratio to the direct block of the same round (target: at most 1.15), steadier on a noisy
+machine than a ratio of medians. The default batch is the probe recipe's. The memory table gives the projection's fixed
 buffers, the work vectors Fastfood keeps between calls, and a dense Gaussian P's buffers (refused above the
 library's bound, as ``petl-analyze probe`` would).
 """
@@ -34,7 +35,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MODELS, interleaved_times, machine_line, paired_ratios  # noqa: E402
+from _common import MODELS, interleaved_times, machine_line, round_ratios  # noqa: E402
 
 from petl_analysis.errors import PetlError  # noqa: E402
 from petl_analysis.models import create_model, model_input_config, resolve_targets  # noqa: E402
@@ -43,7 +44,8 @@ from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, mak
 from petl_analysis.probe.subspace import SubspaceModel, subspace_size  # noqa: E402
 
 DIMS = (100, 1_000, 10_000, 100_000)
-_ROUNDS = {"tiny": (40, 5), "vit-tiny": (8, 2)}  # (rounds, block): ViT-Tiny steps take ~1 s on 2 cores
+# (passes, rounds per pass, block); ViT-Tiny steps take ~1 s on 2 cores.
+_ROUNDS = {"tiny": (4, 10, 5), "vit-tiny": (2, 4, 2)}
 
 
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -64,7 +66,7 @@ def _head_only(model: nn.Module) -> nn.Module:
     return model
 
 
-def run(key: str, target: str, batch: int, repeats: int, block: int, device: str) -> None:
+def run(key: str, target: str, batch: int, passes: int, repeats: int, block: int, device: str) -> None:
     title, spec = MODELS[key]
     torch.manual_seed(0)
     base = create_model(spec).to(device)
@@ -83,24 +85,31 @@ def run(key: str, target: str, batch: int, repeats: int, block: int, device: str
     direct_step = _step(direct, x, y)
     dims = sorted({min(d, D) for d in DIMS})
     direct_ms: list[float] = []
-    ms, ratio, beside = {}, {}, {}
-    for d in dims:
-        # One subspace model alive at a time, beside direct, as in a probe trial: with every variant alive at
-        # once, each round found the others' projections and optimiser states in cache in its place.
-        sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
-        label = f"fastfood d={d}"
-        times = interleaved_times({"direct": direct_step, label: _step(sub, x, y)}, repeats, block=block)
-        direct_ms += times["direct"]
-        ms[label] = statistics.median(times[label])
-        beside[label] = statistics.median(times["direct"])
-        ratio[label] = paired_ratios(times, "direct")[label]
-        del sub
-        gc.collect()
+    sub_ms: dict[str, list[float]] = {f"fastfood d={d}": [] for d in dims}
+    beside_ms: dict[str, list[float]] = {label: [] for label in sub_ms}
+    per_round: dict[str, list[float]] = {label: [] for label in sub_ms}
+    for _ in range(passes):
+        for d in dims:
+            # One subspace model alive at a time, beside direct, as in a probe trial: with every variant alive at
+            # once, each round found the others' projections and optimiser states in cache in its place. A fresh
+            # model in every pass: where a model's buffers happen to land moved one pass's ratio by up to 0.1.
+            sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
+            label = f"fastfood d={d}"
+            times = interleaved_times({"direct": direct_step, label: _step(sub, x, y)}, repeats, block=block)
+            direct_ms += times["direct"]
+            sub_ms[label] += times[label]
+            beside_ms[label] += times["direct"]
+            per_round[label] += round_ratios(times, "direct")[label]
+            del sub
+            gc.collect()
+    ms = {label: statistics.median(v) for label, v in sub_ms.items()}
+    beside = {label: statistics.median(v) for label, v in beside_ms.items()}
+    ratio = {label: statistics.median(v) for label, v in per_round.items()}
     ms = {"direct": statistics.median(direct_ms), **ms}
     ratio["direct"], beside["direct"] = 1.0, ms["direct"]
 
     print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; "
-          f"median of {repeats} rounds of {block} steps")
+          f"median of {passes} passes x {repeats} rounds of {block} steps")
     print(f"{'variant':22s} {'trainable':>10s} {'step ms':>9s} {'direct ms':>10s} {'x direct':>9s}")
     trainable = {"direct": sum(p.numel() for p in direct.parameters() if p.requires_grad)}
     head = sum(p.numel() for p in direct.get_classifier().parameters())
@@ -130,8 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="attn", help="catalogue spec of the subspace set S (default: attn)")
     parser.add_argument("--batch", type=int, default=default_probe_recipe().batch_size,
                         help="training batch size (default: the probe recipe's, %(default)s)")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="passes over the d values, each with fresh subspace models (default: 4, 2 on ViT-Tiny)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds per variant (default: 40 on the bundled ViT, 8 on ViT-Tiny)")
+                        help="rounds per variant and pass (default: 10 on the bundled ViT, 4 on ViT-Tiny)")
     parser.add_argument("--block", type=int, default=None,
                         help="consecutive steps per variant and round, as in a training loop (default: 5, 2 on ViT-Tiny)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -141,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     print(machine_line())
     for key in args.models:
-        repeats, block = _ROUNDS[key]
-        run(key, args.target, args.batch, args.repeats or repeats, args.block or block, args.device)
+        passes, repeats, block = _ROUNDS[key]
+        run(key, args.target, args.batch, args.passes or passes, args.repeats or repeats, args.block or block,
+            args.device)
 
 
 if __name__ == "__main__":
