@@ -144,6 +144,38 @@ def test_q_and_v_slices_of_one_qkv_share_the_tensor_without_clobbering(model, x)
         assert torch.equal(merged[rows], before[rows]) != moved
 
 
+def test_q_and_v_offsets_and_gradients_match_plain_autograd(model, x):
+    """The one-node substitution against the same maths in plain autograd ops: outputs, the gradient of theta_d
+    and, when a caller unfreezes a substituted tensor, its gradient too."""
+    _frozen_but_head(model)
+    wrapped = SubspaceModel(model, resolve_targets(model, "blocks.0.attn.q,blocks.0.attn.v,blocks.1.attn.qkv"), 30,
+                            projection="dense", seed=5)
+    with torch.no_grad():
+        wrapped.theta_d.normal_()
+    model.get_parameter(QKV_W).requires_grad_(True)  # substituted, and now also trained directly
+    out = wrapped(x)
+    out.square().sum().backward()
+    got_theta, got_base = wrapped.theta_d.grad.clone(), model.get_parameter(QKV_W).grad.clone()
+
+    theta = wrapped.theta_d.detach().clone().requires_grad_(True)
+    base = {k: p.detach().clone().requires_grad_(k == QKV_W) for k, p in model.named_parameters()}
+    flat = wrapped.projection(theta)
+    subs = {}
+    for seg in wrapped._segments:  # each slice's offset, zero-padded to its full tensor and added
+        full = base[seg.param]
+        piece = flat[seg.start : seg.stop].view(seg.shape)
+        if seg.rows is not None:
+            pad = [0, 0] * (full.dim() - 1) + [seg.rows[0], full.shape[0] - seg.rows[1]]
+            piece = torch.nn.functional.pad(piece, pad)
+        subs[seg.param] = subs.get(seg.param, full) + piece
+    assert len(subs) == 4 and len(wrapped._segments) == 6
+    expected = torch.func.functional_call(model, {**base, **subs}, (x,))
+    torch.testing.assert_close(out, expected)
+    expected.square().sum().backward()
+    torch.testing.assert_close(got_theta, theta.grad)
+    torch.testing.assert_close(got_base, base[QKV_W].grad)
+
+
 def test_merged_state_dict_reproduces_the_wrapped_forward(model, x):
     wrapped = SubspaceModel(_frozen_but_head(model), resolve_targets(model, "attn,mlp.fc2"), 50, seed=4)
     with torch.no_grad():
