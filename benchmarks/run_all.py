@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     a = parser.parse_args(argv)
     runs = [
         ("subspace vs direct training step", bench_subspace.main,
-         ["--repeats", "3", "--models", "tiny"] if a.quick else []),
+         ["--passes", "1", "--repeats", "3", "--models", "tiny"] if a.quick else []),
         ("projections", bench_projections.main,
          ["--repeats", "3", "--D", "16640", "--d", "10", "1000"] if a.quick else []),
         ("adapters", bench_adapters.main, ["--repeats", "3", "--models", "tiny"] if a.quick else []),
