@@ -84,10 +84,8 @@ def run(key: str, target: str, batch: int, passes: int, repeats: int, block: int
             p.requires_grad_(True)
     direct_step = _step(direct, x, y)
     dims = sorted({min(d, D) for d in DIMS})
-    direct_ms: list[float] = []
-    sub_ms: dict[str, list[float]] = {f"fastfood d={d}": [] for d in dims}
-    beside_ms: dict[str, list[float]] = {label: [] for label in sub_ms}
-    per_round: dict[str, list[float]] = {label: [] for label in sub_ms}
+    # Per variant, its times and direct's in the same rounds, over all passes.
+    rounds = {f"fastfood d={d}": {"direct": [], f"fastfood d={d}": []} for d in dims}
     for _ in range(passes):
         for d in dims:
             # One subspace model alive at a time, beside direct, as in a probe trial: with every variant alive at
@@ -96,17 +94,16 @@ def run(key: str, target: str, batch: int, passes: int, repeats: int, block: int
             sub = SubspaceModel(_head_only(copy.deepcopy(base)), units, d, projection="fastfood", seed=0).to(device)
             label = f"fastfood d={d}"
             times = interleaved_times({"direct": direct_step, label: _step(sub, x, y)}, repeats, block=block)
-            direct_ms += times["direct"]
-            sub_ms[label] += times[label]
-            beside_ms[label] += times["direct"]
-            per_round[label] += round_ratios(times, "direct")[label]
+            for name, ts in times.items():
+                rounds[label][name] += ts
             del sub
             gc.collect()
-    ms = {label: statistics.median(v) for label, v in sub_ms.items()}
-    beside = {label: statistics.median(v) for label, v in beside_ms.items()}
-    ratio = {label: statistics.median(v) for label, v in per_round.items()}
-    ms = {"direct": statistics.median(direct_ms), **ms}
-    ratio["direct"], beside["direct"] = 1.0, ms["direct"]
+    all_direct = [t for times in rounds.values() for t in times["direct"]]
+    ms = {"direct": statistics.median(all_direct)}
+    beside, ratio = {"direct": ms["direct"]}, {"direct": 1.0}
+    for label, times in rounds.items():
+        ms[label], beside[label] = statistics.median(times[label]), statistics.median(times["direct"])
+        ratio[label] = statistics.median(round_ratios(times, "direct")[label])
 
     print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; "
           f"median of {passes} passes x {repeats} rounds of {block} steps")
@@ -144,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds per variant and pass (default: 10 on the bundled ViT, 4 on ViT-Tiny)")
     parser.add_argument("--block", type=int, default=None,
-                        help="consecutive steps per variant and round, as in a training loop (default: 5, 2 on ViT-Tiny)")
+                        help="consecutive steps per variant and round, as in a training loop "
+                             "(default: 5, 2 on ViT-Tiny)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)

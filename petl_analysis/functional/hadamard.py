@@ -204,15 +204,14 @@ def fwht_into_(src: torch.Tensor, dst: torch.Tensor, spare: torch.Tensor) -> tor
     blocks = _blocks(factors, src.dtype, src.device)
     spare = spare[:n]
     # Ping-pong so that the last step lands in dst; in place with an odd step count, finish in spare and copy.
-    first = dst if len(factors) % 2 == 1 and dst.data_ptr() != src.data_ptr() else spare
-    cur, other = first, (spare if first is dst else dst)
+    cur = dst if len(factors) % 2 == 1 and dst.data_ptr() != src.data_ptr() else spare
     x = src
     for f in factors:
         if mirrored:
             torch.mm(x.view(f, n // f).T, blocks[f], out=cur.view(n // f, f))
         else:
             torch.mm(blocks[f], x.view(n // f, f).T, out=cur.view(f, n // f))
-        x, cur, other = cur, other, cur
+        x, cur = cur, (spare if cur is dst else dst)
     if x is not dst:
         dst.copy_(x)
     return dst
@@ -253,7 +252,9 @@ def fwht_padded_(buf: torch.Tensor, m: int, spare: torch.Tensor, src: torch.Tens
     return buf
 
 
-def fwht_truncated_(buf: torch.Tensor, keep: int, spare: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def fwht_truncated_(
+    buf: torch.Tensor, keep: int, spare: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """In place: ``buf[:keep] ← (H_n buf)[:keep]`` for a contiguous 1-D ``buf`` of power-of-2 length n, without
     computing the dropped outputs; ``buf[keep:]`` is left as scratch. ``spare``: scratch of length >= n. With
     ``out`` (contiguous, length ``keep``, overlapping neither) the result is written there instead (``buf`` is
