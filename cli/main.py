@@ -183,7 +183,15 @@ def probe(
     head: str = typer.Option("train", "--head", help="train (linear-probe init, trained jointly) or frozen."),
     said: bool = typer.Option(False, "--said", help="Structure-aware ID: one learned scale per tensor (counted in d)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial (default: the probe recipe's)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of theta_d (default: the probe recipe's)."),
+    ft_lr: float = typer.Option(1e-3, "--ft-lr", help="Backbone learning rate of the full fine-tuning ceiling."),
+    lr_scaling: str = typer.Option("sqrt", "--lr-scaling", help="theta_d learning rate against d: sqrt "
+                                   "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr)."),
+    theta_step: float = typer.Option(1.0, "--theta-step", help="With --lr-scaling sqrt: the weight-space length "
+                                     "of one step on theta_d (1.0: lr 0.01 at d = 10,000)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="theta_d learning rate with --lr-scaling constant "
+                                       "(default: the probe recipe's)."),
+    lr_grid: Optional[str] = typer.Option(None, "--lr-grid", help="Multipliers of theta_d's learning rate tried at "
+                                          "every d, the best kept on validation (e.g. 0.3,1,3; default 1)."),
     out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
     backend: str = BackendOpt(),
@@ -191,7 +199,11 @@ def probe(
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
-    """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training."""
+    """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training.
+
+    Every decision (the d grid, d90, the learning rate per d, the order of unreached targets) reads validation
+    accuracy; test accuracy is recorded and reported only.
+    """
     _setup(threads)
     import dataclasses
 
@@ -200,6 +212,11 @@ def probe(
 
     from ._common import parse_ints
 
+    from petl_analysis.errors import PetlError
+
+    if lr is not None and lr_scaling != "constant":
+        raise PetlError(f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
+                        f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead")
     recipe = default_probe_recipe()
     recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
     config = ProbeConfig(
@@ -212,6 +229,10 @@ def probe(
         head=head,
         said=said,
         max_d=max_d,
+        ft_lr=ft_lr,
+        lr_scaling=lr_scaling,
+        theta_step=theta_step,
+        lr_grid=_parse_floats(lr_grid, "--lr-grid") or [1.0],
         recipe=recipe,
     )
     dev = str(resolve_device(device))
@@ -219,13 +240,26 @@ def probe(
         result = run_probe(_model_spec(model, weights), _data_spec(dataset, shots, max_train), config, out=out,
                            device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler,
                            on_trial=_trial_progress(advance))
-    lp, ft = result.baselines["lp"], result.baselines["ft"]
-    console.print(f"baselines: linear probe {lp.mean:.3f} ± {lp.std:.3f} ({lp.trainable:,} params), "
-                  f"full fine-tuning {ft.mean:.3f} ± {ft.std:.3f} ({ft.trainable:,} params)")
+    floor, ceiling = result.floor, result.ceiling
+    console.print(f"validation ({result.n_val} images): floor (d = 0) {floor.val_mean:.3f} ± {floor.val_std:.3f}, "
+                  f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
+                  f"({ceiling.trainable:,} params); test is reported in {out}, never decided on")
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
+
+
+def _parse_floats(value: Optional[str], what: str) -> list[float]:
+    from petl_analysis.errors import PetlError
+
+    out = []
+    for v in split_list(value):
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise PetlError(f"{what}: {v!r} is not a number; expected a comma-separated list such as 0.3,1,3") from None
+    return out
 
 
 def _method_config(method: str, targets: Optional[str], sets: list[str]):

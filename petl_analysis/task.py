@@ -28,6 +28,12 @@ class DataSpec:
     dataset: str = "digits"
     split: SplitSpec = field(default_factory=SplitSpec)
 
+    def for_seed(self, seed: int) -> "DataSpec":
+        """The data of one seed: each seed draws its own k-shot sample (``shot_seed = seed``); val and test stay."""
+        if self.split.shots is None:
+            return self
+        return DataSpec(self.dataset, dataclasses.replace(self.split, shot_seed=seed))
+
     def data_id(self) -> str:
         s = self.split
         shots = f"{s.shots}-shot(seed={s.shot_seed})" if s.shots else "full"

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -83,7 +84,7 @@ if str(REPO) not in sys.path:
 
 from petl_analysis.engine import Recipe, evaluate, fit
 from petl_analysis.models.catalogue import TensorSlice
-from petl_analysis.probe import SubspaceModel, make_projection
+from petl_analysis.probe import SubspaceModel, make_projection, theta_lr
 from petl_analysis.probe.d90 import estimate_d90, threshold_value
 
 PLANTED, CONTROL = "fc.weight", "side_fc.weight"
@@ -237,14 +238,19 @@ def oracle(task: PlantedTask, projection: str, d: int, seed: int) -> dict:
             "residual": float((G @ theta - dM).norm() / dM.norm()), "agreement": acc}
 
 
-def train_subspace(task: PlantedTask, param: str, d: int, seed: int, recipe: Recipe, projection: str) -> dict:
-    """One probe trial: θ_d (only) trained on the teacher's labels; test agreement at the best-val epoch."""
+def train_subspace(task: PlantedTask, param: str, d: int, seed: int, recipe: Recipe, projection: str,
+                   lr_scaling: str = "constant") -> dict:
+    """One probe trial: θ_d (only) trained on the teacher's labels; val and test agreement at the best-val epoch.
+
+    ``lr_scaling`` as in the probe (:func:`~petl_analysis.probe.probe.theta_lr`): ``recipe.lr`` at every d, or
+    ``recipe.lr / sqrt(d)`` (``recipe.lr`` is then the weight-space step length)."""
     wrapped = SubspaceModel(copy.deepcopy(task.student), slices_of(task.student, param), d, projection, seed)
     n_train = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     assert n_train == d, f"only theta_d may train, got {n_train} trainable numbers for d={d}"
-    res = fit(wrapped, task.train, task.val, recipe, test=task.test, seed=seed)
-    return {"d": d, "seed": seed, "test_acc": res.test_acc, "train_loss": res.train_loss[-1],
-            "time_s": res.wall_time_s}
+    lr = theta_lr(recipe.lr, d, lr_scaling)
+    res = fit(wrapped, task.train, task.val, dataclasses.replace(recipe, lr=lr), test=task.test, seed=seed)
+    return {"d": d, "seed": seed, "lr": lr, "val_acc": res.val_acc, "test_acc": res.test_acc,
+            "train_loss": res.train_loss[-1], "time_s": res.wall_time_s}
 
 
 def train_direct(task: PlantedTask, params: list[str], recipe: Recipe) -> dict:
@@ -254,15 +260,15 @@ def train_direct(task: PlantedTask, params: list[str], recipe: Recipe) -> dict:
     for p in params:
         named[p].requires_grad_(True)
     res = fit(model, task.train, task.val, recipe, test=task.test, seed=0)
-    return {"params": params, "test_acc": res.test_acc, "train_loss": res.train_loss[-1],
+    return {"params": params, "val_acc": res.val_acc, "test_acc": res.test_acc, "train_loss": res.train_loss[-1],
             "trainable": res.trainable["total_incl_head"], "time_s": res.wall_time_s}
 
 
 def d90_of(curve: list[dict], target: float, n_boot: int) -> dict:
-    """estimate_d90 on {d: [agreement per seed]}."""
+    """estimate_d90 on {d: [validation agreement per seed]} (decisions read validation, never test)."""
     by_d: dict[int, list[float]] = {}
     for row in curve:
-        by_d.setdefault(row["d"], []).append(row["test_acc"])
+        by_d.setdefault(row["d"], []).append(row["val_acc"])
     est = estimate_d90(None, dict(sorted(by_d.items())), target, n_boot=n_boot)
     return {"target": target, "d90": est.d90, "ci_low": est.ci_low, "ci_high": est.ci_high, "reached": est.reached,
             "below_min": est.below_min, "mean": dict(zip(est.curve.dims, est.curve.mean))}
@@ -277,10 +283,11 @@ def control_dims(k: int, D: int) -> list[int]:
 
 
 def run(ks: list[int], seeds: list[int], recipe: Recipe, direct_recipe: Recipe, projection: str = "fastfood",
-        q: int = 4, n_boot: int = 200, log=None, control: bool = True, task_kw: dict | None = None) -> dict:
+        q: int = 4, n_boot: int = 200, log=None, control: bool = True, task_kw: dict | None = None,
+        lr_scaling: str = "constant") -> dict:
     """The whole validation for every k; returns the JSON-ready summary (see ``main`` for the printout)."""
     log = log or (lambda msg: print(msg, flush=True))
-    out = {"ks": ks, "seeds": seeds, "projection": projection, "q": q, "recipe": vars(recipe),
+    out = {"ks": ks, "seeds": seeds, "projection": projection, "q": q, "lr_scaling": lr_scaling, "recipe": vars(recipe),
            "direct_recipe": vars(direct_recipe), "tasks": []}
     for k in ks:
         task = build_task(k, q=q, **(task_kw or {}))
@@ -303,9 +310,10 @@ def run(ks: list[int], seeds: list[int], recipe: Recipe, direct_recipe: Recipe, 
         if control:
             base["control_ft"] = train_direct(task, [CONTROL], direct_recipe)
         for name, b in base.items():
-            log(f"  direct {name}: agreement {b['test_acc']:.3f} ({b['trainable']:,} params, {b['time_s']:.1f} s)")
+            log(f"  direct {name}: agreement val {b['val_acc']:.3f}, test {b['test_acc']:.3f} ({b['trainable']:,} "
+                f"params, {b['time_s']:.1f} s)")
         entry["baselines"] = base
-        ft, lp = base["planted_ft"]["test_acc"], base["head_only"]["test_acc"]
+        ft, lp = base["planted_ft"]["val_acc"], base["head_only"]["val_acc"]
         targets = {"classic": threshold_value(lp, ft, 0.9, "classic"), "gain": threshold_value(lp, ft, 0.9, "gain")}
         entry["targets"] = targets
         series = [("fc (planted)", PLANTED, dims)]
@@ -316,10 +324,10 @@ def run(ks: list[int], seeds: list[int], recipe: Recipe, direct_recipe: Recipe, 
             curve = []
             for d in grid:
                 for s in seeds:
-                    row = train_subspace(task, param, d, s, recipe, projection)
+                    row = train_subspace(task, param, d, s, recipe, projection, lr_scaling)
                     curve.append(row)
-                log(f"  {label:18s} d={d:5d}: agreement " + ", ".join(
-                    f"{r['test_acc']:.3f}" for r in curve if r["d"] == d) + f" (seeds {seeds})")
+                log(f"  {label:18s} d={d:5d}: val agreement " + ", ".join(
+                    f"{r['val_acc']:.3f}" for r in curve if r["d"] == d) + f" (seeds {seeds})")
             e = {"label": label, "param": param, "D": D, "curve": curve,
                  "d90": {name: d90_of(curve, t, n_boot) for name, t in targets.items()},
                  "d90_per_seed": {str(s): d90_of([r for r in curve if r["seed"] == s], targets["classic"], 0)["d90"]
@@ -350,25 +358,28 @@ def report(summary: dict) -> str:
             c, g = e["d90"]["classic"], e["d90"]["gain"]
             ratio = f"{c['d90'] / t['k']:.2f}" if c["reached"] else "-"
             per_seed = ", ".join("n.r." if v is None else f"{v:.1f}" for v in e["d90_per_seed"].values())
-            ft = b["planted_ft"] if e["param"] == PLANTED else b.get("control_ft", {"test_acc": float("nan")})
-            lines.append(f"| {t['k']} | {e['label']} | {e['D']:,} | {ft['test_acc']:.3f} | "
-                         f"{b['head_only']['test_acc']:.3f} | {_fmt(c)} ({c['target']:.3f}) | {_fmt(g)} "
+            ft = b["planted_ft"] if e["param"] == PLANTED else b.get("control_ft", {"val_acc": float("nan")})
+            lines.append(f"| {t['k']} | {e['label']} | {e['D']:,} | {ft['val_acc']:.3f} | "
+                         f"{b['head_only']['val_acc']:.3f} | {_fmt(c)} ({c['target']:.3f}) | {_fmt(g)} "
                          f"({g['target']:.3f}) | {ratio} | {per_seed} |")
     for t in summary["tasks"]:
         seeds = summary["seeds"]
-        lines += ["", (f"k = {t['k']}: agreement with the teacher (test), per projection seed {seeds}; "
+        lines += ["", (f"k = {t['k']}: agreement with the teacher (validation; test mean beside it), per "
+                       f"projection seed {seeds}; "
                        f"'oracle' = least-squares θ_d (seed {seeds[0]}), rank = rank of G (seed {seeds[0]}); "
                        f"θ0: {t['agree_at_theta0']:.3f}"), "",
-                  "| series | d | d/k | agreement per seed | mean | oracle | rank G |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| series | d | d/k | lr | val agreement per seed | val mean | test mean | oracle | rank G |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         o = t["oracle"][str(seeds[0])]
         for e in t["series"]:
             for d in sorted({r["d"] for r in e["curve"]}):
-                accs = [r["test_acc"] for r in e["curve"] if r["d"] == d]
+                rows = [r for r in e["curve"] if r["d"] == d]
+                accs, tests = [r["val_acc"] for r in rows], [r["test_acc"] for r in rows]
                 orc = o.get(str(d)) if e["param"] == PLANTED else None
-                lines.append(f"| {e['label']} | {d} | {d / t['k']:.3g} | " + ", ".join(f"{a:.3f}" for a in accs)
-                             + f" | {sum(accs) / len(accs):.3f} | " + (f"{orc['agreement']:.3f} | {orc['rank']}"
-                                                                       if orc else " | ") + " |")
+                lines.append(f"| {e['label']} | {d} | {d / t['k']:.3g} | {rows[0]['lr']:.3g} | "
+                             + ", ".join(f"{a:.3f}" for a in accs)
+                             + f" | {sum(accs) / len(accs):.3f} | {sum(tests) / len(tests):.3f} | "
+                             + (f"{orc['agreement']:.3f} | {orc['rank']}" if orc else " | ") + " |")
     return "\n".join(lines)
 
 
@@ -381,7 +392,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=20)
     p.add_argument("--logit-scale", type=float, default=40.0, help="std of the teacher's logits (confidence)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.3, help="AdamW lr of theta_d")
+    p.add_argument("--lr", type=float, default=0.3, help="AdamW lr of theta_d (the step length with --lr-scaling sqrt)")
+    p.add_argument("--lr-scaling", default="constant", choices=["constant", "sqrt"],
+                   help="theta_d's lr against d, as in the probe: --lr at every d, or --lr / sqrt(d)")
     p.add_argument("--direct-lr", type=float, default=1e-2, help="AdamW lr of direct training (baselines)")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the d90 CI")
     p.add_argument("--no-control", action="store_true", help="skip the side_fc control series")
@@ -398,7 +411,7 @@ def main(argv=None) -> None:
     direct = Recipe(epochs=args.epochs, batch_size=64, lr=args.direct_lr, weight_decay=0.0, warmup_epochs=1.0)
     summary = run([int(v) for v in args.ks.split(",")], [int(v) for v in args.seeds.split(",")], recipe, direct,
                   args.projection, q=args.q, n_boot=args.n_boot, control=not args.no_control,
-                  task_kw={"n_classes": args.classes, "logit_scale": args.logit_scale})
+                  task_kw={"n_classes": args.classes, "logit_scale": args.logit_scale}, lr_scaling=args.lr_scaling)
     summary["config"] = vars(args)
     summary["wall_time_s"] = time.perf_counter() - t0
     Path(args.out).write_text(json.dumps(summary, indent=1, allow_nan=True))

@@ -23,14 +23,20 @@ def synthetic_probe(model_units: dict[str, list[str]] | None = None) -> ProbeRes
     for label, (d90, reached, ci) in TARGETS.items():
         dims = [4, 16, 64, 256, 1024]
         acc = [0.5, 0.6, 0.7, 0.8, 0.85] if reached else [0.5, 0.52, 0.55, 0.56, 0.57]
-        d = D90(0.8, d90, ci[0], ci[1] if ci[1] is not None else float("inf"), reached, False, 1.0 if reached else 0.0)
-        targets.append(TargetResult(label, units[label], 4160 * 4, dims, acc, [0.01] * 5, [[a, a] for a in acc], acc,
-                                    d, d, 10, 0, 12.0))
+        d = D90(threshold_acc=0.8, threshold_per_seed=[0.8, 0.8], value=d90, ci_low=ci[0],
+                ci_high=ci[1] if ci[1] is not None else float("inf"), reached=reached, below_min=False,
+                reached_fraction=1.0 if reached else 0.0, n_seeds=2)
+        targets.append(TargetResult(label, units[label], 4160 * 4, dims, val_mean=acc, val_std=[0.01] * 5,
+                                    val_per_seed=[[a, a] for a in acc], test_mean=acc,
+                                    test_per_seed=[[a, a] for a in acc], lr=[1e-2] * 5, fitted=acc, d90=d,
+                                    d90_classic=d, trials=10, failed_trials=0, wall_time_s=12.0))
     return ProbeResult(
         model=ModelSpec("petl_vit_tiny", weights="random"),
         data=DataSpec("digits", SplitSpec()),
         config=ProbeConfig(targets=list(TARGETS)),
-        baselines={"lp": Baseline([0.5, 0.5], 0.5, 0.0, 650), "ft": Baseline([0.9, 0.9], 0.9, 0.0, 202826)},
+        baselines={"lp": Baseline.from_seeds([0.5, 0.5], [0.5, 0.5], 650),
+                   "head": Baseline.from_seeds([0.5, 0.5], [0.5, 0.5], 650),
+                   "ft": Baseline.from_seeds([0.9, 0.9], [0.9, 0.9], 202826)},
         targets=targets,
         trials_total=44,
         failed_trials=0,

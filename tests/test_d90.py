@@ -10,7 +10,10 @@ import pytest
 from petl_analysis.errors import PetlError
 from petl_analysis.probe.d90 import (
     coarse_grid,
+    distinct_resamples,
     estimate_d90,
+    format_ci,
+    format_d90,
     interpolate_d90,
     isotonic_curve,
     next_dims,
@@ -161,3 +164,39 @@ def test_next_dims_expands_and_stops_at_the_edges():
     # Means per d (as the probe driver passes them), NaN for a d whose trials all failed.
     assert next_dims([10, 100, 1000], np.array([0.3, np.nan, 0.9]), 0.8) == [32]
     assert next_dims([100, 120], [0.3, 0.9], 0.8) == []  # bracket ratio 1.2 <= 1.25
+
+
+def test_one_seed_has_no_interval():
+    est = estimate_d90(None, {10: [0.5], 100: [0.7], 1000: [0.9]}, 0.6)
+    assert est.n_seeds == 1 and est.ci_low is None and est.ci_high is None and est.n_boot == 0
+    assert format_ci(est.ci_low, est.ci_high, est.n_seeds) == "n/a, 1 seed"
+
+
+def test_per_seed_targets_shift_the_crossing_of_their_own_seed():
+    dims = [10, 100, 1000]
+    accs = np.array([[0.5, 0.5], [0.7, 0.7], [0.9, 0.9]])
+    # The same curve for both seeds; seed 1's own bar is higher, so the mean margin crosses later than at 0.6.
+    low = estimate_d90(dims, accs, [0.6, 0.6], n_boot=0)
+    high = estimate_d90(dims, accs, [0.6, 0.8], n_boot=0)
+    assert low.d90 == pytest.approx(estimate_d90(dims, accs, 0.6, n_boot=0).d90)
+    assert high.d90 == pytest.approx(estimate_d90(dims, accs, 0.7, n_boot=0).d90) and high.d90 > low.d90
+    assert high.target == pytest.approx(0.7)
+    with pytest.raises(PetlError, match="per-seed targets"):
+        estimate_d90(dims, accs, [0.6, 0.7, 0.8])
+
+
+def test_bootstrap_resamples_whole_seeds_with_their_baselines():
+    # Identical curves: only the per-seed targets differ, so an interval that ignored them would have zero width.
+    dims = [10, 100, 1000, 10_000]
+    accs = np.tile(np.array([[0.5], [0.6], [0.7], [0.8]]), (1, 2))
+    est = estimate_d90(dims, accs, [0.55, 0.75], n_boot=400)
+    single = [estimate_d90(dims, accs[:, [s]], t, n_boot=0).d90 for s, t in ((0, 0.55), (1, 0.75))]
+    assert est.ci_low == pytest.approx(min(single)) and est.ci_high == pytest.approx(max(single))
+    assert est.ci_low < est.d90 < est.ci_high
+    assert distinct_resamples(2) == 3 and distinct_resamples(3) == 10 and distinct_resamples(1) == 1
+
+
+def test_formatters_keep_the_below_grid_flag():
+    assert format_d90(10.0, True, True) == "<=10" and format_d90(123.4, True) == "123"
+    assert format_d90(None, False) == "not reached"
+    assert format_ci(10.0, math.inf, 3) == "[10, inf]" and format_ci(None, None, 3) == "-"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -176,14 +177,15 @@ def test_probe_result_lists_failed_trials_and_the_report_shows_them(tmp_path, mo
         probe_module.prepare_model(model, 10, seed=0), ["attn.v"], False)["attn.v"]
     monkeypatch.setattr(probe_module, "probe_trial", flaky)
     result = run_probe(model, data, config, out=tmp_path / "probe.json", threads_per_job=1)
-    assert result.failed == [{"target": "attn.v", "d": 16, "seed": 0, "error": "RuntimeError: injected failure",
-                              "attempts": 2}]
-    assert result.failed_trials == 1 and result.trials_total == 2 + len(PROBE_TARGETS) * len(PROBE_DIMS)
+    failed = dict(result.failed[0])
+    assert len(result.failed) == 1 and failed.pop("lr") == pytest.approx(1.0 / math.sqrt(16))
+    assert failed == {"target": "attn.v", "d": 16, "seed": 0, "error": "RuntimeError: injected failure", "attempts": 2}
+    assert result.failed_trials == 1 and result.trials_total == 3 + len(PROBE_TARGETS) * len(PROBE_DIMS)
     by_target = {t.target: t for t in result.targets}
     v, fc1 = by_target["attn.v"], by_target["blocks.3.mlp.fc1"]
-    assert v.failed_trials == 1 and v.acc_per_seed[0][0] == v.acc_per_seed[0][0]  # d=4 ran
-    assert v.acc_per_seed[1][0] != v.acc_per_seed[1][0]  # d=16 failed: NaN
-    assert fc1.failed_trials == 0 and all(a[0] == a[0] for a in fc1.acc_per_seed)
+    assert v.failed_trials == 1 and v.val_per_seed[0][0] == v.val_per_seed[0][0]  # d=4 ran
+    assert v.val_per_seed[1][0] != v.val_per_seed[1][0]  # d=16 failed: NaN
+    assert fc1.failed_trials == 0 and all(a[0] == a[0] for a in fc1.val_per_seed)
     loaded = ProbeResult.load(tmp_path / "probe.json")
     assert loaded.failed == result.failed
 
@@ -191,7 +193,7 @@ def test_probe_result_lists_failed_trials_and_the_report_shows_them(tmp_path, mo
 
     files = write_report(None, loaded, tmp_path / "report", dpi=40)
     md = files.markdown.read_text()
-    assert "probe: 1 of 6 trials failed" in md
+    assert "probe: 1 of 7 trials failed" in md
     assert "probe failed: `attn.v` at d = 16, seed 0: RuntimeError: injected failure" in md
 
 
@@ -294,8 +296,8 @@ def _check_resumed(tmp_path: Path, args: list[str], out: str, n_trials: int, min
 
 
 def test_probe_killed_with_sigkill_resumes_without_losing_or_redoing_trials(tmp_path):
-    # 2 baselines + 3 dims: killed while the first subspace trial runs (after both baselines are logged).
-    _check_resumed(tmp_path, PROBE_ARGS, "probe.json", n_trials=5, min_records=2)
+    # 3 baselines + 3 dims: killed while the first subspace trial runs (after the baselines are logged).
+    _check_resumed(tmp_path, PROBE_ARGS, "probe.json", n_trials=6, min_records=3)
 
 
 def test_sweep_killed_with_sigkill_resumes_without_losing_or_redoing_trials(tmp_path):

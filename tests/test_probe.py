@@ -44,24 +44,29 @@ def probed(tmp_path_factory):
 
 def test_probe_result_has_baselines_targets_and_trial_counts(probed):
     result, out = probed
-    assert set(result.baselines) == {"lp", "ft"}
+    assert set(result.baselines) == {"lp", "head", "ft"}
     for b in result.baselines.values():
-        assert len(b.per_seed) == 1 and 0.0 <= b.mean <= 1.0
-    assert result.baselines["lp"].trainable == 64 * 10 + 10  # the head only
+        assert len(b.val_per_seed) == len(b.test_per_seed) == 1 and 0.0 <= b.val_mean <= 1.0
+    assert result.baselines["lp"].trainable == result.baselines["head"].trainable == 64 * 10 + 10  # the head only
     assert result.baselines["ft"].trainable > 100_000
+    assert result.floor is result.baselines["head"] and result.ceiling is result.baselines["ft"]
+    assert (result.n_train, result.n_val) == (200, 269) and result.n_test > 0
     assert [t.target for t in result.targets] == TARGETS
     d_of = {"attn.v": 4 * (64 * 64 + 64), "blocks.3.mlp.fc1": 64 * 256 + 256}
     for t in result.targets:
         assert t.D == d_of[t.target]
         assert t.dims == DIMS
-        assert len(t.acc_mean) == len(t.acc_per_seed) == len(t.fitted) == len(DIMS)
-        assert all(0.0 <= a <= 1.0 for a in t.acc_mean)
+        assert len(t.val_mean) == len(t.val_per_seed) == len(t.test_mean) == len(t.fitted) == len(DIMS)
+        assert all(0.0 <= a <= 1.0 for a in t.val_mean + t.test_mean)
         assert t.trials == len(DIMS) and t.failed_trials == 0
-        assert t.d90.threshold_acc == pytest.approx(
-            threshold_value(result.baselines["lp"].mean, result.baselines["ft"].mean, 0.9, "gain"))
-        assert t.d90_classic.threshold_acc == pytest.approx(0.9 * result.baselines["ft"].mean)
+        floor, ceiling = result.floor.val_per_seed[0], result.ceiling.val_per_seed[0]
+        assert t.d90.threshold_per_seed == pytest.approx([threshold_value(floor, ceiling, 0.9, "gain")])
+        assert t.d90_classic.threshold_per_seed == pytest.approx([0.9 * ceiling])
         assert t.d90.reached == (t.d90.value is not None)
-    assert result.trials_total == 2 + len(TARGETS) * len(DIMS)
+        assert t.d90.n_seeds == 1 and t.d90.ci_low is None and t.d90.ci_text() == "n/a, 1 seed"
+        # theta_d's learning rate follows the sqrt rule: the same weight-space step length at every d.
+        assert t.lr == pytest.approx([1.0 / math.sqrt(d) for d in DIMS])
+    assert result.trials_total == 3 + len(TARGETS) * len(DIMS)
     assert result.failed_trials == 0
     assert len(result.table()) == len(TARGETS)
     assert out.is_file() and result.trials_log == str(out) + ".trials.jsonl"
@@ -99,8 +104,8 @@ def test_rerun_with_the_same_out_runs_no_trial(probed, monkeypatch):
     again = run_probe(model, data, _config(), out=out, on_trial=lambda rec, was_cached: cached.append(was_cached))
     assert len(_log_records(log)) == n_before == result.trials_total
     assert cached and all(cached)
-    assert [t.acc_per_seed for t in again.targets] == [t.acc_per_seed for t in result.targets]
-    assert again.baselines["ft"].per_seed == result.baselines["ft"].per_seed
+    assert [t.val_per_seed for t in again.targets] == [t.val_per_seed for t in result.targets]
+    assert again.baselines["ft"].val_per_seed == result.baselines["ft"].val_per_seed
 
 
 def test_extending_the_grid_runs_only_the_new_trials(probed, monkeypatch, tmp_path):
@@ -162,3 +167,36 @@ def test_last_round_proposals_are_not_left_unrun(tmp_path):
                       max_refinements=0)
     (target,) = run_probe(model, data, cfg, out=tmp_path / "probe.json").targets
     assert target.dims == [4, 10] and target.trials == 2
+
+
+def test_the_lr_grid_keeps_the_best_validation_multiplier_per_d(probed, monkeypatch, tmp_path):
+    """With an lr grid, each d keeps the multiplier with the best seed-mean validation accuracy, whatever test says."""
+    model, data = _specs()
+    best_for = {4: 3.0, 16: 0.3}
+
+    def fake(trial):
+        p = trial.payload
+        acc, test = 0.5, 0.5
+        if trial.kind == "subspace":
+            mult = p["lr"] * math.sqrt(p["d"])
+            acc = 0.9 if math.isclose(mult, best_for[p["d"]]) else 0.6
+            test = 1.0 - acc  # a decision that read test would pick the other multiplier
+        return {"val_acc": acc, "test_acc": test, "last_test_acc": test, "best_epoch": 1, "val_curve": [acc],
+                "train_loss": [1.0], "trainable": {"total_incl_head": 1}, "fit_time_s": 0.0}
+
+    monkeypatch.setattr(probe_module, "probe_trial", fake)
+    cfg = dataclasses.replace(_config(), targets=["attn.v"], lr_grid=[0.3, 1.0, 3.0])
+    (t,) = run_probe(model, data, cfg, out=tmp_path / "probe.json").targets
+    base = [1.0 / math.sqrt(d) for d in DIMS]
+    assert t.lr == pytest.approx([base[0] * 3.0, base[1] * 0.3])
+    assert t.val_mean == [0.9, 0.9] and t.test_mean == pytest.approx([0.1, 0.1])
+    assert t.trials == 3 * len(DIMS)
+
+
+def test_constant_lr_scaling_uses_the_recipe_lr_at_every_d():
+    cfg = ProbeConfig(lr_scaling="constant")
+    assert probe_module.theta_lr(cfg.base_theta_lr(), 10, "constant") == cfg.recipe.lr
+    assert probe_module.theta_lr(ProbeConfig().base_theta_lr(), 10_000, "sqrt") == pytest.approx(1e-2)
+    for bad in (dict(lr_scaling="linear"), dict(lr_grid=[]), dict(lr_grid=[1.0, -1.0]), dict(lr_grid=[1.0, 1.0])):
+        with pytest.raises(PetlError):
+            ProbeConfig(**bad)

@@ -103,11 +103,15 @@ def _target(label: str, D: int, mid: float, d90: float | None, ci: tuple[float, 
     per_seed = [[m - 0.006, m + 0.006] for m in mean]
     fitted = list(np.maximum.accumulate(mean))
     reached = d90 is not None
-    est = D90(thr, d90, ci[0] if reached else None, ci[1] if reached else None, reached, False,
-              1.0 if reached else 0.2)
-    classic = D90(thr_c, (d90 or 400.0) / 3, None, None, True, False, 1.0)
-    return TargetResult(label, [label], D, dims, mean, [0.006] * len(dims), per_seed, fitted, est, classic,
-                        trials=12, failed_trials=0, wall_time_s=30.0)
+    est = D90(threshold_acc=thr, threshold_per_seed=[thr, thr], value=d90, ci_low=ci[0] if reached else None,
+              ci_high=ci[1] if reached else None, reached=reached, below_min=False,
+              reached_fraction=1.0 if reached else 0.2, n_seeds=2)
+    classic = D90(threshold_acc=thr_c, threshold_per_seed=[thr_c, thr_c], value=(d90 or 400.0) / 3, ci_low=None,
+                  ci_high=None, reached=True, below_min=False, reached_fraction=1.0, n_seeds=2)
+    return TargetResult(label, [label], D, dims, val_mean=mean, val_std=[0.006] * len(dims), val_per_seed=per_seed,
+                        test_mean=[m - 0.003 for m in mean], test_per_seed=[[m - 0.003] * 2 for m in mean],
+                        lr=[1e-2] * len(dims), fitted=fitted, d90=est, d90_classic=classic, trials=12,
+                        failed_trials=0, wall_time_s=30.0)
 
 
 def synthetic_probe(per_block: bool) -> ProbeResult:
@@ -132,8 +136,9 @@ def synthetic_probe(per_block: bool) -> ProbeResult:
                    for k, (mid, ci) in spec.items()]
         config = ProbeConfig(targets=list(spec), seeds=2)
     return ProbeResult(model=MODEL, data=DataSpec("digits", SplitSpec(shots=10)), config=config,
-                       baselines={"lp": Baseline([lp - 0.005, lp + 0.005], lp, 0.005, HEAD),
-                                  "ft": Baseline([ft - 0.004, ft + 0.004], ft, 0.004, MODEL_SIZE)},
+                       baselines={"lp": Baseline.from_seeds([lp - 0.01, lp], [lp - 0.01, lp], HEAD),
+                                  "head": Baseline.from_seeds([lp - 0.005, lp + 0.005], [lp, lp], HEAD),
+                                  "ft": Baseline.from_seeds([ft - 0.004, ft + 0.004], [ft, ft], MODEL_SIZE)},
                        targets=targets, trials_total=2 + 12 * len(targets), failed_trials=1, wall_time_s=420.0)
 
 

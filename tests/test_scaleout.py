@@ -36,8 +36,8 @@ def _args() -> tuple[ModelSpec, DataSpec, ProbeConfig]:
 
 
 def _accuracies(result) -> dict:
-    return {"baselines": {k: b.per_seed for k, b in result.baselines.items()},
-            "targets": {t.target: t.acc_per_seed for t in result.targets}}
+    return {"baselines": {k: b.val_per_seed for k, b in result.baselines.items()},
+            "targets": {t.target: t.val_per_seed for t in result.targets}}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_dask_loky_and_in_process_give_the_same_trials(cluster, in_process):
     for other in (on_dask, on_loky, on_sequential):
         assert _accuracies(other) == expected
         assert other.failed_trials == 0 and other.failed == []
-        assert other.trials_total == seq.trials_total == 2 + len(TARGETS) * len(DIMS)
+        assert other.trials_total == seq.trials_total == 3 + len(TARGETS) * len(DIMS)
         assert without_times(other.to_dict()) == without_times(seq.to_dict())
     # Every trial ran on a cluster worker (not in this driver), with the device and thread count it was given.
     assert len(dask_records) == seq.trials_total
@@ -110,7 +110,7 @@ def test_cli_probe_on_a_dask_scheduler(cluster, in_process, tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "probe.json").read_text())
-    assert {t["target"]: t["acc_per_seed"] for t in saved["targets"]} == _accuracies(seq)["targets"]
+    assert {t["target"]: t["val_per_seed"] for t in saved["targets"]} == _accuracies(seq)["targets"]
     records = [json.loads(line) for line in (tmp_path / "probe.json.trials.jsonl").read_text().splitlines()]
     assert len(records) == seq.trials_total and all(r["result"]["threads"] == 1 for r in records)
 

@@ -60,6 +60,17 @@ class FitResult:
     trainable: dict[str, int] = field(default_factory=dict)
 
 
+def loss_still_falling(train_loss: list[float], window: float = 0.1, tol: float = 0.02) -> bool:
+    """Whether the training loss was still falling at the end: it dropped by more than ``tol`` (relative) over the
+    last ``window`` share of the epochs (at least one epoch). Under a cosine schedule the step is near zero by then,
+    so a loss still falling there means the run stopped short of what its recipe could reach."""
+    if len(train_loss) < 2:
+        return False
+    k = max(1, round(window * len(train_loss)))
+    before, last = float(train_loss[-k - 1]), float(train_loss[-1])
+    return before > 0 and (before - last) / before > tol
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
     random.seed(seed)

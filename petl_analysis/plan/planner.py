@@ -133,6 +133,9 @@ def plan_for_budget(
         units_so_far = chosen[0][1]
         notes.append(f"budget too small for all of {top.target}: adapting {len(partial)} of its {len(units)} units")
 
+    # Catalogue order, not ranking order: two plans that adapt the same units are then one configuration (trained
+    # once, reported as the same), whatever order the rankings put the units in.
+    units_so_far = resolve_targets(model, [u.name for u in units_so_far])
     best: tuple[int, MethodConfig, ParamCount] | None = None
     for cfg in _configs(method, base, units_so_far, cheapest_only=False):
         count = _count(model, cfg)

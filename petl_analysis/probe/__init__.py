@@ -6,10 +6,12 @@ from .probe import (
     ProbeConfig,
     ProbeResult,
     TargetResult,
+    LR_SCALINGS,
     default_probe_recipe,
     expand_targets,
     probe_trial,
     run_probe,
+    theta_lr,
 )
 from .projections import PROJECTIONS, Projection, make_projection
 from .subspace import SubspaceModel, all_parameters, subspace_size
@@ -17,6 +19,7 @@ from .subspace import SubspaceModel, all_parameters, subspace_size
 __all__ = [
     "Baseline",
     "D90",
+    "LR_SCALINGS",
     "PROJECTIONS",
     "ProbeConfig",
     "ProbeResult",
@@ -30,4 +33,5 @@ __all__ = [
     "probe_trial",
     "run_probe",
     "subspace_size",
+    "theta_lr",
 ]

@@ -8,8 +8,12 @@ interpolation. Seed noise near the threshold makes that jumpy, so here:
    ``log d``, weighted by the number of seeds (:func:`isotonic_curve`);
 2. d90 is where the fitted curve first reaches the target, linearly interpolated in ``log d`` between the two
    bracketing grid points (:func:`interpolate_d90`);
-3. a bootstrap over seeds (resample each d's seeds with replacement, refit, re-interpolate) gives a confidence
-   interval; resamples that never reach the target count as ``+inf`` (:func:`estimate_d90`).
+3. a bootstrap over seeds (resample whole seeds with replacement: a seed's curve together with the baselines
+   that set its threshold; refit, re-interpolate) gives a confidence interval; resamples that never reach the
+   target count as ``+inf``; with one seed there is no interval (:func:`estimate_d90`).
+
+The threshold may differ per seed (each seed's own floor and ceiling): the fit is then on the seed-mean margin
+``acc_s(d) - target_s``, crossing zero.
 
 The target is either ``threshold·FT`` ("classic", Li et al.) or ``LP + threshold·(FT − LP)`` ("gain": the share of
 the fine-tuning gain over the linear probe, which is what matters when adapting a pretrained model whose linear
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression, isotonic_regression
@@ -39,14 +43,17 @@ __all__ = [
     "isotonic_curve",
     "interpolate_d90",
     "estimate_d90",
+    "distinct_resamples",
+    "format_d90",
+    "format_ci",
     "coarse_grid",
     "next_dims",
 ]
 
 THRESHOLD_MODES = ("gain", "classic")
 
-# Accepted accuracy layouts (see _group): {d: [acc per seed]}, a 2-D (n_dims, n_seeds) array with NaN for failed
-# trials, a ragged list of per-seed lists, or one accuracy per entry of ``dims`` (dims may repeat: one per trial).
+# Accepted accuracy layouts (see _seed_matrix): {d: [acc per seed]}, a 2-D (n_dims, n_seeds) array with NaN for
+# failed trials, a ragged list of per-seed lists, or one accuracy per entry of ``dims`` (a repeated d: one per seed).
 AccuracyData = Any
 
 
@@ -73,30 +80,6 @@ def threshold_value(lp_acc: float, ft_acc: float, threshold: float = 0.9, mode: 
     return float(lp_acc) + float(threshold) * (float(ft_acc) - float(lp_acc))
 
 
-def _group(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Normalise inputs to (sorted unique dims, list of finite per-seed accuracy arrays); drops dims with none."""
-    if isinstance(dims, Mapping) and accs is None:
-        dims, accs = list(dims.keys()), list(dims.values())
-    dims_arr = np.asarray(list(dims), dtype=float)
-    if dims_arr.ndim != 1:
-        raise PetlError(f"dims must be a 1-D list of subspace dimensions, got shape {dims_arr.shape}")
-    if isinstance(accs, np.ndarray):
-        rows = [np.atleast_1d(r) for r in accs]
-    else:
-        rows = [np.atleast_1d(np.asarray(r, dtype=float)) for r in accs]
-    if len(rows) != len(dims_arr):
-        raise PetlError(f"got {len(dims_arr)} dims but {len(rows)} accuracy entries; expected one entry per d")
-    if np.any(~np.isfinite(dims_arr)) or np.any(dims_arr < 1):
-        raise PetlError(f"subspace dimensions must be finite and >= 1, got {sorted(set(dims_arr.tolist()))}")
-    pooled: dict[float, list[float]] = {}
-    for d, row in zip(dims_arr, rows):
-        pooled.setdefault(float(d), []).extend(float(a) for a in np.ravel(row))
-    unique = sorted(pooled)
-    values = [np.asarray([a for a in pooled[d] if math.isfinite(a)], dtype=float) for d in unique]
-    keep = [i for i, v in enumerate(values) if v.size]
-    return np.asarray([unique[i] for i in keep], dtype=float), [values[i] for i in keep]
-
-
 def isotonic_curve(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, np.ndarray]:
     """Monotone non-decreasing fit of seed-mean accuracy against ``log d``.
 
@@ -109,12 +92,12 @@ def isotonic_curve(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, np.ndarra
         ``(dims_sorted_unique, fitted)``: float arrays of the same length; ``fitted`` is the weighted isotonic
         regression of the seed means (weights = number of finite seeds at each d).
     """
-    d, values = _group(dims, accs)
+    d, acc = _seed_matrix(dims, accs)
     if d.size == 0:
         return d, np.asarray([], dtype=float)
-    means = np.asarray([v.mean() for v in values])
-    weights = np.asarray([v.size for v in values], dtype=float)
-    fitted = IsotonicRegression(increasing=True).fit_transform(np.log(d), means, sample_weight=weights)
+    counts = np.isfinite(acc).sum(axis=1)
+    means = np.nansum(acc, axis=1) / counts
+    fitted = IsotonicRegression(increasing=True).fit_transform(np.log(d), means, sample_weight=counts.astype(float))
     return d, np.asarray(fitted, dtype=float)
 
 
@@ -155,13 +138,15 @@ class D90Estimate:
 
     Attributes:
         d90: interpolated d at which the fitted curve reaches ``target``; ``None`` if not reached within the grid.
-        ci_low, ci_high: percentile bootstrap interval at level ``ci``; ``math.inf`` stands for "not reached" in
-            that share of resamples (so ``ci_high = inf`` means the upper end is unbounded). ``None`` if ``n_boot=0``.
+        ci_low, ci_high: percentile bootstrap interval over seeds at level ``ci``; ``math.inf`` stands for "not
+            reached" in that share of resamples (so ``ci_high = inf`` means the upper end is unbounded). ``None``
+            with one seed or ``n_boot=0``.
         reached: the point estimate reached the target within the grid.
         below_min: reached already at the smallest d tried: ``d90 <= dims[0]`` (``d90`` is then an upper bound).
         reached_fraction: share of bootstrap resamples that reached the target.
         n_trials: number of finite accuracies used (all seeds at all d).
-        target: the accuracy threshold; ``ci``, ``n_boot``: bootstrap settings.
+        n_seeds: seeds (columns) the estimate used.
+        target: the accuracy threshold (the mean of the per-seed targets); ``ci``, ``n_boot``: bootstrap settings.
         curve: the seed-mean and fitted curve.
     """
 
@@ -172,6 +157,7 @@ class D90Estimate:
     below_min: bool
     reached_fraction: float
     n_trials: int
+    n_seeds: int
     target: float
     ci: float
     n_boot: int
@@ -189,27 +175,86 @@ class D90Estimate:
         return asdict(self)
 
 
-def _fit_and_interpolate(dims: np.ndarray, means: np.ndarray, weights: np.ndarray, target: float) -> float:
-    fitted = isotonic_regression(means, sample_weight=weights, increasing=True)
-    value = interpolate_d90(dims, fitted, target)
-    return math.inf if value is None else value
+def _seed_matrix(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise inputs to (sorted unique dims, ``(n_dims, n_seeds)`` accuracy matrix, NaN where missing).
+
+    Column j holds seed j: the j-th accuracy given for each d (a repeated d continues its row). Dims with no finite
+    accuracy are dropped.
+    """
+    if isinstance(dims, Mapping) and accs is None:
+        dims, accs = list(dims.keys()), list(dims.values())
+    dims_arr = np.asarray(list(dims), dtype=float)
+    if dims_arr.ndim != 1:
+        raise PetlError(f"dims must be a 1-D list of subspace dimensions, got shape {dims_arr.shape}")
+    rows = [np.ravel(np.asarray(r, dtype=float)) for r in accs]
+    if len(rows) != len(dims_arr):
+        raise PetlError(f"got {len(dims_arr)} dims but {len(rows)} accuracy entries; expected one entry per d")
+    if np.any(~np.isfinite(dims_arr)) or np.any(dims_arr < 1):
+        raise PetlError(f"subspace dimensions must be finite and >= 1, got {sorted(set(dims_arr.tolist()))}")
+    pooled: dict[float, list[float]] = {}
+    for d, row in zip(dims_arr, rows):
+        pooled.setdefault(float(d), []).extend(float(a) for a in row)
+    unique = [d for d in sorted(pooled) if any(math.isfinite(a) for a in pooled[d])]
+    n_seeds = max((len(pooled[d]) for d in unique), default=0)
+    matrix = np.full((len(unique), n_seeds), np.nan)
+    for i, d in enumerate(unique):
+        matrix[i, : len(pooled[d])] = pooled[d]
+    return np.asarray(unique, dtype=float), matrix
+
+
+def _per_seed_target(target: float | Sequence[float], n_seeds: int) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(target, dtype=float))
+    if values.size == 1:
+        return np.full(n_seeds, float(values[0]))
+    if values.size != n_seeds:
+        raise PetlError(f"got {values.size} per-seed targets for {n_seeds} seeds; expected one target or one per seed")
+    if not np.all(np.isfinite(values)):
+        raise PetlError(f"targets must be finite accuracies, got {values.tolist()}")
+    return values
+
+
+def _margin_d90(dims: np.ndarray, margins: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """d90 of one (resampled) seed set: isotonic fit of the seed-mean margin ``acc - target``, crossing zero.
+
+    Returns ``(d90 or inf, dims kept, fitted margins)``; a d with no finite margin in this set is left out.
+    """
+    counts = np.isfinite(margins).sum(axis=1)
+    keep = counts > 0
+    mean = np.nansum(margins[keep], axis=1) / counts[keep]
+    fitted = isotonic_regression(mean, sample_weight=counts[keep].astype(float), increasing=True)
+    value = interpolate_d90(dims[keep], fitted, 0.0)
+    return (math.inf if value is None else value), dims[keep], np.asarray(fitted, dtype=float)
+
+
+def distinct_resamples(n_seeds: int) -> int:
+    """How many different seed multisets a bootstrap over ``n_seeds`` seeds can draw: C(2n - 1, n) (2 seeds: 3)."""
+    return math.comb(2 * n_seeds - 1, n_seeds) if n_seeds > 0 else 0
 
 
 def estimate_d90(
     dims: Any,
     seeds_accs: AccuracyData,
-    target: float,
+    target: float | Sequence[float],
     n_boot: int = 1000,
     ci: float = 0.95,
     rng_seed: int = 0,
 ) -> D90Estimate:
     """Point estimate and bootstrap CI of the d at which accuracy reaches ``target``.
 
+    Each seed is one run of the whole experiment: its curve and, when ``target`` is given per seed, the baselines
+    that set its bar. The fit is on the seed-mean *margin* ``acc_s(d) - target_s`` (isotonic in ``log d``), and d90
+    is where it crosses zero; with a single target this is the seed-mean accuracy crossing ``target``.
+
+    The interval resamples whole seeds with replacement (curve and target together), so it reflects the
+    uncertainty of the baselines as well as of the curve. It is ``None`` with one seed (there is nothing to
+    resample) and coarse with few: ``n`` seeds allow only :func:`distinct_resamples` different resamples (2 seeds:
+    3, i.e. the interval spans the two single-seed estimates).
+
     Args:
         dims: subspace dimensions; may be ``None`` when ``seeds_accs`` is a ``{d: [acc per seed]}`` mapping.
-        seeds_accs: per-d seed accuracies (``{d: [...]}``, ragged lists, or an ``(n_dims, n_seeds)`` array with
-            NaN for failed trials); see :func:`isotonic_curve`.
-        target: accuracy threshold, e.g. from :func:`threshold_value`.
+        seeds_accs: per-d seed accuracies (``{d: [...]}``, lists, or an ``(n_dims, n_seeds)`` array with NaN for
+            failed trials); entry j of each d is seed j.
+        target: accuracy threshold (e.g. from :func:`threshold_value`), one for all seeds or one per seed.
         n_boot: bootstrap resamples (0 disables the CI).
         ci: confidence level of the percentile interval, in (0, 1).
         rng_seed: seed of the bootstrap's numpy Generator (results are deterministic).
@@ -228,44 +273,62 @@ def estimate_d90(
         raise PetlError(f"ci must be in (0, 1), e.g. 0.95; got {ci!r}")
     if n_boot < 0:
         raise PetlError(f"n_boot must be >= 0, got {n_boot}")
-    d, values = _group(dims, seeds_accs)
+    d, acc = _seed_matrix(dims, seeds_accs)
     if d.size == 0:
         raise PetlError("no finite accuracies to estimate d90 from (every trial failed?)")
-    grid_d, fitted = isotonic_curve(d, values)
-    means = np.asarray([v.mean() for v in values])
-    counts = np.asarray([v.size for v in values])
-    point = interpolate_d90(grid_d, fitted, target)
-    curve = D90Curve(d.tolist(), means.tolist(), fitted.tolist(), counts.astype(int).tolist())
+    n_seeds = acc.shape[1]
+    targets = _per_seed_target(target, n_seeds)
+    margins = acc - targets[None, :]
+    point, _, fitted_margin = _margin_d90(d, margins)
+    counts = np.isfinite(acc).sum(axis=1)
+    means = np.nansum(acc, axis=1) / counts
+    mean_target = float(targets.mean())
+    curve = D90Curve(d.tolist(), means.tolist(), (fitted_margin + mean_target).tolist(), counts.astype(int).tolist())
 
     ci_low = ci_high = None
-    reached_fraction = float(point is not None)
-    if n_boot > 0:
+    reached_fraction = float(math.isfinite(point))
+    if n_boot > 0 and n_seeds > 1:
         rng = np.random.default_rng(rng_seed)
-        boot_means = np.empty((n_boot, d.size))
-        for j, v in enumerate(values):  # resample the seeds of each d independently, with replacement
-            boot_means[:, j] = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-        weights = counts.astype(float)
-        boots = np.fromiter(
-            (_fit_and_interpolate(d, row, weights, target) for row in boot_means), dtype=float, count=n_boot
-        )
+        picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+        boots = np.fromiter((_margin_d90(d, margins[:, row])[0] for row in picks), dtype=float, count=n_boot)
         alpha = (1.0 - ci) / 2.0
         # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
         ci_low = float(np.quantile(boots, alpha, method="lower"))
         ci_high = float(np.quantile(boots, 1.0 - alpha, method="higher"))
         reached_fraction = float(np.isfinite(boots).mean())
+    reached = math.isfinite(point)
     return D90Estimate(
-        d90=point,
+        d90=point if reached else None,
         ci_low=ci_low,
         ci_high=ci_high,
-        reached=point is not None,
-        below_min=point is not None and bool(fitted[0] >= target),
+        reached=reached,
+        below_min=reached and bool(fitted_margin[0] >= 0.0),
         reached_fraction=reached_fraction,
         n_trials=int(counts.sum()),
-        target=float(target),
+        n_seeds=int(n_seeds),
+        target=mean_target,
         ci=float(ci),
-        n_boot=int(n_boot),
+        n_boot=int(n_boot) if n_seeds > 1 else 0,
         curve=curve,
     )
+
+
+def format_d90(value: float | None, reached: bool, below_min: bool = False) -> str:
+    """``1234``, ``<=10`` (reached at the smallest d tried: an upper bound) or ``not reached``."""
+    if not reached or value is None:
+        return "not reached"
+    return f"<={value:.0f}" if below_min else f"{value:.0f}"
+
+
+def format_ci(low: float | None, high: float | None, n_seeds: int) -> str:
+    """``[lo, hi]`` (``inf``: that share of resamples never reached the threshold), ``n/a, 1 seed``, or ``-``."""
+    if n_seeds < 2:
+        return "n/a, 1 seed"
+    if low is None:
+        return "-"
+    lo = "inf" if not math.isfinite(low) else f"{low:.0f}"
+    hi = "inf" if high is None or not math.isfinite(high) else f"{high:.0f}"
+    return f"[{lo}, {hi}]"
 
 
 def _nice_mantissas(points_per_decade: int) -> list[float]:
@@ -318,7 +381,7 @@ def coarse_grid(
 def next_dims(
     dims: Any,
     accs: AccuracyData = None,
-    target: float | None = None,
+    target: float | Sequence[float] | None = None,
     *,
     max_d: int | None = None,
     min_d: int = 1,
@@ -328,8 +391,8 @@ def next_dims(
 ) -> list[int]:
     """Propose the next dims to evaluate, or ``[]`` when the search is done.
 
-    Call as ``next_dims(dims, accs, target)`` (``accs`` as in :func:`isotonic_curve`, or one mean per d) or
-    ``next_dims({d: [acc per seed]}, target)``. The driver loops: coarse grid -> run -> ``next_dims`` -> run -> …
+    Call as ``next_dims(dims, accs, target)`` (``accs`` as in :func:`isotonic_curve`, or one mean per d; ``target``
+    one accuracy, or one per seed as in :func:`estimate_d90`) or ``next_dims({d: [acc per seed]}, target)``. The driver loops: coarse grid -> run -> ``next_dims`` -> run -> …
     until it returns ``[]``.
 
     * Crossing bracketed by tried dims ``lo < hi`` (fitted curve below target at lo, at or above at hi): propose
@@ -352,18 +415,13 @@ def next_dims(
         raise PetlError(f"expand must be > 1, got {expand}")
     if n_points < 1:
         raise PetlError(f"n_points must be >= 1, got {n_points}")
-    if isinstance(dims, Mapping):
-        tried_d, values = _group(dims, None)
-        all_tried = {int(round(x)) for x in dims}
-    else:
-        dims = list(dims)
-        tried_d, values = _group(dims, accs)
-        all_tried = {int(round(x)) for x in dims}  # includes dims whose trials all failed: never re-propose them
+    all_tried = {int(round(x)) for x in dims}  # includes dims whose trials all failed: never re-propose them
+    tried_d, acc = _seed_matrix(dims, accs)
     if tried_d.size == 0:
         return []
-    means = np.asarray([v.mean() for v in values])
-    fitted = isotonic_regression(means, sample_weight=[v.size for v in values], increasing=True)
-    hits = np.flatnonzero(fitted >= target)
+    margins = acc - _per_seed_target(target, acc.shape[1])[None, :]
+    _, _, fitted = _margin_d90(tried_d, margins)
+    hits = np.flatnonzero(fitted >= 0.0)
     if hits.size == 0:
         top = int(tried_d[-1])
         if max_d is None or top >= max_d:

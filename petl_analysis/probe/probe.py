@@ -1,9 +1,11 @@
 """Local intrinsic dimension of ViT submodules: the probe stage.
 
 For each target set S (a catalogue spec such as ``attn.v`` or ``blocks[3].mlp``) and dimension d, a short training
-run of ``theta_S = theta0_S + P theta_d`` gives an accuracy; d90 is the smallest d reaching the threshold, found by a
-coarse log grid refined between the bracketing points, with a monotone fit over seed-averaged accuracy and a
-bootstrap CI over seeds. Baselines (linear probe and full fine-tuning, same recipe) are recorded with every result.
+run of ``theta_S = theta0_S + P theta_d`` gives a validation accuracy; d90 is the smallest d reaching the threshold,
+found by a coarse log grid refined between the bracketing points, with a monotone fit over seeds and a bootstrap CI
+over seeds. The threshold of each seed comes from the curve's own floor (the head trained alone with the trial
+recipe: d = 0) and ceiling (full fine-tuning with the same recipe). Only validation accuracy is read by any of
+this; test accuracy is recorded per trial and reported.
 
 Every trial goes through :mod:`petl_analysis.trials`, so a probe is resumable and parallel.
 """
@@ -14,6 +16,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,23 +32,42 @@ from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets
 from ..task import DataSpec, Task, build_task, fit_linear_probe, prepare_model
-from ..train.run import seed_data
 from ..trials import STATUS_OK, Trial, run_trials
 from . import d90 as d90_lib
 from .subspace import SubspaceModel, subspace_size
 
 HEAD_MODES = ("train", "frozen")
-METRICS = ("test", "val")
+LR_SCALINGS = ("sqrt", "constant")
 
 
 def default_probe_recipe() -> Recipe:
-    """Short trainings: every (target, d, seed) costs one of these."""
+    """Short trainings: every (target, d, seed) costs one of these. ``lr`` is theta_d's step at the reference d
+    (see :func:`theta_lr`); ``head_lr`` is the classifier's."""
     return Recipe(epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0)
+
+
+def theta_lr(base: float, d: int, scaling: str) -> float:
+    """Learning rate of theta_d at dimension d.
+
+    Adam moves every coordinate of theta_d by about ``lr`` per step, so with (near-)orthogonal unit-norm projection
+    columns one step moves the weights by about ``lr * sqrt(d)`` in norm: a fixed ``lr`` takes ever longer steps in
+    weight space as d grows. ``"sqrt"`` keeps that length fixed: ``lr = base / sqrt(d)`` (``base`` is the step
+    length, ``ProbeConfig.theta_step``); ``"constant"`` uses ``base`` at every d (Li et al. 2018).
+    """
+    if scaling not in LR_SCALINGS:
+        raise PetlError(f"unknown lr scaling {scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
+    if scaling == "constant":
+        return float(base)
+    return float(base) / math.sqrt(d)
 
 
 @dataclass
 class ProbeConfig:
     """What to probe and how (recorded in the result).
+
+    Every decision of the probe (the refinement of the d grid, d90, the learning rate chosen for each d, the order
+    of targets that never reach the threshold) reads validation accuracy. Test accuracy is computed once per trial
+    and reported beside it; nothing reads it.
 
     Attributes:
         targets: catalogue specs, each probed as one subspace set S.
@@ -56,16 +78,22 @@ class ProbeConfig:
         seeds: seeds 0..seeds-1; each seed draws its own k-shot sample, training order and projection.
         head: ``train`` (initialised from the linear probe, trained jointly) or ``frozen`` (the linear-probe head).
         said: structure-aware intrinsic dimension (one learned scale per tensor, counted in d).
-        metric: which split's accuracy defines the curve (``test`` at the best-validation epoch, or ``val``).
         d_min: smallest d of the coarse grid.
         points_per_decade: density of the coarse grid.
         max_d: largest d the adaptive search may try (default: D of each set); a set whose curve stays below the
             threshold up to it is reported as "not reached within max d".
         max_refinements: refinement rounds after the coarse grid.
-        ft_lr: learning rate of the backbone in the full fine-tuning baseline (``None``: the recipe's ``lr``). Every
-            other setting of that baseline is the recipe's; raw weights need a smaller step than the subspace
-            coordinates theta_d (unit-norm projection columns), as in Li et al. (2018).
-        recipe: training recipe of every trial, baselines included.
+        ft_lr: learning rate of the backbone in the full fine-tuning baseline (the ceiling). Every other setting of
+            that baseline is the recipe's; raw weights need a smaller step than the subspace coordinates theta_d.
+        lr_scaling: how theta_d's learning rate depends on d (:func:`theta_lr`): ``"sqrt"`` (default: ``theta_step
+            / sqrt(d)``, the same step length in weight space at every d) or ``"constant"`` (the recipe's ``lr``
+            at every d).
+        theta_step: with ``"sqrt"``, the weight-space length of one Adam step on theta_d (1.0: lr 0.01 at
+            d = 10,000, 0.1 at d = 100; chosen on validation in ``docs/probe_validation.md``).
+        lr_grid: multipliers of that learning rate tried at every (target, d); the one with the best seed-mean
+            validation accuracy is kept (``[1.0]``: the rule alone; ``[0.3, 1, 3]`` costs three times the trials).
+        recipe: training recipe of every trial, baselines included (``recipe.lr`` is theta_d's rate only with
+            ``lr_scaling="constant"``; ``recipe.head_lr`` is the classifier's in every trial).
     """
 
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_PROBE_TARGETS))
@@ -76,11 +104,13 @@ class ProbeConfig:
     seeds: int = 2
     head: str = "train"
     said: bool = False
-    metric: str = "test"
     d_min: int = 4
     points_per_decade: int = 2
     max_d: int | None = None
-    ft_lr: float | None = 1e-3
+    ft_lr: float = 1e-3
+    lr_scaling: str = "sqrt"
+    theta_step: float = 1.0
+    lr_grid: list[float] = field(default_factory=lambda: [1.0])
     max_refinements: int = 2
     recipe: Recipe = field(default_factory=default_probe_recipe)
 
@@ -91,48 +121,90 @@ class ProbeConfig:
             raise PetlError(f"seeds must be >= 1, got {self.seeds}")
         if self.head not in HEAD_MODES:
             raise PetlError(f"unknown head mode {self.head!r}; expected one of: {', '.join(HEAD_MODES)}")
-        if self.metric not in METRICS:
-            raise PetlError(f"unknown metric {self.metric!r}; expected one of: {', '.join(METRICS)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise PetlError(f"unknown lr scaling {self.lr_scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
+        if not self.lr_grid or any(not (m > 0 and math.isfinite(m)) for m in self.lr_grid):
+            raise PetlError(f"lr_grid must be positive learning-rate multipliers, e.g. [0.3, 1, 3]; got {self.lr_grid}")
+        if len(set(self.lr_grid)) != len(self.lr_grid):
+            raise PetlError(f"lr_grid has repeated multipliers: {self.lr_grid}")
+        if not self.ft_lr > 0 or not self.theta_step > 0:
+            raise PetlError(f"ft_lr and theta_step must be > 0, got {self.ft_lr} and {self.theta_step}")
         if self.max_d is not None and self.max_d < 1:
             raise PetlError(f"max_d must be a positive integer, got {self.max_d}")
         if self.dims is not None and (not self.dims or min(self.dims) < 1):
             raise PetlError(f"dims must be positive integers, got {self.dims}")
 
+    @property
+    def floor(self) -> str:
+        """The baseline that is the curve's d = 0 point: the trained head (``head``), or the frozen linear probe."""
+        return "head" if self.head == "train" else "lp"
+
+    def base_theta_lr(self) -> float:
+        return self.theta_step if self.lr_scaling == "sqrt" else self.recipe.lr
+
 
 @dataclass
 class D90:
-    """A d90 estimate: ``value`` is None when the threshold was not reached within the largest d tried."""
+    """A d90 estimate: ``value`` is None when the threshold was not reached within the largest d tried.
+
+    ``threshold_acc`` is the mean of ``threshold_per_seed`` (each seed's bar from its own floor and ceiling);
+    ``ci_low``/``ci_high`` are ``None`` with one seed (:func:`~petl_analysis.probe.d90.format_ci` says so).
+    """
 
     threshold_acc: float
+    threshold_per_seed: list[float]
     value: float | None
     ci_low: float | None
     ci_high: float | None
     reached: bool
     below_min: bool
     reached_fraction: float
+    n_seeds: int
+
+    def text(self) -> str:
+        return d90_lib.format_d90(self.value, self.reached, self.below_min)
+
+    def ci_text(self) -> str:
+        return d90_lib.format_ci(self.ci_low, self.ci_high, self.n_seeds)
 
 
 @dataclass
 class Baseline:
-    """Accuracy of a baseline per seed, with mean and standard deviation."""
+    """A baseline per seed: validation accuracy (what the thresholds read) and test accuracy (reported only)."""
 
-    per_seed: list[float]
-    mean: float
-    std: float
+    val_per_seed: list[float]
+    test_per_seed: list[float]
+    val_mean: float
+    val_std: float
+    test_mean: float
+    test_std: float
     trainable: int
+
+    @classmethod
+    def from_seeds(cls, val: list[float], test: list[float], trainable: int) -> "Baseline":
+        return cls(list(val), list(test), float(np.mean(val)), float(np.std(val)), float(np.mean(test)),
+                   float(np.std(test)), int(trainable))
 
 
 @dataclass
 class TargetResult:
-    """The local-intrinsic-dimension curve and d90 of one target set S."""
+    """The local-intrinsic-dimension curve and d90 of one target set S.
+
+    ``val_*`` is the curve every decision reads (validation accuracy at the best-validation epoch, per d and seed);
+    ``test_*`` is reported beside it. ``lr`` is theta_d's learning rate at each d (chosen on validation when the
+    config has an ``lr_grid``).
+    """
 
     target: str
     units: list[str]
     D: int
     dims: list[int]
-    acc_mean: list[float]
-    acc_std: list[float]
-    acc_per_seed: list[list[float]]
+    val_mean: list[float]
+    val_std: list[float]
+    val_per_seed: list[list[float]]
+    test_mean: list[float]
+    test_per_seed: list[list[float]]
+    lr: list[float]
     fitted: list[float]
     d90: D90  # gain-normalised (the ranking default)
     d90_classic: D90
@@ -140,13 +212,23 @@ class TargetResult:
     failed_trials: int
     wall_time_s: float
 
+    @property
+    def best_val(self) -> float:
+        vals = [a for a in self.val_mean if math.isfinite(a)]
+        return max(vals) if vals else float("nan")
+
 
 @dataclass
 class ProbeResult(Artefact):
-    """Output of the probe stage (``probe.json``)."""
+    """Output of the probe stage (``probe.json``).
+
+    ``baselines`` holds ``lp`` (linear probe on frozen features), ``head`` (the head alone trained with the trial
+    recipe from the linear-probe init: the curve's d = 0 point; only with ``head="train"``) and ``ft`` (full
+    fine-tuning with the trial recipe and ``ft_lr``: the ceiling). ``n_val`` and ``n_test`` are the split sizes.
+    """
 
     SCHEMA = "probe_result"
-    VERSION = 1
+    VERSION = 2
 
     model: ModelSpec
     data: DataSpec
@@ -156,12 +238,23 @@ class ProbeResult(Artefact):
     trials_total: int
     failed_trials: int
     wall_time_s: float
+    n_train: int = 0
+    n_val: int = 0
+    n_test: int = 0
     trials_log: str = ""
     #: One entry per failed subspace trial: target, d, seed and error (each was retried once before).
     failed: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def floor(self) -> Baseline:
+        return self.baselines[self.config.floor]
+
+    @property
+    def ceiling(self) -> Baseline:
+        return self.baselines["ft"]
+
     def ranked(self) -> list[TargetResult]:
-        """Targets by gain-normalised d90 ascending; not-reached last (by best accuracy)."""
+        """Targets by gain-normalised d90 ascending; not-reached last (by best validation accuracy)."""
         return sorted(self.targets, key=_rank_key)
 
     def table(self) -> list[dict[str, Any]]:
@@ -170,10 +263,10 @@ class ProbeResult(Artefact):
             rows.append({
                 "target": t.target,
                 "D": t.D,
-                "d90": _fmt_d(t.d90),
-                "d90 CI": _fmt_ci(t.d90),
-                "d90 classic": _fmt_d(t.d90_classic),
-                "best acc": max(t.acc_mean) if t.acc_mean else None,
+                "d90": t.d90.text(),
+                "d90 CI": t.d90.ci_text(),
+                "d90 classic": t.d90_classic.text(),
+                "best val acc": t.best_val,
                 "trials": t.trials,
                 "time_s": round(t.wall_time_s, 1),
             })
@@ -183,19 +276,7 @@ class ProbeResult(Artefact):
 def _rank_key(t: TargetResult) -> tuple[int, float]:
     if t.d90.reached and t.d90.value is not None:
         return (0, t.d90.value)
-    return (1, -(max(t.acc_mean) if t.acc_mean else 0.0))
-
-
-def _fmt_d(d: D90) -> str:
-    if not d.reached or d.value is None:
-        return "not reached"
-    return f"<={d.value:.0f}" if d.below_min else f"{d.value:.0f}"
-
-
-def _fmt_ci(d: D90) -> str:
-    lo = "-" if d.ci_low is None else f"{d.ci_low:.0f}"
-    hi = "inf" if d.ci_high is None or not np.isfinite(d.ci_high) else f"{d.ci_high:.0f}"
-    return f"[{lo}, {hi}]"
+    return (1, -(t.best_val if math.isfinite(t.best_val) else 0.0))
 
 
 # --------------------------------------------------------------------------------------------------- workers
@@ -221,7 +302,7 @@ def _prepared(model_json: str, data_json: str, seed: int, recipe_json: str, devi
 
 
 def probe_trial(trial: Trial) -> dict[str, Any]:
-    """Worker: run one baseline or subspace trial described by ``trial.payload``."""
+    """Worker: run one baseline (``lp``, ``head``, ``ft``) or ``subspace`` trial described by ``trial.payload``."""
     p = trial.payload
     torch.set_num_threads(max(1, int(p.get("threads", torch.get_num_threads()))))
     device = p.get("device", "cpu")
@@ -231,18 +312,21 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     if trial.kind == "lp":
         return _summary(lp, device)
     model = copy.deepcopy(base)
+    head = model.get_classifier()
     if trial.kind == "ft":
-        model.requires_grad_(True)
-        if p.get("ft_lr") is not None:  # raw weights want a smaller step than subspace coordinates
-            recipe = dataclasses.replace(recipe, lr=float(p["ft_lr"]), head_lr=recipe.head_lr or recipe.lr)
-        res = fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
-        return _summary(res, device)
+        model.requires_grad_(True)  # raw weights want a smaller step than subspace coordinates
+        recipe = dataclasses.replace(recipe, lr=float(p["ft_lr"]), head_lr=recipe.head_lr or recipe.lr)
+        return _summary(fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device), device)
+    model.requires_grad_(False)
+    if trial.kind == "head":  # d = 0: the trial recipe with no subspace, the curve's floor
+        head.requires_grad_(True)
+        return _summary(fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device), device)
     if trial.kind != "subspace":
         raise ValueError(f"unknown probe trial kind {trial.kind!r}")
-    model.requires_grad_(False)
-    model.get_classifier().requires_grad_(p["head"] == "train")
+    head.requires_grad_(p["head"] == "train")
     units = resolve_targets(model, p["units"])
     wrapped = SubspaceModel(model, units, int(p["d"]), projection=p["projection"], seed=seed, said=bool(p["said"]))
+    recipe = dataclasses.replace(recipe, lr=float(p["lr"]), head_lr=recipe.head_lr or recipe.lr)
     res = fit(wrapped, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
     return _summary(res, device)
 
@@ -258,6 +342,9 @@ def _summary(res, device: str) -> dict[str, Any]:
         "val_curve": res.val_curve,
         "train_loss": res.train_loss,
         "trainable": res.trainable,
+        "n_train": res.n_train,
+        "n_val": res.n_val,
+        "n_test": res.n_test,
         "fit_time_s": res.wall_time_s,
     }
 
@@ -298,6 +385,10 @@ def run_probe(
 ) -> ProbeResult:
     """Measure the local intrinsic dimension of each target; return (and optionally save) a :class:`ProbeResult`.
 
+    The curve of a target is its validation accuracy against d; its floor is the head trained alone with the
+    trial recipe (d = 0) and its ceiling full fine-tuning with the same recipe, both per seed, so each seed has its
+    own threshold. Test accuracy is recorded for every trial and read by nothing here.
+
     Args:
         out: where to write ``probe.json`` (atomically). ``log_path`` defaults to ``<out>.trials.jsonl``; rerunning
             with the same log skips finished trials.
@@ -324,33 +415,39 @@ def run_probe(
         "threads": threads,
     }
     seeds = list(range(config.seeds))
+    base_lr = config.base_theta_lr()
 
     def data_json(seed: int) -> str:
-        return json.dumps(to_jsonable(seed_data(data, seed)), sort_keys=True)
+        return json.dumps(to_jsonable(data.for_seed(seed)), sort_keys=True)
 
     def base_trial(kind: str, seed: int) -> Trial:
-        extra = {"ft_lr": config.ft_lr} if kind == "ft" and config.ft_lr is not None else {}
+        extra = {"ft_lr": config.ft_lr} if kind == "ft" else {}
         return Trial(kind, {**common, "data": data_json(seed), "seed": seed, **extra})
 
-    def sub_trial(label: str, d: int, seed: int) -> Trial:
+    def sub_trial(label: str, d: int, seed: int, mult: float) -> Trial:
+        lr = theta_lr(base_lr, d, config.lr_scaling) * mult
         return Trial("subspace", {**common, "data": data_json(seed), "seed": seed, "units": sets[label], "d": int(d),
-                                  "projection": config.projection, "said": config.said, "head": config.head})
+                                  "lr": lr, "projection": config.projection, "said": config.said,
+                                  "head": config.head})
 
     run = functools.partial(run_trials, log=log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
                             scheduler=scheduler)
+    kinds = ("lp", "head", "ft") if config.floor == "head" else ("lp", "ft")
     if on_round:
-        on_round(0, 2 * len(seeds))
-    baseline_recs = run([base_trial(k, s) for k in ("lp", "ft") for s in seeds], probe_trial)
+        on_round(0, len(kinds) * len(seeds))
+    baseline_recs = run([base_trial(k, s) for k in kinds for s in seeds], probe_trial)
     baselines = {}
-    for kind in ("lp", "ft"):
+    for kind in kinds:
         recs = [baseline_recs[base_trial(kind, s).key] for s in seeds]
-        accs = [_metric(r, config.metric) for r in recs]
-        if any(a is None for a in accs):
-            raise PetlError(f"the {kind} baseline failed: {next(r.get('error') for r in recs if r['status'] != STATUS_OK)}")
-        baselines[kind] = Baseline(accs, float(np.mean(accs)), float(np.std(accs)),
-                                   int(recs[0]["result"]["trainable"]["total_incl_head"]))
-    target_gain = d90_lib.threshold_value(baselines["lp"].mean, baselines["ft"].mean, config.threshold, mode="gain")
-    target_classic = d90_lib.threshold_value(baselines["lp"].mean, baselines["ft"].mean, config.threshold, mode="classic")
+        bad = next((r for r in recs if r["status"] != STATUS_OK), None)
+        if bad is not None:
+            raise PetlError(f"the {kind} baseline failed: {bad.get('error') or 'no error message'}")
+        baselines[kind] = Baseline.from_seeds([r["result"]["val_acc"] for r in recs],
+                                              [r["result"]["test_acc"] for r in recs],
+                                              int(recs[0]["result"]["trainable"]["total_incl_head"]))
+    floor, ceiling = baselines[config.floor].val_per_seed, baselines["ft"].val_per_seed
+    target_gain = [d90_lib.threshold_value(f, c, config.threshold, mode="gain") for f, c in zip(floor, ceiling)]
+    target_classic = [d90_lib.threshold_value(f, c, config.threshold, mode="classic") for f, c in zip(floor, ceiling)]
 
     dims_of: dict[str, list[int]] = {
         label: sorted(set(config.dims)) if config.dims else d90_lib.coarse_grid(D_of[label], d_min=config.d_min,
@@ -359,10 +456,15 @@ def run_probe(
         for label in sets
     }
     records: dict[str, dict[str, Any]] = {}
+
+    def curve(label: str) -> _Curve:
+        return _choose_lr(label, dims_of[label], seeds, config.lr_grid, records, sub_trial)
+
     rounds = 1 if config.dims else 1 + config.max_refinements
     pending = {label: list(dims) for label, dims in dims_of.items()}
     for r in range(rounds):
-        trials = [sub_trial(label, d, s) for label, dims in pending.items() for d in dims for s in seeds]
+        trials = [sub_trial(label, d, s, m) for label, dims in pending.items() for d in dims for s in seeds
+                  for m in config.lr_grid]
         if not trials:
             break
         if on_round:
@@ -372,9 +474,8 @@ def run_probe(
             break  # the last round proposes nothing: a proposal would never be run
         pending = {}
         for label in sets:
-            dims, per_seed = _curve(label, dims_of[label], seeds, records, sub_trial, config.metric)
-            proposed = d90_lib.next_dims(dims, np.nanmean(np.array(per_seed, dtype=float), axis=1), target_gain,
-                                         max_d=min(D_of[label], config.max_d or D_of[label]))
+            c = curve(label)
+            proposed = d90_lib.next_dims(c.dims, c.val, target_gain, max_d=min(D_of[label], config.max_d or D_of[label]))
             proposed = [d for d in proposed if d not in dims_of[label]]
             if proposed:
                 dims_of[label] = sorted(set(dims_of[label]) | set(proposed))
@@ -382,14 +483,14 @@ def run_probe(
 
     results = []
     for label in sets:
-        dims, per_seed = _curve(label, dims_of[label], seeds, records, sub_trial, config.metric)
-        results.append(_target_result(label, sets[label], D_of[label], dims, per_seed, target_gain, target_classic,
-                                      [records[sub_trial(label, d, s).key] for d in dims_of[label] for s in seeds]))
+        recs = [records[sub_trial(label, d, s, m).key] for d in dims_of[label] for s in seeds for m in config.lr_grid]
+        results.append(_target_result(label, sets[label], D_of[label], curve(label), target_gain, target_classic, recs))
     all_records = list(baseline_recs.values()) + list(records.values())
-    failed = [{"target": label, "d": d, "seed": s, "error": rec.get("error") or "no error message",
-               "attempts": rec.get("attempts")}
-              for label in sets for d in dims_of[label] for s in seeds
-              for rec in [records[sub_trial(label, d, s).key]] if rec["status"] != STATUS_OK]
+    failed = [{"target": label, "d": d, "seed": s, "lr": rec["payload"]["lr"],
+               "error": rec.get("error") or "no error message", "attempts": rec.get("attempts")}
+              for label in sets for d in dims_of[label] for s in seeds for m in config.lr_grid
+              for rec in [records[sub_trial(label, d, s, m).key]] if rec["status"] != STATUS_OK]
+    sizes = baseline_recs[base_trial("ft", 0).key]["result"]
     result = ProbeResult(
         model=model,
         data=data,
@@ -399,6 +500,9 @@ def run_probe(
         trials_total=len(all_records),
         failed_trials=sum(r["status"] != STATUS_OK for r in all_records),
         wall_time_s=time.perf_counter() - start,
+        n_train=int(sizes.get("n_train", 0)),
+        n_val=int(sizes.get("n_val", 0)),
+        n_test=int(sizes.get("n_test", 0)),
         trials_log=str(log_file) if log_file else "",
         failed=failed,
     )
@@ -407,47 +511,67 @@ def run_probe(
     return result
 
 
+@dataclass
+class _Curve:
+    """One target's accuracy per (d, seed) at the learning rate chosen for each d; NaN for failed trials."""
 
-def _metric(record: dict[str, Any], metric: str) -> float | None:
-    if record.get("status") != STATUS_OK:
-        return None
-    return record["result"]["test_acc" if metric == "test" else "val_acc"]
+    dims: list[int]
+    val: np.ndarray  # (n_dims, n_seeds)
+    test: np.ndarray
+    lr: list[float]
 
 
-def _curve(label, dims, seeds, records, make_trial, metric) -> tuple[list[int], list[list[float]]]:
-    """Dims tried and accuracy per (d, seed); failed trials are NaN."""
-    per_seed = []
+def _choose_lr(label, dims, seeds, grid, records, make_trial) -> _Curve:
+    """For each d, the lr multiplier with the best seed-mean validation accuracy (ties: the one nearest the rule)."""
+    val_rows, test_rows, lrs = [], [], []
     for d in dims:
-        row = []
-        for s in seeds:
-            rec = records.get(make_trial(label, d, s).key)
-            acc = _metric(rec, metric) if rec else None
-            row.append(float("nan") if acc is None else float(acc))
-        per_seed.append(row)
-    return list(dims), per_seed
+        options = []
+        for m in grid:
+            recs = [records.get(make_trial(label, d, s, m).key) for s in seeds]
+            val = [_acc(r, "val_acc") for r in recs]
+            test = [_acc(r, "test_acc") for r in recs]
+            finite = [v for v in val if math.isfinite(v)]
+            score = float(np.mean(finite)) if finite else -math.inf
+            options.append((-score, abs(math.log(m)), val, test, make_trial(label, d, 0, m).payload["lr"]))
+        _, _, val, test, lr = min(options, key=lambda o: (o[0], o[1]))
+        val_rows.append(val)
+        test_rows.append(test)
+        lrs.append(float(lr))
+    return _Curve(list(dims), np.array(val_rows, dtype=float).reshape(len(dims), len(seeds)),
+                  np.array(test_rows, dtype=float).reshape(len(dims), len(seeds)), lrs)
 
 
-def _to_d90(est: d90_lib.D90Estimate, threshold_acc: float) -> D90:
-    return D90(threshold_acc=threshold_acc, value=est.d90, ci_low=est.ci_low, ci_high=est.ci_high,
-               reached=est.reached, below_min=est.below_min, reached_fraction=est.reached_fraction)
+def _acc(record: dict[str, Any] | None, key: str) -> float:
+    if not record or record.get("status") != STATUS_OK or record["result"].get(key) is None:
+        return float("nan")
+    return float(record["result"][key])
 
 
-def _target_result(label, units, D, dims, per_seed, target_gain, target_classic, recs) -> TargetResult:
-    arr = np.array(per_seed, dtype=float)
-    ok = ~np.isnan(arr).all(axis=1)
-    dims_ok = [d for d, keep in zip(dims, ok) if keep]
-    arr_ok = arr[ok]
-    gain = d90_lib.estimate_d90(dims_ok, arr_ok, target_gain)
-    classic = d90_lib.estimate_d90(dims_ok, arr_ok, target_classic)
+def _to_d90(est: d90_lib.D90Estimate, per_seed: list[float]) -> D90:
+    return D90(threshold_acc=est.target, threshold_per_seed=[float(t) for t in per_seed], value=est.d90,
+               ci_low=est.ci_low, ci_high=est.ci_high, reached=est.reached, below_min=est.below_min,
+               reached_fraction=est.reached_fraction, n_seeds=est.n_seeds)
+
+
+def _row_stats(arr: np.ndarray, fn) -> list[float]:
+    return [float(fn(row)) if not np.isnan(row).all() else float("nan") for row in arr]
+
+
+def _target_result(label, units, D, c: _Curve, target_gain, target_classic, recs) -> TargetResult:
+    gain = d90_lib.estimate_d90(c.dims, c.val, target_gain)
+    classic = d90_lib.estimate_d90(c.dims, c.val, target_classic)
     return TargetResult(
         target=label,
         units=list(units),
         D=int(D),
-        dims=[int(d) for d in dims],
-        acc_mean=[float(np.nanmean(row)) if not np.isnan(row).all() else float("nan") for row in arr],
-        acc_std=[float(np.nanstd(row)) if not np.isnan(row).all() else float("nan") for row in arr],
-        acc_per_seed=arr.tolist(),
-        fitted=[float(v) for v in gain.fitted_at(dims)],
+        dims=[int(d) for d in c.dims],
+        val_mean=_row_stats(c.val, np.nanmean),
+        val_std=_row_stats(c.val, np.nanstd),
+        val_per_seed=c.val.tolist(),
+        test_mean=_row_stats(c.test, np.nanmean),
+        test_per_seed=c.test.tolist(),
+        lr=c.lr,
+        fitted=[float(v) for v in gain.fitted_at(c.dims)],
         d90=_to_d90(gain, target_gain),
         d90_classic=_to_d90(classic, target_classic),
         trials=len(recs),

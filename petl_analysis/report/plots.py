@@ -198,11 +198,11 @@ def _pct(values: Sequence[float]) -> np.ndarray:
     return 100 * np.asarray(values, dtype=float)
 
 
-def _curve_panel(ax, t: "TargetResult", lp: float, ft: float, *, compact: bool) -> None:
+def _curve_panel(ax, t: "TargetResult", floor: float, ceiling: float, *, compact: bool) -> None:
     dims = np.asarray(t.dims, dtype=float)
-    mean, std = _pct(t.acc_mean), _pct(t.acc_std)
+    mean, std = _pct(t.val_mean), _pct(t.val_std)
     if not compact:
-        for d, seeds in zip(dims, t.acc_per_seed):
+        for d, seeds in zip(dims, t.val_per_seed):
             s = _pct(seeds)
             s = s[np.isfinite(s)]
             ax.plot([d] * len(s), s, linestyle="none", marker=".", markersize=3.5, color="0.55", zorder=2)
@@ -211,8 +211,8 @@ def _curve_panel(ax, t: "TargetResult", lp: float, ft: float, *, compact: bool) 
                 markersize=3 if compact else 4, linewidth=1.0, elinewidth=0.8, capsize=2, zorder=3)
     if t.fitted and len(t.fitted) == len(dims):
         ax.plot(dims, _pct(t.fitted), color="#6a3d9a", linestyle=(0, (4, 2)), linewidth=1.0, zorder=3)
-    ax.axhline(100 * lp, color="#2b8a3e", linestyle="--", linewidth=0.9, zorder=1)
-    ax.axhline(100 * ft, color="0.15", linestyle="--", linewidth=0.9, zorder=1)
+    ax.axhline(100 * floor, color="#2b8a3e", linestyle="--", linewidth=0.9, zorder=1)
+    ax.axhline(100 * ceiling, color="0.15", linestyle="--", linewidth=0.9, zorder=1)
     ax.axhline(100 * t.d90_classic.threshold_acc, color="#d9480f", linestyle=":", linewidth=1.1, zorder=1)
     ax.axhline(100 * t.d90.threshold_acc, color="#d9480f", linestyle="-", linewidth=1.1, zorder=1)
     _log_axis(ax, "x")
@@ -235,15 +235,15 @@ def _curve_panel(ax, t: "TargetResult", lp: float, ft: float, *, compact: bool) 
 def _curve_legend(per_seed: bool) -> list:
     seeds = [Line2D([], [], color="0.55", marker=".", linestyle="none", label="per seed")] if per_seed else []
     return [
-        Line2D([], [], color="#1b6ca8", marker="o", markersize=4, label="accuracy, mean ± std over seeds"),
+        Line2D([], [], color="#1b6ca8", marker="o", markersize=4, label="validation accuracy, mean ± std over seeds"),
         *seeds,
         Line2D([], [], color="#6a3d9a", linestyle=(0, (4, 2)), label="isotonic fit"),
         Line2D([], [], color="#d9480f", linestyle="-", label="gain-normalised threshold (d90)"),
-        Line2D([], [], color="#d9480f", linestyle=":", label="classic threshold (fraction of FT)"),
+        Line2D([], [], color="#d9480f", linestyle=":", label="classic threshold (fraction of the ceiling)"),
         Line2D([], [], color="#d9480f", marker="D", markeredgecolor="black", linestyle="none", label="d90"),
         Line2D([], [], color="#d9480f", linewidth=3.0, alpha=0.45, label="d90 bootstrap CI"),
-        Line2D([], [], color="#2b8a3e", linestyle="--", label="linear probe (LP)"),
-        Line2D([], [], color="0.15", linestyle="--", label="full fine-tuning (FT)"),
+        Line2D([], [], color="#2b8a3e", linestyle="--", label="floor: head alone, d = 0"),
+        Line2D([], [], color="0.15", linestyle="--", label="ceiling: full fine-tuning"),
     ]
 
 
@@ -251,7 +251,7 @@ def _d90_text(t: "TargetResult") -> str:
     d = t.d90
     if not d.reached or d.value is None:
         return "d90 not reached"
-    return f"d90 = {fmt_d(d.value, True, d.below_min)}, CI {fmt_ci(d.ci_low, d.ci_high)}"
+    return f"d90 = {d.text()}, CI {d.ci_text()}"
 
 
 def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
@@ -260,15 +260,15 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
     Per-block probes (every target ``blocks.N.<kind>``) are drawn as a kind x block grid of small panels sharing
     axes; other probes get one panel per target (up to 4 per row).
     """
-    lp, ft = probe.baselines["lp"].mean, probe.baselines["ft"].mean
+    lp, ft = probe.floor.val_mean, probe.ceiling.val_mean
     targets = list(probe.targets)
     parsed = [split_block_target(t.target) for t in targets]
     grid = bool(targets) and all(b is not None for b, _ in parsed)
-    all_acc = [a for t in targets for a in list(t.acc_mean) + [v for s in t.acc_per_seed for v in s]]
+    all_acc = [a for t in targets for a in list(t.val_mean) + [v for s in t.val_per_seed for v in s]]
     all_acc = [100 * a for a in all_acc if a is not None and math.isfinite(a)] + [100 * lp, 100 * ft]
     ylo, yhi = min(all_acc), max(all_acc)
     pad = max(0.06 * (yhi - ylo), 0.5)
-    metric = "test" if probe.config.metric == "test" else "validation"
+    metric = "validation"
     with _style():
         if grid:
             kinds = sorted(dict.fromkeys(k for _, k in parsed), key=_kind_key)
@@ -357,17 +357,17 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", edgecolor="0.55",
                                            hatch="///", linewidth=0))
                     # The best accuracy still orders unreached cells (as the ranking does).
-                    ax.text(j, i, f"not reached\nbest {100 * r.best_acc:.1f}%", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"not reached\nbest val {100 * r.best_acc:.1f}%", ha="center", va="center", fontsize=7,
                             color="0.15",
                             bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"))
                     continue
                 rgba = cmap(norm(r.d90))
                 lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
                 colour = "black" if lum > 0.5 else "white"
-                ax.text(j, i - (0.12 if show_ci else 0), fmt_d(r.d90, True, r.below_min), ha="center", va="center",
+                ax.text(j, i - (0.12 if show_ci else 0), fmt_d(r), ha="center", va="center",
                         fontsize=9, fontweight="bold", color=colour)
                 if show_ci:
-                    ax.text(j, i + 0.22, fmt_ci(r.ci_low, r.ci_high), ha="center", va="center", fontsize=6.5,
+                    ax.text(j, i + 0.22, fmt_ci(r), ha="center", va="center", fontsize=6.5,
                             color=colour)
         ax.set_xticks(range(len(blocks)), [str(b) for b in blocks])
         ax.set_yticks(range(len(kinds)), kinds)

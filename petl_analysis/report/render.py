@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..errors import PetlError
 from ..io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from ..probe.d90 import distinct_resamples
 from . import plots
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from .pareto import KADAPTATION_M0
@@ -26,6 +27,7 @@ from .tables import (
     fmt_acc,
     fmt_ci,
     fmt_d,
+    fmt_d_classic,
     fmt_int,
     fmt_params,
     fmt_pct,
@@ -206,7 +208,8 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default) -> lis
                 else " (head not counted in the budget)")],
             ["methods", ", ".join(sweep.methods)],
             ["head initialisation", ", ".join(head_inits)],
-            ["model selection", "test accuracy at the best-validation epoch (last-epoch accuracy also listed)"],
+            ["model selection", "the epoch with the best validation accuracy; its test accuracy is reported "
+                                "(last-epoch test accuracy also listed)"],
             ["ranking used by the plans", f"`{sweep.ranking_source}`" if sweep.ranking_source else "-"],
             ["PE scale M0", f"{fmt_int(m0_value)}" + (" (size of the adapted model, i.e. what full fine-tuning trains)"
                                                      if m0_default else " (given)")],
@@ -218,7 +221,8 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default) -> lis
             ["probe targets", ", ".join(f"`{t}`" for t in cfg.targets)
              + (" (one set per block)" if cfg.per_block else "")],
             ["probe", f"{cfg.projection} projection, threshold {cfg.threshold:g}, {cfg.seeds} seed(s), "
-                      f"head {cfg.head}, metric {cfg.metric}" + (", SAID" if cfg.said else "")
+                      f"head {cfg.head}, decisions on validation ({fmt_int(probe.n_val)} images), theta_d lr "
+                      f"{_lr_text(cfg)}" + (", SAID" if cfg.said else "")
                       + (f", d grid {cfg.dims}" if cfg.dims else f", adaptive d grid from {cfg.d_min}")],
             ["probe wall time", f"{probe.wall_time_s:.0f} s ({probe.trials_total} trials)"],
         ]
@@ -309,54 +313,77 @@ def _cell(r: PointRow | None) -> str:
 def _outcome(o: str | None) -> str:
     if o is None:
         return "-"
-    return {"ahead": "ahead", "behind": "behind", "level": "not distinguishable"}[o]
+    return {"ahead": "ahead", "behind": "behind", "level": "not distinguishable", "same": "same configuration"}[o]
 
 
 # --------------------------------------------------------------------------------------------------- probe
 
 
 def _probe_section(builder: _Builder, probe, rows: list[ProbeRow], ranking) -> list[Block]:
-    lp, ft = probe.baselines["lp"], probe.baselines["ft"]
+    lp, floor, ceiling = probe.baselines["lp"], probe.floor, probe.ceiling
     cfg = probe.config
     thr = rows[0].threshold_acc if rows else math.nan
     thr_c = rows[0].classic_threshold_acc if rows else math.nan
+    floor_name = "the head trained alone with the trial recipe (d = 0)" if cfg.floor == "head" else \
+        "the frozen linear-probe head (d = 0)"
+    seeds = cfg.seeds
+    ci_text = ("no interval: one seed." if seeds < 2 else
+               f"CI: 95 % bootstrap over whole seeds (a seed's curve together with its own floor and ceiling); with "
+               f"{seeds} seeds there are only {distinct_resamples(seeds)} distinct resamples, so the interval is "
+               f"{'the span of the two single-seed estimates' if seeds == 2 else 'coarse'} (∞: some resamples never "
+               "reach the threshold).")
     blocks: list[Block] = [
         Heading("Local intrinsic dimension (probe)", 2),
-        Paragraph(f"Baselines with the probe recipe: linear probe {fmt_acc(lp.mean, lp.std)} % "
-                  f"({fmt_int(lp.trainable)} trainable), full fine-tuning {fmt_acc(ft.mean, ft.std)} % "
-                  f"({fmt_int(ft.trainable)} trainable). d90 is the smallest subspace dimension d whose isotonic "
-                  f"fit of the seed-mean {cfg.metric} accuracy reaches the gain-normalised threshold "
-                  f"LP + {cfg.threshold:g}·(FT − LP) = {fmt_pct(thr)} %; the classic threshold "
-                  f"{cfg.threshold:g}·FT = {fmt_pct(thr_c)} % is listed too. CI: 95 % bootstrap over seeds "
-                  "(∞: some resamples never reach the threshold)."),
+        Paragraph(f"Every number the probe decides on is validation accuracy ({fmt_int(probe.n_val)} images); test "
+                  f"accuracy ({fmt_int(probe.n_test)} images) is shown beside it and read by nothing. Baselines "
+                  f"(validation, mean ± std over seeds; test in brackets): floor, {floor_name}, "
+                  f"{fmt_acc(floor.val_mean, floor.val_std)} % [{fmt_acc(floor.test_mean, floor.test_std)} %]; "
+                  f"ceiling, full fine-tuning with the trial recipe and backbone lr {cfg.ft_lr:g}, "
+                  f"{fmt_acc(ceiling.val_mean, ceiling.val_std)} % [{fmt_acc(ceiling.test_mean, ceiling.test_std)} %] "
+                  f"({fmt_int(ceiling.trainable)} trainable); linear probe {fmt_acc(lp.val_mean, lp.val_std)} % "
+                  f"[{fmt_acc(lp.test_mean, lp.test_std)} %]. d90 is the smallest subspace dimension d whose isotonic "
+                  f"fit of the seed-mean validation accuracy reaches the gain-normalised threshold "
+                  f"floor + {cfg.threshold:g}·(ceiling − floor), per seed, mean {fmt_pct(thr)} %; the classic "
+                  f"threshold {cfg.threshold:g}·ceiling (mean {fmt_pct(thr_c)} %) is listed too. theta_d's learning "
+                  f"rate: {_lr_text(cfg)}. " + ci_text),
     ]
-    header = ["rank", "target", "D", "d90", "d90 CI", "d90 classic", "best acc", "reached (boot.)", "trials"]
+    header = ["rank", "target", "D", "d90", "d90 CI", "d90 classic", "best val acc", "test acc there",
+              "reached (boot.)", "trials"]
     if ranking is not None:
         header += ["ranking rank", "tied with"]
     table = []
     for r in rows:
-        line = [str(r.rank), f"`{r.target}`", fmt_int(r.D), fmt_d(r.d90, r.reached, r.below_min),
-                fmt_ci(r.ci_low, r.ci_high) if r.reached else "-", fmt_d(r.d90_classic, r.classic_reached),
-                fmt_pct(r.best_acc), f"{100 * r.reached_fraction:.0f} %",
+        line = [str(r.rank), f"`{r.target}`", fmt_int(r.D), fmt_d(r), fmt_ci(r), fmt_d_classic(r),
+                fmt_pct(r.best_acc), fmt_pct(r.best_test_acc),
+                f"{100 * r.reached_fraction:.0f} %" if r.n_seeds > 1 else "n/a",
                 f"{r.trials}" + (f" ({r.failed_trials} failed)" if r.failed_trials else "")]
         if ranking is not None:
             line += ["-" if r.ranking_rank is None else str(r.ranking_rank), ", ".join(r.tied_with) or "-"]
         table.append(line)
-    blocks.append(Table(header, table, numeric={0, 2, 3, 5, 6, 7}))
-    blocks.append(Bullets(probe_verdict(rows, (lp.mean, lp.std), (ft.mean, ft.std))))
+    blocks.append(Table(header, table, numeric={0, 2, 3, 5, 6, 7, 8}))
+    blocks.append(Bullets(probe_verdict(rows, (floor.val_mean, floor.val_std), (ceiling.val_mean, ceiling.val_std),
+                                        n_val=probe.n_val)))
     title = f"Accuracy vs subspace dimension: {probe.model.name} on {probe.data.dataset}"
     png = plots.id_curves(probe, title=title, dpi=builder.dpi)
     blocks.append(builder.figure("id_curves", CURVES_PNG, png, "accuracy vs subspace dimension per target",
-                                 f"{cfg.metric.capitalize()} accuracy against subspace dimension d (log scale) per "
-                                 "target set: seed mean ± std, isotonic fit, thresholds, LP/FT baselines, d90 with "
-                                 "its CI."))
+                                 "Validation accuracy against subspace dimension d (log scale) per target set: seed "
+                                 "mean ± std, isotonic fit, thresholds, floor (d = 0) and ceiling (full fine-tuning), "
+                                 "d90 with its CI."))
     if is_per_block(probe):
         png = plots.id_heatmap(rows, title=f"d90 per block and submodule: {probe.model.name} on {probe.data.dataset}",
                                dpi=builder.dpi)
         blocks.append(builder.figure("id_heatmap", HEATMAP_PNG, png, "d90 per block and submodule",
                                      "Gain-normalised d90 per block (columns) and submodule (rows), log colour scale, "
-                                     "95 % CI under each value; hatched grey: the threshold was not reached."))
+                                     "95 % CI under each value (n/a with one seed); hatched grey: the threshold was not reached."))
     return blocks
+
+
+def _lr_text(cfg) -> str:
+    rule = (f"{cfg.theta_step:g}/sqrt(d) (one step length in weight space at every d)" if cfg.lr_scaling == "sqrt"
+            else f"{cfg.recipe.lr:g} at every d")
+    if list(cfg.lr_grid) == [1.0]:
+        return rule
+    return f"{rule} times the best of {', '.join(f'{m:g}' for m in cfg.lr_grid)} per d, chosen on validation"
 
 
 def _ranking_section(ranking) -> list[Block]:
@@ -376,6 +403,12 @@ def _problems_section(sweep, probe) -> list[Block]:
         items += [f"failed: {f.get('label')} at budget {fmt_int(f.get('budget'))}, seed {f.get('seed')}: "
                   f"{f.get('error') or 'no error message'}" for f in sweep.failed]
         items += [f"skipped: {s}" for s in sweep.skipped]
+        for p in sweep.points:
+            falling = sum(bool(s.loss_still_falling) for s in p.run.seeds)
+            if falling:
+                items.append(f"under-trained: {p.label} at budget {fmt_int(p.budget)}: the training loss was still "
+                             f"falling at the last epoch in {falling} of {len(p.run.seeds)} seeds (more than 2 % over "
+                             "the last tenth of the epochs)")
     if probe is not None and probe.failed_trials:
         per_target = [f"{t.target} ({t.failed_trials})" for t in probe.targets if t.failed_trials]
         items.append(f"probe: {probe.failed_trials} of {probe.trials_total} trials failed"

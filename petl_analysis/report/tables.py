@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..probe.d90 import format_ci, format_d90
 from .pareto import KADAPTATION_M0, PPT_M0, pareto_front, pe_score
 
 METHOD_NAMES = {
@@ -71,6 +72,8 @@ class PointRow:
     pe_1e8: float = math.nan
     pe_1e7: float = math.nan
     on_front: bool = False
+    same_as: str | None = None  # ``label@budget`` of an identical configuration (one result, trained once)
+    still_falling: int = 0  # seeds whose training loss was still falling at the last epoch
 
     @property
     def ok(self) -> bool:
@@ -114,6 +117,7 @@ def point_rows(sweep: SweepResult, m0: float) -> list[PointRow]:
             model_total=int(t.get("model_total", 0)), acc=_finite(run.test_acc_mean), std=_finite(run.test_acc_std),
             last_acc=_finite(run.last_test_acc_mean),
             seed_accs=[float(s.test_acc) for s in run.seeds if s.test_acc is not None], targets=targets,
+            same_as=p.same_as, still_falling=sum(bool(s.loss_still_falling) for s in run.seeds),
         ))
     rows.sort(key=lambda r: (r.params, -1 if r.budget is None else r.budget, r.label))
     for r in rows:
@@ -144,11 +148,14 @@ class ProbeRow:
     reached: bool
     below_min: bool
     reached_fraction: float
+    n_seeds: int
     d90_classic: float | None
     classic_reached: bool
+    classic_below_min: bool
     threshold_acc: float
     classic_threshold_acc: float
-    best_acc: float
+    best_acc: float  # best seed-mean validation accuracy over d
+    best_test_acc: float  # seed-mean test accuracy at that d (reported, never decided on)
     dims_tried: int
     trials: int
     failed_trials: int
@@ -167,9 +174,13 @@ def is_per_block(probe: ProbeResult) -> bool:
     return sum(BLOCK_TARGET.match(t.target) is not None for t in probe.targets) >= 2
 
 
-def _best(t: TargetResult) -> float:
-    vals = [a for a in t.acc_mean if a is not None and math.isfinite(a)]
-    return max(vals) if vals else math.nan
+def _best(t: TargetResult) -> tuple[float, float]:
+    """Best seed-mean validation accuracy and the test accuracy at the same d."""
+    ok = [i for i, a in enumerate(t.val_mean) if a is not None and math.isfinite(a)]
+    if not ok:
+        return math.nan, math.nan
+    i = max(ok, key=lambda j: t.val_mean[j])
+    return t.val_mean[i], t.test_mean[i]
 
 
 def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[ProbeRow]:
@@ -179,15 +190,17 @@ def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[Probe
     for i, t in enumerate(probe.ranked(), start=1):
         block, kind = split_block_target(t.target)
         entry = ranked.get(t.target)
+        best_val, best_test = _best(t)
         rows.append(ProbeRow(
             rank=i, target=t.target, block=block, kind=kind, D=t.D, units=len(t.units),
             d90=t.d90.value if t.d90.reached else None, ci_low=t.d90.ci_low, ci_high=t.d90.ci_high,
             reached=bool(t.d90.reached and t.d90.value is not None), below_min=t.d90.below_min,
-            reached_fraction=t.d90.reached_fraction,
+            reached_fraction=t.d90.reached_fraction, n_seeds=t.d90.n_seeds,
             d90_classic=t.d90_classic.value if t.d90_classic.reached else None,
             classic_reached=bool(t.d90_classic.reached and t.d90_classic.value is not None),
+            classic_below_min=t.d90_classic.below_min,
             threshold_acc=t.d90.threshold_acc, classic_threshold_acc=t.d90_classic.threshold_acc,
-            best_acc=_best(t), dims_tried=len(t.dims), trials=t.trials, failed_trials=t.failed_trials,
+            best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims), trials=t.trials, failed_trials=t.failed_trials,
             ranking_rank=entry.rank if entry else None, tied_with=list(entry.tied_with) if entry else [],
         ))
     return rows
@@ -225,17 +238,18 @@ def fmt_pe(x: float) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
 
-def fmt_d(value: float | None, reached: bool, below_min: bool = False) -> str:
-    if not reached or value is None:
-        return "not reached"
-    return f"≤{value:.0f}" if below_min else f"{value:.0f}"
+def fmt_d(r: ProbeRow) -> str:
+    """The row's gain-normalised d90 (``<=`` when reached at the smallest d tried)."""
+    return format_d90(r.d90, r.reached, r.below_min)
 
 
-def fmt_ci(lo: float | None, hi: float | None) -> str:
-    if lo is None or (isinstance(lo, float) and not math.isfinite(lo)):
-        return "-"
-    hi_s = "∞" if hi is None or not math.isfinite(hi) else f"{hi:.0f}"
-    return f"[{lo:.0f}, {hi_s}]"
+def fmt_d_classic(r: ProbeRow) -> str:
+    return format_d90(r.d90_classic, r.classic_reached, r.classic_below_min)
+
+
+def fmt_ci(r: ProbeRow) -> str:
+    """The row's bootstrap interval, ``n/a, 1 seed``, or ``-`` when the threshold was not reached."""
+    return format_ci(r.ci_low, r.ci_high, r.n_seeds) if r.reached or r.n_seeds < 2 else "-"
 
 
 # --------------------------------------------------------------------------------------------------- CSV
@@ -282,20 +296,22 @@ def points_csv(rows: list[PointRow], m0: float) -> str:
 
 PROBE_HEADER = [
     "rank", "target", "block", "kind", "D", "units", "d90", "d90_ci_low", "d90_ci_high", "reached", "below_min",
-    "reached_fraction", "d90_classic", "threshold_acc_pct", "classic_threshold_acc_pct", "best_acc_pct", "dims_tried",
-    "trials", "failed_trials", "ranking_rank",
+    "reached_fraction", "seeds", "d90_classic", "classic_below_min", "threshold_acc_pct", "classic_threshold_acc_pct",
+    "best_val_acc_pct", "test_acc_at_best_val_pct", "dims_tried", "trials", "failed_trials", "ranking_rank",
 ]
 
 
 def probe_csv(rows: list[ProbeRow]) -> str:
-    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded."""
+    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded, CI empty
+    with one seed."""
     out = []
     for r in rows:
         out.append([
             r.rank, r.target, "" if r.block is None else r.block, r.kind, r.D, r.units, _num(r.d90, 1),
             _num(r.ci_low, 1), _num(r.ci_high, 1), str(r.reached).lower(), str(r.below_min).lower(),
-            _num(r.reached_fraction, 3), _num(r.d90_classic, 1), _num(100 * r.threshold_acc, 4),
-            _num(100 * r.classic_threshold_acc, 4), _num(100 * r.best_acc, 4), r.dims_tried, r.trials,
+            _num(r.reached_fraction, 3), r.n_seeds, _num(r.d90_classic, 1), str(r.classic_below_min).lower(),
+            _num(100 * r.threshold_acc, 4), _num(100 * r.classic_threshold_acc, 4), _num(100 * r.best_acc, 4),
+            _num(100 * r.best_test_acc, 4), r.dims_tried, r.trials,
             r.failed_trials, "" if r.ranking_rank is None else r.ranking_rank,
         ])
     return _csv(PROBE_HEADER, out)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .pareto import within_spread
-from .tables import PLANNED_VARIANTS, VARIANT_NAMES, PointRow, ProbeRow, fmt_acc, fmt_ci, fmt_d, fmt_int, fmt_pe
+from .tables import PLANNED_VARIANTS, VARIANT_NAMES, PointRow, ProbeRow, fmt_acc, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
 SUBJECT = "kadaptation"
 FIXED_SIZE_VARIANT = "fixed-size"
@@ -20,13 +20,22 @@ COMPARABLE_RATIO = 2.0
 
 
 def outcome(a: PointRow, b: PointRow) -> str:
-    """``"ahead"``, ``"behind"`` or ``"level"`` (within the combined seed spread) for ``a`` against ``b``."""
+    """``"ahead"``, ``"behind"``, ``"level"`` (within the combined seed spread) for ``a`` against ``b``, or
+    ``"same"`` when one is the other (an identical configuration, trained once)."""
+    if _same(a, b):
+        return "same"
     if within_spread(a.acc, a.std, b.acc, b.std):
         return "level"
     return "ahead" if a.acc > b.acc else "behind"
 
 
-OUTCOME_WORDS = {"ahead": "ahead of", "behind": "behind", "level": "not distinguishable within seed spread from"}
+OUTCOME_WORDS = {"ahead": "ahead of", "behind": "behind", "level": "not distinguishable within seed spread from",
+                 "same": "the same configuration as (trained once)"}
+
+
+def _same(a: PointRow, b: PointRow) -> bool:
+    return a.same_as == f"{b.label}@{b.budget}" or b.same_as == f"{a.label}@{a.budget}" or (
+        a.same_as is not None and a.same_as == b.same_as)
 
 
 def _describe(r: PointRow) -> str:
@@ -75,8 +84,10 @@ def _dominator(r: PointRow, rows: list[PointRow]) -> PointRow | None:
 
 def _counts(outcomes: list[str]) -> str:
     n = len(outcomes)
+    same = outcomes.count("same")
     return (f"ahead at {outcomes.count('ahead')}, level at {outcomes.count('level')}, "
-            f"behind at {outcomes.count('behind')} of {n} budget{'s' if n != 1 else ''}")
+            f"behind at {outcomes.count('behind')}" + (f", the same configuration at {same}" if same else "")
+            + f" of {n} budget{'s' if n != 1 else ''}")
 
 
 def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) -> list[str]:
@@ -206,7 +217,7 @@ def selection_verdict(sel_rows: list[SelectionRow]) -> list[str]:
             notes.append(f"selected is {OUTCOME_WORDS[r.vs_fixed]} fixed q,v")
         if r.vs_worst:
             notes.append(f"{OUTCOME_WORDS[r.vs_worst]} worst-ranked")
-        if r.same_units_as_fixed:
+        if r.same_units_as_fixed and r.vs_fixed != "same":
             notes.append("selection chose the same units as the fixed plan, so any difference comes from sizing or "
                          "run-to-run noise, not from the choice of targets")
         tail = " — " + "; ".join(notes) if notes else ""
@@ -215,6 +226,16 @@ def selection_verdict(sel_rows: list[SelectionRow]) -> list[str]:
 
 
 def _summary_word(outcomes: list[str], other: str) -> str:
+    same = outcomes.count("same")
+    outcomes = [o for o in outcomes if o != "same"]
+    if not outcomes:
+        return f" Selection chose exactly the {other} configuration at every budget: there is nothing to compare."
+    tail = (f" (At {same} budget{'s' if same != 1 else ''} the two plans are the same configuration, trained once, "
+            "and are left out of this count.)" if same else "")
+    return _summary_core(outcomes, other) + tail
+
+
+def _summary_core(outcomes: list[str], other: str) -> str:
     n, ahead, behind = len(outcomes), outcomes.count("ahead"), outcomes.count("behind")
     if ahead == 0 and behind == 0:
         return f" Selection and {other} are not distinguishable within seed spread at any budget."
@@ -242,9 +263,14 @@ def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
     return alo <= bhi and blo <= ahi
 
 
-def probe_verdict(rows: list[ProbeRow], lp: tuple[float, float], ft: tuple[float, float]) -> list[str]:
-    """Bullets: lowest local ID, statistically tied targets, targets that never reached the threshold,
-    and attention vs MLP (the KAdaptation paper's finding)."""
+def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tuple[float, float], *,
+                  n_val: int = 0) -> list[str]:
+    """Bullets: lowest local ID, statistically tied targets, targets that never reached the threshold (and those
+    that missed it by less than one validation image), attention vs MLP (the KAdaptation paper's finding), and a
+    degenerate probe (ceiling not above floor, or every d90 at the smallest d).
+
+    ``floor`` and ``ceiling`` are (mean, std) validation accuracies of the head alone (d = 0) and full fine-tuning.
+    """
     if not rows:
         return ["The probe has no targets."]
     bullets = []
@@ -252,14 +278,23 @@ def probe_verdict(rows: list[ProbeRow], lp: tuple[float, float], ft: tuple[float
     if reached:
         top = reached[0]
         ties = [r.target for r in reached[1:] if _ci_overlap(top, r)]
-        line = (f"Lowest local intrinsic dimension: {top.target} with d90 = {fmt_d(top.d90, True, top.below_min)} "
-                f"(CI {fmt_ci(top.ci_low, top.ci_high)}) out of D = {fmt_int(top.D)}.")
+        line = (f"Lowest local intrinsic dimension: {top.target} with d90 = {fmt_d(top)} "
+                f"(CI {fmt_ci(top)}) out of D = {fmt_int(top.D)}.")
         if ties:
             line += " Not distinguishable from it (overlapping CIs): " + ", ".join(ties) + "."
         bullets.append(line)
     missed = [r.target for r in rows if not r.reached]
     if missed:
         bullets.append(f"Never reached the threshold within the d tried: {', '.join(missed)}.")
+    if n_val:
+        close = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.threshold_acc)} %)" for r in rows
+                 if not r.reached and r.threshold_acc - r.best_acc < 1.0 / n_val]
+        if close:
+            bullets.append("Missed the threshold by less than one validation image, so \"not reached\" is within "
+                           "rounding: " + ", ".join(close) + ".")
+    if len(rows) > 1 and all(r.reached and r.below_min for r in rows):
+        bullets.append("Every target reaches the threshold at the smallest d tried: the probe does not separate "
+                       "them, and the ranking only orders them by best validation accuracy.")
     groups: dict[str, list[ProbeRow]] = {"attention": [], "MLP": []}
     for r in reached:
         if r.kind.startswith("attn"):
@@ -275,11 +310,11 @@ def probe_verdict(rows: list[ProbeRow], lp: tuple[float, float], ft: tuple[float
             verdict = "attention is lower, consistent with the KAdaptation paper's finding"
         else:
             verdict = "MLP is lower, contrary to the KAdaptation paper's finding (attention lower)"
-        bullets.append(f"Attention vs MLP: lowest attention d90 {fmt_d(a.d90, True, a.below_min)} ({a.target}) vs "
-                       f"lowest MLP d90 {fmt_d(m.d90, True, m.below_min)} ({m.target}): {verdict}.")
-    gap = ft[0] - lp[0]
-    if gap <= max(math.hypot(lp[1], ft[1]), 1e-9):
-        bullets.append(f"Caution: full fine-tuning ({fmt_acc(*ft)} %) is not clearly above the linear probe "
-                       f"({fmt_acc(*lp)} %), so the gain-normalised threshold sits inside the seed noise and d90 "
-                       "values are unreliable.")
+        bullets.append(f"Attention vs MLP: lowest attention d90 {fmt_d(a)} ({a.target}) vs "
+                       f"lowest MLP d90 {fmt_d(m)} ({m.target}): {verdict}.")
+    gap = ceiling[0] - floor[0]
+    if gap <= max(math.hypot(floor[1], ceiling[1]), 1e-9):
+        bullets.append(f"Caution: full fine-tuning ({fmt_acc(*ceiling)} % validation) is not clearly above the head "
+                       f"trained alone ({fmt_acc(*floor)} %), so the gain-normalised threshold sits inside the seed "
+                       "noise and d90 values are unreliable.")
     return bullets

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +10,7 @@ from scipy import stats
 
 from ..artefacts import Artefact
 from ..models import ModelSpec
+from ..probe.d90 import format_ci, format_d90
 from ..task import DataSpec
 
 
@@ -26,6 +26,8 @@ class RankedTarget:
         score: the selector's raw score (d90 for the probe selector; the proxy value otherwise).
         d90, d90_ci: the probe's gain-normalised d90 and its CI when known (``None`` = not reached / not probed).
         reached: the probe reached the threshold for this set.
+        below_min: reached already at the smallest d tried (d90 is an upper bound).
+        n_seeds: probe seeds behind the d90 (1: no interval).
         tied_with: targets whose d90 CI overlaps this one's (statistically indistinguishable).
     """
 
@@ -37,6 +39,8 @@ class RankedTarget:
     d90: float | None = None
     d90_ci: list[float | None] = field(default_factory=list)
     reached: bool = True
+    below_min: bool = False
+    n_seeds: int = 0
     tied_with: list[str] = field(default_factory=list)
 
 
@@ -65,19 +69,12 @@ class Ranking(Artefact):
                 "target": e.target,
                 "D": e.D,
                 "score": e.score,
-                "d90": "not reached" if not e.reached else (None if e.d90 is None else round(e.d90)),
-                "d90 CI": _ci(e.d90_ci),
+                "d90": format_d90(e.d90, e.reached, e.below_min) if e.n_seeds else "-",
+                "d90 CI": format_ci(*(e.d90_ci + [None, None])[:2], e.n_seeds) if e.n_seeds else "-",
                 "tied with": ", ".join(e.tied_with) or "-",
             }
             for e in sorted(self.entries, key=lambda e: e.rank)
         ]
-
-
-def _ci(ci: list[float | None]) -> str:
-    if not ci or ci[0] is None:
-        return "-"
-    hi = ci[1]
-    return f"[{ci[0]:.0f}, {'inf' if hi is None or math.isinf(hi) else f'{hi:.0f}'}]"
 
 
 def rank_correlations(reference: Ranking, other: Ranking) -> dict[str, float]:

@@ -35,10 +35,10 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
     rows = []
     for t in probe.targets:
         d = t.d90_classic if classic else t.d90
-        best = max((a for a in t.acc_mean if not math.isnan(a)), default=0.0)
+        best = t.best_val if math.isfinite(t.best_val) else 0.0
         rows.append((t, d, best))
-    # Reached first by d90, equal d90 (e.g. all at the smallest d tried) by best accuracy; then not reached by best
-    # accuracy (closest to the threshold first).
+    # Reached first by d90, equal d90 (e.g. all at the smallest d tried) by best validation accuracy; then not
+    # reached by best validation accuracy (closest to the threshold first).
     rows.sort(key=lambda r: (0, r[1].value, -r[2]) if r[1].reached and r[1].value is not None else (1, math.inf, -r[2]))
     entries = []
     for i, (t, d, best) in enumerate(rows):
@@ -48,15 +48,19 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
             d90=d.value if d.reached else None,
             d90_ci=[d.ci_low, d.ci_high],
             reached=bool(d.reached),
+            below_min=bool(d.below_min),
+            n_seeds=d.n_seeds,
         ))
     _flag_ties(entries)
+    # Validation accuracies only: a ranking must not change when the test labels do.
     details: dict[str, object] = {"threshold": probe.config.threshold,
-                                  "baselines": {k: v.mean for k, v in probe.baselines.items()}}
-    lp, ft = probe.baselines["lp"].mean, probe.baselines["ft"].mean
-    if ft <= lp:
-        details["warning"] = (f"full fine-tuning ({100 * ft:.1f}%) does not beat the linear probe ({100 * lp:.1f}%) on "
-                              "this data: every d90 sits at the smallest d and the ranking only orders targets by "
-                              "their best accuracy; the linear probe may be all this task needs")
+                                  "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()}}
+    floor, ceiling = probe.floor.val_mean, probe.ceiling.val_mean
+    if ceiling <= floor:
+        details["warning"] = (f"full fine-tuning ({100 * ceiling:.1f}% validation) does not beat the head trained alone "
+                              f"({100 * floor:.1f}%) on this data: every d90 sits at the smallest d and the ranking only "
+                              "orders targets by their best validation accuracy; the linear probe may be all this "
+                              "task needs")
     return Ranking(selector="d90-classic" if classic else "d90", model=probe.model, data=probe.data, entries=entries,
                    source=source, direction="ascending", details=details)
 

@@ -28,7 +28,7 @@ from ..models import ModelSpec
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, reverse_ranking
 from ..select import Ranking
 from ..task import DataSpec, prepare_model
-from ..train.run import RunResult, SeedRun, default_train_recipe, seed_data, summarise, train_one_seed
+from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import STATUS_OK, Trial, run_trials
 from ..tuners import METHODS, config_from_dict, get_method
 
@@ -46,7 +46,11 @@ DEFAULT_METHODS = ("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt
 @dataclass
 class SweepPoint:
     """One trained configuration: ``variant`` is ``selected``, ``fixed``, ``worst`` (planned methods), ``sized``
-    (knob-sized baselines) or ``fixed-size`` (linear, full, bitfit, layernorm); ``budget`` is None for the last."""
+    (knob-sized baselines) or ``fixed-size`` (linear, full, bitfit, layernorm); ``budget`` is None for the last.
+
+    ``same_as`` names an earlier point (``label@budget``) with exactly this configuration (same units, same
+    hyper-parameters): it was trained once, and the two are one result, not two that happen to be level.
+    """
 
     label: str
     method: str
@@ -54,6 +58,7 @@ class SweepPoint:
     budget: int | None
     run: RunResult
     plan: dict[str, Any] | None = None
+    same_as: str | None = None
 
 
 @dataclass
@@ -215,7 +220,7 @@ def run_sweep(
               "head_init": head_init, "device": device, "threads": threads}
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
-        return Trial("run", {**common, "data": json.dumps(to_jsonable(seed_data(data, seed)), sort_keys=True),
+        return Trial("run", {**common, "data": json.dumps(to_jsonable(data.for_seed(seed)), sort_keys=True),
                              "config": json.dumps(config, sort_keys=True), "seed": seed})
 
     seed_list = list(range(seeds))
@@ -224,7 +229,11 @@ def run_sweep(
     records = run_trials(trials, sweep_trial, log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
                          scheduler=scheduler)
     result_points, failed = [], []
+    first_of: dict[str, str] = {}
     for label, method, variant, budget, cfg, plan in points:
+        key = json.dumps(cfg, sort_keys=True)
+        same_as = first_of.setdefault(key, f"{label}@{budget}")
+        same_as = None if same_as == f"{label}@{budget}" else same_as
         recs = [records[trial(cfg, s).key] for s in seed_list]
         ok = [r for r in recs if r["status"] == STATUS_OK]
         failed += [{"label": label, "budget": budget, "seed": r["payload"]["seed"], "error": r.get("error")}
@@ -234,7 +243,8 @@ def run_sweep(
         runs = [from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok]
         run = summarise(method, cfg, model, data, recipe, head_init, ok[0]["result"]["trainable"], runs,
                         sum(r.wall_time_s for r in runs), label=label)
-        result_points.append(SweepPoint(label, method, variant, budget, run, plan.to_dict() if plan else None))
+        result_points.append(SweepPoint(label, method, variant, budget, run, plan.to_dict() if plan else None,
+                                        same_as=same_as))
     result = SweepResult(model=model, data=data, recipe=recipe, seeds=seed_list, budgets=sorted(budgets),
                          methods=list(methods), head_in_budget=head_in_budget, points=result_points, failed=failed,
                          skipped=skipped, ranking_source=ranking_source, wall_time_s=time.perf_counter() - start,

@@ -1,12 +1,13 @@
 """The train stage: one adaptation method (or a plan) on one dataset, over seeds, as a :class:`RunResult`.
 
 The classifier starts from the linear probe of the frozen backbone by default (``head_init="lp"``), the analogue
-of the KAdaptation paper's language-initialised head; ``"random"`` starts from a fresh head.
+of the KAdaptation paper's language-initialised head; ``"random"`` starts from a fresh head. Every method, the
+``linear`` baseline included, then trains for the recipe's epochs from that head: a baseline gets the same training
+budget as what it is compared with.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..artefacts import Artefact
 from ..data import load_dataset
-from ..engine import EpochLog, FitResult, Recipe, fit
+from ..engine import EpochLog, FitResult, Recipe, fit, loss_still_falling
 from ..errors import PetlError
 from ..models import ModelSpec
 from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
@@ -44,6 +45,7 @@ class SeedRun:
     wall_time_s: float
     train_loss: list[float] = field(default_factory=list)
     val_curve: list[float] = field(default_factory=list)
+    loss_still_falling: bool = False  # see engine.loss_still_falling: more epochs would likely have helped
 
 
 @dataclass
@@ -84,13 +86,6 @@ class RunResult(Artefact):
         }
 
 
-def seed_data(data: DataSpec, seed: int) -> DataSpec:
-    """Each seed draws its own k-shot sample (``shot_seed = seed``); the val/test split stays fixed."""
-    if data.split.shots is None:
-        return data
-    return DataSpec(data.dataset, dataclasses.replace(data.split, shot_seed=seed))
-
-
 def train_one_seed(
     model: ModelSpec,
     data: DataSpec,
@@ -106,23 +101,21 @@ def train_one_seed(
     """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts."""
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
-    data = seed_data(data, seed)
+    data = data.for_seed(seed)
     ds = load_dataset(data.dataset)
     net = prepare_model(model, ds.num_classes, seed=seed)
     task = build_task(data, net, dataset=ds)
     start = time.perf_counter()
-    if config.method == "linear":
-        res: FitResult = fit_linear_probe(net, task, recipe, seed=seed, device=device)
-        method = apply_method(net, config)
-    else:
-        if head_init == "lp":
-            fit_linear_probe(net, task, recipe, seed=seed, device=device)
-        method = apply_method(net, config)
-        res = fit(net, task.train, task.val, recipe, test=task.test, seed=seed, device=device, callback=callback)
+    if head_init == "lp":
+        fit_linear_probe(net, task, recipe, seed=seed, device=device)
+    method = apply_method(net, config)
+    res: FitResult = fit(net, task.train, task.val, recipe, test=task.test, seed=seed, device=device,
+                         callback=callback)
     if adapter_dir is not None:
         save_adapter(net, method, Path(adapter_dir) / f"seed{seed}")
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
-                  res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve)
+                  res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
+                  loss_still_falling(res.train_loss))
     return run, res.trainable
 
 
