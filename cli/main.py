@@ -28,6 +28,9 @@ DeviceOpt = lambda: typer.Option("auto", "--device", help="auto, cpu, cuda or cu
 ThreadsOpt = lambda: typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice).")  # noqa: E731
 BackendOpt = lambda: typer.Option("loky", "--backend", help="Trial execution: loky (local processes) or dask.")  # noqa: E731
 SchedulerOpt = lambda: typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask).")  # noqa: E731
+ImgSizeOpt = lambda: typer.Option(None, "--img-size", help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")  # noqa: E731
+InChansOpt = lambda: typer.Option(None, "--in-chans", help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) (default: the model's).")  # noqa: E731
+PatchSizeOpt = lambda: typer.Option(None, "--patch-size", help="Patch size in pixels (default: the model's; pretrained weights need their own).")  # noqa: E731
 
 
 def _setup(threads: Optional[int]) -> None:
@@ -37,10 +40,19 @@ def _setup(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_chans: Optional[int] = None):
+def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_chans: Optional[int] = None,
+                patch_size: Optional[int] = None):
     from petl_analysis.models import ModelSpec
 
-    return ModelSpec(name=model, weights=weights, img_size=img_size, in_chans=in_chans)
+    return ModelSpec(name=model, weights=weights, img_size=img_size, in_chans=in_chans, patch_size=patch_size)
+
+
+def _with_sizes(spec, weights: str, img_size: Optional[int], in_chans: Optional[int], patch_size: Optional[int]):
+    """A stored spec (of a plan or ranking) with this command's weights and any size option given."""
+    import dataclasses
+
+    sizes = {"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size}
+    return dataclasses.replace(spec, weights=weights, **{k: v for k, v in sizes.items() if v is not None})
 
 
 #: What ``petl-analyze demo`` runs: sized to finish in about 10 minutes on 2 CPU cores.
@@ -63,21 +75,28 @@ DEMO = dict(
 def info(
     model: str = ModelOpt(),
     weights: str = WeightsOpt(),
-    img_size: Optional[int] = typer.Option(None, help="Override the model's input size."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Resolve these target specs only."),
 ) -> None:
     """Show a model's size and its submodule catalogue (the names every other command accepts)."""
     from petl_analysis.accounting import count_parameters
     from petl_analysis.models import catalogue, create_model, describe_targets, model_input_config, resolve_targets
 
-    net = create_model(_model_spec(model, weights, img_size))
+    net = create_model(_model_spec(model, weights, img_size, in_chans, patch_size))
     units = resolve_targets(net, targets) if targets else catalogue(net)
     cfg = model_input_config(net)
     console.print(
         f"[bold]{model}[/] weights={weights}  params={count_parameters(net).model_total:,}  "
-        f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  blocks={len(net.blocks)}"
+        f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  patch={_patch(net)}  blocks={len(net.blocks)}"
     )
     print_table(describe_targets(units), title="submodule catalogue")
+
+
+def _patch(net) -> str:
+    patch = getattr(getattr(net, "patch_embed", None), "patch_size", None)
+    return "x".join(map(str, patch)) if isinstance(patch, (tuple, list)) else str(patch)
 
 
 @app.command()
@@ -106,6 +125,9 @@ def linear_probe(
     epochs: int = typer.Option(50, "--epochs"),
     lr: float = typer.Option(1e-2, "--lr"),
     compare_random: bool = typer.Option(False, "--compare-random", help="Also probe the same architecture with random weights."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -123,7 +145,7 @@ def linear_probe(
         for w in variants:
             for seed in range(seeds):
                 data = DataSpec(dataset, SplitSpec(shots=shots, shot_seed=seed))
-                spec = _model_spec(model, w)
+                spec = _model_spec(model, w, img_size, in_chans, patch_size)
                 net = prepare_model(spec, ds.num_classes, seed=seed)
                 task = build_task(data, net, dataset=ds)
                 res = fit_linear_probe(net, task, recipe, seed=seed, device=device)
@@ -186,6 +208,9 @@ def probe(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of theta_d (default: the probe recipe's)."),
     out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
     device: str = DeviceOpt(),
@@ -216,7 +241,7 @@ def probe(
     )
     dev = str(resolve_device(device))
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(_model_spec(model, weights), _data_spec(dataset, shots, max_train), config, out=out,
+        result = run_probe(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots, max_train), config, out=out,
                            device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler,
                            on_trial=_trial_progress(advance))
     lp, ft = result.baselines["lp"], result.baselines["ft"]
@@ -274,6 +299,9 @@ def train(
     num_classes: int = typer.Option(10, "--num-classes", help="Head size for --dry-run."),
     out: Optional[str] = typer.Option("run.json", "--out", "-o", help="RunResult JSON."),
     save_adapter: Optional[str] = typer.Option(None, "--save-adapter", help="Directory for the adapter weights (one folder per seed)."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -287,11 +315,11 @@ def train(
     from petl_analysis.train import default_train_recipe, run_method
     from petl_analysis.tuners import get_method
 
-    spec = _model_spec(model or "petl_vit_tiny", weights)
+    spec = _model_spec(model or "petl_vit_tiny", weights, img_size, in_chans, patch_size)
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
-        spec = spec if model else dataclasses.replace(plan_obj.model, weights=weights)
+        spec = spec if model else _with_sizes(plan_obj.model, weights, img_size, in_chans, patch_size)
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank" if method != "lora" else "r", rank)) if v is not None]
         if init is not None:
@@ -345,6 +373,9 @@ def select(
     targets: Optional[str] = typer.Option(None, "--targets", "-t"),
     per_block: bool = typer.Option(False, "--per-block"),
     out: str = typer.Option("ranking.json", "--out", "-o"),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -358,7 +389,8 @@ def select(
     if probe_path is None and not from_model:
         raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
     probe_obj = ProbeResult.load(probe_path) if probe_path else None
-    ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights), data=_data_spec(dataset, None),
+    ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights, img_size, in_chans, patch_size),
+                         data=_data_spec(dataset, None),
                          targets=split_list(targets) or None, per_block=per_block, device=str(resolve_device(device)),
                          source=probe_path or "")
     ranking.save(out)
@@ -385,6 +417,9 @@ def plan(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset for the head size (default: the ranking's)."),
     out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
     from pathlib import Path
@@ -398,7 +433,8 @@ def plan(
     from ._common import parse_ints
 
     ranking = Ranking.load(ranking_path)
-    spec = _model_spec(model, weights) if model else ranking.model
+    spec = (_model_spec(model, weights, img_size, in_chans, patch_size) if model
+            else _with_sizes(ranking.model, ranking.model.weights, img_size, in_chans, patch_size))
     ds_name = dataset or (ranking.data.dataset if ranking.data else "digits")
     net = prepare_model(spec, load_dataset(ds_name).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
@@ -442,6 +478,9 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -462,7 +501,7 @@ def sweep(
     recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
     ranking = Ranking.load(plans_from) if plans_from else None
     with progress_bar("sweep", total=None) as advance:
-        result = run_sweep(_model_spec(model, weights), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
+        result = run_sweep(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
                            split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,
                            out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
                            scheduler=scheduler, on_trial=_trial_progress(advance),
@@ -502,7 +541,7 @@ def report(
 
 def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
                   probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None,
-                  max_d=None, probe_grid=None):
+                  max_d=None, probe_grid=None, sizes=None):
     import dataclasses
     from pathlib import Path
 
@@ -532,7 +571,7 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(_model_spec(model, weights), _data_spec(ds, shots or None), config, out_dir,
+            result = run_pipeline(_model_spec(model, weights, **(sizes or {})), _data_spec(ds, shots or None), config, out_dir,
                                   device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler, on_stage=on_stage,
                                   on_trial=_trial_progress(advance),
                                   commands=[command])
@@ -565,6 +604,9 @@ def run(
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -575,7 +617,8 @@ def run(
     _setup(threads)
     _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
                   per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
-                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d)
+                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d,
+                  sizes={"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size})
 
 
 @app.command()
