@@ -163,6 +163,20 @@ def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = No
     return DataSpec(dataset, SplitSpec(shots=shots, max_train=max_train))
 
 
+def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str]) -> str:
+    """``--dataset``, else the ranking's; a ranking made on another dataset is refused."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.task import same_dataset
+
+    ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
+    if dataset is None:
+        return ranked_on or "digits"
+    if ranked_on is not None and not same_dataset(dataset, ranked_on):
+        raise PetlError(f"--plans-from {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
+                        f"drop --dataset to sweep on {ranked_on!r}, or select on {dataset!r} first")
+    return dataset
+
+
 def _trial_progress(advance):
     def on_trial(record: dict, cached: bool) -> None:
         import json as _json
@@ -468,7 +482,7 @@ def sweep(
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
     model: str = ModelOpt(),
     weights: str = WeightsOpt(),
-    dataset: str = DatasetOpt(),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Built-in dataset name or an image-folder path (default: the --plans-from ranking's, else digits)."),
     shots: Optional[int] = typer.Option(5, "--shots", "-k", help="k-shot per class (0 = full data)."),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -500,6 +514,7 @@ def sweep(
     recipe = default_train_recipe()
     recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
     ranking = Ranking.load(plans_from) if plans_from else None
+    dataset = _dataset_for_ranking(dataset, ranking, plans_from)
     with progress_bar("sweep", total=None) as advance:
         result = run_sweep(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
                            split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,

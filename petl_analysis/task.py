@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +33,22 @@ class DataSpec:
         s = self.split
         shots = f"{s.shots}-shot(seed={s.shot_seed})" if s.shots else "full"
         return f"{self.dataset}:{shots}:split_seed={s.split_seed}"
+
+
+def dataset_identity(name: str) -> str:
+    """What a dataset name refers to: a built-in name as is, an image folder as its absolute path."""
+    from .data.builtin import DATASETS
+
+    name = str(name)
+    if name in DATASETS:
+        return name
+    path = name[len("folder:"):] if name.startswith("folder:") else name
+    return f"folder:{Path(path).expanduser().resolve()}"
+
+
+def same_dataset(a: str, b: str) -> bool:
+    """Whether two dataset names (``digits``, ``./imgs``, ``folder:/abs/imgs``) refer to the same data."""
+    return dataset_identity(a) == dataset_identity(b)
 
 
 @dataclass
