@@ -262,6 +262,10 @@ def probe(
     console.print(f"baselines: linear probe {lp.mean:.3f} ± {lp.std:.3f} ({lp.trainable:,} params), "
                   f"full fine-tuning {ft.mean:.3f} ± {ft.std:.3f} ({ft.trainable:,} params)")
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
+    from petl_analysis.report.verdict import degenerate_probe_warning
+
+    if (warning := degenerate_probe_warning(result)) is not None:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from petl_analysis.data import SplitSpec
 from petl_analysis.models import ModelSpec
 from petl_analysis.probe import D90, Baseline, ProbeConfig, ProbeResult, TargetResult
@@ -36,6 +38,22 @@ def synthetic_probe(model_units: dict[str, list[str]] | None = None) -> ProbeRes
         failed_trials=0,
         wall_time_s=1.0,
     )
+
+
+def below_grid_probe(all_below: bool, lp: float = 0.9, ft: float = 0.88) -> ProbeResult:
+    """Two targets reached at the smallest d tried (d90 <= 4); with ``all_below=False`` a third one is not."""
+    targets = []
+    for i, label in enumerate(("attn.v", "mlp.fc1", "attn.q")):
+        below = all_below or i < 2
+        acc = [0.9, 0.91, 0.92] if below else [0.5, 0.6, 0.7]
+        d = D90(0.89, 4.0 if below else None, 4.0 if below else None, 4.0 if below else math.inf, below, below,
+                1.0 if below else 0.0)
+        targets.append(TargetResult(label, [f"blocks.0.{label}"], 1000, [4, 16, 64], acc, [0.01] * 3,
+                                    [[a] for a in acc], acc, d, d, 3, 0, 1.0))
+    return ProbeResult(model=ModelSpec("petl_vit_tiny", weights="random"), data=DataSpec("digits", SplitSpec(shots=10)),
+                       config=ProbeConfig(targets=["attn.v", "mlp.fc1", "attn.q"], seeds=1),
+                       baselines={"lp": Baseline([lp], lp, 0.0, 650), "ft": Baseline([ft], ft, 0.0, 202826)},
+                       targets=targets, trials_total=11, failed_trials=0, wall_time_s=1.0)
 
 
 def without_times(obj):

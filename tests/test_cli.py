@@ -134,3 +134,19 @@ def test_bad_input_matrix(tmp_path) -> None:
         assert len(errors) == 1 and message in errors[0], (args, out)
     after = set(p.name for p in tmp_path.iterdir())
     assert after == before, f"bad input wrote files: {after - before}"
+
+
+def test_probe_warns_on_the_console_when_every_d90_is_below_the_grid(tmp_path, monkeypatch) -> None:
+    import petl_analysis.probe as probe_pkg
+    from helpers import below_grid_probe
+
+    monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=True))
+    code, out = _run(["probe", "--weights", "random", "--out", "p.json"], tmp_path)
+    assert code == 0, out
+    lines = out.splitlines()
+    table_end = max(i for i, line in enumerate(lines) if line.startswith("└"))
+    warning = [i for i, line in enumerate(lines) if line.startswith("warning: degenerate probe: every target")]
+    assert warning and warning[0] > table_end, out
+    monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=False))
+    code, out = _run(["probe", "--weights", "random", "--out", "p.json"], tmp_path)
+    assert code == 0 and "degenerate" not in out and "<=4" in out

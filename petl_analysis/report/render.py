@@ -336,7 +336,7 @@ def _probe_section(builder: _Builder, probe, rows: list[ProbeRow], ranking) -> l
     table = []
     for r in rows:
         line = [str(r.rank), f"`{r.target}`", fmt_int(r.D), fmt_d(r.d90, r.reached, r.below_min),
-                fmt_ci(r.ci_low, r.ci_high) if r.reached else "-", fmt_d(r.d90_classic, r.classic_reached),
+                fmt_ci(r.ci_low, r.ci_high) if r.reached else "-", fmt_d(r.d90_classic, r.classic_reached, r.classic_below_min),
                 fmt_pct(r.best_acc), f"{100 * r.reached_fraction:.0f} %",
                 f"{r.trials}" + (f" ({r.failed_trials} failed)" if r.failed_trials else "")]
         if ranking is not None:

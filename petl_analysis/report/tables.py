@@ -154,6 +154,7 @@ class ProbeRow:
     failed_trials: int
     ranking_rank: int | None = None
     tied_with: list[str] = field(default_factory=list)
+    classic_below_min: bool = False
 
 
 def split_block_target(target: str) -> tuple[int | None, str]:
@@ -189,6 +190,7 @@ def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[Probe
             threshold_acc=t.d90.threshold_acc, classic_threshold_acc=t.d90_classic.threshold_acc,
             best_acc=_best(t), dims_tried=len(t.dims), trials=t.trials, failed_trials=t.failed_trials,
             ranking_rank=entry.rank if entry else None, tied_with=list(entry.tied_with) if entry else [],
+            classic_below_min=bool(t.d90_classic.below_min),
         ))
     return rows
 
@@ -283,12 +285,13 @@ def points_csv(rows: list[PointRow], m0: float) -> str:
 PROBE_HEADER = [
     "rank", "target", "block", "kind", "D", "units", "d90", "d90_ci_low", "d90_ci_high", "reached", "below_min",
     "reached_fraction", "d90_classic", "threshold_acc_pct", "classic_threshold_acc_pct", "best_acc_pct", "dims_tried",
-    "trials", "failed_trials", "ranking_rank",
+    "trials", "failed_trials", "ranking_rank", "classic_below_min",
 ]
 
 
 def probe_csv(rows: list[ProbeRow]) -> str:
-    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded."""
+    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded; ``d90`` is an
+    upper bound (``<=``) where ``below_min`` (``classic_below_min`` for ``d90_classic``) is true."""
     out = []
     for r in rows:
         out.append([
@@ -296,7 +299,7 @@ def probe_csv(rows: list[ProbeRow]) -> str:
             _num(r.ci_low, 1), _num(r.ci_high, 1), str(r.reached).lower(), str(r.below_min).lower(),
             _num(r.reached_fraction, 3), _num(r.d90_classic, 1), _num(100 * r.threshold_acc, 4),
             _num(100 * r.classic_threshold_acc, 4), _num(100 * r.best_acc, 4), r.dims_tried, r.trials,
-            r.failed_trials, "" if r.ranking_rank is None else r.ranking_rank,
+            r.failed_trials, "" if r.ranking_rank is None else r.ranking_rank, str(r.classic_below_min).lower(),
         ])
     return _csv(PROBE_HEADER, out)
 

@@ -233,6 +233,11 @@ def _summary_word(outcomes: list[str], other: str) -> str:
 # --------------------------------------------------------------------------------------------------- probe
 
 
+def _smallest_d(rows: list[ProbeRow]) -> int | None:
+    values = [r.d90 for r in rows if r.reached and r.below_min and r.d90 is not None]
+    return int(min(values)) if values else None
+
+
 def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
     def span(r: ProbeRow) -> tuple[float, float]:
         lo = r.ci_low if r.ci_low is not None and math.isfinite(r.ci_low) else (r.d90 or math.inf)
@@ -240,6 +245,31 @@ def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
         return lo, hi
     (alo, ahi), (blo, bhi) = span(a), span(b)
     return alo <= bhi and blo <= ahi
+
+
+def degenerate_probe_text(below_min: list[bool], smallest_d: int | None, lp: float, ft: float) -> str | None:
+    """The warning for a probe whose every target reached the threshold at the smallest d tried, else None.
+
+    Args:
+        below_min: per target, whether its d90 was reached already at the smallest d tried.
+        smallest_d: the smallest d tried over the targets; lp, ft: baseline mean accuracies (fractions).
+    """
+    if not below_min or not all(below_min):
+        return None
+    at = f" (d90 <= {smallest_d})" if smallest_d is not None else ""
+    why = (f"full fine-tuning ({100 * ft:.1f}%) does not beat the linear probe ({100 * lp:.1f}%)" if ft <= lp else
+           f"the threshold is met with almost no adaptation (linear probe {100 * lp:.1f}%, full fine-tuning "
+           f"{100 * ft:.1f}%)")
+    return (f"degenerate probe: every target reached the threshold at the smallest d tried{at}, so the d90s are "
+            f"upper bounds that do not order the targets; {why}; the linear probe may be all this task needs")
+
+
+def degenerate_probe_warning(probe) -> str | None:
+    """:func:`degenerate_probe_text` for a :class:`~petl_analysis.probe.ProbeResult` (for the console)."""
+    flags = [bool(t.d90.reached and t.d90.below_min) for t in probe.targets]
+    smallest = min((int(t.d90.value) for t in probe.targets if t.d90.below_min and t.d90.value is not None),
+                   default=None)
+    return degenerate_probe_text(flags, smallest, probe.baselines["lp"].mean, probe.baselines["ft"].mean)
 
 
 def probe_verdict(rows: list[ProbeRow], lp: tuple[float, float], ft: tuple[float, float]) -> list[str]:
@@ -277,6 +307,9 @@ def probe_verdict(rows: list[ProbeRow], lp: tuple[float, float], ft: tuple[float
             verdict = "MLP is lower, contrary to the KAdaptation paper's finding (attention lower)"
         bullets.append(f"Attention vs MLP: lowest attention d90 {fmt_d(a.d90, True, a.below_min)} ({a.target}) vs "
                        f"lowest MLP d90 {fmt_d(m.d90, True, m.below_min)} ({m.target}): {verdict}.")
+    degenerate = degenerate_probe_text([r.reached and r.below_min for r in rows], _smallest_d(rows), lp[0], ft[0])
+    if degenerate:
+        bullets.append(degenerate[0].upper() + degenerate[1:] + ".")
     gap = ft[0] - lp[0]
     if gap <= max(math.hypot(lp[1], ft[1]), 1e-9):
         bullets.append(f"Caution: full fine-tuning ({fmt_acc(*ft)} %) is not clearly above the linear probe "

@@ -26,6 +26,7 @@ class RankedTarget:
         score: the selector's raw score (d90 for the probe selector; the proxy value otherwise).
         d90, d90_ci: the probe's gain-normalised d90 and its CI when known (``None`` = not reached / not probed).
         reached: the probe reached the threshold for this set.
+        below_min: reached already at the smallest d tried, so ``d90`` is an upper bound (shown ``<=``).
         tied_with: targets whose d90 CI overlaps this one's (statistically indistinguishable).
     """
 
@@ -38,6 +39,7 @@ class RankedTarget:
     d90_ci: list[float | None] = field(default_factory=list)
     reached: bool = True
     tied_with: list[str] = field(default_factory=list)
+    below_min: bool = False
 
 
 @dataclass
@@ -65,12 +67,20 @@ class Ranking(Artefact):
                 "target": e.target,
                 "D": e.D,
                 "score": e.score,
-                "d90": "not reached" if not e.reached else (None if e.d90 is None else round(e.d90)),
+                "d90": _fmt_d90(e),
                 "d90 CI": _ci(e.d90_ci),
                 "tied with": ", ".join(e.tied_with) or "-",
             }
             for e in sorted(self.entries, key=lambda e: e.rank)
         ]
+
+
+def _fmt_d90(e: RankedTarget) -> str | int | None:
+    if not e.reached:
+        return "not reached"
+    if e.d90 is None:
+        return None
+    return f"<={e.d90:.0f}" if e.below_min else round(e.d90)
 
 
 def _ci(ci: list[float | None]) -> str:
