@@ -89,16 +89,19 @@ class SweepResult(Artefact):
 
 def _size_to_budget(method: str, model, budget: int, head_in_budget: bool, options: dict[str, Any]):
     knob, values = KNOBS[method]
-    best = None
+    best, refusals = None, []
     for v in values:
         try:
             cfg = config_from_dict({"method": method, **options, knob: v})
             count = get_method(cfg).expected_count(model)
-        except PetlError:
+        except PetlError as e:
+            refusals.append(e)
             continue  # e.g. a compacter bottleneck that n does not divide
         used = count.total if head_in_budget else count.total_excl_head
         if used <= budget and (best is None or used > best[0]):
             best = (used, cfg)
+    if len(refusals) == len(values):  # the method refuses this model at every size: say why, not "too big"
+        raise refusals[0]
     return None if best is None else best[1]
 
 
