@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import typer
@@ -31,6 +32,33 @@ SchedulerOpt = lambda: typer.Option(None, "--scheduler", help="Dask scheduler ad
 ImgSizeOpt = lambda: typer.Option(None, "--img-size", help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")  # noqa: E731
 InChansOpt = lambda: typer.Option(None, "--in-chans", help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) (default: the model's).")  # noqa: E731
 PatchSizeOpt = lambda: typer.Option(None, "--patch-size", help="Patch size in pixels (default: the model's; pretrained weights need their own).")  # noqa: E731
+
+
+class _Notes(logging.Handler):
+    """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines, each once per command."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text not in self.seen:
+            self.seen.add(text)
+            console.print(f"[cyan]note:[/] {text}", highlight=False, soft_wrap=True)
+
+
+_NOTES = _Notes()
+
+
+@app.callback()
+def _show_notes() -> None:
+    """petl-analyze: probe -> select -> plan -> train -> report, on your ViT and data or on the bundled defaults."""
+    library = logging.getLogger("petl_analysis")
+    library.setLevel(logging.INFO)
+    if _NOTES not in library.handlers:
+        library.addHandler(_NOTES)
+    _NOTES.seen.clear()
 
 
 def _setup(threads: Optional[int]) -> None:
@@ -135,7 +163,7 @@ def linear_probe(
     _setup(threads)
     from petl_analysis.data import SplitSpec, load_dataset
     from petl_analysis.engine import Recipe
-    from petl_analysis.task import DataSpec, build_task, fit_linear_probe, prepare_model
+    from petl_analysis.task import DataSpec, announce, build_task, fit_linear_probe, prepare_model
 
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=0.0)
     ds = load_dataset(dataset)
@@ -148,6 +176,7 @@ def linear_probe(
                 spec = _model_spec(model, w, img_size, in_chans, patch_size)
                 net = prepare_model(spec, ds.num_classes, seed=seed)
                 task = build_task(data, net, dataset=ds)
+                announce(task.conversion, dataset)
                 res = fit_linear_probe(net, task, recipe, seed=seed, device=device)
                 rows.append({"weights": w, "seed": seed, "n_train": res.n_train, "val_acc": res.val_acc,
                              "test_acc": res.test_acc, "trainable": res.trainable["total_incl_head"],

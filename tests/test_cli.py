@@ -81,11 +81,35 @@ def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
     plan = plan_for_budget(rank_from_probe(synthetic_probe()), net, 5000).to_dict()
     other_model_plan = {**plan, "model": {**plan["model"], "name": "vit_tiny_patch16_224"}}
     wrong_count_plan = {**plan, "trainable": {**plan["trainable"], "adapter": 1}}
+    null_count_plan = {**plan, "trainable": {**plan["trainable"], "model_total": None}}
+    model_total_plan = {**plan, "trainable": {**plan["trainable"], "model_total": plan["trainable"]["model_total"] + 1}}
     ranking = rank_from_probe(synthetic_probe()).save(tmp_path / "ranking.json")
     dry = ["train", "--dry-run"]
     cases = [
         (["info", "--model", "vit_nope_42"], "unknown model 'vit_nope_42'"),
-        (["info", "--model", "resnet18", "--weights", "random"], "no transformer blocks"),
+        (["info", "--model", "resnet18", "--weights", "random"], "is not supported: it has no flat list of attention+MLP"),
+        (["info", "--model", "swin_tiny_patch4_window7_224", "--weights", "random"],
+         "hierarchical (windowed, multi-stage) model); choose a plain ViT-family model such as vit_tiny_patch16_224"),
+        (["info", "--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "30"],
+         "img_size 30 is not a multiple of patch_size 16; use img_size 16 or 32"),
+        (["info", "--weights", "random", "--img-size", "32", "--patch-size", "6"], "not a multiple of patch_size 6"),
+        (["info", "--weights", "random", "--in-chans", "2"], "in_chans must be 1 (grayscale) or 3 (RGB)"),
+        (["info", "--weights", "random", "--img-size", "0"], "img_size must be a positive integer; got 0"),
+        (["probe", "--model", "vit_tiny_patch16_224", "--weights", "random", "--img-size", "40", "--out", "x4.json"],
+         "img_size 40 is not a multiple of patch_size 16"),
+        (["sweep", "--plans-from", str(ranking), "--dataset", "animals", "--methods", "linear", "--out", "w1.json"],
+         "ranks targets on dataset 'digits', not 'animals'; drop --dataset to sweep on 'digits'"),
+        (dry + ["--method", "vpt", "--model", "beit_base_patch16_224", "--weights", "random", "--img-size", "32",
+                "--patch-size", "8"], "relative position bias tables are sized for a fixed number of tokens"),
+        (dry + ["--method", "vpt", "--model", "eva02_tiny_patch14_224", "--weights", "random", "--img-size", "28"],
+         "use a ViT or DeiT with absolute position embeddings (e.g. vit_tiny_patch16_224), or a method that adds no"),
+        (["train", "--plan", _write(plans / "null.json", null_count_plan), "--out", "r3.json"],
+         "plan field 'trainable.model_total' must be a non-negative integer; got null"),
+        (["train", "--plan", _write(plans / "total.json", model_total_plan), "--out", "r4.json"],
+         f"plan field 'trainable.model_total' is {plan['trainable']['model_total'] + 1}, this model gives "
+         f"{plan['trainable']['model_total']}"),
+        (["train", "--plan", _write(plans / "sized.json", plan), "--weights", "random", "--img-size", "32", "--out", "r5.json"],
+         "plan field 'model.img_size' is null, the model given has 32; plan again for this model"),
         (["info", "--weights", str(wrong_ckpt)], "the model expects (192, 64)"),
         (["info", "--weights", str(evil)], "cannot be loaded safely"),
         (["info", "--weights", str(tmp_path / "missing.safetensors")], "does not exist"),
@@ -102,7 +126,8 @@ def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
         (["plan", "--ranking", str(ranking), "--budget", "-5", "--out", "p2"], "budget"),
         (["plan", "--ranking", str(ranking), "--budget", "0", "--out", "p3"], "budget must be a positive"),
         (["train", "--model", "petl_vit_tiny", "--plan", _write(plans / "other.json", other_model_plan), "--out", "r1.json"], "made for model"),
-        (["train", "--plan", _write(plans / "count.json", wrong_count_plan), "--out", "r2.json"], "does not match"),
+        (["train", "--plan", _write(plans / "count.json", wrong_count_plan), "--out", "r2.json"],
+         "plan field 'trainable.total_incl_head' is"),
         (["select", "--probe", _write(tmp_path / "v9.json", {**probe, "version": 9}), "--out", "s1.json"],
          "schema version 9 is not supported"),
         (["select", "--probe", _write(tmp_path / "plan_as_probe.json", plan), "--out", "s2.json"],

@@ -28,7 +28,7 @@ from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets
-from ..task import DataSpec, Task, build_task, fit_linear_probe, prepare_model
+from ..task import DataSpec, InputConversion, Task, announce, build_task, fit_linear_probe, input_conversion, prepare_model
 from ..train.run import seed_data
 from ..trials import STATUS_OK, Trial, run_trials
 from . import d90 as d90_lib
@@ -159,6 +159,8 @@ class ProbeResult(Artefact):
     trials_log: str = ""
     #: One entry per failed subspace trial: target, d, seed and error (each was retried once before).
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: How the dataset's images were converted for the model (channels, size).
+    input_conversion: InputConversion | None = None
 
     def ranked(self) -> list[TargetResult]:
         """Targets by gain-normalised d90 ascending; not-reached last (by best accuracy)."""
@@ -307,6 +309,8 @@ def run_probe(
     start = time.perf_counter()
     ds = load_dataset(data.dataset)
     template = prepare_model(model, ds.num_classes, seed=0)
+    conversion = input_conversion(ds, template)
+    announce(conversion, data.dataset)
     sets = expand_targets(template, config.targets, config.per_block)
     D_of = {label: subspace_size(resolve_targets(template, names)) for label, names in sets.items()}
     if config.dims is not None:
@@ -401,6 +405,7 @@ def run_probe(
         wall_time_s=time.perf_counter() - start,
         trials_log=str(log_file) if log_file else "",
         failed=failed,
+        input_conversion=conversion,
     )
     if out:
         result.save(out)

@@ -27,7 +27,7 @@ from ..io import JsonlLog, MemoryLog
 from ..models import ModelSpec
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, reverse_ranking
 from ..select import Ranking
-from ..task import DataSpec, prepare_model
+from ..task import DataSpec, InputConversion, announce, input_conversion_for, prepare_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, seed_data, summarise, train_one_seed
 from ..trials import STATUS_OK, Trial, run_trials
 from ..tuners import METHODS, config_from_dict, get_method
@@ -76,6 +76,8 @@ class SweepResult(Artefact):
     ranking_source: str = ""
     wall_time_s: float = 0.0
     command: str = ""
+    #: How the dataset's images were converted for the model (channels, size).
+    input_conversion: InputConversion | None = None
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -208,6 +210,8 @@ def run_sweep(
     recipe = recipe or default_train_recipe()
     if any(b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
+    conversion = input_conversion_for(data, model)
+    announce(conversion, data.dataset)
     points, skipped = plan_sweep(model, data, budgets, methods, ranking, head_in_budget=head_in_budget,
                                  method_options=method_options)
     import torch
@@ -236,12 +240,12 @@ def run_sweep(
             continue
         runs = [from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok]
         run = summarise(method, cfg, model, data, recipe, head_init, ok[0]["result"]["trainable"], runs,
-                        sum(r.wall_time_s for r in runs), label=label)
+                        sum(r.wall_time_s for r in runs), label=label, input_conversion=conversion)
         result_points.append(SweepPoint(label, method, variant, budget, run, plan.to_dict() if plan else None))
     result = SweepResult(model=model, data=data, recipe=recipe, seeds=seed_list, budgets=sorted(budgets),
                          methods=list(methods), head_in_budget=head_in_budget, points=result_points, failed=failed,
                          skipped=skipped, ranking_source=ranking_source, wall_time_s=time.perf_counter() - start,
-                         command=command)
+                         command=command, input_conversion=conversion)
     if out:
         result.save(out)
     return result
