@@ -175,3 +175,62 @@ def test_probe_warns_on_the_console_when_every_d90_is_below_the_grid(tmp_path, m
     monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=False))
     code, out = _run(["probe", "--weights", "random", "--out", "p.json"], tmp_path)
     assert code == 0 and "degenerate" not in out and "<=4" in out
+
+
+def _json_of(path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_size_options_reach_every_artefact_and_sweep_takes_the_rankings_dataset(tmp_path) -> None:
+    sizes = ["--weights", "random", "--img-size", "32", "--patch-size", "8"]
+    fast = ["--seeds", "1", "--epochs", "1", "--threads", "1", "--device", "cpu"]
+    code, out = _run(["probe", *sizes, *fast, "--dataset", "animals", "--max-train", "40", "--targets", "attn.v",
+                      "--dims", "4", "--out", "probe.json"], tmp_path)
+    assert code == 0, out
+    # animals is 28x28 grayscale: resized for the model, and said so before the run
+    assert "note: dataset 'animals': 1x28x28 grayscale images -> 1x32x32 grayscale for the model (bilinear resize)" in out
+    assert _json_of(tmp_path / "probe.json")["input_conversion"] == {
+        "source_channels": 1, "source_size": [28, 28], "model_channels": 1, "model_size": [32, 32]}
+    code, out = _run(["select", "--probe", "probe.json", "--proxy", "", "--out", "ranking.json"], tmp_path)
+    assert code == 0, out
+    code, out = _run(["plan", "--ranking", "ranking.json", "--budget", "3k", "--method", "lora", "--out", "plans"],
+                     tmp_path)
+    assert code == 0, out
+    code, out = _run(["train", "--plan", "plans/plan_3000.json", "--weights", "random", "--dataset", "animals",
+                      "--shots", "2", *fast, "--out", "run.json"], tmp_path)
+    assert code == 0, out
+    # no --dataset: the sweep runs on the ranking's dataset (animals), not on the default digits
+    code, out = _run(["sweep", "--plans-from", "ranking.json", *sizes, "--methods", "linear", "--shots", "2", *fast,
+                      "--out", "sweep.json"], tmp_path)
+    assert code == 0, out
+    for name in ("probe.json", "ranking.json", "plans/plan_3000.json", "run.json", "sweep.json"):
+        model = _json_of(tmp_path / name)["model"]
+        assert (model["img_size"], model["patch_size"]) == (32, 8), name
+    assert _json_of(tmp_path / "sweep.json")["data"]["dataset"] == "animals"
+    code, out = _run(["report", "sweep.json", "probe.json", "--out", "report"], tmp_path)
+    assert code == 0, out
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| model input | **converted**: 1x28x28 grayscale images -> 1x32x32 grayscale for the model" in md
+
+
+def test_colour_images_for_a_grayscale_model_are_announced_and_recorded(tmp_path) -> None:
+    from PIL import Image
+
+    for c, colour in (("red", (250, 10, 10)), ("blue", (10, 10, 250))):
+        (tmp_path / "rgb" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (24, 24), tuple(max(0, v - 7 * i) for v in colour)).save(tmp_path / "rgb" / c / f"{i}.png")
+    args = ["train", "--method", "linear", "--dataset", "rgb", "--seeds", "1", "--epochs", "1", "--threads", "1"]
+    code, out = _run(args + ["--out", "gray.json"], tmp_path)
+    assert code == 0, out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: dataset 'rgb': 3x24x24 RGB images -> 1x16x16 grayscale for the model (RGB to BT.601 luma, "
+                     "bilinear resize); set in_chans / img_size (--in-chans / --img-size) to change this"], out
+    assert _json_of(tmp_path / "gray.json")["input_conversion"] == {
+        "source_channels": 3, "source_size": [24, 24], "model_channels": 1, "model_size": [16, 16]}
+    # the user's choice: the model takes RGB at the images' size, so nothing is converted and nothing is said
+    code, out = _run(args + ["--weights", "random", "--in-chans", "3", "--img-size", "24", "--out", "rgb.json"],
+                     tmp_path)
+    assert code == 0 and "note:" not in out, out
+    run = _json_of(tmp_path / "rgb.json")
+    assert run["model"]["in_chans"] == 3 and run["input_conversion"]["model_channels"] == 3
