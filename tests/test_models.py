@@ -80,8 +80,35 @@ def test_bad_targets(tiny_vit, spec: str, message: str) -> None:
 def test_unknown_model_and_model_without_blocks() -> None:
     with pytest.raises(PetlError, match="unknown model 'vit_nonexistent_xx'"):
         create_model("vit_nonexistent_xx")
-    with pytest.raises(PetlError, match="no transformer blocks"):
+    with pytest.raises(PetlError, match="'resnet18' is not supported: it has no flat list of attention.MLP"):
         create_model(ModelSpec("resnet18", weights="random"))
+    with pytest.raises(PetlError, match=r"hierarchical .* choose a plain ViT-family model such as vit_tiny_patch16_224"):
+        create_model(ModelSpec("swin_tiny_patch4_window7_224", weights="random", img_size=32, kwargs=dict(depths=(1, 1, 1, 1))))
+
+
+@pytest.mark.parametrize("spec, message", [
+    (dict(img_size=30, patch_size=16), "img_size 30 is not a multiple of patch_size 16; use img_size 16 or 32"),
+    (dict(img_size=7, patch_size=14), "img_size 7 is not a multiple of patch_size 14; use img_size 14"),
+    (dict(in_chans=2), "in_chans must be 1 (grayscale) or 3 (RGB)"),
+    (dict(img_size=0), "img_size must be a positive integer; got 0"),
+    (dict(patch_size=True), "patch_size must be a positive integer; got True"),
+])
+def test_impossible_sizes_are_one_line_errors(spec: dict, message: str) -> None:
+    with pytest.raises(PetlError) as e:
+        ModelSpec("vit_tiny_patch16_224", weights="random", **spec)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_size_the_model_default_patch_does_not_divide_is_refused_after_build() -> None:
+    with pytest.raises(PetlError, match="'eva02_tiny_patch14_224': img_size 30 is not a multiple of patch_size 14"):
+        create_model(ModelSpec("eva02_tiny_patch14_224", weights="random", img_size=30, kwargs=dict(depth=1)))
+
+
+def test_size_overrides_build_the_model_they_say() -> None:
+    model = create_model(ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=8, in_chans=1,
+                                   kwargs=dict(depth=1)))
+    assert model_input_config(model)["img_size"] == 32 and model_input_config(model)["in_chans"] == 1
+    assert tuple(model.patch_embed.patch_size) == (8, 8)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

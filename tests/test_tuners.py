@@ -468,8 +468,16 @@ def test_vpt_prompts_sit_after_prefix_and_are_not_pooled() -> None:
         h = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
     assert feats.shape[1] == 1 + 3 + tokens and model.num_prefix_tokens == 1 + 3
     torch.testing.assert_close(h[0, 1:4], prompts)  # inserted after the class token
-    with pytest.raises(PetlError, match="does not support Beit|has no norm_pre"):
+    instead = r"use a ViT or DeiT with absolute position embeddings .*, or a method that adds no tokens \(kadaptation"
+    with pytest.raises(PetlError, match=r"vpt cannot adapt Beit: its relative position bias tables .*; " + instead):
         apply_method(build("beit"), VptConfig())
+    with pytest.raises(PetlError, match=r"vpt cannot adapt Eva: its rotary position embeddings .*; " + instead):
+        apply_method(build("eva_swiglu"), VptConfig())
+    no_entry = build("vit")
+    del no_entry.norm_pre
+    with pytest.raises(PetlError, match=r"vpt cannot adapt VisionTransformer: prompts enter after the patch and "
+                                        r"position embedding .* \(its norm_pre\), which VisionTransformer lacks; " + instead):
+        apply_method(no_entry, VptConfig())
 
 
 def test_deepcopy_of_adapted_model_rebinds_hooks() -> None:

@@ -21,7 +21,9 @@ from .bundled import BUNDLED_MODEL, bundled_weights_path
 WEIGHTS_DEFAULT = "default"  # bundled weights for the bundled model, random otherwise
 WEIGHTS_RANDOM = "random"
 #: Named when a model is refused: architectures the catalogue and every method support.
-SUPPORTED_EXAMPLES = ("vit_tiny_patch16_224", "deit_small_patch16_224", "beit_base_patch16_224", "eva02_tiny_patch14_224")
+SUPPORTED_EXAMPLES = (
+    "vit_tiny_patch16_224", "deit_small_patch16_224", "beit_base_patch16_224", "eva02_tiny_patch14_224",
+)
 #: Channel counts a model may take: images are converted to grayscale (1) or RGB (3).
 IMAGE_CHANNELS = (1, 3)
 
@@ -114,7 +116,8 @@ def create_model(spec: ModelSpec | str = BUNDLED_MODEL, **overrides: Any) -> nn.
     except TypeError as e:
         raise PetlError(f"model {spec.name!r} does not accept these options {sorted(kwargs)}: {e}") from None
     except (AssertionError, ValueError) as e:  # timm's own checks of sizes and shapes
-        raise PetlError(f"model {spec.name!r} cannot be built with {kwargs}: {str(e).strip() or type(e).__name__}") from None
+        reason = str(e).strip() or type(e).__name__
+        raise PetlError(f"model {spec.name!r} cannot be built with {kwargs}: {reason}") from None
     except (OSError, RuntimeError) as e:
         if hub:
             raise PetlError(f"could not fetch timm hub weights for {spec.name!r} (network needed): {e}") from None

@@ -28,7 +28,16 @@ from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets
-from ..task import DataSpec, InputConversion, Task, announce, build_task, fit_linear_probe, input_conversion, prepare_model
+from ..task import (
+    DataSpec,
+    InputConversion,
+    Task,
+    announce,
+    build_task,
+    fit_linear_probe,
+    input_conversion,
+    prepare_model,
+)
 from ..train.run import seed_data
 from ..trials import STATUS_OK, Trial, run_trials
 from . import d90 as d90_lib

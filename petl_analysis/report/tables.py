@@ -290,8 +290,10 @@ PROBE_HEADER = [
 
 
 def probe_csv(rows: list[ProbeRow]) -> str:
-    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded; ``d90`` is an
-    upper bound (``<=``) where ``below_min`` (``classic_below_min`` for ``d90_classic``) is true."""
+    """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded.
+
+    ``d90`` is an upper bound (``<=``) where ``below_min`` is true, ``d90_classic`` where ``classic_below_min`` is.
+    """
     out = []
     for r in rows:
         out.append([

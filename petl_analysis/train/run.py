@@ -19,7 +19,15 @@ from ..data import load_dataset
 from ..engine import EpochLog, FitResult, Recipe, fit
 from ..errors import PetlError
 from ..models import ModelSpec
-from ..task import DataSpec, InputConversion, announce, build_task, fit_linear_probe, input_conversion_for, prepare_model
+from ..task import (
+    DataSpec,
+    InputConversion,
+    announce,
+    build_task,
+    fit_linear_probe,
+    input_conversion_for,
+    prepare_model,
+)
 from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
 
 HEAD_INITS = ("lp", "random")
