@@ -59,6 +59,12 @@ class InputConversion:
     def changed(self) -> bool:
         return self.source_channels != self.model_channels or list(self.source_size) != list(self.model_size)
 
+    @property
+    def lossy(self) -> bool:
+        """Colour dropped or pixels lost (a downscale): what a user should hear about before a run."""
+        return self.model_channels < self.source_channels or any(
+            m < src for m, src in zip(self.model_size, self.source_size))
+
     def describe(self) -> str:
         """One line, e.g. ``3x32x32 RGB images -> 1x16x16 grayscale for the model (RGB to luma, resized)``."""
         def shape(c: int, hw: list[int]) -> str:
@@ -88,8 +94,11 @@ def input_conversion_for(data: DataSpec, model: ModelSpec) -> InputConversion:
 
 
 def announce(conversion: InputConversion, dataset: str) -> None:
-    """Log a conversion that changes the images (INFO on the ``petl_analysis`` logger): never silent on the CLI."""
-    if conversion.changed:
+    """Log a conversion that loses colour or pixels (INFO on the ``petl_analysis`` logger; the CLI prints it).
+
+    An upscale or gray repeated to RGB loses nothing and is only recorded (artefact, report).
+    """
+    if conversion.lossy:
         logger.info("dataset %r: %s; set in_chans / img_size (--in-chans / --img-size) to change this", dataset,
                     conversion.describe())
 

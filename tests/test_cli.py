@@ -182,15 +182,15 @@ def _json_of(path) -> dict:
 
 
 def test_size_options_reach_every_artefact_and_sweep_takes_the_rankings_dataset(tmp_path) -> None:
-    sizes = ["--weights", "random", "--img-size", "32", "--patch-size", "8"]
+    sizes = ["--weights", "random", "--img-size", "16", "--patch-size", "8"]
     fast = ["--seeds", "1", "--epochs", "1", "--threads", "1", "--device", "cpu"]
     code, out = _run(["probe", *sizes, *fast, "--dataset", "animals", "--max-train", "40", "--targets", "attn.v",
                       "--dims", "4", "--out", "probe.json"], tmp_path)
     assert code == 0, out
-    # animals is 28x28 grayscale: resized for the model, and said so before the run
-    assert "note: dataset 'animals': 1x28x28 grayscale images -> 1x32x32 grayscale for the model (bilinear resize)" in out
+    # animals is 28x28 grayscale: shrunk for the model, and said so before the run
+    assert "note: dataset 'animals': 1x28x28 grayscale images -> 1x16x16 grayscale for the model (bilinear resize)" in out
     assert _json_of(tmp_path / "probe.json")["input_conversion"] == {
-        "source_channels": 1, "source_size": [28, 28], "model_channels": 1, "model_size": [32, 32]}
+        "source_channels": 1, "source_size": [28, 28], "model_channels": 1, "model_size": [16, 16]}
     code, out = _run(["select", "--probe", "probe.json", "--proxy", "", "--out", "ranking.json"], tmp_path)
     assert code == 0, out
     code, out = _run(["plan", "--ranking", "ranking.json", "--budget", "3k", "--method", "lora", "--out", "plans"],
@@ -205,12 +205,12 @@ def test_size_options_reach_every_artefact_and_sweep_takes_the_rankings_dataset(
     assert code == 0, out
     for name in ("probe.json", "ranking.json", "plans/plan_3000.json", "run.json", "sweep.json"):
         model = _json_of(tmp_path / name)["model"]
-        assert (model["img_size"], model["patch_size"]) == (32, 8), name
+        assert (model["img_size"], model["patch_size"]) == (16, 8), name
     assert _json_of(tmp_path / "sweep.json")["data"]["dataset"] == "animals"
     code, out = _run(["report", "sweep.json", "probe.json", "--out", "report"], tmp_path)
     assert code == 0, out
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "| model input | **converted**: 1x28x28 grayscale images -> 1x32x32 grayscale for the model" in md
+    assert "| model input | **converted**: 1x28x28 grayscale images -> 1x16x16 grayscale for the model" in md
 
 
 def test_colour_images_for_a_grayscale_model_are_announced_and_recorded(tmp_path) -> None:
@@ -234,3 +234,7 @@ def test_colour_images_for_a_grayscale_model_are_announced_and_recorded(tmp_path
     assert code == 0 and "note:" not in out, out
     run = _json_of(tmp_path / "rgb.json")
     assert run["model"]["in_chans"] == 3 and run["input_conversion"]["model_channels"] == 3
+    # an upscale loses nothing: recorded, not announced (the built-in digits are 8x8 for the 16x16 bundled model)
+    code, out = _run(["train", "--method", "linear", "--seeds", "1", "--epochs", "1", "--out", "digits.json"], tmp_path)
+    assert code == 0 and "note:" not in out, out
+    assert _json_of(tmp_path / "digits.json")["input_conversion"]["source_size"] == [8, 8]
