@@ -208,9 +208,10 @@ def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]
     notes: list[str] = []
     sliced = [u.name for u in units if u.rows is not None]
     if sliced:
+        fused = sorted({u.module.rsplit(".", 1)[-1] for u in units if u.rows is not None})
         notes.append(
-            f"{len(sliced)} target(s) are row slices of a fused qkv (e.g. {sliced[0]}); peft can only target the whole "
-            "`attn.qkv` Linear, so they are exported as that module (a superset)"
+            f"{len(sliced)} target(s) are row slices of a fused Linear (e.g. {sliced[0]}); peft can only target the "
+            f"whole Linear ({', '.join(f'`{m}`' for m in fused)}), so they are exported as that module (a superset)"
         )
     modules = sorted({u.module for u in units})
     if plan.method == "lora":
