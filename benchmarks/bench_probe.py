@@ -87,8 +87,8 @@ def bench_wall_time(args) -> tuple[list[float], object]:
            [["probe wall time (s)", f"{statistics.median(walls):.1f}", f"{min(walls):.1f}", f"{max(walls):.1f}"],
             ["trial wall time (s)", f"{statistics.median(per_trial):.2f}", f"{min(per_trial):.2f}",
              f"{max(per_trial):.2f}"]])
-    print(f"   trials per run: {result.trials_total} (2 baselines + {t.trials} subspace: d = {t.dims}); "
-          f"LP {result.baselines['lp'].mean:.3f}, FT {result.baselines['ft'].mean:.3f}, d90 {_fmt(t.d90.value)}"
+    print(f"   trials per run: {result.trials_total} (3 baselines + {t.trials} subspace: d = {t.dims}); "
+          f"floor {result.floor.val_mean:.3f}, ceiling {result.ceiling.val_mean:.3f}, d90 {_fmt(t.d90.value)}"
           f"{' (at most: reached at the smallest d)' if t.d90.below_min else ''}")
     return walls, result
 
@@ -201,12 +201,12 @@ def bench_scaling(args) -> None:
         warm[1].append(once(1))
         warm[2].append(once(2))
     get_reusable_executor().shutdown(wait=True)
-    n = 2 + len(args.scaling_dims)
+    n = 3 + len(args.scaling_dims)
     rows = []
     for name, runs in (("cold", cold), ("warm", warm)):
         m1, m2 = statistics.median(runs[1]), statistics.median(runs[2])
         rows.append([name, f"{m1:.1f}", f"{m2:.1f}", f"{m1 / m2:.2f}"])
-    _table(f"3. probe wall time vs loky workers: {n} trials (2 baselines + d = {args.scaling_dims}), "
+    _table(f"3. probe wall time vs loky workers: {n} trials (3 baselines + d = {args.scaling_dims}), "
            f"{args.epochs} epochs/trial, 1 torch thread per worker, {args.repeats} repeat(s), "
            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
            ["workers", "1 job (s, median)", "2 jobs (s, median)", "speed-up 1/2"], rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import typer
@@ -28,6 +29,36 @@ DeviceOpt = lambda: typer.Option("auto", "--device", help="auto, cpu, cuda or cu
 ThreadsOpt = lambda: typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice).")  # noqa: E731
 BackendOpt = lambda: typer.Option("loky", "--backend", help="Trial execution: loky (local processes) or dask.")  # noqa: E731
 SchedulerOpt = lambda: typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask).")  # noqa: E731
+ImgSizeOpt = lambda: typer.Option(None, "--img-size", help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")  # noqa: E731
+InChansOpt = lambda: typer.Option(None, "--in-chans", help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) (default: the model's).")  # noqa: E731
+PatchSizeOpt = lambda: typer.Option(None, "--patch-size", help="Patch size in pixels (default: the model's; pretrained weights need their own).")  # noqa: E731
+
+
+class _Notes(logging.Handler):
+    """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines, each once per command."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text not in self.seen:
+            self.seen.add(text)
+            console.print(f"[cyan]note:[/] {text}", highlight=False, soft_wrap=True)
+
+
+_NOTES = _Notes()
+
+
+@app.callback()
+def _show_notes() -> None:
+    """petl-analyze: probe -> select -> plan -> train -> report, on your ViT and data or on the bundled defaults."""
+    library = logging.getLogger("petl_analysis")
+    library.setLevel(logging.INFO)
+    if _NOTES not in library.handlers:
+        library.addHandler(_NOTES)
+    _NOTES.seen.clear()
 
 
 def _setup(threads: Optional[int]) -> None:
@@ -37,10 +68,19 @@ def _setup(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_chans: Optional[int] = None):
+def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_chans: Optional[int] = None,
+                patch_size: Optional[int] = None):
     from petl_analysis.models import ModelSpec
 
-    return ModelSpec(name=model, weights=weights, img_size=img_size, in_chans=in_chans)
+    return ModelSpec(name=model, weights=weights, img_size=img_size, in_chans=in_chans, patch_size=patch_size)
+
+
+def _with_sizes(spec, weights: str, img_size: Optional[int], in_chans: Optional[int], patch_size: Optional[int]):
+    """A stored spec (of a plan or ranking) with this command's weights and any size option given."""
+    import dataclasses
+
+    sizes = {"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size}
+    return dataclasses.replace(spec, weights=weights, **{k: v for k, v in sizes.items() if v is not None})
 
 
 #: What ``petl-analyze demo`` runs: sized to finish in about 10 minutes on 2 CPU cores.
@@ -63,21 +103,28 @@ DEMO = dict(
 def info(
     model: str = ModelOpt(),
     weights: str = WeightsOpt(),
-    img_size: Optional[int] = typer.Option(None, help="Override the model's input size."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Resolve these target specs only."),
 ) -> None:
     """Show a model's size and its submodule catalogue (the names every other command accepts)."""
     from petl_analysis.accounting import count_parameters
     from petl_analysis.models import catalogue, create_model, describe_targets, model_input_config, resolve_targets
 
-    net = create_model(_model_spec(model, weights, img_size))
+    net = create_model(_model_spec(model, weights, img_size, in_chans, patch_size))
     units = resolve_targets(net, targets) if targets else catalogue(net)
     cfg = model_input_config(net)
     console.print(
         f"[bold]{model}[/] weights={weights}  params={count_parameters(net).model_total:,}  "
-        f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  blocks={len(net.blocks)}"
+        f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  patch={_patch(net)}  blocks={len(net.blocks)}"
     )
     print_table(describe_targets(units), title="submodule catalogue")
+
+
+def _patch(net) -> str:
+    patch = getattr(getattr(net, "patch_embed", None), "patch_size", None)
+    return "x".join(map(str, patch)) if isinstance(patch, (tuple, list)) else str(patch)
 
 
 @app.command()
@@ -106,6 +153,9 @@ def linear_probe(
     epochs: int = typer.Option(50, "--epochs"),
     lr: float = typer.Option(1e-2, "--lr"),
     compare_random: bool = typer.Option(False, "--compare-random", help="Also probe the same architecture with random weights."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -113,7 +163,7 @@ def linear_probe(
     _setup(threads)
     from petl_analysis.data import SplitSpec, load_dataset
     from petl_analysis.engine import Recipe
-    from petl_analysis.task import DataSpec, build_task, fit_linear_probe, prepare_model
+    from petl_analysis.task import DataSpec, announce, build_task, fit_linear_probe, prepare_model
 
     recipe = Recipe(epochs=epochs, lr=lr, weight_decay=0.0)
     ds = load_dataset(dataset)
@@ -123,9 +173,10 @@ def linear_probe(
         for w in variants:
             for seed in range(seeds):
                 data = DataSpec(dataset, SplitSpec(shots=shots, shot_seed=seed))
-                spec = _model_spec(model, w)
+                spec = _model_spec(model, w, img_size, in_chans, patch_size)
                 net = prepare_model(spec, ds.num_classes, seed=seed)
                 task = build_task(data, net, dataset=ds)
+                announce(task.conversion, dataset)
                 res = fit_linear_probe(net, task, recipe, seed=seed, device=device)
                 rows.append({"weights": w, "seed": seed, "n_train": res.n_train, "val_acc": res.val_acc,
                              "test_acc": res.test_acc, "trainable": res.trainable["total_incl_head"],
@@ -139,6 +190,20 @@ def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = No
     from petl_analysis.task import DataSpec
 
     return DataSpec(dataset, SplitSpec(shots=shots, max_train=max_train))
+
+
+def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str]) -> str:
+    """``--dataset``, else the ranking's; a ranking made on another dataset is refused."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.task import same_dataset
+
+    ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
+    if dataset is None:
+        return ranked_on or "digits"
+    if ranked_on is not None and not same_dataset(dataset, ranked_on):
+        raise PetlError(f"--plans-from {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
+                        f"drop --dataset to sweep on {ranked_on!r}, or select on {dataset!r} first")
+    return dataset
 
 
 def _trial_progress(advance):
@@ -194,6 +259,9 @@ def probe(
                                           "every d, the best kept on validation (e.g. 0.3,1,3; default 1)."),
     out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
     device: str = DeviceOpt(),
@@ -237,7 +305,7 @@ def probe(
     )
     dev = str(resolve_device(device))
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(_model_spec(model, weights), _data_spec(dataset, shots, max_train), config, out=out,
+        result = run_probe(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots, max_train), config, out=out,
                            device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler,
                            on_trial=_trial_progress(advance))
     floor, ceiling = result.floor, result.ceiling
@@ -245,6 +313,10 @@ def probe(
                   f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
                   f"({ceiling.trainable:,} params); test is reported in {out}, never decided on")
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
+    from petl_analysis.report.verdict import degenerate_probe_warning
+
+    if (warning := degenerate_probe_warning(result)) is not None:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
@@ -308,6 +380,9 @@ def train(
     num_classes: int = typer.Option(10, "--num-classes", help="Head size for --dry-run."),
     out: Optional[str] = typer.Option("run.json", "--out", "-o", help="RunResult JSON."),
     save_adapter: Optional[str] = typer.Option(None, "--save-adapter", help="Directory for the adapter weights (one folder per seed)."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -321,11 +396,11 @@ def train(
     from petl_analysis.train import default_train_recipe, run_method
     from petl_analysis.tuners import get_method
 
-    spec = _model_spec(model or "petl_vit_tiny", weights)
+    spec = _model_spec(model or "petl_vit_tiny", weights, img_size, in_chans, patch_size)
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
-        spec = spec if model else dataclasses.replace(plan_obj.model, weights=weights)
+        spec = spec if model else _with_sizes(plan_obj.model, weights, img_size, in_chans, patch_size)
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank" if method != "lora" else "r", rank)) if v is not None]
         if init is not None:
@@ -379,6 +454,9 @@ def select(
     targets: Optional[str] = typer.Option(None, "--targets", "-t"),
     per_block: bool = typer.Option(False, "--per-block"),
     out: str = typer.Option("ranking.json", "--out", "-o"),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -392,7 +470,8 @@ def select(
     if probe_path is None and not from_model:
         raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
     probe_obj = ProbeResult.load(probe_path) if probe_path else None
-    ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights), data=_data_spec(dataset, None),
+    ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights, img_size, in_chans, patch_size),
+                         data=_data_spec(dataset, None),
                          targets=split_list(targets) or None, per_block=per_block, device=str(resolve_device(device)),
                          source=probe_path or "")
     ranking.save(out)
@@ -419,6 +498,9 @@ def plan(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset for the head size (default: the ranking's)."),
     out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
     from pathlib import Path
@@ -432,7 +514,8 @@ def plan(
     from ._common import parse_ints
 
     ranking = Ranking.load(ranking_path)
-    spec = _model_spec(model, weights) if model else ranking.model
+    spec = (_model_spec(model, weights, img_size, in_chans, patch_size) if model
+            else _with_sizes(ranking.model, ranking.model.weights, img_size, in_chans, patch_size))
     ds_name = dataset or (ranking.data.dataset if ranking.data else "digits")
     net = prepare_model(spec, load_dataset(ds_name).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
@@ -466,7 +549,7 @@ def sweep(
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
     model: str = ModelOpt(),
     weights: str = WeightsOpt(),
-    dataset: str = DatasetOpt(),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Built-in dataset name or an image-folder path (default: the --plans-from ranking's, else digits)."),
     shots: Optional[int] = typer.Option(5, "--shots", "-k", help="k-shot per class (0 = full data)."),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -476,6 +559,9 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -495,8 +581,9 @@ def sweep(
     recipe = default_train_recipe()
     recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
     ranking = Ranking.load(plans_from) if plans_from else None
+    dataset = _dataset_for_ranking(dataset, ranking, plans_from)
     with progress_bar("sweep", total=None) as advance:
-        result = run_sweep(_model_spec(model, weights), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
+        result = run_sweep(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
                            split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,
                            out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
                            scheduler=scheduler, on_trial=_trial_progress(advance),
@@ -536,7 +623,7 @@ def report(
 
 def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
                   probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None,
-                  max_d=None, probe_grid=None):
+                  max_d=None, probe_grid=None, sizes=None):
     import dataclasses
     from pathlib import Path
 
@@ -566,7 +653,7 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(_model_spec(model, weights), _data_spec(ds, shots or None), config, out_dir,
+            result = run_pipeline(_model_spec(model, weights, **(sizes or {})), _data_spec(ds, shots or None), config, out_dir,
                                   device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler, on_stage=on_stage,
                                   on_trial=_trial_progress(advance),
                                   commands=[command])
@@ -599,6 +686,9 @@ def run(
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
+    img_size: Optional[int] = ImgSizeOpt(),
+    in_chans: Optional[int] = InChansOpt(),
+    patch_size: Optional[int] = PatchSizeOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
@@ -609,7 +699,8 @@ def run(
     _setup(threads)
     _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
                   per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
-                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d)
+                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d,
+                  sizes={"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size})
 
 
 @app.command()

@@ -27,12 +27,32 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where it can be, so no other thread sees a changed umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no read-only query exists elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask), not the ``0o600``
+    of :func:`tempfile.mkstemp`, so artefacts on shared filesystems stay readable by the group as usual.
+    """
     p = Path(path)
     ensure_writable_dir(p.parent if str(p.parent) else ".")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        if hasattr(os, "fchmod"):  # POSIX; elsewhere mkstemp's mode is the platform's default
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -8,7 +8,9 @@ fresh classifier for the task's classes. Linear probing trains the head on featu
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,6 +42,89 @@ class DataSpec:
         return f"{self.dataset}:{shots}:split_seed={s.split_seed}"
 
 
+#: Notes for the user (an input conversion); the CLI prints them, a library user may attach a handler.
+logger = logging.getLogger("petl_analysis")
+_CHANNEL_NAMES = {1: "grayscale", 3: "RGB"}
+
+
+@dataclass
+class InputConversion:
+    """How a dataset's stored images become a model's input (recorded in the probe, run and sweep artefacts).
+
+    Attributes:
+        source_channels, source_size: channels and ``[H, W]`` of the stored images.
+        model_channels, model_size: channels and ``[H, W]`` the model takes (``in_chans``, ``img_size``).
+    """
+
+    source_channels: int
+    source_size: list[int]
+    model_channels: int
+    model_size: list[int]
+
+    @property
+    def changed(self) -> bool:
+        return self.source_channels != self.model_channels or list(self.source_size) != list(self.model_size)
+
+    @property
+    def lossy(self) -> bool:
+        """Colour dropped or pixels lost (a downscale): what a user should hear about before a run."""
+        return self.model_channels < self.source_channels or any(
+            m < src for m, src in zip(self.model_size, self.source_size))
+
+    def describe(self) -> str:
+        """One line, e.g. ``3x32x32 RGB images -> 1x16x16 grayscale for the model (RGB to luma, resized)``."""
+        def shape(c: int, hw: list[int]) -> str:
+            return f"{c}x{hw[0]}x{hw[1]} {_CHANNEL_NAMES.get(c, f'{c}-channel')}"
+
+        src, dst = shape(self.source_channels, self.source_size), shape(self.model_channels, self.model_size)
+        if not self.changed:
+            return f"{src} images, as the model takes them"
+        how = []
+        if self.source_channels != self.model_channels:
+            how.append("RGB to BT.601 luma" if self.model_channels == 1 else "gray repeated to RGB")
+        if list(self.source_size) != list(self.model_size):
+            how.append("bilinear resize")
+        return f"{src} images -> {dst} for the model ({', '.join(how)})"
+
+
+def input_conversion(ds: ImageDataset, model: nn.Module) -> InputConversion:
+    """The conversion :func:`build_task` applies to ``ds`` for ``model``."""
+    cfg = model_input_config(model)
+    return InputConversion(ds.channels, list(ds.image_size), int(cfg["in_chans"]), [int(cfg["img_size"])] * 2)
+
+
+def input_conversion_for(data: DataSpec, model: ModelSpec) -> InputConversion:
+    """:func:`input_conversion` from the specs (loads the dataset and builds the model once)."""
+    ds = load_dataset(data.dataset)
+    return input_conversion(ds, prepare_model(model, ds.num_classes))
+
+
+def announce(conversion: InputConversion, dataset: str) -> None:
+    """Log a conversion that loses colour or pixels (INFO on the ``petl_analysis`` logger; the CLI prints it).
+
+    An upscale or gray repeated to RGB loses nothing and is only recorded (artefact, report).
+    """
+    if conversion.lossy:
+        logger.info("dataset %r: %s; set in_chans / img_size (--in-chans / --img-size) to change this", dataset,
+                    conversion.describe())
+
+
+def dataset_identity(name: str) -> str:
+    """What a dataset name refers to: a built-in name as is, an image folder as its absolute path."""
+    from .data.builtin import DATASETS
+
+    name = str(name)
+    if name in DATASETS:
+        return name
+    path = name[len("folder:"):] if name.startswith("folder:") else name
+    return f"folder:{Path(path).expanduser().resolve()}"
+
+
+def same_dataset(a: str, b: str) -> bool:
+    """Whether two dataset names (``digits``, ``./imgs``, ``folder:/abs/imgs``) refer to the same data."""
+    return dataset_identity(a) == dataset_identity(b)
+
+
 @dataclass
 class Task:
     """Train/val/test tensors for one model (inputs resized, channel-converted and normalised)."""
@@ -49,6 +134,7 @@ class Task:
     test: TensorDataset
     classes: list[str]
     data: DataSpec
+    conversion: InputConversion | None = None
 
     @property
     def num_classes(self) -> int:
@@ -61,7 +147,8 @@ def build_task(data: DataSpec, model: nn.Module, dataset: ImageDataset | None = 
     splits = make_splits(ds, data.split)
     cfg = model_input_config(model)
     convert = lambda d: to_model_input(d, cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"])  # noqa: E731
-    return Task(convert(splits.train), convert(splits.val), convert(splits.test), list(ds.classes), data)
+    return Task(convert(splits.train), convert(splits.val), convert(splits.test), list(ds.classes), data,
+                input_conversion(ds, model))
 
 
 def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> nn.Module:

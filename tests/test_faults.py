@@ -393,7 +393,7 @@ def test_cli_select_with_a_corrupted_probe_artefact_exits_2_naming_the_file(tmp_
     elif garble == "empty":
         path.write_text("")
     elif garble == "bad number":
-        targets = [{**good["targets"][0], "acc_mean": ["0.5x"] * 5}] + good["targets"][1:]
+        targets = [{**good["targets"][0], "val_mean": ["0.5x"] * 5}] + good["targets"][1:]
         path.write_text(json.dumps({**good, "targets": targets}))
     else:
         path.write_bytes(b"\xff\xfe\x00{garbage")

@@ -69,3 +69,41 @@ def test_jsonl_torn_tail_is_dropped_but_corruption_is_reported(tmp_path) -> None
     log.path.write_text("\n".join(lines) + "\n")
     with pytest.raises(PetlError, match="line 2 is not valid JSON"):
         log.read()
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it afterwards."""
+    import os
+
+    before = os.umask(0o022)
+    os.umask(before)
+    yield lambda mask: os.umask(mask)
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600), (0o000, 0o666)])
+def test_atomic_writes_follow_the_umask_like_a_plain_open(tmp_path, umask, mask, mode) -> None:
+    from petl_analysis.io import atomic_write_bytes, current_umask
+
+    umask(mask)
+    assert current_umask() == mask
+    path = atomic_write_json(tmp_path / "a.json", {"x": 1})
+    assert path.stat().st_mode & 0o777 == mode
+    atomic_write_bytes(path, b"{}")  # replacing keeps following the umask
+    assert path.stat().st_mode & 0o777 == mode
+    (tmp_path / "plain").write_text("x")
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == mode
+
+
+def test_artefacts_and_report_files_are_group_readable_under_a_shared_umask(tmp_path, umask) -> None:
+    from helpers import synthetic_probe
+
+    from petl_analysis.report import write_report
+
+    umask(0o002)
+    probe = synthetic_probe()
+    saved = probe.save(tmp_path / "probe.json")
+    files = write_report(None, probe, tmp_path / "report", dpi=30)
+    for p in [saved, *files.paths()]:
+        assert p.stat().st_mode & 0o777 == 0o664, p

@@ -49,13 +49,82 @@ def test_mismatched_plan_is_rejected() -> None:
     plan = plan_for_budget(RANKING, model, 5_000)
     with pytest.raises(PetlError, match="made for model 'petl_vit_tiny', not 'vit_tiny_patch16_224'"):
         validate_plan(plan, model, ModelSpec("vit_tiny_patch16_224"))
-    edited = dataclasses.replace(plan, trainable={**plan.trainable, "total_incl_head": 1})
-    with pytest.raises(PetlError, match="does not match"):
+    with pytest.raises(PetlError, match=r"plan field 'trainable.total_incl_head' is 1; expected the sum of"):
+        dataclasses.replace(plan, trainable={**plan.trainable, "total_incl_head": 1})
+    edited = dataclasses.replace(plan, trainable={**plan.trainable, "model_total": plan.trainable["model_total"] + 1})
+    with pytest.raises(PetlError, match=rf"plan field 'trainable.model_total' is {plan.trainable['model_total'] + 1}, "
+                                        rf"this model gives {plan.trainable['model_total']}; the count does not match"):
         validate_plan(edited, model)
+    sized = dataclasses.replace(plan, model=dataclasses.replace(plan.model, img_size=32))
+    with pytest.raises(PetlError, match=r"plan field 'model.img_size' is 32, the model given has null"):
+        validate_plan(sized, model, plan.model)
     with pytest.raises(PetlError, match="10-class head"):
         validate_plan(plan, _model(classes=3))
     with pytest.raises(PetlError):
         validate_plan(plan, _model(width=48))  # n no longer divides / counts differ
+
+
+def _plan_dict() -> dict:
+    return plan_for_budget(RANKING, _model(), 5_000).to_dict()
+
+
+def _edit(d: dict, path: str, value) -> dict:
+    d = {**d}
+    keys = path.split(".")
+    inner = d
+    for k in keys[:-1]:
+        k = int(k) if isinstance(inner, list) else k
+        inner[k] = dict(inner[k]) if isinstance(inner[k], dict) else list(inner[k])
+        inner = inner[k]
+    inner[int(keys[-1]) if isinstance(inner, list) else keys[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("trainable.model_total", None, "plan field 'trainable.model_total' must be a non-negative integer; got null"),
+    ("trainable.head", -3, "plan field 'trainable.head' must be a non-negative integer; got -3"),
+    ("trainable.adapter", 7.5, "trainable.adapter: expected int, got 7.5"),
+    ("trainable.adapter", 1, "plan field 'trainable.total_incl_head' is"),
+    ("trainable.total_excl_head", 0, "plan field 'trainable.total_excl_head' is 0; expected"),
+    ("trainable", {"head": 1}, "plan field 'trainable' must be an object with the counts head, adapter"),
+    ("budget", None, "plan field 'budget' must be a positive integer; got null"),
+    ("budget", 0, "plan field 'budget' must be a positive integer; got 0"),
+    ("budget", 10, "plan field 'used' ("),
+    ("num_classes", None, "plan field 'num_classes' must be a positive integer; got null"),
+    ("head_in_budget", None, "plan field 'head_in_budget' must be true or false; got null"),
+    ("head_in_budget", True, "plan field 'used' is"),
+    ("used", None, "plan field 'used' must be a non-negative integer; got null"),
+    ("used_fraction", None, "plan field 'used_fraction' must be used / budget"),
+    ("used_fraction", 0.123456, "plan field 'used_fraction' must be used / budget"),
+    ("method", "nope", "plan field 'method' must be one of"),
+    ("method", "lora", "plan field 'config.method' must be 'lora' (the plan's method); got 'kadaptation'"),
+    ("config.n", "four", "plan field 'config':"),
+    ("config.bogus", 1, "plan field 'config': kadaptation config: unknown option 'bogus'"),
+    ("targets", [], "plan field 'targets' must be a non-empty list"),
+    ("targets.0.rank", None, "plan field 'targets[attn.v].rank' must be a positive integer; got null"),
+    ("targets.0.units", [], "plan field 'targets[attn.v].units' must be a non-empty list"),
+    ("targets.0.d90", "low", "d90"),
+    ("model", None, "plan field 'model' must be an object"),
+    ("model.img_size", 0, "model img_size must be a positive integer; got 0"),
+    ("notes", None, "plan field 'notes' must be a list of strings; got null"),
+    ("policy", None, "plan field 'policy' must be a string; got null"),
+])
+def test_every_plan_field_is_checked_with_one_line_naming_it(tmp_path, path, value, message) -> None:
+    from petl_analysis.io import atomic_write_json
+
+    file = atomic_write_json(tmp_path / "plan.json", _edit(_plan_dict(), path, value))
+    with pytest.raises(PetlError) as e:
+        Plan.load(file)
+    text = str(e.value)
+    assert "\n" not in text and text.startswith(f"{str(file)!r}: ") and message in text, text
+
+
+def test_edited_config_targets_name_the_field() -> None:
+    model = _model()
+    plan = plan_for_budget(RANKING, model, 5_000)
+    edited = dataclasses.replace(plan, config={**plan.config, "targets": ["blocks.9.attn.v"]})
+    with pytest.raises(PetlError, match=r"plan field 'config.targets': target 'blocks.9.attn.v': block 9 does not"):
+        validate_plan(edited, model)
 
 
 def test_fixed_and_worst_plans() -> None:

@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import below_grid_probe
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -286,3 +287,38 @@ def test_sweep_only_report_with_given_m0(tmp_path) -> None:
         write_report(None, None, tmp_path)
     with pytest.raises(PetlError, match="m0"):
         write_report(synthetic_sweep(), None, tmp_path, m0=-1)
+
+
+# --------------------------------------------------------------------------------------------------- below-grid d90s
+
+
+def test_below_grid_d90_keeps_its_marker_in_every_table(tmp_path) -> None:
+    from petl_analysis.select import rank_from_probe
+
+    probe = below_grid_probe(all_below=False)
+    ranking = rank_from_probe(probe)
+    assert [row["d90"] for row in ranking.table()] == ["<=4", "<=4", "not reached"]
+    files = write_report(None, probe, tmp_path / "r", ranking=ranking, dpi=30)
+    md = files.markdown.read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| 1 | `attn.v`")]
+    assert len(rows) == 1 and rows[0].count("<=4") == 2, rows  # d90 and d90 classic
+    with open(files.probe_csv) as f:
+        table = list(csv.DictReader(f))
+    assert [(r["target"], r["below_min"], r["classic_below_min"]) for r in table] == [
+        ("attn.v", "true", "true"), ("mlp.fc1", "true", "true"), ("attn.q", "false", "false")]
+    assert "degenerate probe" not in md.lower()  # one target did not reach it: the probe orders something
+
+
+def test_degenerate_probe_is_flagged_in_the_report_and_for_the_console(tmp_path) -> None:
+    from petl_analysis.report.verdict import degenerate_probe_warning
+
+    probe = below_grid_probe(all_below=True)
+    warning = degenerate_probe_warning(probe)
+    assert warning is not None and warning.startswith("degenerate probe: every target reached the threshold at the "
+                                                      "smallest d tried (d90 <= 4)")
+    assert "full fine-tuning (88.0%) does not beat the head trained alone (90.0%)" in warning
+    md = write_report(None, probe, tmp_path / "r", dpi=30).markdown.read_text()
+    assert "- Degenerate probe: every target reached the threshold" in md
+    assert degenerate_probe_warning(below_grid_probe(all_below=False)) is None
+    clear = degenerate_probe_warning(below_grid_probe(all_below=True, lp=0.5, ft=0.95))
+    assert clear is not None and "almost no adaptation" in clear

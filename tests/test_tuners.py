@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import TINY_ARCHS, make_tiny
+from conftest import GLU_ARCHS, TINY_ARCHS, make_tiny
 from torch import nn
 
 from petl_analysis.accounting import count_parameters
@@ -41,7 +41,8 @@ from petl_analysis.tuners.kadaptation import KronDelta
 BATCH = 4
 
 # EVA with a fused qkv (the default): attention calls F.linear(x, self.qkv.weight, qkv_bias).
-_ARCHS = {**TINY_ARCHS, "eva_fused": dict(TINY_ARCHS["eva"], kwargs=dict(embed_dim=32, depth=2, num_heads=2))}
+_ARCHS = {**TINY_ARCHS, "eva_fused": dict(TINY_ARCHS["eva"], kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+          **GLU_ARCHS}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,6 +103,7 @@ class Case:
 
 
 DELTA_ARCHS = ("tiny", "beit", "eva_fused")
+GLU = ("eva_swiglu", "eva_packed")
 CASES = [
     Case("linear", LinearConfig()),
     Case("full", FullConfig()),
@@ -118,6 +120,15 @@ CASES = [
     Case("adapter", AdapterConfig(bottleneck=8), ("tiny", "beit")),
     Case("compacter", CompacterConfig(n=4, bottleneck=8)),
     Case("compacter-trained-rules", CompacterConfig(n=2, bottleneck=8, train_rule=True, shared_rule=False)),
+    # Gated MLPs: separate fc1_g / fc1_x Linears (SwiGLU) and their row halves of a packed fc1 (GluMlp).
+    Case("lora-glu-mlp", LoraConfig(targets=["mlp"], r=2), GLU),
+    Case("kadaptation-glu-gate-value", KAdaptationConfig(n=4, bias=True, targets=["mlp.fc1_g", "mlp.fc1_x"]), GLU),
+    Case("kadaptation-glu-fc1-none", KAdaptationConfig(n=2, sharing="none", targets=["blocks[1].mlp.fc1"]), GLU),
+    Case("bitfit-glu-value", BitFitConfig(targets=["mlp.fc1_x"]), GLU),
+    Case("full-glu", FullConfig(), GLU),
+    Case("layernorm-glu", LayerNormConfig(), GLU),
+    Case("adapter-glu", AdapterConfig(bottleneck=8), GLU),
+    Case("compacter-glu", CompacterConfig(n=4, bottleneck=8), GLU),
     Case("vpt-shallow", VptConfig(num_prompts=3)),
     Case("vpt-deep", VptConfig(num_prompts=2, mode="deep")),
 ]
@@ -324,6 +335,26 @@ def test_only_targeted_rows_of_fused_qkv_change(arch: str, config: MethodConfig)
             assert changed == (letter in letters), (name, letter)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [LoraConfig(targets=["mlp.fc1_x"]), KAdaptationConfig(n=4, bias=True, targets=["mlp.fc1_x"]),
+     BitFitConfig(targets=["mlp.fc1_x"])],
+    ids=["lora", "kadaptation", "bitfit"],
+)
+def test_only_the_value_half_of_a_packed_glu_fc1_changes(config: MethodConfig) -> None:
+    model = build("eva_packed")
+    fc1 = model.blocks[0].mlp.fc1
+    before = {"weight": fc1.weight.detach().clone(), "bias": fc1.bias.detach().clone()}
+    apply_method(model, config)
+    train(model, steps=2)
+    gate, value = slice(0, 128), slice(128, 256)
+    moves = {"lora": ("weight",), "kadaptation": ("weight", "bias"), "bitfit": ("bias",)}[config.method]
+    for name in ("weight", "bias"):
+        now = getattr(fc1, name)
+        assert torch.equal(now[gate], before[name][gate]), name
+        assert (not torch.equal(now[value], before[name][value])) == (name in moves), name
+
+
 def _qkv_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Effective fused qkv weight and bias of block 0 (BEiT: cat of q_bias, k_bias, v_bias)."""
     attn = model.blocks[0].attn
@@ -437,8 +468,16 @@ def test_vpt_prompts_sit_after_prefix_and_are_not_pooled() -> None:
         h = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
     assert feats.shape[1] == 1 + 3 + tokens and model.num_prefix_tokens == 1 + 3
     torch.testing.assert_close(h[0, 1:4], prompts)  # inserted after the class token
-    with pytest.raises(PetlError, match="does not support Beit|has no norm_pre"):
+    instead = r"use a ViT or DeiT with absolute position embeddings .*, or a method that adds no tokens \(kadaptation"
+    with pytest.raises(PetlError, match=r"vpt cannot adapt Beit: its relative position bias tables .*; " + instead):
         apply_method(build("beit"), VptConfig())
+    with pytest.raises(PetlError, match=r"vpt cannot adapt Eva: its rotary position embeddings .*; " + instead):
+        apply_method(build("eva_swiglu"), VptConfig())
+    no_entry = build("vit")
+    del no_entry.norm_pre
+    with pytest.raises(PetlError, match=r"vpt cannot adapt VisionTransformer: prompts enter after the patch and "
+                                        r"position embedding .* \(its norm_pre\), which VisionTransformer lacks; " + instead):
+        apply_method(no_entry, VptConfig())
 
 
 def test_deepcopy_of_adapted_model_rebinds_hooks() -> None:

@@ -5,7 +5,14 @@ Per block ``i`` the units are::
     blocks.i.attn.q   blocks.i.attn.k   blocks.i.attn.v     row slices of a fused ``attn.qkv`` (or separate Linears)
     blocks.i.attn.qkv                                       the fused projection as one unit (fused models only)
     blocks.i.attn.proj  blocks.i.mlp.fc1  blocks.i.mlp.fc2  Linear layers
+    blocks.i.mlp.fc1_g  blocks.i.mlp.fc1_x                  gate and value input projections of a gated (GLU) MLP
     blocks.i.norm1      blocks.i.norm2                      LayerNorms
+
+Gated MLPs come in two timm layouts. ``SwiGLU`` (EVA-02 B/L, ``scale_mlp=True``) holds separate ``fc1_g`` and
+``fc1_x`` Linears: they are the units ``mlp.fc1_g`` / ``mlp.fc1_x`` and ``mlp.fc1`` means the two of them (as
+``attn.qkv`` means q, k, v on separate Linears). ``GluMlp`` (EVA-02 Ti/S: SwiGLU without the MLP norm) packs gate and
+value into one ``fc1`` of twice the width: ``mlp.fc1`` is that whole Linear, and ``mlp.fc1_g`` / ``mlp.fc1_x`` are its
+row halves (which half is the gate follows timm's ``gate_last``), as q, k, v are row slices of a fused ``qkv``.
 
 Groups: ``attn`` = q, k, v, proj (written as ``attn.qkv`` + ``attn.proj`` on fused models), ``mlp`` = fc1 + fc2,
 ``norm`` = norm1 + norm2. A *target spec* selects units by kind across blocks (``attn.v``), by block
@@ -28,7 +35,9 @@ from torch import nn
 from ..errors import PetlError
 
 LEAF_KINDS: tuple[str, ...] = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2", "norm1", "norm2")
-UNIT_KINDS: tuple[str, ...] = LEAF_KINDS[:3] + ("attn.qkv",) + LEAF_KINDS[3:]
+#: The gate and value halves of a gated MLP's input projection (see the module docstring).
+GLU_KINDS: tuple[str, ...] = ("mlp.fc1_g", "mlp.fc1_x")
+UNIT_KINDS: tuple[str, ...] = LEAF_KINDS[:3] + ("attn.qkv", "attn.proj") + GLU_KINDS + LEAF_KINDS[4:]
 GROUPS: dict[str, tuple[str, ...]] = {
     "attn": ("attn.qkv", "attn.proj"),
     "mlp": ("mlp.fc1", "mlp.fc2"),
@@ -160,6 +169,32 @@ def _attn_units(block: int, prefix: str, attn: nn.Module) -> list[Unit]:
     return units
 
 
+def _mlp_units(block: int, prefix: str, mlp: nn.Module | None) -> list[Unit]:
+    units: list[Unit] = []
+    fc1 = getattr(mlp, "fc1", None)
+    if isinstance(fc1, nn.Linear):
+        units.append(_linear_unit("mlp.fc1", block, f"{prefix}.fc1", fc1))
+        fc2 = getattr(mlp, "fc2", None)
+        gate_last = getattr(mlp, "gate_last", None)
+        packed = isinstance(gate_last, bool) and isinstance(fc2, nn.Linear) and fc1.out_features == 2 * fc2.in_features
+        if packed:  # timm GluMlp: fc1 rows are [value, gate] when gate_last, else [gate, value]
+            half = fc2.in_features
+            first, second = ((0, half), (half, 2 * half))
+            gate_rows, value_rows = (second, first) if gate_last else (first, second)
+            units.append(_linear_unit("mlp.fc1_g", block, f"{prefix}.fc1", fc1, gate_rows))
+            units.append(_linear_unit("mlp.fc1_x", block, f"{prefix}.fc1", fc1, value_rows))
+    else:  # timm SwiGLU: separate gate and value Linears
+        for kind in GLU_KINDS:
+            attr = kind.split(".")[1]
+            lin = getattr(mlp, attr, None)
+            if isinstance(lin, nn.Linear):
+                units.append(_linear_unit(kind, block, f"{prefix}.{attr}", lin))
+    fc2 = getattr(mlp, "fc2", None)
+    if isinstance(fc2, nn.Linear):
+        units.append(_linear_unit("mlp.fc2", block, f"{prefix}.fc2", fc2))
+    return units
+
+
 def catalogue(model: nn.Module) -> list[Unit]:
     """All units of ``model`` in block order, then in :data:`UNIT_KINDS` order.
 
@@ -175,11 +210,7 @@ def catalogue(model: nn.Module) -> list[Unit]:
         attn = getattr(blk, "attn", None)
         if attn is not None:
             block_units += _attn_units(i, f"blocks.{i}.attn", attn)
-        mlp = getattr(blk, "mlp", None)
-        for fc in ("fc1", "fc2"):
-            lin = getattr(mlp, fc, None)
-            if isinstance(lin, nn.Linear):
-                block_units.append(_linear_unit(f"mlp.{fc}", i, f"blocks.{i}.mlp.{fc}", lin))
+        block_units += _mlp_units(i, f"blocks.{i}.mlp", getattr(blk, "mlp", None))
         for norm in ("norm1", "norm2"):
             mod = getattr(blk, norm, None)
             weight = getattr(mod, "weight", None)
@@ -225,13 +256,18 @@ def _expand_kind(kind: str, spec: str) -> tuple[str, ...] | None:
     return None
 
 
+#: A fused kind that, on models holding its parts as separate Linears, stands for those parts.
+_MEANS_ITS_PARTS: dict[str, tuple[str, ...]] = {"attn.qkv": ("attn.q", "attn.k", "attn.v"), "mlp.fc1": GLU_KINDS}
+
+
 def _select(units: list[Unit], blocks: Iterable[int] | None, kinds: tuple[str, ...], spec: str) -> list[Unit]:
     block_set = set(blocks) if blocks is not None else None
     chosen: list[Unit] = []
     for kind in kinds:
         hits = [u for u in units if u.kind == kind and (block_set is None or u.block in block_set)]
-        if not hits and kind == "attn.qkv":  # separate q/k/v Linears: qkv means the three of them
-            hits = [u for u in units if u.kind in ("attn.q", "attn.k", "attn.v") and (block_set is None or u.block in block_set)]
+        if not hits and kind in _MEANS_ITS_PARTS:  # separate Linears: qkv means q, k, v; a SwiGLU fc1 means g and x
+            parts = _MEANS_ITS_PARTS[kind]
+            hits = [u for u in units if u.kind in parts and (block_set is None or u.block in block_set)]
         if not hits:
             raise PetlError(f"target {spec!r}: this model has no {kind!r} units")
         chosen += hits

@@ -20,6 +20,12 @@ from .bundled import BUNDLED_MODEL, bundled_weights_path
 
 WEIGHTS_DEFAULT = "default"  # bundled weights for the bundled model, random otherwise
 WEIGHTS_RANDOM = "random"
+#: Named when a model is refused: architectures the catalogue and every method support.
+SUPPORTED_EXAMPLES = (
+    "vit_tiny_patch16_224", "deit_small_patch16_224", "beit_base_patch16_224", "eva02_tiny_patch14_224",
+)
+#: Channel counts a model may take: images are converted to grayscale (1) or RGB (3).
+IMAGE_CHANNELS = (1, 3)
 
 
 @dataclass
@@ -38,6 +44,17 @@ class ModelSpec:
     num_classes: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key in ("img_size", "in_chans", "patch_size", "num_classes"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise PetlError(f"model {key} must be a positive integer; got {value!r}")
+        if self.in_chans is not None and self.in_chans not in IMAGE_CHANNELS:
+            raise PetlError(f"model in_chans must be 1 (grayscale) or 3 (RGB), the channel counts images convert to; "
+                            f"got {self.in_chans}")
+        if self.img_size is not None and self.patch_size is not None:
+            _check_patch_grid(self.name, self.img_size, self.patch_size)
+
     def model_id(self) -> str:
         """A short human-readable identity (name + weights + overrides)."""
         parts = [self.name, f"weights={self.weights}"]
@@ -46,6 +63,14 @@ class ModelSpec:
             if v is not None:
                 parts.append(f"{k}={v}")
         return ",".join(parts)
+
+
+def _check_patch_grid(name: str, img_size: int, patch_size: int) -> None:
+    if img_size % patch_size:
+        lower = img_size - img_size % patch_size
+        near = f"{lower} or {lower + patch_size}" if lower else f"{patch_size}"
+        raise PetlError(f"model {name!r}: img_size {img_size} is not a multiple of patch_size {patch_size}; "
+                        f"use img_size {near}, or another patch_size")
 
 
 def _check_name(name: str) -> None:
@@ -90,14 +115,23 @@ def create_model(spec: ModelSpec | str = BUNDLED_MODEL, **overrides: Any) -> nn.
         model = timm.create_model(spec.name, pretrained=hub, **kwargs)
     except TypeError as e:
         raise PetlError(f"model {spec.name!r} does not accept these options {sorted(kwargs)}: {e}") from None
+    except (AssertionError, ValueError) as e:  # timm's own checks of sizes and shapes
+        reason = str(e).strip() or type(e).__name__
+        raise PetlError(f"model {spec.name!r} cannot be built with {kwargs}: {reason}") from None
     except (OSError, RuntimeError) as e:
         if hub:
             raise PetlError(f"could not fetch timm hub weights for {spec.name!r} (network needed): {e}") from None
         raise
+    pe = getattr(model, "patch_embed", None)
+    img, patch = getattr(pe, "img_size", None), getattr(pe, "patch_size", None)
+    if isinstance(img, (tuple, list)) and isinstance(patch, (tuple, list)):
+        for i, p in zip(img, patch):
+            _check_patch_grid(spec.name, int(i), int(p))
     if not _has_transformer_blocks(model):
+        kind = "a hierarchical (windowed, multi-stage) model" if hasattr(model, "layers") else "not a ViT-family model"
         raise PetlError(
-            f"model {spec.name!r} has no transformer blocks (expected a `blocks` list of attention+MLP blocks, "
-            "as in timm ViT, DeiT, EVA, BEiT)"
+            f"model {spec.name!r} is not supported: it has no flat list of attention+MLP transformer blocks "
+            f"(`blocks`; it is {kind}); choose a plain ViT-family model such as {', '.join(SUPPORTED_EXAMPLES)}"
         )
     if spec.weights == WEIGHTS_DEFAULT and spec.name == BUNDLED_MODEL:
         path = bundled_weights_path()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -11,7 +12,25 @@ from ..accounting import ParamCount
 from ..artefacts import Artefact
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets
-from ..tuners import MethodConfig, config_from_dict, get_method
+from ..tuners import METHODS, MethodConfig, config_from_dict, get_method
+
+#: The keys of a plan's ``trainable`` block: :meth:`ParamCount.as_dict`.
+COUNT_FIELDS: tuple[str, ...] = tuple(ParamCount().as_dict())
+
+
+def _bad(name: str, expected: str, value: Any) -> PetlError:
+    shown = "null" if value is None else repr(value)
+    return PetlError(f"plan field {name!r} must be {expected}; got {shown}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(name, "a positive integer" if minimum > 0 else "a non-negative integer", value)
+
+
+def _check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise _bad(name, "a string", value)
 
 
 @dataclass
@@ -23,6 +42,15 @@ class PlannedTarget:
     rank: int
     d90: float | None
     reason: str
+
+    def __post_init__(self) -> None:
+        _check_str("targets[].target", self.target)
+        if not isinstance(self.units, list) or not self.units or not all(isinstance(u, str) for u in self.units):
+            raise _bad(f"targets[{self.target}].units", "a non-empty list of unit names", self.units)
+        _check_int(f"targets[{self.target}].rank", self.rank, 1)
+        if self.d90 is not None and (isinstance(self.d90, bool) or not isinstance(self.d90, (int, float))):
+            raise _bad(f"targets[{self.target}].d90", "a number or null (not reached)", self.d90)
+        _check_str(f"targets[{self.target}].reason", self.reason)
 
 
 @dataclass
@@ -57,6 +85,56 @@ class Plan(Artefact):
     ranking_source: str = ""
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """Every field checked on load, so an edited plan fails with one line naming the field."""
+        _check_int("num_classes", self.num_classes, 1)
+        _check_int("budget", self.budget, 1)
+        if not isinstance(self.head_in_budget, bool):
+            raise _bad("head_in_budget", "true or false", self.head_in_budget)
+        _check_str("method", self.method)
+        if self.method not in METHODS:
+            raise _bad("method", f"one of {', '.join(METHODS.names())}", self.method)
+        if not isinstance(self.config, dict):
+            raise _bad("config", "an object of method options", self.config)
+        if self.config.get("method") != self.method:
+            raise _bad("config.method", f"{self.method!r} (the plan's method)", self.config.get("method"))
+        try:
+            config_from_dict(self.config)
+        except PetlError as e:
+            raise PetlError(f"plan field 'config': {e}") from None
+        if not isinstance(self.model, ModelSpec):
+            raise _bad("model", "an object describing the model (name, weights, sizes)", self.model)
+        if (not isinstance(self.targets, list) or not self.targets
+                or not all(isinstance(t, PlannedTarget) for t in self.targets)):
+            raise _bad("targets", "a non-empty list of planned targets", self.targets)
+        if not isinstance(self.trainable, dict) or set(self.trainable) != set(COUNT_FIELDS):
+            keys = sorted(self.trainable) if isinstance(self.trainable, dict) else self.trainable
+            raise _bad("trainable", f"an object with the counts {', '.join(COUNT_FIELDS)}", keys)
+        for key in COUNT_FIELDS:
+            _check_int(f"trainable.{key}", self.trainable[key], 0)
+        t = self.trainable
+        parts = ("head", "adapter", "shared", "bias_norm", "backbone")
+        if t["total_incl_head"] != sum(t[k] for k in parts):
+            raise PetlError(f"plan field 'trainable.total_incl_head' is {t['total_incl_head']}; expected the sum of "
+                            f"{', '.join(parts)} = {sum(t[k] for k in parts)}")
+        if t["total_excl_head"] != t["total_incl_head"] - t["head"]:
+            raise PetlError(f"plan field 'trainable.total_excl_head' is {t['total_excl_head']}; expected "
+                            f"total_incl_head - head = {t['total_incl_head'] - t['head']}")
+        _check_int("used", self.used, 0)
+        counted = "total_incl_head" if self.head_in_budget else "total_excl_head"
+        if self.used != t[counted]:
+            raise PetlError(f"plan field 'used' is {self.used}; expected trainable.{counted} = {t[counted]} "
+                            f"(head_in_budget is {str(self.head_in_budget).lower()})")
+        if self.used > self.budget:
+            raise PetlError(f"plan field 'used' ({self.used}) exceeds field 'budget' ({self.budget})")
+        if (isinstance(self.used_fraction, bool) or not isinstance(self.used_fraction, (int, float))
+                or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)):
+            raise _bad("used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
+        for name in ("policy", "selector", "ranking_source"):
+            _check_str(name, getattr(self, name))
+        if not isinstance(self.notes, list) or not all(isinstance(n, str) for n in self.notes):
+            raise _bad("notes", "a list of strings", self.notes)
+
     def method_config(self) -> MethodConfig:
         return config_from_dict(self.config)
 
@@ -84,18 +162,43 @@ def validate_plan(plan: Plan, model: nn.Module, model_spec: ModelSpec | None = N
     them (n divides every dimension, ...), and the count recomputes to the stored value. Returns the count."""
     if model_spec is not None and model_spec.name != plan.model.name:
         raise PetlError(f"{source}: made for model {plan.model.name!r}, not {model_spec.name!r}")
+    if model_spec is not None:
+        for f in fields(ModelSpec):
+            if f.name in ("name", "weights", "num_classes"):
+                continue
+            mine, theirs = getattr(plan.model, f.name), getattr(model_spec, f.name)
+            if mine != theirs:
+                raise PetlError(f"{source}: plan field 'model.{f.name}' is {_json(mine)}, the model given has "
+                                f"{_json(theirs)}; plan again for this model")
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     if getattr(head, "out_features", plan.num_classes) != plan.num_classes:
         raise PetlError(f"{source}: made for a {plan.num_classes}-class head, the dataset has {head.out_features} classes")
     config = plan.method_config()
-    resolve_targets(model, config.targets) if getattr(config, "targets", None) else None
-    count = get_method(config).expected_count(model)
-    if count.as_dict() != {k: int(v) for k, v in plan.trainable.items()}:
+    try:
+        if getattr(config, "targets", None):
+            resolve_targets(model, config.targets)
+    except PetlError as e:
+        raise PetlError(f"{source}: plan field 'config.targets': {e}") from None
+    try:
+        count = get_method(config).expected_count(model)
+    except PetlError as e:
+        raise PetlError(f"{source}: plan field 'config': {e}") from None
+    actual = count.as_dict()
+    differing = [k for k in COUNT_FIELDS if plan.trainable.get(k) != actual[k]]
+    if differing:
+        k = differing[0]
+        more = f" (and {', '.join(differing[1:])})" if len(differing) > 1 else ""
         raise PetlError(
-            f"{source}: stored trainable count {plan.trainable.get('total_incl_head')} does not match the "
-            f"{count.total} this model gives (edited plan, or another model?)"
+            f"{source}: plan field 'trainable.{k}' is {plan.trainable.get(k)}, this model gives {actual[k]}{more}; "
+            "the count does not match (edited plan, or another model?)"
         )
     return count
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
 
 
 def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]]:
@@ -105,9 +208,10 @@ def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]
     notes: list[str] = []
     sliced = [u.name for u in units if u.rows is not None]
     if sliced:
+        fused = sorted({u.module.rsplit(".", 1)[-1] for u in units if u.rows is not None})
         notes.append(
-            f"{len(sliced)} target(s) are row slices of a fused qkv (e.g. {sliced[0]}); peft can only target the whole "
-            "`attn.qkv` Linear, so they are exported as that module (a superset)"
+            f"{len(sliced)} target(s) are row slices of a fused Linear (e.g. {sliced[0]}); peft can only target the "
+            f"whole Linear ({', '.join(f'`{m}`' for m in fused)}), so they are exported as that module (a superset)"
         )
     modules = sorted({u.module for u in units})
     if plan.method == "lora":

@@ -31,7 +31,16 @@ from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets
-from ..task import DataSpec, Task, build_task, fit_linear_probe, prepare_model
+from ..task import (
+    DataSpec,
+    InputConversion,
+    Task,
+    announce,
+    build_task,
+    fit_linear_probe,
+    input_conversion,
+    prepare_model,
+)
 from ..trials import STATUS_OK, Trial, run_trials
 from . import d90 as d90_lib
 from .subspace import SubspaceModel, subspace_size
@@ -244,6 +253,8 @@ class ProbeResult(Artefact):
     trials_log: str = ""
     #: One entry per failed subspace trial: target, d, seed and error (each was retried once before).
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: How the dataset's images were converted for the model (channels, size).
+    input_conversion: InputConversion | None = None
 
     @property
     def floor(self) -> Baseline:
@@ -398,6 +409,8 @@ def run_probe(
     start = time.perf_counter()
     ds = load_dataset(data.dataset)
     template = prepare_model(model, ds.num_classes, seed=0)
+    conversion = input_conversion(ds, template)
+    announce(conversion, data.dataset)
     sets = expand_targets(template, config.targets, config.per_block)
     D_of = {label: subspace_size(resolve_targets(template, names)) for label, names in sets.items()}
     if config.dims is not None:
@@ -505,6 +518,7 @@ def run_probe(
         n_test=int(sizes.get("n_test", 0)),
         trials_log=str(log_file) if log_file else "",
         failed=failed,
+        input_conversion=conversion,
     )
     if out:
         result.save(out)

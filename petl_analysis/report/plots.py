@@ -392,7 +392,8 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
         return _png(fig, dpi)
 
 
-_KIND_ORDER = ("attn", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.proj", "mlp", "mlp.fc1", "mlp.fc2")
+_KIND_ORDER = ("attn", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.proj", "mlp", "mlp.fc1", "mlp.fc1_g", "mlp.fc1_x",
+               "mlp.fc2")
 
 
 def _kind_key(kind: str) -> tuple[int, str]:

@@ -184,6 +184,11 @@ def _model_text(spec: Any) -> str:
     return f"`{spec.name}`" + (f" ({', '.join(extra)})" if extra else "")
 
 
+def _input_text(conversion: Any) -> str:
+    text = conversion.describe()
+    return f"**converted**: {text}" if conversion.changed else text
+
+
 def _recipe_rows(recipes: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names = list(recipes)
     fields = [f.name for f in dataclasses.fields(next(iter(recipes.values())))]
@@ -195,6 +200,11 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default) -> lis
     src = sweep or probe
     rows: list[list[str]] = [["model", _model_text(src.model)], ["weights", f"`{src.model.weights}`"],
                              ["dataset", f"`{src.data.dataset}`"], ["split protocol", _split_text(src.data.split)]]
+    if getattr(src, "input_conversion", None) is not None:
+        rows.append(["model input", _input_text(src.input_conversion)])
+    if (probe is not None and sweep is not None and probe.input_conversion is not None
+            and probe.input_conversion != sweep.input_conversion):
+        rows.append(["probe model input", _input_text(probe.input_conversion)])
     if probe is not None and sweep is not None and probe.data != sweep.data:
         rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
     if probe is not None and sweep is not None and probe.model != sweep.model:

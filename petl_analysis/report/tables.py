@@ -198,10 +198,11 @@ def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[Probe
             reached_fraction=t.d90.reached_fraction, n_seeds=t.d90.n_seeds,
             d90_classic=t.d90_classic.value if t.d90_classic.reached else None,
             classic_reached=bool(t.d90_classic.reached and t.d90_classic.value is not None),
-            classic_below_min=t.d90_classic.below_min,
+            classic_below_min=bool(t.d90_classic.reached and t.d90_classic.below_min),
             threshold_acc=t.d90.threshold_acc, classic_threshold_acc=t.d90_classic.threshold_acc,
-            best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims), trials=t.trials, failed_trials=t.failed_trials,
-            ranking_rank=entry.rank if entry else None, tied_with=list(entry.tied_with) if entry else [],
+            best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims), trials=t.trials,
+            failed_trials=t.failed_trials, ranking_rank=entry.rank if entry else None,
+            tied_with=list(entry.tied_with) if entry else [],
         ))
     return rows
 
@@ -303,7 +304,9 @@ PROBE_HEADER = [
 
 def probe_csv(rows: list[ProbeRow]) -> str:
     """``probe.csv``: one line per target set; d90 empty when not reached, CI high ``inf`` when unbounded, CI empty
-    with one seed."""
+    with one seed. ``d90`` is an upper bound (``<=``) where ``below_min`` is true, ``d90_classic`` where
+    ``classic_below_min`` is.
+    """
     out = []
     for r in rows:
         out.append([

@@ -254,6 +254,11 @@ def _summary_core(outcomes: list[str], other: str) -> str:
 # --------------------------------------------------------------------------------------------------- probe
 
 
+def _smallest_d(rows: list[ProbeRow]) -> int | None:
+    values = [r.d90 for r in rows if r.reached and r.below_min and r.d90 is not None]
+    return int(min(values)) if values else None
+
+
 def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
     def span(r: ProbeRow) -> tuple[float, float]:
         lo = r.ci_low if r.ci_low is not None and math.isfinite(r.ci_low) else (r.d90 or math.inf)
@@ -261,6 +266,33 @@ def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
         return lo, hi
     (alo, ahi), (blo, bhi) = span(a), span(b)
     return alo <= bhi and blo <= ahi
+
+
+def degenerate_probe_text(below_min: list[bool], smallest_d: int | None, floor: float, ceiling: float) -> str | None:
+    """The warning for a probe whose every target reached the threshold at the smallest d tried, else None.
+
+    Args:
+        below_min: per target, whether its d90 was reached already at the smallest d tried.
+        smallest_d: the smallest d tried over the targets; floor, ceiling: mean validation accuracies (fractions) of
+            the head alone (d = 0) and of full fine-tuning.
+    """
+    if not below_min or not all(below_min):
+        return None
+    at = f" (d90 <= {smallest_d})" if smallest_d is not None else ""
+    why = (f"full fine-tuning ({100 * ceiling:.1f}%) does not beat the head trained alone ({100 * floor:.1f}%)"
+           if ceiling <= floor else
+           f"the threshold is met with almost no adaptation (head alone {100 * floor:.1f}%, full fine-tuning "
+           f"{100 * ceiling:.1f}%)")
+    return (f"degenerate probe: every target reached the threshold at the smallest d tried{at}, so the d90s are "
+            f"upper bounds that do not order the targets; {why}; the linear probe may be all this task needs")
+
+
+def degenerate_probe_warning(probe) -> str | None:
+    """:func:`degenerate_probe_text` for a :class:`~petl_analysis.probe.ProbeResult` (for the console)."""
+    flags = [bool(t.d90.reached and t.d90.below_min) for t in probe.targets]
+    smallest = min((int(t.d90.value) for t in probe.targets if t.d90.below_min and t.d90.value is not None),
+                   default=None)
+    return degenerate_probe_text(flags, smallest, probe.floor.val_mean, probe.ceiling.val_mean)
 
 
 def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tuple[float, float], *,
@@ -292,9 +324,6 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
         if close:
             bullets.append("Missed the threshold by less than one validation image, so \"not reached\" is within "
                            "rounding: " + ", ".join(close) + ".")
-    if len(rows) > 1 and all(r.reached and r.below_min for r in rows):
-        bullets.append("Every target reaches the threshold at the smallest d tried: the probe does not separate "
-                       "them, and the ranking only orders them by best validation accuracy.")
     groups: dict[str, list[ProbeRow]] = {"attention": [], "MLP": []}
     for r in reached:
         if r.kind.startswith("attn"):
@@ -312,6 +341,10 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
             verdict = "MLP is lower, contrary to the KAdaptation paper's finding (attention lower)"
         bullets.append(f"Attention vs MLP: lowest attention d90 {fmt_d(a)} ({a.target}) vs "
                        f"lowest MLP d90 {fmt_d(m)} ({m.target}): {verdict}.")
+    degenerate = degenerate_probe_text([r.reached and r.below_min for r in rows], _smallest_d(rows), floor[0],
+                                       ceiling[0])
+    if degenerate:
+        bullets.append(degenerate[0].upper() + degenerate[1:] + ".")
     gap = ceiling[0] - floor[0]
     if gap <= max(math.hypot(floor[1], ceiling[1]), 1e-9):
         bullets.append(f"Caution: full fine-tuning ({fmt_acc(*ceiling)} % validation) is not clearly above the head "

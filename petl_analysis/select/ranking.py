@@ -26,7 +26,7 @@ class RankedTarget:
         score: the selector's raw score (d90 for the probe selector; the proxy value otherwise).
         d90, d90_ci: the probe's gain-normalised d90 and its CI when known (``None`` = not reached / not probed).
         reached: the probe reached the threshold for this set.
-        below_min: reached already at the smallest d tried (d90 is an upper bound).
+        below_min: reached already at the smallest d tried, so ``d90`` is an upper bound (shown ``<=``).
         n_seeds: probe seeds behind the d90 (1: no interval).
         tied_with: targets whose d90 CI overlaps this one's (statistically indistinguishable).
     """
@@ -42,6 +42,7 @@ class RankedTarget:
     below_min: bool = False
     n_seeds: int = 0
     tied_with: list[str] = field(default_factory=list)
+    below_min: bool = False
 
 
 @dataclass

@@ -48,7 +48,7 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
             d90=d.value if d.reached else None,
             d90_ci=[d.ci_low, d.ci_high],
             reached=bool(d.reached),
-            below_min=bool(d.below_min),
+            below_min=bool(d.reached and d.below_min),
             n_seeds=d.n_seeds,
         ))
     _flag_ties(entries)

@@ -27,7 +27,7 @@ from ..io import JsonlLog, MemoryLog
 from ..models import ModelSpec
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, reverse_ranking
 from ..select import Ranking
-from ..task import DataSpec, prepare_model
+from ..task import DataSpec, InputConversion, announce, input_conversion_for, prepare_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import STATUS_OK, Trial, run_trials
 from ..tuners import METHODS, config_from_dict, get_method
@@ -81,6 +81,8 @@ class SweepResult(Artefact):
     ranking_source: str = ""
     wall_time_s: float = 0.0
     command: str = ""
+    #: How the dataset's images were converted for the model (channels, size).
+    input_conversion: InputConversion | None = None
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -94,16 +96,19 @@ class SweepResult(Artefact):
 
 def _size_to_budget(method: str, model, budget: int, head_in_budget: bool, options: dict[str, Any]):
     knob, values = KNOBS[method]
-    best = None
+    best, refusals = None, []
     for v in values:
         try:
             cfg = config_from_dict({"method": method, **options, knob: v})
             count = get_method(cfg).expected_count(model)
-        except PetlError:
+        except PetlError as e:
+            refusals.append(e)
             continue  # e.g. a compacter bottleneck that n does not divide
         used = count.total if head_in_budget else count.total_excl_head
         if used <= budget and (best is None or used > best[0]):
             best = (used, cfg)
+    if len(refusals) == len(values):  # the method refuses this model at every size: say why, not "too big"
+        raise refusals[0]
     return None if best is None else best[1]
 
 
@@ -210,6 +215,8 @@ def run_sweep(
     recipe = recipe or default_train_recipe()
     if any(b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
+    conversion = input_conversion_for(data, model)
+    announce(conversion, data.dataset)
     points, skipped = plan_sweep(model, data, budgets, methods, ranking, head_in_budget=head_in_budget,
                                  method_options=method_options)
     import torch
@@ -242,13 +249,13 @@ def run_sweep(
             continue
         runs = [from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok]
         run = summarise(method, cfg, model, data, recipe, head_init, ok[0]["result"]["trainable"], runs,
-                        sum(r.wall_time_s for r in runs), label=label)
+                        sum(r.wall_time_s for r in runs), label=label, input_conversion=conversion)
         result_points.append(SweepPoint(label, method, variant, budget, run, plan.to_dict() if plan else None,
                                         same_as=same_as))
     result = SweepResult(model=model, data=data, recipe=recipe, seeds=seed_list, budgets=sorted(budgets),
                          methods=list(methods), head_in_budget=head_in_budget, points=result_points, failed=failed,
                          skipped=skipped, ranking_source=ranking_source, wall_time_s=time.perf_counter() - start,
-                         command=command)
+                         command=command, input_conversion=conversion)
     if out:
         result.save(out)
     return result

@@ -20,7 +20,15 @@ from ..data import load_dataset
 from ..engine import EpochLog, FitResult, Recipe, fit, loss_still_falling
 from ..errors import PetlError
 from ..models import ModelSpec
-from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
+from ..task import (
+    DataSpec,
+    InputConversion,
+    announce,
+    build_task,
+    fit_linear_probe,
+    input_conversion_for,
+    prepare_model,
+)
 from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
 
 HEAD_INITS = ("lp", "random")
@@ -70,6 +78,8 @@ class RunResult(Artefact):
     wall_time_s: float
     label: str = ""
     plan: str | None = None
+    #: How the dataset's images were converted for the model (channels, size).
+    input_conversion: InputConversion | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -142,6 +152,8 @@ def run_method(
     if not seed_list:
         raise PetlError("at least one seed is needed")
     start = time.perf_counter()
+    conversion = input_conversion_for(data, model)
+    announce(conversion, data.dataset)
     runs, trainable = [], {}
     for seed in seed_list:
         run, trainable = train_one_seed(model, data, config, recipe, seed, head_init=head_init, device=device,
@@ -150,10 +162,11 @@ def run_method(
         if on_seed:
             on_seed(run)
     return summarise(config.method, config.to_dict(), model, data, recipe, head_init, trainable, runs,
-                     time.perf_counter() - start, label=label, plan=plan)
+                     time.perf_counter() - start, label=label, plan=plan, input_conversion=conversion)
 
 
-def summarise(method, config, model, data, recipe, head_init, trainable, runs, wall, *, label="", plan=None) -> RunResult:
+def summarise(method, config, model, data, recipe, head_init, trainable, runs, wall, *, label="", plan=None,
+              input_conversion: InputConversion | None = None) -> RunResult:
     def stats(values: list[float | None]) -> tuple[float, float]:
         vals = [v for v in values if v is not None]
         return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), float("nan"))
@@ -163,5 +176,5 @@ def summarise(method, config, model, data, recipe, head_init, trainable, runs, w
         method=method, config=config, model=model, data=data, recipe=recipe, head_init=head_init,
         trainable=trainable, seeds=runs, test_acc_mean=test_mean, test_acc_std=test_std,
         val_acc_mean=stats([r.val_acc for r in runs])[0], last_test_acc_mean=stats([r.last_test_acc for r in runs])[0],
-        wall_time_s=wall, label=label, plan=plan,
+        wall_time_s=wall, label=label, plan=plan, input_conversion=input_conversion,
     )

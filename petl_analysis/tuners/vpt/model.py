@@ -15,6 +15,8 @@ from .config import VptConfig
 from .layer import VisualPrompts
 
 PROMPTS_CHILD = "petl_prompts"
+#: Offered instead when a model cannot take prompts.
+TOKEN_FREE_METHODS = ("kadaptation", "lora", "adapter", "compacter", "bitfit")
 
 
 @METHODS.register("vpt")
@@ -29,21 +31,22 @@ class Vpt(Method):
     mergeable = False
 
     def _check(self, model: nn.Module, units: list[Unit]) -> None:
+        name = type(model).__name__
+        instead = f"use a ViT or DeiT with absolute position embeddings (e.g. vit_tiny_patch16_224), or a method " \
+                  f"that adds no tokens ({', '.join(TOKEN_FREE_METHODS)})"
+        relative = any(hasattr(m, "relative_position_bias_table") for m in model.modules())
+        if getattr(model, "rope", None) is not None or relative:
+            tables = "relative position bias tables are" if relative else "rotary position embeddings are"
+            raise PetlError(f"vpt cannot adapt {name}: its {tables} sized for a fixed number of tokens, and prompts "
+                            f"add tokens; {instead}")
         missing = [a for a in ("norm_pre", "num_prefix_tokens", "blocks") if not hasattr(model, a)]
         if missing:
-            raise PetlError(
-                f"vpt needs a timm VisionTransformer-like model; {type(model).__name__} has no {', '.join(missing)}"
-            )
+            raise PetlError(f"vpt cannot adapt {name}: prompts enter after the patch and position embedding of a timm "
+                            f"VisionTransformer (its {', '.join(missing)}), which {name} lacks; {instead}")
         if getattr(model, "dynamic_img_size", False):
-            raise PetlError("vpt does not support dynamic_img_size=True: timm then resamples position embeddings "
-                            "using num_prefix_tokens, which the prompts change")
-        if getattr(model, "rope", None) is not None or any(
-            hasattr(m, "relative_position_bias_table") for m in model.modules()
-        ):
-            raise PetlError(
-                f"vpt does not support {type(model).__name__}: its rotary or relative position tables fix the number "
-                "of tokens; use a ViT/DeiT with absolute position embeddings"
-            )
+            raise PetlError("vpt does not support dynamic_img_size=True (timm then resamples position embeddings "
+                            "using num_prefix_tokens, which the prompts change); build the model without it, or "
+                            f"use a method that adds no tokens ({', '.join(TOKEN_FREE_METHODS)})")
 
     def _inject(self, model: nn.Module, units: list[Unit]) -> None:
         cfg = self.config
