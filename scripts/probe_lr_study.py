@@ -13,7 +13,10 @@ old default (constant lr 1e-2), with the rule, and with the per-d grid. Writes `
 
 Usage::
 
-    python scripts/probe_lr_study.py --dataset animals --max-train 300 --jobs 2 --out docs/probe_lr
+    OMP_NUM_THREADS=1 python scripts/probe_lr_study.py --targets attn.v,mlp.fc1 --jobs 2 --out docs/probe_lr
+
+(The committed ``docs/probe_lr`` is that command's output; with its trial log in place a rerun trains nothing. Trial
+keys include the torch thread count, so other thread settings train the trials again.)
 """
 
 from __future__ import annotations
@@ -91,15 +94,17 @@ def main(argv=None) -> None:
             p = r["payload"]
             if r["kind"] == "subspace" and p["units"] == units and r["status"] == "ok":
                 lr = min(lrs, key=lambda x: abs(math.log(x / p["lr"])))
-                if math.isclose(lr, p["lr"], rel_tol=1e-9):
-                    by_lr.setdefault(lr, {}).setdefault(p["d"], []).append(
-                        (p["seed"], r["result"]["val_acc"], r["result"]["test_acc"]))
+                seen = by_lr.setdefault(lr, {}).setdefault(p["d"], [])
+                # One record per seed: a log may also hold the same trial run with other execution settings.
+                if math.isclose(lr, p["lr"], rel_tol=1e-9) and p["seed"] not in {s for s, _, _ in seen}:
+                    seen.append((p["seed"], r["result"]["val_acc"], r["result"]["test_acc"]))
         entry = {"target": target, "D": D, "dims": dims, "grid_time_s": grid_s, "grid_trials": g.trials,
                  "val": {f"{lr:g}": [float(np.mean([v for _, v, _ in sorted(by_lr[lr][d])])) for d in dims]
                          for lr in lrs},
                  "test": {f"{lr:g}": [float(np.mean([t for _, _, t in sorted(by_lr[lr][d])])) for d in dims]
                           for lr in lrs},
-                 "grid_choice": g.lr, "grid_val": g.val_mean}
+                 "grid_choice": g.lr, "grid_val": g.val_mean, "floor": grid.floor.val_mean,
+                 "ceiling": grid.ceiling.val_mean, "threshold": g.d90.threshold_acc}
         thresholds = grid.targets[0].d90.threshold_per_seed
         constant = np.array([[v for _, v, _ in sorted(by_lr[REFERENCE_LR][d])] for d in dims])
         entry["d90"] = {"constant 1e-2": _d90(g, thresholds, constant), "grid (best per d on val)": g.d90.text()}
@@ -145,10 +150,14 @@ def _plot(summary: dict) -> bytes:
         if "rule_val" in t:
             ax.plot(t["dims"], [100 * v for v in t["rule_val"]], marker="D", color="#d9480f", linewidth=1.8,
                     label="rule: lr = step / sqrt(d) (after)")
+        ax.axhline(100 * t["floor"], color="0.3", linestyle="--", linewidth=0.8)
+        ax.axhline(100 * t["threshold"], color="#d9480f", linestyle=":", linewidth=0.9)
+        # The interesting range is floor..ceiling; diverged runs (far below the floor) leave the frame.
+        ax.set_ylim(100 * t["floor"] - 2.0, 100 * t["ceiling"] + 1.0)
         ax.set_xscale("log")
         ax.set_title(f"{t['target']} (D = {t['D']:,})", fontsize=9)
         ax.set_xlabel("d")
-    axes[0].set_ylabel("validation accuracy (%)")
+    axes[0].set_ylabel("validation accuracy (%)\n(dashed: floor, dotted: d90 bar)")
     axes[-1].legend(fontsize=6.5, loc="lower right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
