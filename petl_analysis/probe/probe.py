@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
-from ..data import load_dataset
+from ..data import open_dataset
 from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
@@ -202,8 +202,9 @@ def _fmt_ci(d: D90) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str):
-    return load_dataset(name)
+def _dataset(name: str, skip_bad_images: bool = False):
+    """Built-ins in memory, folders as a file index (decoded per batch); one per worker process."""
+    return open_dataset(name, skip_bad_images=skip_bad_images)
 
 
 @functools.lru_cache(maxsize=8)
@@ -212,9 +213,9 @@ def _prepared(model_json: str, data_json: str, seed: int, recipe_json: str, devi
     model_spec = from_jsonable(ModelSpec, json.loads(model_json))
     data = from_jsonable(DataSpec, json.loads(data_json))
     recipe = from_jsonable(Recipe, json.loads(recipe_json))
-    ds = _dataset(data.dataset)
+    ds = _dataset(data.dataset, data.skip_bad_images)
     model = prepare_model(model_spec, ds.num_classes, seed=seed)
-    task = build_task(data, model, dataset=ds)
+    task = build_task(data, model, dataset=ds, augment=recipe.augment)
     lp = fit_linear_probe(model, task, recipe, seed=seed, device=device)
     return (model.cpu(), lp), task
 
@@ -305,7 +306,7 @@ def run_probe(
         on_trial: called per finished (or cached) trial; ``on_round(round, n_trials)`` before each round.
     """
     start = time.perf_counter()
-    ds = load_dataset(data.dataset)
+    ds = _dataset(data.dataset, data.skip_bad_images)
     template = prepare_model(model, ds.num_classes, seed=0)
     sets = expand_targets(template, config.targets, config.per_block)
     D_of = {label: subspace_size(resolve_targets(template, names)) for label, names in sets.items()}

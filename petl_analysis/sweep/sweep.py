@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
-from ..data import load_dataset
+from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
@@ -116,7 +116,7 @@ def plan_sweep(
     for m in methods:
         METHODS.get(m)
     options = method_options or {}
-    ds = load_dataset(data.dataset)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     model = prepare_model(model_spec, ds.num_classes, seed=0)
     points, skipped = [], []
     for m in methods:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..artefacts import Artefact
-from ..data import load_dataset
+from ..data import open_dataset
 from ..engine import EpochLog, FitResult, Recipe, fit
 from ..errors import PetlError
 from ..models import ModelSpec
@@ -88,7 +88,7 @@ def seed_data(data: DataSpec, seed: int) -> DataSpec:
     """Each seed draws its own k-shot sample (``shot_seed = seed``); the val/test split stays fixed."""
     if data.split.shots is None:
         return data
-    return DataSpec(data.dataset, dataclasses.replace(data.split, shot_seed=seed))
+    return dataclasses.replace(data, split=dataclasses.replace(data.split, shot_seed=seed))
 
 
 def train_one_seed(
@@ -107,9 +107,9 @@ def train_one_seed(
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
     data = seed_data(data, seed)
-    ds = load_dataset(data.dataset)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     net = prepare_model(model, ds.num_classes, seed=seed)
-    task = build_task(data, net, dataset=ds)
+    task = build_task(data, net, dataset=ds, augment=recipe.augment)
     start = time.perf_counter()
     if config.method == "linear":
         res: FitResult = fit_linear_probe(net, task, recipe, seed=seed, device=device)
