@@ -352,7 +352,8 @@ def train(
         result.save(out)
     print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
     print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
-                  "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "time_s": round(r.wall_time_s, 1)}
+                  "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "steps": r.steps,
+                  "time_s": round(r.wall_time_s, 1)}
                  for r in result.seeds], title=f"{config.method} on {dataset}")
     console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
                   + (f" -> {out}" if out else ""))

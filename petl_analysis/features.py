@@ -1,11 +1,13 @@
-"""A disk cache of frozen-backbone features for streamed data (memory-mapped ``.npy`` files).
+"""A disk cache for streamed data: frozen-backbone features (memory-mapped ``.npy`` files) and which files decode.
 
 The linear probe and every stage that starts from it (probe baselines, the ``lp`` head init of ``train``, the
 selectors) need the pre-logit features of the frozen backbone on each split. For an image folder these are computed
 once per (backbone weights, files, preprocessing) and written as ``float32 (N, num_features)`` to
 ``<cache dir>/<key>.npy`` (atomically: a temporary file, then ``os.replace``); later calls, in this or any other
-process, map the file instead of decoding images again. The cache directory is ``$PETL_ANALYSIS_CACHE`` or
-``~/.cache/petl-analysis``; deleting it is always safe.
+process, map the file instead of decoding images again. Opening a folder decodes each file once to find broken
+ones; the verdicts are kept per folder in ``<cache dir>/index/`` with each file's size and mtime, so a later stage
+re-decodes only new or changed files. The cache directory is ``$PETL_ANALYSIS_CACHE`` or ``~/.cache/petl-analysis``;
+deleting it is always safe.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from .errors import PetlError
 CACHE_ENV = "PETL_ANALYSIS_CACHE"
 
 
-def feature_cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """``path``, else ``$PETL_ANALYSIS_CACHE``, else ``~/.cache/petl-analysis``, with a ``features`` subfolder."""
+def feature_cache_dir(path: str | os.PathLike | None = None, kind: str = "features") -> Path:
+    """``path``, else ``$PETL_ANALYSIS_CACHE``, else ``~/.cache/petl-analysis``, with a ``kind`` subfolder."""
     root = Path(path) if path is not None else Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "petl-analysis")
-    out = root.expanduser() / "features"
+    out = root.expanduser() / kind
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -95,3 +97,37 @@ class FeatureWriter:
             os.unlink(self._tmp)
         except FileNotFoundError:
             pass
+
+
+def checked_files(root: Path, paths: list[Path], find_bad) -> list[tuple[Path, str]]:
+    """``find_bad(paths)`` (``-> [(path, reason)]``) for the files not already checked with this size and mtime.
+
+    The verdicts live in ``<cache dir>/index/<hash of root>.json``, rewritten atomically when something changed;
+    an unreadable or foreign index file is ignored and replaced.
+    """
+    from .io import atomic_write_json
+
+    try:
+        index_file = feature_cache_dir(kind="index") / f"{hashlib.sha1(str(root).encode()).hexdigest()}.json"
+    except PetlError:
+        return find_bad(paths)  # no writable cache: check everything, as without one
+    try:
+        import json
+
+        known = json.loads(index_file.read_text()).get("files", {}) if index_file.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    stamps = {}
+    for p in paths:
+        st = os.stat(p)
+        stamps[str(p)] = [st.st_size, st.st_mtime_ns]
+    todo = [p for p in paths if list(known.get(str(p), [None, None])[:2]) != stamps[str(p)]]
+    found = dict(find_bad(todo)) if todo else {}
+    fresh = set(todo)
+    verdicts = {str(p): stamps[str(p)] + [found.get(p) if p in fresh else known[str(p)][2]] for p in paths}
+    if todo or set(known) != set(verdicts):
+        try:
+            atomic_write_json(index_file, {"root": str(root), "files": verdicts})
+        except (OSError, PetlError):
+            pass  # a cache that cannot be written only costs time
+    return [(p, verdicts[str(p)][2]) for p in paths if verdicts[str(p)][2] is not None]

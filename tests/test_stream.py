@@ -185,3 +185,52 @@ def test_max_steps_caps_training_and_is_validated() -> None:
     assert res.steps == 7 and res.epochs_run == 2 and len(res.val_curve) == 2
     with pytest.raises(PetlError):
         Recipe(max_steps=0)
+
+
+def test_augmentation_is_seeded_and_kept_out_of_the_linear_probe(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "f")
+    model = make_tiny("vit", num_classes=3)
+    task = build_task(DataSpec(str(root), SPLIT), model, augment=True)
+    assert task.train_plain is not None and repr(task.train.transform) != repr(task.train_plain.transform)
+    recipe = Recipe(epochs=1, batch_size=4, lr=1e-3)
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    fit(a, task.train, None, recipe, seed=1)
+    fit(b, task.train, None, recipe, seed=1)
+    for p, q in zip(a.parameters(), b.parameters()):  # same seed, same random crops in the workers
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    fit_linear_probe(copy.deepcopy(model), task, recipe, cache_dir=tmp_path / "c")
+    plain_key = task.train_plain.cache_key()
+    assert plain_key != task.train.cache_key()
+    assert extract_features(model, task.train_plain, cache_dir=tmp_path / "c") is not None
+    assert len(list((tmp_path / "c" / "features").glob("*.npy"))) == 3  # plain train, val, test; never augmented
+
+
+def test_take_and_probe_on_a_streamed_folder(tmp_path: Path) -> None:
+    from petl_analysis.engine import take
+    from petl_analysis.models import ModelSpec
+    from petl_analysis.probe import ProbeConfig, run_probe
+
+    root = make_folder(tmp_path / "f")
+    split = stream_split(open_dataset(str(root)), make_tiny("vit", num_classes=3))
+    x, y = take(split, torch.tensor([3, 0]))
+    mem = in_memory(split)
+    assert torch.equal(x, mem.tensors[0][[3, 0]]) and y.tolist() == mem.tensors[1][[3, 0]].tolist()
+    recipe = Recipe(epochs=1, batch_size=4, lr=1e-2, max_steps=2)
+    result = run_probe(ModelSpec("petl_vit_tiny"), DataSpec(str(root), SPLIT),
+                       ProbeConfig(targets=["attn.v"], dims=[8], seeds=1, recipe=recipe))
+    assert result.failed_trials == 0 and result.config.recipe.max_steps == 2 and result.targets[0].dims == [8]
+
+
+def test_decode_check_is_cached_until_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import petl_analysis.data.stream as stream
+
+    root = make_folder(tmp_path / "f")
+    open_dataset(str(root))
+    checked: list[int] = []
+    real = stream.find_bad_images
+    monkeypatch.setattr(stream, "find_bad_images", lambda paths: checked.append(len(paths)) or real(paths))
+    assert len(open_dataset(str(root))) == 24 and checked == []  # unchanged files: only stat'ed
+    (root / "class2" / "03.png").write_bytes(b"truncated")  # size and mtime change: decoded again
+    with pytest.raises(PetlError) as e:
+        open_dataset(str(root))
+    assert "03.png" in one_line_error(e) and checked == [1]

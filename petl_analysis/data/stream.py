@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import PetlError
-from .folder import _read, _scan, drop_bad_images
+from .folder import _read, _scan, drop_bad_images, find_bad_images
 
 #: Environment variable overriding the number of DataLoader worker processes for streamed data.
 WORKERS_ENV = "PETL_ANALYSIS_WORKERS"
@@ -99,12 +99,17 @@ class ImageFiles:
 def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFiles:
     """Index ``path/<class>/<image>`` without keeping pixels (rules: :mod:`petl_analysis.data.folder`).
 
-    Every file is decoded once here (threads), so a broken file is reported before any training starts, all broken
-    files in one message; with ``skip_bad_images`` they are left out with a warning listing them.
+    Every file is decoded once (threads), so a broken file is reported before any training starts, all broken
+    files in one message; with ``skip_bad_images`` they are left out with a warning listing them. The verdicts are
+    cached with each file's size and mtime (:func:`petl_analysis.features.checked_files`): opening the folder again
+    only stats unchanged files.
     """
+    from ..features import checked_files
+
     root = Path(path).expanduser().resolve()
     classes, files = _scan(root)
-    kept = drop_bad_images(root, classes, files, skip_bad_images)
+    bad = checked_files(root, [p for fs in files for p in fs], find_bad_images)
+    kept = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
     skipped = sorted(str(p) for fs, ks in zip(files, kept) for p in set(fs) - set(ks))
     labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(kept)])
     return ImageFiles([str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}",

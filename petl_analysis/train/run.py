@@ -44,6 +44,7 @@ class SeedRun:
     wall_time_s: float
     train_loss: list[float] = field(default_factory=list)
     val_curve: list[float] = field(default_factory=list)
+    steps: int = 0  # optimizer steps taken (fewer than epochs x batches under the recipe's max_steps)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def train_one_seed(
     if adapter_dir is not None:
         save_adapter(net, method, Path(adapter_dir) / f"seed{seed}")
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
-                  res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve)
+                  res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve, res.steps)
     return run, res.trainable
 
 
