@@ -1,6 +1,6 @@
 """Peak memory and throughput of the streamed data path against the number of images: flat memory is the target.
 
-    python benchmarks/bench_memory.py                  # 2k, 8k, 32k images; ViT-B/16 at 224 px; ~5 min on 2 cores
+    python benchmarks/bench_memory.py --max-steps 1    # 2k, 8k, 32k images; ViT-B/16 at 224 px; 7.6 min on a busy 2-core machine
     python benchmarks/bench_memory.py --quick          # 500 and 2k images, one step: a smoke run
     python benchmarks/bench_memory.py --sizes 2k,8k --max-steps 3
 
@@ -136,7 +136,7 @@ def _parse_sizes(text: str) -> list[int]:
     return [int(float(v.lower().replace("k", "e3"))) for v in text.split(",") if v.strip()]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="500 and 2k images, --max-steps 1")
     ap.add_argument("--sizes", default=None, help="comma-separated image counts (default 2k,8k,32k)")
@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--keep", default=None, help="generate (or reuse) the folders here instead of a temp dir")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     max_steps = args.max_steps or (1 if args.quick else 2)
     if args.child:
         n = int(args.sizes)
