@@ -69,14 +69,14 @@ def main() -> None:
     import petl_analysis.data.stream as stream
     from petl_analysis.data import SplitSpec, open_dataset
     from petl_analysis.engine import Recipe, fit
-    from petl_analysis.engine.train import _autocast, _bf16_supported
+    from petl_analysis.engine.train import autocast, bf16_supported
     from petl_analysis.models import ModelSpec
     from petl_analysis.task import DataSpec, build_task, extract_features, prepare_model
     from petl_analysis.tuners import apply_method
 
     dev = torch.device("cpu" if args.cpu_smoke else "cuda")
     gpu = "CPU smoke run" if args.cpu_smoke else torch.cuda.get_device_name(0)
-    print(f"{gpu}, torch {torch.__version__}, bf16 supported: {_bf16_supported()}, "
+    print(f"{gpu}, torch {torch.__version__}, bf16 supported: {bf16_supported()}, "
           f"DataLoader workers: {stream.default_num_workers()}")
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         os.environ["PETL_ANALYSIS_CACHE"] = str(Path(tmp) / "cache")
@@ -114,7 +114,7 @@ def main() -> None:
         opt = torch.optim.AdamW(params, lr=1e-3)
 
         def step() -> None:
-            with _autocast(dev, True):
+            with autocast(dev, True):
                 loss = torch.nn.functional.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -122,7 +122,7 @@ def main() -> None:
 
         step()
         print(f"KAdaptation step on a GPU batch: {_images_per_s(step, bs, repeats=5):,.0f} images/s "
-              f"(batch {bs}, bf16 autocast: {_bf16_supported()})")
+              f"(batch {bs}, bf16 autocast: {bf16_supported()})")
 
         # 3. merged inference
         model.eval()
@@ -134,7 +134,7 @@ def main() -> None:
         @torch.no_grad()
         def forward(net):
             def run() -> torch.Tensor:
-                with _autocast(dev, True):
+                with autocast(dev, True):
                     return net(x)
             return run
 

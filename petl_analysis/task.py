@@ -26,7 +26,7 @@ from .data import ImageDataset, ImageFiles, SplitSpec, StreamingImages, make_spl
 from .data import to_model_input
 from .device import resolve_device
 from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of, seed_everything
-from .engine.train import _autocast
+from .engine.train import autocast
 from .models import ModelSpec, create_model, model_input_config
 
 
@@ -137,7 +137,7 @@ def extract_features(
     feats = []
     try:
         for x, _ in iter_batches(data, batch_size, device=dev):
-            with _autocast(dev, amp):
+            with autocast(dev, amp):
                 f = model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
             if writer is not None:
                 writer.write(f)

@@ -112,7 +112,7 @@ def evaluate(
     model.eval()
     correct, loss_sum = 0, 0.0
     for x, y in iter_batches(data, batch_size, device=dev):
-        with _autocast(dev, enabled=True):
+        with autocast(dev, enabled=True):
             logits = model(x)
         logits = logits.float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
@@ -122,16 +122,17 @@ def evaluate(
     return correct / n, loss_sum / n
 
 
-def _bf16_supported() -> bool:
+def bf16_supported() -> bool:
+    """Whether the current CUDA GPU runs bf16 natively (False without CUDA)."""
     try:
         return bool(torch.cuda.is_bf16_supported())
     except (RuntimeError, AssertionError):
         return False
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on a CUDA GPU that supports it; fp32 elsewhere (CPU autocast is slower, fp16 needs a scaler)."""
-    if device.type == "cuda" and enabled and _bf16_supported():
+    if device.type == "cuda" and enabled and bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
@@ -197,7 +198,7 @@ def fit(
             factor = _lr_factor(step, total_steps, warmup, recipe.schedule)
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * factor
-            with _autocast(dev, recipe.amp):
+            with autocast(dev, recipe.amp):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
