@@ -1,13 +1,13 @@
 """Peak memory and throughput of the streamed data path against the number of images: flat memory is the target.
 
-    python benchmarks/bench_memory.py --max-steps 1    # 2k, 8k, 32k images; ViT-B/16 at 224 px; 7.6 min on a busy 2-core machine
+    python benchmarks/bench_memory.py --max-steps 1    # 2k, 8k, 32k images, ViT-B/16 at 224 px: 7.6 min, 2 busy cores
     python benchmarks/bench_memory.py --quick          # 500 and 2k images, one step: a smoke run
     python benchmarks/bench_memory.py --sizes 2k,8k --max-steps 3
 
 The parent generates one image folder per size in a temporary directory (2 classes of small JPEGs, 48x40 px, so
 that decoding is cheap and the model's timm transform does the resizing to 224 px), then runs each size in a fresh
-Python process, so each peak RSS (``getrusage``) is that size's alone. Each child, on CPU, with ``vit_base_patch16_224``
-and random weights (nothing is downloaded):
+Python process, so each peak RSS (``getrusage``) is that size's alone. Each child, on CPU, with
+``vit_base_patch16_224`` and random weights (nothing is downloaded):
 
 1. **index**: ``open_dataset(folder)``: lists the files and decodes each once to find broken ones;
 2. **pass**: every image of the folder through the DataLoader (decode + the model's eval transform, no model), the
@@ -191,9 +191,9 @@ def main(argv: list[str] | None = None) -> None:
                 for _, fmt, key in cols]
         print("| " + " | ".join(vals) + " |")
     first, last = rows[0], rows[-1]
-    print(f"\n{last['images'] // first['images']}x the images: peak RSS x{last['rss_train_mib'] / first['rss_train_mib']:.2f}, "
-          f"worker peak x{last['rss_worker_mib'] / first['rss_worker_mib']:.2f}, "
-          f"pass img/s x{last['pass_img_s'] / first['pass_img_s']:.2f}")
+    ratio = lambda key: last[key] / first[key]  # noqa: E731
+    print(f"\n{last['images'] // first['images']}x the images: peak RSS x{ratio('rss_train_mib'):.2f}, "
+          f"worker peak x{ratio('rss_worker_mib'):.2f}, pass img/s x{ratio('pass_img_s'):.2f}")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def find_bad_images(paths: Sequence[Path], workers: int | None = None) -> list[t
 
 def _list_bad(bad: Sequence[tuple[Path, str]], root: Path) -> str:
     names = ", ".join(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p, _ in bad[:_NAMES_SHOWN])
-    more = f" and {len(bad) - _NAMES_SHOWN} more" if len(bad) > _NAMES_SHOWN else ""
+    more = f" and {len(bad) - _NAMES_SHOWN:,} more" if len(bad) > _NAMES_SHOWN else ""
     return names + more
 
 
@@ -155,10 +155,10 @@ def drop_bad_images(
         if len(bad) == 1:
             raise PetlError(f"{bad[0][1]}; or skip it with --skip-bad-images (skip_bad_images=True)")
         raise PetlError(
-            f"{len(bad)} of {total} images in {root} cannot be decoded: {_list_bad(bad, root)}; first error: "
+            f"{len(bad):,} of {total:,} images in {root} cannot be decoded: {_list_bad(bad, root)}; first error: "
             f"{bad[0][1]}; fix or remove them, or skip them with --skip-bad-images (skip_bad_images=True)"
         )
-    warnings.warn(f"skipped {len(bad)} of {total} images in {root} that cannot be decoded: {_list_bad(bad, root)}",
+    warnings.warn(f"skipped {len(bad):,} of {total:,} images in {root} that cannot be decoded: {_list_bad(bad, root)}",
                   BadImagesWarning, stacklevel=3)
     dropped = {p for p, _ in bad}
     kept = [[p for p in fs if p not in dropped] for fs in files]
