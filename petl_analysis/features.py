@@ -28,7 +28,8 @@ CACHE_ENV = "PETL_ANALYSIS_CACHE"
 
 def feature_cache_dir(path: str | os.PathLike | None = None, kind: str = "features") -> Path:
     """``path``, else ``$PETL_ANALYSIS_CACHE``, else ``~/.cache/petl-analysis``, with a ``kind`` subfolder."""
-    root = Path(path) if path is not None else Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "petl-analysis")
+    default = Path.home() / ".cache" / "petl-analysis"
+    root = Path(path) if path is not None else Path(os.environ.get(CACHE_ENV) or default)
     out = root.expanduser() / kind
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,9 @@ def build_task(
     ds = dataset if dataset is not None else open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     splits = make_splits(ds, data.split)
     if isinstance(ds, ImageFiles):
-        stream = lambda files, aug=False: stream_split(files, model, augment=aug, num_workers=num_workers)  # noqa: E731
+        def stream(files: ImageFiles, aug: bool = False) -> StreamingImages:
+            return stream_split(files, model, augment=aug, num_workers=num_workers)
+
         plain = stream(splits.train)
         train = stream(splits.train, True) if augment else plain
         return Task(train, stream(splits.val), stream(splits.test), list(ds.classes), data,
@@ -169,7 +171,8 @@ def fit_linear_probe(
     so a probe costs one forward pass over the data plus a cheap logistic regression; ``recipe.max_steps`` does not
     cap that regression. The result's ``trainable`` counts are those of ``model`` with only its head trainable.
     """
-    sources = {"train": task.train if task.train_plain is None else task.train_plain, "val": task.val, "test": task.test}
+    train = task.train if task.train_plain is None else task.train_plain  # features never see augmentation
+    sources = {"train": train, "val": task.val, "test": task.test}
     # In-memory data keeps the batch size it always had (512); streamed images use the recipe's evaluation batch.
     feats = {name: extract_features(model, data, device=device, amp=recipe.amp, cache_dir=cache_dir,
                                     batch_size=512 if is_in_memory(data) else recipe.eval_batch_size)

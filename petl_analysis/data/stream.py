@@ -41,7 +41,7 @@ def default_num_workers() -> int:
         try:
             return max(0, int(env))
         except ValueError:
-            raise PetlError(f"${WORKERS_ENV}={env!r} is not an integer; expected a number of worker processes") from None
+            raise PetlError(f"${WORKERS_ENV}={env!r} is not an integer; expected a number of workers") from None
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
