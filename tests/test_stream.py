@@ -234,3 +234,15 @@ def test_decode_check_is_cached_until_a_file_changes(tmp_path: Path, monkeypatch
     with pytest.raises(PetlError) as e:
         open_dataset(str(root))
     assert "03.png" in one_line_error(e) and checked == [1]
+
+
+def test_file_broken_after_opening_is_one_line_naming_it(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "f")
+    model = make_tiny("vit", num_classes=3)
+    task = build_task(DataSpec(str(root), SPLIT), model)
+    Path(task.train.files.paths[0]).write_bytes(b"gone bad")
+    with pytest.raises(PetlError) as e:
+        fit(model, task.train, None, Recipe(epochs=1, batch_size=4))
+    msg = one_line_error(e)
+    assert msg.startswith("cannot read image") and Path(task.train.files.paths[0]).name in msg
+    assert "Traceback" not in msg

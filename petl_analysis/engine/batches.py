@@ -20,6 +20,8 @@ from typing import Iterator, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..errors import PetlError
+
 #: What the engine accepts as data.
 Examples = Union[TensorDataset, Dataset]
 
@@ -84,8 +86,13 @@ def iter_batches(
         generator=torch.Generator().manual_seed(seed),
         prefetch_factor=2 if workers else None,
     )
-    for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    try:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    except PetlError as e:
+        # A worker's error comes back with its traceback folded into the message; keep the one line it raised
+        # (e.g. a file that broke after the folder was opened).
+        raise PetlError(str(e).rsplit("PetlError: ", 1)[-1]) from None
 
 
 def take(data: Examples, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
