@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -40,6 +41,9 @@ class DataSpec:
     dataset: str = "digits"
     split: SplitSpec = field(default_factory=SplitSpec)
     skip_bad_images: bool = False
+
+    #: Added after trial logs existed: left out of trial keys at its default (see ``artefacts.key_json``).
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images",)
 
     def data_id(self) -> str:
         s = self.split

@@ -187,6 +187,15 @@ def test_max_steps_caps_training_and_is_validated() -> None:
         Recipe(max_steps=0)
 
 
+def test_new_fields_stay_out_of_trial_keys_at_their_defaults() -> None:
+    from petl_analysis.artefacts import key_json
+
+    assert "max_steps" not in key_json(Recipe()) and "augment" not in key_json(Recipe())  # old trial logs resume
+    assert '"max_steps": 3' in key_json(Recipe(max_steps=3))
+    assert "skip_bad_images" not in key_json(DataSpec("digits"))
+    assert '"skip_bad_images": true' in key_json(DataSpec("x", skip_bad_images=True))
+
+
 def test_augmentation_is_seeded_and_kept_out_of_the_linear_probe(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "f")
     model = make_tiny("vit", num_classes=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import PetlError
 
@@ -51,6 +52,9 @@ class Recipe:
     amp: bool = True
     max_steps: int | None = None
     augment: bool = False
+
+    #: Added after trial logs existed: left out of trial keys at their defaults (see ``artefacts.key_json``).
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

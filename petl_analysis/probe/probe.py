@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..artefacts import Artefact, from_jsonable, to_jsonable
+from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe, fit
 from ..errors import PetlError
@@ -320,14 +320,14 @@ def run_probe(
     threads = threads_per_job or (max(1, torch.get_num_threads() // max(1, n_jobs)))
     common = {
         "model": json.dumps(to_jsonable(model), sort_keys=True),
-        "recipe": json.dumps(to_jsonable(config.recipe), sort_keys=True),
+        "recipe": key_json(config.recipe),
         "device": device,
         "threads": threads,
     }
     seeds = list(range(config.seeds))
 
     def data_json(seed: int) -> str:
-        return json.dumps(to_jsonable(seed_data(data, seed)), sort_keys=True)
+        return key_json(seed_data(data, seed))
 
     def base_trial(kind: str, seed: int) -> Trial:
         extra = {"ft_lr": config.ft_lr} if kind == "ft" and config.ft_lr is not None else {}

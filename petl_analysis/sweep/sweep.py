@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artefacts import Artefact, from_jsonable, to_jsonable
+from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
@@ -211,11 +211,11 @@ def run_sweep(
 
     threads = max(1, torch.get_num_threads() // max(1, n_jobs))
     common = {"model": json.dumps(to_jsonable(model), sort_keys=True),
-              "recipe": json.dumps(to_jsonable(recipe), sort_keys=True),
+              "recipe": key_json(recipe),
               "head_init": head_init, "device": device, "threads": threads}
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
-        return Trial("run", {**common, "data": json.dumps(to_jsonable(seed_data(data, seed)), sort_keys=True),
+        return Trial("run", {**common, "data": key_json(seed_data(data, seed)),
                              "config": json.dumps(config, sort_keys=True), "seed": seed})
 
     seed_list = list(range(seeds))
