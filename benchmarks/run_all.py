@@ -1,13 +1,15 @@
 """Every benchmark in one run, one table after another (the numbers quoted in the README).
 
-    python benchmarks/run_all.py            # ~10 min on 2 cores
-    python benchmarks/run_all.py --quick    # smoke run of every script, ~2 min
+    python benchmarks/run_all.py            # ~10 min on 2 cores, plus ~8 min for bench_memory
+    python benchmarks/run_all.py --quick    # smoke run of every script, ~2 min, plus ~2 min for bench_memory
 
 1. subspace (Fastfood) vs direct training step, bundled ViT and ViT-Tiny; Fastfood vs dense buffers by d
    (``bench_subspace.py``);
 2. dense vs Fastfood vs sparse projection time and memory by (D, d) (``bench_projections.py``);
 3. KAdaptation vs LoRA vs peft LoKr training step; merged vs unmerged vs base inference (``bench_adapters.py``);
-4. probe wall time, trials per d90 (adaptive vs grid), loky workers 1 vs 2 (``bench_probe.py``).
+4. probe wall time, trials per d90 (adaptive vs grid), loky workers 1 vs 2 (``bench_probe.py``);
+5. peak memory and images/s of the streamed image-folder path at 2k / 8k / 32k images, ViT-B/16 at 224 px
+   (``bench_memory.py``; ``gpu_check.py`` is separate, it needs a GPU).
 
 Each script interleaves the variants it compares, so every ratio is measured side by side in the same run.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_adapters  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_probe  # noqa: E402
 import bench_projections  # noqa: E402
 import bench_subspace  # noqa: E402
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
          ["--repeats", "3", "--D", "16640", "--d", "10", "1000"] if a.quick else []),
         ("adapters", bench_adapters.main, ["--repeats", "3", "--models", "tiny"] if a.quick else []),
         ("probe", bench_probe.main, ["--quick"] if a.quick else []),
+        ("memory", bench_memory.main, ["--quick"] if a.quick else ["--max-steps", "1"]),
     ]
     start = time.perf_counter()
     for title, fn, args in runs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from petl_analysis.data.folder import BadImagesWarning
 from petl_analysis.errors import PetlError
 
 # Wide tables when output is not a terminal (CI logs, files): rich would otherwise wrap at 80 columns.
@@ -20,13 +22,26 @@ console = Console(width=_WIDTH)
 err_console = Console(stderr=True, width=_WIDTH)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Library warnings meant for the user (e.g. skipped images) as ``warning: <one line>``, without a source line."""
+    if issubclass(category, BadImagesWarning):
+        err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a :class:`PetlError` into ``error: <one line>`` on stderr and exit code 2."""
+    """Turn a :class:`PetlError` into ``error: <one line>`` on stderr and exit code 2; user warnings to one line."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return fn(*args, **kwargs)
         except PetlError as e:
             err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False, markup=True)
             raise typer.Exit(2) from None

@@ -33,6 +33,15 @@ ImgSizeOpt = lambda: typer.Option(None, "--img-size", help="Model input size in 
 InChansOpt = lambda: typer.Option(None, "--in-chans", help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) (default: the model's).")  # noqa: E731
 PatchSizeOpt = lambda: typer.Option(None, "--patch-size", help="Patch size in pixels (default: the model's; pretrained weights need their own).")  # noqa: E731
 
+SkipBadOpt = lambda: typer.Option(  # noqa: E731
+    False, "--skip-bad-images",
+    help="Image folders: leave out files that cannot be decoded (a warning lists them) instead of failing.",
+)
+MaxStepsOpt = lambda: typer.Option(None, "--max-steps", help="Stop each training after this many optimizer steps (recorded in the recipe).")  # noqa: E731
+BatchOpt = lambda: typer.Option(None, "--batch-size", help="Training batch size (default: the recipe's).")  # noqa: E731
+EvalBatchOpt = lambda: typer.Option(None, "--eval-batch-size", help="Evaluation / feature batch size (default: 512).")  # noqa: E731
+AugmentOpt = lambda: typer.Option(False, "--augment", help="Image folders: timm's training augmentation (random resized crop, flip, colour jitter).")  # noqa: E731
+
 
 class _Notes(logging.Handler):
     """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines, each once per command."""
@@ -66,6 +75,13 @@ def _setup(threads: Optional[int]) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+def _recipe(base, **values):
+    """``base`` with the options the user gave (None = keep the recipe's value)."""
+    import dataclasses
+
+    return dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None and v is not False})
 
 
 def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_chans: Optional[int] = None,
@@ -156,23 +172,25 @@ def linear_probe(
     img_size: Optional[int] = ImgSizeOpt(),
     in_chans: Optional[int] = InChansOpt(),
     patch_size: Optional[int] = PatchSizeOpt(),
+    eval_batch_size: Optional[int] = EvalBatchOpt(),
+    skip_bad_images: bool = SkipBadOpt(),
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     _setup(threads)
-    from petl_analysis.data import SplitSpec, load_dataset
+    from petl_analysis.data import SplitSpec, open_dataset
     from petl_analysis.engine import Recipe
     from petl_analysis.task import DataSpec, announce, build_task, fit_linear_probe, prepare_model
 
-    recipe = Recipe(epochs=epochs, lr=lr, weight_decay=0.0)
-    ds = load_dataset(dataset)
+    recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), eval_batch_size=eval_batch_size)
+    ds = open_dataset(dataset, skip_bad_images=skip_bad_images)
     variants = [weights] + (["random"] if compare_random and weights != "random" else [])
     rows = []
     with progress_bar("linear probe", total=len(variants) * seeds) as advance:
         for w in variants:
             for seed in range(seeds):
-                data = DataSpec(dataset, SplitSpec(shots=shots, shot_seed=seed))
+                data = DataSpec(dataset, SplitSpec(shots=shots, shot_seed=seed), skip_bad_images=skip_bad_images)
                 spec = _model_spec(model, w, img_size, in_chans, patch_size)
                 net = prepare_model(spec, ds.num_classes, seed=seed)
                 task = build_task(data, net, dataset=ds)
@@ -185,11 +203,11 @@ def linear_probe(
     print_table(rows, title=f"linear probe on {dataset} ({'full' if shots is None else f'{shots}-shot'})")
 
 
-def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = None):
+def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = None, skip_bad_images: bool = False):
     from petl_analysis.data import SplitSpec
     from petl_analysis.task import DataSpec
 
-    return DataSpec(dataset, SplitSpec(shots=shots, max_train=max_train))
+    return DataSpec(dataset, SplitSpec(shots=shots, max_train=max_train), skip_bad_images=skip_bad_images)
 
 
 def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str]) -> str:
@@ -257,6 +275,11 @@ def probe(
                                        "(default: the probe recipe's)."),
     lr_grid: Optional[str] = typer.Option(None, "--lr-grid", help="Multipliers of theta_d's learning rate tried at "
                                           "every d, the best kept on validation (e.g. 0.3,1,3; default 1)."),
+    max_steps: Optional[int] = MaxStepsOpt(),
+    batch_size: Optional[int] = BatchOpt(),
+    eval_batch_size: Optional[int] = EvalBatchOpt(),
+    augment: bool = AugmentOpt(),
+    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
     img_size: Optional[int] = ImgSizeOpt(),
@@ -273,8 +296,6 @@ def probe(
     accuracy; test accuracy is recorded and reported only.
     """
     _setup(threads)
-    import dataclasses
-
     from petl_analysis.device import resolve_device
     from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
 
@@ -285,8 +306,8 @@ def probe(
     if lr is not None and lr_scaling != "constant":
         raise PetlError(f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
                         f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead")
-    recipe = default_probe_recipe()
-    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
+    recipe = _recipe(default_probe_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
+                     eval_batch_size=eval_batch_size, augment=augment)
     config = ProbeConfig(
         targets=split_list(targets) or ProbeConfig().targets,
         per_block=per_block,
@@ -305,7 +326,8 @@ def probe(
     )
     dev = str(resolve_device(device))
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots, max_train), config, out=out,
+        result = run_probe(_model_spec(model, weights, img_size, in_chans, patch_size),
+                           _data_spec(dataset, shots, max_train, skip_bad_images), config, out=out,
                            device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler,
                            on_trial=_trial_progress(advance))
     floor, ceiling = result.floor, result.ceiling
@@ -376,6 +398,11 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     head_init: str = typer.Option("lp", "--head-init", help="lp (linear-probe head, the default) or random."),
+    max_steps: Optional[int] = MaxStepsOpt(),
+    batch_size: Optional[int] = BatchOpt(),
+    eval_batch_size: Optional[int] = EvalBatchOpt(),
+    augment: bool = AugmentOpt(),
+    skip_bad_images: bool = SkipBadOpt(),
     dry_run: bool = typer.Option(False, "--dry-run", help="Build, inject and print the trainable-parameter table; no data, no training."),
     num_classes: int = typer.Option(10, "--num-classes", help="Head size for --dry-run."),
     out: Optional[str] = typer.Option("run.json", "--out", "-o", help="RunResult JSON."),
@@ -419,14 +446,14 @@ def train(
         print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
         console.print(f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}")
         return
-    from petl_analysis.data import load_dataset
+    from petl_analysis.data import open_dataset
 
-    data = _data_spec(dataset, shots)
+    data = _data_spec(dataset, shots, skip_bad_images=skip_bad_images)
     if plan:
-        net = prepare_model(spec, load_dataset(dataset).num_classes)
+        net = prepare_model(spec, open_dataset(dataset, skip_bad_images=skip_bad_images).num_classes)
         validate_plan(plan_obj, net, spec, source=plan)
-    recipe = default_train_recipe()
-    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
+    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
+                     eval_batch_size=eval_batch_size, augment=augment)
     dev = str(resolve_device(device))
     with progress_bar(f"train {config.method}", total=seeds) as advance:
         result = run_method(spec, data, config, recipe, seeds, head_init=head_init, device=dev, plan=plan,
@@ -436,7 +463,8 @@ def train(
         result.save(out)
     print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
     print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
-                  "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "time_s": round(r.wall_time_s, 1)}
+                  "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "steps": r.steps,
+                  "time_s": round(r.wall_time_s, 1)}
                  for r in result.seeds], title=f"{config.method} on {dataset}")
     console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
                   + (f" -> {out}" if out else ""))
@@ -453,6 +481,7 @@ def select(
     dataset: str = DatasetOpt(),
     targets: Optional[str] = typer.Option(None, "--targets", "-t"),
     per_block: bool = typer.Option(False, "--per-block"),
+    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("ranking.json", "--out", "-o"),
     img_size: Optional[int] = ImgSizeOpt(),
     in_chans: Optional[int] = InChansOpt(),
@@ -471,7 +500,7 @@ def select(
         raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
     probe_obj = ProbeResult.load(probe_path) if probe_path else None
     ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights, img_size, in_chans, patch_size),
-                         data=_data_spec(dataset, None),
+                         data=_data_spec(dataset, None, skip_bad_images=skip_bad_images),
                          targets=split_list(targets) or None, per_block=per_block, device=str(resolve_device(device)),
                          source=probe_path or "")
     ranking.save(out)
@@ -496,6 +525,7 @@ def plan(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the ranking's)."),
     weights: str = WeightsOpt(),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset for the head size (default: the ranking's)."),
+    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
     img_size: Optional[int] = ImgSizeOpt(),
@@ -505,7 +535,7 @@ def plan(
     """Turn a ranking and parameter budgets into adaptation plan files."""
     from pathlib import Path
 
-    from petl_analysis.data import load_dataset
+    from petl_analysis.data import open_dataset
     from petl_analysis.io import atomic_write_json, ensure_writable_dir
     from petl_analysis.plan import export_peft, plan_for_budget
     from petl_analysis.select import Ranking
@@ -517,7 +547,7 @@ def plan(
     spec = (_model_spec(model, weights, img_size, in_chans, patch_size) if model
             else _with_sizes(ranking.model, ranking.model.weights, img_size, in_chans, patch_size))
     ds_name = dataset or (ranking.data.dataset if ranking.data else "digits")
-    net = prepare_model(spec, load_dataset(ds_name).num_classes)
+    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=skip_bad_images).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = parse_ints(budget, "--budget")
@@ -555,6 +585,8 @@ def sweep(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     head_in_budget: bool = typer.Option(False, "--head-in-budget"),
+    max_steps: Optional[int] = MaxStepsOpt(),
+    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("sweep.json", "--out", "-o"),
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
@@ -567,7 +599,6 @@ def sweep(
 ) -> None:
     """Train every (method, budget) point over seeds: accuracy versus trainable parameters."""
     _setup(threads)
-    import dataclasses
     import shlex
     import sys
 
@@ -578,12 +609,12 @@ def sweep(
 
     from ._common import parse_ints
 
-    recipe = default_train_recipe()
-    recipe = dataclasses.replace(recipe, **{k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None})
+    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
     ranking = Ranking.load(plans_from) if plans_from else None
     dataset = _dataset_for_ranking(dataset, ranking, plans_from)
     with progress_bar("sweep", total=None) as advance:
-        result = run_sweep(_model_spec(model, weights, img_size, in_chans, patch_size), _data_spec(dataset, shots or None), parse_ints(budgets, "--budgets"),
+        result = run_sweep(_model_spec(model, weights, img_size, in_chans, patch_size),
+                           _data_spec(dataset, shots or None, skip_bad_images=skip_bad_images), parse_ints(budgets, "--budgets"),
                            split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,
                            out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
                            scheduler=scheduler, on_trial=_trial_progress(advance),
@@ -623,7 +654,7 @@ def report(
 
 def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
                   probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None,
-                  max_d=None, probe_grid=None, sizes=None):
+                  max_d=None, probe_grid=None, sizes=None, skip_bad_images=False):
     import dataclasses
     from pathlib import Path
 
@@ -648,12 +679,13 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
         out_dir = Path(out) / ds if len(datasets_) > 1 else Path(out)
         config = PipelineConfig(budgets=parse_ints(budgets, "--budgets"), methods=split_list(methods), probe=probe_cfg,
                                 seeds=seeds, recipe=recipe,
-                                probe_data=_data_spec(ds, probe_shots or None, max_train))
+                                probe_data=_data_spec(ds, probe_shots or None, max_train, skip_bad_images))
         with progress_bar(f"{ds}", total=None) as advance:
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(_model_spec(model, weights, **(sizes or {})), _data_spec(ds, shots or None), config, out_dir,
+            result = run_pipeline(_model_spec(model, weights, **(sizes or {})),
+                                  _data_spec(ds, shots or None, skip_bad_images=skip_bad_images), config, out_dir,
                                   device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler, on_stage=on_stage,
                                   on_trial=_trial_progress(advance),
                                   commands=[command])
@@ -682,6 +714,7 @@ def run(
     probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs"),
     max_d: Optional[int] = typer.Option(None, "--max-d", help="Probe: largest d of the adaptive search."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
+    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("petl-run", "--out", "-o"),
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
@@ -700,7 +733,8 @@ def run(
     _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
                   per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
                   shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d,
-                  sizes={"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size})
+                  sizes={"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size},
+                  skip_bad_images=skip_bad_images)
 
 
 @app.command()

@@ -8,6 +8,7 @@ its ``SCHEMA`` and ``VERSION``; loading a file of another schema or version is a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import types
 import typing
@@ -32,6 +33,28 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return obj.item()  # numpy / torch scalar
     return obj
+
+
+def key_json(obj: Any) -> str:
+    """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
+    while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
+    Loading fills them back in with the default."""
+    return json.dumps(_without_new_defaults(to_jsonable(obj), obj), sort_keys=True)
+
+
+def _without_new_defaults(value: Any, obj: Any) -> Any:
+    if not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+        return value
+    omit = getattr(type(obj), "KEY_OMIT_IF_DEFAULT", ())
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if f.name in omit and v == default:
+            continue
+        out[f.name] = _without_new_defaults(value[f.name], v)
+    return out
 
 
 def _is_union(tp: Any) -> bool:

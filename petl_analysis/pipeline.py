@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .data import load_dataset
+from .data import open_dataset
 from .engine import Recipe
 from .errors import PetlError
 from .io import ensure_writable_dir
@@ -102,7 +102,7 @@ def run_pipeline(
     plans = []
     if on_stage:
         on_stage("plan", False)
-    net = prepare_model(model, load_dataset(data.dataset).num_classes)
+    net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
     for budget in config.budgets:
         path = plans_dir / f"plan_{budget}.json"
         if path.exists():

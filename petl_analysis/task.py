@@ -1,40 +1,56 @@
-"""A *task*: a dataset split for a given model, as in-memory tensors ready for the engine.
+"""A *task*: a dataset split for a given model, ready for the engine.
 
 ``DataSpec`` (serialisable: dataset name + split protocol) and ``ModelSpec`` identify a run; :func:`build_task`
-turns them into train/val/test tensors shaped for the model, and :func:`prepare_model` builds the backbone with a
+turns them into train/val/test data shaped for the model, and :func:`prepare_model` builds the backbone with a
 fresh classifier for the task's classes. Linear probing trains the head on features extracted once.
+
+Built-in datasets become in-memory ``TensorDataset`` splits (:func:`~petl_analysis.data.to_model_input`); an image
+folder becomes streamed splits (:class:`~petl_analysis.data.StreamingImages`, timm's transforms for the model),
+whose frozen features are cached on disk (:mod:`petl_analysis.features`). The engine takes either.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from . import features as feature_cache
 from .accounting import count_parameters
-from .data import ImageDataset, SplitSpec, load_dataset, make_splits, to_model_input
+from .data import ImageDataset, ImageFiles, SplitSpec, StreamingImages, make_splits, open_dataset, stream_split
+from .data import to_model_input
 from .device import resolve_device
-from .engine import FitResult, Recipe, fit, seed_everything
+from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of, seed_everything
+from .engine.train import autocast
 from .models import ModelSpec, create_model, model_input_config
 
 
 @dataclass
 class DataSpec:
-    """A dataset (built-in name or image-folder path) and the split protocol (stored in every artefact)."""
+    """A dataset (built-in name or image-folder path) and the split protocol (stored in every artefact).
+
+    ``skip_bad_images``: leave out a folder's undecodable files (with a warning naming them) instead of failing.
+    """
 
     dataset: str = "digits"
     split: SplitSpec = field(default_factory=SplitSpec)
+    skip_bad_images: bool = False
+
+    #: Added after trial logs existed: left out of trial keys at its default (see ``artefacts.key_json``).
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images",)
 
     def for_seed(self, seed: int) -> "DataSpec":
         """The data of one seed: each seed draws its own k-shot sample (``shot_seed = seed``); val and test stay."""
         if self.split.shots is None:
             return self
-        return DataSpec(self.dataset, dataclasses.replace(self.split, shot_seed=seed))
+        return dataclasses.replace(self, split=dataclasses.replace(self.split, shot_seed=seed))
 
     def data_id(self) -> str:
         s = self.split
@@ -87,15 +103,22 @@ class InputConversion:
         return f"{src} images -> {dst} for the model ({', '.join(how)})"
 
 
-def input_conversion(ds: ImageDataset, model: nn.Module) -> InputConversion:
+def input_conversion(ds: ImageDataset | ImageFiles, model: nn.Module) -> InputConversion:
     """The conversion :func:`build_task` applies to ``ds`` for ``model``."""
     cfg = model_input_config(model)
-    return InputConversion(ds.channels, list(ds.image_size), int(cfg["in_chans"]), [int(cfg["img_size"])] * 2)
+    if isinstance(ds, ImageFiles):  # streamed: files may differ, so the first one stands for the folder
+        from PIL import Image
+
+        with Image.open(ds.paths[0]) as img:
+            channels, size = (1 if img.mode in ("1", "L", "I", "I;16", "F") else 3), [img.height, img.width]
+    else:
+        channels, size = ds.channels, list(ds.image_size)
+    return InputConversion(channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2)
 
 
 def input_conversion_for(data: DataSpec, model: ModelSpec) -> InputConversion:
     """:func:`input_conversion` from the specs (loads the dataset and builds the model once)."""
-    ds = load_dataset(data.dataset)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     return input_conversion(ds, prepare_model(model, ds.num_classes))
 
 
@@ -127,24 +150,50 @@ def same_dataset(a: str, b: str) -> bool:
 
 @dataclass
 class Task:
-    """Train/val/test tensors for one model (inputs resized, channel-converted and normalised)."""
+    """Train/val/test data for one model (inputs resized, channel-converted and normalised).
 
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    Each split is an in-memory ``TensorDataset`` (built-ins) or a :class:`StreamingImages` (folders).
+    ``train_plain`` is the training split without augmentation, for frozen features (``None``: ``train``).
+    """
+
+    train: Examples
+    val: Examples
+    test: Examples
     classes: list[str]
     data: DataSpec
     conversion: InputConversion | None = None
+    train_plain: Examples | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
 
-def build_task(data: DataSpec, model: nn.Module, dataset: ImageDataset | None = None) -> Task:
-    """Load (or take) the dataset, split it by ``data.split``, and convert each split to ``model``'s input format."""
-    ds = dataset if dataset is not None else load_dataset(data.dataset)
+def build_task(
+    data: DataSpec,
+    model: nn.Module,
+    dataset: ImageDataset | ImageFiles | None = None,
+    *,
+    augment: bool = False,
+    num_workers: int | None = None,
+) -> Task:
+    """Open (or take) the dataset, split it by ``data.split``, and prepare each split for ``model``.
+
+    Args:
+        dataset: the opened dataset (default: ``open_dataset(data.dataset)``). An :class:`ImageFiles` is streamed.
+        augment: timm's training augmentation on a streamed training split (in-memory data is never augmented).
+        num_workers: DataLoader workers of streamed splits (default: ``default_num_workers()``).
+    """
+    ds = dataset if dataset is not None else open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     splits = make_splits(ds, data.split)
+    if isinstance(ds, ImageFiles):
+        def stream(files: ImageFiles, aug: bool = False) -> StreamingImages:
+            return stream_split(files, model, augment=aug, num_workers=num_workers)
+
+        plain = stream(splits.train)
+        train = stream(splits.train, True) if augment else plain
+        return Task(train, stream(splits.val), stream(splits.test), list(ds.classes), data,
+                    conversion=input_conversion(ds, model), train_plain=plain if augment else None)
     cfg = model_input_config(model)
     convert = lambda d: to_model_input(d, cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"])  # noqa: E731
     return Task(convert(splits.train), convert(splits.val), convert(splits.test), list(ds.classes), data,
@@ -159,30 +208,78 @@ def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> nn.Module
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, data: TensorDataset, *, device: str | torch.device = "cpu", batch_size: int = 512
+    model: nn.Module,
+    data: Examples,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 512,
+    cache_dir: str | Path | None = None,
+    amp: bool = True,
 ) -> TensorDataset:
-    """Pre-logit features of a frozen ``model`` (``forward_head(..., pre_logits=True)``), shape ``(N, num_features)``."""
+    """Pre-logit features of a frozen ``model`` (``forward_head(..., pre_logits=True)``), shape ``(N, num_features)``.
+
+    Streamed data (:class:`StreamingImages`) is cached on disk (:mod:`petl_analysis.features`, ``cache_dir`` or
+    the default directory): the returned features are then a memory map of the cache file, computed once per
+    backbone, files and preprocessing. In-memory data is computed in memory, as always.
+    ``amp``: bf16 autocast on CUDA (no effect on CPU).
+    """
     dev = resolve_device(device)
     was_training = model.training
     model.eval().to(dev)
-    x_all, y_all = data.tensors
+    labels = labels_of(data)
+    writer = None
+    if isinstance(data, StreamingImages):
+        key = hashlib.sha1(
+            f"{feature_cache.backbone_fingerprint(model)}|{data.cache_key()}|"
+            f"{dev.type}:{amp and dev.type == 'cuda'}".encode()
+        ).hexdigest()
+        path = feature_cache.cache_path(feature_cache.feature_cache_dir(cache_dir), key)
+        cached = feature_cache.load_cached(path)
+        if cached is not None and cached.shape == (len(data), model.num_features):
+            model.train(was_training)
+            return TensorDataset(cached, labels)
+        writer = feature_cache.FeatureWriter(path, len(data), model.num_features)
     feats = []
-    for i in range(0, len(y_all), batch_size):
-        x = x_all[i : i + batch_size].to(dev)
-        feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-    model.train(was_training)
-    return TensorDataset(torch.cat(feats) if feats else torch.empty(0, model.num_features), y_all)
+    try:
+        for x, _ in iter_batches(data, batch_size, device=dev):
+            with autocast(dev, amp):
+                f = model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
+            if writer is not None:
+                writer.write(f)
+            else:
+                feats.append(f)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        model.train(was_training)
+    if writer is not None:
+        return TensorDataset(feature_cache.load_cached(writer.commit()), labels)
+    return TensorDataset(torch.cat(feats) if feats else torch.empty(0, model.num_features), labels)
 
 
 def fit_linear_probe(
-    model: nn.Module, task: Task, recipe: Recipe, *, seed: int = 0, device: str | torch.device = "cpu"
+    model: nn.Module,
+    task: Task,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
 ) -> FitResult:
     """Train only the classifier of ``model`` on frozen features; the trained head is written back into ``model``.
 
-    Features are computed once, so a probe costs one forward pass over the data plus a cheap logistic regression.
-    The result's ``trainable`` counts are those of ``model`` with only its head trainable.
+    Features are computed once (for streamed data: cached on disk in ``cache_dir``, see :func:`extract_features`),
+    so a probe costs one forward pass over the data plus a cheap logistic regression; ``recipe.max_steps`` does not
+    cap that regression. The result's ``trainable`` counts are those of ``model`` with only its head trainable.
     """
-    feats = {name: extract_features(model, getattr(task, name), device=device) for name in ("train", "val", "test")}
+    train = task.train if task.train_plain is None else task.train_plain  # features never see augmentation
+    sources = {"train": train, "val": task.val, "test": task.test}
+    # In-memory data keeps the batch size it always had (512); streamed images use the recipe's evaluation batch.
+    feats = {name: extract_features(model, data, device=device, amp=recipe.amp, cache_dir=cache_dir,
+                                    batch_size=512 if is_in_memory(data) else recipe.eval_batch_size)
+             for name, data in sources.items()}
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
         raise TypeError(f"linear probing expects an nn.Linear classifier, got {type(head).__name__}")
@@ -194,7 +291,7 @@ def fit_linear_probe(
     with torch.no_grad():
         probe.weight.zero_()
         probe.bias.zero_()
-    head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr)
+    head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr, max_steps=None)
     result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
     with torch.no_grad():
         w = probe.weight.cpu() / std

@@ -4,30 +4,43 @@
 >>> ds = load_dataset("digits")                      # or "mnist5k", "animals", "glyphs", or a folder path
 >>> splits = make_splits(ds, SplitSpec(shots=10))   # test set fixed by split_seed alone
 >>> train = to_model_input(splits.train, img_size=16, in_chans=1, mean=(0.5,), std=(0.5,))
+
+Image folders of any size: ``open_dataset(path)`` indexes the files (:class:`ImageFiles`, no pixels), and
+:func:`stream_split` decodes one split lazily with the model's timm transforms.
 """
 
-from .builtin import ANIMAL_CLASSES, DATASETS, builtin_names, load_dataset
+from .builtin import ANIMAL_CLASSES, DATASETS, builtin_names, load_dataset, open_dataset
 from .dataset import ImageDataset, convert_channels, to_model_input
-from .folder import IMAGE_EXTENSIONS, load_image_folder
+from .folder import IMAGE_EXTENSIONS, BadImagesWarning, find_bad_images, load_image_folder
+from .stream import ImageFiles, StreamingImages, model_data_config, model_transform, open_image_files, stream_split
 from .glyphs import glyph_bank, glyph_classes, glyph_fonts, render_glyphs
 from .splits import SplitSpec, Splits, make_splits, sample_k_shot
 
 __all__ = [
     "ANIMAL_CLASSES",
+    "BadImagesWarning",
     "DATASETS",
     "IMAGE_EXTENSIONS",
     "ImageDataset",
+    "ImageFiles",
+    "StreamingImages",
     "SplitSpec",
     "Splits",
     "builtin_names",
     "convert_channels",
+    "find_bad_images",
     "glyph_bank",
     "glyph_classes",
     "glyph_fonts",
     "load_dataset",
     "load_image_folder",
     "make_splits",
+    "model_data_config",
+    "model_transform",
+    "open_dataset",
+    "open_image_files",
     "render_glyphs",
     "sample_k_shot",
+    "stream_split",
     "to_model_input",
 ]

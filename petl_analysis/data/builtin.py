@@ -22,6 +22,7 @@ from ..errors import PetlError
 from ..registry import Registry
 from .dataset import ImageDataset
 from .folder import load_image_folder
+from .stream import ImageFiles, open_image_files
 from .glyphs import glyph_classes, render_glyphs
 
 DATASETS: Registry = Registry("dataset")
@@ -190,3 +191,25 @@ def load_dataset(name: str, **kwargs: object) -> ImageDataset:
         f"unknown dataset {name!r}; expected one of the built-ins ({', '.join(builtin_names())}) "
         f"or a path to an image folder with one subfolder per class"
     )
+
+
+def open_dataset(name: str, *, skip_bad_images: bool = False) -> ImageDataset | ImageFiles:
+    """What the pipeline stages train on: a built-in in memory, or an image folder as an index of files.
+
+    Built-ins (small) are loaded as by :func:`load_dataset` and converted in memory, exactly as before streaming
+    existed. A folder (a path or ``"folder:<path>"``) is indexed without its pixels (:func:`open_image_files`:
+    every file is decoded once to find broken ones), and its splits are streamed with the model's timm transforms.
+
+    Args:
+        skip_bad_images: leave out undecodable files of a folder with a warning listing them, instead of one error
+            naming them; ignored for built-ins.
+    """
+    name = str(name)
+    if name.startswith(_FOLDER_PREFIX):
+        return open_image_files(name[len(_FOLDER_PREFIX) :], skip_bad_images=skip_bad_images)
+    if name in DATASETS:
+        return load_dataset(name)
+    path = Path(name).expanduser()
+    if path.is_dir() or _looks_like_path(name) or path.exists():
+        return open_image_files(path, skip_bad_images=skip_bad_images)
+    return load_dataset(name)  # the unknown-name error

@@ -7,7 +7,9 @@ Rules (each violation is a one-line :class:`PetlError` naming the path):
 * hidden entries (names starting with ``.``, e.g. ``.DS_Store``, ``.ipynb_checkpoints``) and the OS thumbnail files
   ``Thumbs.db`` / ``desktop.ini`` are skipped everywhere; regular files directly inside ``path`` (a README, a
   licence) are ignored; any other file in a class folder is an error, and so is a folder inside a class folder;
-* a file that PIL cannot decode is an error naming the file;
+* a file that PIL cannot decode is an error: one message with the number of such files and the first few names
+  (all of them are found first, so one run reports them all); with ``skip_bad_images=True`` they are left out with
+  a :class:`BadImagesWarning` listing them instead;
 * transparency is composited onto black; 16-bit images are scaled to 8 bits;
 * ``mode=None`` keeps colour only when needed: ``"RGB"`` if any image has differing R, G, B values, else ``"L"``;
 * ``image_size=None`` keeps the images' size when they all share one, otherwise resizes every image to the most
@@ -17,9 +19,12 @@ Rules (each violation is a one-line :class:`PetlError` naming the path):
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +34,12 @@ from .dataset import ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
+# Bad files named in full in an error or warning; the rest are counted.
+_NAMES_SHOWN = 5
+
+
+class BadImagesWarning(UserWarning):
+    """Some files of an image folder could not be decoded and were left out (``skip_bad_images=True``)."""
 
 
 def _skipped(p: Path) -> bool:
@@ -90,6 +101,73 @@ def _read(path: Path) -> np.ndarray:
         raise PetlError(f"cannot read image {path}: {type(e).__name__}: {e}; expected a valid image file") from None
 
 
+def _try_read(path: Path) -> np.ndarray | str:
+    """The decoded image, or the one-line reason it cannot be decoded (full decode: truncated files fail here)."""
+    try:
+        return _read(path)
+    except PetlError as e:
+        return str(e)
+
+
+def _decode_error(path: Path) -> str | None:
+    out = _try_read(path)
+    return out if isinstance(out, str) else None
+
+
+def find_bad_images(paths: Sequence[Path], workers: int | None = None) -> list[tuple[Path, str]]:
+    """Decode every file (threads: PIL releases the GIL while decoding); ``(path, reason)`` of those that fail."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers == 1 or len(paths) < 64:
+        errors = [_decode_error(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            errors = list(pool.map(_decode_error, paths, chunksize=64))
+    return [(p, e) for p, e in zip(paths, errors) if e is not None]
+
+
+def _list_bad(bad: Sequence[tuple[Path, str]], root: Path) -> str:
+    names = ", ".join(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p, _ in bad[:_NAMES_SHOWN])
+    more = f" and {len(bad) - _NAMES_SHOWN:,} more" if len(bad) > _NAMES_SHOWN else ""
+    return names + more
+
+
+def drop_bad_images(
+    root: Path,
+    classes: list[str],
+    files: list[list[Path]],
+    skip_bad_images: bool,
+    bad: Sequence[tuple[Path, str]] | None = None,
+) -> list[list[Path]]:
+    """Drop undecodable files with a :class:`BadImagesWarning`, or raise one error naming them all.
+
+    Args:
+        bad: ``(path, reason)`` already found; ``None`` decodes every file to find them (:func:`find_bad_images`).
+
+    Raises:
+        PetlError: bad files and ``skip_bad_images=False`` (their count, the first names and the first reason), or
+            a class left without images after skipping.
+    """
+    bad = find_bad_images([p for fs in files for p in fs]) if bad is None else list(bad)
+    if not bad:
+        return files
+    total = sum(len(fs) for fs in files)
+    if not skip_bad_images:
+        if len(bad) == 1:
+            raise PetlError(f"{bad[0][1]}; or skip it with --skip-bad-images (skip_bad_images=True)")
+        raise PetlError(
+            f"{len(bad):,} of {total:,} images in {root} cannot be decoded: {_list_bad(bad, root)}; first error: "
+            f"{bad[0][1]}; fix or remove them, or skip them with --skip-bad-images (skip_bad_images=True)"
+        )
+    warnings.warn(f"skipped {len(bad):,} of {total:,} images in {root} that cannot be decoded: {_list_bad(bad, root)}",
+                  BadImagesWarning, stacklevel=3)
+    dropped = {p for p, _ in bad}
+    kept = [[p for p in fs if p not in dropped] for fs in files]
+    for name, fs in zip(classes, kept):
+        if not fs:
+            raise PetlError(f"class folder {root / name} has no decodable images; expected at least one")
+    return kept
+
+
 def _is_colour(arr: np.ndarray) -> bool:
     return arr.ndim == 3 and not (arr == arr[..., :1]).all()
 
@@ -111,6 +189,7 @@ def load_image_folder(
     path: str | Path,
     image_size: int | None = None,
     mode: Literal["L", "RGB"] | None = None,
+    skip_bad_images: bool = False,
 ) -> ImageDataset:
     """Load ``path/<class>/<image>`` files into memory (rules in the module docstring).
 
@@ -119,6 +198,8 @@ def load_image_folder(
         image_size: resize every image to ``image_size x image_size``; None keeps a shared size, or uses the most
             common one when sizes differ.
         mode: ``"L"`` (1 channel), ``"RGB"`` (3 channels) or None (RGB only if some image has colour).
+        skip_bad_images: leave out files that cannot be decoded (with a :class:`BadImagesWarning` naming them)
+            instead of raising one error that names them.
 
     Returns:
         ``ImageDataset`` with images uint8 ``(N, C, H, W)``, labels int64 ``(N,)`` in class order then file-name
@@ -130,7 +211,10 @@ def load_image_folder(
         raise PetlError(f"image_size must be a positive integer or None; got {image_size!r}")
     root = Path(path).expanduser().resolve()
     classes, files = _scan(root)
-    arrays = [[_read(p) for p in fs] for fs in files]
+    decoded = {p: _try_read(p) for fs in files for p in fs}
+    bad = [(p, out) for p, out in decoded.items() if isinstance(out, str)]
+    files = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
+    arrays = [[decoded[p] for p in fs] for fs in files]
     flat = [a for per_class in arrays for a in per_class]
     if mode is None:
         mode = "RGB" if any(_is_colour(a) for a in flat) else "L"

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import PetlError
 from .dataset import ImageDataset
+
+if TYPE_CHECKING:
+    from .stream import ImageFiles
 
 # Second stream of shot_seed (numpy SeedSequence entropy [shot_seed, 1]) so val draws are independent of train draws.
 _VAL_STREAM = 1
@@ -77,14 +80,14 @@ class SplitSpec:
 
 @dataclass
 class Splits:
-    """The three datasets and the spec that made them.
+    """The three datasets (in memory, or file indexes of a folder) and the spec that made them.
 
     ``indices`` maps ``"train" | "val" | "test"`` to int64 indices into the source dataset (sorted), for audit.
     """
 
-    train: ImageDataset
-    val: ImageDataset
-    test: ImageDataset
+    train: "ImageDataset | ImageFiles"
+    val: "ImageDataset | ImageFiles"
+    test: "ImageDataset | ImageFiles"
     spec: SplitSpec
     indices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -179,7 +182,7 @@ def _quota(counts: np.ndarray, total: int) -> np.ndarray:
     return np.minimum(q, counts)
 
 
-def make_splits(ds: ImageDataset, spec: SplitSpec | None = None) -> Splits:
+def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) -> Splits:
     """Split ``ds`` into train / val / test following ``spec`` (protocol in the module docstring).
 
     Returns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import PetlError
 
@@ -27,7 +28,12 @@ class Recipe:
         patience: stop after this many epochs without a better validation score (``None``: never).
         grad_clip: max global gradient norm (``None``: off).
         eval_batch_size: batch size for evaluation.
-        amp: use bf16 autocast on CUDA (ignored on CPU, where it is slower).
+        amp: use bf16 autocast on CUDA where the GPU supports it (ignored on CPU, where it is slower).
+        max_steps: stop after this many optimizer steps in all (``None``: run every epoch); the learning-rate
+            schedule spans the capped length. For quick runs of large models; not applied to a linear probe's head
+            on cached features, which is cheap.
+        augment: timm's training augmentation (random resized crop, flip, colour jitter) on streamed image
+            folders; in-memory built-in datasets are never augmented.
     """
 
     epochs: int = 30
@@ -44,10 +50,17 @@ class Recipe:
     grad_clip: float | None = 1.0
     eval_batch_size: int = 512
     amp: bool = True
+    max_steps: int | None = None
+    augment: bool = False
+
+    #: Added after trial logs existed: left out of trial keys at their defaults (see ``artefacts.key_json``).
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise PetlError(f"recipe epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or self.max_steps < 1):
+            raise PetlError(f"recipe max_steps must be a positive integer or None, got {self.max_steps}")
         if self.batch_size < 1:
             raise PetlError(f"recipe batch_size must be >= 1, got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:

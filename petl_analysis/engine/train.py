@@ -2,6 +2,8 @@
 
 It trains exactly the parameters with ``requires_grad=True``, evaluates on the validation split every epoch, keeps
 the best-validation state (never selected on test), and reports test accuracy both at that epoch and at the last.
+Data is anything :mod:`.batches` accepts: an in-memory ``TensorDataset`` or a streamed dataset. On CUDA the forward
+passes run under bf16 autocast where the GPU supports it (``Recipe.amp``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from ..accounting import count_parameters
 from ..device import resolve_device
 from ..errors import PetlError
+from .batches import Examples, iter_batches, num_examples
 from .recipe import Recipe
 
 
@@ -113,29 +115,35 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TensorDataset, *, device: str | torch.device = "cpu", batch_size: int = 512
+    model: nn.Module, data: Examples, *, device: str | torch.device = "cpu", batch_size: int = 512
 ) -> tuple[float, float]:
     """Accuracy (fraction) and mean cross-entropy of ``model`` on ``data``; restores the model's train/eval mode."""
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    x_all, y_all = data.tensors
     correct, loss_sum = 0, 0.0
-    for i in range(0, len(y_all), batch_size):
-        x = x_all[i : i + batch_size].to(dev, non_blocking=True)
-        y = y_all[i : i + batch_size].to(dev, non_blocking=True)
-        with _autocast(dev, enabled=True):
+    for x, y in iter_batches(data, batch_size, device=dev):
+        with autocast(dev, enabled=True):
             logits = model(x)
         logits = logits.float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(-1) == y).sum().item()
     model.train(was_training)
-    n = max(1, len(y_all))
+    n = max(1, num_examples(data))
     return correct / n, loss_sum / n
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
+def bf16_supported() -> bool:
+    """Whether the current CUDA GPU runs bf16 natively (False without CUDA)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported())
+    except (RuntimeError, AssertionError):
+        return False
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on a CUDA GPU that supports it; fp32 elsewhere (CPU autocast is slower, fp16 needs a scaler)."""
+    if device.type == "cuda" and enabled and bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
@@ -146,11 +154,11 @@ def _snapshot(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:
 
 def fit(
     model: nn.Module,
-    train: TensorDataset,
-    val: TensorDataset | None,
+    train: Examples,
+    val: Examples | None,
     recipe: Recipe,
     *,
-    test: TensorDataset | None = None,
+    test: Examples | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     callback: Callable[[EpochLog], None] | None = None,
@@ -158,6 +166,8 @@ def fit(
     """Train ``model``'s trainable parameters on ``train``; select the epoch on ``val``; report ``test``.
 
     The model is left on ``device`` holding the best-validation parameters (the last ones if ``val`` is None).
+    With ``recipe.max_steps`` training stops after that many optimizer steps (the learning-rate schedule is laid
+    out over the capped length), and the partial last epoch is evaluated like any other.
 
     Raises:
         TrainingDiverged: the training loss became NaN/inf.
@@ -167,8 +177,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise PetlError("nothing to train: no parameter of the model has requires_grad=True")
-    x_train, y_train = train.tensors
-    n = len(y_train)
+    n = num_examples(train)
     if n == 0:
         raise PetlError("the training split is empty")
     seed_everything(seed)
@@ -177,12 +186,14 @@ def fit(
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
+    if recipe.max_steps is not None:
+        total_steps = min(total_steps, recipe.max_steps)
     warmup = min(total_steps, int(round(recipe.warmup_epochs * steps_per_epoch)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     gen = torch.Generator().manual_seed(seed)
 
     result = FitResult(best_epoch=0, epochs_run=0, val_acc=None, test_acc=None, last_val_acc=None, last_test_acc=None)
-    result.n_train, result.n_val, result.n_test = n, len(val) if val else 0, len(test) if test else 0
+    result.n_train, result.n_val, result.n_test = n, num_examples(val), num_examples(test)
     result.trainable = count_parameters(model).as_dict()
     best_key: tuple[float, float] | None = None
     best_state: list[torch.Tensor] | None = None
@@ -192,15 +203,13 @@ def fit(
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(n, generator=gen)
-        loss_sum = 0.0
-        for i in range(0, n, recipe.batch_size):
-            idx = order[i : i + recipe.batch_size]
-            x = x_train[idx].to(dev, non_blocking=True)
-            y = y_train[idx].to(dev, non_blocking=True)
+        loss_sum, seen = 0.0, 0
+        batches = iter_batches(train, recipe.batch_size, device=dev, order=order, seed=seed * 100_003 + epoch)
+        for x, y in batches:
             factor = _lr_factor(step, total_steps, warmup, recipe.schedule)
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * factor
-            with _autocast(dev, recipe.amp):
+            with autocast(dev, recipe.amp):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
@@ -210,15 +219,18 @@ def fit(
             if recipe.grad_clip:
                 nn.utils.clip_grad_norm_(params, recipe.grad_clip)
             optimizer.step()
-            loss_sum += loss.item() * len(idx)
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
             step += 1
+            if step >= total_steps:  # before the end of the last epoch only under max_steps
+                break
         # The last step of an epoch can overflow the parameters while its loss was still finite; evaluating such a
         # model would report chance-level accuracy as if it were a result.
         bad = next((name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()),
                    None)
         if bad is not None:
             raise TrainingDiverged(f"parameter {bad} became non-finite at epoch {epoch + 1}, step {step}")
-        result.train_loss.append(loss_sum / n)
+        result.train_loss.append(loss_sum / max(1, seen))
         result.epochs_run = epoch + 1
         val_acc = None
         if val is not None and len(val):
@@ -235,6 +247,8 @@ def fit(
                               best_key[0] if best_key else None, time.perf_counter() - start))
         if recipe.patience is not None and since_best >= recipe.patience:
             result.stopped_early = True
+            break
+        if step >= total_steps:
             break
     result.steps = step
     if val is not None and len(val):

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..artefacts import Artefact, from_jsonable, to_jsonable
-from ..data import load_dataset
+from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
+from ..data import open_dataset
 from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
@@ -294,8 +294,9 @@ def _rank_key(t: TargetResult) -> tuple[int, float]:
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str):
-    return load_dataset(name)
+def _dataset(name: str, skip_bad_images: bool = False):
+    """Built-ins in memory, folders as a file index (decoded per batch); one per worker process."""
+    return open_dataset(name, skip_bad_images=skip_bad_images)
 
 
 @functools.lru_cache(maxsize=8)
@@ -304,9 +305,9 @@ def _prepared(model_json: str, data_json: str, seed: int, recipe_json: str, devi
     model_spec = from_jsonable(ModelSpec, json.loads(model_json))
     data = from_jsonable(DataSpec, json.loads(data_json))
     recipe = from_jsonable(Recipe, json.loads(recipe_json))
-    ds = _dataset(data.dataset)
+    ds = _dataset(data.dataset, data.skip_bad_images)
     model = prepare_model(model_spec, ds.num_classes, seed=seed)
-    task = build_task(data, model, dataset=ds)
+    task = build_task(data, model, dataset=ds, augment=recipe.augment)
     lp = fit_linear_probe(model, task, recipe, seed=seed, device=device)
     return (model.cpu(), lp), task
 
@@ -407,7 +408,7 @@ def run_probe(
         on_trial: called per finished (or cached) trial; ``on_round(round, n_trials)`` before each round.
     """
     start = time.perf_counter()
-    ds = load_dataset(data.dataset)
+    ds = _dataset(data.dataset, data.skip_bad_images)
     template = prepare_model(model, ds.num_classes, seed=0)
     conversion = input_conversion(ds, template)
     announce(conversion, data.dataset)
@@ -423,7 +424,7 @@ def run_probe(
     threads = threads_per_job or (max(1, torch.get_num_threads() // max(1, n_jobs)))
     common = {
         "model": json.dumps(to_jsonable(model), sort_keys=True),
-        "recipe": json.dumps(to_jsonable(config.recipe), sort_keys=True),
+        "recipe": key_json(config.recipe),
         "device": device,
         "threads": threads,
     }
@@ -431,7 +432,7 @@ def run_probe(
     base_lr = config.base_theta_lr()
 
     def data_json(seed: int) -> str:
-        return json.dumps(to_jsonable(data.for_seed(seed)), sort_keys=True)
+        return key_json(data.for_seed(seed))
 
     def base_trial(kind: str, seed: int) -> Trial:
         extra = {"ft_lr": config.ft_lr} if kind == "ft" else {}

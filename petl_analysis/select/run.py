@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..data import load_dataset
+from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec
@@ -43,7 +43,7 @@ def run_select(
         raise PetlError("a model and a dataset are needed to compute proxies without a probe result")
     rankings: dict[str, Ranking] = {}
     if proxies:
-        ds = load_dataset(data.dataset)
+        ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
         net = prepare_model(model, ds.num_classes, seed=seed)
         task = build_task(data, net, dataset=ds)
         # Gradients through a random head say little; proxies see the linear-probe head, as the probe does.

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..engine import num_examples, take
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets
 from ..probe import ProbeResult
@@ -114,9 +115,8 @@ def _gradients(model: nn.Module, task: Task, n_batches: int, batch_size: int, se
     """Per-batch gradients of every parameter (model in eval mode, all parameters temporarily trainable)."""
     if task is None:
         raise PetlError("this selector needs data (gradients); give a dataset")
-    x_all, y_all = task.train.tensors
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(y_all), generator=gen)
+    order = torch.randperm(num_examples(task.train), generator=gen)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     model.eval().requires_grad_(True)
     grads = []
@@ -126,7 +126,8 @@ def _gradients(model: nn.Module, task: Task, n_batches: int, batch_size: int, se
             if len(idx) == 0:
                 break
             model.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(x_all[idx]), y_all[idx])
+            x, y = take(task.train, idx)  # in memory: plain indexing; streamed: these images decoded
+            loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
     finally:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artefacts import Artefact, from_jsonable, to_jsonable
-from ..data import load_dataset
+from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
+from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
@@ -126,7 +126,7 @@ def plan_sweep(
     for m in methods:
         METHODS.get(m)
     options = method_options or {}
-    ds = load_dataset(data.dataset)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     model = prepare_model(model_spec, ds.num_classes, seed=0)
     points, skipped = [], []
     for m in methods:
@@ -223,11 +223,11 @@ def run_sweep(
 
     threads = max(1, torch.get_num_threads() // max(1, n_jobs))
     common = {"model": json.dumps(to_jsonable(model), sort_keys=True),
-              "recipe": json.dumps(to_jsonable(recipe), sort_keys=True),
+              "recipe": key_json(recipe),
               "head_init": head_init, "device": device, "threads": threads}
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
-        return Trial("run", {**common, "data": json.dumps(to_jsonable(data.for_seed(seed)), sort_keys=True),
+        return Trial("run", {**common, "data": key_json(data.for_seed(seed)),
                              "config": json.dumps(config, sort_keys=True), "seed": seed})
 
     seed_list = list(range(seeds))

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..artefacts import Artefact
-from ..data import load_dataset
+from ..data import open_dataset
 from ..engine import EpochLog, FitResult, Recipe, fit, loss_still_falling
 from ..errors import PetlError
 from ..models import ModelSpec
@@ -53,6 +53,7 @@ class SeedRun:
     wall_time_s: float
     train_loss: list[float] = field(default_factory=list)
     val_curve: list[float] = field(default_factory=list)
+    steps: int = 0  # optimizer steps taken (fewer than epochs x batches under the recipe's max_steps)
     loss_still_falling: bool = False  # see engine.loss_still_falling: more epochs would likely have helped
 
 
@@ -112,9 +113,9 @@ def train_one_seed(
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
     data = data.for_seed(seed)
-    ds = load_dataset(data.dataset)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     net = prepare_model(model, ds.num_classes, seed=seed)
-    task = build_task(data, net, dataset=ds)
+    task = build_task(data, net, dataset=ds, augment=recipe.augment)
     start = time.perf_counter()
     if head_init == "lp":
         fit_linear_probe(net, task, recipe, seed=seed, device=device)
@@ -125,7 +126,7 @@ def train_one_seed(
         save_adapter(net, method, Path(adapter_dir) / f"seed{seed}")
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
                   res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
-                  loss_still_falling(res.train_loss))
+                  steps=res.steps, loss_still_falling=loss_still_falling(res.train_loss))
     return run, res.trainable
 
 

@@ -1,0 +1,188 @@
+"""Image folders of any size: an index of files (no pixels) and a dataset that decodes them lazily, per batch.
+
+:class:`ImageFiles` is what :func:`open_dataset` returns for a folder: paths and labels only, so splitting and
+sampling (``make_splits``) work on it as on an in-memory :class:`ImageDataset` while memory stays independent of the
+number of images. :class:`StreamingImages` is a map-style ``torch.utils.data.Dataset`` over one split: each item is
+read from disk and passed through the transforms timm resolves for the model (``resolve_model_data_config`` +
+``create_transform``: resize, centre crop, interpolation, mean/std; RandomResizedCrop, flip and colour jitter with
+``augment=True``), in DataLoader worker processes (:mod:`petl_analysis.engine.batches`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..errors import PetlError
+from .folder import _read, _scan, drop_bad_images, find_bad_images
+
+#: Environment variable overriding the number of DataLoader worker processes for streamed data.
+WORKERS_ENV = "PETL_ANALYSIS_WORKERS"
+
+
+def default_num_workers() -> int:
+    """DataLoader workers for streamed data: ``$PETL_ANALYSIS_WORKERS``, else ``min(4, cpus - 1)`` (at least 1).
+
+    0 (decode in the training process) inside a daemonic process, which may not start children.
+    """
+    if multiprocessing.current_process().daemon:
+        return 0
+    env = os.environ.get(WORKERS_ENV)
+    if env is not None:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise PetlError(f"${WORKERS_ENV}={env!r} is not an integer; expected a number of workers") from None
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class ImageFiles:
+    """A labelled image folder as a list of files, in the same class / file-name order as ``load_image_folder``.
+
+    Attributes:
+        paths: absolute file paths, length N.
+        labels: ``int64`` tensor ``(N,)`` in ``[0, num_classes)``.
+        classes: class names (the subfolder names, sorted).
+        name: ``"folder:<absolute path>"``.
+        skipped: files left out because they could not be decoded (``skip_bad_images=True``).
+    """
+
+    paths: list[str]
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.paths),):
+            raise PetlError(f"dataset {self.name!r}: labels must be int64 of shape ({len(self.paths)},)")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=self.num_classes).tolist()
+
+    def subset(self, idx: "torch.Tensor | np.ndarray | Sequence[int]") -> "ImageFiles":
+        """The files at integer indices ``idx`` (or a boolean mask); same classes and name."""
+        idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64).reshape(-1)
+        return ImageFiles([self.paths[i] for i in idx], self.labels[torch.from_numpy(idx)], list(self.classes),
+                          self.name, list(self.skipped))
+
+    def fingerprint(self) -> str:
+        """Hash of the file list with each file's size and modification time: a feature-cache key part."""
+        h = hashlib.sha1()
+        for p, y in zip(self.paths, self.labels.tolist()):
+            st = os.stat(p)
+            h.update(f"{p}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"ImageFiles(name={self.name!r}, n={len(self)}, classes={self.num_classes})"
+
+
+def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFiles:
+    """Index ``path/<class>/<image>`` without keeping pixels (rules: :mod:`petl_analysis.data.folder`).
+
+    Every file is decoded once (threads), so a broken file is reported before any training starts, all broken
+    files in one message; with ``skip_bad_images`` they are left out with a warning listing them. The verdicts are
+    cached with each file's size and mtime (:func:`petl_analysis.features.checked_files`): opening the folder again
+    only stats unchanged files.
+    """
+    from ..features import checked_files
+
+    root = Path(path).expanduser().resolve()
+    classes, files = _scan(root)
+    bad = checked_files(root, [p for fs in files for p in fs], find_bad_images)
+    kept = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
+    skipped = sorted(str(p) for fs, ks in zip(files, kept) for p in set(fs) - set(ks))
+    labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(kept)])
+    return ImageFiles([str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}",
+                      skipped)
+
+
+def model_data_config(model: nn.Module) -> dict[str, Any]:
+    """timm's data config for ``model`` (``resolve_model_data_config``), with the input size, channels, mean and std
+    the model actually has: timm keeps the pretrained ``input_size`` when a model is built with another ``img_size``.
+    """
+    from timm.data import resolve_model_data_config
+
+    from ..models import model_input_config
+
+    cfg = dict(resolve_model_data_config(model))
+    own = model_input_config(model)
+    cfg["input_size"] = (own["in_chans"], own["img_size"], own["img_size"])
+    cfg["mean"], cfg["std"] = tuple(own["mean"]), tuple(own["std"])
+    return cfg
+
+
+def model_transform(model: nn.Module, augment: bool = False) -> Callable[[Any], torch.Tensor]:
+    """timm's eval transform for ``model`` (resize to ``size / crop_pct``, centre crop, normalise), or its training
+    transform with ``augment=True``. Takes a PIL image in the model's mode (``L`` for 1 channel, else ``RGB``)."""
+    from timm.data import create_transform
+
+    return create_transform(**model_data_config(model), is_training=augment)
+
+
+class StreamingImages(Dataset):
+    """One split of an image folder for one model: item ``i`` is ``(x, y)``, ``x`` float32 ``(C, H, W)`` normalised.
+
+    Args:
+        files: the split's files.
+        transform: PIL image -> tensor (:func:`model_transform`).
+        in_chans: 1 (images converted to ``L``, BT.601 luma) or 3 (``RGB``).
+        num_workers: DataLoader worker processes that decode it (``None``: :func:`default_num_workers`).
+        transform_id: what identifies the preprocessing, for the feature cache.
+    """
+
+    def __init__(self, files: ImageFiles, transform: Callable[[Any], torch.Tensor], in_chans: int,
+                 num_workers: int | None = None, transform_id: str = "") -> None:
+        if in_chans not in (1, 3):
+            raise PetlError(f"in_chans must be 1 or 3; got {in_chans}")
+        self.files = files
+        self.transform = transform
+        self.mode = "L" if in_chans == 1 else "RGB"
+        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        self.transform_id = transform_id or repr(transform)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.files.labels
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        img = Image.fromarray(_read(Path(self.files.paths[i])))  # PetlError naming the file if it broke since
+        if img.mode != self.mode:
+            img = img.convert(self.mode)
+        return self.transform(img), int(self.files.labels[i])
+
+    def cache_key(self) -> str:
+        """Identifies the split's pixels as the model sees them (files, sizes, mtimes, preprocessing)."""
+        return hashlib.sha1(f"{self.files.fingerprint()}|{self.mode}|{self.transform_id}".encode()).hexdigest()
+
+
+def stream_split(files: ImageFiles, model: nn.Module, augment: bool = False,
+                 num_workers: int | None = None) -> StreamingImages:
+    """A :class:`StreamingImages` over ``files`` with ``model``'s timm transforms."""
+    transform = model_transform(model, augment=augment)
+    in_chans = model_data_config(model)["input_size"][0]
+    return StreamingImages(files, transform, in_chans, num_workers=num_workers, transform_id=repr(transform))
