@@ -236,13 +236,14 @@ def _trial_progress(advance):
             except (TypeError, ValueError, AttributeError):
                 pass
         res = record.get("result") or {}
-        acc = res.get("test_acc", (res.get("seed_run") or {}).get("test_acc"))  # probe / sweep record
+        # What the run decides on (validation), for probe and sweep records alike; test is in the artefact.
+        acc = res.get("val_acc", (res.get("seed_run") or {}).get("val_acc"))
         if cached:
             status = "cached"
         elif record.get("status") != "ok":
             status = f"failed: {record.get('error') or 'no error message'}"
         else:
-            status = f"acc {acc:.3f}" if acc is not None else "ok"
+            status = f"val {acc:.3f}" if acc is not None else "ok"
         advance(1, f"{what} seed {p.get('seed')}: {status}")
 
     return on_trial

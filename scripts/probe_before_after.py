@@ -56,8 +56,13 @@ def main(argv=None) -> None:
     targets = sorted(set(runs[0][0]) | set(runs[1][0]))
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(2.9 * len(targets), 3.0), layout="constrained")
-    axes = fig.subplots(1, len(targets), sharey=True, squeeze=False)[0]
+    ncols = min(3, len(targets))
+    nrows = -(-len(targets) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.7 * nrows + 0.4), layout="constrained")
+    grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[len(targets):]:
+        ax.set_axis_off()
     for ax, target in zip(axes, targets):
         for (by_target, base), label, colour in zip(runs, args.labels, ("0.55", "#d9480f")):
             pts = sorted(by_target.get(target, {}).items())
@@ -75,8 +80,10 @@ def main(argv=None) -> None:
         print(f"{target}: " + "; ".join(
             f"{label}: " + ", ".join(f"{d}:{100 * np.mean(v):.1f}" for d, v in sorted(r[0].get(target, {}).items()))
             for r, label in zip(runs, args.labels)))
-    axes[0].set_ylabel("validation accuracy (%)")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    for row in grid:
+        row[0].set_ylabel("validation accuracy (%)")
+    axes[len(targets) - 1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("dashed: floor (head alone; before: the linear probe), dotted: ceiling (full fine-tuning)", fontsize=8)
     for (_, base), label in zip(runs, args.labels):
         print(f"{label} baselines (validation): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in sorted(base.items())))
     buf = io.BytesIO()

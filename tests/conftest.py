@@ -35,6 +35,15 @@ GLU_ARCHS: dict[str, dict] = {
 }
 
 
+@pytest.fixture
+def single_thread():
+    """One torch thread for the test (training tests on a shared 2-core machine), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_tiny(arch: str, num_classes: int = 5, seed: int = 0) -> torch.nn.Module:
     from petl_analysis.models import ModelSpec, create_model
 

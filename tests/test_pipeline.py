@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe
@@ -21,12 +20,7 @@ MODEL = ModelSpec("petl_vit_tiny", weights="random")
 DATA = DataSpec("digits", SplitSpec(shots=5))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _config() -> PipelineConfig:

@@ -417,8 +417,8 @@ def _problems_section(sweep, probe) -> list[Block]:
             falling = sum(bool(s.loss_still_falling) for s in p.run.seeds)
             if falling:
                 items.append(f"under-trained: {p.label} at budget {fmt_int(p.budget)}: the training loss was still "
-                             f"falling at the last epoch in {falling} of {len(p.run.seeds)} seeds (more than 2 % over "
-                             "the last tenth of the epochs)")
+                             f"falling at the last epoch in {falling} of {len(p.run.seeds)} seeds (more than 5 % of its "
+                             "loss reduction came in the last tenth of the epochs)")
     if probe is not None and probe.failed_trials:
         per_target = [f"{t.target} ({t.failed_trials})" for t in probe.targets if t.failed_trials]
         items.append(f"probe: {probe.failed_trials} of {probe.trials_total} trials failed"

@@ -320,10 +320,15 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
         bullets.append(f"Never reached the threshold within the d tried: {', '.join(missed)}.")
     if n_val:
         close = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.threshold_acc)} %)" for r in rows
-                 if not r.reached and r.threshold_acc - r.best_acc < 1.0 / n_val]
+                 if not r.reached and 0 < r.threshold_acc - r.best_acc < 1.0 / n_val]
         if close:
             bullets.append("Missed the threshold by less than one validation image, so \"not reached\" is within "
                            "rounding: " + ", ".join(close) + ".")
+    pooled = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.threshold_acc)} %)" for r in rows
+              if not r.reached and r.best_acc >= r.threshold_acc]
+    if pooled:
+        bullets.append("A single point above the threshold, pooled by the monotone fit with lower points at larger d "
+                       "(the curve falls again), so not counted as reached: " + ", ".join(pooled) + ".")
     groups: dict[str, list[ProbeRow]] = {"attention": [], "MLP": []}
     for r in reached:
         if r.kind.startswith("attn"):

@@ -13,6 +13,7 @@ Each (point, seed) is one trial in the JSON-lines log beside the output, so a ki
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
-from ..engine import Recipe
+from ..engine import Recipe, loss_still_falling
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import ModelSpec
@@ -247,7 +248,9 @@ def run_sweep(
                    for r in recs if r["status"] != STATUS_OK]
         if not ok:
             continue
-        runs = [from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok]
+        # The flag is re-derived from the stored loss curve, so a log written under another criterion agrees.
+        runs = [dataclasses.replace(run, loss_still_falling=loss_still_falling(run.train_loss))
+                for run in (from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok)]
         run = summarise(method, cfg, model, data, recipe, head_init, ok[0]["result"]["trainable"], runs,
                         sum(r.wall_time_s for r in runs), label=label, input_conversion=conversion)
         result_points.append(SweepPoint(label, method, variant, budget, run, plan.to_dict() if plan else None,
