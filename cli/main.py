@@ -475,7 +475,7 @@ def train(
 @handle_errors
 def select(
     probe_path: Optional[str] = typer.Option(None, "--probe", "-p", help="ProbeResult JSON."),
-    proxy: Optional[str] = typer.Option("rgn,fisher,kappa,random", "--proxy", help="Proxy selectors to compute beside d90."),
+    proxy: Optional[str] = typer.Option("rgn,fisher,kappa,random", "--proxy", help="Proxy selectors to compute beside d90 (rgn, fisher, kappa, gps, spt, apla, random)."),
     from_model: bool = typer.Option(False, "--from-model", help="No probe: rank by the first proxy on --model/--dataset."),
     model: str = ModelOpt(),
     weights: str = WeightsOpt(),

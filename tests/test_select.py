@@ -28,7 +28,7 @@ def test_correlations() -> None:
     assert rank_correlations(a, rev)["kendall"] == pytest.approx(-1.0)
 
 
-@pytest.mark.parametrize("proxy", ["rgn", "fisher", "kappa", "random"])
+@pytest.mark.parametrize("proxy", ["rgn", "fisher", "kappa", "gps", "spt", "apla", "random"])
 def test_proxies_are_deterministic(proxy: str) -> None:
     from petl_analysis.data import SplitSpec
     from petl_analysis.models import ModelSpec, create_model
@@ -49,3 +49,27 @@ def test_select_needs_probe_or_proxy() -> None:
         run_select(None, [])
     with pytest.raises(PetlError, match="unknown selector 'nope'"):
         run_select(synthetic_probe(), ["nope"])
+
+
+def test_gps_spt_and_apla_rank_what_their_papers_say() -> None:
+    from petl_analysis.data import SplitSpec
+    from petl_analysis.models import ModelSpec, create_model
+    from petl_analysis.select.selectors import gradient_parameter_selection, sensitivity_density
+
+    net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
+    task = build_task(DataSpec("digits", SplitSpec(max_train=60)), net)
+    sets = {"attn.v": [f"blocks.{b}.attn.v" for b in range(4)], "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
+            "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)],
+            "mixed": ["blocks.0.attn.proj", "blocks.0.mlp.fc2"]}
+    spec = synthetic_probe().model
+    apla = rank_by_proxy("apla", net, None, sets, model_spec=spec)  # a rule: no data
+    assert apla.order()[0] == "attn.proj" and apla.order()[1] == "mixed"
+    spt = sensitivity_density(net, task, sets, n_batches=2, batch_size=16, seed=0)
+    assert all(0.0 <= v <= 1.0 for v in spt.values()) and max(spt.values()) > 0
+    # The sensitive share is taken over the sets together: a tiny fraction leaves most sets with none.
+    disjoint = {k: v for k, v in sets.items() if k != "mixed"}
+    tight = sensitivity_density(net, task, disjoint, n_batches=2, batch_size=16, seed=0, fraction=1e-6)
+    assert sum(v > 0 for v in tight.values()) == 1
+    gps = gradient_parameter_selection(net, task, sets, n_batches=2, batch_size=16, seed=0)
+    wider = gradient_parameter_selection(net, task, sets, n_batches=2, batch_size=16, seed=0, top_k=8)
+    assert all(wider[k] <= gps[k] for k in sets)  # the mean of the top 8 per row is at most the top 1

@@ -7,6 +7,9 @@ All selectors rank the same target sets (the probe's, or catalogue specs) so the
 - ``rgn``: relative gradient norm ||g|| / ||theta|| (surgical fine-tuning's Auto-RGN), descending.
 - ``fisher``: mean squared gradient per parameter (empirical Fisher diagonal, as SPT / FISH masks), descending.
 - ``kappa``: weight condition number sigma_max / sigma_min (peft's KappaTune: well-conditioned = safer), ascending.
+- ``gps``: per output row, the largest accumulated gradient magnitudes (GPS, Zhang et al., CVPR 2024), descending.
+- ``spt``: share of the set's parameters among the most sensitive ones (SPT, He et al., ICCV 2023), descending.
+- ``apla``: the "attention projection only" rule (APLA, 2025): ``attn.proj`` sets first, no data needed.
 - ``random``: a seeded random order (the control).
 """
 
@@ -192,3 +195,64 @@ def condition_number(model, task, sets, *, n_batches, batch_size, seed) -> dict[
 def random_order(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     return {label: float(v) for label, v in zip(sets, rng.permutation(len(sets)))}
+
+
+def _row_view(t, g: torch.Tensor) -> torch.Tensor:
+    """A tensor as (output rows, inputs): a weight as is, a bias or norm vector as one input per row."""
+    return g.reshape(g.shape[0], -1) if g.ndim >= 2 else g.reshape(-1, 1)
+
+
+@_register("gps", "descending")
+def gradient_parameter_selection(model, task, sets, *, n_batches, batch_size, seed, top_k: int = 1) -> dict[str, float]:
+    """GPS-style score (Zhang et al., "Gradient-based Parameter Selection for Efficient Fine-Tuning", CVPR 2024).
+
+    GPS keeps, for every output neuron (row) of every weight, the ``top_k`` parameters with the largest gradient
+    magnitude accumulated over the data, and tunes those. As a score of a target set: the mean over its rows of
+    those ``top_k`` magnitudes (|g| summed over ``n_batches`` batches of the cross-entropy loss; GPS itself uses a
+    supervised-contrastive loss), so a set whose neurons each have some strongly driven input ranks first. Only the
+    weights of Linear units count (GPS selects in weight matrices).
+    """
+    grads = _gradients(model, task, n_batches, batch_size, seed)
+    total = {n: torch.stack([g[n].abs() for g in grads]).sum(0) for n in grads[0]}
+    out = {}
+    for label, names in sets.items():
+        row_scores = []
+        for u in resolve_targets(model, list(names)):
+            if not u.is_linear:
+                continue
+            rows = _row_view(u.weight, _tensor_view(total, u.weight))
+            row_scores.append(rows.topk(min(top_k, rows.shape[1]), dim=1).values.mean(1))
+        out[label] = float(torch.cat(row_scores).mean()) if row_scores else 0.0
+    return out
+
+
+@_register("spt", "descending")
+def sensitivity_density(model, task, sets, *, n_batches, batch_size, seed, fraction: float = 0.004) -> dict[str, float]:
+    """SPT-style sensitivity (He et al., "Sensitivity-Aware Visual Parameter-Efficient Fine-Tuning", ICCV 2023).
+
+    SPT scores each parameter by the first-order loss reduction of tuning it, which for a gradient step is the
+    squared gradient, takes the top ``fraction`` of all candidate parameters (0.4% in the paper's figures) as the
+    sensitive ones, and adapts the weight matrices that hold many of them. As a score of a target set: the share
+    of its parameters that fall in that global top ``fraction`` (of the parameters of all sets ranked together).
+    """
+    grads = _gradients(model, task, n_batches, batch_size, seed)
+    fisher = {n: torch.stack([g[n] for g in grads]).pow(2).mean(0) for n in grads[0]}
+    per_set = {label: torch.cat([_tensor_view(fisher, t).reshape(-1) for t in _set_tensors(model, names)])
+               for label, names in sets.items()}
+    everything = torch.cat(list(per_set.values()))
+    k = max(1, int(round(fraction * everything.numel())))
+    cut = everything.topk(k).values.min()
+    return {label: float((v >= cut).float().mean()) for label, v in per_set.items()}
+
+
+@_register("apla", "ascending")
+def attention_projection_rule(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    """The APLA rule (2025, "Attention Projection Layer Adaptation"): adapt the attention output projection
+    (``attn.proj``) and nothing else. As a ranking: sets made only of ``attn.proj`` units first (score 0), sets
+    that contain some second (the share of their units that are not ``attn.proj``), the rest last (score 1).
+    No data is needed."""
+    out = {}
+    for label, names in sets.items():
+        units = resolve_targets(model, list(names))
+        out[label] = sum(u.kind != "attn.proj" for u in units) / max(1, len(units))
+    return out
