@@ -63,12 +63,19 @@ class ParamCount:
         return cls(**{k: int(d[k]) for k in ("head", "adapter", "shared", "bias_norm", "backbone", "model_total")})
 
 
-def _classifier_prefix(model: nn.Module) -> str | None:
+def classifier(model: nn.Module) -> nn.Module | None:
+    """The model's classifier module (timm's ``get_classifier()``), or None when it has none (or not a module).
+
+    The one place that finds a model's head: accounting, optimiser groups, plans, feature caches and tuners ask
+    here."""
     get = getattr(model, "get_classifier", None)
-    if get is None:
-        return None
-    head = get()
-    if not isinstance(head, nn.Module) or not any(True for _ in head.parameters()):
+    head = get() if callable(get) else None
+    return head if isinstance(head, nn.Module) else None
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    head = classifier(model)
+    if head is None or not any(True for _ in head.parameters()):
         return None
     for name, mod in model.named_modules():
         if mod is head:

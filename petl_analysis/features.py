@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .accounting import classifier
 from .errors import PetlError
 
 CACHE_ENV = "PETL_ANALYSIS_CACHE"
@@ -40,8 +41,8 @@ def feature_cache_dir(path: str | os.PathLike | None = None, kind: str = "featur
 
 def backbone_fingerprint(model: nn.Module) -> str:
     """Hash of every parameter and buffer except the classifier's (pre-logit features do not depend on it)."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head_ids = {id(t) for t in head.parameters()} if isinstance(head, nn.Module) else set()
+    head = classifier(model)
+    head_ids = {id(t) for t in head.parameters()} if head is not None else set()
     h = hashlib.sha1(type(model).__name__.encode())
     tensors = list(model.named_parameters()) + list(model.named_buffers())
     for name, t in tensors:

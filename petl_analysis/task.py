@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from . import features as feature_cache
-from .accounting import count_parameters
+from .accounting import classifier, count_parameters
 from .data import ImageDataset, ImageFiles, SplitSpec, StreamingImages, make_splits, open_dataset, stream_split
 from .data import to_model_input
 from .device import resolve_device
@@ -280,7 +280,7 @@ def fit_linear_probe(
     feats = {name: extract_features(model, data, device=device, amp=recipe.amp, cache_dir=cache_dir,
                                     batch_size=512 if is_in_memory(data) else recipe.eval_batch_size)
              for name, data in sources.items()}
-    head = model.get_classifier()
+    head = classifier(model)
     if not isinstance(head, nn.Linear):
         raise TypeError(f"linear probing expects an nn.Linear classifier, got {type(head).__name__}")
     # Standardise features (train statistics) so one learning rate suits every backbone; folded back exactly below.

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..accounting import count_parameters
+from ..accounting import classifier, count_parameters
 from ..device import resolve_device
 from ..errors import PetlError
 from .batches import Examples, iter_batches, num_examples
@@ -85,8 +85,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    head = classifier(model)
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:

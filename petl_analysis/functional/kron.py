@@ -19,6 +19,8 @@ Two ways to compute ``Σ_i A_i ⊗ B_i`` (measured on 2 CPU cores, float32, 768�
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import PetlError
@@ -96,13 +98,5 @@ def common_divisors(*dims: int) -> list[int]:
     """All positive integers dividing every one of ``dims``, ascending (the valid Kronecker sizes ``n``)."""
     if not dims or any(int(d) <= 0 for d in dims):
         raise PetlError(f"common_divisors needs positive dimensions, got {list(dims)}")
-    g = 0
-    for d in dims:
-        g = _gcd(g, int(d))
+    g = math.gcd(*(int(d) for d in dims))
     return [k for k in range(1, g + 1) if g % k == 0]
-
-
-def _gcd(x: int, y: int) -> int:
-    while y:
-        x, y = y, x % y
-    return x

@@ -15,6 +15,7 @@ import timm
 import torch
 from torch import nn
 
+from ..accounting import classifier
 from ..errors import PetlError
 from .bundled import BUNDLED_MODEL, bundled_weights_path
 
@@ -205,9 +206,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, ignore_head: bool
 
 
 def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    names = [n for n, m in model.named_modules() if m is model.get_classifier()] if hasattr(
-        model, "get_classifier"
-    ) else []
+    head = classifier(model)
+    names = [n for n, m in model.named_modules() if m is head] if head is not None else []
     return tuple(f"{n}." for n in names if n) or ("head.",)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..accounting import ParamCount
+from ..accounting import ParamCount, classifier
 from ..artefacts import Artefact
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets
@@ -170,7 +170,7 @@ def validate_plan(plan: Plan, model: nn.Module, model_spec: ModelSpec | None = N
             if mine != theirs:
                 raise PetlError(f"{source}: plan field 'model.{f.name}' is {_json(mine)}, the model given has "
                                 f"{_json(theirs)}; plan again for this model")
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = classifier(model)
     if getattr(head, "out_features", plan.num_classes) != plan.num_classes:
         raise PetlError(f"{source}: made for a {plan.num_classes}-class head, the dataset has {head.out_features} classes")
     config = plan.method_config()

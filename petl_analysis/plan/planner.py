@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..accounting import ParamCount
+from ..accounting import ParamCount, classifier
 from ..errors import PetlError
 from ..models import ModelSpec, Unit, resolve_targets
 from ..select import Ranking
@@ -158,7 +158,7 @@ def plan_for_budget(
     skipped = [e.target for e in linear_entries if e.target not in {t.target for t in targets}]
     if skipped:
         notes.append(f"not adapted (would exceed the budget at rank 1): {', '.join(skipped)}")
-    head = model.get_classifier()
+    head = classifier(model)
     return Plan(
         model=model_spec or ranking.model,
         num_classes=int(head.out_features),

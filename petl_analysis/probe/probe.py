@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..accounting import classifier
 from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe, fit
@@ -324,7 +325,7 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     if trial.kind == "lp":
         return _summary(lp, device)
     model = copy.deepcopy(base)
-    head = model.get_classifier()
+    head = classifier(model)
     if trial.kind == "ft":
         model.requires_grad_(True)  # raw weights want a smaller step than subspace coordinates
         recipe = dataclasses.replace(recipe, lr=float(p["ft_lr"]), head_lr=recipe.head_lr or recipe.lr)

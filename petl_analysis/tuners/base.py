@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..accounting import _NORM_TYPES, AdapterModule, ParamCount, count_parameters
+from ..accounting import _NORM_TYPES, AdapterModule, ParamCount, classifier, count_parameters
 from ..errors import PetlError, expected_one_of
 from ..io import atomic_write_bytes, atomic_write_json, read_json
 from ..models.catalogue import Unit, resolve_targets
@@ -306,19 +306,13 @@ def _base_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return out
 
 
-def _head_module(model: nn.Module) -> nn.Module | None:
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
-    return head if isinstance(head, nn.Module) else None
-
-
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    head = _head_module(model)
+    head = classifier(model)
     return list(head.parameters()) if head is not None else []
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
-    head = _head_module(model)
+    head = classifier(model)
     if head is None:
         return set()
     ids = {id(p) for p in head.parameters()}
