@@ -213,17 +213,18 @@ def _per_seed_target(target: float | Sequence[float], n_seeds: int) -> np.ndarra
     return values
 
 
-def _margin_d90(dims: np.ndarray, margins: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def _margin_d90(dims: np.ndarray, margins: np.ndarray) -> tuple[float, np.ndarray]:
     """d90 of one (resampled) seed set: isotonic fit of the seed-mean margin ``acc - target``, crossing zero.
 
-    Returns ``(d90 or inf, dims kept, fitted margins)``; a d with no finite margin in this set is left out.
+    Returns ``(d90 or inf, fitted margins)``; a d with no finite margin in this set is left out of the fit (only a
+    resample can have one: :func:`_seed_matrix` drops the d's without any).
     """
     counts = np.isfinite(margins).sum(axis=1)
     keep = counts > 0
     mean = np.nansum(margins[keep], axis=1) / counts[keep]
     fitted = isotonic_regression(mean, sample_weight=counts[keep].astype(float), increasing=True)
     value = interpolate_d90(dims[keep], fitted, 0.0)
-    return (math.inf if value is None else value), dims[keep], np.asarray(fitted, dtype=float)
+    return (math.inf if value is None else value), np.asarray(fitted, dtype=float)
 
 
 def distinct_resamples(n_seeds: int) -> int:
@@ -279,7 +280,7 @@ def estimate_d90(
     n_seeds = acc.shape[1]
     targets = _per_seed_target(target, n_seeds)
     margins = acc - targets[None, :]
-    point, _, fitted_margin = _margin_d90(d, margins)
+    point, fitted_margin = _margin_d90(d, margins)
     counts = np.isfinite(acc).sum(axis=1)
     means = np.nansum(acc, axis=1) / counts
     mean_target = float(targets.mean())
@@ -420,7 +421,7 @@ def next_dims(
     if tried_d.size == 0:
         return []
     margins = acc - _per_seed_target(target, acc.shape[1])[None, :]
-    _, _, fitted = _margin_d90(tried_d, margins)
+    _, fitted = _margin_d90(tried_d, margins)
     hits = np.flatnonzero(fitted >= 0.0)
     if hits.size == 0:
         top = int(tried_d[-1])

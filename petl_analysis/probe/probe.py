@@ -51,8 +51,8 @@ LR_SCALINGS = ("sqrt", "constant")
 
 
 def default_probe_recipe() -> Recipe:
-    """Short trainings: every (target, d, seed) costs one of these. ``lr`` is theta_d's step at the reference d
-    (see :func:`theta_lr`); ``head_lr`` is the classifier's."""
+    """Short trainings: every (target, d, seed) costs one of these. ``head_lr`` is the classifier's rate; ``lr`` is
+    theta_d's only with ``ProbeConfig.lr_scaling="constant"`` (see :func:`theta_lr`)."""
     return Recipe(epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0)
 
 
@@ -472,8 +472,13 @@ def run_probe(
     }
     records: dict[str, dict[str, Any]] = {}
 
-    def curve(label: str) -> _Curve:
-        return _choose_lr(label, dims_of[label], seeds, config.lr_grid, records, sub_trial)
+    def label_records(label: str) -> dict[tuple[int, int, float], dict[str, Any]]:
+        """(d, seed, lr multiplier) -> trial record of one target (every trial asked for has one)."""
+        return {(d, s, m): records[sub_trial(label, d, s, m).key]
+                for d in dims_of[label] for s in seeds for m in config.lr_grid}
+
+    def curve(label: str, recs: dict[tuple[int, int, float], dict[str, Any]] | None = None) -> _Curve:
+        return _choose_lr(dims_of[label], seeds, config.lr_grid, recs or label_records(label))
 
     rounds = 1 if config.dims else 1 + config.max_refinements
     pending = {label: list(dims) for label, dims in dims_of.items()}
@@ -496,15 +501,15 @@ def run_probe(
                 dims_of[label] = sorted(set(dims_of[label]) | set(proposed))
                 pending[label] = proposed
 
-    results = []
+    results, failed = [], []
     for label in sets:
-        recs = [records[sub_trial(label, d, s, m).key] for d in dims_of[label] for s in seeds for m in config.lr_grid]
-        results.append(_target_result(label, sets[label], D_of[label], curve(label), target_gain, target_classic, recs))
+        recs = label_records(label)
+        results.append(_target_result(label, sets[label], D_of[label], curve(label, recs), target_gain,
+                                      target_classic, list(recs.values())))
+        failed += [{"target": label, "d": d, "seed": s, "lr": rec["payload"]["lr"],
+                    "error": rec.get("error") or "no error message", "attempts": rec.get("attempts")}
+                   for (d, s, _), rec in recs.items() if rec["status"] != STATUS_OK]
     all_records = list(baseline_recs.values()) + list(records.values())
-    failed = [{"target": label, "d": d, "seed": s, "lr": rec["payload"]["lr"],
-               "error": rec.get("error") or "no error message", "attempts": rec.get("attempts")}
-              for label in sets for d in dims_of[label] for s in seeds for m in config.lr_grid
-              for rec in [records[sub_trial(label, d, s, m).key]] if rec["status"] != STATUS_OK]
     sizes = baseline_recs[base_trial("ft", 0).key]["result"]
     result = ProbeResult(
         model=model,
@@ -537,28 +542,27 @@ class _Curve:
     lr: list[float]
 
 
-def _choose_lr(label, dims, seeds, grid, records, make_trial) -> _Curve:
-    """For each d, the lr multiplier with the best seed-mean validation accuracy (ties: the one nearest the rule)."""
+def _choose_lr(dims, seeds, grid, recs: dict[tuple[int, int, float], dict[str, Any]]) -> _Curve:
+    """For each d, the lr multiplier with the best seed-mean validation accuracy (ties: the one nearest the rule).
+
+    ``recs`` maps (d, seed, multiplier) to the trial record; the learning rate is read from its payload."""
     val_rows, test_rows, lrs = [], [], []
     for d in dims:
         options = []
         for m in grid:
-            recs = [records.get(make_trial(label, d, s, m).key) for s in seeds]
-            val = [_acc(r, "val_acc") for r in recs]
-            test = [_acc(r, "test_acc") for r in recs]
+            val = [_acc(recs[d, s, m], "val_acc") for s in seeds]
             finite = [v for v in val if math.isfinite(v)]
-            score = float(np.mean(finite)) if finite else -math.inf
-            options.append((-score, abs(math.log(m)), val, test, make_trial(label, d, 0, m).payload["lr"]))
-        _, _, val, test, lr = min(options, key=lambda o: (o[0], o[1]))
-        val_rows.append(val)
-        test_rows.append(test)
-        lrs.append(float(lr))
+            options.append((-float(np.mean(finite)) if finite else math.inf, abs(math.log(m)), m))
+        m = min(options)[2]
+        val_rows.append([_acc(recs[d, s, m], "val_acc") for s in seeds])
+        test_rows.append([_acc(recs[d, s, m], "test_acc") for s in seeds])
+        lrs.append(float(recs[d, seeds[0], m]["payload"]["lr"]))
     return _Curve(list(dims), np.array(val_rows, dtype=float).reshape(len(dims), len(seeds)),
                   np.array(test_rows, dtype=float).reshape(len(dims), len(seeds)), lrs)
 
 
-def _acc(record: dict[str, Any] | None, key: str) -> float:
-    if not record or record.get("status") != STATUS_OK or record["result"].get(key) is None:
+def _acc(record: dict[str, Any], key: str) -> float:
+    if record.get("status") != STATUS_OK or record["result"].get(key) is None:
         return float("nan")
     return float(record["result"][key])
 

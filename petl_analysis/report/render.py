@@ -130,7 +130,7 @@ def write_report(
         blocks += _probe_section(builder, probe, pr, ranking)
     elif ranking is not None:
         blocks += _ranking_section(ranking)
-    blocks += _problems_section(sweep, probe)
+    blocks += _problems_section(sweep, rows, probe)
     files = builder.files
     if sweep is not None:
         files["points_csv"] = atomic_write_text(out / "points.csv", points_csv(rows, m0_value))
@@ -406,19 +406,16 @@ def _ranking_section(ranking) -> list[Block]:
 # --------------------------------------------------------------------------------------------------- problems
 
 
-def _problems_section(sweep, probe) -> list[Block]:
+def _problems_section(sweep, rows: list[PointRow], probe) -> list[Block]:
     blocks: list[Block] = [Heading("Failed and skipped", 2)]
     items = []
     if sweep is not None:
         items += [f"failed: {f.get('label')} at budget {fmt_int(f.get('budget'))}, seed {f.get('seed')}: "
                   f"{f.get('error') or 'no error message'}" for f in sweep.failed]
         items += [f"skipped: {s}" for s in sweep.skipped]
-        for p in sweep.points:
-            falling = sum(bool(s.loss_still_falling) for s in p.run.seeds)
-            if falling:
-                items.append(f"under-trained: {p.label} at budget {fmt_int(p.budget)}: the training loss was still "
-                             f"falling at the last epoch in {falling} of {len(p.run.seeds)} seeds (more than 5 % of its "
-                             "loss reduction came in the last tenth of the epochs)")
+        items += [f"under-trained: {r.label} at budget {fmt_int(r.budget)}: the training loss was still falling at "
+                  f"the last epoch in {r.still_falling} of {len(r.seed_accs)} seeds (more than 5 % of its loss "
+                  "reduction came in the last tenth of the epochs)" for r in rows if r.still_falling]
     if probe is not None and probe.failed_trials:
         per_target = [f"{t.target} ({t.failed_trials})" for t in probe.targets if t.failed_trials]
         items.append(f"probe: {probe.failed_trials} of {probe.trials_total} trials failed"

@@ -117,7 +117,7 @@ def point_rows(sweep: SweepResult, m0: float) -> list[PointRow]:
             model_total=int(t.get("model_total", 0)), acc=_finite(run.test_acc_mean), std=_finite(run.test_acc_std),
             last_acc=_finite(run.last_test_acc_mean),
             seed_accs=[float(s.test_acc) for s in run.seeds if s.test_acc is not None], targets=targets,
-            same_as=p.same_as, still_falling=sum(bool(s.loss_still_falling) for s in run.seeds),
+            same_as=p.same_as, still_falling=sum(s.loss_still_falling for s in run.seeds),
         ))
     rows.sort(key=lambda r: (r.params, -1 if r.budget is None else r.budget, r.label))
     for r in rows:

@@ -13,25 +13,27 @@ Each (point, seed) is one trial in the JSON-lines log beside the output, so a ki
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
-from ..engine import Recipe, loss_still_falling
+from ..engine import Recipe
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import ModelSpec
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, reverse_ranking
 from ..select import Ranking
-from ..task import DataSpec, InputConversion, announce, input_conversion_for, prepare_model
+from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import STATUS_OK, Trial, run_trials
 from ..tuners import METHODS, config_from_dict, get_method
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FIXED_SIZE = ("linear", "full", "bitfit", "layernorm")
 #: Methods sized to a budget by one integer knob: (knob, candidate values).
@@ -122,13 +124,17 @@ def plan_sweep(
     *,
     head_in_budget: bool = False,
     method_options: dict[str, dict[str, Any]] | None = None,
+    net: nn.Module | None = None,
 ) -> tuple[list[tuple[str, str, str, int | None, dict[str, Any], Plan | None]], list[str]]:
-    """The sweep's points: ``(label, method, variant, budget, config dict, plan)``, and what was skipped and why."""
+    """The sweep's points: ``(label, method, variant, budget, config dict, plan)``, and what was skipped and why.
+
+    ``net``: the model built from ``model_spec`` with the dataset's head, when the caller has it already."""
     for m in methods:
         METHODS.get(m)
     options = method_options or {}
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-    model = prepare_model(model_spec, ds.num_classes, seed=0)
+    if net is None:
+        net = prepare_model(model_spec, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
+    model = net
     points, skipped = [], []
     for m in methods:
         if m in FIXED_SIZE:
@@ -216,10 +222,12 @@ def run_sweep(
     recipe = recipe or default_train_recipe()
     if any(b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
-    conversion = input_conversion_for(data, model)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    net = prepare_model(model, ds.num_classes, seed=0)
+    conversion = input_conversion(ds, net)
     announce(conversion, data.dataset)
     points, skipped = plan_sweep(model, data, budgets, methods, ranking, head_in_budget=head_in_budget,
-                                 method_options=method_options)
+                                 method_options=method_options, net=net)
     import torch
 
     threads = max(1, torch.get_num_threads() // max(1, n_jobs))
@@ -239,18 +247,16 @@ def run_sweep(
     result_points, failed = [], []
     first_of: dict[str, str] = {}
     for label, method, variant, budget, cfg, plan in points:
-        key = json.dumps(cfg, sort_keys=True)
-        same_as = first_of.setdefault(key, f"{label}@{budget}")
-        same_as = None if same_as == f"{label}@{budget}" else same_as
+        me = f"{label}@{budget}"
+        first = first_of.setdefault(json.dumps(cfg, sort_keys=True), me)
+        same_as = first if first != me else None
         recs = [records[trial(cfg, s).key] for s in seed_list]
         ok = [r for r in recs if r["status"] == STATUS_OK]
         failed += [{"label": label, "budget": budget, "seed": r["payload"]["seed"], "error": r.get("error")}
                    for r in recs if r["status"] != STATUS_OK]
         if not ok:
             continue
-        # The flag is re-derived from the stored loss curve, so a log written under another criterion agrees.
-        runs = [dataclasses.replace(run, loss_still_falling=loss_still_falling(run.train_loss))
-                for run in (from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok)]
+        runs = [from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok]
         run = summarise(method, cfg, model, data, recipe, head_init, ok[0]["result"]["trainable"], runs,
                         sum(r.wall_time_s for r in runs), label=label, input_conversion=conversion)
         result_points.append(SweepPoint(label, method, variant, budget, run, plan.to_dict() if plan else None,

@@ -54,7 +54,11 @@ class SeedRun:
     train_loss: list[float] = field(default_factory=list)
     val_curve: list[float] = field(default_factory=list)
     steps: int = 0  # optimizer steps taken (fewer than epochs x batches under the recipe's max_steps)
-    loss_still_falling: bool = False  # see engine.loss_still_falling: more epochs would likely have helped
+
+    @property
+    def loss_still_falling(self) -> bool:
+        """More epochs would likely have helped (:func:`~petl_analysis.engine.loss_still_falling` of the curve)."""
+        return loss_still_falling(self.train_loss)
 
 
 @dataclass
@@ -126,7 +130,7 @@ def train_one_seed(
         save_adapter(net, method, Path(adapter_dir) / f"seed{seed}")
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
                   res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
-                  steps=res.steps, loss_still_falling=loss_still_falling(res.train_loss))
+                  steps=res.steps)
     return run, res.trainable
 
 
