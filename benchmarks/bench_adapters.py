@@ -59,7 +59,7 @@ def build_variants(base: nn.Module, width: int, rank: int) -> tuple[Variants, st
     n = _kron_n(width)
     ours = {
         "linear probe": (LinearConfig(), "-"),
-        f"lora r={rank}": (LoraConfig(targets=["attn.qkv"], r=rank, alpha=float(rank)), "attn.qkv"),
+        f"lora r={rank}": (LoraConfig(targets=["attn.qkv"], rank=rank, alpha=float(rank)), "attn.qkv"),
         f"kadaptation n={n} r=1": (KAdaptationConfig(targets=["attn.qkv"], n=n), "attn.qkv"),
     }
     variants: Variants = {}
@@ -77,7 +77,7 @@ def build_variants(base: nn.Module, width: int, rank: int) -> tuple[Variants, st
             p.requires_grad_(True)
         variants[f"peft LoKr r={rank}"] = (model, "attn.qkv", None)
     for label, cfg in {
-        f"lora r={rank} (q,v slices)": LoraConfig(targets=["attn.q", "attn.v"], r=rank, alpha=float(rank)),
+        f"lora r={rank} (q,v slices)": LoraConfig(targets=["attn.q", "attn.v"], rank=rank, alpha=float(rank)),
         f"kadaptation n={n} (q,v slices)": KAdaptationConfig(targets=["attn.q", "attn.v"], n=n, bias=True),
     }.items():
         model = copy.deepcopy(base)

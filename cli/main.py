@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from petl_analysis.plan.points import DEFAULT_METHODS
+
 from ._common import console, handle_errors, print_table, progress_bar, split_list
 
 app = typer.Typer(
@@ -19,8 +21,8 @@ app = typer.Typer(
 
 # Options shared by many commands (typer needs one Option object per use, so these are factories).
 ModelOpt = lambda: typer.Option("petl_vit_tiny", "--model", "-m", help="timm model name (default: the bundled ViT).")  # noqa: E731
-WeightsOpt = lambda: typer.Option(  # noqa: E731
-    "default", "--weights", "-w",
+WeightsOpt = lambda default="default": typer.Option(  # noqa: E731
+    default, "--weights", "-w",
     help="'default' (bundled weights for the bundled model, random otherwise), 'random', 'hub' (timm pretrained, "
     "needs network) or a local .safetensors/.pth path.",
 )
@@ -103,7 +105,7 @@ def _with_sizes(spec, weights: str, img_size: Optional[int], in_chans: Optional[
 DEMO = dict(
     datasets=("digits", "animals"),
     budgets="1k,4k,16k",
-    methods=("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full"),
+    methods=DEFAULT_METHODS,
     shots=5,
     seeds=3,
     probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"),
@@ -226,15 +228,13 @@ def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str])
 
 def _trial_progress(advance):
     def on_trial(record: dict, cached: bool) -> None:
-        import json as _json
+        from petl_analysis.sweep.sweep import RunTrial
+        from petl_analysis.trials import Trial
 
         p = record.get("payload", {})
         what = record["kind"] if record["kind"] != "subspace" else f"d={p.get('d')}"
         if record["kind"] == "run":  # a sweep trial: name its method
-            try:
-                what = _json.loads(p.get("config", "{}")).get("method", what)
-            except (TypeError, ValueError, AttributeError):
-                pass
+            what = Trial(record["kind"], p).spec(RunTrial).config.get("method", what)
         res = record.get("result") or {}
         # What the run decides on (validation), for probe and sweep records alike; test is in the artefact.
         acc = res.get("val_acc", (res.get("seed_run") or {}).get("val_acc"))
@@ -261,6 +261,8 @@ def probe(
     per_block: bool = typer.Option(False, "--per-block", help="One subspace per block for each target."),
     dims: Optional[str] = typer.Option(None, "--dims", help="Explicit d grid (e.g. 16,64,256); default: adaptive search."),
     max_d: Optional[int] = typer.Option(None, "--max-d", help="Largest d of the adaptive search (default: D of each target)."),
+    d_min: int = typer.Option(4, "--d-min", help="Smallest d of the adaptive search's coarse grid."),
+    points_per_decade: int = typer.Option(2, "--points-per-decade", help="Density of the coarse grid (1: 10, 100, 1000...)."),
     projection: str = typer.Option("fastfood", "--projection", help="fastfood, dense or sparse."),
     threshold: float = typer.Option(0.9, "--threshold", help="d90 threshold in (0, 1]."),
     seeds: int = typer.Option(2, "--seeds"),
@@ -319,6 +321,8 @@ def probe(
         head=head,
         said=said,
         max_d=max_d,
+        d_min=d_min,
+        points_per_decade=points_per_decade,
         ft_lr=ft_lr,
         lr_scaling=lr_scaling,
         theta_step=theta_step,
@@ -387,7 +391,7 @@ def train(
     method: str = typer.Option("kadaptation", "--method", help="linear, full, bitfit, layernorm, lora, kadaptation, adapter, compacter, vpt."),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Catalogue specs (default: the method's)."),
     n: Optional[int] = typer.Option(None, "--n", help="KAdaptation/Compacter: Kronecker terms n."),
-    rank: Optional[int] = typer.Option(None, "--rank", "-r", help="Rank (KAdaptation rank of B_i; LoRA r)."),
+    rank: Optional[int] = typer.Option(None, "--rank", "-r", help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
     init: Optional[str] = typer.Option(None, "--init", help="KAdaptation init: default or pevit (the official zero-zero init)."),
     sets: list[str] = SetOpt(),
     plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
@@ -430,7 +434,7 @@ def train(
         config = plan_obj.method_config()
         spec = spec if model else _with_sizes(plan_obj.model, weights, img_size, in_chans, patch_size)
     else:
-        overrides = [f"{k}={v}" for k, v in (("n", n), ("rank" if method != "lora" else "r", rank)) if v is not None]
+        overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
         if init is not None:
             overrides.append(f"init={init}")
         config = _method_config(method, targets, overrides + list(sets))
@@ -575,11 +579,13 @@ def plan(
 @app.command()
 @handle_errors
 def sweep(
+    plans: Optional[str] = typer.Option(None, "--plans", help="Plans folder (from `plan` or `run`): train every plan "
+                                        "file in it, as the files say (--budgets, --methods, --plans-from unused)."),
     budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
-    methods: str = typer.Option(",".join(("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full")), "--methods"),
+    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
-    model: str = ModelOpt(),
-    weights: str = WeightsOpt(),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="timm model name (default: the plans', else the bundled ViT)."),
+    weights: Optional[str] = WeightsOpt(None),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Built-in dataset name or an image-folder path (default: the --plans-from ranking's, else digits)."),
     shots: Optional[int] = typer.Option(5, "--shots", "-k", help="k-shot per class (0 = full data)."),
     seeds: int = typer.Option(3, "--seeds"),
@@ -588,7 +594,8 @@ def sweep(
     head_in_budget: bool = typer.Option(False, "--head-in-budget"),
     max_steps: Optional[int] = MaxStepsOpt(),
     skip_bad_images: bool = SkipBadOpt(),
-    out: str = typer.Option("sweep.json", "--out", "-o"),
+    out: str = typer.Option("sweep.json", "--out", "-o", help="SweepResult JSON; trials are logged beside it and, "
+                            "without --plans, the plans written to <out>.plans/ first."),
     jobs: int = typer.Option(1, "--jobs", "-j"),
     backend: str = BackendOpt(),
     scheduler: Optional[str] = SchedulerOpt(),
@@ -598,28 +605,47 @@ def sweep(
     device: str = DeviceOpt(),
     threads: Optional[int] = ThreadsOpt(),
 ) -> None:
-    """Train every (method, budget) point over seeds: accuracy versus trainable parameters."""
+    """Train a study's plans over seeds: accuracy versus trainable parameters.
+
+    With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
+    --plans-from, written to <out>.plans/ and those files trained."""
     _setup(threads)
     import shlex
     import sys
 
     from petl_analysis.device import resolve_device
+    from petl_analysis.errors import PetlError
+    from petl_analysis.plan import read_plans
     from petl_analysis.select import Ranking
-    from petl_analysis.sweep import run_sweep
+    from petl_analysis.sweep import run_sweep, sweep_plans
     from petl_analysis.train import default_train_recipe
 
     from ._common import parse_ints
 
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
-    ranking = Ranking.load(plans_from) if plans_from else None
-    dataset = _dataset_for_ranking(dataset, ranking, plans_from)
-    with progress_bar("sweep", total=None) as advance:
-        result = run_sweep(_model_spec(model, weights, img_size, in_chans, patch_size),
-                           _data_spec(dataset, shots or None, skip_bad_images=skip_bad_images), parse_ints(budgets, "--budgets"),
-                           split_list(methods), ranking, seeds=seeds, recipe=recipe, head_in_budget=head_in_budget,
-                           out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
-                           scheduler=scheduler, on_trial=_trial_progress(advance),
-                           ranking_source=plans_from or "", command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+    train = dict(seeds=seeds, recipe=recipe, out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
+                 scheduler=scheduler, command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+    if plans:
+        if plans_from:
+            raise PetlError("--plans trains the plan files as they are; --plans-from plans anew: give one of them")
+        plan_list = read_plans(plans)
+        spec = (_model_spec(model, weights or "default", img_size, in_chans, patch_size) if model
+                else _with_sizes(plan_list[0].model, weights or plan_list[0].model.weights, img_size, in_chans,
+                                 patch_size))
+        dataset = dataset or "digits"
+        with progress_bar("sweep", total=None) as advance:
+            result = sweep_plans(plan_list, _data_spec(dataset, shots or None, skip_bad_images=skip_bad_images),
+                                 model=spec, on_trial=_trial_progress(advance), plans_source=plans, **train)
+    else:
+        ranking = Ranking.load(plans_from) if plans_from else None
+        dataset = _dataset_for_ranking(dataset, ranking, plans_from)
+        with progress_bar("sweep", total=None) as advance:
+            result = run_sweep(_model_spec(model or "petl_vit_tiny", weights or "default", img_size, in_chans, patch_size),
+                               _data_spec(dataset, shots or None, skip_bad_images=skip_bad_images),
+                               parse_ints(budgets, "--budgets"), split_list(methods), ranking,
+                               head_in_budget=head_in_budget, plans_dir=f"{out}.plans", ranking_source=plans_from or "",
+                               on_trial=_trial_progress(advance), **train)
+        console.print(f"plans -> {out}.plans/")
     print_table(result.table(), title=f"sweep on {dataset}")
     for s in result.skipped:
         console.print(f"skipped: {s}")
@@ -634,6 +660,8 @@ def report(
     sweep_path: Optional[str] = typer.Argument(None, help="SweepResult JSON."),
     probe_path: Optional[str] = typer.Argument(None, help="ProbeResult JSON."),
     ranking_path: Optional[str] = typer.Option(None, "--ranking"),
+    validation_path: Optional[str] = typer.Option(None, "--validation", help="ValidationResult JSON (petl-analyze validate): "
+                                                  "adds the section \"Does the ranking predict?\"."),
     out: str = typer.Option("report", "--out", "-o", help="Output directory."),
     title: Optional[str] = typer.Option(None, "--title"),
     m0: Optional[float] = typer.Option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
@@ -645,11 +673,15 @@ def report(
     from petl_analysis.select import Ranking
     from petl_analysis.sweep import SweepResult
 
-    if not sweep_path and not probe_path:
-        raise PetlError("give a sweep.json and/or a probe.json")
+    from petl_analysis.validate import ValidationResult
+
+    if not sweep_path and not probe_path and not validation_path:
+        raise PetlError("give a sweep.json, a probe.json and/or a --validation validation.json")
     files = write_report(SweepResult.load(sweep_path) if sweep_path else None,
                          ProbeResult.load(probe_path) if probe_path else None, out,
-                         ranking=Ranking.load(ranking_path) if ranking_path else None, title=title, m0=m0)
+                         ranking=Ranking.load(ranking_path) if ranking_path else None,
+                         validation=ValidationResult.load(validation_path) if validation_path else None, title=title,
+                         m0=m0)
     console.print(f"report -> {getattr(files, 'html', out)}")
 
 
@@ -704,7 +736,7 @@ def run(
     weights: str = WeightsOpt(),
     dataset: str = typer.Option("digits", "--dataset", "-d", help="One or more datasets, comma-separated."),
     budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
-    methods: str = typer.Option(",".join(("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full")), "--methods"),
+    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     shots: int = typer.Option(5, "--shots", "-k", help="Sweep: k-shot per class (0 = full data)."),
     seeds: int = typer.Option(3, "--seeds"),
     probe_shots: int = typer.Option(0, "--probe-shots", help="Probe: k-shot per class (0 = full data)."),
@@ -736,6 +768,59 @@ def run(
                   shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d,
                   sizes={"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size},
                   skip_bad_images=skip_bad_images)
+
+
+@app.command()
+@handle_errors
+def validate(
+    probe_path: str = typer.Option(..., "--probe", help="ProbeResult JSON whose target sets and d90 ranking are validated."),
+    selectors: str = typer.Option("d90,rgn,fisher,kappa,gps,spt,apla", "--selectors",
+                                  help="d90 and/or proxy selectors; random orders are always the floor."),
+    methods: str = typer.Option("kadaptation,lora", "--methods", help="Oracle methods; the first trains the regret plans."),
+    seeds: int = typer.Option(3, "--seeds"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Trainable parameters of every oracle point "
+                                         "(default: 3x the largest smallest plan over sets and methods)."),
+    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help="Regret budgets (default: budget/4, budget, 4x budget)."),
+    random_draws: int = typer.Option(3, "--random-draws", help="Random orders planned and trained per budget (the floor)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    max_steps: Optional[int] = MaxStepsOpt(),
+    out: str = typer.Option("validation.json", "--out", "-o"),
+    jobs: int = typer.Option(1, "--jobs", "-j"),
+    backend: str = BackendOpt(),
+    scheduler: Optional[str] = SchedulerOpt(),
+    device: str = DeviceOpt(),
+    threads: Optional[int] = ThreadsOpt(),
+) -> None:
+    """Does the ranking predict? Adapt each probed set alone (the oracle), compare every selector with it
+    (Spearman, Kendall, top-k, with seed intervals) and train each selector's plan per budget (regret)."""
+    _setup(threads)
+    import shlex
+    import sys
+
+    from petl_analysis.device import resolve_device
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.train import default_train_recipe
+    from petl_analysis.validate import run_validate
+
+    from ._common import parse_ints
+
+    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
+    probe = ProbeResult.load(probe_path)
+    with progress_bar("validate", total=None) as advance:
+        result = run_validate(
+            probe, selectors=split_list(selectors), methods=split_list(methods), seeds=seeds,
+            budget=parse_ints(budget, "--budget")[0] if budget else None,
+            budgets=parse_ints(budgets, "--budgets") if budgets else None, random_draws=random_draws, recipe=recipe,
+            out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend, scheduler=scheduler,
+            on_trial=_trial_progress(advance), probe_source=probe_path,
+            command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+    print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")
+    print_table(result.agreement_table(), title="agreement with the oracle")
+    print_table(result.regret_table(), title=f"regret of each selector's {result.regret_method} plan")
+    for note in result.notes:
+        console.print(note)
+    console.print(f"-> {out}")
 
 
 @app.command()

@@ -16,6 +16,7 @@ Categories (each trainable tensor falls in exactly one, checked in this order):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
 
@@ -83,6 +84,14 @@ def _classifier_prefix(model: nn.Module) -> str | None:
     return None
 
 
+def original_category(model: nn.Module) -> Callable[[str], str]:
+    """The rule for an original (not added) trainable parameter that is not the head, by its name: ``"bias_norm"``
+    for a bias or a parameter of a normalisation layer, ``"backbone"`` for every other. One rule for counting an
+    injected model and for the closed-form count before injection."""
+    norms = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, _NORM_TYPES) and n)
+    return lambda name: "bias_norm" if name.endswith("bias") or name.startswith(norms) else "backbone"
+
+
 def count_parameters(model: nn.Module) -> ParamCount:
     """Count ``model``'s trainable parameters by category (see module docstring).
 
@@ -97,7 +106,7 @@ def count_parameters(model: nn.Module) -> ParamCount:
         params[id(p)] = p
     adapter_prefixes = [f"{n}." for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, AdapterModule) and n]
     adapter_root = isinstance(model, AdapterModule)
-    norm_prefixes = [f"{n}." for n, m in model.named_modules() if isinstance(m, _NORM_TYPES) and n]
+    category = original_category(model)
     count = ParamCount()
     for pid, p in params.items():
         n = p.numel()
@@ -117,10 +126,8 @@ def count_parameters(model: nn.Module) -> ParamCount:
             count.shared += n
         elif adapter_root and "." not in first:
             count.adapter += n
-        elif first.endswith("bias") or first.startswith(tuple(norm_prefixes)):
-            count.bias_norm += n
         else:
-            count.backbone += n
+            setattr(count, category(first), getattr(count, category(first)) + n)
     return count
 
 

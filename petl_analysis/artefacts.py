@@ -57,6 +57,34 @@ def _without_new_defaults(value: Any, obj: Any) -> Any:
     return out
 
 
+def trial_payload(spec: Any) -> dict[str, Any]:
+    """The JSON payload of a trial spec (a dataclass): nested dataclasses and dicts as their :func:`key_json` text,
+    other values as they are, fields holding None left out.
+
+    Keys of the trial logs already written were made from this form (one canonical JSON text per nested spec), so
+    keeping it keeps every existing log resumable. :func:`spec_from_payload` reverses it."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if value is None:
+            continue
+        nested = isinstance(value, dict) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+        out[f.name] = key_json(value) if nested else to_jsonable(value)
+    return out
+
+
+def spec_from_payload(cls: Any, payload: dict[str, Any]) -> Any:
+    """The typed trial spec ``cls`` of a :func:`trial_payload` (a field left out takes its default)."""
+    hints = get_type_hints(cls)
+    body = {}
+    for name, value in payload.items():
+        tp = hints.get(name, Any)
+        args = [a for a in get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
+        nested = any(dataclasses.is_dataclass(a) or get_origin(a) is dict or a is dict for a in args)
+        body[name] = json.loads(value) if nested and isinstance(value, str) else value
+    return from_jsonable(cls, body, cls.__name__)
+
+
 def _is_union(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 

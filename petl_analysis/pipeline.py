@@ -4,11 +4,14 @@ Layout of ``out_dir``::
 
     probe.json (+ probe.json.trials.jsonl)   the ProbeResult (resumable trial log beside it)
     ranking.json                              the Ranking (d90, with proxy correlations)
-    plans/plan_<budget>.json                  one Plan per budget (KAdaptation on the selected targets)
+    plans/plan_<budget>_<method>-<variant>.json, plans/plan_<method>.json
+                                              every Plan the sweep trains (plan.points), one file each
     sweep.json (+ sweep.json.trials.jsonl)    the SweepResult
+    validation.json (optional)                from ``petl-analyze validate``; the report shows it when present
     report/                                   report.md, report.html, PNGs, CSVs
 
-Rerunning the same call after an interruption skips every finished stage and every finished trial.
+Rerunning the same call after an interruption skips every finished stage and every finished trial. Plan files
+already in ``plans/`` are kept, and the sweep trains what the files say: an edited plan is what gets trained.
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ from typing import Any, Callable, Sequence
 
 from .data import open_dataset
 from .engine import Recipe
-from .errors import PetlError
 from .io import ensure_writable_dir
 from .models import ModelSpec
-from .plan import Plan, plan_for_budget
+from .plan import DEFAULT_METHODS, Plan, plan_study, read_plans, write_plans
 from .probe import ProbeConfig, ProbeResult, run_probe
 from .select import Ranking, run_select
-from .sweep import DEFAULT_METHODS, SweepResult, run_sweep
+from .sweep import SweepResult, sweep_plans
 from .task import DataSpec, prepare_model
 
 
@@ -98,25 +100,16 @@ def run_pipeline(
     times["select"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    plans_dir = ensure_writable_dir(out / "plans")
-    plans = []
+    plans_dir = out / "plans"
     if on_stage:
         on_stage("plan", False)
     net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
-    for budget in config.budgets:
-        path = plans_dir / f"plan_{budget}.json"
-        if path.exists():
-            plans.append(Plan.load(path))
-            continue
-        try:
-            plan = plan_for_budget(ranking, net, budget, model_spec=model, head_in_budget=config.head_in_budget,
-                                   source=str(ranking_path))
-        except PetlError as e:
-            if on_stage:
-                on_stage(f"plan skipped: {e}", False)
-            continue
-        plan.save(path)
-        plans.append(plan)
+    planned, skipped = plan_study(model, net, config.budgets, config.methods, ranking,
+                                  head_in_budget=config.head_in_budget, ranking_source=str(ranking_path))
+    if on_stage:
+        for note in skipped:
+            on_stage(f"plan skipped: {note}", False)
+    plans = read_plans(write_plans(planned, plans_dir))
     times["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -124,10 +117,11 @@ def run_pipeline(
     if stage("sweep", sweep_path):
         sweep = SweepResult.load(sweep_path)
     else:
-        sweep = run_sweep(model, data, config.budgets, config.methods, ranking, seeds=config.seeds,
-                          recipe=config.recipe, head_in_budget=config.head_in_budget, out=sweep_path, device=device,
-                          n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial, ranking_source=str(ranking_path),
-                          command=" && ".join(commands))
+        sweep = sweep_plans(plans, data, model=model, budgets=config.budgets, methods=config.methods,
+                            skipped=skipped, seeds=config.seeds, recipe=config.recipe,
+                            head_in_budget=config.head_in_budget, out=sweep_path, device=device, n_jobs=n_jobs,
+                            backend=backend, scheduler=scheduler, on_trial=on_trial, ranking_source=str(ranking_path),
+                            plans_source=str(plans_dir), command=" && ".join(commands))
     times["sweep"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -135,6 +129,15 @@ def run_pipeline(
         on_stage("report", False)
     from .report import write_report
 
-    files = write_report(sweep, probe, out / "report", ranking=ranking, commands=list(commands))
+    # A validation study of this run (petl-analyze validate --probe probe.json) joins the report when present.
+    validation_path = out / "validation.json"
+    validation = None
+    if validation_path.exists():
+        from .validate import ValidationResult
+
+        validation = ValidationResult.load(validation_path)
+        commands = [*commands, validation.command] if validation.command else commands
+    files = write_report(sweep, probe, out / "report", ranking=ranking, validation=validation,
+                         commands=list(commands))
     times["report"] = time.perf_counter() - t
     return PipelineResult(out, probe, ranking, plans, sweep, getattr(files, "html", None), times)

@@ -21,10 +21,13 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from .artefacts import spec_from_payload, trial_payload
 from .errors import PetlError
 from .io import JsonlLog
+
+S = TypeVar("S")
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -32,10 +35,20 @@ STATUS_FAILED = "failed"
 
 @dataclass(frozen=True)
 class Trial:
-    """One unit of work. ``payload`` must be JSON-serialisable (it also defines the key)."""
+    """One unit of work. ``payload`` must be JSON-serialisable (it also defines the key); :meth:`of` makes it from a
+    typed spec and :meth:`spec` reads that spec back in the worker."""
 
     kind: str
     payload: dict[str, Any] = field(hash=False)
+
+    @classmethod
+    def of(cls, kind: str, spec: Any) -> "Trial":
+        """The trial of a spec dataclass (:func:`~petl_analysis.artefacts.trial_payload`)."""
+        return cls(kind, trial_payload(spec))
+
+    def spec(self, spec_class: type[S]) -> S:
+        """The payload as the spec it was made from (:func:`~petl_analysis.artefacts.spec_from_payload`)."""
+        return spec_from_payload(spec_class, self.payload)
 
     @property
     def key(self) -> str:

@@ -47,7 +47,7 @@ METHODS = {
     "linear probe": LinearConfig(),
     "full fine-tuning": FullConfig(),
     "BitFit": BitFitConfig(),
-    "LoRA r=4 (q,v)": LoraConfig(targets=QV, r=4, alpha=8.0),
+    "LoRA r=4 (q,v)": LoraConfig(targets=QV, rank=4, alpha=8.0),
     "adapter m=8": AdapterConfig(bottleneck=8),
     "Compacter n=4 m=8": CompacterConfig(n=4, bottleneck=8),
     "VPT shallow 4": VptConfig(num_prompts=4),

@@ -238,3 +238,21 @@ def test_colour_images_for_a_grayscale_model_are_announced_and_recorded(tmp_path
     code, out = _run(["train", "--method", "linear", "--seeds", "1", "--epochs", "1", "--out", "digits.json"], tmp_path)
     assert code == 0 and "note:" not in out, out
     assert _json_of(tmp_path / "digits.json")["input_conversion"]["source_size"] == [8, 8]
+
+
+def test_sweep_trains_the_edited_plan_files_of_a_plans_folder(tmp_path) -> None:
+    fast = ["--seeds", "1", "--epochs", "1", "--threads", "1", "--device", "cpu"]
+    code, out = _run(["select", "--from-model", "--proxy", "random", "--weights", "random", "--targets", "attn.v,attn.q",
+                      "--out", "ranking.json"], tmp_path)
+    assert code == 0, out
+    code, out = _run(["plan", "--ranking", "ranking.json", "--budget", "4k", "--weights", "random", "--out", "plans"],
+                     tmp_path)
+    assert code == 0, out
+    plan = _json_of(tmp_path / "plans" / "plan_4000.json")
+    plan["config"]["init"] = "pevit"  # an edit that keeps the count
+    (tmp_path / "plans" / "plan_4000.json").write_text(json.dumps(plan))
+    code, out = _run(["sweep", "--plans", "plans", "--shots", "2", *fast, "--out", "sweep.json"], tmp_path)
+    assert code == 0, out
+    (point,) = _json_of(tmp_path / "sweep.json")["points"]
+    assert point["plan"]["config"]["init"] == point["run"]["config"]["init"] == "pevit"
+    assert point["plan"]["model"]["weights"] == "random"  # the plans' model

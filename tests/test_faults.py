@@ -40,6 +40,7 @@ from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, 
 from petl_analysis.probe import probe as probe_module
 from petl_analysis.select import rank_from_probe
 from petl_analysis.sweep import run_sweep
+from petl_analysis.sweep.sweep import RunTrial
 from petl_analysis.sweep import sweep as sweep_module
 from petl_analysis.task import DataSpec
 from petl_analysis.trials import STATUS_FAILED, STATUS_OK, Trial, run_trials
@@ -201,7 +202,7 @@ def test_sweep_result_lists_failed_trials(tmp_path, monkeypatch):
     real = sweep_module.sweep_trial
 
     def flaky(trial: Trial) -> dict:
-        if json.loads(trial.payload["config"])["method"] == "bitfit":
+        if trial.spec(RunTrial).config["method"] == "bitfit":
             raise RuntimeError("injected failure")
         return real(trial)
 

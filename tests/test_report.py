@@ -17,6 +17,8 @@ from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe
 from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
+from petl_analysis.plan import Plan, PlannedTarget
+from petl_analysis.plan.plan import COUNT_FIELDS
 from petl_analysis.probe import D90, Baseline, ProbeConfig, ProbeResult, TargetResult
 from petl_analysis.report import front_order, pareto_front, pe_score, within_spread, write_report
 from petl_analysis.report.tables import fmt_acc, point_rows
@@ -50,11 +52,17 @@ def _run(method: str, label: str, acc: float, std: float, *, adapter: int = 0, s
                      wall_time_s=3.0, label=label)
 
 
-def _plan(targets: list[str]) -> dict:
+def _point(method: str, variant: str, budget: int | None, run: RunResult, targets: list[str] = ()) -> SweepPoint:
     def units(t: str) -> list[str]:
         return [t] if t.startswith("blocks.") else [f"blocks.{b}.{t}" for b in range(4)]
 
-    return {"targets": [{"target": t, "units": units(t)} for t in targets]}
+    used = run.trainable["total_excl_head"]
+    plan = Plan(model=MODEL, num_classes=10, budget=budget, head_in_budget=False, method=method,
+                config={"method": method}, targets=[PlannedTarget(t, units(t), i + 1, None, "synthetic")
+                                                    for i, t in enumerate(targets)],
+                trainable={k: run.trainable[k] for k in COUNT_FIELDS}, used=used,
+                used_fraction=None if budget is None else used / budget, variant=variant)
+    return SweepPoint(plan, run)
 
 
 SELECTED = [["blocks.0.attn.v", "blocks.1.attn.v"],
@@ -72,21 +80,20 @@ BUDGETS = [2_000, 8_000, 32_000]
 
 def synthetic_sweep() -> SweepResult:
     points = [
-        SweepPoint("linear", "linear", "fixed-size", None, _run("linear", "linear", 0.801, 0.006)),
-        SweepPoint("bitfit", "bitfit", "fixed-size", None, _run("bitfit", "bitfit", 0.862, 0.005, bias_norm=3_120)),
-        SweepPoint("full", "full", "fixed-size", None, _run("full", "full", 0.931, 0.003, backbone=MODEL_SIZE - HEAD)),
+        _point("linear", "fixed-size", None, _run("linear", "linear", 0.801, 0.006)),
+        _point("bitfit", "fixed-size", None, _run("bitfit", "bitfit", 0.862, 0.005, bias_norm=3_120)),
+        _point("full", "fixed-size", None, _run("full", "full", 0.931, 0.003, backbone=MODEL_SIZE - HEAD)),
     ]
     for label, method, variant, accs, std, targets in PLANNED:
         for k, (budget, acc) in enumerate(zip(BUDGETS, accs)):
             used = int(budget * (0.93 + 0.01 * k)) + {"fixed": -3, "worst": 5}.get(variant, 0)
             shared = 256 * (k + 1) if method == "kadaptation" else 0
             run = _run(method, label, acc, std, adapter=used - shared, shared=shared)
-            points.append(SweepPoint(label, method, variant, budget, run, _plan(targets[k])))
+            points.append(_point(method, variant, budget, run, targets[k]))
     for budget, acc, used in zip(BUDGETS, [0.859, 0.889, 0.921], [1_856, 7_712, 30_848]):
-        points.append(SweepPoint("adapter", "adapter", "sized", budget, _run("adapter", "adapter", acc, 0.006,
-                                                                                adapter=used)))
+        points.append(_point("adapter", "sized", budget, _run("adapter", "adapter", acc, 0.006, adapter=used)))
     for budget, acc, used in zip(BUDGETS[1:], [0.833, 0.851], [6_400, 25_600]):
-        points.append(SweepPoint("vpt", "vpt", "sized", budget, _run("vpt", "vpt", acc, 0.009, adapter=used)))
+        points.append(_point("vpt", "sized", budget, _run("vpt", "vpt", acc, 0.009, adapter=used)))
     return SweepResult(model=MODEL, data=DATA, recipe=Recipe(epochs=10), seeds=[0, 1, 2], budgets=BUDGETS,
                        methods=["kadaptation", "lora", "bitfit", "adapter", "vpt", "linear", "full"],
                        head_in_budget=False, points=points,

@@ -4,6 +4,8 @@ that coincide are one result, reported as such."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,51 @@ def test_plans_that_coincide_are_trained_once_and_reported_as_the_same(tmp_path)
     text = " ".join(selection_verdict([row]))
     assert "the same configuration as (trained once) worst-ranked" in text
     assert "Selection chose exactly the worst-ranked configuration at every budget" in text
+
+
+@pytest.mark.parametrize("dataset", ["animals", "digits"])
+def test_committed_sweep_resumes_from_its_plans_folder_without_training(dataset, tmp_path, monkeypatch):
+    # Every point of reports/demo/<dataset>/sweep.json is a plan file of its plans/ folder, and the trials rebuilt from
+    # those files are all in the committed log: the sweep re-derives the artefact without training anything.
+    from petl_analysis.plan import read_plans
+    from petl_analysis.sweep import SweepResult, sweep_plans
+    from petl_analysis.sweep import sweep as sweep_module
+
+    root = Path(__file__).resolve().parents[1] / "reports" / "demo" / dataset
+    committed = SweepResult.load(root / "sweep.json")
+    plans = read_plans(root / "plans")
+    assert [p.plan for p in committed.points] == plans  # typed, in study order, one per point
+
+    def no_training(trial):
+        raise AssertionError(f"trial {trial.key} is not in the committed log")
+
+    monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
+    shutil.copy(root / "sweep.json.trials.jsonl", tmp_path / "sweep.json.trials.jsonl")
+    again = sweep_plans(plans, committed.data, seeds=len(committed.seeds), recipe=committed.recipe,
+                        out=tmp_path / "sweep.json", n_jobs=2)  # the demo ran two jobs on two cores: one thread each
+    assert [(p.label, p.budget, p.same_as, p.run.test_acc_mean) for p in again.points] == [
+        (p.label, p.budget, p.same_as, p.run.test_acc_mean) for p in committed.points]
+
+
+def test_an_edited_plan_file_is_what_the_sweep_trains(tmp_path):
+    from petl_analysis.plan import read_plans
+    from petl_analysis.sweep import sweep_plans
+
+    result = run_sweep(MODEL, DATA, [4_000], ["linear", "kadaptation"], _ranking(["attn.v", "attn.q"]), seeds=1,
+                       recipe=RECIPE, out=tmp_path / "sweep.json", plans_dir=tmp_path / "plans")
+    assert result.plans_source == str(tmp_path / "plans")
+    path = tmp_path / "plans" / "plan_4000_kadaptation-selected.json"
+    plan = json.loads(path.read_text())
+    assert plan["config"]["init"] == "default"
+    plan["config"]["init"] = "pevit"  # an edit that keeps the count: the official zero-zero init
+    path.write_text(json.dumps(plan))
+    again = sweep_plans(read_plans(tmp_path / "plans"), DATA, seeds=1, recipe=RECIPE, out=tmp_path / "sweep.json")
+    edited = next(p for p in again.points if p.label == "kadaptation@selected")
+    assert edited.plan.config["init"] == edited.run.config["init"] == "pevit"
+    log = [json.loads(line) for line in (tmp_path / "sweep.json.trials.jsonl").read_text().splitlines()]
+    trained_before = {json.dumps(p.run.config, sort_keys=True) for p in result.points}
+    assert len(log) == len(trained_before) + 1  # only the edited plan trained again
+    # rerunning the planning keeps the edited file: what the folder holds is what is trained
+    third = run_sweep(MODEL, DATA, [4_000], ["linear", "kadaptation"], _ranking(["attn.v", "attn.q"]), seeds=1,
+                      recipe=RECIPE, out=tmp_path / "sweep.json", plans_dir=tmp_path / "plans")
+    assert next(p for p in third.points if p.label == "kadaptation@selected").run.config["init"] == "pevit"

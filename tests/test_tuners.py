@@ -110,8 +110,8 @@ CASES = [
     Case("bitfit", BitFitConfig(), DELTA_ARCHS),
     Case("bitfit-v-slice", BitFitConfig(targets=["attn.v"]), DELTA_ARCHS),
     Case("layernorm", LayerNormConfig()),
-    Case("lora-qv", LoraConfig(targets=["attn.q", "attn.v"], r=2, alpha=4.0), DELTA_ARCHS),
-    Case("lora-qkv-mlp-dropout", LoraConfig(targets=["attn.qkv", "blocks[0-1].mlp"], r=2, dropout=0.1), ("tiny", "beit")),
+    Case("lora-qv", LoraConfig(targets=["attn.q", "attn.v"], rank=2, alpha=4.0), DELTA_ARCHS),
+    Case("lora-qkv-mlp-dropout", LoraConfig(targets=["attn.qkv", "blocks[0-1].mlp"], rank=2, dropout=0.1), ("tiny", "beit")),
     Case("kadaptation", KAdaptationConfig(n=4), DELTA_ARCHS),
     Case("kadaptation-bias", KAdaptationConfig(n=4, bias=True), DELTA_ARCHS),
     Case("kadaptation-global-fullA", KAdaptationConfig(n=2, rank=2, sharing="global", a_factorised=False), ("tiny", "beit")),
@@ -121,7 +121,7 @@ CASES = [
     Case("compacter", CompacterConfig(n=4, bottleneck=8)),
     Case("compacter-trained-rules", CompacterConfig(n=2, bottleneck=8, train_rule=True, shared_rule=False)),
     # Gated MLPs: separate fc1_g / fc1_x Linears (SwiGLU) and their row halves of a packed fc1 (GluMlp).
-    Case("lora-glu-mlp", LoraConfig(targets=["mlp"], r=2), GLU),
+    Case("lora-glu-mlp", LoraConfig(targets=["mlp"], rank=2), GLU),
     Case("kadaptation-glu-gate-value", KAdaptationConfig(n=4, bias=True, targets=["mlp.fc1_g", "mlp.fc1_x"]), GLU),
     Case("kadaptation-glu-fc1-none", KAdaptationConfig(n=2, sharing="none", targets=["blocks[1].mlp.fc1"]), GLU),
     Case("bitfit-glu-value", BitFitConfig(targets=["mlp.fc1_x"]), GLU),
@@ -390,7 +390,7 @@ def test_paper_counts_on_clip_vit_b32(clip_b32: nn.Module) -> None:
     c = get_method(KAdaptationConfig(n=32, rank=1, bias=True)).expected_count(clip_b32)
     assert (c.adapter, c.shared, c.total_excl_head) == (12 * 3840, 4096, 50_176)  # PEViT: 12 x 3,840 + 4,096
     assert c.head == 768 * 10 + 10
-    assert count(LoraConfig(r=4, alpha=128, targets=["attn.q", "attn.v"])) == 147_456
+    assert count(LoraConfig(rank=4, alpha=128, targets=["attn.q", "attn.v"])) == 147_456
     assert count(CompacterConfig(n=4, rank=1, bottleneck=64)) == 12 * 4_032
     assert count(AdapterConfig(bottleneck=64, layernorm=True)) == 12 * 100_672
 
@@ -413,10 +413,12 @@ def test_config_dict_round_trip(case: Case) -> None:
 def test_config_errors_are_one_line() -> None:
     with pytest.raises(PetlError, match="unknown method 'nope'"):
         config_from_dict({"method": "nope"})
-    with pytest.raises(PetlError, match="unknown option 'rank'"):
-        config_from_dict({"method": "lora", "rank": 3})
-    with pytest.raises(PetlError, match="r must be an integer >= 1"):
-        LoraConfig(r=0)
+    with pytest.raises(PetlError, match="unknown option 'n'"):
+        config_from_dict({"method": "lora", "n": 3})
+    with pytest.raises(PetlError, match="rank must be an integer >= 1"):
+        LoraConfig(rank=0)
+    # LoRA's rank was called r (peft's name) before: saved plans, sweeps and adapters still load
+    assert config_from_dict({"method": "lora", "r": 3}) == LoraConfig(rank=3)
     with pytest.raises(PetlError, match="unknown kadaptation sharing 'layer'"):
         KAdaptationConfig(sharing="layer")
     with pytest.raises(PetlError, match="dropout must be in"):
@@ -444,7 +446,7 @@ def test_wrong_targets_rejected_before_any_change() -> None:
 
 def test_load_adapter_errors(tmp_path) -> None:
     model = build("tiny")
-    method = apply_method(model, LoraConfig(r=2))
+    method = apply_method(model, LoraConfig(rank=2))
     state = method.adapter_state_dict(model)
     bad = dict(state)
     key = next(k for k in bad if k.endswith("lora_A"))

@@ -16,6 +16,14 @@ from ..tuners import METHODS, MethodConfig, config_from_dict, get_method
 
 #: The keys of a plan's ``trainable`` block: :meth:`ParamCount.as_dict`.
 COUNT_FIELDS: tuple[str, ...] = tuple(ParamCount().as_dict())
+#: Variants of a planned method (KAdaptation, LoRA) that differ only in *which* units they adapt: the ranking's
+#: choice, the paper's fixed q and v, and the worst-ranked units (the control).
+PLANNED_VARIANTS: tuple[str, ...] = ("selected", "fixed", "worst")
+#: A baseline sized to the budget by its own knob (adapter bottleneck, VPT prompts).
+SIZED = "sized"
+#: A baseline whose size is fixed (linear, full, BitFit, LayerNorm): no budget.
+FIXED_SIZE = "fixed-size"
+VARIANTS: tuple[str, ...] = (*PLANNED_VARIANTS, SIZED, FIXED_SIZE)
 
 
 def _bad(name: str, expected: str, value: Any) -> PetlError:
@@ -55,16 +63,20 @@ class PlannedTarget:
 
 @dataclass
 class Plan(Artefact):
-    """Output of the plan stage (one file per budget).
+    """Output of the plan stage: one configuration to train (one file per configuration).
 
     Attributes:
         model: the model the plan is for (checked when applied).
         num_classes: the head size the counts assume.
-        budget: the trainable-parameter budget; ``head_in_budget`` says whether the head counts against it.
+        budget: the trainable-parameter budget; ``head_in_budget`` says whether the head counts against it. None
+            only for a ``fixed-size`` baseline.
         method, config: the adaptation method and its full config (``targets`` are concrete unit names).
-        targets: the chosen target sets, in ranking order, with the reason each was chosen.
+        targets: the chosen target sets, in ranking order, with the reason each was chosen (empty for baselines
+            whose units the method itself decides).
         trainable: itemised expected trainable parameters (equal to the count after injection).
-        used: trainable parameters counted against the budget, and ``used_fraction`` of the budget.
+        used: trainable parameters counted against the budget, and ``used_fraction`` of the budget (None without one).
+        variant: one of :data:`VARIANTS`: ``selected``, ``fixed``, ``worst`` (a planned method's target choice),
+            ``sized`` (a baseline sized by its knob) or ``fixed-size``.
     """
 
     SCHEMA = "plan"
@@ -72,23 +84,32 @@ class Plan(Artefact):
 
     model: ModelSpec
     num_classes: int
-    budget: int
+    budget: int | None
     head_in_budget: bool
     method: str
     config: dict[str, Any]
     targets: list[PlannedTarget]
     trainable: dict[str, int]
     used: int
-    used_fraction: float
+    used_fraction: float | None
     policy: str = "greedy"
     selector: str = ""
     ranking_source: str = ""
     notes: list[str] = field(default_factory=list)
+    variant: str = "selected"
+
+    @property
+    def label(self) -> str:
+        """How the sweep and the report name this configuration: ``kadaptation@selected``, ``adapter``, ``linear``."""
+        return f"{self.method}@{self.variant}" if self.variant in PLANNED_VARIANTS else self.method
 
     def __post_init__(self) -> None:
         """Every field checked on load, so an edited plan fails with one line naming the field."""
         _check_int("num_classes", self.num_classes, 1)
-        _check_int("budget", self.budget, 1)
+        if self.variant not in VARIANTS:
+            raise _bad("variant", f"one of {', '.join(VARIANTS)}", self.variant)
+        if self.variant != FIXED_SIZE or self.budget is not None:
+            _check_int("budget", self.budget, 1)
         if not isinstance(self.head_in_budget, bool):
             raise _bad("head_in_budget", "true or false", self.head_in_budget)
         _check_str("method", self.method)
@@ -104,7 +125,7 @@ class Plan(Artefact):
             raise PetlError(f"plan field 'config': {e}") from None
         if not isinstance(self.model, ModelSpec):
             raise _bad("model", "an object describing the model (name, weights, sizes)", self.model)
-        if (not isinstance(self.targets, list) or not self.targets
+        if (not isinstance(self.targets, list) or (not self.targets and self.variant in PLANNED_VARIANTS)
                 or not all(isinstance(t, PlannedTarget) for t in self.targets)):
             raise _bad("targets", "a non-empty list of planned targets", self.targets)
         if not isinstance(self.trainable, dict) or set(self.trainable) != set(COUNT_FIELDS):
@@ -125,11 +146,15 @@ class Plan(Artefact):
         if self.used != t[counted]:
             raise PetlError(f"plan field 'used' is {self.used}; expected trainable.{counted} = {t[counted]} "
                             f"(head_in_budget is {str(self.head_in_budget).lower()})")
-        if self.used > self.budget:
-            raise PetlError(f"plan field 'used' ({self.used}) exceeds field 'budget' ({self.budget})")
-        if (isinstance(self.used_fraction, bool) or not isinstance(self.used_fraction, (int, float))
-                or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)):
-            raise _bad("used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
+        if self.budget is None:
+            if self.used_fraction is not None:
+                raise _bad("used_fraction", "null (a fixed-size plan has no budget)", self.used_fraction)
+        else:
+            if self.used > self.budget:
+                raise PetlError(f"plan field 'used' ({self.used}) exceeds field 'budget' ({self.budget})")
+            if (isinstance(self.used_fraction, bool) or not isinstance(self.used_fraction, (int, float))
+                    or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)):
+                raise _bad("used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
         for name in ("policy", "selector", "ranking_source"):
             _check_str(name, getattr(self, name))
         if not isinstance(self.notes, list) or not all(isinstance(n, str) for n in self.notes):
@@ -140,7 +165,7 @@ class Plan(Artefact):
 
     def summary(self) -> dict[str, Any]:
         cfg = self.config
-        hp = ", ".join(f"{k}={cfg[k]}" for k in ("n", "rank", "r", "alpha", "sharing", "scale") if k in cfg)
+        hp = ", ".join(f"{k}={cfg[k]}" for k in ("n", "rank", "alpha", "sharing", "scale") if k in cfg)
         return {
             "budget": self.budget,
             "method": self.method,
@@ -153,7 +178,7 @@ class Plan(Artefact):
             "bias_norm": self.trainable["bias_norm"],
             "total_incl_head": self.trainable["total_incl_head"],
             "used": self.used,
-            "used %": round(100 * self.used_fraction, 1),
+            "used %": None if self.used_fraction is None else round(100 * self.used_fraction, 1),
         }
 
 
@@ -215,7 +240,7 @@ def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]
         )
     modules = sorted({u.module for u in units})
     if plan.method == "lora":
-        out = {"peft_type": "LORA", "r": cfg["r"], "lora_alpha": cfg.get("alpha", cfg["r"]),
+        out = {"peft_type": "LORA", "r": cfg["rank"], "lora_alpha": cfg.get("alpha", cfg["rank"]),
                "lora_dropout": cfg.get("dropout", 0.0), "target_modules": modules, "rank_pattern": {},
                "modules_to_save": ["head"] if cfg.get("train_head", True) else []}
     elif plan.method == "kadaptation":

@@ -42,8 +42,9 @@ def _divisors_common(units: Sequence[Unit]) -> list[int]:
     return [n for n in range(1, smallest + 1) if all(d % n == 0 for d in dims)]
 
 
-def _rank(config: MethodConfig) -> int:
-    return int(getattr(config, "rank", getattr(config, "r", 0)))
+def _base_options(method_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The user's method options but those the planner chooses (targets, n, rank; LoRA's earlier name ``r``)."""
+    return {k: v for k, v in (method_options or {}).items() if k not in ("targets", "n", "rank", "r", "method")}
 
 
 def _count(model: nn.Module, config: MethodConfig) -> ParamCount:
@@ -70,8 +71,8 @@ def _configs(method: str, base: dict[str, Any], units: Sequence[Unit], cheapest_
     smallest = min(min(u.in_features, u.out_features) for u in linear)
     if method == "lora":
         ranks = [1] if cheapest_only else range(1, min(MAX_RANK, smallest) + 1)
-        # alpha = r keeps the update scale at 1 across ranks unless the user fixed alpha.
-        return [LoraConfig(**{"alpha": float(r), **base, "targets": names, "r": r}) for r in ranks]
+        # alpha = rank keeps the update scale at 1 across ranks unless the user fixed alpha.
+        return [LoraConfig(**{"alpha": float(r), **base, "targets": names, "rank": r}) for r in ranks]
     ns = _valid_ns(linear)
     if cheapest_only:
         return [KAdaptationConfig(**{**base, "targets": names, "n": ns[0], "rank": 1})]
@@ -90,13 +91,16 @@ def plan_for_budget(
     head_in_budget: bool = False,
     method_options: dict[str, Any] | None = None,
     source: str = "",
+    variant: str = "selected",
 ) -> Plan:
-    """Build the greedy plan for one budget (see module docstring). ``model`` must carry the task's head."""
+    """Build the greedy plan for one budget (see module docstring). ``model`` must carry the task's head.
+
+    ``variant`` labels what the ranking stands for (``selected``; ``worst`` for :func:`reverse_ranking`)."""
     if budget <= 0:
         raise PetlError(f"budget must be a positive number of parameters, got {budget}")
     if method not in PLANNABLE:
         raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
-    base = {k: v for k, v in (method_options or {}).items() if k not in ("targets", "n", "rank", "r", "method")}
+    base = _base_options(method_options)
     entries = sorted(ranking.entries, key=lambda e: e.rank)
     linear_entries = [e for e in entries if any(u.is_linear for u in resolve_targets(model, e.units))]
     if not linear_entries:
@@ -142,8 +146,8 @@ def plan_for_budget(
         used = _used(count, head_in_budget)
         if used > budget:
             continue
-        key = (used, getattr(cfg, "n", 0), -_rank(cfg))
-        if best is None or key > (best[0], getattr(best[1], "n", 0), -_rank(best[1])):
+        key = (used, getattr(cfg, "n", 0), -cfg.rank)
+        if best is None or key > (best[0], getattr(best[1], "n", 0), -best[1].rank):
             best = (used, cfg, count)
     assert best is not None  # the cheapest config fitted above
     used, config, count = best
@@ -174,6 +178,7 @@ def plan_for_budget(
         selector=ranking.selector,
         ranking_source=source,
         notes=notes,
+        variant=variant,
     )
 
 
@@ -196,7 +201,7 @@ def fixed_plan(
                          rank=1, score=None)
     ranking = Ranking(selector=label, model=model_spec, data=None, entries=[entry])
     return plan_for_budget(ranking, model, budget, method=method, model_spec=model_spec, head_in_budget=head_in_budget,
-                           method_options=method_options)
+                           method_options=method_options, variant="fixed")
 
 
 def reverse_ranking(ranking: Ranking) -> Ranking:
@@ -204,3 +209,23 @@ def reverse_ranking(ranking: Ranking) -> Ranking:
     n = len(ranking.entries)
     entries = [dataclasses.replace(e, rank=n + 1 - e.rank) for e in ranking.entries]
     return dataclasses.replace(ranking, selector=f"{ranking.selector}-reversed", entries=entries)
+
+
+def smallest_plan_cost(
+    model: nn.Module,
+    units: Sequence[str],
+    *,
+    method: str = "kadaptation",
+    head_in_budget: bool = False,
+    method_options: dict[str, Any] | None = None,
+) -> int:
+    """Trainable parameters of the cheapest valid ``method`` plan adapting all of ``units`` (rank 1, smallest n):
+    the least budget at which :func:`plan_for_budget` takes them whole."""
+    if method not in PLANNABLE:
+        raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
+    base = _base_options(method_options)
+    resolved = [u for u in resolve_targets(model, list(units)) if u.is_linear]
+    cfgs = _configs(method, base, resolved, cheapest_only=True)
+    if not cfgs:
+        raise PetlError(f"no Linear unit to adapt among {', '.join(units)}")
+    return _used(_count(model, cfgs[0]), head_in_budget)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from ..accounting import classifier
-from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
+from ..artefacts import Artefact, key_json
 from ..data import open_dataset
 from ..engine import Recipe, fit
 from ..errors import PetlError
@@ -300,12 +299,47 @@ def _dataset(name: str, skip_bad_images: bool = False):
     return open_dataset(name, skip_bad_images=skip_bad_images)
 
 
-@functools.lru_cache(maxsize=8)
-def _prepared(model_json: str, data_json: str, seed: int, recipe_json: str, device: str) -> tuple[Any, Task]:
+@dataclass
+class ProbeTrial:
+    """What one probe trial trains: a baseline (``lp``, ``head``, ``ft`` with ``ft_lr``) or, with the subspace
+    fields, theta_d of dimension ``d`` over ``units`` at learning rate ``lr``."""
+
+    model: ModelSpec
+    recipe: Recipe
+    device: str
+    threads: int
+    data: DataSpec
+    seed: int
+    ft_lr: float | None = None
+    units: list[str] | None = None
+    d: int | None = None
+    lr: float | None = None
+    projection: str | None = None
+    said: bool | None = None
+    head: str | None = None
+
+
+class _Memo:
+    """Memoises ``fn`` on the canonical JSON of its arguments (specs holding dicts cannot be hashed for lru_cache)."""
+
+    def __init__(self, fn: Callable[..., Any], maxsize: int) -> None:
+        self.fn, self.maxsize, self.cache = fn, maxsize, {}
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any) -> Any:
+        key = key_json(list(args))
+        if key not in self.cache:
+            if len(self.cache) >= self.maxsize:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = self.fn(*args)
+        return self.cache[key]
+
+    def cache_clear(self) -> None:
+        self.cache.clear()
+
+
+def _prepare(model_spec: ModelSpec, data: DataSpec, seed: int, recipe: Recipe, device: str) -> tuple[Any, Task]:
     """The seed's task and a model with its linear-probe head (computed once per worker process)."""
-    model_spec = from_jsonable(ModelSpec, json.loads(model_json))
-    data = from_jsonable(DataSpec, json.loads(data_json))
-    recipe = from_jsonable(Recipe, json.loads(recipe_json))
     ds = _dataset(data.dataset, data.skip_bad_images)
     model = prepare_model(model_spec, ds.num_classes, seed=seed)
     task = build_task(data, model, dataset=ds, augment=recipe.augment)
@@ -313,22 +347,22 @@ def _prepared(model_json: str, data_json: str, seed: int, recipe_json: str, devi
     return (model.cpu(), lp), task
 
 
+_prepared = _Memo(_prepare, maxsize=8)
+
 
 def probe_trial(trial: Trial) -> dict[str, Any]:
-    """Worker: run one baseline (``lp``, ``head``, ``ft``) or ``subspace`` trial described by ``trial.payload``."""
-    p = trial.payload
-    torch.set_num_threads(max(1, int(p.get("threads", torch.get_num_threads()))))
-    device = p.get("device", "cpu")
-    (base, lp), task = _prepared(p["model"], p["data"], p["seed"], p["recipe"], device)
-    recipe = from_jsonable(Recipe, json.loads(p["recipe"]))
-    seed = int(p["seed"])
+    """Worker: run one baseline (``lp``, ``head``, ``ft``) or ``subspace`` trial described by its :class:`ProbeTrial`."""
+    p = trial.spec(ProbeTrial)
+    torch.set_num_threads(max(1, p.threads))
+    device, seed, recipe = p.device, p.seed, p.recipe
+    (base, lp), task = _prepared(p.model, p.data, seed, recipe, device)
     if trial.kind == "lp":
         return _summary(lp, device)
     model = copy.deepcopy(base)
     head = classifier(model)
     if trial.kind == "ft":
         model.requires_grad_(True)  # raw weights want a smaller step than subspace coordinates
-        recipe = dataclasses.replace(recipe, lr=float(p["ft_lr"]), head_lr=recipe.head_lr or recipe.lr)
+        recipe = dataclasses.replace(recipe, lr=float(p.ft_lr), head_lr=recipe.head_lr or recipe.lr)
         return _summary(fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device), device)
     model.requires_grad_(False)
     if trial.kind == "head":  # d = 0: the trial recipe with no subspace, the curve's floor
@@ -336,10 +370,10 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
         return _summary(fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device), device)
     if trial.kind != "subspace":
         raise ValueError(f"unknown probe trial kind {trial.kind!r}")
-    head.requires_grad_(p["head"] == "train")
-    units = resolve_targets(model, p["units"])
-    wrapped = SubspaceModel(model, units, int(p["d"]), projection=p["projection"], seed=seed, said=bool(p["said"]))
-    recipe = dataclasses.replace(recipe, lr=float(p["lr"]), head_lr=recipe.head_lr or recipe.lr)
+    head.requires_grad_(p.head == "train")
+    units = resolve_targets(model, p.units)
+    wrapped = SubspaceModel(model, units, int(p.d), projection=p.projection, seed=seed, said=bool(p.said))
+    recipe = dataclasses.replace(recipe, lr=float(p.lr), head_lr=recipe.head_lr or recipe.lr)
     res = fit(wrapped, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
     return _summary(res, device)
 
@@ -423,27 +457,20 @@ def run_probe(
     log_file = Path(log_path) if log_path else (Path(str(out) + ".trials.jsonl") if out else None)
     log = JsonlLog(log_file) if log_file else MemoryLog()
     threads = threads_per_job or (max(1, torch.get_num_threads() // max(1, n_jobs)))
-    common = {
-        "model": json.dumps(to_jsonable(model), sort_keys=True),
-        "recipe": key_json(config.recipe),
-        "device": device,
-        "threads": threads,
-    }
     seeds = list(range(config.seeds))
     base_lr = config.base_theta_lr()
 
-    def data_json(seed: int) -> str:
-        return key_json(data.for_seed(seed))
+    def spec(seed: int, **fields: Any) -> ProbeTrial:
+        return ProbeTrial(model=model, recipe=config.recipe, device=device, threads=threads, data=data.for_seed(seed),
+                          seed=seed, **fields)
 
     def base_trial(kind: str, seed: int) -> Trial:
-        extra = {"ft_lr": config.ft_lr} if kind == "ft" else {}
-        return Trial(kind, {**common, "data": data_json(seed), "seed": seed, **extra})
+        return Trial.of(kind, spec(seed, ft_lr=config.ft_lr if kind == "ft" else None))
 
     def sub_trial(label: str, d: int, seed: int, mult: float) -> Trial:
-        lr = theta_lr(base_lr, d, config.lr_scaling) * mult
-        return Trial("subspace", {**common, "data": data_json(seed), "seed": seed, "units": sets[label], "d": int(d),
-                                  "lr": lr, "projection": config.projection, "said": config.said,
-                                  "head": config.head})
+        return Trial.of("subspace", spec(seed, units=sets[label], d=int(d),
+                                         lr=theta_lr(base_lr, d, config.lr_scaling) * mult,
+                                         projection=config.projection, said=config.said, head=config.head))
 
     run = functools.partial(run_trials, log=log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
                             scheduler=scheduler)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..probe import ProbeResult, TargetResult
     from .verdict import SelectionRow
 
-__all__ = ["accuracy_vs_params", "id_curves", "id_heatmap", "selection_vs_fixed", "RC"]
+__all__ = ["accuracy_vs_params", "id_curves", "id_heatmap", "oracle_vs_predicted", "selection_vs_fixed", "RC"]
 
 RC = {
     "font.size": 9,
@@ -467,3 +467,61 @@ def selection_vs_fixed(sel_rows: "list[SelectionRow]", references: list[PointRow
 def _budget_tick(r: "SelectionRow") -> str:
     counts = " / ".join(fmt_params(r.points[v].params) for v in PLANNED_VARIANTS if v in r.points)
     return f"{fmt_int(r.budget)}\n({counts})"
+
+
+# --------------------------------------------------------------------------------------------------- 5. validation
+
+
+ORACLE_COLOURS = {"kadaptation": "#1b6ca8", "lora": "#e08a00"}
+
+
+def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dict[str, dict[str, list[float]]]", *,
+                        title: str, dpi: int = 150) -> bytes:
+    """One panel per selector: x = the rank the selector gives each set, y = that set's oracle validation accuracy
+    (mean ± std over seeds, per-seed dots), one series per oracle method. A selector that predicts draws a falling
+    line; a flat or scattered panel means its order says nothing about what adapting a set achieves.
+
+    Args:
+        panels: ``(selector, panel title, order)``: the selector's order of the sets, first = rank 1.
+        oracle: ``oracle[method][set]`` = validation accuracies per seed.
+    """
+    methods = list(oracle)
+    n = len(panels)
+    cols = min(4, n)
+    rows_ = math.ceil(n / cols)
+    all_acc = [100 * a for m in methods for v in oracle[m].values() for a in v]
+    lo, hi = (min(all_acc), max(all_acc)) if all_acc else (0.0, 100.0)
+    pad = max(0.08 * (hi - lo), 0.3)
+    offsets = dict(zip(methods, np.linspace(-0.12, 0.12, len(methods)) if len(methods) > 1 else [0.0]))
+    with _style():
+        fig = Figure(figsize=(3.1 * cols + 0.6, 2.7 * rows_ + 0.9), layout="constrained")
+        axes = fig.subplots(rows_, cols, squeeze=False, sharey=True)
+        for k, (name, panel_title, order) in enumerate(panels):
+            ax = axes[k // cols][k % cols]
+            for m in methods:
+                xs = np.arange(1, len(order) + 1) + offsets[m]
+                means = [100 * float(np.mean(oracle[m][t])) for t in order]
+                stds = [100 * float(np.std(oracle[m][t])) for t in order]
+                ax.errorbar(xs, means, yerr=stds, marker=MARKERS.get(m, "o"), markersize=7 if m != "kadaptation" else 10,
+                            color=ORACLE_COLOURS.get(m, "0.3"), markeredgecolor="black", markeredgewidth=0.5,
+                            linewidth=1.0, elinewidth=1.0, capsize=3, zorder=3)
+                for x, t in zip(xs, order):
+                    ax.plot([x] * len(oracle[m][t]), [100 * a for a in oracle[m][t]], linestyle="none", marker=".",
+                            markersize=3, color=ORACLE_COLOURS.get(m, "0.3"), alpha=0.5, zorder=2)
+            ax.set_xticks(range(1, len(order) + 1),
+                          [t if len(order) <= 8 else str(i + 1) for i, t in enumerate(order)],
+                          rotation=60 if len(order) <= 8 else 0, ha="right" if len(order) <= 8 else "center")
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_title(panel_title, loc="left", fontsize=8.5)
+            if k % cols == 0:
+                ax.set_ylabel("oracle val. accuracy (%)")
+        for k in range(n, rows_ * cols):
+            axes[k // cols][k % cols].set_visible(False)
+        handles = [Line2D([], [], marker=MARKERS.get(m, "o"), color=ORACLE_COLOURS.get(m, "0.3"),
+                          markeredgecolor="black", markeredgewidth=0.5, label=f"{m}: set adapted alone")
+                   for m in methods]
+        handles.append(Line2D([], [], color="0.4", marker=".", linestyle="none", label="per seed"))
+        fig.suptitle(title, x=0.01, ha="left")
+        fig.supxlabel("set in the selector's order (rank 1 = adapt first)")
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        return _png(fig, dpi)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..plan import PLANNED_VARIANTS
 from ..probe.d90 import format_ci, format_d90
 from .pareto import KADAPTATION_M0, PPT_M0, pareto_front, pe_score
 
@@ -30,8 +31,6 @@ METHOD_NAMES = {
     "full": "Full FT",
 }
 VARIANT_NAMES = {"selected": "selected", "fixed": "fixed q,v", "worst": "worst-ranked"}
-#: Planned variants in the order the report compares them.
-PLANNED_VARIANTS = ("selected", "fixed", "worst")
 if TYPE_CHECKING:
     from ..probe import ProbeResult, TargetResult
     from ..select import Ranking
@@ -106,9 +105,7 @@ def point_rows(sweep: SweepResult, m0: float) -> list[PointRow]:
     rows = []
     for p in sweep.points:
         t, run = p.run.trainable, p.run
-        targets = ""
-        if p.plan:
-            targets = ", ".join(str(x.get("target", "")) for x in p.plan.get("targets", []))
+        targets = ", ".join(t.target for t in p.plan.targets)
         rows.append(PointRow(
             label=p.label, method=p.method, variant=p.variant, name=display_name(p.method, p.variant),
             budget=p.budget, params=int(t["total_incl_head"]), params_excl_head=int(t["total_excl_head"]),

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..plan import FIXED_SIZE as FIXED_SIZE_VARIANT
 from .pareto import within_spread
 from .tables import PLANNED_VARIANTS, VARIANT_NAMES, PointRow, ProbeRow, fmt_acc, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
 SUBJECT = "kadaptation"
-FIXED_SIZE_VARIANT = "fixed-size"
 #: How far (ratio of trainable parameters) a point of another method may be from the subject and still count as
 #: "comparable" when that method has no point at the same budget.
 COMPARABLE_RATIO = 2.0

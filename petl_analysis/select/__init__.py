@@ -1,7 +1,7 @@
 """Select stage: rank target submodules by intrinsic dimension, with cheap proxy selectors beside it."""
 
 from .ranking import RankedTarget, Ranking, rank_correlations
-from .run import run_select
+from .run import proxy_rankings, run_select
 from .selectors import SELECTORS, rank_by_proxy, rank_from_probe
 
-__all__ = ["SELECTORS", "RankedTarget", "Ranking", "rank_by_proxy", "rank_correlations", "rank_from_probe", "run_select"]
+__all__ = ["SELECTORS", "RankedTarget", "Ranking", "proxy_rankings", "rank_by_proxy", "rank_correlations", "rank_from_probe", "run_select"]

@@ -36,25 +36,16 @@ def run_select(
     for name in proxies:
         SELECTORS.get(name)  # unknown names fail before any work
     if probe is None and not proxies:
-        raise PetlError("without a probe result, name at least one proxy selector (rgn, fisher, kappa, random)")
+        raise PetlError(f"without a probe result, name at least one proxy selector ({', '.join(SELECTORS.names())})")
     model = probe.model if probe is not None else model
     data = probe.data if probe is not None else data
     if model is None or data is None:
         raise PetlError("a model and a dataset are needed to compute proxies without a probe result")
     rankings: dict[str, Ranking] = {}
     if proxies:
-        ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-        net = prepare_model(model, ds.num_classes, seed=seed)
-        task = build_task(data, net, dataset=ds)
-        # Gradients through a random head say little; proxies see the linear-probe head, as the probe does.
-        fit_linear_probe(net, task, Recipe(epochs=30, lr=1e-2, weight_decay=0.0), seed=seed, device=device)
-        if probe is not None:
-            sets = {t.target: t.units for t in probe.targets}
-        else:
-            sets = expand_targets(net, list(targets or DEFAULT_PROBE_TARGETS), per_block)
-        for name in proxies:
-            rankings[name] = rank_by_proxy(name, net, task, sets, model_spec=model, data=data, n_batches=n_batches,
-                                           seed=seed)
+        sets = ({t.target: t.units for t in probe.targets} if probe is not None else None)
+        rankings = proxy_rankings(proxies, model, data, sets, targets=targets, per_block=per_block,
+                                  n_batches=n_batches, seed=seed, device=device)
     if probe is not None:
         primary = rank_from_probe(probe, source=source)
         compared = rankings
@@ -67,3 +58,31 @@ def run_select(
         for name, r in compared.items()
     }
     return primary
+
+
+def proxy_rankings(
+    proxies: Sequence[str],
+    model: ModelSpec,
+    data: DataSpec,
+    sets: dict[str, list[str]] | None = None,
+    *,
+    targets: Sequence[str] | None = None,
+    per_block: bool = False,
+    n_batches: int = 5,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Ranking]:
+    """Rank ``sets`` (label -> unit names; default: ``targets`` expanded on the model) with each proxy selector.
+
+    The model gets the dataset's head, fitted as a linear probe first: gradients through a random head say little,
+    and the probe's subspace training starts from the same head."""
+    for name in proxies:
+        SELECTORS.get(name)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    net = prepare_model(model, ds.num_classes, seed=seed)
+    task = build_task(data, net, dataset=ds)
+    fit_linear_probe(net, task, Recipe(epochs=30, lr=1e-2, weight_decay=0.0), seed=seed, device=device)
+    if sets is None:
+        sets = expand_targets(net, list(targets or DEFAULT_PROBE_TARGETS), per_block)
+    return {name: rank_by_proxy(name, net, task, sets, model_spec=model, data=data, n_batches=n_batches, seed=seed)
+            for name in proxies}

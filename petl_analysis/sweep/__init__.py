@@ -1,5 +1,6 @@
-"""Sweep stage: accuracy versus trainable parameters over budgets and methods."""
+"""Sweep stage: the plans of a study trained over seeds (accuracy versus trainable parameters)."""
 
-from .sweep import DEFAULT_METHODS, SweepPoint, SweepResult, plan_sweep, run_sweep, sweep_trial
+from ..plan import DEFAULT_METHODS
+from .sweep import SweepPoint, SweepResult, run_sweep, sweep_plans, sweep_trial
 
-__all__ = ["DEFAULT_METHODS", "SweepPoint", "SweepResult", "plan_sweep", "run_sweep", "sweep_trial"]
+__all__ = ["DEFAULT_METHODS", "SweepPoint", "SweepResult", "run_sweep", "sweep_plans", "sweep_trial"]

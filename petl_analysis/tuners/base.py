@@ -3,7 +3,7 @@
 A method is a :class:`MethodConfig` dataclass (what to do; JSON-serialisable) plus a :class:`Method` (how; stateless
 apart from its config: everything it adds lives in the model). Usage::
 
-    method = apply_method(model, LoraConfig(targets=["attn.q", "attn.v"], r=4))
+    method = apply_method(model, LoraConfig(targets=["attn.q", "attn.v"], rank=4))
     ...train...
     save_adapter(model, method, "out/adapter")
     method = load_adapter(fresh_model, "out/adapter")
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..accounting import _NORM_TYPES, AdapterModule, ParamCount, classifier, count_parameters
+from ..accounting import AdapterModule, ParamCount, classifier, count_parameters, original_category
 from ..errors import PetlError, expected_one_of
 from ..io import atomic_write_bytes, atomic_write_json, read_json
 from ..models.catalogue import Unit, resolve_targets
@@ -43,6 +43,7 @@ __all__ = [
     "config_from_dict",
     "get_method",
     "load_adapter",
+    "register_method",
     "save_adapter",
 ]
 
@@ -73,6 +74,8 @@ class MethodConfig:
 
     #: False for methods that ignore ``targets`` (linear probe, full fine-tuning).
     uses_targets: ClassVar[bool] = True
+    #: Option names of earlier versions -> their names now (:func:`config_from_dict` reads either).
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         expected = type(self).__dataclass_fields__["method"].default
@@ -131,6 +134,7 @@ def config_from_dict(d: dict[str, Any]) -> MethodConfig:
     if not isinstance(d, dict) or not isinstance(d.get("method"), str):
         raise PetlError("method config: expected an object with a 'method' key, e.g. {'method': 'lora', ...}")
     cls = METHODS.get(d["method"]).config_class
+    d = {cls.RENAMED.get(k, k) if cls.RENAMED.get(k) not in d else k: v for k, v in d.items()}
     names = [f.name for f in fields(cls)]
     unknown = [k for k in d if k not in names]
     if unknown:
@@ -272,16 +276,21 @@ class Method:
         count = ParamCount(adapter=added.adapter, shared=added.shared, bias_norm=added.bias_norm)
         count.model_total = sum(p.numel() for p in base.values()) + added.adapter + added.shared
         count.model_total += added.bias_norm + added.frozen
-        norm_prefixes = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, _NORM_TYPES) and n)
+        category = original_category(model)
         for name in trainable:
             n = base[name].numel()
             if name in head:
                 count.head += n
-            elif name.endswith("bias") or name.startswith(norm_prefixes):
-                count.bias_norm += n
             else:
-                count.backbone += n
+                setattr(count, category(name), getattr(count, category(name)) + n)
         return count
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register ``cls`` in :data:`METHODS` under its config's ``method`` (the one place a method's
+    name is written) and set ``cls.name`` to it."""
+    cls.name = cls.config_class.__dataclass_fields__["method"].default
+    return METHODS.register(cls.name)(cls)
 
 
 # ----------------------------------------------------------------------------------------------------- model helpers

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import METHODS, Added, Method, MethodConfig
+from .base import Added, Method, register_method, MethodConfig
 from .deltas import DeltaMixin, attach_delta
 
 
@@ -40,9 +40,8 @@ class BiasRowsDelta(DeltaMixin, nn.Module):
         return self.bias
 
 
-@METHODS.register("bitfit")
+@register_method
 class BitFit(Method):
-    name = "bitfit"
     config_class = BitFitConfig
 
     def _check(self, model: nn.Module, units: list[Unit]) -> None:

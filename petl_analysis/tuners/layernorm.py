@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import METHODS, Added, Method, MethodConfig
+from .base import Added, Method, register_method, MethodConfig
 
 
 @dataclass
@@ -18,9 +18,8 @@ class LayerNormConfig(MethodConfig):
     targets: list[str] = field(default_factory=lambda: ["norm"])
 
 
-@METHODS.register("layernorm")
+@register_method
 class LayerNormTuning(Method):
-    name = "layernorm"
     config_class = LayerNormConfig
 
     def _check(self, model: nn.Module, units: list[Unit]) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import METHODS, Added, Method, MethodConfig, base_parameter_names, head_parameter_names, head_parameters
+from .base import Added, Method, register_method, MethodConfig, base_parameter_names, head_parameter_names, head_parameters
 
 
 @dataclass
@@ -34,11 +34,10 @@ class FullConfig(MethodConfig):
     uses_targets: ClassVar[bool] = False
 
 
-@METHODS.register("linear")
+@register_method
 class Linear(Method):
     """Linear probing: the head only. Nothing to merge."""
 
-    name = "linear"
     config_class = LinearConfig
 
     def _inject(self, model: nn.Module, units: list[Unit]) -> None:
@@ -48,11 +47,10 @@ class Linear(Method):
         return Added()
 
 
-@METHODS.register("full")
+@register_method
 class Full(Method):
     """Full fine-tuning: every original parameter becomes trainable. Nothing to merge."""
 
-    name = "full"
     config_class = FullConfig
 
     def _inject(self, model: nn.Module, units: list[Unit]) -> None:

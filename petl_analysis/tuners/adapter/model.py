@@ -5,17 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 from ...models.catalogue import Unit
-from ..base import METHODS, Added, Method
+from ..base import Added, Method, register_method
 from ..modules import embed_dim, mlp_blocks
 from .config import AdapterConfig
 from .layer import BottleneckAdapter
 
 
-@METHODS.register("adapter")
+@register_method
 class Adapter(Method):
     """Houlsby-style adapter after each targeted MLP. Adds non-linear modules, so it cannot be merged."""
 
-    name = "adapter"
     config_class = AdapterConfig
     config: AdapterConfig
     mergeable = False

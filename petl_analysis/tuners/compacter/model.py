@@ -7,17 +7,16 @@ from torch import nn
 from ...errors import PetlError
 from ...functional.kron import common_divisors
 from ...models.catalogue import Unit
-from ..base import METHODS, Added, Method
+from ..base import Added, Method, register_method
 from ..modules import embed_dim, mlp_blocks
 from .config import CompacterConfig
 from .layer import CompacterAdapter, PhmRule
 
 
-@METHODS.register("compacter")
+@register_method
 class Compacter(Method):
     """Compacter after each targeted MLP. Adds non-linear modules, so it cannot be merged."""
 
-    name = "compacter"
     config_class = CompacterConfig
     config: CompacterConfig
     mergeable = False

@@ -9,7 +9,7 @@ from torch import nn
 from ...errors import PetlError
 from ...functional.kron import common_divisors
 from ...models.catalogue import Unit
-from ..base import METHODS, Added, Method, shared_or_adapter
+from ..base import Added, Method, register_method, shared_or_adapter
 from ..deltas import attach_delta
 from .config import KAdaptationConfig
 from .layer import BiasShift, KronDelta, KronRules
@@ -19,7 +19,7 @@ def _key(unit: Unit) -> str:
     return unit.kind.replace(".", "_")
 
 
-@METHODS.register("kadaptation")
+@register_method
 class KAdaptation(Method):
     """KAdaptation as a weight parametrisation (see :class:`KAdaptationConfig` for the maths and options).
 
@@ -27,7 +27,6 @@ class KAdaptation(Method):
     exactly, and never mixes samples of a batch (unlike the official code's delta reshape).
     """
 
-    name = "kadaptation"
     config_class = KAdaptationConfig
     config: KAdaptationConfig
 

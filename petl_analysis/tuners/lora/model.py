@@ -6,17 +6,16 @@ from torch import nn
 
 from ...errors import PetlError
 from ...models.catalogue import Unit
-from ..base import METHODS, Added, Method
+from ..base import Added, Method, register_method
 from ..deltas import attach_delta
 from .config import LoraConfig
 from .layer import LoraDelta
 
 
-@METHODS.register("lora")
+@register_method
 class Lora(Method):
     """LoRA as a weight parametrisation: works on fused-qkv slices and on BEiT/EVA (which read ``qkv.weight``)."""
 
-    name = "lora"
     config_class = LoraConfig
     config: LoraConfig
 
@@ -28,8 +27,8 @@ class Lora(Method):
     def _inject(self, model: nn.Module, units: list[Unit]) -> None:
         cfg = self.config
         for u in units:
-            delta = LoraDelta(u.out_features, u.in_features, cfg.r, cfg.scaling, cfg.dropout)
+            delta = LoraDelta(u.out_features, u.in_features, cfg.rank, cfg.scaling, cfg.dropout)
             attach_delta(model, u.weight.param, f"lora_{u.kind.replace('.', '_')}", delta, [u.weight.rows])
 
     def _added(self, model: nn.Module, units: list[Unit]) -> Added:
-        return Added(adapter=sum(self.config.r * (u.out_features + u.in_features) for u in units))
+        return Added(adapter=sum(self.config.rank * (u.out_features + u.in_features) for u in units))

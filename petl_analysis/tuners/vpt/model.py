@@ -9,7 +9,7 @@ from torch import nn
 
 from ...errors import PetlError
 from ...models.catalogue import Unit
-from ..base import METHODS, Added, Method
+from ..base import Added, Method, register_method
 from ..modules import embed_dim
 from .config import VptConfig
 from .layer import VisualPrompts
@@ -19,13 +19,12 @@ PROMPTS_CHILD = "petl_prompts"
 TOKEN_FREE_METHODS = ("kadaptation", "lora", "adapter", "compacter", "bitfit")
 
 
-@METHODS.register("vpt")
+@register_method
 class Vpt(Method):
     """VPT: prompts enter through a forward hook on ``norm_pre`` (after patch + position embedding and patch
     dropout), deep prompts through forward pre-hooks on the blocks, and ``model.num_prefix_tokens`` grows by ``p``
     so timm's pooling (average or class token) and ``forward_intermediates`` ignore them."""
 
-    name = "vpt"
     config_class = VptConfig
     config: VptConfig
     mergeable = False

@@ -1,0 +1,149 @@
+"""The report section "Does the ranking predict?", from a :class:`~petl_analysis.validate.ValidationResult`."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from . import plots
+from .document import Block, Bullets, Heading, Image, Paragraph, Table
+
+if TYPE_CHECKING:
+    from ..validate import Agreement, ValidationResult
+
+VALIDATION_PNG = "oracle_vs_predicted.png"
+
+
+def _ci(v: float, lohi: list[float | None]) -> str:
+    if not math.isfinite(v):
+        return "-"
+    lo, hi = (list(lohi) + [None, None])[:2]
+    return f"{v:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "")
+
+
+def _pts(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def oracle_spread(v: "ValidationResult", method: str) -> tuple[float, float]:
+    """(best - worst set, mean seed std) of a method's oracle, in accuracy fractions: if the first is not clearly
+    above the second, the sets adapt equally well and no ranking can be judged right or wrong."""
+    entries = v.oracle_of(method)
+    means = [e.val_mean for e in entries]
+    return (max(means) - min(means), float(np.mean([e.val_std for e in entries])))
+
+
+def _agreement_sentence(a: "Agreement", method_name: str) -> str:
+    here = {"better than random": "**predicts** the oracle order",
+            "no better than random": "is **no better than random** here",
+            "worse than random": "is **worse than random** here (it ranks the sets that adapt best last)",
+            "undefined": "cannot be judged (the oracle sets are all equal)"}[a.verdict]
+    return (f"`{a.selector}` {here}: Spearman ρ = {_ci(a.spearman, a.spearman_ci)} against the {method_name} "
+            f"oracle (share of random orders at least as good: {a.p_random:.2f}); its first set is "
+            f"{'the oracle best' if a.top_k[0] == 1 else f'{_pts(a.top1_regret)} points below the oracle best'}.")
+
+
+def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes, str, str], Image]) -> list[Block]:
+    """The section: setup, verdicts, the agreement and regret tables, the oracle table and the per-selector plot.
+
+    ``figure(key, filename, png, alt, caption)`` writes a PNG and returns its block (the report builder's)."""
+    primary = v.methods[0]
+    blocks: list[Block] = [Heading("Does the ranking predict?", 2)]
+    seeds = len(v.seeds)
+    blocks.append(Paragraph(
+        f"Each of the {len(v.sets)} target sets was adapted **alone** at a matched budget of {v.budget:,} trainable "
+        f"parameters (head excluded) with {', '.join(v.methods)}, over {seeds} seed{'s' if seeds != 1 else ''}, and "
+        "scored on validation: the oracle. Every selector's order is compared with it (rank correlations with a "
+        "seed-bootstrap interval, a permutation test against random orders), and each selector's plan is trained "
+        f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} (regret = validation accuracy "
+        f"of the best plan trained at that budget minus the selector's; random orders give the floor). Validation "
+        "decides throughout; test accuracy is in the artefact only."))
+    spread, noise = oracle_spread(v, primary)
+    verdicts = []
+    if spread <= 2 * noise:
+        verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), within "
+                        f"twice the seed spread ({_pts(noise)} points): here the sets adapt about equally well, so "
+                        "no ranking can do much better or worse than another.")
+    else:
+        verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), against a "
+                        f"seed spread of {_pts(noise)} points: which set is adapted matters here.")
+    for a in v.agreement:
+        if a.method == primary:
+            verdicts.append(_agreement_sentence(a, primary))
+    blocks.append(Bullets(verdicts))
+
+    null = v.random.get(primary, {})
+    header = ["selector", "oracle", "Spearman ρ [95%]", "Kendall τ [95%]", "p vs random", "top-1", "top-3",
+              "top-1 regret (pts)", "verdict"]
+    rows = []
+    for a in v.agreement:
+        rows.append([f"`{a.selector}`", a.method, _ci(a.spearman, a.spearman_ci), _ci(a.kendall, a.kendall_ci),
+                     f"{a.p_random:.3f}", f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
+                     _pts(a.top1_regret), a.verdict])
+    for m in v.methods:
+        r = v.random.get(m)
+        if r:
+            lo, hi = r["spearman_95"]
+            rows.append(["random (expected)", m, f"{r['spearman_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", "-", "-",
+                         f"{r['top_k'][0]:.0%}", f"{r['top_k'][-1]:.0%}" if len(r["top_k"]) >= 3 else "-",
+                         _pts(r["top1_regret"]), "-"])
+    blocks += [Heading("Agreement with the oracle", 3),
+               Paragraph("ρ, τ > 0: sets ranked earlier adapt better. Intervals resample the oracle's seeds "
+                         f"({seeds} seeds allow few distinct resamples: the interval says how stable the oracle order "
+                         "is, not a population interval). \"random (expected)\": a uniformly random order (its ρ "
+                         "range is the central 95% of all orders)."),
+               Table(header, rows, numeric={2, 3, 4, 5, 6, 7})]
+
+    names = ["oracle", *v.selectors, "random"]
+    reg_rows = []
+    for name in names:
+        cells = [f"`{name}`" if name != "random" else f"random (mean of {v.random_draws})"]
+        for b in v.budgets:
+            cells.append(_pts(v.mean_regret(name, b) if name != "random" else
+                              _mean([p.regret for p in v.plans if p.budget == b and p.selector.startswith("random:")])))
+        reg_rows.append(cells)
+    best_rows = []
+    for b in v.budgets:
+        at_b = [p for p in v.plans if p.budget == b and p.val_per_seed]
+        if at_b:
+            top = max(at_b, key=lambda p: p.val_mean)
+            best_rows.append(f"budget {b:,}: best plan {top.selector} ({', '.join(top.targets)}; "
+                             f"{top.used:,} parameters) at {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation")
+    blocks += [Heading("Regret per budget", 3),
+               Paragraph(f"Points of validation accuracy given up by training each selector's {v.regret_method} plan "
+                         "instead of the best plan trained at that budget (0 = it produced the best). Plans that "
+                         "coincide were trained once."),
+               Table(["selector", *[f"{b:,}" for b in v.budgets]], reg_rows, numeric=set(range(1, len(v.budgets) + 1))),
+               Bullets(best_rows)]
+
+    oracle_rows = []
+    for m in v.methods:
+        for i, e in enumerate(v.oracle_of(m)):
+            oracle_rows.append([m, str(i + 1), f"`{e.target}`", f"{e.used:,}",
+                                f"{_pts(e.val_mean)} ± {_pts(e.val_std)}", _pts(e.test_mean)])
+    blocks += [Heading("Oracle: each set adapted alone", 3),
+               Table(["method", "oracle rank", "set", "trainable", "val acc (%)", "test acc (%)"], oracle_rows,
+                     numeric={1, 3, 4, 5})]
+
+    oracle = {m: {e.target: e.val_per_seed for e in v.oracle if e.method == m} for m in v.methods}
+    by = {(a.selector, a.method): a for a in v.agreement}
+    panels = [("oracle", f"oracle ({primary})", v.random[primary]["oracle_order"])] if primary in v.random else []
+    for name in v.selectors:
+        a = by[(name, primary)]
+        panels.append((name, f"{name}: ρ = {_ci(a.spearman, a.spearman_ci)}", a.order))
+    png = plots.oracle_vs_predicted(panels, oracle, title=f"Oracle accuracy against predicted rank "
+                                    f"({v.model.name} on {v.data.dataset}, {seeds} seeds)")
+    blocks.append(figure("oracle_vs_predicted", VALIDATION_PNG, png,
+                         "oracle validation accuracy of each set against the rank each selector gives it",
+                         "One panel per selector: a selector that predicts draws a falling line. The first panel is "
+                         "the oracle's own order (the best any selector can do)."))
+    if v.notes:
+        blocks += [Heading("Notes", 3), Bullets(list(v.notes))]
+    return blocks
+
+
+def _mean(values: list[float]) -> float:
+    values = [x for x in values if math.isfinite(x)]
+    return float(np.mean(values)) if values else math.nan

@@ -1,0 +1,24 @@
+"""Validate stage: does a ranking predict what adapting each target set achieves (oracle, agreement, regret)?"""
+
+from .agreement import Correlation, bootstrap_correlation, oracle_order, random_null, rank_correlation, top_k_overlap
+from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+from .run import DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, matched_budget, run_validate
+
+__all__ = [
+    "Agreement",
+    "Correlation",
+    "DEFAULT_METHODS",
+    "DEFAULT_SELECTORS",
+    "OracleEntry",
+    "PlanOutcome",
+    "ValidationResult",
+    "agreement_verdict",
+    "bootstrap_correlation",
+    "default_budgets",
+    "matched_budget",
+    "oracle_order",
+    "random_null",
+    "rank_correlation",
+    "run_validate",
+    "top_k_overlap",
+]

@@ -1,0 +1,170 @@
+"""The ``ValidationResult`` artefact: does a ranking predict what adapting each target set achieves?"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..artefacts import Artefact
+from ..engine import Recipe
+from ..models import ModelSpec
+from ..task import DataSpec, InputConversion
+
+
+class _SeedScores:
+    """Seed summaries of ``val_per_seed`` / ``test_per_seed`` (nan when no seed finished)."""
+
+    val_per_seed: list[float]
+    test_per_seed: list[float]
+
+    @property
+    def val_mean(self) -> float:
+        return float(np.mean(self.val_per_seed)) if self.val_per_seed else math.nan
+
+    @property
+    def val_std(self) -> float:
+        return float(np.std(self.val_per_seed)) if self.val_per_seed else math.nan
+
+    @property
+    def test_mean(self) -> float:
+        return float(np.mean(self.test_per_seed)) if self.test_per_seed else math.nan
+
+
+@dataclass
+class OracleEntry(_SeedScores):
+    """One target set adapted alone with one method at the matched budget; accuracies per seed (validation decides,
+    test is only reported)."""
+
+    target: str
+    units: list[str]
+    method: str
+    config: dict[str, Any]
+    used: int  # trainable parameters counted against the budget
+    val_per_seed: list[float]
+    test_per_seed: list[float]
+
+
+@dataclass
+class Agreement:
+    """How one selector's order agrees with one method's oracle.
+
+    Attributes:
+        selector, method: the ranking compared, and the method whose oracle it is compared with.
+        order: the selector's order of the sets (first = adapt first).
+        spearman, kendall: rank correlation with the oracle's seed-mean accuracies (positive = agrees).
+        spearman_ci, kendall_ci: 95% interval from resampling oracle seeds (``None`` with one seed).
+        p_random: share of random orders with a Spearman rho at least as high (one-sided permutation test).
+        top_k: ``top_k[k-1]`` = share of the oracle's best k sets among the selector's first k.
+        top1_regret: oracle accuracy of the best set minus that of the selector's first set.
+        verdict: ``better than random``, ``no better than random``, ``worse than random`` or ``undefined``.
+    """
+
+    selector: str
+    method: str
+    order: list[str]
+    spearman: float
+    kendall: float
+    spearman_ci: list[float | None]
+    kendall_ci: list[float | None]
+    p_random: float
+    top_k: list[float]
+    top1_regret: float
+    verdict: str
+
+
+@dataclass
+class PlanOutcome(_SeedScores):
+    """The plan a selector produces at one budget, trained over the seeds (``same_as``: an earlier selector whose plan
+    is the same configuration; trained once)."""
+
+    budget: int
+    selector: str
+    method: str
+    targets: list[str]
+    units: list[str]
+    config: dict[str, Any]
+    used: int
+    val_per_seed: list[float]
+    test_per_seed: list[float]
+    regret: float = math.nan
+    same_as: str | None = None
+
+
+@dataclass
+class ValidationResult(Artefact):
+    """Output of ``petl-analyze validate`` (``validation.json``).
+
+    ``oracle``: every set alone at ``budget`` per method. ``agreement``: every selector against every method's
+    oracle; ``random``: the same measures for a random order (their expectation over all orders).
+    ``plans``: at each of ``budgets``, each selector's plan (``regret_method``) trained, with its regret against the
+    best plan trained at that budget; the ``random`` selector's plans come from ``random_draws`` seeded orders.
+    """
+
+    SCHEMA = "validation_result"
+    VERSION = 1
+
+    model: ModelSpec
+    data: DataSpec
+    recipe: Recipe
+    head_init: str
+    seeds: list[int]
+    methods: list[str]
+    sets: list[str]
+    per_block: bool
+    budget: int
+    oracle: list[OracleEntry]
+    agreement: list[Agreement]
+    random: dict[str, Any]
+    budgets: list[int]
+    regret_method: str
+    random_draws: int
+    plans: list[PlanOutcome]
+    selectors: list[str]
+    notes: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    probe_source: str = ""
+    wall_time_s: float = 0.0
+    command: str = ""
+    input_conversion: InputConversion | None = None
+
+    def oracle_of(self, method: str) -> list[OracleEntry]:
+        """The method's oracle entries, best validation accuracy first."""
+        return sorted((e for e in self.oracle if e.method == method), key=lambda e: (-e.val_mean, e.target))
+
+    def oracle_table(self) -> list[dict[str, Any]]:
+        rows = []
+        for method in self.methods:
+            for i, e in enumerate(self.oracle_of(method)):
+                rows.append({"method": method, "oracle rank": i + 1, "target": e.target, "trainable": e.used,
+                             "val acc": f"{100 * e.val_mean:.1f} ± {100 * e.val_std:.1f}",
+                             "test acc": f"{100 * e.test_mean:.1f}"})
+        return rows
+
+    def agreement_table(self) -> list[dict[str, Any]]:
+        def ci(v: float, lohi: list[float | None]) -> str:
+            if not math.isfinite(v):
+                return "-"
+            lo, hi = (lohi + [None, None])[:2]
+            return f"{v:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "")
+
+        return [{"selector": a.selector, "method": a.method, "spearman": ci(a.spearman, a.spearman_ci),
+                 "kendall": ci(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
+                 "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
+                 "verdict": a.verdict} for a in self.agreement]
+
+    def regret_table(self) -> list[dict[str, Any]]:
+        rows = []
+        for b in self.budgets:
+            for p in (p for p in self.plans if p.budget == b):
+                rows.append({"budget": b, "selector": p.selector, "targets": ", ".join(p.targets), "trainable": p.used,
+                             "val acc": f"{100 * p.val_mean:.1f} ± {100 * p.val_std:.1f}",
+                             "regret": f"{100 * p.regret:.1f} pts", "same as": p.same_as or "-"})
+        return rows
+
+    def mean_regret(self, selector: str, budget: int) -> float:
+        """Mean regret of ``selector``'s plans at ``budget`` (several for ``random``); nan if it planned none."""
+        values = [p.regret for p in self.plans if p.selector == selector and p.budget == budget]
+        return float(np.mean(values)) if values else math.nan

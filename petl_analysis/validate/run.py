@@ -1,0 +1,283 @@
+"""The validate stage: does a selector's ranking predict what adapting each target set achieves?
+
+For a probe's target sets (each type grouped across blocks, or each block's unit in per-block mode):
+
+1. **Oracle.** Each set is adapted alone at one matched trainable budget, with each method (KAdaptation and LoRA
+   by default), over seeds, scored on validation. Its order (best validation accuracy first) is the oracle order.
+2. **Agreement.** Every selector (d90 from the probe, the proxy selectors computed on the same sets) is compared
+   with each method's oracle: Spearman and Kendall correlation with a seed-bootstrap interval, a permutation test
+   against random orders, top-k overlap and the top-1 regret.
+3. **Regret.** At each budget, each selector's greedy plan is trained (the first method), and its validation
+   accuracy is compared with the best plan trained at that budget (the oracle order's plan among them); random
+   orders, planned the same way, give the floor.
+
+Every (configuration, seed) is one trial of the JSON-lines log beside the output, so a killed run resumes, and a
+configuration that two selectors share is trained once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..data import open_dataset
+from ..engine import Recipe
+from ..errors import PetlError
+from ..plan import PLANNABLE, Plan, plan_for_budget, smallest_plan_cost
+from ..probe import ProbeResult
+from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
+from ..sweep import sweep_plans
+from ..task import announce, input_conversion, prepare_model
+from ..train.run import default_train_recipe
+from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
+from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+
+DEFAULT_SELECTORS = ("d90", "rgn", "fisher", "kappa", "gps", "spt", "apla")
+DEFAULT_METHODS = ("kadaptation", "lora")
+#: The matched budget is this many times the largest smallest-plan cost over sets and methods, so that every set
+#: gets a few ranks of room, not just its cheapest configuration.
+BUDGET_HEADROOM = 3
+SIGNIFICANCE = 0.05
+
+
+def matched_budget(net, sets: dict[str, list[str]], methods: Sequence[str], *, head_in_budget: bool = False) -> int:
+    """The default oracle budget: :data:`BUDGET_HEADROOM` x the largest cheapest plan over sets and methods."""
+    return BUDGET_HEADROOM * max(smallest_plan_cost(net, units, method=m, head_in_budget=head_in_budget)
+                                 for units in sets.values() for m in methods)
+
+
+def _round2(x: float) -> int:
+    """Two significant figures (budgets people can read)."""
+    if x <= 0:
+        return 0
+    digits = int(math.floor(math.log10(x))) - 1
+    return int(round(x / 10**digits) * 10**digits)
+
+
+def default_budgets(budget: int) -> list[int]:
+    """Regret budgets around the oracle budget: a quarter of it, it, and four times it."""
+    return sorted({_round2(budget / 4), _round2(budget), _round2(4 * budget)})
+
+
+def agreement_verdict(p_random: float, ci: list[float | None], spearman: float) -> str:
+    """``better than random`` when the permutation test says so (p < 0.05) and the seed interval of rho stays
+    above 0; ``worse than random`` when rho < 0 with its interval below 0; otherwise ``no better than random``."""
+    if not math.isfinite(spearman):
+        return "undefined"
+    lo, hi = (ci + [None, None])[:2]
+    lo = spearman if lo is None else lo
+    hi = spearman if hi is None else hi
+    if p_random < SIGNIFICANCE and lo > 0:
+        return "better than random"
+    if spearman < 0 and hi < 0:
+        return "worse than random"
+    return "no better than random"
+
+
+def _alone(target: str, units: list[str], model_spec) -> Ranking:
+    entry = RankedTarget(target=target, units=units, D=0, rank=1, score=None)
+    return Ranking(selector="oracle-unit", model=model_spec, data=None, entries=[entry])
+
+
+def _order_ranking(order: Sequence[str], sets: dict[str, list[str]], model_spec, name: str) -> Ranking:
+    entries = [RankedTarget(target=t, units=sets[t], D=0, rank=i + 1, score=None) for i, t in enumerate(order)]
+    return Ranking(selector=name, model=model_spec, data=None, entries=entries)
+
+
+def run_validate(
+    probe: ProbeResult,
+    *,
+    selectors: Sequence[str] = DEFAULT_SELECTORS,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    seeds: int = 3,
+    budget: int | None = None,
+    budgets: Sequence[int] | None = None,
+    random_draws: int = 3,
+    recipe: Recipe | None = None,
+    head_init: str = "lp",
+    n_batches: int = 5,
+    out: str | Path | None = None,
+    device: str = "cpu",
+    n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    on_trial: Callable[[dict[str, Any], bool], None] | None = None,
+    probe_source: str = "",
+    command: str = "",
+) -> ValidationResult:
+    """Validate ``selectors`` on ``probe``'s target sets against the oracle (see the module docstring).
+
+    Args:
+        probe: the probe result whose sets (and d90 ranking) are validated; its model and data are used.
+        selectors: ``d90`` and/or registered proxy selectors (``random`` is always the floor, not listed here).
+        methods: plannable methods for the oracle; the first also trains the regret plans.
+        seeds: training seeds per configuration (the oracle's bootstrap resamples them).
+        budget: trainable parameters (head excluded) of every oracle configuration; default :func:`matched_budget`.
+        budgets: budgets of the regret plans; default :func:`default_budgets` of ``budget``.
+        random_draws: seeded random orders planned and trained at each budget (the regret floor).
+        recipe: training recipe (default: the sweep's, so oracle points compare with sweep points).
+        out: ``validation.json`` path (trials logged beside it); ``None`` keeps everything in memory.
+    """
+    start = time.perf_counter()
+    recipe = recipe or default_train_recipe()
+    for name in selectors:
+        if name != "d90":
+            SELECTORS.get(name)
+    if not methods:
+        raise PetlError("name at least one method for the oracle (kadaptation, lora)")
+    for m in methods:
+        if m not in PLANNABLE:
+            raise PetlError(f"oracle method {m!r} cannot be planned; plannable methods: {', '.join(PLANNABLE)}")
+    if seeds < 1:
+        raise PetlError(f"seeds must be at least 1, got {seeds}")
+    sets = {t.target: list(t.units) for t in probe.targets}
+    if len(sets) < 2:
+        raise PetlError(f"the probe has {len(sets)} target set(s); validating a ranking needs at least 2")
+    model, data = probe.model, probe.data
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    net = prepare_model(model, ds.num_classes, seed=0)
+    conversion = input_conversion(ds, net)
+    announce(conversion, data.dataset)
+    labels = list(sets)
+
+    if budget is None:
+        budget = matched_budget(net, sets, methods)
+    elif budget <= 0:
+        raise PetlError(f"budget must be a positive number of parameters, got {budget}")
+    budgets = sorted(set(budgets)) if budgets else default_budgets(budget)
+    if any(b <= 0 for b in budgets):
+        raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
+    notes: list[str] = []
+
+    # Phase 1: the oracle (every set alone, each method, matched budget).
+    oracle_plans: list[tuple[str, str, Plan]] = []
+    for m in methods:
+        for label, units in sets.items():
+            try:
+                plan = plan_for_budget(_alone(label, units, model), net, budget, method=m, model_spec=model)
+            except PetlError as e:
+                raise PetlError(f"oracle budget {budget:,} cannot adapt {label} alone with {m}: {e}") from None
+            if len(plan.targets[0].units) < len(units):
+                raise PetlError(f"oracle budget {budget:,} fits only part of {label} with {m}; give a larger --budget")
+            oracle_plans.append((label, m, plan))
+    used = [p.used for _, _, p in oracle_plans]
+    notes.append(f"oracle budget {budget:,} trainable parameters (head excluded); the plans use "
+                 f"{min(used):,}-{max(used):,} of it")
+
+    # Rankings: d90 from the probe, proxies on the same sets (validation-free: gradients and weights only).
+    rankings: dict[str, Ranking] = {}
+    if "d90" in selectors:
+        rankings["d90"] = rank_from_probe(probe)
+    proxies = [s for s in selectors if s != "d90"]
+    if proxies:
+        rankings.update(proxy_rankings(proxies, model, data, sets, n_batches=n_batches, device=device))
+    draws = {f"random:{s}": rank_by_proxy("random", net, None, sets, model_spec=model, data=data, seed=s)
+             for s in range(random_draws)}
+
+    train = _PlanTrainer(data, model, seeds, recipe, head_init, out, device, n_jobs, backend, scheduler, on_trial)
+    scored = train([p for _, _, p in oracle_plans])
+    oracle: list[OracleEntry] = []
+    for (label, m, plan), (val, test) in zip(oracle_plans, scored):
+        oracle.append(OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
+                                  val_per_seed=val, test_per_seed=test))
+    failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
+    if failed:
+        raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
+                        f"{train.log_path or '(in memory)'}")
+
+    # Agreement with each method's oracle.
+    agreement: list[Agreement] = []
+    random_summary: dict[str, Any] = {}
+    ks = list(range(1, min(3, len(labels)) + 1))
+    for m in methods:
+        acc = np.array([next(e for e in oracle if e.method == m and e.target == t).val_per_seed for t in labels])
+        best_order = oracle_order(labels, acc)
+        mean = dict(zip(labels, acc.mean(axis=1)))
+        best = max(mean.values())
+        for name, r in rankings.items():
+            corr = bootstrap_correlation(r.order(), labels, acc)
+            agreement.append(Agreement(
+                selector=name, method=m, order=r.order(), spearman=corr.spearman, kendall=corr.kendall,
+                spearman_ci=corr.spearman_ci, kendall_ci=corr.kendall_ci, p_random=corr.p_random,
+                top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
+                top1_regret=regret(best, mean[r.order()[0]]),
+                verdict=agreement_verdict(corr.p_random, corr.spearman_ci, corr.spearman)))
+        null = random_null(len(labels))
+        random_summary[m] = {
+            "spearman_mean": float(np.nanmean(null)),
+            "spearman_95": [float(np.nanpercentile(null, 2.5)), float(np.nanpercentile(null, 97.5))],
+            "top_k": [k / len(labels) for k in ks],  # expected overlap of a random k-subset
+            "top1_regret": float(np.mean([best - v for v in mean.values()])),
+            "oracle_order": best_order,
+        }
+
+    # Phase 2: each selector's plan at each budget (first method), the oracle order's plan among them.
+    primary = methods[0]
+    first_acc = np.array([next(e for e in oracle if e.method == primary and e.target == t).val_per_seed
+                          for t in labels])
+    planners = {"oracle": _order_ranking(oracle_order(labels, first_acc), sets, model, "oracle"), **rankings, **draws}
+    planned: list[tuple[int, str, Plan]] = []
+    for b in budgets:
+        for name, r in planners.items():
+            try:
+                planned.append((b, name, plan_for_budget(r, net, b, method=primary, model_spec=model)))
+            except PetlError as e:
+                notes.append(f"{name} at budget {b:,}: {e}")
+    scored = train([p for _, _, p in planned])
+    plans: list[PlanOutcome] = []
+    first_with: dict[tuple[int, str], str] = {}
+    for (b, name, plan), (val, test) in zip(planned, scored):
+        key = (b, json.dumps(plan.config, sort_keys=True))
+        first = first_with.setdefault(key, name)
+        plans.append(PlanOutcome(budget=b, selector=name, method=primary, targets=[t.target for t in plan.targets],
+                                 units=[u for t in plan.targets for u in t.units], config=plan.config, used=plan.used,
+                                 val_per_seed=val, test_per_seed=test, same_as=first if first != name else None))
+    for b in budgets:
+        at_b = [p for p in plans if p.budget == b and p.val_per_seed]
+        if not at_b:
+            continue
+        best = max(p.val_mean for p in at_b)
+        for p in at_b:
+            p.regret = regret(best, p.val_mean)
+
+    result = ValidationResult(
+        model=model, data=data, recipe=recipe, head_init=head_init, seeds=list(range(seeds)), methods=list(methods),
+        sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
+        random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
+        selectors=list(rankings), notes=notes, failed=train.failed, probe_source=probe_source,
+        wall_time_s=time.perf_counter() - start, command=command, input_conversion=conversion)
+    if out:
+        result.save(out)
+    return result
+
+
+class _PlanTrainer:
+    """Trains lists of plans with the sweep (:func:`~petl_analysis.sweep.sweep_plans`), all in one resumable trial
+    log beside the output; a configuration trained here and in a sweep with the same recipe is the same trial."""
+
+    def __init__(self, data, model, seeds, recipe, head_init, out, device, n_jobs, backend, scheduler, on_trial):
+        self.log_path = Path(str(out) + ".trials.jsonl") if out else None
+        self.kw = dict(model=model, seeds=seeds, recipe=recipe, head_init=head_init, device=device, n_jobs=n_jobs,
+                       backend=backend, scheduler=scheduler, on_trial=on_trial, trials_log=self.log_path)
+        self.data = data
+        self.failed: list[dict[str, Any]] = []
+
+    def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float]]]:
+        """Validation and test accuracy per finished seed, for each plan in order."""
+        if not self.log_path:
+            self.kw["trials_log"] = None
+        result = sweep_plans(plans, self.data, **self.kw)
+        self.failed += result.failed
+        runs = {id(p.plan): p.run for p in result.points}
+        out = []
+        for plan in plans:
+            run = runs.get(id(plan))
+            seeds = run.seeds if run is not None else []
+            out.append(([float(r.val_acc) for r in seeds if r.val_acc is not None],
+                        [float(r.test_acc) for r in seeds if r.test_acc is not None]))
+        return out

@@ -1,0 +1,208 @@
+"""The validate stage: agreement maths, the oracle/regret study end to end on a tiny model, its artefact and report."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from helpers import synthetic_probe
+from petl_analysis.data import SplitSpec
+from petl_analysis.engine import Recipe
+from petl_analysis.errors import PetlError
+from petl_analysis.report import write_report
+from petl_analysis.task import DataSpec
+from petl_analysis.validate import (
+    ValidationResult,
+    agreement_verdict,
+    bootstrap_correlation,
+    default_budgets,
+    oracle_order,
+    random_null,
+    rank_correlation,
+    run_validate,
+    top_k_overlap,
+)
+
+LABELS = ["a", "b", "c", "d"]
+ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
+RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024)
+
+
+# ------------------------------------------------------------------------------------------------ pure functions
+
+
+def test_perfect_and_reversed_orders():
+    assert oracle_order(LABELS, ACC) == LABELS
+    perfect = bootstrap_correlation(LABELS, LABELS, ACC)
+    assert perfect.spearman == pytest.approx(1.0) and perfect.kendall == pytest.approx(1.0)
+    assert perfect.spearman_ci == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert perfect.p_random == pytest.approx(1 / 24)  # only the identity among the 4! orders reaches rho = 1
+    reverse = bootstrap_correlation(LABELS[::-1], LABELS, ACC)
+    assert reverse.spearman == pytest.approx(-1.0) and reverse.p_random == pytest.approx(1.0)
+
+
+def test_correlation_is_computed_on_validation_means_not_on_order_of_labels():
+    acc = ACC[[2, 0, 3, 1]]  # the same sets in another row order
+    labels = [LABELS[i] for i in (2, 0, 3, 1)]
+    assert rank_correlation(LABELS, labels, acc.mean(1)) == pytest.approx((1.0, 1.0))
+
+
+def test_bootstrap_interval_needs_two_seeds_and_reflects_noise():
+    one = bootstrap_correlation(LABELS, LABELS, ACC[:, :1])
+    assert one.spearman_ci == [None, None] and one.n_seeds == 1
+    # Two sets swap order across seeds: the interval must widen to include disagreement.
+    noisy = np.array([[0.9, 0.7, 0.9], [0.7, 0.9, 0.7], [0.5, 0.5, 0.5], [0.3, 0.3, 0.3]])
+    corr = bootstrap_correlation(LABELS, LABELS, noisy)
+    assert corr.spearman == pytest.approx(1.0) and corr.spearman_ci[0] < 1.0
+
+
+def test_random_null_is_exact_and_centred():
+    null = random_null(5)
+    assert len(null) == math.factorial(5)
+    assert float(np.mean(null)) == pytest.approx(0.0, abs=1e-12)
+    assert null.max() == pytest.approx(1.0) and null.min() == pytest.approx(-1.0)
+    # Against scipy for every order of 4.
+    from scipy import stats
+
+    brute = [stats.spearmanr(p, range(4)).statistic for p in itertools.permutations(range(4))]
+    assert sorted(random_null(4)) == pytest.approx(sorted(brute))
+
+
+def test_top_k_overlap():
+    assert top_k_overlap(["a", "b", "c"], ["a", "b", "c"], 1) == 1.0
+    assert top_k_overlap(["b", "a", "c"], ["a", "b", "c"], 1) == 0.0
+    assert top_k_overlap(["b", "a", "c"], ["a", "b", "c"], 2) == 1.0
+    assert top_k_overlap(["c", "a", "b"], ["a", "b", "c"], 2) == 0.5
+
+
+def test_verdicts():
+    assert agreement_verdict(0.01, [0.4, 0.9], 0.8) == "better than random"
+    assert agreement_verdict(0.01, [-0.1, 0.9], 0.8) == "no better than random"  # seeds disagree
+    assert agreement_verdict(0.20, [0.1, 0.9], 0.6) == "no better than random"  # random orders do as well
+    assert agreement_verdict(0.99, [-0.9, -0.2], -0.7) == "worse than random"
+    assert agreement_verdict(math.nan, [None, None], math.nan) == "undefined"
+
+
+def test_default_budgets_bracket_the_oracle_budget():
+    assert default_budgets(3864) == [970, 3900, 15000]
+
+
+# ------------------------------------------------------------------------------------------------ the study
+
+
+def _probe():
+    probe = synthetic_probe()
+    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6)))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validate") / "validation.json"
+    seen: list[bool] = []
+    result = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+                          budgets=[2_000], out=out, on_trial=lambda record, cached: seen.append(cached))
+    return result, out, seen
+
+
+def test_oracle_adapts_each_set_alone_at_a_matched_budget(study):
+    result, _, _ = study
+    assert {(e.target, e.method) for e in result.oracle} == {(t, m) for t in result.sets for m in ("kadaptation", "lora")}
+    for e in result.oracle:
+        assert e.used <= result.budget and e.used >= 0.5 * result.budget
+        assert len(e.val_per_seed) == 2
+        targets = e.config["targets"]
+        assert targets == e.units  # that set's units, nothing else
+
+
+def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
+    result, _, _ = study
+    assert {(a.selector, a.method) for a in result.agreement} == {
+        (s, m) for s in ("d90", "apla", "kappa") for m in ("kadaptation", "lora")}
+    for a in result.agreement:
+        acc = np.array([next(e.val_per_seed for e in result.oracle if e.method == a.method and e.target == t)
+                        for t in result.sets])
+        again = bootstrap_correlation(a.order, result.sets, acc)
+        assert (a.spearman, a.kendall) == pytest.approx((again.spearman, again.kendall), nan_ok=True)
+        assert a.verdict == agreement_verdict(again.p_random, again.spearman_ci, again.spearman)
+    d90 = next(a for a in result.agreement if a.selector == "d90")
+    assert d90.order == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]  # the synthetic probe's d90 order
+
+
+def test_regret_is_zero_for_the_best_plan_and_shared_plans_train_once(study):
+    result, _, seen = study
+    plans = [p for p in result.plans if p.budget == 2_000]
+    assert {p.selector for p in plans} >= {"oracle", "d90", "apla", "kappa", "random:0", "random:1"}
+    assert min(p.regret for p in plans) == 0.0 and all(p.regret >= 0 for p in plans)
+    for p in plans:
+        if p.same_as:
+            twin = next(q for q in plans if q.selector == p.same_as)
+            assert twin.config == p.config and twin.val_per_seed == p.val_per_seed
+    distinct = {json.dumps(e.config, sort_keys=True) for e in result.oracle} | {
+        json.dumps(p.config, sort_keys=True) for p in plans}
+    assert len(seen) == 2 * len(distinct)  # every configuration trained once per seed
+
+
+def test_artefact_round_trip_and_resume(study, tmp_path):
+    result, out, _ = study
+    loaded = ValidationResult.load(out)
+    assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
+    again: list[bool] = []
+    rerun = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+                         budgets=[2_000], out=out, on_trial=lambda record, cached: again.append(cached))
+    assert again and all(again)  # nothing retrained
+    assert [p.val_per_seed for p in rerun.plans] == [p.val_per_seed for p in result.plans]
+
+
+def test_report_section(study, tmp_path):
+    result, _, _ = study
+    files = write_report(None, None, tmp_path / "report", validation=result)
+    md = files.markdown.read_text()
+    assert "## Does the ranking predict?" in md and "### Regret per budget" in md
+    assert files.oracle_vs_predicted is not None and files.oracle_vs_predicted.read_bytes()[:4] == b"\x89PNG"
+    for a in result.agreement:
+        assert f"`{a.selector}`" in md
+    assert (tmp_path / "report" / "report.html").read_text().count("data:image/png") == 1
+
+
+def test_refusals():
+    probe = _probe()
+    with pytest.raises(PetlError, match="at least 2"):
+        run_validate(dataclasses.replace(probe, targets=probe.targets[:1]), recipe=RECIPE)
+    with pytest.raises(PetlError, match="selector"):
+        run_validate(probe, selectors=("d90", "nope"), recipe=RECIPE)
+    with pytest.raises(PetlError, match="cannot be planned"):
+        run_validate(probe, methods=("adapter",), recipe=RECIPE)
+    with pytest.raises(PetlError, match="cannot adapt|fits only part|below the smallest"):
+        run_validate(probe, budget=10, recipe=RECIPE)
+
+
+def test_cli_validate(tmp_path):
+    probe_path = tmp_path / "probe.json"
+    _probe().save(probe_path)
+    out = tmp_path / "v.json"
+    r = CliRunner().invoke(app, ["validate", "--probe", str(probe_path), "--selectors", "d90,apla", "--methods",
+                                 "kadaptation", "--seeds", "1", "--budgets", "2k", "--random-draws", "1",
+                                 "--epochs", "1", "--max-steps", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "agreement with the oracle" in r.output and out.exists()
+    v = ValidationResult.load(out)
+    assert v.methods == ["kadaptation"] and v.command.startswith("petl-analyze")
+    bad = CliRunner().invoke(app, ["validate", "--probe", str(tmp_path / "missing.json")])
+    assert bad.exit_code != 0 and "missing.json" in bad.output and "Traceback" not in bad.output
+
+
+def test_p_value_counts_orders_tied_with_the_observed_rho():
+    # 6 sets: 6 of the 720 orders have rho >= 0.943 (the identity and 5 adjacent swaps), 12 have rho >= 0.886.
+    labels = list("abcdef")
+    acc = np.linspace(0.9, 0.4, 6)[:, None]
+    swapped = ["a", "b", "c", "d", "f", "e"]
+    assert bootstrap_correlation(swapped, labels, acc).p_random == pytest.approx(6 / 720)
+    two_swaps = ["b", "a", "c", "d", "f", "e"]
+    assert bootstrap_correlation(two_swaps, labels, acc).p_random == pytest.approx(12 / 720)
