@@ -521,7 +521,8 @@ def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dic
                           markeredgecolor="black", markeredgewidth=0.5, label=f"{m}: set adapted alone")
                    for m in methods]
         handles.append(Line2D([], [], color="0.4", marker=".", linestyle="none", label="per seed"))
+        for k in range(max(0, n - cols), n):  # the bottom panel of each column
+            axes[k // cols][k % cols].set_xlabel("the selector's order (adapt first ->)")
         fig.suptitle(title, x=0.01, ha="left")
-        fig.supxlabel("set in the selector's order (rank 1 = adapt first)")
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
         return _png(fig, dpi)

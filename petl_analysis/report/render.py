@@ -250,7 +250,8 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
                            f"parameters with {', '.join(validation.methods)}, {len(validation.seeds)} seeds; regret "
                            f"plans at {', '.join(fmt_int(b) for b in validation.budgets)}"
                            + (f", probe `{validation.probe_source}`" if validation.probe_source else "")],
-            ["validation wall time", f"{validation.wall_time_s:.0f} s"],
+            ["validation time", f"{validation.train_time_s:.0f} s of training summed over its trials; the call "
+                                f"that wrote it took {validation.wall_time_s:.0f} s"],
         ]
     if ranking is not None:
         source = f" from `{ranking.source}`" if ranking.source else ""

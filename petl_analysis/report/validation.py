@@ -109,8 +109,19 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
         at_b = [p for p in v.plans if p.budget == b and p.val_per_seed]
         if at_b:
             top = max(at_b, key=lambda p: p.val_mean)
-            best_rows.append(f"budget {b:,}: best plan {top.selector} ({', '.join(top.targets)}; "
-                             f"{top.used:,} parameters) at {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation")
+            gap = top.val_mean - min(p.val_mean for p in at_b)
+            noise = float(np.mean([p.val_std for p in at_b]))
+            distinct = len({p.same_as or p.selector for p in at_b})
+            reading = ("within twice the seed spread: at this budget the plans are not distinguishable, and neither "
+                       "are the regrets" if gap <= 2 * noise else "outside twice the seed spread")
+            if distinct == 1:
+                best_rows.append(f"budget {b:,}: every selector produced the same plan ({', '.join(top.targets)}; "
+                                 f"{top.used:,} parameters, {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation)")
+                continue
+            best_rows.append(f"budget {b:,}: best plan {top.selector} ({', '.join(top.targets)}; {top.used:,} "
+                             f"parameters) at {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation; the "
+                             f"{distinct} distinct plans span {_pts(gap)} points against a mean seed spread of "
+                             f"{_pts(noise)}, {reading}")
     blocks += [Heading("Regret per budget", 3),
                Paragraph(f"Points of validation accuracy given up by training each selector's {v.regret_method} plan "
                          "instead of the best plan trained at that budget (0 = it produced the best). Plans that "

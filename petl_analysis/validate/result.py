@@ -126,7 +126,8 @@ class ValidationResult(Artefact):
     notes: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     probe_source: str = ""
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # of the call that wrote the artefact (a resumed call reads finished trials back)
+    train_time_s: float = 0.0  # training summed over every trial the result uses
     command: str = ""
     input_conversion: InputConversion | None = None
 

@@ -21,7 +21,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..plan import PLANNABLE, Plan, plan_for_budget, smallest_plan_cost
 from ..probe import ProbeResult
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..sweep import sweep_plans
-from ..task import announce, input_conversion, prepare_model
+from ..task import DataSpec, announce, input_conversion, prepare_model
 from ..train.run import default_train_recipe
 from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
 from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
@@ -99,16 +99,11 @@ def run_validate(
     budgets: Sequence[int] | None = None,
     random_draws: int = 3,
     recipe: Recipe | None = None,
-    head_init: str = "lp",
     n_batches: int = 5,
     out: str | Path | None = None,
-    device: str = "cpu",
-    n_jobs: int = 1,
-    backend: str = "loky",
-    scheduler: str | None = None,
-    on_trial: Callable[[dict[str, Any], bool], None] | None = None,
     probe_source: str = "",
     command: str = "",
+    **train: Any,
 ) -> ValidationResult:
     """Validate ``selectors`` on ``probe``'s target sets against the oracle (see the module docstring).
 
@@ -121,10 +116,14 @@ def run_validate(
         budgets: budgets of the regret plans; default :func:`default_budgets` of ``budget``.
         random_draws: seeded random orders planned and trained at each budget (the regret floor).
         recipe: training recipe (default: the sweep's, so oracle points compare with sweep points).
+        n_batches: batches the gradient proxies read.
         out: ``validation.json`` path (trials logged beside it); ``None`` keeps everything in memory.
+        train: how trials run, as for :func:`~petl_analysis.sweep.sweep_plans` (``head_init``, ``device``,
+            ``n_jobs``, ``backend``, ``scheduler``, ``on_trial``).
     """
     start = time.perf_counter()
     recipe = recipe or default_train_recipe()
+    device = train.get("device", "cpu")
     for name in selectors:
         if name != "d90":
             SELECTORS.get(name)
@@ -179,8 +178,8 @@ def run_validate(
     draws = {f"random:{s}": rank_by_proxy("random", net, None, sets, model_spec=model, data=data, seed=s)
              for s in range(random_draws)}
 
-    train = _PlanTrainer(data, model, seeds, recipe, head_init, out, device, n_jobs, backend, scheduler, on_trial)
-    scored = train([p for _, _, p in oracle_plans])
+    fit = _PlanTrainer(data, out, model=model, seeds=seeds, recipe=recipe, **train)
+    scored = fit([p for _, _, p in oracle_plans])
     oracle: list[OracleEntry] = []
     for (label, m, plan), (val, test) in zip(oracle_plans, scored):
         oracle.append(OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
@@ -188,7 +187,7 @@ def run_validate(
     failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
     if failed:
         raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
-                        f"{train.log_path or '(in memory)'}")
+                        f"{fit.log_path or '(in memory)'}")
 
     # Agreement with each method's oracle.
     agreement: list[Agreement] = []
@@ -228,7 +227,7 @@ def run_validate(
                 planned.append((b, name, plan_for_budget(r, net, b, method=primary, model_spec=model)))
             except PetlError as e:
                 notes.append(f"{name} at budget {b:,}: {e}")
-    scored = train([p for _, _, p in planned])
+    scored = fit([p for _, _, p in planned])
     plans: list[PlanOutcome] = []
     first_with: dict[tuple[int, str], str] = {}
     for (b, name, plan), (val, test) in zip(planned, scored):
@@ -246,11 +245,12 @@ def run_validate(
             p.regret = regret(best, p.val_mean)
 
     result = ValidationResult(
-        model=model, data=data, recipe=recipe, head_init=head_init, seeds=list(range(seeds)), methods=list(methods),
-        sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
+        model=model, data=data, recipe=recipe, head_init=train.get("head_init", "lp"), seeds=list(range(seeds)),
+        methods=list(methods), sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
         random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
-        selectors=list(rankings), notes=notes, failed=train.failed, probe_source=probe_source,
-        wall_time_s=time.perf_counter() - start, command=command, input_conversion=conversion)
+        selectors=list(rankings), notes=notes, failed=fit.failed, probe_source=probe_source,
+        wall_time_s=time.perf_counter() - start, train_time_s=fit.train_time_s, command=command,
+        input_conversion=conversion)
     if out:
         result.save(out)
     return result
@@ -260,19 +260,18 @@ class _PlanTrainer:
     """Trains lists of plans with the sweep (:func:`~petl_analysis.sweep.sweep_plans`), all in one resumable trial
     log beside the output; a configuration trained here and in a sweep with the same recipe is the same trial."""
 
-    def __init__(self, data, model, seeds, recipe, head_init, out, device, n_jobs, backend, scheduler, on_trial):
+    def __init__(self, data: DataSpec, out: str | Path | None, **kw: Any) -> None:
         self.log_path = Path(str(out) + ".trials.jsonl") if out else None
-        self.kw = dict(model=model, seeds=seeds, recipe=recipe, head_init=head_init, device=device, n_jobs=n_jobs,
-                       backend=backend, scheduler=scheduler, on_trial=on_trial, trials_log=self.log_path)
+        self.kw = {**kw, "trials_log": self.log_path}
         self.data = data
         self.failed: list[dict[str, Any]] = []
+        self.train_time_s = 0.0  # summed over the trials used, those read back from the log included
 
     def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float]]]:
         """Validation and test accuracy per finished seed, for each plan in order."""
-        if not self.log_path:
-            self.kw["trials_log"] = None
         result = sweep_plans(plans, self.data, **self.kw)
         self.failed += result.failed
+        self.train_time_s += sum(p.run.wall_time_s for p in result.points if p.same_as is None)
         runs = {id(p.plan): p.run for p in result.points}
         out = []
         for plan in plans:
