@@ -14,6 +14,10 @@ timm model again: what one deploys); ratios are to the base model. Calls are int
 peft's LoKr can only wrap whole modules, so the like-for-like rows target the whole fused ``attn.qkv``; our q/v-slice
 rows (the paper's targets) follow without a peft counterpart. If peft is not installed, its rows are skipped with a
 message.
+
+Measured while ``petl_analysis/functional/kron.py`` was written (2026-12-01, 2 CPU cores, float32, 768×768 result,
+n = 32; one-off timing): ``factored_kron_sum`` (one GEMM, no permute) about 2× faster than ``kron_sum`` for the
+same result.
 """
 
 from __future__ import annotations

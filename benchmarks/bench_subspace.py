@@ -18,6 +18,20 @@ over all rounds of its ratio to the direct block of the same round (target: at m
 machine than a ratio of medians. The default batch is the probe recipe's. The memory table gives the projection's fixed
 buffers, the work vectors Fastfood keeps between calls, and a dense Gaussian P's buffers (refused above the
 library's bound, as ``petl-analyze probe`` would).
+
+Measured while the subspace step was made shorter (2 CPU cores, one-off timings on the bundled ViT; the figures
+the docstrings of ``probe/subspace.py`` and ``functional/fastfood.py`` refer to):
+
+- Fastfood work vectors (2026-12-01): five fresh multi-hundred-KiB vectors per training step slowed the model's own
+  kernels beside them (gelu 2× in the profiler); reused instead. Two, not three (2026-12-02): in a training step
+  each vector touched is a cold read, ~80 µs per 512 KiB.
+- Fastfood backward (2026-12-02): a nested autograd Function call cost ~45 µs of overhead per step; the backward
+  calls the transpose kernel directly unless a graph is being built.
+- theta0 + offset as one autograd node (2026-12-02): forward + backward on the 16 ``attn`` tensors 370 µs written
+  per tensor with ``split`` / ``view`` / ``pad`` / ``+``, 251 µs as one node (outside a training step).
+- ``functional_call(..., tie_weights=False)`` (2026-12-02): the default tie search cost ~0.5 ms per step (3% of
+  the step). Reading each touched tensor through its owner rather than ``get_parameter`` (2026-12-02): the
+  attribute walk cost ~15 µs per tensor per step.
 """
 
 from __future__ import annotations

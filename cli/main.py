@@ -10,6 +10,28 @@ import typer
 from petl_analysis.plan.points import DEFAULT_METHODS
 
 from ._common import console, handle_errors, print_table, progress_bar, split_list
+from .options import (
+    AugmentOpt,
+    BackendOpt,
+    BatchOpt,
+    DataOptions,
+    DatasetOpt,
+    DeviceOpt,
+    EvalBatchOpt,
+    Execution,
+    Group,
+    JobsOpt,
+    MaxStepsOpt,
+    MaxTrainOpt,
+    ModelOpt,
+    ModelOptions,
+    RunOptions,
+    SchedulerOpt,
+    ShotsOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    grouped,
+)
 
 app = typer.Typer(
     name="petl-analyze",
@@ -18,32 +40,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# Options shared by many commands (typer needs one Option object per use, so these are factories).
-ModelOpt = lambda: typer.Option("petl_vit_tiny", "--model", "-m", help="timm model name (default: the bundled ViT).")  # noqa: E731
-WeightsOpt = lambda default="default": typer.Option(  # noqa: E731
-    default, "--weights", "-w",
-    help="'default' (bundled weights for the bundled model, random otherwise), 'random', 'hub' (timm pretrained, "
-    "needs network) or a local .safetensors/.pth path.",
-)
-DatasetOpt = lambda: typer.Option("digits", "--dataset", "-d", help="Built-in dataset name or an image-folder path.")  # noqa: E731
-DeviceOpt = lambda: typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")  # noqa: E731
-ThreadsOpt = lambda: typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice).")  # noqa: E731
-BackendOpt = lambda: typer.Option("loky", "--backend", help="Trial execution: loky (local processes) or dask.")  # noqa: E731
-SchedulerOpt = lambda: typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask).")  # noqa: E731
-ImgSizeOpt = lambda: typer.Option(None, "--img-size", help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")  # noqa: E731
-InChansOpt = lambda: typer.Option(None, "--in-chans", help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) (default: the model's).")  # noqa: E731
-PatchSizeOpt = lambda: typer.Option(None, "--patch-size", help="Patch size in pixels (default: the model's; pretrained weights need their own).")  # noqa: E731
-
-SkipBadOpt = lambda: typer.Option(  # noqa: E731
-    False, "--skip-bad-images",
-    help="Image folders: leave out files that cannot be decoded (a warning lists them) instead of failing.",
-)
-MaxStepsOpt = lambda: typer.Option(None, "--max-steps", help="Stop each training after this many optimizer steps (recorded in the recipe).")  # noqa: E731
-BatchOpt = lambda: typer.Option(None, "--batch-size", help="Training batch size (default: the recipe's).")  # noqa: E731
-EvalBatchOpt = lambda: typer.Option(None, "--eval-batch-size", help="Evaluation / feature batch size (default: 512).")  # noqa: E731
-AugmentOpt = lambda: typer.Option(False, "--augment", help="Image folders: timm's training augmentation (random resized crop, flip, colour jitter).")  # noqa: E731
-
 
 class _Notes(logging.Handler):
     """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines, each once per command."""
@@ -86,21 +82,6 @@ def _recipe(base, **values):
     return dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None and v is not False})
 
 
-def _model_spec(model: str, weights: str, img_size: Optional[int] = None, in_chans: Optional[int] = None,
-                patch_size: Optional[int] = None):
-    from petl_analysis.models import ModelSpec
-
-    return ModelSpec(name=model, weights=weights, img_size=img_size, in_chans=in_chans, patch_size=patch_size)
-
-
-def _with_sizes(spec, weights: str, img_size: Optional[int], in_chans: Optional[int], patch_size: Optional[int]):
-    """A stored spec (of a plan or ranking) with this command's weights and any size option given."""
-    import dataclasses
-
-    sizes = {"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size}
-    return dataclasses.replace(spec, weights=weights, **{k: v for k, v in sizes.items() if v is not None})
-
-
 #: What ``petl-analyze demo`` runs: sized to finish in about 10 minutes on 2 CPU cores.
 DEMO = dict(
     datasets=("digits", "animals"),
@@ -118,23 +99,20 @@ DEMO = dict(
 
 @app.command()
 @handle_errors
+@grouped
 def info(
-    model: str = ModelOpt(),
-    weights: str = WeightsOpt(),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
+    models: ModelOptions = Group(),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Resolve these target specs only."),
 ) -> None:
     """Show a model's size and its submodule catalogue (the names every other command accepts)."""
     from petl_analysis.accounting import count_parameters
     from petl_analysis.models import catalogue, create_model, describe_targets, model_input_config, resolve_targets
 
-    net = create_model(_model_spec(model, weights, img_size, in_chans, patch_size))
+    net = create_model(models.spec())
     units = resolve_targets(net, targets) if targets else catalogue(net)
     cfg = model_input_config(net)
     console.print(
-        f"[bold]{model}[/] weights={weights}  params={count_parameters(net).model_total:,}  "
+        f"[bold]{models.model}[/] weights={models.weights}  params={count_parameters(net).model_total:,}  "
         f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  patch={_patch(net)}  blocks={len(net.blocks)}"
     )
     print_table(describe_targets(units), title="submodule catalogue")
@@ -162,54 +140,40 @@ def datasets() -> None:
 
 @app.command("linear-probe")
 @handle_errors
+@grouped
 def linear_probe(
-    model: str = ModelOpt(),
-    weights: str = WeightsOpt(),
-    dataset: str = DatasetOpt(),
-    shots: Optional[int] = typer.Option(None, "--shots", "-k", help="k-shot per class (default: full data)."),
+    models: ModelOptions = Group(),
+    data: DataOptions = Group(omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (k-shot samples and training seeds 0..n-1)."),
     epochs: int = typer.Option(50, "--epochs"),
     lr: float = typer.Option(1e-2, "--lr"),
     compare_random: bool = typer.Option(False, "--compare-random", help="Also probe the same architecture with random weights."),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
     eval_batch_size: Optional[int] = EvalBatchOpt(),
-    skip_bad_images: bool = SkipBadOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
-    _setup(threads)
-    from petl_analysis.data import SplitSpec, open_dataset
+    execution.setup()
+    from petl_analysis.data import open_dataset
     from petl_analysis.engine import Recipe
-    from petl_analysis.task import DataSpec, announce, build_task, fit_linear_probe, prepare_model
+    from petl_analysis.task import announce, build_task, fit_linear_probe, prepare_model
 
     recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), eval_batch_size=eval_batch_size)
-    ds = open_dataset(dataset, skip_bad_images=skip_bad_images)
-    variants = [weights] + (["random"] if compare_random and weights != "random" else [])
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])
     rows = []
     with progress_bar("linear probe", total=len(variants) * seeds) as advance:
         for w in variants:
             for seed in range(seeds):
-                data = DataSpec(dataset, SplitSpec(shots=shots, shot_seed=seed), skip_bad_images=skip_bad_images)
-                spec = _model_spec(model, w, img_size, in_chans, patch_size)
-                net = prepare_model(spec, ds.num_classes, seed=seed)
-                task = build_task(data, net, dataset=ds)
-                announce(task.conversion, dataset)
-                res = fit_linear_probe(net, task, recipe, seed=seed, device=device)
+                net = prepare_model(models.spec(weights=w), ds.num_classes, seed=seed)
+                task = build_task(data.spec(shot_seed=seed), net, dataset=ds)
+                announce(task.conversion, data.dataset)
+                res = fit_linear_probe(net, task, recipe, seed=seed, device=execution.device)
                 rows.append({"weights": w, "seed": seed, "n_train": res.n_train, "val_acc": res.val_acc,
                              "test_acc": res.test_acc, "trainable": res.trainable["total_incl_head"],
                              "time_s": round(res.wall_time_s, 2)})
                 advance(1, f"{w} seed {seed}: test {res.test_acc:.3f}")
-    print_table(rows, title=f"linear probe on {dataset} ({'full' if shots is None else f'{shots}-shot'})")
-
-
-def _data_spec(dataset: str, shots: Optional[int], max_train: Optional[int] = None, skip_bad_images: bool = False):
-    from petl_analysis.data import SplitSpec
-    from petl_analysis.task import DataSpec
-
-    return DataSpec(dataset, SplitSpec(shots=shots, max_train=max_train), skip_bad_images=skip_bad_images)
+    split = "full" if data.shots is None else f"{data.shots}-shot"
+    print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
 def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str]) -> str:
@@ -251,12 +215,10 @@ def _trial_progress(advance):
 
 @app.command()
 @handle_errors
+@grouped
 def probe(
-    model: str = ModelOpt(),
-    weights: str = WeightsOpt(),
-    dataset: str = DatasetOpt(),
-    shots: Optional[int] = typer.Option(None, "--shots", "-k", help="k-shot per class (default: full data)."),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="Cap the full training set (stratified)."),
+    models: ModelOptions = Group(),
+    data: DataOptions = Group(),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Comma-separated catalogue specs (default: q,k,v,proj,fc1,fc2,attn,mlp)."),
     per_block: bool = typer.Option(False, "--per-block", help="One subspace per block for each target."),
     dims: Optional[str] = typer.Option(None, "--dims", help="Explicit d grid (e.g. 16,64,256); default: adaptive search."),
@@ -282,24 +244,15 @@ def probe(
     batch_size: Optional[int] = BatchOpt(),
     eval_batch_size: Optional[int] = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
-    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes."),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
-    backend: str = BackendOpt(),
-    scheduler: Optional[str] = SchedulerOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
 ) -> None:
     """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training.
 
     Every decision (the d grid, d90, the learning rate per d, the order of unreached targets) reads validation
     accuracy; test accuracy is recorded and reported only.
     """
-    _setup(threads)
-    from petl_analysis.device import resolve_device
+    execution.setup()
     from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
 
     from ._common import parse_ints
@@ -329,11 +282,8 @@ def probe(
         lr_grid=_parse_floats(lr_grid, "--lr-grid") or [1.0],
         recipe=recipe,
     )
-    dev = str(resolve_device(device))
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(_model_spec(model, weights, img_size, in_chans, patch_size),
-                           _data_spec(dataset, shots, max_train, skip_bad_images), config, out=out,
-                           device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler,
+        result = run_probe(models.spec(), data.spec(), config, out=out, **execution.trials(),
                            on_trial=_trial_progress(advance))
     floor, ceiling = result.floor, result.ceiling
     console.print(f"validation ({result.n_val} images): floor (d = 0) {floor.val_mean:.3f} ± {floor.val_std:.3f}, "
@@ -387,6 +337,7 @@ SetOpt = lambda: typer.Option([], "--set", "-s", help="Method option key=value (
 
 @app.command()
 @handle_errors
+@grouped
 def train(
     method: str = typer.Option("kadaptation", "--method", help="linear, full, bitfit, layernorm, lora, kadaptation, adapter, compacter, vpt."),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Catalogue specs (default: the method's)."),
@@ -395,10 +346,8 @@ def train(
     init: Optional[str] = typer.Option(None, "--init", help="KAdaptation init: default or pevit (the official zero-zero init)."),
     sets: list[str] = SetOpt(),
     plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="timm model name (default: the plan's, else the bundled ViT)."),
-    weights: str = WeightsOpt(),
-    dataset: str = DatasetOpt(),
-    shots: Optional[int] = typer.Option(None, "--shots", "-k"),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT).")),
+    data: DataOptions = Group(shots=ShotsOpt(help=None), omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
@@ -407,32 +356,26 @@ def train(
     batch_size: Optional[int] = BatchOpt(),
     eval_batch_size: Optional[int] = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
-    skip_bad_images: bool = SkipBadOpt(),
     dry_run: bool = typer.Option(False, "--dry-run", help="Build, inject and print the trainable-parameter table; no data, no training."),
     num_classes: int = typer.Option(10, "--num-classes", help="Head size for --dry-run."),
     out: Optional[str] = typer.Option("run.json", "--out", "-o", help="RunResult JSON."),
     save_adapter: Optional[str] = typer.Option(None, "--save-adapter", help="Directory for the adapter weights (one folder per seed)."),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
-    _setup(threads)
+    execution.setup()
     import dataclasses
 
-    from petl_analysis.device import resolve_device
     from petl_analysis.plan import Plan, validate_plan
     from petl_analysis.task import prepare_model
     from petl_analysis.train import default_train_recipe, run_method
     from petl_analysis.tuners import get_method
 
-    spec = _model_spec(model or "petl_vit_tiny", weights, img_size, in_chans, patch_size)
+    spec = models.spec()
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
-        spec = spec if model else _with_sizes(plan_obj.model, weights, img_size, in_chans, patch_size)
+        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights)
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
         if init is not None:
@@ -453,15 +396,14 @@ def train(
         return
     from petl_analysis.data import open_dataset
 
-    data = _data_spec(dataset, shots, skip_bad_images=skip_bad_images)
     if plan:
-        net = prepare_model(spec, open_dataset(dataset, skip_bad_images=skip_bad_images).num_classes)
+        net = prepare_model(spec, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
         validate_plan(plan_obj, net, spec, source=plan)
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
                      eval_batch_size=eval_batch_size, augment=augment)
-    dev = str(resolve_device(device))
     with progress_bar(f"train {config.method}", total=seeds) as advance:
-        result = run_method(spec, data, config, recipe, seeds, head_init=head_init, device=dev, plan=plan,
+        result = run_method(spec, data.spec(), config, recipe, seeds, head_init=head_init,
+                            device=execution.device_name(), plan=plan,
                             adapter_dir=save_adapter,
                             on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"))
     if out:
@@ -470,33 +412,27 @@ def train(
     print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
                   "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "steps": r.steps,
                   "time_s": round(r.wall_time_s, 1)}
-                 for r in result.seeds], title=f"{config.method} on {dataset}")
+                 for r in result.seeds], title=f"{config.method} on {data.dataset}")
     console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
                   + (f" -> {out}" if out else ""))
 
 
 @app.command()
 @handle_errors
+@grouped
 def select(
     probe_path: Optional[str] = typer.Option(None, "--probe", "-p", help="ProbeResult JSON."),
     proxy: Optional[str] = typer.Option("rgn,fisher,kappa,random", "--proxy", help="Proxy selectors to compute beside d90 (rgn, fisher, kappa, gps, spt, apla, random)."),
     from_model: bool = typer.Option(False, "--from-model", help="No probe: rank by the first proxy on --model/--dataset."),
-    model: str = ModelOpt(),
-    weights: str = WeightsOpt(),
-    dataset: str = DatasetOpt(),
+    models: ModelOptions = Group(),
+    data: DataOptions = Group(omit=("shots", "max_train")),
     targets: Optional[str] = typer.Option(None, "--targets", "-t"),
     per_block: bool = typer.Option(False, "--per-block"),
-    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("ranking.json", "--out", "-o"),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
-    _setup(threads)
-    from petl_analysis.device import resolve_device
+    execution.setup()
     from petl_analysis.errors import PetlError
     from petl_analysis.probe import ProbeResult
     from petl_analysis.select import run_select
@@ -504,9 +440,8 @@ def select(
     if probe_path is None and not from_model:
         raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
     probe_obj = ProbeResult.load(probe_path) if probe_path else None
-    ranking = run_select(probe_obj, split_list(proxy), model=_model_spec(model, weights, img_size, in_chans, patch_size),
-                         data=_data_spec(dataset, None, skip_bad_images=skip_bad_images),
-                         targets=split_list(targets) or None, per_block=per_block, device=str(resolve_device(device)),
+    ranking = run_select(probe_obj, split_list(proxy), model=models.spec(), data=data.spec(),
+                         targets=split_list(targets) or None, per_block=per_block, device=execution.device_name(),
                          source=probe_path or "")
     ranking.save(out)
     print_table(ranking.table(), title=f"ranking by {ranking.selector}")
@@ -521,21 +456,18 @@ def select(
 
 @app.command()
 @handle_errors
+@grouped
 def plan(
     ranking_path: str = typer.Option(..., "--ranking", help="Ranking JSON (from select)."),
     budget: str = typer.Option(..., "--budget", "-b", help="Budgets in trainable parameters, e.g. 5k,20k,80k."),
     method: str = typer.Option("kadaptation", "--method", help="kadaptation or lora."),
     head_in_budget: bool = typer.Option(False, "--head-in-budget", help="Count the classifier against the budget."),
     sets: list[str] = SetOpt(),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the ranking's)."),
-    weights: str = WeightsOpt(),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset for the head size (default: the ranking's)."),
-    skip_bad_images: bool = SkipBadOpt(),
+    models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's).")),
+    data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
+                              omit=("shots", "max_train")),
     out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
     from pathlib import Path
@@ -549,10 +481,9 @@ def plan(
     from ._common import parse_ints
 
     ranking = Ranking.load(ranking_path)
-    spec = (_model_spec(model, weights, img_size, in_chans, patch_size) if model
-            else _with_sizes(ranking.model, ranking.model.weights, img_size, in_chans, patch_size))
-    ds_name = dataset or (ranking.data.dataset if ranking.data else "digits")
-    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=skip_bad_images).num_classes)
+    spec = models.spec() if models.model else models.applied_to(ranking.model, ranking.model.weights)
+    ds_name = data.dataset or (ranking.data.dataset if ranking.data else "digits")
+    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=data.skip_bad_images).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = parse_ints(budget, "--budget")
@@ -578,42 +509,36 @@ def plan(
 
 @app.command()
 @handle_errors
+@grouped
 def sweep(
     plans: Optional[str] = typer.Option(None, "--plans", help="Plans folder (from `plan` or `run`): train every plan "
                                         "file in it, as the files say (--budgets, --methods, --plans-from unused)."),
     budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="timm model name (default: the plans', else the bundled ViT)."),
-    weights: Optional[str] = WeightsOpt(None),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Built-in dataset name or an image-folder path (default: the --plans-from ranking's, else digits)."),
-    shots: Optional[int] = typer.Option(5, "--shots", "-k", help="k-shot per class (0 = full data)."),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans', else the bundled ViT)."),
+                                 weights=WeightsOpt(None)),
+    data: DataOptions = Group(
+        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the --plans-from ranking's, "
+                           "else digits)."),
+        shots=ShotsOpt(5, "k-shot per class (0 = full data)."), omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     head_in_budget: bool = typer.Option(False, "--head-in-budget"),
     max_steps: Optional[int] = MaxStepsOpt(),
-    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("sweep.json", "--out", "-o", help="SweepResult JSON; trials are logged beside it and, "
                             "without --plans, the plans written to <out>.plans/ first."),
-    jobs: int = typer.Option(1, "--jobs", "-j"),
-    backend: str = BackendOpt(),
-    scheduler: Optional[str] = SchedulerOpt(),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(),
 ) -> None:
     """Train a study's plans over seeds: accuracy versus trainable parameters.
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --plans-from, written to <out>.plans/ and those files trained."""
-    _setup(threads)
+    execution.setup()
     import shlex
     import sys
 
-    from petl_analysis.device import resolve_device
     from petl_analysis.errors import PetlError
     from petl_analysis.plan import read_plans
     from petl_analysis.select import Ranking
@@ -623,25 +548,24 @@ def sweep(
     from ._common import parse_ints
 
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
-    train = dict(seeds=seeds, recipe=recipe, out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend,
-                 scheduler=scheduler, command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+    train = dict(seeds=seeds, recipe=recipe, out=out, **execution.trials(),
+                 command=shlex.join(["petl-analyze", *sys.argv[1:]]))
     if plans:
         if plans_from:
             raise PetlError("--plans trains the plan files as they are; --plans-from plans anew: give one of them")
         plan_list = read_plans(plans)
-        spec = (_model_spec(model, weights or "default", img_size, in_chans, patch_size) if model
-                else _with_sizes(plan_list[0].model, weights or plan_list[0].model.weights, img_size, in_chans,
-                                 patch_size))
-        dataset = dataset or "digits"
+        stored = plan_list[0].model
+        spec = (models.spec() if models.model
+                else models.applied_to(stored, models.weights or stored.weights))
+        dataset = data.dataset or "digits"
         with progress_bar("sweep", total=None) as advance:
-            result = sweep_plans(plan_list, _data_spec(dataset, shots or None, skip_bad_images=skip_bad_images),
+            result = sweep_plans(plan_list, data.spec(dataset=dataset, zero_shots_is_full=True),
                                  model=spec, on_trial=_trial_progress(advance), plans_source=plans, **train)
     else:
         ranking = Ranking.load(plans_from) if plans_from else None
-        dataset = _dataset_for_ranking(dataset, ranking, plans_from)
+        dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
         with progress_bar("sweep", total=None) as advance:
-            result = run_sweep(_model_spec(model or "petl_vit_tiny", weights or "default", img_size, in_chans, patch_size),
-                               _data_spec(dataset, shots or None, skip_bad_images=skip_bad_images),
+            result = run_sweep(models.spec(), data.spec(dataset=dataset, zero_shots_is_full=True),
                                parse_ints(budgets, "--budgets"), split_list(methods), ranking,
                                head_in_budget=head_in_budget, plans_dir=f"{out}.plans", ranking_source=plans_from or "",
                                on_trial=_trial_progress(advance), **train)
@@ -685,43 +609,19 @@ def report(
     console.print(f"report -> {getattr(files, 'html', out)}")
 
 
-def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, probe_shots, max_train, targets, per_block,
-                  probe_seeds, probe_epochs, epochs, out, jobs, device, command, backend="loky", scheduler=None,
-                  max_d=None, probe_grid=None, sizes=None, skip_bad_images=False):
-    import dataclasses
-    from pathlib import Path
+def _run_pipeline(run: RunOptions) -> None:
+    """One pipeline per dataset of ``run``, with progress, tables and the report paths on the console."""
+    from petl_analysis.pipeline import run_pipeline
 
-    from petl_analysis.device import resolve_device
-    from petl_analysis.pipeline import PipelineConfig, run_pipeline
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe
-    from petl_analysis.train import default_train_recipe
-
-    from ._common import parse_ints
-
-    probe_recipe = default_probe_recipe()
-    if probe_epochs:
-        probe_recipe = dataclasses.replace(probe_recipe, epochs=probe_epochs)
-    recipe = default_train_recipe()
-    if epochs:
-        recipe = dataclasses.replace(recipe, epochs=epochs)
-    probe_cfg = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
-                            seeds=probe_seeds, max_d=max_d, recipe=probe_recipe, **(probe_grid or {}))
-    dev = str(resolve_device(device))
+    trials = run.execution.trials()
     htmls = []
-    for ds in datasets_:
-        out_dir = Path(out) / ds if len(datasets_) > 1 else Path(out)
-        config = PipelineConfig(budgets=parse_ints(budgets, "--budgets"), methods=split_list(methods), probe=probe_cfg,
-                                seeds=seeds, recipe=recipe,
-                                probe_data=_data_spec(ds, probe_shots or None, max_train, skip_bad_images))
+    for ds, data, config, out_dir in run.per_dataset():
         with progress_bar(f"{ds}", total=None) as advance:
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(_model_spec(model, weights, **(sizes or {})),
-                                  _data_spec(ds, shots or None, skip_bad_images=skip_bad_images), config, out_dir,
-                                  device=dev, n_jobs=jobs, backend=backend, scheduler=scheduler, on_stage=on_stage,
-                                  on_trial=_trial_progress(advance),
-                                  commands=[command])
+            result = run_pipeline(run.model, data, config, out_dir, **trials, on_stage=on_stage,
+                                  on_trial=_trial_progress(advance), commands=[run.command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
         console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
         htmls.append(result.report_html)
@@ -731,43 +631,49 @@ def _run_pipeline(model, weights, datasets_, budgets, methods, shots, seeds, pro
 
 @app.command()
 @handle_errors
+@grouped
 def run(
-    model: str = ModelOpt(),
-    weights: str = WeightsOpt(),
-    dataset: str = typer.Option("digits", "--dataset", "-d", help="One or more datasets, comma-separated."),
+    models: ModelOptions = Group(),
+    data: DataOptions = Group(dataset=DatasetOpt("digits", "One or more datasets, comma-separated."),
+                              shots=ShotsOpt(5, "Sweep: k-shot per class (0 = full data)."),
+                              max_train=MaxTrainOpt(None, "Probe: cap the training set.")),
     budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
-    shots: int = typer.Option(5, "--shots", "-k", help="Sweep: k-shot per class (0 = full data)."),
     seeds: int = typer.Option(3, "--seeds"),
     probe_shots: int = typer.Option(0, "--probe-shots", help="Probe: k-shot per class (0 = full data)."),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="Probe: cap the training set."),
     targets: Optional[str] = typer.Option(None, "--targets", "-t"),
     per_block: bool = typer.Option(False, "--per-block"),
     probe_seeds: int = typer.Option(2, "--probe-seeds"),
     probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs"),
     max_d: Optional[int] = typer.Option(None, "--max-d", help="Probe: largest d of the adaptive search."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
-    skip_bad_images: bool = SkipBadOpt(),
     out: str = typer.Option("petl-run", "--out", "-o"),
-    jobs: int = typer.Option(1, "--jobs", "-j"),
-    backend: str = BackendOpt(),
-    scheduler: Optional[str] = SchedulerOpt(),
-    img_size: Optional[int] = ImgSizeOpt(),
-    in_chans: Optional[int] = InChansOpt(),
-    patch_size: Optional[int] = PatchSizeOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(),
 ) -> None:
     """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted)."""
     import shlex
     import sys
 
-    _setup(threads)
-    _run_pipeline(model, weights, split_list(dataset), budgets, methods, shots, seeds, probe_shots, max_train, targets,
-                  per_block, probe_seeds, probe_epochs, epochs, out, jobs, device,
-                  shlex.join(["petl-analyze", *sys.argv[1:]]), backend, scheduler, max_d=max_d,
-                  sizes={"img_size": img_size, "in_chans": in_chans, "patch_size": patch_size},
-                  skip_bad_images=skip_bad_images)
+    from petl_analysis.data import SplitSpec
+    from petl_analysis.pipeline import PipelineConfig
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe
+    from petl_analysis.train import default_train_recipe
+
+    from ._common import parse_ints
+
+    execution.setup()
+    probe_config = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
+                               seeds=probe_seeds, max_d=max_d,
+                               recipe=_recipe(default_probe_recipe(), epochs=probe_epochs or None))
+    config = PipelineConfig(budgets=parse_ints(budgets, "--budgets"), methods=split_list(methods), probe=probe_config,
+                            seeds=seeds, recipe=_recipe(default_train_recipe(), epochs=epochs or None))
+    _run_pipeline(RunOptions(
+        model=models.spec(), datasets=split_list(data.dataset), config=config,
+        sweep_split=SplitSpec(shots=data.shots or None),
+        probe_split=SplitSpec(shots=probe_shots or None, max_train=data.max_train),
+        skip_bad_images=data.skip_bad_images, out=out, execution=execution,
+        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+    ))
 
 
 @app.command()
@@ -825,18 +731,34 @@ def validate(
 
 @app.command()
 @handle_errors
+@grouped
 def demo(
     out: str = typer.Option("petl-demo", "--out", "-o"),
-    jobs: int = typer.Option(2, "--jobs", "-j"),
-    device: str = DeviceOpt(),
+    execution: Execution = Group(jobs=JobsOpt(2), omit=("backend", "scheduler", "threads")),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 10 min, 2 cores)."""
-    _run_pipeline(
-        "petl_vit_tiny", "default", list(DEMO["datasets"]), DEMO["budgets"], ",".join(DEMO["methods"]),
-        shots=DEMO["shots"], seeds=DEMO["seeds"], probe_shots=0, max_train=DEMO["probe_max_train"],
-        targets=",".join(DEMO["probe_targets"]), per_block=False, probe_seeds=DEMO["probe_seeds"], probe_epochs=None,
-        epochs=None, out=out, jobs=jobs, device=device, command=f"petl-analyze demo --out {out} --jobs {jobs}",
-        max_d=DEMO["probe_max_d"], probe_grid=DEMO["probe_grid"],
+    _run_pipeline(_demo_options(out, execution))
+
+
+def _demo_options(out: str, execution: Execution) -> RunOptions:
+    """:data:`DEMO` as the options of ``run``."""
+    from petl_analysis.data import SplitSpec
+    from petl_analysis.models import ModelSpec
+    from petl_analysis.pipeline import PipelineConfig
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe
+    from petl_analysis.train import default_train_recipe
+
+    from ._common import parse_ints
+
+    probe_config = ProbeConfig(targets=list(DEMO["probe_targets"]), seeds=DEMO["probe_seeds"],
+                               max_d=DEMO["probe_max_d"], recipe=default_probe_recipe(), **DEMO["probe_grid"])
+    config = PipelineConfig(budgets=parse_ints(DEMO["budgets"], "--budgets"), methods=list(DEMO["methods"]),
+                            probe=probe_config, seeds=DEMO["seeds"], recipe=default_train_recipe())
+    return RunOptions(
+        model=ModelSpec(name="petl_vit_tiny", weights="default"), datasets=list(DEMO["datasets"]), config=config,
+        sweep_split=SplitSpec(shots=DEMO["shots"]), probe_split=SplitSpec(max_train=DEMO["probe_max_train"]),
+        skip_bad_images=False, out=out, execution=execution,
+        command=f"petl-analyze demo --out {out} --jobs {execution.jobs}",
     )
 
 

@@ -255,3 +255,21 @@ def test_file_broken_after_opening_is_one_line_naming_it(tmp_path: Path) -> None
     msg = one_line_error(e)
     assert msg.startswith("cannot read image") and Path(task.train.files.paths[0]).name in msg
     assert "Traceback" not in msg
+
+
+def _workers_in_child() -> int:
+    from petl_analysis.data.stream import default_num_workers
+
+    return default_num_workers()
+
+
+def test_trial_workers_decode_in_process(monkeypatch):
+    """A loky trial worker cannot start DataLoader workers ('Process' object has no attribute 'env'): inside any
+    child process the streamed data is decoded in the process, even when the environment asks for workers."""
+    from joblib import Parallel, delayed
+
+    from petl_analysis.data.stream import WORKERS_ENV, default_num_workers
+
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert default_num_workers() == 3
+    assert Parallel(n_jobs=2, backend="loky")(delayed(_workers_in_child)() for _ in range(2)) == [0, 0]

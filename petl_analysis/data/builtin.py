@@ -60,7 +60,8 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     """``(1797, 8, 8)`` float values 0..16 and ``(1797,)`` labels, exactly what ``load_digits()`` returns.
 
     Reads the csv that ``load_digits`` itself parses, when it is where scikit-learn keeps it: importing
-    ``sklearn.datasets`` costs ~1.5 s, the read ~20 ms. Falls back to ``load_digits()`` otherwise.
+    ``sklearn.datasets`` costs far more than the read (figures: DATA_CARD.md). Falls back to
+    ``load_digits()`` otherwise.
     """
     spec = importlib.util.find_spec("sklearn")
     csv = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None

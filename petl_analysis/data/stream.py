@@ -32,9 +32,10 @@ WORKERS_ENV = "PETL_ANALYSIS_WORKERS"
 def default_num_workers() -> int:
     """DataLoader workers for streamed data: ``$PETL_ANALYSIS_WORKERS``, else ``min(4, cpus - 1)`` (at least 1).
 
-    0 (decode in the training process) inside a daemonic process, which may not start children.
+    0 (decode in the training process) inside a child process: a daemonic one may not start children, and a trial
+    worker (loky's processes cannot start DataLoader workers) already is the parallelism, one trial per core.
     """
-    if multiprocessing.current_process().daemon:
+    if multiprocessing.current_process().daemon or multiprocessing.parent_process() is not None:
         return 0
     env = os.environ.get(WORKERS_ENV)
     if env is not None:

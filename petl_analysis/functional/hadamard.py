@@ -4,17 +4,16 @@
 ``scipy.linalg.hadamard(n)``: ``H_1 = [1]``, ``H_2n = [[H_n, H_n], [H_n, -H_n]]``. Entries are ±1, so
 ``H_n @ H_n = n I``; divide by ``sqrt(n)`` for the orthonormal version.
 
-Formulation (measured on 2 CPU cores, float32; see ``benchmarks/bench_projections.py``): Sylvester matrices factor
-as Kronecker products, ``H_{a·b} = H_a ⊗ H_b``. Viewing the last dimension as a grid ``(f_k, …, f_2, f_1)`` with
-every ``f_i ≤ 16``, the transform is one small dense ``H_{f_i}`` applied along each grid axis in turn. Each step is
-one batched GEMM against a cached 16×16 ±1 matrix on a *view* of the data (no transposes, no copies): ~4·n·log2 n
-flops instead of n·log2 n, but GEMMs run near peak while the classic butterfly loop is memory-bound. Steps write
-into two ping-pong buffers (``matmul(out=...)``), not a fresh tensor each. Forward, one vector, n = 2^21: 2.5–4 ms,
-against ~22 ms for the ``stack``-based butterfly and ~10 ms for ``tensordot`` over a ``(16,)*k`` reshape. On the
-project's VMs a fresh multi-MiB allocation is page-faulted in again (~1 µs per 4 KiB page: ~2 ms per 8 MiB
-buffer), so allocation count matters as much as flops here; :func:`fwht_destructive` lets chained callers
-(Fastfood) run in two buffers they own. For one vector up to 2^16, :func:`fwht_inplace` uses a rotating form (one
-plain GEMM per step) that has less per-step overhead.
+Formulation: Sylvester matrices factor as Kronecker products, ``H_{a·b} = H_a ⊗ H_b``. Viewing the last
+dimension as a grid ``(f_k, …, f_2, f_1)`` with every ``f_i ≤ 16``, the transform is one small dense ``H_{f_i}``
+applied along each grid axis in turn. Each step is one batched GEMM against a cached 16×16 ±1 matrix on a *view*
+of the data (no transposes, no copies): ~4·n·log2 n flops instead of n·log2 n, but GEMMs run near peak while the
+classic butterfly loop is memory-bound, so on CPU this beats the ``stack``-based butterfly and a ``tensordot``
+over a ``(16,)*k`` reshape (figures: ``benchmarks/bench_projections.py``). Steps write into two ping-pong buffers
+(``matmul(out=...)``), not a fresh tensor each: on CPU a fresh multi-MiB allocation is page-faulted in again, so
+allocation count matters as much as flops here; :func:`fwht_destructive` lets chained callers (Fastfood) run in
+two buffers they own. For one vector up to 2^16, :func:`fwht_inplace` uses a rotating form (one plain GEMM per
+step) that has less per-step overhead.
 
 Structured inputs and outputs (:func:`fwht_padded_`, :func:`fwht_truncated_`): the transform of a zero-padded
 vector and the first ``keep`` outputs of a transform, exactly, without transforming the zeros or computing the
@@ -47,13 +46,13 @@ __all__ = [
     "next_power_of_two",
 ]
 
-# Largest Kronecker factor applied as one dense GEMM. 16 and 32 measured within noise of each other; 64+ is slower.
+# Largest Kronecker factor applied as one dense GEMM (16 and 32 level, larger slower: benchmarks/bench_projections.py).
 _BLOCK = 16
 
 _CACHE: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
 # Below this length a half-split in fwht_padded_ / fwht_truncated_ saves less than its Python overhead (a few
-# ops, ~10 µs each on CPU); the transform is done in full instead.
+# ops, each with a fixed cost on CPU); the transform is done in full instead.
 _SPLIT_MIN = 1 << 14
 # Largest length fwht_inplace transforms in the rotating form (see there).
 _ROTATE_MAX = 1 << 16
@@ -96,7 +95,7 @@ def _factors(n: int) -> tuple[int, ...]:
     """Kronecker factors of H_n, innermost axis first: 16s, then the one smaller factor (if any) outermost.
 
     Steps whose contracted axis has a short stride are many tiny matmuls, so a small factor innermost would make
-    step 2 the slowest (measured: 4 ms of 7 ms at n = 2^21 with a 2-wide innermost axis, 0.4 ms outermost).
+    step 2 the slowest by far (figures: ``benchmarks/bench_projections.py``).
     """
     factors: list[int] = []
     while n > 1:
@@ -107,8 +106,8 @@ def _factors(n: int) -> tuple[int, ...]:
 
 
 def _blocks(factors: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> dict[int, torch.Tensor]:
-    """The Hadamard blocks a transform needs, looked up once per transform rather than once per step (the FWHT of
-    a few thousand numbers costs tens of µs, so per-step Python overhead shows)."""
+    """The Hadamard blocks a transform needs, looked up once per transform rather than once per step (on a few
+    thousand numbers the transform is so short that per-step Python overhead shows)."""
     return {f: hadamard_matrix(f, dtype, device) for f in set(factors)}
 
 
@@ -117,7 +116,7 @@ def _run_steps(x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
 
     Step i reads what step i-1 wrote, so consecutive targets must differ; ``targets[0]`` must not alias ``x``.
     Writing into given buffers (``matmul(out=...)``) instead of a fresh tensor per step matters on CPU: every
-    fresh large allocation is page-faulted in again (measured ~1 µs per 4 KiB page on the project's VMs).
+    fresh large allocation is page-faulted in again.
     """
     rows, n = x.shape
     factors = _factors(n)
@@ -194,11 +193,10 @@ def fwht_into_(src: torch.Tensor, dst: torch.Tensor, spare: torch.Tensor) -> tor
         return dst
     # Rotating form: each step is one plain GEMM, H_f @ (view as (n/f, f))ᵀ, which contracts the innermost grid
     # axis and writes it out as the outermost; after one step per axis the order is the original again. One
-    # kernel per step instead of a broadcast batched matmul: 1.3–2.5× faster up to n = 2^16 (1 thread; level at
-    # 2^16 on 2), slower above on 2 threads, where the batched form parallelises better.
-    # For n = 16^k the mirrored rotation (contract the outermost axis, write it innermost: Xᵀ H_f) measured
-    # 12% faster at n = 2^16 on 2 threads (87 against 99 µs; level on 1) and level below; with a smaller
-    # factor in the grid its short contraction is slow that way round (2^14: 52 against 41 µs).
+    # kernel per step instead of a broadcast batched matmul: faster up to n = 2^16, slower above on 2 threads,
+    # where the batched form parallelises better. For n = 16^k the mirrored rotation (contract the outermost axis,
+    # write it innermost: Xᵀ H_f) is faster still; with a smaller factor in the grid its short contraction is slow
+    # that way round. Figures: benchmarks/bench_projections.py.
     factors = _factors(n)
     mirrored = factors[-1] == _BLOCK
     blocks = _blocks(factors, src.dtype, src.device)

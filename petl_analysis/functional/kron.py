@@ -8,13 +8,13 @@ Everything here is a pure function of its tensor arguments (no module state), di
 ``einsum``/``matmul`` instead of Python loops over ``torch.kron``; ``tests/test_kron.py`` checks each against a dense
 ``torch.kron`` reference.
 
-Two ways to compute ``Σ_i A_i ⊗ B_i`` (measured on 2 CPU cores, float32, 768×768 result, n = 32):
+Two ways to compute ``Σ_i A_i ⊗ B_i``:
 
 - :func:`kron_sum` (general ``A_i``, ``B_i``): one GEMM ``(a1·a2 × n) @ (n × b1·b2)`` plus one permuting copy.
 - :func:`factored_kron_sum` (rank-1 ``A_i = a_i b_iᵀ``, rank-r ``B_i = u_i v_iᵀ``): by the mixed-product rule
   ``(a bᵀ) ⊗ (u vᵀ) = (a ⊗ u)(b ⊗ v)ᵀ``, so the sum is ``P Qᵀ`` with ``P = [a_i ⊗ u_i]`` (``d_out × n·r``) and
   ``Q = [b_i ⊗ v_i]`` (``d_in × n·r``): a LoRA of rank ``n·r`` with Kronecker-structured factors. One GEMM, no
-  permute; about 2× faster than :func:`kron_sum` for the same result.
+  permute; faster than :func:`kron_sum` for the same result (figures: ``benchmarks/bench_adapters.py``).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PetlError
-from ..functional.hadamard import fwht_padded_, fwht_truncated_, next_power_of_two
+from ..functional.fastfood import Workspace, fastfood, fastfood_indices
 from ..registry import Registry
 
 __all__ = [
@@ -241,9 +241,9 @@ class SparseProjection(Projection):
     replacement, then signs) comes from stream ``(seed, j)``, so it does not depend on ``d``.
 
     Storage is COO triplets by column (``rows`` (d, k) int64, ``values`` (d, k)); the product is a gather-scale
-    ``index_add`` (backward: a gather). Measured on 2 CPU cores this is 5–10× faster than ``torch.sparse`` CSR/COO
-    matmul with autograd (D=1.2M, d=1000: 9 ms against 61–80 ms forward+backward). On CUDA, ``index_add`` uses
-    atomics, so sums are reproducible only to rounding.
+    ``index_add`` (backward: a gather), faster on CPU than ``torch.sparse`` CSR/COO matmul with autograd (figures
+    in ``benchmarks/bench_projections.py``). On CUDA, ``index_add`` uses atomics, so sums are reproducible only to
+    rounding.
     """
 
     kind = "sparse"
@@ -291,121 +291,6 @@ class SparseProjection(Projection):
         return out.reshape(*lead, self.D)
 
 
-class _Scratch:
-    """Work vectors a projection reuses from call to call, by (name, length, dtype, device).
-
-    On CPU every fresh multi-hundred-KiB tensor is page-faulted in again once the allocator has returned the last
-    one to the OS; five such vectors per training step measurably slowed the *model's* own kernels beside them
-    (gelu 2× on the bundled ViT). Not for concurrent calls from several threads on one projection.
-    """
-
-    def __init__(self) -> None:
-        self._store: dict[tuple[str, int, torch.dtype, torch.device], Tensor] = {}
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._store.values())
-
-    def get(self, name: str, n: int, like: Tensor) -> Tensor:
-        key = (name, n, like.dtype, like.device)
-        t = self._store.get(key)
-        if t is None:
-            self._store = {k: v for k, v in self._store.items() if k[0] != name}  # drop stale dtype/device/size
-            t = self._store[key] = torch.empty(n, dtype=like.dtype, device=like.device)
-        return t
-
-
-def _work_vectors(scratch: _Scratch, L: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    """The two length-L work vectors of a Fastfood call. Each stage's scratch is the vector the other stage
-    needs (the first transform works in ``buf`` with ``other`` as scratch, the gather writes ``other``, the last
-    transform works there with ``buf`` as scratch): two vectors, not three, and in a training step, where the
-    model evicts them between calls, each vector touched is a cold read (~80 µs per 512 KiB measured)."""
-    return scratch.get("buf", L, like), scratch.get("other", L, like)
-
-
-def _fastfood_forward(x: Tensor, signs: Tensor, n_out: int, perm_mod: Tensor, gauss: Tensor,
-                      scratch: _Scratch) -> Tensor:
-    """``(H_L G Π H_L B pad_L(x))[:n_out]`` for one vector x (d,), Π = gather by ``perm``, given ``perm_mod = perm
-    mod d'`` and B = diag(signs).
-
-    Neither transform touches what it does not need (exact; :func:`fwht_padded_`, :func:`fwht_truncated_`): with
-    ``d' = 2^⌈log2 d⌉``, ``H_L pad_L(x)`` is ``H_{d'} pad_{d'}(x)`` tiled L/d' times, so ``Π`` gathers by
-    ``perm mod d'`` straight from those d' numbers, and the last transform skips the L - n_out dropped rows. Work
-    memory is reused; the result is a fresh tensor.
-    """
-    d, L = x.numel(), perm_mod.numel()
-    buf, other = _work_vectors(scratch, L, x)
-    torch.mul(x, signs, out=buf[:d])
-    u = fwht_padded_(buf[: next_power_of_two(d)], d, other)
-    # index_select on CPU measured 20% (L = 2^17) to 3x (L = 2^21) faster than torch.take; int32 index accepted.
-    z = torch.index_select(u, 0, perm_mod, out=other).mul_(gauss)
-    return fwht_truncated_(z, n_out, buf, out=torch.empty(n_out, dtype=x.dtype, device=x.device))
-
-
-def _fastfood_transpose(g: Tensor, signs: Tensor, perm_inverse: Tensor, gauss: Tensor, scratch: _Scratch) -> Tensor:
-    """``B (H_L Πᵀ G H_L pad_L(g))[:d]`` for one vector g (D,): the transpose of :func:`_fastfood_forward`, with
-    the mirror shortcuts (padded input, truncated output), in reused work memory; the result is fresh."""
-    buf, other = _work_vectors(scratch, perm_inverse.numel(), g)
-    # src=g: the first transform reads g where it lies (contiguous: a grad can be an expanded view).
-    w = fwht_padded_(buf, g.numel(), other, src=g.contiguous()).mul_(gauss)
-    torch.index_select(w, 0, perm_inverse, out=other)
-    return fwht_truncated_(other, signs.numel(), buf) * signs
-
-
-def _rowwise(fn, x: Tensor, *args) -> Tensor:
-    """Apply a one-vector Fastfood kernel to each row of a (rows, n) tensor (rows > 1 only in ``matrix()``)."""
-    if x.shape[0] == 1:
-        return fn(x.reshape(-1), *args).unsqueeze(0)
-    return torch.stack([fn(row.contiguous(), *args) for row in x])
-
-
-def _transpose_rows(grad: Tensor, D: int, signs: Tensor, perm_inverse: Tensor, gauss: Tensor,
-                    scratch: _Scratch) -> Tensor:
-    """``Pᵀ g`` for ``g`` of shape (..., D), without autograd bookkeeping."""
-    out = _rowwise(_fastfood_transpose, grad.reshape(-1, D), signs, perm_inverse, gauss, scratch)
-    return out.reshape(*grad.shape[:-1], signs.shape[0])
-
-
-class _Fastfood(torch.autograd.Function):
-    """``θ ↦ P θ = (H G Π H B pad_L(θ))[:D]`` for :class:`FastfoodProjection` (G already holds the normalisation).
-
-    Backward is ``g ↦ Pᵀ g = B (H Πᵀ G H pad_L(g))[:d]`` (:class:`_FastfoodT`, whose own backward is this class,
-    so double backward works); nothing is stored but references to the fixed buffers.
-    """
-
-    @staticmethod
-    def forward(ctx, theta: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor,
-                scratch: _Scratch) -> Tensor:  # noqa: D102
-        ctx.D, ctx.scratch = D, scratch
-        ctx.save_for_backward(signs, perm_mod, perm_inverse, gauss)
-        d = theta.shape[-1]
-        out = _rowwise(_fastfood_forward, theta.reshape(-1, d), signs, D, perm_mod, gauss, scratch)
-        return out.reshape(*theta.shape[:-1], D)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
-        if torch.is_grad_enabled():  # create_graph: the transpose must itself be differentiable
-            grad_theta = _FastfoodT.apply(grad, ctx.D, *ctx.saved_tensors, ctx.scratch)
-        else:  # the usual case; a nested Function call here cost ~45 µs of autograd overhead per step
-            signs, _, perm_inverse, gauss = ctx.saved_tensors
-            grad_theta = _transpose_rows(grad, ctx.D, signs, perm_inverse, gauss, ctx.scratch)
-        return grad_theta, None, None, None, None, None, None
-
-
-class _FastfoodT(torch.autograd.Function):
-    """``g ↦ Pᵀ g``, the transpose of :class:`_Fastfood` (H symmetric, Πᵀ = gather by Π⁻¹)."""
-
-    @staticmethod
-    def forward(ctx, grad: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor,
-                scratch: _Scratch) -> Tensor:  # noqa: D102
-        ctx.D, ctx.scratch = D, scratch
-        ctx.save_for_backward(signs, perm_mod, perm_inverse, gauss)
-        return _transpose_rows(grad, D, signs, perm_inverse, gauss, scratch)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
-        return _Fastfood.apply(grad, ctx.D, *ctx.saved_tensors, ctx.scratch), None, None, None, None, None, None
-
-
 @PROJECTIONS.register("fastfood")
 class FastfoodProjection(Projection):
     """Fastfood ``P`` (Le et al. 2013, as used by Li et al. 2018 and Aghajanyan et al. 2021): O(D) memory, any d.
@@ -424,13 +309,12 @@ class FastfoodProjection(Projection):
     fraction D/L of each column's energy in expectation, hence the factor ``1/(‖g‖·√D)``: ``E‖P e_j‖² = 1``
     (``column_norm = "expected"``). Distinct columns are nearly orthogonal (|cos| = O(1/√D)).
 
-    Cost: per call one FWHT of length d' = 2^⌈log2 d⌉, one length-L gather and one FWHT of length L truncated to
-    D rows, which costs about half a full one when D is just above L/2 (:func:`fwht_truncated_`). The backward is
-    the transposed chain ``Pᵀ g = B (H Π⁻¹ G H pad_L(g))[:d]`` with the mirror shortcuts, as its own autograd
-    Function (so double backward works), and nothing but references to the fixed buffers is saved for it. Work
-    memory: about two length-L vectors per call. Buffers: ``b``, ``g`` (dtype) and ``Π mod d'``, ``Π⁻¹`` (int32)
-    of length L, i.e. 16 bytes per row in float32, independent of d. Only ``b[:d]`` is used; keeping all L signs
-    makes column j independent of d.
+    The transform and its transpose ``Pᵀ g = B (H Π⁻¹ G H pad_L(g))[:d]`` are
+    :func:`~petl_analysis.functional.fastfood.fastfood` (cost, shortcuts and autograd there); this class draws
+    ``b``, ``Π`` and ``g`` from the seed, folds the normalisation into ``g`` and holds them as buffers. Work memory:
+    about two length-L vectors, kept between calls (:meth:`work_memory_bytes`). Buffers: ``b``, ``g`` (dtype) and
+    ``Π mod d'``, ``Π⁻¹`` (int32) of length L, i.e. 16 bytes per row in float32, independent of d. Only ``b[:d]``
+    is used; keeping all L signs makes column j independent of d.
     """
 
     kind = "fastfood"
@@ -457,20 +341,18 @@ class FastfoodProjection(Projection):
         to = dict(device=self._device, dtype=dtype)
         self.register_buffer("signs", signs.to(**to), persistent=False)
         self.register_buffer("gauss", gauss_scaled.to(**to), persistent=False)
-        # int32 indices: index_select takes them on CPU and CUDA, and they halve the index traffic of the gathers.
-        self._scratch = _Scratch()
-        perm_mod = perm & (next_power_of_two(d) - 1)  # = perm when d' = L
-        self.register_buffer("perm_mod", perm_mod.to(device=self._device, dtype=torch.int32), persistent=False)
-        self.register_buffer("perm_inverse", torch.argsort(perm).to(device=self._device, dtype=torch.int32),
-                             persistent=False)
+        perm_mod, perm_inverse = fastfood_indices(perm, d)
+        self.register_buffer("perm_mod", perm_mod.to(self._device), persistent=False)
+        self.register_buffer("perm_inverse", perm_inverse.to(self._device), persistent=False)
+        self._workspace = Workspace()
 
     def work_memory_bytes(self) -> int:
         """Bytes of the work vectors kept between calls (two of length L once a forward or backward ran)."""
-        return self._scratch.nbytes()
+        return self._workspace.nbytes()
 
     def _project(self, theta_d: Tensor) -> Tensor:
         signs = self.signs[: self.d]
-        return _Fastfood.apply(theta_d, self.D, signs, self.perm_mod, self.perm_inverse, self.gauss, self._scratch)
+        return fastfood(theta_d, self.D, signs, self.perm_mod, self.perm_inverse, self.gauss, self._workspace)
 
 
 def make_projection(

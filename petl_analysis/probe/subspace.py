@@ -55,8 +55,8 @@ class _Substitute(torch.autograd.Function):
     ``layout`` maps each base tensor (in order) to its segments of the flat vector, ``segments`` lists them all in
     flat order; a segment with ``rows`` adds only to those rows (a q, k or v slice of a fused qkv). Backward
     gathers the tensors' gradients back into the flat vector with one ``cat``. Written out per tensor with
-    ``split``, ``view``, ``pad`` and ``+`` this was two to four autograd nodes per tensor; for the bundled ViT's
-    ``attn`` (16 tensors) forward + backward measured 370 µs that way and 251 µs this way, outside a training step.
+    ``split``, ``view``, ``pad`` and ``+`` this was two to four autograd nodes per tensor, each slice's backward
+    zero-filling a D-length buffer (figures: ``benchmarks/bench_subspace.py``).
     """
 
     @staticmethod
@@ -132,14 +132,14 @@ class SubspaceModel(AdapterModule):
         self._segments = segments
         # Every name a substituted tensor is reachable under (tied weights share one Parameter), so the forward can
         # call functional_call with tie_weights=False: its own tie search walks the whole module tree on every
-        # call, ~0.5 ms per step on the bundled ViT (3% of the step).
+        # call (figures: benchmarks/bench_subspace.py).
         self._aliases = {seg.param: tuple(names_of[id(params[seg.param])]) for seg in segments}
         self._layout: dict[str, tuple[_Segment, ...]] = {}
         for seg in segments:
             self._layout[seg.param] = (*self._layout.get(seg.param, ()), seg)
         # (owning module, attribute) per touched tensor: the tensor is read afresh each call (so theta0 follows
-        # .to() and load_state_dict) without get_parameter's attribute walk, which cost ~15 µs per tensor per
-        # step. A submodule replaced after wrapping is not followed.
+        # .to() and load_state_dict) without get_parameter's attribute walk on every step. A submodule replaced
+        # after wrapping is not followed.
         self._owners = []
         for name in self._layout:
             owner, _, leaf = name.rpartition(".")

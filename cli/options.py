@@ -1,0 +1,248 @@
+"""Options shared by commands, declared once: single options (:class:`CliOption`) and typed groups of them.
+
+A group is a dataclass whose fields are CLI options (each field's ``metadata["option"]``, a :class:`CliOption`,
+makes its ``typer.Option``). A command takes one parameter annotated with the group, and :func:`grouped` puts the group's
+options in its place on the command line and hands the command one built object::
+
+    @grouped
+    def probe(models: ModelOptions = Group(), execution: Execution = Group(jobs=JobsOpt(help="..."))) -> None:
+        run_probe(models.spec(), ..., device=execution.device_name())
+
+``Group(field=Option(...))`` replaces one option for that command (another default or help text),
+``Group(omit=(...))`` leaves options out (their fields keep the dataclass default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+import typer
+from typer.models import OptionInfo
+
+if TYPE_CHECKING:
+    from petl_analysis.data import SplitSpec
+    from petl_analysis.models import ModelSpec
+    from petl_analysis.pipeline import PipelineConfig
+    from petl_analysis.task import DataSpec
+
+
+# -- single options --------------------------------------------------------------------------------------------------
+
+_SAME: Any = object()
+
+
+class CliOption:
+    """One CLI option, declared once. typer needs a fresh ``Option`` object per use, so calling this makes one:
+    ``ModelOpt()`` with the shared default and help, ``ModelOpt(None, "other help")`` for one command's variant."""
+
+    def __init__(self, default: Any, *decls: str, help: Optional[str] = None) -> None:  # noqa: A002
+        self.default, self.decls, self.help = default, decls, help
+
+    def __call__(self, default: Any = _SAME, help: Optional[str] = _SAME) -> Any:  # noqa: A002
+        return typer.Option(self.default if default is _SAME else default, *self.decls,
+                            help=self.help if help is _SAME else help)
+
+    def field(self) -> Any:
+        """A dataclass field of an :class:`OptionGroup` that this option sets (same default)."""
+        return dataclasses.field(default=self.default, metadata={"option": self})
+
+
+ModelOpt = CliOption("petl_vit_tiny", "--model", "-m", help="timm model name (default: the bundled ViT).")
+WeightsOpt = CliOption(
+    "default", "--weights", "-w",
+    help="'default' (bundled weights for the bundled model, random otherwise), 'random', 'hub' (timm pretrained, "
+    "needs network) or a local .safetensors/.pth path.",
+)
+ImgSizeOpt = CliOption(None, "--img-size",
+                       help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")
+InChansOpt = CliOption(None, "--in-chans", help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) "
+                       "(default: the model's).")
+PatchSizeOpt = CliOption(None, "--patch-size",
+                         help="Patch size in pixels (default: the model's; pretrained weights need their own).")
+DatasetOpt = CliOption("digits", "--dataset", "-d", help="Built-in dataset name or an image-folder path.")
+ShotsOpt = CliOption(None, "--shots", "-k", help="k-shot per class (default: full data).")
+MaxTrainOpt = CliOption(None, "--max-train", help="Cap the full training set (stratified).")
+SkipBadOpt = CliOption(
+    False, "--skip-bad-images",
+    help="Image folders: leave out files that cannot be decoded (a warning lists them) instead of failing.",
+)
+JobsOpt = CliOption(1, "--jobs", "-j")
+BackendOpt = CliOption("loky", "--backend", help="Trial execution: loky (local processes) or dask.")
+SchedulerOpt = CliOption(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask).")
+DeviceOpt = CliOption("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+ThreadsOpt = CliOption(None, "--threads", help="torch CPU threads (default: torch's choice).")
+MaxStepsOpt = CliOption(None, "--max-steps",
+                        help="Stop each training after this many optimizer steps (recorded in the recipe).")
+BatchOpt = CliOption(None, "--batch-size", help="Training batch size (default: the recipe's).")
+EvalBatchOpt = CliOption(None, "--eval-batch-size", help="Evaluation / feature batch size (default: 512).")
+AugmentOpt = CliOption(False, "--augment", help="Image folders: timm's training augmentation (random resized crop, "
+                       "flip, colour jitter).")
+
+
+# -- groups ----------------------------------------------------------------------------------------------------------
+
+
+class OptionGroup:
+    """Base of the option groups :func:`grouped` expands."""
+
+
+@dataclass(frozen=True)
+class ModelOptions(OptionGroup):
+    """--model, --weights, --img-size, --in-chans, --patch-size: which ViT, with which weights, at which input size."""
+
+    model: Optional[str] = ModelOpt.field()
+    weights: Optional[str] = WeightsOpt.field()
+    img_size: Optional[int] = ImgSizeOpt.field()
+    in_chans: Optional[int] = InChansOpt.field()
+    patch_size: Optional[int] = PatchSizeOpt.field()
+
+    def spec(self, *, weights: Optional[str] = None, default_model: str = "petl_vit_tiny") -> ModelSpec:
+        """The model's spec; ``weights`` replaces --weights, ``default_model`` stands in for an unset --model."""
+        from petl_analysis.models import ModelSpec
+
+        return ModelSpec(name=self.model or default_model, weights=weights or self.weights or "default",
+                         **self._sizes())
+
+    def applied_to(self, stored: ModelSpec, weights: str) -> ModelSpec:
+        """A stored spec (of a plan or ranking) with ``weights`` and any size option given."""
+        sizes = {k: v for k, v in self._sizes().items() if v is not None}
+        return dataclasses.replace(stored, weights=weights, **sizes)
+
+    def _sizes(self) -> dict[str, Optional[int]]:
+        return {"img_size": self.img_size, "in_chans": self.in_chans, "patch_size": self.patch_size}
+
+
+@dataclass(frozen=True)
+class DataOptions(OptionGroup):
+    """--dataset, --shots, --max-train, --skip-bad-images: which images, and how many of them train."""
+
+    dataset: Optional[str] = DatasetOpt.field()
+    shots: Optional[int] = ShotsOpt.field()
+    max_train: Optional[int] = MaxTrainOpt.field()
+    skip_bad_images: bool = SkipBadOpt.field()
+
+    def spec(self, *, dataset: Optional[str] = None, shot_seed: int = 0, zero_shots_is_full: bool = False) -> DataSpec:
+        """The :class:`~petl_analysis.task.DataSpec`; ``zero_shots_is_full`` for commands where --shots 0 means all."""
+        from petl_analysis.data import SplitSpec
+        from petl_analysis.task import DataSpec
+
+        shots = None if zero_shots_is_full and not self.shots else self.shots
+        split = SplitSpec(shots=shots, shot_seed=shot_seed, max_train=self.max_train)
+        return DataSpec(dataset or self.dataset, split, skip_bad_images=self.skip_bad_images)
+
+
+@dataclass(frozen=True)
+class Execution(OptionGroup):
+    """--jobs, --backend, --scheduler, --device, --threads: where trials run."""
+
+    jobs: int = JobsOpt.field()
+    backend: str = BackendOpt.field()
+    scheduler: Optional[str] = SchedulerOpt.field()
+    device: str = DeviceOpt.field()
+    threads: Optional[int] = ThreadsOpt.field()
+
+    def setup(self) -> None:
+        """Apply --threads to torch (before any work)."""
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    def device_name(self) -> str:
+        """--device resolved (``auto`` becomes ``cuda`` or ``cpu``)."""
+        from petl_analysis.device import resolve_device
+
+        return str(resolve_device(self.device))
+
+    def trials(self) -> dict[str, Any]:
+        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler``."""
+        return {"device": self.device_name(), "n_jobs": self.jobs, "backend": self.backend,
+                "scheduler": self.scheduler}
+
+
+class Group:
+    """Default of a group parameter: ``Group(field=Option(...))`` replaces that field's option for one command;
+    ``omit`` leaves options out."""
+
+    def __init__(self, omit: tuple[str, ...] = (), **options: OptionInfo) -> None:
+        self.omit = tuple(omit)
+        self.options = options
+
+
+def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Expand each parameter of ``fn`` annotated with an :class:`OptionGroup` into the group's options (in place,
+    in field order); the command receives one built group object per such parameter."""
+    hints = typing.get_type_hints(fn)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, tuple[str, ...]]] = {}
+    for p in inspect.signature(fn).parameters.values():
+        cls = hints.get(p.name, p.annotation)
+        if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
+            params.append(p.replace(annotation=cls))
+            continue
+        spec = p.default if isinstance(p.default, Group) else Group()
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        unknown = (set(spec.omit) | set(spec.options)) - set(names)
+        if unknown:
+            raise TypeError(f"{fn.__name__}: {cls.__name__} has no options {sorted(unknown)}")
+        field_types = typing.get_type_hints(cls)
+        kept = []
+        for f in dataclasses.fields(cls):
+            if f.name in spec.omit:
+                continue
+            option = spec.options.get(f.name) or f.metadata["option"]()
+            params.append(inspect.Parameter(f.name, p.kind, default=option, annotation=field_types[f.name]))
+            kept.append(f.name)
+        groups[p.name] = (cls, tuple(kept))
+    seen = [p.name for p in params]
+    if len(seen) != len(set(seen)):
+        raise TypeError(f"{fn.__name__}: an option group repeats a parameter name ({seen})")
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        for name, (cls, kept) in groups.items():
+            kwargs[name] = cls(**{k: kwargs.pop(k) for k in kept})
+        return fn(**kwargs)
+
+    signature = inspect.Signature(params, return_annotation=hints.get("return"))
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+# -- what run and demo build -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``run`` (from its options) and ``demo`` (from ``DEMO``) hand the pipeline, built once.
+
+    One pipeline per dataset: under ``out`` for one dataset, ``out/<dataset>`` for several. The sweep trains on
+    ``sweep_split``, the probe measures on ``probe_split``; ``config.probe_data`` is set per dataset.
+    """
+
+    model: ModelSpec
+    datasets: list[str]
+    config: PipelineConfig
+    sweep_split: SplitSpec
+    probe_split: SplitSpec
+    skip_bad_images: bool
+    out: str
+    execution: Execution
+    command: str
+
+    def per_dataset(self) -> Iterator[tuple[str, DataSpec, PipelineConfig, Path]]:
+        """``(dataset, sweep data, config with the probe's data, out_dir)`` for each dataset."""
+        from petl_analysis.task import DataSpec
+
+        for ds in self.datasets:
+            out_dir = Path(self.out) / ds if len(self.datasets) > 1 else Path(self.out)
+            probe_data = DataSpec(ds, self.probe_split, skip_bad_images=self.skip_bad_images)
+            yield (ds, DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images),
+                   dataclasses.replace(self.config, probe_data=probe_data), out_dir)
