@@ -99,7 +99,8 @@ def test_default_budgets_bracket_the_oracle_budget():
 
 def _probe():
     probe = synthetic_probe()
-    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6)))
+    # 6 validation images per class, 10 classes: what the probe would have recorded.
+    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6)), n_val=60)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,9 @@ def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
                         for t in result.sets])
         again = bootstrap_correlation(a.order, result.sets, acc)
         assert (a.spearman, a.kendall) == pytest.approx((again.spearman, again.kendall), nan_ok=True)
-        assert a.verdict == agreement_verdict(again.p_random, again.spearman_ci, again.spearman)
+        spread = float(np.ptp(acc.mean(1))) * result.n_val
+        expected = "sets tied" if result.n_val and spread < 2 else agreement_verdict(again.p_random, again.spearman_ci, again.spearman)
+        assert a.verdict == expected
     d90 = next(a for a in result.agreement if a.selector == "d90")
     assert d90.order == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]  # the synthetic probe's d90 order
 

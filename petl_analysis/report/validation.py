@@ -39,7 +39,8 @@ def _agreement_sentence(a: "Agreement", method_name: str) -> str:
     here = {"better than random": "**predicts** the oracle order",
             "no better than random": "is **no better than random** here",
             "worse than random": "is **worse than random** here (it ranks the sets that adapt best last)",
-            "undefined": "cannot be judged (the oracle sets are all equal)"}[a.verdict]
+            "undefined": "cannot be judged (the oracle sets are all equal)",
+            "sets tied": "cannot be judged here (the sets are fewer than 2 validation images apart)"}[a.verdict]
     return (f"`{a.selector}` {here}: Spearman ρ = {_ci(a.spearman, a.spearman_ci)} against the {method_name} "
             f"oracle (share of random orders at least as good: {a.p_random:.2f}); its first set is "
             f"{'the oracle best' if a.top_k[0] == 1 else f'{_pts(a.top1_regret)} points below the oracle best'}.")
@@ -62,7 +63,12 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
         "decides throughout; test accuracy is in the artefact only."))
     spread, noise = oracle_spread(v, primary)
     verdicts = []
-    if spread <= 2 * noise:
+    images = spread * v.n_val
+    if v.n_val and images < 2:
+        verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), fewer than "
+                        f"2 of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally well here, "
+                        "and the agreement below orders near-ties: no verdict is given.")
+    elif spread <= 2 * noise:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), within "
                         f"twice the seed spread ({_pts(noise)} points): here the sets adapt about equally well, so "
                         "no ranking can do much better or worse than another.")

@@ -2,6 +2,7 @@
 
 from .agreement import Correlation, bootstrap_correlation, oracle_order, random_null, rank_correlation, top_k_overlap
 from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+from .planted import PlantedTask, PlantedUnit, plant_unit, write_image_folder
 from .run import DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, matched_budget, run_validate
 
 __all__ = [
@@ -11,14 +12,18 @@ __all__ = [
     "DEFAULT_SELECTORS",
     "OracleEntry",
     "PlanOutcome",
+    "PlantedTask",
+    "PlantedUnit",
     "ValidationResult",
     "agreement_verdict",
     "bootstrap_correlation",
     "default_budgets",
     "matched_budget",
     "oracle_order",
+    "plant_unit",
     "random_null",
     "rank_correlation",
     "run_validate",
     "top_k_overlap",
+    "write_image_folder",
 ]

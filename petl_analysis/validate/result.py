@@ -59,7 +59,8 @@ class Agreement:
         p_random: share of random orders with a Spearman rho at least as high (one-sided permutation test).
         top_k: ``top_k[k-1]`` = share of the oracle's best k sets among the selector's first k.
         top1_regret: oracle accuracy of the best set minus that of the selector's first set.
-        verdict: ``better than random``, ``no better than random``, ``worse than random`` or ``undefined``.
+        verdict: ``better than random``, ``no better than random``, ``worse than random``, ``sets tied`` (the
+            oracle's sets are fewer than 2 validation images apart) or ``undefined``.
     """
 
     selector: str
@@ -124,6 +125,7 @@ class ValidationResult(Artefact):
     plans: list[PlanOutcome]
     selectors: list[str]
     notes: list[str] = field(default_factory=list)
+    n_val: int = 0  # validation images the oracle is scored on (per seed)
     failed: list[dict[str, Any]] = field(default_factory=list)
     probe_source: str = ""
     wall_time_s: float = 0.0  # of the call that wrote the artefact (a resumed call reads finished trials back)

@@ -43,6 +43,8 @@ DEFAULT_METHODS = ("kadaptation", "lora")
 #: gets a few ranks of room, not just its cheapest configuration.
 BUDGET_HEADROOM = 3
 SIGNIFICANCE = 0.05
+TIE_IMAGES = 2
+TIED = "sets tied"
 
 
 def matched_budget(net, sets: dict[str, list[str]], methods: Sequence[str], *, head_in_budget: bool = False) -> int:
@@ -198,6 +200,8 @@ def run_validate(
         best_order = oracle_order(labels, acc)
         mean = dict(zip(labels, acc.mean(axis=1)))
         best = max(mean.values())
+        # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
+        tied = probe.n_val > 0 and (best - min(mean.values())) * probe.n_val < TIE_IMAGES
         for name, r in rankings.items():
             corr = bootstrap_correlation(r.order(), labels, acc)
             agreement.append(Agreement(
@@ -205,7 +209,7 @@ def run_validate(
                 spearman_ci=corr.spearman_ci, kendall_ci=corr.kendall_ci, p_random=corr.p_random,
                 top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
                 top1_regret=regret(best, mean[r.order()[0]]),
-                verdict=agreement_verdict(corr.p_random, corr.spearman_ci, corr.spearman)))
+                verdict=TIED if tied else agreement_verdict(corr.p_random, corr.spearman_ci, corr.spearman)))
         null = random_null(len(labels))
         random_summary[m] = {
             "spearman_mean": float(np.nanmean(null)),
@@ -248,7 +252,7 @@ def run_validate(
         model=model, data=data, recipe=recipe, head_init=train.get("head_init", "lp"), seeds=list(range(seeds)),
         methods=list(methods), sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
         random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
-        selectors=list(rankings), notes=notes, failed=fit.failed, probe_source=probe_source,
+        selectors=list(rankings), notes=notes, n_val=probe.n_val, failed=fit.failed, probe_source=probe_source,
         wall_time_s=time.perf_counter() - start, train_time_s=fit.train_time_s, command=command,
         input_conversion=conversion)
     if out:

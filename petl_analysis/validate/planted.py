@@ -1,0 +1,535 @@
+"""A planted answer: a task built from a backbone in which the unit that must change is known.
+
+The teacher is the backbone with its linear-probe head (fitted on the base dataset's real labels) plus a planted
+low-rank change in one chosen unit (a catalogue target: ``attn.v`` in every block, or one block's
+``blocks.2.mlp.fc1``); every image is relabelled with the teacher's argmax. A student that starts from the backbone
+can only match the teacher by changing that unit (or by imitating the change elsewhere, which is what a ranking must
+see through), so a ranking that predicts what is worth adapting should put the planted unit first.
+
+The change of one planted Linear unit ``y = W x + b`` (``W``: ``out x in``, a row slice for q/k/v) is::
+
+    ΔW = c · U Vᵀ,   Δb = -ΔW μ          (so the change is ΔW (x - μ): centred, no constant shift)
+
+with ``U`` (``out x rank``) and ``V`` (``in x rank``) orthonormal, ``μ`` the mean of the unit's inputs (tokens of
+256 calibration images) and ``c`` chosen so that the change's RMS over those inputs is ``strength`` times the RMS
+of the unit's own centred output, ``‖ΔW (X - μ)‖ = strength · ‖W (X - μ)‖`` (the same relative size in every unit
+kind). The directions (``direction=``):
+
+* ``"gradient"`` (default): the top ``rank`` singular pairs of the descent direction ``-∂L/∂W`` of the
+  cross-entropy towards a random derangement of the calibration images' classes: the rank-``rank`` change that
+  fine-tuning this unit towards *other* labels would start to make. A change of this kind is one gradient descent
+  on that unit can find again.
+* ``"random"``: ``U`` random, ``V`` orthonormalised ``Σ^½ G`` (``Σ`` the inputs' covariance): random directions
+  weighted by how much the data excites them. Measured in ``docs/probe_validation.md``: a change of this kind that
+  moves 26-40% of the labels is not learnable from ~1,000 labels by any unit (full fine-tuning gains 1-3 points over
+  the linear probe), so it cannot test a ranking.
+
+``strength`` is calibrated (bisection in log scale) so that a chosen share of labels differs from the unplanted
+model's. A rank-1 change pushes many images towards the few classes at the ends of its direction; with
+``balance=True`` (default) the teacher's head bias is then shifted (:func:`balance_bias`) so its class frequencies
+match the base dataset's. A bias is learnable by the head alone, so this adds nothing that favours any unit: the
+probe's floor (the head trained alone) absorbs it.
+
+Images are stored at the model's input resolution and channels (:func:`at_model_resolution`): the teacher labels
+exactly the pixels a student sees, whether the data is read in memory or from the folder written by
+:func:`write_image_folder` (timm's eval transform is then an identity resize: checked in the tests).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input
+from ..engine import Recipe
+from ..errors import PetlError
+from ..io import atomic_write_json, current_umask, ensure_writable_dir
+from ..models import ModelSpec, TensorSlice, Unit, model_input_config, resolve_targets
+from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
+
+__all__ = [
+    "PlantedTask",
+    "PlantedUnit",
+    "at_model_resolution",
+    "balance_bias",
+    "derangement",
+    "gradient_directions",
+    "random_directions",
+    "plant_unit",
+    "planted_delta",
+    "write_image_folder",
+]
+
+METADATA_FILE = "planted.json"
+#: How the planted directions U, V are chosen (see :func:`plant_unit`).
+DIRECTIONS = ("gradient", "random")
+#: Calibration images whose unit inputs define μ, Σ and the scale c (tokens of all of them are pooled).
+CALIBRATION_IMAGES = 256
+
+
+# ------------------------------------------------------------------------------------------------ pure maths
+
+
+def psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a positive semi-definite matrix (negative rounding noise clipped to 0)."""
+    evals, evecs = torch.linalg.eigh(cov.double())
+    return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+
+
+def random_directions(cov: torch.Tensor, out_features: int, rank: int,
+                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, V)``: ``U`` (out x rank) random orthonormal; ``V`` (in x rank) orthonormalised ``Σ^½ G``.
+
+    Drawn in float64 from ``gen`` (U first, then G), so the same generator state gives the same directions.
+    """
+    _check_rank(rank, out_features, cov.shape[0])
+    u = torch.linalg.qr(torch.randn(out_features, rank, generator=gen, dtype=torch.float64))[0]
+    g = torch.randn(cov.shape[0], rank, generator=gen, dtype=torch.float64)
+    v = torch.linalg.qr(psd_sqrt(cov) @ g)[0]
+    return u, v
+
+
+def gradient_directions(grad: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, V)``: the top ``rank`` singular pairs of ``-grad`` (out x in), the best rank-r descent direction.
+
+    Signs follow ``-grad`` (``U_i · V_iᵀ`` has a positive inner product with it).
+    """
+    _check_rank(rank, *grad.shape)
+    u, _, vh = torch.linalg.svd(-grad.double(), full_matrices=False)
+    return u[:, :rank], vh[:rank].T
+
+
+def _check_rank(rank: int, out_features: int, in_features: int) -> None:
+    if not 1 <= rank <= min(out_features, in_features):
+        raise PetlError(f"planted rank must be in [1, {min(out_features, in_features)}] for a "
+                        f"{out_features}x{in_features} unit; got {rank}")
+
+
+def unit_scale(direction: torch.Tensor, weight: torch.Tensor, centred_inputs: torch.Tensor) -> float:
+    """``c`` with ``‖c · direction · Xcᵀ‖ = ‖weight · Xcᵀ‖``: strength 1 moves the output by its own RMS.
+
+    ``direction`` and ``weight`` are ``(out, in)``; ``centred_inputs`` is ``(tokens, in)``.
+    """
+    xc = centred_inputs.double()
+    own = float((xc @ weight.double().T).norm())
+    moved = float((xc @ direction.double().T).norm())
+    if moved <= 0:
+        raise PetlError("the planted direction reads nothing of the unit's inputs (zero input variance?)")
+    return own / moved
+
+
+def balance_bias(logits: torch.Tensor, target_counts: torch.Tensor, iters: int = 400) -> torch.Tensor:
+    """Per-class offset ``b`` so that the counts of ``argmax(logits + b)`` approach ``target_counts``.
+
+    Multiplicative-weights style updates in log space (``b -= step · log(count / target)``) with a step that
+    shrinks over the iterations; the best offset seen (smallest total absolute count error) is returned.
+    """
+    logits = logits.double()
+    n, c = logits.shape
+    target = target_counts.double() * (n / float(target_counts.sum()))
+    b = torch.zeros(c, dtype=torch.float64)
+    best, best_err = b.clone(), math.inf
+    base_step = 0.05 * float(logits.std())
+    for i in range(iters):
+        counts = torch.bincount((logits + b).argmax(-1), minlength=c).double()
+        err = float((counts - target).abs().sum())
+        if err < best_err:
+            best, best_err = b.clone(), err
+        if err == 0:
+            break
+        b -= base_step / (1 + i / 50) * torch.log((counts + 1) / (target + 1))
+    return best.to(torch.float32)
+
+
+def planted_delta(units: list[Unit], params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+                  directions: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                  strength: float) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The dense change of every planted parameter, and each unit's scale ``strength · c``.
+
+    Each unit gets ``ΔW = strength · c · U Vᵀ`` with ``(U, V) = directions[unit.name]`` and ``c`` from
+    :func:`unit_scale`, and ``Δb = -ΔW μ`` when it has a bias (``μ``: mean of ``inputs[unit.module]``, the unit's
+    input activations ``(tokens, in)`` on the calibration images).
+
+    Returns ``(delta, scales)``: ``delta`` maps a parameter name to a float64 tensor of the parameter's full shape
+    (zero outside the planted rows), ``scales`` a unit name to the factor in front of its ``U Vᵀ``.
+    """
+    delta: dict[str, torch.Tensor] = {}
+    scales: dict[str, float] = {}
+    for u in units:
+        x = inputs[u.module].double()
+        mu = x.mean(0)
+        uu, vv = directions[u.name]
+        direction = uu @ vv.T
+        scales[u.name] = strength * unit_scale(direction, _view(params[u.weight.param], u.weight), x - mu)
+        dw = scales[u.name] * direction
+        _add(delta, params, u.weight, dw)
+        bias = next((b for b in u.biases if b.shape == (u.out_features,)), None)
+        if bias is not None:  # centre the change; a unit without a bias keeps the constant part
+            _add(delta, params, bias, -(dw @ mu))
+    return delta, scales
+
+
+def _view(full: torch.Tensor, t: TensorSlice) -> torch.Tensor:
+    return full if t.rows is None else full[t.rows[0]:t.rows[1]]
+
+
+def _add(delta: dict[str, torch.Tensor], params: dict[str, torch.Tensor], t: TensorSlice,
+         value: torch.Tensor) -> None:
+    full = delta.setdefault(t.param, torch.zeros_like(params[t.param], dtype=torch.float64))
+    _view(full, t).add_(value)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def at_model_resolution(ds: ImageDataset, model: nn.Module) -> ImageDataset:
+    """``ds`` converted to the model's channels and size and rounded back to ``uint8`` (same labels and classes).
+
+    The conversion is :func:`~petl_analysis.data.to_model_input`'s (bilinear, antialiased; BT.601 luma), so for the
+    result the model's input conversion is the identity and every reader (in memory, streamed folder) gives the
+    model the same pixels.
+    """
+    cfg = model_input_config(model)
+    x = to_model_input(ds, cfg["img_size"], cfg["in_chans"], mean=(0.0,), std=(1.0,)).tensors[0]
+    images = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return ImageDataset(images, ds.labels.clone(), list(ds.classes), ds.name)
+
+
+def _folder_class_names(classes: list[str]) -> list[str]:
+    """Sub-folder names that the folder reader sorts back into ``classes``' order (prefixed by index if not)."""
+    safe = all(c and c == c.strip() and "/" not in c and "\\" not in c and not c.startswith(".") for c in classes)
+    if safe and sorted(classes) == list(classes) and len(set(classes)) == len(classes):
+        return list(classes)
+    width = len(str(len(classes) - 1))
+    return [f"{i:0{width}d}" for i in range(len(classes))]
+
+
+def write_image_folder(ds: ImageDataset, path: str | Path, *, metadata: dict[str, Any] | None = None,
+                       overwrite: bool = False) -> Path:
+    """Write ``ds`` as ``path/<class>/<index>.png`` (plus ``path/planted.json`` when ``metadata`` is given).
+
+    Written into a temporary sibling folder and renamed into place, so ``path`` is either absent, the old folder or
+    the complete new one. Reading it back (``load_dataset(path)``) gives identical ``uint8`` pixels and labels in
+    class-then-index order; the reader ignores regular files in the root, so the metadata travels with the images.
+    Class folders keep the class names when the reader's name sort keeps their order, else they are ``0``, ``1``...
+    (the names are then in the metadata's ``"classes"``).
+
+    Raises:
+        PetlError: ``path`` exists and ``overwrite`` is False.
+    """
+    from PIL import Image
+
+    root = Path(path).expanduser().absolute()
+    if root.exists() and not overwrite:
+        raise PetlError(f"{root} already exists; remove it or pass overwrite=True")
+    parent = ensure_writable_dir(root.parent)
+    names = _folder_class_names(ds.classes)
+    width = len(str(max(0, len(ds) - 1)))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
+    try:
+        for name in names:
+            (tmp / name).mkdir()
+        images = ds.images.numpy()
+        for i, (img, y) in enumerate(zip(images, ds.labels.tolist())):
+            arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            Image.fromarray(np.ascontiguousarray(arr), mode="L" if img.shape[0] == 1 else "RGB").save(
+                tmp / names[y] / f"{i:0{width}d}.png")
+        if metadata is not None:
+            atomic_write_json(tmp / METADATA_FILE, {**metadata, "classes": list(ds.classes), "class_folders": names})
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700
+        old = None
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=parent))
+            os.replace(root, old / "x")
+        os.replace(tmp, root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ the task
+
+
+@dataclass
+class PlantedUnit:
+    """One planted unit: its relative output change (``strength``), scale ``c`` and ``‖ΔW‖ / ‖W‖``."""
+
+    unit: str
+    scale: float
+    weight_change: float  # Frobenius ‖ΔW‖ / ‖W‖ of the unit's weight (slice)
+
+
+@dataclass
+class PlantedTask:
+    """A relabelled dataset whose labels come from the backbone plus a planted change in ``target``.
+
+    Attributes:
+        dataset: images at the model's resolution (uint8), labels = the teacher's argmax.
+        base: the same images with the original labels.
+        target: the planted catalogue spec (e.g. ``attn.v`` or ``blocks.2.mlp.fc1``); ``units`` its units.
+        rank, strength, seed: the change (module docstring); ``calibrated``: strength found for ``share_target``.
+        share_changed: share of images whose teacher label differs from the unplanted model's (head fitted on the
+            real labels, no balancing); ``share_changed_unbalanced``: the same before the bias balancing.
+        teacher_agreement: share of teacher labels equal to the original labels; ``base_agreement``: the same for
+            the unplanted model (how good the teacher's starting point is).
+        class_counts: images per class under the teacher's labels; ``base_class_counts``: under the original.
+        head_fit: validation and test accuracy of the linear-probe head on the real labels (base split).
+        delta: the dense change per parameter (name -> tensor); ``teacher``: the planted model.
+    """
+
+    dataset: ImageDataset
+    base: ImageDataset
+    model: ModelSpec
+    target: str
+    units: list[str]
+    rank: int
+    direction: str
+    strength: float
+    seed: int
+    calibrated: bool
+    share_target: float | None
+    share_changed: float
+    share_changed_unbalanced: float
+    teacher_agreement: float
+    base_agreement: float
+    class_counts: list[int]
+    base_class_counts: list[int]
+    balanced: bool
+    head_fit: dict[str, float]
+    planted: list[PlantedUnit]
+    calibration: list[dict[str, float]] = field(default_factory=list)
+    delta: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    teacher: nn.Module | None = field(default=None, repr=False)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but tensors and the model, JSON-serialisable (written as ``planted.json``)."""
+        return {
+            "schema": "planted_task", "version": 1,
+            "base_dataset": self.base.name, "model": {k: v for k, v in vars(self.model).items()},
+            "target": self.target, "units": list(self.units), "rank": self.rank, "direction": self.direction,
+            "strength": self.strength,
+            "seed": self.seed, "calibrated": self.calibrated, "share_target": self.share_target,
+            "share_changed": self.share_changed, "share_changed_unbalanced": self.share_changed_unbalanced,
+            "teacher_agreement_with_original": self.teacher_agreement,
+            "base_agreement_with_original": self.base_agreement,
+            "class_counts": self.class_counts, "base_class_counts": self.base_class_counts,
+            "balanced": self.balanced, "n_images": len(self.dataset), "head_fit": self.head_fit,
+            "planted": [vars(p) for p in self.planted], "calibration": self.calibration,
+        }
+
+    def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """The relabelled dataset as an image folder with ``planted.json`` (:func:`write_image_folder`)."""
+        return write_image_folder(self.dataset, path, metadata=self.metadata(), overwrite=overwrite)
+
+
+def default_head_recipe() -> Recipe:
+    """The teacher's linear probe on the real labels (logistic regression on frozen features)."""
+    return Recipe(epochs=30, batch_size=64, lr=1e-2, weight_decay=0.0, warmup_epochs=1.0)
+
+
+def _unit_inputs(model: nn.Module, modules: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Input activations of each module on ``x``, tokens pooled: ``module -> (N · tokens, in_features)``."""
+    found: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
+    named = dict(model.named_modules())
+    hooks = [named[m].register_forward_hook(lambda mod, inp, out, m=m: found[m].append(inp[0].detach()))
+             for m in modules]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {m: torch.cat(v).reshape(-1, v[0].shape[-1]) for m, v in found.items()}
+
+
+def _unit_gradients(model: nn.Module, units: list[Unit], x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradient of the mean cross-entropy towards labels ``y`` with respect to each unit's weight (slice)."""
+    model.zero_grad(set_to_none=True)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.requires_grad_(True)
+    try:
+        nn.functional.cross_entropy(model(x), y).backward()
+        named = dict(model.named_parameters())
+        return {u.name: _view(named[u.weight.param].grad, u.weight).detach().clone() for u in units}
+    finally:
+        model.zero_grad(set_to_none=True)
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+
+
+def derangement(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random permutation of ``range(n)`` with no fixed point (rejection sampling; ~e tries on average)."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        if n < 2 or bool((perm != torch.arange(n)).all()):
+            return perm
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def plant_unit(
+    model_spec: ModelSpec | str,
+    dataset: str | ImageDataset,
+    target: str,
+    *,
+    rank: int = 8,
+    strength: float | None = None,
+    share: float = 0.5,
+    direction: str = "gradient",
+    seed: int = 0,
+    balance: bool = True,
+    head_recipe: Recipe | None = None,
+    split: SplitSpec | None = None,
+    tolerance: float = 0.02,
+    max_steps: int = 24,
+) -> PlantedTask:
+    """Build the planted task (module docstring): backbone + linear-probe head + low-rank change in ``target``.
+
+    Args:
+        model_spec: the backbone (``ModelSpec`` or a model name); built with a head for the dataset's classes.
+        dataset: a built-in name, an image folder path, or an :class:`ImageDataset` (e.g. a subset).
+        target: catalogue spec of the planted unit(s); Linear units only (``attn.v``, ``blocks.2.attn.q``, ...).
+        rank: rank of the change in each unit.
+        strength: the change's RMS relative to the unit's own centred output RMS; ``None`` calibrates it so that
+            ``share`` of the labels change (within ``tolerance``, at most ``max_steps`` bisection steps).
+        direction: ``"gradient"`` (default: the top singular directions of the descent direction towards permuted
+            labels, :func:`gradient_directions`) or ``"random"`` (:func:`random_directions`; see the module
+            docstring for why that one is not learnable from a few thousand labels).
+        seed: model head initialisation, the head's training and the planted directions.
+        balance: shift the teacher's head bias so its class counts match the original labels'.
+        head_recipe: recipe of the teacher's linear probe (default :func:`default_head_recipe`), trained on the
+            ``split`` (default ``SplitSpec()``) train part of the real labels and selected on its val part.
+
+    Returns:
+        A :class:`PlantedTask`; its ``dataset`` is what a student is trained on (e.g. via :meth:`PlantedTask.write`).
+    """
+    spec = ModelSpec(name=model_spec) if isinstance(model_spec, str) else model_spec
+    raw = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    model = prepare_model(spec, raw.num_classes, seed=seed)
+    base = at_model_resolution(raw, model)
+    units = resolve_targets(model, target)
+    not_linear = [u.name for u in units if not u.is_linear]
+    if not_linear:
+        raise PetlError(f"target {target!r}: planting needs Linear units; {not_linear[0]} is a LayerNorm")
+    if not 0 < share < 1:
+        raise PetlError(f"share of labels to change must be in (0, 1), got {share}")
+    if direction not in DIRECTIONS:
+        raise PetlError(f"unknown planted direction {direction!r}; expected one of: {', '.join(DIRECTIONS)}")
+
+    task = build_task(DataSpec(base.name, split or SplitSpec()), model, dataset=base)
+    fit = fit_linear_probe(model, task, head_recipe or default_head_recipe(), seed=seed)
+    model.eval().requires_grad_(False)
+    cfg = model_input_config(model)
+    x = to_model_input(base, cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"]).tensors[0]
+    y_base = _predict(model, x).argmax(-1)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    calib_idx = torch.randperm(len(x), generator=gen)[:CALIBRATION_IMAGES]
+    inputs = _unit_inputs(model, sorted({u.module for u in units}), x[calib_idx])
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    target_counts = torch.bincount(base.labels, minlength=base.num_classes)
+    if direction == "gradient":
+        perm = derangement(base.num_classes, gen)
+        grads = _unit_gradients(model, units, x[calib_idx], perm[base.labels[calib_idx]])
+        directions = {u.name: gradient_directions(grads[u.name], rank) for u in units}
+    else:
+        directions = {}
+        for u in units:
+            xu = inputs[u.module].double()
+            xc = xu - xu.mean(0)
+            directions[u.name] = random_directions(xc.T @ xc / max(1, len(xc) - 1), u.out_features, rank, gen)
+
+    def teacher_at(s: float) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor,
+                                      torch.Tensor]:
+        delta, scales = planted_delta(units, params, inputs, directions, s)
+        teacher = copy.deepcopy(model)
+        tparams = dict(teacher.named_parameters())
+        with torch.no_grad():
+            for name, d in delta.items():
+                tparams[name].add_(d.to(tparams[name].dtype))
+        logits = _predict(teacher, x)
+        y_raw = logits.argmax(-1)
+        if balance:
+            offset = balance_bias(logits, target_counts)
+            with torch.no_grad():
+                teacher.get_classifier().bias.add_(offset)
+            logits = logits + offset
+        return teacher, delta, scales, logits.argmax(-1), y_raw
+
+    history: list[dict[str, float]] = []
+
+    def share_at(s: float):
+        out = teacher_at(s)
+        changed = float((out[3] != y_base).float().mean())
+        history.append({"strength": s, "share_changed": changed})
+        return changed, out
+
+    if strength is not None:
+        if not strength > 0:
+            raise PetlError(f"strength must be > 0, got {strength}")
+        s_final, (changed, built) = strength, share_at(strength)
+    else:
+        s_final, changed, built = _calibrate(share_at, share, tolerance, max_steps)
+    teacher, delta, scales, y, y_raw = built
+    labels = y.to(torch.int64)
+    relabelled = ImageDataset(base.images, labels, list(base.classes), f"planted:{target}@{base.name}")
+    planted = [PlantedUnit(u.name, scales[u.name], _relative_change(u, delta, params)) for u in units]
+    return PlantedTask(
+        dataset=relabelled, base=base, model=spec, target=target, units=[u.name for u in units], rank=rank,
+        direction=direction, strength=float(s_final), seed=seed, calibrated=strength is None,
+        share_target=share if strength is None else None,
+        share_changed=changed, share_changed_unbalanced=float((y_raw != y_base).float().mean()),
+        teacher_agreement=float((labels == base.labels).float().mean()),
+        base_agreement=float((y_base == base.labels).float().mean()),
+        class_counts=torch.bincount(labels, minlength=base.num_classes).tolist(),
+        base_class_counts=target_counts.tolist(), balanced=balance,
+        head_fit={"val_acc": float(fit.val_acc), "test_acc": float(fit.test_acc)},
+        planted=planted, calibration=history, delta={k: v.float() for k, v in delta.items()}, teacher=teacher,
+    )
+
+
+def _relative_change(u: Unit, delta, params) -> float:
+    dw = _view(delta[u.weight.param], u.weight)
+    return float(dw.norm() / _view(params[u.weight.param], u.weight).double().norm())
+
+
+def _calibrate(share_at, share: float, tolerance: float, max_steps: int):
+    """Bisection of log(strength) for ``share_at(strength)[0] ≈ share``; returns (strength, share, built)."""
+    lo, hi = 0.0, 1.0
+    best = None
+    for _ in range(8):  # bracket: double until the share is reached
+        changed, built = share_at(hi)
+        best = _closer(best, (hi, changed, built), share)
+        if changed >= share:
+            break
+        lo, hi = hi, hi * 2
+    else:
+        raise PetlError(f"even strength {hi / 2:g} changes only {changed:.0%} of the labels (< {share:.0%}); "
+                        "pass a larger rank or a smaller share")
+    for _ in range(max_steps):
+        if abs(best[1] - share) <= tolerance:
+            break
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        changed, built = share_at(mid)
+        best = _closer(best, (mid, changed, built), share)
+        lo, hi = (mid, hi) if changed < share else (lo, mid)
+    return best
+
+
+def _closer(best, cand, share: float):
+    return cand if best is None or abs(cand[1] - share) < abs(best[1] - share) else best

@@ -1,0 +1,227 @@
+"""Planted unit: a teacher = bundled backbone + a low-rank change in one chosen unit; does the pipeline find it?
+
+The planting itself (the change lies in exactly the chosen unit's rows, the labels differ in the reported share,
+the image folder round-trips to identical pixels and model inputs) and the pipeline on it: the real probe, the
+d90 ranking and the greedy plan (a fast version of ``scripts/validate_planted_unit.py``; see
+``docs/probe_validation.md``, "Planted unit").
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from petl_analysis.data import SplitSpec, load_dataset, open_dataset, to_model_input
+from petl_analysis.models import ModelSpec
+from petl_analysis.task import DataSpec, build_task, prepare_model
+from petl_analysis.validate.planted import (
+    METADATA_FILE,
+    _predict,
+    at_model_resolution,
+    balance_bias,
+    gradient_directions,
+    plant_unit,
+    planted_delta,
+    write_image_folder,
+)
+
+SPEC = ModelSpec()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits_600():
+    """60 images per class of ``digits`` (the first of each class in file order): planting in ~1 s."""
+    ds = load_dataset("digits")
+    idx = torch.cat([torch.nonzero(ds.labels == c).squeeze(1)[:60] for c in range(ds.num_classes)])
+    return ds.subset(idx.sort().values)
+
+
+# ------------------------------------------------------------------------------------------------ the maths
+
+
+def test_gradient_directions_are_the_best_rank_r_descent_direction():
+    g = torch.randn(12, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u, v = gradient_directions(g, 3)
+    assert torch.allclose(u.T @ u, torch.eye(3, dtype=torch.float64)) and torch.allclose(v.T @ v, torch.eye(3, dtype=torch.float64))
+    s = torch.linalg.svdvals(g)
+    assert float((u @ v.T * -g).sum()) == pytest.approx(float(s[:3].sum()))  # Ky Fan: the largest possible
+
+
+def test_balance_bias_equalises_class_counts():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 5, generator=gen) + torch.tensor([2.0, 1.0, 0.0, 0.0, -1.0])
+    target = torch.full((5,), 400)
+    before = torch.bincount(logits.argmax(-1), minlength=5)
+    after = torch.bincount((logits + balance_bias(logits, target)).argmax(-1), minlength=5)
+    assert (before - target).abs().max() > 300
+    assert (after - target).abs().max() <= 20
+
+
+# ------------------------------------------------------------------------------------------------ planting
+
+
+def test_change_lies_in_exactly_the_chosen_unit(digits_600):
+    task = plant_unit(SPEC, digits_600, "blocks.1.attn.v", rank=2, share=0.3, balance=False)
+    assert task.units == ["blocks.1.attn.v"]
+    assert set(task.delta) == {"blocks.1.attn.qkv.weight", "blocks.1.attn.qkv.bias"}
+    dw = task.delta["blocks.1.attn.qkv.weight"]
+    assert dw.shape == (192, 64) and dw[:128].abs().max() == 0  # v is rows 128:192 of the fused qkv
+    assert torch.linalg.matrix_rank(dw[128:192], rtol=1e-5) == 2  # float32 rounding aside
+    assert task.delta["blocks.1.attn.qkv.bias"][:128].abs().max() == 0
+    # The teacher is the bundled backbone plus exactly that change (its head: the linear probe, not compared).
+    fresh = dict(prepare_model(SPEC, 10).named_parameters())
+    for name, p in task.teacher.named_parameters():
+        if name.startswith("head."):
+            continue
+        expected = fresh[name] + task.delta.get(name, torch.zeros_like(p))
+        assert torch.allclose(p, expected, atol=1e-6), name
+
+
+def test_share_of_changed_labels_is_what_is_reported(digits_600):
+    task = plant_unit(SPEC, digits_600, "mlp.fc2", rank=8, share=0.4, balance=False)
+    assert task.calibrated and abs(task.share_changed - 0.4) <= 0.02
+    # Undo the change: the unplanted model (same linear-probe head) gives the labels the share is measured against.
+    unplanted = task.teacher
+    params = dict(unplanted.named_parameters())
+    with torch.no_grad():
+        for name, d in task.delta.items():
+            params[name].sub_(d)
+    x = to_model_input(task.base, 16, 1, (0.5,), (0.5,)).tensors[0]
+    y_base = _predict(unplanted, x).argmax(-1)
+    assert float((task.dataset.labels != y_base).float().mean()) == pytest.approx(task.share_changed)
+    assert task.teacher_agreement == pytest.approx(float((task.dataset.labels == task.base.labels).float().mean()))
+    assert task.base_agreement > 0.95  # the teacher starts from a good classifier of the real labels
+
+
+def test_balanced_teacher_keeps_the_classes(digits_600):
+    task = plant_unit(SPEC, digits_600, "attn.v", share=0.4)
+    assert abs(task.share_changed - 0.4) <= 0.02
+    assert task.share_changed_unbalanced > task.share_changed  # the bias shift only gives labels back
+    assert max(abs(a - b) for a, b in zip(task.class_counts, task.base_class_counts)) <= 6
+    with pytest.raises(Exception, match="LayerNorm"):
+        plant_unit(SPEC, digits_600, "norm1")
+
+
+def test_image_folder_round_trip_is_exact(digits_600, tmp_path):
+    task = plant_unit(SPEC, digits_600, "attn.proj", share=0.3)
+    root = task.write(tmp_path / "planted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["planted"]  # no temporary folder left behind
+    meta = json.loads((root / METADATA_FILE).read_text())
+    assert meta["target"] == "attn.proj" and meta["share_changed"] == task.share_changed
+    back = load_dataset(str(root))
+    order = torch.argsort(task.dataset.labels, stable=True)  # the reader: class folders, then file names (index)
+    assert back.classes == task.dataset.classes
+    assert torch.equal(back.labels, task.dataset.labels[order])
+    assert torch.equal(back.images, task.dataset.images[order])
+    # Streamed through timm's transforms (what the pipeline does with a folder) = the pixels the teacher labelled.
+    model = prepare_model(SPEC, 10)
+    files = open_dataset(str(root))
+    streamed = build_task(DataSpec(str(root), SplitSpec(val_fraction=0.1, test_fraction=0.1)), model, dataset=files,
+                          num_workers=0)
+    in_memory = build_task(DataSpec("x", SplitSpec(val_fraction=0.1, test_fraction=0.1)), model, dataset=back)
+    xs = torch.stack([streamed.val[i][0] for i in range(len(streamed.val))])
+    assert torch.equal(xs, in_memory.val.tensors[0])
+    with pytest.raises(Exception, match="already exists"):
+        write_image_folder(task.dataset, root)
+    write_image_folder(task.base, root, overwrite=True)  # replaced whole
+    assert not (root / METADATA_FILE).exists()
+    assert torch.equal(load_dataset(str(root)).labels, task.base.labels[torch.argsort(task.base.labels, stable=True)])
+
+
+def test_images_at_model_resolution_need_no_conversion():
+    ds = load_dataset("digits").subset(slice(0, 50))
+    model = prepare_model(SPEC, 10)
+    at = at_model_resolution(ds, model)
+    assert at.image_size == (16, 16) and at.channels == 1
+    a = to_model_input(ds, 16, 1, (0.5,), (0.5,)).tensors[0]
+    b = to_model_input(at, 16, 1, (0.5,), (0.5,)).tensors[0]
+    assert (a - b).abs().max() <= 1 / 255  # rounding to uint8 only
+
+
+def test_planted_delta_scales_to_the_requested_strength(digits_600):
+    model = prepare_model(SPEC, 10)
+    from petl_analysis.models import resolve_targets
+    from petl_analysis.validate.planted import _unit_inputs
+
+    units = resolve_targets(model, "blocks.2.mlp.fc1")
+    x = to_model_input(at_model_resolution(digits_600, model), 16, 1, (0.5,), (0.5,)).tensors[0][:64]
+    inputs = _unit_inputs(model, [units[0].module], x)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    dirs = {units[0].name: (torch.linalg.qr(torch.randn(256, 3, generator=g, dtype=torch.float64))[0],
+                            torch.linalg.qr(torch.randn(64, 3, generator=g, dtype=torch.float64))[0])}
+    delta, _ = planted_delta(units, params, inputs, dirs, 0.7)
+    xi = inputs[units[0].module].double()
+    xc = xi - xi.mean(0)
+    w = params["blocks.2.mlp.fc1.weight"].double()
+    moved = (xi @ delta["blocks.2.mlp.fc1.weight"].T + delta["blocks.2.mlp.fc1.bias"])  # the change of the output
+    assert float(moved.norm() / (xc @ w.T).norm()) == pytest.approx(0.7)
+    assert moved.mean(0).abs().max() < 1e-9  # centred: no constant shift
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+
+#: A short probe: 300 training images, one seed, two dimensions, the six grouped targets (~25 s a plant).
+FAST_PROBE = dict(max_train=300, seeds=1, dims=[30, 300], epochs=10)
+BUDGET = 1500  # KAdaptation: one attention set costs 640, one MLP set 1,408; the plan holds one or two sets
+
+
+def _pipeline(target: str, monkeypatch) -> tuple:
+    """Plant ``target`` in the bundled backbone, then probe -> rank -> plan on the relabelled data, in memory.
+
+    The data enters the pipeline as a registered dataset name (streaming the written folder gives the same model
+    inputs, checked above, at twice the cost)."""
+    import dataclasses
+
+    from petl_analysis.data.builtin import DATASETS
+    from petl_analysis.plan import plan_for_budget
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe, probe, run_probe
+    from petl_analysis.select import rank_from_probe
+
+    planted = plant_unit(SPEC, "digits", target)  # rank 8, 50% of the labels changed
+    name = f"planted-{target}"
+    monkeypatch.setitem(DATASETS._entries, name, lambda: planted.dataset)
+    probe._dataset.cache_clear()
+    probe._prepared.cache_clear()
+    config = ProbeConfig(targets=["attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"],
+                         dims=FAST_PROBE["dims"], seeds=FAST_PROBE["seeds"],
+                         recipe=dataclasses.replace(default_probe_recipe(), epochs=FAST_PROBE["epochs"]))
+    try:
+        result = run_probe(SPEC, DataSpec(name, SplitSpec(max_train=FAST_PROBE["max_train"])), config)
+    finally:
+        probe._dataset.cache_clear()
+        probe._prepared.cache_clear()
+    ranking = rank_from_probe(result)
+    plan = plan_for_budget(ranking, prepare_model(SPEC, 10), BUDGET)
+    return planted, result, ranking, plan
+
+
+@pytest.mark.parametrize("target", [
+    "mlp.fc1",
+    pytest.param("attn.v", marks=pytest.mark.xfail(
+        reason="at 300 training images the attn.v plant is not learnable by the probe's recipe (full fine-tuning "
+               "does not beat the head), so d90 cannot rank it; scripts/validate_planted_unit.py (600 images, two "
+               "seeds, d up to 10,000) ranks it first: docs/probe_validation.md, 'Planted unit'", strict=False)),
+])
+def test_pipeline_ranks_the_planted_unit_first_and_plans_it(target, monkeypatch):
+    planted, result, ranking, plan = _pipeline(target, monkeypatch)
+    assert abs(planted.share_changed - 0.5) <= 0.02
+    assert "warning" not in ranking.details, ranking.details["warning"]  # full fine-tuning beats the head
+    assert ranking.order()[0] == target, ranking.table()
+    # ... on its d90, not on the tie-break by best accuracy: every other set is slower or never reaches the bar.
+    first = next(e for e in ranking.entries if e.target == target)
+    assert all(e.d90 > first.d90 for e in ranking.entries if e is not first and e.reached), ranking.table()
+    adapted = {u for t in plan.targets for u in t.units}
+    assert set(planted.units) <= adapted
+    assert len(adapted) < sum(len(t.units) for t in result.targets)  # the budget leaves most units out
