@@ -141,14 +141,14 @@ def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         other = r["best_other_d90"]
-        lines.append("| " + " | ".join([
-            r["planted"], f"{100 * r['share_changed']:.0f}%",
-            f"{r['d90_rank']} / {len(r['d90_order'])}" + (" (tied)" if r["d90_tied_with"] and r["d90_rank"] == 1 else ""),
-            fmt_d90(r["planted_d90"]), f"{other['target']}: {fmt_d90(other)}",
-            ("yes" if r["plan_adapts_planted"] else "no") + f" ({', '.join(r['plan']['targets'])})" if r["plan"]
-            else "no plan",
-            f"{r['oracle_rank']} ({100 * r['best_val'][r['label']]:.1f}% vs {100 * max(v for k, v in r['best_val'].items() if k != r['label']):.1f}%)",
-        ] + [str(r["proxy_rank"][p]) for p in proxies]) + " |")
+        tied = " (tied)" if r["d90_tied_with"] and r["d90_rank"] == 1 else ""
+        plan = ("yes" if r["plan_adapts_planted"] else "no") + f" ({', '.join(r['plan']['targets'])})" \
+            if r["plan"] else "no plan"
+        best_other = max(v for k, v in r["best_val"].items() if k != r["label"])
+        oracle = f"{r['oracle_rank']} ({100 * r['best_val'][r['label']]:.1f}% vs {100 * best_other:.1f}%)"
+        cells = [r["planted"], f"{100 * r['share_changed']:.0f}%", f"{r['d90_rank']} / {len(r['d90_order'])}{tied}",
+                 fmt_d90(r["planted_d90"]), f"{other['target']}: {fmt_d90(other)}", plan, oracle]
+        lines.append("| " + " | ".join(cells + [str(r["proxy_rank"][p]) for p in proxies]) + " |")
     first = sum(r["d90_rank"] == 1 for r in rows)
     lines.append("")
     lines.append(f"planted unit ranked first by d90: {first} of {len(rows)}; by each proxy: "

@@ -52,7 +52,8 @@ def digits_600():
 def test_gradient_directions_are_the_best_rank_r_descent_direction():
     g = torch.randn(12, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     u, v = gradient_directions(g, 3)
-    assert torch.allclose(u.T @ u, torch.eye(3, dtype=torch.float64)) and torch.allclose(v.T @ v, torch.eye(3, dtype=torch.float64))
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(u.T @ u, eye) and torch.allclose(v.T @ v, eye)
     s = torch.linalg.svdvals(g)
     assert float((u @ v.T * -g).sum()) == pytest.approx(float(s[:3].sum()))  # Ky Fan: the largest possible
 
