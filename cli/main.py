@@ -678,6 +678,7 @@ def run(
 
 @app.command()
 @handle_errors
+@grouped
 def validate(
     probe_path: str = typer.Option(..., "--probe", help="ProbeResult JSON whose target sets and d90 ranking are validated."),
     selectors: str = typer.Option("d90,rgn,fisher,kappa,gps,spt,apla", "--selectors",
@@ -692,19 +693,14 @@ def validate(
     lr: Optional[float] = typer.Option(None, "--lr"),
     max_steps: Optional[int] = MaxStepsOpt(),
     out: str = typer.Option("validation.json", "--out", "-o"),
-    jobs: int = typer.Option(1, "--jobs", "-j"),
-    backend: str = BackendOpt(),
-    scheduler: Optional[str] = SchedulerOpt(),
-    device: str = DeviceOpt(),
-    threads: Optional[int] = ThreadsOpt(),
+    execution: Execution = Group(),
 ) -> None:
     """Does the ranking predict? Adapt each probed set alone (the oracle), compare every selector with it
     (Spearman, Kendall, top-k, with seed intervals) and train each selector's plan per budget (regret)."""
-    _setup(threads)
+    execution.setup()
     import shlex
     import sys
 
-    from petl_analysis.device import resolve_device
     from petl_analysis.probe import ProbeResult
     from petl_analysis.train import default_train_recipe
     from petl_analysis.validate import run_validate
@@ -718,8 +714,7 @@ def validate(
             probe, selectors=split_list(selectors), methods=split_list(methods), seeds=seeds,
             budget=parse_ints(budget, "--budget")[0] if budget else None,
             budgets=parse_ints(budgets, "--budgets") if budgets else None, random_draws=random_draws, recipe=recipe,
-            out=out, device=str(resolve_device(device)), n_jobs=jobs, backend=backend, scheduler=scheduler,
-            on_trial=_trial_progress(advance), probe_source=probe_path,
+            out=out, **execution.trials(), on_trial=_trial_progress(advance), probe_source=probe_path,
             command=shlex.join(["petl-analyze", *sys.argv[1:]]))
     print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")
     print_table(result.agreement_table(), title="agreement with the oracle")

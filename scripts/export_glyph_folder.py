@@ -13,8 +13,7 @@ import argparse
 
 import torch
 
-from petl_analysis.data import ImageDataset, load_dataset
-from petl_analysis.validate.planted import write_image_folder
+from petl_analysis.data import ImageDataset, load_dataset, write_image_folder
 
 
 def main() -> None:

@@ -9,18 +9,11 @@ against the first method's oracle with its seed interval, the verdict, and the r
 from __future__ import annotations
 
 import argparse
-import math
-
 from petl_analysis.validate import ValidationResult
+from petl_analysis.validate.result import format_correlation
 
 SHORT = {"better than random": "better", "no better than random": "no better", "worse than random": "worse",
          "undefined": "-", "sets tied": "sets tied"}
-
-
-def _rho(a) -> str:
-    lo, hi = (a.spearman_ci + [None, None])[:2]
-    ci = f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else ""
-    return f"{a.spearman:+.2f}{ci}" if math.isfinite(a.spearman) else "-"
 
 
 def main() -> None:
@@ -28,7 +21,8 @@ def main() -> None:
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args()
     results = [ValidationResult.load(p) for p in args.paths]
-    names = [v.data.dataset.removeprefix("folder:").rstrip("/").split("/")[-1] for v in results]
+    names = [v.data.dataset.removeprefix("folder:").rstrip("/").split("/")[-1] + (" per block" if v.per_block else "")
+             for v in results]
     selectors = list(dict.fromkeys(s for v in results for s in v.selectors))
     print("| selector | " + " | ".join(f"{n}: ρ vs {v.methods[0]} oracle [95%], verdict" for n, v in zip(names, results))
           + " |")
@@ -37,19 +31,15 @@ def main() -> None:
         cells = []
         for v in results:
             a = next((a for a in v.agreement if a.selector == s and a.method == v.methods[0]), None)
-            cells.append("-" if a is None else f"{_rho(a)}, {SHORT[a.verdict]}")
+            cells.append("-" if a is None else f"{format_correlation(a.spearman, a.spearman_ci)}, {SHORT[a.verdict]}")
         print(f"| `{s}` | " + " | ".join(cells) + " |")
     print()
     for n, v in zip(names, results):
-        def regret(sel: str, b: int) -> str:
-            vals = [p.regret for p in v.plans if p.budget == b and (p.selector == sel or p.selector.startswith(sel + ":"))]
-            return f"{100 * sum(vals) / len(vals):.1f}" if vals else "-"
-
         print(f"{n}: regret (points of validation accuracy) per budget " + ", ".join(f"{b:,}" for b in v.budgets))
         print("| selector | " + " | ".join(f"{b:,}" for b in v.budgets) + " |")
         print("|---|" + "---:|" * len(v.budgets))
         for s in ["oracle", *v.selectors, "random"]:
-            print(f"| `{s}` | " + " | ".join(regret(s, b) for b in v.budgets) + " |")
+            print(f"| `{s}` | " + " | ".join(f"{100 * v.mean_regret(s, b):.1f}" for b in v.budgets) + " |")
         print()
 
 

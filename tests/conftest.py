@@ -35,13 +35,23 @@ GLU_ARCHS: dict[str, dict] = {
 }
 
 
-@pytest.fixture
-def single_thread():
-    """One torch thread for the test (training tests on a shared 2-core machine), restored afterwards."""
+def _one_torch_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def single_thread():
+    """One torch thread for the test (training tests on a shared 2-core machine), restored afterwards."""
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a whole test module (its module-scoped fixtures train too), restored afterwards."""
+    yield from _one_torch_thread()
 
 
 def make_tiny(arch: str, num_classes: int = 5, seed: int = 0) -> torch.nn.Module:

@@ -29,12 +29,7 @@ def planted():
     return module
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # module-wide: the module-scoped fixtures train
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,7 @@ from petl_analysis.validate.planted import (
 SPEC = ModelSpec()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # module-wide: the module-scoped fixtures train
 
 
 @pytest.fixture(scope="module")

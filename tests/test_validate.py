@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from petl_analysis.cli.main import app
 from helpers import synthetic_probe
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe

@@ -11,7 +11,7 @@ Image folders of any size: ``open_dataset(path)`` indexes the files (:class:`Ima
 
 from .builtin import ANIMAL_CLASSES, DATASETS, builtin_names, load_dataset, open_dataset
 from .dataset import ImageDataset, convert_channels, to_model_input
-from .folder import IMAGE_EXTENSIONS, BadImagesWarning, find_bad_images, load_image_folder
+from .folder import IMAGE_EXTENSIONS, BadImagesWarning, find_bad_images, load_image_folder, write_image_folder
 from .stream import ImageFiles, StreamingImages, model_data_config, model_transform, open_image_files, stream_split
 from .glyphs import glyph_bank, glyph_classes, glyph_fonts, render_glyphs
 from .splits import SplitSpec, Splits, make_splits, sample_k_shot
@@ -43,4 +43,5 @@ __all__ = [
     "sample_k_shot",
     "stream_split",
     "to_model_input",
+    "write_image_folder",
 ]

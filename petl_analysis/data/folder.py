@@ -20,16 +20,19 @@ Rules (each violation is a one-line :class:`PetlError` naming the path):
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import PetlError
+from ..io import atomic_write_json, current_umask, ensure_writable_dir
 from .dataset import ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -227,3 +230,58 @@ def load_image_folder(
     images = np.stack([_to_mode_and_size(a, mode, size) for a in flat])
     labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(files)])
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"folder:{root}")
+
+
+def _folder_class_names(classes: list[str]) -> list[str]:
+    """Sub-folder names that the folder reader sorts back into ``classes``' order (prefixed by index if not)."""
+    safe = all(c and c == c.strip() and "/" not in c and "\\" not in c and not c.startswith(".") for c in classes)
+    if safe and sorted(classes) == list(classes) and len(set(classes)) == len(classes):
+        return list(classes)
+    width = len(str(len(classes) - 1))
+    return [f"{i:0{width}d}" for i in range(len(classes))]
+
+
+def write_image_folder(ds: ImageDataset, path: str | Path, *, metadata: dict[str, Any] | None = None,
+                       metadata_file: str = "dataset.json", overwrite: bool = False) -> Path:
+    """Write ``ds`` as ``path/<class>/<index>.png`` (plus ``path/<metadata_file>`` when ``metadata`` is given).
+
+    Written into a temporary sibling folder and renamed into place, so ``path`` is either absent, the old folder or
+    the complete new one. Reading it back (``load_dataset(path)``) gives identical ``uint8`` pixels and labels in
+    class-then-index order; the reader ignores regular files in the root, so the metadata travels with the images.
+    Class folders keep the class names when the reader's name sort keeps their order, else they are ``0``, ``1``...
+    (the names are then in the metadata's ``"classes"``).
+
+    Raises:
+        PetlError: ``path`` exists and ``overwrite`` is False.
+    """
+    from PIL import Image
+
+    root = Path(path).expanduser().absolute()
+    if root.exists() and not overwrite:
+        raise PetlError(f"{root} already exists; remove it or pass overwrite=True")
+    parent = ensure_writable_dir(root.parent)
+    names = _folder_class_names(ds.classes)
+    width = len(str(max(0, len(ds) - 1)))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
+    try:
+        for name in names:
+            (tmp / name).mkdir()
+        images = ds.images.numpy()
+        for i, (img, y) in enumerate(zip(images, ds.labels.tolist())):
+            arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            Image.fromarray(np.ascontiguousarray(arr), mode="L" if img.shape[0] == 1 else "RGB").save(
+                tmp / names[y] / f"{i:0{width}d}.png")
+        if metadata is not None:
+            atomic_write_json(tmp / metadata_file, {**metadata, "classes": list(ds.classes), "class_folders": names})
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700
+        old = None
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=parent))
+            os.replace(root, old / "x")
+        os.replace(tmp, root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root

@@ -81,6 +81,13 @@ def _configs(method: str, base: dict[str, Any], units: Sequence[Unit], cheapest_
             for n in ns for r in range(1, min(MAX_RANK, smallest // n) + 1)]
 
 
+def _cheapest(model: nn.Module, method: str, base: dict[str, Any], units: Sequence[Unit],
+              head_in_budget: bool) -> int | None:
+    """Count of the cheapest configuration on ``units`` (rank 1, smallest n); None without a Linear unit."""
+    cfgs = _configs(method, base, units, cheapest_only=True)
+    return _used(_count(model, cfgs[0]), head_in_budget) if cfgs else None
+
+
 def plan_for_budget(
     ranking: Ranking,
     model: nn.Module,
@@ -107,8 +114,7 @@ def plan_for_budget(
         raise PetlError("the ranking has no Linear targets to adapt")
 
     def cheapest(units: Sequence[Unit]) -> int | None:
-        cfgs = _configs(method, base, units, cheapest_only=True)
-        return _used(_count(model, cfgs[0]), head_in_budget) if cfgs else None
+        return _cheapest(model, method, base, units, head_in_budget)
 
     chosen: list[tuple[Any, list[Unit]]] = []
     units_so_far: list[Unit] = []
@@ -223,9 +229,8 @@ def smallest_plan_cost(
     the least budget at which :func:`plan_for_budget` takes them whole."""
     if method not in PLANNABLE:
         raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
-    base = _base_options(method_options)
     resolved = [u for u in resolve_targets(model, list(units)) if u.is_linear]
-    cfgs = _configs(method, base, resolved, cheapest_only=True)
-    if not cfgs:
+    cost = _cheapest(model, method, _base_options(method_options), resolved, head_in_budget)
+    if cost is None:
         raise PetlError(f"no Linear unit to adapt among {', '.join(units)}")
-    return _used(_count(model, cfgs[0]), head_in_budget)
+    return cost

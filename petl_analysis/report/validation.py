@@ -10,17 +10,12 @@ import numpy as np
 from . import plots
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 
+from ..validate.result import format_correlation
+
 if TYPE_CHECKING:
     from ..validate import Agreement, ValidationResult
 
 VALIDATION_PNG = "oracle_vs_predicted.png"
-
-
-def _ci(v: float, lohi: list[float | None]) -> str:
-    if not math.isfinite(v):
-        return "-"
-    lo, hi = (list(lohi) + [None, None])[:2]
-    return f"{v:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "")
 
 
 def _pts(x: float) -> str:
@@ -41,7 +36,7 @@ def _agreement_sentence(a: "Agreement", method_name: str) -> str:
             "worse than random": "is **worse than random** here (it ranks the sets that adapt best last)",
             "undefined": "cannot be judged (the oracle sets are all equal)",
             "sets tied": "cannot be judged here (the sets are fewer than 2 validation images apart)"}[a.verdict]
-    return (f"`{a.selector}` {here}: Spearman ρ = {_ci(a.spearman, a.spearman_ci)} against the {method_name} "
+    return (f"`{a.selector}` {here}: Spearman ρ = {format_correlation(a.spearman, a.spearman_ci)} against the {method_name} "
             f"oracle (share of random orders at least as good: {a.p_random:.2f}); its first set is "
             f"{'the oracle best' if a.top_k[0] == 1 else f'{_pts(a.top1_regret)} points below the oracle best'}.")
 
@@ -85,7 +80,7 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
               "top-1 regret (pts)", "verdict"]
     rows = []
     for a in v.agreement:
-        rows.append([f"`{a.selector}`", a.method, _ci(a.spearman, a.spearman_ci), _ci(a.kendall, a.kendall_ci),
+        rows.append([f"`{a.selector}`", a.method, format_correlation(a.spearman, a.spearman_ci), format_correlation(a.kendall, a.kendall_ci),
                      f"{a.p_random:.3f}", f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
                      _pts(a.top1_regret), a.verdict])
     for m in v.methods:
@@ -106,9 +101,7 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
     reg_rows = []
     for name in names:
         cells = [f"`{name}`" if name != "random" else f"random (mean of {v.random_draws})"]
-        for b in v.budgets:
-            cells.append(_pts(v.mean_regret(name, b) if name != "random" else
-                              _mean([p.regret for p in v.plans if p.budget == b and p.selector.startswith("random:")])))
+        cells += [_pts(v.mean_regret(name, b)) for b in v.budgets]
         reg_rows.append(cells)
     best_rows = []
     for b in v.budgets:
@@ -146,10 +139,10 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
 
     oracle = {m: {e.target: e.val_per_seed for e in v.oracle if e.method == m} for m in v.methods}
     by = {(a.selector, a.method): a for a in v.agreement}
-    panels = [("oracle", f"oracle ({primary})", v.random[primary]["oracle_order"])] if primary in v.random else []
+    panels = [("oracle", f"oracle ({primary})", [e.target for e in v.oracle_of(primary)])]
     for name in v.selectors:
         a = by[(name, primary)]
-        panels.append((name, f"{name}: ρ = {_ci(a.spearman, a.spearman_ci)}", a.order))
+        panels.append((name, f"{name}: ρ = {format_correlation(a.spearman, a.spearman_ci)}", a.order))
     png = plots.oracle_vs_predicted(panels, oracle, title=f"Oracle accuracy against predicted rank "
                                     f"({v.model.name} on {v.data.dataset}, {seeds} seeds)")
     blocks.append(figure("oracle_vs_predicted", VALIDATION_PNG, png,
@@ -160,7 +153,3 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
         blocks += [Heading("Notes", 3), Bullets(list(v.notes))]
     return blocks
 
-
-def _mean(values: list[float]) -> float:
-    values = [x for x in values if math.isfinite(x)]
-    return float(np.mean(values)) if values else math.nan

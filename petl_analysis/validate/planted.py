@@ -39,9 +39,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input
+from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input, write_image_folder
 from ..engine import Recipe
 from ..errors import PetlError
-from ..io import atomic_write_json, current_umask, ensure_writable_dir
 from ..models import ModelSpec, TensorSlice, Unit, model_input_config, resolve_targets
 from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
 
@@ -205,61 +201,6 @@ def at_model_resolution(ds: ImageDataset, model: nn.Module) -> ImageDataset:
     return ImageDataset(images, ds.labels.clone(), list(ds.classes), ds.name)
 
 
-def _folder_class_names(classes: list[str]) -> list[str]:
-    """Sub-folder names that the folder reader sorts back into ``classes``' order (prefixed by index if not)."""
-    safe = all(c and c == c.strip() and "/" not in c and "\\" not in c and not c.startswith(".") for c in classes)
-    if safe and sorted(classes) == list(classes) and len(set(classes)) == len(classes):
-        return list(classes)
-    width = len(str(len(classes) - 1))
-    return [f"{i:0{width}d}" for i in range(len(classes))]
-
-
-def write_image_folder(ds: ImageDataset, path: str | Path, *, metadata: dict[str, Any] | None = None,
-                       overwrite: bool = False) -> Path:
-    """Write ``ds`` as ``path/<class>/<index>.png`` (plus ``path/planted.json`` when ``metadata`` is given).
-
-    Written into a temporary sibling folder and renamed into place, so ``path`` is either absent, the old folder or
-    the complete new one. Reading it back (``load_dataset(path)``) gives identical ``uint8`` pixels and labels in
-    class-then-index order; the reader ignores regular files in the root, so the metadata travels with the images.
-    Class folders keep the class names when the reader's name sort keeps their order, else they are ``0``, ``1``...
-    (the names are then in the metadata's ``"classes"``).
-
-    Raises:
-        PetlError: ``path`` exists and ``overwrite`` is False.
-    """
-    from PIL import Image
-
-    root = Path(path).expanduser().absolute()
-    if root.exists() and not overwrite:
-        raise PetlError(f"{root} already exists; remove it or pass overwrite=True")
-    parent = ensure_writable_dir(root.parent)
-    names = _folder_class_names(ds.classes)
-    width = len(str(max(0, len(ds) - 1)))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
-    try:
-        for name in names:
-            (tmp / name).mkdir()
-        images = ds.images.numpy()
-        for i, (img, y) in enumerate(zip(images, ds.labels.tolist())):
-            arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-            Image.fromarray(np.ascontiguousarray(arr), mode="L" if img.shape[0] == 1 else "RGB").save(
-                tmp / names[y] / f"{i:0{width}d}.png")
-        if metadata is not None:
-            atomic_write_json(tmp / METADATA_FILE, {**metadata, "classes": list(ds.classes), "class_folders": names})
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700
-        old = None
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=parent))
-            os.replace(root, old / "x")
-        os.replace(tmp, root)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
-
-
 # ------------------------------------------------------------------------------------------------ the task
 
 
@@ -332,7 +273,8 @@ class PlantedTask:
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """The relabelled dataset as an image folder with ``planted.json`` (:func:`write_image_folder`)."""
-        return write_image_folder(self.dataset, path, metadata=self.metadata(), overwrite=overwrite)
+        return write_image_folder(self.dataset, path, metadata=self.metadata(), metadata_file=METADATA_FILE,
+                                  overwrite=overwrite)
 
 
 def default_head_recipe() -> Recipe:

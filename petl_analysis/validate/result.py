@@ -33,6 +33,14 @@ class _SeedScores:
         return float(np.mean(self.test_per_seed)) if self.test_per_seed else math.nan
 
 
+def format_correlation(value: float, interval: list[float | None]) -> str:
+    """``+0.89 [+0.72, +0.89]``: a correlation and its interval (``-`` when undefined, no brackets without one)."""
+    if not math.isfinite(value):
+        return "-"
+    lo, hi = (list(interval) + [None, None])[:2]
+    return f"{value:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "")
+
+
 @dataclass
 class OracleEntry(_SeedScores):
     """One target set adapted alone with one method at the matched budget; accuracies per seed (validation decides,
@@ -147,14 +155,8 @@ class ValidationResult(Artefact):
         return rows
 
     def agreement_table(self) -> list[dict[str, Any]]:
-        def ci(v: float, lohi: list[float | None]) -> str:
-            if not math.isfinite(v):
-                return "-"
-            lo, hi = (lohi + [None, None])[:2]
-            return f"{v:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "")
-
-        return [{"selector": a.selector, "method": a.method, "spearman": ci(a.spearman, a.spearman_ci),
-                 "kendall": ci(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
+        return [{"selector": a.selector, "method": a.method, "spearman": format_correlation(a.spearman, a.spearman_ci),
+                 "kendall": format_correlation(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
                  "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
                  "verdict": a.verdict} for a in self.agreement]
 
@@ -168,6 +170,8 @@ class ValidationResult(Artefact):
         return rows
 
     def mean_regret(self, selector: str, budget: int) -> float:
-        """Mean regret of ``selector``'s plans at ``budget`` (several for ``random``); nan if it planned none."""
-        values = [p.regret for p in self.plans if p.selector == selector and p.budget == budget]
+        """Mean regret of ``selector``'s plans at ``budget`` (``random``: over its draws ``random:<seed>``); nan if
+        it planned none."""
+        values = [p.regret for p in self.plans if p.budget == budget
+                  and (p.selector == selector or p.selector.startswith(f"{selector}:"))]
         return float(np.mean(values)) if values else math.nan

@@ -28,7 +28,7 @@ import numpy as np
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
-from ..plan import PLANNABLE, Plan, plan_for_budget, smallest_plan_cost
+from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
 from ..probe import ProbeResult
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..sweep import sweep_plans
@@ -79,11 +79,6 @@ def agreement_verdict(p_random: float, ci: list[float | None], spearman: float) 
     if spearman < 0 and hi < 0:
         return "worse than random"
     return "no better than random"
-
-
-def _alone(target: str, units: list[str], model_spec) -> Ranking:
-    entry = RankedTarget(target=target, units=units, D=0, rank=1, score=None)
-    return Ranking(selector="oracle-unit", model=model_spec, data=None, entries=[entry])
 
 
 def _order_ranking(order: Sequence[str], sets: dict[str, list[str]], model_spec, name: str) -> Ranking:
@@ -160,7 +155,7 @@ def run_validate(
     for m in methods:
         for label, units in sets.items():
             try:
-                plan = plan_for_budget(_alone(label, units, model), net, budget, method=m, model_spec=model)
+                plan = fixed_plan(net, units, budget, method=m, model_spec=model, label="oracle")
             except PetlError as e:
                 raise PetlError(f"oracle budget {budget:,} cannot adapt {label} alone with {m}: {e}") from None
             if len(plan.targets[0].units) < len(units):
@@ -195,9 +190,10 @@ def run_validate(
     agreement: list[Agreement] = []
     random_summary: dict[str, Any] = {}
     ks = list(range(1, min(3, len(labels)) + 1))
+    orders: dict[str, list[str]] = {}
     for m in methods:
         acc = np.array([next(e for e in oracle if e.method == m and e.target == t).val_per_seed for t in labels])
-        best_order = oracle_order(labels, acc)
+        best_order = orders[m] = oracle_order(labels, acc)
         mean = dict(zip(labels, acc.mean(axis=1)))
         best = max(mean.values())
         # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
@@ -216,14 +212,11 @@ def run_validate(
             "spearman_95": [float(np.nanpercentile(null, 2.5)), float(np.nanpercentile(null, 97.5))],
             "top_k": [k / len(labels) for k in ks],  # expected overlap of a random k-subset
             "top1_regret": float(np.mean([best - v for v in mean.values()])),
-            "oracle_order": best_order,
         }
 
     # Phase 2: each selector's plan at each budget (first method), the oracle order's plan among them.
     primary = methods[0]
-    first_acc = np.array([next(e for e in oracle if e.method == primary and e.target == t).val_per_seed
-                          for t in labels])
-    planners = {"oracle": _order_ranking(oracle_order(labels, first_acc), sets, model, "oracle"), **rankings, **draws}
+    planners = {"oracle": _order_ranking(orders[primary], sets, model, "oracle"), **rankings, **draws}
     planned: list[tuple[int, str, Plan]] = []
     for b in budgets:
         for name, r in planners.items():
