@@ -48,7 +48,8 @@ from petl_analysis.data import SplitSpec  # noqa: E402
 from petl_analysis.io import atomic_write_json  # noqa: E402
 from petl_analysis.models import ModelSpec, resolve_targets  # noqa: E402
 from petl_analysis.plan import plan_for_budget  # noqa: E402
-from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, run_probe  # noqa: E402
+from petl_analysis.probe import (  # noqa: E402
+    RESOLVED_IMAGES, ProbeConfig, ProbeResult, default_probe_recipe, run_probe)
 from petl_analysis.select import SELECTORS, Ranking, run_select  # noqa: E402
 from petl_analysis.task import DataSpec, prepare_model  # noqa: E402
 from petl_analysis.validate import plant_unit  # noqa: E402
@@ -91,6 +92,7 @@ def summarise(plant, probe: ProbeResult, ranking: Ranking, plan, budget: int) ->
         "share_changed": plant.share_changed, "strength": plant.strength, "rank": plant.rank,
         "teacher_agreement": plant.teacher_agreement, "class_counts": plant.class_counts,
         "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()},
+        "n_val": probe.n_val, "unresolved_gain": probe.unresolved_gain(),
         "d90_order": order, "d90_rank": rank_of(order, label), "d90_tied_with": entry.tied_with,
         "planted_d90": d90_cell(by_target[label]), "best_other_d90": d90_cell(best_other),
         "oracle_order": [t.target for t in oracle], "oracle_rank": [t.target for t in oracle].index(label) + 1,
@@ -136,7 +138,7 @@ def fmt_d90(c: dict[str, Any]) -> str:
 
 
 def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
-    head = ["planted unit", "labels changed", "d90 rank", "d90 planted", "d90 best other", "plan adapts it (plan)",
+    head = ["planted unit", "labels changed", "full FT - head (val images)", "d90 rank", "d90 planted", "d90 best other", "plan adapts it (plan)",
             "oracle rank (best val)"] + [f"{p} rank" for p in proxies]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -146,11 +148,19 @@ def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
             if r["plan"] else "no plan"
         best_other = max(v for k, v in r["best_val"].items() if k != r["label"])
         oracle = f"{r['oracle_rank']} ({100 * r['best_val'][r['label']]:.1f}% vs {100 * best_other:.1f}%)"
-        cells = [r["planted"], f"{100 * r['share_changed']:.0f}%", f"{r['d90_rank']} / {len(r['d90_order'])}{tied}",
+        b = r["baselines_val"]
+        gain = f"{100 * (b['ft'] - b['head']):+.1f} pts ({(b['ft'] - b['head']) * r['n_val']:+.1f})" + \
+            ("" if r["unresolved_gain"] is None else ", unresolved")
+        cells = [r["planted"], f"{100 * r['share_changed']:.0f}%", gain, f"{r['d90_rank']} / {len(r['d90_order'])}{tied}",
                  fmt_d90(r["planted_d90"]), f"{other['target']}: {fmt_d90(other)}", plan, oracle]
         lines.append("| " + " | ".join(cells + [str(r["proxy_rank"][p]) for p in proxies]) + " |")
     first = sum(r["d90_rank"] == 1 for r in rows)
+    resolved = [r for r in rows if r["unresolved_gain"] is None]
     lines.append("")
+    lines.append(f"plants whose gain is resolved (full fine-tuning beats the head by at least {RESOLVED_IMAGES} "
+                 f"validation images and the seed spread): {len(resolved)} of {len(rows)}; among them the planted "
+                 f"unit is ranked first by d90 in {sum(r['d90_rank'] == 1 for r in resolved)} and adapted by the "
+                 f"plan in {sum(r['plan_adapts_planted'] for r in resolved)}")
     lines.append(f"planted unit ranked first by d90: {first} of {len(rows)}; by each proxy: "
                  + ", ".join(f"{p} {sum(r['proxy_rank'][p] == 1 for r in rows)}" for p in proxies)
                  + f"; planted unit the best single unit to train (oracle): "

@@ -203,17 +203,11 @@ def _pipeline(target: str, monkeypatch) -> tuple:
     return planted, result, ranking, plan
 
 
-@pytest.mark.parametrize("target", [
-    "mlp.fc1",
-    pytest.param("attn.v", marks=pytest.mark.xfail(
-        reason="at 300 training images the attn.v plant is not learnable by the probe's recipe (full fine-tuning "
-               "does not beat the head), so d90 cannot rank it; scripts/validate_planted_unit.py (600 images, two "
-               "seeds, d up to 10,000) ranks it first: docs/probe_validation.md, 'Planted unit'", strict=False)),
-])
-def test_pipeline_ranks_the_planted_unit_first_and_plans_it(target, monkeypatch):
+def test_pipeline_ranks_the_planted_unit_first_and_plans_it(monkeypatch):
+    target = "mlp.fc1"
     planted, result, ranking, plan = _pipeline(target, monkeypatch)
     assert abs(planted.share_changed - 0.5) <= 0.02
-    assert "warning" not in ranking.details, ranking.details["warning"]  # full fine-tuning beats the head
+    assert "warning" not in ranking.details, ranking.details["warning"]  # full fine-tuning clearly beats the head
     assert ranking.order()[0] == target, ranking.table()
     # ... on its d90, not on the tie-break by best accuracy: every other set is slower or never reaches the bar.
     first = next(e for e in ranking.entries if e.target == target)
@@ -221,3 +215,13 @@ def test_pipeline_ranks_the_planted_unit_first_and_plans_it(target, monkeypatch)
     adapted = {u for t in plan.targets for u in t.units}
     assert set(planted.units) <= adapted
     assert len(adapted) < sum(len(t.units) for t in result.targets)  # the budget leaves most units out
+
+
+def test_a_plant_the_probe_cannot_learn_is_flagged_not_ranked(monkeypatch):
+    """At 300 training images the attn.v plant is not learnable by the probe's recipe: full fine-tuning does not
+    clearly beat the head. The ranking must then say that its d90s order nothing, not present an order as a finding
+    (``scripts/validate_planted_unit.py``, 600 images and two seeds, learns it and ranks it first)."""
+    planted, result, ranking, plan = _pipeline("attn.v", monkeypatch)
+    why = result.unresolved_gain()
+    assert why is not None and why.startswith("full fine-tuning"), result.baselines
+    assert ranking.details["warning"].startswith(why) and "do not order the targets" in ranking.details["warning"]

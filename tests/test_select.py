@@ -73,3 +73,24 @@ def test_gps_spt_and_apla_rank_what_their_papers_say() -> None:
     gps = gradient_parameter_selection(net, task, sets, n_batches=2, batch_size=16, seed=0)
     wider = gradient_parameter_selection(net, task, sets, n_batches=2, batch_size=16, seed=0, top_k=8)
     assert all(wider[k] <= gps[k] for k in sets)  # the mean of the top 8 per row is at most the top 1
+
+
+def test_an_unresolved_gain_is_named_and_flags_the_ranking() -> None:
+    import dataclasses
+
+    from helpers import below_grid_probe
+
+    from petl_analysis.probe import RESOLVED_IMAGES, unresolved_gain
+
+    assert "does not beat the head" in unresolved_gain((0.90, 0.0), (0.88, 0.0), 269)
+    # Half a validation image (the committed digits demo's gain) is rounding, not a gain to normalise by.
+    half = unresolved_gain((0.9926, 0.0), (0.9944, 0.0019), 269)
+    assert half is not None and f"0.5 of the 269 validation images, under {RESOLVED_IMAGES}" in half
+    assert "seed spread" in unresolved_gain((0.80, 0.03), (0.82, 0.03), 1500)
+    assert unresolved_gain((0.80, 0.003), (0.82, 0.004), 1500) is None  # 30 images, 5x the spread
+    assert unresolved_gain((0.80, 0.0), (0.805, 0.0), 0) is None  # no split size known: sign and spread only
+    probe = below_grid_probe(all_below=False, lp=0.90, ft=0.905)
+    assert "warning" not in rank_from_probe(probe).details  # n_val unknown (0): a positive gain stands
+    warning = rank_from_probe(dataclasses.replace(probe, n_val=269)).details["warning"]
+    assert warning.startswith("full fine-tuning (90.5% validation) beats the head trained alone (90.0%) by 1.3 of "
+                              "the 269 validation images, under 2")

@@ -7,11 +7,13 @@ from .probe import (
     ProbeResult,
     TargetResult,
     LR_SCALINGS,
+    RESOLVED_IMAGES,
     default_probe_recipe,
     expand_targets,
     probe_trial,
     run_probe,
     theta_lr,
+    unresolved_gain,
 )
 from .projections import PROJECTIONS, Projection, make_projection
 from .subspace import SubspaceModel, all_parameters, subspace_size
@@ -23,6 +25,7 @@ __all__ = [
     "PROJECTIONS",
     "ProbeConfig",
     "ProbeResult",
+    "RESOLVED_IMAGES",
     "Projection",
     "SubspaceModel",
     "all_parameters",
@@ -34,4 +37,5 @@ __all__ = [
     "run_probe",
     "subspace_size",
     "theta_lr",
+    "unresolved_gain",
 ]

@@ -46,6 +46,9 @@ from . import d90 as d90_lib
 from .subspace import SubspaceModel, subspace_size
 
 HEAD_MODES = ("train", "frozen")
+#: Accuracy gaps under this many validation images are not read as differences anywhere (probe gain, oracle
+#: spread): one image is rounding, and a decision should rest on more than one.
+RESOLVED_IMAGES = 2
 LR_SCALINGS = ("sqrt", "constant")
 
 
@@ -264,6 +267,11 @@ class ProbeResult(Artefact):
     def ceiling(self) -> Baseline:
         return self.baselines["ft"]
 
+    def unresolved_gain(self) -> str | None:
+        """:func:`unresolved_gain` of this probe's floor and ceiling (None: d90s can order the targets)."""
+        return unresolved_gain((self.floor.val_mean, self.floor.val_std),
+                               (self.ceiling.val_mean, self.ceiling.val_std), self.n_val)
+
     def ranked(self) -> list[TargetResult]:
         """Targets by gain-normalised d90 ascending; not-reached last (by best validation accuracy)."""
         return sorted(self.targets, key=_rank_key)
@@ -282,6 +290,28 @@ class ProbeResult(Artefact):
                 "time_s": round(t.wall_time_s, 1),
             })
         return rows
+
+
+def unresolved_gain(floor: tuple[float, float], ceiling: tuple[float, float], n_val: int = 0) -> str | None:
+    """Why the ceiling's gain over the floor is too small to normalise d90 by, or None when it is resolved.
+
+    ``floor`` and ``ceiling`` are (mean, std over seeds) validation accuracies (fractions) of the head alone and of
+    full fine-tuning; ``n_val`` the validation images each is scored on (0: unknown). The gain is unresolved when
+    it is not positive, under :data:`RESOLVED_IMAGES` validation images, or within the seeds' spread: the
+    gain-normalised threshold then sits inside the noise and d90s do not order the targets.
+    """
+    (f, f_std), (c, c_std) = floor, ceiling
+    what = f"full fine-tuning ({100 * c:.1f}% validation)"
+    if c <= f:
+        return f"{what} does not beat the head trained alone ({100 * f:.1f}%)"
+    if n_val and (c - f) * n_val < RESOLVED_IMAGES:
+        return (f"{what} beats the head trained alone ({100 * f:.1f}%) by {(c - f) * n_val:.1f} of the "
+                f"{n_val:,} validation images, under {RESOLVED_IMAGES}")
+    spread = math.hypot(f_std, c_std)
+    if c - f <= spread:
+        return (f"{what} is not clearly above the head trained alone ({100 * f:.1f}%): the gain is within the seed "
+                f"spread ({100 * spread:.1f} points)")
+    return None
 
 
 def _rank_key(t: TargetResult) -> tuple[int, float]:

@@ -10,6 +10,7 @@ import numpy as np
 from . import plots
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 
+from ..probe import RESOLVED_IMAGES
 from ..validate.result import format_correlation
 
 if TYPE_CHECKING:
@@ -59,9 +60,9 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
     spread, noise = oracle_spread(v, primary)
     verdicts = []
     images = spread * v.n_val
-    if v.n_val and images < 2:
+    if v.n_val and images < RESOLVED_IMAGES:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), fewer than "
-                        f"2 of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally well here, "
+                        f"{RESOLVED_IMAGES} of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally well here, "
                         "and the agreement below orders near-ties: no verdict is given.")
     elif spread <= 2 * noise:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), within "

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..plan import FIXED_SIZE as FIXED_SIZE_VARIANT
+from ..probe import unresolved_gain
 from .pareto import within_spread
 from .tables import PLANNED_VARIANTS, VARIANT_NAMES, PointRow, ProbeRow, fmt_acc, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
@@ -350,9 +351,8 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
                                        ceiling[0])
     if degenerate:
         bullets.append(degenerate[0].upper() + degenerate[1:] + ".")
-    gap = ceiling[0] - floor[0]
-    if gap <= max(math.hypot(floor[1], ceiling[1]), 1e-9):
-        bullets.append(f"Caution: full fine-tuning ({fmt_acc(*ceiling)} % validation) is not clearly above the head "
-                       f"trained alone ({fmt_acc(*floor)} %), so the gain-normalised threshold sits inside the seed "
-                       "noise and d90 values are unreliable.")
+    why = unresolved_gain(floor, ceiling, n_val)
+    if why:
+        bullets.append(f"Caution: {why}, so the gain-normalised threshold sits inside the noise and d90 values are "
+                       "unreliable.")
     return bullets

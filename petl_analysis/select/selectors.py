@@ -59,12 +59,11 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
     # Validation accuracies only: a ranking must not change when the test labels do.
     details: dict[str, object] = {"threshold": probe.config.threshold,
                                   "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()}}
-    floor, ceiling = probe.floor.val_mean, probe.ceiling.val_mean
-    if ceiling <= floor:
-        details["warning"] = (f"full fine-tuning ({100 * ceiling:.1f}% validation) does not beat the head trained alone "
-                              f"({100 * floor:.1f}%) on this data: every d90 sits at the smallest d and the ranking only "
-                              "orders targets by their best validation accuracy; the linear probe may be all this "
-                              "task needs")
+    why = probe.unresolved_gain()
+    if why:
+        details["warning"] = (f"{why}: the gain-normalised threshold sits inside the noise, so the d90s do not "
+                              "order the targets (the ranking follows best validation accuracy and noise); the linear "
+                              "probe may be all this task needs")
     return Ranking(selector="d90-classic" if classic else "d90", model=probe.model, data=probe.data, entries=entries,
                    source=source, direction="ascending", details=details)
 

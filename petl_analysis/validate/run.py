@@ -29,7 +29,7 @@ from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
-from ..probe import ProbeResult
+from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..sweep import sweep_plans
 from ..task import DataSpec, announce, input_conversion, prepare_model
@@ -43,7 +43,6 @@ DEFAULT_METHODS = ("kadaptation", "lora")
 #: gets a few ranks of room, not just its cheapest configuration.
 BUDGET_HEADROOM = 3
 SIGNIFICANCE = 0.05
-TIE_IMAGES = 2
 TIED = "sets tied"
 
 
@@ -197,7 +196,7 @@ def run_validate(
         mean = dict(zip(labels, acc.mean(axis=1)))
         best = max(mean.values())
         # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
-        tied = probe.n_val > 0 and (best - min(mean.values())) * probe.n_val < TIE_IMAGES
+        tied = probe.n_val > 0 and (best - min(mean.values())) * probe.n_val < RESOLVED_IMAGES
         for name, r in rankings.items():
             corr = bootstrap_correlation(r.order(), labels, acc)
             agreement.append(Agreement(
