@@ -294,6 +294,9 @@ def probe(
 
     if (warning := degenerate_probe_warning(result)) is not None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    elif (why := result.unresolved_gain()) is not None:
+        console.print(f"[yellow]warning:[/] {why}: d90 is normalised by that gain, so the d90s do not order the targets",
+                      highlight=False)
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")

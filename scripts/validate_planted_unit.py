@@ -108,18 +108,19 @@ def summarise(plant, probe: ProbeResult, ranking: Ranking, plan, budget: int) ->
     }
 
 
-def run_one(target: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_one(target: str, plant_seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    plant = plant_unit(ModelSpec(), args.dataset, target, rank=args.rank, share=args.share, seed=args.plant_seed)
-    folder = plant.write(work / f"planted_{target}", overwrite=True)
+    plant = plant_unit(ModelSpec(), args.dataset, target, rank=args.rank, share=args.share, seed=plant_seed)
+    name = target if plant_seed == 0 else f"{target}_s{plant_seed}"  # seed 0 keeps the first runs' names (resume)
+    folder = plant.write(work / f"planted_{name}", overwrite=True)
     t_plant = time.perf_counter() - t0
     recipe = dataclasses.replace(default_probe_recipe(), epochs=args.epochs)
     grid: dict[str, Any] = ({"dims": [int(d) for d in args.dims.split(",")]} if args.dims
                             else {"d_min": 10, "points_per_decade": 1, "max_refinements": args.refinements})
     config = ProbeConfig(targets=list(TARGETS), seeds=args.seeds, recipe=recipe, **grid)
     data = DataSpec(str(folder), SplitSpec(max_train=args.max_train))
-    probe = run_probe(ModelSpec(), data, config, out=work / f"probe_{target}.json")
-    ranking = run_select(probe, list(args.proxies.split(",")), source=str(work / f"probe_{target}.json"))
+    probe = run_probe(ModelSpec(), data, config, out=work / f"probe_{name}.json")
+    ranking = run_select(probe, list(args.proxies.split(",")), source=str(work / f"probe_{name}.json"))
     net = prepare_model(ModelSpec(), plant.dataset.num_classes)
     try:
         plan = plan_for_budget(ranking, net, args.budget, method=args.method, model_spec=ModelSpec())
@@ -127,9 +128,14 @@ def run_one(target: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         print(f"  plan at {args.budget}: {e}", flush=True)
         plan = None
     row = summarise(plant, probe, ranking, plan, args.budget)
-    row.update(folder=str(folder), plant_s=t_plant, wall_s=time.perf_counter() - t0,
+    row.update(plant_seed=plant_seed, folder=str(folder), plant_s=t_plant, wall_s=time.perf_counter() - t0,
                planted_meta=plant.metadata())
     return row
+
+
+def plant_name(row: dict[str, Any]) -> str:
+    seed = row.get("plant_seed", 0)
+    return row["planted"] if seed == 0 else f"{row['planted']} (plant seed {seed})"
 
 
 def fmt_d90(c: dict[str, Any]) -> str:
@@ -151,8 +157,8 @@ def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
         b = r["baselines_val"]
         gain = f"{100 * (b['ft'] - b['head']):+.1f} pts ({(b['ft'] - b['head']) * r['n_val']:+.1f})" + \
             ("" if r["unresolved_gain"] is None else ", unresolved")
-        cells = [r["planted"], f"{100 * r['share_changed']:.0f}%", gain, f"{r['d90_rank']} / {len(r['d90_order'])}{tied}",
-                 fmt_d90(r["planted_d90"]), f"{other['target']}: {fmt_d90(other)}", plan, oracle]
+        cells = [plant_name(r), f"{100 * r['share_changed']:.0f}%", gain,
+                 f"{r['d90_rank']} / {len(r['d90_order'])}{tied}", fmt_d90(r["planted_d90"]), f"{other['target']}: {fmt_d90(other)}", plan, oracle]
         lines.append("| " + " | ".join(cells + [str(r["proxy_rank"][p]) for p in proxies]) + " |")
     first = sum(r["d90_rank"] == 1 for r in rows)
     resolved = [r for r in rows if r["unresolved_gain"] is None]
@@ -171,7 +177,7 @@ def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
     lines.append("|" + "---|" * (5 + len(TARGETS)))
     for r in rows:
         b = r["baselines_val"]
-        lines.append(f"| {r['planted']} | {r['strength']:.3g} | {100 * b.get('head', math.nan):.1f} | "
+        lines.append(f"| {plant_name(r)} | {r['strength']:.3g} | {100 * b.get('head', math.nan):.1f} | "
                      f"{100 * b['ft']:.1f} | " + " | ".join(f"{100 * r['best_val'][t]:.1f}" for t in TARGETS)
                      + f" | {', '.join(r['d90_order'])} |")
     return "\n".join(lines)
@@ -183,7 +189,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--units", default="attn.q,attn.v,attn.proj,mlp.fc1,mlp.fc2", help="planted targets")
     p.add_argument("--rank", type=int, default=8, help="rank of the planted change in each unit")
     p.add_argument("--share", type=float, default=0.5, help="share of labels the plant changes (calibrated)")
-    p.add_argument("--plant-seed", type=int, default=0)
+    p.add_argument("--plant-seeds", default="0",
+                   help="seeds of the plant (the teacher's head and the planted directions); each is one plant")
     p.add_argument("--seeds", type=int, default=2, help="probe seeds")
     p.add_argument("--max-train", type=int, default=600, help="probe training images (stratified cap)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of every probe trial")
@@ -208,11 +215,13 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = []
-    for target in args.units.split(","):
+    units = args.units.split(",")
+    for target in units:
         resolve_targets(prepare_model(ModelSpec(), 10), target)  # a bad name fails before any work
-        row = run_one(target, args, work)
+    for target, plant_seed in [(t, int(s)) for s in args.plant_seeds.split(",") for t in units]:
+        row = run_one(target, plant_seed, args, work)
         rows.append(row)
-        print(f"{target}: {100 * row['share_changed']:.0f}% labels changed, d90 rank {row['d90_rank']}, "
+        print(f"{plant_name(row)}: {100 * row['share_changed']:.0f}% labels changed, d90 rank {row['d90_rank']}, "
               f"order {row['d90_order']}, plan adapts it: {row['plan_adapts_planted']} ({row['wall_s']:.0f} s)",
               flush=True)
         atomic_write_json(args.out, {"config": vars(args), "rows": rows, "partial": True})

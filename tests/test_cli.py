@@ -175,6 +175,11 @@ def test_probe_warns_on_the_console_when_every_d90_is_below_the_grid(tmp_path, m
     monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=False))
     code, out = _run(["probe", "--weights", "random", "--out", "p.json"], tmp_path)
     assert code == 0 and "degenerate" not in out and "<=4" in out
+    assert "warning: full fine-tuning (88.0% validation) does not beat the head trained alone (90.0%): d90 is " \
+           "normalised by that gain" in " ".join(out.split()), out
+    monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=False, lp=0.5, ft=0.95))
+    code, out = _run(["probe", "--weights", "random", "--out", "p.json"], tmp_path)
+    assert code == 0 and "warning" not in out, out
 
 
 def _json_of(path) -> dict:
