@@ -62,8 +62,8 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
     images = spread * v.n_val
     if v.n_val and images < RESOLVED_IMAGES:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), fewer than "
-                        f"{RESOLVED_IMAGES} of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally well here, "
-                        "and the agreement below orders near-ties: no verdict is given.")
+                        f"{RESOLVED_IMAGES} of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally "
+                        "well here, and the agreement below orders near-ties: no verdict is given.")
     elif spread <= 2 * noise:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), within "
                         f"twice the seed spread ({_pts(noise)} points): here the sets adapt about equally well, so "
