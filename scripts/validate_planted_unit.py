@@ -21,7 +21,8 @@ Usage::
     python scripts/validate_planted_unit.py --out /tmp/planted_unit.json          # the documented run
     python scripts/validate_planted_unit.py --units attn.v,mlp.fc1 --seeds 1 --dims 10,1000   # a quick look
 
-Writes the folders and the probe trial logs under ``--work`` (a rerun resumes finished trials) and everything to
+Writes the folders and the probe trial logs under ``--work`` (a rerun with the same ``--threads`` resumes finished
+trials: the thread count is part of each trial's key, since it changes the numerics) and everything to
 ``--out`` (JSON, atomically); prints the markdown table.
 """
 
@@ -144,8 +145,8 @@ def fmt_d90(c: dict[str, Any]) -> str:
 
 
 def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
-    head = ["planted unit", "labels changed", "full FT - head (val images)", "d90 rank", "d90 planted", "d90 best other", "plan adapts it (plan)",
-            "oracle rank (best val)"] + [f"{p} rank" for p in proxies]
+    head = ["planted unit", "labels changed", "full FT - head (val images)", "d90 rank", "d90 planted",
+            "d90 best other", "plan adapts it (plan)", "oracle rank (best val)"] + [f"{p} rank" for p in proxies]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         other = r["best_other_d90"]
@@ -158,7 +159,8 @@ def report(rows: list[dict[str, Any]], proxies: list[str]) -> str:
         gain = f"{100 * (b['ft'] - b['head']):+.1f} pts ({(b['ft'] - b['head']) * r['n_val']:+.1f})" + \
             ("" if r["unresolved_gain"] is None else ", unresolved")
         cells = [plant_name(r), f"{100 * r['share_changed']:.0f}%", gain,
-                 f"{r['d90_rank']} / {len(r['d90_order'])}{tied}", fmt_d90(r["planted_d90"]), f"{other['target']}: {fmt_d90(other)}", plan, oracle]
+                 f"{r['d90_rank']} / {len(r['d90_order'])}{tied}", fmt_d90(r["planted_d90"]),
+                 f"{other['target']}: {fmt_d90(other)}", plan, oracle]
         lines.append("| " + " | ".join(cells + [str(r["proxy_rank"][p]) for p in proxies]) + " |")
     first = sum(r["d90_rank"] == 1 for r in rows)
     resolved = [r for r in rows if r["unresolved_gain"] is None]
