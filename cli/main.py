@@ -115,6 +115,8 @@ def info(
         f"[bold]{models.model}[/] weights={models.weights}  params={count_parameters(net).model_total:,}  "
         f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  patch={_patch(net)}  blocks={len(net.blocks)}"
     )
+    if getattr(net, "petl_weights", None) is not None:
+        console.print(f"weights: {net.petl_weights.describe()}", highlight=False)
     print_table(describe_targets(units), title="submodule catalogue")
 
 

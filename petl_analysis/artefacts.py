@@ -38,7 +38,8 @@ def to_jsonable(obj: Any) -> Any:
 def key_json(obj: Any) -> str:
     """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
     while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
-    Loading fills them back in with the default."""
+    Loading fills them back in with the default. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
+    always left out."""
     return json.dumps(_without_new_defaults(to_jsonable(obj), obj), sort_keys=True)
 
 
@@ -48,6 +49,8 @@ def _without_new_defaults(value: Any, obj: Any) -> Any:
     omit = getattr(type(obj), "KEY_OMIT_IF_DEFAULT", ())
     out = {}
     for f in dataclasses.fields(obj):
+        if f.name in getattr(type(obj), "KEY_OMIT", ()):  # a record of what happened, not what to do
+            continue
         v = getattr(obj, f.name)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..accounting import ParamCount, classifier
 from ..errors import PetlError
-from ..models import ModelSpec, Unit, resolve_targets
+from ..models import ModelSpec, Unit, resolve_targets, spec_with_load
 from ..select import Ranking
 from ..tuners import KAdaptationConfig, LoraConfig, MethodConfig, get_method
 from .plan import Plan, PlannedTarget
@@ -170,7 +170,7 @@ def plan_for_budget(
         notes.append(f"not adapted (would exceed the budget at rank 1): {', '.join(skipped)}")
     head = classifier(model)
     return Plan(
-        model=model_spec or ranking.model,
+        model=spec_with_load(model_spec or ranking.model, model),
         num_classes=int(head.out_features),
         budget=int(budget),
         head_in_budget=head_in_budget,

@@ -25,7 +25,7 @@ from torch import nn
 from ..accounting import classifier
 from ..errors import PetlError
 from ..io import ensure_writable_dir
-from ..models import ModelSpec
+from ..models import ModelSpec, spec_with_load
 from ..select import Ranking
 from ..tuners import METHODS, MethodConfig, config_from_dict, get_method
 from .plan import FIXED_SIZE, PLANNED_VARIANTS, SIZED, Plan
@@ -59,7 +59,7 @@ def config_plan(
     """The plan of a configuration the planner does not choose targets for (a baseline), with its exact count."""
     count = get_method(config).expected_count(model)
     used = count.total if head_in_budget else count.total_excl_head
-    return Plan(model=model_spec, num_classes=int(classifier(model).out_features), budget=budget,
+    return Plan(model=spec_with_load(model_spec, model), num_classes=int(classifier(model).out_features), budget=budget,
                 head_in_budget=head_in_budget, method=config.method, config=config.to_dict(), targets=[],
                 trainable=count.as_dict(), used=int(used), used_fraction=None if budget is None else used / budget,
                 policy="knob" if variant == SIZED else "fixed", notes=list(notes), variant=variant)

@@ -30,7 +30,7 @@ from ..data import open_dataset
 from ..engine import Recipe, fit
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
-from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets
+from ..models import DEFAULT_PROBE_TARGETS, ModelSpec, resolve_targets, spec_with_load
 from ..task import (
     DataSpec,
     InputConversion,
@@ -569,7 +569,7 @@ def run_probe(
     all_records = list(baseline_recs.values()) + list(records.values())
     sizes = baseline_recs[base_trial("ft", 0).key]["result"]
     result = ProbeResult(
-        model=model,
+        model=spec_with_load(model, template),
         data=data,
         config=config,
         baselines=baselines,

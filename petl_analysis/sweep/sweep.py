@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artefacts import Artefact, from_jsonable, to_jsonable
+from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
-from ..models import ModelSpec
+from ..models import ModelSpec, spec_with_load
 from ..plan import DEFAULT_METHODS, Plan, plan_file_name, plan_study, read_plans, validate_plan, write_plans
 from ..select import Ranking
 from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model
@@ -150,7 +150,7 @@ def run_sweep(
 
 
 def _common_model(plans: Sequence[Plan]) -> ModelSpec:
-    models = {json.dumps(to_jsonable(p.model), sort_keys=True) for p in plans}
+    models = {key_json(p.model) for p in plans}  # what to build: the load records may differ in age
     if len(models) > 1:
         raise PetlError(f"the plans are for {len(models)} different models; a sweep trains one model")
     return plans[0].model
@@ -229,7 +229,7 @@ def sweep_plans(
                         sum(r.wall_time_s for r in runs), label=plan.label, input_conversion=conversion)
         result_points.append(SweepPoint(plan, run, same_as=first if first != me else None))
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
-    result = SweepResult(model=model, data=data, recipe=recipe, seeds=seed_list,
+    result = SweepResult(model=spec_with_load(model, net), data=data, recipe=recipe, seeds=seed_list,
                          budgets=sorted(budgets) if budgets is not None else planned_budgets,
                          methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
                          head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),

@@ -28,6 +28,7 @@ import numpy as np
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
+from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
@@ -241,7 +242,7 @@ def run_validate(
             p.regret = regret(best, p.val_mean)
 
     result = ValidationResult(
-        model=model, data=data, recipe=recipe, head_init=train.get("head_init", "lp"), seeds=list(range(seeds)),
+        model=spec_with_load(model, net), data=data, recipe=recipe, head_init=train.get("head_init", "lp"), seeds=list(range(seeds)),
         methods=list(methods), sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
         random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
         selectors=list(rankings), notes=notes, n_val=probe.n_val, failed=fit.failed, probe_source=probe_source,
