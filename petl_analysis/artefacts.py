@@ -2,7 +2,8 @@
 
 Every stage hands the next a small dataclass (``ProbeResult``, ``Ranking``, ``Plan``, ``RunResult``,
 ``SweepResult``) that users can save, inspect, edit and pass back on the command line. Each artefact class names
-its ``SCHEMA`` and ``VERSION``; loading a file of another schema or version is a one-line error.
+its ``SCHEMA`` and ``VERSION``; an older version is migrated on load (``MIGRATIONS``), a file of another schema or
+an unknown version is a one-line error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ._version import __version__
 from .errors import PetlError
@@ -155,6 +156,9 @@ class Artefact:
 
     SCHEMA: ClassVar[str] = "artefact"
     VERSION: ClassVar[int] = 1
+    #: Older versions this class still reads: ``{version: function turning a body of that version into one of the
+    #: next}``, applied in turn up to ``VERSION`` (migrate, do not refuse).
+    MIGRATIONS: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         body = to_jsonable(self)
@@ -168,6 +172,9 @@ class Artefact:
         schema, version = data.get("schema"), data.get("version")
         if schema != cls.SCHEMA:
             raise PetlError(f"{where}expected a {cls.SCHEMA} artefact, found schema {schema!r}")
+        while version in cls.MIGRATIONS and version != cls.VERSION:
+            data = {**cls.MIGRATIONS[version](dict(data)), "version": version + 1}
+            version += 1
         if version != cls.VERSION:
             raise PetlError(
                 f"{where}{cls.SCHEMA} schema version {version!r} is not supported; expected version {cls.VERSION}"

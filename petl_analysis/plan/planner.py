@@ -28,6 +28,7 @@ from ..errors import PetlError
 from ..models import ModelSpec, Unit, resolve_targets, spec_with_load
 from ..select import Ranking
 from ..tuners import KAdaptationConfig, LoraConfig, MethodConfig, get_method
+from .budgets import Budget, BudgetLike, as_budget, backbone_parameters
 from .plan import Plan, PlannedTarget
 
 PLANNABLE = ("kadaptation", "lora")
@@ -91,7 +92,7 @@ def _cheapest(model: nn.Module, method: str, base: dict[str, Any], units: Sequen
 def plan_for_budget(
     ranking: Ranking,
     model: nn.Module,
-    budget: int,
+    budget: BudgetLike,
     *,
     method: str = "kadaptation",
     model_spec: ModelSpec | None = None,
@@ -102,9 +103,13 @@ def plan_for_budget(
 ) -> Plan:
     """Build the greedy plan for one budget (see module docstring). ``model`` must carry the task's head.
 
-    ``variant`` labels what the ranking stands for (``selected``; ``worst`` for :func:`reverse_ranking`)."""
-    if budget <= 0:
+    ``budget``: trainable parameters, or any form :mod:`~petl_analysis.plan.budgets` reads (``"0.05%"``); the plan
+    records the form asked for. ``variant`` labels what the ranking stands for (``selected``; ``worst`` for
+    :func:`reverse_ranking`)."""
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget <= 0:
         raise PetlError(f"budget must be a positive number of parameters, got {budget}")
+    request = as_budget(budget, model)
+    budget = request.params
     if method not in PLANNABLE:
         raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
     base = _base_options(method_options)
@@ -185,13 +190,15 @@ def plan_for_budget(
         ranking_source=source,
         notes=notes,
         variant=variant,
+        budget_requested=request.requested,
+        backbone_params=backbone_parameters(model),
     )
 
 
 def fixed_plan(
     model: nn.Module,
     targets: Sequence[str],
-    budget: int,
+    budget: BudgetLike,
     *,
     method: str = "kadaptation",
     model_spec: ModelSpec,

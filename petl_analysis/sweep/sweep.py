@@ -23,6 +23,7 @@ from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import ModelSpec, spec_with_load
 from ..plan import DEFAULT_METHODS, Plan, plan_file_name, plan_study, read_plans, validate_plan, write_plans
+from ..plan.budgets import BudgetLike, resolve_budgets
 from ..select import Ranking
 from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
@@ -125,7 +126,7 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
 def run_sweep(
     model: ModelSpec,
     data: DataSpec,
-    budgets: Sequence[int],
+    budgets: str | Sequence[BudgetLike] | None,
     methods: Sequence[str] = DEFAULT_METHODS,
     ranking: Ranking | None = None,
     *,
@@ -138,9 +139,12 @@ def run_sweep(
     """Plan a study (:func:`~petl_analysis.plan.plan_study`) and train it with :func:`sweep_plans`.
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
-    trained. ``train``: the keyword arguments of :func:`sweep_plans`."""
+    trained. ``budgets``: any form :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"8k,0.05%"``; None:
+    the model's defaults). ``train``: the keyword arguments of :func:`sweep_plans`."""
     net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes, seed=0)
-    plans, skipped = plan_study(model, net, budgets, methods, ranking, head_in_budget=head_in_budget,
+    resolved = resolve_budgets(budgets, net, methods=methods, head_in_budget=head_in_budget)
+    budgets = [b.params for b in resolved]
+    plans, skipped = plan_study(model, net, resolved, methods, ranking, head_in_budget=head_in_budget,
                                 method_options=method_options, ranking_source=ranking_source)
     source = ""
     if plans_dir is not None:
