@@ -86,8 +86,8 @@ def test_plans_record_the_form_asked_for_and_the_backbone(bundled, tmp_path) -> 
     again = Plan.load(plan.save(tmp_path / "plan.json"))
     assert again == plan and json.loads((tmp_path / "plan.json").read_text())["version"] == 2
     assert plan_for_budget(ranking, bundled, 5000).budget_requested == "5000"
-    plans, _ = plan_study(ModelSpec("petl_vit_tiny", weights="random"), bundled, "1%,8k", ["lora", "adapter", "linear"],
-                          ranking)
+    spec = ModelSpec("petl_vit_tiny", weights="random")
+    plans, _ = plan_study(spec, bundled, "1%,8k", ["lora", "adapter", "linear"], ranking)
     assert {(p.method, p.budget, p.budget_requested) for p in plans} >= {
         ("lora", 2022, "1%"), ("lora", 8000, "8k"), ("adapter", 8000, "8k"), ("linear", None, None)}
     assert all(p.backbone_params == BUNDLED_BACKBONE for p in plans)

@@ -53,6 +53,7 @@ SUPPORTED_EXAMPLES = (
 IMAGE_CHANNELS = (1, 3)
 #: Attribute of a created model holding its :class:`WeightsLoad`.
 LOAD_ATTR = "petl_weights"
+StateDict = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -157,7 +158,8 @@ def _check_patch_grid(name: str, img_size: int, patch_size: int) -> None:
 def _check_name(name: str) -> None:
     if name.startswith(HF_HUB_PREFIX):
         if not re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", name[len(HF_HUB_PREFIX):]):
-            raise PetlError(f"model {name!r}: expected hf-hub:org/name (a Hugging Face hub repository of a timm model)")
+            raise PetlError(f"model {name!r}: expected hf-hub:org/name (a Hugging Face hub repository of a timm "
+                            "model)")
         return
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8] if name else []
@@ -248,8 +250,9 @@ def _unavailable(spec: ModelSpec, error: BaseException) -> str:
         why = f"they could not be fetched ({what})"
     hub = spec.name.startswith(HF_HUB_PREFIX)
     subject = "its config and weights" if hub else "pretrained weights"
-    instead = ("run once with network to fill the Hugging Face cache, or use a timm model name with --weights random"
-               if hub else "pass --weights random for random init, a local checkpoint path, or --weights hub with network")
+    instead = ("run once with network to fill the Hugging Face cache, or use a timm model name with --weights "
+               "random" if hub else
+               "pass --weights random for random init, a local checkpoint path, or --weights hub with network")
     if spec.name == "vit_small_patch14_dinov2":
         instead += ", or --weights dinov2-s14 (converted offline)"
     return f"model {spec.name!r}: {subject} unavailable: {why}; {instead}"
@@ -282,8 +285,8 @@ def _timm_pretrained(spec: ModelSpec) -> nn.Module:
     with _timm_messages() as messages:
         model = build_model(spec, pretrained=True)
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    record = WeightsLoad("timm-pretrained", location=str(cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file") or ""),
-                         notes=messages)
+    location = cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file") or ""
+    record = WeightsLoad("timm-pretrained", location=str(location), notes=messages)
     head = classifier(model)
     classes = cfg.get("num_classes")
     record.checkpoint_classes = int(classes) if isinstance(classes, int) and classes > 0 else None
@@ -395,7 +398,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     raise PetlError(f"checkpoint {str(path)!r}: unsupported file type {suffix!r}; expected .safetensors, .pth or .pt")
 
 
-def checkpoint_filter(model: nn.Module) -> Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None:
+def checkpoint_filter(model: nn.Module) -> Callable[[StateDict, nn.Module], StateDict] | None:
     """timm's ``checkpoint_filter_fn`` of the model's family (the module defining its class or a base class): what
     ``timm.create_model(..., pretrained=True)`` applies to a checkpoint (layout conversion, position-embedding and
     patch-embedding resampling). None for a family without one."""

@@ -190,8 +190,8 @@ class Plan(Artefact):
             raise _bad("backbone_params", f"the backbone count that {self.budget_requested} is of", None)
         expected = spec.resolve(self.backbone_params or 0).params
         if expected != self.budget:
-            raise PetlError(f"plan field 'budget' is {self.budget}; field 'budget_requested' {self.budget_requested!r} "
-                            f"gives {expected}" + (f" of {self.backbone_params:,}" if spec.relative else ""))
+            raise PetlError(f"plan field 'budget' is {self.budget}; field 'budget_requested' "
+                            f"{self.budget_requested!r} gives {expected}" + (f" of {self.backbone_params:,}" if spec.relative else ""))
 
     def method_config(self) -> MethodConfig:
         return config_from_dict(self.config)

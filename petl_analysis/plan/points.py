@@ -62,7 +62,8 @@ def config_plan(
     used = count.total if head_in_budget else count.total_excl_head
     request = Budget(budget, str(budget)) if isinstance(budget, int) else budget
     params = None if request is None else request.params
-    return Plan(model=spec_with_load(model_spec, model), num_classes=int(classifier(model).out_features), budget=params,
+    return Plan(model=spec_with_load(model_spec, model), num_classes=int(classifier(model).out_features),
+                budget=params,
                 head_in_budget=head_in_budget, method=config.method, config=config.to_dict(), targets=[],
                 trainable=count.as_dict(), used=int(used), used_fraction=None if params is None else used / params,
                 policy="knob" if variant == SIZED else "fixed", notes=list(notes), variant=variant,

@@ -168,7 +168,8 @@ def run_method(
         runs.append(run)
         if on_seed:
             on_seed(run)
-    return summarise(config.method, config.to_dict(), spec_with_load(model, net), data, recipe, head_init, trainable, runs,
+    return summarise(config.method, config.to_dict(), spec_with_load(model, net), data, recipe, head_init, trainable,
+                     runs,
                      time.perf_counter() - start, label=label, plan=plan, input_conversion=conversion)
 
 

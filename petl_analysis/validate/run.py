@@ -247,7 +247,8 @@ def run_validate(
             p.regret = regret(best, p.val_mean)
 
     result = ValidationResult(
-        model=spec_with_load(model, net), data=data, recipe=recipe, head_init=train.get("head_init", "lp"), seeds=list(range(seeds)),
+        model=spec_with_load(model, net), data=data, recipe=recipe, head_init=train.get("head_init", "lp"),
+        seeds=list(range(seeds)),
         methods=list(methods), sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
         random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
         selectors=list(rankings), notes=notes, n_val=probe.n_val, failed=fit.failed, probe_source=probe_source,
