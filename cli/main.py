@@ -395,7 +395,8 @@ def train(
         config = _method_config(method, targets, overrides + list(sets))
     if dry_run:
         if spec.weights == "default" and spec.name != "petl_vit_tiny":
-            spec = dataclasses.replace(spec, weights="random")
+            spec = dataclasses.replace(spec, weights="random")  # counts do not depend on weights: load none
+            console.print("note: --dry-run counts on random weights (the count does not depend on them)")
         net = prepare_model(spec, num_classes)
         expected = get_method(config).expected_count(net)
         get_method(config).apply(net)
