@@ -176,7 +176,8 @@ def linear_probe(
     print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
-def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str]) -> str:
+def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str], flag: str = "--plans-from",
+                         then: str = "sweep") -> str:
     """``--dataset``, else the ranking's; a ranking made on another dataset is refused."""
     from petl_analysis.errors import PetlError
     from petl_analysis.task import same_dataset
@@ -185,9 +186,35 @@ def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str])
     if dataset is None:
         return ranked_on or "digits"
     if ranked_on is not None and not same_dataset(dataset, ranked_on):
-        raise PetlError(f"--plans-from {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
-                        f"drop --dataset to sweep on {ranked_on!r}, or select on {dataset!r} first")
+        raise PetlError(f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
+                        f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first")
     return dataset
+
+
+def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, then: str):
+    """The ranking's model, with any option given applied; a ranking made on another model is refused (its d90s
+    and proxies say nothing about another network or other weights)."""
+    from petl_analysis.task import require_same_model
+
+    made_on = ranking.model
+    if models.model not in (None, made_on.name):
+        spec = models.spec(weights=models.weights or made_on.weights)
+    else:
+        spec = models.applied_to(made_on, models.weights or made_on.weights)
+    require_same_model(made_on, spec, f"{flag} {source!r}",
+                       f"drop --model/--weights/--img-size/--in-chans/--patch-size to {then} for the ranking's "
+                       f"model, or probe and select on this model first")
+    return spec
+
+
+def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
+    """--skip-bad-images, or the ranking's choice for its own dataset (carried forward, as select reads the
+    probe's)."""
+    from petl_analysis.task import same_dataset
+
+    ranked = ranking.data if ranking is not None else None
+    return data.skip_bad_images or bool(ranked is not None and ranked.skip_bad_images
+                                        and same_dataset(ranked.dataset, dataset))
 
 
 def _trial_progress(advance):
@@ -466,7 +493,8 @@ def plan(
     method: str = typer.Option("kadaptation", "--method", help="kadaptation or lora."),
     head_in_budget: bool = typer.Option(False, "--head-in-budget", help="Count the classifier against the budget."),
     sets: list[str] = SetOpt(),
-    models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's).")),
+    models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."),
+                                 weights=WeightsOpt(None)),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
                               omit=("shots", "max_train")),
     out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
@@ -484,9 +512,10 @@ def plan(
     from ._common import parse_ints
 
     ranking = Ranking.load(ranking_path)
-    spec = models.spec() if models.model else models.applied_to(ranking.model, ranking.model.weights)
-    ds_name = data.dataset or (ranking.data.dataset if ranking.data else "digits")
-    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=data.skip_bad_images).num_classes)
+    spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
+    ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
+    skip_bad = _skip_bad_images(data, ranking, ds_name)
+    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=skip_bad).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = parse_ints(budget, "--budget")
@@ -496,7 +525,7 @@ def plan(
         raise PetlError("--budget: give at least one budget, e.g. 5k,20k")
     # Plan every budget first: a bad budget fails before anything is written.
     plans = [plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
-                             method_options=options, source=ranking_path) for b in budgets]
+                             method_options=options, source=ranking_path).for_dataset(ds_name) for b in budgets]
     out_dir = ensure_writable_dir(out)
     rows = []
     for b, p in zip(budgets, plans):
@@ -519,11 +548,12 @@ def sweep(
     budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans', else the bundled ViT)."),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans' or the --plans-from "
+                                                "ranking's, else the bundled ViT)."),
                                  weights=WeightsOpt(None)),
     data: DataOptions = Group(
-        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the --plans-from ranking's, "
-                           "else digits)."),
+        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the plans' or the "
+                           "--plans-from ranking's, else digits)."),
         shots=ShotsOpt(5, "k-shot per class (0 = full data)."), omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -539,11 +569,12 @@ def sweep(
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --plans-from, written to <out>.plans/ and those files trained."""
     execution.setup()
+    import dataclasses
     import shlex
     import sys
 
     from petl_analysis.errors import PetlError
-    from petl_analysis.plan import read_plans
+    from petl_analysis.plan import plans_dataset, read_plans
     from petl_analysis.select import Ranking
     from petl_analysis.sweep import run_sweep, sweep_plans
     from petl_analysis.train import default_train_recipe
@@ -560,15 +591,18 @@ def sweep(
         stored = plan_list[0].model
         spec = (models.spec() if models.model
                 else models.applied_to(stored, models.weights or stored.weights))
-        dataset = data.dataset or "digits"
+        dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
         with progress_bar("sweep", total=None) as advance:
             result = sweep_plans(plan_list, data.spec(dataset=dataset, zero_shots_is_full=True),
                                  model=spec, on_trial=_trial_progress(advance), plans_source=plans, **train)
     else:
         ranking = Ranking.load(plans_from) if plans_from else None
         dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
+        spec = _model_for_ranking(models, ranking, plans_from, "--plans-from", "sweep") if ranking else models.spec()
+        data_spec = dataclasses.replace(data.spec(dataset=dataset, zero_shots_is_full=True),
+                                        skip_bad_images=_skip_bad_images(data, ranking, dataset))
         with progress_bar("sweep", total=None) as advance:
-            result = run_sweep(models.spec(), data.spec(dataset=dataset, zero_shots_is_full=True),
+            result = run_sweep(spec, data_spec,
                                parse_ints(budgets, "--budgets"), split_list(methods), ranking,
                                head_in_budget=head_in_budget, plans_dir=f"{out}.plans", ranking_source=plans_from or "",
                                on_trial=_trial_progress(advance), **train)

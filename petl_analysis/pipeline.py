@@ -109,7 +109,7 @@ def run_pipeline(
     if on_stage:
         for note in skipped:
             on_stage(f"plan skipped: {note}", False)
-    plans = read_plans(write_plans(planned, plans_dir))
+    plans = read_plans(write_plans(planned, plans_dir, dataset=data.dataset))
     times["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()

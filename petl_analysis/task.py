@@ -29,6 +29,7 @@ from .data import to_model_input
 from .device import resolve_device
 from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of, seed_everything
 from .engine.train import autocast
+from .errors import PetlError
 from .models import ModelSpec, create_model, model_input_config
 
 
@@ -146,6 +147,19 @@ def dataset_identity(name: str) -> str:
 def same_dataset(a: str, b: str) -> bool:
     """Whether two dataset names (``digits``, ``./imgs``, ``folder:/abs/imgs``) refer to the same data."""
     return dataset_identity(a) == dataset_identity(b)
+
+
+def same_model(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether two specs build the same network with the same weights (the head size aside): what a ranking or a
+    plan measured on one model says nothing about another."""
+    return a.model_id() == b.model_id() and a.kwargs == b.kwargs
+
+
+def require_same_model(made_on: ModelSpec, given: ModelSpec, what: str, advice: str) -> None:
+    """Refuse ``given`` unless it is the model ``what`` (e.g. ``"ranking 'r.json'"``) was made on."""
+    if not same_model(made_on, given):
+        kwargs = f" ({made_on.kwargs} vs {given.kwargs})" if made_on.kwargs != given.kwargs else ""
+        raise PetlError(f"{what} was made on model {made_on.model_id()}, not {given.model_id()}{kwargs}; {advice}")
 
 
 @dataclass

@@ -77,6 +77,17 @@ class ReportFiles:
                 for v in [getattr(self, f.name)] if v is not None]
 
 
+def _require_one_model(**artefacts: Any) -> None:
+    """A report puts its artefacts side by side: a probe of one model beside a sweep of another would read as one
+    study. Refused in one line naming both (the head size aside, which each dataset sets)."""
+    from ..task import require_same_model
+
+    given = [(name, a.model) for name, a in artefacts.items() if a is not None]
+    for name, model in given[1:]:
+        require_same_model(model, given[0][1], f"the {name}",
+                           f"the {given[0][0]} is of another model; report artefacts of one model together")
+
+
 def write_report(
     sweep: "SweepResult | None",
     probe: "ProbeResult | None",
@@ -114,6 +125,7 @@ def write_report(
     if m0 is not None and (isinstance(m0, bool) or not isinstance(m0, (int, float)) or not m0 > 0
                            or not math.isfinite(m0)):
         raise PetlError(f"m0 must be a positive number of parameters, got {m0!r}")
+    _require_one_model(sweep=sweep, probe=probe, ranking=ranking, validation=validation)
     out = ensure_writable_dir(out_dir)
     model = (sweep or probe or validation).model  # type: ignore[union-attr]
     data = (sweep or probe or validation).data  # type: ignore[union-attr]

@@ -22,9 +22,10 @@ from ..engine import Recipe
 from ..errors import PetlError
 from ..io import JsonlLog, MemoryLog
 from ..models import ModelSpec
-from ..plan import DEFAULT_METHODS, Plan, plan_file_name, plan_study, read_plans, validate_plan, write_plans
+from ..plan import (DEFAULT_METHODS, Plan, plan_file_name, plan_study, plans_dataset, read_plans, validate_plan,
+                    write_plans)
 from ..select import Ranking
-from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model
+from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model, require_same_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import STATUS_OK, Trial, run_trials
 from ..tuners import config_from_dict
@@ -138,13 +139,17 @@ def run_sweep(
     """Plan a study (:func:`~petl_analysis.plan.plan_study`) and train it with :func:`sweep_plans`.
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
-    trained. ``train``: the keyword arguments of :func:`sweep_plans`."""
+    trained. ``train``: the keyword arguments of :func:`sweep_plans`. A ranking made on another model (network,
+    weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
+    if ranking is not None:
+        require_same_model(ranking.model, model, f"ranking {ranking_source!r}" if ranking_source else "the ranking",
+                           "sweep the ranking's model, or probe and select on this model first")
     net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes, seed=0)
     plans, skipped = plan_study(model, net, budgets, methods, ranking, head_in_budget=head_in_budget,
                                 method_options=method_options, ranking_source=ranking_source)
     source = ""
     if plans_dir is not None:
-        plans, source = read_plans(write_plans(plans, plans_dir)), str(plans_dir)
+        plans, source = read_plans(write_plans(plans, plans_dir, dataset=data.dataset)), str(plans_dir)
     return sweep_plans(plans, data, model=model, budgets=budgets, methods=methods, skipped=skipped,
                        ranking_source=ranking_source, plans_source=source, head_in_budget=head_in_budget, **train)
 
@@ -183,11 +188,13 @@ def sweep_plans(
     study that trains several lists of plans keeps one resumable log).
 
     ``model`` defaults to the plans' own (they must agree); each plan is checked against it and the dataset's head
-    (:func:`~petl_analysis.plan.validate_plan`) before anything trains. ``budgets``/``methods`` record what the
+    (:func:`~petl_analysis.plan.validate_plan`) before anything trains, and plans that record their dataset must
+    be for ``data``'s (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
     study asked for (default: those of the plans); ``skipped``, what its planning left out."""
     start = time.perf_counter()
     if not plans:
         raise PetlError("no plans to train")
+    plans_dataset(plans, data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
     recipe = recipe or default_train_recipe()
     model = model or _common_model(plans)
     counted = {p.head_in_budget for p in plans}

@@ -1,0 +1,165 @@
+"""What an artefact records is what the next command uses: a plan's dataset, a ranking's model, dataset and
+--skip-bad-images; a command given another one refuses it in one line (issue 28, items 7 and 8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import synthetic_probe
+from typer.testing import CliRunner
+
+from petl_analysis.cli.main import app
+from petl_analysis.data import SplitSpec
+from petl_analysis.errors import PetlError
+from petl_analysis.models import ModelSpec
+from petl_analysis.plan import Plan
+from petl_analysis.select import rank_from_probe
+from petl_analysis.task import DataSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--seeds", "1", "--epochs", "1", "--max-steps", "1", "--threads", "1", "--device", "cpu"]
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _run(args: list[str], cwd) -> tuple[int, str]:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.output
+
+
+def _one_error(out: str) -> str:
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in out, out
+    return " ".join(" ".join(out[out.index("error:"):].split()).split())
+
+
+def _ranking(tmp_path, name="ranking.json", **data) -> str:
+    """A ranking of the bundled ViT (random weights) on ``data`` (default: digits)."""
+    ranking = rank_from_probe(synthetic_probe())
+    ranking = dataclasses.replace(ranking, data=DataSpec(**{"dataset": "digits", "split": SplitSpec(), **data}))
+    return str(ranking.save(tmp_path / name))
+
+
+def _json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# ------------------------------------------------------------------------------------------- a plan's dataset (7)
+
+
+def test_plans_record_their_dataset_and_sweep_plans_trains_on_it_or_refuses_another(tmp_path) -> None:
+    ranking = _ranking(tmp_path, dataset="animals")
+    code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", "--method", "lora", "--out", "plans"], tmp_path)
+    assert code == 0, out
+    assert _json(tmp_path / "plans" / "plan_3000.json")["dataset"] == "animals"
+    code, out = _run(["sweep", "--plans", "plans", "--dataset", "digits", *FAST, "--out", "refused.json"], tmp_path)
+    assert code == 2 and "are for dataset 'animals', not 'digits'" in _one_error(out)
+    assert not (tmp_path / "refused.json").exists()
+    code, out = _run(["sweep", "--plans", "plans", "--shots", "1", *FAST, "--out", "sweep.json"], tmp_path)
+    assert code == 0, out
+    assert _json(tmp_path / "sweep.json")["data"]["dataset"] == "animals"  # not the default digits
+
+
+def test_a_committed_plan_of_version_1_loads_migrated_and_its_file_is_unchanged(tmp_path) -> None:
+    committed = ROOT / "reports" / "demo" / "digits" / "plans" / "plan_linear.json"
+    before = committed.read_bytes()
+    assert json.loads(before)["version"] == 1 and "dataset" not in json.loads(before)
+    plan = Plan.load(committed)
+    assert plan.dataset is None and plan.method == "linear"
+    assert committed.read_bytes() == before
+    assert Plan.from_dict(plan.to_dict()) == plan  # saved again, it is the current version
+    assert plan.to_dict()["version"] == Plan.VERSION == 2
+    # a version-1 folder does not say which dataset it is for: the sweep asks instead of guessing digits
+    shutil.copytree(committed.parent, tmp_path / "plans")
+    code, out = _run(["sweep", "--plans", "plans", *FAST, "--out", "sweep.json"], tmp_path)
+    assert code == 2 and "do not record their dataset (plan files of version 1); give it with --dataset" in _one_error(out)
+
+
+# -------------------------------------------------------------------------------------- a ranking's model (7, 8)
+
+
+def test_plan_refuses_a_model_or_dataset_other_than_the_rankings(tmp_path) -> None:
+    ranking = _ranking(tmp_path)  # petl_vit_tiny, random weights, digits
+    cases = [
+        (["--model", "vit_tiny_patch16_224"], "was made on model petl_vit_tiny,weights=random, not vit_tiny_patch16_224"),
+        (["--weights", "default"], "was made on model petl_vit_tiny,weights=random, not petl_vit_tiny,weights=default"),
+        (["--img-size", "32"], "not petl_vit_tiny,weights=random,img_size=32"),
+        (["--dataset", "animals"], "ranks targets on dataset 'digits', not 'animals'; drop --dataset to plan on 'digits'"),
+    ]
+    for extra, message in cases:
+        code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", *extra, "--out", "plans"], tmp_path)
+        assert code == 2 and message in _one_error(out), (extra, out)
+        assert not (tmp_path / "plans").exists()
+    # the ranking's own model and dataset, named or not, are planned for
+    code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", "--model", "petl_vit_tiny", "--weights", "random",
+                      "--dataset", "digits", "--out", "plans"], tmp_path)
+    assert code == 0, out
+    assert _json(tmp_path / "plans" / "plan_3000.json")["model"]["weights"] == "random"
+
+
+def test_sweep_plans_from_a_ranking_trains_the_rankings_model_and_refuses_another(tmp_path) -> None:
+    sized = ModelSpec("petl_vit_tiny", weights="random", img_size=32, patch_size=8)
+    ranking = dataclasses.replace(rank_from_probe(synthetic_probe()), model=sized)
+    ranking.save(tmp_path / "ranking.json")
+    code, out = _run(["sweep", "--plans-from", "ranking.json", "--weights", "default", "--methods", "linear",
+                      *FAST, "--out", "refused.json"], tmp_path)
+    assert code == 2 and "not petl_vit_tiny,weights=default,img_size=32,patch_size=8" in _one_error(out)
+    code, out = _run(["sweep", "--plans-from", "ranking.json", "--methods", "linear", "--shots", "2", *FAST,
+                      "--out", "sweep.json"], tmp_path)
+    assert code == 0, out
+    model = _json(tmp_path / "sweep.json")["model"]
+    assert (model["weights"], model["img_size"], model["patch_size"]) == ("random", 32, 8)  # not the bundled defaults
+
+
+def test_report_refuses_a_probe_and_a_sweep_of_different_models(tmp_path) -> None:
+    from petl_analysis.report import write_report
+    from petl_analysis.sweep import SweepResult
+
+    sweep = SweepResult.load(ROOT / "reports" / "demo" / "digits" / "sweep.json")  # the bundled weights
+    probe = synthetic_probe()  # random weights
+    with pytest.raises(PetlError, match="the probe was made on model petl_vit_tiny,weights=random, not "
+                                        "petl_vit_tiny,weights=default"):
+        write_report(sweep, probe, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+    probe.model = sweep.model
+    write_report(sweep, probe, tmp_path / "report", dpi=30)
+
+
+# ------------------------------------------------------------------------------- --skip-bad-images carried (8)
+
+
+def _folder_with_a_broken_image(root: Path) -> Path:
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            Image.new("L", (8, 8), 30 * i + (100 if c == "b" else 0)).save(root / c / f"{i}.png")
+    (root / "b" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_plan_and_sweep_take_skip_bad_images_from_the_ranking(tmp_path) -> None:
+    folder = _folder_with_a_broken_image(tmp_path / "imgs")
+    ranking = _ranking(tmp_path, dataset=str(folder), skip_bad_images=True)
+    code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", "--method", "lora", "--out", "plans"], tmp_path)
+    assert code == 0, out
+    assert "skipped 1 of 17 images" in out and "b/broken.png" in out
+    code, out = _run(["sweep", "--plans-from", ranking, "--methods", "linear", "--shots", "2", *FAST,
+                      "--out", "sweep.json"], tmp_path)
+    assert code == 0, out
+    assert _json(tmp_path / "sweep.json")["data"]["skip_bad_images"] is True
+    # without the ranking's word, the broken file still stops the command
+    code, out = _run(["plan", "--ranking", _ranking(tmp_path, "r2.json", dataset=str(folder)), "--budget", "3k",
+                      "--out", "plans2"], tmp_path)
+    assert code == 2 and "broken.png" in _one_error(out)
