@@ -9,6 +9,8 @@ import typer
 
 from petl_analysis.plan.points import DEFAULT_METHODS
 
+from petl_analysis.io import check_output_path
+
 from ._common import console, handle_errors, print_table, progress_bar, split_list
 from .options import (
     AugmentOpt,
@@ -157,6 +159,10 @@ def linear_probe(
     from petl_analysis.engine import Recipe
     from petl_analysis.task import announce, build_task, fit_linear_probe, prepare_model
 
+    from petl_analysis.errors import PetlError
+
+    if seeds < 1:
+        raise PetlError(f"seeds must be at least 1, got {seeds}")
     recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), eval_batch_size=eval_batch_size)
     ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])
@@ -279,6 +285,7 @@ def probe(
     Every decision (the d grid, d90, the learning rate per d, the order of unreached targets) reads validation
     accuracy; test accuracy is recorded and reported only.
     """
+    check_output_path(out, what="--out")
     execution.setup()
     from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
 
@@ -393,6 +400,10 @@ def train(
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
+    if out and not dry_run:
+        check_output_path(out, what="--out")
+    if save_adapter and not dry_run:
+        check_output_path(save_adapter, directory=True, what="--save-adapter")
     execution.setup()
     import dataclasses
 
@@ -462,6 +473,7 @@ def select(
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
+    check_output_path(out, what="--out")
     execution.setup()
     from petl_analysis.errors import PetlError
     from petl_analysis.probe import ProbeResult
@@ -501,6 +513,7 @@ def plan(
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
+    check_output_path(out, directory=True, what="--out")
     from pathlib import Path
 
     from petl_analysis.data import open_dataset
@@ -568,6 +581,9 @@ def sweep(
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --plans-from, written to <out>.plans/ and those files trained."""
+    check_output_path(out, what="--out")
+    if not plans:
+        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
     execution.setup()
     import dataclasses
     import shlex
@@ -628,6 +644,7 @@ def report(
     m0: Optional[float] = typer.Option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
 ) -> None:
     """Write the trade-off report (PNG plots, CSV tables, report.md and a self-contained report.html)."""
+    check_output_path(out, directory=True, what="--out")
     from petl_analysis.errors import PetlError
     from petl_analysis.probe import ProbeResult
     from petl_analysis.report import write_report
@@ -649,6 +666,8 @@ def report(
 def _run_pipeline(run: RunOptions) -> None:
     """One pipeline per dataset of ``run``, with progress, tables and the report paths on the console."""
     from petl_analysis.pipeline import run_pipeline
+
+    check_output_path(run.out, directory=True, what="--out")
 
     trials = run.execution.trials()
     htmls = []
@@ -734,6 +753,7 @@ def validate(
 ) -> None:
     """Does the ranking predict? Adapt each probed set alone (the oracle), compare every selector with it
     (Spearman, Kendall, top-k, with seed intervals) and train each selector's plan per budget (regret)."""
+    check_output_path(out, what="--out")
     execution.setup()
     import shlex
     import sys

@@ -28,7 +28,7 @@ from .models import ModelSpec
 from .plan import DEFAULT_METHODS, Plan, plan_study, read_plans, write_plans
 from .probe import ProbeConfig, ProbeResult, run_probe
 from .select import Ranking, run_select
-from .sweep import SweepResult, sweep_plans
+from .sweep import SweepResult, check_seeds, sweep_plans
 from .task import DataSpec, prepare_model
 
 
@@ -44,6 +44,9 @@ class PipelineConfig:
     recipe: Recipe | None = None
     head_in_budget: bool = False
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
+
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)  # before the probe, not after it
 
 
 @dataclass

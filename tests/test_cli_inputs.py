@@ -163,3 +163,64 @@ def test_plan_and_sweep_take_skip_bad_images_from_the_ranking(tmp_path) -> None:
     code, out = _run(["plan", "--ranking", _ranking(tmp_path, "r2.json", dataset=str(folder)), "--budget", "3k",
                       "--out", "plans2"], tmp_path)
     assert code == 2 and "broken.png" in _one_error(out)
+
+
+# ------------------------------------------------------------------------------------ output paths, checked first
+
+
+def _unwritable_system_dir() -> str | None:
+    """/sys where even root cannot create a file there (``os.access`` says yes to root), else None."""
+    import tempfile
+
+    try:
+        fd, path = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return "/sys"
+    os.close(fd)
+    os.unlink(path)
+    return None
+
+
+COMMANDS_WITH_A_FILE_OUT = [
+    ["train", "--method", "linear", *FAST],
+    ["probe", "--weights", "random", "--targets", "attn.v", "--dims", "4", "--max-train", "50", *FAST],
+    ["select", "--from-model", "--proxy", "random", "--weights", "random", "--targets", "attn.v"],
+    ["sweep", "--methods", "linear", "--weights", "random", *FAST],
+    ["validate", "--probe", str(ROOT / "reports" / "demo" / "digits" / "probe.json"), *FAST],
+]
+COMMANDS_WITH_A_FOLDER_OUT = [
+    ["plan", "--ranking", str(ROOT / "reports" / "demo" / "digits" / "ranking.json"), "--budget", "4k"],
+    ["report", str(ROOT / "reports" / "demo" / "digits" / "sweep.json")],
+    ["run", "--weights", "random", "--targets", "attn.v", "--methods", "linear", "--seeds", "1", "--epochs", "1"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS_WITH_A_FILE_OUT + COMMANDS_WITH_A_FOLDER_OUT, ids=lambda a: a[0])
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(args, tmp_path) -> None:
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    if args in COMMANDS_WITH_A_FILE_OUT:
+        bad = {"a_dir": "is a directory; expected a file name", "a_file/out.json": "'a_file' is a file, not a directory"}
+    else:
+        bad = {"a_file": "is a file; expected a directory", "a_file/sub": "'a_file' is a file, not a directory"}
+    system = _unwritable_system_dir()
+    if system is not None:
+        bad[f"{system}/petl-out"] = f"directory '{system}' is not writable"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, message in bad.items():
+        code, text = _run([*args, "--out", out], tmp_path)
+        assert code == 2 and message in _one_error(text), (out, text)
+        assert "seed 0" not in text and "[1/" not in text, text  # no trial, no training ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ----------------------------------------------------------------------------------------------------- no seeds
+
+
+@pytest.mark.parametrize("args", [["sweep", "--methods", "linear", "--out", "sweep.json"],
+                                  ["run", "--methods", "linear", "--out", "petl-run"],
+                                  ["linear-probe"]], ids=lambda a: a[0])
+def test_zero_seeds_is_refused_before_anything_is_written(args, tmp_path) -> None:
+    code, out = _run([*args, "--weights", "random", "--seeds", "0"], tmp_path)
+    assert code == 2 and "seeds must be at least 1, got 0" in _one_error(out)
+    assert "[1/" not in out and list(tmp_path.iterdir()) == []

@@ -123,6 +123,12 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def check_seeds(seeds: int) -> None:
+    """A sweep of no seed trains nothing and would still write a result: refused before any work."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise PetlError(f"seeds must be at least 1, got {seeds!r}")
+
+
 def run_sweep(
     model: ModelSpec,
     data: DataSpec,
@@ -141,6 +147,7 @@ def run_sweep(
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
     trained. ``train``: the keyword arguments of :func:`sweep_plans`. A ranking made on another model (network,
     weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
+    check_seeds(train.get("seeds", 3))
     if ranking is not None:
         require_same_model(ranking.model, model, f"ranking {ranking_source!r}" if ranking_source else "the ranking",
                            "sweep the ranking's model, or probe and select on this model first")
@@ -194,6 +201,7 @@ def sweep_plans(
     start = time.perf_counter()
     if not plans:
         raise PetlError("no plans to train")
+    check_seeds(seeds)
     plans_dataset(plans, data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
     recipe = recipe or default_train_recipe()
     model = model or _common_model(plans)
