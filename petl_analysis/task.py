@@ -71,12 +71,15 @@ class InputConversion:
     Attributes:
         source_channels, source_size: channels and ``[H, W]`` of the stored images.
         model_channels, model_size: channels and ``[H, W]`` the model takes (``in_chans``, ``img_size``).
+        skipped_images: entries of an image folder left out because they could not be read as images
+            (``skip_bad_images``): the report names them.
     """
 
     source_channels: int
     source_size: list[int]
     model_channels: int
     model_size: list[int]
+    skipped_images: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -114,7 +117,8 @@ def input_conversion(ds: ImageDataset | ImageFiles, model: nn.Module) -> InputCo
             channels, size = (1 if img.mode in ("1", "L", "I", "I;16", "F") else 3), [img.height, img.width]
     else:
         channels, size = ds.channels, list(ds.image_size)
-    return InputConversion(channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2)
+    return InputConversion(channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2,
+                           list(getattr(ds, "skipped", [])))
 
 
 def input_conversion_for(data: DataSpec, model: ModelSpec) -> InputConversion:

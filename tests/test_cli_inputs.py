@@ -224,3 +224,35 @@ def test_zero_seeds_is_refused_before_anything_is_written(args, tmp_path) -> Non
     code, out = _run([*args, "--weights", "random", "--seeds", "0"], tmp_path)
     assert code == 2 and "seeds must be at least 1, got 0" in _one_error(out)
     assert "[1/" not in out and list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- bad entries of a folder, all at once
+
+
+def test_a_non_image_file_and_a_broken_image_are_reported_together_or_skipped_together(tmp_path) -> None:
+    import warnings
+
+    from petl_analysis.data import BadImagesWarning, load_image_folder, open_dataset
+
+    folder = _folder_with_a_broken_image(tmp_path / "imgs")
+    (folder / "a" / "notes.txt").write_text("not an image")
+    for load in (open_dataset, load_image_folder):
+        with pytest.raises(PetlError, match=r"2 of 18 images .* cannot be read as images: a/notes.txt, b/broken.png"):
+            load(str(folder))
+        with pytest.warns(BadImagesWarning, match="skipped 2 of 18 images .*: a/notes.txt, b/broken.png"):
+            ds = load(str(folder), skip_bad_images=True)
+        assert len(ds) == 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadImagesWarning)
+        assert [Path(p).name for p in open_dataset(str(folder), skip_bad_images=True).skipped] == ["notes.txt",
+                                                                                                   "broken.png"]
+    # through the CLI, and into the artefact and the report
+    code, out = _run(["sweep", "--dataset", "imgs", "--skip-bad-images", "--methods", "linear", "--weights", "random",
+                      "--shots", "2", *FAST, "--out", "sweep.json"], tmp_path)
+    assert code == 0, out
+    assert len(_json(tmp_path / "sweep.json")["input_conversion"]["skipped_images"]) == 2
+    code, out = _run(["report", "sweep.json", "--out", "report"], tmp_path)
+    assert code == 0, out
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert ("| skipped images | 2 file(s) of the folder could not be read as images and were left out "
+            "(--skip-bad-images): `a/notes.txt`, `b/broken.png` |") in md

@@ -55,7 +55,8 @@ class ImageFiles:
         labels: ``int64`` tensor ``(N,)`` in ``[0, num_classes)``.
         classes: class names (the subfolder names, sorted).
         name: ``"folder:<absolute path>"``.
-        skipped: files left out because they could not be decoded (``skip_bad_images=True``).
+        skipped: entries of class folders left out because they could not be read as images
+            (``skip_bad_images=True``).
     """
 
     paths: list[str]
@@ -108,10 +109,10 @@ def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFi
     from ..features import checked_files
 
     root = Path(path).expanduser().resolve()
-    classes, files = _scan(root)
-    bad = checked_files(root, [p for fs in files for p in fs], find_bad_images)
+    classes, files, rejected = _scan(root)
+    bad = rejected + list(checked_files(root, [p for fs in files for p in fs], find_bad_images))
     kept = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
-    skipped = sorted(str(p) for fs, ks in zip(files, kept) for p in set(fs) - set(ks))
+    skipped = sorted(str(p) for p, _ in bad)
     labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(kept)])
     return ImageFiles([str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}",
                       skipped)

@@ -225,6 +225,13 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
     if (probe is not None and sweep is not None and probe.input_conversion is not None
             and probe.input_conversion != sweep.input_conversion):
         rows.append(["probe model input", _input_text(probe.input_conversion)])
+    skipped = sorted({s for a in (sweep, probe) if getattr(a, "input_conversion", None) is not None
+                      for s in a.input_conversion.skipped_images})
+    if skipped:
+        names = ", ".join(f"`{'/'.join(Path(s).parts[-2:])}`" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        rows.append(["skipped images", f"{len(skipped)} file(s) of the folder could not be read as images and were "
+                                       f"left out (--skip-bad-images): {names}{more}"])
     if probe is not None and sweep is not None and probe.data != sweep.data:
         rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
     if probe is not None and sweep is not None and probe.model != sweep.model:
