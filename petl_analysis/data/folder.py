@@ -73,7 +73,8 @@ def _scan(root: Path) -> tuple[list[str], list[list[Path]], list[tuple[Path, str
             if _skipped(p):
                 continue
             if p.is_dir():
-                rejected.append((p, f"{p} is a folder inside class folder {d.name!r}; expected only image files there"))
+                rejected.append((p, f"{p} is a folder inside class folder {d.name!r}; expected only image files "
+                                    "there"))
             elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                 rejected.append((p, f"{p} is not an image file; expected one of {' '.join(IMAGE_EXTENSIONS)}"))
             else:
