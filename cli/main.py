@@ -324,16 +324,21 @@ def probe(
                   f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
                   f"({ceiling.trainable:,} params); test is reported in {out}, never decided on")
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
-    from petl_analysis.report.verdict import degenerate_probe_warning
-
-    if (warning := degenerate_probe_warning(result)) is not None:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    elif (why := result.unresolved_gain()) is not None:
-        console.print(f"[yellow]warning:[/] {why}: d90 is normalised by that gain, so the d90s do not order the targets",
-                      highlight=False)
+    _warn_about_probe(result)
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
+
+
+def _warn_about_probe(result, where: str = "") -> None:
+    """The probe's caveats on the console (a degenerate probe, else an unresolved gain), as the report has them."""
+    from petl_analysis.report.verdict import degenerate_probe_warning
+
+    if (warning := degenerate_probe_warning(result)) is not None:
+        console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
+    elif (why := result.unresolved_gain()) is not None:
+        console.print(f"[yellow]warning:[/] {where}{why}: d90 is normalised by that gain, so the d90s do not order the "
+                      "targets", highlight=False)
 
 
 def _parse_floats(value: Optional[str], what: str) -> list[float]:
@@ -679,6 +684,7 @@ def _run_pipeline(run: RunOptions) -> None:
             result = run_pipeline(run.model, data, config, out_dir, **trials, on_stage=on_stage,
                                   on_trial=_trial_progress(advance), commands=[run.command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
+        _warn_about_probe(result.probe, where=f"{ds} probe: ")
         console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
         htmls.append(result.report_html)
     for h in htmls:

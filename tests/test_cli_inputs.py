@@ -291,3 +291,27 @@ def test_two_seeds_three_test_images_apart_are_not_a_beat() -> None:
     # a gap well outside the seeds' spread is still a win
     assert outcome(_point("selected", [250, 251, 252]), _point("fixed", [228, 229, 230])) == "ahead"
     assert outcome(_point("selected", [228, 229, 230]), _point("fixed", [250, 251, 252])) == "behind"
+
+
+# ------------------------------------------------------------------------ the console says what the report says
+
+
+@pytest.mark.parametrize("command", [["run", "--weights", "random"], ["demo"]], ids=lambda c: c[0])
+def test_run_and_demo_print_the_unresolved_gain_warning(command, tmp_path, monkeypatch) -> None:
+    import petl_analysis.pipeline as pipeline
+    from helpers import below_grid_probe
+
+    from petl_analysis.sweep import SweepResult
+
+    sweep = SweepResult.load(ROOT / "reports" / "demo" / "digits" / "sweep.json")
+    probe = below_grid_probe(all_below=False)  # full fine-tuning (88%) below the head alone (90%)
+
+    def fake_pipeline(model, data, config, out_dir, **kw):
+        return pipeline.PipelineResult(Path(out_dir), probe, None, [], sweep, None, {"probe": 1.0})
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_pipeline)
+    code, out = _run([*command, "--out", "out"], tmp_path)
+    assert code == 0, out
+    text = " ".join(out.split())
+    assert ("warning: digits probe: full fine-tuning (88.0% validation) does not beat the head trained alone (90.0%): "
+            "d90 is normalised by that gain, so the d90s do not order the targets") in text, out
