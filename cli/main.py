@@ -494,7 +494,9 @@ def select(
     print_table(ranking.table(), title=f"ranking by {ranking.selector}")
     corr = [{"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
             for k, v in ranking.details.get("proxies", {}).items()]
-    if corr:
+    if ranking.details.get("proxies_caveat"):
+        console.print(f"[yellow]warning:[/] {ranking.details['proxies_caveat']}", highlight=False)
+    elif corr:
         print_table(corr, title=f"rank correlation with the {ranking.selector} ranking")
     if ranking.details.get("warning"):
         console.print(f"[yellow]warning:[/] {ranking.details['warning']}")

@@ -315,3 +315,32 @@ def test_run_and_demo_print_the_unresolved_gain_warning(command, tmp_path, monke
     text = " ".join(out.split())
     assert ("warning: digits probe: full fine-tuning (88.0% validation) does not beat the head trained alone (90.0%): "
             "d90 is normalised by that gain, so the d90s do not order the targets") in text, out
+
+
+# ------------------------------------------------------------------------------- no correlation table without order
+
+
+def _probe_with(targets: int, reached: bool):
+    probe = synthetic_probe()
+    probe.targets = probe.targets[:targets]
+    if not reached:
+        for t in probe.targets:
+            t.d90 = dataclasses.replace(t.d90, reached=False, value=None, ci_low=None, ci_high=float("inf"),
+                                        reached_fraction=0.0)
+    return probe
+
+
+@pytest.mark.parametrize("targets, reached, why", [
+    (4, False, "no rank correlation with d90: no target reached the d90 threshold, so the d90 ranking has no order"),
+    (2, True, "no rank correlation: the ranking has 2 target(s), and a rank correlation needs at least 3"),
+])
+def test_select_says_why_there_is_no_proxy_correlation(targets, reached, why, tmp_path) -> None:
+    _probe_with(targets, reached).save(tmp_path / "probe.json")
+    code, out = _run(["select", "--probe", "probe.json", "--proxy", "random", "--out", "ranking.json"], tmp_path)
+    assert code == 0, out
+    assert f"warning: {why}" in " ".join(out.split()) and "rank correlation with the" not in out, out
+    assert _json(tmp_path / "ranking.json")["details"]["proxies_caveat"].startswith(why)
+    # with an order to compare, the table is printed
+    _probe_with(4, True).save(tmp_path / "probe.json")
+    code, out = _run(["select", "--probe", "probe.json", "--proxy", "random", "--out", "ranking.json"], tmp_path)
+    assert code == 0 and "rank correlation with the d90 ranking" in out and "warning" not in out, out
