@@ -277,7 +277,7 @@ def test_trial_workers_decode_in_process(monkeypatch):
 
 def test_small_images_or_few_cores_decode_in_process(monkeypatch, tmp_path: Path):
     """The default worker count follows benchmarks/bench_loader_workers.py: DataLoader workers made small-image trials
-    1.4-2.2x slower on 2 cores; large images on more cores keep them. $PETL_ANALYSIS_WORKERS still decides."""
+    1.4-2.6x slower on 2 cores; large images on more cores keep them. $PETL_ANALYSIS_WORKERS still decides."""
     from petl_analysis.data import stream
     from petl_analysis.data.stream import SMALL_IMAGE_PIXELS, WORKERS_ENV, default_num_workers
 

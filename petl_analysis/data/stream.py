@@ -28,8 +28,8 @@ from .folder import _read, _scan, drop_bad_images, find_bad_images
 #: Environment variable overriding the number of DataLoader worker processes for streamed data.
 WORKERS_ENV = "PETL_ANALYSIS_WORKERS"
 #: Stored images up to this many pixels decode in the training process: measured on 2 cores
-#: (``benchmarks/bench_loader_workers.py``), workers made a trial 1.4-2.2x slower at 32-96 px and gained nothing at
-#: 224 px, since each pass over a split starts them anew and a small image decodes in well under a millisecond.
+#: (``benchmarks/bench_loader_workers.py``, two runs), workers made a trial 1.4-2.6x slower at 32-96 px and 1.0-1.5x
+#: at 224 px, since each pass over a split starts them anew and a small image decodes in well under a millisecond.
 SMALL_IMAGE_PIXELS = 96 * 96
 #: With this many CPU cores or fewer, a worker process takes a core from training: decode in the process.
 FEW_CORES = 2
