@@ -389,7 +389,9 @@ def train(
     sets: list[str] = SetOpt(),
     plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
     models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT).")),
-    data: DataOptions = Group(shots=ShotsOpt(help=None), omit=("max_train",)),
+    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the "
+                                                 "--plan's, else digits)."),
+                              shots=ShotsOpt(help=None), omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
@@ -412,16 +414,19 @@ def train(
     execution.setup()
     import dataclasses
 
-    from petl_analysis.plan import Plan, validate_plan
+    from petl_analysis.plan import Plan, plans_dataset, validate_plan
     from petl_analysis.task import prepare_model
     from petl_analysis.train import default_train_recipe, run_method
     from petl_analysis.tuners import get_method
 
     spec = models.spec()
+    dataset = data.dataset or "digits"
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
         spec = spec if models.model else models.applied_to(plan_obj.model, models.weights)
+        if plan_obj.dataset is not None:  # a plan of version 1 does not say: --dataset, else digits, as before
+            dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
         if init is not None:
@@ -443,12 +448,12 @@ def train(
     from petl_analysis.data import open_dataset
 
     if plan:
-        net = prepare_model(spec, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
+        net = prepare_model(spec, open_dataset(dataset, skip_bad_images=data.skip_bad_images).num_classes)
         validate_plan(plan_obj, net, spec, source=plan)
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
                      eval_batch_size=eval_batch_size, augment=augment)
     with progress_bar(f"train {config.method}", total=seeds) as advance:
-        result = run_method(spec, data.spec(), config, recipe, seeds, head_init=head_init,
+        result = run_method(spec, data.spec(dataset=dataset), config, recipe, seeds, head_init=head_init,
                             device=execution.device_name(), plan=plan,
                             adapter_dir=save_adapter,
                             on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"))
@@ -458,7 +463,7 @@ def train(
     print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
                   "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "steps": r.steps,
                   "time_s": round(r.wall_time_s, 1)}
-                 for r in result.seeds], title=f"{config.method} on {data.dataset}")
+                 for r in result.seeds], title=f"{config.method} on {dataset}")
     console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
                   + (f" -> {out}" if out else ""))
 

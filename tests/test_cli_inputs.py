@@ -63,11 +63,18 @@ def test_plans_record_their_dataset_and_sweep_plans_trains_on_it_or_refuses_anot
     assert code == 0, out
     assert _json(tmp_path / "plans" / "plan_3000.json")["dataset"] == "animals"
     code, out = _run(["sweep", "--plans", "plans", "--dataset", "digits", *FAST, "--out", "refused.json"], tmp_path)
-    assert code == 2 and "are for dataset 'animals', not 'digits'" in _one_error(out)
+    assert code == 2 and "made for dataset 'animals', not 'digits'" in _one_error(out)
     assert not (tmp_path / "refused.json").exists()
     code, out = _run(["sweep", "--plans", "plans", "--shots", "1", *FAST, "--out", "sweep.json"], tmp_path)
     assert code == 0, out
     assert _json(tmp_path / "sweep.json")["data"]["dataset"] == "animals"  # not the default digits
+    # train --plan likewise
+    plan = ["train", "--plan", "plans/plan_3000.json", "--shots", "1", *FAST]
+    code, out = _run([*plan, "--dataset", "digits", "--out", "refused.json"], tmp_path)
+    assert code == 2 and "--plan 'plans/plan_3000.json': made for dataset 'animals', not 'digits'" in _one_error(out)
+    code, out = _run([*plan, "--out", "run.json"], tmp_path)
+    assert code == 0, out
+    assert _json(tmp_path / "run.json")["data"]["dataset"] == "animals"
 
 
 def test_a_committed_plan_of_version_1_loads_migrated_and_its_file_is_unchanged(tmp_path) -> None:
@@ -82,7 +89,7 @@ def test_a_committed_plan_of_version_1_loads_migrated_and_its_file_is_unchanged(
     # a version-1 folder does not say which dataset it is for: the sweep asks instead of guessing digits
     shutil.copytree(committed.parent, tmp_path / "plans")
     code, out = _run(["sweep", "--plans", "plans", *FAST, "--out", "sweep.json"], tmp_path)
-    message = "do not record their dataset (plan files of version 1); give it with --dataset"
+    message = "no dataset recorded (plan files of version 1); give it with --dataset"
     assert code == 2 and message in _one_error(out)
 
 

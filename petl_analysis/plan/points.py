@@ -201,13 +201,13 @@ def plans_dataset(plans: Sequence[Plan], dataset: str | None = None, source: str
 
     recorded = sorted({p.dataset for p in plans if p.dataset is not None})
     if len(recorded) > 1:
-        raise PetlError(f"{source} are for {len(recorded)} datasets ({', '.join(recorded)}); a sweep trains one")
+        raise PetlError(f"{source}: made for {len(recorded)} datasets ({', '.join(recorded)}); a sweep trains one")
     if not recorded:
         if dataset is None:
-            raise PetlError(f"{source} do not record their dataset (plan files of version 1); give it with --dataset")
+            raise PetlError(f"{source}: no dataset recorded (plan files of version 1); give it with --dataset")
         return dataset
     if dataset is not None and not same_dataset(dataset, recorded[0]):
-        raise PetlError(f"{source} are for dataset {recorded[0]!r}, not {dataset!r}; drop --dataset to train on "
+        raise PetlError(f"{source}: made for dataset {recorded[0]!r}, not {dataset!r}; drop --dataset to train on "
                         f"{recorded[0]!r}, or plan for {dataset!r} first")
     return dataset if dataset is not None else recorded[0]
 
