@@ -20,7 +20,7 @@ from ..artefacts import Artefact, from_jsonable, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
-from ..io import JsonlLog, MemoryLog
+from ..io import JsonlLog, MemoryLog, check_output_path
 from ..models import ModelSpec
 from ..plan import (DEFAULT_METHODS, Plan, plan_file_name, plan_study, plans_dataset, read_plans, validate_plan,
                     write_plans)
@@ -202,6 +202,8 @@ def sweep_plans(
     if not plans:
         raise PetlError("no plans to train")
     check_seeds(seeds)
+    if out:
+        check_output_path(out)
     plans_dataset(plans, data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
     recipe = recipe or default_train_recipe()
     model = model or _common_model(plans)
