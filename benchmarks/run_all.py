@@ -9,7 +9,8 @@
 3. KAdaptation vs LoRA vs peft LoKr training step; merged vs unmerged vs base inference (``bench_adapters.py``);
 4. probe wall time, trials per d90 (adaptive vs grid), loky workers 1 vs 2 (``bench_probe.py``);
 5. peak memory and images/s of the streamed image-folder path at 2k / 8k / 32k images, ViT-B/16 at 224 px
-   (``bench_memory.py``; ``gpu_check.py`` is separate, it needs a GPU).
+   (``bench_memory.py``; ``gpu_check.py`` is separate, it needs a GPU);
+6. DataLoader workers 0 / 1 / 2 for a streamed trial by stored image size (``bench_loader_workers.py``).
 
 Each script interleaves the variants it compares, so every ratio is measured side by side in the same run.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_adapters  # noqa: E402
+import bench_loader_workers  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_probe  # noqa: E402
 import bench_projections  # noqa: E402
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         ("adapters", bench_adapters.main, ["--repeats", "3", "--models", "tiny"] if a.quick else []),
         ("probe", bench_probe.main, ["--quick"] if a.quick else []),
         ("memory", bench_memory.main, ["--quick"] if a.quick else ["--max-steps", "1"]),
+        ("DataLoader workers", bench_loader_workers.main, ["--sizes", "48", "--rounds", "1"] if a.quick else []),
     ]
     start = time.perf_counter()
     for title, fn, args in runs:

@@ -9,6 +9,8 @@ import typer
 
 from petl_analysis.plan.points import DEFAULT_METHODS
 
+from petl_analysis.io import check_output_path
+
 from ._common import console, handle_errors, print_table, progress_bar, split_list
 from .options import (
     AugmentOpt,
@@ -159,6 +161,10 @@ def linear_probe(
     from petl_analysis.engine import Recipe
     from petl_analysis.task import announce, build_task, fit_linear_probe, prepare_model
 
+    from petl_analysis.errors import PetlError
+
+    if seeds < 1:
+        raise PetlError(f"seeds must be at least 1, got {seeds}")
     recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), eval_batch_size=eval_batch_size)
     ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])
@@ -178,7 +184,8 @@ def linear_probe(
     print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
-def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str]) -> str:
+def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str], flag: str = "--plans-from",
+                         then: str = "sweep") -> str:
     """``--dataset``, else the ranking's; a ranking made on another dataset is refused."""
     from petl_analysis.errors import PetlError
     from petl_analysis.task import same_dataset
@@ -187,9 +194,35 @@ def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str])
     if dataset is None:
         return ranked_on or "digits"
     if ranked_on is not None and not same_dataset(dataset, ranked_on):
-        raise PetlError(f"--plans-from {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
-                        f"drop --dataset to sweep on {ranked_on!r}, or select on {dataset!r} first")
+        raise PetlError(f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
+                        f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first")
     return dataset
+
+
+def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, then: str):
+    """The ranking's model, with any option given applied; a ranking made on another model is refused (its d90s
+    and proxies say nothing about another network or other weights)."""
+    from petl_analysis.task import require_same_model
+
+    made_on = ranking.model
+    if models.model not in (None, made_on.name):
+        spec = models.spec(weights=models.weights or made_on.weights)
+    else:
+        spec = models.applied_to(made_on, models.weights or made_on.weights)
+    require_same_model(made_on, spec, f"{flag} {source!r}",
+                       f"drop --model/--weights/--img-size/--in-chans/--patch-size to {then} for the ranking's "
+                       f"model, or probe and select on this model first")
+    return spec
+
+
+def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
+    """--skip-bad-images, or the ranking's choice for its own dataset (carried forward, as select reads the
+    probe's)."""
+    from petl_analysis.task import same_dataset
+
+    ranked = ranking.data if ranking is not None else None
+    return data.skip_bad_images or bool(ranked is not None and ranked.skip_bad_images
+                                        and same_dataset(ranked.dataset, dataset))
 
 
 def _trial_progress(advance):
@@ -254,6 +287,7 @@ def probe(
     Every decision (the d grid, d90, the learning rate per d, the order of unreached targets) reads validation
     accuracy; test accuracy is recorded and reported only.
     """
+    check_output_path(out, what="--out")
     execution.setup()
     from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
 
@@ -292,16 +326,21 @@ def probe(
                   f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
                   f"({ceiling.trainable:,} params); test is reported in {out}, never decided on")
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
-    from petl_analysis.report.verdict import degenerate_probe_warning
-
-    if (warning := degenerate_probe_warning(result)) is not None:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    elif (why := result.unresolved_gain()) is not None:
-        console.print(f"[yellow]warning:[/] {why}: d90 is normalised by that gain, so the d90s do not order the targets",
-                      highlight=False)
+    _warn_about_probe(result)
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
     console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
+
+
+def _warn_about_probe(result, where: str = "") -> None:
+    """The probe's caveats on the console (a degenerate probe, else an unresolved gain), as the report has them."""
+    from petl_analysis.report.verdict import degenerate_probe_warning
+
+    if (warning := degenerate_probe_warning(result)) is not None:
+        console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
+    elif (why := result.unresolved_gain()) is not None:
+        console.print(f"[yellow]warning:[/] {where}{why}: d90 is normalised by that gain, so the d90s do not order the "
+                      "targets", highlight=False)
 
 
 def _parse_floats(value: Optional[str], what: str) -> list[float]:
@@ -359,7 +398,9 @@ def train(
     sets: list[str] = SetOpt(),
     plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
     models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT).")),
-    data: DataOptions = Group(shots=ShotsOpt(help=None), omit=("max_train",)),
+    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the "
+                                                 "--plan's, else digits)."),
+                              shots=ShotsOpt(help=None), omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
@@ -375,19 +416,26 @@ def train(
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
+    if out and not dry_run:
+        check_output_path(out, what="--out")
+    if save_adapter and not dry_run:
+        check_output_path(save_adapter, directory=True, what="--save-adapter")
     execution.setup()
     import dataclasses
 
-    from petl_analysis.plan import Plan, validate_plan
+    from petl_analysis.plan import Plan, plans_dataset, validate_plan
     from petl_analysis.task import prepare_model
     from petl_analysis.train import default_train_recipe, run_method
     from petl_analysis.tuners import get_method
 
     spec = models.spec()
+    dataset = data.dataset or "digits"
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
         spec = spec if models.model else models.applied_to(plan_obj.model, models.weights)
+        if plan_obj.dataset is not None:  # a plan of version 1 does not say: --dataset, else digits, as before
+            dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
         if init is not None:
@@ -410,12 +458,12 @@ def train(
     from petl_analysis.data import open_dataset
 
     if plan:
-        net = prepare_model(spec, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
+        net = prepare_model(spec, open_dataset(dataset, skip_bad_images=data.skip_bad_images).num_classes)
         validate_plan(plan_obj, net, spec, source=plan)
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
                      eval_batch_size=eval_batch_size, augment=augment)
     with progress_bar(f"train {config.method}", total=seeds) as advance:
-        result = run_method(spec, data.spec(), config, recipe, seeds, head_init=head_init,
+        result = run_method(spec, data.spec(dataset=dataset), config, recipe, seeds, head_init=head_init,
                             device=execution.device_name(), plan=plan,
                             adapter_dir=save_adapter,
                             on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"))
@@ -425,7 +473,7 @@ def train(
     print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
                   "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "steps": r.steps,
                   "time_s": round(r.wall_time_s, 1)}
-                 for r in result.seeds], title=f"{config.method} on {data.dataset}")
+                 for r in result.seeds], title=f"{config.method} on {dataset}")
     console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
                   + (f" -> {out}" if out else ""))
 
@@ -445,6 +493,7 @@ def select(
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
+    check_output_path(out, what="--out")
     execution.setup()
     from petl_analysis.errors import PetlError
     from petl_analysis.probe import ProbeResult
@@ -460,7 +509,9 @@ def select(
     print_table(ranking.table(), title=f"ranking by {ranking.selector}")
     corr = [{"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
             for k, v in ranking.details.get("proxies", {}).items()]
-    if corr:
+    if ranking.details.get("proxies_caveat"):
+        console.print(f"[yellow]warning:[/] {ranking.details['proxies_caveat']}", highlight=False)
+    elif corr:
         print_table(corr, title=f"rank correlation with the {ranking.selector} ranking")
     if ranking.details.get("warning"):
         console.print(f"[yellow]warning:[/] {ranking.details['warning']}")
@@ -477,13 +528,15 @@ def plan(
     method: str = typer.Option("kadaptation", "--method", help="kadaptation or lora."),
     head_in_budget: bool = typer.Option(False, "--head-in-budget", help="Count the classifier against the budget."),
     sets: list[str] = SetOpt(),
-    models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's).")),
+    models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."),
+                                 weights=WeightsOpt(None)),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
                               omit=("shots", "max_train")),
     out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
+    check_output_path(out, directory=True, what="--out")
     from pathlib import Path
 
     from petl_analysis.data import open_dataset
@@ -496,15 +549,17 @@ def plan(
 
     requested = parse_budgets(budget, "--budget")  # a malformed budget fails before anything loads
     ranking = Ranking.load(ranking_path)
-    spec = models.spec() if models.model else models.applied_to(ranking.model, ranking.model.weights)
-    ds_name = data.dataset or (ranking.data.dataset if ranking.data else "digits")
-    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=data.skip_bad_images).num_classes)
+    spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
+    ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
+    skip_bad = _skip_bad_images(data, ranking, ds_name)
+    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=skip_bad).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budget")
     # Plan every budget first: a bad budget fails before anything is written.
     plans = [plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
-                             method_options=options, source=ranking_path) for b in budgets]
+                             method_options=options, source=ranking_path).for_dataset(ds_name)
+             for b in budgets]
     console.print(f"budgets: {budgets_text(budgets)} of a {plans[0].backbone_params:,}-parameter backbone "
                   f"(head excluded)", highlight=False)
     out_dir = ensure_writable_dir(out)
@@ -529,11 +584,12 @@ def sweep(
     budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets: {BUDGET_FORMS}; {BUDGET_DEFAULTS}."),
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans', else the bundled ViT)."),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans' or the --plans-from "
+                                                "ranking's, else the bundled ViT)."),
                                  weights=WeightsOpt(None)),
     data: DataOptions = Group(
-        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the --plans-from ranking's, "
-                           "else digits)."),
+        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the plans' or the "
+                           "--plans-from ranking's, else digits)."),
         shots=ShotsOpt(5, "k-shot per class (0 = full data)."), omit=("max_train",)),
     seeds: int = typer.Option(3, "--seeds"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -548,12 +604,16 @@ def sweep(
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --plans-from, written to <out>.plans/ and those files trained."""
+    check_output_path(out, what="--out")
+    if not plans:
+        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
     execution.setup()
+    import dataclasses
     import shlex
     import sys
 
     from petl_analysis.errors import PetlError
-    from petl_analysis.plan import read_plans
+    from petl_analysis.plan import plans_dataset, read_plans
     from petl_analysis.select import Ranking
     from petl_analysis.sweep import run_sweep, sweep_plans
     from petl_analysis.train import default_train_recipe
@@ -571,15 +631,18 @@ def sweep(
         stored = plan_list[0].model
         spec = (models.spec() if models.model
                 else models.applied_to(stored, models.weights or stored.weights))
-        dataset = data.dataset or "digits"
+        dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
         with progress_bar("sweep", total=None) as advance:
             result = sweep_plans(plan_list, data.spec(dataset=dataset, zero_shots_is_full=True),
                                  model=spec, on_trial=_trial_progress(advance), plans_source=plans, **train)
     else:
         ranking = Ranking.load(plans_from) if plans_from else None
         dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
+        spec = _model_for_ranking(models, ranking, plans_from, "--plans-from", "sweep") if ranking else models.spec()
+        data_spec = dataclasses.replace(data.spec(dataset=dataset, zero_shots_is_full=True),
+                                        skip_bad_images=_skip_bad_images(data, ranking, dataset))
         with progress_bar("sweep", total=None) as advance:
-            result = run_sweep(models.spec(), data.spec(dataset=dataset, zero_shots_is_full=True),
+            result = run_sweep(spec, data_spec,
                                requested, split_list(methods), ranking,
                                head_in_budget=head_in_budget, plans_dir=f"{out}.plans", ranking_source=plans_from or "",
                                on_trial=_trial_progress(advance), **train)
@@ -605,6 +668,7 @@ def report(
     m0: Optional[float] = typer.Option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
 ) -> None:
     """Write the trade-off report (PNG plots, CSV tables, report.md and a self-contained report.html)."""
+    check_output_path(out, directory=True, what="--out")
     from petl_analysis.errors import PetlError
     from petl_analysis.probe import ProbeResult
     from petl_analysis.report import write_report
@@ -627,6 +691,8 @@ def _run_pipeline(run: RunOptions) -> None:
     """One pipeline per dataset of ``run``, with progress, tables and the report paths on the console."""
     from petl_analysis.pipeline import run_pipeline
 
+    check_output_path(run.out, directory=True, what="--out")
+
     trials = run.execution.trials()
     htmls = []
     for ds, data, config, out_dir in run.per_dataset():
@@ -637,6 +703,7 @@ def _run_pipeline(run: RunOptions) -> None:
             result = run_pipeline(run.model, data, config, out_dir, **trials, on_stage=on_stage,
                                   on_trial=_trial_progress(advance), commands=[run.command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
+        _warn_about_probe(result.probe, where=f"{ds} probe: ")
         console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
         htmls.append(result.report_html)
     for h in htmls:
@@ -712,6 +779,7 @@ def validate(
 ) -> None:
     """Does the ranking predict? Adapt each probed set alone (the oracle), compare every selector with it
     (Spearman, Kendall, top-k, with seed intervals) and train each selector's plan per budget (regret)."""
+    check_output_path(out, what="--out")
     execution.setup()
     import shlex
     import sys

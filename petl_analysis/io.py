@@ -27,6 +27,34 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def check_output_path(path: str | os.PathLike, *, directory: bool = False, what: str = "output") -> Path:
+    """Check, before any work starts, that ``path`` can be written: a file (``directory=False``) or a folder, its
+    missing parents created on write. Raises a one-line :class:`PetlError` otherwise, so that a long run does not
+    end in a traceback with its result lost.
+
+    Writability is tried, not assumed (``os.access`` says yes to root under ``/sys``): a temporary file is
+    created and removed in the nearest existing folder; nothing else is written and no folder is created."""
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        raise PetlError(f"{what} {str(p)!r} is a file; expected a directory (or a path where one can be made)")
+    if not directory and p.is_dir():
+        raise PetlError(f"{what} {str(p)!r} is a directory; expected a file name (e.g. {str(p / 'out.json')!r})")
+    folder = p if directory else (p.parent if str(p.parent) else Path("."))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        action = f"create output directory {str(p)!r} ({what})" if directory else f"write {what} {str(p)!r}"
+        raise PetlError(f"cannot {action}: {str(folder)!r} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".petl-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PetlError(f"cannot write {what} {str(p)!r}: directory {str(folder)!r} is not writable "
+                        f"({e.strerror or e})") from None
+    return p
+
+
 def current_umask() -> int:
     """The process umask (read from ``/proc`` where it can be, so no other thread sees a changed umask)."""
     try:
@@ -48,8 +76,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     of :func:`tempfile.mkstemp`, so artefacts on shared filesystems stay readable by the group as usual.
     """
     p = Path(path)
+    if p.is_dir():
+        raise PetlError(f"cannot write {str(p)!r}: it is a directory; expected a file name")
     ensure_writable_dir(p.parent if str(p.parent) else ".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:  # e.g. root under /sys, where os.access says writable
+        raise PetlError(f"cannot write {str(p)!r}: directory {str(p.parent)!r} is not writable "
+                        f"({e.strerror or e})") from None
     try:
         if hasattr(os, "fchmod"):  # POSIX; elsewhere mkstemp's mode is the platform's default
             os.fchmod(fd, 0o666 & ~current_umask())

@@ -29,7 +29,7 @@ from .plan import DEFAULT_METHODS, Plan, plan_study, read_plans, write_plans
 from .plan.budgets import BudgetLike, resolve_budgets
 from .probe import ProbeConfig, ProbeResult, run_probe
 from .select import Ranking, run_select
-from .sweep import SweepResult, sweep_plans
+from .sweep import SweepResult, check_seeds, sweep_plans
 from .task import DataSpec, prepare_model
 
 
@@ -48,6 +48,9 @@ class PipelineConfig:
     recipe: Recipe | None = None
     head_in_budget: bool = False
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
+
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds)  # before the probe, not after it
 
 
 @dataclass
@@ -114,7 +117,7 @@ def run_pipeline(
     if on_stage:
         for note in skipped:
             on_stage(f"plan skipped: {note}", False)
-    plans = read_plans(write_plans(planned, plans_dir))
+    plans = read_plans(write_plans(planned, plans_dir, dataset=data.dataset))
     times["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -29,6 +29,7 @@ from .data import to_model_input
 from .device import resolve_device
 from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of, seed_everything
 from .engine.train import autocast
+from .errors import PetlError
 from .models import ModelSpec, create_model, model_input_config
 
 
@@ -70,12 +71,15 @@ class InputConversion:
     Attributes:
         source_channels, source_size: channels and ``[H, W]`` of the stored images.
         model_channels, model_size: channels and ``[H, W]`` the model takes (``in_chans``, ``img_size``).
+        skipped_images: entries of an image folder left out because they could not be read as images
+            (``skip_bad_images``): the report names them.
     """
 
     source_channels: int
     source_size: list[int]
     model_channels: int
     model_size: list[int]
+    skipped_images: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -113,7 +117,8 @@ def input_conversion(ds: ImageDataset | ImageFiles, model: nn.Module) -> InputCo
             channels, size = (1 if img.mode in ("1", "L", "I", "I;16", "F") else 3), [img.height, img.width]
     else:
         channels, size = ds.channels, list(ds.image_size)
-    return InputConversion(channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2)
+    return InputConversion(channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2,
+                           list(getattr(ds, "skipped", [])))
 
 
 def input_conversion_for(data: DataSpec, model: ModelSpec) -> InputConversion:
@@ -146,6 +151,19 @@ def dataset_identity(name: str) -> str:
 def same_dataset(a: str, b: str) -> bool:
     """Whether two dataset names (``digits``, ``./imgs``, ``folder:/abs/imgs``) refer to the same data."""
     return dataset_identity(a) == dataset_identity(b)
+
+
+def same_model(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether two specs build the same network with the same weights (the head size aside): what a ranking or a
+    plan measured on one model says nothing about another."""
+    return a.model_id() == b.model_id() and a.kwargs == b.kwargs
+
+
+def require_same_model(made_on: ModelSpec, given: ModelSpec, what: str, advice: str) -> None:
+    """Refuse ``given`` unless it is the model ``what`` (e.g. ``"ranking 'r.json'"``) was made on."""
+    if not same_model(made_on, given):
+        kwargs = f" ({made_on.kwargs} vs {given.kwargs})" if made_on.kwargs != given.kwargs else ""
+        raise PetlError(f"{what} was made on model {made_on.model_id()}, not {given.model_id()}{kwargs}; {advice}")
 
 
 @dataclass

@@ -196,7 +196,8 @@ def test_size_options_reach_every_artefact_and_sweep_takes_the_rankings_dataset(
     # animals is 28x28 grayscale: shrunk for the model, and said so before the run
     assert "note: dataset 'animals': 1x28x28 grayscale images -> 1x16x16 grayscale for the model (bilinear resize)" in out
     assert _json_of(tmp_path / "probe.json")["input_conversion"] == {
-        "source_channels": 1, "source_size": [28, 28], "model_channels": 1, "model_size": [16, 16]}
+        "source_channels": 1, "source_size": [28, 28], "model_channels": 1, "model_size": [16, 16],
+        "skipped_images": []}
     code, out = _run(["select", "--probe", "probe.json", "--proxy", "", "--out", "ranking.json"], tmp_path)
     assert code == 0, out
     code, out = _run(["plan", "--ranking", "ranking.json", "--budget", "3k", "--method", "lora", "--out", "plans"],
@@ -233,7 +234,8 @@ def test_colour_images_for_a_grayscale_model_are_announced_and_recorded(tmp_path
     assert notes == ["note: dataset 'rgb': 3x24x24 RGB images -> 1x16x16 grayscale for the model (RGB to BT.601 luma, "
                      "bilinear resize); set in_chans / img_size (--in-chans / --img-size) to change this"], out
     assert _json_of(tmp_path / "gray.json")["input_conversion"] == {
-        "source_channels": 3, "source_size": [24, 24], "model_channels": 1, "model_size": [16, 16]}
+        "source_channels": 3, "source_size": [24, 24], "model_channels": 1, "model_size": [16, 16],
+        "skipped_images": []}
     # the user's choice: the model takes RGB at the images' size, so nothing is converted and nothing is said
     code, out = _run(args + ["--weights", "random", "--in-chans", "3", "--img-size", "24", "--out", "rgb.json"],
                      tmp_path)

@@ -28,3 +28,24 @@ def test_every_package_is_declared() -> None:
 def test_library_never_imports_typer() -> None:
     offenders = [p for p in (ROOT / "petl_analysis").rglob("*.py") if re.search(r"^\s*(import|from) typer", p.read_text(), re.M)]
     assert offenders == []
+
+
+#: Library features that need a newer release than a dependency's first: (package, text in the source, first release).
+FEATURE_FLOORS = [
+    ("joblib", 'return_as="generator_unordered"', (1, 4)),
+    ("joblib", "parallel_config", (1, 3)),
+]
+
+
+def _floor(package: str) -> tuple[int, ...]:
+    text = (ROOT / "pyproject.toml").read_text()
+    found = re.search(rf'"{package}>=([\d.]+)', text)
+    assert found, f"pyproject.toml declares no floor for {package}"
+    return tuple(int(v) for v in found.group(1).split("."))
+
+
+def test_dependency_floors_allow_only_releases_with_the_features_the_library_uses() -> None:
+    source = "\n".join(p.read_text() for p in (ROOT / "petl_analysis").rglob("*.py"))
+    for package, feature, first in FEATURE_FLOORS:
+        if feature in source:
+            assert _floor(package) >= first, f"{feature} needs {package}>={'.'.join(map(str, first))}"

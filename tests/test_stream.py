@@ -83,7 +83,7 @@ def test_timm_transform_resolved_from_the_model(tmp_path: Path) -> None:
 def test_streaming_and_in_memory_train_identically(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "f")
     model = make_tiny("vit", num_classes=3)
-    task = build_task(DataSpec(str(root), SPLIT), model)
+    task = build_task(DataSpec(str(root), SPLIT), model, num_workers=1)  # through a DataLoader worker
     assert isinstance(task.train, StreamingImages) and task.train.num_workers == 1
     recipe = Recipe(epochs=2, batch_size=4, lr=1e-3, eval_batch_size=5)
     streamed, memory = copy.deepcopy(model), copy.deepcopy(model)
@@ -273,3 +273,22 @@ def test_trial_workers_decode_in_process(monkeypatch):
     monkeypatch.setenv(WORKERS_ENV, "3")
     assert default_num_workers() == 3
     assert Parallel(n_jobs=2, backend="loky")(delayed(_workers_in_child)() for _ in range(2)) == [0, 0]
+
+
+def test_small_images_or_few_cores_decode_in_process(monkeypatch, tmp_path: Path):
+    """The default worker count follows benchmarks/bench_loader_workers.py: DataLoader workers made small-image trials
+    1.4-2.6x slower on 2 cores; large images on more cores keep them. $PETL_ANALYSIS_WORKERS still decides."""
+    from petl_analysis.data import stream
+    from petl_analysis.data.stream import SMALL_IMAGE_PIXELS, WORKERS_ENV, default_num_workers
+
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: 8)
+    assert default_num_workers(SMALL_IMAGE_PIXELS) == 0 and default_num_workers(224 * 224) == 4
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: 2)
+    assert default_num_workers(224 * 224) == 0
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert default_num_workers(32 * 32) == 2
+    monkeypatch.delenv(WORKERS_ENV)
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: 8)
+    split = stream_split(open_dataset(str(make_folder(tmp_path / "f"))), make_tiny("vit", num_classes=3))
+    assert split.num_workers == 0  # the folder's images are small

@@ -6,10 +6,11 @@ Rules (each violation is a one-line :class:`PetlError` naming the path):
 * images: ``.png .jpg .jpeg .bmp .gif .webp .tif .tiff`` (any case), read with PIL (first frame of animations);
 * hidden entries (names starting with ``.``, e.g. ``.DS_Store``, ``.ipynb_checkpoints``) and the OS thumbnail files
   ``Thumbs.db`` / ``desktop.ini`` are skipped everywhere; regular files directly inside ``path`` (a README, a
-  licence) are ignored; any other file in a class folder is an error, and so is a folder inside a class folder;
-* a file that PIL cannot decode is an error: one message with the number of such files and the first few names
-  (all of them are found first, so one run reports them all); with ``skip_bad_images=True`` they are left out with
-  a :class:`BadImagesWarning` listing them instead;
+  licence) are ignored;
+* a bad entry of a class folder (a file that is not an image by its extension, a folder, a file that PIL cannot
+  decode) is an error: one message with the number of bad entries and the first few names (all of them are found
+  first, so one run reports them all); with ``skip_bad_images=True`` they are left out with a
+  :class:`BadImagesWarning` listing them instead;
 * transparency is composited onto black; 16-bit images are scaled to 8 bits;
 * ``mode=None`` keeps colour only when needed: ``"RGB"`` if any image has differing R, G, B values, else ``"L"``;
 * ``image_size=None`` keeps the images' size when they all share one, otherwise resizes every image to the most
@@ -49,8 +50,9 @@ def _skipped(p: Path) -> bool:
     return p.name.startswith(".") or p.name.lower() in _IGNORED_NAMES
 
 
-def _scan(root: Path) -> tuple[list[str], list[list[Path]]]:
-    """Class names (sorted subfolder names) and, per class, its image files (sorted)."""
+def _scan(root: Path) -> tuple[list[str], list[list[Path]], list[tuple[Path, str]]]:
+    """Class names (sorted subfolder names), per class its image files (sorted), and the entries of class folders
+    that are not image files, with the reason (for :func:`drop_bad_images`, with the undecodable ones)."""
     if not root.exists():
         raise PetlError(f"image folder {root} does not exist; expected a folder with one subfolder per class")
     if not root.is_dir():
@@ -64,20 +66,23 @@ def _scan(root: Path) -> tuple[list[str], list[list[Path]]]:
             f"one subfolder each"
         )
     files: list[list[Path]] = []
+    rejected: list[tuple[Path, str]] = []
     for d in class_dirs:
-        found = []
+        found, others = [], len(rejected)
         for p in sorted(d.iterdir(), key=lambda p: p.name):
             if _skipped(p):
                 continue
             if p.is_dir():
-                raise PetlError(f"{p} is a folder inside class folder {d.name!r}; expected only image files there")
-            if p.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise PetlError(f"{p} is not an image file; expected one of {' '.join(IMAGE_EXTENSIONS)}")
-            found.append(p)
-        if not found:
+                rejected.append((p, f"{p} is a folder inside class folder {d.name!r}; expected only image files "
+                                    "there"))
+            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+                rejected.append((p, f"{p} is not an image file; expected one of {' '.join(IMAGE_EXTENSIONS)}"))
+            else:
+                found.append(p)
+        if not found and len(rejected) == others:
             raise PetlError(f"class folder {d} has no images; expected at least one {'/'.join(IMAGE_EXTENSIONS)} file")
         files.append(found)
-    return [d.name for d in class_dirs], files
+    return [d.name for d in class_dirs], files, rejected
 
 
 def _read(path: Path) -> np.ndarray:
@@ -141,10 +146,12 @@ def drop_bad_images(
     skip_bad_images: bool,
     bad: Sequence[tuple[Path, str]] | None = None,
 ) -> list[list[Path]]:
-    """Drop undecodable files with a :class:`BadImagesWarning`, or raise one error naming them all.
+    """Drop bad entries (undecodable files, and the non-image entries :func:`_scan` rejected) with a
+    :class:`BadImagesWarning`, or raise one error naming them all.
 
     Args:
         bad: ``(path, reason)`` already found; ``None`` decodes every file to find them (:func:`find_bad_images`).
+            Entries not in ``files`` (a non-image file) count too.
 
     Raises:
         PetlError: bad files and ``skip_bad_images=False`` (their count, the first names and the first reason), or
@@ -153,16 +160,17 @@ def drop_bad_images(
     bad = find_bad_images([p for fs in files for p in fs]) if bad is None else list(bad)
     if not bad:
         return files
-    total = sum(len(fs) for fs in files)
+    listed = {p for fs in files for p in fs}
+    total = len(listed) + sum(p not in listed for p, _ in bad)
     if not skip_bad_images:
         if len(bad) == 1:
             raise PetlError(f"{bad[0][1]}; or skip it with --skip-bad-images (skip_bad_images=True)")
         raise PetlError(
-            f"{len(bad):,} of {total:,} images in {root} cannot be decoded: {_list_bad(bad, root)}; first error: "
-            f"{bad[0][1]}; fix or remove them, or skip them with --skip-bad-images (skip_bad_images=True)"
+            f"{len(bad):,} of {total:,} images in {root} cannot be read as images: {_list_bad(bad, root)}; first "
+            f"error: {bad[0][1]}; fix or remove them, or skip them with --skip-bad-images (skip_bad_images=True)"
         )
-    warnings.warn(f"skipped {len(bad):,} of {total:,} images in {root} that cannot be decoded: {_list_bad(bad, root)}",
-                  BadImagesWarning, stacklevel=3)
+    warnings.warn(f"skipped {len(bad):,} of {total:,} images in {root} that cannot be read as images: "
+                  f"{_list_bad(bad, root)}", BadImagesWarning, stacklevel=3)
     dropped = {p for p, _ in bad}
     kept = [[p for p in fs if p not in dropped] for fs in files]
     for name, fs in zip(classes, kept):
@@ -213,9 +221,9 @@ def load_image_folder(
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise PetlError(f"image_size must be a positive integer or None; got {image_size!r}")
     root = Path(path).expanduser().resolve()
-    classes, files = _scan(root)
+    classes, files, rejected = _scan(root)
     decoded = {p: _try_read(p) for fs in files for p in fs}
-    bad = [(p, out) for p, out in decoded.items() if isinstance(out, str)]
+    bad = rejected + [(p, out) for p, out in decoded.items() if isinstance(out, str)]
     files = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
     arrays = [[decoded[p] for p in fs] for fs in files]
     flat = [a for per_class in arrays for a in per_class]

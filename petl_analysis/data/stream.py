@@ -27,13 +27,21 @@ from .folder import _read, _scan, drop_bad_images, find_bad_images
 
 #: Environment variable overriding the number of DataLoader worker processes for streamed data.
 WORKERS_ENV = "PETL_ANALYSIS_WORKERS"
+#: Stored images up to this many pixels decode in the training process: measured on 2 cores
+#: (``benchmarks/bench_loader_workers.py``, two runs), workers made a trial 1.4-2.6x slower at 32-96 px and 1.0-1.5x
+#: at 224 px, since each pass over a split starts them anew and a small image decodes in well under a millisecond.
+SMALL_IMAGE_PIXELS = 96 * 96
+#: With this many CPU cores or fewer, a worker process takes a core from training: decode in the process.
+FEW_CORES = 2
 
 
-def default_num_workers() -> int:
-    """DataLoader workers for streamed data: ``$PETL_ANALYSIS_WORKERS``, else ``min(4, cpus - 1)`` (at least 1).
+def default_num_workers(image_pixels: int | None = None) -> int:
+    """DataLoader workers for streamed data: ``$PETL_ANALYSIS_WORKERS``; else 0 (decode in the training process)
+    for small images (``image_pixels`` up to :data:`SMALL_IMAGE_PIXELS`, the stored size) or few cores (up to
+    :data:`FEW_CORES`); else ``min(4, cpus - 1)``.
 
-    0 (decode in the training process) inside a child process: a daemonic one may not start children, and a trial
-    worker (loky's processes cannot start DataLoader workers) already is the parallelism, one trial per core.
+    Always 0 inside a child process: a daemonic one may not start children, and a trial worker (loky's processes
+    cannot start DataLoader workers) already is the parallelism, one trial per core.
     """
     if multiprocessing.current_process().daemon or multiprocessing.parent_process() is not None:
         return 0
@@ -43,7 +51,10 @@ def default_num_workers() -> int:
             return max(0, int(env))
         except ValueError:
             raise PetlError(f"${WORKERS_ENV}={env!r} is not an integer; expected a number of workers") from None
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    cpus = os.cpu_count() or 1
+    if cpus <= FEW_CORES or (image_pixels is not None and image_pixels <= SMALL_IMAGE_PIXELS):
+        return 0
+    return min(4, cpus - 1)
 
 
 @dataclass
@@ -55,7 +66,8 @@ class ImageFiles:
         labels: ``int64`` tensor ``(N,)`` in ``[0, num_classes)``.
         classes: class names (the subfolder names, sorted).
         name: ``"folder:<absolute path>"``.
-        skipped: files left out because they could not be decoded (``skip_bad_images=True``).
+        skipped: entries of class folders left out because they could not be read as images
+            (``skip_bad_images=True``).
     """
 
     paths: list[str]
@@ -108,10 +120,10 @@ def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFi
     from ..features import checked_files
 
     root = Path(path).expanduser().resolve()
-    classes, files = _scan(root)
-    bad = checked_files(root, [p for fs in files for p in fs], find_bad_images)
+    classes, files, rejected = _scan(root)
+    bad = rejected + list(checked_files(root, [p for fs in files for p in fs], find_bad_images))
     kept = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
-    skipped = sorted(str(p) for fs, ks in zip(files, kept) for p in set(fs) - set(ks))
+    skipped = sorted(str(p) for p, _ in bad)
     labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(kept)])
     return ImageFiles([str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}",
                       skipped)
@@ -147,7 +159,8 @@ class StreamingImages(Dataset):
         files: the split's files.
         transform: PIL image -> tensor (:func:`model_transform`).
         in_chans: 1 (images converted to ``L``, BT.601 luma) or 3 (``RGB``).
-        num_workers: DataLoader worker processes that decode it (``None``: :func:`default_num_workers`).
+        num_workers: DataLoader worker processes that decode it (``None``: :func:`default_num_workers` for the size
+            of the first image).
         transform_id: what identifies the preprocessing, for the feature cache.
     """
 
@@ -158,7 +171,7 @@ class StreamingImages(Dataset):
         self.files = files
         self.transform = transform
         self.mode = "L" if in_chans == 1 else "RGB"
-        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        self.num_workers = default_num_workers(_stored_pixels(files)) if num_workers is None else int(num_workers)
         self.transform_id = transform_id or repr(transform)
 
     def __len__(self) -> int:
@@ -179,6 +192,19 @@ class StreamingImages(Dataset):
     def cache_key(self) -> str:
         """Identifies the split's pixels as the model sees them (files, sizes, mtimes, preprocessing)."""
         return hashlib.sha1(f"{self.files.fingerprint()}|{self.mode}|{self.transform_id}".encode()).hexdigest()
+
+
+def _stored_pixels(files: ImageFiles) -> int | None:
+    """Pixels of the first image (its header only), standing for the folder's size; None if there is none."""
+    from PIL import Image
+
+    if not files.paths:
+        return None
+    try:
+        with Image.open(files.paths[0]) as img:
+            return img.width * img.height
+    except Exception:  # noqa: BLE001  (a file that broke since the folder was opened fails, with its name, later)
+        return None
 
 
 def stream_split(files: ImageFiles, model: nn.Module, augment: bool = False,

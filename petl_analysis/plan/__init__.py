@@ -11,6 +11,7 @@ from .points import (
     plan_file_name,
     plan_files,
     plan_study,
+    plans_dataset,
     read_plans,
     size_to_budget,
     study_order,
@@ -19,5 +20,6 @@ from .points import (
 
 __all__ = ["DEFAULT_METHODS", "FIXED_SIZE", "FIXED_SIZE_METHODS", "KNOBS", "PAPER_TARGETS", "PLANNABLE",
            "PLANNED_VARIANTS", "SIZED", "VARIANTS", "Plan", "PlannedTarget", "config_plan", "export_peft", "fixed_plan",
-           "plan_file_name", "plan_files", "plan_for_budget", "plan_study", "read_plans", "reverse_ranking",
+           "plan_file_name", "plan_files", "plan_for_budget", "plan_study", "plans_dataset", "read_plans",
+           "reverse_ranking",
            "size_to_budget", "smallest_plan_cost", "study_order", "validate_plan", "write_plans"]

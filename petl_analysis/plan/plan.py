@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from torch import nn
@@ -81,12 +81,15 @@ class Plan(Artefact):
         used: trainable parameters counted against the budget, and ``used_fraction`` of the budget (None without one).
         variant: one of :data:`VARIANTS`: ``selected``, ``fixed``, ``worst`` (a planned method's target choice),
             ``sized`` (a baseline sized by its knob) or ``fixed-size``.
+        dataset: the dataset the plan is for (:func:`~petl_analysis.task.dataset_identity`: a built-in name or
+            ``folder:<absolute path>``), which a sweep of the plan trains on; None in plans of version 1, which did
+            not record it.
     """
 
     SCHEMA = "plan"
     VERSION = 2
-    #: Version 1 did not record how the budget was asked for: its plans read as ``budget_requested`` null.
-    MIGRATIONS = {1: lambda body: {**body, "budget_requested": None, "backbone_params": None}}
+    #: Version 1 recorded neither how the budget was asked for nor the dataset: they read as null.
+    MIGRATIONS = {1: lambda body: {**body, "budget_requested": None, "backbone_params": None, "dataset": None}}
 
     model: ModelSpec
     num_classes: int
@@ -105,6 +108,7 @@ class Plan(Artefact):
     variant: str = "selected"
     budget_requested: str | None = None
     backbone_params: int | None = None
+    dataset: str | None = None
 
     @property
     def label(self) -> str:
@@ -166,6 +170,8 @@ class Plan(Artefact):
         self._check_budget_request()
         for name in ("policy", "selector", "ranking_source"):
             _check_str(name, getattr(self, name))
+        if self.dataset is not None:
+            _check_str("dataset", self.dataset)
         if not isinstance(self.notes, list) or not all(isinstance(n, str) for n in self.notes):
             raise _bad("notes", "a list of strings", self.notes)
 
@@ -195,6 +201,13 @@ class Plan(Artefact):
 
     def method_config(self) -> MethodConfig:
         return config_from_dict(self.config)
+
+    def for_dataset(self, dataset: str) -> "Plan":
+        """This plan with ``dataset`` recorded (as its identity, so a folder path given relative to here still
+        names the same folder from elsewhere)."""
+        from ..task import dataset_identity
+
+        return replace(self, dataset=dataset_identity(dataset))
 
     def summary(self) -> dict[str, Any]:
         cfg = self.config

@@ -176,15 +176,16 @@ def plan_file_name(plan: Plan) -> str:
     return f"plan_{plan.budget}_{plan.method}-{plan.variant}.json"
 
 
-def write_plans(plans: Sequence[Plan], folder: str | Path) -> list[Path]:
+def write_plans(plans: Sequence[Plan], folder: str | Path, dataset: str | None = None) -> list[Path]:
     """Save each plan into ``folder`` unless its file is there already (an edited plan is kept: it is what the sweep
-    trains); returns the files, in the order of ``plans``."""
+    trains); returns the files, in the order of ``plans``. ``dataset``: recorded in each plan written (the one a
+    sweep of the folder trains on)."""
     out = ensure_writable_dir(folder)
     paths = []
     for plan in plans:
         path = out / plan_file_name(plan)
         if not path.exists():
-            plan.save(path)
+            (plan.for_dataset(dataset) if dataset is not None else plan).save(path)
         paths.append(path)
     return paths
 
@@ -198,6 +199,27 @@ def plan_files(folder: str | Path) -> list[Path]:
     if not files:
         raise PetlError(f"plans folder {str(folder)!r} holds no plan files (*.json)")
     return files
+
+
+def plans_dataset(plans: Sequence[Plan], dataset: str | None = None, source: str = "the plans") -> str:
+    """The dataset a sweep of ``plans`` trains on: the one they record. ``dataset`` (``--dataset``) must name the
+    same one; it is needed only when no plan records its dataset (plan files of version 1).
+
+    Raises:
+        PetlError: plans of several datasets, ``dataset`` another one, or no dataset known."""
+    from ..task import same_dataset
+
+    recorded = sorted({p.dataset for p in plans if p.dataset is not None})
+    if len(recorded) > 1:
+        raise PetlError(f"{source}: made for {len(recorded)} datasets ({', '.join(recorded)}); a sweep trains one")
+    if not recorded:
+        if dataset is None:
+            raise PetlError(f"{source}: no dataset recorded (plan files of version 1); give it with --dataset")
+        return dataset
+    if dataset is not None and not same_dataset(dataset, recorded[0]):
+        raise PetlError(f"{source}: made for dataset {recorded[0]!r}, not {dataset!r}; drop --dataset to train on "
+                        f"{recorded[0]!r}, or plan for {dataset!r} first")
+    return dataset if dataset is not None else recorded[0]
 
 
 def read_plans(source: str | Path | Sequence[str | Path]) -> list[Plan]:

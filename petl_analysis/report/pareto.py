@@ -13,7 +13,10 @@ import numpy as np
 
 from ..errors import PetlError
 
-__all__ = ["KADAPTATION_M0", "PPT_M0", "pareto_front", "front_order", "pe_score", "within_spread"]
+__all__ = ["KADAPTATION_M0", "PPT_M0", "pareto_front", "front_order", "pe_score", "seeds_differ", "within_spread"]
+
+#: Confidence of :func:`seeds_differ`: a "beats" claim needs the 95 % interval of the difference to exclude 0.
+CONFIDENCE = 0.95
 
 #: M0 of the KAdaptation paper's PE metric (Figure 1 and its tables).
 KADAPTATION_M0 = 1e8
@@ -87,6 +90,27 @@ def pe_score(acc, params, m0: float):
         raise PetlError(f"params must be non-negative counts, got {p[p < 0].tolist()}")
     score = a * np.exp(-np.log10(p / float(m0) + 1.0))
     return float(score) if score.ndim == 0 else score
+
+
+def seeds_differ(seeds_a: Sequence[float], seeds_b: Sequence[float], confidence: float = CONFIDENCE) -> bool:
+    """Whether two results over seeds differ beyond their seed spread: the ``confidence`` interval of the
+    difference of means (Welch: sample std per side, Student t at Welch-Satterthwaite degrees of freedom) excludes 0.
+
+    With few seeds the sample std is itself uncertain and t is large (12.7 at one degree of freedom, 4.3 at two), so
+    a gap of a few test images between two 2-seed means is not a difference. Both sides need two seeds; with zero
+    spread on both sides any gap counts.
+    """
+    a, b = np.asarray(seeds_a, dtype=float), np.asarray(seeds_b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        raise PetlError("seeds_differ needs at least two seeds per side")
+    from scipy import stats
+
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    gap = abs(a.mean() - b.mean())
+    if va + vb == 0:
+        return bool(gap > 0)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return bool(gap > stats.t.ppf(0.5 + confidence / 2, df) * math.sqrt(va + vb))
 
 
 def within_spread(mean_a: float, std_a: float, mean_b: float, std_b: float) -> bool:

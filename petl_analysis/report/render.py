@@ -78,6 +78,17 @@ class ReportFiles:
                 for v in [getattr(self, f.name)] if v is not None]
 
 
+def _require_one_model(**artefacts: Any) -> None:
+    """A report puts its artefacts side by side: a probe of one model beside a sweep of another would read as one
+    study. Refused in one line naming both (the head size aside, which each dataset sets)."""
+    from ..task import require_same_model
+
+    given = [(name, a.model) for name, a in artefacts.items() if a is not None]
+    for name, model in given[1:]:
+        require_same_model(model, given[0][1], f"the {name}",
+                           f"the {given[0][0]} is of another model; report artefacts of one model together")
+
+
 def write_report(
     sweep: "SweepResult | None",
     probe: "ProbeResult | None",
@@ -115,6 +126,7 @@ def write_report(
     if m0 is not None and (isinstance(m0, bool) or not isinstance(m0, (int, float)) or not m0 > 0
                            or not math.isfinite(m0)):
         raise PetlError(f"m0 must be a positive number of parameters, got {m0!r}")
+    _require_one_model(sweep=sweep, probe=probe, ranking=ranking, validation=validation)
     out = ensure_writable_dir(out_dir)
     model = (sweep or probe or validation).model  # type: ignore[union-attr]
     data = (sweep or probe or validation).data  # type: ignore[union-attr]
@@ -215,6 +227,13 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
     if (probe is not None and sweep is not None and probe.input_conversion is not None
             and probe.input_conversion != sweep.input_conversion):
         rows.append(["probe model input", _input_text(probe.input_conversion)])
+    skipped = sorted({s for a in (sweep, probe) if getattr(a, "input_conversion", None) is not None
+                      for s in a.input_conversion.skipped_images})
+    if skipped:
+        names = ", ".join(f"`{'/'.join(Path(s).parts[-2:])}`" for s in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        rows.append(["skipped images", f"{len(skipped)} file(s) of the folder could not be read as images and were "
+                                       f"left out (--skip-bad-images): {names}{more}"])
     if probe is not None and sweep is not None and probe.data != sweep.data:
         rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
     if probe is not None and sweep is not None and key_json(probe.model) != key_json(sweep.model):

@@ -1,7 +1,9 @@
 """Plain-language conclusions computed from the report's rows (no plotting, no I/O).
 
-Two results are called "level" (not distinguishable within seed spread) when their means differ by no more than
-``sqrt(std_a² + std_b²)`` over seeds (:func:`~petl_analysis.report.pareto.within_spread`).
+Two results are called "level" (not distinguishable within seed spread) unless the 95 % interval of the difference
+of their means over seeds excludes 0 (:func:`~petl_analysis.report.pareto.seeds_differ`, Welch's t): with 2 seeds a
+gap of a few test images is not a "beat". With one seed on a side there is no spread to judge by; the means then
+differ by any gap, and the verdict says that every difference is untested.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 from ..plan import FIXED_SIZE as FIXED_SIZE_VARIANT
 from ..probe import unresolved_gain
-from .pareto import within_spread
+from .pareto import seeds_differ, within_spread
 from .tables import PLANNED_VARIANTS, VARIANT_NAMES, PointRow, ProbeRow, fmt_acc, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
 SUBJECT = "kadaptation"
@@ -25,7 +27,11 @@ def outcome(a: PointRow, b: PointRow) -> str:
     ``"same"`` when one is the other (an identical configuration, trained once)."""
     if _same(a, b):
         return "same"
-    if within_spread(a.acc, a.std, b.acc, b.std):
+    if len(a.seed_accs) > 1 and len(b.seed_accs) > 1:
+        level = not seeds_differ(a.seed_accs, b.seed_accs)
+    else:  # one seed: no spread (the verdict says every difference is untested)
+        level = within_spread(a.acc, a.std, b.acc, b.std)
+    if level:
         return "level"
     return "ahead" if a.acc > b.acc else "behind"
 
@@ -147,8 +153,9 @@ def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) ->
     else:
         n = f"{lo}" if lo == hi else f"{lo}-{hi}"
         bullets.append(f"Accuracy is test accuracy at the best-validation epoch, mean ± std over {n} seeds; "
-                       "\"level\" / \"not distinguishable\" means the means differ by no more than "
-                       "sqrt(std₁² + std₂²).")
+                       "\"ahead\" / \"behind\" / \"beat\" need the 95 % interval of the difference of the means "
+                       "(Welch's t over seeds) to exclude 0, otherwise \"level\" / \"not distinguishable\": with "
+                       "few seeds the std is itself uncertain, so a gap of a few test images is not a win.")
     return bullets
 
 

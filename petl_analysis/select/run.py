@@ -57,7 +57,23 @@ def run_select(
         name: {"order": r.order(), "scores": {e.target: e.score for e in r.entries}, **rank_correlations(primary, r)}
         for name, r in compared.items()
     }
+    if compared and (why := correlation_caveat(primary)) is not None:
+        primary.details["proxies_caveat"] = why
+        for corr in primary.details["proxies"].values():
+            corr["spearman"] = corr["kendall"] = float("nan")
     return primary
+
+
+def correlation_caveat(ranking: Ranking) -> str | None:
+    """Why rank correlations with ``ranking`` would say nothing (None when they can): fewer than 3 targets, or a d90
+    ranking in which no target reached the threshold (its order is only the tie-break, best validation accuracy)."""
+    if len(ranking.entries) < 3:
+        return (f"no rank correlation: the ranking has {len(ranking.entries)} target(s), and a rank correlation needs "
+                "at least 3")
+    if ranking.selector.startswith("d90") and not any(e.reached for e in ranking.entries):
+        return ("no rank correlation with d90: no target reached the d90 threshold, so the d90 ranking has no order "
+                "(it follows best validation accuracy only); probe larger d (--max-d) or check the probe's gain")
+    return None
 
 
 def proxy_rankings(

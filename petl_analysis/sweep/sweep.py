@@ -20,12 +20,13 @@ from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
-from ..io import JsonlLog, MemoryLog
+from ..io import JsonlLog, MemoryLog, check_output_path
 from ..models import ModelSpec, spec_with_load
-from ..plan import DEFAULT_METHODS, Plan, plan_file_name, plan_study, read_plans, validate_plan, write_plans
+from ..plan import (DEFAULT_METHODS, Plan, plan_file_name, plan_study, plans_dataset, read_plans, validate_plan,
+                    write_plans)
 from ..plan.budgets import BudgetLike, resolve_budgets
 from ..select import Ranking
-from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model
+from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model, require_same_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import STATUS_OK, Trial, run_trials
 from ..tuners import config_from_dict
@@ -123,6 +124,12 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def check_seeds(seeds: int) -> None:
+    """A sweep of no seed trains nothing and would still write a result: refused before any work."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise PetlError(f"seeds must be at least 1, got {seeds!r}")
+
+
 def run_sweep(
     model: ModelSpec,
     data: DataSpec,
@@ -140,7 +147,12 @@ def run_sweep(
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
     trained. ``budgets``: any form :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"8k,0.05%"``; None:
-    the model's defaults). ``train``: the keyword arguments of :func:`sweep_plans`."""
+    the model's defaults). ``train``: the keyword arguments of :func:`sweep_plans`. A ranking made on another model
+    (network, weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
+    check_seeds(train.get("seeds", 3))
+    if ranking is not None:
+        require_same_model(ranking.model, model, f"ranking {ranking_source!r}" if ranking_source else "the ranking",
+                           "sweep the ranking's model, or probe and select on this model first")
     net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes, seed=0)
     resolved = resolve_budgets(budgets, net, methods=methods, head_in_budget=head_in_budget)
     budgets = [b.params for b in resolved]
@@ -148,7 +160,7 @@ def run_sweep(
                                 method_options=method_options, ranking_source=ranking_source)
     source = ""
     if plans_dir is not None:
-        plans, source = read_plans(write_plans(plans, plans_dir)), str(plans_dir)
+        plans, source = read_plans(write_plans(plans, plans_dir, dataset=data.dataset)), str(plans_dir)
     return sweep_plans(plans, data, model=model, budgets=budgets, methods=methods, skipped=skipped,
                        ranking_source=ranking_source, plans_source=source, head_in_budget=head_in_budget, **train)
 
@@ -187,11 +199,16 @@ def sweep_plans(
     study that trains several lists of plans keeps one resumable log).
 
     ``model`` defaults to the plans' own (they must agree); each plan is checked against it and the dataset's head
-    (:func:`~petl_analysis.plan.validate_plan`) before anything trains. ``budgets``/``methods`` record what the
+    (:func:`~petl_analysis.plan.validate_plan`) before anything trains, and plans that record their dataset must
+    be for ``data``'s (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
     study asked for (default: those of the plans); ``skipped``, what its planning left out."""
     start = time.perf_counter()
     if not plans:
         raise PetlError("no plans to train")
+    check_seeds(seeds)
+    if out:
+        check_output_path(out)
+    plans_dataset(plans, data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
     recipe = recipe or default_train_recipe()
     model = model or _common_model(plans)
     counted = {p.head_in_budget for p in plans}

@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Rewrite the committed reports under ``reports/`` from their committed artefacts (no training): run after a change
+to the report's wording, so that the committed reports say what the library now says.
+
+    python scripts/regenerate_reports.py            # in place
+    python scripts/regenerate_reports.py --out /tmp/reports   # elsewhere, to compare
+
+The command lines each report lists are those that made its artefacts (the demo, then ``validate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from petl_analysis.probe import ProbeResult
+from petl_analysis.report import write_report
+from petl_analysis.select import Ranking
+from petl_analysis.sweep import SweepResult
+from petl_analysis.validate import ValidationResult
+
+ROOT = Path(__file__).resolve().parents[1] / "reports"
+DEMO = "petl-analyze demo --out reports/demo --jobs 2"
+
+
+def reports() -> dict[str, dict]:
+    """``{report folder under reports/: write_report arguments}`` for every committed report."""
+    out = {}
+    for ds in ("digits", "animals"):
+        d = ROOT / "demo" / ds
+        v = ValidationResult.load(d / "validation.json")
+        out[f"demo/{ds}/report"] = dict(sweep=SweepResult.load(d / "sweep.json"),
+                                        probe=ProbeResult.load(d / "probe.json"),
+                                        ranking=Ranking.load(d / "ranking.json"), validation=v,
+                                        commands=[DEMO, v.command])
+    v = ValidationResult.load(ROOT / "per_block" / "validation.json")
+    out["per_block/animals"] = dict(sweep=SweepResult.load(ROOT / "demo" / "animals" / "sweep.json"),
+                                    probe=ProbeResult.load(ROOT / "per_block" / "probe.json"), ranking=None,
+                                    validation=v, commands=[DEMO, v.command])
+    glyphs = ROOT / "validation" / "glyph_folder"
+    v = ValidationResult.load(glyphs / "validation.json")
+    out["validation/glyph_folder/report"] = dict(sweep=None, probe=ProbeResult.load(glyphs / "probe.json"),
+                                                 ranking=None, validation=v, commands=[v.command])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT), help="Root of the rewritten reports (default: reports/, in place).")
+    args = ap.parse_args()
+    for name, kw in reports().items():
+        files = write_report(kw.pop("sweep"), kw.pop("probe"), Path(args.out) / name, **kw)
+        print(f"{name} -> {files.html}")
+
+
+if __name__ == "__main__":
+    main()
