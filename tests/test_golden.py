@@ -1,0 +1,204 @@
+"""Golden outputs: what a refactor must not change.
+
+- the seeded maths (Fastfood ``P θ``, FWHT, the KAdaptation and LoRA deltas) against stored tensors
+  (``tests/golden/``, timm's ``test_model_inference`` pattern);
+- every committed ``probe.json`` re-derived from its trial log without training (as the sweep already is in
+  ``test_sweep.py``);
+- every committed ``report.md`` (and its CSV tables) regenerated from the committed artefacts, byte for byte;
+- one common check over every artefact class: JSON and file round trip, schema and version refused in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pkgutil
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import petl_analysis
+from golden.cases import CASES
+from petl_analysis.artefacts import Artefact
+from petl_analysis.errors import PetlError
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "golden.safetensors"
+
+
+# --------------------------------------------------------------------------------------------------- tensors
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, torch.Tensor]:
+    return load_file(str(GOLDEN))
+
+
+def test_every_golden_case_is_stored(golden):
+    assert sorted(golden) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_seeded_maths_matches_its_golden_tensor(name, golden, single_thread):
+    got = CASES[name]()
+    want = golden[name]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    # float32 sums in another order (threads, a BLAS) move the last bits only; a changed stream moves everything
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------- probe.json
+
+#: The committed probes; each trained on one torch thread on the CPU (their logs' payloads say so).
+PROBES = ["demo/animals", "demo/digits", "per_block", "validation/glyph_folder"]
+#: Fields that say when and where the artefact was written, not what it holds.
+CIRCUMSTANTIAL = {"tool_version", "wall_time_s", "trials_log"}
+
+
+def _glyph_letters():
+    """The folder ``scripts/export_glyph_folder.py`` writes to /tmp/glyph_letters, in memory (same images)."""
+    from petl_analysis.data import ImageDataset, load_dataset
+
+    ds = load_dataset("glyphs")
+    keep = [ds.classes.index(c) for c in "ABCDEFGHIJ"]
+    mask = torch.isin(ds.labels, torch.tensor(keep))
+    remap = {old: new for new, old in enumerate(keep)}
+    labels = torch.tensor([remap[int(y)] for y in ds.labels[mask]], dtype=torch.int64)
+    return ImageDataset(ds.images[mask], labels, [ds.classes[i] for i in keep], "glyphs[ABCDEFGHIJ]")
+
+
+@pytest.mark.parametrize("name", PROBES)
+def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
+    from petl_analysis.probe import ProbeResult, run_probe
+    from petl_analysis.probe import probe as probe_search
+
+    root = REPORTS / name
+    committed = ProbeResult.load(root / "probe.json")
+
+    def no_training(trial):
+        raise AssertionError(f"trial {trial.key} is not in the committed log")
+
+    monkeypatch.setattr(probe_search, "probe_trial", no_training)
+    if committed.data.dataset.startswith("/tmp/"):
+        glyphs = _glyph_letters()
+        monkeypatch.setattr(probe_search, "_dataset", lambda *a, **k: glyphs)
+    log = tmp_path / "probe.json.trials.jsonl"
+    shutil.copy(root / "probe.json.trials.jsonl", log)
+    again = run_probe(committed.model, committed.data, committed.config, out=tmp_path / "probe.json",
+                      log_path=log, threads_per_job=1)
+
+    def body(result):
+        return {k: v for k, v in result.to_dict().items() if k not in CIRCUMSTANTIAL}
+
+    assert json.dumps(body(again), sort_keys=True) == json.dumps(body(committed), sort_keys=True)
+    # and the file it wrote holds the same (the JSON writer keeps every float bit)
+    written = json.loads((tmp_path / "probe.json").read_text())
+    stored = json.loads((root / "probe.json").read_text())
+    assert {k: v for k, v in written.items() if k not in CIRCUMSTANTIAL} == {
+        k: v for k, v in stored.items() if k not in CIRCUMSTANTIAL}
+
+
+# --------------------------------------------------------------------------------------------------- report.md
+
+#: Each committed report: (sweep, probe, ranking, validation, folder), as the README's commands wrote them.
+REPORT_SOURCES = {
+    "demo/animals": ("demo/animals/sweep.json", "demo/animals/probe.json", "demo/animals/ranking.json",
+                     "demo/animals/validation.json", "demo/animals/report"),
+    "demo/digits": ("demo/digits/sweep.json", "demo/digits/probe.json", "demo/digits/ranking.json",
+                    "demo/digits/validation.json", "demo/digits/report"),
+    "per_block": ("demo/animals/sweep.json", "per_block/probe.json", None, "per_block/validation.json",
+                  "per_block/animals"),
+    "glyph_folder": (None, "validation/glyph_folder/probe.json", None, "validation/glyph_folder/validation.json",
+                     "validation/glyph_folder/report"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPORT_SOURCES))
+def test_committed_report_regenerates_identically(name, tmp_path, single_thread):
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.report import write_report
+    from petl_analysis.select import Ranking
+    from petl_analysis.sweep import SweepResult
+    from petl_analysis.validate import ValidationResult
+
+    sweep, probe, ranking, validation, folder = REPORT_SOURCES[name]
+
+    def load(cls, rel):
+        return cls.load(REPORTS / rel) if rel else None
+
+    files = write_report(load(SweepResult, sweep), load(ProbeResult, probe), tmp_path,
+                         ranking=load(Ranking, ranking), validation=load(ValidationResult, validation), dpi=20)
+    compared = 0
+    for table in ("report.md", "probe.csv", "points.csv"):
+        committed = REPORTS / folder / table
+        if committed.exists():
+            assert (tmp_path / table).read_text() == committed.read_text(), f"{folder}/{table} changed"
+            compared += 1
+    assert compared >= 2 and files.markdown == tmp_path / "report.md"
+
+
+# --------------------------------------------------------------------------------------------------- artefacts
+
+
+def _artefact_classes() -> set[type[Artefact]]:
+    for mod in pkgutil.walk_packages(petl_analysis.__path__, "petl_analysis."):
+        if ".cli" not in mod.name:
+            importlib.import_module(mod.name)
+    found, todo = set(), [Artefact]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+def _samples() -> dict[str, Artefact]:
+    """One committed instance of every artefact class (a plan and a run come from the committed sweep)."""
+    from petl_analysis.plan import Plan
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.select import Ranking
+    from petl_analysis.sweep import SweepResult
+    from petl_analysis.validate import ValidationResult
+
+    demo = REPORTS / "demo" / "animals"
+    sweep = SweepResult.load(demo / "sweep.json")
+    return {
+        "ProbeResult": ProbeResult.load(demo / "probe.json"),
+        "Ranking": Ranking.load(demo / "ranking.json"),
+        "Plan": Plan.load(demo / "plans" / "plan_4000_kadaptation-selected.json"),
+        "SweepResult": sweep,
+        "RunResult": sweep.points[0].run,
+        "ValidationResult": ValidationResult.load(demo / "validation.json"),
+    }
+
+
+SAMPLES = _samples()
+
+
+def test_every_artefact_class_has_a_sample_in_the_common_check():
+    assert {c.__name__ for c in _artefact_classes()} == set(SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_artefact_round_trip_schema_and_version(name, tmp_path):
+    artefact = SAMPLES[name]
+    cls = type(artefact)
+    data = artefact.to_dict()
+    assert (data["schema"], data["version"]) == (cls.SCHEMA, cls.VERSION) and data["tool_version"]
+    text = json.dumps(data, sort_keys=True)
+    assert json.dumps(cls.from_dict(json.loads(text)).to_dict(), sort_keys=True) == text  # JSON round trip
+    path = artefact.save(tmp_path / f"{name}.json")
+    assert json.dumps(cls.load(path).to_dict(), sort_keys=True) == text  # file round trip
+    assert dataclasses.is_dataclass(cls)
+    for bad, needle in (({**data, "schema": "other"}, "schema"), ({**data, "version": cls.VERSION + 1}, "version"),
+                        ({**data, "surprise": 1}, "surprise")):
+        with pytest.raises(PetlError) as err:
+            cls.from_dict(bad, source="x.json")
+        message = str(err.value)
+        assert "\n" not in message and needle in message and "x.json" in message
