@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..tuners import METHODS
 from .pareto import front_order
 from .tables import (
     PLANNED_VARIANTS,
@@ -58,8 +59,6 @@ RC = {
     "axes.spines.right": False,
     "hatch.linewidth": 0.8,
 }
-MARKERS = {"kadaptation": "*", "lora": "D", "adapter": "s", "compacter": "p", "vpt": "v", "bitfit": "^",
-           "layernorm": "<", "linear": "o", "full": "X"}
 SPARE_MARKERS = ("h", "8", ">", "d", "P", "H")
 MARKER_SIZE = {"*": 13, "X": 9, "p": 9}
 #: Variant -> (line style joining a label's budgets, marker fill style).
@@ -82,9 +81,14 @@ def _png(fig: Figure, dpi: int) -> bytes:
     return buf.getvalue()
 
 
+def method_marker(method: str) -> str:
+    """The marker a method registered (:func:`~petl_analysis.tuners.base.register_method`); ``o`` for another."""
+    return METHODS.get(method).marker if method in METHODS else "o"
+
+
 def _marker(method: str, extra: dict[str, str]) -> str:
-    if method in MARKERS:
-        return MARKERS[method]
+    if method in METHODS:
+        return method_marker(method)
     if method not in extra:
         extra[method] = SPARE_MARKERS[len(extra) % len(SPARE_MARKERS)]
     return extra[method]
@@ -182,7 +186,7 @@ def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_
 
 
 def _method_order(method: str) -> int:
-    keys = list(MARKERS)
+    keys = METHODS.registered()
     return keys.index(method) if method in keys else len(keys)
 
 
@@ -332,8 +336,8 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
     cell = {(r.kind, r.block): r for r in block_rows}
     values = np.full((len(kinds), len(blocks)), np.nan)
     for (k, b), r in cell.items():
-        if r.reached and r.d90 is not None and r.d90 > 0:
-            values[kinds.index(k), blocks.index(b)] = r.d90
+        if r.reached and r.d90.reached_value > 0:
+            values[kinds.index(k), blocks.index(b)] = r.d90.reached_value
     finite = values[np.isfinite(values)]
     show_ci = len(blocks) <= 12
     with _style():
@@ -361,7 +365,7 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
                             color="0.15",
                             bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"))
                     continue
-                rgba = cmap(norm(r.d90))
+                rgba = cmap(norm(r.d90.reached_value))
                 lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
                 colour = "black" if lum > 0.5 else "white"
                 ax.text(j, i - (0.12 if show_ci else 0), fmt_d(r), ha="center", va="center",
@@ -502,7 +506,7 @@ def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dic
                 xs = np.arange(1, len(order) + 1) + offsets[m]
                 means = [100 * float(np.mean(oracle[m][t])) for t in order]
                 stds = [100 * float(np.std(oracle[m][t])) for t in order]
-                ax.errorbar(xs, means, yerr=stds, marker=MARKERS.get(m, "o"), markersize=7 if m != "kadaptation" else 10,
+                ax.errorbar(xs, means, yerr=stds, marker=method_marker(m), markersize=7 if m != "kadaptation" else 10,
                             color=ORACLE_COLOURS.get(m, "0.3"), markeredgecolor="black", markeredgewidth=0.5,
                             linewidth=1.0, elinewidth=1.0, capsize=3, zorder=3)
                 for x, t in zip(xs, order):
@@ -517,7 +521,7 @@ def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dic
                 ax.set_ylabel("oracle val. accuracy (%)")
         for k in range(n, rows_ * cols):
             axes[k // cols][k % cols].set_visible(False)
-        handles = [Line2D([], [], marker=MARKERS.get(m, "o"), color=ORACLE_COLOURS.get(m, "0.3"),
+        handles = [Line2D([], [], marker=method_marker(m), color=ORACLE_COLOURS.get(m, "0.3"),
                           markeredgecolor="black", markeredgewidth=0.5, label=f"{m}: set adapted alone")
                    for m in methods]
         handles.append(Line2D([], [], color="0.4", marker=".", linestyle="none", label="per seed"))

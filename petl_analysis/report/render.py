@@ -350,8 +350,8 @@ def _outcome(o: str | None) -> str:
 def _probe_section(builder: _Builder, probe, rows: list[ProbeRow], ranking) -> list[Block]:
     lp, floor, ceiling = probe.baselines["lp"], probe.floor, probe.ceiling
     cfg = probe.config
-    thr = rows[0].threshold_acc if rows else math.nan
-    thr_c = rows[0].classic_threshold_acc if rows else math.nan
+    thr = rows[0].d90.threshold_acc if rows else math.nan
+    thr_c = rows[0].d90_classic.threshold_acc if rows else math.nan
     floor_name = "the head trained alone with the trial recipe (d = 0)" if cfg.floor == "head" else \
         "the frozen linear-probe head (d = 0)"
     seeds = cfg.seeds
@@ -383,7 +383,7 @@ def _probe_section(builder: _Builder, probe, rows: list[ProbeRow], ranking) -> l
     for r in rows:
         line = [str(r.rank), f"`{r.target}`", fmt_int(r.D), fmt_d(r), fmt_ci(r), fmt_d_classic(r),
                 fmt_pct(r.best_acc), fmt_pct(r.best_test_acc),
-                f"{100 * r.reached_fraction:.0f} %" if r.n_seeds > 1 else "n/a",
+                f"{100 * r.d90.reached_fraction:.0f} %" if r.d90.n_seeds > 1 else "n/a",
                 f"{r.trials}" + (f" ({r.failed_trials} failed)" if r.failed_trials else "")]
         if ranking is not None:
             line += ["-" if r.ranking_rank is None else str(r.ranking_rank), ", ".join(r.tied_with) or "-"]
