@@ -146,4 +146,5 @@ def test_memory_and_file_logs_give_the_same_records(tmp_path):
     square = lambda t: {"y": t.payload["x"] ** 2}  # noqa: E731
     in_memory = run_trials(trials, square, MemoryLog())
     on_disk = run_trials(trials, square, JsonlLog(tmp_path / "t.jsonl"))
-    assert {k: (r.status, r.result) for k, r in in_memory.items()} == {k: (r.status, r.result) for k, r in on_disk.items()}
+    assert {k: (r.status, r.result) for k, r in in_memory.items()} == {
+        k: (r.status, r.result) for k, r in on_disk.items()}

@@ -272,6 +272,34 @@ def distinct_resamples(n_seeds: int) -> int:
     return math.comb(2 * n_seeds - 1, n_seeds) if n_seeds > 0 else 0
 
 
+def _dims_and_accs(dims: Any, seeds_accs: AccuracyData) -> tuple[Any, AccuracyData]:
+    """``(dims, accs)`` from either call form of :func:`estimate_d90` (separate, or one ``{d: accs}`` mapping)."""
+    if isinstance(seeds_accs, Mapping):
+        if dims is not None and sorted(map(float, dims)) != sorted(map(float, seeds_accs)):
+            raise PetlError(f"dims {sorted(dims)} do not match the keys of seeds_accs {sorted(seeds_accs)}")
+        return list(seeds_accs.keys()), list(seeds_accs.values())
+    if isinstance(dims, Mapping):
+        if seeds_accs is not None:
+            raise PetlError(
+                "pass either estimate_d90(dims, seeds_accs, target) or estimate_d90({d: accs}, None, target)"
+            )
+        return list(dims.keys()), list(dims.values())
+    return dims, seeds_accs
+
+
+def _bootstrap(d: np.ndarray, margins: np.ndarray, n_boot: int, ci: float, rng_seed: int) -> tuple[float, float, float]:
+    """Percentile interval of d90 over seed resamples (whole columns of ``margins``) and the share that reached."""
+    n_seeds = margins.shape[1]
+    rng = np.random.default_rng(rng_seed)
+    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    boots = np.fromiter((_margin_d90(d, margins[:, row])[0] for row in picks), dtype=float, count=n_boot)
+    alpha = (1.0 - ci) / 2.0
+    # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
+    low = float(np.quantile(boots, alpha, method="lower"))
+    high = float(np.quantile(boots, 1.0 - alpha, method="higher"))
+    return low, high, float(np.isfinite(boots).mean())
+
+
 def estimate_d90(
     dims: Any,
     seeds_accs: AccuracyData,
@@ -300,16 +328,7 @@ def estimate_d90(
         ci: confidence level of the percentile interval, in (0, 1).
         rng_seed: seed of the bootstrap's numpy Generator (results are deterministic).
     """
-    if isinstance(seeds_accs, Mapping):
-        if dims is not None and sorted(map(float, dims)) != sorted(map(float, seeds_accs)):
-            raise PetlError(f"dims {sorted(dims)} do not match the keys of seeds_accs {sorted(seeds_accs)}")
-        dims, seeds_accs = list(seeds_accs.keys()), list(seeds_accs.values())
-    elif isinstance(dims, Mapping):
-        if seeds_accs is not None:
-            raise PetlError(
-                "pass either estimate_d90(dims, seeds_accs, target) or estimate_d90({d: accs}, None, target)"
-            )
-        dims, seeds_accs = list(dims.keys()), list(dims.values())
+    dims, seeds_accs = _dims_and_accs(dims, seeds_accs)
     if not 0.0 < ci < 1.0:
         raise PetlError(f"ci must be in (0, 1), e.g. 0.95; got {ci!r}")
     if n_boot < 0:
@@ -329,27 +348,13 @@ def estimate_d90(
     ci_low = ci_high = None
     reached_fraction = float(math.isfinite(point))
     if n_boot > 0 and n_seeds > 1:
-        rng = np.random.default_rng(rng_seed)
-        picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-        boots = np.fromiter((_margin_d90(d, margins[:, row])[0] for row in picks), dtype=float, count=n_boot)
-        alpha = (1.0 - ci) / 2.0
-        # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
-        ci_low = float(np.quantile(boots, alpha, method="lower"))
-        ci_high = float(np.quantile(boots, 1.0 - alpha, method="higher"))
-        reached_fraction = float(np.isfinite(boots).mean())
+        ci_low, ci_high, reached_fraction = _bootstrap(d, margins, n_boot, ci, rng_seed)
     reached = math.isfinite(point)
-    return D90(
-        threshold_acc=mean_target,
-        threshold_per_seed=targets.tolist(),
-        value=point if reached else None,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        reached=reached,
-        below_min=reached and bool(fitted_margin[0] >= 0.0),
-        reached_fraction=reached_fraction,
-        n_seeds=int(n_seeds),
-        fit=D90Fit(curve=curve, n_trials=int(counts.sum()), ci=float(ci), n_boot=int(n_boot) if n_seeds > 1 else 0),
-    )
+    return D90(threshold_acc=mean_target, threshold_per_seed=targets.tolist(), value=point if reached else None,
+               ci_low=ci_low, ci_high=ci_high, reached=reached, below_min=reached and bool(fitted_margin[0] >= 0.0),
+               reached_fraction=reached_fraction, n_seeds=int(n_seeds),
+               fit=D90Fit(curve=curve, n_trials=int(counts.sum()), ci=float(ci),
+                          n_boot=int(n_boot) if n_seeds > 1 else 0))
 
 
 def format_d90(value: float | None, reached: bool, below_min: bool = False) -> str:

@@ -143,7 +143,7 @@ class _Search:
                                                projection=cfg.projection, said=cfg.said, head=cfg.head))
 
     def baselines(self) -> dict[str, Baseline]:
-        """Run (or read back) the baselines of every seed: ``lp``, ``head`` (the floor with ``head="train"``), ``ft``."""
+        """Run (or read back) every seed's baselines: ``lp``, ``head`` (the floor with ``head="train"``), ``ft``."""
         kinds = ("lp", "head", "ft") if self.config.floor == "head" else ("lp", "ft")
         if self.on_round:
             self.on_round(0, len(kinds) * len(self.seeds))

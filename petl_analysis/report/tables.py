@@ -180,7 +180,8 @@ def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[Probe
         best_val, best_test = _best(t)
         rows.append(ProbeRow(
             rank=i, target=t.target, block=block, kind=kind, D=t.D, units=len(t.units), d90=t.d90,
-            d90_classic=t.d90_classic, best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims), trials=t.trials,
+            d90_classic=t.d90_classic, best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims),
+            trials=t.trials,
             failed_trials=t.failed_trials, ranking_rank=entry.rank if entry else None,
             tied_with=list(entry.tied_with) if entry else [],
         ))

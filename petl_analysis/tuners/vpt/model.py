@@ -18,7 +18,7 @@ PROMPTS_CHILD = "petl_prompts"
 
 
 def token_free_methods() -> list[str]:
-    """Offered instead when a model cannot take prompts: the registered methods that adapt targets and add no tokens."""
+    """Offered when a model cannot take prompts: the registered methods that adapt targets and add no tokens."""
     return [name for name in METHODS.registered()
             if not METHODS.get(name).adds_tokens and METHODS.get(name).config_class.uses_targets]
 
