@@ -2,8 +2,8 @@
 
 - the seeded maths (Fastfood ``P θ``, FWHT, the KAdaptation and LoRA deltas) against stored tensors
   (``tests/golden/``, timm's ``test_model_inference`` pattern);
-- every committed ``probe.json`` re-derived from its trial log without training (as the sweep already is in
-  ``test_sweep.py``);
+- every committed ``probe.json`` and ``validation.json`` re-derived from its trial log without training (as the sweep
+  already is in ``test_sweep.py``);
 - every committed ``report.md`` (and its CSV tables) regenerated from the committed artefacts, byte for byte;
 - one common check over every artefact class: JSON and file round trip, schema and version refused in one line.
 """
@@ -101,6 +101,46 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
     stored = json.loads((root / "probe.json").read_text())
     assert {k: v for k, v in written.items() if k not in CIRCUMSTANTIAL} == {
         k: v for k, v in stored.items() if k not in CIRCUMSTANTIAL}
+
+
+@pytest.mark.parametrize("name", PROBES)
+def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
+    # The oracle and regret trainings all come back from the committed log; the proxies (gradients on a few
+    # batches) are recomputed: the whole validation.json must come out bit for bit.
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.select import run as select_run
+    from petl_analysis.sweep import sweep as sweep_module
+    from petl_analysis.validate import ValidationResult, run_validate
+    from petl_analysis.validate import run as validate_run
+
+    root = REPORTS / name
+    committed = ValidationResult.load(root / "validation.json")
+    probe = ProbeResult.load(ROOT / committed.probe_source)
+
+    def no_training(trial):
+        raise AssertionError(f"trial {trial.key} is not in the committed log")
+
+    monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
+    if committed.data.dataset.startswith("/tmp/"):
+        # The proxies stream the folder's files through timm's transforms: write the same folder elsewhere and open
+        # it for the name the artefact (and every trial key) holds.
+        from petl_analysis.data import open_dataset, write_image_folder
+
+        monkeypatch.setenv("PETL_ANALYSIS_CACHE", str(tmp_path / "cache"))  # streamed features are cached
+        folder = write_image_folder(_glyph_letters(), tmp_path / "glyph_letters")
+        for module in (sweep_module, select_run, validate_run):
+            monkeypatch.setattr(module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
+    shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
+    v = committed
+    again = run_validate(probe, selectors=v.selectors, methods=v.methods, seeds=len(v.seeds), budget=v.budget,
+                         budgets=v.budgets, random_draws=v.random_draws, recipe=v.recipe,
+                         out=tmp_path / "validation.json", probe_source=v.probe_source, command=v.command,
+                         head_init=v.head_init, n_jobs=2)  # the committed runs: two jobs on two cores, one thread each
+
+    def body(result):
+        return json.dumps({k: x for k, x in result.to_dict().items() if k not in CIRCUMSTANTIAL}, sort_keys=True)
+
+    assert body(again) == body(committed)
 
 
 # --------------------------------------------------------------------------------------------------- report.md
