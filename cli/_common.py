@@ -62,7 +62,7 @@ def parse_ints(value: str | None, what: str) -> list[int]:
         try:
             out.append(int(float(v.lower().replace("k", "e3").replace("m", "e6"))))
         except ValueError:
-            raise PetlError(f"{what}: {v!r} is not a number; expected a comma-separated list such as 2k,8k,32k") from None
+            raise PetlError(f"{what}: {v!r} is not a number; expected a comma-separated list of integers such as 16,64,256") from None
     return out
 
 

@@ -109,6 +109,8 @@ def info(
         f"[bold]{models.model}[/] weights={models.weights}  params={count_parameters(net).model_total:,}  "
         f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  patch={_patch(net)}  blocks={len(net.blocks)}"
     )
+    if getattr(net, "petl_weights", None) is not None:
+        console.print(f"weights: {net.petl_weights.describe()}", highlight=False)
     print_table(describe_targets(units), title="submodule catalogue")
 
 
@@ -328,6 +330,13 @@ def _method_config(method: str, targets: Optional[str], sets: list[str]):
     return config_from_dict(values)
 
 
+#: Help of every budget option: the forms :func:`petl_analysis.plan.budgets.parse_budgets` reads.
+BUDGET_FORMS = ("trainable parameters (2000, 8k, 1.5m) or a percentage of the backbone, i.e. every parameter but the "
+                "classifier head (0.05%); comma-separated, mixed forms allowed")
+BUDGET_DEFAULTS = ("default: from the model, 3 budgets growing 4x from the smallest rank-1 q,v plan of KAdaptation "
+                   "and LoRA, at least 2k (the bundled model: 2k,8k,32k)")
+
+
 SetOpt = lambda: typer.Option([], "--set", "-s", help="Method option key=value (repeatable), e.g. --set n=8 --set sharing=global.")  # noqa: E731
 
 
@@ -379,7 +388,8 @@ def train(
         config = _method_config(method, targets, overrides + list(sets))
     if dry_run:
         if spec.weights == "default" and spec.name != "petl_vit_tiny":
-            spec = dataclasses.replace(spec, weights="random")
+            spec = dataclasses.replace(spec, weights="random")  # counts do not depend on weights: load none
+            console.print("note: --dry-run counts on random weights (the count does not depend on them)")
         net = prepare_model(spec, num_classes)
         expected = get_method(config).expected_count(net)
         get_method(config).apply(net)
@@ -455,7 +465,8 @@ def select(
 @grouped
 def plan(
     ranking_path: str = typer.Option(..., "--ranking", help="Ranking JSON (from select)."),
-    budget: str = typer.Option(..., "--budget", "-b", help="Budgets in trainable parameters, e.g. 5k,20k,80k."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b", help=f"Budgets: {BUDGET_FORMS}; "
+                                         "default: from the model (as sweep's --budgets, for --method)."),
     method: str = typer.Option("kadaptation", "--method", help="kadaptation or lora."),
     head_in_budget: bool = typer.Option(False, "--head-in-budget", help="Count the classifier against the budget."),
     sets: list[str] = SetOpt(),
@@ -474,32 +485,31 @@ def plan(
     from petl_analysis.select import Ranking
     from petl_analysis.task import prepare_model
 
-    from ._common import parse_ints
+    from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
 
+    requested = parse_budgets(budget, "--budget")  # a malformed budget fails before anything loads
     ranking = Ranking.load(ranking_path)
     spec = models.spec() if models.model else models.applied_to(ranking.model, ranking.model.weights)
     ds_name = data.dataset or (ranking.data.dataset if ranking.data else "digits")
     net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=data.skip_bad_images).num_classes)
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
-    budgets = parse_ints(budget, "--budget")
-    from petl_analysis.errors import PetlError
-
-    if not budgets:
-        raise PetlError("--budget: give at least one budget, e.g. 5k,20k")
+    budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budget")
     # Plan every budget first: a bad budget fails before anything is written.
     plans = [plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
                              method_options=options, source=ranking_path) for b in budgets]
+    console.print(f"budgets: {budgets_text(budgets)} of a {plans[0].backbone_params:,}-parameter backbone "
+                  f"(head excluded)", highlight=False)
     out_dir = ensure_writable_dir(out)
     rows = []
     for b, p in zip(budgets, plans):
-        path = p.save(Path(out_dir) / f"plan_{b}.json")
+        path = p.save(Path(out_dir) / f"plan_{b.params}.json")
         if export_peft_:
             cfg, notes = export_peft(p, net)
-            atomic_write_json(Path(out_dir) / f"plan_{b}.peft.json", {"peft_config": cfg, "not_mapped": notes})
-        rows.append({**p.summary(), "file": str(path)})
+            atomic_write_json(Path(out_dir) / f"plan_{b.params}.peft.json", {"peft_config": cfg, "not_mapped": notes})
+        rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
-            console.print(f"  budget {b}: {note}")
+            console.print(f"  budget {b.params}: {note}")
     print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
 
 
@@ -509,7 +519,7 @@ def plan(
 def sweep(
     plans: Optional[str] = typer.Option(None, "--plans", help="Plans folder (from `plan` or `run`): train every plan "
                                         "file in it, as the files say (--budgets, --methods, --plans-from unused)."),
-    budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
+    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets: {BUDGET_FORMS}; {BUDGET_DEFAULTS}."),
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
     models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans', else the bundled ViT)."),
@@ -541,8 +551,9 @@ def sweep(
     from petl_analysis.sweep import run_sweep, sweep_plans
     from petl_analysis.train import default_train_recipe
 
-    from ._common import parse_ints
+    from petl_analysis.plan.budgets import parse_budgets
 
+    requested = parse_budgets(budgets, "--budgets")
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
     train = dict(seeds=seeds, recipe=recipe, out=out, **execution.trials(),
                  command=shlex.join(["petl-analyze", *sys.argv[1:]]))
@@ -562,7 +573,7 @@ def sweep(
         dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
         with progress_bar("sweep", total=None) as advance:
             result = run_sweep(models.spec(), data.spec(dataset=dataset, zero_shots_is_full=True),
-                               parse_ints(budgets, "--budgets"), split_list(methods), ranking,
+                               requested, split_list(methods), ranking,
                                head_in_budget=head_in_budget, plans_dir=f"{out}.plans", ranking_source=plans_from or "",
                                on_trial=_trial_progress(advance), **train)
         console.print(f"plans -> {out}.plans/")
@@ -633,7 +644,7 @@ def run(
     data: DataOptions = Group(dataset=DatasetOpt("digits", "One or more datasets, comma-separated."),
                               shots=ShotsOpt(5, "Sweep: k-shot per class (0 = full data)."),
                               max_train=MaxTrainOpt(None, "Probe: cap the training set.")),
-    budgets: str = typer.Option("2k,8k,32k", "--budgets", "-b"),
+    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets: {BUDGET_FORMS}; {BUDGET_DEFAULTS}."),
     methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
     seeds: int = typer.Option(3, "--seeds"),
     probe_shots: int = typer.Option(0, "--probe-shots", help="Probe: k-shot per class (0 = full data)."),
@@ -653,15 +664,14 @@ def run(
     from petl_analysis.data import SplitSpec
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.probe import ProbeConfig, default_probe_recipe
+    from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.train import default_train_recipe
-
-    from ._common import parse_ints
 
     execution.setup()
     probe_config = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
                                seeds=probe_seeds, max_d=max_d,
                                recipe=_recipe(default_probe_recipe(), epochs=probe_epochs or None))
-    config = PipelineConfig(budgets=parse_ints(budgets, "--budgets"), methods=split_list(methods), probe=probe_config,
+    config = PipelineConfig(budgets=parse_budgets(budgets, "--budgets"), methods=split_list(methods), probe=probe_config,
                             seeds=seeds, recipe=_recipe(default_train_recipe(), epochs=epochs or None))
     _run_pipeline(RunOptions(
         model=models.spec(), datasets=split_list(data.dataset), config=config,
@@ -681,9 +691,11 @@ def validate(
                                   help="d90 and/or proxy selectors; random orders are always the floor."),
     methods: str = typer.Option("kadaptation,lora", "--methods", help="Oracle methods; the first trains the regret plans."),
     seeds: int = typer.Option(3, "--seeds"),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Trainable parameters of every oracle point "
-                                         "(default: 3x the largest smallest plan over sets and methods)."),
-    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help="Regret budgets (default: budget/4, budget, 4x budget)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Budget of every oracle point: trainable parameters "
+                                         "(8k) or a percentage of the backbone, head excluded (0.05%) (default: 3x "
+                                         "the largest smallest plan over sets and methods)."),
+    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Regret budgets: {BUDGET_FORMS} "
+                                          "(default: budget/4, budget, 4x budget)."),
     random_draws: int = typer.Option(3, "--random-draws", help="Random orders planned and trained per budget (the floor)."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr"),
@@ -701,15 +713,21 @@ def validate(
     from petl_analysis.train import default_train_recipe
     from petl_analysis.validate import run_validate
 
-    from ._common import parse_ints
+    from petl_analysis.errors import PetlError
+    from petl_analysis.plan.budgets import parse_budgets
 
+    oracle_budget = parse_budgets(budget, "--budget")
+    if len(oracle_budget) > 1:
+        raise PetlError(f"--budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
+                        "plans take --budgets)")
+    regret_budgets = parse_budgets(budgets, "--budgets")
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
     probe = ProbeResult.load(probe_path)
     with progress_bar("validate", total=None) as advance:
         result = run_validate(
             probe, selectors=split_list(selectors), methods=split_list(methods), seeds=seeds,
-            budget=parse_ints(budget, "--budget")[0] if budget else None,
-            budgets=parse_ints(budgets, "--budgets") if budgets else None, random_draws=random_draws, recipe=recipe,
+            budget=oracle_budget[0] if oracle_budget else None,
+            budgets=regret_budgets or None, random_draws=random_draws, recipe=recipe,
             out=out, **execution.trials(), on_trial=_trial_progress(advance), probe_source=probe_path,
             command=shlex.join(["petl-analyze", *sys.argv[1:]]))
     print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")
@@ -737,13 +755,12 @@ def _demo_options(out: str, execution: Execution) -> RunOptions:
     from petl_analysis.models import ModelSpec
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.probe import ProbeConfig, default_probe_recipe
+    from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.train import default_train_recipe
-
-    from ._common import parse_ints
 
     probe_config = ProbeConfig(targets=list(DEMO["probe_targets"]), seeds=DEMO["probe_seeds"],
                                max_d=DEMO["probe_max_d"], recipe=default_probe_recipe(), **DEMO["probe_grid"])
-    config = PipelineConfig(budgets=parse_ints(DEMO["budgets"], "--budgets"), methods=list(DEMO["methods"]),
+    config = PipelineConfig(budgets=parse_budgets(DEMO["budgets"], "--budgets"), methods=list(DEMO["methods"]),
                             probe=probe_config, seeds=DEMO["seeds"], recipe=default_train_recipe())
     return RunOptions(
         model=ModelSpec(name="petl_vit_tiny", weights="default"), datasets=list(DEMO["datasets"]), config=config,

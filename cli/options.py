@@ -53,11 +53,13 @@ class CliOption:
         return dataclasses.field(default=self.default, metadata={"option": self})
 
 
-ModelOpt = CliOption("petl_vit_tiny", "--model", "-m", help="timm model name (default: the bundled ViT).")
+ModelOpt = CliOption("petl_vit_tiny", "--model", "-m",
+                     help="timm model name or hf-hub:org/name (default: the bundled ViT).")
 WeightsOpt = CliOption(
     "default", "--weights", "-w",
-    help="'default' (bundled weights for the bundled model, random otherwise), 'random', 'hub' (timm pretrained, "
-    "needs network) or a local .safetensors/.pth path.",
+    help="'default' (the bundled weights for the bundled model; timm's pretrained weights otherwise, from the "
+    "Hugging Face cache or the network: an error when they cannot be had), 'random', 'hub' (timm pretrained) or a "
+    "local .safetensors/.pth checkpoint (another head is dropped, the position embedding resampled).",
 )
 ImgSizeOpt = CliOption(None, "--img-size",
                        help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")

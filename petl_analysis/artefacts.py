@@ -2,7 +2,8 @@
 
 Every stage hands the next a small dataclass (``ProbeResult``, ``Ranking``, ``Plan``, ``RunResult``,
 ``SweepResult``) that users can save, inspect, edit and pass back on the command line. Each artefact class names
-its ``SCHEMA`` and ``VERSION``; loading a file of another schema or version is a one-line error.
+its ``SCHEMA`` and ``VERSION``; a file of an older version is migrated on load (``MIGRATIONS``), one of another
+schema or an unknown version is a one-line error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ._version import __version__
 from .errors import PetlError
@@ -112,10 +113,15 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
 
 @dataclasses.dataclass
 class Artefact:
-    """Base class: subclasses are dataclasses with ``SCHEMA`` and ``VERSION`` class variables."""
+    """Base class: subclasses are dataclasses with ``SCHEMA`` and ``VERSION`` class variables.
+
+    ``MIGRATIONS[v]`` turns the body (the fields) of a version-``v`` file into that of version ``v + 1``, so files
+    written by an older release load (as timm's ``checkpoint_filter_fn`` converts old checkpoints) and stay
+    byte-identical on disk."""
 
     SCHEMA: ClassVar[str] = "artefact"
     VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         body = to_jsonable(self)
@@ -129,11 +135,13 @@ class Artefact:
         schema, version = data.get("schema"), data.get("version")
         if schema != cls.SCHEMA:
             raise PetlError(f"{where}expected a {cls.SCHEMA} artefact, found schema {schema!r}")
+        body = {k: v for k, v in data.items() if k not in ("schema", "version", "tool_version")}
+        while isinstance(version, int) and version in cls.MIGRATIONS and version < cls.VERSION:
+            body, version = cls.MIGRATIONS[version](body), version + 1
         if version != cls.VERSION:
             raise PetlError(
                 f"{where}{cls.SCHEMA} schema version {version!r} is not supported; expected version {cls.VERSION}"
             )
-        body = {k: v for k, v in data.items() if k not in ("schema", "version", "tool_version")}
         try:
             return from_jsonable(cls, body, cls.SCHEMA)
         except PetlError as e:

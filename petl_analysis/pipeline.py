@@ -26,6 +26,7 @@ from .engine import Recipe
 from .io import ensure_writable_dir
 from .models import ModelSpec
 from .plan import DEFAULT_METHODS, Plan, plan_study, read_plans, write_plans
+from .plan.budgets import BudgetLike, resolve_budgets
 from .probe import ProbeConfig, ProbeResult, run_probe
 from .select import Ranking, run_select
 from .sweep import SweepResult, sweep_plans
@@ -35,9 +36,12 @@ from .trials import TrialRecord
 
 @dataclass
 class PipelineConfig:
-    """Everything ``run`` needs beyond the model and data (recorded in the report)."""
+    """Everything ``run`` needs beyond the model and data (recorded in the report).
 
-    budgets: list[int] = field(default_factory=lambda: [2_000, 8_000, 32_000])
+    ``budgets``: counts or text (``8k``, ``0.05%``: see :mod:`~petl_analysis.plan.budgets`); None or empty: the
+    model's defaults (:func:`~petl_analysis.plan.budgets.default_budgets`: 2k, 8k, 32k for the bundled model)."""
+
+    budgets: list[BudgetLike] | None = None
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     proxies: list[str] = field(default_factory=lambda: ["rgn", "fisher", "kappa", "random"])
@@ -105,7 +109,8 @@ def run_pipeline(
     if on_stage:
         on_stage("plan", False)
     net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
-    planned, skipped = plan_study(model, net, config.budgets, config.methods, ranking,
+    budgets = resolve_budgets(config.budgets, net, methods=config.methods, head_in_budget=config.head_in_budget)
+    planned, skipped = plan_study(model, net, budgets, config.methods, ranking,
                                   head_in_budget=config.head_in_budget, ranking_source=str(ranking_path))
     if on_stage:
         for note in skipped:
@@ -118,7 +123,7 @@ def run_pipeline(
     if stage("sweep", sweep_path):
         sweep = SweepResult.load(sweep_path)
     else:
-        sweep = sweep_plans(plans, data, model=model, budgets=config.budgets, methods=config.methods,
+        sweep = sweep_plans(plans, data, model=model, budgets=[b.params for b in budgets], methods=config.methods,
                             skipped=skipped, seeds=config.seeds, recipe=config.recipe,
                             head_in_budget=config.head_in_budget, out=sweep_path, device=device, n_jobs=n_jobs,
                             backend=backend, scheduler=scheduler, on_trial=on_trial, ranking_source=str(ranking_path),

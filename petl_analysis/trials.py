@@ -56,7 +56,8 @@ def open_trial_log(path: Path | None) -> JsonlLog | MemoryLog:
 def key_json(obj: Any) -> str:
     """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
     while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
-    Loading fills them back in with the default."""
+    Loading fills them back in with the default. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
+    always left out."""
     return json.dumps(_key_object(obj), sort_keys=True)
 
 
@@ -71,6 +72,8 @@ def _without_new_defaults(value: Any, obj: Any) -> Any:
     omit = getattr(type(obj), "KEY_OMIT_IF_DEFAULT", ())
     out = {}
     for f in persisted_fields(obj):
+        if f.name in getattr(type(obj), "KEY_OMIT", ()):  # a record of what happened, not what to do
+            continue
         v = getattr(obj, f.name)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)

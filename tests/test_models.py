@@ -126,8 +126,8 @@ def test_checkpoint_round_trip(tmp_path, tiny_vit, suffix: str) -> None:
 def test_checkpoint_errors(tmp_path, tiny_vit) -> None:
     path = tmp_path / "w.safetensors"
     save_weights(tiny_vit, path)
-    with pytest.raises(PetlError, match=r"has shape .* the model expects"):
-        create_model(ModelSpec("petl_vit_tiny", weights=str(path), num_classes=7))
+    # another class count is not an error: the head is dropped (tests/test_loading.py)
+    assert create_model(ModelSpec("petl_vit_tiny", weights=str(path), num_classes=7)).petl_weights.head == "dropped"
     with pytest.raises(PetlError, match="does not exist"):
         create_model(ModelSpec("petl_vit_tiny", weights=str(tmp_path / "missing.pt")))
     # a pickle that needs arbitrary objects is refused by weights_only=True

@@ -12,7 +12,18 @@ from .catalogue import (
     describe_targets,
     resolve_targets,
 )
-from .factory import ModelSpec, create_model, load_weights, model_input_config, save_weights
+from .factory import (
+    WEIGHTS_SOURCES,
+    ModelSpec,
+    WeightsLoad,
+    build_model,
+    checkpoint_filter,
+    create_model,
+    load_weights,
+    model_input_config,
+    save_weights,
+    spec_with_load,
+)
 
 __all__ = [
     "BUNDLED_ARCH",
@@ -22,9 +33,13 @@ __all__ = [
     "LEAF_KINDS",
     "UNIT_KINDS",
     "ModelSpec",
+    "WEIGHTS_SOURCES",
+    "WeightsLoad",
     "TensorSlice",
     "Unit",
+    "build_model",
     "bundled_weights_path",
+    "checkpoint_filter",
     "catalogue",
     "create_model",
     "describe_targets",
@@ -32,4 +47,5 @@ __all__ = [
     "model_input_config",
     "resolve_targets",
     "save_weights",
+    "spec_with_load",
 ]

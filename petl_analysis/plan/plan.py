@@ -70,6 +70,10 @@ class Plan(Artefact):
         num_classes: the head size the counts assume.
         budget: the trainable-parameter budget; ``head_in_budget`` says whether the head counts against it. None
             only for a ``fixed-size`` baseline.
+        budget_requested: the budget as asked for: ``8k``, ``0.05%`` (of ``backbone_params``) or ``default`` (chosen
+            from the model, :func:`~petl_analysis.plan.budgets.default_budgets`); null in plans of version 1.
+        backbone_params: the model's parameters less its head, what a ``%`` budget is of
+            (:func:`~petl_analysis.plan.budgets.backbone_parameters`); null in plans of version 1.
         method, config: the adaptation method and its full config (``targets`` are concrete unit names).
         targets: the chosen target sets, in ranking order, with the reason each was chosen (empty for baselines
             whose units the method itself decides).
@@ -80,7 +84,9 @@ class Plan(Artefact):
     """
 
     SCHEMA = "plan"
-    VERSION = 1
+    VERSION = 2
+    #: Version 1 did not record how the budget was asked for: its plans read as ``budget_requested`` null.
+    MIGRATIONS = {1: lambda body: {**body, "budget_requested": None, "backbone_params": None}}
 
     model: ModelSpec
     num_classes: int
@@ -97,6 +103,8 @@ class Plan(Artefact):
     ranking_source: str = ""
     notes: list[str] = field(default_factory=list)
     variant: str = "selected"
+    budget_requested: str | None = None
+    backbone_params: int | None = None
 
     @property
     def label(self) -> str:
@@ -155,10 +163,35 @@ class Plan(Artefact):
             if (isinstance(self.used_fraction, bool) or not isinstance(self.used_fraction, (int, float))
                     or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)):
                 raise _bad("used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
+        self._check_budget_request()
         for name in ("policy", "selector", "ranking_source"):
             _check_str(name, getattr(self, name))
         if not isinstance(self.notes, list) or not all(isinstance(n, str) for n in self.notes):
             raise _bad("notes", "a list of strings", self.notes)
+
+    def _check_budget_request(self) -> None:
+        """The requested form, the backbone count and the budget agree (an edited plan names the field)."""
+        from .budgets import DEFAULT_REQUEST, parse_budget
+
+        if self.backbone_params is not None:
+            _check_int("backbone_params", self.backbone_params, 1)
+        if self.budget_requested is None:
+            return
+        _check_str("budget_requested", self.budget_requested)
+        if self.budget is None:
+            raise _bad("budget_requested", "null (a fixed-size plan has no budget)", self.budget_requested)
+        if self.budget_requested == DEFAULT_REQUEST:
+            return
+        try:
+            spec = parse_budget(self.budget_requested, "plan field 'budget_requested'")
+        except PetlError as e:
+            raise PetlError(f"{e}") from None
+        if spec.relative and self.backbone_params is None:
+            raise _bad("backbone_params", f"the backbone count that {self.budget_requested} is of", None)
+        expected = spec.resolve(self.backbone_params or 0).params
+        if expected != self.budget:
+            raise PetlError(f"plan field 'budget' is {self.budget}; field 'budget_requested' "
+                            f"{self.budget_requested!r} gives {expected}" + (f" of {self.backbone_params:,}" if spec.relative else ""))
 
     def method_config(self) -> MethodConfig:
         return config_from_dict(self.config)
@@ -189,7 +222,7 @@ def validate_plan(plan: Plan, model: nn.Module, model_spec: ModelSpec | None = N
         raise PetlError(f"{source}: made for model {plan.model.name!r}, not {model_spec.name!r}")
     if model_spec is not None:
         for f in fields(ModelSpec):
-            if f.name in ("name", "weights", "num_classes"):
+            if f.name in ("name", "weights", "num_classes", "load"):
                 continue
             mine, theirs = getattr(plan.model, f.name), getattr(model_spec, f.name)
             if mine != theirs:

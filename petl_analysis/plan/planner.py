@@ -25,10 +25,11 @@ from torch import nn
 
 from ..accounting import ParamCount, classifier
 from ..errors import PetlError
-from ..models import ModelSpec, Unit, resolve_targets
+from ..models import ModelSpec, Unit, resolve_targets, spec_with_load
 from ..select import Ranking
 from ..tuners import PLANNED, KAdaptationConfig, LoraConfig, MethodConfig, get_method, methods_sized
 from ..tuners.kadaptation import planned_ns
+from .budgets import Budget, BudgetLike, as_budget, backbone_parameters
 from .plan import Plan, PlannedTarget
 
 #: Methods the greedy planner sizes (as each method registered its sizing).
@@ -77,7 +78,7 @@ def _cheapest(model: nn.Module, method: str, base: dict[str, Any], units: Sequen
 def plan_for_budget(
     ranking: Ranking,
     model: nn.Module,
-    budget: int,
+    budget: BudgetLike,
     *,
     method: str = "kadaptation",
     model_spec: ModelSpec | None = None,
@@ -88,9 +89,13 @@ def plan_for_budget(
 ) -> Plan:
     """Build the greedy plan for one budget (see module docstring). ``model`` must carry the task's head.
 
-    ``variant`` labels what the ranking stands for (``selected``; ``worst`` for :func:`reverse_ranking`)."""
-    if budget <= 0:
+    ``budget``: trainable parameters, or any form :mod:`~petl_analysis.plan.budgets` reads (``"0.05%"``); the plan
+    records the form asked for. ``variant`` labels what the ranking stands for (``selected``; ``worst`` for
+    :func:`reverse_ranking`)."""
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget <= 0:
         raise PetlError(f"budget must be a positive number of parameters, got {budget}")
+    request = as_budget(budget, model)
+    budget = request.params
     if method not in PLANNABLE:
         raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
     base = _base_options(method_options)
@@ -156,7 +161,7 @@ def plan_for_budget(
         notes.append(f"not adapted (would exceed the budget at rank 1): {', '.join(skipped)}")
     head = classifier(model)
     return Plan(
-        model=model_spec or ranking.model,
+        model=spec_with_load(model_spec or ranking.model, model),
         num_classes=int(head.out_features),
         budget=int(budget),
         head_in_budget=head_in_budget,
@@ -171,13 +176,15 @@ def plan_for_budget(
         ranking_source=source,
         notes=notes,
         variant=variant,
+        budget_requested=request.requested,
+        backbone_params=backbone_parameters(model),
     )
 
 
 def fixed_plan(
     model: nn.Module,
     targets: Sequence[str],
-    budget: int,
+    budget: BudgetLike,
     *,
     method: str = "kadaptation",
     model_spec: ModelSpec,

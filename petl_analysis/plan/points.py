@@ -25,9 +25,10 @@ from torch import nn
 from ..accounting import classifier
 from ..errors import PetlError
 from ..io import ensure_writable_dir
-from ..models import ModelSpec
+from ..models import ModelSpec, spec_with_load
 from ..select import Ranking
 from ..tuners import FIXED, METHODS, Knob, MethodConfig, config_from_dict, get_method, methods_sized
+from .budgets import Budget, BudgetLike, backbone_parameters, resolve_budgets
 from .plan import FIXED_SIZE, PLANNED_VARIANTS, SIZED, Plan
 from .planner import PLANNABLE, fixed_plan, plan_for_budget, reverse_ranking
 
@@ -48,7 +49,7 @@ def config_plan(
     config: MethodConfig,
     *,
     variant: str,
-    budget: int | None,
+    budget: Budget | int | None,
     model_spec: ModelSpec,
     head_in_budget: bool = False,
     notes: Sequence[str] = (),
@@ -56,10 +57,15 @@ def config_plan(
     """The plan of a configuration the planner does not choose targets for (a baseline), with its exact count."""
     count = get_method(config).expected_count(model)
     used = count.total if head_in_budget else count.total_excl_head
-    return Plan(model=model_spec, num_classes=int(classifier(model).out_features), budget=budget,
+    request = Budget(budget, str(budget)) if isinstance(budget, int) else budget
+    params = None if request is None else request.params
+    return Plan(model=spec_with_load(model_spec, model), num_classes=int(classifier(model).out_features),
+                budget=params,
                 head_in_budget=head_in_budget, method=config.method, config=config.to_dict(), targets=[],
-                trainable=count.as_dict(), used=int(used), used_fraction=None if budget is None else used / budget,
-                policy="knob" if variant == SIZED else "fixed", notes=list(notes), variant=variant)
+                trainable=count.as_dict(), used=int(used), used_fraction=None if params is None else used / params,
+                policy="knob" if variant == SIZED else "fixed", notes=list(notes), variant=variant,
+                budget_requested=None if request is None else request.requested,
+                backbone_params=backbone_parameters(model))
 
 
 def size_to_budget(method: str, model: nn.Module, budget: int, head_in_budget: bool,
@@ -82,7 +88,7 @@ def size_to_budget(method: str, model: nn.Module, budget: int, head_in_budget: b
     return None if best is None else best[1]
 
 
-def _planned(method: str, model: nn.Module, budget: int, ranking: Ranking | None, **kw: Any) -> list[Plan]:
+def _planned(method: str, model: nn.Module, budget: Budget, ranking: Ranking | None, **kw: Any) -> list[Plan]:
     plans = []
     if ranking is not None:
         plans.append(plan_for_budget(ranking, model, budget, method=method, **kw))
@@ -97,7 +103,7 @@ def _planned(method: str, model: nn.Module, budget: int, ranking: Ranking | None
 def plan_study(
     model_spec: ModelSpec,
     model: nn.Module,
-    budgets: Sequence[int],
+    budgets: str | Sequence[BudgetLike] | None,
     methods: Sequence[str] = DEFAULT_METHODS,
     ranking: Ranking | None = None,
     *,
@@ -107,32 +113,36 @@ def plan_study(
 ) -> tuple[list[Plan], list[str]]:
     """Every plan of a study (see the module docstring) in study order, and what was skipped and why.
 
-    ``model`` is built from ``model_spec`` with the dataset's head. A configuration that repeats at several budgets
-    (a knob or plan that saturates) is planned once, at the smallest budget."""
+    ``model`` is built from ``model_spec`` with the dataset's head. ``budgets``: any form
+    :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"2k,0.05%"``); None: the model's defaults. A
+    configuration that repeats at several budgets (a knob or plan that saturates) is planned once, at the smallest
+    budget."""
     for m in methods:
         METHODS.get(m)
-    if any(b <= 0 for b in budgets):
+    if not isinstance(budgets, str) and budgets is not None and any(
+            isinstance(b, int) and b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
+    resolved = resolve_budgets(budgets, model, methods=methods, head_in_budget=head_in_budget)
     options = method_options or {}
     common = {"model_spec": model_spec, "head_in_budget": head_in_budget}
     plans: list[Plan] = [config_plan(model, config_from_dict({"method": m, **options.get(m, {})}), variant=FIXED_SIZE,
                                      budget=None, **common)
                          for m in methods if m in FIXED_SIZE_METHODS]
     skipped: list[str] = []
-    for budget in sorted(budgets):
+    for budget in resolved:
         for m in methods:
             opts = options.get(m, {})
             try:
                 if m in PLANNABLE:
                     plans += _planned(m, model, budget, ranking, method_options=opts, source=ranking_source, **common)
                 elif m in KNOBS:
-                    cfg = size_to_budget(m, model, budget, head_in_budget, opts)
+                    cfg = size_to_budget(m, model, budget.params, head_in_budget, opts)
                     if cfg is None:
-                        skipped.append(f"{m} at budget {budget}: its smallest configuration exceeds the budget")
+                        skipped.append(f"{m} at budget {budget.params}: its smallest configuration exceeds the budget")
                     else:
                         plans.append(config_plan(model, cfg, variant=SIZED, budget=budget, **common))
             except PetlError as e:
-                skipped.append(f"{m} at budget {budget}: {e}")
+                skipped.append(f"{m} at budget {budget.params}: {e}")
     return study_order(plans), skipped
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import PetlError
-from ..models import ModelSpec, resolve_targets
+from ..models import ModelSpec, resolve_targets, spec_with_load
 from ..task import DataSpec, announce, input_conversion, prepare_model
 from ..trials import Trial, TrialRecord, open_trial_log, run_trials, trial_log_path
 from . import d90 as d90_lib
@@ -91,8 +91,8 @@ def run_probe(
     results, failed = search.target_results(bars["gain"], bars["classic"])
     records = list(search.baseline_records.values()) + list(search.records.values())
     sizes = search.baseline_records[search.base_trial("ft", 0).key].result
-    result = ProbeResult(model=model, data=data, config=config, baselines=baselines, targets=results,
-                         trials_total=len(records), failed_trials=sum(not r.ok for r in records),
+    result = ProbeResult(model=spec_with_load(model, template), data=data, config=config, baselines=baselines,
+                         targets=results, trials_total=len(records), failed_trials=sum(not r.ok for r in records),
                          wall_time_s=time.perf_counter() - start, n_train=int(sizes.get("n_train", 0)),
                          n_val=int(sizes.get("n_val", 0)), n_test=int(sizes.get("n_test", 0)),
                          trials_log=str(log_file) if log_file else "", failed=failed, input_conversion=conversion)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..trials import key_json
 from ..errors import PetlError
 from ..io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..probe.d90 import distinct_resamples
@@ -221,7 +222,8 @@ def _recipe_rows(recipes: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, validation=None) -> list[Block]:
     src = sweep or probe or validation
-    rows: list[list[str]] = [["model", _model_text(src.model)], ["weights", f"`{src.model.weights}`"],
+    weights = f"`{src.model.weights}`" + (f": {src.model.load.describe()}" if src.model.load is not None else "")
+    rows: list[list[str]] = [["model", _model_text(src.model)], ["weights", weights],
                              ["dataset", f"`{src.data.dataset}`"], ["split protocol", _split_text(src.data.split)]]
     if getattr(src, "input_conversion", None) is not None:
         rows.append(["model input", _input_text(src.input_conversion)])
@@ -230,7 +232,7 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
         rows.append(["probe model input", _input_text(probe.input_conversion)])
     if probe is not None and sweep is not None and probe.data != sweep.data:
         rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
-    if probe is not None and sweep is not None and probe.model != sweep.model:
+    if probe is not None and sweep is not None and key_json(probe.model) != key_json(sweep.model):
         rows.append(["probe model", _model_text(probe.model) + f", weights `{probe.model.weights}`"])
     if sweep is not None:
         rows += _sweep_setup_rows(sweep, m0_value, m0_default)

@@ -20,12 +20,13 @@ from ..artefacts import Artefact, from_jsonable, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
-from ..models import ModelSpec
+from ..models import ModelSpec, spec_with_load
 from ..plan import DEFAULT_METHODS, Plan, plan_file_name, plan_study, read_plans, validate_plan, write_plans
+from ..plan.budgets import BudgetLike, resolve_budgets
 from ..select import Ranking
 from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
-from ..trials import Trial, TrialRecord, open_trial_log, run_trials, trial_log_path
+from ..trials import Trial, TrialRecord, key_json, open_trial_log, run_trials, trial_log_path
 from ..tuners import config_from_dict
 
 
@@ -124,7 +125,7 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
 def run_sweep(
     model: ModelSpec,
     data: DataSpec,
-    budgets: Sequence[int],
+    budgets: str | Sequence[BudgetLike] | None,
     methods: Sequence[str] = DEFAULT_METHODS,
     ranking: Ranking | None = None,
     *,
@@ -137,9 +138,12 @@ def run_sweep(
     """Plan a study (:func:`~petl_analysis.plan.plan_study`) and train it with :func:`sweep_plans`.
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
-    trained. ``train``: the keyword arguments of :func:`sweep_plans`."""
+    trained. ``budgets``: any form :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"8k,0.05%"``; None:
+    the model's defaults). ``train``: the keyword arguments of :func:`sweep_plans`."""
     net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes, seed=0)
-    plans, skipped = plan_study(model, net, budgets, methods, ranking, head_in_budget=head_in_budget,
+    resolved = resolve_budgets(budgets, net, methods=methods, head_in_budget=head_in_budget)
+    budgets = [b.params for b in resolved]
+    plans, skipped = plan_study(model, net, resolved, methods, ranking, head_in_budget=head_in_budget,
                                 method_options=method_options, ranking_source=ranking_source)
     source = ""
     if plans_dir is not None:
@@ -149,7 +153,7 @@ def run_sweep(
 
 
 def _common_model(plans: Sequence[Plan]) -> ModelSpec:
-    models = {json.dumps(to_jsonable(p.model), sort_keys=True) for p in plans}
+    models = {key_json(p.model) for p in plans}  # what to build: the load records may differ in age
     if len(models) > 1:
         raise PetlError(f"the plans are for {len(models)} different models; a sweep trains one model")
     return plans[0].model
@@ -227,7 +231,7 @@ def sweep_plans(
                         sum(r.wall_time_s for r in runs), label=plan.label, input_conversion=conversion)
         result_points.append(SweepPoint(plan, run, same_as=first if first != me else None))
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
-    result = SweepResult(model=model, data=data, recipe=recipe, seeds=seed_list,
+    result = SweepResult(model=spec_with_load(model, net), data=data, recipe=recipe, seeds=seed_list,
                          budgets=sorted(budgets) if budgets is not None else planned_budgets,
                          methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
                          head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),

@@ -19,14 +19,14 @@ from ..artefacts import Artefact
 from ..data import open_dataset
 from ..engine import EpochLog, FitResult, Recipe, fit, loss_still_falling
 from ..errors import PetlError
-from ..models import ModelSpec
+from ..models import ModelSpec, spec_with_load
 from ..task import (
     DataSpec,
     InputConversion,
     announce,
     build_task,
     fit_linear_probe,
-    input_conversion_for,
+    input_conversion,
     prepare_model,
 )
 from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
@@ -157,7 +157,9 @@ def run_method(
     if not seed_list:
         raise PetlError("at least one seed is needed")
     start = time.perf_counter()
-    conversion = input_conversion_for(data, model)
+    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    net = prepare_model(model, ds.num_classes)
+    conversion = input_conversion(ds, net)
     announce(conversion, data.dataset)
     runs, trainable = [], {}
     for seed in seed_list:
@@ -166,7 +168,8 @@ def run_method(
         runs.append(run)
         if on_seed:
             on_seed(run)
-    return summarise(config.method, config.to_dict(), model, data, recipe, head_init, trainable, runs,
+    return summarise(config.method, config.to_dict(), spec_with_load(model, net), data, recipe, head_init, trainable,
+                     runs,
                      time.perf_counter() - start, label=label, plan=plan, input_conversion=conversion)
 
 

@@ -28,7 +28,9 @@ import numpy as np
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
+from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
+from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..sweep import sweep_plans
@@ -92,8 +94,8 @@ def run_validate(
     selectors: Sequence[str] = DEFAULT_SELECTORS,
     methods: Sequence[str] = DEFAULT_METHODS,
     seeds: int = 3,
-    budget: int | None = None,
-    budgets: Sequence[int] | None = None,
+    budget: BudgetLike | None = None,
+    budgets: str | Sequence[BudgetLike] | None = None,
     random_draws: int = 3,
     recipe: Recipe | None = None,
     n_batches: int = 5,
@@ -109,8 +111,9 @@ def run_validate(
         selectors: ``d90`` and/or registered proxy selectors (``random`` is always the floor, not listed here).
         methods: plannable methods for the oracle; the first also trains the regret plans.
         seeds: training seeds per configuration (the oracle's bootstrap resamples them).
-        budget: trainable parameters (head excluded) of every oracle configuration; default :func:`matched_budget`.
-        budgets: budgets of the regret plans; default :func:`default_budgets` of ``budget``.
+        budget: trainable parameters (head excluded) of every oracle configuration, or a share of the backbone
+            (``"0.05%"``, :mod:`~petl_analysis.plan.budgets`); default :func:`matched_budget`.
+        budgets: budgets of the regret plans, in the same forms; default :func:`default_budgets` of ``budget``.
         random_draws: seeded random orders planned and trained at each budget (the regret floor).
         recipe: training recipe (default: the sweep's, so oracle points compare with sweep points).
         n_batches: batches the gradient proxies read.
@@ -143,11 +146,14 @@ def run_validate(
 
     if budget is None:
         budget = matched_budget(net, sets, methods)
-    elif budget <= 0:
+    elif isinstance(budget, int) and budget <= 0:
         raise PetlError(f"budget must be a positive number of parameters, got {budget}")
-    budgets = sorted(set(budgets)) if budgets else default_budgets(budget)
-    if any(b <= 0 for b in budgets):
+    else:
+        budget = as_budget(budget, net, "--budget").params
+    if not isinstance(budgets, str) and budgets and any(isinstance(b, int) and b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
+    budgets = ([b.params for b in resolve_budgets(budgets, net, option="--budgets")] if parse_budgets(budgets)
+               else default_budgets(budget))
     notes: list[str] = []
 
     # Phase 1: the oracle (every set alone, each method, matched budget).
@@ -242,7 +248,8 @@ def run_validate(
             p.regret = regret(best, p.val_mean)
 
     result = ValidationResult(
-        model=model, data=data, recipe=recipe, head_init=train.get("head_init", "lp"), seeds=list(range(seeds)),
+        model=spec_with_load(model, net), data=data, recipe=recipe, head_init=train.get("head_init", "lp"),
+        seeds=list(range(seeds)),
         methods=list(methods), sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
         random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
         selectors=list(rankings), notes=notes, n_val=probe.n_val, failed=fit.failed, probe_source=probe_source,
