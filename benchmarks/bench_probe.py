@@ -39,7 +39,7 @@ from petl_analysis.models import ModelSpec  # noqa: E402
 from petl_analysis.models.bundled import bundled_weights_path  # noqa: E402
 from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe  # noqa: E402
 from petl_analysis.probe import d90 as d90_lib  # noqa: E402
-from petl_analysis.probe import probe as probe_module  # noqa: E402
+from petl_analysis.probe import trial as probe_module  # noqa: E402
 from petl_analysis.task import DataSpec  # noqa: E402
 
 TARGET = "attn.v"
@@ -76,7 +76,7 @@ def bench_wall_time(args) -> tuple[list[float], object]:
         times: list[float] = []
         start = time.perf_counter()
         result = run_probe(ModelSpec("petl_vit_tiny"), data, config, threads_per_job=1, device="cpu",
-                           on_trial=lambda rec, cached, times=times: times.append(rec.get("wall_time_s", 0.0)))
+                           on_trial=lambda rec, cached, times=times: times.append(rec.wall_time_s or 0.0))
         walls.append(time.perf_counter() - start)
         per_trial += times
     t = result.targets[0]
@@ -121,13 +121,13 @@ def _adaptive(D: int, d90_true: float, rng, seeds: int, config: ProbeConfig, tar
         acc.update(zip(proposed, _curve(rng, np.array(proposed, float), d90_true, seeds)))
     tried = sorted(acc)
     est = d90_lib.estimate_d90(tried, np.array([acc[d] for d in tried]), target, n_boot=0)
-    return tried, est.d90
+    return tried, est.value
 
 
 def _grid(D: int, d90_true: float, rng, seeds: int, config: ProbeConfig, target: float, ppd: int):
     dims = d90_lib.coarse_grid(D, d_min=config.d_min, points_per_decade=ppd)
     est = d90_lib.estimate_d90(dims, _curve(rng, np.array(dims, float), d90_true, seeds), target, n_boot=0)
-    return dims, est.d90
+    return dims, est.value
 
 
 def _log_error(est: float | None, true: float) -> float:

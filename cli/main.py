@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from petl_analysis.plan.points import DEFAULT_METHODS
+from petl_analysis.tuners import METHODS
 
 from petl_analysis.io import check_output_path
 
@@ -68,13 +69,6 @@ def _show_notes() -> None:
     if _NOTES not in library.handlers:
         library.addHandler(_NOTES)
     _NOTES.seen.clear()
-
-
-def _setup(threads: Optional[int]) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def _recipe(base, **values):
@@ -226,21 +220,20 @@ def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
 
 
 def _trial_progress(advance):
-    def on_trial(record: dict, cached: bool) -> None:
+    def on_trial(record, cached: bool) -> None:
         from petl_analysis.sweep.sweep import RunTrial
-        from petl_analysis.trials import Trial
 
-        p = record.get("payload", {})
-        what = record["kind"] if record["kind"] != "subspace" else f"d={p.get('d')}"
-        if record["kind"] == "run":  # a sweep trial: name its method
-            what = Trial(record["kind"], p).spec(RunTrial).config.get("method", what)
-        res = record.get("result") or {}
+        p = record.payload
+        what = record.kind if record.kind != "subspace" else f"d={p.get('d')}"
+        if record.kind == "run":  # a sweep trial: name its method
+            what = record.trial().spec(RunTrial).config.get("method", what)
+        res = record.result or {}
         # What the run decides on (validation), for probe and sweep records alike; test is in the artefact.
         acc = res.get("val_acc", (res.get("seed_run") or {}).get("val_acc"))
         if cached:
             status = "cached"
-        elif record.get("status") != "ok":
-            status = f"failed: {record.get('error') or 'no error message'}"
+        elif not record.ok:
+            status = f"failed: {record.error or 'no error message'}"
         else:
             status = f"val {acc:.3f}" if acc is not None else "ok"
         advance(1, f"{what} seed {p.get('seed')}: {status}")
@@ -390,7 +383,7 @@ SetOpt = lambda: typer.Option([], "--set", "-s", help="Method option key=value (
 @handle_errors
 @grouped
 def train(
-    method: str = typer.Option("kadaptation", "--method", help="linear, full, bitfit, layernorm, lora, kadaptation, adapter, compacter, vpt."),
+    method: str = typer.Option("kadaptation", "--method", help=", ".join(METHODS.registered()) + "."),
     targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Catalogue specs (default: the method's)."),
     n: Optional[int] = typer.Option(None, "--n", help="KAdaptation/Compacter: Kronecker terms n."),
     rank: Optional[int] = typer.Option(None, "--rank", "-r", help="Rank (KAdaptation: of B_i; LoRA: of B A)."),

@@ -139,8 +139,3 @@ def _find_head_prefix(model: nn.Module) -> str | None:
             if inner is not None:
                 return f"{name}.{inner}." if name else f"{inner}."
     return None
-
-
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Unique trainable parameters in registration order."""
-    return [p for p in model.parameters() if p.requires_grad]

@@ -9,7 +9,6 @@ schema or an unknown version is a one-line error.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
@@ -22,11 +21,28 @@ from .io import atomic_write_json, read_json
 
 A = TypeVar("A", bound="Artefact")
 
+#: The trial encoding moved to :mod:`petl_analysis.trials`; these names still import from here.
+_MOVED_TO_TRIALS = ("key_json", "trial_payload", "spec_from_payload")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_TRIALS:
+        from . import trials
+
+        return getattr(trials, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def persisted_fields(obj: Any) -> list[dataclasses.Field]:
+    """The fields of a dataclass that its JSON holds: all but those marked ``metadata={"transient": True}`` (state
+    kept in memory only, e.g. the fitted curve behind a d90)."""
+    return [f for f in dataclasses.fields(obj) if not f.metadata.get("transient")]
+
 
 def to_jsonable(obj: Any) -> Any:
     """Recursively convert dataclasses, tuples and numpy scalars into plain JSON types."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in persisted_fields(obj)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -34,59 +50,6 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return obj.item()  # numpy / torch scalar
     return obj
-
-
-def key_json(obj: Any) -> str:
-    """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
-    while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
-    Loading fills them back in with the default. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
-    always left out."""
-    return json.dumps(_without_new_defaults(to_jsonable(obj), obj), sort_keys=True)
-
-
-def _without_new_defaults(value: Any, obj: Any) -> Any:
-    if not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
-        return value
-    omit = getattr(type(obj), "KEY_OMIT_IF_DEFAULT", ())
-    out = {}
-    for f in dataclasses.fields(obj):
-        if f.name in getattr(type(obj), "KEY_OMIT", ()):  # a record of what happened, not what to do
-            continue
-        v = getattr(obj, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-        if f.name in omit and v == default:
-            continue
-        out[f.name] = _without_new_defaults(value[f.name], v)
-    return out
-
-
-def trial_payload(spec: Any) -> dict[str, Any]:
-    """The JSON payload of a trial spec (a dataclass): nested dataclasses and dicts as their :func:`key_json` text,
-    other values as they are, fields holding None left out.
-
-    Keys of the trial logs already written were made from this form (one canonical JSON text per nested spec), so
-    keeping it keeps every existing log resumable. :func:`spec_from_payload` reverses it."""
-    out = {}
-    for f in dataclasses.fields(spec):
-        value = getattr(spec, f.name)
-        if value is None:
-            continue
-        nested = isinstance(value, dict) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
-        out[f.name] = key_json(value) if nested else to_jsonable(value)
-    return out
-
-
-def spec_from_payload(cls: Any, payload: dict[str, Any]) -> Any:
-    """The typed trial spec ``cls`` of a :func:`trial_payload` (a field left out takes its default)."""
-    hints = get_type_hints(cls)
-    body = {}
-    for name, value in payload.items():
-        tp = hints.get(name, Any)
-        args = [a for a in get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
-        nested = any(dataclasses.is_dataclass(a) or get_origin(a) is dict or a is dict for a in args)
-        body[name] = json.loads(value) if nested and isinstance(value, str) else value
-    return from_jsonable(cls, body, cls.__name__)
 
 
 def _is_union(tp: Any) -> bool:
@@ -98,13 +61,11 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
     if tp is Any or value is None:
         return value
     if _is_union(tp):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        errors = []
-        for a in args:
+        for a in (a for a in get_args(tp) if a is not type(None)):
             try:
                 return from_jsonable(a, value, where)
-            except (TypeError, ValueError, KeyError) as e:
-                errors.append(e)
+            except (TypeError, ValueError, KeyError):
+                continue
         raise PetlError(f"{where or 'value'}: {value!r} does not match {tp}")
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -112,11 +73,11 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
             raise PetlError(f"{where or tp.__name__}: expected an object, got {type(value).__name__}")
         hints = get_type_hints(tp)
         kwargs = {}
-        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        names = {f.name for f in persisted_fields(tp) if f.init}
         unknown = set(value) - names
         if unknown:
             raise PetlError(f"{where or tp.__name__}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
-        for f in dataclasses.fields(tp):
+        for f in persisted_fields(tp):
             if not f.init or f.name not in value:
                 continue
             kwargs[f.name] = from_jsonable(hints[f.name], value[f.name], f"{where}.{f.name}" if where else f.name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from .data import open_dataset
 from .engine import Recipe
@@ -31,6 +31,7 @@ from .probe import ProbeConfig, ProbeResult, run_probe
 from .select import Ranking, run_select
 from .sweep import SweepResult, check_seeds, sweep_plans
 from .task import DataSpec, prepare_model
+from .trials import TrialRecord
 
 
 @dataclass
@@ -75,7 +76,7 @@ def run_pipeline(
     backend: str = "loky",
     scheduler: str | None = None,
     on_stage: Callable[[str, bool], None] | None = None,
-    on_trial: Callable[[dict[str, Any], bool], None] | None = None,
+    on_trial: Callable[[TrialRecord, bool], None] | None = None,
     commands: Sequence[str] = (),
 ) -> PipelineResult:
     """Run (or resume) the whole pipeline; ``on_stage(name, cached)`` is called as each stage starts."""

@@ -2,7 +2,8 @@
 
 ``DataSpec`` (serialisable: dataset name + split protocol) and ``ModelSpec`` identify a run; :func:`build_task`
 turns them into train/val/test data shaped for the model, and :func:`prepare_model` builds the backbone with a
-fresh classifier for the task's classes. Linear probing trains the head on features extracted once.
+fresh classifier for the task's classes. Linear probing (the head trained on features extracted once) is
+:mod:`petl_analysis.linear_probe`; its names still import from here.
 
 Built-in datasets become in-memory ``TensorDataset`` splits (:func:`~petl_analysis.data.to_model_input`); an image
 folder becomes streamed splits (:class:`~petl_analysis.data.StreamingImages`, timm's transforms for the model),
@@ -12,24 +13,18 @@ whose frozen features are cached on disk (:mod:`petl_analysis.features`). The en
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from . import features as feature_cache
-from .accounting import classifier, count_parameters
 from .data import ImageDataset, ImageFiles, SplitSpec, StreamingImages, make_splits, open_dataset, stream_split
 from .data import to_model_input
-from .device import resolve_device
-from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of, seed_everything
-from .engine.train import autocast
+from .engine import Examples, seed_everything
 from .errors import PetlError
+from .linear_probe import extract_features, fit_linear_probe  # noqa: F401 - moved; importable from here as before
 from .models import ModelSpec, create_model, model_input_config
 
 
@@ -44,7 +39,7 @@ class DataSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     skip_bad_images: bool = False
 
-    #: Added after trial logs existed: left out of trial keys at its default (see ``artefacts.key_json``).
+    #: Added after trial logs existed: left out of trial keys at its default (see ``trials.key_json``).
     KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images",)
 
     def for_seed(self, seed: int) -> "DataSpec":
@@ -52,11 +47,6 @@ class DataSpec:
         if self.split.shots is None:
             return self
         return dataclasses.replace(self, split=dataclasses.replace(self.split, shot_seed=seed))
-
-    def data_id(self) -> str:
-        s = self.split
-        shots = f"{s.shots}-shot(seed={s.shot_seed})" if s.shots else "full"
-        return f"{self.dataset}:{shots}:split_seed={s.split_seed}"
 
 
 #: Notes for the user (an input conversion); the CLI prints them, a library user may attach a handler.
@@ -222,104 +212,3 @@ def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> nn.Module
     """Create the backbone with a freshly initialised ``num_classes`` head (seeded, so runs are reproducible)."""
     seed_everything(seed)
     return create_model(spec, num_classes=num_classes)
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module,
-    data: Examples,
-    *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 512,
-    cache_dir: str | Path | None = None,
-    amp: bool = True,
-) -> TensorDataset:
-    """Pre-logit features of a frozen ``model`` (``forward_head(..., pre_logits=True)``), shape ``(N, num_features)``.
-
-    Streamed data (:class:`StreamingImages`) is cached on disk (:mod:`petl_analysis.features`, ``cache_dir`` or
-    the default directory): the returned features are then a memory map of the cache file, computed once per
-    backbone, files and preprocessing. In-memory data is computed in memory, as always.
-    ``amp``: bf16 autocast on CUDA (no effect on CPU).
-    """
-    dev = resolve_device(device)
-    was_training = model.training
-    model.eval().to(dev)
-    labels = labels_of(data)
-    writer = None
-    if isinstance(data, StreamingImages):
-        key = hashlib.sha1(
-            f"{feature_cache.backbone_fingerprint(model)}|{data.cache_key()}|"
-            f"{dev.type}:{amp and dev.type == 'cuda'}".encode()
-        ).hexdigest()
-        path = feature_cache.cache_path(feature_cache.feature_cache_dir(cache_dir), key)
-        cached = feature_cache.load_cached(path)
-        if cached is not None and cached.shape == (len(data), model.num_features):
-            model.train(was_training)
-            return TensorDataset(cached, labels)
-        writer = feature_cache.FeatureWriter(path, len(data), model.num_features)
-    feats = []
-    try:
-        for x, _ in iter_batches(data, batch_size, device=dev):
-            with autocast(dev, amp):
-                f = model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
-            if writer is not None:
-                writer.write(f)
-            else:
-                feats.append(f)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        model.train(was_training)
-    if writer is not None:
-        return TensorDataset(feature_cache.load_cached(writer.commit()), labels)
-    return TensorDataset(torch.cat(feats) if feats else torch.empty(0, model.num_features), labels)
-
-
-def fit_linear_probe(
-    model: nn.Module,
-    task: Task,
-    recipe: Recipe,
-    *,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    cache_dir: str | Path | None = None,
-) -> FitResult:
-    """Train only the classifier of ``model`` on frozen features; the trained head is written back into ``model``.
-
-    Features are computed once (for streamed data: cached on disk in ``cache_dir``, see :func:`extract_features`),
-    so a probe costs one forward pass over the data plus a cheap logistic regression; ``recipe.max_steps`` does not
-    cap that regression. The result's ``trainable`` counts are those of ``model`` with only its head trainable.
-    """
-    train = task.train if task.train_plain is None else task.train_plain  # features never see augmentation
-    sources = {"train": train, "val": task.val, "test": task.test}
-    # In-memory data keeps the batch size it always had (512); streamed images use the recipe's evaluation batch.
-    feats = {name: extract_features(model, data, device=device, amp=recipe.amp, cache_dir=cache_dir,
-                                    batch_size=512 if is_in_memory(data) else recipe.eval_batch_size)
-             for name, data in sources.items()}
-    head = classifier(model)
-    if not isinstance(head, nn.Linear):
-        raise TypeError(f"linear probing expects an nn.Linear classifier, got {type(head).__name__}")
-    # Standardise features (train statistics) so one learning rate suits every backbone; folded back exactly below.
-    mean = feats["train"].tensors[0].mean(0)
-    std = feats["train"].tensors[0].std(0).clamp_min(1e-6) if len(feats["train"]) > 1 else torch.ones_like(mean)
-    scaled = {k: TensorDataset((v.tensors[0] - mean) / std, v.tensors[1]) for k, v in feats.items()}
-    probe = nn.Linear(head.in_features, head.out_features)
-    with torch.no_grad():
-        probe.weight.zero_()
-        probe.bias.zero_()
-    head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr, max_steps=None)
-    result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
-    with torch.no_grad():
-        w = probe.weight.cpu() / std
-        head.weight.copy_(w.to(head.weight.device))
-        head.bias.copy_((probe.bias.cpu() - w @ mean).to(head.bias.device))
-    flags = {id(p): p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    head.requires_grad_(True)
-    result.trainable = count_parameters(model).as_dict()
-    for p in model.parameters():
-        p.requires_grad_(flags[id(p)])
-    return result

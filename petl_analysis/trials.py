@@ -13,6 +13,7 @@ or ``dask`` (an existing cluster; see :func:`backend_context`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,16 +22,115 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar, get_args, get_type_hints
 
-from .artefacts import spec_from_payload, trial_payload
+from .artefacts import _is_union, from_jsonable, persisted_fields, to_jsonable
 from .errors import PetlError
-from .io import JsonlLog
+from .io import JsonlLog, MemoryLog
 
 S = TypeVar("S")
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+
+#: Where a stage's trial log lives by default: beside its artefact (``probe.json`` -> ``probe.json.trials.jsonl``).
+LOG_SUFFIX = ".trials.jsonl"
+
+
+def trial_log_path(out: str | os.PathLike | None, log_path: str | os.PathLike | None = None) -> Path | None:
+    """The trial log of a stage writing ``out``: ``log_path`` when given, else ``<out>.trials.jsonl`` (None: none)."""
+    if log_path:
+        return Path(log_path)
+    return Path(str(out) + LOG_SUFFIX) if out else None
+
+
+def open_trial_log(path: Path | None) -> JsonlLog | MemoryLog:
+    """The log at ``path``, or an in-memory one when there is no file (library use, tests)."""
+    return JsonlLog(path) if path else MemoryLog()
+
+
+# --------------------------------------------------------------------------------------------------- encoding
+
+
+def key_json(obj: Any) -> str:
+    """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
+    while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
+    Loading fills them back in with the default. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
+    always left out."""
+    return json.dumps(_key_object(obj), sort_keys=True)
+
+
+def _key_object(obj: Any) -> Any:
+    """``obj`` as plain JSON values, less the ``KEY_OMIT_IF_DEFAULT`` fields that hold their default."""
+    return _without_new_defaults(to_jsonable(obj), obj)
+
+
+def _without_new_defaults(value: Any, obj: Any) -> Any:
+    if not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+        return value
+    omit = getattr(type(obj), "KEY_OMIT_IF_DEFAULT", ())
+    out = {}
+    for f in persisted_fields(obj):
+        if f.name in getattr(type(obj), "KEY_OMIT", ()):  # a record of what happened, not what to do
+            continue
+        v = getattr(obj, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if f.name in omit and v == default:
+            continue
+        out[f.name] = _without_new_defaults(value[f.name], v)
+    return out
+
+
+def trial_payload(spec: Any) -> dict[str, Any]:
+    """The JSON payload of a trial spec (a dataclass): nested dataclasses and dicts as JSON objects (less their
+    ``KEY_OMIT_IF_DEFAULT`` fields at default), other values as they are, fields holding None left out.
+    :func:`spec_from_payload` reverses it."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if value is None:
+            continue
+        nested = isinstance(value, dict) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+        out[f.name] = _key_object(value) if nested else to_jsonable(value)
+    return out
+
+
+def payload_key(kind: str, payload: dict[str, Any]) -> str:
+    """The trial key: a hash of the kind and the payload, each object-valued field hashed as its canonical JSON text.
+
+    The logs written before payloads held objects stored those fields as that text (JSON inside JSON), and their
+    keys were made from it; hashing the same text keeps every existing log resumable."""
+    flat = {name: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for name, v in payload.items()}
+    blob = json.dumps({"kind": kind, **flat}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _objects(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload with every field that older logs stored as JSON text (an object inside a string) decoded."""
+    out = {}
+    for name, value in payload.items():
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        out[name] = value
+    return out
+
+
+def spec_from_payload(cls: Any, payload: dict[str, Any]) -> Any:
+    """The typed trial spec ``cls`` of a :func:`trial_payload` (a field left out takes its default; nested specs
+    as objects, or as the JSON text older logs hold)."""
+    hints = get_type_hints(cls)
+    body = {}
+    for name, value in payload.items():
+        tp = hints.get(name, Any)
+        args = [a for a in get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
+        nested = any(dataclasses.is_dataclass(a) or getattr(a, "__origin__", None) is dict or a is dict for a in args)
+        body[name] = json.loads(value) if nested and isinstance(value, str) else value
+    return from_jsonable(cls, body, cls.__name__)
 
 
 @dataclass(frozen=True)
@@ -43,20 +143,72 @@ class Trial:
 
     @classmethod
     def of(cls, kind: str, spec: Any) -> "Trial":
-        """The trial of a spec dataclass (:func:`~petl_analysis.artefacts.trial_payload`)."""
+        """The trial of a spec dataclass (:func:`trial_payload`)."""
         return cls(kind, trial_payload(spec))
 
     def spec(self, spec_class: type[S]) -> S:
-        """The payload as the spec it was made from (:func:`~petl_analysis.artefacts.spec_from_payload`)."""
+        """The payload as the spec it was made from (:func:`spec_from_payload`)."""
         return spec_from_payload(spec_class, self.payload)
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"kind": self.kind, **self.payload}, sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+        return payload_key(self.kind, self.payload)
 
 
-def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) -> dict[str, Any]:
+# --------------------------------------------------------------------------------------------------- records
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial, as the log holds it (one JSON line).
+
+    Attributes:
+        key, kind, payload: the :class:`Trial` (the payload's nested specs as objects).
+        status: :data:`STATUS_OK` or :data:`STATUS_FAILED`.
+        result: what the worker returned (``ok`` only).
+        error: the last error's first line (``failed`` only); ``errors``: one per attempt; ``traceback``: the last.
+        attempts: how many times it ran (a failure is retried).
+        wall_time_s: seconds of the successful attempt; ``worker``: ``host:pid`` that ran it (debugging a cluster).
+    """
+
+    key: str
+    kind: str
+    status: str
+    payload: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    errors: list[str] | None = None
+    traceback: str | None = None
+    attempts: int | None = None
+    wall_time_s: float | None = None
+    worker: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def trial(self) -> Trial:
+        return Trial(self.kind, self.payload)
+
+    def to_json(self) -> dict[str, Any]:
+        """The log line's object, fields in the order the logs have always had; unset fields left out."""
+        order = (("key", "kind", "status", "attempts", "payload", "result", "wall_time_s", "worker") if self.ok else
+                 ("key", "kind", "status", "attempts", "payload", "error", "errors", "traceback", "worker"))
+        return {name: getattr(self, name) for name in order if getattr(self, name) is not None}
+
+    @classmethod
+    def from_json(cls, record: Any, where: str) -> "TrialRecord":
+        """A record read from a log; a malformed one is a one-line :class:`PetlError` prefixed by ``where``."""
+        if not isinstance(record, dict):
+            raise PetlError(f"{where}: not a trial record (expected a JSON object, got {type(record).__name__})")
+        check_record(record, where)
+        known = {f.name for f in dataclasses.fields(cls)}
+        body = {k: v for k, v in record.items() if k in known}
+        body["payload"] = _objects(record["payload"])
+        return cls(**body)
+
+
+def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) -> TrialRecord:
     """Run one trial in a worker; never raises (errors become a failed record) except for a :class:`PetlError`."""
     errors: list[str] = []
     worker = f"{socket.gethostname()}:{os.getpid()}"  # which process ran it: for debugging a cluster run
@@ -64,16 +216,15 @@ def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) 
         start = time.perf_counter()
         try:
             result = fn(trial)
-            return {"key": trial.key, "kind": trial.kind, "status": STATUS_OK, "attempts": attempt + 1,
-                    "payload": trial.payload, "result": result, "wall_time_s": time.perf_counter() - start,
-                    "worker": worker}
+            return TrialRecord(trial.key, trial.kind, STATUS_OK, trial.payload, result=result, attempts=attempt + 1,
+                               wall_time_s=time.perf_counter() - start, worker=worker)
         except PetlError:
             raise  # bad configuration: retrying cannot help, stop the study with the one-line message
         except Exception as e:  # noqa: BLE001 - recorded, the study goes on
             errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
             last_tb = traceback.format_exc(limit=3)
-    return {"key": trial.key, "kind": trial.kind, "status": STATUS_FAILED, "attempts": retries + 1,
-            "payload": trial.payload, "error": errors[-1], "errors": errors, "traceback": last_tb, "worker": worker}
+    return TrialRecord(trial.key, trial.kind, STATUS_FAILED, trial.payload, error=errors[-1], errors=errors,
+                       traceback=last_tb, attempts=retries + 1, worker=worker)
 
 
 #: Fields every log record must have, with their JSON types (a hand-edited or foreign line fails with its number).
@@ -97,11 +248,15 @@ def check_record(record: dict[str, Any], where: str) -> dict[str, Any]:
     return record
 
 
-def _finished(log: Any) -> dict[str, dict[str, Any]]:
-    """``key -> record`` of the log's finished trials, every record checked (see :func:`check_record`)."""
-    numbered = log.iter_numbered() if hasattr(log, "iter_numbered") else enumerate(log.read(), start=1)
-    where = getattr(log, "where", lambda i: f"results record {i}")
-    return {r["key"]: r for i, r in numbered if check_record(r, where(i))}
+def read_records(log: JsonlLog | MemoryLog) -> Iterator[TrialRecord]:
+    """The log's records in order, each checked (see :func:`check_record`)."""
+    for i, r in log.iter_numbered():
+        yield TrialRecord.from_json(r, log.where(i))
+
+
+def _finished(log: JsonlLog | MemoryLog) -> dict[str, TrialRecord]:
+    """``key -> record`` of the log's finished trials."""
+    return {r.key: r for r in read_records(log)}
 
 
 @contextmanager
@@ -135,14 +290,14 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
 def run_trials(
     trials: Sequence[Trial],
     fn: Callable[[Trial], dict[str, Any]],
-    log: JsonlLog,
+    log: JsonlLog | MemoryLog,
     *,
     n_jobs: int = 1,
     retries: int = 1,
-    on_record: Callable[[dict[str, Any], bool], None] | None = None,
+    on_record: Callable[[TrialRecord, bool], None] | None = None,
     backend: str = "loky",
     scheduler: str | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, TrialRecord]:
     """Run the trials not yet in ``log`` and return ``key -> record`` for every trial asked for.
 
     ``on_record(record, cached)`` is called once per trial (``cached`` when it came from the log), e.g. to
@@ -156,7 +311,7 @@ def run_trials(
     unique: dict[str, Trial] = {}
     for t in trials:
         unique.setdefault(t.key, t)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, TrialRecord] = {}
     todo: list[Trial] = []
     for key, t in unique.items():
         if key in done:
@@ -199,7 +354,7 @@ def _run_parallel(todo: list[Trial], fn, log, out, on_record, *, n_jobs: int, re
     def drain(trials: Sequence[Trial], jobs: int) -> None:
         for record in _parallel(trials, fn, jobs, retries):
             _collect([record], log, out, on_record)
-            pending.pop(record["key"], None)
+            pending.pop(record.key, None)
 
     for _ in range(retries + 1):
         try:
@@ -217,15 +372,15 @@ def _run_parallel(todo: list[Trial], fn, log, out, on_record, *, n_jobs: int, re
         except Exception as e:  # noqa: BLE001
             detail = str(e).splitlines()[0] if str(e) else ""
             error = f"worker lost ({type(e).__name__}{': ' + detail if detail else ''})"
-            record = {"key": t.key, "kind": t.kind, "status": STATUS_FAILED, "attempts": retries + 2,
-                      "payload": t.payload, "error": error, "errors": [error]}
+            record = TrialRecord(t.key, t.kind, STATUS_FAILED, t.payload, error=error, errors=[error],
+                                 attempts=retries + 2)
             _collect([record], log, out, on_record)
             pending.pop(t.key, None)
 
 
-def _collect(results, log, out: dict[str, dict[str, Any]], on_record) -> None:
+def _collect(results, log, out: dict[str, TrialRecord], on_record) -> None:
     for record in results:
-        log.append(record)
-        out[record["key"]] = record
+        log.append(record.to_json())
+        out[record.key] = record
         if on_record:
             on_record(record, False)

@@ -65,7 +65,7 @@ def _d90(t, thresholds: list[float], rows: np.ndarray) -> str:
     est = estimate_d90(t.dims, rows, thresholds, n_boot=0)
     if not est.reached:
         return "not reached"
-    return f"<={est.d90:.0f}" if est.below_min else f"{est.d90:.0f}"
+    return f"<={est.value:.0f}" if est.below_min else f"{est.value:.0f}"
 
 
 def main(argv=None) -> None:

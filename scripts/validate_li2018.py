@@ -125,7 +125,7 @@ def main() -> None:
     summary = {"config": vars(args), "D": D, "recipe": dataclasses.asdict(recipe), "lr_check": lr_check,
                "direct": direct_accs, "target": target, "curve": {d: accs[d] for d in dims},
                "test_curve": {d: [tests[("subspace", d, s)] for s in seeds] for d in dims},
-               "d90": est.d90, "d90_ci": [est.ci_low, est.ci_high], "first_grid_d_above": first_above,
+               "d90": est.value, "d90_ci": [est.ci_low, est.ci_high], "first_grid_d_above": first_above,
                "wall_time_s": time.perf_counter() - t0}
     Path(args.out).write_text(json.dumps(summary, indent=1))
 
@@ -136,7 +136,7 @@ def main() -> None:
         t = float(np.mean([tests[("subspace", d, s)] for s in seeds]))
         print(f"| {d} | {m:.4f} | {m / base:.3f} | {t:.4f} |")
     print(f"| direct (D={D:,}) | {base:.4f} | 1.000 | {np.mean([tests[('direct', 0, s)] for s in seeds]):.4f} |")
-    d90 = "not reached" if est.d90 is None else f"{est.d90:.0f}"
+    d90 = "not reached" if est.value is None else f"{est.value:.0f}"
     ci = "" if est.ci_low is None else f" (95% CI [{est.ci_low:.0f}, {est.ci_high:.0f}])"
     print(f"\nd90 (interpolated, isotonic) = {d90}{ci}; first grid d above 0.9×direct = {first_above}; "
           f"Li et al. 2018 (60k MNIST): {LI2018_D90}")

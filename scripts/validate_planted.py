@@ -242,7 +242,7 @@ def train_subspace(task: PlantedTask, param: str, d: int, seed: int, recipe: Rec
                    lr_scaling: str = "constant") -> dict:
     """One probe trial: θ_d (only) trained on the teacher's labels; val and test agreement at the best-val epoch.
 
-    ``lr_scaling`` as in the probe (:func:`~petl_analysis.probe.probe.theta_lr`): ``recipe.lr`` at every d, or
+    ``lr_scaling`` as in the probe (:func:`~petl_analysis.probe.config.theta_lr`): ``recipe.lr`` at every d, or
     ``recipe.lr / sqrt(d)`` (``recipe.lr`` is then the weight-space step length)."""
     wrapped = SubspaceModel(copy.deepcopy(task.student), slices_of(task.student, param), d, projection, seed)
     n_train = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
@@ -270,8 +270,8 @@ def d90_of(curve: list[dict], target: float, n_boot: int) -> dict:
     for row in curve:
         by_d.setdefault(row["d"], []).append(row["val_acc"])
     est = estimate_d90(None, dict(sorted(by_d.items())), target, n_boot=n_boot)
-    return {"target": target, "d90": est.d90, "ci_low": est.ci_low, "ci_high": est.ci_high, "reached": est.reached,
-            "below_min": est.below_min, "mean": dict(zip(est.curve.dims, est.curve.mean))}
+    return {"target": target, "d90": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "reached": est.reached,
+            "below_min": est.below_min, "mean": dict(zip(est.fit.curve.dims, est.fit.curve.mean))}
 
 
 def planted_dims(k: int, D: int) -> list[int]:

@@ -57,10 +57,10 @@ def test_d90_of_a_known_logistic_within_5_percent():
     dims = coarse_grid(100_000, d_min=10, points_per_decade=8)
     est = estimate_d90(None, noisy_runs(dims, noise=0.005), TARGET)
     assert est.reached and not est.below_min
-    assert abs(est.d90 / TRUE_D90 - 1) < 0.05
-    assert est.ci_low <= est.d90 <= est.ci_high
+    assert abs(est.value / TRUE_D90 - 1) < 0.05
+    assert est.ci_low <= est.value <= est.ci_high
     assert est.reached_fraction == 1.0
-    assert est.n_trials == 5 * len(dims)
+    assert est.fit.n_trials == 5 * len(dims)
 
 
 def test_isotonic_fit_is_monotone_and_weighted():
@@ -81,14 +81,14 @@ def test_isotonic_fit_is_monotone_and_weighted():
 def test_not_reached():
     dims = [10, 20, 50, 100]  # the logistic is still far below the target here
     est = estimate_d90(None, noisy_runs(dims, noise=0.01), TARGET, n_boot=200)
-    assert est.d90 is None and not est.reached and not est.below_min
+    assert est.value is None and not est.reached and not est.below_min
     assert est.reached_fraction == 0.0 and est.ci_high == math.inf
 
 
 def test_below_min_is_flagged():
     dims = [5000, 10000, 20000]
     est = estimate_d90(None, noisy_runs(dims, noise=0.005), TARGET, n_boot=200)
-    assert est.reached and est.below_min and est.d90 == 5000
+    assert est.reached and est.below_min and est.value == 5000
 
 
 def test_array_input_with_failed_trials():
@@ -97,8 +97,8 @@ def test_array_input_with_failed_trials():
     arr = np.array([runs[d] for d in dims])
     arr[3, :2] = np.nan  # two failed seeds at one d
     est = estimate_d90(dims, arr, TARGET, n_boot=200)
-    assert abs(est.d90 / TRUE_D90 - 1) < 0.05
-    assert est.n_trials == arr.size - 2
+    assert abs(est.value / TRUE_D90 - 1) < 0.05
+    assert est.fit.n_trials == arr.size - 2
     with pytest.raises(PetlError, match="every trial failed"):
         estimate_d90([10, 20], np.full((2, 3), np.nan), TARGET)
 
@@ -108,7 +108,7 @@ def test_ci_contains_estimate_and_widens_with_noise():
     widths = []
     for noise in (0.005, 0.03):
         est = estimate_d90(None, noisy_runs(dims, noise=noise, seeds=6, rng_seed=2), TARGET, n_boot=500)
-        assert est.ci_low <= est.d90 <= est.ci_high
+        assert est.ci_low <= est.value <= est.ci_high
         widths.append(math.log(est.ci_high / est.ci_low))
     assert widths[1] > 2 * widths[0]
 
@@ -150,7 +150,7 @@ def test_next_dims_brackets_the_crossing_and_terminates():
     lo, hi = dims[i - 1], dims[i]
     assert lo < TRUE_D90 < hi and hi / lo <= 1.25
     est = estimate_d90(None, tried, TARGET, n_boot=200)
-    assert abs(est.d90 / TRUE_D90 - 1) < 0.05
+    assert abs(est.value / TRUE_D90 - 1) < 0.05
 
 
 def test_next_dims_expands_and_stops_at_the_edges():
@@ -168,7 +168,7 @@ def test_next_dims_expands_and_stops_at_the_edges():
 
 def test_one_seed_has_no_interval():
     est = estimate_d90(None, {10: [0.5], 100: [0.7], 1000: [0.9]}, 0.6)
-    assert est.n_seeds == 1 and est.ci_low is None and est.ci_high is None and est.n_boot == 0
+    assert est.n_seeds == 1 and est.ci_low is None and est.ci_high is None and est.fit.n_boot == 0
     assert format_ci(est.ci_low, est.ci_high, est.n_seeds) == "n/a, 1 seed"
 
 
@@ -178,9 +178,9 @@ def test_per_seed_targets_shift_the_crossing_of_their_own_seed():
     # The same curve for both seeds; seed 1's own bar is higher, so the mean margin crosses later than at 0.6.
     low = estimate_d90(dims, accs, [0.6, 0.6], n_boot=0)
     high = estimate_d90(dims, accs, [0.6, 0.8], n_boot=0)
-    assert low.d90 == pytest.approx(estimate_d90(dims, accs, 0.6, n_boot=0).d90)
-    assert high.d90 == pytest.approx(estimate_d90(dims, accs, 0.7, n_boot=0).d90) and high.d90 > low.d90
-    assert high.target == pytest.approx(0.7)
+    assert low.value == pytest.approx(estimate_d90(dims, accs, 0.6, n_boot=0).value)
+    assert high.value == pytest.approx(estimate_d90(dims, accs, 0.7, n_boot=0).value) and high.value > low.value
+    assert high.threshold_acc == pytest.approx(0.7)
     with pytest.raises(PetlError, match="per-seed targets"):
         estimate_d90(dims, accs, [0.6, 0.7, 0.8])
 
@@ -190,9 +190,9 @@ def test_bootstrap_resamples_whole_seeds_with_their_baselines():
     dims = [10, 100, 1000, 10_000]
     accs = np.tile(np.array([[0.5], [0.6], [0.7], [0.8]]), (1, 2))
     est = estimate_d90(dims, accs, [0.55, 0.75], n_boot=400)
-    single = [estimate_d90(dims, accs[:, [s]], t, n_boot=0).d90 for s, t in ((0, 0.55), (1, 0.75))]
+    single = [estimate_d90(dims, accs[:, [s]], t, n_boot=0).value for s, t in ((0, 0.55), (1, 0.75))]
     assert est.ci_low == pytest.approx(min(single)) and est.ci_high == pytest.approx(max(single))
-    assert est.ci_low < est.d90 < est.ci_high
+    assert est.ci_low < est.value < est.ci_high
     assert distinct_resamples(2) == 3 and distinct_resamples(3) == 10 and distinct_resamples(1) == 1
 
 
@@ -200,3 +200,18 @@ def test_formatters_keep_the_below_grid_flag():
     assert format_d90(10.0, True, True) == "<=10" and format_d90(123.4, True) == "123"
     assert format_d90(None, False) == "not reached"
     assert format_ci(10.0, math.inf, 3) == "[10, inf]" and format_ci(None, None, 3) == "-"
+
+
+def test_one_d90_type_from_the_estimate_to_the_artefact():
+    from petl_analysis.artefacts import to_jsonable
+    from petl_analysis.probe import D90
+    from petl_analysis.probe.d90 import D90Estimate
+
+    est = estimate_d90(None, {10: [0.5, 0.52], 100: [0.7, 0.72], 1000: [0.9, 0.88]}, [0.6, 0.65], n_boot=50)
+    assert type(est) is D90 and D90Estimate is D90
+    assert est.threshold_per_seed == [0.6, 0.65] and est.threshold_acc == pytest.approx(0.625)
+    assert est.fit is not None and est.fit.n_trials == 6 and len(est.fit.curve.dims) == 3
+    stored = to_jsonable(est)
+    assert "fit" not in stored  # the curve stays in memory; the artefact holds the numbers
+    again = D90(**stored)
+    assert again == est and again.fit is None and again.text() == est.text()

@@ -37,7 +37,7 @@ from petl_analysis.errors import PetlError
 from petl_analysis.io import JsonlLog
 from petl_analysis.models import ModelSpec
 from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, run_probe
-from petl_analysis.probe import probe as probe_module
+from petl_analysis.probe import search as probe_module
 from petl_analysis.select import rank_from_probe
 from petl_analysis.sweep import run_sweep
 from petl_analysis.sweep.sweep import RunTrial
@@ -71,17 +71,17 @@ def test_a_raising_trial_is_retried_once_then_recorded_and_the_others_complete(t
     out = run_trials(trials, _fails_on_two, log)
     assert ATTEMPTS == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1}
     failed = out[trials[2].key]
-    assert failed["status"] == STATUS_FAILED and failed["attempts"] == 2
-    assert failed["error"] == "RuntimeError: boom on x=2, attempt 2"
-    assert failed["errors"] == ["RuntimeError: boom on x=2, attempt 1", "RuntimeError: boom on x=2, attempt 2"]
-    assert "RuntimeError" in failed["traceback"] and "result" not in failed
+    assert failed.status == STATUS_FAILED and failed.attempts == 2
+    assert failed.error == "RuntimeError: boom on x=2, attempt 2"
+    assert failed.errors == ["RuntimeError: boom on x=2, attempt 1", "RuntimeError: boom on x=2, attempt 2"]
+    assert "RuntimeError" in failed.traceback and failed.result is None
     for t in trials[:2] + trials[3:]:
-        assert out[t.key]["status"] == STATUS_OK and out[t.key]["result"] == {"y": t.payload["x"] ** 2}
-        assert out[t.key]["attempts"] == 1
+        assert out[t.key].status == STATUS_OK and out[t.key].result == {"y": t.payload["x"] ** 2}
+        assert out[t.key].attempts == 1
     assert [r["key"] for r in log.read()] == [t.key for t in trials]  # in order (in-process), each once
     # The failed record is a finished trial: a rerun reads it back instead of retrying (delete its line to retry).
     again = run_trials(trials, _must_not_run, log)
-    assert again[trials[2].key]["status"] == STATUS_FAILED and len(log.read()) == 5
+    assert again[trials[2].key].status == STATUS_FAILED and len(log.read()) == 5
 
 
 def _bad_config(trial: Trial) -> dict:
@@ -108,9 +108,9 @@ def test_a_trial_that_kills_its_worker_is_recorded_as_lost_and_the_others_comple
     trials = [Trial("sq", {"x": x}) for x in range(4)]
     out = run_trials(trials, _kills_worker_on_two, log, n_jobs=2)
     lost = out[trials[2].key]
-    assert lost["status"] == STATUS_FAILED and lost["error"].startswith("worker lost")
+    assert lost.status == STATUS_FAILED and lost.error.startswith("worker lost")
     for t in trials[:2] + trials[3:]:
-        assert out[t.key]["status"] == STATUS_OK and out[t.key]["result"] == {"y": t.payload["x"] ** 2}
+        assert out[t.key].status == STATUS_OK and out[t.key].result == {"y": t.payload["x"] ** 2}
     keys = [r["key"] for r in log.read()]
     assert sorted(keys) == sorted(t.key for t in trials)  # each trial recorded exactly once
 
@@ -136,12 +136,12 @@ def test_diverging_training_is_a_failed_trial_not_a_result(tmp_path, epochs):
     trials = [Trial("lin", {"lr": lr, "epochs": epochs}) for lr in (1e-2, 1e30, 3e-2)]
     out = run_trials(trials, _train_linear, JsonlLog(tmp_path / "t.trials.jsonl"))
     bad = out[trials[1].key]
-    assert bad["status"] == STATUS_FAILED and bad["attempts"] == 2
+    assert bad.status == STATUS_FAILED and bad.attempts == 2
     # One epoch of two steps: the loss was finite at both, the parameters overflowed at the second.
     assert re.match(r"TrainingDiverged: (loss became (nan|inf)|parameter \S+ became non-finite) at epoch \d+",
-                    bad["error"]), bad["error"]
+                    bad.error), bad.error
     for t in (trials[0], trials[2]):
-        assert out[t.key]["status"] == STATUS_OK and 0.5 <= out[t.key]["result"]["test_acc"] <= 1.0
+        assert out[t.key].status == STATUS_OK and 0.5 <= out[t.key].result["test_acc"] <= 1.0
 
 
 def test_nan_loss_raises_training_diverged_with_where_it_happened():

@@ -17,7 +17,7 @@ from petl_analysis.data import SplitSpec
 from petl_analysis.models import ModelSpec
 from petl_analysis.plan import plan_for_budget
 from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
-from petl_analysis.probe import probe as probe_module
+from petl_analysis.probe import trial as probe_module
 from petl_analysis.select import run_select
 from petl_analysis.task import DataSpec, prepare_model
 

@@ -47,3 +47,40 @@ def test_common_divisors() -> None:
     assert common_divisors(64, 256, 96) == [1, 2, 4, 8, 16, 32]
     with pytest.raises(PetlError):
         common_divisors(0, 4)
+
+
+def test_one_definition_of_the_valid_kronecker_n() -> None:
+    # The planner chooses n from the method's own valid set, and the method accepts exactly that set.
+    from petl_analysis.models import ModelSpec, create_model, resolve_targets
+    from petl_analysis.plan import planner
+    from petl_analysis.tuners import KAdaptationConfig, apply_method
+    from petl_analysis.tuners.kadaptation import planned_ns, valid_ns
+
+    net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=3))
+    units = resolve_targets(net, ["attn.v", "mlp.fc1"])  # 64x64 and 256x64: common divisors of 64
+    assert valid_ns(units) == common_divisors(64, 256) == [1, 2, 4, 8, 16, 32, 64]
+    assert planned_ns(units) == [2, 4, 8]  # n >= 2 and n*n <= 64
+    assert not hasattr(planner, "_divisors_common") and not hasattr(planner, "_valid_ns")
+    for n in planned_ns(units):
+        apply_method(create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=3)),
+                     KAdaptationConfig(targets=["attn.v", "mlp.fc1"], n=n))
+    with pytest.raises(PetlError, match="valid n for these targets: 1, 2, 4, 8, 16, 32, 64"):
+        apply_method(net, KAdaptationConfig(targets=["attn.v", "mlp.fc1"], n=3))
+
+
+def test_pevit_init_trains_only_bias_and_head() -> None:
+    # The official init (A ~ U(+-0.01), u = v = 0): every gradient into A, u and v has a zero factor.
+    from petl_analysis.models import ModelSpec, create_model
+    from petl_analysis.tuners import KAdaptationConfig, apply_method
+
+    torch.manual_seed(0)
+    net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=3))
+    apply_method(net, KAdaptationConfig(targets=["attn.q", "attn.v"], n=4, init="pevit", bias=True))
+    x = torch.randn(2, net.patch_embed.proj.in_channels, *net.patch_embed.img_size)
+    net(x).sum().backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
+    kron = {n: g for n, g in grads.items() if "kadaptation_attn" in n}  # u, v and the rules a, b
+    learns = {n: g for n, g in grads.items() if "kadaptation_bias" in n or n.startswith("head.")}
+    assert len(kron) == 4 * 4 + 2 * 2 and len(learns) == 4 + 2
+    assert all(g is not None and float(g.abs().max()) == 0.0 for g in kron.values())
+    assert all(g is not None and float(g.abs().max()) > 0.0 for g in learns.values())

@@ -12,7 +12,7 @@ from petl_analysis.engine import Recipe
 from petl_analysis.models import ModelSpec
 from petl_analysis.pipeline import PipelineConfig, run_pipeline
 from petl_analysis.probe import ProbeConfig, default_probe_recipe
-from petl_analysis.probe import probe as probe_module
+from petl_analysis.probe import search as probe_module
 from petl_analysis.sweep import sweep as sweep_module
 from petl_analysis.task import DataSpec
 

@@ -182,7 +182,8 @@ def _pipeline(target: str, monkeypatch) -> tuple:
 
     from petl_analysis.data.builtin import DATASETS
     from petl_analysis.plan import plan_for_budget
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe, probe, run_probe
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
+    from petl_analysis.probe import trial as probe
     from petl_analysis.select import rank_from_probe
 
     planted = plant_unit(SPEC, "digits", target)  # rank 8, 50% of the labels changed

@@ -13,7 +13,7 @@ from petl_analysis.data import SplitSpec
 from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
 from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, run_probe
-from petl_analysis.probe import probe as probe_module
+from petl_analysis.probe import search as probe_module
 from petl_analysis.probe.d90 import threshold_value
 from petl_analysis.task import DataSpec
 

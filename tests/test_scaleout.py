@@ -53,7 +53,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def in_process():
     torch.set_num_threads(1)
-    records: list[dict] = []
+    records: list = []
     return run_probe(*_args(), threads_per_job=1, on_trial=_collect(records), device="cpu"), records
 
 
@@ -78,12 +78,12 @@ def test_dask_loky_and_in_process_give_the_same_trials(cluster, in_process):
         assert without_times(other.to_dict()) == without_times(seq.to_dict())
     # Every trial ran on a cluster worker (not in this driver), with the device and thread count it was given.
     assert len(dask_records) == seq.trials_total
-    ran_on = {int(r["worker"].rsplit(":", 1)[1]) for r in dask_records}
+    ran_on = {int(r.worker.rsplit(":", 1)[1]) for r in dask_records}
     assert ran_on <= worker_pids and os.getpid() not in ran_on
     for r in dask_records:
-        assert r["status"] == "ok" and r["payload"]["threads"] == 1 and r["payload"]["device"] == "cpu"
-        assert r["result"]["threads"] == 1 and r["result"]["device"] == "cpu"
-    assert {r["key"] for r in dask_records} == {r["key"] for r in seq_records}
+        assert r.ok and r.payload["threads"] == 1 and r.payload["device"] == "cpu"
+        assert r.result["threads"] == 1 and r.result["device"] == "cpu"
+    assert {r.key for r in dask_records} == {r.key for r in seq_records}
 
 
 def test_trials_are_self_contained_and_picklable(in_process):
@@ -91,12 +91,12 @@ def test_trials_are_self_contained_and_picklable(in_process):
 
     _, records = in_process
     for r in records:
-        trial = Trial(r["kind"], r["payload"])
-        assert pickle.loads(pickle.dumps(trial)).key == trial.key == r["key"]
-        p = r["payload"]
-        # model (name + weights), data (dataset + split), recipe and seed travel as JSON; no live objects.
-        assert json.loads(p["model"])["weights"] == "random" and json.loads(p["data"])["dataset"] == "digits"
-        assert "epochs" in json.loads(p["recipe"]) and isinstance(p["seed"], int)
+        trial = r.trial()
+        assert pickle.loads(pickle.dumps(trial)).key == trial.key == r.key
+        p = r.payload
+        # model (name + weights), data (dataset + split), recipe and seed travel as JSON objects; no live objects.
+        assert p["model"]["weights"] == "random" and p["data"]["dataset"] == "digits"
+        assert "epochs" in p["recipe"] and isinstance(p["seed"], int)
         json.dumps(p)
 
 

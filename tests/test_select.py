@@ -94,3 +94,22 @@ def test_an_unresolved_gain_is_named_and_flags_the_ranking() -> None:
     warning = rank_from_probe(dataclasses.replace(probe, n_val=269)).details["warning"]
     assert warning.startswith("full fine-tuning (90.5% validation) beats the head trained alone (90.0%) by 1.3 of "
                               "the 269 validation images, under 2")
+
+
+def test_probe_table_ranking_and_report_share_one_d90_order():
+    # Three targets with the same d90 (all reached at the smallest d tried) and different best validation accuracy,
+    # listed worst first: the probe's own table, ranking.json and the report's probe rows must agree (they did not:
+    # the probe kept the input order on equal d90s while the ranking sorted them by accuracy).
+    from helpers import below_grid_probe
+
+    from petl_analysis.report.tables import probe_rows
+
+    probe = below_grid_probe(all_below=True)
+    for t, acc in zip(probe.targets, ([0.9, 0.9, 0.9], [0.9, 0.91, 0.92], [0.9, 0.95, 0.91])):
+        t.val_mean = acc
+    expected = ["attn.q", "mlp.fc1", "attn.v"]
+    assert [t.target for t in probe.ranked()] == expected
+    assert [r["target"] for r in probe.table()] == expected
+    assert rank_from_probe(probe).order() == expected
+    assert [r.target for r in probe_rows(probe)] == expected
+    assert [t.target for t in probe.ranked(classic=True)] == rank_from_probe(probe, classic=True).order()

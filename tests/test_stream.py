@@ -27,7 +27,8 @@ from petl_analysis.data import (
 )
 from petl_analysis.engine import Recipe, fit
 from petl_analysis.errors import PetlError
-from petl_analysis.task import DataSpec, build_task, extract_features, fit_linear_probe
+from petl_analysis.linear_probe import extract_features, fit_linear_probe
+from petl_analysis.task import DataSpec, build_task
 
 SPLIT = SplitSpec(val_fraction=0.25, test_fraction=0.25)
 
@@ -188,7 +189,7 @@ def test_max_steps_caps_training_and_is_validated() -> None:
 
 
 def test_new_fields_stay_out_of_trial_keys_at_their_defaults() -> None:
-    from petl_analysis.artefacts import key_json
+    from petl_analysis.trials import key_json
 
     assert "max_steps" not in key_json(Recipe()) and "augment" not in key_json(Recipe())  # old trial logs resume
     assert '"max_steps": 3' in key_json(Recipe(max_steps=3))

@@ -519,3 +519,26 @@ def test_delta_reaches_attention_that_reads_qkv_weight_directly(arch: str, confi
         out = model.forward_features(x)
         torch.testing.assert_close(out, reference.forward_features(x), atol=1e-5, rtol=0)
         assert (out - build(arch).forward_features(x)).abs().max() > 1e-2
+
+
+def test_every_registered_method_has_a_case_in_the_common_tester():
+    # Adding a method is the checklist in tuners/base.py; its step 4 is a Case here, and this test enforces it.
+    assert set(METHODS.registered()) <= {c.config.method for c in CASES}
+
+
+def test_a_registration_carries_what_the_study_the_report_and_the_cli_read():
+    from petl_analysis.plan import FIXED_SIZE_METHODS, KNOBS, PLANNABLE
+    from petl_analysis.report.plots import method_marker
+    from petl_analysis.report.tables import display_name
+    from petl_analysis.tuners import FIXED, PLANNED, Knob
+    from petl_analysis.tuners.vpt.model import token_free_methods
+
+    for name in METHODS.registered():
+        m = METHODS.get(name)
+        assert m.display_name and m.marker and (m.sizing in (PLANNED, FIXED) or isinstance(m.sizing, Knob))
+        assert display_name(name, "sized") == m.display_name and method_marker(name) == m.marker
+        assert (name in PLANNABLE) == (m.sizing == PLANNED) and (name in FIXED_SIZE_METHODS) == (m.sizing == FIXED)
+        assert (name in KNOBS) == isinstance(m.sizing, Knob)
+        assert (name in token_free_methods()) == (not m.adds_tokens and m.config_class.uses_targets)
+    assert len({METHODS.get(n).marker for n in METHODS.registered()}) == len(METHODS)  # one marker each
+    assert [n for n in METHODS.registered() if METHODS.get(n).peft_type] == ["kadaptation", "lora"]

@@ -53,7 +53,7 @@ class Recipe:
     max_steps: int | None = None
     augment: bool = False
 
-    #: Added after trial logs existed: left out of trial keys at their defaults (see ``artefacts.key_json``).
+    #: Added after trial logs existed: left out of trial keys at their defaults (see ``trials.key_json``).
     KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment")
 
     def __post_init__(self) -> None:

@@ -132,15 +132,6 @@ class ModelSpec:
         if self.img_size is not None and self.patch_size is not None:
             _check_patch_grid(self.name, self.img_size, self.patch_size)
 
-    def model_id(self) -> str:
-        """A short human-readable identity (name + weights + overrides)."""
-        parts = [self.name, f"weights={self.weights}"]
-        for k in ("img_size", "in_chans", "patch_size"):
-            v = getattr(self, k)
-            if v is not None:
-                parts.append(f"{k}={v}")
-        return ",".join(parts)
-
 
 def spec_with_load(spec: ModelSpec, model: nn.Module) -> ModelSpec:
     """``spec`` with the record of what loading ``model``'s weights did: the form artefacts store."""

@@ -273,7 +273,13 @@ def _json(value: Any) -> str:
 
 
 def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]]:
-    """The equivalent peft config (as a dict for ``peft.get_peft_config``) and notes on what does not map."""
+    """The equivalent peft config (as a dict for ``peft.get_peft_config``) and notes on what does not map.
+
+    The ``peft_type`` is the one the method registered (:func:`~petl_analysis.tuners.base.register_method`)."""
+    peft_type = METHODS.get(plan.method).peft_type if plan.method in METHODS else None
+    if peft_type is None:
+        exportable = [m for m in METHODS.names() if METHODS.get(m).peft_type]
+        raise PetlError(f"no peft export for method {plan.method!r}; exportable: {', '.join(exportable)}")
     cfg = plan.config
     units = resolve_targets(model, cfg["targets"])
     notes: list[str] = []
@@ -286,11 +292,11 @@ def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]
         )
     modules = sorted({u.module for u in units})
     if plan.method == "lora":
-        out = {"peft_type": "LORA", "r": cfg["rank"], "lora_alpha": cfg.get("alpha", cfg["rank"]),
+        out = {"peft_type": peft_type, "r": cfg["rank"], "lora_alpha": cfg.get("alpha", cfg["rank"]),
                "lora_dropout": cfg.get("dropout", 0.0), "target_modules": modules, "rank_pattern": {},
                "modules_to_save": ["head"] if cfg.get("train_head", True) else []}
     elif plan.method == "kadaptation":
-        out = {"peft_type": "LOKR", "r": cfg["rank"], "alpha": cfg["rank"], "target_modules": modules,
+        out = {"peft_type": peft_type, "r": cfg["rank"], "alpha": cfg["rank"], "target_modules": modules,
                "decompose_both": False, "decompose_factor": cfg["n"],
                "modules_to_save": ["head"] if cfg.get("train_head", True) else []}
         if cfg["n"] > 1 or cfg.get("sharing", "none") != "none":
@@ -300,5 +306,6 @@ def export_peft(plan: Plan, model: nn.Module) -> tuple[dict[str, Any], list[str]
                 "the export keeps targets and rank only"
             )
     else:
-        raise PetlError(f"no peft export for method {plan.method!r}; exportable: kadaptation, lora")
+        raise PetlError(f"method {plan.method!r} registers peft_type {peft_type!r}, but export_peft writes no options "
+                        "for it")
     return out, notes

@@ -27,20 +27,14 @@ from ..accounting import ParamCount, classifier
 from ..errors import PetlError
 from ..models import ModelSpec, Unit, resolve_targets, spec_with_load
 from ..select import Ranking
-from ..tuners import KAdaptationConfig, LoraConfig, MethodConfig, get_method
+from ..tuners import PLANNED, KAdaptationConfig, LoraConfig, MethodConfig, get_method, methods_sized
+from ..tuners.kadaptation import planned_ns
 from .budgets import Budget, BudgetLike, as_budget, backbone_parameters
 from .plan import Plan, PlannedTarget
 
-PLANNABLE = ("kadaptation", "lora")
+#: Methods the greedy planner sizes (as each method registered its sizing).
+PLANNABLE: tuple[str, ...] = tuple(methods_sized(PLANNED))
 MAX_RANK = 64
-
-
-def _divisors_common(units: Sequence[Unit]) -> list[int]:
-    dims = {d for u in units if u.is_linear for d in (u.in_features, u.out_features)}
-    if not dims:
-        return []
-    smallest = min(dims)
-    return [n for n in range(1, smallest + 1) if all(d % n == 0 for d in dims)]
 
 
 def _base_options(method_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -56,14 +50,6 @@ def _used(count: ParamCount, head_in_budget: bool) -> int:
     return count.total if head_in_budget else count.total_excl_head
 
 
-def _valid_ns(units: Sequence[Unit]) -> list[int]:
-    """n dividing every dimension, with the rule matrix no larger than the fast factor (n <= d/n for the smallest
-    d), so both Kronecker factors carry information: n = d would leave each layer only scalars."""
-    dims = [d for u in units if u.is_linear for d in (u.in_features, u.out_features)]
-    ns = [n for n in _divisors_common(units) if n >= 2 and n * n <= min(dims)]
-    return ns or [1]
-
-
 def _configs(method: str, base: dict[str, Any], units: Sequence[Unit], cheapest_only: bool) -> list[MethodConfig]:
     names = [u.name for u in units]
     linear = [u for u in units if u.is_linear]
@@ -74,7 +60,7 @@ def _configs(method: str, base: dict[str, Any], units: Sequence[Unit], cheapest_
         ranks = [1] if cheapest_only else range(1, min(MAX_RANK, smallest) + 1)
         # alpha = rank keeps the update scale at 1 across ranks unless the user fixed alpha.
         return [LoraConfig(**{"alpha": float(r), **base, "targets": names, "rank": r}) for r in ranks]
-    ns = _valid_ns(linear)
+    ns = planned_ns(linear)
     if cheapest_only:
         return [KAdaptationConfig(**{**base, "targets": names, "n": ns[0], "rank": 1})]
     # B_i is (d_out/n x d_in/n): a rank above its smaller side adds parameters, not capacity.

@@ -27,21 +27,18 @@ from ..errors import PetlError
 from ..io import ensure_writable_dir
 from ..models import ModelSpec, spec_with_load
 from ..select import Ranking
-from ..tuners import METHODS, MethodConfig, config_from_dict, get_method
+from ..tuners import FIXED, METHODS, Knob, MethodConfig, config_from_dict, get_method, methods_sized
 from .budgets import Budget, BudgetLike, backbone_parameters, resolve_budgets
 from .plan import FIXED_SIZE, PLANNED_VARIANTS, SIZED, Plan
 from .planner import PLANNABLE, fixed_plan, plan_for_budget, reverse_ranking
 
 #: The methods of a study unless told otherwise, in the order a study lists them.
 DEFAULT_METHODS: tuple[str, ...] = ("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full")
-#: Methods whose size is fixed: trained once, without a budget.
-FIXED_SIZE_METHODS: tuple[str, ...] = ("linear", "full", "bitfit", "layernorm")
-#: Methods sized to a budget by one integer knob: (knob, candidate values).
+#: Methods whose size is fixed: trained once, without a budget (as each method registered its sizing).
+FIXED_SIZE_METHODS: tuple[str, ...] = tuple(methods_sized(FIXED))
+#: Methods sized to a budget by one integer knob: (knob, candidate values), as each method registered it.
 KNOBS: dict[str, tuple[str, list[int]]] = {
-    "adapter": ("bottleneck", [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]),
-    "compacter": ("bottleneck", [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]),
-    "vpt": ("num_prompts", [1, 2, 4, 8, 16, 32, 64, 128]),
-}
+    name: (METHODS.get(name).sizing.option, list(METHODS.get(name).sizing.values)) for name in methods_sized(Knob)}
 #: The KAdaptation paper's targets: q and v of every block.
 PAPER_TARGETS: tuple[str, ...] = ("attn.q", "attn.v")
 _METHOD_ORDER = (*DEFAULT_METHODS, "layernorm")

@@ -1,20 +1,10 @@
 """Probe stage: local intrinsic dimension of ViT submodules by random-subspace training."""
 
-from .probe import (
-    Baseline,
-    D90,
-    ProbeConfig,
-    ProbeResult,
-    TargetResult,
-    LR_SCALINGS,
-    RESOLVED_IMAGES,
-    default_probe_recipe,
-    expand_targets,
-    probe_trial,
-    run_probe,
-    theta_lr,
-    unresolved_gain,
-)
+from .config import LR_SCALINGS, ProbeConfig, default_probe_recipe, theta_lr
+from .d90 import D90
+from .result import RESOLVED_IMAGES, Baseline, ProbeResult, TargetResult, unresolved_gain
+from .search import expand_targets, run_probe
+from .trial import probe_trial
 from .projections import PROJECTIONS, Projection, make_projection
 from .subspace import SubspaceModel, all_parameters, subspace_size
 

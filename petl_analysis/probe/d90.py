@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,8 +37,11 @@ from ..errors import PetlError, expected_one_of
 
 __all__ = [
     "THRESHOLD_MODES",
+    "D90",
     "D90Curve",
     "D90Estimate",
+    "D90Fit",
+    "rank_key",
     "threshold_value",
     "isotonic_curve",
     "interpolate_d90",
@@ -132,47 +135,84 @@ class D90Curve:
     n_seeds: list[int]
 
 
+#: ``field(metadata=TRANSIENT)``: held in memory, never written to an artefact (see ``artefacts.to_jsonable``).
+TRANSIENT = {"transient": True}
+
+
 @dataclass
-class D90Estimate:
-    """A d90 with a bootstrap confidence interval.
+class D90Fit:
+    """How an estimate was made (kept in memory, not in artefacts): the curve, the trials behind it, the bootstrap."""
+
+    curve: D90Curve
+    n_trials: int
+    ci: float
+    n_boot: int
+
+
+@dataclass
+class D90:
+    """A d90 with its bootstrap confidence interval: the one d90 type (estimate, probe artefact, ranking, report).
 
     Attributes:
-        d90: interpolated d at which the fitted curve reaches ``target``; ``None`` if not reached within the grid.
-        ci_low, ci_high: percentile bootstrap interval over seeds at level ``ci``; ``math.inf`` stands for "not
-            reached" in that share of resamples (so ``ci_high = inf`` means the upper end is unbounded). ``None``
-            with one seed or ``n_boot=0``.
-        reached: the point estimate reached the target within the grid.
-        below_min: reached already at the smallest d tried: ``d90 <= dims[0]`` (``d90`` is then an upper bound).
-        reached_fraction: share of bootstrap resamples that reached the target.
-        n_trials: number of finite accuracies used (all seeds at all d).
-        n_seeds: seeds (columns) the estimate used.
-        target: the accuracy threshold (the mean of the per-seed targets); ``ci``, ``n_boot``: bootstrap settings.
-        curve: the seed-mean and fitted curve.
+        threshold_acc: the accuracy that counts as reached (the mean of ``threshold_per_seed``, each seed's bar from
+            its own floor and ceiling).
+        value: interpolated d at which the fitted curve reaches the threshold; ``None`` if not reached within the grid.
+        ci_low, ci_high: percentile bootstrap interval over seeds; ``math.inf`` stands for "not reached" in that
+            share of resamples (so ``ci_high = inf`` means the upper end is unbounded). ``None`` with one seed or
+            ``n_boot=0`` (:func:`format_ci` says so).
+        reached: the point estimate reached the threshold within the grid.
+        below_min: reached already at the smallest d tried: ``value <= dims[0]`` (``value`` is an upper bound).
+        reached_fraction: share of bootstrap resamples that reached the threshold.
+        n_seeds: seeds the estimate used.
+        fit: the curve and bootstrap settings of an estimate made in this process (``None`` once loaded from JSON).
     """
 
-    d90: float | None
+    threshold_acc: float
+    threshold_per_seed: list[float]
+    value: float | None
     ci_low: float | None
     ci_high: float | None
     reached: bool
     below_min: bool
     reached_fraction: float
-    n_trials: int
     n_seeds: int
-    target: float
-    ci: float
-    n_boot: int
-    curve: D90Curve = field(repr=False)
+    fit: D90Fit | None = field(default=None, compare=False, repr=False, metadata=TRANSIENT)
+
+    @property
+    def reached_value(self) -> float | None:
+        """The d90 where the threshold was reached, else ``None`` (what tables and orderings read)."""
+        return self.value if self.reached and self.value is not None else None
+
+    def text(self) -> str:
+        """``1234``, ``<=10`` or ``not reached`` (:func:`format_d90`)."""
+        return format_d90(self.value, self.reached, self.below_min)
+
+    def ci_text(self) -> str:
+        """``[lo, hi]``, ``n/a, 1 seed`` or ``-`` (:func:`format_ci`)."""
+        return format_ci(self.ci_low, self.ci_high, self.n_seeds)
 
     def fitted_at(self, dims: Any) -> np.ndarray:
         """Fitted accuracy at arbitrary ``dims`` (linear in ``log d`` between fitted points, clamped at the ends)."""
         x = np.log(np.asarray(dims, dtype=float))
-        if not self.curve.dims:
+        if self.fit is None or not self.fit.curve.dims:
             return np.full(x.shape, np.nan)
-        return np.interp(x, np.log(np.asarray(self.curve.dims)), np.asarray(self.curve.fitted))
+        return np.interp(x, np.log(np.asarray(self.fit.curve.dims)), np.asarray(self.fit.curve.fitted))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``math.inf`` is kept; write with ``allow_nan=True``)."""
-        return asdict(self)
+
+#: The name :func:`estimate_d90`'s result had before there was one d90 type.
+D90Estimate = D90
+
+
+def rank_key(d90: D90, best_val: float) -> tuple[int, float, float]:
+    """The one ordering of targets by d90 (probe table, ranking, report).
+
+    Reached first, by d90 ascending; equal d90s (e.g. all at the smallest d tried) by best validation accuracy,
+    highest first; then the targets that never reached the threshold, by best validation accuracy (closest to the
+    threshold first). ``best_val`` is the target's best seed-mean validation accuracy (NaN counts as 0). Sorting is
+    stable, so targets equal on all three keep their input order."""
+    best = best_val if math.isfinite(best_val) else 0.0
+    d = d90.reached_value
+    return (0, d, -best) if d is not None else (1, math.inf, -best)
 
 
 def _seed_matrix(dims: Any, accs: AccuracyData) -> tuple[np.ndarray, np.ndarray]:
@@ -232,6 +272,34 @@ def distinct_resamples(n_seeds: int) -> int:
     return math.comb(2 * n_seeds - 1, n_seeds) if n_seeds > 0 else 0
 
 
+def _dims_and_accs(dims: Any, seeds_accs: AccuracyData) -> tuple[Any, AccuracyData]:
+    """``(dims, accs)`` from either call form of :func:`estimate_d90` (separate, or one ``{d: accs}`` mapping)."""
+    if isinstance(seeds_accs, Mapping):
+        if dims is not None and sorted(map(float, dims)) != sorted(map(float, seeds_accs)):
+            raise PetlError(f"dims {sorted(dims)} do not match the keys of seeds_accs {sorted(seeds_accs)}")
+        return list(seeds_accs.keys()), list(seeds_accs.values())
+    if isinstance(dims, Mapping):
+        if seeds_accs is not None:
+            raise PetlError(
+                "pass either estimate_d90(dims, seeds_accs, target) or estimate_d90({d: accs}, None, target)"
+            )
+        return list(dims.keys()), list(dims.values())
+    return dims, seeds_accs
+
+
+def _bootstrap(d: np.ndarray, margins: np.ndarray, n_boot: int, ci: float, rng_seed: int) -> tuple[float, float, float]:
+    """Percentile interval of d90 over seed resamples (whole columns of ``margins``) and the share that reached."""
+    n_seeds = margins.shape[1]
+    rng = np.random.default_rng(rng_seed)
+    picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    boots = np.fromiter((_margin_d90(d, margins[:, row])[0] for row in picks), dtype=float, count=n_boot)
+    alpha = (1.0 - ci) / 2.0
+    # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
+    low = float(np.quantile(boots, alpha, method="lower"))
+    high = float(np.quantile(boots, 1.0 - alpha, method="higher"))
+    return low, high, float(np.isfinite(boots).mean())
+
+
 def estimate_d90(
     dims: Any,
     seeds_accs: AccuracyData,
@@ -239,7 +307,7 @@ def estimate_d90(
     n_boot: int = 1000,
     ci: float = 0.95,
     rng_seed: int = 0,
-) -> D90Estimate:
+) -> D90:
     """Point estimate and bootstrap CI of the d at which accuracy reaches ``target``.
 
     Each seed is one run of the whole experiment: its curve and, when ``target`` is given per seed, the baselines
@@ -260,16 +328,7 @@ def estimate_d90(
         ci: confidence level of the percentile interval, in (0, 1).
         rng_seed: seed of the bootstrap's numpy Generator (results are deterministic).
     """
-    if isinstance(seeds_accs, Mapping):
-        if dims is not None and sorted(map(float, dims)) != sorted(map(float, seeds_accs)):
-            raise PetlError(f"dims {sorted(dims)} do not match the keys of seeds_accs {sorted(seeds_accs)}")
-        dims, seeds_accs = list(seeds_accs.keys()), list(seeds_accs.values())
-    elif isinstance(dims, Mapping):
-        if seeds_accs is not None:
-            raise PetlError(
-                "pass either estimate_d90(dims, seeds_accs, target) or estimate_d90({d: accs}, None, target)"
-            )
-        dims, seeds_accs = list(dims.keys()), list(dims.values())
+    dims, seeds_accs = _dims_and_accs(dims, seeds_accs)
     if not 0.0 < ci < 1.0:
         raise PetlError(f"ci must be in (0, 1), e.g. 0.95; got {ci!r}")
     if n_boot < 0:
@@ -289,29 +348,13 @@ def estimate_d90(
     ci_low = ci_high = None
     reached_fraction = float(math.isfinite(point))
     if n_boot > 0 and n_seeds > 1:
-        rng = np.random.default_rng(rng_seed)
-        picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-        boots = np.fromiter((_margin_d90(d, margins[:, row])[0] for row in picks), dtype=float, count=n_boot)
-        alpha = (1.0 - ci) / 2.0
-        # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
-        ci_low = float(np.quantile(boots, alpha, method="lower"))
-        ci_high = float(np.quantile(boots, 1.0 - alpha, method="higher"))
-        reached_fraction = float(np.isfinite(boots).mean())
+        ci_low, ci_high, reached_fraction = _bootstrap(d, margins, n_boot, ci, rng_seed)
     reached = math.isfinite(point)
-    return D90Estimate(
-        d90=point if reached else None,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        reached=reached,
-        below_min=reached and bool(fitted_margin[0] >= 0.0),
-        reached_fraction=reached_fraction,
-        n_trials=int(counts.sum()),
-        n_seeds=int(n_seeds),
-        target=mean_target,
-        ci=float(ci),
-        n_boot=int(n_boot) if n_seeds > 1 else 0,
-        curve=curve,
-    )
+    return D90(threshold_acc=mean_target, threshold_per_seed=targets.tolist(), value=point if reached else None,
+               ci_low=ci_low, ci_high=ci_high, reached=reached, below_min=reached and bool(fitted_margin[0] >= 0.0),
+               reached_fraction=reached_fraction, n_seeds=int(n_seeds),
+               fit=D90Fit(curve=curve, n_trials=int(counts.sum()), ci=float(ci),
+                          n_boot=int(n_boot) if n_seeds > 1 else 0))
 
 
 def format_d90(value: float | None, reached: bool, below_min: bool = False) -> str:

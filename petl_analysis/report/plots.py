@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import matplotlib
 import matplotlib.style
@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..tuners import METHODS
 from .pareto import front_order
 from .tables import (
     PLANNED_VARIANTS,
@@ -58,8 +59,6 @@ RC = {
     "axes.spines.right": False,
     "hatch.linewidth": 0.8,
 }
-MARKERS = {"kadaptation": "*", "lora": "D", "adapter": "s", "compacter": "p", "vpt": "v", "bitfit": "^",
-           "layernorm": "<", "linear": "o", "full": "X"}
 SPARE_MARKERS = ("h", "8", ">", "d", "P", "H")
 MARKER_SIZE = {"*": 13, "X": 9, "p": 9}
 #: Variant -> (line style joining a label's budgets, marker fill style).
@@ -82,9 +81,14 @@ def _png(fig: Figure, dpi: int) -> bytes:
     return buf.getvalue()
 
 
+def method_marker(method: str) -> str:
+    """The marker a method registered (:func:`~petl_analysis.tuners.base.register_method`); ``o`` for another."""
+    return METHODS.get(method).marker if method in METHODS else "o"
+
+
 def _marker(method: str, extra: dict[str, str]) -> str:
-    if method in MARKERS:
-        return MARKERS[method]
+    if method in METHODS:
+        return method_marker(method)
     if method not in extra:
         extra[method] = SPARE_MARKERS[len(extra) % len(SPARE_MARKERS)]
     return extra[method]
@@ -107,6 +111,31 @@ def _log_axis(ax, axis: str = "x") -> None:
 
 
 # --------------------------------------------------------------------------------------------------- 1. trade-off
+
+
+def _plot_label(ax: Any, pts: list[PointRow], marker: str, colour_of: Callable[[float], Any]) -> Line2D:
+    """One label's points (one method and variant, by parameters): joined across budgets, error bars, each marker
+    coloured by its PE; returns its legend handle."""
+    first = pts[0]
+    linestyle, fill = VARIANT_STYLE.get(first.variant, ("-", "full"))
+    size = MARKER_SIZE.get(marker, 7.5)
+    x = [r.params for r in pts]
+    y = [100 * r.acc for r in pts]
+    line_colour, line_width = ("0.15", 1.4) if first.method == "kadaptation" else ("0.55", 0.9)
+    if len(pts) > 1:
+        ax.plot(x, y, linestyle=linestyle, color=line_colour, linewidth=line_width, zorder=2)
+    ax.errorbar(x, y, yerr=[100 * r.std for r in pts], fmt="none", ecolor="0.35", elinewidth=0.9, capsize=2.5,
+                zorder=3)
+    for r in pts:
+        colour = colour_of(r.pe)
+        ax.plot([r.params], [100 * r.acc], linestyle="none", marker=marker, markersize=size, fillstyle=fill,
+                markerfacecolor=colour, markerfacecoloralt="white", markeredgecolor="black" if fill != "none"
+                else colour, markeredgewidth=0.8 if fill != "none" else 2.0, zorder=4)
+    joined = len(pts) > 1 or first.variant in PLANNED_VARIANTS
+    return Line2D([], [], color=line_colour, linewidth=line_width, linestyle=linestyle if joined else "none",
+                  marker=marker, markersize=size * 0.85, fillstyle=fill, markerfacecolor="0.75",
+                  markerfacecoloralt="white", markeredgecolor="black" if fill != "none" else "0.35",
+                  markeredgewidth=0.8 if fill != "none" else 1.6, label=first.name)
 
 
 def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_text: str, dpi: int = 150) -> bytes:
@@ -133,29 +162,7 @@ def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_
         for label in sorted(labels, key=lambda lab: (_method_order(labels[lab][0].method),
                                                      _variant_order(labels[lab][0].variant))):
             pts = sorted(labels[label], key=lambda r: r.params)
-            first = pts[0]
-            linestyle, fill = VARIANT_STYLE.get(first.variant, ("-", "full"))
-            marker = _marker(first.method, extra)
-            size = MARKER_SIZE.get(marker, 7.5)
-            x = [r.params for r in pts]
-            y = [100 * r.acc for r in pts]
-            line_colour, line_width = ("0.15", 1.4) if first.method == "kadaptation" else ("0.55", 0.9)
-            if len(pts) > 1:
-                ax.plot(x, y, linestyle=linestyle, color=line_colour, linewidth=line_width, zorder=2)
-            ax.errorbar(x, y, yerr=[100 * r.std for r in pts], fmt="none", ecolor="0.35", elinewidth=0.9, capsize=2.5,
-                        zorder=3)
-            for r in pts:
-                colour = cmap(norm(r.pe))
-                ax.plot([r.params], [100 * r.acc], linestyle="none", marker=marker, markersize=size, fillstyle=fill,
-                        markerfacecolor=colour, markerfacecoloralt="white", markeredgecolor="black" if fill != "none"
-                        else colour, markeredgewidth=0.8 if fill != "none" else 2.0, zorder=4)
-            joined = len(pts) > 1 or first.variant in PLANNED_VARIANTS
-            handles.append(Line2D([], [], color=line_colour, linewidth=line_width,
-                                  linestyle=linestyle if joined else "none", marker=marker,
-                                  markersize=size * 0.85, fillstyle=fill,
-                                  markerfacecolor="0.75", markerfacecoloralt="white",
-                                  markeredgecolor="black" if fill != "none" else "0.35",
-                                  markeredgewidth=0.8 if fill != "none" else 1.6, label=first.name))
+            handles.append(_plot_label(ax, pts, _marker(pts[0].method, extra), lambda pe: cmap(norm(pe))))
         order = front_order([r.params for r in ok], [r.acc for r in ok])
         if len(order):
             fx = [ok[i].params for i in order]
@@ -182,7 +189,7 @@ def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_
 
 
 def _method_order(method: str) -> int:
-    keys = list(MARKERS)
+    keys = METHODS.registered()
     return keys.index(method) if method in keys else len(keys)
 
 
@@ -254,6 +261,54 @@ def _d90_text(t: "TargetResult") -> str:
     return f"d90 = {d.text()}, CI {d.ci_text()}"
 
 
+def _block_grid_panels(targets: list, parsed: list[tuple[int | None, str]], lp: float,
+                       ft: float) -> tuple[Figure, np.ndarray, int]:
+    """A per-block probe: one small panel per (kind, block), sharing axes."""
+    kinds = sorted(dict.fromkeys(k for _, k in parsed), key=_kind_key)
+    blocks = sorted({b for b, _ in parsed})
+    nrows, ncols = len(kinds), len(blocks)
+    fig = Figure(figsize=(max(6.0, 1.55 * ncols + 1.2), 1.45 * nrows + 1.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    where = {(kinds.index(k), blocks.index(b)): t for t, (b, k) in zip(targets, parsed)}
+    for (i, j), ax in np.ndenumerate(axes):
+        t = where.get((i, j))
+        if t is None:
+            ax.set_axis_off()
+            continue
+        _curve_panel(ax, t, lp, ft, compact=True)
+        ax.set_title(_d90_text(t), fontsize=7, pad=2)
+        if i == 0:
+            ax.annotate(f"block {blocks[j]}", xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 14),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=9, fontweight="bold")
+        if j == 0:
+            ax.set_ylabel(f"{kinds[i]}\nacc. (%)", fontsize=8)
+        ax.tick_params(labelsize=6.5)
+    for ax in axes[-1]:
+        ax.set_xlabel("d", fontsize=8)
+    return fig, axes, ncols
+
+
+def _target_panels(targets: list, lp: float, ft: float, metric: str) -> tuple[Figure, np.ndarray, int]:
+    """Any other probe: one panel per target, up to 4 per row."""
+    n = max(1, len(targets))
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(3.4 * ncols + 0.4, 2.9 * nrows + 1.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(targets):
+            ax.set_axis_off()
+            continue
+        t = targets[k]
+        _curve_panel(ax, t, lp, ft, compact=False)
+        ax.set_title(f"{t.target}  (D = {fmt_int(t.D)})\n{_d90_text(t)}", fontsize=9)
+        if k % ncols == 0:
+            ax.set_ylabel(f"{metric} accuracy (%)")
+        if k // ncols == nrows - 1 or k + ncols >= len(targets):
+            ax.set_xlabel("subspace dimension d (log scale)")
+    return fig, axes, ncols
+
+
 def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
     """Accuracy against subspace dimension d (log x) per target with thresholds, baselines and d90 ± CI.
 
@@ -271,44 +326,9 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
     metric = "validation"
     with _style():
         if grid:
-            kinds = sorted(dict.fromkeys(k for _, k in parsed), key=_kind_key)
-            blocks = sorted({b for b, _ in parsed})
-            nrows, ncols = len(kinds), len(blocks)
-            fig = Figure(figsize=(max(6.0, 1.55 * ncols + 1.2), 1.45 * nrows + 1.9), layout="constrained")
-            axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
-            where = {(kinds.index(k), blocks.index(b)): t for t, (b, k) in zip(targets, parsed)}
-            for (i, j), ax in np.ndenumerate(axes):
-                t = where.get((i, j))
-                if t is None:
-                    ax.set_axis_off()
-                    continue
-                _curve_panel(ax, t, lp, ft, compact=True)
-                ax.set_title(_d90_text(t), fontsize=7, pad=2)
-                if i == 0:
-                    ax.annotate(f"block {blocks[j]}", xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 14),
-                                textcoords="offset points", ha="center", va="bottom", fontsize=9, fontweight="bold")
-                if j == 0:
-                    ax.set_ylabel(f"{kinds[i]}\nacc. (%)", fontsize=8)
-                ax.tick_params(labelsize=6.5)
-            for ax in axes[-1]:
-                ax.set_xlabel("d", fontsize=8)
+            fig, axes, ncols = _block_grid_panels(targets, parsed, lp, ft)
         else:
-            n = max(1, len(targets))
-            ncols = min(4, n)
-            nrows = math.ceil(n / ncols)
-            fig = Figure(figsize=(3.4 * ncols + 0.4, 2.9 * nrows + 1.6), layout="constrained")
-            axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
-            for k, ax in enumerate(axes.flat):
-                if k >= len(targets):
-                    ax.set_axis_off()
-                    continue
-                t = targets[k]
-                _curve_panel(ax, t, lp, ft, compact=False)
-                ax.set_title(f"{t.target}  (D = {fmt_int(t.D)})\n{_d90_text(t)}", fontsize=9)
-                if k % ncols == 0:
-                    ax.set_ylabel(f"{metric} accuracy (%)")
-                if k // ncols == nrows - 1 or k + ncols >= len(targets):
-                    ax.set_xlabel("subspace dimension d (log scale)")
+            fig, axes, ncols = _target_panels(targets, lp, ft, metric)
         axes.flat[0].set_ylim(ylo - pad, yhi + pad)
         cfg = probe.config
         fig.suptitle(f"{title}\nthreshold {cfg.threshold:g} of the FT gain over LP (solid) and {cfg.threshold:g}·FT "
@@ -323,6 +343,27 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
 # --------------------------------------------------------------------------------------------------- 3. heatmap
 
 
+def _heatmap_cell(ax: Any, i: int, j: int, r: ProbeRow | None, colour_of: Callable[[float], Any],
+                  show_ci: bool) -> None:
+    """Annotate one heatmap cell: its d90 (and CI), "not reached" with the best accuracy, or "–" (not probed)."""
+    if r is None:
+        ax.text(j, i, "–", ha="center", va="center", color="0.5", fontsize=9)
+        return
+    if not r.reached:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", edgecolor="0.55", hatch="///", linewidth=0))
+        # The best accuracy still orders unreached cells (as the ranking does).
+        ax.text(j, i, f"not reached\nbest val {100 * r.best_acc:.1f}%", ha="center", va="center", fontsize=7,
+                color="0.15", bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"))
+        return
+    rgba = colour_of(r.d90.reached_value)
+    lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+    colour = "black" if lum > 0.5 else "white"
+    ax.text(j, i - (0.12 if show_ci else 0), fmt_d(r), ha="center", va="center", fontsize=9, fontweight="bold",
+            color=colour)
+    if show_ci:
+        ax.text(j, i + 0.22, fmt_ci(r), ha="center", va="center", fontsize=6.5, color=colour)
+
+
 def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
     """Submodule kind x block grid coloured by d90 (log colour scale); not-reached cells hatched grey, with their
     best accuracy."""
@@ -332,8 +373,8 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
     cell = {(r.kind, r.block): r for r in block_rows}
     values = np.full((len(kinds), len(blocks)), np.nan)
     for (k, b), r in cell.items():
-        if r.reached and r.d90 is not None and r.d90 > 0:
-            values[kinds.index(k), blocks.index(b)] = r.d90
+        if r.reached and r.d90.reached_value > 0:
+            values[kinds.index(k), blocks.index(b)] = r.d90.reached_value
     finite = values[np.isfinite(values)]
     show_ci = len(blocks) <= 12
     with _style():
@@ -349,26 +390,7 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
         ax.grid(False)
         for i, k in enumerate(kinds):
             for j, b in enumerate(blocks):
-                r = cell.get((k, b))
-                if r is None:
-                    ax.text(j, i, "–", ha="center", va="center", color="0.5", fontsize=9)
-                    continue
-                if not r.reached:
-                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", edgecolor="0.55",
-                                           hatch="///", linewidth=0))
-                    # The best accuracy still orders unreached cells (as the ranking does).
-                    ax.text(j, i, f"not reached\nbest val {100 * r.best_acc:.1f}%", ha="center", va="center", fontsize=7,
-                            color="0.15",
-                            bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"))
-                    continue
-                rgba = cmap(norm(r.d90))
-                lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-                colour = "black" if lum > 0.5 else "white"
-                ax.text(j, i - (0.12 if show_ci else 0), fmt_d(r), ha="center", va="center",
-                        fontsize=9, fontweight="bold", color=colour)
-                if show_ci:
-                    ax.text(j, i + 0.22, fmt_ci(r), ha="center", va="center", fontsize=6.5,
-                            color=colour)
+                _heatmap_cell(ax, i, j, cell.get((k, b)), lambda d: cmap(norm(d)), show_ci)
         ax.set_xticks(range(len(blocks)), [str(b) for b in blocks])
         ax.set_yticks(range(len(kinds)), kinds)
         ax.set_xlabel("block")
@@ -502,7 +524,7 @@ def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dic
                 xs = np.arange(1, len(order) + 1) + offsets[m]
                 means = [100 * float(np.mean(oracle[m][t])) for t in order]
                 stds = [100 * float(np.std(oracle[m][t])) for t in order]
-                ax.errorbar(xs, means, yerr=stds, marker=MARKERS.get(m, "o"), markersize=7 if m != "kadaptation" else 10,
+                ax.errorbar(xs, means, yerr=stds, marker=method_marker(m), markersize=7 if m != "kadaptation" else 10,
                             color=ORACLE_COLOURS.get(m, "0.3"), markeredgecolor="black", markeredgewidth=0.5,
                             linewidth=1.0, elinewidth=1.0, capsize=3, zorder=3)
                 for x, t in zip(xs, order):
@@ -517,7 +539,7 @@ def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dic
                 ax.set_ylabel("oracle val. accuracy (%)")
         for k in range(n, rows_ * cols):
             axes[k // cols][k % cols].set_visible(False)
-        handles = [Line2D([], [], marker=MARKERS.get(m, "o"), color=ORACLE_COLOURS.get(m, "0.3"),
+        handles = [Line2D([], [], marker=method_marker(m), color=ORACLE_COLOURS.get(m, "0.3"),
                           markeredgecolor="black", markeredgewidth=0.5, label=f"{m}: set adapted alone")
                    for m in methods]
         handles.append(Line2D([], [], color="0.4", marker=".", linestyle="none", label="per seed"))

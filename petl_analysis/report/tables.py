@@ -16,20 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..plan import PLANNED_VARIANTS
-from ..probe.d90 import format_ci, format_d90
+from ..probe.d90 import D90
+from ..tuners import METHODS
 from .pareto import KADAPTATION_M0, PPT_M0, pareto_front, pe_score
 
-METHOD_NAMES = {
-    "kadaptation": "KAdaptation",
-    "lora": "LoRA",
-    "adapter": "Adapter",
-    "compacter": "Compacter",
-    "vpt": "VPT",
-    "bitfit": "BitFit",
-    "layernorm": "LayerNorm",
-    "linear": "Linear probe",
-    "full": "Full FT",
-}
 VARIANT_NAMES = {"selected": "selected", "fixed": "fixed q,v", "worst": "worst-ranked"}
 if TYPE_CHECKING:
     from ..probe import ProbeResult, TargetResult
@@ -39,9 +29,14 @@ if TYPE_CHECKING:
 BLOCK_TARGET = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
+def method_name(method: str) -> str:
+    """The name a method registered to be shown by (``KAdaptation``); an unregistered name as it is."""
+    return METHODS.get(method).display_name if method in METHODS else method
+
+
 def display_name(method: str, variant: str) -> str:
     """``KAdaptation (selected)``, ``LoRA (fixed q,v)``, ``Adapter``, ``Linear probe``."""
-    name = METHOD_NAMES.get(method, method)
+    name = method_name(method)
     return f"{name} ({VARIANT_NAMES[variant]})" if variant in VARIANT_NAMES else name
 
 
@@ -139,18 +134,8 @@ class ProbeRow:
     kind: str
     D: int
     units: int
-    d90: float | None
-    ci_low: float | None
-    ci_high: float | None
-    reached: bool
-    below_min: bool
-    reached_fraction: float
-    n_seeds: int
-    d90_classic: float | None
-    classic_reached: bool
-    classic_below_min: bool
-    threshold_acc: float
-    classic_threshold_acc: float
+    d90: D90  # gain-normalised (what the ranking orders by)
+    d90_classic: D90
     best_acc: float  # best seed-mean validation accuracy over d
     best_test_acc: float  # seed-mean test accuracy at that d (reported, never decided on)
     dims_tried: int
@@ -158,6 +143,11 @@ class ProbeRow:
     failed_trials: int
     ranking_rank: int | None = None
     tied_with: list[str] = field(default_factory=list)
+
+    @property
+    def reached(self) -> bool:
+        """The gain-normalised threshold was reached within the d tried."""
+        return self.d90.reached_value is not None
 
 
 def split_block_target(target: str) -> tuple[int | None, str]:
@@ -181,7 +171,7 @@ def _best(t: TargetResult) -> tuple[float, float]:
 
 
 def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[ProbeRow]:
-    """Targets in the probe's own order (gain-normalised d90 ascending, not reached last)."""
+    """Targets in the one d90 order (:meth:`~petl_analysis.probe.ProbeResult.ranked`, as the ranking)."""
     ranked = {e.target: e for e in ranking.entries} if ranking is not None else {}
     rows = []
     for i, t in enumerate(probe.ranked(), start=1):
@@ -189,15 +179,9 @@ def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[Probe
         entry = ranked.get(t.target)
         best_val, best_test = _best(t)
         rows.append(ProbeRow(
-            rank=i, target=t.target, block=block, kind=kind, D=t.D, units=len(t.units),
-            d90=t.d90.value if t.d90.reached else None, ci_low=t.d90.ci_low, ci_high=t.d90.ci_high,
-            reached=bool(t.d90.reached and t.d90.value is not None), below_min=t.d90.below_min,
-            reached_fraction=t.d90.reached_fraction, n_seeds=t.d90.n_seeds,
-            d90_classic=t.d90_classic.value if t.d90_classic.reached else None,
-            classic_reached=bool(t.d90_classic.reached and t.d90_classic.value is not None),
-            classic_below_min=bool(t.d90_classic.reached and t.d90_classic.below_min),
-            threshold_acc=t.d90.threshold_acc, classic_threshold_acc=t.d90_classic.threshold_acc,
-            best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims), trials=t.trials,
+            rank=i, target=t.target, block=block, kind=kind, D=t.D, units=len(t.units), d90=t.d90,
+            d90_classic=t.d90_classic, best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims),
+            trials=t.trials,
             failed_trials=t.failed_trials, ranking_rank=entry.rank if entry else None,
             tied_with=list(entry.tied_with) if entry else [],
         ))
@@ -238,16 +222,16 @@ def fmt_pe(x: float) -> str:
 
 def fmt_d(r: ProbeRow) -> str:
     """The row's gain-normalised d90 (``<=`` when reached at the smallest d tried)."""
-    return format_d90(r.d90, r.reached, r.below_min)
+    return r.d90.text()
 
 
 def fmt_d_classic(r: ProbeRow) -> str:
-    return format_d90(r.d90_classic, r.classic_reached, r.classic_below_min)
+    return r.d90_classic.text()
 
 
 def fmt_ci(r: ProbeRow) -> str:
     """The row's bootstrap interval, ``n/a, 1 seed``, or ``-`` when the threshold was not reached."""
-    return format_ci(r.ci_low, r.ci_high, r.n_seeds) if r.reached or r.n_seeds < 2 else "-"
+    return r.d90.ci_text() if r.reached or r.d90.n_seeds < 2 else "-"
 
 
 # --------------------------------------------------------------------------------------------------- CSV
@@ -306,11 +290,12 @@ def probe_csv(rows: list[ProbeRow]) -> str:
     """
     out = []
     for r in rows:
+        d, c = r.d90, r.d90_classic
         out.append([
-            r.rank, r.target, "" if r.block is None else r.block, r.kind, r.D, r.units, _num(r.d90, 1),
-            _num(r.ci_low, 1), _num(r.ci_high, 1), str(r.reached).lower(), str(r.below_min).lower(),
-            _num(r.reached_fraction, 3), r.n_seeds, _num(r.d90_classic, 1), str(r.classic_below_min).lower(),
-            _num(100 * r.threshold_acc, 4), _num(100 * r.classic_threshold_acc, 4), _num(100 * r.best_acc, 4),
+            r.rank, r.target, "" if r.block is None else r.block, r.kind, r.D, r.units, _num(d.reached_value, 1),
+            _num(d.ci_low, 1), _num(d.ci_high, 1), str(r.reached).lower(), str(d.below_min).lower(),
+            _num(d.reached_fraction, 3), d.n_seeds, _num(c.reached_value, 1), str(c.reached and c.below_min).lower(),
+            _num(100 * d.threshold_acc, 4), _num(100 * c.threshold_acc, 4), _num(100 * r.best_acc, 4),
             _num(100 * r.best_test_acc, 4), r.dims_tried, r.trials,
             r.failed_trials, "" if r.ranking_rank is None else r.ranking_rank,
         ])

@@ -46,17 +46,26 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
     """The section: setup, verdicts, the agreement and regret tables, the oracle table and the per-selector plot.
 
     ``figure(key, filename, png, alt, caption)`` writes a PNG and returns its block (the report builder's)."""
+    blocks: list[Block] = [Heading("Does the ranking predict?", 2), *_setup_and_verdicts(v)]
+    blocks += _agreement_blocks(v) + _regret_blocks(v) + _oracle_blocks(v)
+    blocks.append(_oracle_figure(v, figure))
+    if v.notes:
+        blocks += [Heading("Notes", 3), Bullets(list(v.notes))]
+    return blocks
+
+
+def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
+    """What was trained, then one verdict on the oracle's spread and one per selector."""
     primary = v.methods[0]
-    blocks: list[Block] = [Heading("Does the ranking predict?", 2)]
     seeds = len(v.seeds)
-    blocks.append(Paragraph(
+    setup = Paragraph(
         f"Each of the {len(v.sets)} target sets was adapted **alone** at a matched budget of {v.budget:,} trainable "
         f"parameters (head excluded) with {', '.join(v.methods)}, over {seeds} seed{'s' if seeds != 1 else ''}, and "
         "scored on validation: the oracle. Every selector's order is compared with it (rank correlations with a "
         "seed-bootstrap interval, a permutation test against random orders), and each selector's plan is trained "
         f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} (regret = validation accuracy "
         f"of the best plan trained at that budget minus the selector's; random orders give the floor). Validation "
-        "decides throughout; test accuracy is in the artefact only."))
+        "decides throughout; test accuracy is in the artefact only.")
     spread, noise = oracle_spread(v, primary)
     verdicts = []
     images = spread * v.n_val
@@ -74,14 +83,17 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
     for a in v.agreement:
         if a.method == primary:
             verdicts.append(_agreement_sentence(a, primary))
-    blocks.append(Bullets(verdicts))
+    return [setup, Bullets(verdicts)]
 
-    null = v.random.get(primary, {})
+
+def _agreement_blocks(v: "ValidationResult") -> list[Block]:
+    """Each selector's agreement with the oracle, and what a random order gets."""
     header = ["selector", "oracle", "Spearman ρ [95%]", "Kendall τ [95%]", "p vs random", "top-1", "top-3",
               "top-1 regret (pts)", "verdict"]
     rows = []
     for a in v.agreement:
-        rows.append([f"`{a.selector}`", a.method, format_correlation(a.spearman, a.spearman_ci), format_correlation(a.kendall, a.kendall_ci),
+        rows.append([f"`{a.selector}`", a.method, format_correlation(a.spearman, a.spearman_ci),
+                     format_correlation(a.kendall, a.kendall_ci),
                      f"{a.p_random:.3f}", f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
                      _pts(a.top1_regret), a.verdict])
     for m in v.methods:
@@ -91,53 +103,64 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
             rows.append(["random (expected)", m, f"{r['spearman_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", "-", "-",
                          f"{r['top_k'][0]:.0%}", f"{r['top_k'][-1]:.0%}" if len(r["top_k"]) >= 3 else "-",
                          _pts(r["top1_regret"]), "-"])
-    blocks += [Heading("Agreement with the oracle", 3),
-               Paragraph("ρ, τ > 0: sets ranked earlier adapt better. Intervals resample the oracle's seeds "
-                         f"({seeds} seeds allow few distinct resamples: the interval says how stable the oracle order "
-                         "is, not a population interval). \"random (expected)\": a uniformly random order (its ρ "
-                         "range is the central 95% of all orders)."),
-               Table(header, rows, numeric={2, 3, 4, 5, 6, 7})]
+    return [Heading("Agreement with the oracle", 3),
+            Paragraph("ρ, τ > 0: sets ranked earlier adapt better. Intervals resample the oracle's seeds "
+                      f"({len(v.seeds)} seeds allow few distinct resamples: the interval says how stable the oracle "
+                      "order is, not a population interval). \"random (expected)\": a uniformly random order (its ρ "
+                      "range is the central 95% of all orders)."),
+            Table(header, rows, numeric={2, 3, 4, 5, 6, 7})]
 
-    names = ["oracle", *v.selectors, "random"]
+
+def _regret_blocks(v: "ValidationResult") -> list[Block]:
+    """Regret of each selector's plan per budget, and what the best plan at each budget was."""
     reg_rows = []
-    for name in names:
+    for name in ["oracle", *v.selectors, "random"]:
         cells = [f"`{name}`" if name != "random" else f"random (mean of {v.random_draws})"]
         cells += [_pts(v.mean_regret(name, b)) for b in v.budgets]
         reg_rows.append(cells)
-    best_rows = []
-    for b in v.budgets:
-        at_b = [p for p in v.plans if p.budget == b and p.val_per_seed]
-        if at_b:
-            top = max(at_b, key=lambda p: p.val_mean)
-            gap = top.val_mean - min(p.val_mean for p in at_b)
-            noise = float(np.mean([p.val_std for p in at_b]))
-            distinct = len({p.same_as or p.selector for p in at_b})
-            reading = ("within twice the seed spread: at this budget the plans are not distinguishable, and neither "
-                       "are the regrets" if gap <= 2 * noise else "outside twice the seed spread")
-            if distinct == 1:
-                best_rows.append(f"budget {b:,}: every selector produced the same plan ({', '.join(top.targets)}; "
-                                 f"{top.used:,} parameters, {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation)")
-                continue
-            best_rows.append(f"budget {b:,}: best plan {top.selector} ({', '.join(top.targets)}; {top.used:,} "
-                             f"parameters) at {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation; the "
-                             f"{distinct} distinct plans span {_pts(gap)} points against a mean seed spread of "
-                             f"{_pts(noise)}, {reading}")
-    blocks += [Heading("Regret per budget", 3),
-               Paragraph(f"Points of validation accuracy given up by training each selector's {v.regret_method} plan "
-                         "instead of the best plan trained at that budget (0 = it produced the best). Plans that "
-                         "coincide were trained once."),
-               Table(["selector", *[f"{b:,}" for b in v.budgets]], reg_rows, numeric=set(range(1, len(v.budgets) + 1))),
-               Bullets(best_rows)]
+    best_rows = [row for b in v.budgets for row in [_best_plan_row(v, b)] if row]
+    return [Heading("Regret per budget", 3),
+            Paragraph(f"Points of validation accuracy given up by training each selector's {v.regret_method} plan "
+                      "instead of the best plan trained at that budget (0 = it produced the best). Plans that "
+                      "coincide were trained once."),
+            Table(["selector", *[f"{b:,}" for b in v.budgets]], reg_rows, numeric=set(range(1, len(v.budgets) + 1))),
+            Bullets(best_rows)]
 
+
+def _best_plan_row(v: "ValidationResult", b: int) -> str | None:
+    """The best plan trained at budget ``b`` and whether the plans there are distinguishable (None: none trained)."""
+    at_b = [p for p in v.plans if p.budget == b and p.val_per_seed]
+    if not at_b:
+        return None
+    top = max(at_b, key=lambda p: p.val_mean)
+    gap = top.val_mean - min(p.val_mean for p in at_b)
+    noise = float(np.mean([p.val_std for p in at_b]))
+    distinct = len({p.same_as or p.selector for p in at_b})
+    reading = ("within twice the seed spread: at this budget the plans are not distinguishable, and neither "
+               "are the regrets" if gap <= 2 * noise else "outside twice the seed spread")
+    if distinct == 1:
+        return (f"budget {b:,}: every selector produced the same plan ({', '.join(top.targets)}; "
+                f"{top.used:,} parameters, {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation)")
+    return (f"budget {b:,}: best plan {top.selector} ({', '.join(top.targets)}; {top.used:,} "
+            f"parameters) at {_pts(top.val_mean)} ± {_pts(top.val_std)} % validation; the "
+            f"{distinct} distinct plans span {_pts(gap)} points against a mean seed spread of "
+            f"{_pts(noise)}, {reading}")
+
+
+def _oracle_blocks(v: "ValidationResult") -> list[Block]:
     oracle_rows = []
     for m in v.methods:
         for i, e in enumerate(v.oracle_of(m)):
             oracle_rows.append([m, str(i + 1), f"`{e.target}`", f"{e.used:,}",
                                 f"{_pts(e.val_mean)} ± {_pts(e.val_std)}", _pts(e.test_mean)])
-    blocks += [Heading("Oracle: each set adapted alone", 3),
-               Table(["method", "oracle rank", "set", "trainable", "val acc (%)", "test acc (%)"], oracle_rows,
-                     numeric={1, 3, 4, 5})]
+    return [Heading("Oracle: each set adapted alone", 3),
+            Table(["method", "oracle rank", "set", "trainable", "val acc (%)", "test acc (%)"], oracle_rows,
+                  numeric={1, 3, 4, 5})]
 
+
+def _oracle_figure(v: "ValidationResult", figure: Callable[[str, str, bytes, str, str], Image]) -> Image:
+    """One panel per selector: the oracle accuracy of each set against the rank the selector gives it."""
+    primary = v.methods[0]
     oracle = {m: {e.target: e.val_per_seed for e in v.oracle if e.method == m} for m in v.methods}
     by = {(a.selector, a.method): a for a in v.agreement}
     panels = [("oracle", f"oracle ({primary})", [e.target for e in v.oracle_of(primary)])]
@@ -145,12 +168,9 @@ def validation_section(v: "ValidationResult", figure: Callable[[str, str, bytes,
         a = by[(name, primary)]
         panels.append((name, f"{name}: ρ = {format_correlation(a.spearman, a.spearman_ci)}", a.order))
     png = plots.oracle_vs_predicted(panels, oracle, title=f"Oracle accuracy against predicted rank "
-                                    f"({v.model.name} on {v.data.dataset}, {seeds} seeds)")
-    blocks.append(figure("oracle_vs_predicted", VALIDATION_PNG, png,
-                         "oracle validation accuracy of each set against the rank each selector gives it",
-                         "One panel per selector: a selector that predicts draws a falling line. The first panel is "
-                         "the oracle's own order (the best any selector can do)."))
-    if v.notes:
-        blocks += [Heading("Notes", 3), Bullets(list(v.notes))]
-    return blocks
+                                    f"({v.model.name} on {v.data.dataset}, {len(v.seeds)} seeds)")
+    return figure("oracle_vs_predicted", VALIDATION_PNG, png,
+                  "oracle validation accuracy of each set against the rank each selector gives it",
+                  "One panel per selector: a selector that predicts draws a falling line. The first panel is "
+                  "the oracle's own order (the best any selector can do).")
 

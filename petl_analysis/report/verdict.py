@@ -263,14 +263,15 @@ def _summary_core(outcomes: list[str], other: str) -> str:
 
 
 def _smallest_d(rows: list[ProbeRow]) -> int | None:
-    values = [r.d90 for r in rows if r.reached and r.below_min and r.d90 is not None]
+    values = [r.d90.reached_value for r in rows if r.reached and r.d90.below_min]
     return int(min(values)) if values else None
 
 
 def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
     def span(r: ProbeRow) -> tuple[float, float]:
-        lo = r.ci_low if r.ci_low is not None and math.isfinite(r.ci_low) else (r.d90 or math.inf)
-        hi = r.ci_high if r.ci_high is not None else math.inf
+        d = r.d90
+        lo = d.ci_low if d.ci_low is not None and math.isfinite(d.ci_low) else (d.reached_value or math.inf)
+        hi = d.ci_high if d.ci_high is not None else math.inf
         return lo, hi
     (alo, ahi), (blo, bhi) = span(a), span(b)
     return alo <= bhi and blo <= ahi
@@ -327,13 +328,13 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
     if missed:
         bullets.append(f"Never reached the threshold within the d tried: {', '.join(missed)}.")
     if n_val:
-        close = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.threshold_acc)} %)" for r in rows
-                 if not r.reached and 0 < r.threshold_acc - r.best_acc < 1.0 / n_val]
+        close = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.d90.threshold_acc)} %)" for r in rows
+                 if not r.reached and 0 < r.d90.threshold_acc - r.best_acc < 1.0 / n_val]
         if close:
             bullets.append("Missed the threshold by less than one validation image, so \"not reached\" is within "
                            "rounding: " + ", ".join(close) + ".")
-    pooled = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.threshold_acc)} %)" for r in rows
-              if not r.reached and r.best_acc >= r.threshold_acc]
+    pooled = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.d90.threshold_acc)} %)" for r in rows
+              if not r.reached and r.best_acc >= r.d90.threshold_acc]
     if pooled:
         bullets.append("A single point above the threshold, pooled by the monotone fit with lower points at larger d "
                        "(the curve falls again), so not counted as reached: " + ", ".join(pooled) + ".")
@@ -348,13 +349,13 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
         if _ci_overlap(a, m):
             verdict = ("not distinguishable within the bootstrap CIs, so the paper's finding is neither confirmed nor "
                        "refuted here")
-        elif (a.d90 or math.inf) < (m.d90 or math.inf):
+        elif (a.d90.reached_value or math.inf) < (m.d90.reached_value or math.inf):
             verdict = "attention is lower, consistent with the KAdaptation paper's finding"
         else:
             verdict = "MLP is lower, contrary to the KAdaptation paper's finding (attention lower)"
         bullets.append(f"Attention vs MLP: lowest attention d90 {fmt_d(a)} ({a.target}) vs "
                        f"lowest MLP d90 {fmt_d(m)} ({m.target}): {verdict}.")
-    degenerate = degenerate_probe_text([r.reached and r.below_min for r in rows], _smallest_d(rows), floor[0],
+    degenerate = degenerate_probe_text([r.reached and r.d90.below_min for r in rows], _smallest_d(rows), floor[0],
                                        ceiling[0])
     if degenerate:
         bullets.append(degenerate[0].upper() + degenerate[1:] + ".")

@@ -42,7 +42,6 @@ class RankedTarget:
     below_min: bool = False
     n_seeds: int = 0
     tied_with: list[str] = field(default_factory=list)
-    below_min: bool = False
 
 
 @dataclass

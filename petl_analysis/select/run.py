@@ -9,7 +9,8 @@ from ..engine import Recipe
 from ..errors import PetlError
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec
 from ..probe import ProbeResult, expand_targets
-from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
+from ..linear_probe import fit_linear_probe
+from ..task import DataSpec, build_task, prepare_model
 from .ranking import Ranking, rank_correlations
 from .selectors import SELECTORS, rank_by_proxy, rank_from_probe
 

@@ -36,16 +36,9 @@ SELECTORS: Registry[tuple[Callable[..., dict[str, float]], str]] = Registry("sel
 
 def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = "") -> Ranking:
     """Rank the probe's targets by d90 (gain-normalised by default), flagging statistically tied neighbours."""
-    rows = []
-    for t in probe.targets:
-        d = t.d90_classic if classic else t.d90
-        best = t.best_val if math.isfinite(t.best_val) else 0.0
-        rows.append((t, d, best))
-    # Reached first by d90, equal d90 (e.g. all at the smallest d tried) by best validation accuracy; then not
-    # reached by best validation accuracy (closest to the threshold first).
-    rows.sort(key=lambda r: (0, r[1].value, -r[2]) if r[1].reached and r[1].value is not None else (1, math.inf, -r[2]))
     entries = []
-    for i, (t, d, best) in enumerate(rows):
+    for i, t in enumerate(probe.ranked(classic=classic)):  # the one d90 order: the probe table's too
+        d = t.d90_classic if classic else t.d90
         entries.append(RankedTarget(
             target=t.target, units=t.units, D=t.D, rank=i + 1,
             score=d.value if d.reached else None,

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artefacts import Artefact, from_jsonable, key_json, to_jsonable
+from ..artefacts import Artefact, from_jsonable, to_jsonable
 from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
-from ..io import JsonlLog, MemoryLog, check_output_path
+from ..io import check_output_path
 from ..models import ModelSpec, spec_with_load
 from ..plan import (DEFAULT_METHODS, Plan, plan_file_name, plan_study, plans_dataset, read_plans, validate_plan,
                     write_plans)
@@ -28,7 +28,7 @@ from ..plan.budgets import BudgetLike, resolve_budgets
 from ..select import Ranking
 from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model, require_same_model
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
-from ..trials import STATUS_OK, Trial, run_trials
+from ..trials import Trial, TrialRecord, key_json, open_trial_log, run_trials, trial_log_path
 from ..tuners import config_from_dict
 
 
@@ -186,7 +186,7 @@ def sweep_plans(
     n_jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
-    on_trial: Callable[[dict[str, Any], bool], None] | None = None,
+    on_trial: Callable[[TrialRecord, bool], None] | None = None,
     budgets: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
     skipped: Sequence[str] = (),
@@ -230,8 +230,7 @@ def sweep_plans(
 
     seed_list = list(range(seeds))
     trials = [trial(p.config, s) for p in plans for s in seed_list]
-    log_path = trials_log or (Path(str(out) + ".trials.jsonl") if out else None)
-    log = JsonlLog(Path(log_path)) if log_path else MemoryLog()
+    log = open_trial_log(trial_log_path(out, trials_log))
     records = run_trials(trials, sweep_trial, log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
                          scheduler=scheduler)
     result_points, failed = [], []
@@ -240,13 +239,13 @@ def sweep_plans(
         me = f"{plan.label}@{plan.budget}"
         first = first_of.setdefault(json.dumps(plan.config, sort_keys=True), me)
         recs = [records[trial(plan.config, s).key] for s in seed_list]
-        ok = [r for r in recs if r["status"] == STATUS_OK]
-        failed += [{"label": plan.label, "budget": plan.budget, "seed": r["payload"]["seed"], "error": r.get("error")}
-                   for r in recs if r["status"] != STATUS_OK]
+        ok = [r for r in recs if r.ok]
+        failed += [{"label": plan.label, "budget": plan.budget, "seed": r.payload["seed"], "error": r.error}
+                   for r in recs if not r.ok]
         if not ok:
             continue
-        runs = [from_jsonable(SeedRun, r["result"]["seed_run"]) for r in ok]
-        run = summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0]["result"]["trainable"], runs,
+        runs = [from_jsonable(SeedRun, r.result["seed_run"]) for r in ok]
+        run = summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"], runs,
                         sum(r.wall_time_s for r in runs), label=plan.label, input_conversion=conversion)
         result_points.append(SweepPoint(plan, run, same_as=first if first != me else None))
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})

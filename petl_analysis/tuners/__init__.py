@@ -18,31 +18,40 @@ Weight-delta methods are ``torch.nn.utils.parametrize`` parametrisations on the 
 :mod:`.deltas`), which is what makes them work on BEiT/EVA, whose attention reads ``qkv.weight`` directly.
 """
 
-from .adapter import Adapter, AdapterConfig
 from .base import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
+    FIXED,
     METHODS,
+    PLANNED,
+    Knob,
     Method,
     MethodConfig,
     apply_method,
     config_from_dict,
     get_method,
     load_adapter,
+    methods_sized,
     save_adapter,
 )
-from .bitfit import BitFit, BitFitConfig
+
+# The order of these imports is the order methods register, which is the order reports and help list them.
+from .kadaptation import KAdaptation, KAdaptationConfig  # noqa: I001
+from .lora import Lora, LoraConfig
+from .adapter import Adapter, AdapterConfig
 from .compacter import Compacter, CompacterConfig
-from .kadaptation import KAdaptation, KAdaptationConfig
+from .vpt import Vpt, VptConfig
+from .bitfit import BitFit, BitFitConfig
 from .layernorm import LayerNormConfig, LayerNormTuning
 from .linear import Full, FullConfig, Linear, LinearConfig
-from .lora import Lora, LoraConfig
-from .vpt import Vpt, VptConfig
 
 __all__ = [
     "ADAPTER_CONFIG_FILE",
     "ADAPTER_WEIGHTS_FILE",
+    "FIXED",
     "METHODS",
+    "PLANNED",
+    "Knob",
     "Adapter",
     "AdapterConfig",
     "BitFit",
@@ -67,5 +76,6 @@ __all__ = [
     "config_from_dict",
     "get_method",
     "load_adapter",
+    "methods_sized",
     "save_adapter",
 ]

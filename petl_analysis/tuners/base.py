@@ -12,6 +12,20 @@ Contract of :meth:`Method.apply` (in place): freeze every original parameter, in
 the adapter parameters (and, with ``train_head``, the classifier ``model.get_classifier()``) trainable.
 :meth:`Method.expected_count` gives the closed-form :class:`~petl_analysis.accounting.ParamCount` the model will
 have after ``apply`` without injecting anything; the tests check it equals ``count_parameters`` for every method.
+
+To add a method (the checklist; nothing else keeps a table of methods):
+
+1. a folder ``tuners/<name>/`` (or one file) with ``config.py`` (a :class:`MethodConfig` dataclass, ``method =
+   "<name>"``, checks in ``validate``), ``layer.py`` (the modules it adds; weight deltas subclass
+   :class:`~petl_analysis.tuners.deltas.DeltaMixin`) and ``model.py`` (the :class:`Method`: ``_check``, ``_inject``,
+   ``_added``);
+2. register it with everything the study, the report and the CLI read: ``@register_method(display_name=...,
+   marker=..., sizing=PLANNED | FIXED | Knob(option, values), adds_tokens=..., peft_type=...)``; the planner, the
+   study's plans, the report's names and markers, VPT's alternatives and the CLI's help all read it from there;
+3. import it in ``tuners/__init__.py`` (where it is imported is where reports list it) and add its row to the table
+   in that module's docstring;
+4. add a ``Case`` to the common tester (``tests/test_tuners.py``): no-op at init, gradients, merge, closed-form
+   count, save/load, batch independence; a test fails while a registered method has no case.
 """
 
 from __future__ import annotations
@@ -37,7 +51,10 @@ __all__ = [
     "ADAPTER_WEIGHTS_FILE",
     "METHODS",
     "Added",
+    "FIXED",
+    "Knob",
     "Method",
+    "PLANNED",
     "MethodConfig",
     "apply_method",
     "config_from_dict",
@@ -143,6 +160,20 @@ def config_from_dict(d: dict[str, Any]) -> MethodConfig:
 
 
 # ------------------------------------------------------------------------------------------------------------ method
+#: Sizing of a method sized to a budget by the planner (targets chosen from the ranking, then its own sizes).
+PLANNED = "planned"
+#: Sizing of a method of one size: a study trains it once, without a budget.
+FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """Sizing of a method sized to a budget by one integer option: the largest of ``values`` whose count fits."""
+
+    option: str
+    values: tuple[int, ...]
+
+
 @dataclass
 class Added:
     """What a method adds or unfreezes, in closed form (the input to :meth:`Method.expected_count`).
@@ -168,6 +199,18 @@ class Method:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     #: False: the method adds non-linear modules or tokens, so ``merge`` raises.
     mergeable: ClassVar[bool] = True
+    # Set by :func:`register_method`:
+    #: How reports and tables name it (``"KAdaptation"``).
+    display_name: ClassVar[str] = ""
+    #: Its matplotlib marker in the report's figures.
+    marker: ClassVar[str] = "o"
+    #: How a study sizes it to a budget: :data:`PLANNED`, :data:`FIXED` or a :class:`Knob`.
+    sizing: ClassVar[str | Knob] = FIXED
+    #: It adds tokens to the sequence (models with position tables of a fixed size cannot take it).
+    adds_tokens: ClassVar[bool] = False
+    #: peft's ``peft_type`` of the export (None: no peft export); ``approximate``: peft's nearest method, not this one.
+    peft_type: ClassVar[str | None] = None
+    peft_approximate: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.config_class):
@@ -286,11 +329,41 @@ class Method:
         return count
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: register ``cls`` in :data:`METHODS` under its config's ``method`` (the one place a method's
-    name is written) and set ``cls.name`` to it."""
-    cls.name = cls.config_class.__dataclass_fields__["method"].default
-    return METHODS.register(cls.name)(cls)
+def register_method(
+    *,
+    display_name: str,
+    marker: str,
+    sizing: str | Knob,
+    adds_tokens: bool = False,
+    peft_type: str | None = None,
+    peft_approximate: bool = False,
+):
+    """Class decorator (peft's ``register_peft_method``): register a :class:`Method` in :data:`METHODS` under its
+    config's ``method`` (the one place a method's name is written) with what the study, the report and the CLI
+    read about it (see the module docstring's checklist)::
+
+        @register_method(display_name="LoRA", marker="D", sizing=PLANNED, peft_type="LORA")
+        class Lora(Method): ...
+    """
+    if not display_name or not marker:
+        raise ValueError("register_method needs a display_name and a marker")
+    if sizing not in (PLANNED, FIXED) and not isinstance(sizing, Knob):
+        raise ValueError(f"sizing must be PLANNED, FIXED or a Knob, got {sizing!r}")
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        cls.name = cls.config_class.__dataclass_fields__["method"].default
+        cls.display_name, cls.marker, cls.sizing = display_name, marker, sizing
+        cls.adds_tokens, cls.peft_type, cls.peft_approximate = adds_tokens, peft_type, peft_approximate
+        return METHODS.register(cls.name)(cls)
+
+    return decorate
+
+
+def methods_sized(sizing: str | type[Knob]) -> list[str]:
+    """Registered methods of one sizing (:data:`PLANNED`, :data:`FIXED`, or ``Knob`` for every knob-sized one), in
+    registration order."""
+    return [name for name in METHODS.registered()
+            if (isinstance(METHODS.get(name).sizing, Knob) if sizing is Knob else METHODS.get(name).sizing == sizing)]
 
 
 # ----------------------------------------------------------------------------------------------------- model helpers

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import Added, Method, register_method, MethodConfig
+from .base import Added, FIXED, Method, MethodConfig, register_method
 from .deltas import DeltaMixin, attach_delta
 
 
@@ -40,7 +40,7 @@ class BiasRowsDelta(DeltaMixin, nn.Module):
         return self.bias
 
 
-@register_method
+@register_method(display_name="BitFit", marker="^", sizing=FIXED)
 class BitFit(Method):
     config_class = BitFitConfig
 

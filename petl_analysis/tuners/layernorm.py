@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import Added, Method, register_method, MethodConfig
+from .base import Added, FIXED, Method, MethodConfig, register_method
 
 
 @dataclass
@@ -18,7 +18,7 @@ class LayerNormConfig(MethodConfig):
     targets: list[str] = field(default_factory=lambda: ["norm"])
 
 
-@register_method
+@register_method(display_name="LayerNorm", marker="<", sizing=FIXED)
 class LayerNormTuning(Method):
     config_class = LayerNormConfig
 

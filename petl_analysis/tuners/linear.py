@@ -9,7 +9,16 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import Added, Method, register_method, MethodConfig, base_parameter_names, head_parameter_names, head_parameters
+from .base import (
+    FIXED,
+    Added,
+    Method,
+    MethodConfig,
+    base_parameter_names,
+    head_parameter_names,
+    head_parameters,
+    register_method,
+)
 
 
 @dataclass
@@ -34,7 +43,7 @@ class FullConfig(MethodConfig):
     uses_targets: ClassVar[bool] = False
 
 
-@register_method
+@register_method(display_name="Linear probe", marker="o", sizing=FIXED)
 class Linear(Method):
     """Linear probing: the head only. Nothing to merge."""
 
@@ -47,7 +56,7 @@ class Linear(Method):
         return Added()
 
 
-@register_method
+@register_method(display_name="Full FT", marker="X", sizing=FIXED)
 class Full(Method):
     """Full fine-tuning: every original parameter becomes trainable. Nothing to merge."""
 

@@ -51,7 +51,8 @@ from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input, write_
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import ModelSpec, TensorSlice, Unit, model_input_config, resolve_targets
-from ..task import DataSpec, build_task, fit_linear_probe, prepare_model
+from ..linear_probe import fit_linear_probe
+from ..task import DataSpec, build_task, prepare_model
 
 __all__ = [
     "PlantedTask",

@@ -36,6 +36,7 @@ from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_p
 from ..sweep import sweep_plans
 from ..task import DataSpec, announce, input_conversion, prepare_model
 from ..train.run import default_train_recipe
+from ..trials import trial_log_path
 from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
 from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
 
@@ -264,7 +265,7 @@ class _PlanTrainer:
     log beside the output; a configuration trained here and in a sweep with the same recipe is the same trial."""
 
     def __init__(self, data: DataSpec, out: str | Path | None, **kw: Any) -> None:
-        self.log_path = Path(str(out) + ".trials.jsonl") if out else None
+        self.log_path = trial_log_path(out)
         self.kw = {**kw, "trials_log": self.log_path}
         self.data = data
         self.failed: list[dict[str, Any]] = []

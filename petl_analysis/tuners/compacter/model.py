@@ -7,13 +7,14 @@ from torch import nn
 from ...errors import PetlError
 from ...functional.kron import common_divisors
 from ...models.catalogue import Unit
-from ..base import Added, Method, register_method
+from ..base import Added, Knob, Method, register_method
 from ..modules import embed_dim, mlp_blocks
 from .config import CompacterConfig
 from .layer import CompacterAdapter, PhmRule
 
 
-@register_method
+@register_method(display_name="Compacter", marker="p",
+                 sizing=Knob("bottleneck", (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)))
 class Compacter(Method):
     """Compacter after each targeted MLP. Adds non-linear modules, so it cannot be merged."""
 

@@ -2,6 +2,6 @@
 
 from .config import KAdaptationConfig
 from .layer import BiasShift, KronDelta, KronRules
-from .model import KAdaptation
+from .model import KAdaptation, planned_ns, valid_ns
 
-__all__ = ["BiasShift", "KAdaptation", "KAdaptationConfig", "KronDelta", "KronRules"]
+__all__ = ["BiasShift", "KAdaptation", "KAdaptationConfig", "KronDelta", "KronRules", "planned_ns", "valid_ns"]

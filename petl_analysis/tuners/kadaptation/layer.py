@@ -7,9 +7,10 @@ have standard deviation ``s·sqrt(n·r)·σ_A·σ_u·lr``; LoRA's (kaiming ``A``
 N(0, 1/n)`` so ``A_i = a_i b_iᵀ`` has entry std ``1/n``) and ``u ~ U(±1/sqrt(d_in/n))`` (kaiming on the fan-in of
 a ``B_i`` block); ``v = 0``.
 
-``init="pevit"`` reproduces the official PEViT code: ``A`` factors ``U(±0.01)`` and ``u = v = 0``. Every gradient into
-``A``, ``u``, ``v`` is then a product with a zero factor, so it is exactly zero and stays zero: only the bias and the
-head learn (the bug documented in ``shared/reference/kadaptation.md`` §2.2).
+``init="pevit"`` reproduces the official PEViT code (github.com/eric-ai-lab/PEViT at ``be6fb43``: ``A`` factors
+``U(±0.01)``; its ``glorot-uniform`` branch with ``factorized_phm=True`` zeroes both ``u`` and ``v``). Every
+gradient into ``A``, ``u``, ``v`` is then a product with a zero factor, so it is exactly zero and stays zero: only
+the bias and the head learn (``tests/test_kron.py::test_pevit_init_trains_only_bias_and_head`` shows it).
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Sequence
 
 from torch import nn
 
 from ...errors import PetlError
 from ...functional.kron import common_divisors
 from ...models.catalogue import Unit
-from ..base import Added, Method, register_method, shared_or_adapter
+from ..base import Added, Method, PLANNED, register_method, shared_or_adapter
 from ..deltas import attach_delta
 from .config import KAdaptationConfig
 from .layer import BiasShift, KronDelta, KronRules
@@ -19,7 +20,24 @@ def _key(unit: Unit) -> str:
     return unit.kind.replace(".", "_")
 
 
-@register_method
+def valid_ns(units: Sequence[Unit]) -> list[int]:
+    """Every Kronecker size ``n`` KAdaptation accepts on ``units``: the common divisors of the ``d_out`` and ``d_in``
+    of every Linear unit, ascending (``[]`` without one). The one definition: the method checks against it and the
+    planner chooses from it (:func:`planned_ns`)."""
+    dims = [d for u in units if u.is_linear for d in (u.in_features, u.out_features)]
+    return common_divisors(*dims) if dims else []
+
+
+def planned_ns(units: Sequence[Unit]) -> list[int]:
+    """The valid ``n`` a planner should try: ``n >= 2`` with the rule matrix no larger than the fast factor (``n <=
+    d/n`` for the smallest ``d``), so both Kronecker factors carry information (``n = d`` would leave each layer only
+    scalars); ``[1]`` when there is none."""
+    dims = [d for u in units if u.is_linear for d in (u.in_features, u.out_features)]
+    return [n for n in valid_ns(units) if n >= 2 and n * n <= min(dims)] or [1]
+
+
+@register_method(display_name="KAdaptation", marker="*", sizing=PLANNED, peft_type="LOKR",
+                 peft_approximate=True)
 class KAdaptation(Method):
     """KAdaptation as a weight parametrisation (see :class:`KAdaptationConfig` for the maths and options).
 
@@ -44,13 +62,12 @@ class KAdaptation(Method):
         for u in units:
             if not u.is_linear:
                 raise PetlError(f"kadaptation targets linear weights; {u.name} is a {u.kind} (norm) unit")
-        bad = [u for u in units if u.out_features % n or u.in_features % n]
-        if bad:
-            dims = sorted({d for u in units for d in (u.out_features, u.in_features)})
-            valid = common_divisors(*dims)
+        valid = valid_ns(units)
+        if units and n not in valid:
+            bad = next(u for u in units if u.out_features % n or u.in_features % n)
             raise PetlError(
-                f"kadaptation n={n} does not divide the {bad[0].out_features}x{bad[0].in_features} weight of "
-                f"{bad[0].name}; valid n for these targets: {', '.join(map(str, valid))}"
+                f"kadaptation n={n} does not divide the {bad.out_features}x{bad.in_features} weight of "
+                f"{bad.name}; valid n for these targets: {', '.join(map(str, valid))}"
             )
         if self.config.bias:
             for u in units:

@@ -6,13 +6,13 @@ from torch import nn
 
 from ...errors import PetlError
 from ...models.catalogue import Unit
-from ..base import Added, Method, register_method
+from ..base import Added, Method, PLANNED, register_method
 from ..deltas import attach_delta
 from .config import LoraConfig
 from .layer import LoraDelta
 
 
-@register_method
+@register_method(display_name="LoRA", marker="D", sizing=PLANNED, peft_type="LORA")
 class Lora(Method):
     """LoRA as a weight parametrisation: works on fused-qkv slices and on BEiT/EVA (which read ``qkv.weight``)."""
 

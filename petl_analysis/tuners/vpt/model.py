@@ -9,17 +9,22 @@ from torch import nn
 
 from ...errors import PetlError
 from ...models.catalogue import Unit
-from ..base import Added, Method, register_method
+from ..base import METHODS, Added, Knob, Method, register_method
 from ..modules import embed_dim
 from .config import VptConfig
 from .layer import VisualPrompts
 
 PROMPTS_CHILD = "petl_prompts"
-#: Offered instead when a model cannot take prompts.
-TOKEN_FREE_METHODS = ("kadaptation", "lora", "adapter", "compacter", "bitfit")
 
 
-@register_method
+def token_free_methods() -> list[str]:
+    """Offered when a model cannot take prompts: the registered methods that adapt targets and add no tokens."""
+    return [name for name in METHODS.registered()
+            if not METHODS.get(name).adds_tokens and METHODS.get(name).config_class.uses_targets]
+
+
+@register_method(display_name="VPT", marker="v", sizing=Knob("num_prompts", (1, 2, 4, 8, 16, 32, 64, 128)),
+                 adds_tokens=True)
 class Vpt(Method):
     """VPT: prompts enter through a forward hook on ``norm_pre`` (after patch + position embedding and patch
     dropout), deep prompts through forward pre-hooks on the blocks, and ``model.num_prefix_tokens`` grows by ``p``
@@ -32,7 +37,7 @@ class Vpt(Method):
     def _check(self, model: nn.Module, units: list[Unit]) -> None:
         name = type(model).__name__
         instead = f"use a ViT or DeiT with absolute position embeddings (e.g. vit_tiny_patch16_224), or a method " \
-                  f"that adds no tokens ({', '.join(TOKEN_FREE_METHODS)})"
+                  f"that adds no tokens ({', '.join(token_free_methods())})"
         relative = any(hasattr(m, "relative_position_bias_table") for m in model.modules())
         if getattr(model, "rope", None) is not None or relative:
             tables = "relative position bias tables are" if relative else "rotary position embeddings are"
@@ -45,7 +50,7 @@ class Vpt(Method):
         if getattr(model, "dynamic_img_size", False):
             raise PetlError("vpt does not support dynamic_img_size=True (timm then resamples position embeddings "
                             "using num_prefix_tokens, which the prompts change); build the model without it, or "
-                            f"use a method that adds no tokens ({', '.join(TOKEN_FREE_METHODS)})")
+                            f"use a method that adds no tokens ({', '.join(token_free_methods())})")
 
     def _inject(self, model: nn.Module, units: list[Unit]) -> None:
         cfg = self.config

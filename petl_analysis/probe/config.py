@@ -1,0 +1,116 @@
+"""What a probe measures and how: :class:`ProbeConfig` and the learning-rate rule of theta_d."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..engine import Recipe
+from ..errors import PetlError
+from ..models import DEFAULT_PROBE_TARGETS
+
+HEAD_MODES = ("train", "frozen")
+LR_SCALINGS = ("sqrt", "constant")
+
+
+def default_probe_recipe() -> Recipe:
+    """Short trainings: every (target, d, seed) costs one of these. ``head_lr`` is the classifier's rate; ``lr`` is
+    theta_d's only with ``ProbeConfig.lr_scaling="constant"`` (see :func:`theta_lr`)."""
+    return Recipe(epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0)
+
+
+def theta_lr(base: float, d: int, scaling: str) -> float:
+    """Learning rate of theta_d at dimension d.
+
+    Adam moves every coordinate of theta_d by about ``lr`` per step, so with (near-)orthogonal unit-norm projection
+    columns one step moves the weights by about ``lr * sqrt(d)`` in norm: a fixed ``lr`` takes ever longer steps in
+    weight space as d grows. ``"sqrt"`` keeps that length fixed: ``lr = base / sqrt(d)`` (``base`` is the step
+    length, ``ProbeConfig.theta_step``); ``"constant"`` uses ``base`` at every d (Li et al. 2018).
+    """
+    if scaling not in LR_SCALINGS:
+        raise PetlError(f"unknown lr scaling {scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
+    if scaling == "constant":
+        return float(base)
+    return float(base) / math.sqrt(d)
+
+
+@dataclass
+class ProbeConfig:
+    """What to probe and how (recorded in the result).
+
+    Every decision of the probe (the refinement of the d grid, d90, the learning rate chosen for each d, the order
+    of targets that never reach the threshold) reads validation accuracy. Test accuracy is computed once per trial
+    and reported beside it; nothing reads it.
+
+    Attributes:
+        targets: catalogue specs, each probed as one subspace set S.
+        per_block: expand each target into one set per block (``attn.v`` -> ``blocks.0.attn.v``, ...).
+        dims: explicit d grid; ``None`` runs the adaptive search (coarse log grid, then refinement).
+        projection: registered projection kind (``fastfood``, ``dense``, ``sparse``).
+        threshold: fraction in (0, 1] defining d90 (0.9).
+        seeds: seeds 0..seeds-1; each seed draws its own k-shot sample, training order and projection.
+        head: ``train`` (initialised from the linear probe, trained jointly) or ``frozen`` (the linear-probe head).
+        said: structure-aware intrinsic dimension (one learned scale per tensor, counted in d).
+        d_min: smallest d of the coarse grid.
+        points_per_decade: density of the coarse grid.
+        max_d: largest d the adaptive search may try (default: D of each set); a set whose curve stays below the
+            threshold up to it is reported as "not reached within max d".
+        max_refinements: refinement rounds after the coarse grid.
+        ft_lr: learning rate of the backbone in the full fine-tuning baseline (the ceiling). Every other setting of
+            that baseline is the recipe's; raw weights need a smaller step than the subspace coordinates theta_d.
+        lr_scaling: how theta_d's learning rate depends on d (:func:`theta_lr`): ``"sqrt"`` (default: ``theta_step
+            / sqrt(d)``, the same step length in weight space at every d) or ``"constant"`` (the recipe's ``lr``
+            at every d).
+        theta_step: with ``"sqrt"``, the weight-space length of one Adam step on theta_d (1.0: lr 0.01 at
+            d = 10,000, 0.1 at d = 100; chosen on validation in ``docs/probe_validation.md``).
+        lr_grid: multipliers of that learning rate tried at every (target, d); the one with the best seed-mean
+            validation accuracy is kept (``[1.0]``: the rule alone; ``[0.3, 1, 3]`` costs three times the trials).
+        recipe: training recipe of every trial, baselines included (``recipe.lr`` is theta_d's rate only with
+            ``lr_scaling="constant"``; ``recipe.head_lr`` is the classifier's in every trial).
+    """
+
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_PROBE_TARGETS))
+    per_block: bool = False
+    dims: list[int] | None = None
+    projection: str = "fastfood"
+    threshold: float = 0.9
+    seeds: int = 2
+    head: str = "train"
+    said: bool = False
+    d_min: int = 4
+    points_per_decade: int = 2
+    max_d: int | None = None
+    ft_lr: float = 1e-3
+    lr_scaling: str = "sqrt"
+    theta_step: float = 1.0
+    lr_grid: list[float] = field(default_factory=lambda: [1.0])
+    max_refinements: int = 2
+    recipe: Recipe = field(default_factory=default_probe_recipe)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise PetlError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.seeds < 1:
+            raise PetlError(f"seeds must be >= 1, got {self.seeds}")
+        if self.head not in HEAD_MODES:
+            raise PetlError(f"unknown head mode {self.head!r}; expected one of: {', '.join(HEAD_MODES)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise PetlError(f"unknown lr scaling {self.lr_scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
+        if not self.lr_grid or any(not (m > 0 and math.isfinite(m)) for m in self.lr_grid):
+            raise PetlError(f"lr_grid must be positive learning-rate multipliers, e.g. [0.3, 1, 3]; got {self.lr_grid}")
+        if len(set(self.lr_grid)) != len(self.lr_grid):
+            raise PetlError(f"lr_grid has repeated multipliers: {self.lr_grid}")
+        if not self.ft_lr > 0 or not self.theta_step > 0:
+            raise PetlError(f"ft_lr and theta_step must be > 0, got {self.ft_lr} and {self.theta_step}")
+        if self.max_d is not None and self.max_d < 1:
+            raise PetlError(f"max_d must be a positive integer, got {self.max_d}")
+        if self.dims is not None and (not self.dims or min(self.dims) < 1):
+            raise PetlError(f"dims must be positive integers, got {self.dims}")
+
+    @property
+    def floor(self) -> str:
+        """The baseline that is the curve's d = 0 point: the trained head (``head``), or the frozen linear probe."""
+        return "head" if self.head == "train" else "lp"
+
+    def base_theta_lr(self) -> float:
+        return self.theta_step if self.lr_scaling == "sqrt" else self.recipe.lr

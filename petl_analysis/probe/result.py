@@ -1,0 +1,155 @@
+"""What a probe measured: the baselines, each target's curve and d90, and the ``probe.json`` artefact."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..artefacts import Artefact
+from ..models import ModelSpec
+from ..task import DataSpec, InputConversion
+from .config import ProbeConfig
+from .d90 import D90, rank_key
+
+#: Accuracy gaps under this many validation images are not read as differences anywhere (probe gain, oracle
+#: spread): one image is rounding, and a decision should rest on more than one.
+RESOLVED_IMAGES = 2
+
+
+@dataclass
+class Baseline:
+    """A baseline per seed: validation accuracy (what the thresholds read) and test accuracy (reported only)."""
+
+    val_per_seed: list[float]
+    test_per_seed: list[float]
+    val_mean: float
+    val_std: float
+    test_mean: float
+    test_std: float
+    trainable: int
+
+    @classmethod
+    def from_seeds(cls, val: list[float], test: list[float], trainable: int) -> "Baseline":
+        return cls(list(val), list(test), float(np.mean(val)), float(np.std(val)), float(np.mean(test)),
+                   float(np.std(test)), int(trainable))
+
+
+@dataclass
+class TargetResult:
+    """The local-intrinsic-dimension curve and d90 of one target set S.
+
+    ``val_*`` is the curve every decision reads (validation accuracy at the best-validation epoch, per d and seed);
+    ``test_*`` is reported beside it. ``lr`` is theta_d's learning rate at each d (chosen on validation when the
+    config has an ``lr_grid``).
+    """
+
+    target: str
+    units: list[str]
+    D: int
+    dims: list[int]
+    val_mean: list[float]
+    val_std: list[float]
+    val_per_seed: list[list[float]]
+    test_mean: list[float]
+    test_per_seed: list[list[float]]
+    lr: list[float]
+    fitted: list[float]
+    d90: D90  # gain-normalised (the ranking default)
+    d90_classic: D90
+    trials: int
+    failed_trials: int
+    wall_time_s: float
+
+    @property
+    def best_val(self) -> float:
+        vals = [a for a in self.val_mean if math.isfinite(a)]
+        return max(vals) if vals else float("nan")
+
+
+@dataclass
+class ProbeResult(Artefact):
+    """Output of the probe stage (``probe.json``).
+
+    ``baselines`` holds ``lp`` (linear probe on frozen features), ``head`` (the head alone trained with the trial
+    recipe from the linear-probe init: the curve's d = 0 point; only with ``head="train"``) and ``ft`` (full
+    fine-tuning with the trial recipe and ``ft_lr``: the ceiling). ``n_val`` and ``n_test`` are the split sizes.
+    """
+
+    SCHEMA = "probe_result"
+    VERSION = 2
+
+    model: ModelSpec
+    data: DataSpec
+    config: ProbeConfig
+    baselines: dict[str, Baseline]
+    targets: list[TargetResult]
+    trials_total: int
+    failed_trials: int
+    wall_time_s: float
+    n_train: int = 0
+    n_val: int = 0
+    n_test: int = 0
+    trials_log: str = ""
+    #: One entry per failed subspace trial: target, d, seed and error (each was retried once before).
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    #: How the dataset's images were converted for the model (channels, size).
+    input_conversion: InputConversion | None = None
+
+    @property
+    def floor(self) -> Baseline:
+        return self.baselines[self.config.floor]
+
+    @property
+    def ceiling(self) -> Baseline:
+        return self.baselines["ft"]
+
+    def unresolved_gain(self) -> str | None:
+        """:func:`unresolved_gain` of this probe's floor and ceiling (None: d90s can order the targets)."""
+        return unresolved_gain((self.floor.val_mean, self.floor.val_std),
+                               (self.ceiling.val_mean, self.ceiling.val_std), self.n_val)
+
+    def ranked(self, classic: bool = False) -> list[TargetResult]:
+        """Targets in the one d90 order (:func:`~petl_analysis.probe.d90.rank_key`): gain-normalised d90 ascending
+        (``classic``: the classic d90), equal d90s by best validation accuracy, not-reached last. The ranking
+        (``select``) and the report's probe table read this order."""
+        return sorted(self.targets, key=lambda t: rank_key(t.d90_classic if classic else t.d90, t.best_val))
+
+    def table(self) -> list[dict[str, Any]]:
+        rows = []
+        for t in self.ranked():
+            rows.append({
+                "target": t.target,
+                "D": t.D,
+                "d90": t.d90.text(),
+                "d90 CI": t.d90.ci_text(),
+                "d90 classic": t.d90_classic.text(),
+                "best val acc": t.best_val,
+                "trials": t.trials,
+                "time_s": round(t.wall_time_s, 1),
+            })
+        return rows
+
+
+def unresolved_gain(floor: tuple[float, float], ceiling: tuple[float, float], n_val: int = 0) -> str | None:
+    """Why the ceiling's gain over the floor is too small to normalise d90 by, or None when it is resolved.
+
+    ``floor`` and ``ceiling`` are (mean, std over seeds) validation accuracies (fractions) of the head alone and of
+    full fine-tuning; ``n_val`` the validation images each is scored on (0: unknown). The gain is unresolved when
+    it is not positive, under :data:`RESOLVED_IMAGES` validation images, or within the seeds' spread: the
+    gain-normalised threshold then sits inside the noise and d90s do not order the targets.
+    """
+    (f, f_std), (c, c_std) = floor, ceiling
+    what = f"full fine-tuning ({100 * c:.1f}% validation)"
+    if c <= f:
+        return f"{what} does not beat the head trained alone ({100 * f:.1f}%)"
+    if n_val and (c - f) * n_val < RESOLVED_IMAGES:
+        return (f"{what} beats the head trained alone ({100 * f:.1f}%) by {(c - f) * n_val:.1f} of the "
+                f"{n_val:,} validation images, under {RESOLVED_IMAGES}")
+    spread = math.hypot(f_std, c_std)
+    if c - f <= spread:
+        return (f"{what} is not clearly above the head trained alone ({100 * f:.1f}%): the gain is within the seed "
+                f"spread ({100 * spread:.1f} points)")
+    return None

@@ -1,0 +1,280 @@
+"""Golden outputs: what a refactor must not change.
+
+- the seeded maths (Fastfood ``P θ``, FWHT, the KAdaptation and LoRA deltas) against stored tensors
+  (``tests/golden/``, timm's ``test_model_inference`` pattern);
+- every committed ``probe.json`` and ``validation.json`` re-derived from its trial log without training (as the sweep
+  already is in ``test_sweep.py``);
+- every committed ``report.md`` (and its CSV tables) regenerated from the committed artefacts, byte for byte;
+- one common check over every artefact class: JSON and file round trip, schema and version refused in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pkgutil
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import petl_analysis
+from golden.cases import CASES
+from petl_analysis.artefacts import Artefact
+from petl_analysis.errors import PetlError
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "golden.safetensors"
+
+
+# --------------------------------------------------------------------------------------------------- tensors
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, torch.Tensor]:
+    return load_file(str(GOLDEN))
+
+
+def test_every_golden_case_is_stored(golden):
+    assert sorted(golden) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_seeded_maths_matches_its_golden_tensor(name, golden, single_thread):
+    got = CASES[name]()
+    want = golden[name]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    # float32 sums in another order (threads, a BLAS) move the last bits only; a changed stream moves everything
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------- probe.json
+
+#: The committed probes; each trained on one torch thread on the CPU (their logs' payloads say so).
+PROBES = ["demo/animals", "demo/digits", "per_block", "validation/glyph_folder"]
+#: Fields that say when and where the artefact was written, not what it holds.
+CIRCUMSTANTIAL = {"tool_version", "wall_time_s", "trials_log"}
+
+
+def _what_it_holds(artefact_dict: dict) -> dict:
+    """An artefact's JSON less the circumstantial fields and the model's ``load`` record (how the weights were
+    found this time: left out of trial keys too, ``ModelSpec.KEY_OMIT``; the committed files predate it)."""
+    out = {k: v for k, v in artefact_dict.items() if k not in CIRCUMSTANTIAL}
+    if isinstance(out.get("model"), dict):
+        out["model"] = {k: v for k, v in out["model"].items() if k != "load"}
+    return out
+
+
+def _glyph_letters():
+    """The folder ``scripts/export_glyph_folder.py`` writes to /tmp/glyph_letters, in memory (same images)."""
+    from petl_analysis.data import ImageDataset, load_dataset
+
+    ds = load_dataset("glyphs")
+    keep = [ds.classes.index(c) for c in "ABCDEFGHIJ"]
+    mask = torch.isin(ds.labels, torch.tensor(keep))
+    remap = {old: new for new, old in enumerate(keep)}
+    labels = torch.tensor([remap[int(y)] for y in ds.labels[mask]], dtype=torch.int64)
+    return ImageDataset(ds.images[mask], labels, [ds.classes[i] for i in keep], "glyphs[ABCDEFGHIJ]")
+
+
+@pytest.mark.parametrize("name", PROBES)
+def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
+    from petl_analysis.probe import ProbeResult, run_probe
+    from petl_analysis.probe import search as probe_search
+
+    root = REPORTS / name
+    committed = ProbeResult.load(root / "probe.json")
+
+    def no_training(trial):
+        raise AssertionError(f"trial {trial.key} is not in the committed log")
+
+    monkeypatch.setattr(probe_search, "probe_trial", no_training)
+    if committed.data.dataset.startswith("/tmp/"):
+        glyphs = _glyph_letters()
+        monkeypatch.setattr(probe_search, "_dataset", lambda *a, **k: glyphs)
+    log = tmp_path / "probe.json.trials.jsonl"
+    shutil.copy(root / "probe.json.trials.jsonl", log)
+    again = run_probe(committed.model, committed.data, committed.config, out=tmp_path / "probe.json",
+                      log_path=log, threads_per_job=1)
+
+    def body(result):
+        return json.dumps(_what_it_holds(result.to_dict()), sort_keys=True)
+
+    assert body(again) == body(committed)
+    # and the file it wrote holds the same (the JSON writer keeps every float bit)
+    written = json.loads((tmp_path / "probe.json").read_text())
+    stored = json.loads((root / "probe.json").read_text())
+    assert _what_it_holds(written) == _what_it_holds(stored)
+
+
+@pytest.mark.parametrize("name", PROBES)
+def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
+    # The oracle and regret trainings all come back from the committed log; the proxies (gradients on a few
+    # batches) are recomputed: the whole validation.json must come out bit for bit.
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.select import run as select_run
+    from petl_analysis.sweep import sweep as sweep_module
+    from petl_analysis.validate import ValidationResult, run_validate
+    from petl_analysis.validate import run as validate_run
+
+    root = REPORTS / name
+    committed = ValidationResult.load(root / "validation.json")
+    probe = ProbeResult.load(ROOT / committed.probe_source)
+
+    def no_training(trial):
+        raise AssertionError(f"trial {trial.key} is not in the committed log")
+
+    monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
+    if committed.data.dataset.startswith("/tmp/"):
+        # The proxies stream the folder's files through timm's transforms: write the same folder elsewhere and open
+        # it for the name the artefact (and every trial key) holds.
+        from petl_analysis.data import open_dataset, write_image_folder
+
+        monkeypatch.setenv("PETL_ANALYSIS_CACHE", str(tmp_path / "cache"))  # streamed features are cached
+        folder = write_image_folder(_glyph_letters(), tmp_path / "glyph_letters")
+        for module in (sweep_module, select_run, validate_run):
+            monkeypatch.setattr(module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
+    shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
+    v = committed
+    again = run_validate(probe, selectors=v.selectors, methods=v.methods, seeds=len(v.seeds), budget=v.budget,
+                         budgets=v.budgets, random_draws=v.random_draws, recipe=v.recipe,
+                         out=tmp_path / "validation.json", probe_source=v.probe_source, command=v.command,
+                         head_init=v.head_init, n_jobs=2)  # the committed runs: two jobs on two cores, one thread each
+
+    def body(result):
+        return json.dumps(_what_it_holds(result.to_dict()), sort_keys=True)
+
+    assert body(again) == body(committed)
+
+
+# --------------------------------------------------------------------------------------------------- report.md
+
+#: Each committed report: (sweep, probe, ranking, validation, folder), as the README's commands wrote them.
+REPORT_SOURCES = {
+    "demo/animals": ("demo/animals/sweep.json", "demo/animals/probe.json", "demo/animals/ranking.json",
+                     "demo/animals/validation.json", "demo/animals/report"),
+    "demo/digits": ("demo/digits/sweep.json", "demo/digits/probe.json", "demo/digits/ranking.json",
+                    "demo/digits/validation.json", "demo/digits/report"),
+    "per_block": ("demo/animals/sweep.json", "per_block/probe.json", None, "per_block/validation.json",
+                  "per_block/animals"),
+    "glyph_folder": (None, "validation/glyph_folder/probe.json", None, "validation/glyph_folder/validation.json",
+                     "validation/glyph_folder/report"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPORT_SOURCES))
+def test_committed_report_regenerates_identically(name, tmp_path, single_thread):
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.report import write_report
+    from petl_analysis.select import Ranking
+    from petl_analysis.sweep import SweepResult
+    from petl_analysis.validate import ValidationResult
+
+    sweep, probe, ranking, validation, folder = REPORT_SOURCES[name]
+
+    def load(cls, rel):
+        return cls.load(REPORTS / rel) if rel else None
+
+    files = write_report(load(SweepResult, sweep), load(ProbeResult, probe), tmp_path,
+                         ranking=load(Ranking, ranking), validation=load(ValidationResult, validation), dpi=20)
+    compared = 0
+    for table in ("report.md", "probe.csv", "points.csv"):
+        committed = REPORTS / folder / table
+        if committed.exists():
+            assert (tmp_path / table).read_text() == committed.read_text(), f"{folder}/{table} changed"
+            compared += 1
+    assert compared >= 2 and files.markdown == tmp_path / "report.md"
+
+
+# --------------------------------------------------------------------------------------------------- artefacts
+
+
+def _artefact_classes() -> set[type[Artefact]]:
+    for mod in pkgutil.walk_packages(petl_analysis.__path__, "petl_analysis."):
+        if ".cli" not in mod.name:
+            importlib.import_module(mod.name)
+    found, todo = set(), [Artefact]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return {c for c in found if c.__module__.startswith("petl_analysis.")}  # not the tests' own
+
+
+def _samples() -> dict[str, Artefact]:
+    """One committed instance of every artefact class (a plan and a run come from the committed sweep)."""
+    from petl_analysis.plan import Plan
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.select import Ranking
+    from petl_analysis.sweep import SweepResult
+    from petl_analysis.validate import ValidationResult
+
+    demo = REPORTS / "demo" / "animals"
+    sweep = SweepResult.load(demo / "sweep.json")
+    return {
+        "ProbeResult": ProbeResult.load(demo / "probe.json"),
+        "Ranking": Ranking.load(demo / "ranking.json"),
+        "Plan": Plan.load(demo / "plans" / "plan_4000_kadaptation-selected.json"),
+        "SweepResult": sweep,
+        "RunResult": sweep.points[0].run,
+        "ValidationResult": ValidationResult.load(demo / "validation.json"),
+    }
+
+
+SAMPLES = _samples()
+
+
+def test_every_artefact_class_has_a_sample_in_the_common_check():
+    assert {c.__name__ for c in _artefact_classes()} == set(SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_artefact_round_trip_schema_and_version(name, tmp_path):
+    artefact = SAMPLES[name]
+    cls = type(artefact)
+    data = artefact.to_dict()
+    assert (data["schema"], data["version"]) == (cls.SCHEMA, cls.VERSION) and data["tool_version"]
+    text = json.dumps(data, sort_keys=True)
+    assert json.dumps(cls.from_dict(json.loads(text)).to_dict(), sort_keys=True) == text  # JSON round trip
+    path = artefact.save(tmp_path / f"{name}.json")
+    assert json.dumps(cls.load(path).to_dict(), sort_keys=True) == text  # file round trip
+    assert dataclasses.is_dataclass(cls)
+    for bad, needle in (({**data, "schema": "other"}, "schema"), ({**data, "version": cls.VERSION + 1}, "version"),
+                        ({**data, "surprise": 1}, "surprise")):
+        with pytest.raises(PetlError) as err:
+            cls.from_dict(bad, source="x.json")
+        message = str(err.value)
+        assert "\n" not in message and needle in message and "x.json" in message
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_artefact_migrations_reach_the_current_version(name):
+    # Every older version a class can read steps up one version at a time to the current one, and an older version
+    # it cannot read is refused in one line (never read as if current).
+    cls = type(SAMPLES[name])
+    assert all(isinstance(v, int) and 1 <= v < cls.VERSION for v in cls.MIGRATIONS)
+    for v in range(1, cls.VERSION):
+        older = {**SAMPLES[name].to_dict(), "version": v}
+        if all(step in cls.MIGRATIONS for step in range(v, cls.VERSION)):
+            body = {k: x for k, x in older.items() if k not in ("schema", "version", "tool_version")}
+            for step in range(v, cls.VERSION):
+                body = cls.MIGRATIONS[step](body)
+            assert isinstance(body, dict)
+        else:
+            with pytest.raises(PetlError, match="version"):
+                cls.from_dict(older)
+
+
+def test_committed_plan_files_of_an_older_version_migrate():
+    from petl_analysis.plan import Plan
+
+    path = REPORTS / "demo" / "animals" / "plans" / "plan_4000_kadaptation-selected.json"
+    stored = json.loads(path.read_text())
+    plan = Plan.load(path)
+    assert stored["version"] <= Plan.VERSION and plan.to_dict()["version"] == Plan.VERSION
+    assert plan.config == stored["config"] and plan.used == stored["used"]
