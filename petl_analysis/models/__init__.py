@@ -13,6 +13,8 @@ from .catalogue import (
     resolve_targets,
 )
 from .factory import ModelSpec, create_model, load_weights, model_input_config, save_weights
+from .sources import WEIGHT_SOURCES, WeightSource, register_weight_source
+from . import dinov2  # noqa: E402,F401  registers the "dinov2-s14" weights (imports no onnx)
 
 __all__ = [
     "BUNDLED_ARCH",
@@ -21,6 +23,8 @@ __all__ = [
     "GROUPS",
     "LEAF_KINDS",
     "UNIT_KINDS",
+    "WEIGHT_SOURCES",
+    "WeightSource",
     "ModelSpec",
     "TensorSlice",
     "Unit",
@@ -30,6 +34,7 @@ __all__ = [
     "describe_targets",
     "load_weights",
     "model_input_config",
+    "register_weight_source",
     "resolve_targets",
     "save_weights",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 from ..accounting import classifier
 from ..errors import PetlError
 from .bundled import BUNDLED_MODEL, bundled_weights_path
+from .sources import find_weight_source, load_from_source
 
 WEIGHTS_DEFAULT = "default"  # bundled weights for the bundled model, random otherwise
 WEIGHTS_RANDOM = "random"
@@ -34,8 +35,12 @@ class ModelSpec:
     """Everything needed to rebuild a model in another process: a name, size overrides and a weights source.
 
     Stored in every artefact so a probe, plan or run can be reproduced and checked against the model it targets.
-    ``weights`` is ``"default"``, ``"random"``, ``"hub"`` or a path to a local checkpoint.
+    ``weights`` is ``"default"``, ``"random"``, ``"hub"``, a path to a local checkpoint, or a named source
+    (:mod:`.sources`, e.g. ``"dinov2-s14"``). ``weights_info`` is derived, not set: how a named source's weights
+    are applied (e.g. the position-embedding resampling), so every artefact records it.
     """
+
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("weights_info",)
 
     name: str = BUNDLED_MODEL
     weights: str = WEIGHTS_DEFAULT
@@ -44,8 +49,11 @@ class ModelSpec:
     patch_size: int | None = None
     num_classes: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    weights_info: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        found = find_weight_source(self.weights) if isinstance(self.weights, str) else None
+        self.weights_info = dict(found[0].record) if found else {}
         for key in ("img_size", "in_chans", "patch_size", "num_classes"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -134,7 +142,9 @@ def create_model(spec: ModelSpec | str = BUNDLED_MODEL, **overrides: Any) -> nn.
             f"model {spec.name!r} is not supported: it has no flat list of attention+MLP transformer blocks "
             f"(`blocks`; it is {kind}); choose a plain ViT-family model such as {', '.join(SUPPORTED_EXAMPLES)}"
         )
-    if spec.weights == WEIGHTS_DEFAULT and spec.name == BUNDLED_MODEL:
+    if find_weight_source(spec.weights) is not None:
+        load_from_source(model, spec.name, spec.weights)
+    elif spec.weights == WEIGHTS_DEFAULT and spec.name == BUNDLED_MODEL:
         path = bundled_weights_path()
         if path is not None:
             load_weights(model, path, ignore_head=spec.num_classes is not None)

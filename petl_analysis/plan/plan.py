@@ -189,7 +189,7 @@ def validate_plan(plan: Plan, model: nn.Module, model_spec: ModelSpec | None = N
         raise PetlError(f"{source}: made for model {plan.model.name!r}, not {model_spec.name!r}")
     if model_spec is not None:
         for f in fields(ModelSpec):
-            if f.name in ("name", "weights", "num_classes"):
+            if f.name in ("name", "weights", "weights_info", "num_classes"):
                 continue
             mine, theirs = getattr(plan.model, f.name), getattr(model_spec, f.name)
             if mine != theirs:
