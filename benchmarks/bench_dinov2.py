@@ -1,6 +1,6 @@
 """CPU cost of the DINOv2-S/14 backbone (``--weights dinov2-s14``): the cost rows of ``MODEL_CARD_DINOV2_S14.md``.
 
-    nice -n 5 python benchmarks/bench_dinov2.py --threads 1 --json petl_analysis/models/cost_dinov2_s14.json
+    nice -n 5 python benchmarks/bench_dinov2.py --threads 1 --json petl_analysis/models/cost_dinov2_s14.json --card
 
 Per img size: eval-mode forward (``torch.no_grad``, batch ``--batch``) in ms per image, and one training step
 (forward, cross-entropy, backward, AdamW step; batch ``--batch``) in ms for full fine-tuning (every parameter),
@@ -29,6 +29,9 @@ from _common import interleaved_times, machine_line  # noqa: E402
 
 from petl_analysis.io import atomic_write_json  # noqa: E402
 from petl_analysis.models import ModelSpec, create_model  # noqa: E402
+
+CARD = Path(__file__).resolve().parents[1] / "petl_analysis" / "models" / "MODEL_CARD_DINOV2_S14.md"
+START, END = "<!-- cost-table:start -->", "<!-- cost-table:end -->"
 
 #: Which parameters train in each variant (the head always does).
 TRAINABLE: dict[str, Callable[[str], bool]] = {
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--card", action="store_true", help=f"rewrite the cost table of {CARD.name}")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     meta = {"machine": machine_line()}
@@ -115,6 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + table)
     if a.json:
         atomic_write_json(a.json, {"meta": meta, "rows": rows, "table": table})
+    if a.card:
+        from petl_analysis.io import atomic_write_text
+
+        head, rest = CARD.read_text().split(START, 1)
+        atomic_write_text(CARD, f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
+        print(f"rewrote the cost table in {CARD}")
 
 
 if __name__ == "__main__":
