@@ -84,14 +84,16 @@ def measure(img_size: int, batch: int, repeats: int) -> dict:
 
 def render(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"| img | tokens | forward, ms/image | step, full fine-tuning | step, attention only | step, head only |",
+        "| img | tokens | forward, ms/image | step, full fine-tuning | step, attention only | step, head only |",
         "|---|---|---|---|---|---|",
     ]
+    def cell(r: dict, k: str) -> str:
+        return f"{r[k]['median_ms']:,.0f} ({r[k]['min_ms']:,.0f}-{r[k]['max_ms']:,.0f})"
+
     for r in rows:
-        cell = lambda k: f"{r[k]['median_ms']:,.0f} ({r[k]['min_ms']:,.0f}-{r[k]['max_ms']:,.0f})"  # noqa: E731
         fwd = f"{r['forward']['median_ms']:.1f} ({r['forward']['min_ms']:.1f}-{r['forward']['max_ms']:.1f})"
-        lines.append(f"| {r['img_size']} px | {r['tokens']} | {fwd} | {cell('full fine-tuning')} | "
-                     f"{cell('attention only')} | {cell('head only')} |")
+        lines.append(f"| {r['img_size']} px | {r['tokens']} | {fwd} | {cell(r, 'full fine-tuning')} | "
+                     f"{cell(r, 'attention only')} | {cell(r, 'head only')} |")
     lines += ["", f"Median (min-max) over {rows[0]['repeats']} interleaved rounds; training steps in ms per batch of "
               f"{rows[0]['batch']}, float32. {meta['machine']}; {meta['wall_s']:.0f} s."]
     return "\n".join(lines)

@@ -18,8 +18,7 @@ import torch
 
 from petl_analysis.artefacts import from_jsonable, to_jsonable
 from petl_analysis.errors import PetlError
-from petl_analysis.models import ModelSpec, create_model
-from petl_analysis.models import dinov2
+from petl_analysis.models import ModelSpec, create_model, dinov2
 from petl_analysis.models.sources import find_weight_source
 
 LAYERNORM_OUT = "/backbone/layernorm/Add_1_output_0"
@@ -213,9 +212,8 @@ def test_unregistered_names_are_still_paths() -> None:
 
 
 def test_cli_error_prints_the_pip_command_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
     from petl_analysis.cli.main import app
+    from typer.testing import CliRunner
 
     monkeypatch.setattr(dinov2.importlib.util, "find_spec", lambda name: None)
     result = CliRunner().invoke(app, ["info", "--model", "vit_small_patch14_dinov2", "--weights", "dinov2-s14",
