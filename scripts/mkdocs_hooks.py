@@ -127,7 +127,7 @@ def api_reference() -> str:
     ]
     for module, names in groups.items():
         doc = (importlib.import_module(f"petl_analysis.{module}").__doc__ or "").strip().split("\n\n")[0]
-        out += [f"## `petl_analysis.{module}`", "", " ".join(doc.split()), ""]
+        out += [f"## `petl_analysis.{module}`", "", _ROLE_MD.sub("`", " ".join(doc.split())), ""]
         out += [f"::: petl_analysis.{module}.{name}\n" for name in names]
     return "\n".join(out)
 
@@ -139,6 +139,15 @@ def _included(page: str) -> str:
         return text.replace("](docs/", "](")  # links written for the repository root, read from the site root
     notices = (ROOT / "THIRD_PARTY_NOTICES.md").read_text(encoding="utf-8").replace("# ", "## ", 1)
     return template.format(text=text, notices=notices)
+
+
+_ROLE_HTML = re.compile(r":(?:class|func|meth|data|mod|attr|exc|obj):<code>~?")
+_ROLE_MD = re.compile(r":(?:class|func|meth|data|mod|attr|exc|obj):`~?")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Docstrings use Sphinx roles (:class:`X`); show them as code, not as a literal ':class:' before it."""
+    return _ROLE_HTML.sub("<code>", html)
 
 
 def on_files(files: Files, config) -> Files:
