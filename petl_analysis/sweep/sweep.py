@@ -14,22 +14,22 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
-from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
-from ..io import check_output_path
 from ..models import ModelSpec, spec_with_load
-from ..plan import (DEFAULT_METHODS, Plan, plan_file_name, plan_study, plans_dataset, read_plans, validate_plan,
-                    write_plans)
-from ..plan.budgets import BudgetLike, resolve_budgets
+from ..plan import DEFAULT_METHODS, Plan, plan_file_name, plans_dataset, validate_plan
+from ..plan.budgets import BudgetLike
 from ..select import Ranking
-from ..task import DataSpec, InputConversion, announce, input_conversion, prepare_model, require_same_model
+from ..task import DataSpec, InputConversion
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
-from ..trials import Trial, TrialRecord, key_json, open_trial_log, run_trials, trial_log_path
+from ..trials import Trial, TrialRecord, key_json
 from ..tuners import config_from_dict
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 
 @dataclass
@@ -130,6 +130,13 @@ def check_seeds(seeds: int) -> None:
         raise PetlError(f"seeds must be at least 1, got {seeds!r}")
 
 
+def check_plans(plans: Sequence[Plan], seeds: int) -> None:
+    """Refused before any work: no plan, or no seed."""
+    if not plans:
+        raise PetlError("no plans to train")
+    check_seeds(seeds)
+
+
 def run_sweep(
     model: ModelSpec,
     data: DataSpec,
@@ -143,26 +150,31 @@ def run_sweep(
     ranking_source: str = "",
     **train: Any,
 ) -> SweepResult:
-    """Plan a study (:func:`~petl_analysis.plan.plan_study`) and train it with :func:`sweep_plans`.
+    """Plan a study (:meth:`Study.plan <petl_analysis.study.Study.plan>`) and train it (:func:`sweep_plans`).
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
     trained. ``budgets``: any form :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"8k,0.05%"``; None:
     the model's defaults). ``train``: the keyword arguments of :func:`sweep_plans`. A ranking made on another model
     (network, weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
     check_seeds(train.get("seeds", 3))
-    if ranking is not None:
-        require_same_model(ranking.model, model, f"ranking {ranking_source!r}" if ranking_source else "the ranking",
-                           "sweep the ranking's model, or probe and select on this model first")
-    net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes, seed=0)
-    resolved = resolve_budgets(budgets, net, methods=methods, head_in_budget=head_in_budget)
-    budgets = [b.params for b in resolved]
-    plans, skipped = plan_study(model, net, resolved, methods, ranking, head_in_budget=head_in_budget,
-                                method_options=method_options, ranking_source=ranking_source)
-    source = ""
-    if plans_dir is not None:
-        plans, source = read_plans(write_plans(plans, plans_dir, dataset=data.dataset)), str(plans_dir)
-    return sweep_plans(plans, data, model=model, budgets=budgets, methods=methods, skipped=skipped,
-                       ranking_source=ranking_source, plans_source=source, head_in_budget=head_in_budget, **train)
+    study, train = _study(model, data, train)
+    plans, skipped, budgets = study.plan(budgets, methods, ranking, head_in_budget=head_in_budget,
+                                         method_options=method_options, ranking_source=ranking_source,
+                                         plans_dir=plans_dir)
+    return study.sweep(plans, budgets=budgets, methods=methods, skipped=skipped, ranking_source=ranking_source,
+                       plans_source=str(plans_dir) if plans_dir is not None else "", head_in_budget=head_in_budget,
+                       **train)
+
+
+_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "on_trial")
+
+
+def _study(model: ModelSpec, data: DataSpec, options: dict[str, Any]) -> tuple["Study", dict[str, Any]]:
+    """A study from the execution keywords among ``options``, and the other keywords."""
+    from ..study import Study
+
+    execution = {k: options[k] for k in _EXECUTION if k in options}
+    return Study(model, data, **execution), {k: v for k, v in options.items() if k not in _EXECUTION}
 
 
 def _common_model(plans: Sequence[Plan]) -> ModelSpec:
@@ -177,85 +189,94 @@ def sweep_plans(
     data: DataSpec,
     *,
     model: ModelSpec | None = None,
+    out: str | Path | None = None,
+    trials_log: str | Path | None = None,
+    **options: Any,
+) -> SweepResult:
+    """Train every plan over ``seeds``; save ``out`` atomically (trials logged beside it, or in ``trials_log``: a
+    study that trains several lists of plans keeps one resumable log).
+
+    ``model`` defaults to the plans' own (they must agree). ``options``: how trials run (``device``, ``n_jobs``,
+    ``backend``, ``scheduler``, ``on_trial``: the :class:`~petl_analysis.study.Study`'s) and the keywords of
+    :func:`train_plans`."""
+    check_plans(plans, options.get("seeds", 3))
+    study, options = _study(model or _common_model(plans), data, options)
+    return study.sweep(plans, out=out, trials_log=trials_log, **options)
+
+
+def train_plans(
+    study: "Study",
+    plans: Sequence[Plan],
+    *,
+    log: Path | None = None,
     seeds: int = 3,
     recipe: Recipe | None = None,
     head_init: str = "lp",
     head_in_budget: bool | None = None,
-    out: str | Path | None = None,
-    device: str = "cpu",
-    n_jobs: int = 1,
-    backend: str = "loky",
-    scheduler: str | None = None,
-    on_trial: Callable[[TrialRecord, bool], None] | None = None,
     budgets: Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
     skipped: Sequence[str] = (),
     ranking_source: str = "",
     plans_source: str = "",
     command: str = "",
-    trials_log: str | Path | None = None,
 ) -> SweepResult:
-    """Train every plan over ``seeds``; save ``out`` atomically (trials logged beside it, or in ``trials_log``: a
-    study that trains several lists of plans keeps one resumable log).
+    """The sweep stage: train every plan over ``seeds`` (trials in the log at ``log``) and return the result.
 
-    ``model`` defaults to the plans' own (they must agree); each plan is checked against it and the dataset's head
+    Each plan is checked against the study's model and the dataset's head
     (:func:`~petl_analysis.plan.validate_plan`) before anything trains, and plans that record their dataset must
-    be for ``data``'s (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
+    be for the study's (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
     study asked for (default: those of the plans); ``skipped``, what its planning left out."""
     start = time.perf_counter()
-    if not plans:
-        raise PetlError("no plans to train")
-    check_seeds(seeds)
-    if out:
-        check_output_path(out)
+    check_plans(plans, seeds)
+    data, model = study.data, study.model
     plans_dataset(plans, data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
     recipe = recipe or default_train_recipe()
-    model = model or _common_model(plans)
     counted = {p.head_in_budget for p in plans}
     if head_in_budget is None and len(counted) > 1:
         raise PetlError("the plans disagree on whether the head counts against the budget (head_in_budget)")
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-    net = prepare_model(model, ds.num_classes, seed=0)
     for p in plans:
-        validate_plan(p, net, model, source=plan_file_name(p))
-    conversion = input_conversion(ds, net)
-    announce(conversion, data.dataset)
-    import torch
-
-    threads = max(1, torch.get_num_threads() // max(1, n_jobs))
+        validate_plan(p, study.template, model, source=plan_file_name(p))
+    conversion = study.conversion
+    threads = study.threads_per_job()
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
-        return Trial.of("run", RunTrial(model=model, recipe=recipe, head_init=head_init, device=device,
+        return Trial.of("run", RunTrial(model=model, recipe=recipe, head_init=head_init, device=study.device,
                                         threads=threads, data=data.for_seed(seed), config=config, seed=seed))
 
     seed_list = list(range(seeds))
-    trials = [trial(p.config, s) for p in plans for s in seed_list]
-    log = open_trial_log(trial_log_path(out, trials_log))
-    records = run_trials(trials, sweep_trial, log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
-                         scheduler=scheduler)
-    result_points, failed = [], []
+    records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
+    runs = {(id(p), s): records[trial(p.config, s).key] for p in plans for s in seed_list}
+
+    def summary(plan: Plan, ok: list[TrialRecord]) -> RunResult:
+        seed_runs = [from_jsonable(SeedRun, r.result["seed_run"]) for r in ok]
+        return summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"],
+                         seed_runs, sum(r.wall_time_s for r in seed_runs), label=plan.label,
+                         input_conversion=conversion)
+
+    result_points, failed = _points(plans, seed_list, runs, summary)
+    planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
+    return SweepResult(model=spec_with_load(model, study.template), data=data, recipe=recipe, seeds=seed_list,
+                       budgets=sorted(budgets) if budgets is not None else planned_budgets,
+                       methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
+                       head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),
+                       points=result_points, failed=failed, skipped=list(skipped), ranking_source=ranking_source,
+                       wall_time_s=time.perf_counter() - start, command=command, input_conversion=conversion,
+                       plans_source=plans_source)
+
+
+def _points(plans: Sequence[Plan], seed_list: list[int], records: dict[tuple[int, int], TrialRecord],
+            summary: Callable[[Plan, list[TrialRecord]], RunResult]) -> tuple[list[SweepPoint], list[dict[str, Any]]]:
+    """One point per plan with a finished seed (a configuration trained before is marked ``same_as``), and every
+    failed (plan, seed)."""
+    points, failed = [], []
     first_of: dict[str, str] = {}
     for plan in plans:
         me = f"{plan.label}@{plan.budget}"
         first = first_of.setdefault(json.dumps(plan.config, sort_keys=True), me)
-        recs = [records[trial(plan.config, s).key] for s in seed_list]
+        recs = [records[(id(plan), s)] for s in seed_list]
         ok = [r for r in recs if r.ok]
         failed += [{"label": plan.label, "budget": plan.budget, "seed": r.payload["seed"], "error": r.error}
                    for r in recs if not r.ok]
-        if not ok:
-            continue
-        runs = [from_jsonable(SeedRun, r.result["seed_run"]) for r in ok]
-        run = summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"], runs,
-                        sum(r.wall_time_s for r in runs), label=plan.label, input_conversion=conversion)
-        result_points.append(SweepPoint(plan, run, same_as=first if first != me else None))
-    planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
-    result = SweepResult(model=spec_with_load(model, net), data=data, recipe=recipe, seeds=seed_list,
-                         budgets=sorted(budgets) if budgets is not None else planned_budgets,
-                         methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
-                         head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),
-                         points=result_points, failed=failed, skipped=list(skipped), ranking_source=ranking_source,
-                         wall_time_s=time.perf_counter() - start, command=command, input_conversion=conversion,
-                         plans_source=plans_source)
-    if out:
-        result.save(out)
-    return result
+        if ok:
+            points.append(SweepPoint(plan, summary(plan, ok), same_as=first if first != me else None))
+    return points, failed
