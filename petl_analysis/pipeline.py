@@ -19,18 +19,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from .data import open_dataset
 from .engine import Recipe
 from .io import ensure_writable_dir
 from .models import ModelSpec
-from .plan import DEFAULT_METHODS, Plan, plan_study, read_plans, write_plans
-from .plan.budgets import BudgetLike, resolve_budgets
-from .probe import ProbeConfig, ProbeResult, run_probe
-from .select import Ranking, run_select
-from .sweep import SweepResult, check_seeds, sweep_plans
-from .task import DataSpec, prepare_model
+from .plan import DEFAULT_METHODS, Plan
+from .plan.budgets import BudgetLike
+from .probe import ProbeConfig, ProbeResult
+from .select import Ranking
+from .study import Study
+from .sweep import SweepResult, check_seeds
+from .task import DataSpec
 from .trials import TrialRecord
 
 
@@ -82,73 +82,87 @@ def run_pipeline(
     commands: Sequence[str] = (),
 ) -> PipelineResult:
     """Run (or resume) the whole pipeline; ``on_stage(name, cached)`` is called as each stage starts."""
-    out = ensure_writable_dir(out_dir)
+    study = Study(model, data, ensure_writable_dir(out_dir), device=device, n_jobs=n_jobs, backend=backend,
+                  scheduler=scheduler, on_trial=on_trial, on_stage=on_stage)
+    return run_study(study, config, commands)
+
+
+def run_study(study: Study, config: PipelineConfig, commands: Sequence[str] = ()) -> PipelineResult:
+    """Every stage of ``study`` into its ``out_dir``; a stage whose artefact is there is read, not rerun."""
     times: dict[str, float] = {}
 
-    def stage(name: str, path: Path) -> bool:
-        cached = path.exists()
-        if on_stage:
-            on_stage(name, cached)
-        return cached
+    def timed(name: str, stage: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        value = stage()
+        times[name] = time.perf_counter() - t
+        return value
 
-    t = time.perf_counter()
-    probe_path = out / "probe.json"
-    if stage("probe", probe_path):
-        probe = ProbeResult.load(probe_path)
-    else:
-        probe = run_probe(model, config.probe_data or data, config.probe, out=probe_path, device=device, n_jobs=n_jobs,
-                          backend=backend, scheduler=scheduler, on_trial=on_trial)
-    times["probe"] = time.perf_counter() - t
+    probe = timed("probe", lambda: _probe(study, config))
+    ranking = timed("select", lambda: _select(study, config, probe))
+    plans, skipped, budgets = timed("plan", lambda: _plan(study, config, ranking))
+    sweep = timed("sweep", lambda: _sweep(study, config, plans, skipped, budgets, commands))
+    files = timed("report", lambda: _report(study, sweep, probe, ranking, commands))
+    return PipelineResult(study.out_dir, probe, ranking, plans, sweep, getattr(files, "html", None), times)
 
-    t = time.perf_counter()
-    ranking_path = out / "ranking.json"
-    if stage("select", ranking_path):
-        ranking = Ranking.load(ranking_path)
-    else:
-        ranking = run_select(probe, config.proxies, device=device, source=str(probe_path))
-        ranking.save(ranking_path)
-    times["select"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    plans_dir = out / "plans"
-    if on_stage:
-        on_stage("plan", False)
-    net = prepare_model(model, open_dataset(data.dataset, skip_bad_images=data.skip_bad_images).num_classes)
-    budgets = resolve_budgets(config.budgets, net, methods=config.methods, head_in_budget=config.head_in_budget)
-    planned, skipped = plan_study(model, net, budgets, config.methods, ranking,
-                                  head_in_budget=config.head_in_budget, ranking_source=str(ranking_path))
-    if on_stage:
+def _cached(study: Study, name: str, path: Path) -> bool:
+    """Whether stage ``name``'s artefact is already at ``path`` (told to ``on_stage``)."""
+    cached = path.exists()
+    if study.on_stage:
+        study.on_stage(name, cached)
+    return cached
+
+
+def _probe(study: Study, config: PipelineConfig) -> ProbeResult:
+    path = study.path("probe.json")
+    if _cached(study, "probe", path):
+        return ProbeResult.load(path)
+    probe_study = study.with_data(config.probe_data) if config.probe_data else study
+    return probe_study.probe(config.probe, out=path)
+
+
+def _select(study: Study, config: PipelineConfig, probe: ProbeResult) -> Ranking:
+    path = study.path("ranking.json")
+    if _cached(study, "select", path):
+        return Ranking.load(path)
+    return study.with_data(probe.data, probe.model).select(probe, config.proxies, source=str(study.path("probe.json")),
+                                              out=path)
+
+
+def _plan(study: Study, config: PipelineConfig, ranking: Ranking) -> tuple[list[Plan], list[str], list[int]]:
+    if study.on_stage:
+        study.on_stage("plan", False)
+    plans, skipped, budgets = study.plan(config.budgets, config.methods, ranking,
+                                         head_in_budget=config.head_in_budget,
+                                         ranking_source=str(study.path("ranking.json")),
+                                         plans_dir=study.path("plans"))
+    if study.on_stage:
         for note in skipped:
-            on_stage(f"plan skipped: {note}", False)
-    plans = read_plans(write_plans(planned, plans_dir, dataset=data.dataset))
-    times["plan"] = time.perf_counter() - t
+            study.on_stage(f"plan skipped: {note}", False)
+    return plans, skipped, budgets
 
-    t = time.perf_counter()
-    sweep_path = out / "sweep.json"
-    if stage("sweep", sweep_path):
-        sweep = SweepResult.load(sweep_path)
-    else:
-        sweep = sweep_plans(plans, data, model=model, budgets=[b.params for b in budgets], methods=config.methods,
-                            skipped=skipped, seeds=config.seeds, recipe=config.recipe,
-                            head_in_budget=config.head_in_budget, out=sweep_path, device=device, n_jobs=n_jobs,
-                            backend=backend, scheduler=scheduler, on_trial=on_trial, ranking_source=str(ranking_path),
-                            plans_source=str(plans_dir), command=" && ".join(commands))
-    times["sweep"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    if on_stage:
-        on_stage("report", False)
-    from .report import write_report
+def _sweep(study: Study, config: PipelineConfig, plans: list[Plan], skipped: list[str], budgets: list[int],
+           commands: Sequence[str]) -> SweepResult:
+    path = study.path("sweep.json")
+    if _cached(study, "sweep", path):
+        return SweepResult.load(path)
+    return study.sweep(plans, out=path, budgets=budgets, methods=config.methods, skipped=skipped,
+                       seeds=config.seeds, recipe=config.recipe, head_in_budget=config.head_in_budget,
+                       ranking_source=str(study.path("ranking.json")), plans_source=str(study.path("plans")),
+                       command=" && ".join(commands))
 
-    # A validation study of this run (petl-analyze validate --probe probe.json) joins the report when present.
-    validation_path = out / "validation.json"
+
+def _report(study: Study, sweep: SweepResult, probe: ProbeResult, ranking: Ranking, commands: Sequence[str]) -> Any:
+    """The report; a validation study of this run (``petl-analyze validate --probe probe.json``) joins it when
+    present."""
+    if study.on_stage:
+        study.on_stage("report", False)
+    validation_path = study.path("validation.json")
     validation = None
     if validation_path.exists():
         from .validate import ValidationResult
 
         validation = ValidationResult.load(validation_path)
         commands = [*commands, validation.command] if validation.command else commands
-    files = write_report(sweep, probe, out / "report", ranking=ranking, validation=validation,
-                         commands=list(commands))
-    times["report"] = time.perf_counter() - t
-    return PipelineResult(out, probe, ranking, plans, sweep, getattr(files, "html", None), times)
+    return study.report(sweep, probe, ranking=ranking, validation=validation, commands=list(commands))

@@ -13,20 +13,22 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets, spec_with_load
-from ..task import DataSpec, announce, input_conversion, prepare_model
-from ..trials import Trial, TrialRecord, open_trial_log, run_trials, trial_log_path
+from ..task import DataSpec
+from ..trials import Trial, TrialRecord, open_trial_log
 from . import d90 as d90_lib
 from .config import ProbeConfig, theta_lr
 from .result import Baseline, ProbeResult, TargetResult
 from .subspace import subspace_size
-from .trial import ProbeTrial, _dataset, probe_trial
+from .trial import ProbeTrial, probe_trial
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 def expand_targets(model, targets: list[str], per_block: bool) -> dict[str, list[str]]:
     """Target label -> unit names. With ``per_block``, each label becomes one set per block."""
@@ -61,9 +63,7 @@ def run_probe(
 ) -> ProbeResult:
     """Measure the local intrinsic dimension of each target; return (and optionally save) a :class:`ProbeResult`.
 
-    The curve of a target is its validation accuracy against d; its floor is the head trained alone with the
-    trial recipe (d = 0) and its ceiling full fine-tuning with the same recipe, both per seed, so each seed has its
-    own threshold. Test accuracy is recorded for every trial and read by nothing here.
+    Builds a :class:`~petl_analysis.study.Study` with these execution options and calls :func:`probe_study`.
 
     Args:
         out: where to write ``probe.json`` (atomically). ``log_path`` defaults to ``<out>.trials.jsonl``; rerunning
@@ -71,18 +71,33 @@ def run_probe(
         n_jobs: parallel worker processes (joblib); ``threads_per_job`` torch threads each.
         on_trial: called per finished (or cached) trial; ``on_round(round, n_trials)`` before each round.
     """
+    from ..study import Study
+
+    study = Study(model, data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial)
+    return study.probe(config, out=out, log_path=log_path, threads_per_job=threads_per_job, on_round=on_round)
+
+
+def probe_study(
+    study: "Study",
+    config: ProbeConfig,
+    *,
+    log: Path | None = None,
+    threads_per_job: int | None = None,
+    on_round: Callable[[int, int], None] | None = None,
+) -> ProbeResult:
+    """The probe stage on ``study``: trials in the log at ``log`` (None: in memory); returns the result.
+
+    The curve of a target is its validation accuracy against d; its floor is the head trained alone with the
+    trial recipe (d = 0) and its ceiling full fine-tuning with the same recipe, both per seed, so each seed has its
+    own threshold. Test accuracy is recorded for every trial and read by nothing here.
+    """
     start = time.perf_counter()
-    ds = _dataset(data.dataset, data.skip_bad_images)
-    template = prepare_model(model, ds.num_classes, seed=0)
-    conversion = input_conversion(ds, template)
-    announce(conversion, data.dataset)
+    template, conversion = study.template, study.conversion
     sets = expand_targets(template, config.targets, config.per_block)
-    log_file = trial_log_path(out, log_path)
-    run = functools.partial(run_trials, log=open_trial_log(log_file), n_jobs=n_jobs, on_record=on_trial,
-                            backend=backend, scheduler=scheduler)
-    threads = threads_per_job or (max(1, torch.get_num_threads() // max(1, n_jobs)))
-    search = _Search(model, data, config, sets, _subspace_sizes(template, sets, config.dims), device=device,
-                     threads=threads, run=run, on_round=on_round)
+    opened = open_trial_log(log)  # one log for every round (an in-memory one keeps the earlier rounds)
+    search = _Search(study.model, study.data, config, sets, _subspace_sizes(template, sets, config.dims),
+                     device=study.device, threads=threads_per_job or study.threads_per_job(),
+                     run=functools.partial(study.run_trials, log=opened), on_round=on_round)
     baselines = search.baselines()
     floor, ceiling = baselines[config.floor].val_per_seed, baselines["ft"].val_per_seed
     bars = {mode: [d90_lib.threshold_value(f, c, config.threshold, mode=mode) for f, c in zip(floor, ceiling)]
@@ -91,14 +106,12 @@ def run_probe(
     results, failed = search.target_results(bars["gain"], bars["classic"])
     records = list(search.baseline_records.values()) + list(search.records.values())
     sizes = search.baseline_records[search.base_trial("ft", 0).key].result
-    result = ProbeResult(model=spec_with_load(model, template), data=data, config=config, baselines=baselines,
-                         targets=results, trials_total=len(records), failed_trials=sum(not r.ok for r in records),
-                         wall_time_s=time.perf_counter() - start, n_train=int(sizes.get("n_train", 0)),
-                         n_val=int(sizes.get("n_val", 0)), n_test=int(sizes.get("n_test", 0)),
-                         trials_log=str(log_file) if log_file else "", failed=failed, input_conversion=conversion)
-    if out:
-        result.save(out)
-    return result
+    return ProbeResult(model=spec_with_load(study.model, template), data=study.data, config=config,
+                       baselines=baselines, targets=results, trials_total=len(records),
+                       failed_trials=sum(not r.ok for r in records), wall_time_s=time.perf_counter() - start,
+                       n_train=int(sizes.get("n_train", 0)), n_val=int(sizes.get("n_val", 0)),
+                       n_test=int(sizes.get("n_test", 0)), trials_log=str(log) if log else "", failed=failed,
+                       input_conversion=conversion)
 
 
 def _subspace_sizes(template: Any, sets: dict[str, list[str]], dims: list[int] | None) -> dict[str, int]:

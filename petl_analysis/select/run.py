@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec
 from ..probe import ProbeResult, expand_targets
 from ..linear_probe import fit_linear_probe
-from ..task import DataSpec, build_task, prepare_model
+from ..task import DataSpec, build_task
 from .ranking import Ranking, rank_correlations
 from .selectors import SELECTORS, rank_by_proxy, rank_from_probe
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 
 def run_select(
@@ -21,32 +23,51 @@ def run_select(
     *,
     model: ModelSpec | None = None,
     data: DataSpec | None = None,
+    device: str = "cpu",
+    **options: Any,
+) -> Ranking:
+    """Rank target sets (:func:`rank_targets` on a :class:`~petl_analysis.study.Study` of the probe's model and data,
+    or of ``model`` and ``data`` without a probe); ``options``: those of :func:`rank_targets`."""
+    from ..study import Study
+
+    _check_select(probe, proxies)
+    model = probe.model if probe is not None else model
+    data = probe.data if probe is not None else data
+    if model is None or data is None:
+        raise PetlError("a model and a dataset are needed to compute proxies without a probe result")
+    return rank_targets(Study(model, data, device=device), probe, proxies, **options)
+
+
+def _check_select(probe: ProbeResult | None, proxies: Sequence[str]) -> None:
+    for name in proxies:
+        SELECTORS.get(name)  # unknown names fail before any work
+    if probe is None and not proxies:
+        raise PetlError(f"without a probe result, name at least one proxy selector ({', '.join(SELECTORS.names())})")
+
+
+def rank_targets(
+    study: "Study",
+    probe: ProbeResult | None = None,
+    proxies: Sequence[str] = (),
+    *,
     targets: Sequence[str] | None = None,
     per_block: bool = False,
     n_batches: int = 5,
     seed: int = 0,
-    device: str = "cpu",
     source: str = "",
 ) -> Ranking:
-    """Rank target sets.
+    """The select stage on ``study``.
 
     With a ``probe``, the ranking is by d90 and each proxy in ``proxies`` is computed on the same sets and stored in
     ``details["proxies"]`` with its Spearman/Kendall correlation to the d90 ranking. Without a probe (``--from-model``),
     the first proxy is the ranking and the others are compared with it.
     """
-    for name in proxies:
-        SELECTORS.get(name)  # unknown names fail before any work
-    if probe is None and not proxies:
-        raise PetlError(f"without a probe result, name at least one proxy selector ({', '.join(SELECTORS.names())})")
-    model = probe.model if probe is not None else model
-    data = probe.data if probe is not None else data
-    if model is None or data is None:
-        raise PetlError("a model and a dataset are needed to compute proxies without a probe result")
+    _check_select(probe, proxies)
     rankings: dict[str, Ranking] = {}
     if proxies:
         sets = ({t.target: t.units for t in probe.targets} if probe is not None else None)
-        rankings = proxy_rankings(proxies, model, data, sets, targets=targets, per_block=per_block,
-                                  n_batches=n_batches, seed=seed, device=device)
+        rankings = proxy_rankings(proxies, study.model, study.data, sets, targets=targets, per_block=per_block,
+                                  n_batches=n_batches, seed=seed, device=study.device, study=study)
     if probe is not None:
         primary = rank_from_probe(probe, source=source)
         compared = rankings
@@ -88,16 +109,20 @@ def proxy_rankings(
     n_batches: int = 5,
     seed: int = 0,
     device: str = "cpu",
+    study: "Study | None" = None,
 ) -> dict[str, Ranking]:
     """Rank ``sets`` (label -> unit names; default: ``targets`` expanded on the model) with each proxy selector.
 
     The model gets the dataset's head, fitted as a linear probe first: gradients through a random head say little,
-    and the probe's subspace training starts from the same head."""
+    and the probe's subspace training starts from the same head. ``study``: the study of ``model`` and ``data``
+    whose dataset is read (default: a new one)."""
+    from ..study import Study
+
     for name in proxies:
         SELECTORS.get(name)
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-    net = prepare_model(model, ds.num_classes, seed=seed)
-    task = build_task(data, net, dataset=ds)
+    study = study or Study(model, data, device=device)
+    net = study.build_model(seed)
+    task = build_task(data, net, dataset=study.dataset)
     fit_linear_probe(net, task, Recipe(epochs=30, lr=1e-2, weight_decay=0.0), seed=seed, device=device)
     if sets is None:
         sets = expand_targets(net, list(targets or DEFAULT_PROBE_TARGETS), per_block)

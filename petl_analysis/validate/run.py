@@ -21,11 +21,10 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..data import open_dataset
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import spec_with_load
@@ -33,12 +32,13 @@ from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_c
 from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
-from ..sweep import sweep_plans
-from ..task import DataSpec, announce, input_conversion, prepare_model
 from ..train.run import default_train_recipe
-from ..trials import trial_log_path
+from ..trials import TrialRecord
 from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
 from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 DEFAULT_SELECTORS = ("d90", "rgn", "fisher", "kappa", "gps", "spt", "apla")
 DEFAULT_METHODS = ("kadaptation", "lora")
@@ -91,6 +91,30 @@ def _order_ranking(order: Sequence[str], sets: dict[str, list[str]], model_spec,
 def run_validate(
     probe: ProbeResult,
     *,
+    out: str | Path | None = None,
+    device: str = "cpu",
+    n_jobs: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    on_trial: Callable[[TrialRecord, bool], None] | None = None,
+    **options: Any,
+) -> ValidationResult:
+    """Validate selectors on ``probe``'s target sets against the oracle (see the module docstring); save ``out``.
+
+    Builds a :class:`~petl_analysis.study.Study` on the probe's model and data with these execution options (trials
+    logged beside ``out``) and calls :func:`validate_probe` with ``options``."""
+    from ..study import Study
+
+    study = Study(probe.model, probe.data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
+                  on_trial=on_trial)
+    return study.validate(probe, out=out, **options)
+
+
+def validate_probe(
+    study: "Study",
+    probe: ProbeResult,
+    *,
+    log: Path | None = None,
     selectors: Sequence[str] = DEFAULT_SELECTORS,
     methods: Sequence[str] = DEFAULT_METHODS,
     seeds: int = 3,
@@ -99,15 +123,14 @@ def run_validate(
     random_draws: int = 3,
     recipe: Recipe | None = None,
     n_batches: int = 5,
-    out: str | Path | None = None,
+    head_init: str = "lp",
     probe_source: str = "",
     command: str = "",
-    **train: Any,
 ) -> ValidationResult:
-    """Validate ``selectors`` on ``probe``'s target sets against the oracle (see the module docstring).
+    """The validate stage on ``study`` (the probe's model and data): oracle, agreement, regret; trials in ``log``.
 
     Args:
-        probe: the probe result whose sets (and d90 ranking) are validated; its model and data are used.
+        probe: the probe result whose sets (and d90 ranking) are validated.
         selectors: ``d90`` and/or registered proxy selectors (``random`` is always the floor, not listed here).
         methods: plannable methods for the oracle; the first also trains the regret plans.
         seeds: training seeds per configuration (the oracle's bootstrap resamples them).
@@ -117,13 +140,34 @@ def run_validate(
         random_draws: seeded random orders planned and trained at each budget (the regret floor).
         recipe: training recipe (default: the sweep's, so oracle points compare with sweep points).
         n_batches: batches the gradient proxies read.
-        out: ``validation.json`` path (trials logged beside it); ``None`` keeps everything in memory.
-        train: how trials run, as for :func:`~petl_analysis.sweep.sweep_plans` (``head_init``, ``device``,
-            ``n_jobs``, ``backend``, ``scheduler``, ``on_trial``).
+        head_init: how each trained model's head starts (:func:`~petl_analysis.sweep.sweep.train_plans`).
     """
     start = time.perf_counter()
     recipe = recipe or default_train_recipe()
-    device = train.get("device", "cpu")
+    sets = _check_validate(probe, selectors, methods, seeds)
+    conversion = study.conversion
+    budget, budgets = _validate_budgets(study.template, sets, methods, budget, budgets)
+    oracle_plans, notes = plan_oracle(study, sets, methods, budget)
+    rankings = selector_rankings(study, probe, sets, selectors, n_batches)
+    draws = {f"random:{s}": rank_by_proxy("random", study.template, None, sets, model_spec=study.model,
+                                          data=study.data, seed=s) for s in range(random_draws)}
+    fit = _PlanTrainer(study, log, seeds=seeds, recipe=recipe, head_init=head_init)
+    oracle = oracle_stage(fit, oracle_plans, sets, seeds)
+    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, probe.n_val)
+    planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings, **draws}
+    plans = regret_stage(study, fit, planners, budgets, methods[0], notes)
+    return ValidationResult(
+        model=spec_with_load(study.model, study.template), data=study.data, recipe=recipe, head_init=head_init,
+        seeds=list(range(seeds)), methods=list(methods), sets=list(sets), per_block=probe.config.per_block,
+        budget=int(budget), oracle=oracle, agreement=agreement, random=random_summary, budgets=list(budgets),
+        regret_method=methods[0], random_draws=random_draws, plans=plans, selectors=list(rankings), notes=notes,
+        n_val=probe.n_val, failed=fit.failed, probe_source=probe_source, wall_time_s=time.perf_counter() - start,
+        train_time_s=fit.train_time_s, command=command, input_conversion=conversion)
+
+
+def _check_validate(probe: ProbeResult, selectors: Sequence[str], methods: Sequence[str],
+                    seeds: int) -> dict[str, list[str]]:
+    """The probe's target sets (label -> units), after refusing unknown selectors and methods, or no seed."""
     for name in selectors:
         if name != "d90":
             SELECTORS.get(name)
@@ -137,13 +181,12 @@ def run_validate(
     sets = {t.target: list(t.units) for t in probe.targets}
     if len(sets) < 2:
         raise PetlError(f"the probe has {len(sets)} target set(s); validating a ranking needs at least 2")
-    model, data = probe.model, probe.data
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-    net = prepare_model(model, ds.num_classes, seed=0)
-    conversion = input_conversion(ds, net)
-    announce(conversion, data.dataset)
-    labels = list(sets)
+    return sets
 
+
+def _validate_budgets(net, sets: dict[str, list[str]], methods: Sequence[str], budget: BudgetLike | None,
+                      budgets: str | Sequence[BudgetLike] | None) -> tuple[int, list[int]]:
+    """The oracle budget (default :func:`matched_budget`) and the regret budgets (default :func:`default_budgets`)."""
     if budget is None:
         budget = matched_budget(net, sets, methods)
     elif isinstance(budget, int) and budget <= 0:
@@ -154,45 +197,60 @@ def run_validate(
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
     budgets = ([b.params for b in resolve_budgets(budgets, net, option="--budgets")] if parse_budgets(budgets)
                else default_budgets(budget))
-    notes: list[str] = []
+    return budget, budgets
 
-    # Phase 1: the oracle (every set alone, each method, matched budget).
+
+def plan_oracle(study: "Study", sets: dict[str, list[str]], methods: Sequence[str],
+                budget: int) -> tuple[list[tuple[str, str, Plan]], list[str]]:
+    """Phase 1's plans: every set adapted alone with each method at the matched ``budget`` (a set that does not fit
+    is refused), and the note on how much of the budget they use."""
     oracle_plans: list[tuple[str, str, Plan]] = []
     for m in methods:
         for label, units in sets.items():
             try:
-                plan = fixed_plan(net, units, budget, method=m, model_spec=model, label="oracle")
+                plan = fixed_plan(study.template, units, budget, method=m, model_spec=study.model, label="oracle")
             except PetlError as e:
                 raise PetlError(f"oracle budget {budget:,} cannot adapt {label} alone with {m}: {e}") from None
             if len(plan.targets[0].units) < len(units):
                 raise PetlError(f"oracle budget {budget:,} fits only part of {label} with {m}; give a larger --budget")
             oracle_plans.append((label, m, plan))
     used = [p.used for _, _, p in oracle_plans]
-    notes.append(f"oracle budget {budget:,} trainable parameters (head excluded); the plans use "
-                 f"{min(used):,}-{max(used):,} of it")
+    return oracle_plans, [f"oracle budget {budget:,} trainable parameters (head excluded); the plans use "
+                          f"{min(used):,}-{max(used):,} of it"]
 
-    # Rankings: d90 from the probe, proxies on the same sets (validation-free: gradients and weights only).
+
+def oracle_stage(fit: "_PlanTrainer", oracle_plans: list[tuple[str, str, Plan]], sets: dict[str, list[str]],
+                 seeds: int) -> list[OracleEntry]:
+    """Phase 1, the oracle: the (set, method) plans of :func:`plan_oracle` trained over seeds, scored on
+    validation. A failed training is refused (the oracle order needs every set)."""
+    scored = fit([p for _, _, p in oracle_plans])
+    oracle = [OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
+                          val_per_seed=val, test_per_seed=test)
+              for (label, m, plan), (val, test) in zip(oracle_plans, scored)]
+    failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
+    if failed:
+        raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
+                        f"{fit.log_path or '(in memory)'}")
+    return oracle
+
+
+def selector_rankings(study: "Study", probe: ProbeResult, sets: dict[str, list[str]], selectors: Sequence[str],
+                      n_batches: int) -> dict[str, Ranking]:
+    """d90 from the probe, proxies on the same sets (validation-free: gradients and weights only)."""
     rankings: dict[str, Ranking] = {}
     if "d90" in selectors:
         rankings["d90"] = rank_from_probe(probe)
     proxies = [s for s in selectors if s != "d90"]
     if proxies:
-        rankings.update(proxy_rankings(proxies, model, data, sets, n_batches=n_batches, device=device))
-    draws = {f"random:{s}": rank_by_proxy("random", net, None, sets, model_spec=model, data=data, seed=s)
-             for s in range(random_draws)}
+        rankings.update(proxy_rankings(proxies, study.model, study.data, sets, n_batches=n_batches,
+                                       device=study.device, study=study))
+    return rankings
 
-    fit = _PlanTrainer(data, out, model=model, seeds=seeds, recipe=recipe, **train)
-    scored = fit([p for _, _, p in oracle_plans])
-    oracle: list[OracleEntry] = []
-    for (label, m, plan), (val, test) in zip(oracle_plans, scored):
-        oracle.append(OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
-                                  val_per_seed=val, test_per_seed=test))
-    failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
-    if failed:
-        raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
-                        f"{fit.log_path or '(in memory)'}")
 
-    # Agreement with each method's oracle.
+def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], labels: list[str],
+                    methods: Sequence[str], n_val: int) -> tuple[list[Agreement], dict[str, Any], dict[str, list[str]]]:
+    """Each selector against each method's oracle order (correlations, top-k, top-1 regret, verdict); what random
+    orders achieve; and each method's oracle order."""
     agreement: list[Agreement] = []
     random_summary: dict[str, Any] = {}
     ks = list(range(1, min(3, len(labels)) + 1))
@@ -203,7 +261,7 @@ def run_validate(
         mean = dict(zip(labels, acc.mean(axis=1)))
         best = max(mean.values())
         # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
-        tied = probe.n_val > 0 and (best - min(mean.values())) * probe.n_val < RESOLVED_IMAGES
+        tied = n_val > 0 and (best - min(mean.values())) * n_val < RESOLVED_IMAGES
         for name, r in rankings.items():
             corr = bootstrap_correlation(r.order(), labels, acc)
             agreement.append(Agreement(
@@ -219,15 +277,19 @@ def run_validate(
             "top_k": [k / len(labels) for k in ks],  # expected overlap of a random k-subset
             "top1_regret": float(np.mean([best - v for v in mean.values()])),
         }
+    return agreement, random_summary, orders
 
-    # Phase 2: each selector's plan at each budget (first method), the oracle order's plan among them.
-    primary = methods[0]
-    planners = {"oracle": _order_ranking(orders[primary], sets, model, "oracle"), **rankings, **draws}
+
+def regret_stage(study: "Study", fit: "_PlanTrainer", planners: dict[str, Ranking], budgets: Sequence[int],
+                 method: str, notes: list[str]) -> list[PlanOutcome]:
+    """Phase 2: each planner's greedy plan at each budget with ``method``, trained, and its regret against the best
+    plan at that budget. A plan that cannot be made is a note (appended to ``notes``)."""
     planned: list[tuple[int, str, Plan]] = []
     for b in budgets:
         for name, r in planners.items():
             try:
-                planned.append((b, name, plan_for_budget(r, net, b, method=primary, model_spec=model)))
+                planned.append((b, name, plan_for_budget(r, study.template, b, method=method,
+                                                         model_spec=study.model)))
             except PetlError as e:
                 notes.append(f"{name} at budget {b:,}: {e}")
     scored = fit([p for _, _, p in planned])
@@ -236,7 +298,7 @@ def run_validate(
     for (b, name, plan), (val, test) in zip(planned, scored):
         key = (b, json.dumps(plan.config, sort_keys=True))
         first = first_with.setdefault(key, name)
-        plans.append(PlanOutcome(budget=b, selector=name, method=primary, targets=[t.target for t in plan.targets],
+        plans.append(PlanOutcome(budget=b, selector=name, method=method, targets=[t.target for t in plan.targets],
                                  units=[u for t in plan.targets for u in t.units], config=plan.config, used=plan.used,
                                  val_per_seed=val, test_per_seed=test, same_as=first if first != name else None))
     for b in budgets:
@@ -246,34 +308,22 @@ def run_validate(
         best = max(p.val_mean for p in at_b)
         for p in at_b:
             p.regret = regret(best, p.val_mean)
-
-    result = ValidationResult(
-        model=spec_with_load(model, net), data=data, recipe=recipe, head_init=train.get("head_init", "lp"),
-        seeds=list(range(seeds)),
-        methods=list(methods), sets=labels, per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
-        random=random_summary, budgets=list(budgets), regret_method=primary, random_draws=random_draws, plans=plans,
-        selectors=list(rankings), notes=notes, n_val=probe.n_val, failed=fit.failed, probe_source=probe_source,
-        wall_time_s=time.perf_counter() - start, train_time_s=fit.train_time_s, command=command,
-        input_conversion=conversion)
-    if out:
-        result.save(out)
-    return result
+    return plans
 
 
 class _PlanTrainer:
-    """Trains lists of plans with the sweep (:func:`~petl_analysis.sweep.sweep_plans`), all in one resumable trial
-    log beside the output; a configuration trained here and in a sweep with the same recipe is the same trial."""
+    """Trains lists of plans with the study's sweep (:meth:`~petl_analysis.study.Study.sweep`), all in one resumable
+    trial log; a configuration trained here and in a sweep with the same recipe is the same trial."""
 
-    def __init__(self, data: DataSpec, out: str | Path | None, **kw: Any) -> None:
-        self.log_path = trial_log_path(out)
+    def __init__(self, study: "Study", log_path: Path | None, **kw: Any) -> None:
+        self.study, self.log_path = study, log_path
         self.kw = {**kw, "trials_log": self.log_path}
-        self.data = data
         self.failed: list[dict[str, Any]] = []
         self.train_time_s = 0.0  # summed over the trials used, those read back from the log included
 
     def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float]]]:
         """Validation and test accuracy per finished seed, for each plan in order."""
-        result = sweep_plans(plans, self.data, **self.kw)
+        result = self.study.sweep(plans, **self.kw)
         self.failed += result.failed
         self.train_time_s += sum(p.run.wall_time_s for p in result.points if p.same_as is None)
         runs = {id(p.plan): p.run for p in result.points}
