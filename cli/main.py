@@ -151,23 +151,24 @@ def linear_probe(
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
-    from petl_analysis.data import open_dataset
     from petl_analysis.engine import Recipe
-    from petl_analysis.task import announce, build_task, fit_linear_probe, prepare_model
+    from petl_analysis.study import Study
+    from petl_analysis.task import announce, build_task, fit_linear_probe
 
     from petl_analysis.errors import PetlError
 
     if seeds < 1:
         raise PetlError(f"seeds must be at least 1, got {seeds}")
     recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), eval_batch_size=eval_batch_size)
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    study = Study(models.spec(), data.spec(), device=execution.device)
     variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])
     rows = []
     with progress_bar("linear probe", total=len(variants) * seeds) as advance:
         for w in variants:
+            weighted = study.with_data(study.data, models.spec(weights=w))
             for seed in range(seeds):
-                net = prepare_model(models.spec(weights=w), ds.num_classes, seed=seed)
-                task = build_task(data.spec(shot_seed=seed), net, dataset=ds)
+                net = weighted.build_model(seed)
+                task = build_task(data.spec(shot_seed=seed), net, dataset=study.dataset)
                 announce(task.conversion, data.dataset)
                 res = fit_linear_probe(net, task, recipe, seed=seed, device=execution.device)
                 rows.append({"weights": w, "seed": seed, "n_train": res.n_train, "val_acc": res.val_acc,
@@ -448,11 +449,10 @@ def train(
         print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
         console.print(f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}")
         return
-    from petl_analysis.data import open_dataset
+    from petl_analysis.study import Study
 
     if plan:
-        net = prepare_model(spec, open_dataset(dataset, skip_bad_images=data.skip_bad_images).num_classes)
-        validate_plan(plan_obj, net, spec, source=plan)
+        validate_plan(plan_obj, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
                      eval_batch_size=eval_batch_size, augment=augment)
     with progress_bar(f"train {config.method}", total=seeds) as advance:
@@ -532,11 +532,11 @@ def plan(
     check_output_path(out, directory=True, what="--out")
     from pathlib import Path
 
-    from petl_analysis.data import open_dataset
     from petl_analysis.io import atomic_write_json, ensure_writable_dir
     from petl_analysis.plan import export_peft, plan_for_budget
     from petl_analysis.select import Ranking
-    from petl_analysis.task import prepare_model
+    from petl_analysis.study import Study
+    from petl_analysis.task import DataSpec
 
     from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
 
@@ -545,7 +545,7 @@ def plan(
     spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
     ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
     skip_bad = _skip_bad_images(data, ranking, ds_name)
-    net = prepare_model(spec, open_dataset(ds_name, skip_bad_images=skip_bad).num_classes)
+    net = Study(spec, DataSpec(ds_name, skip_bad_images=skip_bad)).template
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budget")

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike
 
-#: What a study caches; :meth:`Study.with_data` hands it on when the dataset is the same.
+#: What a study caches; :meth:`Study.with_data` hands it on when the dataset (and for the model, the model) is the
+#: same.
 _CACHED = ("dataset", "template", "conversion")
 
 
@@ -105,9 +106,10 @@ class Study:
         from .task import same_model
 
         other = dataclasses.replace(self, data=data, model=model or self.model)
-        if (dataset_identity(data.dataset), data.skip_bad_images) == (
-                dataset_identity(self.data.dataset), self.data.skip_bad_images) and same_model(other.model, self.model):
-            other.__dict__.update({k: v for k, v in self.__dict__.items() if k in _CACHED})
+        same_data = (dataset_identity(data.dataset), data.skip_bad_images) == (
+            dataset_identity(self.data.dataset), self.data.skip_bad_images)
+        carried = _CACHED if same_data and same_model(other.model, self.model) else ("dataset",) if same_data else ()
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k in carried})
         return other
 
     # -------------------------------------------------------------------------------------------------- trials

@@ -94,8 +94,10 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
 
     monkeypatch.setattr(probe_search, "probe_trial", no_training)
     if committed.data.dataset.startswith("/tmp/"):
+        from petl_analysis import study as study_module
+
         glyphs = _glyph_letters()
-        monkeypatch.setattr(probe_search, "_dataset", lambda *a, **k: glyphs)
+        monkeypatch.setattr(study_module, "open_dataset", lambda *a, **k: glyphs)  # the study opens the data
     log = tmp_path / "probe.json.trials.jsonl"
     shutil.copy(root / "probe.json.trials.jsonl", log)
     again = run_probe(committed.model, committed.data, committed.config, out=tmp_path / "probe.json",
@@ -116,10 +118,8 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     # The oracle and regret trainings all come back from the committed log; the proxies (gradients on a few
     # batches) are recomputed: the whole validation.json must come out bit for bit.
     from petl_analysis.probe import ProbeResult
-    from petl_analysis.select import run as select_run
     from petl_analysis.sweep import sweep as sweep_module
     from petl_analysis.validate import ValidationResult, run_validate
-    from petl_analysis.validate import run as validate_run
 
     root = REPORTS / name
     committed = ValidationResult.load(root / "validation.json")
@@ -136,8 +136,10 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
 
         monkeypatch.setenv("PETL_ANALYSIS_CACHE", str(tmp_path / "cache"))  # streamed features are cached
         folder = write_image_folder(_glyph_letters(), tmp_path / "glyph_letters")
-        for module in (sweep_module, select_run, validate_run):
-            monkeypatch.setattr(module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
+        from petl_analysis import study as study_module
+
+        # the study opens the data for every stage (the trainings come from the log)
+        monkeypatch.setattr(study_module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
     shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
     v = committed
     again = run_validate(probe, selectors=v.selectors, methods=v.methods, seeds=len(v.seeds), budget=v.budget,
