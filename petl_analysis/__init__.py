@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .probe import ProbeConfig, ProbeResult, default_probe_recipe, run_probe
     from .report import write_report
     from .select import Ranking, run_select
+    from .study import Study
     from .sweep import SweepResult, run_sweep, sweep_plans
     from .task import DataSpec, prepare_model
     from .train import RunResult, default_train_recipe, run_method
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it, in the order the API reference shows them (grouped by module).
 _EXPORTS: dict[str, str] = {
-    # Stages, in pipeline order
+    # Stages, in pipeline order; the Study is the context every stage takes (its methods are the stages)
+    "Study": "study",
     "run_probe": "probe",
     "run_select": "select",
     "plan_for_budget": "plan",
@@ -129,6 +131,7 @@ __all__ = [
     "Recipe",
     "RunResult",
     "SplitSpec",
+    "Study",
     "SweepResult",
     "ValidationResult",
     "VptConfig",

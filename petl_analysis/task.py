@@ -111,12 +111,6 @@ def input_conversion(ds: ImageDataset | ImageFiles, model: nn.Module) -> InputCo
                            list(getattr(ds, "skipped", [])))
 
 
-def input_conversion_for(data: DataSpec, model: ModelSpec) -> InputConversion:
-    """:func:`input_conversion` from the specs (loads the dataset and builds the model once)."""
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-    return input_conversion(ds, prepare_model(model, ds.num_classes))
-
-
 def announce(conversion: InputConversion, dataset: str) -> None:
     """Log a conversion that loses colour or pixels (INFO on the ``petl_analysis`` logger; the CLI prints it).
 

@@ -132,7 +132,6 @@ def write_report(
     blocks = _title_blocks(title, sweep, probe, validation)
     rows = point_rows(sweep, m0_value) if sweep is not None else []
     pr = probe_rows(probe, ranking) if probe is not None else []
-
     blocks += _setup_section(sweep, probe, ranking, commands, m0_value, m0 is None, validation)
     if sweep is not None:
         blocks += _sweep_section(builder, sweep, rows, m0_value, m0_text, title)

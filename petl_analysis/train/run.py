@@ -23,10 +23,8 @@ from ..models import ModelSpec, spec_with_load
 from ..task import (
     DataSpec,
     InputConversion,
-    announce,
     build_task,
     fit_linear_probe,
-    input_conversion,
     prepare_model,
 )
 from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
@@ -158,10 +156,10 @@ def run_method(
     if not seed_list:
         raise PetlError("at least one seed is needed")
     start = time.perf_counter()
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
-    net = prepare_model(model, ds.num_classes)
-    conversion = input_conversion(ds, net)
-    announce(conversion, data.dataset)
+    from ..study import Study
+
+    study = Study(model, data, device=device)
+    conversion = study.conversion
     runs, trainable = [], {}
     for seed in seed_list:
         run, trainable = train_one_seed(model, data, config, recipe, seed, head_init=head_init, device=device,
@@ -169,7 +167,7 @@ def run_method(
         runs.append(run)
         if on_seed:
             on_seed(run)
-    return summarise(config.method, config.to_dict(), spec_with_load(model, net), data, recipe, head_init, trainable,
+    return summarise(config.method, config.to_dict(), spec_with_load(model, study.template), data, recipe, head_init, trainable,
                      runs,
                      time.perf_counter() - start, label=label, plan=plan, input_conversion=conversion)
 
