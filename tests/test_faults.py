@@ -42,7 +42,7 @@ from petl_analysis.select import rank_from_probe
 from petl_analysis.sweep import run_sweep
 from petl_analysis.sweep.sweep import RunTrial
 from petl_analysis.sweep import sweep as sweep_module
-from petl_analysis.task import DataSpec
+from petl_analysis.task import DataSpec, prepare_model
 from petl_analysis.trials import STATUS_FAILED, STATUS_OK, Trial, run_trials
 
 torch.set_num_threads(1)
@@ -175,7 +175,7 @@ def test_probe_result_lists_failed_trials_and_the_report_shows_them(tmp_path, mo
 
     model, data, config = _tiny_probe_args()
     v_units = probe_module.expand_targets(
-        probe_module.prepare_model(model, 10, seed=0), ["attn.v"], False)["attn.v"]
+        prepare_model(model, 10, seed=0), ["attn.v"], False)["attn.v"]
     monkeypatch.setattr(probe_module, "probe_trial", flaky)
     result = run_probe(model, data, config, out=tmp_path / "probe.json", threads_per_job=1)
     failed = dict(result.failed[0])
