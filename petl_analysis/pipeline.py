@@ -58,6 +58,8 @@ class PipelineConfig:
 
 @dataclass
 class PipelineResult:
+    """What :func:`run_pipeline` returns: each stage's artefact (also written under ``out_dir``) and its wall time."""
+
     out_dir: Path
     probe: ProbeResult
     ranking: Ranking

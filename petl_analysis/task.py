@@ -143,17 +143,26 @@ def same_dataset(a: str, b: str) -> bool:
     return dataset_identity(a) == dataset_identity(b)
 
 
+#: The fields that decide which network, with which weights, a spec builds (the head size and the load record aside).
+_MODEL_IDENTITY = ("name", "weights", "img_size", "in_chans", "patch_size", "kwargs")
+
+
+def _model_text(spec: ModelSpec) -> str:
+    """``name (weights=..., img_size=...)``: the identity fields that are set."""
+    set_fields = [f"{k}={getattr(spec, k)}" for k in _MODEL_IDENTITY[1:] if getattr(spec, k) not in (None, {})]
+    return f"{spec.name} ({', '.join(set_fields)})"
+
+
 def same_model(a: ModelSpec, b: ModelSpec) -> bool:
     """Whether two specs build the same network with the same weights (the head size aside): what a ranking or a
     plan measured on one model says nothing about another."""
-    return a.model_id() == b.model_id() and a.kwargs == b.kwargs
+    return all(getattr(a, k) == getattr(b, k) for k in _MODEL_IDENTITY)
 
 
 def require_same_model(made_on: ModelSpec, given: ModelSpec, what: str, advice: str) -> None:
     """Refuse ``given`` unless it is the model ``what`` (e.g. ``"ranking 'r.json'"``) was made on."""
     if not same_model(made_on, given):
-        kwargs = f" ({made_on.kwargs} vs {given.kwargs})" if made_on.kwargs != given.kwargs else ""
-        raise PetlError(f"{what} was made on model {made_on.model_id()}, not {given.model_id()}{kwargs}; {advice}")
+        raise PetlError(f"{what} was made on model {_model_text(made_on)}, not {_model_text(given)}; {advice}")
 
 
 @dataclass

@@ -100,10 +100,10 @@ def test_plan_refuses_a_model_or_dataset_other_than_the_rankings(tmp_path) -> No
     ranking = _ranking(tmp_path)  # petl_vit_tiny, random weights, digits
     cases = [
         (["--model", "vit_tiny_patch16_224"],
-         "was made on model petl_vit_tiny,weights=random, not vit_tiny_patch16_224"),
+         "was made on model petl_vit_tiny (weights=random), not vit_tiny_patch16_224"),
         (["--weights", "default"],
-         "was made on model petl_vit_tiny,weights=random, not petl_vit_tiny,weights=default"),
-        (["--img-size", "32"], "not petl_vit_tiny,weights=random,img_size=32"),
+         "was made on model petl_vit_tiny (weights=random), not petl_vit_tiny (weights=default)"),
+        (["--img-size", "32"], "not petl_vit_tiny (weights=random, img_size=32)"),
         (["--dataset", "animals"],
          "ranks targets on dataset 'digits', not 'animals'; drop --dataset to plan on 'digits'"),
     ]
@@ -124,7 +124,7 @@ def test_sweep_plans_from_a_ranking_trains_the_rankings_model_and_refuses_anothe
     ranking.save(tmp_path / "ranking.json")
     code, out = _run(["sweep", "--plans-from", "ranking.json", "--weights", "default", "--methods", "linear",
                       *FAST, "--out", "refused.json"], tmp_path)
-    assert code == 2 and "not petl_vit_tiny,weights=default,img_size=32,patch_size=8" in _one_error(out)
+    assert code == 2 and "not petl_vit_tiny (weights=default, img_size=32, patch_size=8)" in _one_error(out)
     code, out = _run(["sweep", "--plans-from", "ranking.json", "--methods", "linear", "--shots", "2", *FAST,
                       "--out", "sweep.json"], tmp_path)
     assert code == 0, out
@@ -138,8 +138,8 @@ def test_report_refuses_a_probe_and_a_sweep_of_different_models(tmp_path) -> Non
 
     sweep = SweepResult.load(ROOT / "reports" / "demo" / "digits" / "sweep.json")  # the bundled weights
     probe = synthetic_probe()  # random weights
-    with pytest.raises(PetlError, match="the probe was made on model petl_vit_tiny,weights=random, not "
-                                        "petl_vit_tiny,weights=default"):
+    with pytest.raises(PetlError, match=r"the probe was made on model petl_vit_tiny \(weights=random\), not "
+                                        r"petl_vit_tiny \(weights=default\)"):
         write_report(sweep, probe, tmp_path / "report")
     assert not (tmp_path / "report").exists()
     probe.model = sweep.model

@@ -24,6 +24,8 @@ from .factory import (
     save_weights,
     spec_with_load,
 )
+from .sources import WEIGHT_SOURCES, WeightSource, register_weight_source
+from . import dinov2  # noqa: E402,F401  registers the "dinov2-s14" weights (imports no onnx)
 
 __all__ = [
     "BUNDLED_ARCH",
@@ -32,6 +34,8 @@ __all__ = [
     "GROUPS",
     "LEAF_KINDS",
     "UNIT_KINDS",
+    "WEIGHT_SOURCES",
+    "WeightSource",
     "ModelSpec",
     "WEIGHTS_SOURCES",
     "WeightsLoad",
@@ -45,6 +49,7 @@ __all__ = [
     "describe_targets",
     "load_weights",
     "model_input_config",
+    "register_weight_source",
     "resolve_targets",
     "save_weights",
     "spec_with_load",

@@ -38,6 +38,7 @@ from torch import nn
 from ..accounting import classifier
 from ..errors import PetlError
 from .bundled import BUNDLED_MODEL, bundled_weights_path
+from .sources import find_weight_source, load_from_source
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class WeightsLoad:
             it was resampled (None otherwise; ``pos_embed_from`` None with ``pos_embed_to`` set: the source grid was
             not square).
         in_chans_from: input channels of the checkpoint's stem when it was adapted to the model's (None otherwise).
+        pos_embed_method: how the position embedding was resampled, where a source fixes it (e.g. ``dinov2-s14``:
+            bicubic without antialias, as its ONNX graph does); None where timm's loader chose.
         notes: anything else worth knowing (e.g. timm's own load messages).
     """
 
@@ -81,6 +84,7 @@ class WeightsLoad:
     pos_embed_from: list[int] | None = None
     pos_embed_to: list[int] | None = None
     in_chans_from: int | None = None
+    pos_embed_method: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -92,7 +96,8 @@ class WeightsLoad:
             parts.append("checkpoint has no head, a new head is trained")
         if self.pos_embed_to is not None:
             old = "x".join(map(str, self.pos_embed_from)) if self.pos_embed_from else "?"
-            parts.append(f"position embedding resampled {old} -> {'x'.join(map(str, self.pos_embed_to))}")
+            how = f" ({self.pos_embed_method})" if self.pos_embed_method else ""
+            parts.append(f"position embedding resampled {old} -> {'x'.join(map(str, self.pos_embed_to))}{how}")
         if self.in_chans_from is not None:
             parts.append(f"stem adapted from {self.in_chans_from} input channels")
         return "; ".join(parts)
@@ -122,6 +127,8 @@ class ModelSpec:
     load: WeightsLoad | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.weights, str):
+            find_weight_source(self.weights)  # a malformed named source ("dinov2-s14:") fails here, in one line
         for key in ("img_size", "in_chans", "patch_size", "num_classes"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -321,6 +328,18 @@ def _file(spec: ModelSpec) -> nn.Module:
     return load_weights(build_model(spec), spec.weights)
 
 
+def _named_source(spec: ModelSpec) -> nn.Module:
+    """A registered named source (:mod:`.sources`, e.g. ``dinov2-s14``): its loader fills the backbone."""
+    model = build_model(spec)
+    info = load_from_source(model, spec.name, spec.weights)
+    record = WeightsLoad(info["source"], location=str(info.get("file", "")), head="absent",
+                         pos_embed_from=info.get("pos_embed_from"), pos_embed_to=info.get("pos_embed_to"),
+                         pos_embed_method=info.get("pos_embed_method"),
+                         notes=[f"{k}: {info[k]}" for k in ("sha256", "cache") if k in info])
+    setattr(model, LOAD_ATTR, record)
+    return model
+
+
 #: ``--weights NAME``: a function building the model of a spec with that source's weights (and its
 #: :class:`WeightsLoad` on ``model.petl_weights``). A weights string not named here is a local checkpoint path.
 WEIGHTS_SOURCES: dict[str, Callable[[ModelSpec], nn.Module]] = {
@@ -350,9 +369,11 @@ def create_model(spec: ModelSpec | str = BUNDLED_MODEL, **overrides: Any) -> nn.
     if overrides:
         spec = ModelSpec(**{**spec.__dict__, **overrides})
     _check_name(spec.name)
-    model = WEIGHTS_SOURCES.get(spec.weights, _file)(spec)
+    build = _named_source if find_weight_source(spec.weights) else WEIGHTS_SOURCES.get(spec.weights, _file)
+    model = build(spec)
     record = getattr(model, LOAD_ATTR, None)
-    if record is not None and (record.head == "dropped" or record.pos_embed_to or record.in_chans_from):
+    if record is not None and (record.head == "dropped" or record.pos_embed_to or record.in_chans_from
+                               or record.source not in (WEIGHTS_DEFAULT, WEIGHTS_RANDOM, "bundled")):
         logger.info("model %r weights: %s", spec.name, record.describe())
     return model.eval()
 

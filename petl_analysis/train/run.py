@@ -35,6 +35,7 @@ HEAD_INITS = ("lp", "random")
 
 
 def default_train_recipe() -> Recipe:
+    """The recipe ``train``, ``sweep`` and ``validate`` use unless told otherwise (one shared default, so runs compare)."""
     return Recipe(epochs=30, batch_size=64, lr=3e-3, head_lr=3e-3, weight_decay=1e-4, warmup_epochs=2.0)
 
 

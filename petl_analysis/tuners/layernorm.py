@@ -14,6 +14,8 @@ from .base import Added, FIXED, Method, MethodConfig, register_method
 
 @dataclass
 class LayerNormConfig(MethodConfig):
+    """Train the weights and biases of the LayerNorms in ``targets`` (default: ``norm1``/``norm2`` of every block)."""
+
     method: str = "layernorm"
     targets: list[str] = field(default_factory=lambda: ["norm"])
 
