@@ -542,7 +542,9 @@ def plan(
 
     from petl_analysis.data import open_dataset
     from petl_analysis.io import atomic_write_json, ensure_writable_dir
+    from petl_analysis.errors import PetlError
     from petl_analysis.plan import export_peft, plan_for_budget
+    from petl_analysis.plan.peft import export_summary
     from petl_analysis.select import Ranking
     from petl_analysis.task import prepare_model
 
@@ -568,8 +570,13 @@ def plan(
     for b, p in zip(budgets, plans):
         path = p.save(Path(out_dir) / f"plan_{b.params}.json")
         if export_peft_:
-            cfg, notes = export_peft(p, net)
-            atomic_write_json(Path(out_dir) / f"plan_{b.params}.peft.json", {"peft_config": cfg, "not_mapped": notes})
+            try:
+                record = export_peft(p, net)
+            except PetlError as e:  # the plan stands; its peft export would be inert
+                console.print(f"[yellow]warning:[/] budget {b.params}: {e}", highlight=False)
+            else:
+                peft_path = atomic_write_json(Path(out_dir) / f"plan_{b.params}.peft.json", record)
+                console.print(f"  budget {b.params}: {export_summary(record)} -> {peft_path}", highlight=False)
         rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
             console.print(f"  budget {b.params}: {note}")
