@@ -669,6 +669,37 @@ def sweep(
     console.print(f"-> {out}")
 
 
+@app.command("export-peft")
+@handle_errors
+def export_peft_adapter(
+    adapter: str = typer.Argument(..., help="A saved LoRA adapter folder (train's <out>.adapter/seed<N>, a sweep's "
+                                  "<out>.adapters/<plan>)."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder for the peft adapter (adapter_config.json, "
+                            "adapter_model.safetensors)."),
+) -> None:
+    """Write a trained LoRA adapter as a peft adapter folder that PeftModel.from_pretrained loads (same outputs).
+
+    Refused where peft would be inert (a target the model reads without calling its forward: BEiT's, EVA's qkv)."""
+    check_output_path(out, directory=True, what="--out")
+    from petl_analysis.artefacts import from_jsonable
+    from petl_analysis.errors import PetlError
+    from petl_analysis.models import ModelSpec, create_model
+    from petl_analysis.plan import write_peft_adapter
+    from petl_analysis.tuners import load_adapter, read_adapter_record
+
+    record = read_adapter_record(adapter)
+    base = record.get("base") or {}
+    if not base.get("model"):
+        raise PetlError(f"adapter {adapter!r} does not record its base model (saved by an older petl-analysis); "
+                        "load it with load_adapter and call petl_analysis.plan.write_peft_adapter")
+    spec = from_jsonable(ModelSpec, base["model"], "adapter base model")
+    model = create_model(spec, num_classes=base["num_classes"])
+    method = load_adapter(model, adapter)
+    write_peft_adapter(model, method, out, model_name=spec.name)
+    console.print(f"peft LoRA adapter of {spec.name} -> {out} (PeftModel.from_pretrained(model, {out!r}))",
+                  highlight=False)
+
+
 def _print_adapters(result, out: str) -> None:
     """Where the points' adapters are, and which points have none (trials logged before adapters were saved)."""
     missing = [f"{p.label}@{p.budget}" for p in result.points if p.adapter is None]

@@ -27,7 +27,7 @@ def _run(args: list[str], cwd) -> tuple[int, str]:
 def test_help_lists_commands(tmp_path) -> None:
     code, out = _run(["--help"], tmp_path)
     assert code == 0
-    for cmd in ("probe", "select", "plan", "train", "sweep", "report", "run", "demo", "info"):
+    for cmd in ("probe", "select", "plan", "train", "sweep", "report", "run", "demo", "info", "export-peft"):
         assert cmd in out
 
 

@@ -102,3 +102,26 @@ def test_kadaptation_exports_as_lokr_labelled_approximate_with_both_counts() -> 
     assert record["trainable"]["peft"] is not None and record["trainable"]["peft"] != record["trainable"]["plan"]
     assert any("approximates KAdaptation" in n for n in record["not_mapped"])
     peft.get_peft_model(_base("vit"), peft.get_peft_config(record["peft_config"]))  # peft reads the config
+
+
+def test_the_export_peft_command_writes_what_peft_loads_with_our_outputs(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from petl_analysis.cli.main import app
+    from petl_analysis.tuners import save_adapter
+
+    spec = ModelSpec("petl_vit_tiny")  # bundled weights: a base the command can rebuild from the record
+    model = create_model(spec, num_classes=10).eval()
+    method = apply_method(model, LoraConfig(rank=2))
+    with torch.no_grad():
+        for p in method.adapter_state_dict(model).values():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    save_adapter(model, method, tmp_path / "ours", model_spec=spec)
+    result = CliRunner().invoke(app, ["export-peft", str(tmp_path / "ours"), "--out", str(tmp_path / "peft")])
+    assert result.exit_code == 0, result.output
+    x = torch.randn(3, 1, 16, 16)
+    loaded = peft.PeftModel.from_pretrained(create_model(spec, num_classes=10), str(tmp_path / "peft")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-5)
+    wrong = CliRunner().invoke(app, ["export-peft", str(tmp_path / "peft"), "--out", str(tmp_path / "again")])
+    assert wrong.exit_code != 0 and "is a peft adapter, not a petl-analysis one" in wrong.output
