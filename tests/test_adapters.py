@@ -15,8 +15,8 @@ from petl_analysis.engine.train import evaluate
 from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
 from petl_analysis.plan import Plan
-from petl_analysis.sweep import sweep_plans
 from petl_analysis.sweep import sweep as sweep_module
+from petl_analysis.sweep import sweep_plans
 from petl_analysis.task import DataSpec, build_task, prepare_model
 from petl_analysis.train import train_one_seed
 from petl_analysis.tuners import (

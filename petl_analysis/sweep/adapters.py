@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..io import read_json
 from ..trials import TrialRecord
@@ -43,7 +44,7 @@ def _placed(folder: Path) -> dict[str, Path]:
             continue
         try:
             key = read_json(record).get("trial")
-        except Exception:  # noqa: BLE001 - a torn or foreign folder is replaced, not trusted
+        except Exception:
             continue
         if isinstance(key, str):
             out.setdefault(key, record.parent)
