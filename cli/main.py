@@ -390,7 +390,9 @@ def train(
     init: Optional[str] = typer.Option(None, "--init", help="KAdaptation init: default or pevit (the official zero-zero init)."),
     sets: list[str] = SetOpt(),
     plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT).")),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
+                                 weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see "
+                                                    "`petl-analyze probe --help`.")),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the "
                                                  "--plan's, else digits)."),
                               shots=ShotsOpt(help=None), omit=("max_train",)),
@@ -432,7 +434,8 @@ def train(
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
-        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights)
+        # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
+        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights or plan_obj.model.weights)
         if plan_obj.dataset is not None:  # a plan of version 1 does not say: --dataset, else digits, as before
             dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
     else:
