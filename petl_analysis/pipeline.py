@@ -7,6 +7,7 @@ Layout of ``out_dir``::
     plans/plan_<budget>_<method>-<variant>.json, plans/plan_<method>.json
                                               every Plan the sweep trains (plan.points), one file each
     sweep.json (+ sweep.json.trials.jsonl)    the SweepResult
+    sweep.json.adapters/<plan file stem>/     each point's adapter (best seed by validation; load_adapter reads it)
     validation.json (optional)                from ``petl-analyze validate``; the report shows it when present
     report/                                   report.md, report.html, PNGs, CSVs
 
@@ -49,6 +50,7 @@ class PipelineConfig:
     recipe: Recipe | None = None
     head_in_budget: bool = False
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
+    all_seed_adapters: bool = False  # keep every seed's adapter, not only the best one by validation
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)  # before the probe, not after it
@@ -150,7 +152,7 @@ def _sweep(study: Study, config: PipelineConfig, plans: list[Plan], skipped: lis
     return study.sweep(plans, out=path, budgets=budgets, methods=config.methods, skipped=skipped,
                        seeds=config.seeds, recipe=config.recipe, head_in_budget=config.head_in_budget,
                        ranking_source=str(study.path("ranking.json")), plans_source=str(study.path("plans")),
-                       command=" && ".join(commands))
+                       command=" && ".join(commands), all_seeds=config.all_seed_adapters)
 
 
 def _report(study: Study, sweep: SweepResult, probe: ProbeResult, ranking: Ranking, commands: Sequence[str]) -> Any:

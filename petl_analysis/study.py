@@ -190,16 +190,20 @@ class Study:
         return plans, skipped, [b.params for b in resolved]
 
     def sweep(self, plans: Sequence["Plan"], *, out: PathLike | None = None, trials_log: PathLike | None = None,
-              seeds: int = 3, **options: Any) -> "SweepResult":
+              seeds: int = 3, save_adapters: bool = True, **options: Any) -> "SweepResult":
         """The sweep stage (:func:`~petl_analysis.sweep.sweep.train_plans`), saved to ``out`` when given; trials
-        logged beside it or in ``trials_log``."""
+        logged beside it or in ``trials_log``; with ``out`` and ``save_adapters``, each point's adapter in
+        ``<out>.adapters/``."""
         from .io import check_output_path
+        from .sweep.adapters import adapters_folder
         from .sweep.sweep import check_plans, train_plans
 
         check_plans(plans, seeds)
         if out:
             check_output_path(out)
-        result = train_plans(self, plans, log=self.trial_log(out, trials_log), seeds=seeds, **options)
+        adapters = adapters_folder(out) if out and save_adapters else None
+        result = train_plans(self, plans, log=self.trial_log(out, trials_log), seeds=seeds, adapters=adapters,
+                             **options)
         if out:
             result.save(out)
         return result

@@ -6,11 +6,14 @@ plans folder; :func:`sweep_plans` trains the plans it is given (``petl-analyze s
 folder) and each :class:`SweepPoint` keeps its plan.
 
 Each (plan, seed) is one trial in the JSON-lines log beside the output, so a killed sweep resumes where it stopped.
+Each point's adapter (its best seed by validation) is saved beside the output (:mod:`.adapters`), so the best
+configuration of a study can be used without retraining it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from ..task import DataSpec, InputConversion
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import Trial, TrialRecord, key_json
 from ..tuners import config_from_dict
+from .adapters import adapter_options, place_adapters
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -43,6 +47,8 @@ class SweepPoint:
     plan: Plan
     run: RunResult
     same_as: str | None = None
+    #: The folder of the best seed's adapter (by validation), relative to the sweep's file; None: none was saved.
+    adapter: str | None = None
 
     @property
     def label(self) -> str:
@@ -113,13 +119,17 @@ class RunTrial:
 
 
 def sweep_trial(trial: Trial) -> dict[str, Any]:
-    """Worker: train one (configuration, seed)."""
+    """Worker: train one (configuration, seed); with the ``adapter_dir`` option, save its adapter there under the
+    trial's key."""
     import torch
 
     t = trial.spec(RunTrial)
     torch.set_num_threads(max(1, t.threads))
+    where = trial.options.get("adapter_dir")
     run, trainable = train_one_seed(t.model, t.data, config_from_dict(t.config), t.recipe, t.seed,
-                                    head_init=t.head_init, device=t.device)
+                                    head_init=t.head_init, device=t.device,
+                                    adapter_dir=Path(where) / trial.key if where else None,
+                                    adapter_record={"trial": trial.key})
     return {"seed_run": to_jsonable(run), "trainable": trainable, "device": str(t.device),
             "threads": torch.get_num_threads()}
 
@@ -198,7 +208,10 @@ def sweep_plans(
 
     ``model`` defaults to the plans' own (they must agree). ``options``: how trials run (``device``, ``n_jobs``,
     ``backend``, ``scheduler``, ``on_trial``: the :class:`~petl_analysis.study.Study`'s) and the keywords of
-    :func:`train_plans`."""
+    :meth:`Study.sweep <petl_analysis.study.Study.sweep>` and :func:`train_plans`.
+
+    With ``out`` and ``save_adapters``, each point's adapter is saved in ``<out>.adapters/<plan file stem>/``: the
+    best seed by validation, or every seed with ``all_seeds`` (:mod:`.adapters`)."""
     check_plans(plans, options.get("seeds", 3))
     study, options = _study(model or _common_model(plans), data, options)
     return study.sweep(plans, out=out, trials_log=trials_log, **options)
@@ -219,13 +232,16 @@ def train_plans(
     ranking_source: str = "",
     plans_source: str = "",
     command: str = "",
+    adapters: Path | None = None,
+    all_seeds: bool = False,
 ) -> SweepResult:
     """The sweep stage: train every plan over ``seeds`` (trials in the log at ``log``) and return the result.
 
     Each plan is checked against the study's model and the dataset's head
     (:func:`~petl_analysis.plan.validate_plan`) before anything trains, and plans that record their dataset must
     be for the study's (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
-    study asked for (default: those of the plans); ``skipped``, what its planning left out."""
+    study asked for (default: those of the plans); ``skipped``, what its planning left out. With ``adapters`` (a
+    folder), each point's best seed's adapter (every seed's with ``all_seeds``) is placed there."""
     start = time.perf_counter()
     check_plans(plans, seeds)
     data, model = study.data, study.model
@@ -237,11 +253,12 @@ def train_plans(
     for p in plans:
         validate_plan(p, study.template, model, source=plan_file_name(p))
     conversion = study.conversion
-    threads = study.threads_per_job()
+    threads, options = study.threads_per_job(), adapter_options(adapters)
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
         return Trial.of("run", RunTrial(model=model, recipe=recipe, head_init=head_init, device=study.device,
-                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed))
+                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed),
+                        **options)
 
     seed_list = list(range(seeds))
     records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
@@ -253,7 +270,11 @@ def train_plans(
                          seed_runs, sum(r.wall_time_s for r in seed_runs), label=plan.label,
                          input_conversion=conversion)
 
-    result_points, failed = _points(plans, seed_list, runs, summary)
+    result_points, failed, placing = _points(plans, seed_list, runs, summary)
+    if adapters is not None:
+        where = place_adapters(adapters, placing, all_seeds=all_seeds)
+        for point, (name, _) in zip(result_points, placing):
+            point.adapter = os.path.relpath(where[name], adapters.parent) if where[name] else None
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
     return SweepResult(model=spec_with_load(model, study.template), data=data, recipe=recipe, seeds=seed_list,
                        budgets=sorted(budgets) if budgets is not None else planned_budgets,
@@ -265,10 +286,11 @@ def train_plans(
 
 
 def _points(plans: Sequence[Plan], seed_list: list[int], records: dict[tuple[int, int], TrialRecord],
-            summary: Callable[[Plan, list[TrialRecord]], RunResult]) -> tuple[list[SweepPoint], list[dict[str, Any]]]:
-    """One point per plan with a finished seed (a configuration trained before is marked ``same_as``), and every
-    failed (plan, seed)."""
-    points, failed = [], []
+            summary: Callable[[Plan, list[TrialRecord]], RunResult],
+            ) -> tuple[list[SweepPoint], list[dict[str, Any]], list[tuple[str, list[TrialRecord]]]]:
+    """One point per plan with a finished seed (a configuration trained before is marked ``same_as``), every
+    failed (plan, seed), and each point's (plan file stem, finished records) for its adapter."""
+    points, failed, placing = [], [], []
     first_of: dict[str, str] = {}
     for plan in plans:
         me = f"{plan.label}@{plan.budget}"
@@ -279,4 +301,5 @@ def _points(plans: Sequence[Plan], seed_list: list[int], records: dict[tuple[int
                    for r in recs if not r.ok]
         if ok:
             points.append(SweepPoint(plan, summary(plan, ok), same_as=first if first != me else None))
-    return points, failed
+            placing.append((Path(plan_file_name(plan)).stem, ok))
+    return points, failed, placing
