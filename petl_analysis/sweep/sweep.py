@@ -243,15 +243,8 @@ def train_plans(
     study asked for (default: those of the plans); ``skipped``, what its planning left out. With ``adapters`` (a
     folder), each point's best seed's adapter (every seed's with ``all_seeds``) is placed there."""
     start = time.perf_counter()
-    check_plans(plans, seeds)
-    data, model = study.data, study.model
-    plans_dataset(plans, data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
-    recipe = recipe or default_train_recipe()
-    counted = {p.head_in_budget for p in plans}
-    if head_in_budget is None and len(counted) > 1:
-        raise PetlError("the plans disagree on whether the head counts against the budget (head_in_budget)")
-    for p in plans:
-        validate_plan(p, study.template, model, source=plan_file_name(p))
+    counted = _check_sweep(study, plans, seeds, head_in_budget, plans_source)
+    data, model, recipe = study.data, study.model, recipe or default_train_recipe()
     conversion = study.conversion
     threads, options = study.threads_per_job(), adapter_options(adapters)
 
@@ -272,9 +265,7 @@ def train_plans(
 
     result_points, failed, placing = _points(plans, seed_list, runs, summary)
     if adapters is not None:
-        where = place_adapters(adapters, placing, all_seeds=all_seeds)
-        for point, (name, _) in zip(result_points, placing):
-            point.adapter = os.path.relpath(where[name], adapters.parent) if where[name] else None
+        _place(adapters, result_points, placing, all_seeds)
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
     return SweepResult(model=spec_with_load(model, study.template), data=data, recipe=recipe, seeds=seed_list,
                        budgets=sorted(budgets) if budgets is not None else planned_budgets,
@@ -283,6 +274,29 @@ def train_plans(
                        points=result_points, failed=failed, skipped=list(skipped), ranking_source=ranking_source,
                        wall_time_s=time.perf_counter() - start, command=command, input_conversion=conversion,
                        plans_source=plans_source)
+
+
+def _check_sweep(study: "Study", plans: Sequence[Plan], seeds: int, head_in_budget: bool | None,
+                 plans_source: str) -> set[bool]:
+    """Refuse plans for another dataset, plans that disagree on the head, and plans that do not fit the study's
+    model; returns the plans' ``head_in_budget`` values."""
+    check_plans(plans, seeds)
+    plans_dataset(plans, study.data.dataset,
+                  source=f"the plans of {plans_source!r}" if plans_source else "the plans")
+    counted = {p.head_in_budget for p in plans}
+    if head_in_budget is None and len(counted) > 1:
+        raise PetlError("the plans disagree on whether the head counts against the budget (head_in_budget)")
+    for p in plans:
+        validate_plan(p, study.template, study.model, source=plan_file_name(p))
+    return counted
+
+
+def _place(adapters: Path, points: list[SweepPoint], placing: list[tuple[str, list[TrialRecord]]],
+           all_seeds: bool) -> None:
+    """Place each point's adapter in ``adapters`` and record where (relative to the sweep's file)."""
+    where = place_adapters(adapters, placing, all_seeds=all_seeds)
+    for point, (name, _) in zip(points, placing):
+        point.adapter = os.path.relpath(where[name], adapters.parent) if where[name] else None
 
 
 def _points(plans: Sequence[Plan], seed_list: list[int], records: dict[tuple[int, int], TrialRecord],
