@@ -579,7 +579,9 @@ def train(
     sets: list[str] = SetOpt(),
     plan: Optional[str] = option(None, "--plan", panel=FILES,
                                  help="Apply a plan file (overrides --method/--targets)."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT).")),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
+                                 weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see "
+                                                    "`petl-analyze probe --help`.")),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (required, "
                                                  "unless --plan names one)."),
                               omit=("max_train",)),
@@ -596,13 +598,18 @@ def train(
                            "table; no data, no training."),
     num_classes: int = option(10, "--num-classes", panel=METHOD, help="Head size for --dry-run."),
     out: Optional[str] = option("run.json", "--out", "-o", panel=FILES, help="RunResult JSON."),
-    save_adapter: Optional[str] = option(None, "--save-adapter", panel=FILES,
-                                         help="Directory for the adapter weights (one folder per seed)."),
+    save_adapter: Optional[str] = option(None, "--save-adapter", panel=FILES, help="Directory for the adapters, one "
+                                         "folder per seed (default: <out>.adapter; load_adapter reads each)."),
+    no_adapter: bool = option(False, "--no-adapter", panel=FILES, help="Do not save the adapters."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
     if out and not dry_run:
         check_output_path(out, what="--out")
+    if not save_adapter and out and not no_adapter:
+        save_adapter = f"{out}.adapter"
+    if no_adapter:
+        save_adapter = None
     if save_adapter and not dry_run:
         check_output_path(save_adapter, directory=True, what="--save-adapter")
     execution.setup()
@@ -618,7 +625,8 @@ def train(
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
-        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights)
+        # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
+        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights or plan_obj.model.weights)
         if plan_obj.dataset is not None or not dry_run:  # a plan of version 1 does not say: --dataset then
             dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
     else:
@@ -666,6 +674,8 @@ def train(
                  for r in result.seeds], title=f"{config.method} on {dataset}")
     console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
                   + (f" -> {out}" if out else ""))
+    if save_adapter:
+        console.print(f"adapters -> {save_adapter}/seed<N>/ (petl_analysis.tuners.load_adapter)", highlight=False)
 
 
 @app.command()
@@ -739,7 +749,9 @@ def plan(
 
     from petl_analysis.data import open_dataset
     from petl_analysis.io import atomic_write_json, ensure_writable_dir
+    from petl_analysis.errors import PetlError
     from petl_analysis.plan import export_peft, plan_for_budget
+    from petl_analysis.plan.peft import export_summary
     from petl_analysis.select import Ranking
     from petl_analysis.task import prepare_model
 
@@ -765,8 +777,13 @@ def plan(
     for b, p in zip(budgets, plans):
         path = p.save(Path(out_dir) / f"plan_{b.params}.json")
         if export_peft_:
-            cfg, notes = export_peft(p, net)
-            atomic_write_json(Path(out_dir) / f"plan_{b.params}.peft.json", {"peft_config": cfg, "not_mapped": notes})
+            try:
+                record = export_peft(p, net)
+            except PetlError as e:  # the plan stands; its peft export would be inert
+                console.print(f"[yellow]warning:[/] budget {b.params}: {e}", highlight=False)
+            else:
+                peft_path = atomic_write_json(Path(out_dir) / f"plan_{b.params}.peft.json", record)
+                console.print(f"  budget {b.params}: {export_summary(record)} -> {peft_path}", highlight=False)
         rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
             console.print(f"  budget {b.params}: {note}")
@@ -798,6 +815,9 @@ def sweep(
     max_steps: Optional[int] = MaxStepsOpt(),
     out: str = option("sweep.json", "--out", "-o", panel=FILES, help="SweepResult JSON; trials are logged beside "
                       "it and, without --plans, the plans written to <out>.plans/ first."),
+    all_seed_adapters: bool = option(False, "--all-seed-adapters", panel=FILES, help="Keep every seed's adapter, not "
+                                     "only the best one by validation (in <out>.adapters/<plan>/seed<N>/)."),
+    no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
     execution: Execution = Group(),
 ) -> None:
     """Train a study's plans over seeds: accuracy versus trainable parameters.
@@ -823,7 +843,8 @@ def sweep(
     requested = parse_budgets(budgets, "--budgets")
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
     train = dict(seeds=seeds, recipe=recipe, out=out, **execution.trials(),
-                 command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+                 command=shlex.join(["petl-analyze", *sys.argv[1:]]), save_adapters=not no_adapters,
+                 all_seeds=all_seed_adapters)
     if plans:
         if plans_from:
             raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
@@ -848,11 +869,55 @@ def sweep(
                                on_trial=_trial_progress(advance), **train)
         console.print(f"plans -> {out}.plans/")
     print_table(result.table(), title=f"sweep on {dataset}")
+    if not no_adapters:
+        _print_adapters(result, out)
     for s in result.skipped:
         console.print(f"skipped: {s}")
     if result.failed:
         console.print(f"{len(result.failed)} failed trial(s): " + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed))
     console.print(f"-> {out}")
+
+
+@app.command("export-peft")
+@handle_errors
+def export_peft_adapter(
+    adapter: str = typer.Argument(..., help="A saved LoRA adapter folder (train's <out>.adapter/seed<N>, a sweep's "
+                                  "<out>.adapters/<plan>)."),
+    out: str = option(..., "--out", "-o", panel=FILES, help="Folder for the peft adapter (adapter_config.json, "
+                      "adapter_model.safetensors)."),
+) -> None:
+    """Write a trained LoRA adapter as a peft adapter folder that PeftModel.from_pretrained loads (same outputs).
+
+    Refused where peft would be inert (a target the model reads without calling its forward: BEiT's, EVA's qkv)."""
+    check_output_path(out, directory=True, what="--out")
+    from petl_analysis.artefacts import from_jsonable
+    from petl_analysis.errors import PetlError
+    from petl_analysis.models import ModelSpec, create_model
+    from petl_analysis.plan import write_peft_adapter
+    from petl_analysis.tuners import load_adapter, read_adapter_record
+
+    record = read_adapter_record(adapter)
+    base = record.get("base") or {}
+    if not base.get("model"):
+        raise PetlError(f"adapter {adapter!r} does not record its base model (saved by an older petl-analysis); "
+                        "load it with load_adapter and call petl_analysis.plan.write_peft_adapter")
+    spec = from_jsonable(ModelSpec, base["model"], "adapter base model")
+    model = create_model(spec, num_classes=base["num_classes"])
+    method = load_adapter(model, adapter)
+    write_peft_adapter(model, method, out, model_name=spec.name)
+    console.print(f"peft LoRA adapter of {spec.name} -> {out} (PeftModel.from_pretrained(model, {out!r}))",
+                  highlight=False)
+
+
+def _print_adapters(result, out: str) -> None:
+    """Where the points' adapters are, and which points have none (trials logged before adapters were saved)."""
+    missing = [f"{p.label}@{p.budget}" for p in result.points if p.adapter is None]
+    saved = len(result.points) - len(missing)
+    console.print(f"adapters ({saved} of {len(result.points)} points, best seed by validation) -> {out}.adapters/",
+                  highlight=False)
+    if missing:
+        console.print(f"[yellow]note:[/] no adapter for {len(missing)} point(s) (e.g. {missing[0]}): their trials were "
+                      "logged before adapters were saved; they were not retrained", highlight=False)
 
 
 @app.command()
@@ -903,6 +968,7 @@ def _run_pipeline(run: RunOptions) -> None:
             result = run_pipeline(run.model, data, config, out_dir, **trials, on_stage=on_stage,
                                   on_trial=_trial_progress(advance), commands=[run.command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
+        _print_adapters(result.sweep, str(result.out_dir / "sweep.json"))
         _warn_about_probe(result.probe, where=f"{ds} probe: ")
         console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
         htmls.append(result.report_html)
@@ -938,6 +1004,8 @@ def run(
                                       "command runs)."),
     out: str = option("petl-run", "--out", "-o", panel=FILES, help="Output folder (one subfolder per dataset when "
                       "there are several): the artefacts, trial logs and the report."),
+    all_seed_adapters: bool = option(False, "--all-seed-adapters", panel=FILES, help="Keep every seed's adapter, not "
+                                     "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/)."),
     execution: Execution = Group(),
 ) -> None:
     """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted)."""
@@ -955,7 +1023,8 @@ def run(
                                seeds=probe_seeds, max_d=max_d,
                                recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None))
     config = PipelineConfig(budgets=parse_budgets(budgets, "--budgets"), methods=split_list(methods), probe=probe_config,
-                            seeds=seeds, recipe=_recipe(default_train_recipe(), epochs=epochs or None))
+                            seeds=seeds, recipe=_recipe(default_train_recipe(), epochs=epochs or None),
+                            all_seed_adapters=all_seed_adapters)
     _run_pipeline(RunOptions(
         model=models.spec(), datasets=split_list(data.dataset), config=config,
         sweep_split=SplitSpec(shots=data.shots or None),

@@ -7,6 +7,7 @@ Layout of ``out_dir``::
     plans/plan_<budget>_<method>-<variant>.json, plans/plan_<method>.json
                                               every Plan the sweep trains (plan.points), one file each
     sweep.json (+ sweep.json.trials.jsonl)    the SweepResult
+    sweep.json.adapters/<plan file stem>/     each point's adapter (best seed by validation; load_adapter reads it)
     validation.json (optional)                from ``petl-analyze validate``; the report shows it when present
     report/                                   report.md, report.html, PNGs, CSVs
 
@@ -49,6 +50,7 @@ class PipelineConfig:
     recipe: Recipe | None = None
     head_in_budget: bool = False
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
+    all_seed_adapters: bool = False  # keep every seed's adapter, not only the best one by validation
 
     def __post_init__(self) -> None:
         check_seeds(self.seeds)  # before the probe, not after it
@@ -132,7 +134,8 @@ def run_pipeline(
                             skipped=skipped, seeds=config.seeds, recipe=config.recipe,
                             head_in_budget=config.head_in_budget, out=sweep_path, device=device, n_jobs=n_jobs,
                             backend=backend, scheduler=scheduler, on_trial=on_trial, ranking_source=str(ranking_path),
-                            plans_source=str(plans_dir), command=" && ".join(commands))
+                            plans_source=str(plans_dir), command=" && ".join(commands),
+                            all_seeds=config.all_seed_adapters)
     times["sweep"] = time.perf_counter() - t
 
     t = time.perf_counter()

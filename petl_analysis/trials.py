@@ -140,11 +140,14 @@ class Trial:
 
     kind: str
     payload: dict[str, Any] = field(hash=False)
+    #: Where the worker puts its by-products (e.g. ``{"adapter_dir": ...}``): not part of the key, nor logged, so
+    #: asking for them does not make logged trials run again.
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def of(cls, kind: str, spec: Any) -> "Trial":
-        """The trial of a spec dataclass (:func:`trial_payload`)."""
-        return cls(kind, trial_payload(spec))
+    def of(cls, kind: str, spec: Any, **options: Any) -> "Trial":
+        """The trial of a spec dataclass (:func:`trial_payload`), with worker ``options`` outside its key."""
+        return cls(kind, trial_payload(spec), options)
 
     def spec(self, spec_class: type[S]) -> S:
         """The payload as the spec it was made from (:func:`spec_from_payload`)."""

@@ -27,7 +27,7 @@ def _run(args: list[str], cwd) -> tuple[int, str]:
 def test_help_lists_commands(tmp_path) -> None:
     code, out = _run(["--help"], tmp_path)
     assert code == 0
-    for cmd in ("probe", "select", "plan", "train", "sweep", "report", "run", "demo", "info"):
+    for cmd in ("probe", "select", "plan", "train", "sweep", "report", "run", "demo", "info", "export-peft"):
         assert cmd in out
 
 
@@ -246,6 +246,9 @@ def test_colour_images_for_a_grayscale_model_are_announced_and_recorded(tmp_path
     code, out = _run(["train", "--method", "linear", "-d", "digits", "--seeds", "1", "--epochs", "1", "--out", "digits.json"], tmp_path)
     assert code == 0 and "note:" not in out, out
     assert _json_of(tmp_path / "digits.json")["input_conversion"]["source_size"] == [8, 8]
+    # train saves its adapter by default, under our own file names
+    assert "adapters -> digits.json.adapter/seed<N>/" in out
+    assert (tmp_path / "digits.json.adapter" / "seed0" / "petl_adapter.json").is_file()
 
 
 def test_sweep_trains_the_edited_plan_files_of_a_plans_folder(tmp_path) -> None:
@@ -253,9 +256,12 @@ def test_sweep_trains_the_edited_plan_files_of_a_plans_folder(tmp_path) -> None:
     code, out = _run(["select", "--from-model", "--proxies", "random", "--weights", "random", "--targets", "attn.v,attn.q",
                       "-d", "digits", "--out", "ranking.json"], tmp_path)
     assert code == 0, out
-    code, out = _run(["plan", "--ranking", "ranking.json", "--budgets", "4k", "--weights", "random", "--out", "plans"],
-                     tmp_path)
+    code, out = _run(["plan", "--ranking", "ranking.json", "--budgets", "4k", "--weights", "random", "--out", "plans",
+                      "--export-peft"], tmp_path)
     assert code == 0, out
+    peft_record = _json_of(tmp_path / "plans" / "plan_4000.peft.json")
+    assert peft_record["approximate"] is True and peft_record["method"] == "LOKR"
+    assert f"peft export LOKR (approximate): plan {peft_record['trainable']['plan']:,} trainable" in out
     plan = _json_of(tmp_path / "plans" / "plan_4000.json")
     plan["config"]["init"] = "pevit"  # an edit that keeps the count
     (tmp_path / "plans" / "plan_4000.json").write_text(json.dumps(plan))
@@ -264,3 +270,5 @@ def test_sweep_trains_the_edited_plan_files_of_a_plans_folder(tmp_path) -> None:
     (point,) = _json_of(tmp_path / "sweep.json")["points"]
     assert point["plan"]["config"]["init"] == point["run"]["config"]["init"] == "pevit"
     assert point["plan"]["model"]["weights"] == "random"  # the plans' model
+    assert "adapters (1 of 1 points, best seed by validation)" in out
+    assert (tmp_path / point["adapter"] / "petl_adapter.json").is_file()

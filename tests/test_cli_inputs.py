@@ -75,6 +75,7 @@ def test_plans_record_their_dataset_and_sweep_plans_trains_on_it_or_refuses_anot
     code, out = _run([*plan, "--out", "run.json"], tmp_path)
     assert code == 0, out
     assert _json(tmp_path / "run.json")["data"]["dataset"] == "animals"
+    assert _json(tmp_path / "run.json")["model"]["weights"] == "random"  # the plan's weights, not the CLI default
 
 
 def test_a_committed_plan_of_version_1_loads_migrated_and_its_file_is_unchanged(tmp_path) -> None:

@@ -66,6 +66,10 @@ def _what_it_holds(artefact_dict: dict) -> dict:
     out = {k: v for k, v in artefact_dict.items() if k not in CIRCUMSTANTIAL}
     if isinstance(out.get("model"), dict):
         out["model"] = {k: v for k, v in out["model"].items() if k != "load"}
+    conversion = out.get("input_conversion")
+    if isinstance(conversion, dict) and conversion.get("skipped_images") == []:
+        # recorded since the committed runs, none of which skipped an image
+        out["input_conversion"] = {k: v for k, v in conversion.items() if k != "skipped_images"}
     return out
 
 

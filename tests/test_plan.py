@@ -137,9 +137,10 @@ def test_fixed_and_worst_plans() -> None:
 
 def test_export_peft() -> None:
     model = _model()
-    cfg, notes = export_peft(plan_for_budget(RANKING, model, 5_000, method="lora"), model)
+    record = export_peft(plan_for_budget(RANKING, model, 5_000, method="lora"), model)
+    cfg = record["peft_config"]
     assert cfg["peft_type"] == "LORA" and "blocks.0.attn.qkv" in cfg["target_modules"]
-    assert any("row slices" in n for n in notes)
+    assert any("row slices" in n for n in record["not_mapped"]) and record["approximate"] is False
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -455,7 +455,7 @@ def test_load_adapter_errors(tmp_path) -> None:
         method.load_adapter_state_dict(model, bad)
     with pytest.raises(PetlError, match="lacks 1 tensor"):
         method.load_adapter_state_dict(model, {k: v for k, v in state.items() if k != key})
-    with pytest.raises(PetlError, match="adapter config .* does not exist"):
+    with pytest.raises(PetlError, match="adapter record .* does not exist"):
         load_adapter(build("tiny"), tmp_path / "nowhere")
 
 

@@ -6,11 +6,14 @@ plans folder; :func:`sweep_plans` trains the plans it is given (``petl-analyze s
 folder) and each :class:`SweepPoint` keeps its plan.
 
 Each (plan, seed) is one trial in the JSON-lines log beside the output, so a killed sweep resumes where it stopped.
+Each point's adapter (its best seed by validation) is saved beside the output (:mod:`.adapters`), so the best
+configuration of a study can be used without retraining it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from ..task import DataSpec, InputConversion, announce, input_conversion, prepar
 from ..train.run import RunResult, SeedRun, default_train_recipe, summarise, train_one_seed
 from ..trials import Trial, TrialRecord, key_json, open_trial_log, run_trials, trial_log_path
 from ..tuners import config_from_dict
+from .adapters import adapter_options, adapters_folder, place_adapters
 
 
 @dataclass
@@ -43,6 +47,8 @@ class SweepPoint:
     plan: Plan
     run: RunResult
     same_as: str | None = None
+    #: The folder of the best seed's adapter (by validation), relative to the sweep's file; None: none was saved.
+    adapter: str | None = None
 
     @property
     def label(self) -> str:
@@ -113,13 +119,17 @@ class RunTrial:
 
 
 def sweep_trial(trial: Trial) -> dict[str, Any]:
-    """Worker: train one (configuration, seed)."""
+    """Worker: train one (configuration, seed); with the ``adapter_dir`` option, save its adapter there under the
+    trial's key."""
     import torch
 
     t = trial.spec(RunTrial)
     torch.set_num_threads(max(1, t.threads))
+    where = trial.options.get("adapter_dir")
     run, trainable = train_one_seed(t.model, t.data, config_from_dict(t.config), t.recipe, t.seed,
-                                    head_init=t.head_init, device=t.device)
+                                    head_init=t.head_init, device=t.device,
+                                    adapter_dir=Path(where) / trial.key if where else None,
+                                    adapter_record={"trial": trial.key})
     return {"seed_run": to_jsonable(run), "trainable": trainable, "device": str(t.device),
             "threads": torch.get_num_threads()}
 
@@ -194,6 +204,8 @@ def sweep_plans(
     plans_source: str = "",
     command: str = "",
     trials_log: str | Path | None = None,
+    save_adapters: bool = True,
+    all_seeds: bool = False,
 ) -> SweepResult:
     """Train every plan over ``seeds``; save ``out`` atomically (trials logged beside it, or in ``trials_log``: a
     study that trains several lists of plans keeps one resumable log).
@@ -201,7 +213,10 @@ def sweep_plans(
     ``model`` defaults to the plans' own (they must agree); each plan is checked against it and the dataset's head
     (:func:`~petl_analysis.plan.validate_plan`) before anything trains, and plans that record their dataset must
     be for ``data``'s (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
-    study asked for (default: those of the plans); ``skipped``, what its planning left out."""
+    study asked for (default: those of the plans); ``skipped``, what its planning left out.
+
+    With ``out`` and ``save_adapters``, each point's adapter is saved in ``<out>.adapters/<plan file stem>/``: the
+    best seed by validation, or every seed with ``all_seeds`` (:mod:`.adapters`)."""
     start = time.perf_counter()
     if not plans:
         raise PetlError("no plans to train")
@@ -226,14 +241,16 @@ def sweep_plans(
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
         return Trial.of("run", RunTrial(model=model, recipe=recipe, head_init=head_init, device=device,
-                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed))
+                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed),
+                        **adapter_options(adapters))
 
+    adapters = adapters_folder(out) if out and save_adapters else None
     seed_list = list(range(seeds))
     trials = [trial(p.config, s) for p in plans for s in seed_list]
     log = open_trial_log(trial_log_path(out, trials_log))
     records = run_trials(trials, sweep_trial, log, n_jobs=n_jobs, on_record=on_trial, backend=backend,
                          scheduler=scheduler)
-    result_points, failed = [], []
+    result_points, failed, placing = [], [], []
     first_of: dict[str, str] = {}
     for plan in plans:
         me = f"{plan.label}@{plan.budget}"
@@ -248,6 +265,11 @@ def sweep_plans(
         run = summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"], runs,
                         sum(r.wall_time_s for r in runs), label=plan.label, input_conversion=conversion)
         result_points.append(SweepPoint(plan, run, same_as=first if first != me else None))
+        placing.append((Path(plan_file_name(plan)).stem, ok))
+    if adapters is not None:
+        where = place_adapters(adapters, placing, all_seeds=all_seeds)
+        for point, (name, _) in zip(result_points, placing):
+            point.adapter = os.path.relpath(where[name], Path(out).parent) if where[name] else None
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
     result = SweepResult(model=spec_with_load(model, net), data=data, recipe=recipe, seeds=seed_list,
                          budgets=sorted(budgets) if budgets is not None else planned_budgets,

@@ -112,9 +112,13 @@ def train_one_seed(
     head_init: str = "lp",
     device: str = "cpu",
     adapter_dir: str | Path | None = None,
+    adapter_record: dict[str, Any] | None = None,
     callback: Callable[[EpochLog], None] | None = None,
 ) -> tuple[SeedRun, dict[str, int]]:
-    """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts."""
+    """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts.
+
+    ``adapter_dir``: save the trained (best-validation) adapter there (:func:`~petl_analysis.tuners.save_adapter`),
+    its record holding ``model``, the seed, its validation accuracy and ``adapter_record``."""
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
     data = data.for_seed(seed)
@@ -128,7 +132,8 @@ def train_one_seed(
     res: FitResult = fit(net, task.train, task.val, recipe, test=task.test, seed=seed, device=device,
                          callback=callback)
     if adapter_dir is not None:
-        save_adapter(net, method, Path(adapter_dir) / f"seed{seed}")
+        save_adapter(net, method, adapter_dir, model_spec=model,
+                     extra={"seed": seed, "val_acc": res.val_acc, **(adapter_record or {})})
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
                   res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
                   steps=res.steps)
@@ -165,7 +170,8 @@ def run_method(
     runs, trainable = [], {}
     for seed in seed_list:
         run, trainable = train_one_seed(model, data, config, recipe, seed, head_init=head_init, device=device,
-                                        adapter_dir=adapter_dir, callback=callback)
+                                        adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
+                                        callback=callback)
         runs.append(run)
         if on_seed:
             on_seed(run)

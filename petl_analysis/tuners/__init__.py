@@ -19,8 +19,6 @@ Weight-delta methods are ``torch.nn.utils.parametrize`` parametrisations on the 
 """
 
 from .base import (
-    ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILE,
     FIXED,
     METHODS,
     PLANNED,
@@ -30,10 +28,9 @@ from .base import (
     apply_method,
     config_from_dict,
     get_method,
-    load_adapter,
     methods_sized,
-    save_adapter,
 )
+from .saving import ADAPTER_FILE, ADAPTER_RECORD_FILE, base_fingerprint, load_adapter, read_adapter_record, save_adapter
 
 # The order of these imports is the order methods register, which is the order reports and help list them.
 from .kadaptation import KAdaptation, KAdaptationConfig  # noqa: I001
@@ -46,8 +43,8 @@ from .layernorm import LayerNormConfig, LayerNormTuning
 from .linear import Full, FullConfig, Linear, LinearConfig
 
 __all__ = [
-    "ADAPTER_CONFIG_FILE",
-    "ADAPTER_WEIGHTS_FILE",
+    "ADAPTER_FILE",
+    "ADAPTER_RECORD_FILE",
     "FIXED",
     "METHODS",
     "PLANNED",
@@ -73,9 +70,11 @@ __all__ = [
     "Vpt",
     "VptConfig",
     "apply_method",
+    "base_fingerprint",
     "config_from_dict",
     "get_method",
     "load_adapter",
     "methods_sized",
+    "read_adapter_record",
     "save_adapter",
 ]

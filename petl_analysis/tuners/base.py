@@ -5,7 +5,7 @@ apart from its config: everything it adds lives in the model). Usage::
 
     method = apply_method(model, LoraConfig(targets=["attn.q", "attn.v"], rank=4))
     ...train...
-    save_adapter(model, method, "out/adapter")
+    save_adapter(model, method, "out/adapter")           # tuners/saving.py
     method = load_adapter(fresh_model, "out/adapter")
 
 Contract of :meth:`Method.apply` (in place): freeze every original parameter, inject the method's modules, make
@@ -38,17 +38,13 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import nn
 
-from .._version import __version__
 from ..accounting import AdapterModule, ParamCount, classifier, count_parameters, original_category
 from ..errors import PetlError, expected_one_of
-from ..io import atomic_write_bytes, atomic_write_json, read_json
 from ..models.catalogue import Unit, resolve_targets
 from ..registry import Registry
 from .deltas import TensorDeltas, has_deltas, merge_deltas, unload_deltas, unmerge_deltas
 
 __all__ = [
-    "ADAPTER_CONFIG_FILE",
-    "ADAPTER_WEIGHTS_FILE",
     "METHODS",
     "Added",
     "FIXED",
@@ -59,18 +55,11 @@ __all__ = [
     "apply_method",
     "config_from_dict",
     "get_method",
-    "load_adapter",
     "register_method",
-    "save_adapter",
 ]
 
 #: Registry of adaptation methods: name -> :class:`Method` subclass (whose ``config_class`` is its config).
 METHODS: Registry[type["Method"]] = Registry("method")
-
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_FORMAT = "petl-adapter"
-ADAPTER_FORMAT_VERSION = 1
 
 
 # ----------------------------------------------------------------------------------------------------------- config
@@ -424,52 +413,4 @@ def apply_method(model: nn.Module, config: MethodConfig | dict[str, Any]) -> Met
     """Build the method for ``config`` and apply it to ``model`` in place; returns the method."""
     method = get_method(config)
     method.apply(model)
-    return method
-
-
-def save_adapter(model: nn.Module, method: Method, directory: str | Path) -> Path:
-    """Write ``adapter_model.safetensors`` (the :meth:`Method.adapter_state_dict`) and ``adapter_config.json``
-    (method config, tool version, parameter count) into ``directory``, each atomically."""
-    from safetensors.torch import save
-
-    directory = Path(directory)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in method.adapter_state_dict(model).items()}
-    atomic_write_bytes(directory / ADAPTER_WEIGHTS_FILE, save(state, metadata={"format": ADAPTER_FORMAT}))
-    atomic_write_json(
-        directory / ADAPTER_CONFIG_FILE,
-        {
-            "format": ADAPTER_FORMAT,
-            "format_version": ADAPTER_FORMAT_VERSION,
-            "tool_version": __version__,
-            "config": method.config.to_dict(),
-            "param_count": count_parameters(model).as_dict(),
-        },
-    )
-    return directory
-
-
-def load_adapter(model: nn.Module, directory: str | Path) -> Method:
-    """Apply the saved method config to ``model`` (a fresh base model) and load the saved tensors into it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    meta = read_json(directory / ADAPTER_CONFIG_FILE, "adapter config")
-    if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT or "config" not in meta:
-        raise PetlError(f"{str(directory / ADAPTER_CONFIG_FILE)!r} is not a petl-analysis adapter config")
-    if int(meta.get("format_version", 0)) > ADAPTER_FORMAT_VERSION:
-        raise PetlError(
-            f"adapter in {str(directory)!r} has format version {meta['format_version']}; this petl-analysis "
-            f"({__version__}) reads up to {ADAPTER_FORMAT_VERSION}"
-        )
-    weights = directory / ADAPTER_WEIGHTS_FILE
-    if not weights.is_file():
-        raise PetlError(f"adapter weights {str(weights)!r} do not exist")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise PetlError(f"adapter weights {str(weights)!r} are not a readable safetensors file: {e}") from None
-    method = get_method(meta["config"])
-    method.apply(model)
-    method.load_adapter_state_dict(model, state)
     return method
