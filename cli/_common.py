@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from petl_analysis.data.folder import BadImagesWarning
 from petl_analysis.errors import PetlError
 
 # Wide tables when output is not a terminal (CI logs, files): rich would otherwise wrap at 80 columns.
@@ -25,6 +24,8 @@ err_console = Console(stderr=True, width=_WIDTH)
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Library warnings meant for the user (e.g. skipped images) as ``warning: <one line>``, without a source line."""
+    from petl_analysis.data.folder import BadImagesWarning  # here, not at import: the data package imports torch
+
     if issubclass(category, BadImagesWarning):
         err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
     else:
@@ -34,11 +35,27 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 _default_showwarning = warnings.showwarning
 
 
+#: Lines printed (on stderr) with the first progress line, i.e. once work has started: the resolved recipe, which
+#: would be noise above a one-line error about the input.
+_with_first_progress: list[str] = []
+
+
+def show_with_first_progress(text: str) -> None:
+    """Print ``text`` on stderr just before the command's first progress line (not at all if it fails first)."""
+    _with_first_progress.append(text)
+
+
+def _flush_first_progress() -> None:
+    while _with_first_progress:
+        err_console.print(_with_first_progress.pop(0), highlight=False, soft_wrap=True, markup=False)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a :class:`PetlError` into ``error: <one line>`` on stderr and exit code 2; user warnings to one line."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _with_first_progress.clear()
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning
@@ -96,16 +113,25 @@ def _fmt(v: Any) -> str:
 
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar with ETA; yields ``advance(n=1, description=None)``."""
+    """A rich progress bar with ETA; yields ``advance(n=1, description=None)``, whose ``advance.expect(n)`` adds
+    ``n`` steps to the total (stages that learn their trial count as they go: the probe's rounds, a pipeline)."""
+    steps = [total]
+
+    def expect(n: int) -> None:
+        steps[0] = (steps[0] or 0) + n
+
     if not sys.stderr.isatty() and not console.is_terminal:
         # Non-interactive (CI, pipes): print a line per step instead of redrawing a bar.
         done = [0]
 
         def advance_plain(n: int = 1, description_: str | None = None) -> None:
+            _flush_first_progress()
             done[0] += n
             if description_:
-                err_console.print(f"[{done[0]}/{total if total is not None else '?'}] {description_}", highlight=False)
+                shown = steps[0] if steps[0] is not None else "?"
+                err_console.print(f"[{done[0]}/{shown}] {description_}", highlight=False, markup=False)
 
+        advance_plain.expect = expect  # type: ignore[attr-defined]
         yield advance_plain
         return
     with Progress(
@@ -121,6 +147,12 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., 
         task = prog.add_task(description, total=total)
 
         def advance(n: int = 1, description_: str | None = None) -> None:
+            _flush_first_progress()
             prog.update(task, advance=n, description=description_ or description)
 
+        def expect_bar(n: int) -> None:
+            expect(n)
+            prog.update(task, total=steps[0])
+
+        advance.expect = expect_bar  # type: ignore[attr-defined]
         yield advance

@@ -7,38 +7,93 @@ from typing import Optional
 
 import typer
 
-from petl_analysis.plan.points import DEFAULT_METHODS
-from petl_analysis.tuners import METHODS
-
 from petl_analysis.io import check_output_path
 
-from ._common import console, handle_errors, print_table, progress_bar, split_list
+from ._common import console, err_console, handle_errors, print_table, progress_bar, show_with_first_progress, split_list
 from .options import (
+    BUDGET_FORMS,
+    DEFAULT_METHODS,
+    DEPRECATED_OPTIONS,
+    FILES,
+    METHOD,
+    MODEL,
+    PROBE,
+    RECIPE,
     AugmentOpt,
-    BackendOpt,
     BatchOpt,
+    BudgetsOpt,
     DataOptions,
     DatasetOpt,
-    DeviceOpt,
+    EpochsOpt,
     EvalBatchOpt,
     Execution,
     Group,
+    HeadInBudgetOpt,
     JobsOpt,
+    LrOpt,
     MaxStepsOpt,
     MaxTrainOpt,
+    MethodsOpt,
     ModelOpt,
     ModelOptions,
+    PerBlockOpt,
+    RankingOpt,
     RunOptions,
-    SchedulerOpt,
+    SeedsOpt,
     ShotsOpt,
-    ThreadsOpt,
+    TargetsOpt,
     WeightsOpt,
     grouped,
+    option,
 )
+
+
+class _AliasedGroup(typer.core.TyperGroup):
+    """The app's command group: accepts each command's deprecated option names (:data:`DEPRECATED_OPTIONS`, hidden
+    from --help) with a note naming the new one, and shows flags without a value placeholder (``--help``, not
+    ``--help <bool>``)."""
+
+    def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, cmd, _renamed(name or "", rest)
+
+    def get_command(self, ctx, cmd_name):  # noqa: ANN001, ANN201
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and not getattr(cmd, "_petl_flags_plain", False):
+            make_help = cmd.get_help_option
+
+            def get_help_option(ctx):  # noqa: ANN001, ANN202
+                help_option = make_help(ctx)
+                if help_option is not None:
+                    help_option.metavar = ""
+                return help_option
+
+            cmd.get_help_option = get_help_option
+            cmd._petl_flags_plain = True
+        return cmd
+
+
+def _renamed(command: str, args: list[str]) -> list[str]:
+    """``args`` with the deprecated option names of ``command`` replaced by the current ones (a note for each)."""
+    aliases = DEPRECATED_OPTIONS.get(command, {})
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        old, eq, value = arg.partition("=")
+        if old in aliases:
+            new = aliases[old]
+            err_console.print(f"[yellow]note:[/] {command} {old} is deprecated and goes in the next release; "
+                              f"use {new}", highlight=False)
+            arg = new + eq + value
+        out.append(arg)
+    return out
+
 
 app = typer.Typer(
     name="petl-analyze",
     help=__doc__,
+    cls=_AliasedGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -71,11 +126,26 @@ def _show_notes() -> None:
     _NOTES.seen.clear()
 
 
-def _recipe(base, **values):
-    """``base`` with the options the user gave (None = keep the recipe's value)."""
+def _recipe(base, _what: str = "training", **values):
+    """``base`` with the options the user gave (None = keep the recipe's value), printed (on stderr, with the first
+    progress line) as it will run: the defaults an option left unset are visible in the log."""
     import dataclasses
 
-    return dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None and v is not False})
+    recipe = dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None and v is not False})
+    fields = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(recipe).items())
+    show_with_first_progress(f"{_what} recipe: {fields}")
+    return recipe
+
+
+def JsonOpt():  # noqa: N802
+    return option(False, "--json", panel=FILES, help="Print JSON on stdout instead of a table.")
+
+
+def _print_json(value) -> None:
+    """``value`` as JSON on stdout, unstyled (for scripts: ``petl-analyze info --json | jq``)."""
+    import json
+
+    print(json.dumps(value, indent=2, default=str))
 
 
 #: What ``petl-analyze demo`` runs: sized to finish in about 10 minutes on 2 CPU cores.
@@ -98,7 +168,8 @@ DEMO = dict(
 @grouped
 def info(
     models: ModelOptions = Group(),
-    targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Resolve these target specs only."),
+    targets: Optional[str] = TargetsOpt(help="Resolve these target specs only (default: the whole catalogue)."),
+    as_json: bool = JsonOpt(),
 ) -> None:
     """Show a model's size and its submodule catalogue (the names every other command accepts)."""
     from petl_analysis.accounting import count_parameters
@@ -107,6 +178,13 @@ def info(
     net = create_model(models.spec())
     units = resolve_targets(net, targets) if targets else catalogue(net)
     cfg = model_input_config(net)
+    if as_json:
+        weights = getattr(net, "petl_weights", None)
+        _print_json({"model": models.model, "weights": models.weights, "weights_loaded": weights.describe()
+                     if weights is not None else None, "params": count_parameters(net).model_total,
+                     "in_chans": cfg["in_chans"], "img_size": cfg["img_size"], "patch": _patch(net),
+                     "blocks": len(net.blocks), "targets": describe_targets(units)})
+        return
     console.print(
         f"[bold]{models.model}[/] weights={models.weights}  params={count_parameters(net).model_total:,}  "
         f"input={cfg['in_chans']}x{cfg['img_size']}x{cfg['img_size']}  patch={_patch(net)}  blocks={len(net.blocks)}"
@@ -123,7 +201,7 @@ def _patch(net) -> str:
 
 @app.command()
 @handle_errors
-def datasets() -> None:
+def datasets(as_json: bool = JsonOpt()) -> None:
     """List the built-in datasets (all offline, shipped in the package)."""
     from petl_analysis.data import DATASETS, load_dataset
 
@@ -133,7 +211,81 @@ def datasets() -> None:
         ds = load_dataset(name, **kwargs)
         rows.append({"name": name, "images": len(ds) if name != "glyphs" else "any (procedural)",
                      "classes": ds.num_classes, "size": "x".join(map(str, ds.images.shape[1:]))})
+    if as_json:
+        _print_json(rows)
+        return
     print_table(rows, title="built-in datasets")
+
+
+@app.command()
+@handle_errors
+def methods(
+    name: Optional[str] = typer.Argument(None, help="A method's name: list its options (default: list the methods)."),
+    as_json: bool = JsonOpt(),
+) -> None:
+    """List the adaptation methods, or one method's options (the --set keys of train and plan) with their defaults."""
+    from dataclasses import MISSING, fields
+
+    from petl_analysis.errors import expected_one_of
+    from petl_analysis.tuners import METHODS, Knob
+
+    if name is None:
+        rows = []
+        for key in METHODS.registered():
+            method = METHODS.get(key)
+            sizing = f"by {method.sizing.option}" if isinstance(method.sizing, Knob) else method.sizing
+            rows.append({"name": key, "display name": method.display_name, "sizing": sizing,
+                         "mergeable": method.mergeable, "peft": method.peft_type or "-",
+                         "default targets": ",".join(_field_default(method.config_class, "targets") or []) or "-"})
+        if as_json:
+            _print_json(rows)
+            return
+        print_table(rows, title="adaptation methods (`petl-analyze methods NAME` lists one's options)")
+        return
+    if name not in METHODS.registered():
+        raise expected_one_of("method", name, METHODS.registered())
+    config = METHODS.get(name).config_class
+    described = _attributes(config)
+    rows = [{"option": f.name, "type": str(f.type), "default": _field_default(config, f.name),
+             "meaning": described.get(f.name, "")}
+            for f in fields(config) if f.name != "method" and (f.default is not MISSING or
+                                                               f.default_factory is not MISSING)]
+    if as_json:
+        _print_json({"name": name, "display_name": METHODS.get(name).display_name, "options": rows})
+        return
+    print_table(rows, title=f"{METHODS.get(name).display_name} ({name}): options, set with --set KEY=VALUE")
+
+
+def _field_default(config, name: str):
+    """The default of a config dataclass's field (its factory's value for lists)."""
+    from dataclasses import MISSING
+
+    f = config.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _attributes(cls) -> dict[str, str]:
+    """``name -> description`` from the ``Attributes:`` sections of ``cls``'s docstrings and its bases' (Google
+    style), so ``methods NAME`` says what each option means without a second copy of the text."""
+    import inspect
+    import re
+
+    described: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = inspect.getdoc(klass) or ""
+        if "Attributes:" not in doc:
+            continue
+        current = None
+        for line in doc.split("Attributes:", 1)[1].splitlines():
+            m = re.match(r"^    (\w+): (.*)$", line)
+            if m:
+                current = m.group(1)
+                described[current] = m.group(2).strip()
+            elif current and line.startswith("        "):
+                described[current] += " " + line.strip()
+            elif line.strip() and not line.startswith(" "):
+                current = None
+    return {k: v.replace("``", "") for k, v in described.items()}
 
 
 @app.command("linear-probe")
@@ -142,10 +294,11 @@ def datasets() -> None:
 def linear_probe(
     models: ModelOptions = Group(),
     data: DataOptions = Group(omit=("max_train",)),
-    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (k-shot samples and training seeds 0..n-1)."),
-    epochs: int = typer.Option(50, "--epochs"),
-    lr: float = typer.Option(1e-2, "--lr"),
-    compare_random: bool = typer.Option(False, "--compare-random", help="Also probe the same architecture with random weights."),
+    seeds: int = SeedsOpt(),
+    epochs: int = EpochsOpt(50, "Epochs of the head's training."),
+    lr: float = LrOpt(1e-2, "Learning rate of the head."),
+    compare_random: bool = option(False, "--compare-random", panel=MODEL,
+                                  help="Also probe the same architecture with random weights."),
     eval_batch_size: Optional[int] = EvalBatchOpt(),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
@@ -159,7 +312,7 @@ def linear_probe(
 
     if seeds < 1:
         raise PetlError(f"seeds must be at least 1, got {seeds}")
-    recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), eval_batch_size=eval_batch_size)
+    recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), "linear probe", eval_batch_size=eval_batch_size)
     study = Study(models.spec(), data.spec(), device=execution.device)
     variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])
     rows = []
@@ -179,15 +332,19 @@ def linear_probe(
     print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
-def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str], flag: str = "--plans-from",
+def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str], flag: str = "--ranking",
                          then: str = "sweep") -> str:
-    """``--dataset``, else the ranking's; a ranking made on another dataset is refused."""
+    """``--dataset``, else the ranking's; a ranking made on another dataset is refused, and without either the
+    command has no dataset (no silent default)."""
     from petl_analysis.errors import PetlError
     from petl_analysis.task import same_dataset
 
     ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
     if dataset is None:
-        return ranked_on or "digits"
+        if ranked_on is None:
+            raise PetlError(f"{then}: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or "
+                            f"an image-folder path){'' if ranking is not None else ' or a --ranking made on one'}")
+        return ranked_on
     if ranked_on is not None and not same_dataset(dataset, ranked_on):
         raise PetlError(f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
                         f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first")
@@ -220,12 +377,34 @@ def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
                                         and same_dataset(ranked.dataset, dataset))
 
 
+#: How a progress line names the probe's baseline trials.
+_BASELINES = {"head": "floor (head alone)", "ft": "ceiling (full fine-tuning)", "lp": "linear probe"}
+
+
+def _units_label(units: list[str]) -> str:
+    """A probe target named as the catalogue does: ``attn.q`` for ``blocks.0.attn.q`` .. ``blocks.11.attn.q``,
+    ``blocks.3.attn.q`` for one block's."""
+    import re
+
+    parts = [re.match(r"^blocks\.(\d+)\.(.+)$", u) for u in units]
+    if len(units) <= 1 or not all(parts):
+        return ",".join(units) or "?"
+    blocks = sorted({int(m.group(1)) for m in parts})
+    kinds = ",".join(dict.fromkeys(m.group(2) for m in parts))
+    return kinds if len(blocks) > 1 else f"blocks.{blocks[0]}.{kinds}"
+
+
 def _trial_progress(advance):
+    """The ``on_trial`` of a stage: one progress line per trial, naming what it trained (a probe's target and d, a
+    sweep's method) and its validation accuracy; ``expect`` passes each batch's trial count to the bar's total."""
+
     def on_trial(record, cached: bool) -> None:
         from petl_analysis.sweep.sweep import RunTrial
 
         p = record.payload
-        what = record.kind if record.kind != "subspace" else f"d={p.get('d')}"
+        what = _BASELINES.get(record.kind, record.kind)
+        if record.kind == "subspace":  # a probe trial: name its target and d
+            what = f"{_units_label(p.get('units') or [])} d={p.get('d')}"
         if record.kind == "run":  # a sweep trial: name its method
             what = record.trial().spec(RunTrial).config.get("method", what)
         res = record.result or {}
@@ -239,6 +418,7 @@ def _trial_progress(advance):
             status = f"val {acc:.3f}" if acc is not None else "ok"
         advance(1, f"{what} seed {p.get('seed')}: {status}")
 
+    on_trial.expect = getattr(advance, "expect", None)
     return on_trial
 
 
@@ -248,32 +428,41 @@ def _trial_progress(advance):
 def probe(
     models: ModelOptions = Group(),
     data: DataOptions = Group(),
-    targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Comma-separated catalogue specs (default: q,k,v,proj,fc1,fc2,attn,mlp)."),
-    per_block: bool = typer.Option(False, "--per-block", help="One subspace per block for each target."),
-    dims: Optional[str] = typer.Option(None, "--dims", help="Explicit d grid (e.g. 16,64,256); default: adaptive search."),
-    max_d: Optional[int] = typer.Option(None, "--max-d", help="Largest d of the adaptive search (default: D of each target)."),
-    d_min: int = typer.Option(4, "--d-min", help="Smallest d of the adaptive search's coarse grid."),
-    points_per_decade: int = typer.Option(2, "--points-per-decade", help="Density of the coarse grid (1: 10, 100, 1000...)."),
-    projection: str = typer.Option("fastfood", "--projection", help="fastfood, dense or sparse."),
-    threshold: float = typer.Option(0.9, "--threshold", help="d90 threshold in (0, 1]."),
-    seeds: int = typer.Option(2, "--seeds"),
-    head: str = typer.Option("train", "--head", help="train (linear-probe init, trained jointly) or frozen."),
-    said: bool = typer.Option(False, "--said", help="Structure-aware ID: one learned scale per tensor (counted in d)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial (default: the probe recipe's)."),
-    ft_lr: float = typer.Option(1e-3, "--ft-lr", help="Backbone learning rate of the full fine-tuning ceiling."),
-    lr_scaling: str = typer.Option("sqrt", "--lr-scaling", help="theta_d learning rate against d: sqrt "
-                                   "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr)."),
-    theta_step: float = typer.Option(1.0, "--theta-step", help="With --lr-scaling sqrt: the weight-space length "
-                                     "of one step on theta_d (1.0: lr 0.01 at d = 10,000)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="theta_d learning rate with --lr-scaling constant "
-                                       "(default: the probe recipe's)."),
-    lr_grid: Optional[str] = typer.Option(None, "--lr-grid", help="Multipliers of theta_d's learning rate tried at "
-                                          "every d, the best kept on validation (e.g. 0.3,1,3; default 1)."),
+    targets: Optional[str] = TargetsOpt(help="Comma-separated catalogue specs to probe (default: "
+                                        "q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."),
+    per_block: bool = PerBlockOpt(help="One subspace per block for each target."),
+    dims: Optional[str] = option(None, "--dims", panel=PROBE, help="Explicit d grid (e.g. 16,64,256); default: "
+                                 "adaptive search."),
+    max_d: Optional[int] = option(None, "--max-d", panel=PROBE,
+                                  help="Largest d of the adaptive search (default: D of each target)."),
+    d_min: int = option(4, "--d-min", panel=PROBE, help="Smallest d of the adaptive search's coarse grid."),
+    points_per_decade: int = option(2, "--points-per-decade", panel=PROBE,
+                                    help="Density of the coarse grid (1: 10, 100, 1000...)."),
+    projection: str = option("fastfood", "--projection", panel=PROBE, help="fastfood, dense or sparse."),
+    threshold: float = option(0.9, "--threshold", panel=PROBE, help="d90 threshold in (0, 1]."),
+    seeds: int = SeedsOpt(2, "Seeds per (target, d): seed i draws the subspace, the k-shot sample and the init."),
+    head: str = option("train", "--head", panel=PROBE,
+                       help="train (linear-probe init, trained jointly) or frozen."),
+    said: bool = option(False, "--said", panel=PROBE,
+                        help="Structure-aware ID: one learned scale per tensor (counted in d)."),
+    epochs: Optional[int] = EpochsOpt(help="Epochs per trial (default: the probe recipe's; printed when the "
+                                      "command runs)."),
+    ft_lr: float = option(1e-3, "--ft-lr", panel=RECIPE,
+                          help="Backbone learning rate of the full fine-tuning ceiling."),
+    lr_scaling: str = option("sqrt", "--lr-scaling", panel=RECIPE, help="theta_d learning rate against d: sqrt "
+                             "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr)."),
+    theta_step: float = option(1.0, "--theta-step", panel=RECIPE, help="With --lr-scaling sqrt: the weight-space "
+                               "length of one step on theta_d (1.0: lr 0.01 at d = 10,000)."),
+    lr: Optional[float] = LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe "
+                                "recipe's)."),
+    lr_grid: Optional[str] = option(None, "--lr-grid", panel=RECIPE, help="Multipliers of theta_d's learning rate "
+                                    "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1)."),
     max_steps: Optional[int] = MaxStepsOpt(),
     batch_size: Optional[int] = BatchOpt(),
     eval_batch_size: Optional[int] = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
-    out: str = typer.Option("probe.json", "--out", "-o", help="ProbeResult JSON; trials are logged beside it."),
+    out: str = option("probe.json", "--out", "-o", panel=FILES,
+                      help="ProbeResult JSON; trials are logged beside it."),
     execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
 ) -> None:
     """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training.
@@ -292,7 +481,7 @@ def probe(
     if lr is not None and lr_scaling != "constant":
         raise PetlError(f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
                         f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead")
-    recipe = _recipe(default_probe_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
+    recipe = _recipe(default_probe_recipe(), "probe", epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
                      eval_batch_size=eval_batch_size, augment=augment)
     config = ProbeConfig(
         targets=split_list(targets) or ProbeConfig().targets,
@@ -370,47 +559,49 @@ def _method_config(method: str, targets: Optional[str], sets: list[str]):
     return config_from_dict(values)
 
 
-#: Help of every budget option: the forms :func:`petl_analysis.plan.budgets.parse_budgets` reads.
-BUDGET_FORMS = ("trainable parameters (2000, 8k, 1.5m) or a percentage of the backbone, i.e. every parameter but the "
-                "classifier head (0.05%); comma-separated, mixed forms allowed")
-BUDGET_DEFAULTS = ("default: from the model, 3 budgets growing 4x from the smallest rank-1 q,v plan of KAdaptation "
-                   "and LoRA, at least 2k (the bundled model: 2k,8k,32k)")
-
-
-SetOpt = lambda: typer.Option([], "--set", "-s", help="Method option key=value (repeatable), e.g. --set n=8 --set sharing=global.")  # noqa: E731
+def SetOpt():  # noqa: N802
+    return option([], "--set", "-s", panel=METHOD,
+                  help="Method option key=value (repeatable), e.g. --set n=8 --set sharing=global "
+                  "(`petl-analyze methods NAME` lists them).")
 
 
 @app.command()
 @handle_errors
 @grouped
 def train(
-    method: str = typer.Option("kadaptation", "--method", help=", ".join(METHODS.registered()) + "."),
-    targets: Optional[str] = typer.Option(None, "--targets", "-t", help="Catalogue specs (default: the method's)."),
-    n: Optional[int] = typer.Option(None, "--n", help="KAdaptation/Compacter: Kronecker terms n."),
-    rank: Optional[int] = typer.Option(None, "--rank", "-r", help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
-    init: Optional[str] = typer.Option(None, "--init", help="KAdaptation init: default or pevit (the official zero-zero init)."),
+    method: str = option("kadaptation", "--method", panel=METHOD,
+                         help="Adaptation method (`petl-analyze methods` lists them with their options)."),
+    targets: Optional[str] = TargetsOpt(help="Catalogue specs to adapt (default: the method's; "
+                                        "`petl-analyze info` lists them)."),
+    n: Optional[int] = option(None, "--n", panel=METHOD, help="KAdaptation/Compacter: Kronecker terms n."),
+    rank: Optional[int] = option(None, "--rank", "-r", panel=METHOD, help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
+    init: Optional[str] = option(None, "--init", panel=METHOD,
+                                 help="KAdaptation init: default or pevit (the official zero-zero init)."),
     sets: list[str] = SetOpt(),
-    plan: Optional[str] = typer.Option(None, "--plan", help="Apply a plan file (overrides --method/--targets)."),
+    plan: Optional[str] = option(None, "--plan", panel=FILES,
+                                 help="Apply a plan file (overrides --method/--targets)."),
     models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
                                  weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see "
                                                     "`petl-analyze probe --help`.")),
-    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the "
-                                                 "--plan's, else digits)."),
-                              shots=ShotsOpt(help=None), omit=("max_train",)),
-    seeds: int = typer.Option(3, "--seeds"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    head_init: str = typer.Option("lp", "--head-init", help="lp (linear-probe head, the default) or random."),
+    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (required, "
+                                                 "unless --plan names one)."),
+                              omit=("max_train",)),
+    seeds: int = SeedsOpt(),
+    epochs: Optional[int] = EpochsOpt(),
+    lr: Optional[float] = LrOpt(),
+    head_init: str = option("lp", "--head-init", panel=RECIPE,
+                            help="lp (linear-probe head, the default) or random."),
     max_steps: Optional[int] = MaxStepsOpt(),
     batch_size: Optional[int] = BatchOpt(),
     eval_batch_size: Optional[int] = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Build, inject and print the trainable-parameter table; no data, no training."),
-    num_classes: int = typer.Option(10, "--num-classes", help="Head size for --dry-run."),
-    out: Optional[str] = typer.Option("run.json", "--out", "-o", help="RunResult JSON."),
-    save_adapter: Optional[str] = typer.Option(None, "--save-adapter", help="Directory for the adapters, one folder "
-                                               "per seed (default: <out>.adapter; load_adapter reads each)."),
-    no_adapter: bool = typer.Option(False, "--no-adapter", help="Do not save the adapters."),
+    dry_run: bool = option(False, "--dry-run", panel=METHOD, help="Build, inject and print the trainable-parameter "
+                           "table; no data, no training."),
+    num_classes: int = option(10, "--num-classes", panel=METHOD, help="Head size for --dry-run."),
+    out: Optional[str] = option("run.json", "--out", "-o", panel=FILES, help="RunResult JSON."),
+    save_adapter: Optional[str] = option(None, "--save-adapter", panel=FILES, help="Directory for the adapters, one "
+                                         "folder per seed (default: <out>.adapter; load_adapter reads each)."),
+    no_adapter: bool = option(False, "--no-adapter", panel=FILES, help="Do not save the adapters."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
@@ -431,13 +622,13 @@ def train(
     from petl_analysis.tuners import get_method
 
     spec = models.spec()
-    dataset = data.dataset or "digits"
+    dataset = data.dataset
     if plan:
         plan_obj = Plan.load(plan)
         config = plan_obj.method_config()
         # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
         spec = spec if models.model else models.applied_to(plan_obj.model, models.weights or plan_obj.model.weights)
-        if plan_obj.dataset is not None:  # a plan of version 1 does not say: --dataset, else digits, as before
+        if plan_obj.dataset is not None or not dry_run:  # a plan of version 1 does not say: --dataset then
             dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
     else:
         overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
@@ -458,7 +649,12 @@ def train(
         print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
         console.print(f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}")
         return
+    from petl_analysis.errors import PetlError
     from petl_analysis.study import Study
+
+    if dataset is None:
+        raise PetlError("train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
+                        "image-folder path) or a --plan made on one")
 
     if plan:
         validate_plan(plan_obj, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
@@ -486,14 +682,19 @@ def train(
 @handle_errors
 @grouped
 def select(
-    probe_path: Optional[str] = typer.Option(None, "--probe", "-p", help="ProbeResult JSON."),
-    proxy: Optional[str] = typer.Option("rgn,fisher,kappa,random", "--proxy", help="Proxy selectors to compute beside d90 (rgn, fisher, kappa, gps, spt, apla, random)."),
-    from_model: bool = typer.Option(False, "--from-model", help="No probe: rank by the first proxy on --model/--dataset."),
+    probe_path: Optional[str] = option(None, "--probe", "-p", panel=FILES, help="ProbeResult JSON (from `probe`)."),
+    proxy: Optional[str] = option("rgn,fisher,kappa,random", "--proxies", panel=METHOD, help="Proxy selectors to "
+                                  "compute beside d90 (rgn, fisher, kappa, gps, spt, apla, random)."),
+    from_model: bool = option(False, "--from-model", panel=METHOD,
+                              help="No probe: rank by the first proxy on --model/--dataset."),
     models: ModelOptions = Group(),
-    data: DataOptions = Group(omit=("shots", "max_train")),
-    targets: Optional[str] = typer.Option(None, "--targets", "-t"),
-    per_block: bool = typer.Option(False, "--per-block"),
-    out: str = typer.Option("ranking.json", "--out", "-o"),
+    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (with "
+                                                 "--from-model; a probe's ranking uses the probe's dataset)."),
+                              omit=("shots", "max_train")),
+    targets: Optional[str] = TargetsOpt(help="Catalogue specs to rank with --from-model (default: the probe's, "
+                                        "else q,k,v,proj,fc1,fc2)."),
+    per_block: bool = PerBlockOpt(help="With --from-model: rank each block's targets apart."),
+    out: str = option("ranking.json", "--out", "-o", panel=FILES, help="Ranking JSON."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
@@ -506,7 +707,7 @@ def select(
     if probe_path is None and not from_model:
         raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
     probe_obj = ProbeResult.load(probe_path) if probe_path else None
-    ranking = run_select(probe_obj, split_list(proxy), model=models.spec(), data=data.spec(),
+    ranking = run_select(probe_obj, split_list(proxy), model=models.spec(), data=data.spec() if from_model else None,
                          targets=split_list(targets) or None, per_block=per_block, device=execution.device_name(),
                          source=probe_path or "")
     ranking.save(out)
@@ -526,18 +727,21 @@ def select(
 @handle_errors
 @grouped
 def plan(
-    ranking_path: str = typer.Option(..., "--ranking", help="Ranking JSON (from select)."),
-    budget: Optional[str] = typer.Option(None, "--budget", "-b", help=f"Budgets: {BUDGET_FORMS}; "
-                                         "default: from the model (as sweep's --budgets, for --method)."),
-    method: str = typer.Option("kadaptation", "--method", help="kadaptation or lora."),
-    head_in_budget: bool = typer.Option(False, "--head-in-budget", help="Count the classifier against the budget."),
+    ranking_path: str = RankingOpt(...),
+    budget: Optional[str] = BudgetsOpt(help=f"Parameter budgets: {BUDGET_FORMS}; default: from the model (as "
+                                       "sweep's, for --method)."),
+    method: str = option("kadaptation", "--method", panel=METHOD,
+                         help="A planned method: kadaptation or lora."),
+    head_in_budget: bool = HeadInBudgetOpt(),
     sets: list[str] = SetOpt(),
     models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."),
                                  weights=WeightsOpt(None)),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
                               omit=("shots", "max_train")),
-    out: str = typer.Option("plans", "--out", "-o", help="Output directory (plan_<budget>.json per budget)."),
-    export_peft_: bool = typer.Option(False, "--export-peft", help="Also write the equivalent peft config per plan."),
+    out: str = option("plans", "--out", "-o", panel=FILES,
+                      help="Output directory (plan_<budget>.json per budget)."),
+    export_peft_: bool = option(False, "--export-peft", panel=FILES,
+                                help="Also write the equivalent peft config per plan."),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
     check_output_path(out, directory=True, what="--out")
@@ -553,7 +757,7 @@ def plan(
 
     from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
 
-    requested = parse_budgets(budget, "--budget")  # a malformed budget fails before anything loads
+    requested = parse_budgets(budget, "--budgets")  # a malformed budget fails before anything loads
     ranking = Ranking.load(ranking_path)
     spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
     ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
@@ -561,7 +765,7 @@ def plan(
     net = Study(spec, DataSpec(ds_name, skip_bad_images=skip_bad)).template
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
-    budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budget")
+    budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budgets")
     # Plan every budget first: a bad budget fails before anything is written.
     plans = [plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
                              method_options=options, source=ranking_path).for_dataset(ds_name)
@@ -590,34 +794,36 @@ def plan(
 @handle_errors
 @grouped
 def sweep(
-    plans: Optional[str] = typer.Option(None, "--plans", help="Plans folder (from `plan` or `run`): train every plan "
-                                        "file in it, as the files say (--budgets, --methods, --plans-from unused)."),
-    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets: {BUDGET_FORMS}; {BUDGET_DEFAULTS}."),
-    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
-    plans_from: Optional[str] = typer.Option(None, "--plans-from", help="Ranking JSON: plan KAdaptation/LoRA targets from it."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans' or the --plans-from "
-                                                "ranking's, else the bundled ViT)."),
+    plans: Optional[str] = option(None, "--plans", panel=FILES, help="Plans folder (from `plan` or `run`): train "
+                                  "every plan file in it, as the files say (--budgets, --methods, --ranking unused)."),
+    budgets: Optional[str] = BudgetsOpt(),
+    methods: str = MethodsOpt(),
+    plans_from: Optional[str] = RankingOpt(help="Ranking JSON (from `select`): plan KAdaptation/LoRA targets "
+                                           "from it (default: the methods' default targets)."),
+    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans' or the --ranking's, "
+                                                "else the bundled ViT)."),
                                  weights=WeightsOpt(None)),
     data: DataOptions = Group(
-        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (default: the plans' or the "
-                           "--plans-from ranking's, else digits)."),
-        shots=ShotsOpt(5, "k-shot per class (0 = full data)."), omit=("max_train",)),
-    seeds: int = typer.Option(3, "--seeds"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    head_in_budget: bool = typer.Option(False, "--head-in-budget"),
+        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (required, unless the --plans or "
+                           "the --ranking name one)."),
+        shots=ShotsOpt(5, "Training images per class, drawn per seed (0 = the full training set)."),
+        omit=("max_train",)),
+    seeds: int = SeedsOpt(),
+    epochs: Optional[int] = EpochsOpt(),
+    lr: Optional[float] = LrOpt(),
+    head_in_budget: bool = HeadInBudgetOpt(),
     max_steps: Optional[int] = MaxStepsOpt(),
-    out: str = typer.Option("sweep.json", "--out", "-o", help="SweepResult JSON; trials are logged beside it and, "
-                            "without --plans, the plans written to <out>.plans/ first."),
-    all_seed_adapters: bool = typer.Option(False, "--all-seed-adapters", help="Keep every seed's adapter, not only "
-                                           "the best one by validation (in <out>.adapters/<plan>/seed<N>/)."),
-    no_adapters: bool = typer.Option(False, "--no-adapters", help="Do not save the points' adapters."),
+    out: str = option("sweep.json", "--out", "-o", panel=FILES, help="SweepResult JSON; trials are logged beside "
+                      "it and, without --plans, the plans written to <out>.plans/ first."),
+    all_seed_adapters: bool = option(False, "--all-seed-adapters", panel=FILES, help="Keep every seed's adapter, not "
+                                     "only the best one by validation (in <out>.adapters/<plan>/seed<N>/)."),
+    no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
     execution: Execution = Group(),
 ) -> None:
     """Train a study's plans over seeds: accuracy versus trainable parameters.
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
-    --plans-from, written to <out>.plans/ and those files trained."""
+    --ranking, written to <out>.plans/ and those files trained."""
     check_output_path(out, what="--out")
     if not plans:
         check_output_path(f"{out}.plans", directory=True, what="the plans folder")
@@ -641,7 +847,7 @@ def sweep(
                  all_seeds=all_seed_adapters)
     if plans:
         if plans_from:
-            raise PetlError("--plans trains the plan files as they are; --plans-from plans anew: give one of them")
+            raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
         plan_list = read_plans(plans)
         stored = plan_list[0].model
         spec = (models.spec() if models.model
@@ -653,7 +859,7 @@ def sweep(
     else:
         ranking = Ranking.load(plans_from) if plans_from else None
         dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
-        spec = _model_for_ranking(models, ranking, plans_from, "--plans-from", "sweep") if ranking else models.spec()
+        spec = _model_for_ranking(models, ranking, plans_from, "--ranking", "sweep") if ranking else models.spec()
         data_spec = dataclasses.replace(data.spec(dataset=dataset, zero_shots_is_full=True),
                                         skip_bad_images=_skip_bad_images(data, ranking, dataset))
         with progress_bar("sweep", total=None) as advance:
@@ -677,8 +883,8 @@ def sweep(
 def export_peft_adapter(
     adapter: str = typer.Argument(..., help="A saved LoRA adapter folder (train's <out>.adapter/seed<N>, a sweep's "
                                   "<out>.adapters/<plan>)."),
-    out: str = typer.Option(..., "--out", "-o", help="Folder for the peft adapter (adapter_config.json, "
-                            "adapter_model.safetensors)."),
+    out: str = option(..., "--out", "-o", panel=FILES, help="Folder for the peft adapter (adapter_config.json, "
+                      "adapter_model.safetensors)."),
 ) -> None:
     """Write a trained LoRA adapter as a peft adapter folder that PeftModel.from_pretrained loads (same outputs).
 
@@ -719,12 +925,12 @@ def _print_adapters(result, out: str) -> None:
 def report(
     sweep_path: Optional[str] = typer.Argument(None, help="SweepResult JSON."),
     probe_path: Optional[str] = typer.Argument(None, help="ProbeResult JSON."),
-    ranking_path: Optional[str] = typer.Option(None, "--ranking"),
-    validation_path: Optional[str] = typer.Option(None, "--validation", help="ValidationResult JSON (petl-analyze validate): "
-                                                  "adds the section \"Does the ranking predict?\"."),
-    out: str = typer.Option("report", "--out", "-o", help="Output directory."),
-    title: Optional[str] = typer.Option(None, "--title"),
-    m0: Optional[float] = typer.Option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
+    ranking_path: Optional[str] = RankingOpt(help="Ranking JSON (from `select`): shown beside the probe's table."),
+    validation_path: Optional[str] = option(None, "--validation", panel=FILES, help="ValidationResult JSON "
+                                            "(petl-analyze validate): adds the section \"Does the ranking predict?\"."),
+    out: str = option("report", "--out", "-o", panel=FILES, help="Output directory."),
+    title: Optional[str] = option(None, "--title", help="Report title (default: from the model and dataset)."),
+    m0: Optional[float] = option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
 ) -> None:
     """Write the trade-off report (PNG plots, CSV tables, report.md and a self-contained report.html)."""
     check_output_path(out, directory=True, what="--out")
@@ -775,22 +981,31 @@ def _run_pipeline(run: RunOptions) -> None:
 @grouped
 def run(
     models: ModelOptions = Group(),
-    data: DataOptions = Group(dataset=DatasetOpt("digits", "One or more datasets, comma-separated."),
-                              shots=ShotsOpt(5, "Sweep: k-shot per class (0 = full data)."),
-                              max_train=MaxTrainOpt(None, "Probe: cap the training set.")),
-    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets: {BUDGET_FORMS}; {BUDGET_DEFAULTS}."),
-    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods"),
-    seeds: int = typer.Option(3, "--seeds"),
-    probe_shots: int = typer.Option(0, "--probe-shots", help="Probe: k-shot per class (0 = full data)."),
-    targets: Optional[str] = typer.Option(None, "--targets", "-t"),
-    per_block: bool = typer.Option(False, "--per-block"),
-    probe_seeds: int = typer.Option(2, "--probe-seeds"),
-    probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs"),
-    max_d: Optional[int] = typer.Option(None, "--max-d", help="Probe: largest d of the adaptive search."),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    out: str = typer.Option("petl-run", "--out", "-o"),
-    all_seed_adapters: bool = typer.Option(False, "--all-seed-adapters", help="Keep every seed's adapter, not only "
-                                           "the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/)."),
+    data: DataOptions = Group(dataset=DatasetOpt(..., "One or more datasets, comma-separated: built-in names "
+                                                 "(`petl-analyze datasets`) or image-folder paths."),
+                              shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full "
+                                             "training set)."),
+                              max_train=MaxTrainOpt(None, "Probe: cap the training set (stratified).")),
+    budgets: Optional[str] = BudgetsOpt(),
+    methods: str = MethodsOpt(),
+    seeds: int = SeedsOpt(3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises "
+                          "training)."),
+    probe_shots: int = option(0, "--probe-shots", panel=PROBE,
+                              help="Probe: training images per class (0 = the full training set)."),
+    targets: Optional[str] = TargetsOpt(help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,"
+                                        "mlp; `petl-analyze info` lists them)."),
+    per_block: bool = PerBlockOpt(help="Probe: one subspace per block for each target."),
+    probe_seeds: int = option(2, "--probe-seeds", panel=PROBE, help="Probe: seeds per (target, d)."),
+    probe_epochs: Optional[int] = option(None, "--probe-epochs", panel=PROBE,
+                                         help="Probe: epochs per trial (default: the probe recipe's)."),
+    max_d: Optional[int] = option(None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search "
+                                  "(default: D of each target)."),
+    epochs: Optional[int] = EpochsOpt(help="Sweep: epochs per training (default: the recipe's; printed when the "
+                                      "command runs)."),
+    out: str = option("petl-run", "--out", "-o", panel=FILES, help="Output folder (one subfolder per dataset when "
+                      "there are several): the artefacts, trial logs and the report."),
+    all_seed_adapters: bool = option(False, "--all-seed-adapters", panel=FILES, help="Keep every seed's adapter, not "
+                                     "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/)."),
     execution: Execution = Group(),
 ) -> None:
     """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted)."""
@@ -806,7 +1021,7 @@ def run(
     execution.setup()
     probe_config = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
                                seeds=probe_seeds, max_d=max_d,
-                               recipe=_recipe(default_probe_recipe(), epochs=probe_epochs or None))
+                               recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None))
     config = PipelineConfig(budgets=parse_budgets(budgets, "--budgets"), methods=split_list(methods), probe=probe_config,
                             seeds=seeds, recipe=_recipe(default_train_recipe(), epochs=epochs or None),
                             all_seed_adapters=all_seed_adapters)
@@ -823,21 +1038,24 @@ def run(
 @handle_errors
 @grouped
 def validate(
-    probe_path: str = typer.Option(..., "--probe", help="ProbeResult JSON whose target sets and d90 ranking are validated."),
-    selectors: str = typer.Option("d90,rgn,fisher,kappa,gps,spt,apla", "--selectors",
-                                  help="d90 and/or proxy selectors; random orders are always the floor."),
-    methods: str = typer.Option("kadaptation,lora", "--methods", help="Oracle methods; the first trains the regret plans."),
-    seeds: int = typer.Option(3, "--seeds"),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Budget of every oracle point: trainable parameters "
-                                         "(8k) or a percentage of the backbone, head excluded (0.05%) (default: 3x "
-                                         "the largest smallest plan over sets and methods)."),
-    budgets: Optional[str] = typer.Option(None, "--budgets", "-b", help=f"Regret budgets: {BUDGET_FORMS} "
-                                          "(default: budget/4, budget, 4x budget)."),
-    random_draws: int = typer.Option(3, "--random-draws", help="Random orders planned and trained per budget (the floor)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
+    probe_path: str = option(..., "--probe", panel=FILES,
+                             help="ProbeResult JSON whose target sets and d90 ranking are validated."),
+    selectors: str = option("d90,rgn,fisher,kappa,gps,spt,apla", "--selectors", panel=METHOD,
+                            help="d90 and/or proxy selectors; random orders are always the floor."),
+    methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
+    seeds: int = SeedsOpt(),
+    budget: Optional[str] = option(None, "--oracle-budget", panel=METHOD, help="Budget of every oracle point: "
+                                   "trainable parameters (8k) or a percentage of the backbone, head excluded (0.05%) "
+                                   "(default: 3x the largest smallest plan over sets and methods)."),
+    budgets: Optional[str] = BudgetsOpt(help=f"Regret budgets: {BUDGET_FORMS} (default: --oracle-budget/4, "
+                                        "--oracle-budget, 4x --oracle-budget)."),
+    random_draws: int = option(3, "--random-draws", panel=METHOD,
+                               help="Random orders planned and trained per budget (the floor)."),
+    epochs: Optional[int] = EpochsOpt(),
+    lr: Optional[float] = LrOpt(),
     max_steps: Optional[int] = MaxStepsOpt(),
-    out: str = typer.Option("validation.json", "--out", "-o"),
+    out: str = option("validation.json", "--out", "-o", panel=FILES,
+                      help="ValidationResult JSON; trials are logged beside it."),
     execution: Execution = Group(),
 ) -> None:
     """Does the ranking predict? Adapt each probed set alone (the oracle), compare every selector with it
@@ -854,9 +1072,9 @@ def validate(
     from petl_analysis.errors import PetlError
     from petl_analysis.plan.budgets import parse_budgets
 
-    oracle_budget = parse_budgets(budget, "--budget")
+    oracle_budget = parse_budgets(budget, "--oracle-budget")
     if len(oracle_budget) > 1:
-        raise PetlError(f"--budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
+        raise PetlError(f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
                         "plans take --budgets)")
     regret_budgets = parse_budgets(budgets, "--budgets")
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
@@ -880,7 +1098,8 @@ def validate(
 @handle_errors
 @grouped
 def demo(
-    out: str = typer.Option("petl-demo", "--out", "-o"),
+    out: str = option("petl-demo", "--out", "-o", panel=FILES,
+                      help="Output folder: one subfolder per dataset with its artefacts and report."),
     execution: Execution = Group(jobs=JobsOpt(2), omit=("backend", "scheduler", "threads")),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 10 min, 2 cores)."""

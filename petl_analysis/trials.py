@@ -305,7 +305,8 @@ def run_trials(
 
     ``on_record(record, cached)`` is called once per trial (``cached`` when it came from the log), e.g. to
     advance a progress bar. Results stream back in completion order and are appended by this (driver) process
-    only. ``backend``/``scheduler`` select where trials run (see :func:`backend_context`).
+    only. ``backend``/``scheduler`` select where trials run (see :func:`backend_context`). When ``on_record`` has an
+    ``expect(n)`` attribute, it is first told how many trials this call holds, so a progress bar can show its total.
     """
 
     if scheduler and backend != "dask":
@@ -314,6 +315,8 @@ def run_trials(
     unique: dict[str, Trial] = {}
     for t in trials:
         unique.setdefault(t.key, t)
+    if (expect := getattr(on_record, "expect", None)) is not None:
+        expect(len(unique))
     out: dict[str, TrialRecord] = {}
     todo: list[Trial] = []
     for key, t in unique.items():

@@ -114,9 +114,9 @@ def test_version_1_plan_files_are_migrated_not_refused() -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["sweep", "--budgets", "2k,lots", "--methods", "linear"], "--budgets: 'lots' is not a budget"),
-    (["run", "--budgets", "0%"], "--budgets: '0%' is not a budget: a percentage must be above 0"),
-    (["plan", "--ranking", "missing.json", "--budget", "1.5"], "--budget: '1.5' is not a budget"),
-    (["validate", "--probe", "missing.json", "--budget", "1%,2%"], "--budget: '1%,2%' gives 2 budgets; the oracle"),
+    (["run", "-d", "digits", "--budgets", "0%"], "--budgets: '0%' is not a budget: a percentage must be above 0"),
+    (["plan", "--ranking", "missing.json", "--budgets", "1.5"], "--budgets: '1.5' is not a budget"),
+    (["validate", "--probe", "missing.json", "--oracle-budget", "1%,2%"], "--oracle-budget: '1%,2%' gives 2 budgets; the oracle"),
     (["validate", "--probe", "missing.json", "--budgets", "k"], "--budgets: 'k' is not a budget"),
 ])
 def test_cli_budget_options_share_the_parser(tmp_path, monkeypatch, args: list[str], message: str) -> None:

@@ -59,7 +59,7 @@ def _json(path) -> dict:
 
 def test_plans_record_their_dataset_and_sweep_plans_trains_on_it_or_refuses_another(tmp_path) -> None:
     ranking = _ranking(tmp_path, dataset="animals")
-    code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", "--method", "lora", "--out", "plans"], tmp_path)
+    code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", "--method", "lora", "--out", "plans"], tmp_path)
     assert code == 0, out
     assert _json(tmp_path / "plans" / "plan_3000.json")["dataset"] == "animals"
     code, out = _run(["sweep", "--plans", "plans", "--dataset", "digits", *FAST, "--out", "refused.json"], tmp_path)
@@ -109,11 +109,11 @@ def test_plan_refuses_a_model_or_dataset_other_than_the_rankings(tmp_path) -> No
          "ranks targets on dataset 'digits', not 'animals'; drop --dataset to plan on 'digits'"),
     ]
     for extra, message in cases:
-        code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", *extra, "--out", "plans"], tmp_path)
+        code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", *extra, "--out", "plans"], tmp_path)
         assert code == 2 and message in _one_error(out), (extra, out)
         assert not (tmp_path / "plans").exists()
     # the ranking's own model and dataset, named or not, are planned for
-    code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", "--model", "petl_vit_tiny",
+    code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", "--model", "petl_vit_tiny",
                       "--weights", "random", "--dataset", "digits", "--out", "plans"], tmp_path)
     assert code == 0, out
     assert _json(tmp_path / "plans" / "plan_3000.json")["model"]["weights"] == "random"
@@ -123,10 +123,10 @@ def test_sweep_plans_from_a_ranking_trains_the_rankings_model_and_refuses_anothe
     sized = ModelSpec("petl_vit_tiny", weights="random", img_size=32, patch_size=8)
     ranking = dataclasses.replace(rank_from_probe(synthetic_probe()), model=sized)
     ranking.save(tmp_path / "ranking.json")
-    code, out = _run(["sweep", "--plans-from", "ranking.json", "--weights", "default", "--methods", "linear",
+    code, out = _run(["sweep", "--ranking", "ranking.json", "--weights", "default", "--methods", "linear",
                       *FAST, "--out", "refused.json"], tmp_path)
     assert code == 2 and "not petl_vit_tiny (weights=default, img_size=32, patch_size=8)" in _one_error(out)
-    code, out = _run(["sweep", "--plans-from", "ranking.json", "--methods", "linear", "--shots", "2", *FAST,
+    code, out = _run(["sweep", "--ranking", "ranking.json", "--methods", "linear", "--shots", "2", *FAST,
                       "--out", "sweep.json"], tmp_path)
     assert code == 0, out
     model = _json(tmp_path / "sweep.json")["model"]
@@ -164,15 +164,15 @@ def _folder_with_a_broken_image(root: Path) -> Path:
 def test_plan_and_sweep_take_skip_bad_images_from_the_ranking(tmp_path) -> None:
     folder = _folder_with_a_broken_image(tmp_path / "imgs")
     ranking = _ranking(tmp_path, dataset=str(folder), skip_bad_images=True)
-    code, out = _run(["plan", "--ranking", ranking, "--budget", "3k", "--method", "lora", "--out", "plans"], tmp_path)
+    code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", "--method", "lora", "--out", "plans"], tmp_path)
     assert code == 0, out
     assert "skipped 1 of 17 images" in out and "b/broken.png" in out
-    code, out = _run(["sweep", "--plans-from", ranking, "--methods", "linear", "--shots", "2", *FAST,
+    code, out = _run(["sweep", "--ranking", ranking, "--methods", "linear", "--shots", "2", *FAST,
                       "--out", "sweep.json"], tmp_path)
     assert code == 0, out
     assert _json(tmp_path / "sweep.json")["data"]["skip_bad_images"] is True
     # without the ranking's word, the broken file still stops the command
-    code, out = _run(["plan", "--ranking", _ranking(tmp_path, "r2.json", dataset=str(folder)), "--budget", "3k",
+    code, out = _run(["plan", "--ranking", _ranking(tmp_path, "r2.json", dataset=str(folder)), "--budgets", "3k",
                       "--out", "plans2"], tmp_path)
     assert code == 2 and "broken.png" in _one_error(out)
 
@@ -194,16 +194,16 @@ def _unwritable_system_dir() -> str | None:
 
 
 COMMANDS_WITH_A_FILE_OUT = [
-    ["train", "--method", "linear", *FAST],
-    ["probe", "--weights", "random", "--targets", "attn.v", "--dims", "4", "--max-train", "50", *FAST],
-    ["select", "--from-model", "--proxy", "random", "--weights", "random", "--targets", "attn.v"],
+    ["train", "--method", "linear", "-d", "digits", *FAST],
+    ["probe", "-d", "digits", "--weights", "random", "--targets", "attn.v", "--dims", "4", "--max-train", "50", *FAST],
+    ["select", "--from-model", "--proxies", "random", "-d", "digits", "--weights", "random", "--targets", "attn.v"],
     ["sweep", "--methods", "linear", "--weights", "random", *FAST],
     ["validate", "--probe", str(ROOT / "reports" / "demo" / "digits" / "probe.json"), *FAST],
 ]
 COMMANDS_WITH_A_FOLDER_OUT = [
-    ["plan", "--ranking", str(ROOT / "reports" / "demo" / "digits" / "ranking.json"), "--budget", "4k"],
+    ["plan", "--ranking", str(ROOT / "reports" / "demo" / "digits" / "ranking.json"), "--budgets", "4k"],
     ["report", str(ROOT / "reports" / "demo" / "digits" / "sweep.json")],
-    ["run", "--weights", "random", "--targets", "attn.v", "--methods", "linear", "--seeds", "1", "--epochs", "1"],
+    ["run", "-d", "digits", "--weights", "random", "--targets", "attn.v", "--methods", "linear", "--seeds", "1", "--epochs", "1"],
 ]
 
 
@@ -230,9 +230,9 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(args,
 # ----------------------------------------------------------------------------------------------------- no seeds
 
 
-@pytest.mark.parametrize("args", [["sweep", "--methods", "linear", "--out", "sweep.json"],
-                                  ["run", "--methods", "linear", "--out", "petl-run"],
-                                  ["linear-probe"]], ids=lambda a: a[0])
+@pytest.mark.parametrize("args", [["sweep", "-d", "digits", "--methods", "linear", "--out", "sweep.json"],
+                                  ["run", "-d", "digits", "--methods", "linear", "--out", "petl-run"],
+                                  ["linear-probe", "-d", "digits"]], ids=lambda a: a[0])
 def test_zero_seeds_is_refused_before_anything_is_written(args, tmp_path) -> None:
     code, out = _run([*args, "--weights", "random", "--seeds", "0"], tmp_path)
     assert code == 2 and "seeds must be at least 1, got 0" in _one_error(out)
@@ -304,7 +304,7 @@ def test_two_seeds_three_test_images_apart_are_not_a_beat() -> None:
 # ------------------------------------------------------------------------ the console says what the report says
 
 
-@pytest.mark.parametrize("command", [["run", "--weights", "random"], ["demo"]], ids=lambda c: c[0])
+@pytest.mark.parametrize("command", [["run", "-d", "digits", "--weights", "random"], ["demo"]], ids=lambda c: c[0])
 def test_run_and_demo_print_the_unresolved_gain_warning(command, tmp_path, monkeypatch) -> None:
     import petl_analysis.pipeline as pipeline
     from helpers import below_grid_probe
@@ -344,11 +344,11 @@ def _probe_with(targets: int, reached: bool):
 ])
 def test_select_says_why_there_is_no_proxy_correlation(targets, reached, why, tmp_path) -> None:
     _probe_with(targets, reached).save(tmp_path / "probe.json")
-    code, out = _run(["select", "--probe", "probe.json", "--proxy", "random", "--out", "ranking.json"], tmp_path)
+    code, out = _run(["select", "--probe", "probe.json", "--proxies", "random", "--out", "ranking.json"], tmp_path)
     assert code == 0, out
     assert f"warning: {why}" in " ".join(out.split()) and "rank correlation with the" not in out, out
     assert _json(tmp_path / "ranking.json")["details"]["proxies_caveat"].startswith(why)
     # with an order to compare, the table is printed
     _probe_with(4, True).save(tmp_path / "probe.json")
-    code, out = _run(["select", "--probe", "probe.json", "--proxy", "random", "--out", "ranking.json"], tmp_path)
+    code, out = _run(["select", "--probe", "probe.json", "--proxies", "random", "--out", "ranking.json"], tmp_path)
     assert code == 0 and "rank correlation with the d90 ranking" in out and "warning" not in out, out

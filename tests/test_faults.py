@@ -221,7 +221,7 @@ CLI = [sys.executable, "-m", "petl_analysis.cli.main"]
 PROBE_ARGS = ["probe", "--weights", "random", "--dataset", "digits", "--max-train", "200", "--targets", "attn.v",
               "--dims", "4,8,16", "--seeds", "1", "--epochs", "4", "--device", "cpu", "--threads", "1",
               "--out", "probe.json"]
-SWEEP_ARGS = ["sweep", "--budgets", "2k", "--methods", "bitfit,layernorm,linear,lora,adapter", "--plans-from",
+SWEEP_ARGS = ["sweep", "--budgets", "2k", "--methods", "bitfit,layernorm,linear,lora,adapter", "--ranking",
               "ranking.json", "--weights", "random", "--dataset", "digits", "--shots", "10", "--seeds", "1",
               "--epochs", "10", "--device", "cpu", "--threads", "1", "--out", "sweep.json"]
 
@@ -398,7 +398,7 @@ def test_cli_select_with_a_corrupted_probe_artefact_exits_2_naming_the_file(tmp_
         path.write_text(json.dumps({**good, "targets": targets}))
     else:
         path.write_bytes(b"\xff\xfe\x00{garbage")
-    code, lines = _cli(["select", "--probe", "probe.json", "--proxy", "", "--out", "ranking.json"], tmp_path)
+    code, lines = _cli(["select", "--probe", "probe.json", "--proxies", "", "--out", "ranking.json"], tmp_path)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("error:") and "'probe.json'" in lines[0]
     assert not (tmp_path / "ranking.json").exists()

@@ -35,6 +35,14 @@ if TYPE_CHECKING:
 _VAL_STREAM = 1
 
 
+#: What each count or seed of a split means, for messages that a user of the CLI or of the library can read
+#: without knowing the class (``training images per class (shots) must be ...``).
+_MEANING = {"shots": "training images per class", "val_shots": "validation images per class",
+            "max_train": "the cap on the training set", "split_seed": "the split's seed",
+            "shot_seed": "the seed of the k-shot draw"}
+_UNSET = {"shots": "the full training set", "val_shots": "the full validation set", "max_train": "no cap"}
+
+
 @dataclass
 class SplitSpec:
     """How a dataset is split; JSON-serialisable (plain fields only) and validated on construction."""
@@ -60,11 +68,12 @@ class SplitSpec:
         for name in ("shots", "val_shots", "max_train"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise PetlError(f"SplitSpec.{name} must be a positive integer or None; got {v!r}")
+                raise PetlError(f"{_MEANING[name]} ({name}) must be a whole number of at least 1, or unset for "
+                                f"{_UNSET[name]}; got {v!r}")
         for name in ("split_seed", "shot_seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise PetlError(f"SplitSpec.{name} must be a non-negative integer; got {v!r}")
+                raise PetlError(f"{_MEANING[name]} ({name}) must be a whole number of at least 0; got {v!r}")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

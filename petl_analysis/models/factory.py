@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import math
 import os
+import difflib
 import re
 import sys
 from contextlib import contextmanager
@@ -160,7 +161,8 @@ def _check_name(name: str) -> None:
                             "model)")
         return
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8] if name else []
+        # Closeness of the whole name (vit_tinyy_patch16_224 -> vit_tiny_patch16_224), not a shared prefix.
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6) if name else []
         hint = f"; similar: {', '.join(close)}" if close else "; see `timm.list_models('vit*')`"
         raise PetlError(f"unknown model {name!r}: not a timm model name (or hf-hub:org/name){hint}")
 

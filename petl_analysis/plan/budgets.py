@@ -1,7 +1,7 @@
 """Trainable-parameter budgets: absolute (``2k``, ``36864``, ``1.5m``) or relative to the backbone (``0.05%``).
 
-One parser for every option that takes a budget (``plan --budget``, ``sweep``/``run --budgets``, ``validate --budget``
-and ``--budgets``), and model-derived defaults.
+One parser for every option that takes a budget (``--budgets`` of plan, sweep, run and validate, and validate's
+``--oracle-budget``), and model-derived defaults.
 
 A relative budget is a percentage of the **backbone parameters**: every parameter of the model as built, less its
 classifier head (``timm``'s ``get_classifier()``), counted once each, trainable or not, before any adaptation. The

@@ -8,6 +8,7 @@ the output, and PNG metadata carries no software/version string: the same inputs
 from __future__ import annotations
 
 import io
+import textwrap
 import math
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -320,6 +321,8 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
     parsed = [split_block_target(t.target) for t in targets]
     grid = bool(targets) and all(b is not None for b, _ in parsed)
     all_acc = [a for t in targets for a in list(t.val_mean) + [v for s in t.val_per_seed for v in s]]
+    # Both threshold lines are in the legend, so both are in range (the classic one can sit far below the curves).
+    all_acc += [t.d90.threshold_acc for t in targets] + [t.d90_classic.threshold_acc for t in targets]
     all_acc = [100 * a for a in all_acc if a is not None and math.isfinite(a)] + [100 * lp, 100 * ft]
     ylo, yhi = min(all_acc), max(all_acc)
     pad = max(0.06 * (yhi - ylo), 0.5)
@@ -331,7 +334,8 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
             fig, axes, ncols = _target_panels(targets, lp, ft, metric)
         axes.flat[0].set_ylim(ylo - pad, yhi + pad)
         cfg = probe.config
-        fig.suptitle(f"{title}\nthreshold {cfg.threshold:g} of the FT gain over LP (solid) and {cfg.threshold:g}·FT "
+        fig.suptitle(f"{title}\nthreshold {cfg.threshold:g} of full fine-tuning's gain over the head alone (solid) "
+                     f"and {cfg.threshold:g}·FT "
                      f"(dotted); {cfg.projection} projection, {cfg.seeds} seed{'s' if cfg.seeds != 1 else ''}, "
                      f"head {cfg.head}", fontsize=10)
         fig.legend(handles=_curve_legend(per_seed=not grid), loc="outside lower center",
@@ -478,8 +482,10 @@ def selection_vs_fixed(sel_rows: "list[SelectionRow]", references: list[PointRow
             pad = max(0.1 * (hi - lo), 0.5)
             ax.set_ylim(lo - pad, hi + pad)
         ax.grid(axis="x", visible=False)
-        ax.set_xlabel(f"parameter budget ({budget_text}); below: actual trainable counts incl. head "
-                      f"({' / '.join(VARIANT_NAMES[v] for v in variants)})")
+        # Wrapped to the figure's width: a narrow figure (two budgets) would cut a one-line label at both edges.
+        ax.set_xlabel(textwrap.fill(f"parameter budget ({budget_text}); below: actual trainable counts incl. head "
+                                    f"({' / '.join(VARIANT_NAMES[v] for v in variants)})",
+                                    width=int(11 * fig.get_figwidth())))
         ax.set_ylabel(f"Test accuracy (%), mean ± std over {seeds_text}")
         ax.set_title(title, loc="left")
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)

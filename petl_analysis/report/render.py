@@ -15,6 +15,7 @@ from .._version import __version__
 from ..trials import key_json
 from ..errors import PetlError
 from ..io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from ..plan import FIXED_SIZE_METHODS
 from ..probe.d90 import distinct_resamples
 from . import plots
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
@@ -76,6 +77,12 @@ class ReportFiles:
         """Every file written (out_dir excluded)."""
         return [v for f in dataclasses.fields(self) if f.name != "out_dir"
                 for v in [getattr(self, f.name)] if v is not None]
+
+
+def fixed_size_references(rows: list[PointRow]) -> list[PointRow]:
+    """The lines of the selection figure: every successful point of a fixed-size method (linear probe, full
+    fine-tuning, BitFit, LayerNorm), which no budget sizes, so each is one reference level."""
+    return [r for r in rows if r.ok and r.method in FIXED_SIZE_METHODS]
 
 
 def _require_one_model(**artefacts: Any) -> None:
@@ -362,7 +369,7 @@ def _sweep_section(builder: _Builder, sweep, rows: list[PointRow], m0: float, m0
     plan_units = {(p.label, p.budget): {u for t in p.plan.targets for u in t.units} for p in sweep.points}
     sel = selection_rows(rows, plan_units)
     if sel:
-        refs = [r for r in rows if r.ok and r.method in ("linear", "full")]
+        refs = fixed_size_references(rows)
         budget_text = "head counted" if sweep.head_in_budget else "head not counted"
         png = plots.selection_vs_fixed(sel, refs, title="KAdaptation: ranked selection vs the paper's fixed q,v vs "
                                        "the worst-ranked targets", seeds_text=seeds_text, budget_text=budget_text,

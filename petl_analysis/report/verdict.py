@@ -318,10 +318,13 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
     reached = [r for r in rows if r.reached]
     if reached:
         top = reached[0]
-        ties = [r.target for r in reached[1:] if _ci_overlap(top, r)]
         line = (f"Lowest local intrinsic dimension: {top.target} with d90 = {fmt_d(top)} "
                 f"(CI {fmt_ci(top)}) out of D = {fmt_int(top.D)}.")
-        if ties:
+        if top.d90.n_seeds < 2:  # no interval exists: the order is one d90 per target, not a tested difference
+            if len(reached) > 1:
+                line += (" With one probe seed there is no interval: the order of the targets rests on one d90 each, "
+                         "untested against seed noise (probe with 2 or more seeds to tell ties from differences).")
+        elif ties := [r.target for r in reached[1:] if _ci_overlap(top, r)]:
             line += " Not distinguishable from it (overlapping CIs): " + ", ".join(ties) + "."
         bullets.append(line)
     missed = [r.target for r in rows if not r.reached]

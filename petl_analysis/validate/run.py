@@ -192,7 +192,7 @@ def _validate_budgets(net, sets: dict[str, list[str]], methods: Sequence[str], b
     elif isinstance(budget, int) and budget <= 0:
         raise PetlError(f"budget must be a positive number of parameters, got {budget}")
     else:
-        budget = as_budget(budget, net, "--budget").params
+        budget = as_budget(budget, net, "--oracle-budget").params
     if not isinstance(budgets, str) and budgets and any(isinstance(b, int) and b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
     budgets = ([b.params for b in resolve_budgets(budgets, net, option="--budgets")] if parse_budgets(budgets)
@@ -212,7 +212,7 @@ def plan_oracle(study: "Study", sets: dict[str, list[str]], methods: Sequence[st
             except PetlError as e:
                 raise PetlError(f"oracle budget {budget:,} cannot adapt {label} alone with {m}: {e}") from None
             if len(plan.targets[0].units) < len(units):
-                raise PetlError(f"oracle budget {budget:,} fits only part of {label} with {m}; give a larger --budget")
+                raise PetlError(f"oracle budget {budget:,} fits only part of {label} with {m}; give a larger --oracle-budget")
             oracle_plans.append((label, m, plan))
     used = [p.used for _, _, p in oracle_plans]
     return oracle_plans, [f"oracle budget {budget:,} trainable parameters (head excluded); the plans use "
