@@ -2,7 +2,8 @@
 
 - ``reference/cli.md``: every command of the Typer app, its options (from the click parameters) and its ``--help``;
 - ``reference/api.md``: one mkdocstrings entry per name of ``petl_analysis.__all__``, grouped by defining module;
-- ``changelog.md``, ``license.md``, ``reference/model-card.md``, ``reference/data-card.md``: the repository's
+- ``changelog.md``, ``license.md``, ``reference/model-card.md``,
+  ``reference/model-card-dinov2.md``, ``reference/data-card.md``: the repository's
   files, included as they are (one copy in the repository, none in ``docs/``);
 - the report figures under ``reports/`` are added as site files, so pages link them where they are committed.
 
@@ -26,6 +27,7 @@ INCLUDED = {
     "changelog.md": ("CHANGELOG.md", None),
     "license.md": ("LICENSE", "# Licence\n\n```text\n{text}```\n\n{notices}"),
     "reference/model-card.md": ("petl_analysis/models/MODEL_CARD.md", None),
+    "reference/model-card-dinov2.md": ("petl_analysis/models/MODEL_CARD_DINOV2_S14.md", None),
     "reference/data-card.md": ("petl_analysis/data/DATA_CARD.md", None),
 }
 

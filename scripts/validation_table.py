@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Print the README's agreement table from ``validation.json`` files: per selector and dataset, Spearman rho
-against the first method's oracle with its seed interval, the verdict, and the regret of its plans per budget.
+"""Print the agreement table of docs/results/examples.md from ``validation.json`` files: per selector and dataset,
+Spearman rho against the first method's oracle with its seed interval, the verdict, and the regret of its plans per
+budget.
 
     python scripts/validation_table.py reports/demo/digits/validation.json reports/demo/animals/validation.json \
         reports/validation/glyph_folder/validation.json

@@ -159,7 +159,7 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
 
 # --------------------------------------------------------------------------------------------------- report.md
 
-#: Each committed report: (sweep, probe, ranking, validation, folder), as the README's commands wrote them.
+#: Each committed report: (sweep, probe, ranking, validation, folder), as the commands of docs/results/examples.md wrote them.
 REPORT_SOURCES = {
     "demo/animals": ("demo/animals/sweep.json", "demo/animals/probe.json", "demo/animals/ranking.json",
                      "demo/animals/validation.json", "demo/animals/report"),
