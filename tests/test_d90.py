@@ -215,3 +215,11 @@ def test_one_d90_type_from_the_estimate_to_the_artefact():
     assert "fit" not in stored  # the curve stays in memory; the artefact holds the numbers
     again = D90(**stored)
     assert again == est and again.fit is None and again.text() == est.text()
+
+
+def test_a_gain_of_exactly_two_validation_images_is_resolved_despite_float_error() -> None:
+    from petl_analysis.probe.result import unresolved_gain
+
+    # (0.48 - 0.44) * 50 is 1.9999999999999996 in floats: 2 images, not "2.0 ... under 2"
+    assert unresolved_gain((0.44, 0.0), (0.48, 0.0), 50) is None
+    assert "under 2" in unresolved_gain((0.44, 0.0), (0.46, 0.0), 50)

@@ -19,6 +19,12 @@ from .d90 import D90, rank_key
 RESOLVED_IMAGES = 2
 
 
+def images_apart(high: float, low: float, n_val: int) -> float:
+    """How many of ``n_val`` validation images accuracy ``high`` is above ``low`` (both fractions), rounded so that
+    float error does not put a gap of exactly 2 images under 2 ((0.48 - 0.44) * 50 is 1.9999999999999996)."""
+    return round((high - low) * n_val, 6)
+
+
 @dataclass
 class Baseline:
     """A baseline per seed: validation accuracy (what the thresholds read) and test accuracy (reported only)."""
@@ -145,8 +151,8 @@ def unresolved_gain(floor: tuple[float, float], ceiling: tuple[float, float], n_
     what = f"full fine-tuning ({100 * c:.1f}% validation)"
     if c <= f:
         return f"{what} does not beat the head trained alone ({100 * f:.1f}%)"
-    if n_val and (c - f) * n_val < RESOLVED_IMAGES:
-        return (f"{what} beats the head trained alone ({100 * f:.1f}%) by {(c - f) * n_val:.1f} of the "
+    if n_val and images_apart(c, f, n_val) < RESOLVED_IMAGES:
+        return (f"{what} beats the head trained alone ({100 * f:.1f}%) by {images_apart(c, f, n_val):.1f} of the "
                 f"{n_val:,} validation images, under {RESOLVED_IMAGES}")
     spread = math.hypot(f_std, c_std)
     if c - f <= spread:

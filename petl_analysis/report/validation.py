@@ -11,6 +11,7 @@ from . import plots
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 
 from ..probe import RESOLVED_IMAGES
+from ..probe.result import images_apart
 from ..validate.result import format_correlation
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
         "decides throughout; test accuracy is in the artefact only.")
     spread, noise = oracle_spread(v, primary)
     verdicts = []
-    images = spread * v.n_val
+    images = images_apart(spread, 0.0, v.n_val)
     if v.n_val and images < RESOLVED_IMAGES:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), fewer than "
                         f"{RESOLVED_IMAGES} of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally "

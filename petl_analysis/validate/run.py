@@ -31,6 +31,7 @@ from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
 from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
 from ..probe import RESOLVED_IMAGES, ProbeResult
+from ..probe.result import images_apart
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord
@@ -261,7 +262,7 @@ def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], lab
         mean = dict(zip(labels, acc.mean(axis=1)))
         best = max(mean.values())
         # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
-        tied = n_val > 0 and (best - min(mean.values())) * n_val < RESOLVED_IMAGES
+        tied = n_val > 0 and images_apart(best, min(mean.values()), n_val) < RESOLVED_IMAGES
         for name, r in rankings.items():
             corr = bootstrap_correlation(r.order(), labels, acc)
             agreement.append(Agreement(
