@@ -73,3 +73,20 @@ def without_times(obj):
     if isinstance(obj, list):
         return [without_times(v) for v in obj]
     return obj
+
+
+def run_cli(args: list[str], cwd) -> tuple[int, str]:
+    """Invoke ``petl-analyze ARGS`` in-process from folder ``cwd``: (exit code, output)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from petl_analysis.cli.main import app
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.output

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 
 import torch
-from helpers import synthetic_probe
+from helpers import run_cli, synthetic_probe
 from typer.testing import CliRunner
 
-from petl_analysis.cli.main import app
 
 runner = CliRunner()
 
 
 def _run(args: list[str], cwd) -> tuple[int, str]:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = runner.invoke(app, args)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
+    return run_cli(args, cwd)
 
 
 def test_help_lists_commands(tmp_path) -> None:

@@ -10,10 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import synthetic_probe
-from typer.testing import CliRunner
+from helpers import run_cli, synthetic_probe
 
-from petl_analysis.cli.main import app
 from petl_analysis.data import SplitSpec
 from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
@@ -28,13 +26,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _run(args: list[str], cwd) -> tuple[int, str]:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, args)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
+    return run_cli(args, cwd)
 
 
 def _one_error(out: str) -> str:

@@ -25,12 +25,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import synthetic_probe, without_times
+from helpers import run_cli, synthetic_probe, without_times
 from torch import nn
 from torch.utils.data import TensorDataset
-from typer.testing import CliRunner
 
-from petl_analysis.cli.main import app
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe, TrainingDiverged, fit
 from petl_analysis.errors import PetlError
@@ -364,13 +362,8 @@ def test_corrupted_middle_line_is_a_one_line_error_naming_file_and_line(tmp_path
 
 
 def _cli(args: list[str], cwd: Path) -> tuple[int, list[str]]:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        res = CliRunner().invoke(app, args)
-    finally:
-        os.chdir(old)
-    return res.exit_code, [line for line in res.output.splitlines() if line.strip()]
+    code, output = run_cli(args, cwd)
+    return code, [line for line in output.splitlines() if line.strip()]
 
 
 def test_cli_probe_with_a_garbled_trials_log_exits_2_with_one_line(tmp_path):
