@@ -29,6 +29,10 @@ class RankedTarget:
         below_min: reached already at the smallest d tried, so ``d90`` is an upper bound (shown ``<=``).
         n_seeds: probe seeds behind the d90 (1: no interval).
         tied_with: targets whose d90 CI overlaps this one's (statistically indistinguishable).
+        group: the declared tie class (1 = first): entries with the same ``group`` are tied by the selector's own
+            rule (sets that never reached the bar, the tail of a rule that only names its first set); ``0`` (the
+            default) means no declared tie, i.e. the entry's own ``rank``. ``rank`` stays a strict order because a
+            planner needs one; agreement statistics read the groups (midranks).
     """
 
     target: str
@@ -42,6 +46,7 @@ class RankedTarget:
     below_min: bool = False
     n_seeds: int = 0
     tied_with: list[str] = field(default_factory=list)
+    group: int = 0
 
 
 @dataclass
@@ -60,7 +65,25 @@ class Ranking(Artefact):
     details: dict[str, Any] = field(default_factory=dict)
 
     def order(self) -> list[str]:
+        """The strict order (rank 1 first) a planner follows; declared ties are broken here, see :meth:`tie_groups`."""
         return [e.target for e in sorted(self.entries, key=lambda e: e.rank)]
+
+    def tie_groups(self) -> list[list[str]]:
+        """The declared order as tie classes, best first: each class lists its targets in :meth:`order`."""
+        groups: dict[int, list[str]] = {}
+        for e in sorted(self.entries, key=lambda e: e.rank):
+            groups.setdefault(e.group or e.rank, []).append(e.target)
+        return [groups[g] for g in sorted(groups)]
+
+    def midranks(self) -> dict[str, float]:
+        """Each target's midrank (1 = first) under the declared ties: a tie class of positions 3-5 gives 4.0 each."""
+        out: dict[str, float] = {}
+        start = 1
+        for group in self.tie_groups():
+            for t in group:
+                out[t] = start + (len(group) - 1) / 2
+            start += len(group)
+        return out
 
     def table(self) -> list[dict[str, Any]]:
         return [
