@@ -157,7 +157,6 @@ DEMO = dict(
     seeds=3,
     probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"),
     probe_seeds=2,
-    probe_max_train=300,
     probe_max_d=None,
     probe_grid=dict(d_min=10, points_per_decade=1),  # 10, 100, 1000, ... then refinement around the crossing
 )
@@ -990,8 +989,10 @@ def run(
     methods: str = MethodsOpt(),
     seeds: int = SeedsOpt(3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises "
                           "training)."),
-    probe_shots: int = option(0, "--probe-shots", panel=PROBE,
-                              help="Probe: training images per class (0 = the full training set)."),
+    probe_shots: Optional[int] = option(None, "--probe-shots", panel=PROBE,
+                                        help="Probe: training images per class (default: --shots, so the probe reads "
+                                        "only the labels a k-shot user has; 0 = the full training set, and the "
+                                        "report says how many more labels the probe read)."),
     targets: Optional[str] = TargetsOpt(help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,"
                                         "mlp; `petl-analyze info` lists them)."),
     per_block: bool = PerBlockOpt(help="Probe: one subspace per block for each target."),
@@ -1027,8 +1028,9 @@ def run(
                             all_seed_adapters=all_seed_adapters)
     _run_pipeline(RunOptions(
         model=models.spec(), datasets=split_list(data.dataset), config=config,
-        sweep_split=SplitSpec(shots=data.shots or None),
-        probe_split=SplitSpec(shots=probe_shots or None, max_train=data.max_train),
+        sweep_split=SplitSpec(shots=data.shots or None, dedup=not data.keep_duplicates),
+        probe_split=SplitSpec(shots=(data.shots if probe_shots is None else probe_shots) or None,
+                              max_train=data.max_train, dedup=not data.keep_duplicates),
         skip_bad_images=data.skip_bad_images, out=out, execution=execution,
         command=shlex.join(["petl-analyze", *sys.argv[1:]]),
     ))
@@ -1121,7 +1123,8 @@ def _demo_options(out: str, execution: Execution) -> RunOptions:
                             probe=probe_config, seeds=DEMO["seeds"], recipe=default_train_recipe())
     return RunOptions(
         model=ModelSpec(name="petl_vit_tiny", weights="default"), datasets=list(DEMO["datasets"]), config=config,
-        sweep_split=SplitSpec(shots=DEMO["shots"]), probe_split=SplitSpec(max_train=DEMO["probe_max_train"]),
+        # the probe reads only the labels a 5-shot user has (seed s: that seed's 5 train and 5 val images per class)
+        sweep_split=SplitSpec(shots=DEMO["shots"]), probe_split=SplitSpec(shots=DEMO["shots"]),
         skip_bad_images=False, out=out, execution=execution,
         command=f"petl-analyze demo --out {out} --jobs {execution.jobs}",
     )

@@ -106,6 +106,11 @@ SkipBadOpt = CliOption(
     False, "--skip-bad-images", panel=DATA,
     help="Image folders: leave out files that cannot be decoded (a warning lists them) instead of failing.",
 )
+KeepDuplicatesOpt = CliOption(
+    False, "--keep-duplicates", panel=DATA,
+    help="Keep identical images (by content) as they are; by default each is kept once before splitting, and one "
+         "seen under two labels is dropped.",
+)
 JobsOpt = CliOption(1, "--jobs", "-j", panel=EXECUTION, help="Trials run in parallel (worker processes).")
 BackendOpt = CliOption("loky", "--backend", panel=EXECUTION,
                        help="Trial execution: loky (local processes) or dask.")
@@ -183,12 +188,14 @@ class ModelOptions(OptionGroup):
 
 @dataclass(frozen=True)
 class DataOptions(OptionGroup):
-    """--dataset, --shots, --max-train, --skip-bad-images: which images, and how many of them train."""
+    """--dataset, --shots, --max-train, --skip-bad-images, --keep-duplicates: which images, and how many of them
+    train."""
 
     dataset: Optional[str] = DatasetOpt.field()
     shots: Optional[int] = ShotsOpt.field()
     max_train: Optional[int] = MaxTrainOpt.field()
     skip_bad_images: bool = SkipBadOpt.field()
+    keep_duplicates: bool = KeepDuplicatesOpt.field()
 
     def spec(self, *, dataset: Optional[str] = None, shot_seed: int = 0, zero_shots_is_full: bool = False) -> DataSpec:
         """The :class:`~petl_analysis.task.DataSpec`; ``zero_shots_is_full`` for commands where --shots 0 means all."""
@@ -201,7 +208,7 @@ class DataOptions(OptionGroup):
             raise PetlError("no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
                             "image-folder path)")
         shots = None if zero_shots_is_full and not self.shots else self.shots
-        split = SplitSpec(shots=shots, shot_seed=shot_seed, max_train=self.max_train)
+        split = SplitSpec(shots=shots, shot_seed=shot_seed, max_train=self.max_train, dedup=not self.keep_duplicates)
         return DataSpec(dataset or self.dataset, split, skip_bad_images=self.skip_bad_images)
 
 

@@ -77,6 +77,8 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
         unknown = set(value) - names
         if unknown:
             raise PetlError(f"{where or tp.__name__}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
+        # A field added after records existed: a record that lacks it was made under its legacy value.
+        kwargs.update({k: v for k, v in getattr(tp, "LEGACY_VALUES", {}).items() if k not in value})
         for f in persisted_fields(tp):
             if not f.init or f.name not in value:
                 continue

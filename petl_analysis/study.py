@@ -30,7 +30,8 @@ from torch import nn
 
 from .data import ImageDataset, ImageFiles, open_dataset
 from .models import ModelSpec
-from .task import DataSpec, InputConversion, announce, dataset_identity, input_conversion, prepare_model
+from .task import (DataSpec, InputConversion, announce, announce_removed, data_record, dataset_identity,
+                   input_conversion, prepare_model)
 from .trials import JsonlLog, MemoryLog, Trial, TrialRecord, open_trial_log, run_trials, trial_log_path
 
 if TYPE_CHECKING:
@@ -99,6 +100,14 @@ class Study:
         conversion = input_conversion(self.dataset, self.template)
         announce(conversion, self.data.dataset)
         return conversion
+
+    @functools.cached_property
+    def data_record(self) -> DataSpec:
+        """``data`` as artefacts record it: with what deduplication removed (:func:`~petl_analysis.task.data_record`);
+        a removal is announced the first time it is read."""
+        record = data_record(self.data, self.dataset)
+        announce_removed(record)
+        return record
 
     def with_data(self, data: DataSpec, model: ModelSpec | None = None) -> "Study":
         """The same study on other data (e.g. the probe's full split) or another record of the model (a probe's, with

@@ -33,14 +33,21 @@ class DataSpec:
     """A dataset (built-in name or image-folder path) and the split protocol (stored in every artefact).
 
     ``skip_bad_images``: leave out a folder's undecodable files (with a warning naming them) instead of failing.
+    ``removed``: what deduplication left out before splitting (``{"groups", "duplicates", "conflicting"}``, see
+    :func:`~petl_analysis.data.splits.deduplicate`), filled by :func:`data_record` for artefacts; None in a spec not
+    yet opened, with ``split.dedup`` off, and in artefacts written before it was recorded. A record, not an input:
+    trial keys and equality leave it out.
     """
 
     dataset: str = "digits"
     split: SplitSpec = field(default_factory=SplitSpec)
     skip_bad_images: bool = False
+    removed: dict[str, int] | None = field(default=None, compare=False)
 
     #: Added after trial logs existed: left out of trial keys at its default (see ``trials.key_json``).
     KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images",)
+    #: Left out of trial keys: a record of what opening the data did, not which data to use.
+    KEY_OMIT: ClassVar[tuple[str, ...]] = ("removed",)
 
     def for_seed(self, seed: int) -> "DataSpec":
         """The data of one seed: each seed draws its own k-shot sample (``shot_seed = seed``); val and test stay."""
@@ -119,6 +126,25 @@ def announce(conversion: InputConversion, dataset: str) -> None:
     if conversion.lossy:
         logger.info("dataset %r: %s; set in_chans / img_size (--in-chans / --img-size) to change this", dataset,
                     conversion.describe())
+
+
+def data_record(data: DataSpec, ds: ImageDataset | ImageFiles) -> DataSpec:
+    """``data`` with the record of what deduplication removes from ``ds`` (the form artefacts store)."""
+    from .data.splits import deduplicate
+
+    removed = deduplicate(ds)[1] if data.split.dedup else None
+    return dataclasses.replace(data, removed=removed)
+
+
+def announce_removed(data: DataSpec) -> None:
+    """Log (INFO, the CLI prints it) a one-line note when deduplication removed images before splitting."""
+    r = data.removed
+    if r and (r.get("duplicates") or r.get("conflicting")):
+        conflicting = (f" and {r['conflicting']:,} whose copies carry different labels" if r.get("conflicting")
+                       else "")
+        logger.info("dataset %r: removed %s duplicate image(s) (%s identical groups)%s before splitting; "
+                    "--keep-duplicates (SplitSpec(dedup=False)) keeps them", data.dataset,
+                    f"{r.get('duplicates', 0):,}", f"{r.get('groups', 0):,}", conflicting)
 
 
 def dataset_identity(name: str) -> str:

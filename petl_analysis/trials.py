@@ -23,7 +23,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar, get_args, get_type_hints
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar, get_args, get_type_hints
 
 from .artefacts import _is_union, from_jsonable, persisted_fields, to_jsonable
 from .errors import PetlError
@@ -56,7 +56,8 @@ def open_trial_log(path: Path | None) -> JsonlLog | MemoryLog:
 def key_json(obj: Any) -> str:
     """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
     while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
-    Loading fills them back in with the default. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
+    Loading fills them back in with the default. Fields a dataclass names in ``LEGACY_VALUES`` are left out while
+    they hold that value (the one every older record implies), and loading fills them back in with it. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
     always left out."""
     return json.dumps(_key_object(obj), sort_keys=True)
 
@@ -70,6 +71,7 @@ def _without_new_defaults(value: Any, obj: Any) -> Any:
     if not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
         return value
     omit = getattr(type(obj), "KEY_OMIT_IF_DEFAULT", ())
+    legacy = getattr(type(obj), "LEGACY_VALUES", {})
     out = {}
     for f in persisted_fields(obj):
         if f.name in getattr(type(obj), "KEY_OMIT", ()):  # a record of what happened, not what to do
@@ -78,6 +80,8 @@ def _without_new_defaults(value: Any, obj: Any) -> Any:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
         if f.name in omit and v == default:
+            continue
+        if f.name in legacy and v == legacy[f.name]:  # what every key made before the field existed implied
             continue
         out[f.name] = _without_new_defaults(value[f.name], v)
     return out
@@ -255,6 +259,20 @@ def read_records(log: JsonlLog | MemoryLog) -> Iterator[TrialRecord]:
     """The log's records in order, each checked (see :func:`check_record`)."""
     for i, r in log.iter_numbered():
         yield TrialRecord.from_json(r, log.where(i))
+
+
+def unique_train_time(records: Iterable[TrialRecord],
+                      seconds: Callable[[TrialRecord], float | None] | None = None) -> float:
+    """Seconds of training behind ``records``, each trial key counted once (failed trials add nothing).
+
+    A training that several selectors, stages or sweeps share is one trial: summing it once per user overstates the
+    cost (issue 25: 6,085 s published for 2,419 s trained). ``seconds`` reads a record's time (default: its
+    ``wall_time_s``)."""
+    seen: dict[str, float] = {}
+    for r in records:
+        if r.ok and r.key not in seen:
+            seen[r.key] = float((seconds(r) if seconds else r.wall_time_s) or 0.0)
+    return float(sum(seen.values()))
 
 
 def _finished(log: JsonlLog | MemoryLog) -> dict[str, TrialRecord]:

@@ -14,13 +14,19 @@ The protocol, recorded in every artefact as a :class:`SplitSpec`:
    per class from the val pool (default: ``k``, the few-shot protocol, capped at the smallest class's val pool; an
    explicit ``val_shots`` larger than a class's val pool is an error). Draws are nested: with one seed, the k-shot
    set is a subset of the (k+1)-shot set. ``val_shots`` without ``shots`` caps the val set per class.
+
+Before any of this (``dedup=True``, the default), images with identical content are reduced to one copy, so no image
+is in two splits: the content is the decoded pixel array of an in-memory dataset and the file bytes of an image
+folder (:func:`content_hashes`). A content seen under two different labels drops every copy. What was removed is
+``Splits.removed`` (:func:`deduplicate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +60,12 @@ class SplitSpec:
     shot_seed: int = 0
     val_shots: int | None = None  # per-class val size; default = shots when shots is set, else the whole val pool
     max_train: int | None = None  # cap on the full train pool (stratified); ignored when shots is set
+    dedup: bool = True  # one copy of each identical image before splitting; conflicting labels drop every copy
+
+    #: Added after artefacts and trial logs existed, with the value every record written before implies (splits
+    #: were not deduplicated): a stored record that lacks the field reads it so, and trial keys leave it out while it
+    #: holds it (:func:`~petl_analysis.trials.key_json`), so the committed logs keep their keys.
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"dedup": False}
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -74,6 +86,8 @@ class SplitSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise PetlError(f"{_MEANING[name]} ({name}) must be a whole number of at least 0; got {v!r}")
+        if not isinstance(self.dedup, bool):
+            raise PetlError(f"SplitSpec.dedup must be true or false; got {self.dedup!r}")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -92,6 +106,7 @@ class Splits:
     """The three datasets (in memory, or file indexes of a folder) and the spec that made them.
 
     ``indices`` maps ``"train" | "val" | "test"`` to int64 indices into the source dataset (sorted), for audit.
+    ``removed`` is what deduplication left out before splitting (:func:`deduplicate`; empty with ``dedup=False``).
     """
 
     train: "ImageDataset | ImageFiles"
@@ -99,6 +114,7 @@ class Splits:
     test: "ImageDataset | ImageFiles"
     spec: SplitSpec
     indices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    removed: dict[str, int] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -191,6 +207,46 @@ def _quota(counts: np.ndarray, total: int) -> np.ndarray:
     return np.minimum(q, counts)
 
 
+def content_hashes(ds: "ImageDataset | ImageFiles") -> list[bytes]:
+    """One digest per image: of its decoded ``uint8`` pixels and their shape (in memory), or of its file's bytes (an
+    :class:`~petl_analysis.data.stream.ImageFiles` index, memoised on it). Equal digests mean identical content."""
+    if isinstance(ds, ImageDataset):
+        x = np.ascontiguousarray(ds.images.numpy())
+        shape = repr(x.shape[1:]).encode()
+        return [hashlib.blake2b(shape + row.tobytes(), digest_size=16).digest() for row in x]
+    return ds.content_hashes()
+
+
+def duplicate_mask(hashes: Sequence[bytes], labels: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Which images to keep: the first of each group of identical ones, none of a group whose copies carry different
+    labels. Pure (hashes and labels in, mask out), so it is tested apart from any dataset.
+
+    Returns:
+        A bool mask ``(N,)`` and the counts ``{"groups": contents seen more than once, "duplicates": extra copies
+        dropped from groups with one label, "conflicting": images dropped because their group has several labels}``.
+    """
+    first: dict[bytes, int] = {}
+    members: dict[bytes, list[int]] = {}
+    for i, h in enumerate(hashes):
+        if first.setdefault(h, i) != i:
+            members.setdefault(h, [first[h]]).append(i)
+    keep = np.ones(len(hashes), dtype=bool)
+    duplicates = conflicting = 0
+    for group in members.values():
+        if len(set(labels[group].tolist())) > 1:
+            keep[group] = False
+            conflicting += len(group)
+        else:
+            keep[group[1:]] = False
+            duplicates += len(group) - 1
+    return keep, {"groups": len(members), "duplicates": duplicates, "conflicting": conflicting}
+
+
+def deduplicate(ds: "ImageDataset | ImageFiles") -> tuple[np.ndarray, dict[str, int]]:
+    """:func:`duplicate_mask` of ``ds`` (content by :func:`content_hashes`): the images ``make_splits`` keeps."""
+    return duplicate_mask(content_hashes(ds), ds.labels.numpy())
+
+
 def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) -> Splits:
     """Split ``ds`` into train / val / test following ``spec`` (protocol in the module docstring).
 
@@ -200,10 +256,11 @@ def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) 
     spec = spec if spec is not None else SplitSpec()
     y = ds.labels.numpy()
     k = ds.num_classes
+    keep, removed = deduplicate(ds) if spec.dedup else (None, {})
     rng = np.random.default_rng(spec.split_seed)
     test_idx, val_idx, pool_by_class = [], [], []
     for c in range(k):
-        idx = np.flatnonzero(y == c)
+        idx = np.flatnonzero(y == c) if keep is None else np.flatnonzero((y == c) & keep)
         idx = idx[rng.permutation(len(idx))]
         n_test, n_val = _split_counts(len(idx), spec.val_fraction, spec.test_fraction)
         test_idx.append(idx[:n_test])
@@ -236,4 +293,5 @@ def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) 
         test=ds.subset(indices["test"]),
         spec=spec,
         indices=indices,
+        removed=removed,
     )

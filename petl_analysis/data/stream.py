@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -97,6 +98,19 @@ class ImageFiles:
         return ImageFiles([self.paths[i] for i in idx], self.labels[torch.from_numpy(idx)], list(self.classes),
                           self.name, list(self.skipped))
 
+    def content_hashes(self) -> list[bytes]:
+        """A digest of each file's bytes, in order (for deduplication: identical files, identical digests); read in
+        threads once, then memoised on this index."""
+        cached = self.__dict__.get("_content_hashes")
+        if cached is None or len(cached) != len(self.paths):
+            if len(self.paths) < 64:
+                cached = [_file_digest(p) for p in self.paths]
+            else:
+                with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                    cached = list(pool.map(_file_digest, self.paths, chunksize=64))
+            self.__dict__["_content_hashes"] = cached
+        return list(cached)
+
     def fingerprint(self) -> str:
         """Hash of the file list with each file's size and modification time: a feature-cache key part."""
         h = hashlib.sha1()
@@ -107,6 +121,18 @@ class ImageFiles:
 
     def __repr__(self) -> str:
         return f"ImageFiles(name={self.name!r}, n={len(self)}, classes={self.num_classes})"
+
+
+def _file_digest(path: str) -> bytes:
+    """blake2b (16 bytes) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as e:
+        raise PetlError(f"cannot read image {path}: {e.strerror or e}; expected a readable file") from None
+    return h.digest()
 
 
 def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFiles:

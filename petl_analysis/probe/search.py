@@ -106,7 +106,7 @@ def probe_study(
     results, failed = search.target_results(bars["gain"], bars["classic"])
     records = list(search.baseline_records.values()) + list(search.records.values())
     sizes = search.baseline_records[search.base_trial("ft", 0).key].result
-    return ProbeResult(model=spec_with_load(study.model, template), data=study.data, config=config,
+    return ProbeResult(model=spec_with_load(study.model, template), data=study.data_record, config=config,
                        baselines=baselines, targets=results, trials_total=len(records),
                        failed_trials=sum(not r.ok for r in records), wall_time_s=time.perf_counter() - start,
                        n_train=int(sizes.get("n_train", 0)), n_val=int(sizes.get("n_val", 0)),

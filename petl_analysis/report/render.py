@@ -217,7 +217,36 @@ def _split_text(split: Any) -> str:
         parts.append(f"val: {split.val_shots or split.shots} per class")
     else:
         parts.append("train: the whole train pool" + (f" (at most {split.max_train})" if split.max_train else ""))
+    if getattr(split, "dedup", False):
+        parts.append("identical images kept once before splitting")
     return "; ".join(parts)
+
+
+def _removed_text(removed: dict[str, int]) -> str:
+    """What deduplication removed, in words (the data card lists it per built-in dataset)."""
+    text = (f"{removed.get('duplicates', 0):,} duplicate image(s) of {removed.get('groups', 0):,} identical group(s) "
+            "removed before splitting")
+    if removed.get("conflicting"):
+        text += f", and {removed['conflicting']:,} whose copies carry different labels"
+    return text
+
+
+def few_shot_labels(probe: Any, sweep: Any) -> str | None:
+    """``the probe used N labelled images; a k-shot user has M`` when a k-shot sweep was planned from a probe that
+    read more labels than that user has (train and validation images); None otherwise."""
+    k = sweep.data.split.shots
+    runs = [r for p in sweep.points for r in p.run.seeds]
+    if not k or not runs or probe.n_train + probe.n_val == 0:
+        return None
+    classes = runs[0].n_train // k
+    val_k = sweep.data.split.val_shots or k
+    user = classes * (k + val_k)
+    used = probe.n_train + probe.n_val
+    if used <= user:
+        return None
+    return (f"the probe used {used:,} labelled images ({probe.n_train:,} train + {probe.n_val:,} validation); a {k}-shot "
+            f"user has {user:,} ({k} train + {val_k} validation per class): the ranking read "
+            f"{used / user:.0f}x the labels of the study it plans")
 
 
 def _model_text(spec: Any) -> str:
@@ -255,8 +284,13 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         rows.append(["skipped images", f"{len(skipped)} file(s) of the folder could not be read as images and were "
                                        f"left out (--skip-bad-images): {names}{more}"])
+    if getattr(src.data, "removed", None):
+        rows.append(["duplicates", _removed_text(src.data.removed)])
     if probe is not None and sweep is not None and probe.data != sweep.data:
         rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
+    labels = few_shot_labels(probe, sweep) if probe is not None and sweep is not None else None
+    if labels:
+        rows.append(["probe labels", f"**{labels}**"])
     if probe is not None and sweep is not None and key_json(probe.model) != key_json(sweep.model):
         rows.append(["probe model", _model_text(probe.model) + f", weights `{probe.model.weights}`"])
     if sweep is not None:

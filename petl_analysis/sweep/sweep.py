@@ -267,8 +267,8 @@ def train_plans(
     if adapters is not None:
         _place(adapters, result_points, placing, all_seeds)
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
-    return SweepResult(model=spec_with_load(model, study.template), data=data, recipe=recipe, seeds=seed_list,
-                       budgets=sorted(budgets) if budgets is not None else planned_budgets,
+    return SweepResult(model=spec_with_load(model, study.template), data=study.data_record, recipe=recipe,
+                       seeds=seed_list, budgets=sorted(budgets) if budgets is not None else planned_budgets,
                        methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
                        head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),
                        points=result_points, failed=failed, skipped=list(skipped), ranking_source=ranking_source,

@@ -173,7 +173,8 @@ def run_method(
         runs.append(run)
         if on_seed:
             on_seed(run)
-    return summarise(config.method, config.to_dict(), spec_with_load(model, study.template), data, recipe, head_init, trainable,
+    return summarise(config.method, config.to_dict(), spec_with_load(model, study.template), study.data_record, recipe, head_init,
+                     trainable,
                      runs,
                      time.perf_counter() - start, label=label, plan=plan, input_conversion=conversion)
 

@@ -34,7 +34,7 @@ from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..train.run import default_train_recipe
-from ..trials import TrialRecord
+from ..trials import TrialRecord, unique_train_time
 from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
 from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
 
@@ -158,7 +158,7 @@ def validate_probe(
     planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings, **draws}
     plans = regret_stage(study, fit, planners, budgets, methods[0], notes)
     return ValidationResult(
-        model=spec_with_load(study.model, study.template), data=study.data, recipe=recipe, head_init=head_init,
+        model=spec_with_load(study.model, study.template), data=study.data_record, recipe=recipe, head_init=head_init,
         seeds=list(range(seeds)), methods=list(methods), sets=list(sets), per_block=probe.config.per_block,
         budget=int(budget), oracle=oracle, agreement=agreement, random=random_summary, budgets=list(budgets),
         regret_method=methods[0], random_draws=random_draws, plans=plans, selectors=list(rankings), notes=notes,
@@ -320,13 +320,31 @@ class _PlanTrainer:
         self.study, self.log_path = study, log_path
         self.kw = {**kw, "trials_log": self.log_path}
         self.failed: list[dict[str, Any]] = []
-        self.train_time_s = 0.0  # summed over the trials used, those read back from the log included
+        self.records: dict[str, TrialRecord] = {}  # every trial used (trained now or read back), by key
+
+    @property
+    def train_time_s(self) -> float:
+        """Training seconds over the unique trials used (:func:`~petl_analysis.trials.unique_train_time`): a
+        configuration the oracle, several selectors or random draws share is counted once."""
+        return unique_train_time(self.records.values(), seconds=_seed_run_seconds)
 
     def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float]]]:
         """Validation and test accuracy per finished seed, for each plan in order."""
-        result = self.study.sweep(plans, **self.kw)
+        outer = self.study.on_trial
+
+        def seen(record: TrialRecord, cached: bool) -> None:
+            self.records.setdefault(record.key, record)
+            if outer is not None:
+                outer(record, cached)
+
+        if outer is not None and hasattr(outer, "expect"):
+            seen.expect = outer.expect  # type: ignore[attr-defined]
+        self.study.on_trial = seen  # the sweep reports each trial it uses, cached or trained, with its key
+        try:
+            result = self.study.sweep(plans, **self.kw)
+        finally:
+            self.study.on_trial = outer
         self.failed += result.failed
-        self.train_time_s += sum(p.run.wall_time_s for p in result.points if p.same_as is None)
         runs = {id(p.plan): p.run for p in result.points}
         out = []
         for plan in plans:
@@ -335,3 +353,9 @@ class _PlanTrainer:
             out.append(([float(r.val_acc) for r in seeds if r.val_acc is not None],
                         [float(r.test_acc) for r in seeds if r.test_acc is not None]))
         return out
+
+
+def _seed_run_seconds(record: TrialRecord) -> float | None:
+    """The training's own seconds of a sweep trial (its seed run), as the sweep's points count them."""
+    run = (record.result or {}).get("seed_run") or {}
+    return run.get("wall_time_s", record.wall_time_s)

@@ -1,0 +1,65 @@
+"""Training time over unique trial keys, and stale trials moved out of a log (issue 25, item 9)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from petl_analysis.errors import PetlError
+from petl_analysis.stale import prune_log
+from petl_analysis.trials import STATUS_FAILED, STATUS_OK, TrialRecord, unique_train_time
+from petl_analysis.validate import ValidationResult
+
+ROOT = Path(__file__).resolve().parents[1]
+ANIMALS = ROOT / "reports" / "demo" / "animals"
+
+
+def _seed_run_seconds(r: TrialRecord) -> float:
+    return r.result["seed_run"]["wall_time_s"]
+
+
+def test_unique_train_time_counts_each_key_once_and_no_failure():
+    a = TrialRecord("a", "run", STATUS_OK, {}, result={}, wall_time_s=2.0)
+    b = TrialRecord("b", "run", STATUS_OK, {}, result={}, wall_time_s=3.0)
+    bad = TrialRecord("c", "run", STATUS_FAILED, {}, error="x", wall_time_s=7.0)
+    assert unique_train_time([a, b, a, a, bad]) == 5.0
+    assert unique_train_time([a, b], seconds=lambda r: 1.0) == 2.0
+
+
+def test_committed_animals_validation_trained_2419_s_not_6085(tmp_path):
+    # The published figure summed a training once per selector and stage that shared it, and the log holds 18
+    # trials of an older study. Over the unique keys the artefact uses, training took 2,419 s.
+    log = tmp_path / "validation.json.trials.jsonl"
+    shutil.copy(ANIMALS / "validation.json.trials.jsonl", log)
+    v = ValidationResult.load(ANIMALS / "validation.json")
+    dry = prune_log(log, [v], dry_run=True)
+    assert (len(dry.kept), len(dry.stale)) == (63, 18) and not dry.written
+    assert len(dry.kept) == len(v.seeds) * len({str(e.config) for e in v.oracle} | {str(p.config) for p in v.plans})
+    assert round(v.train_time_s) == 6085
+    assert round(unique_train_time(dry.kept, seconds=_seed_run_seconds)) == 2419
+    assert log.read_bytes() == (ANIMALS / "validation.json.trials.jsonl").read_bytes()  # a dry run changes nothing
+
+
+def test_prune_moves_stale_lines_verbatim_and_keeps_the_log_resumable(tmp_path):
+    log = tmp_path / "validation.json.trials.jsonl"
+    shutil.copy(ANIMALS / "validation.json.trials.jsonl", log)
+    original = log.read_text().splitlines()
+    result = prune_log(log, [ValidationResult.load(ANIMALS / "validation.json")])
+    kept, stale = log.read_text().splitlines(), result.stale_path.read_text().splitlines()
+    assert result.written and result.stale_path == Path(str(log) + ".stale.jsonl")
+    assert (len(kept), len(stale)) == (63, 18)
+    assert sorted(kept + stale) == sorted(original)  # nothing lost, nothing rewritten
+    assert kept == [line for line in original if line in set(kept)]  # order kept
+    again = prune_log(log, [ValidationResult.load(ANIMALS / "validation.json")])
+    assert not again.stale and not again.written  # idempotent
+
+
+def test_prune_needs_an_artefact_and_a_log(tmp_path):
+    with pytest.raises(PetlError, match="does not exist"):
+        prune_log(tmp_path / "missing.jsonl", [])
+    log = tmp_path / "x.trials.jsonl"
+    shutil.copy(ANIMALS / "sweep.json.trials.jsonl", log)
+    with pytest.raises(PetlError, match="at least one artefact"):
+        prune_log(log, [])
