@@ -984,7 +984,8 @@ def run(
                                                  "(`petl-analyze datasets`) or image-folder paths."),
                               shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full "
                                              "training set)."),
-                              max_train=MaxTrainOpt(None, "Probe: cap the training set (stratified).")),
+                              max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it "
+                                                       "(stratified).")),
     budgets: Optional[str] = BudgetsOpt(),
     methods: str = MethodsOpt(),
     seeds: int = SeedsOpt(3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises "

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .artefacts import Artefact
 from .errors import PetlError
@@ -145,10 +146,9 @@ def prune_log(log: str | os.PathLike, keep_for: Sequence[Artefact], *, dry_run: 
         return result
     # the lines as they are (byte for byte: older logs hold payload objects as JSON text)
     lines = path.read_text(encoding="utf-8").split("\n")
-    raw = {i: lines[i - 1] for i, _ in log_file.iter_numbered()}
-    keys = [rec["key"] for _, rec in log_file.iter_numbered()]
-    kept = [line for line, key in zip(raw.values(), keys) if key in used]
-    stale = [line for line, key in zip(raw.values(), keys) if key not in used]
+    numbered = [(lines[i - 1], rec["key"]) for i, rec in log_file.iter_numbered()]
+    kept = [line for line, key in numbered if key in used]
+    stale = [line for line, key in numbered if key not in used]
     with open(result.stale_path, "a", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in stale))
         f.flush()

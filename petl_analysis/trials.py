@@ -57,8 +57,8 @@ def key_json(obj: Any) -> str:
     """Canonical JSON of ``obj`` for trial keys: fields a dataclass names in ``KEY_OMIT_IF_DEFAULT`` are left out
     while they hold their default, so adding such a field keeps the keys of existing trial logs (resume still works).
     Loading fills them back in with the default. Fields a dataclass names in ``LEGACY_VALUES`` are left out while
-    they hold that value (the one every older record implies), and loading fills them back in with it. Fields named in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are
-    always left out."""
+    they hold that value (the one every older record implies), and loading fills them back in with it. Fields named
+    in ``KEY_OMIT`` (records, e.g. ``ModelSpec.load``) are always left out."""
     return json.dumps(_key_object(obj), sort_keys=True)
 
 

@@ -32,8 +32,8 @@ def row(name: str, ds) -> str:
     start = time.perf_counter()
     _, removed = deduplicate(ds)
     took = time.perf_counter() - start
-    cells = [f"`{name}`", f"{len(ds):,}", f"{removed['groups']:,}", f"{removed['duplicates'] + removed['conflicting']:,}",
-             f"{removed['conflicting']:,}"]
+    dropped = removed["duplicates"] + removed["conflicting"]
+    cells = [f"`{name}`", f"{len(ds):,}", f"{removed['groups']:,}", f"{dropped:,}", f"{removed['conflicting']:,}"]
     for spec in (SplitSpec(), SplitSpec(max_train=300)):
         before = crossing(ds, SplitSpec(**{**spec.to_dict(), "dedup": False}))
         after = crossing(ds, spec)

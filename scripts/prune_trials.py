@@ -12,7 +12,6 @@ log under ``reports/``, what pruning it against the artefact beside it would mov
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

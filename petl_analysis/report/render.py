@@ -244,8 +244,8 @@ def few_shot_labels(probe: Any, sweep: Any) -> str | None:
     used = probe.n_train + probe.n_val
     if used <= user:
         return None
-    return (f"the probe used {used:,} labelled images ({probe.n_train:,} train + {probe.n_val:,} validation); a {k}-shot "
-            f"user has {user:,} ({k} train + {val_k} validation per class): the ranking read "
+    return (f"the probe used {used:,} labelled images ({probe.n_train:,} train + {probe.n_val:,} validation); "
+            f"a {k}-shot user has {user:,} ({k} train + {val_k} validation per class): the ranking read "
             f"{used / user:.0f}x the labels of the study it plans")
 
 
