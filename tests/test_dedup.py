@@ -120,3 +120,18 @@ def test_the_record_reaches_the_data_spec_and_stays_out_of_keys() -> None:
     old = from_jsonable(DataSpec, {"dataset": "animals", "split": {"max_train": 300}})
     assert old.split.dedup is False and old.removed is None
     assert from_jsonable(DataSpec, dataclasses.asdict(data)).split.dedup is True
+
+
+def test_the_report_says_what_was_removed():
+    from petl_analysis.report.render import _setup_section
+    from petl_analysis.sweep import SweepResult
+
+    committed = SweepResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "animals" / "sweep.json")
+    rows = dict(_setup_section(committed, None, None, [], 1, True)[1].rows)
+    assert "duplicates" not in rows and "identical" not in rows["split protocol"]  # made before dedup
+    split = dataclasses.replace(committed.data.split, dedup=True)
+    data = dataclasses.replace(committed.data, split=split, removed={"groups": 3, "duplicates": 2, "conflicting": 2})
+    rows = dict(_setup_section(dataclasses.replace(committed, data=data), None, None, [], 1, True)[1].rows)
+    assert rows["duplicates"] == ("2 duplicate image(s) of 3 identical group(s) removed before splitting, and 2 whose "
+                                  "copies carry different labels")
+    assert rows["split protocol"].endswith("identical images kept once before splitting")

@@ -284,7 +284,8 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         rows.append(["skipped images", f"{len(skipped)} file(s) of the folder could not be read as images and were "
                                        f"left out (--skip-bad-images): {names}{more}"])
-    if getattr(src.data, "removed", None):
+    removed = getattr(src.data, "removed", None) or {}
+    if removed.get("duplicates") or removed.get("conflicting"):
         rows.append(["duplicates", _removed_text(src.data.removed)])
     if probe is not None and sweep is not None and probe.data != sweep.data:
         rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
