@@ -133,3 +133,37 @@ def checked_files(root: Path, paths: list[Path], find_bad) -> list[tuple[Path, s
         except (OSError, PetlError):
             pass  # a cache that cannot be written only costs time
     return [(p, verdicts[str(p)][2]) for p in paths if verdicts[str(p)][2] is not None]
+
+
+def cached_digests(root: Path, paths: list[str], digest_all) -> list[bytes]:
+    """``digest_all(paths)`` (``-> [bytes]``, one content digest per file) for the files not already digested with
+    this size and mtime: an image folder is read in full once for deduplication, not once per trial.
+
+    The digests live in ``<cache dir>/index/<hash of root>.digests.json`` (as :func:`checked_files` keeps its
+    verdicts); without a writable cache every file is read.
+    """
+    from .io import atomic_write_json
+
+    try:
+        index_file = feature_cache_dir(kind="index") / f"{hashlib.sha1(str(root).encode()).hexdigest()}.digests.json"
+    except PetlError:
+        return digest_all(paths)
+    try:
+        import json
+
+        known = json.loads(index_file.read_text()).get("files", {}) if index_file.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    stamps = {}
+    for p in paths:
+        st = os.stat(p)
+        stamps[p] = [st.st_size, st.st_mtime_ns]
+    todo = [p for p in paths if not isinstance(known.get(p), list) or list(known[p][:2]) != stamps[p]]
+    fresh = dict(zip(todo, (d.hex() for d in digest_all(todo)), strict=True)) if todo else {}
+    entries = {p: stamps[p] + [fresh[p] if p in fresh else known[p][2]] for p in paths}
+    if todo or set(known) != set(entries):
+        try:
+            atomic_write_json(index_file, {"root": str(root), "files": entries})
+        except (OSError, PetlError):
+            pass  # a cache that cannot be written only costs time
+    return [bytes.fromhex(entries[p][2]) for p in paths]

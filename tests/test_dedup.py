@@ -18,6 +18,12 @@ from petl_analysis.task import DataSpec, data_record
 from petl_analysis.trials import key_json
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folder digests are cached; keep them out of the user's cache."""
+    monkeypatch.setenv("PETL_ANALYSIS_CACHE", str(tmp_path / "cache"))
+
+
 def planted(n_per_class: int = 30, classes: int = 3, seed: int = 0) -> tuple[ImageDataset, dict[str, list[int]]]:
     """Distinct random 6x6 images, then copies planted: 4 groups of same-label copies (one of 3 copies) and one
     content under two labels. Returns the dataset and the planted index groups."""
@@ -135,3 +141,22 @@ def test_the_report_says_what_was_removed():
     assert rows["duplicates"] == ("2 duplicate image(s) of 3 identical group(s) removed before splitting, and 2 whose "
                                   "copies carry different labels")
     assert rows["split protocol"].endswith("identical images kept once before splitting")
+
+
+def test_folder_digests_are_read_once_then_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from petl_analysis.data import stream
+
+    ds, _ = planted()
+    folder = write_image_folder(ds, tmp_path / "imgs")
+    read = []
+    real = stream._file_digest
+    monkeypatch.setattr(stream, "_file_digest", lambda p: read.append(p) or real(p))
+    first = make_splits(open_image_files(folder), SplitSpec())
+    assert len(read) == len(ds)
+    again = make_splits(open_image_files(folder), SplitSpec())  # a new index, as each trial opens the folder
+    assert len(read) == len(ds) and again.removed == first.removed
+    changed = sorted(folder.glob("c0/*.png"))[3]
+    changed.write_bytes((folder / "c1" / sorted(p.name for p in (folder / "c1").iterdir())[0]).read_bytes())
+    third = make_splits(open_image_files(folder), SplitSpec())
+    assert read[len(ds):] == [str(changed)]  # only the changed file is read again
+    assert third.removed["conflicting"] == first.removed["conflicting"] + 2

@@ -100,14 +100,14 @@ class ImageFiles:
 
     def content_hashes(self) -> list[bytes]:
         """A digest of each file's bytes, in order (for deduplication: identical files, identical digests); read in
-        threads once, then memoised on this index."""
+        threads, kept in the cache index with each file's size and mtime (a trial that opens the folder again reads
+        none of them), and memoised on this index."""
         cached = self.__dict__.get("_content_hashes")
         if cached is None or len(cached) != len(self.paths):
-            if len(self.paths) < 64:
-                cached = [_file_digest(p) for p in self.paths]
-            else:
-                with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                    cached = list(pool.map(_file_digest, self.paths, chunksize=64))
+            from ..features import cached_digests
+
+            root = Path(self.name[len("folder:"):]) if self.name.startswith("folder:") else Path(self.name)
+            cached = cached_digests(root, list(self.paths), _digest_files)
             self.__dict__["_content_hashes"] = cached
         return list(cached)
 
@@ -133,6 +133,14 @@ def _file_digest(path: str) -> bytes:
     except OSError as e:
         raise PetlError(f"cannot read image {path}: {e.strerror or e}; expected a readable file") from None
     return h.digest()
+
+
+def _digest_files(paths: list[str]) -> list[bytes]:
+    """:func:`_file_digest` of each path, in threads for many files."""
+    if len(paths) < 64:
+        return [_file_digest(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(_file_digest, paths, chunksize=64))
 
 
 def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFiles:
