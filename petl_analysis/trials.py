@@ -23,7 +23,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar, get_args, get_type_hints
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar, get_args, get_type_hints
 
 from .artefacts import _is_union, from_jsonable, persisted_fields, to_jsonable
 from .errors import PetlError
@@ -255,6 +255,14 @@ def read_records(log: JsonlLog | MemoryLog) -> Iterator[TrialRecord]:
     """The log's records in order, each checked (see :func:`check_record`)."""
     for i, r in log.iter_numbered():
         yield TrialRecord.from_json(r, log.where(i))
+
+
+def trial_cost(records: Iterable[TrialRecord]) -> tuple[int, float]:
+    """(trainings, seconds) of a log's finished trials, each trial key counted once (a key appended twice, e.g. by
+    a resumed run, is one training; the last record's seconds count). Every trial of the log counts, those of
+    earlier runs that the artefact no longer uses included."""
+    finished = {r.key: r for r in records if r.ok}
+    return len(finished), float(sum(r.wall_time_s or 0.0 for r in finished.values()))
 
 
 def _finished(log: JsonlLog | MemoryLog) -> dict[str, TrialRecord]:
