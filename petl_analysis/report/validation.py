@@ -135,7 +135,7 @@ def _agreement_blocks(v: "ValidationResult") -> list[Block]:
                          "-", f"{r['top_k'][0]:.0%}", f"{r['top_k'][-1]:.0%}" if len(r["top_k"]) >= 3 else "-",
                          _pts(r["top1_regret"]), "no training, 0.0 s", "-"])
     for m, c in v.oracle_cost.items():
-        rows.append([f"oracle (its own cost)", m, "-", "-", "-", "-", "-", "-", "-", "-", c.text(), "-"])
+        rows.append(["oracle (its own cost)", m, "-", "-", "-", "-", "-", "-", "-", "-", c.text(), "-"])
     tested = next((a for a in v.agreement if math.isfinite(a.p_worse)), None)
     how = ("" if tested is None else
            f" p-values permute which set gets which oracle score, keeping the selector's declared tie classes "
