@@ -181,7 +181,7 @@ def _probe():
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("validate") / "validation.json"
     seen: list[bool] = []
-    result = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+    result = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, random_draws=2, recipe=RECIPE,
                           budgets=[2_000], out=out, on_trial=lambda record, cached: seen.append(cached))
     return result, out, seen
 
@@ -199,7 +199,7 @@ def test_oracle_adapts_each_set_alone_at_a_matched_budget(study):
 def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
     result, _, _ = study
     assert {(a.selector, a.method) for a in result.agreement} == {
-        (s, m) for s in ("d90", "apla", "kappa") for m in ("kadaptation", "lora")}
+        (s, m) for s in ("d90", "d90+acc", "apla", "kappa", "constant") for m in ("kadaptation", "lora")}
     for a in result.agreement:
         acc = np.array([next(e.val_per_seed for e in result.oracle if e.method == a.method and e.target == t)
                         for t in result.sets])
@@ -217,6 +217,9 @@ def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
     d90 = next(a for a in result.agreement if a.selector == "d90")
     assert d90.order == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]  # the synthetic probe's d90 order
     assert d90.n_measured == sum(t.d90.reached for t in _probe().targets)
+    assert next(a for a in result.agreement if a.selector == "d90+acc").n_measured == d90.n_measured
+    constant = next(a for a in result.agreement if a.selector == "constant")
+    assert constant.order == result.sets and constant.cost.trainings == 0  # the listing order, for nothing
     apla = next(a for a in result.agreement if a.selector == "apla")
     assert apla.tie_classes == [["attn.proj"], ["attn.q", "attn.v", "mlp.fc1"]]  # the rule names only attn.proj
     kappa = next(a for a in result.agreement if a.selector == "kappa")
@@ -244,7 +247,7 @@ def test_artefact_round_trip_and_resume(study, tmp_path):
     loaded = ValidationResult.load(out)
     assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
     again: list[bool] = []
-    rerun = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+    rerun = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, random_draws=2, recipe=RECIPE,
                          budgets=[2_000], out=out, on_trial=lambda record, cached: again.append(cached))
     assert again and all(again)  # nothing retrained
     assert [p.val_per_seed for p in rerun.plans] == [p.val_per_seed for p in result.plans]
