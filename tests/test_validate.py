@@ -326,7 +326,7 @@ def test_selector_costs_read_the_probe_log_once_per_trial_key(tmp_path):
     assert costs["d90"].source == str(log) and costs["d90"].text() == "2 trainings, 15 s"
     assert costs["constant"].trainings == 0 and costs["constant"].seconds < 1
     missing = selector_costs(rankings, str(tmp_path / "elsewhere.json"))["d90"]
-    assert math.isnan(missing.seconds) and missing.text() == "-"
+    assert math.isnan(missing.seconds) and missing.text() == "unknown (probe trial log not found)"
 
 
 def test_a_version_1_validation_file_migrates():

@@ -56,9 +56,13 @@ def _why_cannot_tell(a: "Agreement") -> str:
 
 def _agreement_sentence(a: "Agreement", method_name: str) -> str:
     here = _VERDICT_WORDS[a.verdict] + (_why_cannot_tell(a) if a.verdict == "cannot tell" else "")
-    tests = (f"p = {a.p_better:.2f} better, {a.p_worse:.2f} worse than random orders under its declared ties, "
-             f"{a.p_better_holm:.2f} and {a.p_worse_holm:.2f} after Holm over the selectors"
-             if math.isfinite(a.p_worse) else f"share of random orders at least as good: {a.p_better:.2f}")
+    if math.isfinite(a.p_worse):
+        tests = (f"p = {a.p_better:.2f} better, {a.p_worse:.2f} worse than random orders under its declared ties, "
+                 f"{a.p_better_holm:.2f} and {a.p_worse_holm:.2f} after Holm over the selectors")
+    elif math.isfinite(a.p_better):  # a version-1 file: the upper tail of the strict order only
+        tests = f"share of random orders at least as good: {a.p_better:.2f}"
+    else:
+        tests = "no permutation test: ρ is undefined"
     measured = f"; {a.n_measured} of {sum(len(c) for c in a.classes())} sets had a measured d90" \
         if a.n_measured is not None else ""
     cost = f"; it cost {a.cost.text()}" if a.cost is not None else ""

@@ -110,9 +110,9 @@ class Cost:
     source: str = ""
 
     def text(self) -> str:
-        """``6 trainings, 812 s`` (or ``no training, 3.1 s``; ``-`` when unknown)."""
+        """``6 trainings, 812 s`` (or ``no training, 3.1 s``; ``unknown (why)`` when the seconds are not known)."""
         if not math.isfinite(self.seconds):
-            return "-"
+            return f"unknown ({self.source})" if self.source else "unknown"
         what = f"{self.trainings:,} training{'s' if self.trainings != 1 else ''}" if self.trainings else "no training"
         return f"{what}, {self.seconds:,.0f} s" if self.seconds >= 10 else f"{what}, {self.seconds:.1f} s"
 
