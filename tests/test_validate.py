@@ -342,3 +342,12 @@ def test_a_version_1_validation_file_migrates():
     assert a.spearman_span == seed_span(a.order, v.sets, acc)[0]
     assert a.classes() == [[t] for t in a.order] and math.isnan(a.p_worse) and a.cost is None
     assert v.oracle_cost == {}
+
+
+def test_tie_classes_and_p_values_as_the_report_writes_them():
+    from petl_analysis.validate.result import format_classes, format_p
+
+    assert format_classes([["a"], ["b", "c", "d", "e", "f"]]) == "6 sets, 2 classes (1+5)"
+    assert format_classes([["a"], ["b"]]) == "2 sets, strict"
+    assert format_classes([["a", "b", "c"]]) == "3 sets, all tied"
+    assert format_p(0.0167, 0.15) == "0.017 (0.150)" and format_p(math.nan, math.nan) == "-"

@@ -44,10 +44,10 @@ def format_correlation(value: float, interval: list[float | None]) -> str:
 
 
 def format_p(p: float, corrected: float) -> str:
-    """``0.017 (0.10)``: a raw p-value and its Holm-corrected value (``-`` when undefined)."""
+    """``0.017 (0.153)``: a raw p-value and its Holm-corrected value (``-`` when undefined)."""
     if not math.isfinite(p):
         return "-"
-    return f"{p:.3f}" + (f" ({corrected:.2f})" if math.isfinite(corrected) else "")
+    return f"{p:.3f}" + (f" ({corrected:.3f})" if math.isfinite(corrected) else "")
 
 
 def format_classes(classes: list[list[str]]) -> str:
@@ -55,6 +55,8 @@ def format_classes(classes: list[list[str]]) -> str:
     n = sum(len(c) for c in classes)
     if len(classes) == n:
         return f"{n} sets, strict"
+    if len(classes) == 1:
+        return f"{n} sets, all tied"
     return f"{n} sets, {len(classes)} classes ({'+'.join(str(len(c)) for c in classes)})"
 
 
