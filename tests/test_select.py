@@ -67,6 +67,8 @@ def test_select_accepts_d90_acc_and_constant_beside_d90() -> None:
     from petl_analysis.select.run import _check_select
 
     _check_select(synthetic_probe(), ["d90+acc", "constant"])  # no error
+    ranking = run_select(synthetic_probe(), ["d90+acc"])  # read from the probe: no data, no model
+    assert ranking.selector == "d90" and ranking.details["proxies"]["d90+acc"]["spearman"] == pytest.approx(1.0)
     with pytest.raises(PetlError, match="unknown selector 'd90\\+acc'"):
         _check_select(None, ["d90+acc"])  # without a probe there is no d90
 
