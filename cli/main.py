@@ -683,7 +683,8 @@ def train(
 def select(
     probe_path: Optional[str] = option(None, "--probe", "-p", panel=FILES, help="ProbeResult JSON (from `probe`)."),
     proxy: Optional[str] = option("rgn,fisher,kappa,random", "--proxies", panel=METHOD, help="Proxy selectors to "
-                                  "compute beside d90 (rgn, fisher, kappa, gps, spt, apla, random)."),
+                                  "compute beside d90 (rgn, fisher, kappa, gps, spt, apla, constant, random; with a "
+                                  "probe also d90+acc)."),
     from_model: bool = option(False, "--from-model", panel=METHOD,
                               help="No probe: rank by the first proxy on --model/--dataset."),
     models: ModelOptions = Group(),
@@ -1043,8 +1044,9 @@ def run(
 def validate(
     probe_path: str = option(..., "--probe", panel=FILES,
                              help="ProbeResult JSON whose target sets and d90 ranking are validated."),
-    selectors: str = option("d90,rgn,fisher,kappa,gps,spt,apla", "--selectors", panel=METHOD,
-                            help="d90 and/or proxy selectors; random orders are always the floor."),
+    selectors: str = option("d90,d90+acc,rgn,fisher,kappa,gps,spt,apla,constant", "--selectors", panel=METHOD,
+                            help="d90, d90+acc (d90 with the best-accuracy tie-break) and/or proxy selectors "
+                            "(constant: the listing order); random orders are always the floor."),
     methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
     seeds: int = SeedsOpt(),
     budget: Optional[str] = option(None, "--oracle-budget", panel=METHOD, help="Budget of every oracle point: "

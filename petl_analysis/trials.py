@@ -275,6 +275,14 @@ def unique_train_time(records: Iterable[TrialRecord],
     return float(sum(seen.values()))
 
 
+def trial_cost(records: Iterable[TrialRecord]) -> tuple[int, float]:
+    """(trainings, seconds) of the finished trials in ``records``, each trial key counted once (a key appended twice,
+    e.g. by a resumed run, is one training). Every trial given counts: prune a log's stale trials first
+    (:mod:`petl_analysis.stale`) to cost one artefact alone."""
+    finished = [r for r in records if r.ok]
+    return len({r.key for r in finished}), unique_train_time(finished)
+
+
 def _finished(log: JsonlLog | MemoryLog) -> dict[str, TrialRecord]:
     """``key -> record`` of the log's finished trials."""
     return {r.key: r for r in read_records(log)}

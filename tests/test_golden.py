@@ -131,6 +131,9 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     from petl_analysis.validate import ValidationResult, run_validate
 
     root = REPORTS / name
+    if _stored_version(root / "validation.json") < ValidationResult.VERSION:
+        pytest.skip("written under an older validation protocol (version 1: ties broken, no Holm, no cost); the "
+                    "reports are regenerated under the issue-25 protocol, which re-derives them")
     committed = ValidationResult.load(root / "validation.json")
     probe = ProbeResult.load(ROOT / committed.probe_source)
 
@@ -185,6 +188,22 @@ REPORT_SOURCES = {
 }
 
 
+VALIDATION_HEADING = "## Does the ranking predict?"
+
+
+def _stored_version(path: Path) -> int:
+    return int(json.loads(Path(path).read_text())["version"])
+
+
+def _without_section(markdown: str, heading: str) -> str:
+    """``markdown`` less the level-2 section that starts with ``heading`` (up to the next level-2 heading)."""
+    if heading not in markdown:
+        return markdown
+    head, rest = markdown.split(heading, 1)
+    tail = rest.split("\n## ", 1)
+    return head + ("\n## " + tail[1] if len(tail) > 1 else "")
+
+
 @pytest.mark.parametrize("name", sorted(REPORT_SOURCES))
 def test_committed_report_regenerates_identically(name, tmp_path, single_thread):
     from petl_analysis.probe import ProbeResult
@@ -200,15 +219,20 @@ def test_committed_report_regenerates_identically(name, tmp_path, single_thread)
 
     files = write_report(load(SweepResult, sweep), load(ProbeResult, probe), tmp_path,
                          ranking=load(Ranking, ranking), validation=load(ValidationResult, validation), dpi=20)
+    # A validation file of an older protocol version renders its section anew (new columns, words): every other
+    # section must still come out identically.
+    old_validation = validation and _stored_version(REPORTS / validation) < ValidationResult.VERSION
     compared = 0
     for table in ("report.md", "probe.csv", "points.csv"):
         committed = REPORTS / folder / table
         if committed.exists():
-            got = (tmp_path / table).read_text()
+            new, old = (tmp_path / table).read_text(), committed.read_text()
             if table == "report.md":  # the row that says how many more labels the probe read (issue 25, item 7) is
                 # new since the committed reports, which the protocol of issue 25 regenerates
-                got = "".join(line for line in got.splitlines(keepends=True) if not line.startswith("| probe labels |"))
-            assert got == committed.read_text(), f"{folder}/{table} changed"
+                new = "".join(line for line in new.splitlines(keepends=True) if not line.startswith("| probe labels |"))
+            if table == "report.md" and old_validation:
+                new, old = _without_section(new, VALIDATION_HEADING), _without_section(old, VALIDATION_HEADING)
+            assert new == old, f"{folder}/{table} changed"
             compared += 1
     assert compared >= 2 and files.markdown == tmp_path / "report.md"
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -19,6 +20,57 @@ def test_d90_ranking_order_ties_and_not_reached(tmp_path) -> None:
     assert not by["attn.proj"].reached and by["attn.proj"].d90 is None
     path = ranking.save(tmp_path / "r.json")
     assert Ranking.load(path) == ranking
+
+
+def test_d90_declares_its_unreached_sets_one_tie_class_and_d90_acc_breaks_it_by_accuracy() -> None:
+    from helpers import below_grid_probe
+
+    from petl_analysis.select import PROBE_SELECTORS
+
+    probe = below_grid_probe(all_below=False)  # attn.v, mlp.fc1 reached (d90 <= 4), attn.q not
+    probe.targets.append(dataclasses.replace(probe.targets[2], target="attn.k", val_mean=[0.5, 0.6, 0.9]))
+    d90 = PROBE_SELECTORS.get("d90")(probe)
+    assert d90.tie_groups() == [["attn.v", "mlp.fc1"], ["attn.k", "attn.q"]]  # equal d90s tie; unreached tie, last
+    assert d90.midranks() == {"attn.v": 1.5, "mlp.fc1": 1.5, "attn.k": 3.5, "attn.q": 3.5}
+    assert d90.order() == ["attn.v", "mlp.fc1", "attn.k", "attn.q"]  # label order inside, what a planner follows
+    assert d90.details["n_measured"] == 2 and d90.selector == "d90"
+    acc = PROBE_SELECTORS.get("d90+acc")(probe)
+    assert acc.selector == "d90+acc" and all(e.group == 0 for e in acc.entries)  # a strict order, no declared tie
+    assert acc.order() == [t.target for t in probe.ranked()]
+    assert acc.order()[2:] == ["attn.k", "attn.q"] and acc.tie_groups()[2:] == [["attn.k"], ["attn.q"]]
+    probe.targets[-1].val_mean = [0.5, 0.5, 0.5]  # attn.k now trains worse at d = D: d90+acc moves it, d90 does not
+    assert PROBE_SELECTORS.get("d90+acc")(probe).order()[2:] == ["attn.q", "attn.k"]
+    assert PROBE_SELECTORS.get("d90")(probe).order() == d90.order()
+
+
+def test_proxy_ties_apla_tail_and_the_constant_order() -> None:
+    from petl_analysis.models import ModelSpec, create_model
+
+    net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
+    sets = {"mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)], "attn.v": [f"blocks.{b}.attn.v" for b in range(4)],
+            "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)], "mixed": ["blocks.0.attn.proj", "blocks.0.mlp.fc2"]}
+    spec = synthetic_probe().model
+    apla = rank_by_proxy("apla", net, None, sets, model_spec=spec)
+    # the rule names attn.proj only: the partly-proj set is not "second", it is in the tied tail
+    assert apla.tie_groups() == [["attn.proj"], ["mixed", "attn.v", "mlp.fc1"]]
+    assert apla.order() == ["attn.proj", "mixed", "attn.v", "mlp.fc1"]  # scores then labels, for the planner
+    constant = rank_by_proxy("constant", net, None, sets, model_spec=spec)
+    assert constant.order() == list(sets) and constant.tie_groups() == [[s] for s in sets]
+    assert constant.details["compute_s"] >= 0
+    # equal proxy scores tie: two sets listed twice under other names score exactly alike under kappa
+    twins = {"a": sets["attn.v"], "b": sets["attn.v"], "c": sets["mlp.fc1"]}
+    kappa = rank_by_proxy("kappa", net, None, twins, model_spec=spec)
+    assert ["a", "b"] in kappa.tie_groups() and len(kappa.tie_groups()) == 2
+
+
+def test_select_accepts_d90_acc_and_constant_beside_d90() -> None:
+    from petl_analysis.select.run import _check_select
+
+    _check_select(synthetic_probe(), ["d90+acc", "constant"])  # no error
+    ranking = run_select(synthetic_probe(), ["d90+acc"])  # read from the probe: no data, no model
+    assert ranking.selector == "d90" and ranking.details["proxies"]["d90+acc"]["spearman"] == pytest.approx(1.0)
+    with pytest.raises(PetlError, match="unknown selector 'd90\\+acc'"):
+        _check_select(None, ["d90+acc"])  # without a probe there is no d90
 
 
 def test_correlations() -> None:
@@ -110,6 +162,9 @@ def test_probe_table_ranking_and_report_share_one_d90_order():
     expected = ["attn.q", "mlp.fc1", "attn.v"]
     assert [t.target for t in probe.ranked()] == expected
     assert [r["target"] for r in probe.table()] == expected
-    assert rank_from_probe(probe).order() == expected
+    assert rank_from_probe(probe, tie_break="accuracy").order() == expected  # d90+acc: the probe table's order
     assert [r.target for r in probe_rows(probe)] == expected
-    assert [t.target for t in probe.ranked(classic=True)] == rank_from_probe(probe, classic=True).order()
+    assert ([t.target for t in probe.ranked(classic=True)]
+            == rank_from_probe(probe, classic=True, tie_break="accuracy").order())
+    # d90 itself declares the equal d90s one tie class (ordered by label inside, not by accuracy)
+    assert rank_from_probe(probe).tie_groups() == [["attn.q", "attn.v", "mlp.fc1"]]

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
 from petl_analysis.cli.main import app
@@ -20,15 +21,20 @@ from petl_analysis.report import write_report
 from petl_analysis.task import DataSpec
 from petl_analysis.validate import (
     ValidationResult,
+    agreement_stats,
     agreement_verdict,
-    bootstrap_correlation,
     default_budgets,
+    holm,
+    image_bootstrap,
     oracle_order,
+    permutation_test,
     random_null,
     rank_correlation,
     run_validate,
+    seed_span,
     top_k_overlap,
 )
+from petl_analysis.validate.agreement import seed_resamples, smallest_p
 
 LABELS = ["a", "b", "c", "d"]
 ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
@@ -40,12 +46,15 @@ RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eva
 
 def test_perfect_and_reversed_orders():
     assert oracle_order(LABELS, ACC) == LABELS
-    perfect = bootstrap_correlation(LABELS, LABELS, ACC)
+    perfect = agreement_stats(LABELS, LABELS, ACC)
     assert perfect.spearman == pytest.approx(1.0) and perfect.kendall == pytest.approx(1.0)
-    assert perfect.spearman_ci == [pytest.approx(1.0), pytest.approx(1.0)]
-    assert perfect.p_random == pytest.approx(1 / 24)  # only the identity among the 4! orders reaches rho = 1
-    reverse = bootstrap_correlation(LABELS[::-1], LABELS, ACC)
-    assert reverse.spearman == pytest.approx(-1.0) and reverse.p_random == pytest.approx(1.0)
+    assert perfect.spearman_span == [pytest.approx(1.0), pytest.approx(1.0)]
+    # only the identity among the 4! orders reaches rho = 1, only it reaches rho <= 1 ... all 24 do
+    assert perfect.test.p_better == pytest.approx(1 / 24) and perfect.test.p_worse == pytest.approx(1.0)
+    assert perfect.test.exact and perfect.test.permutations == 24
+    reverse = agreement_stats(LABELS[::-1], LABELS, ACC)
+    assert reverse.spearman == pytest.approx(-1.0)
+    assert reverse.test.p_better == pytest.approx(1.0) and reverse.test.p_worse == pytest.approx(1 / 24)
 
 
 def test_correlation_is_computed_on_validation_means_not_on_order_of_labels():
@@ -54,13 +63,77 @@ def test_correlation_is_computed_on_validation_means_not_on_order_of_labels():
     assert rank_correlation(LABELS, labels, acc.mean(1)) == pytest.approx((1.0, 1.0))
 
 
-def test_bootstrap_interval_needs_two_seeds_and_reflects_noise():
-    one = bootstrap_correlation(LABELS, LABELS, ACC[:, :1])
-    assert one.spearman_ci == [None, None] and one.n_seeds == 1
-    # Two sets swap order across seeds: the interval must widen to include disagreement.
-    noisy = np.array([[0.9, 0.7, 0.9], [0.7, 0.9, 0.7], [0.5, 0.5, 0.5], [0.3, 0.3, 0.3]])
-    corr = bootstrap_correlation(LABELS, LABELS, noisy)
-    assert corr.spearman == pytest.approx(1.0) and corr.spearman_ci[0] < 1.0
+def test_declared_ties_are_midranks_and_the_permutation_test_keeps_them():
+    # "a" first, then b, c, d declared tied (midrank 3): rho = corr([-1, -3, -3, -3], oracle) = 0.7746 whatever the
+    # order inside the class; by hand over the 24 assignments of the scores 4 > 3 > 2 > 1: rho depends only on which
+    # score lands on "a": score 4 (6 assignments) gives 0.7746, so p_better = 6/24; every one is <= it, p_worse = 1.
+    classes = [["a"], ["b", "c", "d"]]
+    score = np.array([4.0, 3.0, 2.0, 1.0])
+    rho, tau = rank_correlation(classes, LABELS, score)
+    assert rho == pytest.approx(math.sqrt(0.6)) and tau == pytest.approx(math.sqrt(0.5))
+    for inside in (["b", "c", "d"], ["d", "c", "b"]):  # the strict order inside the class is not read
+        assert rank_correlation([["a"], inside], LABELS, score) == pytest.approx((rho, tau))
+    test = permutation_test(classes, LABELS, score)
+    assert (test.p_better, test.p_worse, test.permutations, test.exact) == (pytest.approx(0.25), pytest.approx(1.0),
+                                                                           24, True)
+    brute = [stats.spearmanr([-1, -3, -3, -3], score[list(p)]).statistic for p in itertools.permutations(range(4))]
+    assert test.p_better == pytest.approx(np.mean(np.array(brute) >= rho - 1e-9))
+    # broken ties would claim more: the strict order a, b, c, d reaches p = 1/24
+    assert permutation_test(LABELS, LABELS, score).p_better == pytest.approx(1 / 24)
+    # the "a" on the worst score: lower tail 6/24
+    assert permutation_test([["d"], ["a", "b", "c"]], LABELS, score).p_worse == pytest.approx(0.25)
+
+
+def test_rho_is_undefined_when_everything_is_tied():
+    assert all(math.isnan(x) for x in rank_correlation([LABELS], LABELS, np.array([4.0, 3, 2, 1])))
+    assert all(math.isnan(x) for x in rank_correlation(LABELS, LABELS, np.ones(4)))
+    t = permutation_test([LABELS], LABELS, np.array([4.0, 3, 2, 1]))
+    assert math.isnan(t.p_better) and math.isnan(t.p_worse)
+
+
+def test_permutations_are_drawn_with_a_fixed_seed_above_the_exact_limit():
+    labels = [f"s{i}" for i in range(9)]  # 9! = 362,880 > 50,000: seeded draws
+    score = np.arange(9.0)[::-1]
+    a, b = permutation_test(labels, labels, score), permutation_test(labels, labels, score)
+    assert not a.exact and a.permutations == 50_000 and a.p_better == b.p_better
+    assert a.p_better == pytest.approx(1 / 50_001)  # only the observed reaches rho = 1 (counted once, as scipy does)
+
+
+def test_smallest_p_of_a_tie_structure():
+    assert smallest_p([["a"], ["b", "c", "d"]]) == pytest.approx(6 / 24)
+    assert smallest_p([[x] for x in "abcdef"]) == pytest.approx(1 / 720)
+    assert smallest_p([["a"], list("bcdef")]) == pytest.approx(1 / 6)  # animals d90: one set reached the bar
+
+
+def test_holm_on_known_p_values():
+    # sorted 0.01, 0.03, 0.04 of m = 3: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06; nan is no test
+    assert holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(holm([0.01, 0.04, 0.03, math.nan])[3])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])
+
+
+def test_seed_span_enumerates_every_seed_resample():
+    assert seed_resamples(2) == [(0, 0), (0, 1), (1, 1)]
+    assert len(seed_resamples(3)) == 10
+    one_rho, one_tau, n = seed_span(LABELS, LABELS, ACC[:, :1])
+    assert one_rho == [None, None] and n == 0
+    # Two seeds that disagree on a vs b: resamples (0,0) rho 1, (1,1) rho 0.8, (0,1) the mean (a ahead): rho 1.
+    acc = np.array([[0.9, 0.7], [0.7, 0.8], [0.5, 0.5], [0.3, 0.3]])
+    rho, tau, n = seed_span(LABELS, LABELS, acc)
+    assert n == 3 and rho == [pytest.approx(0.8), pytest.approx(1.0)] and tau == [pytest.approx(2 / 3), pytest.approx(1.0)]
+
+
+def test_image_bootstrap_is_paired_across_sets():
+    # Nested sets: each set gets right every image the next one does, plus 20 of 1,000 (2 points apart). A draw of
+    # images shared by all sets keeps that order in every draw; drawing each set's images apart (unpaired) would
+    # swap neighbours often (the sampling sd of one accuracy is ~1.6 points).
+    u = np.random.default_rng(0).random(1000)
+    correct = np.stack([np.stack([u < t] * 2) for t in (0.53, 0.51, 0.49, 0.47)])  # [set, seed, image]
+    assert image_bootstrap(LABELS, LABELS, correct, n_boot=100) == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert image_bootstrap(LABELS[::-1], LABELS, correct, n_boot=100) == [pytest.approx(-1.0), pytest.approx(-1.0)]
+    with pytest.raises(ValueError, match="set, seed, image"):
+        image_bootstrap(LABELS, LABELS, correct[:, 0])
 
 
 def test_random_null_is_exact_and_centred():
@@ -82,12 +155,13 @@ def test_top_k_overlap():
     assert top_k_overlap(["c", "a", "b"], ["a", "b", "c"], 2) == 0.5
 
 
-def test_verdicts():
-    assert agreement_verdict(0.01, [0.4, 0.9], 0.8) == "better than random"
-    assert agreement_verdict(0.01, [-0.1, 0.9], 0.8) == "no better than random"  # seeds disagree
-    assert agreement_verdict(0.20, [0.1, 0.9], 0.6) == "no better than random"  # random orders do as well
-    assert agreement_verdict(0.99, [-0.9, -0.2], -0.7) == "worse than random"
-    assert agreement_verdict(math.nan, [None, None], math.nan) == "undefined"
+def test_verdicts_read_the_corrected_p_values():
+    assert agreement_verdict(0.01, 0.99, 0.8, 1 / 720) == "better than random"
+    assert agreement_verdict(0.20, 0.80, 0.6, 1 / 720) == "no better than random"  # random orders do as well
+    assert agreement_verdict(0.99, 0.01, -0.7, 1 / 720) == "worse than random"  # its own lower-tail test
+    assert agreement_verdict(0.99, 0.20, -0.7, 1 / 720) == "no better than random"  # negative rho alone is not "worse"
+    assert agreement_verdict(math.nan, math.nan, math.nan) == "cannot tell"
+    assert agreement_verdict(0.17, 0.9, 0.9, 1 / 6) == "cannot tell"  # the declared ties leave no significant outcome
 
 
 def test_default_budgets_bracket_the_oracle_budget():
@@ -107,7 +181,7 @@ def _probe():
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("validate") / "validation.json"
     seen: list[bool] = []
-    result = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+    result = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, random_draws=2, recipe=RECIPE,
                           budgets=[2_000], out=out, on_trial=lambda record, cached: seen.append(cached))
     return result, out, seen
 
@@ -125,17 +199,33 @@ def test_oracle_adapts_each_set_alone_at_a_matched_budget(study):
 def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
     result, _, _ = study
     assert {(a.selector, a.method) for a in result.agreement} == {
-        (s, m) for s in ("d90", "apla", "kappa") for m in ("kadaptation", "lora")}
+        (s, m) for s in ("d90", "d90+acc", "apla", "kappa", "constant") for m in ("kadaptation", "lora")}
     for a in result.agreement:
         acc = np.array([next(e.val_per_seed for e in result.oracle if e.method == a.method and e.target == t)
                         for t in result.sets])
-        again = bootstrap_correlation(a.order, result.sets, acc)
+        again = agreement_stats(a.tie_classes, result.sets, acc)
         assert (a.spearman, a.kendall) == pytest.approx((again.spearman, again.kendall), nan_ok=True)
+        assert (a.p_better, a.p_worse) == pytest.approx((again.test.p_better, again.test.p_worse), nan_ok=True)
+        family = [b for b in result.agreement if b.method == a.method]
+        i = family.index(a)
+        assert a.p_better_holm == pytest.approx(holm([b.p_better for b in family])[i], nan_ok=True)
+        assert a.p_worse_holm == pytest.approx(holm([b.p_worse for b in family])[i], nan_ok=True)
         spread = float(np.ptp(acc.mean(1))) * result.n_val
-        expected = "sets tied" if result.n_val and spread < 2 else agreement_verdict(again.p_random, again.spearman_ci, again.spearman)
+        expected = "sets tied" if result.n_val and spread < 2 else agreement_verdict(
+            a.p_better_holm, a.p_worse_holm, again.spearman, smallest_p(a.tie_classes))
         assert a.verdict == expected
     d90 = next(a for a in result.agreement if a.selector == "d90")
     assert d90.order == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]  # the synthetic probe's d90 order
+    assert d90.n_measured == sum(t.d90.reached for t in _probe().targets)
+    assert next(a for a in result.agreement if a.selector == "d90+acc").n_measured == d90.n_measured
+    constant = next(a for a in result.agreement if a.selector == "constant")
+    assert constant.order == result.sets and constant.cost.trainings == 0  # the listing order, for nothing
+    apla = next(a for a in result.agreement if a.selector == "apla")
+    assert apla.tie_classes == [["attn.proj"], ["attn.q", "attn.v", "mlp.fc1"]]  # the rule names only attn.proj
+    kappa = next(a for a in result.agreement if a.selector == "kappa")
+    assert kappa.cost.trainings == 0 and kappa.cost.seconds > 0 and d90.cost.trainings == 0  # no probe log here
+    for m in ("kadaptation", "lora"):
+        assert result.oracle_cost[m].trainings == 2 * len(result.sets) and result.oracle_cost[m].seconds > 0
 
 
 def test_regret_is_zero_for_the_best_plan_and_shared_plans_train_once(study):
@@ -157,7 +247,7 @@ def test_artefact_round_trip_and_resume(study, tmp_path):
     loaded = ValidationResult.load(out)
     assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
     again: list[bool] = []
-    rerun = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+    rerun = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, random_draws=2, recipe=RECIPE,
                          budgets=[2_000], out=out, on_trial=lambda record, cached: again.append(cached))
     assert again and all(again)  # nothing retrained
     assert [p.val_per_seed for p in rerun.plans] == [p.val_per_seed for p in result.plans]
@@ -206,6 +296,58 @@ def test_p_value_counts_orders_tied_with_the_observed_rho():
     labels = list("abcdef")
     acc = np.linspace(0.9, 0.4, 6)[:, None]
     swapped = ["a", "b", "c", "d", "f", "e"]
-    assert bootstrap_correlation(swapped, labels, acc).p_random == pytest.approx(6 / 720)
+    assert agreement_stats(swapped, labels, acc).test.p_better == pytest.approx(6 / 720)
     two_swaps = ["b", "a", "c", "d", "f", "e"]
-    assert bootstrap_correlation(two_swaps, labels, acc).p_random == pytest.approx(12 / 720)
+    assert agreement_stats(two_swaps, labels, acc).test.p_better == pytest.approx(12 / 720)
+
+
+def test_selector_costs_read_the_probe_log_once_per_trial_key(tmp_path):
+    from petl_analysis.select import PROBE_SELECTORS, rank_by_proxy
+    from petl_analysis.validate.run import selector_costs
+
+    probe = _probe()
+    path = tmp_path / "probe.json"
+    probe.save(path)
+    log = tmp_path / "probe.json.trials.jsonl"
+    lines = [{"key": "k1", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 10.0},
+             {"key": "k2", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 5.0},
+             {"key": "k1", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 10.0},
+             {"key": "k3", "kind": "subspace", "status": "failed", "payload": {}, "error": "x"}]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    from petl_analysis.models import create_model
+
+    net = create_model(probe.model)
+    rankings = {"d90": PROBE_SELECTORS.get("d90")(probe), "d90+acc": PROBE_SELECTORS.get("d90+acc")(probe),
+                "constant": rank_by_proxy("constant", net, None, {t.target: t.units for t in probe.targets},
+                                          model_spec=probe.model)}
+    costs = selector_costs(rankings, str(path))
+    # k1 logged twice (a resumed run) is one training; the failed k3 trained nothing that counts
+    assert (costs["d90"].trainings, costs["d90"].seconds) == (2, 15.0) and costs["d90+acc"] == costs["d90"]
+    assert costs["d90"].source == str(log) and costs["d90"].text() == "2 trainings, 15 s"
+    assert costs["constant"].trainings == 0 and costs["constant"].seconds < 1
+    missing = selector_costs(rankings, str(tmp_path / "elsewhere.json"))["d90"]
+    assert math.isnan(missing.seconds) and missing.text() == "unknown (probe trial log not found)"
+
+
+def test_a_version_1_validation_file_migrates():
+    import pathlib
+
+    v1 = json.loads((pathlib.Path(__file__).parents[1] / "reports/demo/animals/validation.json").read_text())
+    assert v1["version"] == 1
+    v = ValidationResult.from_dict(v1)
+    a = v.agreement[0]
+    assert a.p_better == v1["agreement"][0]["p_random"]
+    # the random-bootstrap "95%" interval is not relabelled: the span is recomputed over every seed resample
+    acc = np.array([next(e.val_per_seed for e in v.oracle if e.method == a.method and e.target == t) for t in v.sets])
+    assert a.spearman_span == seed_span(a.order, v.sets, acc)[0]
+    assert a.classes() == [[t] for t in a.order] and math.isnan(a.p_worse) and a.cost is None
+    assert v.oracle_cost == {}
+
+
+def test_tie_classes_and_p_values_as_the_report_writes_them():
+    from petl_analysis.validate.result import format_classes, format_p
+
+    assert format_classes([["a"], ["b", "c", "d", "e", "f"]]) == "6 sets, 2 classes (1+5)"
+    assert format_classes([["a"], ["b"]]) == "2 sets, strict"
+    assert format_classes([["a", "b", "c"]]) == "3 sets, all tied"
+    assert format_p(0.0167, 0.15) == "0.017 (0.150)" and format_p(math.nan, math.nan) == "-"

@@ -25,6 +25,13 @@ def images_apart(high: float, low: float, n_val: int) -> float:
     return round((high - low) * n_val, 6)
 
 
+def sample_std(values) -> float:
+    """Sample standard deviation (ddof = 1) of per-seed values: the spread a verdict compares a difference with.
+    nan with fewer than 2 values (no spread measured)."""
+    values = [float(v) for v in values]
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan
+
+
 @dataclass
 class Baseline:
     """A baseline per seed: validation accuracy (what the thresholds read) and test accuracy (reported only)."""
@@ -36,6 +43,13 @@ class Baseline:
     test_mean: float
     test_std: float
     trainable: int
+
+    @property
+    def val_spread(self) -> float:
+        """Sample std (ddof = 1) of the validation accuracy over seeds, 0 with one seed: what verdicts compare with
+        (``val_std`` is the stored population std, kept for the artefact's readers)."""
+        s = sample_std(self.val_per_seed)
+        return 0.0 if math.isnan(s) else s
 
     @classmethod
     def from_seeds(cls, val: list[float], test: list[float], trainable: int) -> "Baseline":
@@ -114,8 +128,8 @@ class ProbeResult(Artefact):
 
     def unresolved_gain(self) -> str | None:
         """:func:`unresolved_gain` of this probe's floor and ceiling (None: d90s can order the targets)."""
-        return unresolved_gain((self.floor.val_mean, self.floor.val_std),
-                               (self.ceiling.val_mean, self.ceiling.val_std), self.n_val)
+        return unresolved_gain((self.floor.val_mean, self.floor.val_spread),
+                               (self.ceiling.val_mean, self.ceiling.val_spread), self.n_val)
 
     def ranked(self, classic: bool = False) -> list[TargetResult]:
         """Targets in the one d90 order (:func:`~petl_analysis.probe.d90.rank_key`): gain-normalised d90 ascending
@@ -142,7 +156,7 @@ class ProbeResult(Artefact):
 def unresolved_gain(floor: tuple[float, float], ceiling: tuple[float, float], n_val: int = 0) -> str | None:
     """Why the ceiling's gain over the floor is too small to normalise d90 by, or None when it is resolved.
 
-    ``floor`` and ``ceiling`` are (mean, std over seeds) validation accuracies (fractions) of the head alone and of
+    ``floor`` and ``ceiling`` are (mean, sample std over seeds, ddof = 1) validation accuracies (fractions) of the head alone and of
     full fine-tuning; ``n_val`` the validation images each is scored on (0: unknown). The gain is unresolved when
     it is not positive, under :data:`RESOLVED_IMAGES` validation images, or within the seeds' spread: the
     gain-normalised threshold then sits inside the noise and d90s do not order the targets.

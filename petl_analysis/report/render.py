@@ -478,7 +478,7 @@ def _probe_section(builder: _Builder, probe, rows: list[ProbeRow], ranking) -> l
             line += ["-" if r.ranking_rank is None else str(r.ranking_rank), ", ".join(r.tied_with) or "-"]
         table.append(line)
     blocks.append(Table(header, table, numeric={0, 2, 3, 5, 6, 7, 8}))
-    blocks.append(Bullets(probe_verdict(rows, (floor.val_mean, floor.val_std), (ceiling.val_mean, ceiling.val_std),
+    blocks.append(Bullets(probe_verdict(rows, (floor.val_mean, floor.val_spread), (ceiling.val_mean, ceiling.val_spread),
                                         n_val=probe.n_val)))
     title = f"Accuracy vs subspace dimension: {probe.model.name} on {probe.data.dataset}"
     png = plots.id_curves(probe, title=title, dpi=builder.dpi)

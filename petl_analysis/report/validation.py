@@ -12,7 +12,7 @@ from .document import Block, Bullets, Heading, Image, Paragraph, Table
 
 from ..probe import RESOLVED_IMAGES
 from ..probe.result import images_apart
-from ..validate.result import format_correlation
+from ..validate.result import format_classes, format_correlation, format_p
 
 if TYPE_CHECKING:
     from ..validate import Agreement, ValidationResult
@@ -25,21 +25,49 @@ def _pts(x: float) -> str:
 
 
 def oracle_spread(v: "ValidationResult", method: str) -> tuple[float, float]:
-    """(best - worst set, mean seed std) of a method's oracle, in accuracy fractions: if the first is not clearly
-    above the second, the sets adapt equally well and no ranking can be judged right or wrong."""
+    """(best - worst set, mean sample std over seeds, ddof = 1) of a method's oracle, in accuracy fractions: if the
+    first is not clearly above the second, the sets adapt equally well and no ranking can be judged right or wrong
+    (nan spread with one seed)."""
     entries = v.oracle_of(method)
     means = [e.val_mean for e in entries]
     return (max(means) - min(means), float(np.mean([e.val_std for e in entries])))
 
 
+#: What each verdict says, in the report's words (``undefined``: files written before "cannot tell").
+_VERDICT_WORDS = {
+    "better than random": "is **better than random** here",
+    "no better than random": "is **no better than random** here",
+    "worse than random": "is **worse than random** here (the sets it ranks first adapt worse)",
+    "cannot tell": "**cannot be told** from random here",
+    "undefined": "**cannot be told** from random here (the oracle sets are all equal)",
+    "sets tied": "cannot be judged here (the sets are fewer than 2 validation images apart)",
+}
+
+
+def _why_cannot_tell(a: "Agreement") -> str:
+    classes = a.classes()
+    if not math.isfinite(a.spearman):
+        return " (ρ is undefined: too few sets, or every set tied in the oracle or in the selector's order)"
+    if len(classes) < sum(len(c) for c in classes):
+        return (f" (its order declares {len(classes)} tie classes of {sum(len(c) for c in classes)} sets: even a "
+                "perfect match with the oracle could not be told from chance)")
+    return ""
+
+
 def _agreement_sentence(a: "Agreement", method_name: str) -> str:
-    here = {"better than random": "**predicts** the oracle order",
-            "no better than random": "is **no better than random** here",
-            "worse than random": "is **worse than random** here (it ranks the sets that adapt best last)",
-            "undefined": "cannot be judged (the oracle sets are all equal)",
-            "sets tied": "cannot be judged here (the sets are fewer than 2 validation images apart)"}[a.verdict]
-    return (f"`{a.selector}` {here}: Spearman ρ = {format_correlation(a.spearman, a.spearman_ci)} against the {method_name} "
-            f"oracle (share of random orders at least as good: {a.p_random:.2f}); its first set is "
+    here = _VERDICT_WORDS[a.verdict] + (_why_cannot_tell(a) if a.verdict == "cannot tell" else "")
+    if math.isfinite(a.p_worse):
+        tests = (f"p = {a.p_better:.2f} better, {a.p_worse:.2f} worse than random orders under its declared ties, "
+                 f"{a.p_better_holm:.2f} and {a.p_worse_holm:.2f} after Holm over the selectors")
+    elif math.isfinite(a.p_better):  # a version-1 file: the upper tail of the strict order only
+        tests = f"share of random orders at least as good: {a.p_better:.2f}"
+    else:
+        tests = "no permutation test: ρ is undefined"
+    measured = f"; {a.n_measured} of {sum(len(c) for c in a.classes())} sets had a measured d90" \
+        if a.n_measured is not None else ""
+    cost = f"; it cost {a.cost.text()}" if a.cost is not None else ""
+    return (f"`{a.selector}` {here}: Spearman ρ = {format_correlation(a.spearman, a.spearman_span)} against the "
+            f"{method_name} oracle ({tests}){measured}{cost}; its first set is "
             f"{'the oracle best' if a.top_k[0] == 1 else f'{_pts(a.top1_regret)} points below the oracle best'}.")
 
 
@@ -62,15 +90,19 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
     setup = Paragraph(
         f"Each of the {len(v.sets)} target sets was adapted **alone** at a matched budget of {v.budget:,} trainable "
         f"parameters (head excluded) with {', '.join(v.methods)}, over {seeds} seed{'s' if seeds != 1 else ''}, and "
-        "scored on validation: the oracle. Every selector's order is compared with it (rank correlations with a "
-        "seed-bootstrap interval, a permutation test against random orders), and each selector's plan is trained "
+        "scored on validation: the oracle. Every selector's order is compared with it (rank correlations on "
+        "midranks with their seed span, permutation tests under the selector's declared ties, Holm-corrected over "
+        "the selectors), beside what the selector cost, and each selector's plan is trained "
         f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} (regret = validation accuracy "
         f"of the best plan trained at that budget minus the selector's; random orders give the floor). Validation "
         "decides throughout; test accuracy is in the artefact only.")
     spread, noise = oracle_spread(v, primary)
     verdicts = []
     images = images_apart(spread, 0.0, v.n_val)
-    if v.n_val and images < RESOLVED_IMAGES:
+    if not math.isfinite(noise):
+        verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst); with one "
+                        "seed there is no seed spread to compare that with: cannot tell whether the sets differ.")
+    elif v.n_val and images < RESOLVED_IMAGES:
         verdicts.append(f"The {primary} oracle separates the sets by {_pts(spread)} points (best − worst), fewer than "
                         f"{RESOLVED_IMAGES} of the {v.n_val:,} validation images ({images:.1f}): the sets adapt equally "
                         "well here, and the agreement below orders near-ties: no verdict is given.")
@@ -88,28 +120,42 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
 
 
 def _agreement_blocks(v: "ValidationResult") -> list[Block]:
-    """Each selector's agreement with the oracle, and what a random order gets."""
-    header = ["selector", "oracle", "Spearman ρ [95%]", "Kendall τ [95%]", "p vs random", "top-1", "top-3",
-              "top-1 regret (pts)", "verdict"]
+    """Each selector's agreement with the oracle, its cost beside it, and what a random order gets."""
+    header = ["selector", "oracle", "tie classes", "Spearman ρ [seed span]", "Kendall τ [seed span]",
+              "p better (Holm)", "p worse (Holm)", "top-1", "top-3", "top-1 regret (pts)", "cost", "verdict"]
     rows = []
     for a in v.agreement:
-        rows.append([f"`{a.selector}`", a.method, format_correlation(a.spearman, a.spearman_ci),
-                     format_correlation(a.kendall, a.kendall_ci),
-                     f"{a.p_random:.3f}", f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
-                     _pts(a.top1_regret), a.verdict])
+        rows.append([f"`{a.selector}`", a.method, format_classes(a.classes())
+                     + (f"; d90 measured for {a.n_measured}" if a.n_measured is not None else ""),
+                     format_correlation(a.spearman, a.spearman_span), format_correlation(a.kendall, a.kendall_span),
+                     format_p(a.p_better, a.p_better_holm), format_p(a.p_worse, a.p_worse_holm),
+                     f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
+                     _pts(a.top1_regret), a.cost.text() if a.cost is not None else "-", a.verdict])
     for m in v.methods:
         r = v.random.get(m)
         if r:
             lo, hi = r["spearman_95"]
-            rows.append(["random (expected)", m, f"{r['spearman_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", "-", "-",
-                         f"{r['top_k'][0]:.0%}", f"{r['top_k'][-1]:.0%}" if len(r["top_k"]) >= 3 else "-",
-                         _pts(r["top1_regret"]), "-"])
+            rows.append(["random (expected)", m, "-", f"{r['spearman_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", "-", "-",
+                         "-", f"{r['top_k'][0]:.0%}", f"{r['top_k'][-1]:.0%}" if len(r["top_k"]) >= 3 else "-",
+                         _pts(r["top1_regret"]), "no training, 0.0 s", "-"])
+    for m, c in v.oracle_cost.items():
+        rows.append(["oracle (its own cost)", m, "-", "-", "-", "-", "-", "-", "-", "-", c.text(), "-"])
+    tested = next((a for a in v.agreement if math.isfinite(a.p_worse)), None)
+    how = ("" if tested is None else
+           f" p-values permute which set gets which oracle score, keeping the selector's declared tie classes "
+           f"({'all' if tested.exact else tested.permutations} permutations"
+           f"{'' if tested.exact else ', seeded draws'}); in brackets, Holm-corrected over the "
+           f"{sum(a.method == tested.method for a in v.agreement)} selectors, per oracle method and tail. A selector "
+           "whose ties leave no outcome significant even uncorrected is \"cannot tell\".")
     return [Heading("Agreement with the oracle", 3),
-            Paragraph("ρ, τ > 0: sets ranked earlier adapt better. Intervals resample the oracle's seeds "
-                      f"({len(v.seeds)} seeds allow few distinct resamples: the interval says how stable the oracle "
-                      "order is, not a population interval). \"random (expected)\": a uniformly random order (its ρ "
-                      "range is the central 95% of all orders)."),
-            Table(header, rows, numeric={2, 3, 4, 5, 6, 7})]
+            Paragraph("ρ, τ > 0: sets ranked earlier adapt better; ties a selector declares (d90's unreached sets, the "
+                      "tail of a rule that names only its first set, equal proxy scores) are kept as midranks. "
+                      f"Seed span: min..max over every resample of the oracle's {len(v.seeds)} seeds (not a confidence "
+                      "interval)." + how + " Cost: trainings (unique trial keys) and their summed seconds behind the "
+                      "selector's order (d90, d90+acc: the probe's; proxies: compute only), beside the oracle's own. "
+                      "\"random (expected)\": a uniformly random order (its ρ range is the central 95% of all "
+                      "orders)."),
+            Table(header, rows, numeric={3, 4, 5, 6, 7, 8, 9})]
 
 
 def _regret_blocks(v: "ValidationResult") -> list[Block]:
@@ -137,7 +183,8 @@ def _best_plan_row(v: "ValidationResult", b: int) -> str | None:
     gap = top.val_mean - min(p.val_mean for p in at_b)
     noise = float(np.mean([p.val_std for p in at_b]))
     distinct = len({p.same_as or p.selector for p in at_b})
-    reading = ("within twice the seed spread: at this budget the plans are not distinguishable, and neither "
+    reading = ("with one seed there is no seed spread: cannot tell whether the plans differ" if not math.isfinite(noise)
+               else "within twice the seed spread: at this budget the plans are not distinguishable, and neither "
                "are the regrets" if gap <= 2 * noise else "outside twice the seed spread")
     if distinct == 1:
         return (f"budget {b:,}: every selector produced the same plan ({', '.join(top.targets)}; "
@@ -167,7 +214,7 @@ def _oracle_figure(v: "ValidationResult", figure: Callable[[str, str, bytes, str
     panels = [("oracle", f"oracle ({primary})", [e.target for e in v.oracle_of(primary)])]
     for name in v.selectors:
         a = by[(name, primary)]
-        panels.append((name, f"{name}: ρ = {format_correlation(a.spearman, a.spearman_ci)}", a.order))
+        panels.append((name, f"{name}: ρ = {format_correlation(a.spearman, a.spearman_span)}", a.order))
     png = plots.oracle_vs_predicted(panels, oracle, title=f"Oracle accuracy against predicted rank "
                                     f"({v.model.name} on {v.data.dataset}, {len(v.seeds)} seeds)")
     return figure("oracle_vs_predicted", VALIDATION_PNG, png,

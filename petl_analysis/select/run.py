@@ -11,7 +11,7 @@ from ..probe import ProbeResult, expand_targets
 from ..linear_probe import fit_linear_probe
 from ..task import DataSpec, build_task
 from .ranking import Ranking, rank_correlations
-from .selectors import SELECTORS, rank_by_proxy, rank_from_probe
+from .selectors import PROBE_SELECTORS, SELECTORS, rank_by_proxy, rank_from_probe
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -40,6 +40,8 @@ def run_select(
 
 def _check_select(probe: ProbeResult | None, proxies: Sequence[str]) -> None:
     for name in proxies:
+        if name in PROBE_SELECTORS and probe is not None:
+            continue  # d90+acc beside d90: read from the same probe
         SELECTORS.get(name)  # unknown names fail before any work
     if probe is None and not proxies:
         raise PetlError(f"without a probe result, name at least one proxy selector ({', '.join(SELECTORS.names())})")
@@ -64,13 +66,15 @@ def rank_targets(
     """
     _check_select(probe, proxies)
     rankings: dict[str, Ranking] = {}
+    from_probe = [n for n in proxies if probe is not None and n in PROBE_SELECTORS]
+    proxies = [n for n in proxies if n not in from_probe]
     if proxies:
         sets = ({t.target: t.units for t in probe.targets} if probe is not None else None)
         rankings = proxy_rankings(proxies, study.model, study.data, sets, targets=targets, per_block=per_block,
                                   n_batches=n_batches, seed=seed, device=study.device, study=study)
     if probe is not None:
         primary = rank_from_probe(probe, source=source)
-        compared = rankings
+        compared = {**{n: PROBE_SELECTORS.get(n)(probe, source=source) for n in from_probe if n != "d90"}, **rankings}
     else:
         first = list(proxies)[0]
         primary = rankings[first]

@@ -3,19 +3,28 @@
 All selectors rank the same target sets (the probe's, or catalogue specs) so they can be compared:
 
 - ``d90``: gain-normalised d90 ascending (a set that reaches the threshold with a smaller subspace adapts more
-  cheaply); sets that never reach it come last, ordered by their best accuracy. Overlapping CIs are flagged as ties.
+  cheaply). It declares its ties: sets that never reach the bar form one tie class at the end, sets with exactly
+  equal d90s one class (their strict order, which a planner follows, is by label). Overlapping CIs are flagged.
+- ``d90+acc``: d90 with the best-validation-accuracy tie-break (the unreached sets, and equal d90s, ordered by the
+  accuracy of their d = D training): a strict order, a selector of its own that costs the probe's trainings.
 - ``rgn``: relative gradient norm ||g|| / ||theta|| (surgical fine-tuning's Auto-RGN), descending.
 - ``fisher``: mean squared gradient per parameter (empirical Fisher diagonal, as SPT / FISH masks), descending.
 - ``kappa``: weight condition number sigma_max / sigma_min (peft's KappaTune: well-conditioned = safer), ascending.
 - ``gps``: per output row, the largest accumulated gradient magnitudes (GPS, Zhang et al., CVPR 2024), descending.
 - ``spt``: share of the set's parameters among the most sensitive ones (SPT, He et al., ICCV 2023), descending.
-- ``apla``: the "attention projection only" rule (APLA, 2025): ``attn.proj`` sets first, no data needed.
+- ``apla``: the "attention projection only" rule (APLA, 2025): ``attn.proj`` sets first, no data needed; the rule
+  names only its first sets, so it declares the rest one tie class.
+- ``constant``: the sets in their listing order (the catalogue's, as the probe lists them): a data-free baseline.
 - ``random``: a seeded random order (the control).
+
+A proxy whose scores are exactly equal declares those sets tied (:attr:`RankedTarget.group`); agreement statistics
+read the tie classes, planners the strict order.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,13 +41,46 @@ from .ranking import RankedTarget, Ranking
 
 #: Proxy selectors: ``fn(model, task, sets, n_batches, seed) -> {label: score}`` plus a direction.
 SELECTORS: Registry[tuple[Callable[..., dict[str, float]], str]] = Registry("selector")
+#: Selectors read from a probe result (``fn(probe, source=...) -> Ranking``); they cost the probe's trainings.
+PROBE_SELECTORS: Registry[Callable[..., Ranking]] = Registry("probe selector")
 
 
-def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = "") -> Ranking:
-    """Rank the probe's targets by d90 (gain-normalised by default), flagging statistically tied neighbours."""
+def declare_ties(entries: list[RankedTarget], key: Callable[[RankedTarget], object]) -> None:
+    """Mark runs of consecutive entries (in rank order) with equal ``key`` as one tie class: ``group`` = the rank of
+    the class's first entry (so it never collides with an untied entry's rank); untied entries keep ``group`` 0."""
+    ranked = sorted(entries, key=lambda e: e.rank)
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and key(ranked[j + 1]) == key(ranked[i]):
+            j += 1
+        if j > i:
+            for e in ranked[i : j + 1]:
+                e.group = ranked[i].rank
+        i = j + 1
+
+
+def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = "",
+                    tie_break: str = "declared") -> Ranking:
+    """Rank the probe's targets by d90 (gain-normalised by default), flagging statistically tied neighbours.
+
+    ``tie_break="declared"`` (the ``d90`` selector): equal d90s and the sets that never reached the bar are declared
+    tie classes, ordered by label inside (no accuracy leaks into the order); ``"accuracy"`` (``d90+acc``): the probe
+    table's order, equal d90s and unreached sets by best validation accuracy, no declared tie."""
+    if tie_break not in ("declared", "accuracy"):
+        raise PetlError(f"tie_break must be 'declared' or 'accuracy', got {tie_break!r}")
+
+    def d90_of(t):
+        return t.d90_classic if classic else t.d90
+
+    if tie_break == "accuracy":
+        targets = probe.ranked(classic=classic)  # the one d90 order: the probe table's too
+    else:
+        targets = sorted(probe.targets, key=lambda t: (d90_of(t).reached_value is None,
+                                                      d90_of(t).reached_value or 0.0, t.target))
     entries = []
-    for i, t in enumerate(probe.ranked(classic=classic)):  # the one d90 order: the probe table's too
-        d = t.d90_classic if classic else t.d90
+    for i, t in enumerate(targets):
+        d = d90_of(t)
         entries.append(RankedTarget(
             target=t.target, units=t.units, D=t.D, rank=i + 1,
             score=d.value if d.reached else None,
@@ -49,16 +91,32 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
             n_seeds=d.n_seeds,
         ))
     _flag_ties(entries)
+    if tie_break == "declared":
+        declare_ties(entries, lambda e: (e.reached, e.d90))
     # Validation accuracies only: a ranking must not change when the test labels do.
     details: dict[str, object] = {"threshold": probe.config.threshold,
-                                  "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()}}
+                                  "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()},
+                                  "n_measured": sum(e.reached for e in entries)}
     why = probe.unresolved_gain()
     if why:
         details["warning"] = (f"{why}: the gain-normalised threshold sits inside the noise, so the d90s do not "
                               "order the targets (the ranking follows best validation accuracy and noise); the linear "
                               "probe may be all this task needs")
-    return Ranking(selector="d90-classic" if classic else "d90", model=probe.model, data=probe.data, entries=entries,
+    name = ("d90-classic" if classic else "d90") + ("+acc" if tie_break == "accuracy" else "")
+    return Ranking(selector=name, model=probe.model, data=probe.data, entries=entries,
                    source=source, direction="ascending", details=details)
+
+
+@PROBE_SELECTORS.register("d90")
+def d90_ranking(probe: ProbeResult, *, source: str = "") -> Ranking:
+    """d90 with its ties declared (the unreached sets, equal d90s)."""
+    return rank_from_probe(probe, source=source)
+
+
+@PROBE_SELECTORS.register("d90+acc")
+def d90_accuracy_ranking(probe: ProbeResult, *, source: str = "") -> Ranking:
+    """d90 with the best-validation-accuracy tie-break (a strict order)."""
+    return rank_from_probe(probe, source=source, tie_break="accuracy")
 
 
 def _interval(e: RankedTarget) -> tuple[float, float]:
@@ -88,7 +146,9 @@ def rank_by_proxy(
 ) -> Ranking:
     """Rank ``sets`` (label -> unit names) with a registered proxy selector."""
     fn, direction = SELECTORS.get(name)
+    start = time.perf_counter()
     scores = fn(model, task, sets, n_batches=n_batches, batch_size=batch_size, seed=seed)
+    compute_s = time.perf_counter() - start
     sign = 1.0 if direction == "ascending" else -1.0
     order = sorted(sets, key=lambda label: (sign * scores[label], label))
     units_of = {label: resolve_targets(model, names) for label, names in sets.items()}
@@ -97,8 +157,12 @@ def rank_by_proxy(
                      score=float(scores[label]))
         for i, label in enumerate(order)
     ]
+    first = entries[0].score if entries else None
+    names_first = getattr(fn, "names_first_only", False)
+    # Equal scores are a tie; a rule that names only its first sets leaves the rest one class.
+    declare_ties(entries, (lambda e: e.score == first) if names_first else (lambda e: e.score))
     return Ranking(selector=name, model=model_spec, data=data, entries=entries, direction=direction,
-                   details={"n_batches": n_batches, "batch_size": batch_size, "seed": seed})
+                   details={"n_batches": n_batches, "batch_size": batch_size, "seed": seed, "compute_s": compute_s})
 
 
 def _tensor_view(params: dict[str, torch.Tensor], t) -> torch.Tensor:
@@ -136,8 +200,11 @@ def _set_tensors(model: nn.Module, names: Sequence[str]):
     return [t for u in resolve_targets(model, list(names)) for t in u.tensors]
 
 
-def _register(name: str, direction: str):
+def _register(name: str, direction: str, *, names_first_only: bool = False):
+    """Register a proxy; ``names_first_only``: the rule names only the sets it puts first (score equal to the best),
+    so the others are declared one tie class."""
     def deco(fn):
+        fn.names_first_only = names_first_only
         SELECTORS.register(name)((fn, direction))
         return fn
 
@@ -237,7 +304,14 @@ def sensitivity_density(model, task, sets, *, n_batches, batch_size, seed, fract
     return {label: float((v >= cut).float().mean()) for label, v in per_set.items()}
 
 
-@_register("apla", "ascending")
+@_register("constant", "ascending")
+def constant_order(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    """The sets in the order they are listed (the catalogue's order, as the probe lists them): a data-free constant
+    baseline, the same order on every dataset. Any selector worth its cost should beat it."""
+    return {label: float(i) for i, label in enumerate(sets)}
+
+
+@_register("apla", "ascending", names_first_only=True)
 def attention_projection_rule(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
     """The APLA rule (2025, "Attention Projection Layer Adaptation"): adapt the attention output projection
     (``attn.proj``) and nothing else. As a ranking: sets made only of ``attn.proj`` units first (score 0), sets

@@ -1,13 +1,15 @@
 """Validate stage: does a ranking predict what adapting each target set achieves (oracle, agreement, regret)?"""
 
-from .agreement import Correlation, bootstrap_correlation, oracle_order, random_null, rank_correlation, top_k_overlap
-from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+from .agreement import (Correlation, PermutationTest, agreement_stats, holm, image_bootstrap, oracle_order,
+                        permutation_test, random_null, rank_correlation, seed_span, top_k_overlap)
+from .result import Agreement, Cost, OracleEntry, PlanOutcome, ValidationResult
 from .planted import PlantedTask, PlantedUnit, plant_unit, write_image_folder
 from .run import DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, matched_budget, run_validate
 
 __all__ = [
     "Agreement",
     "Correlation",
+    "Cost",
     "DEFAULT_METHODS",
     "DEFAULT_SELECTORS",
     "OracleEntry",
@@ -16,7 +18,12 @@ __all__ = [
     "PlantedUnit",
     "ValidationResult",
     "agreement_verdict",
-    "bootstrap_correlation",
+    "agreement_stats",
+    "holm",
+    "image_bootstrap",
+    "permutation_test",
+    "PermutationTest",
+    "seed_span",
     "default_budgets",
     "matched_budget",
     "oracle_order",

@@ -11,6 +11,7 @@ import numpy as np
 from ..artefacts import Artefact
 from ..engine import Recipe
 from ..models import ModelSpec
+from ..probe.result import sample_std
 from ..task import DataSpec, InputConversion
 
 
@@ -26,7 +27,8 @@ class _SeedScores:
 
     @property
     def val_std(self) -> float:
-        return float(np.std(self.val_per_seed)) if self.val_per_seed else math.nan
+        """Sample std over seeds (ddof = 1; nan with one seed): the seed spread the report's verdicts compare with."""
+        return sample_std(self.val_per_seed)
 
     @property
     def test_mean(self) -> float:
@@ -39,6 +41,50 @@ def format_correlation(value: float, interval: list[float | None]) -> str:
         return "-"
     lo, hi = (list(interval) + [None, None])[:2]
     return f"{value:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "")
+
+
+def format_p(p: float, corrected: float) -> str:
+    """``0.017 (0.153)``: a raw p-value and its Holm-corrected value (``-`` when undefined)."""
+    if not math.isfinite(p):
+        return "-"
+    return f"{p:.3f}" + (f" ({corrected:.3f})" if math.isfinite(corrected) else "")
+
+
+def format_classes(classes: list[list[str]]) -> str:
+    """``6 sets, 2 classes (1+5)``: how many tie classes an order declares, and their sizes when any are tied."""
+    n = sum(len(c) for c in classes)
+    if len(classes) == n:
+        return f"{n} sets, strict"
+    if len(classes) == 1:
+        return f"{n} sets, all tied"
+    return f"{n} sets, {len(classes)} classes ({'+'.join(str(len(c)) for c in classes)})"
+
+
+def _agreement_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2. The seed intervals were percentiles of random seed resamples labelled 95%: they are recomputed
+    as seed spans (every resample) from the file's own oracle accuracies and its (strict) orders. ``p_random`` (upper
+    tail, strict order) becomes ``p_better``; ``undefined`` reads ``cannot tell``. What version 1 did not record
+    stays empty: tie classes (read as a strict order), the lower tail and Holm values (nan), the costs."""
+    from .agreement import seed_span
+
+    body = dict(body)
+    sets = list(body.get("sets", []))
+    acc = {(e["method"], e["target"]): e["val_per_seed"] for e in body.get("oracle", [])}
+    agreement = []
+    for a in body.get("agreement", []):
+        a = dict(a)
+        a.pop("spearman_ci", None), a.pop("kendall_ci", None)
+        try:
+            matrix = np.array([acc[(a["method"], t)] for t in sets], dtype=float)
+            a["spearman_span"], a["kendall_span"], _ = seed_span(a["order"], sets, matrix)
+        except (KeyError, ValueError):  # an oracle that does not cover the sets: no span
+            a["spearman_span"], a["kendall_span"] = [None, None], [None, None]
+        a["p_better"] = a.pop("p_random", math.nan)
+        if a.get("verdict") == "undefined":
+            a["verdict"] = "cannot tell"
+        agreement.append(a)
+    body["agreement"] = agreement
+    return body
 
 
 @dataclass
@@ -56,19 +102,45 @@ class OracleEntry(_SeedScores):
 
 
 @dataclass
+class Cost:
+    """What producing an order cost: trainings (unique trial keys, each one seed of one configuration) and their
+    summed seconds. A proxy trains nothing (its seconds are its measured compute); ``source`` says where the figures
+    were read (e.g. the probe's trial log), ``""`` when measured in the run itself."""
+
+    trainings: int = 0
+    seconds: float = 0.0
+    source: str = ""
+
+    def text(self) -> str:
+        """``6 trainings, 812 s`` (or ``no training, 3.1 s``; ``unknown (why)`` when the seconds are not known)."""
+        if not math.isfinite(self.seconds):
+            return f"unknown ({self.source})" if self.source else "unknown"
+        what = f"{self.trainings:,} training{'s' if self.trainings != 1 else ''}" if self.trainings else "no training"
+        return f"{what}, {self.seconds:,.0f} s" if self.seconds >= 10 else f"{what}, {self.seconds:.1f} s"
+
+
+@dataclass
 class Agreement:
     """How one selector's order agrees with one method's oracle.
 
     Attributes:
         selector, method: the ranking compared, and the method whose oracle it is compared with.
-        order: the selector's order of the sets (first = adapt first).
-        spearman, kendall: rank correlation with the oracle's seed-mean accuracies (positive = agrees).
-        spearman_ci, kendall_ci: 95% interval from resampling oracle seeds (``None`` with one seed).
-        p_random: share of random orders with a Spearman rho at least as high (one-sided permutation test).
+        order: the selector's strict order of the sets (first = adapt first; what its planner follows).
+        tie_classes: the order the selector declares, as tie classes best first (the statistics read these).
+        spearman, kendall: rank correlation of the midranks with the oracle's seed-mean accuracies (positive = agrees).
+        spearman_span, kendall_span: [min, max] over every resample of the oracle's seeds (a seed span, not a
+            confidence interval; ``None`` with one seed).
+        p_better, p_worse: permutation p-values of rho under the declared ties, upper tail ("better than random")
+            and lower tail ("worse than random"); ``permutations`` evaluated, ``exact`` when all of them.
+        p_better_holm, p_worse_holm: the same, Holm-corrected over the selectors compared with this method's oracle;
+            the verdict reads these.
         top_k: ``top_k[k-1]`` = share of the oracle's best k sets among the selector's first k.
         top1_regret: oracle accuracy of the best set minus that of the selector's first set.
-        verdict: ``better than random``, ``no better than random``, ``worse than random``, ``sets tied`` (the
-            oracle's sets are fewer than 2 validation images apart) or ``undefined``.
+        verdict: ``better than random``, ``worse than random``, ``no better than random``, ``cannot tell`` (rho
+            undefined, or the declared ties leave no outcome that a test could call significant) or ``sets tied``
+            (the oracle's sets are fewer than 2 validation images apart).
+        n_measured: sets with a measured d90 (d90 selectors; ``None`` for the others).
+        cost: what the selector's order cost (the probe's trainings for d90 selectors; compute seconds for proxies).
     """
 
     selector: str
@@ -76,12 +148,24 @@ class Agreement:
     order: list[str]
     spearman: float
     kendall: float
-    spearman_ci: list[float | None]
-    kendall_ci: list[float | None]
-    p_random: float
+    spearman_span: list[float | None]
+    kendall_span: list[float | None]
+    p_better: float
     top_k: list[float]
     top1_regret: float
     verdict: str
+    tie_classes: list[list[str]] = field(default_factory=list)
+    p_worse: float = math.nan
+    p_better_holm: float = math.nan
+    p_worse_holm: float = math.nan
+    permutations: int = 0
+    exact: bool = True
+    n_measured: int | None = None
+    cost: Cost | None = None
+
+    def classes(self) -> list[list[str]]:
+        """The declared tie classes (a strict order when none were recorded)."""
+        return self.tie_classes or [[t] for t in self.order]
 
 
 @dataclass
@@ -113,7 +197,8 @@ class ValidationResult(Artefact):
     """
 
     SCHEMA = "validation_result"
-    VERSION = 1
+    VERSION = 2
+    MIGRATIONS = {1: lambda body: _agreement_v2(body)}
 
     model: ModelSpec
     data: DataSpec
@@ -140,6 +225,7 @@ class ValidationResult(Artefact):
     train_time_s: float = 0.0  # training summed over every trial the result uses
     command: str = ""
     input_conversion: InputConversion | None = None
+    oracle_cost: dict[str, Cost] = field(default_factory=dict)  # per method: the oracle's own trainings and seconds
 
     def oracle_of(self, method: str) -> list[OracleEntry]:
         """The method's oracle entries, best validation accuracy first."""
@@ -155,10 +241,18 @@ class ValidationResult(Artefact):
         return rows
 
     def agreement_table(self) -> list[dict[str, Any]]:
-        return [{"selector": a.selector, "method": a.method, "spearman": format_correlation(a.spearman, a.spearman_ci),
-                 "kendall": format_correlation(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
-                 "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
-                 "verdict": a.verdict} for a in self.agreement]
+        rows = []
+        for a in self.agreement:
+            oracle = self.oracle_cost.get(a.method)
+            rows.append({"selector": a.selector, "method": a.method, "classes": format_classes(a.classes()),
+                         "spearman": format_correlation(a.spearman, a.spearman_span),
+                         "kendall": format_correlation(a.kendall, a.kendall_span),
+                         "p better (Holm)": format_p(a.p_better, a.p_better_holm),
+                         "p worse (Holm)": format_p(a.p_worse, a.p_worse_holm),
+                         "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
+                         "cost": a.cost.text() if a.cost else "-", "oracle cost": oracle.text() if oracle else "-",
+                         "verdict": a.verdict})
+        return rows
 
     def regret_table(self) -> list[dict[str, Any]]:
         rows = []

@@ -4,9 +4,10 @@ For a probe's target sets (each type grouped across blocks, or each block's unit
 
 1. **Oracle.** Each set is adapted alone at one matched trainable budget, with each method (KAdaptation and LoRA
    by default), over seeds, scored on validation. Its order (best validation accuracy first) is the oracle order.
-2. **Agreement.** Every selector (d90 from the probe, the proxy selectors computed on the same sets) is compared
-   with each method's oracle: Spearman and Kendall correlation with a seed-bootstrap interval, a permutation test
-   against random orders, top-k overlap and the top-1 regret.
+2. **Agreement.** Every selector (d90 and d90+acc from the probe, the proxy selectors computed on the same sets,
+   the constant order) is compared with each method's oracle: Spearman and Kendall correlation on midranks (the ties
+   a selector declares are kept) with their seed span, upper- and lower-tail permutation tests under those ties,
+   Holm-corrected over the selectors, top-k overlap, the top-1 regret, and what the selector's order cost.
 3. **Regret.** At each budget, each selector's greedy plan is trained (the first method), and its validation
    accuracy is compared with the best plan trained at that budget (the oracle order's plan among them); random
    orders, planned the same way, give the floor.
@@ -32,22 +33,23 @@ from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_c
 from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
-from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
+from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
 from ..train.run import default_train_recipe
-from ..trials import TrialRecord, unique_train_time
-from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
-from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
+from .agreement import agreement_stats, holm, oracle_order, random_null, regret, smallest_p, top_k_overlap
+from .result import Agreement, Cost, OracleEntry, PlanOutcome, ValidationResult
 
 if TYPE_CHECKING:
     from ..study import Study
 
-DEFAULT_SELECTORS = ("d90", "rgn", "fisher", "kappa", "gps", "spt", "apla")
+DEFAULT_SELECTORS = ("d90", "d90+acc", "rgn", "fisher", "kappa", "gps", "spt", "apla", "constant")
 DEFAULT_METHODS = ("kadaptation", "lora")
 #: The matched budget is this many times the largest smallest-plan cost over sets and methods, so that every set
 #: gets a few ranks of room, not just its cheapest configuration.
 BUDGET_HEADROOM = 3
 SIGNIFICANCE = 0.05
 TIED = "sets tied"
+CANNOT_TELL = "cannot tell"
 
 
 def matched_budget(net, sets: dict[str, list[str]], methods: Sequence[str], *, head_in_budget: bool = False) -> int:
@@ -69,17 +71,16 @@ def default_budgets(budget: int) -> list[int]:
     return sorted({_round2(budget / 4), _round2(budget), _round2(4 * budget)})
 
 
-def agreement_verdict(p_random: float, ci: list[float | None], spearman: float) -> str:
-    """``better than random`` when the permutation test says so (p < 0.05) and the seed interval of rho stays
-    above 0; ``worse than random`` when rho < 0 with its interval below 0; otherwise ``no better than random``."""
-    if not math.isfinite(spearman):
-        return "undefined"
-    lo, hi = (ci + [None, None])[:2]
-    lo = spearman if lo is None else lo
-    hi = spearman if hi is None else hi
-    if p_random < SIGNIFICANCE and lo > 0:
+def agreement_verdict(p_better: float, p_worse: float, spearman: float, smallest: float = 0.0) -> str:
+    """The verdict from Holm-corrected permutation p-values: ``better than random`` (upper tail < 0.05), ``worse
+    than random`` (lower tail < 0.05), else ``no better than random``; ``cannot tell`` when rho is undefined (too
+    few sets, every set tied in the oracle or in the prediction) or when even the best outcome the declared ties
+    allow (``smallest``, :func:`~petl_analysis.validate.agreement.smallest_p`) could not reach 0.05."""
+    if not math.isfinite(spearman) or not smallest < SIGNIFICANCE:
+        return CANNOT_TELL
+    if p_better < SIGNIFICANCE:
         return "better than random"
-    if spearman < 0 and hi < 0:
+    if p_worse < SIGNIFICANCE:
         return "worse than random"
     return "no better than random"
 
@@ -132,9 +133,10 @@ def validate_probe(
 
     Args:
         probe: the probe result whose sets (and d90 ranking) are validated.
-        selectors: ``d90`` and/or registered proxy selectors (``random`` is always the floor, not listed here).
+        selectors: probe selectors (``d90``, ``d90+acc``) and/or registered proxy selectors (``constant`` among them;
+            ``random`` is always the floor, not listed here).
         methods: plannable methods for the oracle; the first also trains the regret plans.
-        seeds: training seeds per configuration (the oracle's bootstrap resamples them).
+        seeds: training seeds per configuration (the seed span enumerates their resamples).
         budget: trainable parameters (head excluded) of every oracle configuration, or a share of the backbone
             (``"0.05%"``, :mod:`~petl_analysis.plan.budgets`); default :func:`matched_budget`.
         budgets: budgets of the regret plans, in the same forms; default :func:`default_budgets` of ``budget``.
@@ -154,7 +156,9 @@ def validate_probe(
                                           data=study.data, seed=s) for s in range(random_draws)}
     fit = _PlanTrainer(study, log, seeds=seeds, recipe=recipe, head_init=head_init)
     oracle = oracle_stage(fit, oracle_plans, sets, seeds)
-    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, probe.n_val)
+    oracle_costs = oracle_cost(oracle_plans, fit.last_runs)
+    costs = selector_costs(rankings, probe_source)
+    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, probe.n_val, costs)
     planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings, **draws}
     plans = regret_stage(study, fit, planners, budgets, methods[0], notes)
     return ValidationResult(
@@ -163,14 +167,14 @@ def validate_probe(
         budget=int(budget), oracle=oracle, agreement=agreement, random=random_summary, budgets=list(budgets),
         regret_method=methods[0], random_draws=random_draws, plans=plans, selectors=list(rankings), notes=notes,
         n_val=probe.n_val, failed=fit.failed, probe_source=probe_source, wall_time_s=time.perf_counter() - start,
-        train_time_s=fit.train_time_s, command=command, input_conversion=conversion)
+        train_time_s=fit.train_time_s, command=command, input_conversion=conversion, oracle_cost=oracle_costs)
 
 
 def _check_validate(probe: ProbeResult, selectors: Sequence[str], methods: Sequence[str],
                     seeds: int) -> dict[str, list[str]]:
     """The probe's target sets (label -> units), after refusing unknown selectors and methods, or no seed."""
     for name in selectors:
-        if name != "d90":
+        if name not in PROBE_SELECTORS:
             SELECTORS.get(name)
     if not methods:
         raise PetlError("name at least one method for the oracle (kadaptation, lora)")
@@ -237,25 +241,68 @@ def oracle_stage(fit: "_PlanTrainer", oracle_plans: list[tuple[str, str, Plan]],
 
 def selector_rankings(study: "Study", probe: ProbeResult, sets: dict[str, list[str]], selectors: Sequence[str],
                       n_batches: int) -> dict[str, Ranking]:
-    """d90 from the probe, proxies on the same sets (validation-free: gradients and weights only)."""
-    rankings: dict[str, Ranking] = {}
-    if "d90" in selectors:
-        rankings["d90"] = rank_from_probe(probe)
-    proxies = [s for s in selectors if s != "d90"]
+    """d90 and d90+acc from the probe, proxies on the same sets (validation-free: gradients and weights only), in the
+    order of ``selectors``."""
+    rankings: dict[str, Ranking] = {name: PROBE_SELECTORS.get(name)(probe) for name in selectors
+                                     if name in PROBE_SELECTORS}
+    proxies = [s for s in selectors if s not in PROBE_SELECTORS]
     if proxies:
         rankings.update(proxy_rankings(proxies, study.model, study.data, sets, n_batches=n_batches,
                                        device=study.device, study=study))
-    return rankings
+    return {name: rankings[name] for name in selectors}  # in the order asked for
+
+
+def oracle_cost(oracle_plans: list[tuple[str, str, Plan]], runs: list[Any]) -> dict[str, Cost]:
+    """Per method, the oracle's own cost: its trainings (one per finished seed of each distinct configuration) and
+    their summed seconds. ``runs``: the trained runs of ``oracle_plans``, in order."""
+    costs: dict[str, Cost] = {}
+    seen: set[str] = set()
+    for (_, method, plan), run in zip(oracle_plans, runs):
+        key = json.dumps([method, plan.config], sort_keys=True, default=str)
+        c = costs.setdefault(method, Cost())
+        if run is None or key in seen:
+            continue
+        seen.add(key)
+        c.trainings += len(run.seeds)
+        c.seconds += float(sum(s.wall_time_s for s in run.seeds))
+    return costs
+
+
+def selector_costs(rankings: dict[str, Ranking], probe_source: str = "") -> dict[str, Cost]:
+    """What each selector's order cost. Probe selectors (d90, d90+acc): the probe's trainings, read from its trial
+    log beside ``probe_source`` (each trial key once; nan seconds when the log is not found). Proxies: no training,
+    their measured compute seconds (``details["compute_s"]``); a data-free order costs nothing."""
+    probe_cost: Cost | None = None
+    out: dict[str, Cost] = {}
+    for name, r in rankings.items():
+        if name in PROBE_SELECTORS:
+            if probe_cost is None:
+                probe_cost = _probe_cost(probe_source)
+            out[name] = probe_cost
+        else:
+            out[name] = Cost(0, float(r.details.get("compute_s", 0.0)))
+    return out
+
+
+def _probe_cost(probe_source: str) -> Cost:
+    log = trial_log_path(probe_source) if probe_source else None
+    if log is None or not log.is_file():
+        return Cost(0, math.nan, source="probe trial log not found")
+    trainings, seconds = trial_cost(read_records(open_trial_log(log)))
+    return Cost(trainings, seconds, source=str(log))
 
 
 def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], labels: list[str],
-                    methods: Sequence[str], n_val: int) -> tuple[list[Agreement], dict[str, Any], dict[str, list[str]]]:
-    """Each selector against each method's oracle order (correlations, top-k, top-1 regret, verdict); what random
-    orders achieve; and each method's oracle order."""
+                    methods: Sequence[str], n_val: int, costs: dict[str, Cost] | None = None,
+                    ) -> tuple[list[Agreement], dict[str, Any], dict[str, list[str]]]:
+    """Each selector against each method's oracle order (correlations on midranks, permutation tests under the
+    declared ties, Holm-corrected over the selectors per method and tail, top-k, top-1 regret, verdict, cost); what
+    random orders achieve; and each method's oracle order."""
     agreement: list[Agreement] = []
     random_summary: dict[str, Any] = {}
     ks = list(range(1, min(3, len(labels)) + 1))
     orders: dict[str, list[str]] = {}
+    costs = costs or {}
     for m in methods:
         acc = np.array([next(e for e in oracle if e.method == m and e.target == t).val_per_seed for t in labels])
         best_order = orders[m] = oracle_order(labels, acc)
@@ -263,14 +310,21 @@ def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], lab
         best = max(mean.values())
         # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
         tied = n_val > 0 and images_apart(best, min(mean.values()), n_val) < RESOLVED_IMAGES
+        rows = []
         for name, r in rankings.items():
-            corr = bootstrap_correlation(r.order(), labels, acc)
-            agreement.append(Agreement(
-                selector=name, method=m, order=r.order(), spearman=corr.spearman, kendall=corr.kendall,
-                spearman_ci=corr.spearman_ci, kendall_ci=corr.kendall_ci, p_random=corr.p_random,
-                top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
-                top1_regret=regret(best, mean[r.order()[0]]),
-                verdict=TIED if tied else agreement_verdict(corr.p_random, corr.spearman_ci, corr.spearman)))
+            classes = r.tie_groups()
+            corr = agreement_stats(classes, labels, acc)
+            rows.append(Agreement(
+                selector=name, method=m, order=r.order(), tie_classes=classes, spearman=corr.spearman,
+                kendall=corr.kendall, spearman_span=corr.spearman_span, kendall_span=corr.kendall_span,
+                p_better=corr.test.p_better, p_worse=corr.test.p_worse, permutations=corr.test.permutations,
+                exact=corr.test.exact, top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
+                top1_regret=regret(best, mean[r.order()[0]]), verdict="",
+                n_measured=r.details.get("n_measured") if name in PROBE_SELECTORS else None, cost=costs.get(name)))
+        for a, pb, pw in zip(rows, holm([a.p_better for a in rows]), holm([a.p_worse for a in rows])):
+            a.p_better_holm, a.p_worse_holm = pb, pw
+            a.verdict = TIED if tied else agreement_verdict(pb, pw, a.spearman, smallest_p(a.tie_classes))
+        agreement += rows
         null = random_null(len(labels))
         random_summary[m] = {
             "spearman_mean": float(np.nanmean(null)),
@@ -321,6 +375,7 @@ class _PlanTrainer:
         self.kw = {**kw, "trials_log": self.log_path}
         self.failed: list[dict[str, Any]] = []
         self.records: dict[str, TrialRecord] = {}  # every trial used (trained now or read back), by key
+        self.last_runs: list[Any] = []  # the last call's run per plan (None: not trained), for the cost figures
 
     @property
     def train_time_s(self) -> float:
@@ -346,6 +401,7 @@ class _PlanTrainer:
             self.study.on_trial = outer
         self.failed += result.failed
         runs = {id(p.plan): p.run for p in result.points}
+        self.last_runs = [runs.get(id(plan)) for plan in plans]
         out = []
         for plan in plans:
             run = runs.get(id(plan))
