@@ -737,7 +737,7 @@ def plan(
     models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."),
                                  weights=WeightsOpt(None)),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
-                              omit=("shots", "max_train")),
+                              omit=("shots", "max_train", "split_part")),
     out: str = option("plans", "--out", "-o", panel=FILES,
                       help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = option(False, "--export-peft", panel=FILES,
@@ -985,7 +985,8 @@ def run(
                                                  "(`petl-analyze datasets`) or image-folder paths."),
                               shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full "
                                              "training set)."),
-                              max_train=MaxTrainOpt(None, "Probe: cap the training set (stratified).")),
+                              max_train=MaxTrainOpt(None, "Probe: cap the training set (stratified)."),
+                              omit=("split_part",)),
     budgets: Optional[str] = BudgetsOpt(),
     methods: str = MethodsOpt(),
     seeds: int = SeedsOpt(3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises "
