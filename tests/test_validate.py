@@ -32,7 +32,8 @@ from petl_analysis.validate import (
 
 LABELS = ["a", "b", "c", "d"]
 ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
-RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024)
+RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024,
+                epoch_selection="last")
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -97,17 +98,17 @@ def test_default_budgets_bracket_the_oracle_budget():
 # ------------------------------------------------------------------------------------------------ the study
 
 
-def _probe():
+def _probe(part: str | None = "A"):
     probe = synthetic_probe()
-    # 6 validation images per class, 10 classes: what the probe would have recorded.
-    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6)), n_val=60)
+    # 6 validation images per class, 10 classes: what the probe would have recorded (on split A).
+    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6, part=part)), n_val=60)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("validate") / "validation.json"
     seen: list[bool] = []
-    result = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+    result = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, recipe=RECIPE,
                           budgets=[2_000], out=out, on_trial=lambda record, cached: seen.append(cached))
     return result, out, seen
 
@@ -138,18 +139,58 @@ def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
     assert d90.order == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]  # the synthetic probe's d90 order
 
 
-def test_regret_is_zero_for_the_best_plan_and_shared_plans_train_once(study):
+def test_regret_reference_is_chosen_on_split_a_and_every_plan_trains_once(study):
     result, _, seen = study
+    assert result.judged_on == "split B" and result.seeds == [1000, 1001] and result.seed_offset == 1000
+    assert result.probe_data.split.part == "A" and result.data.split.part == "B"
     plans = [p for p in result.plans if p.budget == 2_000]
-    assert {p.selector for p in plans} >= {"oracle", "d90", "apla", "kappa", "random:0", "random:1"}
-    assert min(p.regret for p in plans) == 0.0 and all(p.regret >= 0 for p in plans)
-    for p in plans:
-        if p.same_as:
-            twin = next(q for q in plans if q.selector == p.same_as)
-            assert twin.config == p.config and twin.val_per_seed == p.val_per_seed
+    assert len({json.dumps(p.config, sort_keys=True) for p in plans}) == len(plans)  # one per distinct plan
+    assert sum(p.floor_share for p in plans) == pytest.approx(1.0)  # the floor weighs every order
+    (ref,) = [p for p in plans if p.reference]
+    assert ref.a_val_mean == max(p.a_val_mean for p in plans)  # chosen on split A ...
+    assert ref.regret == 0.0  # ... and every regret is measured from its split-B score
+    for r in (r for r in result.regrets if r.budget == 2_000):
+        assert sum(r.plan_shares.values()) == pytest.approx(1.0) and r.orders == "exact"
+        values = [sum(w * plans[int(i)].val_per_seed[s] for i, w in r.plan_shares.items()) for s in range(2)]
+        assert r.val_per_seed == pytest.approx(values)
+        assert r.diff_per_seed == pytest.approx([v - b for v, b in zip(values, ref.val_per_seed)])
+        assert r.interval_kind == "seed span" and r.diff_interval == pytest.approx([min(r.diff_per_seed),
+                                                                                    max(r.diff_per_seed)])
+        assert result.mean_regret(r.selector, 2_000) == pytest.approx(-np.mean(r.diff_per_seed))
+    assert {r.selector for r in result.regrets} == {"random", "oracle", "d90", "apla", "kappa"}
     distinct = {json.dumps(e.config, sort_keys=True) for e in result.oracle} | {
         json.dumps(p.config, sort_keys=True) for p in plans}
     assert len(seen) == 2 * len(distinct)  # every configuration trained once per seed
+
+
+def test_refuses_a_probe_not_made_on_split_a_unless_told(tmp_path):
+    for part in (None, "B"):
+        with pytest.raises(PetlError, match=r"probe\.json: data\.split\.part is .*--allow-shared-data"):
+            run_validate(_probe(part), probe_source="probe.json", recipe=RECIPE)
+    shared = run_validate(_probe(None), selectors=("d90",), methods=("kadaptation",), seeds=1, recipe=RECIPE,
+                          budgets=[2_000], allow_shared_data=True)
+    assert shared.judged_on == "the probe's own data" and shared.data == shared.probe_data
+    assert all(a.verdict.endswith("(judged on the probe's own data)") for a in shared.agreement)
+
+
+def test_probe_and_judge_data_are_disjoint_on_real_splits(study):
+    from petl_analysis.data import make_splits, open_dataset
+
+    result, _, _ = study
+    ds = open_dataset("digits")
+    for probe_data in (result.probe_data, DataSpec("digits", SplitSpec(part="A")),
+                       DataSpec("digits", SplitSpec(shots=5, part="A"))):
+        from petl_analysis.validate.run import judge_split
+
+        judge_data, _ = judge_split(probe_data, False)
+        for seed in (0, 1000):
+            a = make_splits(ds, probe_data.for_seed(seed).split).indices
+            b = make_splits(ds, judge_data.for_seed(seed).split).indices
+            assert len(a["train"]) and len(b["train"]) and len(a["val"]) and len(b["val"])
+            for x in ("train", "val"):
+                for y in ("train", "val", "test"):
+                    assert not set(a[x]) & set(b[y]), (x, y)
+            assert list(a["test"]) == list(b["test"])
 
 
 def test_artefact_round_trip_and_resume(study, tmp_path):
@@ -157,7 +198,7 @@ def test_artefact_round_trip_and_resume(study, tmp_path):
     loaded = ValidationResult.load(out)
     assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
     again: list[bool] = []
-    rerun = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, random_draws=2, recipe=RECIPE,
+    rerun = run_validate(_probe(), selectors=("d90", "apla", "kappa"), seeds=2, recipe=RECIPE,
                          budgets=[2_000], out=out, on_trial=lambda record, cached: again.append(cached))
     assert again and all(again)  # nothing retrained
     assert [p.val_per_seed for p in rerun.plans] == [p.val_per_seed for p in result.plans]
@@ -191,7 +232,7 @@ def test_cli_validate(tmp_path):
     _probe().save(probe_path)
     out = tmp_path / "v.json"
     r = CliRunner().invoke(app, ["validate", "--probe", str(probe_path), "--selectors", "d90,apla", "--methods",
-                                 "kadaptation", "--seeds", "1", "--budgets", "2k", "--random-draws", "1",
+                                 "kadaptation", "--seeds", "1", "--budgets", "2k",
                                  "--epochs", "1", "--max-steps", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "agreement with the oracle" in r.output and out.exists()

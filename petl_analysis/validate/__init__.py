@@ -1,9 +1,10 @@
 """Validate stage: does a ranking predict what adapting each target set achieves (oracle, agreement, regret)?"""
 
 from .agreement import Correlation, bootstrap_correlation, oracle_order, random_null, rank_correlation, top_k_overlap
-from .result import Agreement, OracleEntry, PlanOutcome, ValidationResult
+from .result import Agreement, OracleEntry, PlanOutcome, SelectorRegret, ValidationResult
 from .planted import PlantedTask, PlantedUnit, plant_unit, write_image_folder
-from .run import DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, matched_budget, run_validate
+from .run import (DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, default_judge_recipe,
+                  matched_budget, run_validate)
 
 __all__ = [
     "Agreement",
@@ -14,10 +15,12 @@ __all__ = [
     "PlanOutcome",
     "PlantedTask",
     "PlantedUnit",
+    "SelectorRegret",
     "ValidationResult",
     "agreement_verdict",
     "bootstrap_correlation",
     "default_budgets",
+    "default_judge_recipe",
     "matched_budget",
     "oracle_order",
     "plant_unit",
