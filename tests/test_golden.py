@@ -127,6 +127,9 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
 
     root = REPORTS / name
     committed = ValidationResult.load(root / "validation.json")
+    if not committed.judged_on:
+        pytest.skip("written under the version-1 protocol (judged on the probe's own data, best plan chosen on the "
+                    "images it is scored on): it cannot re-derive under split A/B; regenerated after issue 25")
     probe = ProbeResult.load(ROOT / committed.probe_source)
 
     def no_training(trial):
@@ -149,7 +152,8 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     again = run_validate(probe, selectors=v.selectors, methods=v.methods, seeds=len(v.seeds), budget=v.budget,
                          budgets=v.budgets, random_draws=v.random_draws, recipe=v.recipe,
                          out=tmp_path / "validation.json", probe_source=v.probe_source, command=v.command,
-                         head_init=v.head_init, n_jobs=2)  # the committed runs: two jobs on two cores, one thread each
+                         head_init=v.head_init, allow_shared_data=v.judged_on != "split B",
+                         n_jobs=2)  # the committed runs: two jobs on two cores, one thread each
 
     def body(result):
         return json.dumps(_what_it_holds(result.to_dict()), sort_keys=True)

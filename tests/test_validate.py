@@ -170,7 +170,7 @@ def test_refuses_a_probe_not_made_on_split_a_unless_told(tmp_path):
     shared = run_validate(_probe(None), selectors=("d90",), methods=("kadaptation",), seeds=1, recipe=RECIPE,
                           budgets=[2_000], allow_shared_data=True)
     assert shared.judged_on == "the probe's own data" and shared.data == shared.probe_data
-    assert all(a.verdict.endswith("(judged on the probe's own data)") for a in shared.agreement)
+    assert all(row["verdict"].endswith("(judged on the probe's own data)") for row in shared.agreement_table())
 
 
 def test_probe_and_judge_data_are_disjoint_on_real_splits(study):
@@ -250,3 +250,60 @@ def test_p_value_counts_orders_tied_with_the_observed_rho():
     assert bootstrap_correlation(swapped, labels, acc).p_random == pytest.approx(6 / 720)
     two_swaps = ["b", "a", "c", "d", "f", "e"]
     assert bootstrap_correlation(two_swaps, labels, acc).p_random == pytest.approx(12 / 720)
+
+
+# ------------------------------------------------------------------------------------------------ the regret maths
+
+
+@pytest.mark.parametrize("budget, groups", [(500, None), (2_000, None), (2_000, [["mlp.fc1"], ["attn.v", "attn.q", "attn.proj"]])])
+def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
+    # The recursion over (chosen sets, sets still fitting) against planning every order consistent with the ties.
+    from petl_analysis.models import ModelSpec
+    from petl_analysis.plan import plan_for_budget
+    from petl_analysis.plan.planner import greedy_plan_shares
+    from petl_analysis.task import prepare_model
+    from petl_analysis.validate.run import _order_ranking
+
+    probe = synthetic_probe()
+    sets = {t.target: list(t.units) for t in probe.targets}
+    groups = groups or [list(sets)]
+    model = ModelSpec("petl_vit_tiny", weights="random")
+    net = prepare_model(model, 10)
+
+    def config(order):
+        plan = plan_for_budget(_order_ranking(order, sets, model, "x"), net, budget, model_spec=model)
+        return json.dumps(plan.config, sort_keys=True)
+
+    orders = [sum(map(list, parts), []) for parts in itertools.product(*[itertools.permutations(g) for g in groups])]
+    brute: dict[str, float] = {}
+    for order in orders:
+        brute[config(order)] = brute.get(config(order), 0.0) + 1 / len(orders)
+    exact: dict[str, float] = {}
+    for order, share in greedy_plan_shares(groups, sets, net, budget).items():
+        exact[config(order)] = exact.get(config(order), 0.0) + share
+    assert exact.keys() == brute.keys() and len(brute) > 1
+    assert all(exact[k] == pytest.approx(brute[k]) for k in brute)
+
+
+def test_paired_difference_interval():
+    from petl_analysis.validate.regret import expected_per_seed, paired_difference, reference_index
+
+    span = paired_difference([0.5, 0.7, 0.6], [0.6, 0.6, 0.6])
+    assert span.per_seed == pytest.approx([-0.1, 0.1, 0.0]) and span.interval_kind == "seed span"
+    assert span.interval == pytest.approx([-0.1, 0.1]) and span.mean == pytest.approx(0.0)
+    t = paired_difference([0.5, 0.7, 0.6, 0.8], [0.6] * 4)
+    from scipy import stats
+
+    d = np.array([-0.1, 0.1, 0.0, 0.2])
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert t.interval == pytest.approx([d.mean() - half, d.mean() + half]) and t.interval_kind.startswith("t 95%")
+    assert expected_per_seed([0.25, 0.75], [[0.4, 0.8], [0.8, 0.4]]) == pytest.approx([0.7, 0.5])
+    assert reference_index([0.5, 0.7, 0.7], ["c", "b", "a"]) == 2  # best on split A; ties by key, never by split B
+
+
+def test_version_1_validation_loads_with_its_old_regret():
+    from pathlib import Path
+
+    v = ValidationResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "digits" / "validation.json")
+    assert v.judged_on == "" and v.probe_data == v.data and not v.regrets
+    assert math.isfinite(v.mean_regret(v.selectors[0], v.budgets[0]))

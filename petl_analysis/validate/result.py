@@ -14,6 +14,12 @@ from ..models import ModelSpec
 from ..task import DataSpec, InputConversion
 
 
+#: ``ValidationResult.judged_on``: the judge's data is split B, or (``allow_shared_data``) the probe's own data.
+JUDGED_ON_B, JUDGED_ON_OWN = "split B", "the probe's own data"
+#: Appended to every verdict shown for a validation judged on the probe's own data.
+OWN_DATA_LABEL = " (judged on the probe's own data)"
+
+
 class _SeedScores:
     """Seed summaries of ``val_per_seed`` / ``test_per_seed`` (nan when no seed finished)."""
 
@@ -216,7 +222,12 @@ class ValidationResult(Artefact):
         return [{"selector": a.selector, "method": a.method, "spearman": format_correlation(a.spearman, a.spearman_ci),
                  "kendall": format_correlation(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
                  "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
-                 "verdict": a.verdict} for a in self.agreement]
+                 "verdict": a.verdict + self.verdict_label} for a in self.agreement]
+
+    @property
+    def verdict_label(self) -> str:
+        """What every verdict shown carries: empty, or that the judge read the probe's own data."""
+        return OWN_DATA_LABEL if self.judged_on == JUDGED_ON_OWN else ""
 
     def regret_table(self) -> list[dict[str, Any]]:
         if self.judged_on:

@@ -49,7 +49,8 @@ from ..train.run import default_train_recipe
 from ..trials import TrialRecord
 from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
 from .regret import expected_per_seed, paired_difference, reference_index
-from .result import Agreement, OracleEntry, PlanOutcome, SelectorRegret, ValidationResult
+from .result import (JUDGED_ON_B, JUDGED_ON_OWN, Agreement, OracleEntry, PlanOutcome, SelectorRegret,
+                     ValidationResult)
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -64,9 +65,6 @@ TIED = "sets tied"
 #: The judge's seeds start here: the probe's trainings use seeds 0, 1, ..., so no judge training repeats a probe's
 #: initialisation or batch order.
 JUDGE_SEED_OFFSET = 1000
-JUDGED_ON_B, JUDGED_ON_OWN = "split B", "the probe's own data"
-#: Appended to every verdict of a validation judged on the probe's own data (``allow_shared_data``).
-OWN_DATA_LABEL = " (judged on the probe's own data)"
 #: Orders sampled per (selector, budget) where exact enumeration is too large (per-block sets under a big budget).
 SAMPLED_ORDERS = 400
 
@@ -191,9 +189,6 @@ def validate_probe(
     oracle = oracle_stage(fit, oracle_plans, sets, seeds)
     n_val = judge_n_val(judge)
     agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, n_val)
-    if judged_on == JUDGED_ON_OWN:
-        for a in agreement:
-            a.verdict += OWN_DATA_LABEL
     planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings}
     plans, regrets, left_out = regret_stage(judge, fit, planners, sets, budgets, methods[0], notes)
     return ValidationResult(
