@@ -279,10 +279,15 @@ def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
     for order in orders:
         brute[config(order)] = brute.get(config(order), 0.0) + 1 / len(orders)
     exact: dict[str, float] = {}
-    for order, share in greedy_plan_shares(groups, sets, net, budget).items():
+    for order, share in greedy_plan_shares(groups, sets, net, budget).shares.items():
         exact[config(order)] = exact.get(config(order), 0.0) + share
     assert exact.keys() == brute.keys() and len(brute) > 1
     assert all(exact[k] == pytest.approx(brute[k]) for k in brute)
+    # past its limit of budget checks it samples orders, and says so (below every whole set it needs no count)
+    sampled = greedy_plan_shares(groups, sets, net, budget, max_checks=1)
+    assert sampled.how.startswith("sampled: 32 orders") == (budget > 500)
+    assert sum(sampled.shares.values()) == pytest.approx(1.0)
+    assert {config(o) for o in sampled.shares} <= set(brute)
 
 
 def test_paired_difference_interval():

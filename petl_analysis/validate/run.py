@@ -65,8 +65,6 @@ TIED = "sets tied"
 #: The judge's seeds start here: the probe's trainings use seeds 0, 1, ..., so no judge training repeats a probe's
 #: initialisation or batch order.
 JUDGE_SEED_OFFSET = 1000
-#: Orders sampled per (selector, budget) where exact enumeration is too large (per-block sets under a big budget).
-SAMPLED_ORDERS = 400
 
 
 def matched_budget(net, sets: dict[str, list[str]], methods: Sequence[str], *, head_in_budget: bool = False) -> int:
@@ -343,7 +341,7 @@ def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Rankin
     regret (and the random floor's) against it, paired per seed. Returns the plans, the regrets and the budgets left
     out (every order gives the same plan); a budget that cannot be planned is a note (appended to ``notes``)."""
     planned: list[tuple[int, Plan, dict[str, float]]] = []  # (budget, plan, planner -> share)
-    sampled: dict[tuple[int, str], str] = {}
+    sampled: dict[tuple[int, str], tuple[str, int]] = {}  # (budget, planner) -> (how, orders) when not exact
     left_out: list[int] = []
     for b in budgets:
         try:
@@ -390,33 +388,38 @@ def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Rankin
             mine = [(i, planned[i][2][name]) for i in idx if name in planned[i][2]]
             values = expected_per_seed([w for _, w in mine], [plans[i].val_per_seed for i, _ in mine])
             diff = paired_difference(values, ref.val_per_seed)
+            orders = "exact"
+            if (b, name) in sampled:
+                how, n = sampled[(b, name)]
+                orders = f"{how}; Monte Carlo standard error {100 * _sampling_error(mine, plans, n):.2f} pts"
             regrets.append(SelectorRegret(
                 budget=b, selector=name, plan_shares={str(i): w for i, w in mine}, val_per_seed=values,
                 diff_per_seed=diff.per_seed, diff_mean=diff.mean, diff_interval=diff.interval,
-                interval_kind=diff.interval_kind,
-                orders=sampled.get((b, name), "exact")))
+                interval_kind=diff.interval_kind, orders=orders))
     return plans, regrets, left_out
 
 
+def _sampling_error(mine: list[tuple[int, float]], plans: list[PlanOutcome], n_orders: int) -> float:
+    """Standard error of a mean over ``n_orders`` sampled orders of the plans' seed-mean accuracy (shares ``mine``)."""
+    x = np.array([plans[i].val_mean for i, _ in mine])
+    w = np.array([share for _, share in mine])
+    mean = float((w * x).sum())
+    return math.sqrt(float((w * (x - mean) ** 2).sum()) / max(1, n_orders - 1))
+
+
 def _order_shares(groups: list[list[str]] | None, sets: dict[str, list[str]], judge: "Study", budget: int,
-                  method: str, sampled: dict[tuple[int, str], str], key: tuple[int, str]) -> dict[tuple[str, ...], float]:
+                  method: str, sampled: dict[tuple[int, str], tuple[str, int]],
+                  key: tuple[int, str]) -> dict[tuple[str, ...], float]:
     """Orders (one per distinct plan) and their shares among the orders consistent with ``groups`` (None: all
-    orders); exact (:func:`~petl_analysis.plan.planner.greedy_plan_shares`), or past its limit
-    :data:`SAMPLED_ORDERS` seeded orders, recorded in ``sampled[key]``. A budget below every plan is refused."""
-    groups = groups if groups is not None else [list(sets)]
-    exact = greedy_plan_shares(groups, sets, judge.template, budget, method=method)
-    if exact is not None:
-        plan_for_budget(_order_ranking(next(iter(exact)), sets, judge.model, "check"), judge.template, budget,
-                        method=method, model_spec=judge.model)  # refuses a budget below every plan
-        return exact
-    rng = np.random.default_rng([budget, len(sampled)])
-    counts: dict[tuple[str, ...], float] = {}
-    for _ in range(SAMPLED_ORDERS):
-        order = tuple(t for g in groups for t in (g[i] for i in rng.permutation(len(g))))
-        counts[order] = counts.get(order, 0.0) + 1.0 / SAMPLED_ORDERS
-    sampled[key] = (f"sampled: {SAMPLED_ORDERS} orders (numpy seed [{budget}, {len(sampled)}]); exact enumeration "
-                    f"passed its limit, so the shares carry Monte Carlo error")
-    return counts
+    orders), by :func:`~petl_analysis.plan.planner.greedy_plan_shares`; how they were counted when not exactly is
+    recorded in ``sampled[key]``. A budget below every plan is refused (the planner's one-line error)."""
+    found = greedy_plan_shares(groups if groups is not None else [list(sets)], sets, judge.template, budget,
+                               method=method, seed=len(sampled))
+    plan_for_budget(_order_ranking(next(iter(found.shares)), sets, judge.model, "check"), judge.template, budget,
+                    method=method, model_spec=judge.model)
+    if found.how != "exact":
+        sampled[key] = (found.how, found.n_orders)
+    return found.shares
 
 
 class _PlanTrainer:
