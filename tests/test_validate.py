@@ -255,7 +255,8 @@ def test_p_value_counts_orders_tied_with_the_observed_rho():
 # ------------------------------------------------------------------------------------------------ the regret maths
 
 
-@pytest.mark.parametrize("budget, groups", [(500, None), (2_000, None), (2_000, [["mlp.fc1"], ["attn.v", "attn.q", "attn.proj"]])])
+@pytest.mark.parametrize("budget, groups", [(500, None), (2_000, None),
+                                            (2_000, [["mlp.fc1"], ["attn.v", "attn.q", "attn.proj"]])])
 def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
     # The recursion over (chosen sets, sets still fitting) against planning every order consistent with the ties.
     from petl_analysis.models import ModelSpec

@@ -14,9 +14,9 @@ import dataclasses
 import json
 
 import pytest
+from helpers import synthetic_probe
 
 import petl_analysis.task as task_module
-from helpers import synthetic_probe
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe
 from petl_analysis.task import DataSpec

@@ -64,9 +64,8 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
         f"parameters (head excluded) with {', '.join(v.methods)}, over {seeds} seed{'s' if seeds != 1 else ''}, and "
         "scored on validation: the oracle. Every selector's order is compared with it (rank correlations with a "
         "seed-bootstrap interval, a permutation test against random orders), and each selector's plan is trained "
-        f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} (regret = validation accuracy "
-        f"of the best plan trained at that budget minus the selector's; random orders give the floor). Validation "
-        "decides throughout; test accuracy is in the artefact only.")
+        f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} ({_regret_words(v)}). "
+        "Validation decides throughout; test accuracy is in the artefact only." + _judge_words(v))
     spread, noise = oracle_spread(v, primary)
     verdicts = []
     images = images_apart(spread, 0.0, v.n_val)
@@ -85,6 +84,28 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
         if a.method == primary:
             verdicts.append(_agreement_sentence(a, primary) + v.verdict_label)
     return [setup, Bullets(verdicts)]
+
+
+def _regret_words(v: "ValidationResult") -> str:
+    if not v.judged_on:
+        return ("regret = validation accuracy of the best plan trained at that budget minus the selector's; random "
+                "orders give the floor")
+    return ("regret = split-B validation accuracy of the plan best on split A minus the selector's; every order of "
+            "the sets gives the floor")
+
+
+def _judge_words(v: "ValidationResult") -> str:
+    if not v.judged_on:
+        return ""
+    if v.judged_on == "split B":
+        return (f" The probe and the selectors decided on split A of the data; the oracle and the regret trained and "
+                f"scored on split B (disjoint training and validation images) with seeds "
+                f"{', '.join(map(str, v.seeds))}, on a fixed schedule of {v.recipe.epochs} "
+                f"epoch{'s' if v.recipe.epochs != 1 else ''} (the last one scored)"
+                if v.recipe.epoch_selection == "last" else
+                f" The probe and the selectors decided on split A of the data; the oracle and the regret trained and "
+                f"scored on split B with seeds {', '.join(map(str, v.seeds))}") + "."
+    return " **Judged on the probe's own data** (--allow-shared-data): the verdicts below may flatter the ranking."
 
 
 def _agreement_blocks(v: "ValidationResult") -> list[Block]:
@@ -122,8 +143,8 @@ def _regret_blocks(v: "ValidationResult") -> list[Block]:
         cells = [f"`{name}`" if name != "random" else "random (every order)"]
         for b in budgets:
             r = v.regret_of(name, b)
-            cells.append("-" if r is None else f"{_pts(r.regret)} [{_pts(-r.diff_interval[1])}, "
-                                               f"{_pts(-r.diff_interval[0])}]")
+            cells.append("-" if r is None else f"{_pts(r.regret)} [{_pts(0.0 - r.diff_interval[1])}, "
+                                               f"{_pts(0.0 - r.diff_interval[0])}]")  # 0.0 - x: never -0.0
         rows.append(cells)
     kinds = sorted({r.interval_kind for r in v.regrets})
     where = ("its own validation images (the probe's data: the reference is chosen and scored on the same images)"

@@ -235,7 +235,8 @@ class ValidationResult(Artefact):
                      "plans": ", ".join(f"#{i} {share:.0%}" for i, share in r.plan_shares.items()),
                      "val acc (B)": f"{100 * float(np.mean(r.val_per_seed)):.1f}",
                      "regret": f"{100 * r.regret:.1f} pts",
-                     r.interval_kind: f"[{100 * r.diff_interval[0]:+.1f}, {100 * r.diff_interval[1]:+.1f}]",
+                     f"selector − reference, {r.interval_kind}": f"[{100 * r.diff_interval[0]:+.1f}, "
+                                                                  f"{100 * r.diff_interval[1]:+.1f}]",
                      "orders": r.orders} for r in self.regrets]
         rows = []
         for b in self.budgets:

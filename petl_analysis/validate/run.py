@@ -39,8 +39,8 @@ from ..engine import Recipe
 from ..errors import PetlError
 from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
-from ..plan.planner import greedy_plan_shares
 from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
+from ..plan.planner import greedy_plan_shares
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
 from ..select import SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_from_probe
@@ -49,8 +49,7 @@ from ..train.run import default_train_recipe
 from ..trials import TrialRecord
 from .agreement import bootstrap_correlation, oracle_order, random_null, regret, top_k_overlap
 from .regret import expected_per_seed, paired_difference, reference_index
-from .result import (JUDGED_ON_B, JUDGED_ON_OWN, Agreement, OracleEntry, PlanOutcome, SelectorRegret,
-                     ValidationResult)
+from .result import JUDGED_ON_B, JUDGED_ON_OWN, Agreement, OracleEntry, PlanOutcome, SelectorRegret, ValidationResult
 
 if TYPE_CHECKING:
     from ..study import Study
