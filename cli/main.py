@@ -14,6 +14,7 @@ from .options import (
     BUDGET_FORMS,
     DEFAULT_METHODS,
     DEPRECATED_OPTIONS,
+    DATA,
     FILES,
     METHOD,
     MODEL,
@@ -737,7 +738,7 @@ def plan(
     models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."),
                                  weights=WeightsOpt(None)),
     data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
-                              omit=("shots", "max_train")),
+                              omit=("shots", "max_train", "split_part")),
     out: str = option("plans", "--out", "-o", panel=FILES,
                       help="Output directory (plan_<budget>.json per budget)."),
     export_peft_: bool = option(False, "--export-peft", panel=FILES,
@@ -986,7 +987,8 @@ def run(
                               shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full "
                                              "training set)."),
                               max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it "
-                                                       "(stratified).")),
+                                                       "(stratified).")),),
+                              omit=("split_part",)),
     budgets: Optional[str] = BudgetsOpt(),
     methods: str = MethodsOpt(),
     seeds: int = SeedsOpt(3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises "
@@ -1054,8 +1056,10 @@ def validate(
                                    "(default: 3x the largest smallest plan over sets and methods)."),
     budgets: Optional[str] = BudgetsOpt(help=f"Regret budgets: {BUDGET_FORMS} (default: --oracle-budget/4, "
                                         "--oracle-budget, 4x --oracle-budget)."),
-    random_draws: int = option(3, "--random-draws", panel=METHOD,
-                               help="Random orders planned and trained per budget (the floor)."),
+    allow_shared_data: bool = option(False, "--allow-shared-data", panel=DATA,
+                                     help="Judge a probe made on the whole pools (or on split B) on its own data; "
+                                          "every verdict then says so. Default: a probe must be made on split A "
+                                          "(--split-part A) and is judged on split B."),
     epochs: Optional[int] = EpochsOpt(),
     lr: Optional[float] = LrOpt(),
     max_steps: Optional[int] = MaxStepsOpt(),
@@ -1063,16 +1067,16 @@ def validate(
                       help="ValidationResult JSON; trials are logged beside it."),
     execution: Execution = Group(),
 ) -> None:
-    """Does the ranking predict? Adapt each probed set alone (the oracle), compare every selector with it
-    (Spearman, Kendall, top-k, with seed intervals) and train each selector's plan per budget (regret)."""
+    """Does the ranking predict? On split B (the probe decided on split A): adapt each probed set alone (the oracle),
+    compare every selector with it (Spearman, Kendall, top-k, with seed intervals) and train every plan an order of
+    the sets gives per budget (regret against the plan best on split A, exact random floor)."""
     check_output_path(out, what="--out")
     execution.setup()
     import shlex
     import sys
 
     from petl_analysis.probe import ProbeResult
-    from petl_analysis.train import default_train_recipe
-    from petl_analysis.validate import run_validate
+    from petl_analysis.validate import default_judge_recipe, run_validate
 
     from petl_analysis.errors import PetlError
     from petl_analysis.plan.budgets import parse_budgets
@@ -1082,13 +1086,13 @@ def validate(
         raise PetlError(f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
                         "plans take --budgets)")
     regret_budgets = parse_budgets(budgets, "--budgets")
-    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
+    recipe = _recipe(default_judge_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
     probe = ProbeResult.load(probe_path)
     with progress_bar("validate", total=None) as advance:
         result = run_validate(
             probe, selectors=split_list(selectors), methods=split_list(methods), seeds=seeds,
             budget=oracle_budget[0] if oracle_budget else None,
-            budgets=regret_budgets or None, random_draws=random_draws, recipe=recipe,
+            budgets=regret_budgets or None, allow_shared_data=allow_shared_data, recipe=recipe,
             out=out, **execution.trials(), on_trial=_trial_progress(advance), probe_source=probe_path,
             command=shlex.join(["petl-analyze", *sys.argv[1:]]))
     print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")

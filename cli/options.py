@@ -102,6 +102,10 @@ DatasetOpt = CliOption(..., "--dataset", "-d", panel=DATA, help="Built-in datase
 ShotsOpt = CliOption(None, "--shots", "-k", panel=DATA, help="Training images per class, drawn per seed "
                      "(default: the full training set).")
 MaxTrainOpt = CliOption(None, "--max-train", panel=DATA, help="Cap the full training set (stratified).")
+SplitPartOpt = CliOption(
+    None, "--split-part", panel=DATA,
+    help="Use one half of the train and val pools: A (where a probe and its selectors decide, for validate) or B "
+         "(where validate judges them); test is the same. Default: the whole pools.")
 SkipBadOpt = CliOption(
     False, "--skip-bad-images", panel=DATA,
     help="Image folders: leave out files that cannot be decoded (a warning lists them) instead of failing.",
@@ -188,12 +192,13 @@ class ModelOptions(OptionGroup):
 
 @dataclass(frozen=True)
 class DataOptions(OptionGroup):
-    """--dataset, --shots, --max-train, --skip-bad-images, --keep-duplicates: which images, and how many of them
-    train."""
+    """--dataset, --shots, --max-train, --split-part, --skip-bad-images, --keep-duplicates: which images, and how
+    many of them train."""
 
     dataset: Optional[str] = DatasetOpt.field()
     shots: Optional[int] = ShotsOpt.field()
     max_train: Optional[int] = MaxTrainOpt.field()
+    split_part: Optional[str] = SplitPartOpt.field()
     skip_bad_images: bool = SkipBadOpt.field()
     keep_duplicates: bool = KeepDuplicatesOpt.field()
 
@@ -208,7 +213,8 @@ class DataOptions(OptionGroup):
             raise PetlError("no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
                             "image-folder path)")
         shots = None if zero_shots_is_full and not self.shots else self.shots
-        split = SplitSpec(shots=shots, shot_seed=shot_seed, max_train=self.max_train, dedup=not self.keep_duplicates)
+        split = SplitSpec(shots=shots, shot_seed=shot_seed, max_train=self.max_train, dedup=not self.keep_duplicates,
+                          part=self.split_part)
         return DataSpec(dataset or self.dataset, split, skip_bad_images=self.skip_bad_images)
 
 

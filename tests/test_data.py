@@ -237,6 +237,24 @@ def test_make_splits_disjoint_stratified_complete() -> None:
     assert torch.equal(s.test.images, ds.images[torch.from_numpy(s.indices["test"])])
 
 
+def test_split_parts_halve_the_pools_per_class_and_keep_test() -> None:
+    ds = load_dataset("digits")
+    whole = make_splits(ds, SplitSpec(split_seed=3))
+    a, b = (make_splits(ds, SplitSpec(split_seed=3, part=p)) for p in ("A", "B"))
+    for k in ("train", "val"):
+        assert not set(a.indices[k]) & set(b.indices[k])  # disjoint halves ...
+        assert sorted(set(a.indices[k]) | set(b.indices[k])) == sorted(whole.indices[k])  # ... of the whole pool
+        for c, (na, nb) in enumerate(zip(getattr(a, k).class_counts(), getattr(b, k).class_counts())):
+            assert 0 <= na - nb <= 1, c  # class-stratified: A gets the extra image of an odd count
+    assert np.array_equal(a.indices["test"], whole.indices["test"]) and np.array_equal(b.indices["test"], whole.indices["test"])
+    # shots, max_train and val_shots apply inside the part
+    few = make_splits(ds, SplitSpec(split_seed=3, part="B", shots=4, max_train=50))
+    assert set(few.indices["train"]) <= set(b.indices["train"]) and set(few.indices["val"]) <= set(b.indices["val"])
+    assert few.train.class_counts() == [4] * 10
+    with pytest.raises(PetlError, match="part"):
+        SplitSpec(part="a")
+
+
 def test_test_set_fixed_by_split_seed_only() -> None:
     ds = load_dataset("mnist5k")
     runs = [make_splits(ds, SplitSpec(shots=5, shot_seed=seed)) for seed in range(3)]

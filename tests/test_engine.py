@@ -46,6 +46,22 @@ def test_model_is_left_at_best_validation_epoch() -> None:
     assert evaluate(model, val)[0] == pytest.approx(res.val_acc)
 
 
+def test_fixed_schedule_keeps_and_scores_the_last_epoch() -> None:
+    # epoch_selection="last": the validation score is the last epoch's, not the maximum over the epochs it reports
+    train, val = _toy(128, 0), _toy(64, 1)
+    model = _model()
+    res = fit(model, train, val, Recipe(epochs=4, batch_size=32, lr=2e-3, epoch_selection="last"), seed=0)
+    best = fit(_model(), train, val, Recipe(epochs=4, batch_size=32, lr=2e-3), seed=0)
+    assert res.val_curve == best.val_curve  # the same training; only which epoch is kept differs
+    assert res.val_acc == res.val_curve[-1] and res.best_epoch == res.epochs_run == 4
+    assert evaluate(model, val)[0] == pytest.approx(res.val_curve[-1])
+    assert res.val_acc != best.val_acc  # this run's best epoch is not its last: the test can fail
+    with pytest.raises(PetlError, match="patience"):
+        Recipe(patience=3, epoch_selection="last")
+    with pytest.raises(PetlError, match="epoch selection"):
+        Recipe(epoch_selection="best")
+
+
 def test_early_stopping_and_divergence() -> None:
     train, val = _toy(64, 0), _toy(32, 1)
     res = fit(_model(), train, val, Recipe(epochs=50, batch_size=64, lr=1e-9, patience=2, warmup_epochs=0), seed=0)

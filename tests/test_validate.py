@@ -38,7 +38,8 @@ from petl_analysis.validate.agreement import seed_resamples, smallest_p
 
 LABELS = ["a", "b", "c", "d"]
 ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
-RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024)
+RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024,
+                epoch_selection="last")
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -171,17 +172,17 @@ def test_default_budgets_bracket_the_oracle_budget():
 # ------------------------------------------------------------------------------------------------ the study
 
 
-def _probe():
+def _probe(part: str | None = "A"):
     probe = synthetic_probe()
-    # 6 validation images per class, 10 classes: what the probe would have recorded.
-    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6)), n_val=60)
+    # 6 validation images per class, 10 classes: what the probe would have recorded (on split A).
+    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6, part=part)), n_val=60)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("validate") / "validation.json"
     seen: list[bool] = []
-    result = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, random_draws=2, recipe=RECIPE,
+    result = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, recipe=RECIPE,
                           budgets=[2_000], out=out, on_trial=lambda record, cached: seen.append(cached))
     return result, out, seen
 
@@ -228,18 +229,58 @@ def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
         assert result.oracle_cost[m].trainings == 2 * len(result.sets) and result.oracle_cost[m].seconds > 0
 
 
-def test_regret_is_zero_for_the_best_plan_and_shared_plans_train_once(study):
+def test_regret_reference_is_chosen_on_split_a_and_every_plan_trains_once(study):
     result, _, seen = study
+    assert result.judged_on == "split B" and result.seeds == [1000, 1001] and result.seed_offset == 1000
+    assert result.probe_data.split.part == "A" and result.data.split.part == "B"
     plans = [p for p in result.plans if p.budget == 2_000]
-    assert {p.selector for p in plans} >= {"oracle", "d90", "apla", "kappa", "random:0", "random:1"}
-    assert min(p.regret for p in plans) == 0.0 and all(p.regret >= 0 for p in plans)
-    for p in plans:
-        if p.same_as:
-            twin = next(q for q in plans if q.selector == p.same_as)
-            assert twin.config == p.config and twin.val_per_seed == p.val_per_seed
+    assert len({json.dumps(p.config, sort_keys=True) for p in plans}) == len(plans)  # one per distinct plan
+    assert sum(p.floor_share for p in plans) == pytest.approx(1.0)  # the floor weighs every order
+    (ref,) = [p for p in plans if p.reference]
+    assert ref.a_val_mean == max(p.a_val_mean for p in plans)  # chosen on split A ...
+    assert ref.regret == 0.0  # ... and every regret is measured from its split-B score
+    for r in (r for r in result.regrets if r.budget == 2_000):
+        assert sum(r.plan_shares.values()) == pytest.approx(1.0) and r.orders == "exact"
+        values = [sum(w * plans[int(i)].val_per_seed[s] for i, w in r.plan_shares.items()) for s in range(2)]
+        assert r.val_per_seed == pytest.approx(values)
+        assert r.diff_per_seed == pytest.approx([v - b for v, b in zip(values, ref.val_per_seed)])
+        assert r.interval_kind == "seed span" and r.diff_interval == pytest.approx([min(r.diff_per_seed),
+                                                                                    max(r.diff_per_seed)])
+        assert result.mean_regret(r.selector, 2_000) == pytest.approx(-np.mean(r.diff_per_seed))
+    assert {r.selector for r in result.regrets} == {"random", "oracle", "d90", "apla", "kappa"}
     distinct = {json.dumps(e.config, sort_keys=True) for e in result.oracle} | {
         json.dumps(p.config, sort_keys=True) for p in plans}
     assert len(seen) == 2 * len(distinct)  # every configuration trained once per seed
+
+
+def test_refuses_a_probe_not_made_on_split_a_unless_told(tmp_path):
+    for part in (None, "B"):
+        with pytest.raises(PetlError, match=r"probe\.json: data\.split\.part is .*--allow-shared-data"):
+            run_validate(_probe(part), probe_source="probe.json", recipe=RECIPE)
+    shared = run_validate(_probe(None), selectors=("d90",), methods=("kadaptation",), seeds=1, recipe=RECIPE,
+                          budgets=[2_000], allow_shared_data=True)
+    assert shared.judged_on == "the probe's own data" and shared.data == shared.probe_data
+    assert all(row["verdict"].endswith("(judged on the probe's own data)") for row in shared.agreement_table())
+
+
+def test_probe_and_judge_data_are_disjoint_on_real_splits(study):
+    from petl_analysis.data import make_splits, open_dataset
+
+    result, _, _ = study
+    ds = open_dataset("digits")
+    for probe_data in (result.probe_data, DataSpec("digits", SplitSpec(part="A")),
+                       DataSpec("digits", SplitSpec(shots=5, part="A"))):
+        from petl_analysis.validate.run import judge_split
+
+        judge_data, _ = judge_split(probe_data, False)
+        for seed in (0, 1000):
+            a = make_splits(ds, probe_data.for_seed(seed).split).indices
+            b = make_splits(ds, judge_data.for_seed(seed).split).indices
+            assert len(a["train"]) and len(b["train"]) and len(a["val"]) and len(b["val"])
+            for x in ("train", "val"):
+                for y in ("train", "val", "test"):
+                    assert not set(a[x]) & set(b[y]), (x, y)
+            assert list(a["test"]) == list(b["test"])
 
 
 def test_artefact_round_trip_and_resume(study, tmp_path):
@@ -247,7 +288,7 @@ def test_artefact_round_trip_and_resume(study, tmp_path):
     loaded = ValidationResult.load(out)
     assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
     again: list[bool] = []
-    rerun = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, random_draws=2, recipe=RECIPE,
+    rerun = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, recipe=RECIPE,
                          budgets=[2_000], out=out, on_trial=lambda record, cached: again.append(cached))
     assert again and all(again)  # nothing retrained
     assert [p.val_per_seed for p in rerun.plans] == [p.val_per_seed for p in result.plans]
@@ -281,7 +322,7 @@ def test_cli_validate(tmp_path):
     _probe().save(probe_path)
     out = tmp_path / "v.json"
     r = CliRunner().invoke(app, ["validate", "--probe", str(probe_path), "--selectors", "d90,apla", "--methods",
-                                 "kadaptation", "--seeds", "1", "--budgets", "2k", "--random-draws", "1",
+                                 "kadaptation", "--seeds", "1", "--budgets", "2k",
                                  "--epochs", "1", "--max-steps", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "agreement with the oracle" in r.output and out.exists()
@@ -351,3 +392,66 @@ def test_tie_classes_and_p_values_as_the_report_writes_them():
     assert format_classes([["a"], ["b"]]) == "2 sets, strict"
     assert format_classes([["a", "b", "c"]]) == "3 sets, all tied"
     assert format_p(0.0167, 0.15) == "0.017 (0.150)" and format_p(math.nan, math.nan) == "-"
+
+
+# ------------------------------------------------------------------------------------------------ the regret maths
+
+
+@pytest.mark.parametrize("budget, groups", [(500, None), (2_000, None),
+                                            (2_000, [["mlp.fc1"], ["attn.v", "attn.q", "attn.proj"]])])
+def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
+    # The recursion over (chosen sets, sets still fitting) against planning every order consistent with the ties.
+    from petl_analysis.models import ModelSpec
+    from petl_analysis.plan import plan_for_budget
+    from petl_analysis.plan.planner import greedy_plan_shares
+    from petl_analysis.task import prepare_model
+    from petl_analysis.validate.run import _order_ranking
+
+    probe = synthetic_probe()
+    sets = {t.target: list(t.units) for t in probe.targets}
+    groups = groups or [list(sets)]
+    model = ModelSpec("petl_vit_tiny", weights="random")
+    net = prepare_model(model, 10)
+
+    def config(order):
+        plan = plan_for_budget(_order_ranking(order, sets, model, "x"), net, budget, model_spec=model)
+        return json.dumps(plan.config, sort_keys=True)
+
+    orders = [sum(map(list, parts), []) for parts in itertools.product(*[itertools.permutations(g) for g in groups])]
+    brute: dict[str, float] = {}
+    for order in orders:
+        brute[config(order)] = brute.get(config(order), 0.0) + 1 / len(orders)
+    exact: dict[str, float] = {}
+    for order, share in greedy_plan_shares(groups, sets, net, budget).shares.items():
+        exact[config(order)] = exact.get(config(order), 0.0) + share
+    assert exact.keys() == brute.keys() and len(brute) > 1
+    assert all(exact[k] == pytest.approx(brute[k]) for k in brute)
+    # past its limit of budget checks it samples orders, and says so (below every whole set it needs no count)
+    sampled = greedy_plan_shares(groups, sets, net, budget, max_checks=1)
+    assert sampled.how.startswith("sampled: 32 orders") == (budget > 500)
+    assert sum(sampled.shares.values()) == pytest.approx(1.0)
+    assert {config(o) for o in sampled.shares} <= set(brute)
+
+
+def test_paired_difference_interval():
+    from petl_analysis.validate.regret import expected_per_seed, paired_difference, reference_index
+
+    span = paired_difference([0.5, 0.7, 0.6], [0.6, 0.6, 0.6])
+    assert span.per_seed == pytest.approx([-0.1, 0.1, 0.0]) and span.interval_kind == "seed span"
+    assert span.interval == pytest.approx([-0.1, 0.1]) and span.mean == pytest.approx(0.0)
+    t = paired_difference([0.5, 0.7, 0.6, 0.8], [0.6] * 4)
+    from scipy import stats
+
+    d = np.array([-0.1, 0.1, 0.0, 0.2])
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert t.interval == pytest.approx([d.mean() - half, d.mean() + half]) and t.interval_kind.startswith("t 95%")
+    assert expected_per_seed([0.25, 0.75], [[0.4, 0.8], [0.8, 0.4]]) == pytest.approx([0.7, 0.5])
+    assert reference_index([0.5, 0.7, 0.7], ["c", "b", "a"]) == 2  # best on split A; ties by key, never by split B
+
+
+def test_version_1_validation_loads_with_its_old_regret():
+    from pathlib import Path
+
+    v = ValidationResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "digits" / "validation.json")
+    assert v.judged_on == "" and v.probe_data == v.data and not v.regrets
+    assert math.isfinite(v.mean_regret(v.selectors[0], v.budgets[0]))

@@ -14,6 +14,10 @@ The protocol, recorded in every artefact as a :class:`SplitSpec`:
    per class from the val pool (default: ``k``, the few-shot protocol, capped at the smallest class's val pool; an
    explicit ``val_shots`` larger than a class's val pool is an error). Draws are nested: with one seed, the k-shot
    set is a subset of the (k+1)-shot set. ``val_shots`` without ``shots`` caps the val set per class.
+5. ``part = "A" | "B"`` (the validation protocol: the probe and the selectors decide on A, the judge scores on B):
+   each class's train pool and val pool are cut in two by ``split_seed`` on a stream of their own (A gets the
+   extra image of an odd count), before rule 3 and 4 apply inside the part. The test split is the same for A, B
+   and ``None`` (the whole pools).
 
 Before any of this (``dedup=True``, the default), images with identical content are reduced to one copy, so no image
 is in two splits: the content is the decoded pixel array of an in-memory dataset and the file bytes of an image
@@ -39,6 +43,10 @@ if TYPE_CHECKING:
 
 # Second stream of shot_seed (numpy SeedSequence entropy [shot_seed, 1]) so val draws are independent of train draws.
 _VAL_STREAM = 1
+# Stream of split_seed (SeedSequence entropy [split_seed, 2]) that halves the pools into parts A and B.
+_PART_STREAM = 2
+#: The halves a split can be restricted to (None: the whole pools).
+PARTS = ("A", "B")
 
 
 #: What each count or seed of a split means, for messages that a user of the CLI or of the library can read
@@ -61,13 +69,18 @@ class SplitSpec:
     val_shots: int | None = None  # per-class val size; default = shots when shots is set, else the whole val pool
     max_train: int | None = None  # cap on the full train pool (stratified); ignored when shots is set
     dedup: bool = True  # one copy of each identical image before splitting; conflicting labels drop every copy
+    part: str | None = None  # "A" | "B": one half of the train and val pools (rule 5); None: the whole pools
 
-    #: Added after artefacts and trial logs existed, with the value every record written before implies (splits
-    #: were not deduplicated): a stored record that lacks the field reads it so, and trial keys leave it out while it
-    #: holds it (:func:`~petl_analysis.trials.key_json`), so the committed logs keep their keys.
-    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"dedup": False}
+    #: Fields added after artefacts and trial logs existed, with the value every record written before implies
+    #: (splits were not deduplicated and used the whole pools): a stored record that lacks a field reads it so, and
+    #: trial keys leave it out while it holds it (:func:`~petl_analysis.trials.key_json`), so the committed logs keep
+    #: their keys.
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"dedup": False, "part": None}
 
     def __post_init__(self) -> None:
+        if self.part is not None and self.part not in PARTS:
+            raise PetlError(f"the split's part (part) must be one of {', '.join(PARTS)}, or unset for the whole "
+                            f"pools; got {self.part!r}")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
@@ -247,6 +260,22 @@ def deduplicate(ds: "ImageDataset | ImageFiles") -> tuple[np.ndarray, dict[str, 
     return duplicate_mask(content_hashes(ds), ds.labels.numpy())
 
 
+def _part_of(val_by_class: list[np.ndarray], pool_by_class: list[np.ndarray],
+             spec: SplitSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rule 5: each class's val pool and train pool cut in two halves by ``split_seed``'s own stream; ``spec.part``'s
+    half of each. The cut does not depend on anything but ``split_seed`` and the class's pool, so A and B are
+    disjoint and together the whole pools."""
+    rng = np.random.default_rng([spec.split_seed, _PART_STREAM])
+    first = spec.part == PARTS[0]
+
+    def half(idx: np.ndarray) -> np.ndarray:
+        shuffled = idx[rng.permutation(len(idx))]
+        cut = (len(idx) + 1) // 2
+        return shuffled[:cut] if first else shuffled[cut:]
+
+    return [half(v) for v in val_by_class], [half(p) for p in pool_by_class]
+
+
 def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) -> Splits:
     """Split ``ds`` into train / val / test following ``spec`` (protocol in the module docstring).
 
@@ -266,6 +295,8 @@ def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) 
         test_idx.append(idx[:n_test])
         val_idx.append(idx[n_test : n_test + n_val])
         pool_by_class.append(idx[n_test + n_val :])
+    if spec.part is not None:
+        val_idx, pool_by_class = _part_of(val_idx, pool_by_class, spec)
 
     if spec.shots is not None:
         pool = np.concatenate(pool_by_class)

@@ -9,6 +9,9 @@ from ..errors import PetlError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+#: Which epoch's model a training keeps and scores: the best on validation (validation is then a maximum over the
+#: epochs, so it flatters the score it reports) or the last one of a fixed schedule.
+EPOCH_SELECTIONS = ("val", "last")
 
 
 @dataclass
@@ -34,6 +37,9 @@ class Recipe:
             on cached features, which is cheap.
         augment: timm's training augmentation (random resized crop, flip, colour jitter) on streamed image
             folders; in-memory built-in datasets are never augmented.
+        epoch_selection: ``"val"``: keep the best-validation epoch (test is reported at it; the validation score
+            is then the maximum over epochs of the images it is reported on); ``"last"``: a fixed schedule, the
+            last epoch is kept and scored (no ``patience``). The probe and validate use ``"last"``.
     """
 
     epochs: int = 30
@@ -52,9 +58,10 @@ class Recipe:
     amp: bool = True
     max_steps: int | None = None
     augment: bool = False
+    epoch_selection: str = "val"
 
     #: Added after trial logs existed: left out of trial keys at their defaults (see ``trials.key_json``).
-    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment")
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment", "epoch_selection")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -67,6 +74,12 @@ class Recipe:
             raise PetlError(f"unknown optimizer {self.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise PetlError(f"unknown schedule {self.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
+        if self.epoch_selection not in EPOCH_SELECTIONS:
+            raise PetlError(f"unknown epoch selection {self.epoch_selection!r}; expected one of: "
+                            f"{', '.join(EPOCH_SELECTIONS)}")
+        if self.epoch_selection == "last" and self.patience is not None:
+            raise PetlError(f"recipe patience={self.patience} stops on validation, which a fixed schedule "
+                            f"(epoch_selection='last') does not read; unset patience or select on 'val'")
         if not self.lr > 0 or (self.head_lr is not None and not self.head_lr > 0):
             raise PetlError(f"learning rates must be > 0, got lr={self.lr}, head_lr={self.head_lr}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:

@@ -1,7 +1,8 @@
 """The training loop every stage uses: probe trials, baselines and adapter runs.
 
 It trains exactly the parameters with ``requires_grad=True``, evaluates on the validation split every epoch, keeps
-the best-validation state (never selected on test), and reports test accuracy both at that epoch and at the last.
+the best-validation state (never selected on test; ``Recipe.epoch_selection="val"``) or the last epoch's (a fixed
+schedule, ``"last"``), and reports test accuracy both at the kept epoch and at the last.
 Data is anything :mod:`.batches` accepts: an in-memory ``TensorDataset`` or a streamed dataset. On CUDA the forward
 passes run under bf16 autocast where the GPU supports it (``Recipe.amp``).
 """
@@ -169,7 +170,8 @@ def fit(
 ) -> FitResult:
     """Train ``model``'s trainable parameters on ``train``; select the epoch on ``val``; report ``test``.
 
-    The model is left on ``device`` holding the best-validation parameters (the last ones if ``val`` is None).
+    The model is left on ``device`` holding the best-validation parameters (the last ones if ``val`` is None or
+    ``recipe.epoch_selection == "last"``, when ``val_acc`` is the last epoch's).
     With ``recipe.max_steps`` training stops after that many optimizer steps (the learning-rate schedule is laid
     out over the capped length), and the partial last epoch is evaluated like any other.
 
@@ -199,6 +201,7 @@ def fit(
     result = FitResult(best_epoch=0, epochs_run=0, val_acc=None, test_acc=None, last_val_acc=None, last_test_acc=None)
     result.n_train, result.n_val, result.n_test = n, num_examples(val), num_examples(test)
     result.trainable = count_parameters(model).as_dict()
+    keep_best = recipe.epoch_selection == "val"
     best_key: tuple[float, float] | None = None
     best_state: list[torch.Tensor] | None = None
     since_best = 0
@@ -242,7 +245,7 @@ def fit(
             result.val_curve.append(val_acc)
             key = (val_acc, -val_loss)
             if best_key is None or key > best_key:
-                best_key, best_state, since_best = key, _snapshot(params), 0
+                best_key, best_state, since_best = key, _snapshot(params) if keep_best else None, 0
                 result.best_epoch = epoch + 1
             else:
                 since_best += 1

@@ -19,8 +19,10 @@ will count.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 from torch import nn
 
 from ..accounting import ParamCount, classifier
@@ -227,3 +229,114 @@ def smallest_plan_cost(
     if cost is None:
         raise PetlError(f"no Linear unit to adapt among {', '.join(units)}")
     return cost
+
+
+#: :func:`greedy_plan_shares` stops exact enumeration after this many budget checks (1-5 ms each on the bundled
+#: model) and samples :data:`SAMPLED_ORDERS` orders instead. Every distinct plan is trained over the judge's seeds,
+#: so the sample is small: 24 per-block sets under a budget that fits several give nearly one plan per order.
+MAX_EXACT_CHECKS = 5_000
+SAMPLED_ORDERS = 32
+
+
+@dataclass
+class PlanShares:
+    """:func:`greedy_plan_shares`'s answer: ``{order: share}``, one order per distinct plan (its chosen sets first,
+    in the catalogue's order: feed it to :func:`plan_for_budget`), shares summing to 1; ``how``: ``exact``, or how
+    the orders were sampled (the shares then carry Monte Carlo error)."""
+
+    shares: dict[tuple[str, ...], float]
+    how: str = "exact"
+    n_orders: int = 0  # orders sampled (0: exact)
+
+
+def greedy_plan_shares(
+    groups: Sequence[Sequence[str]],
+    units: dict[str, list[str]],
+    model: nn.Module,
+    budget: int,
+    *,
+    method: str = "kadaptation",
+    head_in_budget: bool = False,
+    method_options: dict[str, Any] | None = None,
+    max_checks: int = MAX_EXACT_CHECKS,
+    seed: int = 0,
+) -> PlanShares:
+    """Which plans :func:`plan_for_budget` makes over all orders consistent with ``groups`` (tie classes, best
+    first; every order within a class equally likely), and each one's share of those orders.
+
+    Why it is exact without listing the orders: the greedy planner adds a set when it still fits beside the sets
+    chosen so far, and a set that does not fit never fits later (the chosen sets only grow and so does their cost).
+    So in a uniformly random order of a class only the sets that still fit matter, and the first of them is equally
+    likely to be any one: a recursion over (chosen sets, sets still fitting) that visits each state once. One class
+    holding every set is the uniform random order (the regret's random floor). Past ``max_checks`` budget checks
+    (per-block sets under a large budget) it samples :data:`SAMPLED_ORDERS` orders with ``seed`` instead, and says
+    so in ``how``.
+    """
+    catalogue = list(units)
+    base = _base_options(method_options)
+    linear = {t: [u for u in resolve_targets(model, us) if u.is_linear] for t, us in units.items()}
+    linear = {t: us for t, us in linear.items() if us}
+    cost_cache: dict[frozenset[str], bool] = {}
+    limit = [max_checks]
+
+    def fits(chosen: frozenset[str]) -> bool:
+        if chosen not in cost_cache:
+            if len(cost_cache) >= limit[0]:
+                raise _TooManyStates
+            cost = _cheapest(model, method, base, [u for t in catalogue if t in chosen for u in linear[t]],
+                             head_in_budget)
+            cost_cache[chosen] = cost is not None and cost <= budget
+        return cost_cache[chosen]
+
+    memo: dict[tuple[frozenset[str], frozenset[str]], dict[frozenset[str], float]] = {}
+
+    def within(chosen: frozenset[str], pool: frozenset[str]) -> dict[frozenset[str], float]:
+        still = frozenset(t for t in pool if fits(chosen | {t}))
+        if not still:
+            return {chosen: 1.0}
+        key = (chosen, still)
+        if key not in memo:
+            out: dict[frozenset[str], float] = {}
+            for t in still:
+                for final, p in within(chosen | {t}, still - {t}).items():
+                    out[final] = out.get(final, 0.0) + p / len(still)
+            memo[key] = out
+        return memo[key]
+
+    classes = [[t for t in g if t in linear] for g in groups]
+    classes = [g for g in classes if g]
+    how = "exact"
+    dist: dict[frozenset[str], float] = {frozenset(): 1.0}
+    try:
+        for g in classes:
+            nxt: dict[frozenset[str], float] = {}
+            for chosen, p in dist.items():
+                for final, q in within(chosen, frozenset(g)).items():
+                    nxt[final] = nxt.get(final, 0.0) + p * q
+            dist = nxt
+    except _TooManyStates:
+        limit[0] = len(cost_cache) + 1_000_000  # sampling reuses the checks made so far
+        rng = np.random.default_rng(seed)
+        dist = {}
+        for _ in range(SAMPLED_ORDERS):
+            chosen: frozenset[str] = frozenset()
+            for g in classes:
+                for i in rng.permutation(len(g)):
+                    if fits(chosen | {g[i]}):
+                        chosen = chosen | {g[i]}
+            dist[chosen] = dist.get(chosen, 0.0) + 1.0 / SAMPLED_ORDERS
+        how = (f"sampled: {SAMPLED_ORDERS} orders (numpy seed {seed}), exact enumeration passed {max_checks:,} "
+               f"budget checks; the shares carry Monte Carlo error")
+
+    def order_for(first: Sequence[str]) -> tuple[str, ...]:
+        return tuple(first) + tuple(t for t in catalogue if t not in first)
+
+    if set(dist) == {frozenset()} and classes:
+        # Nothing fits whole: the planner adapts part of the order's first set, equally likely any of the first class.
+        return PlanShares({order_for([t]): 1.0 / len(classes[0]) for t in classes[0]})
+    return PlanShares({order_for([t for t in catalogue if t in chosen]): p for chosen, p in dist.items()}, how,
+                      0 if how == "exact" else SAMPLED_ORDERS)
+
+
+class _TooManyStates(Exception):
+    """Internal: :func:`greedy_plan_shares` stops enumerating."""

@@ -15,8 +15,11 @@ LR_SCALINGS = ("sqrt", "constant")
 
 def default_probe_recipe() -> Recipe:
     """Short trainings: every (target, d, seed) costs one of these. ``head_lr`` is the classifier's rate; ``lr`` is
-    theta_d's only with ``ProbeConfig.lr_scaling="constant"`` (see :func:`theta_lr`)."""
-    return Recipe(epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0)
+    theta_d's only with ``ProbeConfig.lr_scaling="constant"`` (see :func:`theta_lr`). A fixed schedule
+    (``epoch_selection="last"``): the floor, ceiling and curve points are the last epoch's validation accuracy, not a
+    maximum over epochs of the images they report."""
+    return Recipe(epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0,
+                  epoch_selection="last")
 
 
 def theta_lr(base: float, d: int, scaling: str) -> float:

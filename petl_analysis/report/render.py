@@ -260,9 +260,16 @@ def _input_text(conversion: Any) -> str:
     return f"**converted**: {text}" if conversion.changed else text
 
 
+#: Recipe settings shown only when some recipe of the report moves them from their default (their rows appeared after
+#: reports existed; ``epoch_selection`` then says which stage scores a fixed schedule).
+_SHOWN_IF_SET = {"epoch_selection": "val"}
+
+
 def _recipe_rows(recipes: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names = list(recipes)
-    fields = [f.name for f in dataclasses.fields(next(iter(recipes.values())))]
+    fields = [f.name for f in dataclasses.fields(next(iter(recipes.values())))
+              if f.name not in _SHOWN_IF_SET or any(getattr(r, f.name) != _SHOWN_IF_SET[f.name]
+                                                    for r in recipes.values())]
     rows = [[f] + [str(getattr(recipes[n], f)) for n in names] for f in fields]
     return ["setting"] + names, rows
 

@@ -93,9 +93,8 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
         "scored on validation: the oracle. Every selector's order is compared with it (rank correlations on "
         "midranks with their seed span, permutation tests under the selector's declared ties, Holm-corrected over "
         "the selectors), beside what the selector cost, and each selector's plan is trained "
-        f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} (regret = validation accuracy "
-        f"of the best plan trained at that budget minus the selector's; random orders give the floor). Validation "
-        "decides throughout; test accuracy is in the artefact only.")
+        f"at {', '.join(f'{b:,}' for b in v.budgets)} parameters with {v.regret_method} ({_regret_words(v)}). "
+        "Validation decides throughout; test accuracy is in the artefact only." + _judge_words(v))
     spread, noise = oracle_spread(v, primary)
     verdicts = []
     images = images_apart(spread, 0.0, v.n_val)
@@ -115,8 +114,30 @@ def _setup_and_verdicts(v: "ValidationResult") -> list[Block]:
                         f"seed spread of {_pts(noise)} points: which set is adapted matters here.")
     for a in v.agreement:
         if a.method == primary:
-            verdicts.append(_agreement_sentence(a, primary))
+            verdicts.append(_agreement_sentence(a, primary) + v.verdict_label)
     return [setup, Bullets(verdicts)]
+
+
+def _regret_words(v: "ValidationResult") -> str:
+    if not v.judged_on:
+        return ("regret = validation accuracy of the best plan trained at that budget minus the selector's; random "
+                "orders give the floor")
+    return ("regret = split-B validation accuracy of the plan best on split A minus the selector's; every order of "
+            "the sets gives the floor")
+
+
+def _judge_words(v: "ValidationResult") -> str:
+    if not v.judged_on:
+        return ""
+    if v.judged_on == "split B":
+        return (f" The probe and the selectors decided on split A of the data; the oracle and the regret trained and "
+                f"scored on split B (disjoint training and validation images) with seeds "
+                f"{', '.join(map(str, v.seeds))}, on a fixed schedule of {v.recipe.epochs} "
+                f"epoch{'s' if v.recipe.epochs != 1 else ''} (the last one scored)"
+                if v.recipe.epoch_selection == "last" else
+                f" The probe and the selectors decided on split A of the data; the oracle and the regret trained and "
+                f"scored on split B with seeds {', '.join(map(str, v.seeds))}") + "."
+    return " **Judged on the probe's own data** (--allow-shared-data): the verdicts below may flatter the ranking."
 
 
 def _agreement_blocks(v: "ValidationResult") -> list[Block]:
@@ -130,7 +151,8 @@ def _agreement_blocks(v: "ValidationResult") -> list[Block]:
                      format_correlation(a.spearman, a.spearman_span), format_correlation(a.kendall, a.kendall_span),
                      format_p(a.p_better, a.p_better_holm), format_p(a.p_worse, a.p_worse_holm),
                      f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
-                     _pts(a.top1_regret), a.cost.text() if a.cost is not None else "-", a.verdict])
+                     _pts(a.top1_regret), a.cost.text() if a.cost is not None else "-",
+                     a.verdict + v.verdict_label])
     for m in v.methods:
         r = v.random.get(m)
         if r:
@@ -159,7 +181,48 @@ def _agreement_blocks(v: "ValidationResult") -> list[Block]:
 
 
 def _regret_blocks(v: "ValidationResult") -> list[Block]:
-    """Regret of each selector's plan per budget, and what the best plan at each budget was."""
+    """Regret of each selector's plan per budget, and what the reference plan at each budget was."""
+    if not v.judged_on:
+        return _legacy_regret_blocks(v)
+    budgets = [b for b in v.budgets if any(r.budget == b for r in v.regrets)]
+    rows = []
+    for name in ["oracle", *v.selectors, "random"]:
+        cells = [f"`{name}`" if name != "random" else "random (every order)"]
+        for b in budgets:
+            r = v.regret_of(name, b)
+            cells.append("-" if r is None else f"{_pts(r.regret)} [{_pts(0.0 - r.diff_interval[1])}, "
+                                               f"{_pts(0.0 - r.diff_interval[0])}]")  # 0.0 - x: never -0.0
+        rows.append(cells)
+    kinds = sorted({r.interval_kind for r in v.regrets})
+    where = ("its own validation images (the probe's data: the reference is chosen and scored on the same images)"
+             if v.judged_on != "split B" else "split A's validation images (the probe's), scored on split B's")
+    text = (f"Points of validation accuracy given up by each selector's {v.regret_method} plan against the "
+            f"reference plan at that budget: every distinct plan that some order of the sets gives is trained on the "
+            f"judge's data over the judge's seeds, and the reference is the one best on {where}. A selector that "
+            "declares ties is the expectation over the orders its ties allow; random is the exact expectation over "
+            f"all orders. In brackets: the {' / '.join(kinds)} of the per-seed paired differences (same judge seed, "
+            "selector minus reference, sign flipped).")
+    bullets = [row for b in budgets for row in [_reference_row(v, b)] if row]
+    bullets += [f"budget {b:,}: every order of the sets gives the same plan; left out" for b in v.regret_left_out]
+    bullets += sorted({f"{r.selector} at {r.budget:,}: {r.orders}" for r in v.regrets if r.orders != "exact"})
+    return [Heading("Regret per budget", 3), Paragraph(text),
+            Table(["selector", *[f"{b:,}" for b in budgets]], rows, numeric=set(range(1, len(budgets) + 1))),
+            Bullets(bullets)]
+
+
+def _reference_row(v: "ValidationResult", b: int) -> str | None:
+    """The reference plan at budget ``b`` (chosen on split A) and its split-B score."""
+    at_b = [p for p in v.plans if p.budget == b]
+    ref = next((p for p in at_b if p.reference), None)
+    if ref is None:
+        return None
+    a_val = f"{_pts(ref.a_val_mean)} % on split A, " if ref.a_val_per_seed else ""
+    return (f"budget {b:,}: {len(at_b)} distinct plans; reference {', '.join(ref.targets)} ({ref.used:,} "
+            f"parameters) at {a_val}{_pts(ref.val_mean)} ± {_pts(ref.val_std)} % on the judge's validation images")
+
+
+def _legacy_regret_blocks(v: "ValidationResult") -> list[Block]:
+    """A version-1 validation (best plan chosen and scored on the same images, a few random draws)."""
     reg_rows = []
     for name in ["oracle", *v.selectors, "random"]:
         cells = [f"`{name}`" if name != "random" else f"random (mean of {v.random_draws})"]

@@ -12,6 +12,8 @@ configuration of a study can be used without retraining it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import time
@@ -116,6 +118,7 @@ class RunTrial:
     data: DataSpec
     config: dict[str, Any]
     seed: int
+    also_val: DataSpec | None = None  # also score the kept model on this data's val split (None: left out of keys)
 
 
 def sweep_trial(trial: Trial) -> dict[str, Any]:
@@ -129,9 +132,12 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
     run, trainable = train_one_seed(t.model, t.data, config_from_dict(t.config), t.recipe, t.seed,
                                     head_init=t.head_init, device=t.device,
                                     adapter_dir=Path(where) / trial.key if where else None,
-                                    adapter_record={"trial": trial.key})
-    return {"seed_run": to_jsonable(run), "trainable": trainable, "device": str(t.device),
-            "threads": torch.get_num_threads()}
+                                    adapter_record={"trial": trial.key}, also_val=t.also_val)
+    out = {"seed_run": to_jsonable(run), "trainable": trainable, "device": str(t.device),
+           "threads": torch.get_num_threads()}
+    if t.also_val is not None:
+        out["also_val_acc"] = run.also_val_acc
+    return out
 
 
 def check_seeds(seeds: int) -> None:
@@ -234,6 +240,8 @@ def train_plans(
     command: str = "",
     adapters: Path | None = None,
     all_seeds: bool = False,
+    first_seed: int = 0,
+    also_val: DataSpec | None = None,
 ) -> SweepResult:
     """The sweep stage: train every plan over ``seeds`` (trials in the log at ``log``) and return the result.
 
@@ -241,7 +249,10 @@ def train_plans(
     (:func:`~petl_analysis.plan.validate_plan`) before anything trains, and plans that record their dataset must
     be for the study's (:func:`~petl_analysis.plan.plans_dataset`). ``budgets``/``methods`` record what the
     study asked for (default: those of the plans); ``skipped``, what its planning left out. With ``adapters`` (a
-    folder), each point's best seed's adapter (every seed's with ``all_seeds``) is placed there."""
+    folder), each point's best seed's adapter (every seed's with ``all_seeds``) is placed there. ``first_seed``:
+    the seeds are ``first_seed .. first_seed + seeds - 1`` (validate's judge trains on seeds apart from the
+    probe's). ``also_val``: each kept model is also scored on that data's validation split
+    (``SeedRun.also_val_acc``, in memory)."""
     start = time.perf_counter()
     counted = _check_sweep(study, plans, seeds, head_in_budget, plans_source)
     data, model, recipe = study.data, study.model, recipe or default_train_recipe()
@@ -250,15 +261,16 @@ def train_plans(
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
         return Trial.of("run", RunTrial(model=model, recipe=recipe, head_init=head_init, device=study.device,
-                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed),
-                        **options)
+                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed,
+                                        also_val=also_val), **options)
 
-    seed_list = list(range(seeds))
+    seed_list = list(range(first_seed, first_seed + seeds))
     records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
     runs = {(id(p), s): records[trial(p.config, s).key] for p in plans for s in seed_list}
 
     def summary(plan: Plan, ok: list[TrialRecord]) -> RunResult:
-        seed_runs = [from_jsonable(SeedRun, r.result["seed_run"]) for r in ok]
+        seed_runs = [dataclasses.replace(from_jsonable(SeedRun, r.result["seed_run"]),
+                                         also_val_acc=r.result.get("also_val_acc")) for r in ok]
         return summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"],
                          seed_runs, sum(r.wall_time_s for r in seed_runs), label=plan.label,
                          input_conversion=conversion)

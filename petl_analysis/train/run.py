@@ -17,7 +17,7 @@ import numpy as np
 
 from ..artefacts import Artefact
 from ..data import open_dataset
-from ..engine import EpochLog, FitResult, Recipe, fit, loss_still_falling
+from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
 from ..task import (
@@ -53,6 +53,10 @@ class SeedRun:
     train_loss: list[float] = field(default_factory=list)
     val_curve: list[float] = field(default_factory=list)
     steps: int = 0  # optimizer steps taken (fewer than epochs x batches under the recipe's max_steps)
+    #: Accuracy of the kept model on another data's validation split (``train_one_seed``'s ``also_val``; validate:
+    #: split A's, where the regret's reference plan is chosen), None when not asked. In memory only (the sweep's
+    #: trial result carries it), so the sweep and run artefacts keep their fields.
+    also_val_acc: float | None = field(default=None, metadata={"transient": True})
 
     @property
     def loss_still_falling(self) -> bool:
@@ -112,8 +116,12 @@ def train_one_seed(
     adapter_dir: str | Path | None = None,
     adapter_record: dict[str, Any] | None = None,
     callback: Callable[[EpochLog], None] | None = None,
+    also_val: DataSpec | None = None,
 ) -> tuple[SeedRun, dict[str, int]]:
     """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts.
+
+    ``also_val``: other data of the same dataset (e.g. split A where ``data`` is split B) whose validation split the
+    kept model is also scored on (``SeedRun.also_val_acc``): an extra evaluation, no extra training.
 
     ``adapter_dir``: save the trained (best-validation) adapter there (:func:`~petl_analysis.tuners.save_adapter`),
     its record holding ``model``, the seed, its validation accuracy and ``adapter_record``."""
@@ -132,9 +140,13 @@ def train_one_seed(
     if adapter_dir is not None:
         save_adapter(net, method, adapter_dir, model_spec=model,
                      extra={"seed": seed, "val_acc": res.val_acc, **(adapter_record or {})})
+    also_val_acc = None
+    if also_val is not None:
+        other = build_task(also_val.for_seed(seed), net, dataset=ds)
+        also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size)[0]
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
                   res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
-                  steps=res.steps)
+                  steps=res.steps, also_val_acc=also_val_acc)
     return run, res.trainable
 
 

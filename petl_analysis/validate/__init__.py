@@ -2,9 +2,10 @@
 
 from .agreement import (Correlation, PermutationTest, agreement_stats, holm, image_bootstrap, oracle_order,
                         permutation_test, random_null, rank_correlation, seed_span, top_k_overlap)
-from .result import Agreement, Cost, OracleEntry, PlanOutcome, ValidationResult
+from .result import Agreement, Cost, OracleEntry, PlanOutcome, SelectorRegret, ValidationResult
 from .planted import PlantedTask, PlantedUnit, plant_unit, write_image_folder
-from .run import DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, matched_budget, run_validate
+from .run import (DEFAULT_METHODS, DEFAULT_SELECTORS, agreement_verdict, default_budgets, default_judge_recipe,
+                  matched_budget, run_validate)
 
 __all__ = [
     "Agreement",
@@ -16,6 +17,7 @@ __all__ = [
     "PlanOutcome",
     "PlantedTask",
     "PlantedUnit",
+    "SelectorRegret",
     "ValidationResult",
     "agreement_verdict",
     "agreement_stats",
@@ -25,6 +27,7 @@ __all__ = [
     "PermutationTest",
     "seed_span",
     "default_budgets",
+    "default_judge_recipe",
     "matched_budget",
     "oracle_order",
     "plant_unit",

@@ -15,6 +15,12 @@ from ..probe.result import sample_std
 from ..task import DataSpec, InputConversion
 
 
+#: ``ValidationResult.judged_on``: the judge's data is split B, or (``allow_shared_data``) the probe's own data.
+JUDGED_ON_B, JUDGED_ON_OWN = "split B", "the probe's own data"
+#: Appended to every verdict shown for a validation judged on the probe's own data.
+OWN_DATA_LABEL = " (judged on the probe's own data)"
+
+
 class _SeedScores:
     """Seed summaries of ``val_per_seed`` / ``test_per_seed`` (nan when no seed finished)."""
 
@@ -120,6 +126,38 @@ class Cost:
 
 
 @dataclass
+class SelectorRegret:
+    """What one selector's plan gives up at one budget against the reference plan, seed by seed (split B).
+
+    Attributes:
+        budget, selector: the budget, and a selector, ``oracle`` (the judge's own order) or ``random`` (the floor:
+            every order of the sets).
+        plan_shares: index into ``ValidationResult.plans`` (as text) -> share of the selector's orders (those
+            consistent with its declared ties) whose greedy plan it is.
+        val_per_seed: expected split-B validation accuracy per judge seed (over ``plan_shares``).
+        diff_per_seed: ``val_per_seed`` minus the reference plan's, seed by seed (negative: worse than it).
+        diff_mean, diff_interval, interval_kind: their mean and its interval (``seed span``: the smallest and the
+            largest per-seed difference, what every resample of 3 or fewer seeds spans; else ``t 95% (ddof=1)``).
+        orders: ``exact`` (every order weighed) or how orders were sampled instead (with the standard error).
+    """
+
+    budget: int
+    selector: str
+    plan_shares: dict[str, float]
+    val_per_seed: list[float]
+    diff_per_seed: list[float]
+    diff_mean: float
+    diff_interval: list[float]
+    interval_kind: str
+    orders: str = "exact"
+
+    @property
+    def regret(self) -> float:
+        """Points of accuracy given up against the reference (the mean paired difference, sign flipped)."""
+        return 0.0 - self.diff_mean  # never -0.0
+
+
+@dataclass
 class Agreement:
     """How one selector's order agrees with one method's oracle.
 
@@ -170,8 +208,11 @@ class Agreement:
 
 @dataclass
 class PlanOutcome(_SeedScores):
-    """The plan a selector produces at one budget, trained over the seeds (``same_as``: an earlier selector whose plan
-    is the same configuration; trained once)."""
+    """A plan trained at one budget over the seeds (``same_as``: an earlier selector whose plan is the same
+    configuration; trained once). Under the split A/B protocol there is one per distinct plan that any order of the
+    sets gives: ``selector`` is the first selector whose order gives it (``random``: only other orders),
+    ``val_per_seed`` is scored on split B, ``a_val_per_seed`` the same models on split A (where the ``reference``
+    plan is chosen), ``floor_share`` the share of all orders whose greedy plan it is."""
 
     budget: int
     selector: str
@@ -184,6 +225,13 @@ class PlanOutcome(_SeedScores):
     test_per_seed: list[float]
     regret: float = math.nan
     same_as: str | None = None
+    a_val_per_seed: list[float] = field(default_factory=list)
+    floor_share: float = 0.0
+    reference: bool = False
+
+    @property
+    def a_val_mean(self) -> float:
+        return float(np.mean(self.a_val_per_seed)) if self.a_val_per_seed else math.nan
 
 
 @dataclass
@@ -192,13 +240,23 @@ class ValidationResult(Artefact):
 
     ``oracle``: every set alone at ``budget`` per method. ``agreement``: every selector against every method's
     oracle; ``random``: the same measures for a random order (their expectation over all orders).
-    ``plans``: at each of ``budgets``, each selector's plan (``regret_method``) trained, with its regret against the
-    best plan trained at that budget; the ``random`` selector's plans come from ``random_draws`` seeded orders.
+    ``plans``: at each of ``budgets``, every distinct plan (``regret_method``) that an order of the sets gives,
+    trained; ``regrets``: each selector's expected plan against the reference plan (chosen on split A's validation
+    images, scored on split B's), paired per judge seed; ``regret_left_out``: budgets where every order gives the
+    same plan (nothing to choose).
+
+    The data: ``probe_data`` is the probe's (split A), ``data`` the judge's (split B of the same dataset and
+    ``split_seed``: the oracle and the regret train and score there, with ``seeds`` offset by ``seed_offset`` from
+    the probe's). ``judged_on``: ``split B``, ``the probe's own data`` (the escape hatch ``allow_shared_data``: every
+    verdict says so), or empty for a version-1 file (the old protocol: ``random_draws`` seeded orders, best plan
+    chosen and scored on the same images).
     """
 
     SCHEMA = "validation_result"
     VERSION = 2
-    MIGRATIONS = {1: lambda body: _agreement_v2(body)}
+    #: Version 1 judged on the probe's own data: its probe's data is its data, and ``judged_on`` stays empty (the old
+    #: regret fields keep their meaning); its agreement records are re-read with the tie-aware statistics.
+    MIGRATIONS = {1: lambda body: _agreement_v2({**body, "probe_data": body.get("data")})}
 
     model: ModelSpec
     data: DataSpec
@@ -226,6 +284,11 @@ class ValidationResult(Artefact):
     command: str = ""
     input_conversion: InputConversion | None = None
     oracle_cost: dict[str, Cost] = field(default_factory=dict)  # per method: the oracle's own trainings and seconds
+    probe_data: DataSpec | None = None
+    judged_on: str = ""
+    seed_offset: int = 0
+    regrets: list[SelectorRegret] = field(default_factory=list)
+    regret_left_out: list[int] = field(default_factory=list)
 
     def oracle_of(self, method: str) -> list[OracleEntry]:
         """The method's oracle entries, best validation accuracy first."""
@@ -253,8 +316,25 @@ class ValidationResult(Artefact):
                          "cost": a.cost.text() if a.cost else "-", "oracle cost": oracle.text() if oracle else "-",
                          "verdict": a.verdict})
         return rows
+        return [{"selector": a.selector, "method": a.method, "spearman": format_correlation(a.spearman, a.spearman_ci),
+                 "kendall": format_correlation(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
+                 "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
+                 "verdict": a.verdict + self.verdict_label} for a in self.agreement]
+
+    @property
+    def verdict_label(self) -> str:
+        """What every verdict shown carries: empty, or that the judge read the probe's own data."""
+        return OWN_DATA_LABEL if self.judged_on == JUDGED_ON_OWN else ""
 
     def regret_table(self) -> list[dict[str, Any]]:
+        if self.judged_on:
+            return [{"budget": r.budget, "selector": r.selector,
+                     "plans": ", ".join(f"#{i} {share:.0%}" for i, share in r.plan_shares.items()),
+                     "val acc (B)": f"{100 * float(np.mean(r.val_per_seed)):.1f}",
+                     "regret": f"{100 * r.regret:.1f} pts",
+                     f"selector − reference, {r.interval_kind}": f"[{100 * r.diff_interval[0]:+.1f}, "
+                                                                  f"{100 * r.diff_interval[1]:+.1f}]",
+                     "orders": r.orders} for r in self.regrets]
         rows = []
         for b in self.budgets:
             for p in (p for p in self.plans if p.budget == b):
@@ -263,9 +343,15 @@ class ValidationResult(Artefact):
                              "regret": f"{100 * p.regret:.1f} pts", "same as": p.same_as or "-"})
         return rows
 
+    def regret_of(self, selector: str, budget: int) -> SelectorRegret | None:
+        return next((r for r in self.regrets if r.selector == selector and r.budget == budget), None)
+
     def mean_regret(self, selector: str, budget: int) -> float:
-        """Mean regret of ``selector``'s plans at ``budget`` (``random``: over its draws ``random:<seed>``); nan if
-        it planned none."""
+        """Regret of ``selector``'s plan at ``budget`` against the reference (a version-1 file: mean over its plans,
+        ``random`` over its draws ``random:<seed>``); nan if it planned none or the budget was left out."""
+        if self.judged_on:
+            r = self.regret_of(selector, budget)
+            return r.regret if r is not None else math.nan
         values = [p.regret for p in self.plans if p.budget == budget
                   and (p.selector == selector or p.selector.startswith(f"{selector}:"))]
         return float(np.mean(values)) if values else math.nan

@@ -1,16 +1,24 @@
 """The validate stage: does a selector's ranking predict what adapting each target set achieves?
 
+The probe and every selector decide on split A of the data (``SplitSpec.part = "A"``); the judge trains and scores
+on split B of the same dataset and ``split_seed`` (disjoint train and validation images, the same test images),
+with seeds offset by :data:`JUDGE_SEED_OFFSET` from the probe's, on a fixed schedule (the last epoch is scored).
+A probe on the whole pools is refused unless ``allow_shared_data`` (then every verdict says it was judged on the
+probe's own data).
+
 For a probe's target sets (each type grouped across blocks, or each block's unit in per-block mode):
 
 1. **Oracle.** Each set is adapted alone at one matched trainable budget, with each method (KAdaptation and LoRA
-   by default), over seeds, scored on validation. Its order (best validation accuracy first) is the oracle order.
-2. **Agreement.** Every selector (d90 and d90+acc from the probe, the proxy selectors computed on the same sets,
-   the constant order) is compared with each method's oracle: Spearman and Kendall correlation on midranks (the ties
+   by default), over seeds, scored on split B's validation images. Its order is the oracle order.
+2. **Agreement.** Every selector (d90 and d90+acc from the probe, the proxy selectors computed on split A, the
+   constant order) is compared with each method's oracle: Spearman and Kendall correlation on midranks (the ties
    a selector declares are kept) with their seed span, upper- and lower-tail permutation tests under those ties,
    Holm-corrected over the selectors, top-k overlap, the top-1 regret, and what the selector's order cost.
-3. **Regret.** At each budget, each selector's greedy plan is trained (the first method), and its validation
-   accuracy is compared with the best plan trained at that budget (the oracle order's plan among them); random
-   orders, planned the same way, give the floor.
+3. **Regret.** At each budget, every distinct greedy plan that an order of the sets gives is trained (the first
+   method) on split B and scored on split B's and split A's validation images. The reference plan is the best on
+   split A; a selector's regret is the reference's split-B accuracy minus its plan's (the expectation over the orders
+   its declared ties allow), paired per seed; the random floor is the exact expectation over all orders
+   (:mod:`.regret`). Budgets where every order gives the same plan are left out.
 
 Every (configuration, seed) is one trial of the JSON-lines log beside the output, so a killed run resumes, and a
 configuration that two selectors share is trained once.
@@ -18,6 +26,7 @@ configuration that two selectors share is trained once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -26,18 +35,23 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from ..data import make_splits
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
 from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
+from ..plan.planner import greedy_plan_shares
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
-from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_by_proxy, rank_from_probe
+from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_from_probe
+from ..task import DataSpec
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
 from .agreement import agreement_stats, holm, oracle_order, random_null, regret, smallest_p, top_k_overlap
-from .result import Agreement, Cost, OracleEntry, PlanOutcome, ValidationResult
+from .regret import expected_per_seed, paired_difference, reference_index
+from .result import (JUDGED_ON_B, JUDGED_ON_OWN, Agreement, Cost, OracleEntry, PlanOutcome, SelectorRegret,
+                     ValidationResult)
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -50,12 +64,21 @@ BUDGET_HEADROOM = 3
 SIGNIFICANCE = 0.05
 TIED = "sets tied"
 CANNOT_TELL = "cannot tell"
+#: The judge's seeds start here: the probe's trainings use seeds 0, 1, ..., so no judge training repeats a probe's
+#: initialisation or batch order.
+JUDGE_SEED_OFFSET = 1000
 
 
 def matched_budget(net, sets: dict[str, list[str]], methods: Sequence[str], *, head_in_budget: bool = False) -> int:
     """The default oracle budget: :data:`BUDGET_HEADROOM` x the largest cheapest plan over sets and methods."""
     return BUDGET_HEADROOM * max(smallest_plan_cost(net, units, method=m, head_in_budget=head_in_budget)
                                  for units in sets.values() for m in methods)
+
+
+def default_judge_recipe() -> Recipe:
+    """The oracle's and the regret's recipe: the sweep's (so oracle points compare with sweep points) on a fixed
+    schedule (the last epoch is scored, never the best on the images reported)."""
+    return dataclasses.replace(default_train_recipe(), epoch_selection="last")
 
 
 def _round2(x: float) -> int:
@@ -122,12 +145,13 @@ def validate_probe(
     seeds: int = 3,
     budget: BudgetLike | None = None,
     budgets: str | Sequence[BudgetLike] | None = None,
-    random_draws: int = 3,
+    random_draws: int = 0,
     recipe: Recipe | None = None,
     n_batches: int = 5,
     head_init: str = "lp",
     probe_source: str = "",
     command: str = "",
+    allow_shared_data: bool = False,
 ) -> ValidationResult:
     """The validate stage on ``study`` (the probe's model and data): oracle, agreement, regret; trials in ``log``.
 
@@ -140,34 +164,63 @@ def validate_probe(
         budget: trainable parameters (head excluded) of every oracle configuration, or a share of the backbone
             (``"0.05%"``, :mod:`~petl_analysis.plan.budgets`); default :func:`matched_budget`.
         budgets: budgets of the regret plans, in the same forms; default :func:`default_budgets` of ``budget``.
-        random_draws: seeded random orders planned and trained at each budget (the regret floor).
-        recipe: training recipe (default: the sweep's, so oracle points compare with sweep points).
+        random_draws: kept for old callers; the random floor is exact (every order), this is recorded only.
+        recipe: training recipe (default: the sweep's on a fixed schedule, ``epoch_selection="last"``, so no score
+            is a maximum over the epochs of the images it reports).
+        allow_shared_data: judge a probe made on the whole pools (or on split B) on its own data; every verdict
+            then says so. Without it such a probe is refused.
         n_batches: batches the gradient proxies read.
         head_init: how each trained model's head starts (:func:`~petl_analysis.sweep.sweep.train_plans`).
     """
     start = time.perf_counter()
-    recipe = recipe or default_train_recipe()
+    recipe = recipe or default_judge_recipe()
     sets = _check_validate(probe, selectors, methods, seeds)
+    judge_data, judged_on = judge_split(study.data, allow_shared_data, probe_source)
+    judge = study.with_data(judge_data)
     conversion = study.conversion
     budget, budgets = _validate_budgets(study.template, sets, methods, budget, budgets)
     oracle_plans, notes = plan_oracle(study, sets, methods, budget)
-    rankings = selector_rankings(study, probe, sets, selectors, n_batches)
-    draws = {f"random:{s}": rank_by_proxy("random", study.template, None, sets, model_spec=study.model,
-                                          data=study.data, seed=s) for s in range(random_draws)}
-    fit = _PlanTrainer(study, log, seeds=seeds, recipe=recipe, head_init=head_init)
+    if recipe.epoch_selection == "val":
+        notes.append("the recipe keeps each training's best epoch on the judge's validation images: every score is "
+                     "a maximum over the epochs of the images it reports (epoch_selection='last' avoids it)")
+    rankings = selector_rankings(study, probe, sets, selectors, n_batches)  # split A: the probe's data
+    fit = _PlanTrainer(judge, log, seeds=seeds, recipe=recipe, head_init=head_init, first_seed=JUDGE_SEED_OFFSET,
+                       also_val=study.data if judged_on == JUDGED_ON_B else None)
     oracle = oracle_stage(fit, oracle_plans, sets, seeds)
     oracle_costs = oracle_cost(oracle_plans, fit.last_runs)
     costs = selector_costs(rankings, probe_source)
-    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, probe.n_val, costs)
-    planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings, **draws}
-    plans = regret_stage(study, fit, planners, budgets, methods[0], notes)
+    n_val = judge_n_val(judge)
+    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, n_val, costs)
+    planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings}
+    plans, regrets, left_out = regret_stage(judge, fit, planners, sets, budgets, methods[0], notes)
     return ValidationResult(
-        model=spec_with_load(study.model, study.template), data=study.data_record, recipe=recipe, head_init=head_init,
-        seeds=list(range(seeds)), methods=list(methods), sets=list(sets), per_block=probe.config.per_block,
-        budget=int(budget), oracle=oracle, agreement=agreement, random=random_summary, budgets=list(budgets),
-        regret_method=methods[0], random_draws=random_draws, plans=plans, selectors=list(rankings), notes=notes,
-        n_val=probe.n_val, failed=fit.failed, probe_source=probe_source, wall_time_s=time.perf_counter() - start,
-        train_time_s=fit.train_time_s, command=command, input_conversion=conversion, oracle_cost=oracle_costs)
+        model=spec_with_load(study.model, study.template), data=judge.data_record, recipe=recipe, head_init=head_init,
+        seeds=[JUDGE_SEED_OFFSET + s for s in range(seeds)], methods=list(methods), sets=list(sets),
+        per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
+        random=random_summary, budgets=list(budgets), regret_method=methods[0], random_draws=random_draws,
+        plans=plans, selectors=list(rankings), notes=notes, n_val=n_val, failed=fit.failed,
+        probe_source=probe_source, wall_time_s=time.perf_counter() - start, train_time_s=fit.train_time_s,
+        command=command, input_conversion=conversion, probe_data=study.data_record, judged_on=judged_on,
+        seed_offset=JUDGE_SEED_OFFSET, regrets=regrets, regret_left_out=left_out,
+        oracle_cost=oracle_costs)
+
+
+def judge_split(probe_data: DataSpec, allow_shared_data: bool, source: str = "") -> tuple[DataSpec, str]:
+    """The judge's data for a probe's: split B of the same dataset and ``split_seed`` for a probe on split A;
+    the probe's own data only with ``allow_shared_data`` (a probe on the whole pools or on split B)."""
+    part = probe_data.split.part
+    if part == "A":
+        return dataclasses.replace(probe_data, split=dataclasses.replace(probe_data.split, part="B")), JUDGED_ON_B
+    if not allow_shared_data:
+        raise PetlError(f"{source or 'the probe'}: data.split.part is {part!r}; validate judges a probe made on "
+                        f"split A (probe with --split-part A) on split B, or give --allow-shared-data to judge it "
+                        f"on its own data")
+    return probe_data, JUDGED_ON_OWN
+
+
+def judge_n_val(judge: "Study") -> int:
+    """Validation images the judge scores on (per seed)."""
+    return len(make_splits(judge.dataset, judge.data.split).val)
 
 
 def _check_validate(probe: ProbeResult, selectors: Sequence[str], methods: Sequence[str],
@@ -231,7 +284,7 @@ def oracle_stage(fit: "_PlanTrainer", oracle_plans: list[tuple[str, str, Plan]],
     scored = fit([p for _, _, p in oracle_plans])
     oracle = [OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
                           val_per_seed=val, test_per_seed=test)
-              for (label, m, plan), (val, test) in zip(oracle_plans, scored)]
+              for (label, m, plan), (val, test, _) in zip(oracle_plans, scored)]
     failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
     if failed:
         raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
@@ -335,35 +388,93 @@ def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], lab
     return agreement, random_summary, orders
 
 
-def regret_stage(study: "Study", fit: "_PlanTrainer", planners: dict[str, Ranking], budgets: Sequence[int],
-                 method: str, notes: list[str]) -> list[PlanOutcome]:
-    """Phase 2: each planner's greedy plan at each budget with ``method``, trained, and its regret against the best
-    plan at that budget. A plan that cannot be made is a note (appended to ``notes``)."""
-    planned: list[tuple[int, str, Plan]] = []
+def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Ranking], sets: dict[str, list[str]],
+                 budgets: Sequence[int], method: str,
+                 notes: list[str]) -> tuple[list[PlanOutcome], list[SelectorRegret], list[int]]:
+    """Phase 2 (module docstring, 3.): every distinct plan of every order at each budget, trained on the judge's
+    data and also scored on the probe's validation images; the reference per budget chosen on those; each planner's
+    regret (and the random floor's) against it, paired per seed. Returns the plans, the regrets and the budgets left
+    out (every order gives the same plan); a budget that cannot be planned is a note (appended to ``notes``)."""
+    planned: list[tuple[int, Plan, dict[str, float]]] = []  # (budget, plan, planner -> share)
+    sampled: dict[tuple[int, str], tuple[str, int]] = {}  # (budget, planner) -> (how, orders) when not exact
+    left_out: list[int] = []
     for b in budgets:
-        for name, r in planners.items():
-            try:
-                planned.append((b, name, plan_for_budget(r, study.template, b, method=method,
-                                                         model_spec=study.model)))
-            except PetlError as e:
-                notes.append(f"{name} at budget {b:,}: {e}")
-    scored = fit([p for _, _, p in planned])
-    plans: list[PlanOutcome] = []
-    first_with: dict[tuple[int, str], str] = {}
-    for (b, name, plan), (val, test) in zip(planned, scored):
-        key = (b, json.dumps(plan.config, sort_keys=True))
-        first = first_with.setdefault(key, name)
-        plans.append(PlanOutcome(budget=b, selector=name, method=method, targets=[t.target for t in plan.targets],
-                                 units=[u for t in plan.targets for u in t.units], config=plan.config, used=plan.used,
-                                 val_per_seed=val, test_per_seed=test, same_as=first if first != name else None))
-    for b in budgets:
-        at_b = [p for p in plans if p.budget == b and p.val_per_seed]
-        if not at_b:
+        try:
+            shares = {name: _order_shares(r.tie_groups() if r is not None else None, sets, judge, b, method, sampled,
+                                          (b, name)) for name, r in [("random", None), *planners.items()]}
+        except PetlError as e:
+            notes.append(f"budget {b:,}: {e}")
             continue
-        best = max(p.val_mean for p in at_b)
-        for p in at_b:
-            p.regret = regret(best, p.val_mean)
-    return plans
+        by_key: dict[str, tuple[Plan, dict[str, float]]] = {}
+        for name, of_orders in shares.items():
+            for order, share in of_orders.items():
+                plan = plan_for_budget(_order_ranking(order, sets, judge.model, name), judge.template, b,
+                                       method=method, model_spec=judge.model)
+                key = json.dumps(plan.config, sort_keys=True)
+                entry = by_key.setdefault(key, (plan, {}))
+                entry[1][name] = entry[1].get(name, 0.0) + share
+        if len(by_key) == 1:
+            left_out.append(b)
+            notes.append(f"budget {b:,}: every order of the sets gives the same plan; left out of the regret")
+            continue
+        planned += [(b, plan, of) for plan, of in by_key.values()]
+    scored = fit([p for _, p, _ in planned])
+    plans: list[PlanOutcome] = []
+    for (b, plan, of), (val, test, a_val) in zip(planned, scored):
+        first = next((n for n in planners if n in of), "random")
+        plans.append(PlanOutcome(budget=b, selector=first, method=method, targets=[t.target for t in plan.targets],
+                                 units=[u for t in plan.targets for u in t.units], config=plan.config,
+                                 used=plan.used, val_per_seed=val, test_per_seed=test, a_val_per_seed=a_val,
+                                 floor_share=of.get("random", 0.0)))
+    regrets: list[SelectorRegret] = []
+    for b in dict.fromkeys(b for b, _, _ in planned):
+        idx = [i for i, (pb, _, _) in enumerate(planned) if pb == b]
+        if any(not plans[i].val_per_seed or len(plans[i].val_per_seed) != len(plans[idx[0]].val_per_seed)
+               for i in idx):
+            notes.append(f"budget {b:,}: a plan's training failed; no regret")
+            continue
+        # The reference is chosen on split A (the probe's validation images; the judge's own with shared data).
+        choose = [plans[i].a_val_mean if plans[i].a_val_per_seed else plans[i].val_mean for i in idx]
+        ref = plans[idx[reference_index(choose, [json.dumps(plans[i].config, sort_keys=True) for i in idx])]]
+        ref.reference = True
+        for i in idx:
+            plans[i].regret = regret(ref.val_mean, plans[i].val_mean)
+        for name in ["random", *planners]:
+            mine = [(i, planned[i][2][name]) for i in idx if name in planned[i][2]]
+            values = expected_per_seed([w for _, w in mine], [plans[i].val_per_seed for i, _ in mine])
+            diff = paired_difference(values, ref.val_per_seed)
+            orders = "exact"
+            if (b, name) in sampled:
+                how, n = sampled[(b, name)]
+                orders = f"{how}; Monte Carlo standard error {100 * _sampling_error(mine, plans, n):.2f} pts"
+            regrets.append(SelectorRegret(
+                budget=b, selector=name, plan_shares={str(i): w for i, w in mine}, val_per_seed=values,
+                diff_per_seed=diff.per_seed, diff_mean=diff.mean, diff_interval=diff.interval,
+                interval_kind=diff.interval_kind, orders=orders))
+    return plans, regrets, left_out
+
+
+def _sampling_error(mine: list[tuple[int, float]], plans: list[PlanOutcome], n_orders: int) -> float:
+    """Standard error of a mean over ``n_orders`` sampled orders of the plans' seed-mean accuracy (shares ``mine``)."""
+    x = np.array([plans[i].val_mean for i, _ in mine])
+    w = np.array([share for _, share in mine])
+    mean = float((w * x).sum())
+    return math.sqrt(float((w * (x - mean) ** 2).sum()) / max(1, n_orders - 1))
+
+
+def _order_shares(groups: list[list[str]] | None, sets: dict[str, list[str]], judge: "Study", budget: int,
+                  method: str, sampled: dict[tuple[int, str], tuple[str, int]],
+                  key: tuple[int, str]) -> dict[tuple[str, ...], float]:
+    """Orders (one per distinct plan) and their shares among the orders consistent with ``groups`` (None: all
+    orders), by :func:`~petl_analysis.plan.planner.greedy_plan_shares`; how they were counted when not exactly is
+    recorded in ``sampled[key]``. A budget below every plan is refused (the planner's one-line error)."""
+    found = greedy_plan_shares(groups if groups is not None else [list(sets)], sets, judge.template, budget,
+                               method=method, seed=len(sampled))
+    plan_for_budget(_order_ranking(next(iter(found.shares)), sets, judge.model, "check"), judge.template, budget,
+                    method=method, model_spec=judge.model)
+    if found.how != "exact":
+        sampled[key] = (found.how, found.n_orders)
+    return found.shares
 
 
 class _PlanTrainer:
@@ -383,8 +494,9 @@ class _PlanTrainer:
         configuration the oracle, several selectors or random draws share is counted once."""
         return unique_train_time(self.records.values(), seconds=_seed_run_seconds)
 
-    def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float]]]:
-        """Validation and test accuracy per finished seed, for each plan in order."""
+    def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float], list[float]]]:
+        """Validation, test and ``also_val`` accuracy per finished seed, for each plan in order (the last empty
+        without ``also_val``)."""
         outer = self.study.on_trial
 
         def seen(record: TrialRecord, cached: bool) -> None:
@@ -407,7 +519,8 @@ class _PlanTrainer:
             run = runs.get(id(plan))
             seeds = run.seeds if run is not None else []
             out.append(([float(r.val_acc) for r in seeds if r.val_acc is not None],
-                        [float(r.test_acc) for r in seeds if r.test_acc is not None]))
+                        [float(r.test_acc) for r in seeds if r.test_acc is not None],
+                        [float(r.also_val_acc) for r in seeds if r.also_val_acc is not None]))
         return out
 
 
