@@ -987,7 +987,7 @@ def run(
                               shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full "
                                              "training set)."),
                               max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it "
-                                                       "(stratified).")),),
+                                                       "(stratified)."),
                               omit=("split_part",)),
     budgets: Optional[str] = BudgetsOpt(),
     methods: str = MethodsOpt(),
