@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The committed validation studies under reports/validation/ (issue 25's protocol): each probe decides on split A,
+# validate judges it on split B (disjoint images and seeds, fixed schedule). Resumable: rerunning reads the finished
+# trials back from the logs beside each output. Usage: bash scripts/validation_studies.sh [animals digits per_block]
+set -euo pipefail
+JOBS="${JOBS:-2}"
+OUT=reports/validation
+# What each study probes (fixed before any result was seen): the demo's grouped targets and grid on 300 training
+# images of split A, the whole of split A's validation pool; per_block: each block's units on animals.
+probe_args() {
+  case "$1" in
+    animals|digits) echo "--dataset $1 --max-train 300 --seeds 2 --d-min 10 --points-per-decade 1" ;;
+    per_block) echo "--dataset animals --max-train 300 --seeds 1 --dims 10,100,1000,4000 --per-block" ;;
+    *) echo "unknown study $1" >&2; exit 2 ;;
+  esac
+}
+validate_args() {
+  case "$1" in
+    per_block) echo "--methods kadaptation --seeds 2" ;;
+    *) echo "" ;;
+  esac
+}
+if [ "$#" -eq 0 ]; then set -- animals digits per_block; fi
+for s in "$@"; do
+  mkdir -p "$OUT/$s"
+  # shellcheck disable=SC2046
+  petl-analyze probe $(probe_args "$s") --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
+  # shellcheck disable=SC2046
+  petl-analyze validate --probe "$OUT/$s/probe.json" $(validate_args "$s") --out "$OUT/$s/validation.json" \
+    --jobs "$JOBS"
+done
