@@ -1,10 +1,22 @@
 """A planted answer: a task built from a backbone in which the unit that must change is known.
 
-The teacher is the backbone with its linear-probe head (fitted on the base dataset's real labels) plus a planted
-low-rank change in one chosen unit (a catalogue target: ``attn.v`` in every block, or one block's
-``blocks.2.mlp.fc1``); every image is relabelled with the teacher's argmax. A student that starts from the backbone
-can only match the teacher by changing that unit (or by imitating the change elsewhere, which is what a ranking must
-see through), so a ranking that predicts what is worth adapting should put the planted unit first.
+The teacher is the backbone plus a planted low-rank change in one chosen unit (a catalogue target: ``attn.v`` in
+every block, or one block's ``blocks.2.mlp.fc1``) and a linear head; every image is relabelled with the teacher's
+argmax. A student that starts from the backbone can only match the teacher by changing that unit (or by imitating
+the change elsewhere, which is what a ranking must see through), so a ranking that predicts what is worth adapting
+should put the planted unit first.
+
+**The plant must not be something a head can express.** With the backbone's own linear-probe head (fitted on the
+real labels), most of a planted change's effect on the logits is a linear function of the unplanted features
+(measured: 96-99% of it), so retraining the head alone recovers much of the relabelling and "the unit that must
+change" is not the unit. With ``invisible=True`` (default) the teacher's head is :func:`invisible_head`: the
+planted features are regressed on the unplanted ones, ``f' = M f + m + ε``, and the head ``W M⁻¹`` (bias to
+match) makes the teacher's logits exactly the unplanted logits plus ``W M⁻¹ ε``, a change uncorrelated over the
+images with every ``A f + b``. A student that changes the planted unit (features ``f'``) and its head matches the
+teacher exactly; a head-only fit has, in least squares, nothing to gain. :func:`head_only_check` measures that on
+every plant (a linear probe on the unplanted features against the unplanted labels, McNemar), and the labels'
+shift is measured against the unplanted model (backbone plus real-label head). Bias balancing (below) shifts a
+head bias, which a head can express, so it is off with ``invisible=True``.
 
 The change of one planted Linear unit ``y = W x + b`` (``W``: ``out x in``, a row slice for q/k/v) is::
 
@@ -26,9 +38,9 @@ kind). The directions (``direction=``):
 
 ``strength`` is calibrated (bisection in log scale) so that a chosen share of labels differs from the unplanted
 model's. A rank-1 change pushes many images towards the few classes at the ends of its direction; with
-``balance=True`` (default) the teacher's head bias is then shifted (:func:`balance_bias`) so its class frequencies
+``balance=True`` (only with ``invisible=False``) the teacher's head bias is then shifted (:func:`balance_bias`) so its class frequencies
 match the base dataset's. A bias is learnable by the head alone, so this adds nothing that favours any unit: the
-probe's floor (the head trained alone) absorbs it.
+probe's floor (the head trained alone) absorbs it (and, for the same reason, it is not part of an invisible plant).
 
 Images are stored at the model's input resolution and channels (:func:`at_model_resolution`): the teacher labels
 exactly the pixels a student sees, whether the data is read in memory or from the folder written by
@@ -297,6 +309,8 @@ class PlantedTask:
             the unplanted model (how good the teacher's starting point is).
         class_counts: images per class under the teacher's labels; ``base_class_counts``: under the original.
         head_fit: validation and test accuracy of the linear-probe head on the real labels (base split).
+        invisible: the teacher's head is :func:`invisible_head`'s; ``invisibility``: its diagnostics (at the final
+            strength); ``head_check``: :func:`head_only_check` on the planted labels.
         delta: the dense change per parameter (name -> tensor); ``teacher``: the planted model.
     """
 
@@ -421,7 +435,8 @@ def plant_unit(
     tolerance: float = 0.02,
     max_steps: int = 24,
 ) -> PlantedTask:
-    """Build the planted task (module docstring): backbone + linear-probe head + low-rank change in ``target``.
+    """Build the planted task (module docstring): backbone + low-rank change in ``target`` + a head that leaves a
+    head-only fit nothing to gain (``invisible=True``) or the real-label linear-probe head (``invisible=False``).
 
     Args:
         model_spec: the backbone (``ModelSpec`` or a model name); built with a head for the dataset's classes.
@@ -434,7 +449,10 @@ def plant_unit(
             labels, :func:`gradient_directions`) or ``"random"`` (:func:`random_directions`; see the module
             docstring for why that one is not learnable from a few thousand labels).
         seed: model head initialisation, the head's training and the planted directions.
-        balance: shift the teacher's head bias so its class counts match the original labels'.
+        invisible: the teacher's head from :func:`invisible_head` (module docstring); ``head_check`` on the result
+            says whether a head-only fit nevertheless beats the unplanted labels.
+        balance: shift the teacher's head bias so its class counts match the original labels' (default: only when
+            not ``invisible``; a bias shift is head-expressible, so ``invisible=True`` refuses it).
         head_recipe: recipe of the teacher's linear probe (default :func:`default_head_recipe`), trained on the
             ``split`` (default ``SplitSpec()``) train part of the real labels and selected on its val part.
 
