@@ -245,7 +245,12 @@ def report(doc: dict[str, Any]) -> str:
     head = (["plant", "labels changed", "head-only vs unplanted (val images, p)", "learnable on L (unit - head)",
              "probe gain on S"] + [f"{s}" for s in SELECTORS])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    by_key = {(r["planted"], r["plant_seed"]): r for r in rows}
+    for target, seed in doc["design"]["plants"]:
+        r = by_key.get((target, seed))
+        if r is None:
+            lines.append("| " + " | ".join([f"{target} (seed {seed})"] + ["not started"] * (len(head) - 1)) + " |")
+            continue
         p, hc, lr = r["plant"], r["plant"]["head_check"], r["learnability"]
         cells = [f"{r['planted']} (seed {r['plant_seed']})", f"{100 * p['share_changed']:.0f}%",
                  f"{hc['gain_images']:+d} of {hc['n_val']}, p = {hc['p_one_sided']:.2f}",

@@ -314,14 +314,9 @@ def test_paired_sign_flip_test_and_holm_by_hand():
 
 def test_script_writes_learnability_before_any_selector_runs(monkeypatch, tmp_path):
     """The learnability verdict is on disk before the probe or any selector is called (the order of calls)."""
-    import importlib.util
     import types
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "validate_planted_unit.py"
-    spec = importlib.util.spec_from_file_location("validate_planted_unit", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script()
     calls: list[str] = []
     out = tmp_path / "out.json"
     ds = load_dataset("digits").subset(slice(0, 100))
@@ -345,3 +340,38 @@ def test_script_writes_learnability_before_any_selector_runs(monkeypatch, tmp_pa
     with pytest.raises(RuntimeError, match="stop here"):
         script.main(["--units", "attn.v", "--plant-seeds", "0", "--work", str(tmp_path / "w"), "--out", str(out)])
     assert calls == ["plant", "learnability", "probe (learnability on disk: True)"]
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "validate_planted_unit.py"
+    spec = importlib.util.spec_from_file_location("validate_planted_unit", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_report_statistics_from_the_json_alone():
+    """Two plants on which d90 puts the planted set strictly first and the constant order strictly last: d90's
+    midrank sum 2 has null probability (1/6)^2; the pair d90 vs constant differs by -5 twice: sign-flip p = 2/4."""
+    script = _script()
+    sets = list(script.TARGETS)
+
+    def row(target: str) -> dict:
+        rest = [t for t in sets if t != target]
+        classes = {s: [[t] for t in rest[:3]] + [[target]] + [[t] for t in rest[3:]] for s in script.SELECTORS}
+        classes["d90"] = [[target]] + [[t] for t in rest]
+        classes["constant"] = [[t] for t in rest] + [[target]]
+        return {"selectors": {"label": target, "classes": classes,
+                              "midrank": {s: str(ps.midrank_of(c, target)) for s, c in classes.items()},
+                              "first_credit": {s: str(ps.first_credit(c, target)) for s, c in classes.items()}}}
+
+    st = script.statistics([row("attn.v"), row("mlp.fc1")])
+    assert st["chance"]["d90"]["p_better"] == pytest.approx(1 / 36)
+    assert st["chance"]["d90"]["p_first"] == pytest.approx(1 / 36)
+    assert st["chance"]["constant"]["p_worse"] == pytest.approx(1 / 36)
+    assert st["chance"]["d90"]["p_better_holm"] == pytest.approx(min(1.0, 9 / 36))  # the smallest of nine
+    assert st["paired"]["d90 vs constant"]["p"] == pytest.approx(0.5)
+    assert st["paired"]["d90 vs constant"]["mean_diff"] == -5
