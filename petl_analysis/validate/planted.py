@@ -38,9 +38,10 @@ kind). The directions (``direction=``):
 
 ``strength`` is calibrated (bisection in log scale) so that a chosen share of labels differs from the unplanted
 model's. A rank-1 change pushes many images towards the few classes at the ends of its direction; with
-``balance=True`` (only with ``invisible=False``) the teacher's head bias is then shifted (:func:`balance_bias`) so its class frequencies
-match the base dataset's. A bias is learnable by the head alone, so this adds nothing that favours any unit: the
-probe's floor (the head trained alone) absorbs it (and, for the same reason, it is not part of an invisible plant).
+``balance=True`` (only with ``invisible=False``) the teacher's head bias is then shifted (:func:`balance_bias`) so
+its class frequencies match the base dataset's. A bias is learnable by the head alone, so this adds nothing that
+favours any unit: the probe's floor (the head trained alone) absorbs it (and, for the same reason, it is not part of
+an invisible plant).
 
 Images are stored at the model's input resolution and channels (:func:`at_model_resolution`): the teacher labels
 exactly the pixels a student sees, whether the data is read in memory or from the folder written by
@@ -72,6 +73,9 @@ __all__ = [
     "balance_bias",
     "derangement",
     "gradient_directions",
+    "head_only_check",
+    "head_span_share",
+    "invisible_head",
     "plant_unit",
     "planted_delta",
     "random_directions",
@@ -226,14 +230,12 @@ def balance_bias(logits: torch.Tensor, target_counts: torch.Tensor, iters: int =
 
 def planted_delta(units: list[Unit], params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
                   directions: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                  strength: float, *, normalise: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+                  strength: float) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The dense change of every planted parameter, and each unit's scale ``strength · c``.
 
     Each unit gets ``ΔW = strength · c · U Vᵀ`` with ``(U, V) = directions[unit.name]`` and ``c`` from
-    :func:`unit_scale` (``normalise=False``: ``c = 1``, the directions already carry their relative sizes, as the
-    head-orthogonal ones must: rescaling units one by one would undo their joint projection), and ``Δb = -ΔW μ``
-    when it has a bias (``μ``: mean of ``inputs[unit.module]``, the unit's input activations ``(tokens, in)`` on the
-    calibration images).
+    :func:`unit_scale`, and ``Δb = -ΔW μ`` when it has a bias (``μ``: mean of ``inputs[unit.module]``, the unit's
+    input activations ``(tokens, in)`` on the calibration images).
 
     Returns ``(delta, scales)``: ``delta`` maps a parameter name to a float64 tensor of the parameter's full shape
     (zero outside the planted rows), ``scales`` a unit name to the factor in front of its ``U Vᵀ``.
@@ -245,8 +247,7 @@ def planted_delta(units: list[Unit], params: dict[str, torch.Tensor], inputs: di
         mu = x.mean(0)
         uu, vv = directions[u.name]
         direction = uu @ vv.T
-        scales[u.name] = strength * (unit_scale(direction, _view(params[u.weight.param], u.weight), x - mu)
-                                     if normalise else 1.0)
+        scales[u.name] = strength * unit_scale(direction, _view(params[u.weight.param], u.weight), x - mu)
         dw = scales[u.name] * direction
         _add(delta, params, u.weight, dw)
         bias = next((b for b in u.biases if b.shape == (u.out_features,)), None)
@@ -502,8 +503,8 @@ def plant_unit(
             xc = xu - xu.mean(0)
             directions[u.name] = random_directions(xc.T @ xc / max(1, len(xc) - 1), u.out_features, rank, gen)
 
-    def planted_model(dirs, s: float, normalise: bool):
-        delta, scales = planted_delta(units, params, inputs, dirs, s, normalise=normalise)
+    def planted_model(s: float):
+        delta, scales = planted_delta(units, params, inputs, directions, s)
         teacher = copy.deepcopy(model)
         tparams = dict(teacher.named_parameters())
         with torch.no_grad():
@@ -513,7 +514,7 @@ def plant_unit(
 
     def teacher_at(s: float) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor,
                                       torch.Tensor]:
-        teacher, delta, scales = planted_model(directions, s, True)
+        teacher, delta, scales = planted_model(s)
         if invisible:
             w, b, info = invisible_head(head0.weight.detach(), head0.bias.detach(), feats0, _pre_logits(teacher, x))
             with torch.no_grad():
