@@ -1,27 +1,35 @@
 """Planted unit: a teacher = bundled backbone + a low-rank change in one chosen unit; does the pipeline find it?
 
 The planting itself (the change lies in exactly the chosen unit's rows, the labels differ in the reported share,
-the image folder round-trips to identical pixels and model inputs) and the pipeline on it: the real probe, the
-d90 ranking and the greedy plan (a fast version of ``scripts/validate_planted_unit.py``; see
-``docs/probe_validation.md``, "Planted unit").
+the image folder round-trips to identical pixels and model inputs), the head-invisible teacher (a head-only fit
+does not recover the plant; it does when the construction is removed), the exact statistics of
+``scripts/validate_planted_unit.py`` (hand-computed cases), the script's order of steps (learnability is written
+before any selector runs), and the pipeline on an old-style plant (see ``docs/probe_validation.md``, "Planted
+unit").
 """
 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import pytest
 import torch
+from scipy import stats
 
 from petl_analysis.data import SplitSpec, load_dataset, open_dataset, to_model_input
 from petl_analysis.models import ModelSpec
 from petl_analysis.task import DataSpec, build_task, prepare_model
+from petl_analysis.validate import planted as planted_module
+from petl_analysis.validate import planted_stats as ps
 from petl_analysis.validate.planted import (
     METADATA_FILE,
     _predict,
     at_model_resolution,
     balance_bias,
     gradient_directions,
+    head_span_share,
+    invisible_head,
     plant_unit,
     planted_delta,
     write_image_folder,
@@ -84,7 +92,7 @@ def test_change_lies_in_exactly_the_chosen_unit(digits_600):
 
 
 def test_share_of_changed_labels_is_what_is_reported(digits_600):
-    task = plant_unit(SPEC, digits_600, "mlp.fc2", rank=8, share=0.4, balance=False)
+    task = plant_unit(SPEC, digits_600, "mlp.fc2", rank=8, share=0.4, invisible=False, balance=False)
     assert task.calibrated and abs(task.share_changed - 0.4) <= 0.02
     # Undo the change: the unplanted model (same linear-probe head) gives the labels the share is measured against.
     unplanted = task.teacher
@@ -100,12 +108,14 @@ def test_share_of_changed_labels_is_what_is_reported(digits_600):
 
 
 def test_balanced_teacher_keeps_the_classes(digits_600):
-    task = plant_unit(SPEC, digits_600, "attn.v", share=0.4)
+    task = plant_unit(SPEC, digits_600, "attn.v", share=0.4, invisible=False, balance=True)
     assert abs(task.share_changed - 0.4) <= 0.02
     assert task.share_changed_unbalanced > task.share_changed  # the bias shift only gives labels back
     assert max(abs(a - b) for a, b in zip(task.class_counts, task.base_class_counts)) <= 6
     with pytest.raises(Exception, match="LayerNorm"):
         plant_unit(SPEC, digits_600, "norm1")
+    with pytest.raises(Exception, match="head-only fit can make"):
+        plant_unit(SPEC, digits_600, "attn.v", balance=True)  # a bias shift is what a head can express
 
 
 def test_image_folder_round_trip_is_exact(digits_600, tmp_path):
@@ -186,7 +196,8 @@ def _pipeline(target: str, monkeypatch) -> tuple:
     from petl_analysis.probe import trial as probe
     from petl_analysis.select import rank_from_probe
 
-    planted = plant_unit(SPEC, "digits", target)  # rank 8, 50% of the labels changed
+    # The pre-issue-25 plant (gradient directions, the real-label head, balanced): the pipeline's plumbing.
+    planted = plant_unit(SPEC, "digits", target, invisible=False, balance=True)  # rank 8, 50% of labels changed
     name = f"planted-{target}"
     monkeypatch.setitem(DATASETS._entries, name, lambda: planted.dataset)
     probe._dataset.cache_clear()
@@ -226,3 +237,141 @@ def test_a_plant_the_probe_cannot_learn_is_flagged_not_ranked(monkeypatch):
     why = result.unresolved_gain()
     assert why is not None and why.startswith("full fine-tuning"), result.baselines
     assert ranking.details["warning"].startswith(why) and "do not order the targets" in ranking.details["warning"]
+
+
+# ------------------------------------------------------------------------------------------------ invisible to a head
+
+
+def _layernorm_like(n: int, f: int, gen: torch.Generator) -> torch.Tensor:
+    x = torch.randn(n, f, generator=gen, dtype=torch.float64)
+    return (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True) * 0.8 + 0.1  # one direction constant, as after LN
+
+
+def test_invisible_head_leaves_only_what_no_head_can_express():
+    gen = torch.Generator().manual_seed(0)
+    f = _layernorm_like(400, 8, gen)
+    planted = torch.tanh(1.5 * f @ torch.randn(8, 8, generator=gen, dtype=torch.float64)) + 0.3 * f
+    planted = (planted - planted.mean(1, keepdim=True)) / planted.std(1, keepdim=True) * 0.8 + 0.1  # same LN
+    w, b = torch.randn(5, 8, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
+    w_t, b_t, info = invisible_head(w, b, f, planted)
+    raw = planted @ w.T + b - (f @ w.T + b)
+    change = planted @ w_t.T + b_t - (f @ w.T + b)
+    z = torch.cat([f, torch.ones(len(f), 1, dtype=torch.float64)], 1)
+    assert head_span_share(raw, f) > 0.3  # the plain teacher's change is largely head-expressible ...
+    assert (z.T @ change).abs().max() < 1e-8 * float(change.abs().max()) * len(f)  # ... the teacher's is not at all
+    assert float(change.norm()) > 0.1 * float(raw.norm())  # and something is left to learn
+    assert info["identity_error"] < 1e-9 and info["outside_feature_span"] < 1e-9
+
+
+def test_a_head_only_fit_does_not_recover_the_invisible_plant(digits_600, monkeypatch):
+    """A new head on the unplanted features does no better than the unplanted labels on the invisible plant; with
+    the teacher's head left as it is (the construction removed) the same fit recovers much of the plant."""
+    task = plant_unit(SPEC, digits_600, "mlp.fc1", share=0.5)
+    check = task.head_check
+    assert task.invisible and not check["head_beats_unplanted"], check
+    assert check["gain_images"] <= 3, check
+    monkeypatch.setattr(planted_module, "invisible_head", lambda w, b, f, fp: (w, b, {}))
+    plain = plant_unit(SPEC, digits_600, "mlp.fc1", share=0.5).head_check
+    assert plain["head_beats_unplanted"] and plain["gain_images"] >= 8, plain
+
+
+# ------------------------------------------------------------------------------------------------ the statistics
+
+
+def test_midranks_and_first_place_credit_under_ties():
+    classes = [["a", "b"], ["c"], ["d", "e", "f"]]
+    assert ps.midrank_of(classes, "a") == Fraction(3, 2) and ps.midrank_of(classes, "e") == 5
+    assert ps.first_credit(classes, "b") == Fraction(1, 2) and ps.first_credit(classes, "c") == 0
+    assert ps.tie_classes(list("abcd"), {"a": 1.0, "b": 1.0, "c": None, "d": None}) == [["a", "b"], ["c", "d"]]
+    assert ps.position_scores(classes, ps.first_credit) == [Fraction(1, 2)] * 2 + [0] * 4
+
+
+def test_exact_null_of_first_places_is_the_binomial_for_strict_orders():
+    strict = [[t] for t in "abcdef"]
+    support = ps.position_scores(strict, ps.first_credit)
+    dist = ps.null_sum_distribution([support] * 15)
+    # The figure the old docs had wrong: P(X >= 3) for X ~ Binomial(15, 1/6) is 0.468, not 0.23.
+    assert ps.tail_probability(dist, Fraction(3), upper=True) == pytest.approx(stats.binom.sf(2, 15, 1 / 6))
+    assert stats.binom.sf(2, 15, 1 / 6) == pytest.approx(0.4678, abs=1e-4)
+    # A first place shared by two sets counts 1/2, with probability 2/6: both plants first -> P = (1/3)^2.
+    tied = ps.position_scores([["a", "b"], ["c"], ["d"], ["e"], ["f"]], ps.first_credit)
+    assert ps.tail_probability(ps.null_sum_distribution([tied, tied]), Fraction(1), upper=True) == \
+        pytest.approx(1 / 9)
+    # Midranks: one plant, strict order: P(midrank <= 2) = 2/6.
+    mid = ps.position_scores(strict, ps.midrank_of)
+    assert ps.tail_probability(ps.null_sum_distribution([mid]), Fraction(2), upper=False) == pytest.approx(1 / 3)
+
+
+def test_paired_sign_flip_test_and_holm_by_hand():
+    assert ps.sign_flip_test([1, 1, 1]) == pytest.approx(2 / 8)  # only all-plus and all-minus reach |3|
+    assert ps.sign_flip_test([2, 1, 0]) == pytest.approx(2 / 4)  # the zero is dropped; 3, 1, -1, -3
+    assert ps.sign_flip_test([1, -1]) == 1.0 and ps.sign_flip_test([0, 0]) == 1.0
+    assert ps.holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+
+
+# ------------------------------------------------------------------------------------------------ the script
+
+
+def test_script_writes_learnability_before_any_selector_runs(monkeypatch, tmp_path):
+    """The learnability verdict is on disk before the probe or any selector is called (the order of calls)."""
+    import types
+
+    script = _script()
+    calls: list[str] = []
+    out = tmp_path / "out.json"
+    ds = load_dataset("digits").subset(slice(0, 100))
+    fake = types.SimpleNamespace(dataset=ds, units=["blocks.0.attn.v"], share_changed=0.5,
+                                 head_check={"head_only_val": 0.5, "unplanted_val": 0.5, "gain_images": 0,
+                                             "n_val": 10, "p_one_sided": 1.0}, metadata=lambda: {})
+
+    def on_disk() -> bool:
+        return any("learnability" in r for r in json.loads(out.read_text())["rows"])
+
+    monkeypatch.setattr(script, "plant_unit", lambda *a, **k: calls.append("plant") or fake)
+    monkeypatch.setattr(script, "learnability", lambda *a, **k: calls.append("learnability") or {
+        "learnable": False, "unit_val": [0.5], "head_val": [0.5], "gain_images": 0.0})
+
+    def probe(*a, **k):
+        calls.append(f"probe (learnability on disk: {on_disk()})")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(script, "run_probe", probe)
+    monkeypatch.setattr(script, "run_select", lambda *a, **k: calls.append("select"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        script.main(["--units", "attn.v", "--plant-seeds", "0", "--work", str(tmp_path / "w"), "--out", str(out)])
+    assert calls == ["plant", "learnability", "probe (learnability on disk: True)"]
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "validate_planted_unit.py"
+    spec = importlib.util.spec_from_file_location("validate_planted_unit", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_report_statistics_from_the_json_alone():
+    """Two plants on which d90 puts the planted set strictly first and the constant order strictly last: d90's
+    midrank sum 2 has null probability (1/6)^2; the pair d90 vs constant differs by -5 twice: sign-flip p = 2/4."""
+    script = _script()
+    sets = list(script.TARGETS)
+
+    def row(target: str) -> dict:
+        rest = [t for t in sets if t != target]
+        classes = {s: [[t] for t in rest[:3]] + [[target]] + [[t] for t in rest[3:]] for s in script.SELECTORS}
+        classes["d90"] = [[target]] + [[t] for t in rest]
+        classes["constant"] = [[t] for t in rest] + [[target]]
+        return {"selectors": {"label": target, "classes": classes,
+                              "midrank": {s: str(ps.midrank_of(c, target)) for s, c in classes.items()},
+                              "first_credit": {s: str(ps.first_credit(c, target)) for s, c in classes.items()}}}
+
+    st = script.statistics([row("attn.v"), row("mlp.fc1")])
+    assert st["chance"]["d90"]["p_better"] == pytest.approx(1 / 36)
+    assert st["chance"]["d90"]["p_first"] == pytest.approx(1 / 36)
+    assert st["chance"]["constant"]["p_worse"] == pytest.approx(1 / 36)
+    assert st["chance"]["d90"]["p_better_holm"] == pytest.approx(min(1.0, 9 / 36))  # the smallest of nine
+    assert st["paired"]["d90 vs constant"]["p"] == pytest.approx(0.5)
+    assert st["paired"]["d90 vs constant"]["mean_diff"] == -5

@@ -1,10 +1,22 @@
 """A planted answer: a task built from a backbone in which the unit that must change is known.
 
-The teacher is the backbone with its linear-probe head (fitted on the base dataset's real labels) plus a planted
-low-rank change in one chosen unit (a catalogue target: ``attn.v`` in every block, or one block's
-``blocks.2.mlp.fc1``); every image is relabelled with the teacher's argmax. A student that starts from the backbone
-can only match the teacher by changing that unit (or by imitating the change elsewhere, which is what a ranking must
-see through), so a ranking that predicts what is worth adapting should put the planted unit first.
+The teacher is the backbone plus a planted low-rank change in one chosen unit (a catalogue target: ``attn.v`` in
+every block, or one block's ``blocks.2.mlp.fc1``) and a linear head; every image is relabelled with the teacher's
+argmax. A student that starts from the backbone can only match the teacher by changing that unit (or by imitating
+the change elsewhere, which is what a ranking must see through), so a ranking that predicts what is worth adapting
+should put the planted unit first.
+
+**The plant must not be something a head can express.** With the backbone's own linear-probe head (fitted on the
+real labels), most of a planted change's effect on the logits is a linear function of the unplanted features
+(measured: 96-99% of it), so retraining the head alone recovers much of the relabelling and "the unit that must
+change" is not the unit. With ``invisible=True`` (default) the teacher's head is :func:`invisible_head`: the
+planted features are regressed on the unplanted ones, ``f' = M f + m + ε``, and the head ``W M⁻¹`` (bias to
+match) makes the teacher's logits exactly the unplanted logits plus ``W M⁻¹ ε``, a change uncorrelated over the
+images with every ``A f + b``. A student that changes the planted unit (features ``f'``) and its head matches the
+teacher exactly; a head-only fit has, in least squares, nothing to gain. :func:`head_only_check` measures that on
+every plant (a linear probe on the unplanted features against the unplanted labels, McNemar), and the labels'
+shift is measured against the unplanted model (backbone plus real-label head). Bias balancing (below) shifts a
+head bias, which a head can express, so it is off with ``invisible=True``.
 
 The change of one planted Linear unit ``y = W x + b`` (``W``: ``out x in``, a row slice for q/k/v) is::
 
@@ -26,9 +38,10 @@ kind). The directions (``direction=``):
 
 ``strength`` is calibrated (bisection in log scale) so that a chosen share of labels differs from the unplanted
 model's. A rank-1 change pushes many images towards the few classes at the ends of its direction; with
-``balance=True`` (default) the teacher's head bias is then shifted (:func:`balance_bias`) so its class frequencies
-match the base dataset's. A bias is learnable by the head alone, so this adds nothing that favours any unit: the
-probe's floor (the head trained alone) absorbs it.
+``balance=True`` (only with ``invisible=False``) the teacher's head bias is then shifted (:func:`balance_bias`) so
+its class frequencies match the base dataset's. A bias is learnable by the head alone, so this adds nothing that
+favours any unit: the probe's floor (the head trained alone) absorbs it (and, for the same reason, it is not part of
+an invisible plant).
 
 Images are stored at the model's input resolution and channels (:func:`at_model_resolution`): the teacher labels
 exactly the pixels a student sees, whether the data is read in memory or from the folder written by
@@ -43,15 +56,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input, write_image_folder
 from ..engine import Recipe
 from ..errors import PetlError
-from ..models import ModelSpec, TensorSlice, Unit, model_input_config, resolve_targets
 from ..linear_probe import fit_linear_probe
+from ..models import ModelSpec, TensorSlice, Unit, model_input_config, resolve_targets
 from ..task import DataSpec, build_task, prepare_model
 
 __all__ = [
@@ -61,15 +73,20 @@ __all__ = [
     "balance_bias",
     "derangement",
     "gradient_directions",
-    "random_directions",
+    "head_only_check",
+    "head_span_share",
+    "invisible_head",
     "plant_unit",
     "planted_delta",
+    "random_directions",
     "write_image_folder",
 ]
 
 METADATA_FILE = "planted.json"
 #: How the planted directions U, V are chosen (see :func:`plant_unit`).
 DIRECTIONS = ("gradient", "random")
+#: One-sided p-value under which a head-only fit is said to beat the unplanted labels (McNemar, validation images).
+HEAD_CHECK_ALPHA = 0.05
 #: Calibration images whose unit inputs define μ, Σ and the scale c (tokens of all of them are pooled).
 CALIBRATION_IMAGES = 256
 
@@ -104,6 +121,69 @@ def gradient_directions(grad: torch.Tensor, rank: int) -> tuple[torch.Tensor, to
     _check_rank(rank, *grad.shape)
     u, _, vh = torch.linalg.svd(-grad.double(), full_matrices=False)
     return u[:, :rank], vh[:rank].T
+
+
+def head_span_residual(targets: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """``targets`` (N x C) minus their least-squares fit on ``[features, 1]`` (N x (F + 1)).
+
+    What is left is uncorrelated, over these N rows, with every ``A f + b``: the part of a logit change that a new
+    linear head on the same features cannot produce.
+    """
+    z = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    return targets.double() - z @ (torch.linalg.pinv(z) @ targets.double())
+
+
+def invisible_head(weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor,
+                   planted_features: torch.Tensor, rtol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The teacher's head ``(W_T, b_T)`` that cancels every part of the plant a head-only fit could express.
+
+    Regress the planted features on the unplanted ones over the images, ``f' = M f + m + ε`` (least squares, so
+    ``ε`` is uncorrelated with ``[f, 1]``; in the coordinates of the affine subspace ``f`` spans, singular values
+    below ``rtol`` of the largest left out), and set ``W_T = W M⁻¹``, ``b_T = b - W_T m``. Then exactly::
+
+        W_T f' + b_T = (W f + b) + W M⁻¹ ε
+
+    the unplanted logits plus a change that lies outside the span of ``[f, 1]`` over these images: the best
+    least-squares fit of the teacher's logits by a new linear head on the unplanted features is the unplanted
+    head itself. A student matches the teacher exactly by changing the planted unit (features ``f'``) and its head.
+
+    ``weight`` (C x F), ``bias`` (C), ``features`` and ``planted_features`` (N x F). Returns ``(W_T, b_T, info)``:
+    ``info`` has the head-span share of the raw logit change ``W (f' - f)`` (:func:`head_span_share`, what the
+    plain teacher would have handed to a head) and of the teacher's (0 up to rounding), the residual's share of
+    the feature change, the share of ``f' - f̄`` outside the span of the unplanted features (0: the identity holds),
+    ``‖W_T‖ / ‖W‖`` and the largest deviation from the identity above (``identity_error``, float64 rounding).
+    """
+    f, fp, w = features.double(), planted_features.double(), weight.double()
+    # Coordinates in the affine subspace the unplanted features span (a LayerNorm output loses one direction; both
+    # f and f' lie in it), so that M is invertible: a = Eᵀ (f - f̄), a' = Eᵀ (f' - f̄), a' = M a + m + ε.
+    fbar = f.mean(0)
+    _, sv, vh = torch.linalg.svd(f - fbar, full_matrices=False)
+    e = vh[sv > rtol * sv[0]].T
+    a, ap = (f - fbar) @ e, (fp - fbar) @ e
+    za = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
+    coef = torch.linalg.lstsq(za, ap).solution
+    m_mat, m_vec = coef[:-1].T, coef[-1]
+    eps = ap - za @ coef
+    m_inv = torch.linalg.inv(m_mat)
+    w_t = w @ e @ m_inv @ e.T
+    b_t = bias.double() + w @ fbar - w @ e @ m_inv @ (m_vec + e.T @ fbar)
+    change = fp - f
+    exact = (fp @ w_t.T + b_t) - (f @ w.T + bias.double() + eps @ (w @ e @ m_inv).T)
+    info = {"raw_head_span_share": head_span_share(change @ w.T, f),
+            "teacher_head_span_share": head_span_share(eps @ (w @ e @ m_inv).T, f),
+            "residual_share_of_feature_change": float(eps.norm() / change.norm()) if float(change.norm()) else 0.0,
+            "outside_feature_span": float((fp - fbar - ap @ e.T).norm() / (fp - fbar).norm()),
+            "head_norm_ratio": float(w_t.norm() / w.norm()),
+            "identity_error": float(exact.abs().max())}
+    return w_t, b_t, info
+
+
+def head_span_share(logit_change: torch.Tensor, features: torch.Tensor) -> float:
+    """Share (Frobenius) of a logit change (N x C) in the span of ``[features, 1]``: what a new linear head on
+    those features reproduces exactly (least squares). 0 for a change a head-only fit cannot express."""
+    d = logit_change.double()
+    total = float(d.norm())
+    return float((d - head_span_residual(d, features)).norm()) / total if total > 0 else 0.0
 
 
 def _check_rank(rank: int, out_features: int, in_features: int) -> None:
@@ -212,6 +292,7 @@ class PlantedUnit:
     unit: str
     scale: float
     weight_change: float  # Frobenius ‖ΔW‖ / ‖W‖ of the unit's weight (slice)
+    relative_rms: float = math.nan  # ‖ΔW (X - μ)‖ / ‖W (X - μ)‖ over the calibration inputs
 
 
 @dataclass
@@ -229,6 +310,8 @@ class PlantedTask:
             the unplanted model (how good the teacher's starting point is).
         class_counts: images per class under the teacher's labels; ``base_class_counts``: under the original.
         head_fit: validation and test accuracy of the linear-probe head on the real labels (base split).
+        invisible: the teacher's head is :func:`invisible_head`'s; ``invisibility``: its diagnostics (at the final
+            strength); ``head_check``: :func:`head_only_check` on the planted labels.
         delta: the dense change per parameter (name -> tensor); ``teacher``: the planted model.
     """
 
@@ -253,13 +336,16 @@ class PlantedTask:
     head_fit: dict[str, float]
     planted: list[PlantedUnit]
     calibration: list[dict[str, float]] = field(default_factory=list)
+    invisible: bool = False
+    invisibility: dict[str, Any] = field(default_factory=dict)
+    head_check: dict[str, Any] = field(default_factory=dict)
     delta: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     teacher: nn.Module | None = field(default=None, repr=False)
 
     def metadata(self) -> dict[str, Any]:
         """Everything but tensors and the model, JSON-serialisable (written as ``planted.json``)."""
         return {
-            "schema": "planted_task", "version": 1,
+            "schema": "planted_task", "version": 2,
             "base_dataset": self.base.name, "model": {k: v for k, v in vars(self.model).items()},
             "target": self.target, "units": list(self.units), "rank": self.rank, "direction": self.direction,
             "strength": self.strength,
@@ -270,6 +356,7 @@ class PlantedTask:
             "class_counts": self.class_counts, "base_class_counts": self.base_class_counts,
             "balanced": self.balanced, "n_images": len(self.dataset), "head_fit": self.head_fit,
             "planted": [vars(p) for p in self.planted], "calibration": self.calibration,
+            "invisible": self.invisible, "invisibility": self.invisibility, "head_check": self.head_check,
         }
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -322,6 +409,12 @@ def derangement(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _pre_logits(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    return torch.cat([model.forward_head(model.forward_features(x[i:i + batch]), pre_logits=True)
+                      for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
     return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
 
@@ -336,13 +429,15 @@ def plant_unit(
     share: float = 0.5,
     direction: str = "gradient",
     seed: int = 0,
-    balance: bool = True,
+    invisible: bool = True,
+    balance: bool | None = None,
     head_recipe: Recipe | None = None,
     split: SplitSpec | None = None,
     tolerance: float = 0.02,
     max_steps: int = 24,
 ) -> PlantedTask:
-    """Build the planted task (module docstring): backbone + linear-probe head + low-rank change in ``target``.
+    """Build the planted task (module docstring): backbone + low-rank change in ``target`` + a head that leaves a
+    head-only fit nothing to gain (``invisible=True``) or the real-label linear-probe head (``invisible=False``).
 
     Args:
         model_spec: the backbone (``ModelSpec`` or a model name); built with a head for the dataset's classes.
@@ -355,7 +450,10 @@ def plant_unit(
             labels, :func:`gradient_directions`) or ``"random"`` (:func:`random_directions`; see the module
             docstring for why that one is not learnable from a few thousand labels).
         seed: model head initialisation, the head's training and the planted directions.
-        balance: shift the teacher's head bias so its class counts match the original labels'.
+        invisible: the teacher's head from :func:`invisible_head` (module docstring); ``head_check`` on the result
+            says whether a head-only fit nevertheless beats the unplanted labels.
+        balance: shift the teacher's head bias so its class counts match the original labels' (default: only when
+            not ``invisible``; a bias shift is head-expressible, so ``invisible=True`` refuses it).
         head_recipe: recipe of the teacher's linear probe (default :func:`default_head_recipe`), trained on the
             ``split`` (default ``SplitSpec()``) train part of the real labels and selected on its val part.
 
@@ -386,6 +484,14 @@ def plant_unit(
     inputs = _unit_inputs(model, sorted({u.module for u in units}), x[calib_idx])
     params = {n: p.detach() for n, p in model.named_parameters()}
     target_counts = torch.bincount(base.labels, minlength=base.num_classes)
+    if balance is None:
+        balance = not invisible
+    if balance and invisible:
+        raise PetlError("balance=True shifts the teacher's head bias, a change a head-only fit can make: it cannot "
+                        "be combined with invisible=True")
+    head0 = model.get_classifier()
+    feats0 = _pre_logits(model, x)
+    invisibility: dict[str, Any] = {}
     if direction == "gradient":
         perm = derangement(base.num_classes, gen)
         grads = _unit_gradients(model, units, x[calib_idx], perm[base.labels[calib_idx]])
@@ -397,14 +503,25 @@ def plant_unit(
             xc = xu - xu.mean(0)
             directions[u.name] = random_directions(xc.T @ xc / max(1, len(xc) - 1), u.out_features, rank, gen)
 
-    def teacher_at(s: float) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor,
-                                      torch.Tensor]:
+    def planted_model(s: float):
         delta, scales = planted_delta(units, params, inputs, directions, s)
         teacher = copy.deepcopy(model)
         tparams = dict(teacher.named_parameters())
         with torch.no_grad():
             for name, d in delta.items():
                 tparams[name].add_(d.to(tparams[name].dtype))
+        return teacher, delta, scales
+
+    def teacher_at(s: float) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor,
+                                      torch.Tensor]:
+        teacher, delta, scales = planted_model(s)
+        if invisible:
+            w, b, info = invisible_head(head0.weight.detach(), head0.bias.detach(), feats0, _pre_logits(teacher, x))
+            with torch.no_grad():
+                teacher.get_classifier().weight.copy_(w.to(head0.weight.dtype))
+                teacher.get_classifier().bias.copy_(b.to(head0.bias.dtype))
+            invisibility.clear()
+            invisibility.update(info)
         logits = _predict(teacher, x)
         y_raw = logits.argmax(-1)
         if balance:
@@ -431,7 +548,10 @@ def plant_unit(
     teacher, delta, scales, y, y_raw = built
     labels = y.to(torch.int64)
     relabelled = ImageDataset(base.images, labels, list(base.classes), f"planted:{target}@{base.name}")
-    planted = [PlantedUnit(u.name, scales[u.name], _relative_change(u, delta, params)) for u in units]
+    planted = [PlantedUnit(u.name, scales[u.name], _relative_change(u, delta, params),
+                           _relative_rms(u, delta, params, inputs)) for u in units]
+    head_check = head_only_check(model, relabelled, y_base, split or SplitSpec(), head_recipe or default_head_recipe(),
+                                 seed=seed)
     return PlantedTask(
         dataset=relabelled, base=base, model=spec, target=target, units=[u.name for u in units], rank=rank,
         direction=direction, strength=float(s_final), seed=seed, calibrated=strength is None,
@@ -442,8 +562,52 @@ def plant_unit(
         class_counts=torch.bincount(labels, minlength=base.num_classes).tolist(),
         base_class_counts=target_counts.tolist(), balanced=balance,
         head_fit={"val_acc": float(fit.val_acc), "test_acc": float(fit.test_acc)},
-        planted=planted, calibration=history, delta={k: v.float() for k, v in delta.items()}, teacher=teacher,
+        planted=planted, calibration=history, invisible=invisible, invisibility=invisibility, head_check=head_check,
+        delta={k: v.float() for k, v in delta.items()}, teacher=teacher,
     )
+
+
+def _relative_rms(u: Unit, delta, params, inputs) -> float:
+    """``‖ΔW (X - μ)‖ / ‖W (X - μ)‖`` over the calibration inputs: the change's size relative to the unit's output."""
+    x = inputs[u.module].double()
+    return unit_scale(_view(params[u.weight.param], u.weight), _view(delta[u.weight.param], u.weight),
+                      x - x.mean(0))
+
+
+def head_only_check(backbone: nn.Module, planted: ImageDataset, unplanted_labels: torch.Tensor, split: SplitSpec,
+                    recipe: Recipe, *, seed: int = 0) -> dict[str, Any]:
+    """Can a new head on the *unplanted* backbone's features do better than the unplanted labels themselves?
+
+    A linear probe is fitted on ``planted``'s ``split`` train part (its labels: the teacher's) and scored on its val
+    part, against the unplanted model's labels (``unplanted_labels``, what the backbone with its real-label head
+    says) on the same images. A plant the head can express shows up as a head accuracy above the unplanted
+    labels'. McNemar's exact one-sided test on the validation images: ``b`` images only the head gets right,
+    ``c`` only the unplanted labels; ``p = P(Binomial(b + c, 1/2) >= b)``. ``head_beats_unplanted``: ``p <``
+    :data:`HEAD_CHECK_ALPHA`.
+    """
+    from scipy import stats
+
+    from ..data import make_splits
+
+    model = copy.deepcopy(backbone)
+    val_idx = torch.as_tensor(make_splits(planted, split).indices["val"])
+    task = build_task(DataSpec(planted.name, split), model, dataset=planted)
+    fit = fit_linear_probe(model, task, recipe, seed=seed)
+    model.eval()
+    pred = _predict(model, task.val.tensors[0]).argmax(-1)
+    y = task.val.tensors[1]
+    base = unplanted_labels[val_idx]
+    if not torch.equal(planted.labels[val_idx], y):
+        raise RuntimeError("validation indices and the task's validation labels disagree")  # a split-code change
+    head_right, base_right = pred == y, base == y
+    b, c = int((head_right & ~base_right).sum()), int((~head_right & base_right).sum())
+    p = float(stats.binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
+    n = len(y)
+    return {"n_val": n, "head_only_val": float(head_right.float().mean()),
+            "unplanted_val": float(base_right.float().mean()),
+            "gain_images": int(head_right.sum()) - int(base_right.sum()),
+            "mcnemar_b": b, "mcnemar_c": c, "p_one_sided": p, "head_beats_unplanted": p < HEAD_CHECK_ALPHA,
+            "fit_val_acc": float(fit.val_acc)}
 
 
 def _relative_change(u: Unit, delta, params) -> float:
