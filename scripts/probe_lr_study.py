@@ -22,7 +22,6 @@ keys include the torch thread count, so other thread settings train the trials a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -37,7 +36,7 @@ from petl_analysis.data import SplitSpec, load_dataset  # noqa: E402
 from petl_analysis.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from petl_analysis.models import ModelSpec, resolve_targets  # noqa: E402
 from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe, subspace_size  # noqa: E402
-from petl_analysis.probe.d90 import estimate_d90, threshold_value  # noqa: E402
+from petl_analysis.probe.d90 import estimate_d90  # noqa: E402
 from petl_analysis.task import DataSpec, prepare_model  # noqa: E402
 
 REFERENCE_LR = 1e-2  # the probe's constant theta_d rate before the rule (and the grid's multiplier 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from petl_analysis.data import SplitSpec
 from petl_analysis.models import ModelSpec

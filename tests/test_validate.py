@@ -247,7 +247,7 @@ def test_regret_reference_is_chosen_on_split_a_and_every_plan_trains_once(study)
         assert r.interval_kind == "seed span" and r.diff_interval == pytest.approx([min(r.diff_per_seed),
                                                                                     max(r.diff_per_seed)])
         assert result.mean_regret(r.selector, 2_000) == pytest.approx(-np.mean(r.diff_per_seed))
-    assert {r.selector for r in result.regrets} == {"random", "oracle", "d90", "apla", "kappa"}
+    assert {r.selector for r in result.regrets} == {"random", "oracle", "d90", "d90+acc", "apla", "kappa", "constant"}
     distinct = {json.dumps(e.config, sort_keys=True) for e in result.oracle} | {
         json.dumps(p.config, sort_keys=True) for p in plans}
     assert len(seen) == 2 * len(distinct)  # every configuration trained once per seed

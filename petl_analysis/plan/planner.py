@@ -31,7 +31,7 @@ from ..models import ModelSpec, Unit, resolve_targets, spec_with_load
 from ..select import Ranking
 from ..tuners import PLANNED, KAdaptationConfig, LoraConfig, MethodConfig, get_method, methods_sized
 from ..tuners.kadaptation import planned_ns
-from .budgets import Budget, BudgetLike, as_budget, backbone_parameters
+from .budgets import BudgetLike, as_budget, backbone_parameters
 from .plan import Plan, PlannedTarget
 
 #: Methods the greedy planner sizes (as each method registered its sizing).

@@ -25,10 +25,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..plan import PLANNED_VARIANTS
 from ..tuners import METHODS
 from .pareto import front_order
 from .tables import (
-    PLANNED_VARIANTS,
     VARIANT_NAMES,
     PointRow,
     ProbeRow,

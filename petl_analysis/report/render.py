@@ -15,13 +15,12 @@ from .._version import __version__
 from ..trials import key_json
 from ..errors import PetlError
 from ..io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from ..plan import FIXED_SIZE_METHODS
+from ..plan import FIXED_SIZE_METHODS, PLANNED_VARIANTS
 from ..probe.d90 import distinct_resamples
 from . import plots
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from .pareto import KADAPTATION_M0
 from .tables import (
-    PLANNED_VARIANTS,
     VARIANT_NAMES,
     PointRow,
     ProbeRow,

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..plan import PLANNED_VARIANTS
 from ..probe.d90 import D90
 from ..tuners import METHODS
 from .pareto import KADAPTATION_M0, PPT_M0, pareto_front, pe_score

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ..plan import FIXED_SIZE as FIXED_SIZE_VARIANT
 from ..probe import unresolved_gain
 from .pareto import seeds_differ, within_spread
-from .tables import PLANNED_VARIANTS, VARIANT_NAMES, PointRow, ProbeRow, fmt_acc, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
+from ..plan import PLANNED_VARIANTS
+from .tables import VARIANT_NAMES, PointRow, ProbeRow, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
 SUBJECT = "kadaptation"
 #: How far (ratio of trainable parameters) a point of another method may be from the subject and still count as

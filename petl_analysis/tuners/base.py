@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
 
-from ..accounting import AdapterModule, ParamCount, classifier, count_parameters, original_category
+from ..accounting import AdapterModule, ParamCount, classifier, original_category
 from ..errors import PetlError, expected_one_of
 from ..models.catalogue import Unit, resolve_targets
 from ..registry import Registry

@@ -314,12 +314,8 @@ class ValidationResult(Artefact):
                          "p worse (Holm)": format_p(a.p_worse, a.p_worse_holm),
                          "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
                          "cost": a.cost.text() if a.cost else "-", "oracle cost": oracle.text() if oracle else "-",
-                         "verdict": a.verdict})
+                         "verdict": a.verdict + self.verdict_label})
         return rows
-        return [{"selector": a.selector, "method": a.method, "spearman": format_correlation(a.spearman, a.spearman_ci),
-                 "kendall": format_correlation(a.kendall, a.kendall_ci), "p random": f"{a.p_random:.3f}",
-                 "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
-                 "verdict": a.verdict + self.verdict_label} for a in self.agreement]
 
     @property
     def verdict_label(self) -> str:

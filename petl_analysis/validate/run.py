@@ -44,7 +44,7 @@ from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
 from ..plan.planner import greedy_plan_shares
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
-from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings, rank_from_probe
+from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings
 from ..task import DataSpec
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
