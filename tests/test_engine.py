@@ -52,7 +52,8 @@ def test_fixed_schedule_keeps_and_scores_the_last_epoch() -> None:
     model = _model()
     res = fit(model, train, val, Recipe(epochs=4, batch_size=32, lr=2e-3, epoch_selection="last"), seed=0)
     best = fit(_model(), train, val, Recipe(epochs=4, batch_size=32, lr=2e-3), seed=0)
-    assert res.val_curve == best.val_curve  # the same training; only which epoch is kept differs
+    # The same training; only which epoch is kept differs, and only the kept (last) epoch is evaluated.
+    assert res.val_curve == [best.val_curve[-1]] and len(best.val_curve) == 4
     assert res.val_acc == res.val_curve[-1] and res.best_epoch == res.epochs_run == 4
     assert evaluate(model, val)[0] == pytest.approx(res.val_curve[-1])
     assert res.val_acc != best.val_acc  # this run's best epoch is not its last: the test can fail

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from petl_analysis.cli.main import app
 from helpers import synthetic_probe
 from petl_analysis.data import SplitSpec
-from petl_analysis.engine import Recipe
+from petl_analysis.engine import Recipe, unpack_correct
 from petl_analysis.errors import PetlError
 from petl_analysis.report import write_report
 from petl_analysis.task import DataSpec
@@ -34,7 +34,7 @@ from petl_analysis.validate import (
     seed_span,
     top_k_overlap,
 )
-from petl_analysis.validate.agreement import seed_resamples, smallest_p
+from petl_analysis.validate.agreement import image_bootstrap, seed_resamples, smallest_p
 
 LABELS = ["a", "b", "c", "d"]
 ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
@@ -215,6 +215,13 @@ def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
         expected = "sets tied" if result.n_val and spread < 2 else agreement_verdict(
             a.p_better_holm, a.p_worse_holm, again.spearman, smallest_p(a.tie_classes))
         assert a.verdict == expected
+        # The image bootstrap: every oracle training's per-image scores are recorded; they give its accuracy.
+        entries = [next(e for e in result.oracle if e.method == a.method and e.target == t) for t in result.sets]
+        correct = np.array([[unpack_correct(c, result.n_val) for c in e.val_correct] for e in entries])
+        assert correct.mean(axis=2) == pytest.approx(acc)
+        assert a.spearman_images == image_bootstrap(a.tie_classes, result.sets, correct)
+        lo, hi = a.spearman_images
+        assert lo is None or -1 <= lo <= hi <= 1
     d90 = next(a for a in result.agreement if a.selector == "d90")
     assert d90.order == ["attn.v", "attn.q", "mlp.fc1", "attn.proj"]  # the synthetic probe's d90 order
     assert d90.n_measured == sum(t.d90.reached for t in _probe().targets)

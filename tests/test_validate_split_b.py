@@ -81,7 +81,7 @@ def _regret_with(b_scores):
     is where the reference's choice is put under a split-B change that reverses the plans' order."""
     from petl_analysis.models import ModelSpec
     from petl_analysis.study import Study
-    from petl_analysis.validate.run import regret_stage, selector_rankings
+    from petl_analysis.validate.run import Scored, regret_stage, selector_rankings
 
     probe = synthetic_probe()
     sets = {t.target: list(t.units) for t in probe.targets}
@@ -89,7 +89,7 @@ def _regret_with(b_scores):
     planners = selector_rankings(study, probe, sets, ("d90",), n_batches=1)
 
     def fit(plans):
-        return [([b_scores(i), b_scores(i) + 0.01], [0.0, 0.0], [0.5 + 0.1 * i, 0.5 + 0.1 * i])
+        return [Scored([b_scores(i), b_scores(i) + 0.01], [0.0, 0.0], [0.5 + 0.1 * i, 0.5 + 0.1 * i], [])
                 for i in range(len(plans))]
 
     plans, regrets, _ = regret_stage(study, fit, planners, sets, [2_000], "kadaptation", [])

@@ -61,6 +61,22 @@ class FitResult:
     n_val: int = 0
     n_test: int = 0
     trainable: dict[str, int] = field(default_factory=dict)
+    #: Which validation images the kept model classifies right (bool per image, in the split's order); ``None``
+    #: without a validation split. The agreement's image bootstrap resamples these.
+    val_correct: np.ndarray | None = field(default=None, repr=False)
+
+
+def pack_correct(correct: np.ndarray) -> str:
+    """Per-image correctness (bool vector) as a compact hex string (8 images a byte), for JSON records."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
+
+
+def unpack_correct(packed: str, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_correct` for ``n`` images; a string of the wrong length is refused."""
+    raw = np.frombuffer(bytes.fromhex(packed), dtype=np.uint8)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"packed correctness holds {len(raw) * 8} bits, expected {n} images")
+    return np.unpackbits(raw)[:n].astype(bool)
 
 
 def loss_still_falling(train_loss: list[float], window: float = 0.1, tol: float = 0.05) -> bool:
@@ -118,24 +134,33 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, data: Examples, *, device: str | torch.device = "cpu", batch_size: int = 512
 ) -> tuple[float, float]:
     """Accuracy (fraction) and mean cross-entropy of ``model`` on ``data``; restores the model's train/eval mode."""
+    acc, loss, _ = evaluate_images(model, data, device=device, batch_size=batch_size)
+    return acc, loss
+
+
+@torch.no_grad()
+def evaluate_images(
+    model: nn.Module, data: Examples, *, device: str | torch.device = "cpu", batch_size: int = 512
+) -> tuple[float, float, np.ndarray]:
+    """:func:`evaluate` with, third, whether each example (in ``data``'s order) was classified right."""
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    loss_sum, hits = 0.0, []
     for x, y in iter_batches(data, batch_size, device=dev):
         with autocast(dev, enabled=True):
             logits = model(x)
         logits = logits.float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
+        hits.append((logits.argmax(-1) == y).cpu())
     model.train(was_training)
+    correct = torch.cat(hits).numpy().astype(bool) if hits else np.zeros(0, dtype=bool)
     n = max(1, num_examples(data))
-    return correct / n, loss_sum / n
+    return float(correct.sum()) / n, loss_sum / n, correct
 
 
 def bf16_supported() -> bool:
@@ -171,7 +196,8 @@ def fit(
     """Train ``model``'s trainable parameters on ``train``; select the epoch on ``val``; report ``test``.
 
     The model is left on ``device`` holding the best-validation parameters (the last ones if ``val`` is None or
-    ``recipe.epoch_selection == "last"``, when ``val_acc`` is the last epoch's).
+    ``recipe.epoch_selection == "last"``, when ``val_acc`` is the last epoch's and only the last epoch is evaluated:
+    ``val_curve`` then holds that one score).
     With ``recipe.max_steps`` training stops after that many optimizer steps (the learning-rate schedule is laid
     out over the capped length), and the partial last epoch is evaluated like any other.
 
@@ -205,6 +231,7 @@ def fit(
     best_key: tuple[float, float] | None = None
     best_state: list[torch.Tensor] | None = None
     since_best = 0
+    last_correct = best_correct = None
     start = time.perf_counter()
     step = 0
     for epoch in range(recipe.epochs):
@@ -240,12 +267,18 @@ def fit(
         result.train_loss.append(loss_sum / max(1, seen))
         result.epochs_run = epoch + 1
         val_acc = None
-        if val is not None and len(val):
-            val_acc, val_loss = evaluate(model, val, device=dev, batch_size=recipe.eval_batch_size)
+        # Under a fixed schedule nothing reads the earlier epochs' scores: only the last epoch is evaluated (on a
+        # large validation pool, evaluating every epoch cost more than the training itself).
+        final = epoch + 1 == recipe.epochs or step >= total_steps
+        if val is not None and len(val) and (keep_best or final):
+            val_acc, val_loss, val_correct = evaluate_images(model, val, device=dev,
+                                                             batch_size=recipe.eval_batch_size)
             result.val_curve.append(val_acc)
+            last_correct = val_correct
             key = (val_acc, -val_loss)
             if best_key is None or key > best_key:
                 best_key, best_state, since_best = key, _snapshot(params) if keep_best else None, 0
+                best_correct = val_correct
                 result.best_epoch = epoch + 1
             else:
                 since_best += 1
@@ -267,9 +300,11 @@ def fit(
             for p, saved in zip(params, best_state):
                 p.copy_(saved)
         result.val_acc = best_key[0] if best_key else None
+        result.val_correct = best_correct
     else:
         result.best_epoch = result.epochs_run
         result.val_acc = result.last_val_acc
+        result.val_correct = last_correct
     if test is not None and len(test):
         result.test_acc = (
             result.last_test_acc

@@ -12,7 +12,7 @@ from .document import Block, Bullets, Heading, Image, Paragraph, Table
 
 from ..probe import RESOLVED_IMAGES
 from ..probe.result import images_apart
-from ..validate.result import format_classes, format_correlation, format_p
+from ..validate.result import format_classes, format_correlation, format_interval, format_p
 
 if TYPE_CHECKING:
     from ..validate import Agreement, ValidationResult
@@ -143,13 +143,13 @@ def _judge_words(v: "ValidationResult") -> str:
 def _agreement_blocks(v: "ValidationResult") -> list[Block]:
     """Each selector's agreement with the oracle, its cost beside it, and what a random order gets."""
     header = ["selector", "oracle", "tie classes", "Spearman ρ [seed span]", "Kendall τ [seed span]",
-              "p better (Holm)", "p worse (Holm)", "top-1", "top-3", "top-1 regret (pts)", "cost", "verdict"]
+              "ρ, image bootstrap 95%", "p better (Holm)", "p worse (Holm)", "top-1", "top-3", "top-1 regret (pts)", "cost", "verdict"]
     rows = []
     for a in v.agreement:
         rows.append([f"`{a.selector}`", a.method, format_classes(a.classes())
                      + (f"; d90 measured for {a.n_measured}" if a.n_measured is not None else ""),
                      format_correlation(a.spearman, a.spearman_span), format_correlation(a.kendall, a.kendall_span),
-                     format_p(a.p_better, a.p_better_holm), format_p(a.p_worse, a.p_worse_holm),
+                     format_interval(a.spearman_images), format_p(a.p_better, a.p_better_holm), format_p(a.p_worse, a.p_worse_holm),
                      f"{a.top_k[0]:.0%}", f"{a.top_k[-1]:.0%}" if len(a.top_k) >= 3 else "-",
                      _pts(a.top1_regret), a.cost.text() if a.cost is not None else "-",
                      a.verdict + v.verdict_label])
@@ -157,11 +157,11 @@ def _agreement_blocks(v: "ValidationResult") -> list[Block]:
         r = v.random.get(m)
         if r:
             lo, hi = r["spearman_95"]
-            rows.append(["random (expected)", m, "-", f"{r['spearman_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", "-", "-",
+            rows.append(["random (expected)", m, "-", f"{r['spearman_mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", "-", "-", "-",
                          "-", f"{r['top_k'][0]:.0%}", f"{r['top_k'][-1]:.0%}" if len(r["top_k"]) >= 3 else "-",
                          _pts(r["top1_regret"]), "no training, 0.0 s", "-"])
     for m, c in v.oracle_cost.items():
-        rows.append(["oracle (its own cost)", m, "-", "-", "-", "-", "-", "-", "-", "-", c.text(), "-"])
+        rows.append(["oracle (its own cost)", m, "-", "-", "-", "-", "-", "-", "-", "-", "-", c.text(), "-"])
     tested = next((a for a in v.agreement if math.isfinite(a.p_worse)), None)
     how = ("" if tested is None else
            f" p-values permute which set gets which oracle score, keeping the selector's declared tie classes "
@@ -173,11 +173,13 @@ def _agreement_blocks(v: "ValidationResult") -> list[Block]:
             Paragraph("ρ, τ > 0: sets ranked earlier adapt better; ties a selector declares (d90's unreached sets, the "
                       "tail of a rule that names only its first set, equal proxy scores) are kept as midranks. "
                       f"Seed span: min..max over every resample of the oracle's {len(v.seeds)} seeds (not a confidence "
-                      "interval)." + how + " Cost: trainings (unique trial keys) and their summed seconds behind the "
+                      "interval). Image bootstrap: the central 95% of ρ over 2,000 resamples of the judge's "
+                      "validation images, one draw shared by every set and seed (\"-\": per-image scores not "
+                      "recorded)." + how + " Cost: trainings (unique trial keys) and their summed seconds behind the "
                       "selector's order (d90, d90+acc: the probe's; proxies: compute only), beside the oracle's own. "
                       "\"random (expected)\": a uniformly random order (its ρ range is the central 95% of all "
                       "orders)."),
-            Table(header, rows, numeric={3, 4, 5, 6, 7, 8, 9})]
+            Table(header, rows, numeric={3, 4, 5, 6, 7, 8, 9, 10})]
 
 
 def _regret_blocks(v: "ValidationResult") -> list[Block]:

@@ -137,6 +137,8 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
            "threads": torch.get_num_threads()}
     if t.also_val is not None:
         out["also_val_acc"] = run.also_val_acc
+    if run.val_correct is not None:
+        out["val_correct"] = run.val_correct
     return out
 
 
@@ -270,7 +272,8 @@ def train_plans(
 
     def summary(plan: Plan, ok: list[TrialRecord]) -> RunResult:
         seed_runs = [dataclasses.replace(from_jsonable(SeedRun, r.result["seed_run"]),
-                                         also_val_acc=r.result.get("also_val_acc")) for r in ok]
+                                         also_val_acc=r.result.get("also_val_acc"),
+                                         val_correct=r.result.get("val_correct")) for r in ok]
         return summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"],
                          seed_runs, sum(r.wall_time_s for r in seed_runs), label=plan.label,
                          input_conversion=conversion)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..artefacts import Artefact
 from ..data import open_dataset
-from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling
+from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling, pack_correct
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
 from ..task import (
@@ -57,6 +57,9 @@ class SeedRun:
     #: split A's, where the regret's reference plan is chosen), None when not asked. In memory only (the sweep's
     #: trial result carries it), so the sweep and run artefacts keep their fields.
     also_val_acc: float | None = field(default=None, metadata={"transient": True})
+    #: Which validation images the kept model got right (:func:`~petl_analysis.engine.pack_correct`), for the
+    #: validation's image bootstrap. In memory only, like ``also_val_acc`` (the sweep's trial result carries it).
+    val_correct: str | None = field(default=None, metadata={"transient": True})
 
     @property
     def loss_still_falling(self) -> bool:
@@ -146,7 +149,8 @@ def train_one_seed(
         also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size)[0]
     run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
                   res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
-                  steps=res.steps, also_val_acc=also_val_acc)
+                  steps=res.steps, also_val_acc=also_val_acc,
+                  val_correct=pack_correct(res.val_correct) if res.val_correct is not None else None)
     return run, res.trainable
 
 

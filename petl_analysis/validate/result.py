@@ -105,6 +105,16 @@ class OracleEntry(_SeedScores):
     used: int  # trainable parameters counted against the budget
     val_per_seed: list[float]
     test_per_seed: list[float]
+    #: Per seed, which validation images the trained model got right (:func:`~petl_analysis.engine.pack_correct`,
+    #: in the split's order); empty for results written before they were recorded.
+    val_correct: list[str] = field(default_factory=list)
+
+
+def format_interval(bounds: list[float | None] | None) -> str:
+    """``[+0.12, +0.94]``; ``-`` when not measured (or undefined in every resample)."""
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return "-"
+    return f"[{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
 
 
 @dataclass
@@ -179,6 +189,9 @@ class Agreement:
             (the oracle's sets are fewer than 2 validation images apart).
         n_measured: sets with a measured d90 (d90 selectors; ``None`` for the others).
         cost: what the selector's order cost (the probe's trainings for d90 selectors; compute seconds for proxies).
+        spearman_images: 95% percentile interval of rho over bootstrap resamples of the judge's validation images,
+            one draw of images shared by every set and seed (:func:`~petl_analysis.validate.agreement.image_bootstrap`);
+            ``None`` when the oracle's per-image scores were not recorded.
     """
 
     selector: str
@@ -200,6 +213,7 @@ class Agreement:
     exact: bool = True
     n_measured: int | None = None
     cost: Cost | None = None
+    spearman_images: list[float | None] | None = None
 
     def classes(self) -> list[list[str]]:
         """The declared tie classes (a strict order when none were recorded)."""
@@ -304,12 +318,15 @@ class ValidationResult(Artefact):
         return rows
 
     def agreement_table(self) -> list[dict[str, Any]]:
+        """One row per (selector, method): correlations with their seed spans and image-bootstrap interval,
+        Holm-corrected p-values, top-1, cost beside the oracle's, and the verdict."""
         rows = []
         for a in self.agreement:
             oracle = self.oracle_cost.get(a.method)
             rows.append({"selector": a.selector, "method": a.method, "classes": format_classes(a.classes()),
                          "spearman": format_correlation(a.spearman, a.spearman_span),
                          "kendall": format_correlation(a.kendall, a.kendall_span),
+                         "spearman, image bootstrap 95%": format_interval(a.spearman_images),
                          "p better (Holm)": format_p(a.p_better, a.p_better_holm),
                          "p worse (Holm)": format_p(a.p_worse, a.p_worse_holm),
                          "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",

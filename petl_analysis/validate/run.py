@@ -31,12 +31,12 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from ..data import make_splits
-from ..engine import Recipe
+from ..engine import Recipe, unpack_correct
 from ..errors import PetlError
 from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
@@ -48,7 +48,8 @@ from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_ra
 from ..task import DataSpec
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
-from .agreement import agreement_stats, holm, oracle_order, random_null, regret, smallest_p, top_k_overlap
+from .agreement import (agreement_stats, holm, image_bootstrap, oracle_order, random_null, regret, smallest_p,
+                        top_k_overlap)
 from .regret import expected_per_seed, paired_difference, reference_index
 from .result import (JUDGED_ON_B, JUDGED_ON_OWN, Agreement, Cost, OracleEntry, PlanOutcome, SelectorRegret,
                      ValidationResult)
@@ -283,8 +284,8 @@ def oracle_stage(fit: "_PlanTrainer", oracle_plans: list[tuple[str, str, Plan]],
     validation. A failed training is refused (the oracle order needs every set)."""
     scored = fit([p for _, _, p in oracle_plans])
     oracle = [OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
-                          val_per_seed=val, test_per_seed=test)
-              for (label, m, plan), (val, test, _) in zip(oracle_plans, scored)]
+                          val_per_seed=s.val, test_per_seed=s.test, val_correct=s.val_correct)
+              for (label, m, plan), s in zip(oracle_plans, scored)]
     failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
     if failed:
         raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
@@ -374,6 +375,10 @@ def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], lab
                 exact=corr.test.exact, top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
                 top1_regret=regret(best, mean[r.order()[0]]), verdict="",
                 n_measured=r.details.get("n_measured") if name in PROBE_SELECTORS else None, cost=costs.get(name)))
+        correct = _oracle_correct(oracle, m, labels, n_val)
+        if correct is not None:
+            for a in rows:
+                a.spearman_images = image_bootstrap(a.tie_classes, labels, correct)
         for a, pb, pw in zip(rows, holm([a.p_better for a in rows]), holm([a.p_worse for a in rows])):
             a.p_better_holm, a.p_worse_holm = pb, pw
             a.verdict = TIED if tied else agreement_verdict(pb, pw, a.spearman, smallest_p(a.tie_classes))
@@ -386,6 +391,16 @@ def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], lab
             "top1_regret": float(np.mean([best - v for v in mean.values()])),
         }
     return agreement, random_summary, orders
+
+
+def _oracle_correct(oracle: list[OracleEntry], method: str, labels: list[str], n_val: int) -> np.ndarray | None:
+    """``correct[set, seed, image]`` of ``method``'s oracle for the image bootstrap; None when a training's
+    per-image scores were not recorded (a trial read back from an older log) or the seeds differ in number."""
+    entries = [next(e for e in oracle if e.method == method and e.target == t) for t in labels]
+    n_seeds = len(entries[0].val_per_seed)
+    if n_val <= 0 or any(len(e.val_correct) != n_seeds or len(e.val_per_seed) != n_seeds for e in entries):
+        return None
+    return np.array([[unpack_correct(c, n_val) for c in e.val_correct] for e in entries])
 
 
 def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Ranking], sets: dict[str, list[str]],
@@ -420,7 +435,7 @@ def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Rankin
         planned += [(b, plan, of) for plan, of in by_key.values()]
     scored = fit([p for _, p, _ in planned])
     plans: list[PlanOutcome] = []
-    for (b, plan, of), (val, test, a_val) in zip(planned, scored):
+    for (b, plan, of), (val, test, a_val, _) in zip(planned, scored):
         first = next((n for n in planners if n in of), "random")
         plans.append(PlanOutcome(budget=b, selector=first, method=method, targets=[t.target for t in plan.targets],
                                  units=[u for t in plan.targets for u in t.units], config=plan.config,
@@ -477,6 +492,16 @@ def _order_shares(groups: list[list[str]] | None, sets: dict[str, list[str]], ju
     return found.shares
 
 
+class Scored(NamedTuple):
+    """One plan's scores per finished seed: validation and test accuracy, the ``also_val`` accuracy (empty without
+    it) and which validation images each seed got right (packed; empty when a trial read back predates them)."""
+
+    val: list[float]
+    test: list[float]
+    also_val: list[float]
+    val_correct: list[str]
+
+
 class _PlanTrainer:
     """Trains lists of plans with the study's sweep (:meth:`~petl_analysis.study.Study.sweep`), all in one resumable
     trial log; a configuration trained here and in a sweep with the same recipe is the same trial."""
@@ -494,9 +519,8 @@ class _PlanTrainer:
         configuration the oracle, several selectors or random draws share is counted once."""
         return unique_train_time(self.records.values(), seconds=_seed_run_seconds)
 
-    def __call__(self, plans: list[Plan]) -> list[tuple[list[float], list[float], list[float]]]:
-        """Validation, test and ``also_val`` accuracy per finished seed, for each plan in order (the last empty
-        without ``also_val``)."""
+    def __call__(self, plans: list[Plan]) -> list[Scored]:
+        """What each plan scored per finished seed, in order."""
         outer = self.study.on_trial
 
         def seen(record: TrialRecord, cached: bool) -> None:
@@ -518,9 +542,11 @@ class _PlanTrainer:
         for plan in plans:
             run = runs.get(id(plan))
             seeds = run.seeds if run is not None else []
-            out.append(([float(r.val_acc) for r in seeds if r.val_acc is not None],
-                        [float(r.test_acc) for r in seeds if r.test_acc is not None],
-                        [float(r.also_val_acc) for r in seeds if r.also_val_acc is not None]))
+            kept = [r for r in seeds if r.val_acc is not None]
+            out.append(Scored([float(r.val_acc) for r in kept],
+                              [float(r.test_acc) for r in seeds if r.test_acc is not None],
+                              [float(r.also_val_acc) for r in seeds if r.also_val_acc is not None],
+                              [r.val_correct for r in kept] if all(r.val_correct for r in kept) else []))
         return out
 
 
