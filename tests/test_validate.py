@@ -34,7 +34,7 @@ from petl_analysis.validate import (
     seed_span,
     top_k_overlap,
 )
-from petl_analysis.validate.agreement import image_bootstrap, seed_resamples, smallest_p
+from petl_analysis.validate.agreement import seed_resamples, smallest_p
 
 LABELS = ["a", "b", "c", "d"]
 ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
