@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -13,10 +13,14 @@ from petl_analysis.models import ModelSpec
 
 #: The models the benchmarks compare: the bundled ViT and a ViT-Tiny layout (random weights, no download).
 MODELS: dict[str, tuple[str, ModelSpec]] = {
-    "tiny": ("petl_vit_tiny (bundled; 16px/p4, width 64, depth 4, 16 tokens)",
-             ModelSpec("petl_vit_tiny", weights="random", num_classes=10)),
-    "vit-tiny": ("ViT-Tiny (32px/p4, width 192, depth 12, 65 tokens)",
-                 ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=4, num_classes=10)),
+    "tiny": (
+        "petl_vit_tiny (bundled; 16px/p4, width 64, depth 4, 16 tokens)",
+        ModelSpec("petl_vit_tiny", weights="random", num_classes=10),
+    ),
+    "vit-tiny": (
+        "ViT-Tiny (32px/p4, width 192, depth 12, 65 tokens)",
+        ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=4, num_classes=10),
+    ),
 }
 
 

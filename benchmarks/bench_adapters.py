@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -35,11 +35,10 @@ from torch.nn.utils import parametrize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MODELS, interleaved_median_ms, machine_line  # noqa: E402
+from _common import MODELS, interleaved_median_ms, machine_line
 
-from petl_analysis.models import create_model, model_input_config  # noqa: E402
-from petl_analysis.tuners import KAdaptationConfig, LinearConfig, LoraConfig, Method, apply_method  # noqa: E402
-
+from petl_analysis.models import create_model, model_input_config
+from petl_analysis.tuners import KAdaptationConfig, LinearConfig, LoraConfig, Method, apply_method
 
 
 def _peft():
@@ -132,12 +131,14 @@ def bench_inference(base: nn.Module, variants, x, repeats: int) -> dict[str, dic
             def call() -> None:
                 with torch.no_grad():
                     m(x)
+
             return call
 
         def fwd_cached(m):
             def call() -> None:
                 with torch.no_grad(), parametrize.cached():
                     m(x)
+
             return call
 
         fns["base"] = fwd(base)
@@ -176,16 +177,20 @@ def run(key: str, batch: int, repeats: int, rank: int, device: str) -> None:
         print(f"{label:34s} {targets:14s} {_trainable(model):>10,d} {ms:9.2f} {ms / lin:9.2f} {ms / lora:7.2f}")
     inf = bench_inference(base, variants, x, repeats)
     print("\nInference (eval, no_grad), ms and ratio to base")
-    print(f"{'adapter':34s} {'base':>8s} {'unmerged':>16s} {'unmerged+cached':>16s} {'merged':>16s} "
-          f"{'merged+unloaded':>16s} {'|merged-unm|':>12s}")
+    print(
+        f"{'adapter':34s} {'base':>8s} {'unmerged':>16s} {'unmerged+cached':>16s} {'merged':>16s} "
+        f"{'merged+unloaded':>16s} {'|merged-unm|':>12s}"
+    )
     for label, r in inf.items():
         b = r["base"]
 
         def cell(k: str) -> str:
             return f"{r[k]:7.2f} ({r[k] / b:4.2f}x)" if k in r else f"{'n/a':>16s}"
 
-        print(f"{label:34s} {b:8.2f} {cell('unmerged'):>16s} {cell('unmerged+cached'):>16s} {cell('merged'):>16s} "
-              f"{cell('merged+unloaded'):>16s} {r['merge_err']:12.1e}")
+        print(
+            f"{label:34s} {b:8.2f} {cell('unmerged'):>16s} {cell('unmerged+cached'):>16s} {cell('merged'):>16s} "
+            f"{cell('merged+unloaded'):>16s} {r['merge_err']:12.1e}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

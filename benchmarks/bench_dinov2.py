@@ -16,8 +16,8 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -25,10 +25,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import interleaved_times, machine_line  # noqa: E402
+from _common import interleaved_times, machine_line
 
-from petl_analysis.io import atomic_write_json  # noqa: E402
-from petl_analysis.models import ModelSpec, create_model  # noqa: E402
+from petl_analysis.io import atomic_write_json
+from petl_analysis.models import ModelSpec, create_model
 
 CARD = Path(__file__).resolve().parents[1] / "petl_analysis" / "models" / "MODEL_CARD_DINOV2_S14.md"
 START, END = "<!-- cost-table:start -->", "<!-- cost-table:end -->"
@@ -41,7 +41,9 @@ TRAINABLE: dict[str, Callable[[str], bool]] = {
 }
 
 
-def step_fn(model: nn.Module, trainable: Callable[[str], bool], x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def step_fn(
+    model: nn.Module, trainable: Callable[[str], bool], x: torch.Tensor, y: torch.Tensor
+) -> Callable[[], None]:
     params = [p for n, p in model.named_parameters() if trainable(n)]
     opt = torch.optim.AdamW(params, lr=1e-5)
 
@@ -57,8 +59,9 @@ def step_fn(model: nn.Module, trainable: Callable[[str], bool], x: torch.Tensor,
 
 
 def measure(img_size: int, batch: int, repeats: int) -> dict:
-    model = create_model(ModelSpec("vit_small_patch14_dinov2", weights="dinov2-s14", img_size=img_size,
-                                   num_classes=10))
+    model = create_model(
+        ModelSpec("vit_small_patch14_dinov2", weights="dinov2-s14", img_size=img_size, num_classes=10)
+    )
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, img_size, img_size, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
@@ -87,15 +90,21 @@ def render(rows: list[dict], meta: dict) -> str:
         "| img | tokens | forward, ms/image | step, full fine-tuning | step, attention only | step, head only |",
         "|---|---|---|---|---|---|",
     ]
+
     def cell(r: dict, k: str) -> str:
         return f"{r[k]['median_ms']:,.0f} ({r[k]['min_ms']:,.0f}-{r[k]['max_ms']:,.0f})"
 
     for r in rows:
         fwd = f"{r['forward']['median_ms']:.1f} ({r['forward']['min_ms']:.1f}-{r['forward']['max_ms']:.1f})"
-        lines.append(f"| {r['img_size']} px | {r['tokens']} | {fwd} | {cell(r, 'full fine-tuning')} | "
-                     f"{cell(r, 'attention only')} | {cell(r, 'head only')} |")
-    lines += ["", f"Median (min-max) over {rows[0]['repeats']} interleaved rounds; training steps in ms per batch of "
-              f"{rows[0]['batch']}, float32. {meta['machine']}; {meta['wall_s']:.0f} s."]
+        lines.append(
+            f"| {r['img_size']} px | {r['tokens']} | {fwd} | {cell(r, 'full fine-tuning')} | "
+            f"{cell(r, 'attention only')} | {cell(r, 'head only')} |"
+        )
+    lines += [
+        "",
+        f"Median (min-max) over {rows[0]['repeats']} interleaved rounds; training steps in ms per batch of "
+        f"{rows[0]['batch']}, float32. {meta['machine']}; {meta['wall_s']:.0f} s.",
+    ]
     return "\n".join(lines)
 
 
@@ -114,8 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for size in a.sizes:
         rows.append(measure(size, a.batch, a.repeats))
-        print(f"{size} px: " + ", ".join(f"{k} {v['median_ms']:.1f} ms" for k, v in rows[-1].items()
-                                         if isinstance(v, dict)), flush=True)
+        print(
+            f"{size} px: "
+            + ", ".join(f"{k} {v['median_ms']:.1f} ms" for k, v in rows[-1].items() if isinstance(v, dict)),
+            flush=True,
+        )
     meta["wall_s"] = time.perf_counter() - start
     table = render(rows, meta)
     print("\n" + table)

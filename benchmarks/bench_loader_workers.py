@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from _common import machine_line  # noqa: E402
+import torch
+from _common import machine_line
 
-from petl_analysis.data import SplitSpec, open_dataset  # noqa: E402
-from petl_analysis.data.stream import default_num_workers  # noqa: E402
-from petl_analysis.engine import Recipe, fit  # noqa: E402
-from petl_analysis.models import ModelSpec  # noqa: E402
-from petl_analysis.task import DataSpec, build_task, prepare_model  # noqa: E402
+from petl_analysis.data import SplitSpec, open_dataset
+from petl_analysis.data.stream import default_num_workers
+from petl_analysis.engine import Recipe, fit
+from petl_analysis.models import ModelSpec
+from petl_analysis.task import DataSpec, build_task, prepare_model
 
 MODEL = ModelSpec("petl_vit_tiny", weights="random", in_chans=3, img_size=48)
 RECIPE = Recipe(epochs=3, batch_size=16, lr=1e-2, eval_batch_size=64)
@@ -75,10 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(w) for w in args.workers.split(",")]
     print(machine_line())
-    print(f"trial: head of {MODEL.name} (in_chans 3, img_size 48) trained {RECIPE.epochs} epochs on 60 images, "
-          f"batch {RECIPE.batch_size}, validated on 10 each epoch; median of {args.rounds} interleaved rounds")
-    print("| stored image size | " + " | ".join(f"workers={w} (s)" for w in counts) + " | "
-          + " | ".join(f"workers={w} / workers=0" for w in counts if w) + " | default here |")
+    print(
+        f"trial: head of {MODEL.name} (in_chans 3, img_size 48) trained {RECIPE.epochs} epochs on 60 images, "
+        f"batch {RECIPE.batch_size}, validated on 10 each epoch; median of {args.rounds} interleaved rounds"
+    )
+    print(
+        "| stored image size | "
+        + " | ".join(f"workers={w} (s)" for w in counts)
+        + " | "
+        + " | ".join(f"workers={w} / workers=0" for w in counts if w)
+        + " | default here |"
+    )
     print("|---|" + "---|" * (2 * len(counts)))
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -88,13 +95,19 @@ def main(argv: list[str] | None = None) -> None:
             for r in range(args.rounds):
                 for w in counts if r % 2 == 0 else counts[::-1]:
                     times[w].append(trial(folder, w))
-                    print(f"  {size} px, round {r + 1}, workers={w}: {times[w][-1]:.2f} s", file=sys.stderr,
-                          flush=True)
+                    print(
+                        f"  {size} px, round {r + 1}, workers={w}: {times[w][-1]:.2f} s", file=sys.stderr, flush=True
+                    )
             med = {w: statistics.median(ts) for w, ts in times.items()}
             ratios = {w: statistics.median(t / t0 for t, t0 in zip(times[w], times[0])) for w in counts if w}
-            print(f"| {size}x{size} | " + " | ".join(f"{med[w]:.2f}" for w in counts) + " | "
-                  + " | ".join(f"{ratios[w]:.2f}x" for w in counts if w)
-                  + f" | {default_num_workers(size * size)} |", flush=True)
+            print(
+                f"| {size}x{size} | "
+                + " | ".join(f"{med[w]:.2f}" for w in counts)
+                + " | "
+                + " | ".join(f"{ratios[w]:.2f}x" for w in counts if w)
+                + f" | {default_num_workers(size * size)} |",
+                flush=True,
+            )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -110,8 +110,16 @@ def child(folder: str, n: int, max_steps: int, batch_size: int) -> dict:
 
     counter = _Counter()
     data = DataSpec(folder, SplitSpec(shots=4, val_shots=2, val_fraction=0.15, test_fraction=0.0002))
-    recipe = Recipe(epochs=1, batch_size=batch_size, eval_batch_size=8, lr=1e-2, head_lr=1e-2, weight_decay=0.0,
-                    warmup_epochs=0.0, max_steps=max_steps)
+    recipe = Recipe(
+        epochs=1,
+        batch_size=batch_size,
+        eval_batch_size=8,
+        lr=1e-2,
+        head_lr=1e-2,
+        weight_decay=0.0,
+        warmup_epochs=0.0,
+        max_steps=max_steps,
+    )
     config = ProbeConfig(targets=["attn.v"], dims=[100], seeds=1, recipe=recipe)
     start = time.perf_counter()
     probe = run_probe(spec, data, config, device="cpu")
@@ -162,38 +170,61 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"generated {n} images in {time.perf_counter() - t:.1f} s -> {folder}", flush=True)
             env = {**os.environ, "PETL_ANALYSIS_CACHE": str(base / f"cache_{n}")}
             shutil.rmtree(base / f"cache_{n}", ignore_errors=True)  # every size computes its own features
-            cmd = [sys.executable, __file__, "--child", str(folder), "--sizes", str(n), "--max-steps", str(max_steps),
-                   "--batch-size", str(args.batch_size)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(folder),
+                "--sizes",
+                str(n),
+                "--max-steps",
+                str(max_steps),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if out.returncode != 0 or not lines:
                 sys.exit(f"size {n} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-            rows.append(json.loads(lines[-1][len("RESULT "):]))
+            rows.append(json.loads(lines[-1][len("RESULT ") :]))
             print(f"{n} images done: {json.dumps(rows[-1])}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 
-    print(f"\n{MODEL}, random weights, 224 px, CPU, torch threads {rows[0]['torch_threads']}, "
-          f"{rows[0]['workers']} DataLoader worker(s), max_steps {max_steps}, batch {args.batch_size}, "
-          f"train {rows[0]['n_train']} images\n")
-    cols = [("images", "{:,}", "images"), ("in-memory inputs (MiB)", "{:,.0f}", None),
-            ("index s", "{:.1f}", "index_s"), ("pass img/s", "{:.0f}", "pass_img_s"),
-            ("probe s", "{:.0f}", "probe_s"), ("probe img/s", "{:.2f}", "probe_img_s"),
-            ("train s", "{:.0f}", "train_s"), ("train img/s", "{:.2f}", "train_img_s"),
-            ("peak RSS index", "{:,.0f}", "rss_index_mib"), ("pass", "{:,.0f}", "rss_pass_mib"),
-            ("probe", "{:,.0f}", "rss_probe_mib"), ("train (MiB)", "{:,.0f}", "rss_train_mib"),
-            ("worker peak (MiB)", "{:,.0f}", "rss_worker_mib")]
+    print(
+        f"\n{MODEL}, random weights, 224 px, CPU, torch threads {rows[0]['torch_threads']}, "
+        f"{rows[0]['workers']} DataLoader worker(s), max_steps {max_steps}, batch {args.batch_size}, "
+        f"train {rows[0]['n_train']} images\n"
+    )
+    cols = [
+        ("images", "{:,}", "images"),
+        ("in-memory inputs (MiB)", "{:,.0f}", None),
+        ("index s", "{:.1f}", "index_s"),
+        ("pass img/s", "{:.0f}", "pass_img_s"),
+        ("probe s", "{:.0f}", "probe_s"),
+        ("probe img/s", "{:.2f}", "probe_img_s"),
+        ("train s", "{:.0f}", "train_s"),
+        ("train img/s", "{:.2f}", "train_img_s"),
+        ("peak RSS index", "{:,.0f}", "rss_index_mib"),
+        ("pass", "{:,.0f}", "rss_pass_mib"),
+        ("probe", "{:,.0f}", "rss_probe_mib"),
+        ("train (MiB)", "{:,.0f}", "rss_train_mib"),
+        ("worker peak (MiB)", "{:,.0f}", "rss_worker_mib"),
+    ]
     print("| " + " | ".join(c for c, _, _ in cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        vals = [fmt.format(r[key]) if key else fmt.format(r["images"] * 3 * 224 * 224 * 4 / 2**20)
-                for _, fmt, key in cols]
+        vals = [
+            fmt.format(r[key]) if key else fmt.format(r["images"] * 3 * 224 * 224 * 4 / 2**20) for _, fmt, key in cols
+        ]
         print("| " + " | ".join(vals) + " |")
     first, last = rows[0], rows[-1]
     ratio = lambda key: last[key] / first[key]  # noqa: E731
-    print(f"\n{last['images'] // first['images']}x the images: peak RSS x{ratio('rss_train_mib'):.2f}, "
-          f"worker peak x{ratio('rss_worker_mib'):.2f}, pass img/s x{ratio('pass_img_s'):.2f}")
+    print(
+        f"\n{last['images'] // first['images']}x the images: peak RSS x{ratio('rss_train_mib'):.2f}, "
+        f"worker peak x{ratio('rss_worker_mib'):.2f}, pass img/s x{ratio('pass_img_s'):.2f}"
+    )
 
 
 if __name__ == "__main__":

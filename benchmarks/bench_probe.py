@@ -34,13 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from petl_analysis.data import SplitSpec  # noqa: E402
-from petl_analysis.models import ModelSpec  # noqa: E402
-from petl_analysis.models.bundled import bundled_weights_path  # noqa: E402
-from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe  # noqa: E402
-from petl_analysis.probe import d90 as d90_lib  # noqa: E402
-from petl_analysis.probe import trial as probe_module  # noqa: E402
-from petl_analysis.task import DataSpec  # noqa: E402
+from petl_analysis.data import SplitSpec
+from petl_analysis.models import ModelSpec
+from petl_analysis.models.bundled import bundled_weights_path
+from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
+from petl_analysis.probe import d90 as d90_lib
+from petl_analysis.probe import trial as probe_module
+from petl_analysis.task import DataSpec
 
 TARGET = "attn.v"
 
@@ -75,21 +75,37 @@ def bench_wall_time(args) -> tuple[list[float], object]:
         _clear_worker_caches()
         times: list[float] = []
         start = time.perf_counter()
-        result = run_probe(ModelSpec("petl_vit_tiny"), data, config, threads_per_job=1, device="cpu",
-                           on_trial=lambda rec, cached, times=times: times.append(rec.wall_time_s or 0.0))
+        result = run_probe(
+            ModelSpec("petl_vit_tiny"),
+            data,
+            config,
+            threads_per_job=1,
+            device="cpu",
+            on_trial=lambda rec, cached, times=times: times.append(rec.wall_time_s or 0.0),
+        )
         walls.append(time.perf_counter() - start)
         per_trial += times
     t = result.targets[0]
     weights = "bundled" if bundled_weights_path() else "default -> random (no bundled weights installed)"
-    _table(f"1. probe wall time: petl_vit_tiny ({weights}), target {TARGET}, digits max_train={args.max_train}, "
-           f"{args.epochs} epochs/trial, adaptive search, 1 thread, {args.repeats} repeat(s)",
-           ["what", "median", "min", "max"],
-           [["probe wall time (s)", f"{statistics.median(walls):.1f}", f"{min(walls):.1f}", f"{max(walls):.1f}"],
-            ["trial wall time (s)", f"{statistics.median(per_trial):.2f}", f"{min(per_trial):.2f}",
-             f"{max(per_trial):.2f}"]])
-    print(f"   trials per run: {result.trials_total} (3 baselines + {t.trials} subspace: d = {t.dims}); "
-          f"floor {result.floor.val_mean:.3f}, ceiling {result.ceiling.val_mean:.3f}, d90 {_fmt(t.d90.value)}"
-          f"{' (at most: reached at the smallest d)' if t.d90.below_min else ''}")
+    _table(
+        f"1. probe wall time: petl_vit_tiny ({weights}), target {TARGET}, digits max_train={args.max_train}, "
+        f"{args.epochs} epochs/trial, adaptive search, 1 thread, {args.repeats} repeat(s)",
+        ["what", "median", "min", "max"],
+        [
+            ["probe wall time (s)", f"{statistics.median(walls):.1f}", f"{min(walls):.1f}", f"{max(walls):.1f}"],
+            [
+                "trial wall time (s)",
+                f"{statistics.median(per_trial):.2f}",
+                f"{min(per_trial):.2f}",
+                f"{max(per_trial):.2f}",
+            ],
+        ],
+    )
+    print(
+        f"   trials per run: {result.trials_total} (3 baselines + {t.trials} subspace: d = {t.dims}); "
+        f"floor {result.floor.val_mean:.3f}, ceiling {result.ceiling.val_mean:.3f}, d90 {_fmt(t.d90.value)}"
+        f"{' (at most: reached at the smallest d)' if t.d90.below_min else ''}"
+    )
     return walls, result
 
 
@@ -146,8 +162,14 @@ def bench_trials_per_d90(args, real) -> None:
         ad_trials.append(len(dims))
         ad_err.append(_log_error(est, d_true))
     ad_med_err = statistics.median(ad_err)
-    rows = [[f"adaptive (coarse {config.points_per_decade}/decade + {config.max_refinements} refinements)",
-             f"{statistics.median(ad_trials):.0f}", f"{100 * (math.exp(ad_med_err) - 1):.1f}", "1.00"]]
+    rows = [
+        [
+            f"adaptive (coarse {config.points_per_decade}/decade + {config.max_refinements} refinements)",
+            f"{statistics.median(ad_trials):.0f}",
+            f"{100 * (math.exp(ad_med_err) - 1):.1f}",
+            "1.00",
+        ]
+    ]
     grids: dict[int, tuple[float, float]] = {}  # points per decade -> (median trials, median log error)
     chosen = None
     for ppd in range(2, 41):
@@ -162,11 +184,20 @@ def bench_trials_per_d90(args, real) -> None:
             break
     for ppd in sorted({2, 3} & set(grids) | ({chosen} if chosen else set())):
         trials, err = grids[ppd]
-        rows.append([f"plain grid, {ppd}/decade" + ("  <- equal d90 accuracy" if ppd == chosen else ""),
-                     f"{trials:.0f}", f"{100 * (math.exp(err) - 1):.1f}", f"{trials / statistics.median(ad_trials):.2f}"])
-    _table(f"2. trials per d90 and seed, one target of D={D}, synthetic curves (d90 from 12 to {D // 4}, "
-           f"{args.curves} curves, {seeds} seeds, noise 0.01)",
-           ["search", "median trials", "median d90 error %", "trials / adaptive"], rows)
+        rows.append(
+            [
+                f"plain grid, {ppd}/decade" + ("  <- equal d90 accuracy" if ppd == chosen else ""),
+                f"{trials:.0f}",
+                f"{100 * (math.exp(err) - 1):.1f}",
+                f"{trials / statistics.median(ad_trials):.2f}",
+            ]
+        )
+    _table(
+        f"2. trials per d90 and seed, one target of D={D}, synthetic curves (d90 from 12 to {D // 4}, "
+        f"{args.curves} curves, {seeds} seeds, noise 0.01)",
+        ["search", "median trials", "median d90 error %", "trials / adaptive"],
+        rows,
+    )
     if chosen is None:
         print("   no plain grid up to 40/decade matched the adaptive search's median d90 error")
     if real is not None:
@@ -206,10 +237,13 @@ def bench_scaling(args) -> None:
     for name, runs in (("cold", cold), ("warm", warm)):
         m1, m2 = statistics.median(runs[1]), statistics.median(runs[2])
         rows.append([name, f"{m1:.1f}", f"{m2:.1f}", f"{m1 / m2:.2f}"])
-    _table(f"3. probe wall time vs loky workers: {n} trials (3 baselines + d = {args.scaling_dims}), "
-           f"{args.epochs} epochs/trial, 1 torch thread per worker, {args.repeats} repeat(s), "
-           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
-           ["workers", "1 job (s, median)", "2 jobs (s, median)", "speed-up 1/2"], rows)
+    _table(
+        f"3. probe wall time vs loky workers: {n} trials (3 baselines + d = {args.scaling_dims}), "
+        f"{args.epochs} epochs/trial, 1 torch thread per worker, {args.repeats} repeat(s), "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+        ["workers", "1 job (s, median)", "2 jobs (s, median)", "speed-up 1/2"],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,8 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3, quick 1)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the probe recipe's)")
     parser.add_argument("--max-train", type=int, default=None, help="digits training images (default 200, quick 100)")
-    parser.add_argument("--only", choices=("wall", "trials", "scaling"), action="append",
-                        help="run only these tables (repeatable)")
+    parser.add_argument(
+        "--only", choices=("wall", "trials", "scaling"), action="append", help="run only these tables (repeatable)"
+    )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.epochs = args.epochs or (1 if args.quick else default_probe_recipe().epochs)
@@ -230,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     args.scaling_dims = [4, 64] if args.quick else [4, 16, 64, 256]
     only = set(args.only or ("wall", "trials", "scaling"))
     torch.set_num_threads(1)
-    print(f"bench_probe: torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}{', quick' if args.quick else ''}")
+    print(
+        f"bench_probe: torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}{', quick' if args.quick else ''}"
+    )
     start = time.perf_counter()
     real = bench_wall_time(args)[1] if "wall" in only else None
     if "trials" in only:

@@ -42,11 +42,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import interleaved_median_ms  # noqa: E402
+from _common import interleaved_median_ms
 
-from petl_analysis.errors import PetlError  # noqa: E402
-from petl_analysis.functional.hadamard import fwht  # noqa: E402
-from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection  # noqa: E402
+from petl_analysis.errors import PetlError
+from petl_analysis.functional.hadamard import fwht
+from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection
 
 KINDS = ("dense", "fastfood", "sparse")
 

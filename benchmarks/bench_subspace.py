@@ -49,13 +49,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MODELS, interleaved_times, machine_line, round_ratios  # noqa: E402
+from _common import MODELS, interleaved_times, machine_line, round_ratios
 
-from petl_analysis.errors import PetlError  # noqa: E402
-from petl_analysis.models import create_model, model_input_config, resolve_targets  # noqa: E402
-from petl_analysis.probe.probe import default_probe_recipe  # noqa: E402
-from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection  # noqa: E402
-from petl_analysis.probe.subspace import SubspaceModel, subspace_size  # noqa: E402
+from petl_analysis.errors import PetlError
+from petl_analysis.models import create_model, model_input_config, resolve_targets
+from petl_analysis.probe.probe import default_probe_recipe
+from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection
+from petl_analysis.probe.subspace import SubspaceModel, subspace_size
 
 DIMS = (100, 1_000, 10_000, 100_000)
 # (passes, rounds per pass, block); ViT-Tiny steps take ~1 s on 2 cores.
@@ -119,8 +119,10 @@ def run(key: str, target: str, batch: int, passes: int, repeats: int, block: int
         ms[label], beside[label] = statistics.median(times[label]), statistics.median(times["direct"])
         ratio[label] = statistics.median(round_ratios(times, "direct")[label])
 
-    print(f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; "
-          f"median of {passes} passes x {repeats} rounds of {block} steps")
+    print(
+        f"\n== {title}; S = {target} of every block, D = {D:,}; batch {batch}; {device}; "
+        f"median of {passes} passes x {repeats} rounds of {block} steps"
+    )
     print(f"{'variant':22s} {'trainable':>10s} {'step ms':>9s} {'direct ms':>10s} {'x direct':>9s}")
     trainable = {"direct": sum(p.numel() for p in direct.parameters() if p.requires_grad)}
     head = sum(p.numel() for p in direct.get_classifier().parameters())
@@ -148,15 +150,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "vit-tiny"])
     parser.add_argument("--target", default="attn", help="catalogue spec of the subspace set S (default: attn)")
-    parser.add_argument("--batch", type=int, default=default_probe_recipe().batch_size,
-                        help="training batch size (default: the probe recipe's, %(default)s)")
-    parser.add_argument("--passes", type=int, default=None,
-                        help="passes over the d values, each with fresh subspace models (default: 4, 2 on ViT-Tiny)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds per variant and pass (default: 10 on the bundled ViT, 4 on ViT-Tiny)")
-    parser.add_argument("--block", type=int, default=None,
-                        help="consecutive steps per variant and round, as in a training loop "
-                             "(default: 5, 2 on ViT-Tiny)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=default_probe_recipe().batch_size,
+        help="training batch size (default: the probe recipe's, %(default)s)",
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        help="passes over the d values, each with fresh subspace models (default: 4, 2 on ViT-Tiny)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds per variant and pass (default: 10 on the bundled ViT, 4 on ViT-Tiny)",
+    )
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="consecutive steps per variant and round, as in a training loop (default: 5, 2 on ViT-Tiny)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -165,8 +182,15 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_line())
     for key in args.models:
         passes, repeats, block = _ROUNDS[key]
-        run(key, args.target, args.batch, args.passes or passes, args.repeats or repeats, args.block or block,
-            args.device)
+        run(
+            key,
+            args.target,
+            args.batch,
+            args.passes or passes,
+            args.repeats or repeats,
+            args.block or block,
+            args.device,
+        )
 
 
 if __name__ == "__main__":

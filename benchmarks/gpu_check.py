@@ -76,8 +76,10 @@ def main() -> None:
 
     dev = torch.device("cpu" if args.cpu_smoke else "cuda")
     gpu = "CPU smoke run" if args.cpu_smoke else torch.cuda.get_device_name(0)
-    print(f"{gpu}, torch {torch.__version__}, bf16 supported: {bf16_supported()}, "
-          f"DataLoader workers: {stream.default_num_workers()}")
+    print(
+        f"{gpu}, torch {torch.__version__}, bf16 supported: {bf16_supported()}, "
+        f"DataLoader workers: {stream.default_num_workers()}"
+    )
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         os.environ["PETL_ANALYSIS_CACHE"] = str(Path(tmp) / "cache")
         folder = make_folder(Path(tmp) / "images", args.images)
@@ -95,8 +97,10 @@ def main() -> None:
         t = time.perf_counter()
         extract_features(model, task.train, device=dev, batch_size=bs)
         cached = len(task.train) / (time.perf_counter() - t)
-        print(f"probe features: {streamed:,.0f} images/s streamed ({len(task.train)} images, batch {bs}); "
-              f"{cached:,.0f} images/s from the feature cache")
+        print(
+            f"probe features: {streamed:,.0f} images/s streamed ({len(task.train)} images, batch {bs}); "
+            f"{cached:,.0f} images/s from the feature cache"
+        )
 
         # 2. KAdaptation train step
         base = copy.deepcopy(model)
@@ -105,8 +109,10 @@ def main() -> None:
         t = time.perf_counter()
         res = fit(model, task.train, None, recipe, device=dev)
         _sync()
-        print(f"KAdaptation fit: {res.steps * bs / (time.perf_counter() - t):,.0f} images/s over {res.steps} steps "
-              f"(batch {bs}, streamed, including DataLoader start per epoch)")
+        print(
+            f"KAdaptation fit: {res.steps * bs / (time.perf_counter() - t):,.0f} images/s over {res.steps} steps "
+            f"(batch {bs}, streamed, including DataLoader start per epoch)"
+        )
         in_chans, h, w = stream.model_data_config(model)["input_size"]
         x = torch.randn(bs, in_chans, h, w, device=dev)
         y = torch.randint(0, ds.num_classes, (bs,), device=dev)
@@ -121,8 +127,10 @@ def main() -> None:
             opt.step()
 
         step()
-        print(f"KAdaptation step on a GPU batch: {_images_per_s(step, bs, repeats=5):,.0f} images/s "
-              f"(batch {bs}, bf16 autocast: {bf16_supported()})")
+        print(
+            f"KAdaptation step on a GPU batch: {_images_per_s(step, bs, repeats=5):,.0f} images/s "
+            f"(batch {bs}, bf16 autocast: {bf16_supported()})"
+        )
 
         # 3. merged inference
         model.eval()
@@ -136,14 +144,20 @@ def main() -> None:
             def run() -> torch.Tensor:
                 with autocast(dev, True):
                     return net(x)
+
             return run
 
         with torch.no_grad():
             err = (forward(merged)().float() - forward(model)().float()).abs().max().item()
-        rates = {name: _images_per_s(forward(net), bs, repeats=5)
-                 for name, net in (("base", base), ("unmerged", model), ("merged+unloaded", merged))}
-        print("inference: " + ", ".join(f"{k} {v:,.0f} images/s" for k, v in rates.items())
-              + f" (batch {bs}); max |merged - unmerged| logit {err:.3g}")
+        rates = {
+            name: _images_per_s(forward(net), bs, repeats=5)
+            for name, net in (("base", base), ("unmerged", model), ("merged+unloaded", merged))
+        }
+        print(
+            "inference: "
+            + ", ".join(f"{k} {v:,.0f} images/s" for k, v in rates.items())
+            + f" (batch {bs}); max |merged - unmerged| logit {err:.3g}"
+        )
         if dev.type == "cuda":
             print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_adapters  # noqa: E402
-import bench_loader_workers  # noqa: E402
-import bench_memory  # noqa: E402
-import bench_probe  # noqa: E402
-import bench_projections  # noqa: E402
-import bench_subspace  # noqa: E402
+import bench_adapters
+import bench_loader_workers
+import bench_memory
+import bench_probe
+import bench_projections
+import bench_subspace
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,10 +37,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     a = parser.parse_args(argv)
     runs = [
-        ("subspace vs direct training step", bench_subspace.main,
-         ["--passes", "1", "--repeats", "3", "--models", "tiny"] if a.quick else []),
-        ("projections", bench_projections.main,
-         ["--repeats", "3", "--D", "16640", "--d", "10", "1000"] if a.quick else []),
+        (
+            "subspace vs direct training step",
+            bench_subspace.main,
+            ["--passes", "1", "--repeats", "3", "--models", "tiny"] if a.quick else [],
+        ),
+        (
+            "projections",
+            bench_projections.main,
+            ["--repeats", "3", "--D", "16640", "--d", "10", "1000"] if a.quick else [],
+        ),
         ("adapters", bench_adapters.main, ["--repeats", "3", "--models", "tiny"] if a.quick else []),
         ("probe", bench_probe.main, ["--quick"] if a.quick else []),
         ("memory", bench_memory.main, ["--quick"] if a.quick else ["--max-steps", "1"]),

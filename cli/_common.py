@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import rich.markup
 import typer
@@ -22,7 +23,7 @@ console = Console(width=_WIDTH)
 err_console = Console(stderr=True, width=_WIDTH)
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Library warnings meant for the user (e.g. skipped images) as ``warning: <one line>``, without a source line."""
     from petl_analysis.data.folder import BadImagesWarning  # here, not at import: the data package imports torch
 
@@ -62,8 +63,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 return fn(*args, **kwargs)
         except PetlError as e:
             # The message is text, not markup: "[dinov2]" or "blocks[0-5]" must print as written.
-            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(e))}", soft_wrap=True, highlight=False,
-                              markup=True)
+            err_console.print(
+                f"[bold red]error:[/] {rich.markup.escape(str(e))}", soft_wrap=True, highlight=False, markup=True
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; finished work is saved, rerun the same command to resume")
@@ -82,11 +84,15 @@ def parse_ints(value: str | None, what: str) -> list[int]:
         try:
             out.append(int(float(v.lower().replace("k", "e3").replace("m", "e6"))))
         except ValueError:
-            raise PetlError(f"{what}: {v!r} is not a number; expected a comma-separated list of integers such as 16,64,256") from None
+            raise PetlError(
+                f"{what}: {v!r} is not a number; expected a comma-separated list of integers such as 16,64,256"
+            ) from None
     return out
 
 
-def print_table(rows: Sequence[dict[str, Any]], title: str | None = None, columns: Sequence[str] | None = None) -> None:
+def print_table(
+    rows: Sequence[dict[str, Any]], title: str | None = None, columns: Sequence[str] | None = None
+) -> None:
     if not rows:
         console.print("(no rows)")
         return

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import typer
 
 from petl_analysis.io import check_output_path
 
-from ._common import console, err_console, handle_errors, print_table, progress_bar, show_with_first_progress, split_list
+from ._common import (
+    console,
+    err_console,
+    handle_errors,
+    print_table,
+    progress_bar,
+    show_with_first_progress,
+    split_list,
+)
 from .options import (
     BUDGET_FORMS,
+    DATA,
     DEFAULT_METHODS,
     DEPRECATED_OPTIONS,
-    DATA,
     FILES,
     METHOD,
     MODEL,
@@ -54,16 +61,16 @@ class _AliasedGroup(typer.core.TyperGroup):
     from --help) with a note naming the new one, and shows flags without a value placeholder (``--help``, not
     ``--help <bool>``)."""
 
-    def resolve_command(self, ctx, args):  # noqa: ANN001, ANN201
+    def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
         return name, cmd, _renamed(name or "", rest)
 
-    def get_command(self, ctx, cmd_name):  # noqa: ANN001, ANN201
+    def get_command(self, ctx, cmd_name):
         cmd = super().get_command(ctx, cmd_name)
         if cmd is not None and not getattr(cmd, "_petl_flags_plain", False):
             make_help = cmd.get_help_option
 
-            def get_help_option(ctx):  # noqa: ANN001, ANN202
+            def get_help_option(ctx):
                 help_option = make_help(ctx)
                 if help_option is not None:
                     help_option.metavar = ""
@@ -84,8 +91,10 @@ def _renamed(command: str, args: list[str]) -> list[str]:
         old, eq, value = arg.partition("=")
         if old in aliases:
             new = aliases[old]
-            err_console.print(f"[yellow]note:[/] {command} {old} is deprecated and goes in the next release; "
-                              f"use {new}", highlight=False)
+            err_console.print(
+                f"[yellow]note:[/] {command} {old} is deprecated and goes in the next release; use {new}",
+                highlight=False,
+            )
             arg = new + eq + value
         out.append(arg)
     return out
@@ -99,6 +108,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
 
 class _Notes(logging.Handler):
     """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines, each once per command."""
@@ -138,7 +148,7 @@ def _recipe(base, _what: str = "training", **values):
     return recipe
 
 
-def JsonOpt():  # noqa: N802
+def JsonOpt():
     return option(False, "--json", panel=FILES, help="Print JSON on stdout instead of a table.")
 
 
@@ -168,7 +178,7 @@ DEMO = dict(
 @grouped
 def info(
     models: ModelOptions = Group(),
-    targets: Optional[str] = TargetsOpt(help="Resolve these target specs only (default: the whole catalogue)."),
+    targets: str | None = TargetsOpt(help="Resolve these target specs only (default: the whole catalogue)."),
     as_json: bool = JsonOpt(),
 ) -> None:
     """Show a model's size and its submodule catalogue (the names every other command accepts)."""
@@ -180,10 +190,19 @@ def info(
     cfg = model_input_config(net)
     if as_json:
         weights = getattr(net, "petl_weights", None)
-        _print_json({"model": models.model, "weights": models.weights, "weights_loaded": weights.describe()
-                     if weights is not None else None, "params": count_parameters(net).model_total,
-                     "in_chans": cfg["in_chans"], "img_size": cfg["img_size"], "patch": _patch(net),
-                     "blocks": len(net.blocks), "targets": describe_targets(units)})
+        _print_json(
+            {
+                "model": models.model,
+                "weights": models.weights,
+                "weights_loaded": weights.describe() if weights is not None else None,
+                "params": count_parameters(net).model_total,
+                "in_chans": cfg["in_chans"],
+                "img_size": cfg["img_size"],
+                "patch": _patch(net),
+                "blocks": len(net.blocks),
+                "targets": describe_targets(units),
+            }
+        )
         return
     console.print(
         f"[bold]{models.model}[/] weights={models.weights}  params={count_parameters(net).model_total:,}  "
@@ -209,8 +228,14 @@ def datasets(as_json: bool = JsonOpt()) -> None:
     for name in DATASETS.names():
         kwargs = {"n": 620} if name == "glyphs" else {}
         ds = load_dataset(name, **kwargs)
-        rows.append({"name": name, "images": len(ds) if name != "glyphs" else "any (procedural)",
-                     "classes": ds.num_classes, "size": "x".join(map(str, ds.images.shape[1:]))})
+        rows.append(
+            {
+                "name": name,
+                "images": len(ds) if name != "glyphs" else "any (procedural)",
+                "classes": ds.num_classes,
+                "size": "x".join(map(str, ds.images.shape[1:])),
+            }
+        )
     if as_json:
         _print_json(rows)
         return
@@ -220,7 +245,7 @@ def datasets(as_json: bool = JsonOpt()) -> None:
 @app.command()
 @handle_errors
 def methods(
-    name: Optional[str] = typer.Argument(None, help="A method's name: list its options (default: list the methods)."),
+    name: str | None = typer.Argument(None, help="A method's name: list its options (default: list the methods)."),
     as_json: bool = JsonOpt(),
 ) -> None:
     """List the adaptation methods, or one method's options (the --set keys of train and plan) with their defaults."""
@@ -234,9 +259,16 @@ def methods(
         for key in METHODS.registered():
             method = METHODS.get(key)
             sizing = f"by {method.sizing.option}" if isinstance(method.sizing, Knob) else method.sizing
-            rows.append({"name": key, "display name": method.display_name, "sizing": sizing,
-                         "mergeable": method.mergeable, "peft": method.peft_type or "-",
-                         "default targets": ",".join(_field_default(method.config_class, "targets") or []) or "-"})
+            rows.append(
+                {
+                    "name": key,
+                    "display name": method.display_name,
+                    "sizing": sizing,
+                    "mergeable": method.mergeable,
+                    "peft": method.peft_type or "-",
+                    "default targets": ",".join(_field_default(method.config_class, "targets") or []) or "-",
+                }
+            )
         if as_json:
             _print_json(rows)
             return
@@ -246,10 +278,16 @@ def methods(
         raise expected_one_of("method", name, METHODS.registered())
     config = METHODS.get(name).config_class
     described = _attributes(config)
-    rows = [{"option": f.name, "type": str(f.type), "default": _field_default(config, f.name),
-             "meaning": described.get(f.name, "")}
-            for f in fields(config) if f.name != "method" and (f.default is not MISSING or
-                                                               f.default_factory is not MISSING)]
+    rows = [
+        {
+            "option": f.name,
+            "type": str(f.type),
+            "default": _field_default(config, f.name),
+            "meaning": described.get(f.name, ""),
+        }
+        for f in fields(config)
+        if f.name != "method" and (f.default is not MISSING or f.default_factory is not MISSING)
+    ]
     if as_json:
         _print_json({"name": name, "display_name": METHODS.get(name).display_name, "options": rows})
         return
@@ -297,18 +335,18 @@ def linear_probe(
     seeds: int = SeedsOpt(),
     epochs: int = EpochsOpt(50, "Epochs of the head's training."),
     lr: float = LrOpt(1e-2, "Learning rate of the head."),
-    compare_random: bool = option(False, "--compare-random", panel=MODEL,
-                                  help="Also probe the same architecture with random weights."),
-    eval_batch_size: Optional[int] = EvalBatchOpt(),
+    compare_random: bool = option(
+        False, "--compare-random", panel=MODEL, help="Also probe the same architecture with random weights."
+    ),
+    eval_batch_size: int | None = EvalBatchOpt(),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
     from petl_analysis.engine import Recipe
+    from petl_analysis.errors import PetlError
     from petl_analysis.study import Study
     from petl_analysis.task import announce, build_task, fit_linear_probe
-
-    from petl_analysis.errors import PetlError
 
     if seeds < 1:
         raise PetlError(f"seeds must be at least 1, got {seeds}")
@@ -324,16 +362,25 @@ def linear_probe(
                 task = build_task(data.spec(shot_seed=seed), net, dataset=study.dataset)
                 announce(task.conversion, data.dataset)
                 res = fit_linear_probe(net, task, recipe, seed=seed, device=execution.device)
-                rows.append({"weights": w, "seed": seed, "n_train": res.n_train, "val_acc": res.val_acc,
-                             "test_acc": res.test_acc, "trainable": res.trainable["total_incl_head"],
-                             "time_s": round(res.wall_time_s, 2)})
+                rows.append(
+                    {
+                        "weights": w,
+                        "seed": seed,
+                        "n_train": res.n_train,
+                        "val_acc": res.val_acc,
+                        "test_acc": res.test_acc,
+                        "trainable": res.trainable["total_incl_head"],
+                        "time_s": round(res.wall_time_s, 2),
+                    }
+                )
                 advance(1, f"{w} seed {seed}: test {res.test_acc:.3f}")
     split = "full" if data.shots is None else f"{data.shots}-shot"
     print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
-def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str], flag: str = "--ranking",
-                         then: str = "sweep") -> str:
+def _dataset_for_ranking(
+    dataset: str | None, ranking, source: str | None, flag: str = "--ranking", then: str = "sweep"
+) -> str:
     """``--dataset``, else the ranking's; a ranking made on another dataset is refused, and without either the
     command has no dataset (no silent default)."""
     from petl_analysis.errors import PetlError
@@ -342,12 +389,16 @@ def _dataset_for_ranking(dataset: Optional[str], ranking, source: Optional[str],
     ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
     if dataset is None:
         if ranked_on is None:
-            raise PetlError(f"{then}: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or "
-                            f"an image-folder path){'' if ranking is not None else ' or a --ranking made on one'}")
+            raise PetlError(
+                f"{then}: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or "
+                f"an image-folder path){'' if ranking is not None else ' or a --ranking made on one'}"
+            )
         return ranked_on
     if ranked_on is not None and not same_dataset(dataset, ranked_on):
-        raise PetlError(f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
-                        f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first")
+        raise PetlError(
+            f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
+            f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first"
+        )
     return dataset
 
 
@@ -361,9 +412,13 @@ def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, th
         spec = models.spec(weights=models.weights or made_on.weights)
     else:
         spec = models.applied_to(made_on, models.weights or made_on.weights)
-    require_same_model(made_on, spec, f"{flag} {source!r}",
-                       f"drop --model/--weights/--img-size/--in-chans/--patch-size to {then} for the ranking's "
-                       f"model, or probe and select on this model first")
+    require_same_model(
+        made_on,
+        spec,
+        f"{flag} {source!r}",
+        f"drop --model/--weights/--img-size/--in-chans/--patch-size to {then} for the ranking's "
+        f"model, or probe and select on this model first",
+    )
     return spec
 
 
@@ -373,8 +428,9 @@ def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
     from petl_analysis.task import same_dataset
 
     ranked = ranking.data if ranking is not None else None
-    return data.skip_bad_images or bool(ranked is not None and ranked.skip_bad_images
-                                        and same_dataset(ranked.dataset, dataset))
+    return data.skip_bad_images or bool(
+        ranked is not None and ranked.skip_bad_images and same_dataset(ranked.dataset, dataset)
+    )
 
 
 #: How a progress line names the probe's baseline trials.
@@ -428,41 +484,60 @@ def _trial_progress(advance):
 def probe(
     models: ModelOptions = Group(),
     data: DataOptions = Group(),
-    targets: Optional[str] = TargetsOpt(help="Comma-separated catalogue specs to probe (default: "
-                                        "q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."),
+    targets: str | None = TargetsOpt(
+        help="Comma-separated catalogue specs to probe (default: "
+        "q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
+    ),
     per_block: bool = PerBlockOpt(help="One subspace per block for each target."),
-    dims: Optional[str] = option(None, "--dims", panel=PROBE, help="Explicit d grid (e.g. 16,64,256); default: "
-                                 "adaptive search."),
-    max_d: Optional[int] = option(None, "--max-d", panel=PROBE,
-                                  help="Largest d of the adaptive search (default: D of each target)."),
+    dims: str | None = option(
+        None, "--dims", panel=PROBE, help="Explicit d grid (e.g. 16,64,256); default: adaptive search."
+    ),
+    max_d: int | None = option(
+        None, "--max-d", panel=PROBE, help="Largest d of the adaptive search (default: D of each target)."
+    ),
     d_min: int = option(4, "--d-min", panel=PROBE, help="Smallest d of the adaptive search's coarse grid."),
-    points_per_decade: int = option(2, "--points-per-decade", panel=PROBE,
-                                    help="Density of the coarse grid (1: 10, 100, 1000...)."),
+    points_per_decade: int = option(
+        2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
+    ),
     projection: str = option("fastfood", "--projection", panel=PROBE, help="fastfood, dense or sparse."),
     threshold: float = option(0.9, "--threshold", panel=PROBE, help="d90 threshold in (0, 1]."),
     seeds: int = SeedsOpt(2, "Seeds per (target, d): seed i draws the subspace, the k-shot sample and the init."),
-    head: str = option("train", "--head", panel=PROBE,
-                       help="train (linear-probe init, trained jointly) or frozen."),
-    said: bool = option(False, "--said", panel=PROBE,
-                        help="Structure-aware ID: one learned scale per tensor (counted in d)."),
-    epochs: Optional[int] = EpochsOpt(help="Epochs per trial (default: the probe recipe's; printed when the "
-                                      "command runs)."),
-    ft_lr: float = option(1e-3, "--ft-lr", panel=RECIPE,
-                          help="Backbone learning rate of the full fine-tuning ceiling."),
-    lr_scaling: str = option("sqrt", "--lr-scaling", panel=RECIPE, help="theta_d learning rate against d: sqrt "
-                             "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr)."),
-    theta_step: float = option(1.0, "--theta-step", panel=RECIPE, help="With --lr-scaling sqrt: the weight-space "
-                               "length of one step on theta_d (1.0: lr 0.01 at d = 10,000)."),
-    lr: Optional[float] = LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe "
-                                "recipe's)."),
-    lr_grid: Optional[str] = option(None, "--lr-grid", panel=RECIPE, help="Multipliers of theta_d's learning rate "
-                                    "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1)."),
-    max_steps: Optional[int] = MaxStepsOpt(),
-    batch_size: Optional[int] = BatchOpt(),
-    eval_batch_size: Optional[int] = EvalBatchOpt(),
+    head: str = option("train", "--head", panel=PROBE, help="train (linear-probe init, trained jointly) or frozen."),
+    said: bool = option(
+        False, "--said", panel=PROBE, help="Structure-aware ID: one learned scale per tensor (counted in d)."
+    ),
+    epochs: int | None = EpochsOpt(
+        help="Epochs per trial (default: the probe recipe's; printed when the command runs)."
+    ),
+    ft_lr: float = option(
+        1e-3, "--ft-lr", panel=RECIPE, help="Backbone learning rate of the full fine-tuning ceiling."
+    ),
+    lr_scaling: str = option(
+        "sqrt",
+        "--lr-scaling",
+        panel=RECIPE,
+        help="theta_d learning rate against d: sqrt "
+        "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr).",
+    ),
+    theta_step: float = option(
+        1.0,
+        "--theta-step",
+        panel=RECIPE,
+        help="With --lr-scaling sqrt: the weight-space length of one step on theta_d (1.0: lr 0.01 at d = 10,000).",
+    ),
+    lr: float | None = LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe recipe's)."),
+    lr_grid: str | None = option(
+        None,
+        "--lr-grid",
+        panel=RECIPE,
+        help="Multipliers of theta_d's learning rate "
+        "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1).",
+    ),
+    max_steps: int | None = MaxStepsOpt(),
+    batch_size: int | None = BatchOpt(),
+    eval_batch_size: int | None = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
-    out: str = option("probe.json", "--out", "-o", panel=FILES,
-                      help="ProbeResult JSON; trials are logged beside it."),
+    out: str = option("probe.json", "--out", "-o", panel=FILES, help="ProbeResult JSON; trials are logged beside it."),
     execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
 ) -> None:
     """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training.
@@ -472,17 +547,26 @@ def probe(
     """
     check_output_path(out, what="--out")
     execution.setup()
+    from petl_analysis.errors import PetlError
     from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
 
     from ._common import parse_ints
 
-    from petl_analysis.errors import PetlError
-
     if lr is not None and lr_scaling != "constant":
-        raise PetlError(f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
-                        f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead")
-    recipe = _recipe(default_probe_recipe(), "probe", epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
-                     eval_batch_size=eval_batch_size, augment=augment)
+        raise PetlError(
+            f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
+            f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead"
+        )
+    recipe = _recipe(
+        default_probe_recipe(),
+        "probe",
+        epochs=epochs,
+        lr=lr,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        augment=augment,
+    )
     config = ProbeConfig(
         targets=split_list(targets) or ProbeConfig().targets,
         per_block=per_block,
@@ -502,17 +586,22 @@ def probe(
         recipe=recipe,
     )
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(models.spec(), data.spec(), config, out=out, **execution.trials(),
-                           on_trial=_trial_progress(advance))
+        result = run_probe(
+            models.spec(), data.spec(), config, out=out, **execution.trials(), on_trial=_trial_progress(advance)
+        )
     floor, ceiling = result.floor, result.ceiling
-    console.print(f"validation ({result.n_val} images): floor (d = 0) {floor.val_mean:.3f} ± {floor.val_std:.3f}, "
-                  f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
-                  f"({ceiling.trainable:,} params); test is reported in {out}, never decided on")
+    console.print(
+        f"validation ({result.n_val} images): floor (d = 0) {floor.val_mean:.3f} ± {floor.val_std:.3f}, "
+        f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
+        f"({ceiling.trainable:,} params); test is reported in {out}, never decided on"
+    )
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
     _warn_about_probe(result)
     for f in result.failed:
         console.print(f"failed: {f['target']} d={f['d']} seed {f['seed']}: {f['error']}", highlight=False)
-    console.print(f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}")
+    console.print(
+        f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}"
+    )
 
 
 def _warn_about_probe(result, where: str = "") -> None:
@@ -522,11 +611,13 @@ def _warn_about_probe(result, where: str = "") -> None:
     if (warning := degenerate_probe_warning(result)) is not None:
         console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
     elif (why := result.unresolved_gain()) is not None:
-        console.print(f"[yellow]warning:[/] {where}{why}: d90 is normalised by that gain, so the d90s do not order the "
-                      "targets", highlight=False)
+        console.print(
+            f"[yellow]warning:[/] {where}{why}: d90 is normalised by that gain, so the d90s do not order the targets",
+            highlight=False,
+        )
 
 
-def _parse_floats(value: Optional[str], what: str) -> list[float]:
+def _parse_floats(value: str | None, what: str) -> list[float]:
     from petl_analysis.errors import PetlError
 
     out = []
@@ -534,11 +625,13 @@ def _parse_floats(value: Optional[str], what: str) -> list[float]:
         try:
             out.append(float(v))
         except ValueError:
-            raise PetlError(f"{what}: {v!r} is not a number; expected a comma-separated list such as 0.3,1,3") from None
+            raise PetlError(
+                f"{what}: {v!r} is not a number; expected a comma-separated list such as 0.3,1,3"
+            ) from None
     return out
 
 
-def _method_config(method: str, targets: Optional[str], sets: list[str]):
+def _method_config(method: str, targets: str | None, sets: list[str]):
     """Build a method config from --method/--targets and generic --set key=value overrides."""
     import json as _json
 
@@ -559,48 +652,67 @@ def _method_config(method: str, targets: Optional[str], sets: list[str]):
     return config_from_dict(values)
 
 
-def SetOpt():  # noqa: N802
-    return option([], "--set", "-s", panel=METHOD,
-                  help="Method option key=value (repeatable), e.g. --set n=8 --set sharing=global "
-                  "(`petl-analyze methods NAME` lists them).")
+def SetOpt():
+    return option(
+        [],
+        "--set",
+        "-s",
+        panel=METHOD,
+        help="Method option key=value (repeatable), e.g. --set n=8 --set sharing=global "
+        "(`petl-analyze methods NAME` lists them).",
+    )
 
 
 @app.command()
 @handle_errors
 @grouped
 def train(
-    method: str = option("kadaptation", "--method", panel=METHOD,
-                         help="Adaptation method (`petl-analyze methods` lists them with their options)."),
-    targets: Optional[str] = TargetsOpt(help="Catalogue specs to adapt (default: the method's; "
-                                        "`petl-analyze info` lists them)."),
-    n: Optional[int] = option(None, "--n", panel=METHOD, help="KAdaptation/Compacter: Kronecker terms n."),
-    rank: Optional[int] = option(None, "--rank", "-r", panel=METHOD, help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
-    init: Optional[str] = option(None, "--init", panel=METHOD,
-                                 help="KAdaptation init: default or pevit (the official zero-zero init)."),
+    method: str = option(
+        "kadaptation",
+        "--method",
+        panel=METHOD,
+        help="Adaptation method (`petl-analyze methods` lists them with their options).",
+    ),
+    targets: str | None = TargetsOpt(
+        help="Catalogue specs to adapt (default: the method's; `petl-analyze info` lists them)."
+    ),
+    n: int | None = option(None, "--n", panel=METHOD, help="KAdaptation/Compacter: Kronecker terms n."),
+    rank: int | None = option(None, "--rank", "-r", panel=METHOD, help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
+    init: str | None = option(
+        None, "--init", panel=METHOD, help="KAdaptation init: default or pevit (the official zero-zero init)."
+    ),
     sets: list[str] = SetOpt(),
-    plan: Optional[str] = option(None, "--plan", panel=FILES,
-                                 help="Apply a plan file (overrides --method/--targets)."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
-                                 weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see "
-                                                    "`petl-analyze probe --help`.")),
-    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (required, "
-                                                 "unless --plan names one)."),
-                              omit=("max_train",)),
+    plan: str | None = option(None, "--plan", panel=FILES, help="Apply a plan file (overrides --method/--targets)."),
+    models: ModelOptions = Group(
+        model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
+        weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see `petl-analyze probe --help`."),
+    ),
+    data: DataOptions = Group(
+        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (required, unless --plan names one)."),
+        omit=("max_train",),
+    ),
     seeds: int = SeedsOpt(),
-    epochs: Optional[int] = EpochsOpt(),
-    lr: Optional[float] = LrOpt(),
-    head_init: str = option("lp", "--head-init", panel=RECIPE,
-                            help="lp (linear-probe head, the default) or random."),
-    max_steps: Optional[int] = MaxStepsOpt(),
-    batch_size: Optional[int] = BatchOpt(),
-    eval_batch_size: Optional[int] = EvalBatchOpt(),
+    epochs: int | None = EpochsOpt(),
+    lr: float | None = LrOpt(),
+    head_init: str = option("lp", "--head-init", panel=RECIPE, help="lp (linear-probe head, the default) or random."),
+    max_steps: int | None = MaxStepsOpt(),
+    batch_size: int | None = BatchOpt(),
+    eval_batch_size: int | None = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
-    dry_run: bool = option(False, "--dry-run", panel=METHOD, help="Build, inject and print the trainable-parameter "
-                           "table; no data, no training."),
+    dry_run: bool = option(
+        False,
+        "--dry-run",
+        panel=METHOD,
+        help="Build, inject and print the trainable-parameter table; no data, no training.",
+    ),
     num_classes: int = option(10, "--num-classes", panel=METHOD, help="Head size for --dry-run."),
-    out: Optional[str] = option("run.json", "--out", "-o", panel=FILES, help="RunResult JSON."),
-    save_adapter: Optional[str] = option(None, "--save-adapter", panel=FILES, help="Directory for the adapters, one "
-                                         "folder per seed (default: <out>.adapter; load_adapter reads each)."),
+    out: str | None = option("run.json", "--out", "-o", panel=FILES, help="RunResult JSON."),
+    save_adapter: str | None = option(
+        None,
+        "--save-adapter",
+        panel=FILES,
+        help="Directory for the adapters, one folder per seed (default: <out>.adapter; load_adapter reads each).",
+    ),
     no_adapter: bool = option(False, "--no-adapter", panel=FILES, help="Do not save the adapters."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
 ) -> None:
@@ -647,33 +759,66 @@ def train(
         counted = count_parameters(net)
         rows = [{"item": k, "parameters": v} for k, v in counted.as_dict().items()]
         print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
-        console.print(f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}")
+        console.print(
+            f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}"
+        )
         return
     from petl_analysis.errors import PetlError
     from petl_analysis.study import Study
 
     if dataset is None:
-        raise PetlError("train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
-                        "image-folder path) or a --plan made on one")
+        raise PetlError(
+            "train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
+            "image-folder path) or a --plan made on one"
+        )
 
     if plan:
         validate_plan(plan_obj, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
-    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, batch_size=batch_size,
-                     eval_batch_size=eval_batch_size, augment=augment)
+    recipe = _recipe(
+        default_train_recipe(),
+        epochs=epochs,
+        lr=lr,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        augment=augment,
+    )
     with progress_bar(f"train {config.method}", total=seeds) as advance:
-        result = run_method(spec, data.spec(dataset=dataset), config, recipe, seeds, head_init=head_init,
-                            device=execution.device_name(), plan=plan,
-                            adapter_dir=save_adapter,
-                            on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"))
+        result = run_method(
+            spec,
+            data.spec(dataset=dataset),
+            config,
+            recipe,
+            seeds,
+            head_init=head_init,
+            device=execution.device_name(),
+            plan=plan,
+            adapter_dir=save_adapter,
+            on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"),
+        )
     if out:
         result.save(out)
     print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
-    print_table([{"seed": r.seed, "n_train": r.n_train, "val_acc": r.val_acc, "test_acc": r.test_acc,
-                  "last_test_acc": r.last_test_acc, "best_epoch": r.best_epoch, "steps": r.steps,
-                  "time_s": round(r.wall_time_s, 1)}
-                 for r in result.seeds], title=f"{config.method} on {dataset}")
-    console.print(f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
-                  + (f" -> {out}" if out else ""))
+    print_table(
+        [
+            {
+                "seed": r.seed,
+                "n_train": r.n_train,
+                "val_acc": r.val_acc,
+                "test_acc": r.test_acc,
+                "last_test_acc": r.last_test_acc,
+                "best_epoch": r.best_epoch,
+                "steps": r.steps,
+                "time_s": round(r.wall_time_s, 1),
+            }
+            for r in result.seeds
+        ],
+        title=f"{config.method} on {dataset}",
+    )
+    console.print(
+        f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
+        + (f" -> {out}" if out else "")
+    )
     if save_adapter:
         console.print(f"adapters -> {save_adapter}/seed<N>/ (petl_analysis.tuners.load_adapter)", highlight=False)
 
@@ -682,18 +827,30 @@ def train(
 @handle_errors
 @grouped
 def select(
-    probe_path: Optional[str] = option(None, "--probe", "-p", panel=FILES, help="ProbeResult JSON (from `probe`)."),
-    proxy: Optional[str] = option("rgn,fisher,kappa,random", "--proxies", panel=METHOD, help="Proxy selectors to "
-                                  "compute beside d90 (rgn, fisher, kappa, gps, spt, apla, constant, random; with a "
-                                  "probe also d90+acc)."),
-    from_model: bool = option(False, "--from-model", panel=METHOD,
-                              help="No probe: rank by the first proxy on --model/--dataset."),
+    probe_path: str | None = option(None, "--probe", "-p", panel=FILES, help="ProbeResult JSON (from `probe`)."),
+    proxy: str | None = option(
+        "rgn,fisher,kappa,random",
+        "--proxies",
+        panel=METHOD,
+        help="Proxy selectors to "
+        "compute beside d90 (rgn, fisher, kappa, gps, spt, apla, constant, random; with a "
+        "probe also d90+acc).",
+    ),
+    from_model: bool = option(
+        False, "--from-model", panel=METHOD, help="No probe: rank by the first proxy on --model/--dataset."
+    ),
     models: ModelOptions = Group(),
-    data: DataOptions = Group(dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (with "
-                                                 "--from-model; a probe's ranking uses the probe's dataset)."),
-                              omit=("shots", "max_train")),
-    targets: Optional[str] = TargetsOpt(help="Catalogue specs to rank with --from-model (default: the probe's, "
-                                        "else q,k,v,proj,fc1,fc2)."),
+    data: DataOptions = Group(
+        dataset=DatasetOpt(
+            None,
+            "Built-in dataset name or an image-folder path (with "
+            "--from-model; a probe's ranking uses the probe's dataset).",
+        ),
+        omit=("shots", "max_train"),
+    ),
+    targets: str | None = TargetsOpt(
+        help="Catalogue specs to rank with --from-model (default: the probe's, else q,k,v,proj,fc1,fc2)."
+    ),
     per_block: bool = PerBlockOpt(help="With --from-model: rank each block's targets apart."),
     out: str = option("ranking.json", "--out", "-o", panel=FILES, help="Ranking JSON."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
@@ -708,13 +865,22 @@ def select(
     if probe_path is None and not from_model:
         raise PetlError("give --probe probe.json, or --from-model to rank with proxies only")
     probe_obj = ProbeResult.load(probe_path) if probe_path else None
-    ranking = run_select(probe_obj, split_list(proxy), model=models.spec(), data=data.spec() if from_model else None,
-                         targets=split_list(targets) or None, per_block=per_block, device=execution.device_name(),
-                         source=probe_path or "")
+    ranking = run_select(
+        probe_obj,
+        split_list(proxy),
+        model=models.spec(),
+        data=data.spec() if from_model else None,
+        targets=split_list(targets) or None,
+        per_block=per_block,
+        device=execution.device_name(),
+        source=probe_path or "",
+    )
     ranking.save(out)
     print_table(ranking.table(), title=f"ranking by {ranking.selector}")
-    corr = [{"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
-            for k, v in ranking.details.get("proxies", {}).items()]
+    corr = [
+        {"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
+        for k, v in ranking.details.get("proxies", {}).items()
+    ]
     if ranking.details.get("proxies_caveat"):
         console.print(f"[yellow]warning:[/] {ranking.details['proxies_caveat']}", highlight=False)
     elif corr:
@@ -729,34 +895,36 @@ def select(
 @grouped
 def plan(
     ranking_path: str = RankingOpt(...),
-    budget: Optional[str] = BudgetsOpt(help=f"Parameter budgets: {BUDGET_FORMS}; default: from the model (as "
-                                       "sweep's, for --method)."),
-    method: str = option("kadaptation", "--method", panel=METHOD,
-                         help="A planned method: kadaptation or lora."),
+    budget: str | None = BudgetsOpt(
+        help=f"Parameter budgets: {BUDGET_FORMS}; default: from the model (as sweep's, for --method)."
+    ),
+    method: str = option("kadaptation", "--method", panel=METHOD, help="A planned method: kadaptation or lora."),
     head_in_budget: bool = HeadInBudgetOpt(),
     sets: list[str] = SetOpt(),
-    models: ModelOptions = Group(model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."),
-                                 weights=WeightsOpt(None)),
-    data: DataOptions = Group(dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
-                              omit=("shots", "max_train", "split_part")),
-    out: str = option("plans", "--out", "-o", panel=FILES,
-                      help="Output directory (plan_<budget>.json per budget)."),
-    export_peft_: bool = option(False, "--export-peft", panel=FILES,
-                                help="Also write the equivalent peft config per plan."),
+    models: ModelOptions = Group(
+        model=ModelOpt(None, "Model (default: the ranking's; another one is refused)."), weights=WeightsOpt(None)
+    ),
+    data: DataOptions = Group(
+        dataset=DatasetOpt(None, "Dataset for the head size (default: the ranking's)."),
+        omit=("shots", "max_train", "split_part"),
+    ),
+    out: str = option("plans", "--out", "-o", panel=FILES, help="Output directory (plan_<budget>.json per budget)."),
+    export_peft_: bool = option(
+        False, "--export-peft", panel=FILES, help="Also write the equivalent peft config per plan."
+    ),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
     check_output_path(out, directory=True, what="--out")
     from pathlib import Path
 
-    from petl_analysis.io import atomic_write_json, ensure_writable_dir
     from petl_analysis.errors import PetlError
+    from petl_analysis.io import atomic_write_json, ensure_writable_dir
     from petl_analysis.plan import export_peft, plan_for_budget
+    from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
     from petl_analysis.plan.peft import export_summary
     from petl_analysis.select import Ranking
     from petl_analysis.study import Study
     from petl_analysis.task import DataSpec
-
-    from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
 
     requested = parse_budgets(budget, "--budgets")  # a malformed budget fails before anything loads
     ranking = Ranking.load(ranking_path)
@@ -768,11 +936,23 @@ def plan(
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budgets")
     # Plan every budget first: a bad budget fails before anything is written.
-    plans = [plan_for_budget(ranking, net, b, method=method, model_spec=spec, head_in_budget=head_in_budget,
-                             method_options=options, source=ranking_path).for_dataset(ds_name)
-             for b in budgets]
-    console.print(f"budgets: {budgets_text(budgets)} of a {plans[0].backbone_params:,}-parameter backbone "
-                  f"(head excluded)", highlight=False)
+    plans = [
+        plan_for_budget(
+            ranking,
+            net,
+            b,
+            method=method,
+            model_spec=spec,
+            head_in_budget=head_in_budget,
+            method_options=options,
+            source=ranking_path,
+        ).for_dataset(ds_name)
+        for b in budgets
+    ]
+    console.print(
+        f"budgets: {budgets_text(budgets)} of a {plans[0].backbone_params:,}-parameter backbone (head excluded)",
+        highlight=False,
+    )
     out_dir = ensure_writable_dir(out)
     rows = []
     for b, p in zip(budgets, plans):
@@ -795,29 +975,50 @@ def plan(
 @handle_errors
 @grouped
 def sweep(
-    plans: Optional[str] = option(None, "--plans", panel=FILES, help="Plans folder (from `plan` or `run`): train "
-                                  "every plan file in it, as the files say (--budgets, --methods, --ranking unused)."),
-    budgets: Optional[str] = BudgetsOpt(),
+    plans: str | None = option(
+        None,
+        "--plans",
+        panel=FILES,
+        help="Plans folder (from `plan` or `run`): train "
+        "every plan file in it, as the files say (--budgets, --methods, --ranking unused).",
+    ),
+    budgets: str | None = BudgetsOpt(),
     methods: str = MethodsOpt(),
-    plans_from: Optional[str] = RankingOpt(help="Ranking JSON (from `select`): plan KAdaptation/LoRA targets "
-                                           "from it (default: the methods' default targets)."),
-    models: ModelOptions = Group(model=ModelOpt(None, "timm model name (default: the plans' or the --ranking's, "
-                                                "else the bundled ViT)."),
-                                 weights=WeightsOpt(None)),
+    plans_from: str | None = RankingOpt(
+        help="Ranking JSON (from `select`): plan KAdaptation/LoRA targets "
+        "from it (default: the methods' default targets)."
+    ),
+    models: ModelOptions = Group(
+        model=ModelOpt(None, "timm model name (default: the plans' or the --ranking's, else the bundled ViT)."),
+        weights=WeightsOpt(None),
+    ),
     data: DataOptions = Group(
-        dataset=DatasetOpt(None, "Built-in dataset name or an image-folder path (required, unless the --plans or "
-                           "the --ranking name one)."),
+        dataset=DatasetOpt(
+            None,
+            "Built-in dataset name or an image-folder path (required, unless the --plans or the --ranking name one).",
+        ),
         shots=ShotsOpt(5, "Training images per class, drawn per seed (0 = the full training set)."),
-        omit=("max_train",)),
+        omit=("max_train",),
+    ),
     seeds: int = SeedsOpt(),
-    epochs: Optional[int] = EpochsOpt(),
-    lr: Optional[float] = LrOpt(),
+    epochs: int | None = EpochsOpt(),
+    lr: float | None = LrOpt(),
     head_in_budget: bool = HeadInBudgetOpt(),
-    max_steps: Optional[int] = MaxStepsOpt(),
-    out: str = option("sweep.json", "--out", "-o", panel=FILES, help="SweepResult JSON; trials are logged beside "
-                      "it and, without --plans, the plans written to <out>.plans/ first."),
-    all_seed_adapters: bool = option(False, "--all-seed-adapters", panel=FILES, help="Keep every seed's adapter, not "
-                                     "only the best one by validation (in <out>.adapters/<plan>/seed<N>/)."),
+    max_steps: int | None = MaxStepsOpt(),
+    out: str = option(
+        "sweep.json",
+        "--out",
+        "-o",
+        panel=FILES,
+        help="SweepResult JSON; trials are logged beside "
+        "it and, without --plans, the plans written to <out>.plans/ first.",
+    ),
+    all_seed_adapters: bool = option(
+        False,
+        "--all-seed-adapters",
+        panel=FILES,
+        help="Keep every seed's adapter, not only the best one by validation (in <out>.adapters/<plan>/seed<N>/).",
+    ),
     no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
     execution: Execution = Group(),
 ) -> None:
@@ -835,39 +1036,59 @@ def sweep(
 
     from petl_analysis.errors import PetlError
     from petl_analysis.plan import plans_dataset, read_plans
+    from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.select import Ranking
     from petl_analysis.sweep import run_sweep, sweep_plans
     from petl_analysis.train import default_train_recipe
 
-    from petl_analysis.plan.budgets import parse_budgets
-
     requested = parse_budgets(budgets, "--budgets")
     recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
-    train = dict(seeds=seeds, recipe=recipe, out=out, **execution.trials(),
-                 command=shlex.join(["petl-analyze", *sys.argv[1:]]), save_adapters=not no_adapters,
-                 all_seeds=all_seed_adapters)
+    train = dict(
+        seeds=seeds,
+        recipe=recipe,
+        out=out,
+        **execution.trials(),
+        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+        save_adapters=not no_adapters,
+        all_seeds=all_seed_adapters,
+    )
     if plans:
         if plans_from:
             raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
         plan_list = read_plans(plans)
         stored = plan_list[0].model
-        spec = (models.spec() if models.model
-                else models.applied_to(stored, models.weights or stored.weights))
+        spec = models.spec() if models.model else models.applied_to(stored, models.weights or stored.weights)
         dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
         with progress_bar("sweep", total=None) as advance:
-            result = sweep_plans(plan_list, data.spec(dataset=dataset, zero_shots_is_full=True),
-                                 model=spec, on_trial=_trial_progress(advance), plans_source=plans, **train)
+            result = sweep_plans(
+                plan_list,
+                data.spec(dataset=dataset, zero_shots_is_full=True),
+                model=spec,
+                on_trial=_trial_progress(advance),
+                plans_source=plans,
+                **train,
+            )
     else:
         ranking = Ranking.load(plans_from) if plans_from else None
         dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
         spec = _model_for_ranking(models, ranking, plans_from, "--ranking", "sweep") if ranking else models.spec()
-        data_spec = dataclasses.replace(data.spec(dataset=dataset, zero_shots_is_full=True),
-                                        skip_bad_images=_skip_bad_images(data, ranking, dataset))
+        data_spec = dataclasses.replace(
+            data.spec(dataset=dataset, zero_shots_is_full=True),
+            skip_bad_images=_skip_bad_images(data, ranking, dataset),
+        )
         with progress_bar("sweep", total=None) as advance:
-            result = run_sweep(spec, data_spec,
-                               requested, split_list(methods), ranking,
-                               head_in_budget=head_in_budget, plans_dir=f"{out}.plans", ranking_source=plans_from or "",
-                               on_trial=_trial_progress(advance), **train)
+            result = run_sweep(
+                spec,
+                data_spec,
+                requested,
+                split_list(methods),
+                ranking,
+                head_in_budget=head_in_budget,
+                plans_dir=f"{out}.plans",
+                ranking_source=plans_from or "",
+                on_trial=_trial_progress(advance),
+                **train,
+            )
         console.print(f"plans -> {out}.plans/")
     print_table(result.table(), title=f"sweep on {dataset}")
     if not no_adapters:
@@ -875,17 +1096,26 @@ def sweep(
     for s in result.skipped:
         console.print(f"skipped: {s}")
     if result.failed:
-        console.print(f"{len(result.failed)} failed trial(s): " + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed))
+        console.print(
+            f"{len(result.failed)} failed trial(s): "
+            + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed)
+        )
     console.print(f"-> {out}")
 
 
 @app.command("export-peft")
 @handle_errors
 def export_peft_adapter(
-    adapter: str = typer.Argument(..., help="A saved LoRA adapter folder (train's <out>.adapter/seed<N>, a sweep's "
-                                  "<out>.adapters/<plan>)."),
-    out: str = option(..., "--out", "-o", panel=FILES, help="Folder for the peft adapter (adapter_config.json, "
-                      "adapter_model.safetensors)."),
+    adapter: str = typer.Argument(
+        ..., help="A saved LoRA adapter folder (train's <out>.adapter/seed<N>, a sweep's <out>.adapters/<plan>)."
+    ),
+    out: str = option(
+        ...,
+        "--out",
+        "-o",
+        panel=FILES,
+        help="Folder for the peft adapter (adapter_config.json, adapter_model.safetensors).",
+    ),
 ) -> None:
     """Write a trained LoRA adapter as a peft adapter folder that PeftModel.from_pretrained loads (same outputs).
 
@@ -900,38 +1130,50 @@ def export_peft_adapter(
     record = read_adapter_record(adapter)
     base = record.get("base") or {}
     if not base.get("model"):
-        raise PetlError(f"adapter {adapter!r} does not record its base model (saved by an older petl-analysis); "
-                        "load it with load_adapter and call petl_analysis.plan.write_peft_adapter")
+        raise PetlError(
+            f"adapter {adapter!r} does not record its base model (saved by an older petl-analysis); "
+            "load it with load_adapter and call petl_analysis.plan.write_peft_adapter"
+        )
     spec = from_jsonable(ModelSpec, base["model"], "adapter base model")
     model = create_model(spec, num_classes=base["num_classes"])
     method = load_adapter(model, adapter)
     write_peft_adapter(model, method, out, model_name=spec.name)
-    console.print(f"peft LoRA adapter of {spec.name} -> {out} (PeftModel.from_pretrained(model, {out!r}))",
-                  highlight=False)
+    console.print(
+        f"peft LoRA adapter of {spec.name} -> {out} (PeftModel.from_pretrained(model, {out!r}))", highlight=False
+    )
 
 
 def _print_adapters(result, out: str) -> None:
     """Where the points' adapters are, and which points have none (trials logged before adapters were saved)."""
     missing = [f"{p.label}@{p.budget}" for p in result.points if p.adapter is None]
     saved = len(result.points) - len(missing)
-    console.print(f"adapters ({saved} of {len(result.points)} points, best seed by validation) -> {out}.adapters/",
-                  highlight=False)
+    console.print(
+        f"adapters ({saved} of {len(result.points)} points, best seed by validation) -> {out}.adapters/",
+        highlight=False,
+    )
     if missing:
-        console.print(f"[yellow]note:[/] no adapter for {len(missing)} point(s) (e.g. {missing[0]}): their trials were "
-                      "logged before adapters were saved; they were not retrained", highlight=False)
+        console.print(
+            f"[yellow]note:[/] no adapter for {len(missing)} point(s) (e.g. {missing[0]}): their trials were "
+            "logged before adapters were saved; they were not retrained",
+            highlight=False,
+        )
 
 
 @app.command()
 @handle_errors
 def report(
-    sweep_path: Optional[str] = typer.Argument(None, help="SweepResult JSON."),
-    probe_path: Optional[str] = typer.Argument(None, help="ProbeResult JSON."),
-    ranking_path: Optional[str] = RankingOpt(help="Ranking JSON (from `select`): shown beside the probe's table."),
-    validation_path: Optional[str] = option(None, "--validation", panel=FILES, help="ValidationResult JSON "
-                                            "(petl-analyze validate): adds the section \"Does the ranking predict?\"."),
+    sweep_path: str | None = typer.Argument(None, help="SweepResult JSON."),
+    probe_path: str | None = typer.Argument(None, help="ProbeResult JSON."),
+    ranking_path: str | None = RankingOpt(help="Ranking JSON (from `select`): shown beside the probe's table."),
+    validation_path: str | None = option(
+        None,
+        "--validation",
+        panel=FILES,
+        help='ValidationResult JSON (petl-analyze validate): adds the section "Does the ranking predict?".',
+    ),
     out: str = option("report", "--out", "-o", panel=FILES, help="Output directory."),
-    title: Optional[str] = option(None, "--title", help="Report title (default: from the model and dataset)."),
-    m0: Optional[float] = option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
+    title: str | None = option(None, "--title", help="Report title (default: from the model and dataset)."),
+    m0: float | None = option(None, "--m0", help="PE score scale M0 (default: the backbone size)."),
 ) -> None:
     """Write the trade-off report (PNG plots, CSV tables, report.md and a self-contained report.html)."""
     check_output_path(out, directory=True, what="--out")
@@ -940,16 +1182,19 @@ def report(
     from petl_analysis.report import write_report
     from petl_analysis.select import Ranking
     from petl_analysis.sweep import SweepResult
-
     from petl_analysis.validate import ValidationResult
 
     if not sweep_path and not probe_path and not validation_path:
         raise PetlError("give a sweep.json, a probe.json and/or a --validation validation.json")
-    files = write_report(SweepResult.load(sweep_path) if sweep_path else None,
-                         ProbeResult.load(probe_path) if probe_path else None, out,
-                         ranking=Ranking.load(ranking_path) if ranking_path else None,
-                         validation=ValidationResult.load(validation_path) if validation_path else None, title=title,
-                         m0=m0)
+    files = write_report(
+        SweepResult.load(sweep_path) if sweep_path else None,
+        ProbeResult.load(probe_path) if probe_path else None,
+        out,
+        ranking=Ranking.load(ranking_path) if ranking_path else None,
+        validation=ValidationResult.load(validation_path) if validation_path else None,
+        title=title,
+        m0=m0,
+    )
     console.print(f"report -> {getattr(files, 'html', out)}")
 
 
@@ -963,11 +1208,20 @@ def _run_pipeline(run: RunOptions) -> None:
     htmls = []
     for ds, data, config, out_dir in run.per_dataset():
         with progress_bar(f"{ds}", total=None) as advance:
+
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(run.model, data, config, out_dir, **trials, on_stage=on_stage,
-                                  on_trial=_trial_progress(advance), commands=[run.command])
+            result = run_pipeline(
+                run.model,
+                data,
+                config,
+                out_dir,
+                **trials,
+                on_stage=on_stage,
+                on_trial=_trial_progress(advance),
+                commands=[run.command],
+            )
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
         _print_adapters(result.sweep, str(result.out_dir / "sweep.json"))
         _warn_about_probe(result.probe, where=f"{ds} probe: ")
@@ -982,35 +1236,57 @@ def _run_pipeline(run: RunOptions) -> None:
 @grouped
 def run(
     models: ModelOptions = Group(),
-    data: DataOptions = Group(dataset=DatasetOpt(..., "One or more datasets, comma-separated: built-in names "
-                                                 "(`petl-analyze datasets`) or image-folder paths."),
-                              shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full "
-                                             "training set)."),
-                              max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it "
-                                                       "(stratified)."),
-                              omit=("split_part",)),
-    budgets: Optional[str] = BudgetsOpt(),
+    data: DataOptions = Group(
+        dataset=DatasetOpt(
+            ...,
+            "One or more datasets, comma-separated: built-in names (`petl-analyze datasets`) or image-folder paths.",
+        ),
+        shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full training set)."),
+        max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it (stratified)."),
+        omit=("split_part",),
+    ),
+    budgets: str | None = BudgetsOpt(),
     methods: str = MethodsOpt(),
-    seeds: int = SeedsOpt(3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises "
-                          "training)."),
-    probe_shots: Optional[int] = option(None, "--probe-shots", panel=PROBE,
-                                        help="Probe: training images per class (default: --shots, so the probe reads "
-                                        "only the labels a k-shot user has; 0 = the full training set, and the "
-                                        "report says how many more labels the probe read)."),
-    targets: Optional[str] = TargetsOpt(help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,"
-                                        "mlp; `petl-analyze info` lists them)."),
+    seeds: int = SeedsOpt(
+        3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises training)."
+    ),
+    probe_shots: int | None = option(
+        None,
+        "--probe-shots",
+        panel=PROBE,
+        help="Probe: training images per class (default: --shots, so the probe reads "
+        "only the labels a k-shot user has; 0 = the full training set, and the "
+        "report says how many more labels the probe read).",
+    ),
+    targets: str | None = TargetsOpt(
+        help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
+    ),
     per_block: bool = PerBlockOpt(help="Probe: one subspace per block for each target."),
     probe_seeds: int = option(2, "--probe-seeds", panel=PROBE, help="Probe: seeds per (target, d)."),
-    probe_epochs: Optional[int] = option(None, "--probe-epochs", panel=PROBE,
-                                         help="Probe: epochs per trial (default: the probe recipe's)."),
-    max_d: Optional[int] = option(None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search "
-                                  "(default: D of each target)."),
-    epochs: Optional[int] = EpochsOpt(help="Sweep: epochs per training (default: the recipe's; printed when the "
-                                      "command runs)."),
-    out: str = option("petl-run", "--out", "-o", panel=FILES, help="Output folder (one subfolder per dataset when "
-                      "there are several): the artefacts, trial logs and the report."),
-    all_seed_adapters: bool = option(False, "--all-seed-adapters", panel=FILES, help="Keep every seed's adapter, not "
-                                     "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/)."),
+    probe_epochs: int | None = option(
+        None, "--probe-epochs", panel=PROBE, help="Probe: epochs per trial (default: the probe recipe's)."
+    ),
+    max_d: int | None = option(
+        None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search (default: D of each target)."
+    ),
+    epochs: int | None = EpochsOpt(
+        help="Sweep: epochs per training (default: the recipe's; printed when the command runs)."
+    ),
+    out: str = option(
+        "petl-run",
+        "--out",
+        "-o",
+        panel=FILES,
+        help="Output folder (one subfolder per dataset when "
+        "there are several): the artefacts, trial logs and the report.",
+    ),
+    all_seed_adapters: bool = option(
+        False,
+        "--all-seed-adapters",
+        panel=FILES,
+        help="Keep every seed's adapter, not "
+        "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/).",
+    ),
     execution: Execution = Group(),
 ) -> None:
     """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted)."""
@@ -1019,52 +1295,86 @@ def run(
 
     from petl_analysis.data import SplitSpec
     from petl_analysis.pipeline import PipelineConfig
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe
     from petl_analysis.plan.budgets import parse_budgets
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe
     from petl_analysis.train import default_train_recipe
 
     execution.setup()
-    probe_config = ProbeConfig(targets=split_list(targets) or ProbeConfig().targets, per_block=per_block,
-                               seeds=probe_seeds, max_d=max_d,
-                               recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None))
-    config = PipelineConfig(budgets=parse_budgets(budgets, "--budgets"), methods=split_list(methods), probe=probe_config,
-                            seeds=seeds, recipe=_recipe(default_train_recipe(), epochs=epochs or None),
-                            all_seed_adapters=all_seed_adapters)
-    _run_pipeline(RunOptions(
-        model=models.spec(), datasets=split_list(data.dataset), config=config,
-        sweep_split=SplitSpec(shots=data.shots or None, dedup=not data.keep_duplicates),
-        probe_split=SplitSpec(shots=(data.shots if probe_shots is None else probe_shots) or None,
-                              max_train=data.max_train, dedup=not data.keep_duplicates),
-        skip_bad_images=data.skip_bad_images, out=out, execution=execution,
-        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
-    ))
+    probe_config = ProbeConfig(
+        targets=split_list(targets) or ProbeConfig().targets,
+        per_block=per_block,
+        seeds=probe_seeds,
+        max_d=max_d,
+        recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None),
+    )
+    config = PipelineConfig(
+        budgets=parse_budgets(budgets, "--budgets"),
+        methods=split_list(methods),
+        probe=probe_config,
+        seeds=seeds,
+        recipe=_recipe(default_train_recipe(), epochs=epochs or None),
+        all_seed_adapters=all_seed_adapters,
+    )
+    _run_pipeline(
+        RunOptions(
+            model=models.spec(),
+            datasets=split_list(data.dataset),
+            config=config,
+            sweep_split=SplitSpec(shots=data.shots or None, dedup=not data.keep_duplicates),
+            probe_split=SplitSpec(
+                shots=(data.shots if probe_shots is None else probe_shots) or None,
+                max_train=data.max_train,
+                dedup=not data.keep_duplicates,
+            ),
+            skip_bad_images=data.skip_bad_images,
+            out=out,
+            execution=execution,
+            command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+        )
+    )
 
 
 @app.command()
 @handle_errors
 @grouped
 def validate(
-    probe_path: str = option(..., "--probe", panel=FILES,
-                             help="ProbeResult JSON whose target sets and d90 ranking are validated."),
-    selectors: str = option("d90,d90+acc,rgn,fisher,kappa,gps,spt,apla,constant", "--selectors", panel=METHOD,
-                            help="d90, d90+acc (d90 with the best-accuracy tie-break) and/or proxy selectors "
-                            "(constant: the listing order); random orders are always the floor."),
+    probe_path: str = option(
+        ..., "--probe", panel=FILES, help="ProbeResult JSON whose target sets and d90 ranking are validated."
+    ),
+    selectors: str = option(
+        "d90,d90+acc,rgn,fisher,kappa,gps,spt,apla,constant",
+        "--selectors",
+        panel=METHOD,
+        help="d90, d90+acc (d90 with the best-accuracy tie-break) and/or proxy selectors "
+        "(constant: the listing order); random orders are always the floor.",
+    ),
     methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
     seeds: int = SeedsOpt(),
-    budget: Optional[str] = option(None, "--oracle-budget", panel=METHOD, help="Budget of every oracle point: "
-                                   "trainable parameters (8k) or a percentage of the backbone, head excluded (0.05%) "
-                                   "(default: 3x the largest smallest plan over sets and methods)."),
-    budgets: Optional[str] = BudgetsOpt(help=f"Regret budgets: {BUDGET_FORMS} (default: --oracle-budget/4, "
-                                        "--oracle-budget, 4x --oracle-budget)."),
-    allow_shared_data: bool = option(False, "--allow-shared-data", panel=DATA,
-                                     help="Judge a probe made on the whole pools (or on split B) on its own data; "
-                                          "every verdict then says so. Default: a probe must be made on split A "
-                                          "(--split-part A) and is judged on split B."),
-    epochs: Optional[int] = EpochsOpt(),
-    lr: Optional[float] = LrOpt(),
-    max_steps: Optional[int] = MaxStepsOpt(),
-    out: str = option("validation.json", "--out", "-o", panel=FILES,
-                      help="ValidationResult JSON; trials are logged beside it."),
+    budget: str | None = option(
+        None,
+        "--oracle-budget",
+        panel=METHOD,
+        help="Budget of every oracle point: "
+        "trainable parameters (8k) or a percentage of the backbone, head excluded (0.05%) "
+        "(default: 3x the largest smallest plan over sets and methods).",
+    ),
+    budgets: str | None = BudgetsOpt(
+        help=f"Regret budgets: {BUDGET_FORMS} (default: --oracle-budget/4, --oracle-budget, 4x --oracle-budget)."
+    ),
+    allow_shared_data: bool = option(
+        False,
+        "--allow-shared-data",
+        panel=DATA,
+        help="Judge a probe made on the whole pools (or on split B) on its own data; "
+        "every verdict then says so. Default: a probe must be made on split A "
+        "(--split-part A) and is judged on split B.",
+    ),
+    epochs: int | None = EpochsOpt(),
+    lr: float | None = LrOpt(),
+    max_steps: int | None = MaxStepsOpt(),
+    out: str = option(
+        "validation.json", "--out", "-o", panel=FILES, help="ValidationResult JSON; trials are logged beside it."
+    ),
     execution: Execution = Group(),
 ) -> None:
     """Does the ranking predict? On split B (the probe decided on split A): adapt each probed set alone (the oracle),
@@ -1075,26 +1385,36 @@ def validate(
     import shlex
     import sys
 
+    from petl_analysis.errors import PetlError
+    from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.probe import ProbeResult
     from petl_analysis.validate import default_judge_recipe, run_validate
 
-    from petl_analysis.errors import PetlError
-    from petl_analysis.plan.budgets import parse_budgets
-
     oracle_budget = parse_budgets(budget, "--oracle-budget")
     if len(oracle_budget) > 1:
-        raise PetlError(f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
-                        "plans take --budgets)")
+        raise PetlError(
+            f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
+            "plans take --budgets)"
+        )
     regret_budgets = parse_budgets(budgets, "--budgets")
     recipe = _recipe(default_judge_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
     probe = ProbeResult.load(probe_path)
     with progress_bar("validate", total=None) as advance:
         result = run_validate(
-            probe, selectors=split_list(selectors), methods=split_list(methods), seeds=seeds,
+            probe,
+            selectors=split_list(selectors),
+            methods=split_list(methods),
+            seeds=seeds,
             budget=oracle_budget[0] if oracle_budget else None,
-            budgets=regret_budgets or None, allow_shared_data=allow_shared_data, recipe=recipe,
-            out=out, **execution.trials(), on_trial=_trial_progress(advance), probe_source=probe_path,
-            command=shlex.join(["petl-analyze", *sys.argv[1:]]))
+            budgets=regret_budgets or None,
+            allow_shared_data=allow_shared_data,
+            recipe=recipe,
+            out=out,
+            **execution.trials(),
+            on_trial=_trial_progress(advance),
+            probe_source=probe_path,
+            command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+        )
     print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")
     print_table(result.agreement_table(), title="agreement with the oracle")
     print_table(result.regret_table(), title=f"regret of each selector's {result.regret_method} plan")
@@ -1107,8 +1427,13 @@ def validate(
 @handle_errors
 @grouped
 def demo(
-    out: str = option("petl-demo", "--out", "-o", panel=FILES,
-                      help="Output folder: one subfolder per dataset with its artefacts and report."),
+    out: str = option(
+        "petl-demo",
+        "--out",
+        "-o",
+        panel=FILES,
+        help="Output folder: one subfolder per dataset with its artefacts and report.",
+    ),
     execution: Execution = Group(jobs=JobsOpt(2), omit=("backend", "scheduler", "threads")),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 10 min, 2 cores)."""
@@ -1120,19 +1445,34 @@ def _demo_options(out: str, execution: Execution) -> RunOptions:
     from petl_analysis.data import SplitSpec
     from petl_analysis.models import ModelSpec
     from petl_analysis.pipeline import PipelineConfig
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe
     from petl_analysis.plan.budgets import parse_budgets
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe
     from petl_analysis.train import default_train_recipe
 
-    probe_config = ProbeConfig(targets=list(DEMO["probe_targets"]), seeds=DEMO["probe_seeds"],
-                               max_d=DEMO["probe_max_d"], recipe=default_probe_recipe(), **DEMO["probe_grid"])
-    config = PipelineConfig(budgets=parse_budgets(DEMO["budgets"], "--budgets"), methods=list(DEMO["methods"]),
-                            probe=probe_config, seeds=DEMO["seeds"], recipe=default_train_recipe())
+    probe_config = ProbeConfig(
+        targets=list(DEMO["probe_targets"]),
+        seeds=DEMO["probe_seeds"],
+        max_d=DEMO["probe_max_d"],
+        recipe=default_probe_recipe(),
+        **DEMO["probe_grid"],
+    )
+    config = PipelineConfig(
+        budgets=parse_budgets(DEMO["budgets"], "--budgets"),
+        methods=list(DEMO["methods"]),
+        probe=probe_config,
+        seeds=DEMO["seeds"],
+        recipe=default_train_recipe(),
+    )
     return RunOptions(
-        model=ModelSpec(name="petl_vit_tiny", weights="default"), datasets=list(DEMO["datasets"]), config=config,
+        model=ModelSpec(name="petl_vit_tiny", weights="default"),
+        datasets=list(DEMO["datasets"]),
+        config=config,
         # the probe reads only the labels a 5-shot user has (seed s: that seed's 5 train and 5 val images per class)
-        sweep_split=SplitSpec(shots=DEMO["shots"]), probe_split=SplitSpec(shots=DEMO["shots"]),
-        skip_bad_images=False, out=out, execution=execution,
+        sweep_split=SplitSpec(shots=DEMO["shots"]),
+        probe_split=SplitSpec(shots=DEMO["shots"]),
+        skip_bad_images=False,
+        out=out,
+        execution=execution,
         command=f"petl-analyze demo --out {out} --jobs {execution.jobs}",
     )
 

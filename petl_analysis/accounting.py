@@ -15,8 +15,8 @@ Categories (each trainable tensor falls in exactly one, checked in this order):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -60,7 +60,7 @@ class ParamCount:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, int]) -> "ParamCount":
+    def from_dict(cls, d: dict[str, int]) -> ParamCount:
         return cls(**{k: int(d[k]) for k in ("head", "adapter", "shared", "bias_norm", "backbone", "model_total")})
 
 
@@ -104,7 +104,9 @@ def count_parameters(model: nn.Module) -> ParamCount:
     for name, p in model.named_parameters(remove_duplicate=False):
         names_of.setdefault(id(p), []).append(name)
         params[id(p)] = p
-    adapter_prefixes = [f"{n}." for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, AdapterModule) and n]
+    adapter_prefixes = [
+        f"{n}." for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, AdapterModule) and n
+    ]
     adapter_root = isinstance(model, AdapterModule)
     category = original_category(model)
     count = ParamCount()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ._version import __version__
 from .errors import PetlError
@@ -87,19 +87,19 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
             return tp(**kwargs)
         except TypeError as e:
             raise PetlError(f"{where or tp.__name__}: {e}") from None
-    if origin in (list, typing.List):
+    if origin in (list, list):
         (arg,) = get_args(tp) or (Any,)
         if not isinstance(value, list):
             raise PetlError(f"{where}: expected a list, got {type(value).__name__}")
         return [from_jsonable(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin in (tuple, typing.Tuple):
+    if origin in (tuple, tuple):
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise PetlError(f"{where}: expected a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(args[0], v, where) for v in value)
         return tuple(from_jsonable(a, v, where) for a, v in zip(args, value))
-    if origin in (dict, typing.Dict):
+    if origin in (dict, dict):
         _, vt = get_args(tp) or (Any, Any)
         if not isinstance(value, dict):
             raise PetlError(f"{where}: expected an object, got {type(value).__name__}")

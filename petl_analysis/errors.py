@@ -18,7 +18,7 @@ class PetlError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def expected_one_of(what: str, got: object, choices: "list[str] | tuple[str, ...]") -> PetlError:
+def expected_one_of(what: str, got: object, choices: list[str] | tuple[str, ...]) -> PetlError:
     """Build the standard "unknown X 'y'; expected one of: a, b, c" error."""
     shown = ", ".join(sorted(map(str, choices))) or "(none)"
     return PetlError(f"unknown {what} {got!r}; expected one of: {shown}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import PetlError
 
@@ -50,8 +51,9 @@ def check_output_path(path: str | os.PathLike, *, directory: bool = False, what:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise PetlError(f"cannot write {what} {str(p)!r}: directory {str(folder)!r} is not writable "
-                        f"({e.strerror or e})") from None
+        raise PetlError(
+            f"cannot write {what} {str(p)!r}: directory {str(folder)!r} is not writable ({e.strerror or e})"
+        ) from None
     return p
 
 
@@ -82,8 +84,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     except OSError as e:  # e.g. root under /sys, where os.access says writable
-        raise PetlError(f"cannot write {str(p)!r}: directory {str(p.parent)!r} is not writable "
-                        f"({e.strerror or e})") from None
+        raise PetlError(
+            f"cannot write {str(p)!r}: directory {str(p.parent)!r} is not writable ({e.strerror or e})"
+        ) from None
     try:
         if hasattr(os, "fchmod"):  # POSIX; elsewhere mkstemp's mode is the platform's default
             os.fchmod(fd, 0o666 & ~current_umask())

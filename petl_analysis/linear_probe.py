@@ -98,9 +98,17 @@ def fit_linear_probe(
     train = task.train if task.train_plain is None else task.train_plain  # features never see augmentation
     sources = {"train": train, "val": task.val, "test": task.test}
     # In-memory data keeps the batch size it always had (512); streamed images use the recipe's evaluation batch.
-    feats = {name: extract_features(model, data, device=device, amp=recipe.amp, cache_dir=cache_dir,
-                                    batch_size=512 if is_in_memory(data) else recipe.eval_batch_size)
-             for name, data in sources.items()}
+    feats = {
+        name: extract_features(
+            model,
+            data,
+            device=device,
+            amp=recipe.amp,
+            cache_dir=cache_dir,
+            batch_size=512 if is_in_memory(data) else recipe.eval_batch_size,
+        )
+        for name, data in sources.items()
+    }
     head = classifier(model)
     if not isinstance(head, nn.Linear):
         raise TypeError(f"linear probing expects an nn.Linear classifier, got {type(head).__name__}")

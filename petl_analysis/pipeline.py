@@ -18,9 +18,10 @@ already in ``plans/`` are kept, and the sweep trains what the files say: an edit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .engine import Recipe
 from .io import ensure_writable_dir
@@ -84,8 +85,17 @@ def run_pipeline(
     commands: Sequence[str] = (),
 ) -> PipelineResult:
     """Run (or resume) the whole pipeline; ``on_stage(name, cached)`` is called as each stage starts."""
-    study = Study(model, data, ensure_writable_dir(out_dir), device=device, n_jobs=n_jobs, backend=backend,
-                  scheduler=scheduler, on_trial=on_trial, on_stage=on_stage)
+    study = Study(
+        model,
+        data,
+        ensure_writable_dir(out_dir),
+        device=device,
+        n_jobs=n_jobs,
+        backend=backend,
+        scheduler=scheduler,
+        on_trial=on_trial,
+        on_stage=on_stage,
+    )
     return run_study(study, config, commands)
 
 
@@ -127,32 +137,53 @@ def _select(study: Study, config: PipelineConfig, probe: ProbeResult) -> Ranking
     path = study.path("ranking.json")
     if _cached(study, "select", path):
         return Ranking.load(path)
-    return study.with_data(probe.data, probe.model).select(probe, config.proxies, source=str(study.path("probe.json")),
-                                              out=path)
+    return study.with_data(probe.data, probe.model).select(
+        probe, config.proxies, source=str(study.path("probe.json")), out=path
+    )
 
 
 def _plan(study: Study, config: PipelineConfig, ranking: Ranking) -> tuple[list[Plan], list[str], list[int]]:
     if study.on_stage:
         study.on_stage("plan", False)
-    plans, skipped, budgets = study.plan(config.budgets, config.methods, ranking,
-                                         head_in_budget=config.head_in_budget,
-                                         ranking_source=str(study.path("ranking.json")),
-                                         plans_dir=study.path("plans"))
+    plans, skipped, budgets = study.plan(
+        config.budgets,
+        config.methods,
+        ranking,
+        head_in_budget=config.head_in_budget,
+        ranking_source=str(study.path("ranking.json")),
+        plans_dir=study.path("plans"),
+    )
     if study.on_stage:
         for note in skipped:
             study.on_stage(f"plan skipped: {note}", False)
     return plans, skipped, budgets
 
 
-def _sweep(study: Study, config: PipelineConfig, plans: list[Plan], skipped: list[str], budgets: list[int],
-           commands: Sequence[str]) -> SweepResult:
+def _sweep(
+    study: Study,
+    config: PipelineConfig,
+    plans: list[Plan],
+    skipped: list[str],
+    budgets: list[int],
+    commands: Sequence[str],
+) -> SweepResult:
     path = study.path("sweep.json")
     if _cached(study, "sweep", path):
         return SweepResult.load(path)
-    return study.sweep(plans, out=path, budgets=budgets, methods=config.methods, skipped=skipped,
-                       seeds=config.seeds, recipe=config.recipe, head_in_budget=config.head_in_budget,
-                       ranking_source=str(study.path("ranking.json")), plans_source=str(study.path("plans")),
-                       command=" && ".join(commands), all_seeds=config.all_seed_adapters)
+    return study.sweep(
+        plans,
+        out=path,
+        budgets=budgets,
+        methods=config.methods,
+        skipped=skipped,
+        seeds=config.seeds,
+        recipe=config.recipe,
+        head_in_budget=config.head_in_budget,
+        ranking_source=str(study.path("ranking.json")),
+        plans_source=str(study.path("plans")),
+        command=" && ".join(commands),
+        all_seeds=config.all_seed_adapters,
+    )
 
 
 def _report(study: Study, sweep: SweepResult, probe: ProbeResult, ranking: Ranking, commands: Sequence[str]) -> Any:

@@ -5,7 +5,8 @@ Adding a projection, method, dataset or selector is adding one file that calls `
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import expected_one_of
 

@@ -33,12 +33,19 @@ STALE_SUFFIX = ".stale.jsonl"
 
 def _identity(kind: str, payload: dict[str, Any]) -> str:
     """What a trial trained: its kind and payload less :data:`CIRCUMSTANTIAL`, canonical JSON."""
-    return json.dumps({"kind": kind, **{k: key_json(v) if isinstance(v, dict) else v for k, v in payload.items()
-                                        if k not in CIRCUMSTANTIAL}}, sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "kind": kind,
+            **{k: key_json(v) if isinstance(v, dict) else v for k, v in payload.items() if k not in CIRCUMSTANTIAL},
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
-def _run_identities(model: Any, data: Any, recipe: Any, head_init: str, configs: Iterable[dict[str, Any]],
-                    seeds: Iterable[int]) -> set[str]:
+def _run_identities(
+    model: Any, data: Any, recipe: Any, head_init: str, configs: Iterable[dict[str, Any]], seeds: Iterable[int]
+) -> set[str]:
     """Identities of the sweep trials (``RunTrial``) of ``configs`` x ``seeds``."""
     from .sweep.sweep import RunTrial
     from .trials import trial_payload
@@ -46,8 +53,16 @@ def _run_identities(model: Any, data: Any, recipe: Any, head_init: str, configs:
     out = set()
     for config in configs:
         for s in seeds:
-            spec = RunTrial(model=model, recipe=recipe, head_init=head_init, device="", threads=0,
-                            data=data.for_seed(s), config=config, seed=s)
+            spec = RunTrial(
+                model=model,
+                recipe=recipe,
+                head_init=head_init,
+                device="",
+                threads=0,
+                data=data.for_seed(s),
+                config=config,
+                seed=s,
+            )
             out.add(_identity("run", trial_payload(spec)))
     return out
 
@@ -61,27 +76,36 @@ def _expected(artefact: Artefact) -> tuple[set[str], set[str]] | None:
     if isinstance(artefact, ValidationResult):
         configs = {key_json(e.config): e.config for e in artefact.oracle}
         configs.update({key_json(p.config): p.config for p in artefact.plans})
-        return _run_identities(artefact.model, artefact.data, artefact.recipe, artefact.head_init,
-                               configs.values(), artefact.seeds), {"run"}
+        return _run_identities(
+            artefact.model, artefact.data, artefact.recipe, artefact.head_init, configs.values(), artefact.seeds
+        ), {"run"}
     if isinstance(artefact, SweepResult):
         configs = {key_json(p.run.config): p.run.config for p in artefact.points}
         head_init = {p.run.head_init for p in artefact.points} or {"lp"}
-        return set().union(*(_run_identities(artefact.model, artefact.data, artefact.recipe, h, configs.values(),
-                                             artefact.seeds) for h in head_init)), {"run"}
+        return set().union(
+            *(
+                _run_identities(artefact.model, artefact.data, artefact.recipe, h, configs.values(), artefact.seeds)
+                for h in head_init
+            )
+        ), {"run"}
     if isinstance(artefact, ProbeResult):
         return None  # matched by _probe_uses: a probe's learning rates are searched, not recorded per trial
-    raise PetlError(f"cannot tell which trials a {type(artefact).__name__} uses; expected a probe, sweep or "
-                    "validation result")
+    raise PetlError(
+        f"cannot tell which trials a {type(artefact).__name__} uses; expected a probe, sweep or validation result"
+    )
 
 
 def _probe_uses(probe: Any, record: TrialRecord) -> bool:
     """Whether ``record`` is one of ``probe``'s trials: its context and a point the probe reports."""
     p, cfg = record.payload, probe.config
     seed = p.get("seed")
-    context = (key_json(p.get("model", {})) == key_json(probe.model)
-               and key_json(p.get("recipe", {})) == key_json(cfg.recipe)
-               and isinstance(seed, int) and 0 <= seed < cfg.seeds
-               and key_json(p.get("data", {})) == key_json(probe.data.for_seed(seed)))
+    context = (
+        key_json(p.get("model", {})) == key_json(probe.model)
+        and key_json(p.get("recipe", {})) == key_json(cfg.recipe)
+        and isinstance(seed, int)
+        and 0 <= seed < cfg.seeds
+        and key_json(p.get("data", {})) == key_json(probe.data.for_seed(seed))
+    )
     if not context:
         return False
     if record.kind != "subspace":
@@ -119,12 +143,19 @@ class PruneResult:
         """One line per log, e.g. ``log: 81 records, 63 used, 18 stale (18 ok, 0 failed) -> log.stale.jsonl``."""
         failed = sum(not r.ok for r in self.stale)
         where = f" -> {self.stale_path}" if self.written and self.stale else " (dry run)" if self.stale else ""
-        return (f"{self.log}: {len(self.kept) + len(self.stale)} records, {len(self.kept)} used, {len(self.stale)} "
-                f"stale ({len(self.stale) - failed} ok, {failed} failed){where}")
+        return (
+            f"{self.log}: {len(self.kept) + len(self.stale)} records, {len(self.kept)} used, {len(self.stale)} "
+            f"stale ({len(self.stale) - failed} ok, {failed} failed){where}"
+        )
 
 
-def prune_log(log: str | os.PathLike, keep_for: Sequence[Artefact], *, dry_run: bool = False,
-              stale_path: str | os.PathLike | None = None) -> PruneResult:
+def prune_log(
+    log: str | os.PathLike,
+    keep_for: Sequence[Artefact],
+    *,
+    dry_run: bool = False,
+    stale_path: str | os.PathLike | None = None,
+) -> PruneResult:
     """Move the records of ``log`` that none of ``keep_for`` uses into ``stale_path`` (default
     ``<log>.stale.jsonl``, appended to), then rewrite ``log`` with the rest, atomically and in their order.
 
@@ -135,13 +166,18 @@ def prune_log(log: str | os.PathLike, keep_for: Sequence[Artefact], *, dry_run: 
     if not path.is_file():
         raise PetlError(f"trial log {path} does not exist; expected a .trials.jsonl file")
     if not keep_for:
-        raise PetlError("name at least one artefact whose trials to keep (--keep-for); with none, every record "
-                        "would be stale")
+        raise PetlError(
+            "name at least one artefact whose trials to keep (--keep-for); with none, every record would be stale"
+        )
     log_file = JsonlLog(path)
     records = list(read_records(log_file))
     used = used_keys(records, keep_for)
-    result = PruneResult(path, [r for r in records if r.key in used], [r for r in records if r.key not in used],
-                         Path(stale_path) if stale_path else Path(str(path) + STALE_SUFFIX))
+    result = PruneResult(
+        path,
+        [r for r in records if r.key in used],
+        [r for r in records if r.key not in used],
+        Path(stale_path) if stale_path else Path(str(path) + STALE_SUFFIX),
+    )
     if dry_run or not result.stale:
         return result
     # the lines as they are (byte for byte: older logs hold payload objects as JSON text)

@@ -22,16 +22,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .data import ImageDataset, ImageFiles, open_dataset
 from .models import ModelSpec
-from .task import (DataSpec, InputConversion, announce, announce_removed, data_record, dataset_identity,
-                   input_conversion, prepare_model)
+from .task import (
+    DataSpec,
+    InputConversion,
+    announce,
+    announce_removed,
+    data_record,
+    dataset_identity,
+    input_conversion,
+    prepare_model,
+)
 from .trials import JsonlLog, MemoryLog, Trial, TrialRecord, open_trial_log, run_trials, trial_log_path
 
 if TYPE_CHECKING:
@@ -109,14 +118,16 @@ class Study:
         announce_removed(record)
         return record
 
-    def with_data(self, data: DataSpec, model: ModelSpec | None = None) -> "Study":
+    def with_data(self, data: DataSpec, model: ModelSpec | None = None) -> Study:
         """The same study on other data (e.g. the probe's full split) or another record of the model (a probe's, with
         its load record); the opened dataset and the template carry over when they are the same."""
         from .task import same_model
 
         other = dataclasses.replace(self, data=data, model=model or self.model)
         same_data = (dataset_identity(data.dataset), data.skip_bad_images) == (
-            dataset_identity(self.data.dataset), self.data.skip_bad_images)
+            dataset_identity(self.data.dataset),
+            self.data.skip_bad_images,
+        )
         carried = _CACHED if same_data and same_model(other.model, self.model) else ("dataset",) if same_data else ()
         other.__dict__.update({k: v for k, v in self.__dict__.items() if k in carried})
         return other
@@ -137,35 +148,54 @@ class Study:
 
         return max(1, torch.get_num_threads() // max(1, self.n_jobs))
 
-    def run_trials(self, trials: Sequence[Trial], worker: Callable[[Trial], dict[str, Any]],
-                   log: Path | JsonlLog | MemoryLog | None) -> dict[str, TrialRecord]:
+    def run_trials(
+        self,
+        trials: Sequence[Trial],
+        worker: Callable[[Trial], dict[str, Any]],
+        log: Path | JsonlLog | MemoryLog | None,
+    ) -> dict[str, TrialRecord]:
         """Run the trials not yet in ``log`` (a path, an opened log, or None: in memory) with this study's
         execution options."""
         opened = log if isinstance(log, (JsonlLog, MemoryLog)) else open_trial_log(log)
-        return run_trials(trials, worker, opened, n_jobs=self.n_jobs, on_record=self.on_trial,
-                          backend=self.backend, scheduler=self.scheduler)
+        return run_trials(
+            trials,
+            worker,
+            opened,
+            n_jobs=self.n_jobs,
+            on_record=self.on_trial,
+            backend=self.backend,
+            scheduler=self.scheduler,
+        )
 
     # -------------------------------------------------------------------------------------------------- stages
 
     def _out(self, out: PathLike | None, default: str) -> Path | None:
         return Path(out) if out else self.path(default)
 
-    def probe(self, config: "ProbeConfig", *, out: PathLike | None = None, log_path: PathLike | None = None,
-              threads_per_job: int | None = None,
-              on_round: Callable[[int, int], None] | None = None) -> "ProbeResult":
+    def probe(
+        self,
+        config: ProbeConfig,
+        *,
+        out: PathLike | None = None,
+        log_path: PathLike | None = None,
+        threads_per_job: int | None = None,
+        on_round: Callable[[int, int], None] | None = None,
+    ) -> ProbeResult:
         """The probe stage (:func:`~petl_analysis.probe.search.probe_study`), saved to ``out`` (or
         ``out_dir/probe.json``)."""
         from .probe.search import probe_study
 
         out = self._out(out, "probe.json")
-        result = probe_study(self, config, log=self.trial_log(out, log_path), threads_per_job=threads_per_job,
-                             on_round=on_round)
+        result = probe_study(
+            self, config, log=self.trial_log(out, log_path), threads_per_job=threads_per_job, on_round=on_round
+        )
         if out:
             result.save(out)
         return result
 
-    def select(self, probe: "ProbeResult | None", proxies: Sequence[str] = (), *, out: PathLike | None = None,
-               **options: Any) -> "Ranking":
+    def select(
+        self, probe: ProbeResult | None, proxies: Sequence[str] = (), *, out: PathLike | None = None, **options: Any
+    ) -> Ranking:
         """The select stage (:func:`~petl_analysis.select.run.rank_targets`); saved to ``out`` when given."""
         from .select.run import rank_targets
 
@@ -174,10 +204,17 @@ class Study:
             ranking.save(out)
         return ranking
 
-    def plan(self, budgets: "str | Sequence[BudgetLike] | None", methods: Sequence[str],
-             ranking: "Ranking | None" = None, *, head_in_budget: bool = False,
-             method_options: dict[str, dict[str, Any]] | None = None, ranking_source: str = "",
-             plans_dir: PathLike | None = None) -> tuple[list["Plan"], list[str], list[int]]:
+    def plan(
+        self,
+        budgets: str | Sequence[BudgetLike] | None,
+        methods: Sequence[str],
+        ranking: Ranking | None = None,
+        *,
+        head_in_budget: bool = False,
+        method_options: dict[str, dict[str, Any]] | None = None,
+        ranking_source: str = "",
+        plans_dir: PathLike | None = None,
+    ) -> tuple[list[Plan], list[str], list[int]]:
         """The plan stage: every plan of the study, what planning skipped, and the resolved budgets.
 
         With ``plans_dir`` the plans are written there (files already there are kept) and the files are returned:
@@ -187,19 +224,37 @@ class Study:
         from .task import require_same_model
 
         if ranking is not None:
-            require_same_model(ranking.model, self.model,
-                               f"ranking {ranking_source!r}" if ranking_source else "the ranking",
-                               "sweep the ranking's model, or probe and select on this model first")
+            require_same_model(
+                ranking.model,
+                self.model,
+                f"ranking {ranking_source!r}" if ranking_source else "the ranking",
+                "sweep the ranking's model, or probe and select on this model first",
+            )
         resolved = resolve_budgets(budgets, self.template, methods=methods, head_in_budget=head_in_budget)
-        plans, skipped = plan_study(self.model, self.template, resolved, methods, ranking,
-                                    head_in_budget=head_in_budget, method_options=method_options,
-                                    ranking_source=ranking_source)
+        plans, skipped = plan_study(
+            self.model,
+            self.template,
+            resolved,
+            methods,
+            ranking,
+            head_in_budget=head_in_budget,
+            method_options=method_options,
+            ranking_source=ranking_source,
+        )
         if plans_dir is not None:
             plans = read_plans(write_plans(plans, plans_dir, dataset=self.data.dataset))
         return plans, skipped, [b.params for b in resolved]
 
-    def sweep(self, plans: Sequence["Plan"], *, out: PathLike | None = None, trials_log: PathLike | None = None,
-              seeds: int = 3, save_adapters: bool = True, **options: Any) -> "SweepResult":
+    def sweep(
+        self,
+        plans: Sequence[Plan],
+        *,
+        out: PathLike | None = None,
+        trials_log: PathLike | None = None,
+        seeds: int = 3,
+        save_adapters: bool = True,
+        **options: Any,
+    ) -> SweepResult:
         """The sweep stage (:func:`~petl_analysis.sweep.sweep.train_plans`), saved to ``out`` when given; trials
         logged beside it or in ``trials_log``; with ``out`` and ``save_adapters``, each point's adapter in
         ``<out>.adapters/``."""
@@ -211,13 +266,14 @@ class Study:
         if out:
             check_output_path(out)
         adapters = adapters_folder(out) if out and save_adapters else None
-        result = train_plans(self, plans, log=self.trial_log(out, trials_log), seeds=seeds, adapters=adapters,
-                             **options)
+        result = train_plans(
+            self, plans, log=self.trial_log(out, trials_log), seeds=seeds, adapters=adapters, **options
+        )
         if out:
             result.save(out)
         return result
 
-    def validate(self, probe: "ProbeResult", *, out: PathLike | None = None, **options: Any) -> "ValidationResult":
+    def validate(self, probe: ProbeResult, *, out: PathLike | None = None, **options: Any) -> ValidationResult:
         """The validate stage (:func:`~petl_analysis.validate.run.validate_probe`), saved to ``out`` when given."""
         from .validate.run import validate_probe
 
@@ -226,8 +282,9 @@ class Study:
             result.save(out)
         return result
 
-    def report(self, sweep: "SweepResult | None", probe: "ProbeResult | None", out: PathLike | None = None,
-               **options: Any) -> "ReportFiles":
+    def report(
+        self, sweep: SweepResult | None, probe: ProbeResult | None, out: PathLike | None = None, **options: Any
+    ) -> ReportFiles:
         """The report stage (:func:`~petl_analysis.report.write_report`) into ``out`` (or ``out_dir/report``)."""
         from .report import write_report
 

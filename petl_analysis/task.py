@@ -20,8 +20,16 @@ from typing import ClassVar
 
 from torch import nn
 
-from .data import ImageDataset, ImageFiles, SplitSpec, StreamingImages, make_splits, open_dataset, stream_split
-from .data import to_model_input
+from .data import (
+    ImageDataset,
+    ImageFiles,
+    SplitSpec,
+    StreamingImages,
+    make_splits,
+    open_dataset,
+    stream_split,
+    to_model_input,
+)
 from .engine import Examples, seed_everything
 from .errors import PetlError
 from .linear_probe import extract_features, fit_linear_probe  # noqa: F401 - moved; importable from here as before
@@ -49,7 +57,7 @@ class DataSpec:
     #: Left out of trial keys: a record of what opening the data did, not which data to use.
     KEY_OMIT: ClassVar[tuple[str, ...]] = ("removed",)
 
-    def for_seed(self, seed: int) -> "DataSpec":
+    def for_seed(self, seed: int) -> DataSpec:
         """The data of one seed: each seed draws its own k-shot sample (``shot_seed = seed``); val and test stay."""
         if self.split.shots is None:
             return self
@@ -86,10 +94,12 @@ class InputConversion:
     def lossy(self) -> bool:
         """Colour dropped or pixels lost (a downscale): what a user should hear about before a run."""
         return self.model_channels < self.source_channels or any(
-            m < src for m, src in zip(self.model_size, self.source_size))
+            m < src for m, src in zip(self.model_size, self.source_size)
+        )
 
     def describe(self) -> str:
         """One line, e.g. ``3x32x32 RGB images -> 1x16x16 grayscale for the model (RGB to luma, resized)``."""
+
         def shape(c: int, hw: list[int]) -> str:
             return f"{c}x{hw[0]}x{hw[1]} {_CHANNEL_NAMES.get(c, f'{c}-channel')}"
 
@@ -114,8 +124,9 @@ def input_conversion(ds: ImageDataset | ImageFiles, model: nn.Module) -> InputCo
             channels, size = (1 if img.mode in ("1", "L", "I", "I;16", "F") else 3), [img.height, img.width]
     else:
         channels, size = ds.channels, list(ds.image_size)
-    return InputConversion(channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2,
-                           list(getattr(ds, "skipped", [])))
+    return InputConversion(
+        channels, size, int(cfg["in_chans"]), [int(cfg["img_size"])] * 2, list(getattr(ds, "skipped", []))
+    )
 
 
 def announce(conversion: InputConversion, dataset: str) -> None:
@@ -124,8 +135,11 @@ def announce(conversion: InputConversion, dataset: str) -> None:
     An upscale or gray repeated to RGB loses nothing and is only recorded (artefact, report).
     """
     if conversion.lossy:
-        logger.info("dataset %r: %s; set in_chans / img_size (--in-chans / --img-size) to change this", dataset,
-                    conversion.describe())
+        logger.info(
+            "dataset %r: %s; set in_chans / img_size (--in-chans / --img-size) to change this",
+            dataset,
+            conversion.describe(),
+        )
 
 
 def data_record(data: DataSpec, ds: ImageDataset | ImageFiles) -> DataSpec:
@@ -140,11 +154,15 @@ def announce_removed(data: DataSpec) -> None:
     """Log (INFO, the CLI prints it) a one-line note when deduplication removed images before splitting."""
     r = data.removed
     if r and (r.get("duplicates") or r.get("conflicting")):
-        conflicting = (f" and {r['conflicting']:,} whose copies carry different labels" if r.get("conflicting")
-                       else "")
-        logger.info("dataset %r: removed %s duplicate image(s) (%s identical groups)%s before splitting; "
-                    "--keep-duplicates (SplitSpec(dedup=False)) keeps them", data.dataset,
-                    f"{r.get('duplicates', 0):,}", f"{r.get('groups', 0):,}", conflicting)
+        conflicting = f" and {r['conflicting']:,} whose copies carry different labels" if r.get("conflicting") else ""
+        logger.info(
+            "dataset %r: removed %s duplicate image(s) (%s identical groups)%s before splitting; "
+            "--keep-duplicates (SplitSpec(dedup=False)) keeps them",
+            data.dataset,
+            f"{r.get('duplicates', 0):,}",
+            f"{r.get('groups', 0):,}",
+            conflicting,
+        )
 
 
 def dataset_identity(name: str) -> str:
@@ -154,7 +172,7 @@ def dataset_identity(name: str) -> str:
     name = str(name)
     if name in DATASETS:
         return name
-    path = name[len("folder:"):] if name.startswith("folder:") else name
+    path = name[len("folder:") :] if name.startswith("folder:") else name
     return f"folder:{Path(path).expanduser().resolve()}"
 
 
@@ -224,17 +242,31 @@ def build_task(
     ds = dataset if dataset is not None else open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
     splits = make_splits(ds, data.split)
     if isinstance(ds, ImageFiles):
+
         def stream(files: ImageFiles, aug: bool = False) -> StreamingImages:
             return stream_split(files, model, augment=aug, num_workers=num_workers)
 
         plain = stream(splits.train)
         train = stream(splits.train, True) if augment else plain
-        return Task(train, stream(splits.val), stream(splits.test), list(ds.classes), data,
-                    conversion=input_conversion(ds, model), train_plain=plain if augment else None)
+        return Task(
+            train,
+            stream(splits.val),
+            stream(splits.test),
+            list(ds.classes),
+            data,
+            conversion=input_conversion(ds, model),
+            train_plain=plain if augment else None,
+        )
     cfg = model_input_config(model)
     convert = lambda d: to_model_input(d, cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"])  # noqa: E731
-    return Task(convert(splits.train), convert(splits.val), convert(splits.test), list(ds.classes), data,
-                input_conversion(ds, model))
+    return Task(
+        convert(splits.train),
+        convert(splits.val),
+        convert(splits.test),
+        list(ds.classes),
+        data,
+        input_conversion(ds, model),
+    )
 
 
 def prepare_model(spec: ModelSpec, num_classes: int, seed: int = 0) -> nn.Module:

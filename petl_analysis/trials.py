@@ -20,10 +20,11 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar, get_args, get_type_hints
+from typing import Any, TypeVar, get_args, get_type_hints
 
 from .artefacts import _is_union, from_jsonable, persisted_fields, to_jsonable
 from .errors import PetlError
@@ -77,8 +78,11 @@ def _without_new_defaults(value: Any, obj: Any) -> Any:
         if f.name in getattr(type(obj), "KEY_OMIT", ()):  # a record of what happened, not what to do
             continue
         v = getattr(obj, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        )
         if f.name in omit and v == default:
             continue
         if f.name in legacy and v == legacy[f.name]:  # what every key made before the field existed implied
@@ -149,7 +153,7 @@ class Trial:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def of(cls, kind: str, spec: Any, **options: Any) -> "Trial":
+    def of(cls, kind: str, spec: Any, **options: Any) -> Trial:
         """The trial of a spec dataclass (:func:`trial_payload`), with worker ``options`` outside its key."""
         return cls(kind, trial_payload(spec), options)
 
@@ -199,12 +203,15 @@ class TrialRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The log line's object, fields in the order the logs have always had; unset fields left out."""
-        order = (("key", "kind", "status", "attempts", "payload", "result", "wall_time_s", "worker") if self.ok else
-                 ("key", "kind", "status", "attempts", "payload", "error", "errors", "traceback", "worker"))
+        order = (
+            ("key", "kind", "status", "attempts", "payload", "result", "wall_time_s", "worker")
+            if self.ok
+            else ("key", "kind", "status", "attempts", "payload", "error", "errors", "traceback", "worker")
+        )
         return {name: getattr(self, name) for name in order if getattr(self, name) is not None}
 
     @classmethod
-    def from_json(cls, record: Any, where: str) -> "TrialRecord":
+    def from_json(cls, record: Any, where: str) -> TrialRecord:
         """A record read from a log; a malformed one is a one-line :class:`PetlError` prefixed by ``where``."""
         if not isinstance(record, dict):
             raise PetlError(f"{where}: not a trial record (expected a JSON object, got {type(record).__name__})")
@@ -223,20 +230,40 @@ def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) 
         start = time.perf_counter()
         try:
             result = fn(trial)
-            return TrialRecord(trial.key, trial.kind, STATUS_OK, trial.payload, result=result, attempts=attempt + 1,
-                               wall_time_s=time.perf_counter() - start, worker=worker)
+            return TrialRecord(
+                trial.key,
+                trial.kind,
+                STATUS_OK,
+                trial.payload,
+                result=result,
+                attempts=attempt + 1,
+                wall_time_s=time.perf_counter() - start,
+                worker=worker,
+            )
         except PetlError:
             raise  # bad configuration: retrying cannot help, stop the study with the one-line message
-        except Exception as e:  # noqa: BLE001 - recorded, the study goes on
+        except Exception as e:
             errors.append(f"{type(e).__name__}: {e}".splitlines()[0])
             last_tb = traceback.format_exc(limit=3)
-    return TrialRecord(trial.key, trial.kind, STATUS_FAILED, trial.payload, error=errors[-1], errors=errors,
-                       traceback=last_tb, attempts=retries + 1, worker=worker)
+    return TrialRecord(
+        trial.key,
+        trial.kind,
+        STATUS_FAILED,
+        trial.payload,
+        error=errors[-1],
+        errors=errors,
+        traceback=last_tb,
+        attempts=retries + 1,
+        worker=worker,
+    )
 
 
 #: Fields every log record must have, with their JSON types (a hand-edited or foreign line fails with its number).
 _RECORD_FIELDS: dict[str, tuple[type, str]] = {
-    "key": (str, "a string"), "kind": (str, "a string"), "status": (str, "a string"), "payload": (dict, "an object"),
+    "key": (str, "a string"),
+    "kind": (str, "a string"),
+    "status": (str, "a string"),
+    "payload": (dict, "an object"),
 }
 
 
@@ -261,8 +288,9 @@ def read_records(log: JsonlLog | MemoryLog) -> Iterator[TrialRecord]:
         yield TrialRecord.from_json(r, log.where(i))
 
 
-def unique_train_time(records: Iterable[TrialRecord],
-                      seconds: Callable[[TrialRecord], float | None] | None = None) -> float:
+def unique_train_time(
+    records: Iterable[TrialRecord], seconds: Callable[[TrialRecord], float | None] | None = None
+) -> float:
     """Seconds of training behind ``records``, each trial key counted once (failed trials add nothing).
 
     A training that several selectors, stages or sweeps share is one trial: summing it once per user overstates the
@@ -299,8 +327,11 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
         except ImportError:
             raise PetlError("--backend dask needs the optional extra: pip install 'petl-analysis[dask]'") from None
         try:
-            client = (Client(scheduler) if scheduler
-                      else Client(processes=True, n_workers=max(1, n_jobs), threads_per_worker=1, dashboard_address=None))
+            client = (
+                Client(scheduler)
+                if scheduler
+                else Client(processes=True, n_workers=max(1, n_jobs), threads_per_worker=1, dashboard_address=None)
+            )
         except (OSError, TimeoutError) as e:  # unreachable scheduler: a one-line error, not a traceback
             where = f"the dask scheduler {scheduler!r}" if scheduler else "a local dask cluster"
             raise PetlError(f"cannot connect to {where}: {(str(e) or type(e).__name__).splitlines()[0]}") from None
@@ -394,18 +425,19 @@ def _run_parallel(todo: list[Trial], fn, log, out, on_record, *, n_jobs: int, re
             return
         except PetlError:
             raise
-        except Exception:  # noqa: BLE001 - a lost worker; finished trials are already logged
+        except Exception:
             continue
     for t in list(pending.values()):
         try:
             drain([t], max(2, n_jobs) if n_jobs > 0 else n_jobs)  # n_jobs=1 would run it in the driver itself
         except PetlError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             detail = str(e).splitlines()[0] if str(e) else ""
             error = f"worker lost ({type(e).__name__}{': ' + detail if detail else ''})"
-            record = TrialRecord(t.key, t.kind, STATUS_FAILED, t.payload, error=error, errors=[error],
-                                 attempts=retries + 2)
+            record = TrialRecord(
+                t.key, t.kind, STATUS_FAILED, t.payload, error=error, errors=[error], attempts=retries + 2
+            )
             _collect([record], log, out, on_record)
             pending.pop(t.key, None)
 

@@ -29,6 +29,7 @@ import pickle
 import sys
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def package_dir(module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         sys.exit(f"error: {module} is not installed; pip install {module.replace('_', '-')}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def check_version(dist: str) -> str:
@@ -70,7 +71,7 @@ def build_mnist5k() -> tuple[np.ndarray, np.ndarray, str]:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Refuses every global except what a pickled plain numpy array needs (no code can run)."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

@@ -46,8 +46,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", action="append", default=[], help="an image folder to count as well")
     args = ap.parse_args()
-    print("| dataset | images | duplicate groups | images removed | of them: conflicting labels | "
-          "test with a copy in train / val, full pool: before -> after | same, max_train=300 | hashing |")
+    print(
+        "| dataset | images | duplicate groups | images removed | of them: conflicting labels | "
+        "test with a copy in train / val, full pool: before -> after | same, max_train=300 | hashing |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in builtin_names():
         print(row(name, load_dataset(name)), flush=True)

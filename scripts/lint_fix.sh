@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Apply ruff's automatic fixes and formatter to the whole tree, once, after the branches that edit many files are
-# merged (the rule set is in pyproject.toml). Safe fixes only; what remains is listed for review. Then add
-# `ruff check . && ruff format --check .` to .ci/run.
+# Apply ruff's automatic fixes and formatter to the whole tree (the rule set is in pyproject.toml; CI checks
+# `ruff check .` and `ruff format --check .` with the `lint` extra's ruff). Safe fixes only; what remains is listed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUFF="${RUFF:-ruff}"

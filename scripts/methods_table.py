@@ -26,12 +26,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from petl_analysis.data import SplitSpec  # noqa: E402
-from petl_analysis.io import atomic_write_json  # noqa: E402
-from petl_analysis.models import ModelSpec  # noqa: E402
-from petl_analysis.task import DataSpec  # noqa: E402
-from petl_analysis.train import run_method  # noqa: E402
-from petl_analysis.tuners import (  # noqa: E402
+from petl_analysis.data import SplitSpec
+from petl_analysis.io import atomic_write_json
+from petl_analysis.models import ModelSpec
+from petl_analysis.task import DataSpec
+from petl_analysis.train import run_method
+from petl_analysis.tuners import (
     AdapterConfig,
     BitFitConfig,
     CompacterConfig,
@@ -71,20 +71,31 @@ def main(argv: list[str] | None = None) -> None:
         row = {"method": label}
         for regime, split in regimes.items():
             r = run_method(model, DataSpec(a.dataset, split), cfg, seeds=a.seeds)
-            row[regime] = {"mean": r.test_acc_mean, "std": r.test_acc_std, "last": r.last_test_acc_mean,
-                           "per_seed": [s.test_acc for s in r.seeds], "wall_s": round(r.wall_time_s, 1)}
+            row[regime] = {
+                "mean": r.test_acc_mean,
+                "std": r.test_acc_std,
+                "last": r.last_test_acc_mean,
+                "per_seed": [s.test_acc for s in r.seeds],
+                "wall_s": round(r.wall_time_s, 1),
+            }
             row["trainable"] = r.trainable
-            print(f"{label:42s} {regime:6s} {100 * r.test_acc_mean:5.1f} ± {100 * r.test_acc_std:4.1f} "
-                  f"({r.trainable['total_incl_head']:,} params, {r.wall_time_s:.0f} s) [{time.perf_counter() - start:.0f} s]",
-                  flush=True)
+            print(
+                f"{label:42s} {regime:6s} {100 * r.test_acc_mean:5.1f} ± {100 * r.test_acc_std:4.1f} "
+                f"({r.trainable['total_incl_head']:,} params, {r.wall_time_s:.0f} s) [{time.perf_counter() - start:.0f} s]",
+                flush=True,
+            )
         rows.append(row)
-    print(f"\nbundled petl_vit_tiny on `{a.dataset}`; test accuracy (%) at the best-validation epoch, mean ± std over "
-          f"{a.seeds} seeds; last-epoch mean in brackets; {a.threads} thread(s), {(time.perf_counter() - start) / 60:.1f} min")
+    print(
+        f"\nbundled petl_vit_tiny on `{a.dataset}`; test accuracy (%) at the best-validation epoch, mean ± std over "
+        f"{a.seeds} seeds; last-epoch mean in brackets; {a.threads} thread(s), {(time.perf_counter() - start) / 60:.1f} min"
+    )
     print("\n| method | trainable (incl. head) | excl. head | 5-shot | full data |")
     print("|---|---|---|---|---|")
     for row in rows:
         t = row["trainable"]
-        cells = [f"{100 * row[k]['mean']:.1f} ± {100 * row[k]['std']:.1f} ({100 * row[k]['last']:.1f})" for k in regimes]
+        cells = [
+            f"{100 * row[k]['mean']:.1f} ± {100 * row[k]['std']:.1f} ({100 * row[k]['last']:.1f})" for k in regimes
+        ]
         print(f"| {row['method']} | {t['total_incl_head']:,} | {t['total_excl_head']:,} | " + " | ".join(cells) + " |")
     if a.json:
         atomic_write_json(a.json, {"dataset": a.dataset, "seeds": a.seeds, "rows": rows})

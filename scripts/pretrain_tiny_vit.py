@@ -48,10 +48,10 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from petl_analysis.data import SplitSpec, load_dataset, make_splits, render_glyphs, to_model_input  # noqa: E402
-from petl_analysis.engine import evaluate, seed_everything  # noqa: E402
-from petl_analysis.io import atomic_write_json, atomic_write_text  # noqa: E402
-from petl_analysis.models import BUNDLED_ARCH, BUNDLED_MODEL, ModelSpec, create_model, save_weights  # noqa: E402
+from petl_analysis.data import SplitSpec, load_dataset, make_splits, render_glyphs, to_model_input
+from petl_analysis.engine import evaluate, seed_everything
+from petl_analysis.io import atomic_write_json, atomic_write_text
+from petl_analysis.models import BUNDLED_ARCH, BUNDLED_MODEL, ModelSpec, create_model, save_weights
 
 WEIGHTS_DIR = REPO / "petl_analysis" / "models" / "_weights"
 #: The source split; its ``test`` part is the held-out set the model card reports and the tests re-check.
@@ -167,12 +167,20 @@ def blob_prototypes(k: int, seed: int) -> dict[str, torch.Tensor]:
     axes[:, 1:, 0], axes[:, 1:, 1], angle[:, 1:] = major[:, 1:], minor[:, 1:], direction[:, 1:]
     n_parts = torch.randint(2, p + 1, (k,), generator=g)
     present = torch.arange(p).view(1, p) < n_parts.view(k, 1)
-    return dict(centers=centers, axes=axes, angle=angle, present=present, stripes=u(k) < 0.25,
-                stripe_freq=u(k, lo=3, hi=7), stripe_angle=u(k, lo=0, hi=math.pi))
+    return dict(
+        centers=centers,
+        axes=axes,
+        angle=angle,
+        present=present,
+        stripes=u(k) < 0.25,
+        stripe_freq=u(k, lo=3, hi=7),
+        stripe_angle=u(k, lo=0, hi=math.pi),
+    )
 
 
-def render_blobs(protos: dict[str, torch.Tensor], labels: torch.Tensor, seed: int, size: int = 28,
-                 chunk: int = 2048) -> torch.Tensor:
+def render_blobs(
+    protos: dict[str, torch.Tensor], labels: torch.Tensor, seed: int, size: int = 28, chunk: int = 2048
+) -> torch.Tensor:
     """Draw one jittered instance of prototype ``labels[i]`` per row: ``(B, 1, size, size)`` in [0, 1].
 
     Per part: centre, axes and angle jitter; soft (antialiased) ellipse edges; stripes as a periodic mask with a
@@ -196,8 +204,9 @@ def render_blobs(protos: dict[str, torch.Tensor], labels: torch.Tensor, seed: in
         x = inside.amax(1)
         sfa = protos["stripe_angle"][lab].view(b, 1, 1)
         phase = torch.rand(b, 1, 1, generator=g) * 2 * math.pi
-        wave = torch.cos(math.pi * protos["stripe_freq"][lab].view(b, 1, 1) * (xx * torch.cos(sfa) + yy * torch.sin(sfa))
-                         + phase)
+        wave = torch.cos(
+            math.pi * protos["stripe_freq"][lab].view(b, 1, 1) * (xx * torch.cos(sfa) + yy * torch.sin(sfa)) + phase
+        )
         x = torch.where(protos["stripes"][lab].view(b, 1, 1), x * (0.5 + 0.5 * torch.tanh(3 * wave)), x)
         flip = (torch.rand(b, generator=g) < 0.5).view(b, 1, 1)
         out[s : s + chunk, 0] = torch.where(flip, x.flip(-1), x)
@@ -256,8 +265,9 @@ def pretrain(r: PretrainRecipe, out: Path, metrics_path: Path, log_path: Path, t
     unknown = set(sources) - {"mnist", "glyphs", "blobs"}
     if unknown or "mnist" not in sources:
         raise SystemExit(f"--source must be mnist[+glyphs][+blobs]; got {r.source!r}")
-    model = create_model(ModelSpec(BUNDLED_MODEL, weights="random", kwargs={"drop_path_rate": r.drop_path_rate,
-                                                                            **r.arch}))
+    model = create_model(
+        ModelSpec(BUNDLED_MODEL, weights="random", kwargs={"drop_path_rate": r.drop_path_rate, **r.arch})
+    )
     img = int(model.patch_embed.img_size[0])
     aux = {"glyphs": 62, "blobs": r.blob_classes}
     net = MultiHead(model, {k: v for k, v in aux.items() if k in sources}).train()
@@ -294,9 +304,11 @@ def pretrain(r: PretrainRecipe, out: Path, metrics_path: Path, log_path: Path, t
 
     log(f"# pretrain {BUNDLED_MODEL} {json.dumps({**BUNDLED_ARCH, **r.arch})}")
     log(f"# recipe {json.dumps(dataclasses.asdict(r))}")
-    log(f"# torch {torch.__version__}, {threads} thread(s), {platform.machine()}; mnist5k train {len(mnist_y)}, "
+    log(
+        f"# torch {torch.__version__}, {threads} thread(s), {platform.machine()}; mnist5k train {len(mnist_y)}, "
         f"val {len(val)}, test {len(test)} (SplitSpec {json.dumps(SOURCE_SPLIT.to_dict())}); "
-        f"{steps_per_epoch} steps/epoch of {r.batch_size} images per source ({', '.join(sources)})")
+        f"{steps_per_epoch} steps/epoch of {r.batch_size} images per source ({', '.join(sources)})"
+    )
     start, step = time.perf_counter(), 0
     for epoch in range(r.epochs):
         order = torch.randperm(len(mnist_y), generator=g)
@@ -331,10 +343,13 @@ def pretrain(r: PretrainRecipe, out: Path, metrics_path: Path, log_path: Path, t
             step += 1
         if epoch < 5 or epoch % 5 == 4 or epoch + 1 == r.epochs:
             accs = {name: _accuracy(net, *heldout[name], source=name) for name in sources}
-            log(f"epoch {epoch + 1:4d}/{r.epochs} | train loss "
+            log(
+                f"epoch {epoch + 1:4d}/{r.epochs} | train loss "
                 + " ".join(f"{k} {v:.3f}" for k, v in sums.items())
-                + " | held-out acc " + " ".join(f"{k} {100 * v:5.1f}%" for k, v in accs.items())
-                + f" | lr {opt.param_groups[0]['lr']:.2e} | {time.perf_counter() - start:7.1f} s")
+                + " | held-out acc "
+                + " ".join(f"{k} {100 * v:5.1f}%" for k, v in accs.items())
+                + f" | lr {opt.param_groups[0]['lr']:.2e} | {time.perf_counter() - start:7.1f} s"
+            )
     wall = time.perf_counter() - start
 
     model.eval()
@@ -355,10 +370,28 @@ def pretrain(r: PretrainRecipe, out: Path, metrics_path: Path, log_path: Path, t
         },
         "mnist5k_val_accuracy": round(final["mnist"], 4),
         "auxiliary_heldout_accuracy": {
-            **({"glyphs": {"render_glyphs": {"n": GLYPH_HELDOUT_N, "seed": GLYPH_HELDOUT_SEED, "size": img},
-                           "accuracy": round(final["glyphs"], 4)}} if "glyphs" in final else {}),
-            **({"blobs": {"prototypes_seed": r.seed, "render_seed": BLOB_HELDOUT_SEED, "n": BLOB_HELDOUT_N,
-                          "accuracy": round(final["blobs"], 4)}} if "blobs" in final else {}),
+            **(
+                {
+                    "glyphs": {
+                        "render_glyphs": {"n": GLYPH_HELDOUT_N, "seed": GLYPH_HELDOUT_SEED, "size": img},
+                        "accuracy": round(final["glyphs"], 4),
+                    }
+                }
+                if "glyphs" in final
+                else {}
+            ),
+            **(
+                {
+                    "blobs": {
+                        "prototypes_seed": r.seed,
+                        "render_seed": BLOB_HELDOUT_SEED,
+                        "n": BLOB_HELDOUT_N,
+                        "accuracy": round(final["blobs"], 4),
+                    }
+                }
+                if "blobs" in final
+                else {}
+            ),
             "note": "through the auxiliary heads, which are not shipped",
         },
         "recipe": dataclasses.asdict(r),
@@ -368,8 +401,11 @@ def pretrain(r: PretrainRecipe, out: Path, metrics_path: Path, log_path: Path, t
         "torch": torch.__version__,
     }
     atomic_write_json(metrics_path, metrics)
-    log(f"# done in {wall:.1f} s: held-out mnist5k test acc {100 * test_acc:.2f}% (n={len(test)}); "
-        + " ".join(f"{k} {100 * v:.2f}%" for k, v in final.items() if k != "mnist") + f"; wrote {out}")
+    log(
+        f"# done in {wall:.1f} s: held-out mnist5k test acc {100 * test_acc:.2f}% (n={len(test)}); "
+        + " ".join(f"{k} {100 * v:.2f}%" for k, v in final.items() if k != "mnist")
+        + f"; wrote {out}"
+    )
     return metrics
 
 
@@ -386,20 +422,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     ap.add_argument("--p-lowres", type=float, default=defaults.p_lowres)
     ap.add_argument("--seed", type=int, default=defaults.seed)
-    ap.add_argument("--arch", type=json.loads, default={}, help='architecture overrides (pilots), e.g. \'{"embed_dim": 96}\'')
+    ap.add_argument(
+        "--arch", type=json.loads, default={}, help="architecture overrides (pilots), e.g. '{\"embed_dim\": 96}'"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR / "petl_vit_tiny.safetensors")
     ap.add_argument("--metrics", type=Path, default=None, help="default: source_metrics.json beside --out")
     ap.add_argument("--log", type=Path, default=None, help="default: pretrain_log.txt beside --out")
     a = ap.parse_args(argv)
     r = dataclasses.replace(
-        defaults, source=a.source, epochs=a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs,
-        drop_path_rate=a.drop_path_rate, glyph_weight=a.glyph_weight, blob_weight=a.blob_weight,
-        label_smoothing=a.label_smoothing, p_lowres=a.p_lowres, seed=a.seed, arch=a.arch,
+        defaults,
+        source=a.source,
+        epochs=a.epochs,
+        lr=a.lr,
+        warmup_epochs=a.warmup_epochs,
+        drop_path_rate=a.drop_path_rate,
+        glyph_weight=a.glyph_weight,
+        blob_weight=a.blob_weight,
+        label_smoothing=a.label_smoothing,
+        p_lowres=a.p_lowres,
+        seed=a.seed,
+        arch=a.arch,
     )
     out = a.out.resolve()
-    pretrain(r, out, a.metrics or out.with_name("source_metrics.json"), a.log or out.with_name("pretrain_log.txt"),
-             a.threads)
+    pretrain(
+        r,
+        out,
+        a.metrics or out.with_name("source_metrics.json"),
+        a.log or out.with_name("pretrain_log.txt"),
+        a.threads,
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from petl_analysis.io import atomic_write_bytes  # noqa: E402
+from petl_analysis.io import atomic_write_bytes
 
 
 def curves(log: Path) -> tuple[dict[str, dict[int, list[float]]], dict[str, float]]:
@@ -61,14 +61,20 @@ def main(argv=None) -> None:
     fig = Figure(figsize=(3.2 * ncols, 2.7 * nrows + 0.4), layout="constrained")
     grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     axes = list(grid.ravel())
-    for ax in axes[len(targets):]:
+    for ax in axes[len(targets) :]:
         ax.set_axis_off()
     for ax, target in zip(axes, targets):
         for (by_target, base), label, colour in zip(runs, args.labels, ("0.55", "#d9480f")):
             pts = sorted(by_target.get(target, {}).items())
             if pts:
-                ax.plot([d for d, _ in pts], [100 * np.mean(v) for _, v in pts], marker="o", markersize=3,
-                        color=colour, label=label)
+                ax.plot(
+                    [d for d, _ in pts],
+                    [100 * np.mean(v) for _, v in pts],
+                    marker="o",
+                    markersize=3,
+                    color=colour,
+                    label=label,
+                )
             floor = base.get("head", base.get("lp"))
             if floor is not None:
                 ax.axhline(100 * floor, color=colour, linestyle="--", linewidth=0.8)
@@ -77,13 +83,20 @@ def main(argv=None) -> None:
         ax.set_xscale("log")
         ax.set_title(target, fontsize=9)
         ax.set_xlabel("d")
-        print(f"{target}: " + "; ".join(
-            f"{label}: " + ", ".join(f"{d}:{100 * np.mean(v):.1f}" for d, v in sorted(r[0].get(target, {}).items()))
-            for r, label in zip(runs, args.labels)))
+        print(
+            f"{target}: "
+            + "; ".join(
+                f"{label}: "
+                + ", ".join(f"{d}:{100 * np.mean(v):.1f}" for d, v in sorted(r[0].get(target, {}).items()))
+                for r, label in zip(runs, args.labels)
+            )
+        )
     for row in grid:
         row[0].set_ylabel("validation accuracy (%)")
     axes[len(targets) - 1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("dashed: floor (head alone; before: the linear probe), dotted: ceiling (full fine-tuning)", fontsize=8)
+    fig.suptitle(
+        "dashed: floor (head alone; before: the linear probe), dotted: ceiling (full fine-tuning)", fontsize=8
+    )
     for (_, base), label in zip(runs, args.labels):
         print(f"{label} baselines (validation): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in sorted(base.items())))
     buf = io.BytesIO()

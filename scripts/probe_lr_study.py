@@ -32,12 +32,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from petl_analysis.data import SplitSpec, load_dataset  # noqa: E402
-from petl_analysis.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from petl_analysis.models import ModelSpec, resolve_targets  # noqa: E402
-from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe, subspace_size  # noqa: E402
-from petl_analysis.probe.d90 import estimate_d90  # noqa: E402
-from petl_analysis.task import DataSpec, prepare_model  # noqa: E402
+from petl_analysis.data import SplitSpec, load_dataset
+from petl_analysis.io import atomic_write_bytes, atomic_write_json
+from petl_analysis.models import ModelSpec, resolve_targets
+from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe, subspace_size
+from petl_analysis.probe.d90 import estimate_d90
+from petl_analysis.task import DataSpec, prepare_model
 
 REFERENCE_LR = 1e-2  # the probe's constant theta_d rate before the rule (and the grid's multiplier 1)
 
@@ -75,15 +75,24 @@ def main(argv=None) -> None:
     model, data = ModelSpec("petl_vit_tiny", "default"), DataSpec(args.dataset, SplitSpec(max_train=args.max_train))
     lrs = [float(v) for v in args.lrs.split(",")]
     net = prepare_model(model, load_dataset(args.dataset).num_classes)
-    summary: dict = {"dataset": args.dataset, "max_train": args.max_train, "seeds": args.seeds, "lrs": lrs,
-                     "targets": []}
+    summary: dict = {
+        "dataset": args.dataset,
+        "max_train": args.max_train,
+        "seeds": args.seeds,
+        "lrs": lrs,
+        "targets": [],
+    }
     for target in args.targets.split(","):
         D = subspace_size(resolve_targets(net, target))
         dims = sorted({int(d) for d in args.dims.split(",") if int(d) < D} | {D})
         t0 = time.perf_counter()
-        grid = run_probe(model, data, _config([target], dims, args.seeds, lr_scaling="constant",
-                                              lr_grid=[lr / REFERENCE_LR for lr in lrs]),
-                         log_path=log, n_jobs=args.jobs)
+        grid = run_probe(
+            model,
+            data,
+            _config([target], dims, args.seeds, lr_scaling="constant", lr_grid=[lr / REFERENCE_LR for lr in lrs]),
+            log_path=log,
+            n_jobs=args.jobs,
+        )
         grid_s = time.perf_counter() - t0
         (g,) = grid.targets
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -97,19 +106,28 @@ def main(argv=None) -> None:
                 # One record per seed: a log may also hold the same trial run with other execution settings.
                 if math.isclose(lr, p["lr"], rel_tol=1e-9) and p["seed"] not in {s for s, _, _ in seen}:
                     seen.append((p["seed"], r["result"]["val_acc"], r["result"]["test_acc"]))
-        entry = {"target": target, "D": D, "dims": dims, "grid_time_s": grid_s, "grid_trials": g.trials,
-                 "val": {f"{lr:g}": [float(np.mean([v for _, v, _ in sorted(by_lr[lr][d])])) for d in dims]
-                         for lr in lrs},
-                 "test": {f"{lr:g}": [float(np.mean([t for _, _, t in sorted(by_lr[lr][d])])) for d in dims]
-                          for lr in lrs},
-                 "grid_choice": g.lr, "grid_val": g.val_mean, "floor": grid.floor.val_mean,
-                 "ceiling": grid.ceiling.val_mean, "threshold": g.d90.threshold_acc}
+        entry = {
+            "target": target,
+            "D": D,
+            "dims": dims,
+            "grid_time_s": grid_s,
+            "grid_trials": g.trials,
+            "val": {f"{lr:g}": [float(np.mean([v for _, v, _ in sorted(by_lr[lr][d])])) for d in dims] for lr in lrs},
+            "test": {f"{lr:g}": [float(np.mean([t for _, _, t in sorted(by_lr[lr][d])])) for d in dims] for lr in lrs},
+            "grid_choice": g.lr,
+            "grid_val": g.val_mean,
+            "floor": grid.floor.val_mean,
+            "ceiling": grid.ceiling.val_mean,
+            "threshold": g.d90.threshold_acc,
+        }
         thresholds = grid.targets[0].d90.threshold_per_seed
         constant = np.array([[v for _, v, _ in sorted(by_lr[REFERENCE_LR][d])] for d in dims])
         entry["d90"] = {"constant 1e-2": _d90(g, thresholds, constant), "grid (best per d on val)": g.d90.text()}
-        print(f"\n{target} (D = {D:,}): validation accuracy (%) per theta_d lr and d; floor "
-              f"{100 * grid.floor.val_mean:.1f}, ceiling {100 * grid.ceiling.val_mean:.1f}, gain threshold "
-              f"{100 * g.d90.threshold_acc:.1f}")
+        print(
+            f"\n{target} (D = {D:,}): validation accuracy (%) per theta_d lr and d; floor "
+            f"{100 * grid.floor.val_mean:.1f}, ceiling {100 * grid.ceiling.val_mean:.1f}, gain threshold "
+            f"{100 * g.d90.threshold_acc:.1f}"
+        )
         print("| lr | " + " | ".join(f"d = {d}" for d in dims) + " |")
         print("|---|" + "---|" * len(dims))
         for lr in lrs:
@@ -119,8 +137,13 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             rule = run_probe(model, data, _config([target], dims, args.seeds), log_path=log, n_jobs=args.jobs)
             (rt,) = rule.targets
-            entry.update(rule_time_s=time.perf_counter() - t0, rule_lr=rt.lr, rule_val=rt.val_mean,
-                         rule_test=rt.test_mean, rule_shortfall=[b - a for a, b in zip(rt.val_mean, g.val_mean)])
+            entry.update(
+                rule_time_s=time.perf_counter() - t0,
+                rule_lr=rt.lr,
+                rule_val=rt.val_mean,
+                rule_test=rt.test_mean,
+                rule_shortfall=[b - a for a, b in zip(rt.val_mean, g.val_mean)],
+            )
             entry["d90"]["rule (step / sqrt(d))"] = rt.d90.text()
             print("| rule's lr | " + " | ".join(f"{lr:.3g}" for lr in rt.lr) + " |")
             print("| rule's val | " + " | ".join(f"{100 * v:.1f}" for v in rt.val_mean) + " |")
@@ -143,12 +166,23 @@ def _plot(summary: dict) -> bytes:
     colours = ["#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b"]
     for ax, t in zip(axes, targets):
         for i, (lr, vals) in enumerate(t["val"].items()):
-            ax.plot(t["dims"], [100 * v for v in vals], marker=".", color=colours[i % len(colours)],
-                    label=f"constant {lr}" + (" (before)" if float(lr) == REFERENCE_LR else ""),
-                    linewidth=2.2 if float(lr) == REFERENCE_LR else 1.0)
+            ax.plot(
+                t["dims"],
+                [100 * v for v in vals],
+                marker=".",
+                color=colours[i % len(colours)],
+                label=f"constant {lr}" + (" (before)" if float(lr) == REFERENCE_LR else ""),
+                linewidth=2.2 if float(lr) == REFERENCE_LR else 1.0,
+            )
         if "rule_val" in t:
-            ax.plot(t["dims"], [100 * v for v in t["rule_val"]], marker="D", color="#d9480f", linewidth=1.8,
-                    label="rule: lr = step / sqrt(d) (after)")
+            ax.plot(
+                t["dims"],
+                [100 * v for v in t["rule_val"]],
+                marker="D",
+                color="#d9480f",
+                linewidth=1.8,
+                label="rule: lr = step / sqrt(d) (after)",
+            )
         ax.axhline(100 * t["floor"], color="0.3", linestyle="--", linewidth=0.8)
         ax.axhline(100 * t["threshold"], color="#d9480f", linestyle=":", linewidth=0.9)
         # The interesting range is floor..ceiling; diverged runs (far below the floor) leave the frame.

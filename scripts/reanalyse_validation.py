@@ -53,9 +53,11 @@ def _oracle_cost(v: ValidationResult, log: Path) -> dict[str, Cost]:
     records = {r.key: r for r in read_records(open_trial_log(log)) if r.ok}
     out = {}
     for m, wanted in configs.items():
-        mine = [r for r in records.values() if json.loads(r.payload["config"]) in wanted] if isinstance(
-            next(iter(records.values())).payload.get("config"), str) else [
-            r for r in records.values() if r.payload.get("config") in wanted]
+        mine = (
+            [r for r in records.values() if json.loads(r.payload["config"]) in wanted]
+            if isinstance(next(iter(records.values())).payload.get("config"), str)
+            else [r for r in records.values() if r.payload.get("config") in wanted]
+        )
         out[m] = Cost(len(mine), float(sum(r.wall_time_s or 0.0 for r in mine)), source=str(log))
     return out
 
@@ -78,9 +80,13 @@ def main() -> None:
     val_log_trainings, val_log_s = trial_cost(read_records(open_trial_log(trial_log_path(path))))
 
     names = [s for s in v.selectors if s != "d90"]
-    print(f"# {path} (version {version}{': the OLD protocol, probe and oracle on the same images and seeds' if version == 1 else ''})")
-    print(f"probe cost: {probe_cost.text()} ({probe_log}: unique trial keys); validate log: "
-          f"{val_log_trainings} trainings, {val_log_s:,.0f} s in all (oracle and regret plans)")
+    print(
+        f"# {path} (version {version}{': the OLD protocol, probe and oracle on the same images and seeds' if version == 1 else ''})"
+    )
+    print(
+        f"probe cost: {probe_cost.text()} ({probe_log}: unique trial keys); validate log: "
+        f"{val_log_trainings} trainings, {val_log_s:,.0f} s in all (oracle and regret plans)"
+    )
     for m in v.methods:
         labels = list(v.sets)
         acc = np.array([next(e.val_per_seed for e in v.oracle if e.method == m and e.target == t) for t in labels])
@@ -100,16 +106,20 @@ def main() -> None:
         hb = holm([c.test.p_better for _, _, c, _, _ in rows])
         hw = holm([c.test.p_worse for _, _, c, _, _ in rows])
         print(f"\n## oracle {m}: {oracle_cost[m].text()} (its own trainings); Holm over {len(rows)} selectors\n")
-        print("| selector | tie classes | d90 measured | Spearman ρ [seed span] | Kendall τ [seed span] | p better (Holm) "
-              "| p worse (Holm) | permutations | cost | verdict |")
+        print(
+            "| selector | tie classes | d90 measured | Spearman ρ [seed span] | Kendall τ [seed span] | p better (Holm) "
+            "| p worse (Holm) | permutations | cost | verdict |"
+        )
         print("|---|---|---:|---|---|---|---|---:|---|---|")
         for (name, classes, c, cost, measured), pb, pw in zip(rows, hb, hw):
             verdict = agreement_verdict(pb, pw, c.spearman, smallest_p(classes))
-            print(f"| `{name}` | {format_classes(classes)} | {'-' if measured is None else measured} | "
-                  f"{format_correlation(c.spearman, c.spearman_span)} | {format_correlation(c.kendall, c.kendall_span)} | "
-                  f"{format_p(c.test.p_better, pb)} | {format_p(c.test.p_worse, pw)} | "
-                  f"{c.test.permutations:,}{'' if c.test.exact else ' drawn'} | "
-                  f"{cost.text() if math.isfinite(cost.seconds) else 'no training, - s'} | {verdict} |")
+            print(
+                f"| `{name}` | {format_classes(classes)} | {'-' if measured is None else measured} | "
+                f"{format_correlation(c.spearman, c.spearman_span)} | {format_correlation(c.kendall, c.kendall_span)} | "
+                f"{format_p(c.test.p_better, pb)} | {format_p(c.test.p_worse, pw)} | "
+                f"{c.test.permutations:,}{'' if c.test.exact else ' drawn'} | "
+                f"{cost.text() if math.isfinite(cost.seconds) else 'no training, - s'} | {verdict} |"
+            )
 
 
 if __name__ == "__main__":

@@ -43,12 +43,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from petl_analysis.data import SplitSpec, load_dataset  # noqa: E402
-from petl_analysis.engine import Recipe, fit  # noqa: E402
-from petl_analysis.io import atomic_write_json, atomic_write_text  # noqa: E402
-from petl_analysis.models import BUNDLED_MODEL, ModelSpec, load_weights  # noqa: E402
-from petl_analysis.models.dinov2 import MODEL_NAME as DINO_MODEL, SOURCE_NAME as DINO_WEIGHTS  # noqa: E402
-from petl_analysis.task import DataSpec, build_task, fit_linear_probe, prepare_model  # noqa: E402
+from petl_analysis.data import SplitSpec, load_dataset
+from petl_analysis.engine import Recipe, fit
+from petl_analysis.io import atomic_write_json, atomic_write_text
+from petl_analysis.models import BUNDLED_MODEL, ModelSpec, load_weights
+from petl_analysis.models.dinov2 import MODEL_NAME as DINO_MODEL
+from petl_analysis.models.dinov2 import SOURCE_NAME as DINO_WEIGHTS
+from petl_analysis.task import DataSpec, build_task, fit_linear_probe, prepare_model
 
 CARD = REPO / "petl_analysis" / "models" / "MODEL_CARD.md"
 START, END = "<!-- transfer-table:start -->", "<!-- transfer-table:end -->"
@@ -59,10 +60,12 @@ SHOTS = 5
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("lp", "5-shot"): Recipe(epochs=200, batch_size=64, lr=1e-2, weight_decay=1e-4, warmup_epochs=1, grad_clip=None),
     ("lp", "full"): Recipe(epochs=50, batch_size=64, lr=1e-2, weight_decay=1e-4, warmup_epochs=1, grad_clip=None),
-    ("ft", "5-shot"): Recipe(epochs=100, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=5,
-                             label_smoothing=0.1, grad_clip=1.0),
-    ("ft", "full"): Recipe(epochs=30, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=2,
-                           label_smoothing=0.1, grad_clip=1.0),
+    ("ft", "5-shot"): Recipe(
+        epochs=100, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1, grad_clip=1.0
+    ),
+    ("ft", "full"): Recipe(
+        epochs=30, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=2, label_smoothing=0.1, grad_clip=1.0
+    ),
 }
 METHOD_NAMES = {"lp": "linear probe", "ft": "full fine-tuning", "pixels": "logistic regression on pixels"}
 
@@ -105,10 +108,26 @@ PROFILES: dict[str, Profile] = {
             Cell("lp", "50-shot", 112, ("digits",)),
         ),
         recipes={
-            ("lp", "50-shot"): Recipe(epochs=50, batch_size=64, lr=1e-2, weight_decay=1e-4, warmup_epochs=1,
-                                      grad_clip=None, eval_batch_size=128),
-            ("ft", "10-shot"): Recipe(epochs=10, batch_size=16, lr=1e-4, head_lr=1e-3, weight_decay=0.05,
-                                      warmup_epochs=1, label_smoothing=0.1, grad_clip=1.0, eval_batch_size=128),
+            ("lp", "50-shot"): Recipe(
+                epochs=50,
+                batch_size=64,
+                lr=1e-2,
+                weight_decay=1e-4,
+                warmup_epochs=1,
+                grad_clip=None,
+                eval_batch_size=128,
+            ),
+            ("ft", "10-shot"): Recipe(
+                epochs=10,
+                batch_size=16,
+                lr=1e-4,
+                head_lr=1e-3,
+                weight_decay=0.05,
+                warmup_epochs=1,
+                label_smoothing=0.1,
+                grad_clip=1.0,
+                eval_batch_size=128,
+            ),
         },
         val_shots={"50-shot": 20, "10-shot": 10},
         test_fraction={"animals": 0.1},
@@ -123,12 +142,24 @@ def shots_of(regime: str) -> int | None:
 def split_for(regime: str, seed: int, profile: Profile | None = None, dataset: str = "") -> SplitSpec:
     if profile is None:
         return SplitSpec(shots=SHOTS, shot_seed=seed) if regime == "5-shot" else SplitSpec()
-    return SplitSpec(shots=shots_of(regime), shot_seed=seed, val_shots=profile.val_shots.get(regime),
-                     test_fraction=profile.test_fraction.get(dataset, SplitSpec().test_fraction))
+    return SplitSpec(
+        shots=shots_of(regime),
+        shot_seed=seed,
+        val_shots=profile.val_shots.get(regime),
+        test_fraction=profile.test_fraction.get(dataset, SplitSpec().test_fraction),
+    )
 
 
-def run_one(dataset: str, regime: str, method: str, weights: str, seed: int, threads: int,
-            profile: Profile | None = None, img_size: int | None = None) -> dict:
+def run_one(
+    dataset: str,
+    regime: str,
+    method: str,
+    weights: str,
+    seed: int,
+    threads: int,
+    profile: Profile | None = None,
+    img_size: int | None = None,
+) -> dict:
     """One training run; returns its test accuracy (at the best-validation epoch) and bookkeeping."""
     torch.set_num_threads(threads)
     data = DataSpec(dataset, split_for(regime, seed, profile, dataset))
@@ -138,8 +169,11 @@ def run_one(dataset: str, regime: str, method: str, weights: str, seed: int, thr
     elif weights in ("default", "random"):
         model = prepare_model(ModelSpec(BUNDLED_MODEL, weights=weights), ds.num_classes, seed=seed)
     else:  # a pilot checkpoint: same seeded fresh head as "default" (a local file would also load a same-shape head)
-        model = load_weights(prepare_model(ModelSpec(BUNDLED_MODEL, weights="random"), ds.num_classes, seed=seed),
-                             weights, ignore_head=True)
+        model = load_weights(
+            prepare_model(ModelSpec(BUNDLED_MODEL, weights="random"), ds.num_classes, seed=seed),
+            weights,
+            ignore_head=True,
+        )
     task = build_task(data, model, ds)
     recipe = (profile.recipes if profile is not None else RECIPES)[(method, regime)]
     if method == "lp":
@@ -147,20 +181,30 @@ def run_one(dataset: str, regime: str, method: str, weights: str, seed: int, thr
     else:
         model.requires_grad_(True)
         result = fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device="cpu")
-    return {"test_acc": result.test_acc, "val_acc": result.val_acc, "best_epoch": result.best_epoch,
-            "n_train": result.n_train, "n_test": result.n_test, "wall_s": round(result.wall_time_s, 2)}
+    return {
+        "test_acc": result.test_acc,
+        "val_acc": result.val_acc,
+        "best_epoch": result.best_epoch,
+        "n_train": result.n_train,
+        "n_test": result.n_test,
+        "wall_s": round(result.wall_time_s, 2),
+    }
 
 
-def run_pixels(dataset: str, regime: str, seed: int, profile: Profile | None = None,
-               img_size: int | None = None) -> dict:
+def run_pixels(
+    dataset: str, regime: str, seed: int, profile: Profile | None = None, img_size: int | None = None
+) -> dict:
     """Reference: scikit-learn logistic regression on the standardised pixels the model sees (train split only)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     ds = load_dataset(dataset)
-    spec = ModelSpec(profile.model, weights="random", img_size=img_size) if profile else ModelSpec(BUNDLED_MODEL,
-                                                                                                    weights="random")
+    spec = (
+        ModelSpec(profile.model, weights="random", img_size=img_size)
+        if profile
+        else ModelSpec(BUNDLED_MODEL, weights="random")
+    )
     model = prepare_model(spec, ds.num_classes, seed=seed)
     task = build_task(DataSpec(dataset, split_for(regime, seed, profile, dataset)), model, ds)
     flat = lambda t: t.tensors[0].flatten(1).numpy()  # noqa: E731
@@ -205,16 +249,24 @@ def render_markdown(results: list[dict], datasets: list[str], seeds: list[int], 
                     continue
                 gap = _stats(pre)[0] - _stats(rnd)[0]
                 sep = "yes" if min(pre) > max(rnd) else "no"
-                lines.append(f"| {ds} | {label} | {METHOD_NAMES[method]} | {_cell(rnd)} | **{_cell(pre)}** | "
-                             f"{gap:+.1f} | {sep} |")
+                lines.append(
+                    f"| {ds} | {label} | {METHOD_NAMES[method]} | {_cell(rnd)} | **{_cell(pre)}** | "
+                    f"{gap:+.1f} | {sep} |"
+                )
             pix = accs(dataset=ds, regime=regime, method="pixels", weights="none")
             if pix:
                 lines.append(f"| {ds} | {label} | *{METHOD_NAMES['pixels']} (reference)* | {_cell(pix)} | | | |")
-    lines += ["", "Recipes (``petl_analysis.engine.Recipe``; AdamW, linear warm-up then cosine decay, selection on val):", ""]
+    lines += [
+        "",
+        "Recipes (``petl_analysis.engine.Recipe``; AdamW, linear warm-up then cosine decay, selection on val):",
+        "",
+    ]
     for (method, regime), r in RECIPES.items():
-        lines.append(f"- {METHOD_NAMES[method]}, {regime}: epochs {r.epochs}, batch {r.batch_size}, lr {r.lr:g}, "
-                     f"weight decay {r.weight_decay:g}, warm-up {r.warmup_epochs:g} epochs, label smoothing "
-                     f"{r.label_smoothing:g}, grad clip {r.grad_clip}")
+        lines.append(
+            f"- {METHOD_NAMES[method]}, {regime}: epochs {r.epochs}, batch {r.batch_size}, lr {r.lr:g}, "
+            f"weight decay {r.weight_decay:g}, warm-up {r.warmup_epochs:g} epochs, label smoothing "
+            f"{r.label_smoothing:g}, grad clip {r.grad_clip}"
+        )
     lines += [
         "",
         f"Produced by `python scripts/transfer_table.py` ({meta['threads']} CPU thread(s), torch {meta['torch']}, "
@@ -245,23 +297,35 @@ def render_profile_markdown(results: list[dict], profile: Profile, seeds: list[i
             if not done:
                 continue
             label = f"{cell.regime} ({done[0]['n_train']} train, {done[0]['n_test']} test)"
-            rnd, pre = accs(**key, method=cell.method, weights="random"), accs(**key, method=cell.method,
-                                                                                weights="pretrained")
+            rnd, pre = (
+                accs(**key, method=cell.method, weights="random"),
+                accs(**key, method=cell.method, weights="pretrained"),
+            )
             if rnd and pre:
                 gap = _stats(pre)[0] - _stats(rnd)[0]
                 sep = "yes" if min(pre) > max(rnd) else "no"
-                lines.append(f"| {ds} | {label} | {cell.img_size} px | {METHOD_NAMES[cell.method]} | {_cell(rnd)} | "
-                             f"**{_cell(pre)}** | {gap:+.1f} | {sep} |")
+                lines.append(
+                    f"| {ds} | {label} | {cell.img_size} px | {METHOD_NAMES[cell.method]} | {_cell(rnd)} | "
+                    f"**{_cell(pre)}** | {gap:+.1f} | {sep} |"
+                )
             pix = accs(**key, method="pixels", weights="none")
             if pix and cell.method == "lp":
-                lines.append(f"| {ds} | {label} | {cell.img_size} px | *{METHOD_NAMES['pixels']} (reference)* | "
-                             f"{_cell(pix)} | | | |")
-    lines += ["", "Recipes (``petl_analysis.engine.Recipe``; AdamW, linear warm-up then cosine decay, selection on val):", ""]
+                lines.append(
+                    f"| {ds} | {label} | {cell.img_size} px | *{METHOD_NAMES['pixels']} (reference)* | "
+                    f"{_cell(pix)} | | | |"
+                )
+    lines += [
+        "",
+        "Recipes (``petl_analysis.engine.Recipe``; AdamW, linear warm-up then cosine decay, selection on val):",
+        "",
+    ]
     for (method, regime), r in profile.recipes.items():
-        lines.append(f"- {METHOD_NAMES[method]}, {regime} ({profile.val_shots[regime]} val images per class): epochs "
-                     f"{r.epochs}, batch {r.batch_size}, lr {r.lr:g} (head {r.head_lr or r.lr:g}), weight decay "
-                     f"{r.weight_decay:g}, warm-up {r.warmup_epochs:g} epochs, label smoothing {r.label_smoothing:g}, "
-                     f"grad clip {r.grad_clip}")
+        lines.append(
+            f"- {METHOD_NAMES[method]}, {regime} ({profile.val_shots[regime]} val images per class): epochs "
+            f"{r.epochs}, batch {r.batch_size}, lr {r.lr:g} (head {r.head_lr or r.lr:g}), weight decay "
+            f"{r.weight_decay:g}, warm-up {r.warmup_epochs:g} epochs, label smoothing {r.label_smoothing:g}, "
+            f"grad clip {r.grad_clip}"
+        )
     fractions = ", ".join(f"{d} {f:g}" for d, f in profile.test_fraction.items())
     lines += [
         "",
@@ -273,8 +337,9 @@ def render_profile_markdown(results: list[dict], profile: Profile, seeds: list[i
     return "\n".join(lines)
 
 
-def main_profile(profile: Profile, seeds: list[int], threads: int, json_path: Path | None, resume: bool,
-                 no_card: bool) -> None:
+def main_profile(
+    profile: Profile, seeds: list[int], threads: int, json_path: Path | None, resume: bool, no_card: bool
+) -> None:
     """Run ``profile``'s grid (random and pretrained, every seed), saving each run as it finishes."""
     from petl_analysis.io import read_json
     from petl_analysis.models.dinov2 import dinov2_state_dict
@@ -288,21 +353,36 @@ def main_profile(profile: Profile, seeds: list[int], threads: int, json_path: Pa
     start = time.perf_counter()
 
     def save() -> dict:
-        meta = {"threads": threads, "torch": torch.__version__, "model": profile.model, "weights": profile.weights,
-                "weights_sha256": info["sha256"], "wall_s": prior_s + time.perf_counter() - start,
-                "json": str(json_path.relative_to(REPO)) if json_path and json_path.is_relative_to(REPO) else
-                str(json_path)}
+        meta = {
+            "threads": threads,
+            "torch": torch.__version__,
+            "model": profile.model,
+            "weights": profile.weights,
+            "weights_sha256": info["sha256"],
+            "wall_s": prior_s + time.perf_counter() - start,
+            "json": str(json_path.relative_to(REPO))
+            if json_path and json_path.is_relative_to(REPO)
+            else str(json_path),
+        }
         if json_path is not None:
-            atomic_write_json(json_path, {"meta": meta, "recipes": {f"{m}/{r}": dataclasses.asdict(v)
-                                                                    for (m, r), v in profile.recipes.items()},
-                                          "results": results})
+            atomic_write_json(
+                json_path,
+                {
+                    "meta": meta,
+                    "recipes": {f"{m}/{r}": dataclasses.asdict(v) for (m, r), v in profile.recipes.items()},
+                    "results": results,
+                },
+            )
         return meta
 
     for cell in profile.cells:
         for ds in cell.datasets:
             for seed in seeds:
-                runs = [("pixels", "none", None)] if cell.method == "lp" and cell.img_size == min(
-                    c.img_size for c in profile.cells) else []
+                runs = (
+                    [("pixels", "none", None)]
+                    if cell.method == "lp" and cell.img_size == min(c.img_size for c in profile.cells)
+                    else []
+                )
                 runs += [(cell.method, "random", "random"), (cell.method, "pretrained", profile.weights)]
                 for method, name, weights in runs:
                     if (ds, cell.regime, cell.img_size, method, name, seed) in done:
@@ -314,13 +394,25 @@ def main_profile(profile: Profile, seeds: list[int], threads: int, json_path: Pa
                     else:
                         r = run_one(ds, cell.regime, method, weights, seed, threads, profile, cell.img_size)
                     r["wall_s"] = round(time.perf_counter() - t0, 2)
-                    results.append({"dataset": ds, "regime": cell.regime, "img_size": cell.img_size,
-                                    "method": method, "weights": name, "seed": seed, **r})
+                    results.append(
+                        {
+                            "dataset": ds,
+                            "regime": cell.regime,
+                            "img_size": cell.img_size,
+                            "method": method,
+                            "weights": name,
+                            "seed": seed,
+                            **r,
+                        }
+                    )
                     save()
                     val = "-" if r["val_acc"] is None else f"{100 * r['val_acc']:5.1f}%"
-                    print(f"{ds:8s} {cell.regime:8s} {cell.img_size:3d}px {method:6s} {name:10s} seed {seed}: test "
-                          f"{100 * r['test_acc']:5.1f}% (val {val}, best epoch {r['best_epoch']}, "
-                          f"{r['wall_s']:.1f} s) [{time.perf_counter() - start:.0f} s]", flush=True)
+                    print(
+                        f"{ds:8s} {cell.regime:8s} {cell.img_size:3d}px {method:6s} {name:10s} seed {seed}: test "
+                        f"{100 * r['test_acc']:5.1f}% (val {val}, best epoch {r['best_epoch']}, "
+                        f"{r['wall_s']:.1f} s) [{time.perf_counter() - start:.0f} s]",
+                        flush=True,
+                    )
     table = render_profile_markdown(results, profile, seeds, save())
     print("\n" + table)
     if not no_card:
@@ -349,14 +441,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--regimes", nargs="+", default=["5-shot", "full"], choices=["5-shot", "full"])
     ap.add_argument("--methods", nargs="+", default=["lp", "ft"], choices=["lp", "ft"])
-    ap.add_argument("--weights", default="default",
-                    help="pretrained weights: 'default' (the bundled file) or a .safetensors path (pilots)")
+    ap.add_argument(
+        "--weights",
+        default="default",
+        help="pretrained weights: 'default' (the bundled file) or a .safetensors path (pilots)",
+    )
     ap.add_argument("--no-random", action="store_true", help="skip the random-init runs (pilots comparing weights)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-card", action="store_true", help="print the table; do not rewrite MODEL_CARD.md")
     ap.add_argument("--json", type=Path, default=None, help="also write every run's result to this JSON file")
-    ap.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                    help="measure another backbone on its own grid (see PROFILES) instead of the bundled model")
+    ap.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help="measure another backbone on its own grid (see PROFILES) instead of the bundled model",
+    )
     ap.add_argument("--resume", action="store_true", help="with --profile: skip the runs --json already holds")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -375,24 +474,46 @@ def main(argv: list[str] | None = None) -> None:
     for ds in a.datasets:
         for regime in a.regimes:
             for seed in a.seeds:
-                results.append({"dataset": ds, "regime": regime, "method": "pixels", "weights": "none", "seed": seed,
-                                **run_pixels(ds, regime, seed)})
+                results.append(
+                    {
+                        "dataset": ds,
+                        "regime": regime,
+                        "method": "pixels",
+                        "weights": "none",
+                        "seed": seed,
+                        **run_pixels(ds, regime, seed),
+                    }
+                )
                 for method in a.methods:
                     for name, weights in inits:
                         r = run_one(ds, regime, method, weights, seed, a.threads)
-                        results.append({"dataset": ds, "regime": regime, "method": method, "weights": name,
-                                        "seed": seed, **r})
-                        print(f"{ds:8s} {regime:6s} {method} {name:10s} seed {seed}: test {100 * r['test_acc']:5.1f}% "
-                              f"(val {100 * r['val_acc']:5.1f}%, best epoch {r['best_epoch']}, {r['wall_s']:.1f} s) "
-                              f"[{time.perf_counter() - start:.0f} s]", flush=True)
-    meta = {"threads": a.threads, "torch": torch.__version__, "wall_s": time.perf_counter() - start,
-            "weights": str(wpath.relative_to(REPO)) if wpath.is_relative_to(REPO) else str(wpath),
-            "weights_sha256": _sha256(wpath)}
+                        results.append(
+                            {"dataset": ds, "regime": regime, "method": method, "weights": name, "seed": seed, **r}
+                        )
+                        print(
+                            f"{ds:8s} {regime:6s} {method} {name:10s} seed {seed}: test {100 * r['test_acc']:5.1f}% "
+                            f"(val {100 * r['val_acc']:5.1f}%, best epoch {r['best_epoch']}, {r['wall_s']:.1f} s) "
+                            f"[{time.perf_counter() - start:.0f} s]",
+                            flush=True,
+                        )
+    meta = {
+        "threads": a.threads,
+        "torch": torch.__version__,
+        "wall_s": time.perf_counter() - start,
+        "weights": str(wpath.relative_to(REPO)) if wpath.is_relative_to(REPO) else str(wpath),
+        "weights_sha256": _sha256(wpath),
+    }
     table = render_markdown(results, a.datasets, a.seeds, meta)
     print("\n" + table)
     if a.json:
-        atomic_write_json(a.json, {"meta": meta, "recipes": {f"{m}/{r}": dataclasses.asdict(v)
-                                                             for (m, r), v in RECIPES.items()}, "results": results})
+        atomic_write_json(
+            a.json,
+            {
+                "meta": meta,
+                "recipes": {f"{m}/{r}": dataclasses.asdict(v) for (m, r), v in RECIPES.items()},
+                "results": results,
+            },
+        )
     if not a.no_card:
         _rewrite_card(CARD, table)
 

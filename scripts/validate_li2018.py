@@ -36,10 +36,10 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from petl_analysis.data import SplitSpec, load_dataset, make_splits, to_model_input  # noqa: E402
-from petl_analysis.engine import Recipe, fit  # noqa: E402
-from petl_analysis.probe import SubspaceModel, all_parameters, subspace_size  # noqa: E402
-from petl_analysis.probe.d90 import estimate_d90, next_dims, threshold_value  # noqa: E402
+from petl_analysis.data import SplitSpec, load_dataset, make_splits, to_model_input
+from petl_analysis.engine import Recipe, fit
+from petl_analysis.probe import SubspaceModel, all_parameters, subspace_size
+from petl_analysis.probe.d90 import estimate_d90, next_dims, threshold_value
 
 LI2018_D90 = 750
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -62,8 +62,9 @@ def parse_args() -> argparse.Namespace:
 def mnist_fc(seed: int) -> nn.Sequential:
     """784-200-200-10 ReLU MLP (PyTorch default init, seeded): 199,210 parameters."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(),
-                         nn.Linear(200, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10)
+    )
 
 
 def main() -> None:
@@ -71,7 +72,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     splits = make_splits(load_dataset("mnist5k"), SplitSpec())
-    train, val, test = (to_model_input(s, 28, 1, MNIST_MEAN, MNIST_STD) for s in (splits.train, splits.val, splits.test))
+    train, val, test = (
+        to_model_input(s, 28, 1, MNIST_MEAN, MNIST_STD) for s in (splits.train, splits.val, splits.test)
+    )
     D = sum(p.numel() for p in mnist_fc(0).parameters())
     assert D == subspace_size(all_parameters(mnist_fc(0))) == 199_210
     recipe = Recipe(epochs=args.epochs, batch_size=64, lr=args.lr, weight_decay=0.0, warmup_epochs=1.0)
@@ -81,8 +84,11 @@ def main() -> None:
 
     def direct(seed: int, lr: float) -> float:
         res = fit(mnist_fc(seed), train, val, dataclasses.replace(recipe, lr=lr), test=test, seed=seed)
-        print(f"  direct  seed {seed} lr {lr:g}: val {res.val_acc:.4f}, test {res.test_acc:.4f} "
-              f"({res.wall_time_s:.0f} s)", flush=True)
+        print(
+            f"  direct  seed {seed} lr {lr:g}: val {res.val_acc:.4f}, test {res.test_acc:.4f} "
+            f"({res.wall_time_s:.0f} s)",
+            flush=True,
+        )
         tests[("direct", 0, seed)] = res.test_acc
         return res.val_acc
 
@@ -90,8 +96,11 @@ def main() -> None:
         net = mnist_fc(seed)
         wrapped = SubspaceModel(net, all_parameters(net), d, projection="fastfood", seed=seed)
         res = fit(wrapped, train, val, dataclasses.replace(recipe, lr=lr), test=test, seed=seed)
-        print(f"  d={d:5d} seed {seed} lr {lr:g}: val {res.val_acc:.4f}, test {res.test_acc:.4f} (train loss "
-              f"{res.train_loss[-1]:.3f}, {res.wall_time_s:.0f} s)", flush=True)
+        print(
+            f"  d={d:5d} seed {seed} lr {lr:g}: val {res.val_acc:.4f}, test {res.test_acc:.4f} (train loss "
+            f"{res.train_loss[-1]:.3f}, {res.wall_time_s:.0f} s)",
+            flush=True,
+        )
         tests[("subspace", d, seed)] = res.test_acc
         return res.val_acc
 
@@ -122,11 +131,20 @@ def main() -> None:
     dims = sorted(accs)
     est = estimate_d90(dims, [accs[d] for d in dims], target, n_boot=1000 if len(seeds) > 1 else 0)
     first_above = next((d for d in dims if np.mean(accs[d]) >= target), None)
-    summary = {"config": vars(args), "D": D, "recipe": dataclasses.asdict(recipe), "lr_check": lr_check,
-               "direct": direct_accs, "target": target, "curve": {d: accs[d] for d in dims},
-               "test_curve": {d: [tests[("subspace", d, s)] for s in seeds] for d in dims},
-               "d90": est.value, "d90_ci": [est.ci_low, est.ci_high], "first_grid_d_above": first_above,
-               "wall_time_s": time.perf_counter() - t0}
+    summary = {
+        "config": vars(args),
+        "D": D,
+        "recipe": dataclasses.asdict(recipe),
+        "lr_check": lr_check,
+        "direct": direct_accs,
+        "target": target,
+        "curve": {d: accs[d] for d in dims},
+        "test_curve": {d: [tests[("subspace", d, s)] for s in seeds] for d in dims},
+        "d90": est.value,
+        "d90_ci": [est.ci_low, est.ci_high],
+        "first_grid_d_above": first_above,
+        "wall_time_s": time.perf_counter() - t0,
+    }
     Path(args.out).write_text(json.dumps(summary, indent=1))
 
     print("\n| d | val acc (mean over seeds) | fraction of direct | test acc (reported) |")
@@ -138,8 +156,10 @@ def main() -> None:
     print(f"| direct (D={D:,}) | {base:.4f} | 1.000 | {np.mean([tests[('direct', 0, s)] for s in seeds]):.4f} |")
     d90 = "not reached" if est.value is None else f"{est.value:.0f}"
     ci = "" if est.ci_low is None else f" (95% CI [{est.ci_low:.0f}, {est.ci_high:.0f}])"
-    print(f"\nd90 (interpolated, isotonic) = {d90}{ci}; first grid d above 0.9×direct = {first_above}; "
-          f"Li et al. 2018 (60k MNIST): {LI2018_D90}")
+    print(
+        f"\nd90 (interpolated, isotonic) = {d90}{ci}; first grid d above 0.9×direct = {first_above}; "
+        f"Li et al. 2018 (60k MNIST): {LI2018_D90}"
+    )
     print(f"total {summary['wall_time_s']:.0f} s -> {args.out}")
 
 

@@ -176,8 +176,10 @@ def build_task(
         teacher.fc.weight.add_(delta_w)
         teacher.head.weight.zero_()
         teacher.head.bias.zero_()
-        feats = teacher.readout(teacher.fc(teacher.lift(torch.tanh(teacher.feat(x[:, :N_IN]))))
-                                + teacher.side_fc(teacher.side_lift(torch.tanh(teacher.side_feat(x[:, N_IN:])))))
+        feats = teacher.readout(
+            teacher.fc(teacher.lift(torch.tanh(teacher.feat(x[:, :N_IN]))))
+            + teacher.side_fc(teacher.side_lift(torch.tanh(teacher.side_feat(x[:, N_IN:]))))
+        )
         mu, sd = feats.mean(0), feats.std(0)
         w = torch.randn(n_classes, q, generator=gen) * logit_scale / math.sqrt(q) / sd  # logits' std ≈ logit_scale
         b = -w @ mu
@@ -190,8 +192,9 @@ def build_task(
         teacher_ce = float(nn.functional.cross_entropy(logits, y))
     splits = (slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, None))
     train, val, test = (TensorDataset(x[s], y[s]) for s in splits)
-    return PlantedTask(k, q, r, net, teacher, train, val, test, delta_w,
-                       torch.bincount(y, minlength=n_classes).tolist(), teacher_ce)
+    return PlantedTask(
+        k, q, r, net, teacher, train, val, test, delta_w, torch.bincount(y, minlength=n_classes).tolist(), teacher_ce
+    )
 
 
 def slices_of(model: nn.Module, param: str) -> list[TensorSlice]:
@@ -234,12 +237,18 @@ def oracle(task: PlantedTask, projection: str, d: int, seed: int) -> dict:
     with torch.no_grad():
         wrapped.theta_d.copy_(theta.float())
     acc, _ = evaluate(wrapped, task.test)
-    return {"rank": rank, "sigma_min": float(sv[-1]), "theta_norm": float(theta.norm()),
-            "residual": float((G @ theta - dM).norm() / dM.norm()), "agreement": acc}
+    return {
+        "rank": rank,
+        "sigma_min": float(sv[-1]),
+        "theta_norm": float(theta.norm()),
+        "residual": float((G @ theta - dM).norm() / dM.norm()),
+        "agreement": acc,
+    }
 
 
-def train_subspace(task: PlantedTask, param: str, d: int, seed: int, recipe: Recipe, projection: str,
-                   lr_scaling: str = "constant") -> dict:
+def train_subspace(
+    task: PlantedTask, param: str, d: int, seed: int, recipe: Recipe, projection: str, lr_scaling: str = "constant"
+) -> dict:
     """One probe trial: θ_d (only) trained on the teacher's labels; val and test agreement at the best-val epoch.
 
     ``lr_scaling`` as in the probe (:func:`~petl_analysis.probe.config.theta_lr`): ``recipe.lr`` at every d, or
@@ -249,8 +258,15 @@ def train_subspace(task: PlantedTask, param: str, d: int, seed: int, recipe: Rec
     assert n_train == d, f"only theta_d may train, got {n_train} trainable numbers for d={d}"
     lr = theta_lr(recipe.lr, d, lr_scaling)
     res = fit(wrapped, task.train, task.val, dataclasses.replace(recipe, lr=lr), test=task.test, seed=seed)
-    return {"d": d, "seed": seed, "lr": lr, "val_acc": res.val_acc, "test_acc": res.test_acc,
-            "train_loss": res.train_loss[-1], "time_s": res.wall_time_s}
+    return {
+        "d": d,
+        "seed": seed,
+        "lr": lr,
+        "val_acc": res.val_acc,
+        "test_acc": res.test_acc,
+        "train_loss": res.train_loss[-1],
+        "time_s": res.wall_time_s,
+    }
 
 
 def train_direct(task: PlantedTask, params: list[str], recipe: Recipe) -> dict:
@@ -260,8 +276,14 @@ def train_direct(task: PlantedTask, params: list[str], recipe: Recipe) -> dict:
     for p in params:
         named[p].requires_grad_(True)
     res = fit(model, task.train, task.val, recipe, test=task.test, seed=0)
-    return {"params": params, "val_acc": res.val_acc, "test_acc": res.test_acc, "train_loss": res.train_loss[-1],
-            "trainable": res.trainable["total_incl_head"], "time_s": res.wall_time_s}
+    return {
+        "params": params,
+        "val_acc": res.val_acc,
+        "test_acc": res.test_acc,
+        "train_loss": res.train_loss[-1],
+        "trainable": res.trainable["total_incl_head"],
+        "time_s": res.wall_time_s,
+    }
 
 
 def d90_of(curve: list[dict], target: float, n_boot: int) -> dict:
@@ -270,8 +292,15 @@ def d90_of(curve: list[dict], target: float, n_boot: int) -> dict:
     for row in curve:
         by_d.setdefault(row["d"], []).append(row["val_acc"])
     est = estimate_d90(None, dict(sorted(by_d.items())), target, n_boot=n_boot)
-    return {"target": target, "d90": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "reached": est.reached,
-            "below_min": est.below_min, "mean": dict(zip(est.fit.curve.dims, est.fit.curve.mean))}
+    return {
+        "target": target,
+        "d90": est.value,
+        "ci_low": est.ci_low,
+        "ci_high": est.ci_high,
+        "reached": est.reached,
+        "below_min": est.below_min,
+        "mean": dict(zip(est.fit.curve.dims, est.fit.curve.mean)),
+    }
 
 
 def planted_dims(k: int, D: int) -> list[int]:
@@ -282,36 +311,71 @@ def control_dims(k: int, D: int) -> list[int]:
     return sorted({min(D, k * 4**i) for i in range(6) if k * 4**i < D} | {D})
 
 
-def run(ks: list[int], seeds: list[int], recipe: Recipe, direct_recipe: Recipe, projection: str = "fastfood",
-        q: int = 4, n_boot: int = 200, log=None, control: bool = True, task_kw: dict | None = None,
-        lr_scaling: str = "constant") -> dict:
+def run(
+    ks: list[int],
+    seeds: list[int],
+    recipe: Recipe,
+    direct_recipe: Recipe,
+    projection: str = "fastfood",
+    q: int = 4,
+    n_boot: int = 200,
+    log=None,
+    control: bool = True,
+    task_kw: dict | None = None,
+    lr_scaling: str = "constant",
+) -> dict:
     """The whole validation for every k; returns the JSON-ready summary (see ``main`` for the printout)."""
     log = log or (lambda msg: print(msg, flush=True))
-    out = {"ks": ks, "seeds": seeds, "projection": projection, "q": q, "lr_scaling": lr_scaling, "recipe": vars(recipe),
-           "direct_recipe": vars(direct_recipe), "tasks": []}
+    out = {
+        "ks": ks,
+        "seeds": seeds,
+        "projection": projection,
+        "q": q,
+        "lr_scaling": lr_scaling,
+        "recipe": vars(recipe),
+        "direct_recipe": vars(direct_recipe),
+        "tasks": [],
+    }
     for k in ks:
         task = build_task(k, q=q, **(task_kw or {}))
         D = task.delta_w.numel()
-        entry: dict = {"k": k, "q": q, "r": task.r, "D": D, "label_counts": task.label_counts,
-                       "teacher_ce": task.teacher_ce, "invariance_max_logit_change": invariance_check(task)}
+        entry: dict = {
+            "k": k,
+            "q": q,
+            "r": task.r,
+            "D": D,
+            "label_counts": task.label_counts,
+            "teacher_ce": task.teacher_ce,
+            "invariance_max_logit_change": invariance_check(task),
+        }
         entry["agree_at_theta0"] = evaluate(task.student, task.test)[0]
-        log(f"k={k} (q={q} x r={task.r}), D={D:,}: teacher CE on its labels {task.teacher_ce:.3f}, classes "
+        log(
+            f"k={k} (q={q} x r={task.r}), D={D:,}: teacher CE on its labels {task.teacher_ce:.3f}, classes "
             f"{min(task.label_counts)}-{max(task.label_counts)} per class; agreement at θ0 "
             f"{entry['agree_at_theta0']:.3f}; moving fc.weight in the D-k invisible directions changes logits by "
-            f"{entry['invariance_max_logit_change']:.1e}")
+            f"{entry['invariance_max_logit_change']:.1e}"
+        )
         dims = planted_dims(k, D)
         entry["oracle"] = {str(s): {str(d): oracle(task, projection, d, s) for d in dims} for s in seeds}
         for s in seeds:
             o = entry["oracle"][str(s)]
-            log(f"  seed {s}: rank G = " + ", ".join(f"{d}:{o[str(d)]['rank']}" for d in dims)
-                + "; least-squares θ_d agreement " + ", ".join(f"{d}:{o[str(d)]['agreement']:.3f}" for d in dims))
-        base = {"planted_ft": train_direct(task, [PLANTED], direct_recipe),
-                "head_only": train_direct(task, ["head.weight", "head.bias"], direct_recipe)}
+            log(
+                f"  seed {s}: rank G = "
+                + ", ".join(f"{d}:{o[str(d)]['rank']}" for d in dims)
+                + "; least-squares θ_d agreement "
+                + ", ".join(f"{d}:{o[str(d)]['agreement']:.3f}" for d in dims)
+            )
+        base = {
+            "planted_ft": train_direct(task, [PLANTED], direct_recipe),
+            "head_only": train_direct(task, ["head.weight", "head.bias"], direct_recipe),
+        }
         if control:
             base["control_ft"] = train_direct(task, [CONTROL], direct_recipe)
         for name, b in base.items():
-            log(f"  direct {name}: agreement val {b['val_acc']:.3f}, test {b['test_acc']:.3f} ({b['trainable']:,} "
-                f"params, {b['time_s']:.1f} s)")
+            log(
+                f"  direct {name}: agreement val {b['val_acc']:.3f}, test {b['test_acc']:.3f} ({b['trainable']:,} "
+                f"params, {b['time_s']:.1f} s)"
+            )
         entry["baselines"] = base
         ft, lp = base["planted_ft"]["val_acc"], base["head_only"]["val_acc"]
         targets = {"classic": threshold_value(lp, ft, 0.9, "classic"), "gain": threshold_value(lp, ft, 0.9, "gain")}
@@ -326,12 +390,21 @@ def run(ks: list[int], seeds: list[int], recipe: Recipe, direct_recipe: Recipe, 
                 for s in seeds:
                     row = train_subspace(task, param, d, s, recipe, projection, lr_scaling)
                     curve.append(row)
-                log(f"  {label:18s} d={d:5d}: val agreement " + ", ".join(
-                    f"{r['val_acc']:.3f}" for r in curve if r["d"] == d) + f" (seeds {seeds})")
-            e = {"label": label, "param": param, "D": D, "curve": curve,
-                 "d90": {name: d90_of(curve, t, n_boot) for name, t in targets.items()},
-                 "d90_per_seed": {str(s): d90_of([r for r in curve if r["seed"] == s], targets["classic"], 0)["d90"]
-                                  for s in seeds}}
+                log(
+                    f"  {label:18s} d={d:5d}: val agreement "
+                    + ", ".join(f"{r['val_acc']:.3f}" for r in curve if r["d"] == d)
+                    + f" (seeds {seeds})"
+                )
+            e = {
+                "label": label,
+                "param": param,
+                "D": D,
+                "curve": curve,
+                "d90": {name: d90_of(curve, t, n_boot) for name, t in targets.items()},
+                "d90_per_seed": {
+                    str(s): d90_of([r for r in curve if r["seed"] == s], targets["classic"], 0)["d90"] for s in seeds
+                },
+            }
             entry["series"].append(e)
         out["tasks"].append(entry)
     return out
@@ -349,9 +422,13 @@ def _fmt(v: dict) -> str:
 
 def report(summary: dict) -> str:
     """Markdown tables of the summary."""
-    lines = [("| k | series | D | FT (direct, this tensor) | LP (head only) | d90 classic (target) "
-              "| d90 gain (target) | d90/k (classic) | d90 per seed (classic) |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| k | series | D | FT (direct, this tensor) | LP (head only) | d90 classic (target) "
+            "| d90 gain (target) | d90/k (classic) | d90 per seed (classic) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in summary["tasks"]:
         b = t["baselines"]
         for e in t["series"]:
@@ -359,27 +436,38 @@ def report(summary: dict) -> str:
             ratio = f"{c['d90'] / t['k']:.2f}" if c["reached"] else "-"
             per_seed = ", ".join("n.r." if v is None else f"{v:.1f}" for v in e["d90_per_seed"].values())
             ft = b["planted_ft"] if e["param"] == PLANTED else b.get("control_ft", {"val_acc": float("nan")})
-            lines.append(f"| {t['k']} | {e['label']} | {e['D']:,} | {ft['val_acc']:.3f} | "
-                         f"{b['head_only']['val_acc']:.3f} | {_fmt(c)} ({c['target']:.3f}) | {_fmt(g)} "
-                         f"({g['target']:.3f}) | {ratio} | {per_seed} |")
+            lines.append(
+                f"| {t['k']} | {e['label']} | {e['D']:,} | {ft['val_acc']:.3f} | "
+                f"{b['head_only']['val_acc']:.3f} | {_fmt(c)} ({c['target']:.3f}) | {_fmt(g)} "
+                f"({g['target']:.3f}) | {ratio} | {per_seed} |"
+            )
     for t in summary["tasks"]:
         seeds = summary["seeds"]
-        lines += ["", (f"k = {t['k']}: agreement with the teacher (validation; test mean beside it), per "
-                       f"projection seed {seeds}; "
-                       f"'oracle' = least-squares θ_d (seed {seeds[0]}), rank = rank of G (seed {seeds[0]}); "
-                       f"θ0: {t['agree_at_theta0']:.3f}"), "",
-                  "| series | d | d/k | lr | val agreement per seed | val mean | test mean | oracle | rank G |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                f"k = {t['k']}: agreement with the teacher (validation; test mean beside it), per "
+                f"projection seed {seeds}; "
+                f"'oracle' = least-squares θ_d (seed {seeds[0]}), rank = rank of G (seed {seeds[0]}); "
+                f"θ0: {t['agree_at_theta0']:.3f}"
+            ),
+            "",
+            "| series | d | d/k | lr | val agreement per seed | val mean | test mean | oracle | rank G |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         o = t["oracle"][str(seeds[0])]
         for e in t["series"]:
             for d in sorted({r["d"] for r in e["curve"]}):
                 rows = [r for r in e["curve"] if r["d"] == d]
                 accs, tests = [r["val_acc"] for r in rows], [r["test_acc"] for r in rows]
                 orc = o.get(str(d)) if e["param"] == PLANTED else None
-                lines.append(f"| {e['label']} | {d} | {d / t['k']:.3g} | {rows[0]['lr']:.3g} | "
-                             + ", ".join(f"{a:.3f}" for a in accs)
-                             + f" | {sum(accs) / len(accs):.3f} | {sum(tests) / len(tests):.3f} | "
-                             + (f"{orc['agreement']:.3f} | {orc['rank']}" if orc else " | ") + " |")
+                lines.append(
+                    f"| {e['label']} | {d} | {d / t['k']:.3g} | {rows[0]['lr']:.3g} | "
+                    + ", ".join(f"{a:.3f}" for a in accs)
+                    + f" | {sum(accs) / len(accs):.3f} | {sum(tests) / len(tests):.3f} | "
+                    + (f"{orc['agreement']:.3f} | {orc['rank']}" if orc else " | ")
+                    + " |"
+                )
     return "\n".join(lines)
 
 
@@ -392,9 +480,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=20)
     p.add_argument("--logit-scale", type=float, default=40.0, help="std of the teacher's logits (confidence)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.3, help="AdamW lr of theta_d (the step length with --lr-scaling sqrt)")
-    p.add_argument("--lr-scaling", default="constant", choices=["constant", "sqrt"],
-                   help="theta_d's lr against d, as in the probe: --lr at every d, or --lr / sqrt(d)")
+    p.add_argument(
+        "--lr", type=float, default=0.3, help="AdamW lr of theta_d (the step length with --lr-scaling sqrt)"
+    )
+    p.add_argument(
+        "--lr-scaling",
+        default="constant",
+        choices=["constant", "sqrt"],
+        help="theta_d's lr against d, as in the probe: --lr at every d, or --lr / sqrt(d)",
+    )
     p.add_argument("--direct-lr", type=float, default=1e-2, help="AdamW lr of direct training (baselines)")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the d90 CI")
     p.add_argument("--no-control", action="store_true", help="skip the side_fc control series")
@@ -409,9 +503,18 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     recipe = Recipe(epochs=args.epochs, batch_size=64, lr=args.lr, weight_decay=0.0, warmup_epochs=1.0)
     direct = Recipe(epochs=args.epochs, batch_size=64, lr=args.direct_lr, weight_decay=0.0, warmup_epochs=1.0)
-    summary = run([int(v) for v in args.ks.split(",")], [int(v) for v in args.seeds.split(",")], recipe, direct,
-                  args.projection, q=args.q, n_boot=args.n_boot, control=not args.no_control,
-                  task_kw={"n_classes": args.classes, "logit_scale": args.logit_scale}, lr_scaling=args.lr_scaling)
+    summary = run(
+        [int(v) for v in args.ks.split(",")],
+        [int(v) for v in args.seeds.split(",")],
+        recipe,
+        direct,
+        args.projection,
+        q=args.q,
+        n_boot=args.n_boot,
+        control=not args.no_control,
+        task_kw={"n_classes": args.classes, "logit_scale": args.logit_scale},
+        lr_scaling=args.lr_scaling,
+    )
     summary["config"] = vars(args)
     summary["wall_time_s"] = time.perf_counter() - t0
     Path(args.out).write_text(json.dumps(summary, indent=1, allow_nan=True))

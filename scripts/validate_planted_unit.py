@@ -41,22 +41,22 @@ if str(REPO) not in sys.path:
 
 os.environ.setdefault("PETL_ANALYSIS_WORKERS", "0")
 
-import json  # noqa: E402
+import json
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from petl_analysis.accounting import classifier  # noqa: E402
-from petl_analysis.data import ImageDataset, SplitSpec, load_dataset  # noqa: E402
-from petl_analysis.engine import fit  # noqa: E402
-from petl_analysis.io import atomic_write_json  # noqa: E402
-from petl_analysis.linear_probe import fit_linear_probe  # noqa: E402
-from petl_analysis.models import ModelSpec, resolve_targets  # noqa: E402
-from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe, unresolved_gain  # noqa: E402
-from petl_analysis.select import run_select  # noqa: E402
-from petl_analysis.task import DataSpec, build_task, prepare_model  # noqa: E402
-from petl_analysis.validate import plant_unit  # noqa: E402
-from petl_analysis.validate import planted_stats as ps  # noqa: E402
+from petl_analysis.accounting import classifier
+from petl_analysis.data import ImageDataset, SplitSpec, load_dataset
+from petl_analysis.engine import fit
+from petl_analysis.io import atomic_write_json
+from petl_analysis.linear_probe import fit_linear_probe
+from petl_analysis.models import ModelSpec, resolve_targets
+from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe, unresolved_gain
+from petl_analysis.select import run_select
+from petl_analysis.task import DataSpec, build_task, prepare_model
+from petl_analysis.validate import plant_unit
+from petl_analysis.validate import planted_stats as ps
 
 TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")  # probed sets; also "constant"
 UNITS = ("attn.q", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")  # planted
@@ -79,7 +79,7 @@ def halves(ds: ImageDataset, seed: int) -> tuple[ImageDataset, ImageDataset]:
         idx = np.flatnonzero(y == c)
         idx = idx[rng.permutation(len(idx))]
         s_idx.append(idx[: len(idx) // 2])
-        l_idx.append(idx[len(idx) // 2:])
+        l_idx.append(idx[len(idx) // 2 :])
     return tuple(ds.subset(torch.as_tensor(np.sort(np.concatenate(i)))) for i in (s_idx, l_idx))
 
 
@@ -93,7 +93,7 @@ def _row_mask_hooks(model: torch.nn.Module, units) -> list:
             if t.rows is None:
                 m.fill_(1.0)
             else:
-                m[t.rows[0]:t.rows[1]] = 1.0
+                m[t.rows[0] : t.rows[1]] = 1.0
     hooks = []
     for name, m in masks.items():
         named[name].requires_grad_(True)
@@ -127,9 +127,15 @@ def learnability(folder: str, units: list[str], epochs: int) -> dict[str, Any]:
             n_val = int(res.n_val)
     head, unit = np.array(out["head"]), np.array(out["unit"])
     why = unresolved_gain((head.mean(), head.std(ddof=1)), (unit.mean(), unit.std(ddof=1)), n_val)
-    return {"head_val": out["head"], "unit_val": out["unit"], "n_val": n_val,
-            "gain_images": float((unit.mean() - head.mean()) * n_val), "learnable": why is None,
-            "why_not": why, "seeds": list(LEARN_SEEDS)}
+    return {
+        "head_val": out["head"],
+        "unit_val": out["unit"],
+        "n_val": n_val,
+        "gain_images": float((unit.mean() - head.mean()) * n_val),
+        "learnable": why is None,
+        "why_not": why,
+        "seeds": list(LEARN_SEEDS),
+    }
 
 
 def selector_classes(ranking) -> dict[str, list[list[str]]]:
@@ -156,37 +162,53 @@ def run_plant(target: str, plant_seed: int, args: argparse.Namespace, work: Path
     folders = {}
     for part, ds in (("S", s_half), ("L", l_half)):
         from petl_analysis.data import write_image_folder
+
         folders[part] = str(write_image_folder(ds, work / f"planted_{name}_{part}", overwrite=True))
-    row: dict[str, Any] = {"planted": target, "plant_seed": plant_seed, "units": plant.units,
-                           "plant": plant.metadata(), "halves": {"S": len(s_half), "L": len(l_half)},
-                           "plant_s": time.perf_counter() - t0}
+    row: dict[str, Any] = {
+        "planted": target,
+        "plant_seed": plant_seed,
+        "units": plant.units,
+        "plant": plant.metadata(),
+        "halves": {"S": len(s_half), "L": len(l_half)},
+        "plant_s": time.perf_counter() - t0,
+    }
     hc = plant.head_check
-    print(f"  {name}: {100 * plant.share_changed:.0f}% labels changed; head-only fit {100 * hc['head_only_val']:.1f}% "
-          f"vs unplanted labels {100 * hc['unplanted_val']:.1f}% ({hc['gain_images']:+d} of {hc['n_val']} val "
-          f"images, McNemar one-sided p = {hc['p_one_sided']:.3g})", flush=True)
+    print(
+        f"  {name}: {100 * plant.share_changed:.0f}% labels changed; head-only fit {100 * hc['head_only_val']:.1f}% "
+        f"vs unplanted labels {100 * hc['unplanted_val']:.1f}% ({hc['gain_images']:+d} of {hc['n_val']} val "
+        f"images, McNemar one-sided p = {hc['p_one_sided']:.3g})",
+        flush=True,
+    )
     t1 = time.perf_counter()
     row["learnability"] = learnability(folders["L"], plant.units, args.epochs)
     row["learnability"]["wall_s"] = time.perf_counter() - t1
     lr = row["learnability"]
-    print(f"  {name}: learnability on L: unit {lr['unit_val']} vs head {lr['head_val']}: "
-          f"{lr['gain_images']:+.1f} images -> {'learnable' if lr['learnable'] else 'not learnable'}", flush=True)
+    print(
+        f"  {name}: learnability on L: unit {lr['unit_val']} vs head {lr['head_val']}: "
+        f"{lr['gain_images']:+.1f} images -> {'learnable' if lr['learnable'] else 'not learnable'}",
+        flush=True,
+    )
     save(row)  # the criterion is on disk before any selector runs
     t2 = time.perf_counter()
     recipe = dataclasses.replace(default_probe_recipe(), epochs=args.epochs)
-    config = ProbeConfig(targets=list(TARGETS), seeds=args.seeds, recipe=recipe,
-                         dims=[int(d) for d in args.dims.split(",")])
+    config = ProbeConfig(
+        targets=list(TARGETS), seeds=args.seeds, recipe=recipe, dims=[int(d) for d in args.dims.split(",")]
+    )
     probe = run_probe(ModelSpec(), DataSpec(folders["S"], SPLIT), config, out=work / f"probe_{name}.json")
     ranking = run_select(probe, list(PROXIES), source=str(work / f"probe_{name}.json"))
     label = next(t.target for t in probe.targets if set(plant.units) <= set(t.units))
     classes = selector_classes(ranking)
     row["selectors"] = {
-        "label": label, "classes": classes,
+        "label": label,
+        "classes": classes,
         "midrank": {k: str(ps.midrank_of(c, label)) for k, c in classes.items()},
         "first_credit": {k: str(ps.first_credit(c, label)) for k, c in classes.items()},
-        "d90": {t.target: {"text": t.d90.text(), "ci": t.d90.ci_text(), "reached": t.d90.reached}
-                for t in probe.targets},
+        "d90": {
+            t.target: {"text": t.d90.text(), "ci": t.d90.ci_text(), "reached": t.d90.reached} for t in probe.targets
+        },
         "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()},
-        "probe_unresolved_gain": probe.unresolved_gain(), "n_val": probe.n_val,
+        "probe_unresolved_gain": probe.unresolved_gain(),
+        "n_val": probe.n_val,
         "wall_s": time.perf_counter() - t2,
     }
     row["wall_s"] = time.perf_counter() - t0
@@ -217,21 +239,26 @@ def statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         p_mid[s] = ps.tail_probability(dm, sum(mid[s]), upper=False)  # a lower midrank is better
         p_worse[s] = ps.tail_probability(dm, sum(mid[s]), upper=True)
         p_cred[s] = ps.tail_probability(dc, sum(cred[s]), upper=True)
-        chance[s] = {"mean_midrank": float(sum(mid[s]) / len(rows)), "first": float(sum(cred[s])),
-                     "null_mean_midrank": float(sum(sum(x) / len(x) for x in mid_sup[s]) / len(rows)),
-                     "null_first": float(sum(sum(x) / len(x) for x in cred_sup[s]))}
+        chance[s] = {
+            "mean_midrank": float(sum(mid[s]) / len(rows)),
+            "first": float(sum(cred[s])),
+            "null_mean_midrank": float(sum(sum(x) / len(x) for x in mid_sup[s]) / len(rows)),
+            "null_first": float(sum(sum(x) / len(x) for x in cred_sup[s])),
+        }
     for s, h in ps.holm(p_mid).items():
         chance[s].update(p_better=p_mid[s], p_better_holm=h)
     for s, h in ps.holm(p_worse).items():
         chance[s].update(p_worse=p_worse[s], p_worse_holm=h)
     for s, h in ps.holm(p_cred).items():
         chance[s].update(p_first=p_cred[s], p_first_holm=h)
-    diffs = {f"{a} vs {b}": [x - y for x, y in zip(mid[a], mid[b], strict=True)]
-             for i, a in enumerate(SELECTORS) for b in SELECTORS[i + 1:]}
+    diffs = {
+        f"{a} vs {b}": [x - y for x, y in zip(mid[a], mid[b], strict=True)]
+        for i, a in enumerate(SELECTORS)
+        for b in SELECTORS[i + 1 :]
+    }
     pairs = {k: ps.sign_flip_test(d) for k, d in diffs.items()}
     holm = ps.holm(pairs)
-    paired = {k: {"mean_diff": float(sum(diffs[k]) / len(rows)), "p": p, "p_holm": holm[k]}
-              for k, p in pairs.items()}
+    paired = {k: {"mean_diff": float(sum(diffs[k]) / len(rows)), "p": p, "p_holm": holm[k]} for k, p in pairs.items()}
     return {"n": len(rows), "chance": chance, "paired": paired}
 
 
@@ -239,11 +266,20 @@ def report(doc: dict[str, Any]) -> str:
     """Every table from the JSON (``doc``): all plants, then the statistics on the learnable set and on all."""
     rows = doc["rows"]
     done = [r for r in rows if "selectors" in r]
-    lines = [f"plants in the design: {len(doc['design']['plants'])}; finished: {len(done)}"
-             + ("" if len(done) == len(doc["design"]["plants"]) else " (PARTIAL: resume with "
-                f"`{doc['design']['resume']}`)"), ""]
-    head = (["plant", "labels changed", "head-only vs unplanted (val images, p)", "learnable on L (unit - head)",
-             "probe gain on S"] + [f"{s}" for s in SELECTORS])
+    lines = [
+        f"plants in the design: {len(doc['design']['plants'])}; finished: {len(done)}"
+        + (
+            "" if len(done) == len(doc["design"]["plants"]) else f" (PARTIAL: resume with `{doc['design']['resume']}`)"
+        ),
+        "",
+    ]
+    head = [
+        "plant",
+        "labels changed",
+        "head-only vs unplanted (val images, p)",
+        "learnable on L (unit - head)",
+        "probe gain on S",
+    ] + [f"{s}" for s in SELECTORS]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_key = {(r["planted"], r["plant_seed"]): r for r in rows}
     for target, seed in doc["design"]["plants"]:
@@ -252,44 +288,71 @@ def report(doc: dict[str, Any]) -> str:
             lines.append("| " + " | ".join([f"{target} (seed {seed})"] + ["not started"] * (len(head) - 1)) + " |")
             continue
         p, hc, lr = r["plant"], r["plant"]["head_check"], r["learnability"]
-        cells = [f"{r['planted']} (seed {r['plant_seed']})", f"{100 * p['share_changed']:.0f}%",
-                 f"{hc['gain_images']:+d} of {hc['n_val']}, p = {hc['p_one_sided']:.2f}",
-                 ("yes" if lr["learnable"] else "no") + f" ({lr['gain_images']:+.1f})"]
+        cells = [
+            f"{r['planted']} (seed {r['plant_seed']})",
+            f"{100 * p['share_changed']:.0f}%",
+            f"{hc['gain_images']:+d} of {hc['n_val']}, p = {hc['p_one_sided']:.2f}",
+            ("yes" if lr["learnable"] else "no") + f" ({lr['gain_images']:+.1f})",
+        ]
         if "selectors" in r:
             sel = r["selectors"]
             b = sel["baselines_val"]
-            cells.append(f"{(b['ft'] - b['head']) * sel['n_val']:+.1f}"
-                         + ("" if sel["probe_unresolved_gain"] is None else " (unresolved)"))
+            cells.append(
+                f"{(b['ft'] - b['head']) * sel['n_val']:+.1f}"
+                + ("" if sel["probe_unresolved_gain"] is None else " (unresolved)")
+            )
             cells += [_cell(sel, s) for s in SELECTORS]
         else:
             cells += ["not run"] * (1 + len(SELECTORS))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "(selector cells: the planted set's midrank among 6 under the selector's declared ties; "
-              "'=k' marks a tie class of k sets)", ""]
+    lines += [
+        "",
+        "(selector cells: the planted set's midrank among 6 under the selector's declared ties; "
+        "'=k' marks a tie class of k sets)",
+        "",
+    ]
     learnable = [r for r in done if r["learnability"]["learnable"]]
-    for title, subset in (("learnable plants (criterion on L, fixed before any selector ran)", learnable),
-                          ("all finished plants", done)):
+    for title, subset in (
+        ("learnable plants (criterion on L, fixed before any selector ran)", learnable),
+        ("all finished plants", done),
+    ):
         st = statistics(subset)
         lines.append(f"### {title}: n = {len(subset)}")
         if not st:
             lines.append("(none)")
             continue
-        lines += ["", "| selector | mean midrank (chance) | p better (Holm) | p worse (Holm) | first places, "
-                  "tie-shared (chance) | p first (Holm) |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| selector | mean midrank (chance) | p better (Holm) | p worse (Holm) | first places, "
+            "tie-shared (chance) | p first (Holm) |",
+            "|---|---|---|---|---|---|",
+        ]
         for s in SELECTORS:
             c = st["chance"][s]
-            lines.append(f"| {s} | {c['mean_midrank']:.2f} ({c['null_mean_midrank']:.2f}) | {c['p_better']:.3f} "
-                         f"({c['p_better_holm']:.3f}) | {c['p_worse']:.3f} ({c['p_worse_holm']:.3f}) | "
-                         f"{c['first']:.2f} ({c['null_first']:.2f}) | {c['p_first']:.3f} ({c['p_first_holm']:.3f}) |")
-        lines += ["", "paired (exact sign-flip test on the per-plant midrank difference; negative: the first "
-                  f"selector ranks the planted set better; Holm over the {len(st['paired'])} pairs), d90 against "
-                  "each other selector:", "", "| pair | mean midrank difference | p | p (Holm) |", "|---|---|---|---|"]
+            lines.append(
+                f"| {s} | {c['mean_midrank']:.2f} ({c['null_mean_midrank']:.2f}) | {c['p_better']:.3f} "
+                f"({c['p_better_holm']:.3f}) | {c['p_worse']:.3f} ({c['p_worse_holm']:.3f}) | "
+                f"{c['first']:.2f} ({c['null_first']:.2f}) | {c['p_first']:.3f} ({c['p_first_holm']:.3f}) |"
+            )
+        lines += [
+            "",
+            "paired (exact sign-flip test on the per-plant midrank difference; negative: the first "
+            f"selector ranks the planted set better; Holm over the {len(st['paired'])} pairs), d90 against "
+            "each other selector:",
+            "",
+            "| pair | mean midrank difference | p | p (Holm) |",
+            "|---|---|---|---|",
+        ]
         for k, v in st["paired"].items():
             if k.startswith("d90 vs"):
                 lines.append(f"| {k} | {v['mean_diff']:+.2f} | {v['p']:.3f} | {v['p_holm']:.3f} |")
         best = min(st["paired"].items(), key=lambda kv: kv[1]["p"])
-        lines += ["", f"smallest paired p over all pairs: {best[0]} ({best[1]['mean_diff']:+.2f}), p = "
-                  f"{best[1]['p']:.3f}, Holm {best[1]['p_holm']:.3f}", ""]
+        lines += [
+            "",
+            f"smallest paired p over all pairs: {best[0]} ({best[1]['mean_diff']:+.2f}), p = "
+            f"{best[1]['p']:.3f}, Holm {best[1]['p_holm']:.3f}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -330,13 +393,19 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     plants = [(u, int(s)) for s in args.plant_seeds.split(",") for u in args.units.split(",")]
     config = {k: v for k, v in vars(args).items() if k not in ("report",)}
-    design = {"plants": [list(p) for p in plants], "config": config, "selectors": list(SELECTORS),
-              "learn_seeds": list(LEARN_SEEDS), "split": dataclasses.asdict(SPLIT), "ft_lr": FT_LR,
-              "criterion": "learnable iff probe.unresolved_gain((head mean, sd ddof=1), (unit mean, sd ddof=1), "
-                           "n_val) is None on half L: the planted unit trained fully (lr 1e-3, head 1e-2) beats "
-                           "the head alone by >= 2 validation images and by more than the seeds' spread",
-              "resume": "nice -n 5 python scripts/validate_planted_unit.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in config.items())}
+    design = {
+        "plants": [list(p) for p in plants],
+        "config": config,
+        "selectors": list(SELECTORS),
+        "learn_seeds": list(LEARN_SEEDS),
+        "split": dataclasses.asdict(SPLIT),
+        "ft_lr": FT_LR,
+        "criterion": "learnable iff probe.unresolved_gain((head mean, sd ddof=1), (unit mean, sd ddof=1), "
+        "n_val) is None on half L: the planted unit trained fully (lr 1e-3, head 1e-2) beats "
+        "the head alone by >= 2 validation images and by more than the seeds' spread",
+        "resume": "nice -n 5 python scripts/validate_planted_unit.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items()),
+    }
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.exists() else {"design": design, "rows": []}
     if doc["design"]["plants"] != design["plants"] or doc["design"]["config"] != config:

@@ -14,9 +14,15 @@ torch.set_num_threads(2)
 #: Tiny configs of four timm architectures (random weights): fused qkv (vit, deit), q/v biases held apart (beit),
 #: and separate q/k/v Linears (eva with qkv_fused=False).
 TINY_ARCHS: dict[str, dict] = {
-    "vit": dict(name="vit_tiny_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
-    "deit": dict(name="deit_tiny_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
-    "beit": dict(name="beit_base_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+    "vit": dict(
+        name="vit_tiny_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)
+    ),
+    "deit": dict(
+        name="deit_tiny_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)
+    ),
+    "beit": dict(
+        name="beit_base_patch16_224", img_size=32, patch_size=8, kwargs=dict(embed_dim=32, depth=2, num_heads=2)
+    ),
     "eva": dict(
         name="eva02_tiny_patch14_224",
         img_size=28,
@@ -28,10 +34,12 @@ TINY_ARCHS: dict[str, dict] = {
 #: Gated (SwiGLU) MLPs in timm's two layouts: separate ``fc1_g``/``fc1_x`` Linears (EVA-02 B, ``scale_mlp=True``) and
 #: one packed ``fc1`` of twice the width (EVA-02 Ti, ``GluMlp``). Width 48 gives a hidden width of 128 (int(48 * 8/3)).
 GLU_ARCHS: dict[str, dict] = {
-    "eva_swiglu": dict(name="eva02_base_patch14_224", img_size=28, patch_size=14,
-                       kwargs=dict(embed_dim=48, depth=2, num_heads=2)),
-    "eva_packed": dict(name="eva02_tiny_patch14_224", img_size=28, patch_size=14,
-                       kwargs=dict(embed_dim=48, depth=2, num_heads=2)),
+    "eva_swiglu": dict(
+        name="eva02_base_patch14_224", img_size=28, patch_size=14, kwargs=dict(embed_dim=48, depth=2, num_heads=2)
+    ),
+    "eva_packed": dict(
+        name="eva02_tiny_patch14_224", img_size=28, patch_size=14, kwargs=dict(embed_dim=48, depth=2, num_heads=2)
+    ),
 }
 
 
@@ -59,8 +67,14 @@ def make_tiny(arch: str, num_classes: int = 5, seed: int = 0) -> torch.nn.Module
 
     torch.manual_seed(seed)
     cfg = TINY_ARCHS[arch] if arch in TINY_ARCHS else GLU_ARCHS[arch]
-    spec = ModelSpec(cfg["name"], weights="random", img_size=cfg["img_size"], patch_size=cfg["patch_size"],
-                     num_classes=num_classes, kwargs=dict(cfg["kwargs"]))
+    spec = ModelSpec(
+        cfg["name"],
+        weights="random",
+        img_size=cfg["img_size"],
+        patch_size=cfg["patch_size"],
+        num_classes=num_classes,
+        kwargs=dict(cfg["kwargs"]),
+    )
     return create_model(spec)
 
 

@@ -42,7 +42,7 @@ class _SharedAdapter(AdapterModule):
 def test_shared_tensor_counted_once(tiny_vit) -> None:
     _freeze(tiny_vit)
     shared = nn.Parameter(torch.zeros(4, 4))
-    for i, blk in enumerate(tiny_vit.blocks):
+    for _i, blk in enumerate(tiny_vit.blocks):
         blk.add_module("petl_adapter", _SharedAdapter(shared))
     c = count_parameters(tiny_vit)
     assert c.shared == 16  # not 4 * 16

@@ -74,8 +74,11 @@ def test_canonical_names_round_trip_with_shared_rules_and_bias_shifts(tmp_path):
         torch.nn.init.normal_(p)
     save_adapter(model, method, tmp_path / "a")
     keys = set(load_file(str(tmp_path / "a" / ADAPTER_FILE)))
-    assert {"blocks.0.attn.q.kadaptation.u", "blocks.0.attn.q.kadaptation.rules.a",
-            "blocks.0.attn.qkv.bias.kadaptation_bias64.b"} <= keys
+    assert {
+        "blocks.0.attn.q.kadaptation.u",
+        "blocks.0.attn.q.kadaptation.rules.a",
+        "blocks.0.attn.qkv.bias.kadaptation_bias64.b",
+    } <= keys
     fresh = prepare_model(MODEL, 4)
     load_adapter(fresh, tmp_path / "a")
     x = torch.randn(2, 1, 16, 16)
@@ -90,10 +93,15 @@ def test_an_adapter_folder_of_format_version_1_still_loads(tmp_path):
         torch.nn.init.normal_(p)
     old = tmp_path / "old"  # what petl-analysis wrote before: peft's file names, parametrize keys, no base record
     old.mkdir()
-    save_file({k: v.contiguous() for k, v in method.adapter_state_dict(model).items()},
-              str(old / "adapter_model.safetensors"))
-    (old / "adapter_config.json").write_text(json.dumps(
-        {"format": "petl-adapter", "format_version": 1, "tool_version": "0.1.0", "config": method.config.to_dict()}))
+    save_file(
+        {k: v.contiguous() for k, v in method.adapter_state_dict(model).items()},
+        str(old / "adapter_model.safetensors"),
+    )
+    (old / "adapter_config.json").write_text(
+        json.dumps(
+            {"format": "petl-adapter", "format_version": 1, "tool_version": "0.1.0", "config": method.config.to_dict()}
+        )
+    )
     fresh = prepare_model(MODEL, 4)
     load_adapter(fresh, old)
     x = torch.randn(2, 1, 16, 16)
@@ -113,8 +121,9 @@ def _study_plans(net) -> list[Plan]:
     return [p.for_dataset("digits") for p in plans]
 
 
-def test_a_sweep_saves_each_points_best_seed_and_a_resumed_sweep_neither_retrains_nor_rewrites(tmp_path, monkeypatch,
-                                                                                               single_thread):
+def test_a_sweep_saves_each_points_best_seed_and_a_resumed_sweep_neither_retrains_nor_rewrites(
+    tmp_path, monkeypatch, single_thread
+):
     plans = _study_plans(prepare_model(MODEL, 10))
     out = tmp_path / "sweep.json"
     result = sweep_plans(plans, DATA, seeds=2, recipe=RECIPE, out=out)
@@ -124,8 +133,11 @@ def test_a_sweep_saves_each_points_best_seed_and_a_resumed_sweep_neither_retrain
         record = read_adapter_record(tmp_path / point.adapter)
         best = max(point.run.seeds, key=lambda s: (s.val_acc, -s.seed))
         assert record["seed"] == best.seed and record["val_acc"] == best.val_acc
-        assert (tmp_path / point.adapter).name == f"plan_{point.budget}_lora-{point.plan.variant}" \
-            if point.budget else (tmp_path / point.adapter).name == "plan_linear"
+        assert (
+            (tmp_path / point.adapter).name == f"plan_{point.budget}_lora-{point.plan.variant}"
+            if point.budget
+            else (tmp_path / point.adapter).name == "plan_linear"
+        )
     stamp = {p.adapter: (tmp_path / p.adapter / ADAPTER_FILE).stat().st_mtime_ns for p in result.points}
 
     def no_training(trial):

@@ -34,21 +34,29 @@ def bundled():
 
 def test_forms_parse_to_typed_budgets() -> None:
     assert parse_budgets("2000, 8k,1.5m,0.05%,1e3, 2_500") == [
-        BudgetSpec("2000", 2000, False), BudgetSpec("8k", 8000, False), BudgetSpec("1.5m", 1_500_000, False),
-        BudgetSpec("0.05%", 0.05, True), BudgetSpec("1e3", 1000, False), BudgetSpec("2_500", 2500, False)]
+        BudgetSpec("2000", 2000, False),
+        BudgetSpec("8k", 8000, False),
+        BudgetSpec("1.5m", 1_500_000, False),
+        BudgetSpec("0.05%", 0.05, True),
+        BudgetSpec("1e3", 1000, False),
+        BudgetSpec("2_500", 2500, False),
+    ]
     assert parse_budgets(None) == [] and parse_budgets("") == [] and parse_budgets([300, "1%"])[0].value == 300
 
 
-@pytest.mark.parametrize("text, why", [
-    ("x", "'x' is not a budget; expected"),
-    ("8k,abc", "'abc' is not a budget"),
-    ("0", "a count must be a whole number of at least 1"),
-    ("-5", "'-5' is not a budget"),
-    ("1.5", "a count must be a whole number"),
-    ("0%", "a percentage must be above 0 and at most 100"),
-    ("120%", "a percentage must be above 0 and at most 100"),
-    ("5%%", "'5%%' is not a budget"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("x", "'x' is not a budget; expected"),
+        ("8k,abc", "'abc' is not a budget"),
+        ("0", "a count must be a whole number of at least 1"),
+        ("-5", "'-5' is not a budget"),
+        ("1.5", "a count must be a whole number"),
+        ("0%", "a percentage must be above 0 and at most 100"),
+        ("120%", "a percentage must be above 0 and at most 100"),
+        ("5%%", "'5%%' is not a budget"),
+    ],
+)
 def test_bad_budgets_are_one_line_naming_the_option_and_the_forms(text: str, why: str) -> None:
     with pytest.raises(PetlError) as e:
         parse_budgets(text, "--budgets")
@@ -62,7 +70,10 @@ def test_relative_budgets_are_shares_of_every_parameter_but_the_head(bundled) ->
     wider_head = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=62))
     assert backbone_parameters(wider_head) == BUNDLED_BACKBONE  # the dataset's class count does not move it
     assert resolve_budgets("1%,8k,2%,8000", bundled) == [
-        Budget(2022, "1%", BUNDLED_BACKBONE), Budget(4044, "2%", BUNDLED_BACKBONE), Budget(8000, "8k")]
+        Budget(2022, "1%", BUNDLED_BACKBONE),
+        Budget(4044, "2%", BUNDLED_BACKBONE),
+        Budget(8000, "8k"),
+    ]
     with pytest.raises(PetlError, match=r"budget 0.0001% of a 202,176-parameter backbone is less than one parameter"):
         resolve_budgets("0.0001%", bundled)
 
@@ -89,7 +100,11 @@ def test_plans_record_the_form_asked_for_and_the_backbone(bundled, tmp_path) -> 
     spec = ModelSpec("petl_vit_tiny", weights="random")
     plans, _ = plan_study(spec, bundled, "1%,8k", ["lora", "adapter", "linear"], ranking)
     assert {(p.method, p.budget, p.budget_requested) for p in plans} >= {
-        ("lora", 2022, "1%"), ("lora", 8000, "8k"), ("adapter", 8000, "8k"), ("linear", None, None)}
+        ("lora", 2022, "1%"),
+        ("lora", 8000, "8k"),
+        ("adapter", 8000, "8k"),
+        ("linear", None, None),
+    }
     assert all(p.backbone_params == BUNDLED_BACKBONE for p in plans)
 
 
@@ -112,13 +127,19 @@ def test_version_1_plan_files_are_migrated_not_refused() -> None:
         Plan.from_dict({**json.loads(path.read_text()), "version": 7})
 
 
-@pytest.mark.parametrize("args, message", [
-    (["sweep", "--budgets", "2k,lots", "--methods", "linear"], "--budgets: 'lots' is not a budget"),
-    (["run", "-d", "digits", "--budgets", "0%"], "--budgets: '0%' is not a budget: a percentage must be above 0"),
-    (["plan", "--ranking", "missing.json", "--budgets", "1.5"], "--budgets: '1.5' is not a budget"),
-    (["validate", "--probe", "missing.json", "--oracle-budget", "1%,2%"], "--oracle-budget: '1%,2%' gives 2 budgets; the oracle"),
-    (["validate", "--probe", "missing.json", "--budgets", "k"], "--budgets: 'k' is not a budget"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sweep", "--budgets", "2k,lots", "--methods", "linear"], "--budgets: 'lots' is not a budget"),
+        (["run", "-d", "digits", "--budgets", "0%"], "--budgets: '0%' is not a budget: a percentage must be above 0"),
+        (["plan", "--ranking", "missing.json", "--budgets", "1.5"], "--budgets: '1.5' is not a budget"),
+        (
+            ["validate", "--probe", "missing.json", "--oracle-budget", "1%,2%"],
+            "--oracle-budget: '1%,2%' gives 2 budgets; the oracle",
+        ),
+        (["validate", "--probe", "missing.json", "--budgets", "k"], "--budgets: 'k' is not a budget"),
+    ],
+)
 def test_cli_budget_options_share_the_parser(tmp_path, monkeypatch, args: list[str], message: str) -> None:
     from typer.testing import CliRunner
 

@@ -20,8 +20,10 @@ COMMAND = typer.main.get_command(app)
 
 def test_cli_import_does_not_load_torch_or_timm() -> None:
     """`petl-analyze --help` parses before anything heavy loads: the commands import torch and timm themselves."""
-    code = ("import sys, petl_analysis.cli.main; "
-            "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'numpy', 'PIL') if m in sys.modules))")
+    code = (
+        "import sys, petl_analysis.cli.main; "
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'numpy', 'PIL') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -61,8 +63,9 @@ def test_one_name_per_concept() -> None:
 @pytest.mark.parametrize("old", ["--plans-from", "-b"])
 def test_deprecated_names_still_work_with_a_note(tmp_path, monkeypatch, old) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["sweep", old, "missing.json" if old == "--plans-from" else "0%",
-                                 "--dataset", "digits"])
+    result = runner.invoke(
+        app, ["sweep", old, "missing.json" if old == "--plans-from" else "0%", "--dataset", "digits"]
+    )
     assert result.exit_code == 2
     assert f"sweep {old} is deprecated" in result.output
     new = DEPRECATED_OPTIONS["sweep"][old]
@@ -101,17 +104,60 @@ def test_info_and_datasets_json() -> None:
 
 def test_the_resolved_recipe_is_printed(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["train", "--method", "linear", "--dataset", "digits", "--shots", "1", "--seeds", "1",
-                                 "--epochs", "1", "--max-steps", "1", "--out", "r.json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--method",
+            "linear",
+            "--dataset",
+            "digits",
+            "--shots",
+            "1",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--out",
+            "r.json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "training recipe: epochs=1 batch_size=" in result.output and "max_steps=1" in result.output
 
 
 def test_probe_progress_lines_show_the_total_and_name_the_target(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["probe", "-d", "digits", "--weights", "random", "--targets", "attn.v", "--dims", "4",
-                                 "--max-train", "30", "--seeds", "1", "--epochs", "1", "--max-steps", "1",
-                                 "--threads", "1", "--device", "cpu", "--out", "p.json"])
+    result = runner.invoke(
+        app,
+        [
+            "probe",
+            "-d",
+            "digits",
+            "--weights",
+            "random",
+            "--targets",
+            "attn.v",
+            "--dims",
+            "4",
+            "--max-train",
+            "30",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            "p.json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("[")]
     assert lines and not any("/?]" in line for line in lines), lines

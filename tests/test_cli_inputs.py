@@ -32,7 +32,7 @@ def _run(args: list[str], cwd) -> tuple[int, str]:
 def _one_error(out: str) -> str:
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in out, out
-    return " ".join(" ".join(out[out.index("error:"):].split()).split())
+    return " ".join(" ".join(out[out.index("error:") :].split()).split())
 
 
 def _ranking(tmp_path, name="ranking.json", **data) -> str:
@@ -92,21 +92,43 @@ def test_a_committed_plan_of_version_1_loads_migrated_and_its_file_is_unchanged(
 def test_plan_refuses_a_model_or_dataset_other_than_the_rankings(tmp_path) -> None:
     ranking = _ranking(tmp_path)  # petl_vit_tiny, random weights, digits
     cases = [
-        (["--model", "vit_tiny_patch16_224"],
-         "was made on model petl_vit_tiny (weights=random), not vit_tiny_patch16_224"),
-        (["--weights", "default"],
-         "was made on model petl_vit_tiny (weights=random), not petl_vit_tiny (weights=default)"),
+        (
+            ["--model", "vit_tiny_patch16_224"],
+            "was made on model petl_vit_tiny (weights=random), not vit_tiny_patch16_224",
+        ),
+        (
+            ["--weights", "default"],
+            "was made on model petl_vit_tiny (weights=random), not petl_vit_tiny (weights=default)",
+        ),
         (["--img-size", "32"], "not petl_vit_tiny (weights=random, img_size=32)"),
-        (["--dataset", "animals"],
-         "ranks targets on dataset 'digits', not 'animals'; drop --dataset to plan on 'digits'"),
+        (
+            ["--dataset", "animals"],
+            "ranks targets on dataset 'digits', not 'animals'; drop --dataset to plan on 'digits'",
+        ),
     ]
     for extra, message in cases:
         code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", *extra, "--out", "plans"], tmp_path)
         assert code == 2 and message in _one_error(out), (extra, out)
         assert not (tmp_path / "plans").exists()
     # the ranking's own model and dataset, named or not, are planned for
-    code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", "--model", "petl_vit_tiny",
-                      "--weights", "random", "--dataset", "digits", "--out", "plans"], tmp_path)
+    code, out = _run(
+        [
+            "plan",
+            "--ranking",
+            ranking,
+            "--budgets",
+            "3k",
+            "--model",
+            "petl_vit_tiny",
+            "--weights",
+            "random",
+            "--dataset",
+            "digits",
+            "--out",
+            "plans",
+        ],
+        tmp_path,
+    )
     assert code == 0, out
     assert _json(tmp_path / "plans" / "plan_3000.json")["model"]["weights"] == "random"
 
@@ -115,11 +137,26 @@ def test_sweep_plans_from_a_ranking_trains_the_rankings_model_and_refuses_anothe
     sized = ModelSpec("petl_vit_tiny", weights="random", img_size=32, patch_size=8)
     ranking = dataclasses.replace(rank_from_probe(synthetic_probe()), model=sized)
     ranking.save(tmp_path / "ranking.json")
-    code, out = _run(["sweep", "--ranking", "ranking.json", "--weights", "default", "--methods", "linear",
-                      *FAST, "--out", "refused.json"], tmp_path)
+    code, out = _run(
+        [
+            "sweep",
+            "--ranking",
+            "ranking.json",
+            "--weights",
+            "default",
+            "--methods",
+            "linear",
+            *FAST,
+            "--out",
+            "refused.json",
+        ],
+        tmp_path,
+    )
     assert code == 2 and "not petl_vit_tiny (weights=default, img_size=32, patch_size=8)" in _one_error(out)
-    code, out = _run(["sweep", "--ranking", "ranking.json", "--methods", "linear", "--shots", "2", *FAST,
-                      "--out", "sweep.json"], tmp_path)
+    code, out = _run(
+        ["sweep", "--ranking", "ranking.json", "--methods", "linear", "--shots", "2", *FAST, "--out", "sweep.json"],
+        tmp_path,
+    )
     assert code == 0, out
     model = _json(tmp_path / "sweep.json")["model"]
     assert (model["weights"], model["img_size"], model["patch_size"]) == ("random", 32, 8)  # not the bundled defaults
@@ -131,8 +168,11 @@ def test_report_refuses_a_probe_and_a_sweep_of_different_models(tmp_path) -> Non
 
     sweep = SweepResult.load(ROOT / "reports" / "demo" / "digits" / "sweep.json")  # the bundled weights
     probe = synthetic_probe()  # random weights
-    with pytest.raises(PetlError, match=r"the probe was made on model petl_vit_tiny \(weights=random\), not "
-                                        r"petl_vit_tiny \(weights=default\)"):
+    with pytest.raises(
+        PetlError,
+        match=r"the probe was made on model petl_vit_tiny \(weights=random\), not "
+        r"petl_vit_tiny \(weights=default\)",
+    ):
         write_report(sweep, probe, tmp_path / "report")
     assert not (tmp_path / "report").exists()
     probe.model = sweep.model
@@ -159,13 +199,24 @@ def test_plan_and_sweep_take_skip_bad_images_from_the_ranking(tmp_path) -> None:
     code, out = _run(["plan", "--ranking", ranking, "--budgets", "3k", "--method", "lora", "--out", "plans"], tmp_path)
     assert code == 0, out
     assert "skipped 1 of 17 images" in out and "b/broken.png" in out
-    code, out = _run(["sweep", "--ranking", ranking, "--methods", "linear", "--shots", "2", *FAST,
-                      "--out", "sweep.json"], tmp_path)
+    code, out = _run(
+        ["sweep", "--ranking", ranking, "--methods", "linear", "--shots", "2", *FAST, "--out", "sweep.json"], tmp_path
+    )
     assert code == 0, out
     assert _json(tmp_path / "sweep.json")["data"]["skip_bad_images"] is True
     # without the ranking's word, the broken file still stops the command
-    code, out = _run(["plan", "--ranking", _ranking(tmp_path, "r2.json", dataset=str(folder)), "--budgets", "3k",
-                      "--out", "plans2"], tmp_path)
+    code, out = _run(
+        [
+            "plan",
+            "--ranking",
+            _ranking(tmp_path, "r2.json", dataset=str(folder)),
+            "--budgets",
+            "3k",
+            "--out",
+            "plans2",
+        ],
+        tmp_path,
+    )
     assert code == 2 and "broken.png" in _one_error(out)
 
 
@@ -195,7 +246,21 @@ COMMANDS_WITH_A_FILE_OUT = [
 COMMANDS_WITH_A_FOLDER_OUT = [
     ["plan", "--ranking", str(ROOT / "reports" / "demo" / "digits" / "ranking.json"), "--budgets", "4k"],
     ["report", str(ROOT / "reports" / "demo" / "digits" / "sweep.json")],
-    ["run", "-d", "digits", "--weights", "random", "--targets", "attn.v", "--methods", "linear", "--seeds", "1", "--epochs", "1"],
+    [
+        "run",
+        "-d",
+        "digits",
+        "--weights",
+        "random",
+        "--targets",
+        "attn.v",
+        "--methods",
+        "linear",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+    ],
 ]
 
 
@@ -204,8 +269,10 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(args,
     (tmp_path / "a_dir").mkdir()
     (tmp_path / "a_file").write_text("x")
     if args in COMMANDS_WITH_A_FILE_OUT:
-        bad = {"a_dir": "is a directory; expected a file name",
-               "a_file/out.json": "'a_file' is a file, not a directory"}
+        bad = {
+            "a_dir": "is a directory; expected a file name",
+            "a_file/out.json": "'a_file' is a file, not a directory",
+        }
     else:
         bad = {"a_file": "is a file; expected a directory", "a_file/sub": "'a_file' is a file, not a directory"}
     system = _unwritable_system_dir()
@@ -222,9 +289,15 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(args,
 # ----------------------------------------------------------------------------------------------------- no seeds
 
 
-@pytest.mark.parametrize("args", [["sweep", "-d", "digits", "--methods", "linear", "--out", "sweep.json"],
-                                  ["run", "-d", "digits", "--methods", "linear", "--out", "petl-run"],
-                                  ["linear-probe", "-d", "digits"]], ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sweep", "-d", "digits", "--methods", "linear", "--out", "sweep.json"],
+        ["run", "-d", "digits", "--methods", "linear", "--out", "petl-run"],
+        ["linear-probe", "-d", "digits"],
+    ],
+    ids=lambda a: a[0],
+)
 def test_zero_seeds_is_refused_before_anything_is_written(args, tmp_path) -> None:
     code, out = _run([*args, "--weights", "random", "--seeds", "0"], tmp_path)
     assert code == 2 and "seeds must be at least 1, got 0" in _one_error(out)
@@ -249,18 +322,38 @@ def test_a_non_image_file_and_a_broken_image_are_reported_together_or_skipped_to
         assert len(ds) == 16
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BadImagesWarning)
-        assert [Path(p).name for p in open_dataset(str(folder), skip_bad_images=True).skipped] == ["notes.txt",
-                                                                                                   "broken.png"]
+        assert [Path(p).name for p in open_dataset(str(folder), skip_bad_images=True).skipped] == [
+            "notes.txt",
+            "broken.png",
+        ]
     # through the CLI, and into the artefact and the report
-    code, out = _run(["sweep", "--dataset", "imgs", "--skip-bad-images", "--methods", "linear", "--weights", "random",
-                      "--shots", "2", *FAST, "--out", "sweep.json"], tmp_path)
+    code, out = _run(
+        [
+            "sweep",
+            "--dataset",
+            "imgs",
+            "--skip-bad-images",
+            "--methods",
+            "linear",
+            "--weights",
+            "random",
+            "--shots",
+            "2",
+            *FAST,
+            "--out",
+            "sweep.json",
+        ],
+        tmp_path,
+    )
     assert code == 0, out
     assert len(_json(tmp_path / "sweep.json")["input_conversion"]["skipped_images"]) == 2
     code, out = _run(["report", "sweep.json", "--out", "report"], tmp_path)
     assert code == 0, out
     md = (tmp_path / "report" / "report.md").read_text()
-    assert ("| skipped images | 2 file(s) of the folder could not be read as images and were left out "
-            "(--skip-bad-images): `a/notes.txt`, `b/broken.png` |") in md
+    assert (
+        "| skipped images | 2 file(s) of the folder could not be read as images and were left out "
+        "(--skip-bad-images): `a/notes.txt`, `b/broken.png` |"
+    ) in md
 
 
 # --------------------------------------------------------------------------------- no "beat" within seed spread
@@ -272,9 +365,25 @@ def _point(variant: str, correct: list[int], n_test: int = 304):
     accs = [c / n_test for c in correct]
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
-    return PointRow(label=f"kadaptation@{variant}", method="kadaptation", variant=variant, name=variant, budget=4000,
-                    params=4362, params_excl_head=4232, adapter=4232, shared=0, head=130, bias_norm=0, backbone=0,
-                    model_total=200_000, acc=mean, std=std, last_acc=mean, seed_accs=accs)
+    return PointRow(
+        label=f"kadaptation@{variant}",
+        method="kadaptation",
+        variant=variant,
+        name=variant,
+        budget=4000,
+        params=4362,
+        params_excl_head=4232,
+        adapter=4232,
+        shared=0,
+        head=130,
+        bias_norm=0,
+        backbone=0,
+        model_total=200_000,
+        acc=mean,
+        std=std,
+        last_acc=mean,
+        seed_accs=accs,
+    )
 
 
 def test_two_seeds_three_test_images_apart_are_not_a_beat() -> None:
@@ -298,9 +407,9 @@ def test_two_seeds_three_test_images_apart_are_not_a_beat() -> None:
 
 @pytest.mark.parametrize("command", [["run", "-d", "digits", "--weights", "random"], ["demo"]], ids=lambda c: c[0])
 def test_run_and_demo_print_the_unresolved_gain_warning(command, tmp_path, monkeypatch) -> None:
-    import petl_analysis.pipeline as pipeline
     from helpers import below_grid_probe
 
+    import petl_analysis.pipeline as pipeline
     from petl_analysis.sweep import SweepResult
 
     sweep = SweepResult.load(ROOT / "reports" / "demo" / "digits" / "sweep.json")
@@ -313,8 +422,10 @@ def test_run_and_demo_print_the_unresolved_gain_warning(command, tmp_path, monke
     code, out = _run([*command, "--out", "out"], tmp_path)
     assert code == 0, out
     text = " ".join(out.split())
-    assert ("warning: digits probe: full fine-tuning (88.0% validation) does not beat the head trained alone (90.0%): "
-            "d90 is normalised by that gain, so the d90s do not order the targets") in text, out
+    assert (
+        "warning: digits probe: full fine-tuning (88.0% validation) does not beat the head trained alone (90.0%): "
+        "d90 is normalised by that gain, so the d90s do not order the targets"
+    ) in text, out
 
 
 # ------------------------------------------------------------------------------- no correlation table without order
@@ -325,15 +436,23 @@ def _probe_with(targets: int, reached: bool):
     probe.targets = probe.targets[:targets]
     if not reached:
         for t in probe.targets:
-            t.d90 = dataclasses.replace(t.d90, reached=False, value=None, ci_low=None, ci_high=float("inf"),
-                                        reached_fraction=0.0)
+            t.d90 = dataclasses.replace(
+                t.d90, reached=False, value=None, ci_low=None, ci_high=float("inf"), reached_fraction=0.0
+            )
     return probe
 
 
-@pytest.mark.parametrize("targets, reached, why", [
-    (4, False, "no rank correlation with d90: no target reached the d90 threshold, so the d90 ranking has no order"),
-    (2, True, "no rank correlation: the ranking has 2 target(s), and a rank correlation needs at least 3"),
-])
+@pytest.mark.parametrize(
+    "targets, reached, why",
+    [
+        (
+            4,
+            False,
+            "no rank correlation with d90: no target reached the d90 threshold, so the d90 ranking has no order",
+        ),
+        (2, True, "no rank correlation: the ranking has 2 target(s), and a rank correlation needs at least 3"),
+    ],
+)
 def test_select_says_why_there_is_no_proxy_correlation(targets, reached, why, tmp_path) -> None:
     _probe_with(targets, reached).save(tmp_path / "probe.json")
     code, out = _run(["select", "--probe", "probe.json", "--proxies", "random", "--out", "ranking.json"], tmp_path)

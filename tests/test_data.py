@@ -246,7 +246,9 @@ def test_split_parts_halve_the_pools_per_class_and_keep_test() -> None:
         assert sorted(set(a.indices[k]) | set(b.indices[k])) == sorted(whole.indices[k])  # ... of the whole pool
         for c, (na, nb) in enumerate(zip(getattr(a, k).class_counts(), getattr(b, k).class_counts())):
             assert 0 <= na - nb <= 1, c  # class-stratified: A gets the extra image of an odd count
-    assert np.array_equal(a.indices["test"], whole.indices["test"]) and np.array_equal(b.indices["test"], whole.indices["test"])
+    assert np.array_equal(a.indices["test"], whole.indices["test"]) and np.array_equal(
+        b.indices["test"], whole.indices["test"]
+    )
     # shots, max_train and val_shots apply inside the part
     few = make_splits(ds, SplitSpec(split_seed=3, part="B", shots=4, max_train=50))
     assert set(few.indices["train"]) <= set(b.indices["train"]) and set(few.indices["val"]) <= set(b.indices["val"])
@@ -308,7 +310,10 @@ def test_split_spec_validation_and_round_trip() -> None:
     spec = SplitSpec(shots=4, shot_seed=1, max_train=100)
     assert SplitSpec.from_dict(spec.to_dict()) == spec
     bad_specs = (
-        dict(test_fraction=1.2), dict(val_fraction=0.6, test_fraction=0.4), dict(shots=0), dict(split_seed=-2)
+        dict(test_fraction=1.2),
+        dict(val_fraction=0.6, test_fraction=0.4),
+        dict(shots=0),
+        dict(split_seed=-2),
     )
     for bad in bad_specs:
         with pytest.raises(PetlError) as e:

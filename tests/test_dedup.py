@@ -138,8 +138,10 @@ def test_the_report_says_what_was_removed():
     split = dataclasses.replace(committed.data.split, dedup=True)
     data = dataclasses.replace(committed.data, split=split, removed={"groups": 3, "duplicates": 2, "conflicting": 2})
     rows = dict(_setup_section(dataclasses.replace(committed, data=data), None, None, [], 1, True)[1].rows)
-    assert rows["duplicates"] == ("2 duplicate image(s) of 3 identical group(s) removed before splitting, and 2 whose "
-                                  "copies carry different labels")
+    assert rows["duplicates"] == (
+        "2 duplicate image(s) of 3 identical group(s) removed before splitting, and 2 whose "
+        "copies carry different labels"
+    )
     assert rows["split protocol"].endswith("identical images kept once before splitting")
 
 
@@ -158,5 +160,5 @@ def test_folder_digests_are_read_once_then_from_the_cache(tmp_path: Path, monkey
     changed = sorted(folder.glob("c0/*.png"))[3]
     changed.write_bytes((folder / "c1" / sorted(p.name for p in (folder / "c1").iterdir())[0]).read_bytes())
     third = make_splits(open_image_files(folder), SplitSpec())
-    assert read[len(ds):] == [str(changed)]  # only the changed file is read again
+    assert read[len(ds) :] == [str(changed)]  # only the changed file is read again
     assert third.removed["conflicting"] == first.removed["conflicting"] + 2

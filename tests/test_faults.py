@@ -38,8 +38,8 @@ from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, 
 from petl_analysis.probe import search as probe_module
 from petl_analysis.select import rank_from_probe
 from petl_analysis.sweep import run_sweep
-from petl_analysis.sweep.sweep import RunTrial
 from petl_analysis.sweep import sweep as sweep_module
+from petl_analysis.sweep.sweep import RunTrial
 from petl_analysis.task import DataSpec, prepare_model
 from petl_analysis.trials import STATUS_FAILED, STATUS_OK, Trial, run_trials
 
@@ -123,8 +123,9 @@ def _train_linear(trial: Trial) -> dict:
     """A real training trial through the engine: a linear classifier with the payload's learning rate."""
     torch.manual_seed(0)
     data = _linear_task()
-    recipe = Recipe(epochs=int(trial.payload.get("epochs", 2)), batch_size=32, lr=float(trial.payload["lr"]),
-                    warmup_epochs=0.0)
+    recipe = Recipe(
+        epochs=int(trial.payload.get("epochs", 2)), batch_size=32, lr=float(trial.payload["lr"]), warmup_epochs=0.0
+    )
     res = fit(nn.Linear(8, 2), data, data, recipe, test=data, seed=0)
     return {"test_acc": res.test_acc}
 
@@ -136,8 +137,9 @@ def test_diverging_training_is_a_failed_trial_not_a_result(tmp_path, epochs):
     bad = out[trials[1].key]
     assert bad.status == STATUS_FAILED and bad.attempts == 2
     # One epoch of two steps: the loss was finite at both, the parameters overflowed at the second.
-    assert re.match(r"TrainingDiverged: (loss became (nan|inf)|parameter \S+ became non-finite) at epoch \d+",
-                    bad.error), bad.error
+    assert re.match(
+        r"TrainingDiverged: (loss became (nan|inf)|parameter \S+ became non-finite) at epoch \d+", bad.error
+    ), bad.error
     for t in (trials[0], trials[2]):
         assert out[t.key].status == STATUS_OK and 0.5 <= out[t.key].result["test_acc"] <= 1.0
 
@@ -158,8 +160,11 @@ PROBE_DIMS = [4, 16]
 
 def _tiny_probe_args() -> tuple[ModelSpec, DataSpec, ProbeConfig]:
     recipe = dataclasses.replace(default_probe_recipe(), epochs=1, eval_batch_size=1024)
-    return (ModelSpec("petl_vit_tiny", weights="random"), DataSpec("digits", SplitSpec(max_train=100)),
-            ProbeConfig(targets=PROBE_TARGETS, dims=PROBE_DIMS, seeds=1, recipe=recipe))
+    return (
+        ModelSpec("petl_vit_tiny", weights="random"),
+        DataSpec("digits", SplitSpec(max_train=100)),
+        ProbeConfig(targets=PROBE_TARGETS, dims=PROBE_DIMS, seeds=1, recipe=recipe),
+    )
 
 
 def test_probe_result_lists_failed_trials_and_the_report_shows_them(tmp_path, monkeypatch):
@@ -172,8 +177,7 @@ def test_probe_result_lists_failed_trials_and_the_report_shows_them(tmp_path, mo
         return real(trial)
 
     model, data, config = _tiny_probe_args()
-    v_units = probe_module.expand_targets(
-        prepare_model(model, 10, seed=0), ["attn.v"], False)["attn.v"]
+    v_units = probe_module.expand_targets(prepare_model(model, 10, seed=0), ["attn.v"], False)["attn.v"]
     monkeypatch.setattr(probe_module, "probe_trial", flaky)
     result = run_probe(model, data, config, out=tmp_path / "probe.json", threads_per_job=1)
     failed = dict(result.failed[0])
@@ -205,9 +209,15 @@ def test_sweep_result_lists_failed_trials(tmp_path, monkeypatch):
         return real(trial)
 
     monkeypatch.setattr(sweep_module, "sweep_trial", flaky)
-    result = run_sweep(ModelSpec("petl_vit_tiny", weights="random"), DataSpec("digits", SplitSpec(shots=5)), [2000],
-                       ["linear", "bitfit"], seeds=1, recipe=Recipe(epochs=1, batch_size=64, lr=1e-2),
-                       out=tmp_path / "sweep.json")
+    result = run_sweep(
+        ModelSpec("petl_vit_tiny", weights="random"),
+        DataSpec("digits", SplitSpec(shots=5)),
+        [2000],
+        ["linear", "bitfit"],
+        seeds=1,
+        recipe=Recipe(epochs=1, batch_size=64, lr=1e-2),
+        out=tmp_path / "sweep.json",
+    )
     assert result.failed == [{"label": "bitfit", "budget": None, "seed": 0, "error": "RuntimeError: injected failure"}]
     assert [p.label for p in result.points] == ["linear"]
 
@@ -216,17 +226,64 @@ def test_sweep_result_lists_failed_trials(tmp_path, monkeypatch):
 
 CLI = [sys.executable, "-m", "petl_analysis.cli.main"]
 # Tiny studies whose trials take about a second each on a busy 2-core machine (one torch thread).
-PROBE_ARGS = ["probe", "--weights", "random", "--dataset", "digits", "--max-train", "200", "--targets", "attn.v",
-              "--dims", "4,8,16", "--seeds", "1", "--epochs", "4", "--device", "cpu", "--threads", "1",
-              "--out", "probe.json"]
-SWEEP_ARGS = ["sweep", "--budgets", "2k", "--methods", "bitfit,layernorm,linear,lora,adapter", "--ranking",
-              "ranking.json", "--weights", "random", "--dataset", "digits", "--shots", "10", "--seeds", "1",
-              "--epochs", "10", "--device", "cpu", "--threads", "1", "--out", "sweep.json"]
+PROBE_ARGS = [
+    "probe",
+    "--weights",
+    "random",
+    "--dataset",
+    "digits",
+    "--max-train",
+    "200",
+    "--targets",
+    "attn.v",
+    "--dims",
+    "4,8,16",
+    "--seeds",
+    "1",
+    "--epochs",
+    "4",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--out",
+    "probe.json",
+]
+SWEEP_ARGS = [
+    "sweep",
+    "--budgets",
+    "2k",
+    "--methods",
+    "bitfit,layernorm,linear,lora,adapter",
+    "--ranking",
+    "ranking.json",
+    "--weights",
+    "random",
+    "--dataset",
+    "digits",
+    "--shots",
+    "10",
+    "--seeds",
+    "1",
+    "--epochs",
+    "10",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--out",
+    "sweep.json",
+]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _complete_lines(path: Path) -> list[bytes]:
@@ -265,8 +322,9 @@ def _run_to_completion(args: list[str], cwd: Path) -> subprocess.CompletedProces
     return res
 
 
-def _check_resumed(tmp_path: Path, args: list[str], out: str, n_trials: int, min_records: int,
-                   setup=lambda d: None) -> None:
+def _check_resumed(
+    tmp_path: Path, args: list[str], out: str, n_trials: int, min_records: int, setup=lambda d: None
+) -> None:
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
     for d in (killed, fresh):
         d.mkdir()
@@ -301,8 +359,9 @@ def test_probe_killed_with_sigkill_resumes_without_losing_or_redoing_trials(tmp_
 
 def test_sweep_killed_with_sigkill_resumes_without_losing_or_redoing_trials(tmp_path):
     ranking = rank_from_probe(synthetic_probe())
-    _check_resumed(tmp_path, SWEEP_ARGS, "sweep.json", n_trials=5, min_records=1,
-                   setup=lambda d: ranking.save(d / "ranking.json"))
+    _check_resumed(
+        tmp_path, SWEEP_ARGS, "sweep.json", n_trials=5, min_records=1, setup=lambda d: ranking.save(d / "ranking.json")
+    )
 
 
 # --------------------------------------------------------------------------------------------------- corrupted files
@@ -341,16 +400,22 @@ def test_torn_last_line_is_dropped_and_only_that_trial_reruns(tmp_path):
     assert [r["key"] for r in log.read()] == [t.key for t in trials]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"key": "abc", "kind": "sq", "status": "ok", "payl', "line 2 is not valid JSON"),
-    ("garbage", "line 2 is not valid JSON"),
-    ("[1, 2]", "line 2: expected a JSON object, got list"),
-    ('{"hello": 1}', "line 2: not a trial record (no 'key' field)"),
-    ('{"key": 5, "kind": "sq", "status": "ok", "payload": {}, "result": {}}', "line 2: not a trial record ('key' must"),
-    ('{"key": "k", "kind": "sq", "status": "ok", "payload": [], "result": {}}', "'payload' must be an object"),
-    ('{"key": "k", "kind": "sq", "status": "done", "payload": {}}', "line 2: unknown trial status 'done'"),
-    ('{"key": "k", "kind": "sq", "status": "ok", "payload": {}}', "line 2: a trial record with status 'ok' needs"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"key": "abc", "kind": "sq", "status": "ok", "payl', "line 2 is not valid JSON"),
+        ("garbage", "line 2 is not valid JSON"),
+        ("[1, 2]", "line 2: expected a JSON object, got list"),
+        ('{"hello": 1}', "line 2: not a trial record (no 'key' field)"),
+        (
+            '{"key": 5, "kind": "sq", "status": "ok", "payload": {}, "result": {}}',
+            "line 2: not a trial record ('key' must",
+        ),
+        ('{"key": "k", "kind": "sq", "status": "ok", "payload": [], "result": {}}', "'payload' must be an object"),
+        ('{"key": "k", "kind": "sq", "status": "done", "payload": {}}', "line 2: unknown trial status 'done'"),
+        ('{"key": "k", "kind": "sq", "status": "ok", "payload": {}}', "line 2: a trial record with status 'ok' needs"),
+    ],
+)
 def test_corrupted_middle_line_is_a_one_line_error_naming_file_and_line(tmp_path, line, message):
     log, trials = _logged(tmp_path)
     _replace_line(log.path, 2, line)

@@ -20,13 +20,16 @@ ANIMALS = ROOT / "reports" / "demo" / "animals"
 def test_the_report_says_how_many_more_labels_the_probe_read():
     probe, sweep = ProbeResult.load(ANIMALS / "probe.json"), SweepResult.load(ANIMALS / "sweep.json")
     text = few_shot_labels(probe, sweep)
-    assert text.startswith("the probe used 1,800 labelled images (300 train + 1,500 validation); a 5-shot user has "
-                           "100 (5 train + 5 validation per class)")
+    assert text.startswith(
+        "the probe used 1,800 labelled images (300 train + 1,500 validation); a 5-shot user has "
+        "100 (5 train + 5 validation per class)"
+    )
     # a probe on the user's own labels: nothing to say
     assert few_shot_labels(dataclasses.replace(probe, n_train=50, n_val=50), sweep) is None
     # a full-data sweep: no k-shot user
-    full = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, split=dataclasses.replace(
-        sweep.data.split, shots=None)))
+    full = dataclasses.replace(
+        sweep, data=dataclasses.replace(sweep.data, split=dataclasses.replace(sweep.data.split, shots=None))
+    )
     assert few_shot_labels(probe, full) is None
 
 
@@ -39,8 +42,16 @@ def test_demo_probes_on_the_five_shot_labels():
     assert options.probe_split.max_train is None and options.probe_split.val_shots is None
 
 
-@pytest.mark.parametrize("args, probe_shots", [([], 5), (["--shots", "3"], 3), (["--probe-shots", "0"], None),
-                                               (["--probe-shots", "20"], 20), (["--shots", "0"], None)])
+@pytest.mark.parametrize(
+    "args, probe_shots",
+    [
+        ([], 5),
+        (["--shots", "3"], 3),
+        (["--probe-shots", "0"], None),
+        (["--probe-shots", "20"], 20),
+        (["--shots", "0"], None),
+    ],
+)
 def test_run_probes_on_the_sweeps_shots_unless_told(args, probe_shots, tmp_path, monkeypatch):
     import petl_analysis.cli.main as cli_main
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden.cases import CASES
 from safetensors.torch import load_file
 
 import petl_analysis
-from golden.cases import CASES
 from petl_analysis.artefacts import Artefact
 from petl_analysis.errors import PetlError
 
@@ -69,8 +69,10 @@ def _what_it_holds(artefact_dict: dict) -> dict:
     data = out.get("data")
     if isinstance(data, dict) and data.get("removed") is None and data.get("split", {}).get("dedup") is False:
         # deduplication is recorded since the committed runs, which did not deduplicate (the legacy value)
-        out["data"] = {**{k: v for k, v in data.items() if k != "removed"},
-                       "split": {k: v for k, v in data["split"].items() if k != "dedup"}}
+        out["data"] = {
+            **{k: v for k, v in data.items() if k != "removed"},
+            "split": {k: v for k, v in data["split"].items() if k != "dedup"},
+        }
     conversion = out.get("input_conversion")
     if isinstance(conversion, dict) and conversion.get("skipped_images") == []:
         # recorded since the committed runs, none of which skipped an image
@@ -109,8 +111,9 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
         monkeypatch.setattr(study_module, "open_dataset", lambda *a, **k: glyphs)  # the study opens the data
     log = tmp_path / "probe.json.trials.jsonl"
     shutil.copy(root / "probe.json.trials.jsonl", log)
-    again = run_probe(committed.model, committed.data, committed.config, out=tmp_path / "probe.json",
-                      log_path=log, threads_per_job=1)
+    again = run_probe(
+        committed.model, committed.data, committed.config, out=tmp_path / "probe.json", log_path=log, threads_per_job=1
+    )
 
     def body(result):
         return json.dumps(_what_it_holds(result.to_dict()), sort_keys=True)
@@ -134,12 +137,16 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
 
     root = REPORTS / name
     if _stored_version(root / "validation.json") < ValidationResult.VERSION:
-        pytest.skip("written under an older validation protocol (version 1: ties broken, no Holm, no cost); the "
-                    "reports are regenerated under the issue-25 protocol, which re-derives them")
+        pytest.skip(
+            "written under an older validation protocol (version 1: ties broken, no Holm, no cost); the "
+            "reports are regenerated under the issue-25 protocol, which re-derives them"
+        )
     committed = ValidationResult.load(root / "validation.json")
     if not committed.judged_on:
-        pytest.skip("written under the version-1 protocol (judged on the probe's own data, best plan chosen on the "
-                    "images it is scored on): it cannot re-derive under split A/B; regenerated after issue 25")
+        pytest.skip(
+            "written under the version-1 protocol (judged on the probe's own data, best plan chosen on the "
+            "images it is scored on): it cannot re-derive under split A/B; regenerated after issue 25"
+        )
     probe = ProbeResult.load(ROOT / committed.probe_source)
 
     def no_training(trial):
@@ -159,38 +166,73 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
         monkeypatch.setattr(study_module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
     shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
     v = committed
-    again = run_validate(probe, selectors=v.selectors, methods=v.methods, seeds=len(v.seeds), budget=v.budget,
-                         budgets=v.budgets, random_draws=v.random_draws, recipe=v.recipe,
-                         out=tmp_path / "validation.json", probe_source=v.probe_source, command=v.command,
-                         head_init=v.head_init, allow_shared_data=v.judged_on != "split B",
-                         n_jobs=2)  # the committed runs: two jobs on two cores, one thread each
+    again = run_validate(
+        probe,
+        selectors=v.selectors,
+        methods=v.methods,
+        seeds=len(v.seeds),
+        budget=v.budget,
+        budgets=v.budgets,
+        random_draws=v.random_draws,
+        recipe=v.recipe,
+        out=tmp_path / "validation.json",
+        probe_source=v.probe_source,
+        command=v.command,
+        head_init=v.head_init,
+        allow_shared_data=v.judged_on != "split B",
+        n_jobs=2,
+    )  # the committed runs: two jobs on two cores, one thread each
 
     def body(result):
         # train_time_s: the committed files counted a shared training once per selector and stage (issue 25)
-        return json.dumps({k: v for k, v in _what_it_holds(result.to_dict()).items() if k != "train_time_s"},
-                          sort_keys=True)
+        return json.dumps(
+            {k: v for k, v in _what_it_holds(result.to_dict()).items() if k != "train_time_s"}, sort_keys=True
+        )
 
     assert body(again) == body(committed)
     from petl_analysis.stale import prune_log
     from petl_analysis.trials import unique_train_time
 
     used = prune_log(root / "validation.json.trials.jsonl", [committed], dry_run=True).kept
-    assert again.train_time_s == pytest.approx(unique_train_time(
-        used, seconds=lambda r: r.result["seed_run"]["wall_time_s"])) and again.train_time_s < committed.train_time_s
+    assert (
+        again.train_time_s
+        == pytest.approx(unique_train_time(used, seconds=lambda r: r.result["seed_run"]["wall_time_s"]))
+        and again.train_time_s < committed.train_time_s
+    )
 
 
 # --------------------------------------------------------------------------------------------------- report.md
 
 #: Each committed report: (sweep, probe, ranking, validation, folder), as the commands of docs/results/examples.md wrote them.
 REPORT_SOURCES = {
-    "demo/animals": ("demo/animals/sweep.json", "demo/animals/probe.json", "demo/animals/ranking.json",
-                     "demo/animals/validation.json", "demo/animals/report"),
-    "demo/digits": ("demo/digits/sweep.json", "demo/digits/probe.json", "demo/digits/ranking.json",
-                    "demo/digits/validation.json", "demo/digits/report"),
-    "per_block": ("demo/animals/sweep.json", "per_block/probe.json", None, "per_block/validation.json",
-                  "per_block/animals"),
-    "glyph_folder": (None, "validation/glyph_folder/probe.json", None, "validation/glyph_folder/validation.json",
-                     "validation/glyph_folder/report"),
+    "demo/animals": (
+        "demo/animals/sweep.json",
+        "demo/animals/probe.json",
+        "demo/animals/ranking.json",
+        "demo/animals/validation.json",
+        "demo/animals/report",
+    ),
+    "demo/digits": (
+        "demo/digits/sweep.json",
+        "demo/digits/probe.json",
+        "demo/digits/ranking.json",
+        "demo/digits/validation.json",
+        "demo/digits/report",
+    ),
+    "per_block": (
+        "demo/animals/sweep.json",
+        "per_block/probe.json",
+        None,
+        "per_block/validation.json",
+        "per_block/animals",
+    ),
+    "glyph_folder": (
+        None,
+        "validation/glyph_folder/probe.json",
+        None,
+        "validation/glyph_folder/validation.json",
+        "validation/glyph_folder/report",
+    ),
 }
 
 
@@ -223,8 +265,14 @@ def test_committed_report_regenerates_identically(name, tmp_path, single_thread)
     def load(cls, rel):
         return cls.load(REPORTS / rel) if rel else None
 
-    files = write_report(load(SweepResult, sweep), load(ProbeResult, probe), tmp_path,
-                         ranking=load(Ranking, ranking), validation=load(ValidationResult, validation), dpi=20)
+    files = write_report(
+        load(SweepResult, sweep),
+        load(ProbeResult, probe),
+        tmp_path,
+        ranking=load(Ranking, ranking),
+        validation=load(ValidationResult, validation),
+        dpi=20,
+    )
     # A validation file of an older protocol version renders its section anew (new columns, words): every other
     # section must still come out identically.
     old_validation = validation and _stored_version(REPORTS / validation) < ValidationResult.VERSION
@@ -235,7 +283,9 @@ def test_committed_report_regenerates_identically(name, tmp_path, single_thread)
             new, old = (tmp_path / table).read_text(), committed.read_text()
             if table == "report.md":  # the row that says how many more labels the probe read (issue 25, item 7) is
                 # new since the committed reports, which the protocol of issue 25 regenerates
-                new = "".join(line for line in new.splitlines(keepends=True) if not line.startswith("| probe labels |"))
+                new = "".join(
+                    line for line in new.splitlines(keepends=True) if not line.startswith("| probe labels |")
+                )
             if table == "report.md" and old_validation:
                 new, old = _without_section(new, VALIDATION_HEADING), _without_section(old, VALIDATION_HEADING)
             assert new == old, f"{folder}/{table} changed"
@@ -297,8 +347,11 @@ def test_artefact_round_trip_schema_and_version(name, tmp_path):
     path = artefact.save(tmp_path / f"{name}.json")
     assert json.dumps(cls.load(path).to_dict(), sort_keys=True) == text  # file round trip
     assert dataclasses.is_dataclass(cls)
-    for bad, needle in (({**data, "schema": "other"}, "schema"), ({**data, "version": cls.VERSION + 1}, "version"),
-                        ({**data, "surprise": 1}, "surprise")):
+    for bad, needle in (
+        ({**data, "schema": "other"}, "schema"),
+        ({**data, "version": cls.VERSION + 1}, "version"),
+        ({**data, "surprise": 1}, "surprise"),
+    ):
         with pytest.raises(PetlError) as err:
             cls.from_dict(bad, source="x.json")
         message = str(err.value)

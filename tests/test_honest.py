@@ -30,8 +30,15 @@ def _study(tmp_path, name: str) -> dict[str, object]:
     """probe (adaptive grid, 2 seeds) -> select (d90 + proxies) -> plans; what each artefact holds, as JSON."""
     probe_module._prepared.cache_clear()  # the worker cache keys on specs, not on labels
     recipe = dataclasses.replace(default_probe_recipe(), epochs=2, eval_batch_size=1024)
-    config = ProbeConfig(targets=["blocks.0.attn.v", "blocks.3.mlp.fc2"], seeds=2, d_min=4, points_per_decade=1,
-                         max_d=100, max_refinements=1, recipe=recipe)
+    config = ProbeConfig(
+        targets=["blocks.0.attn.v", "blocks.3.mlp.fc2"],
+        seeds=2,
+        d_min=4,
+        points_per_decade=1,
+        max_d=100,
+        max_refinements=1,
+        recipe=recipe,
+    )
     out = tmp_path / name
     out.mkdir()
     probe = run_probe(MODEL, DATA, config, out=out / "probe.json")
@@ -41,8 +48,9 @@ def _study(tmp_path, name: str) -> dict[str, object]:
     plans = {b: plan_for_budget(ranking, net, b, model_spec=MODEL, source="ranking.json").to_dict() for b in BUDGETS}
     saved = json.loads((out / "probe.json").read_text())
     return {
-        "d90": [{k: t[k] for k in ("target", "dims", "val_per_seed", "lr", "d90", "d90_classic")}
-                for t in saved["targets"]],
+        "d90": [
+            {k: t[k] for k in ("target", "dims", "val_per_seed", "lr", "d90", "d90_classic")} for t in saved["targets"]
+        ],
         "baselines_val": {k: b["val_per_seed"] for k, b in saved["baselines"].items()},
         "test": [t["test_per_seed"] for t in saved["targets"]],
         "ranking": (out / "ranking.json").read_text(),

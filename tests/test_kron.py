@@ -17,7 +17,10 @@ def _dense(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 def test_kron_sum_matches_dense(shapes) -> None:
     n, a1, a2, b1, b2 = shapes
     g = torch.Generator().manual_seed(0)
-    A, B = torch.randn(n, a1, a2, generator=g, dtype=torch.float64), torch.randn(n, b1, b2, generator=g, dtype=torch.float64)
+    A, B = (
+        torch.randn(n, a1, a2, generator=g, dtype=torch.float64),
+        torch.randn(n, b1, b2, generator=g, dtype=torch.float64),
+    )
     out = kron_sum(A, B)
     assert out.shape == (a1 * b1, a2 * b2)
     torch.testing.assert_close(out, _dense(A, B))
@@ -28,7 +31,10 @@ def test_factored_kron_sum_matches_dense(r: int) -> None:
     g = torch.Generator().manual_seed(1)
     n, a1, a2, b1, b2 = 4, 4, 3, 5, 2
     a, b = torch.randn(n, a1, generator=g, dtype=torch.float64), torch.randn(n, a2, generator=g, dtype=torch.float64)
-    u, v = torch.randn(n, b1, r, generator=g, dtype=torch.float64), torch.randn(n, b2, r, generator=g, dtype=torch.float64)
+    u, v = (
+        torch.randn(n, b1, r, generator=g, dtype=torch.float64),
+        torch.randn(n, b2, r, generator=g, dtype=torch.float64),
+    )
     torch.testing.assert_close(factored_kron_sum(a, b, u, v), _dense(rank1(a, b), low_rank(u, v)))
 
 
@@ -62,8 +68,10 @@ def test_one_definition_of_the_valid_kronecker_n() -> None:
     assert planned_ns(units) == [2, 4, 8]  # n >= 2 and n*n <= 64
     assert not hasattr(planner, "_divisors_common") and not hasattr(planner, "_valid_ns")
     for n in planned_ns(units):
-        apply_method(create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=3)),
-                     KAdaptationConfig(targets=["attn.v", "mlp.fc1"], n=n))
+        apply_method(
+            create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=3)),
+            KAdaptationConfig(targets=["attn.v", "mlp.fc1"], n=n),
+        )
     with pytest.raises(PetlError, match="valid n for these targets: 1, 2, 4, 8, 16, 32, 64"):
         apply_method(net, KAdaptationConfig(targets=["attn.v", "mlp.fc1"], n=3))
 

@@ -86,11 +86,19 @@ def test_default_weights_are_timm_pretrained_from_the_cache(hf_cache) -> None:
     torch.testing.assert_close(model.pos_embed, expected_pos)
     record = model.petl_weights
     assert (record.source, record.location, record.head, record.checkpoint_classes) == (
-        "timm-pretrained", TIMM_HUB_ID, "dropped", 1000)
+        "timm-pretrained",
+        TIMM_HUB_ID,
+        "dropped",
+        1000,
+    )
     assert (record.pos_embed_from, record.pos_embed_to) == ([14, 14], [2, 2])
     # hub is the same source for a timm model
-    assert torch.equal(create_model(ModelSpec("vit_tiny_patch16_224", weights="hub", img_size=32, num_classes=7,
-                                              kwargs=TINY)).pos_embed, model.pos_embed)
+    assert torch.equal(
+        create_model(
+            ModelSpec("vit_tiny_patch16_224", weights="hub", img_size=32, num_classes=7, kwargs=TINY)
+        ).pos_embed,
+        model.pos_embed,
+    )
 
 
 def test_random_is_still_random_and_says_so(hf_cache) -> None:
@@ -112,8 +120,9 @@ def test_checkpoint_with_another_class_count_loads_with_its_head_dropped(tmp_pat
     state = _tiny_state(img_size=32, num_classes=10)
     path = tmp_path / f"ten{suffix}"
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save({"model": state}, path)
-    model = create_model(ModelSpec("vit_tiny_patch16_224", weights=str(path), img_size=32, num_classes=62,
-                                   kwargs=TINY))
+    model = create_model(
+        ModelSpec("vit_tiny_patch16_224", weights=str(path), img_size=32, num_classes=62, kwargs=TINY)
+    )
     _backbone_equal(model, state)
     assert torch.equal(model.pos_embed, state["pos_embed"])
     assert model.head.out_features == 62
@@ -128,8 +137,7 @@ def test_headless_checkpoint_at_another_resolution_loads_resampled(tmp_path) -> 
     state = {k: v for k, v in _tiny_state(num_classes=0).items() if not k.startswith("head.")}
     path = tmp_path / "backbone.safetensors"
     save_file(state, str(path))
-    model = create_model(ModelSpec("vit_tiny_patch16_224", weights=str(path), img_size=32, num_classes=5,
-                                   kwargs=TINY))
+    model = create_model(ModelSpec("vit_tiny_patch16_224", weights=str(path), img_size=32, num_classes=5, kwargs=TINY))
     _backbone_equal(model, state)
     expected_pos = resample_abs_pos_embed(state["pos_embed"], (2, 2), num_prefix_tokens=1)
     torch.testing.assert_close(model.pos_embed, expected_pos)
@@ -177,11 +185,11 @@ def test_a_checkpoint_of_another_architecture_is_still_refused_in_one_line(tmp_p
 
 
 def test_the_load_record_goes_into_artefacts_and_old_ones_still_load(tmp_path) -> None:
+    from helpers import synthetic_probe
+
     from petl_analysis.plan import Plan, plan_for_budget
     from petl_analysis.select import rank_from_probe
     from petl_analysis.train.run import RunResult  # noqa: F401 - artefacts carry a ModelSpec the same way
-
-    from helpers import synthetic_probe
 
     path = tmp_path / "ten.safetensors"
     bundled = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
@@ -203,10 +211,21 @@ def test_the_load_record_goes_into_artefacts_and_old_ones_still_load(tmp_path) -
 
 
 def _hub_config(**model_args) -> bytes:
-    return json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 10,
-                       "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
-                                          "num_classes": 10, "classifier": "head", "first_conv": "patch_embed.proj"},
-                       "model_args": {**TINY, "img_size": 32, **model_args}}).encode()
+    return json.dumps(
+        {
+            "architecture": "vit_tiny_patch16_224",
+            "num_classes": 10,
+            "pretrained_cfg": {
+                "input_size": [3, 32, 32],
+                "mean": [0.5] * 3,
+                "std": [0.5] * 3,
+                "num_classes": 10,
+                "classifier": "head",
+                "first_conv": "patch_embed.proj",
+            },
+            "model_args": {**TINY, "img_size": 32, **model_args},
+        }
+    ).encode()
 
 
 def test_hf_hub_model_names_load_from_the_cache(hf_cache) -> None:
@@ -217,7 +236,11 @@ def test_hf_hub_model_names_load_from_the_cache(hf_cache) -> None:
     assert torch.equal(model.pos_embed, state["pos_embed"]) and model.head.out_features == 4
     record = model.petl_weights
     assert (record.source, record.location, record.head, record.checkpoint_classes) == (
-        "timm-pretrained", "someone/tiny-vit", "dropped", 10)
+        "timm-pretrained",
+        "someone/tiny-vit",
+        "dropped",
+        10,
+    )
     random = create_model(ModelSpec("hf-hub:someone/tiny-vit", weights="random"))  # the config alone
     assert random.embed_dim == 32
     assert not torch.equal(random.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
@@ -251,7 +274,18 @@ def test_cli_default_weights_offline_is_one_error_line_and_random_works(hf_cache
     assert result.exit_code == 2 and "its config and weights unavailable" in result.output
     state = {k: v for k, v in _tiny_state(num_classes=0).items() if not k.startswith("head.")}
     save_file(state, str(tmp_path / "backbone.safetensors"))
-    result = CliRunner().invoke(app, ["info", "--model", "vit_tiny_patch16_224", "--weights", "backbone.safetensors",
-                                      *sizes, "--targets", "blocks[0].attn.v"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "info",
+            "--model",
+            "vit_tiny_patch16_224",
+            "--weights",
+            "backbone.safetensors",
+            *sizes,
+            "--targets",
+            "blocks[0].attn.v",
+        ],
+    )
     # the real vit_tiny is 192 wide: the 32-wide backbone is refused in one line, naming the mismatch
     assert result.exit_code == 2 and "the model expects" in result.output

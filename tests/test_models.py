@@ -82,17 +82,24 @@ def test_unknown_model_and_model_without_blocks() -> None:
         create_model("vit_nonexistent_xx")
     with pytest.raises(PetlError, match="'resnet18' is not supported: it has no flat list of attention.MLP"):
         create_model(ModelSpec("resnet18", weights="random"))
-    with pytest.raises(PetlError, match=r"hierarchical .* choose a plain ViT-family model such as vit_tiny_patch16_224"):
-        create_model(ModelSpec("swin_tiny_patch4_window7_224", weights="random", img_size=32, kwargs=dict(depths=(1, 1, 1, 1))))
+    with pytest.raises(
+        PetlError, match=r"hierarchical .* choose a plain ViT-family model such as vit_tiny_patch16_224"
+    ):
+        create_model(
+            ModelSpec("swin_tiny_patch4_window7_224", weights="random", img_size=32, kwargs=dict(depths=(1, 1, 1, 1)))
+        )
 
 
-@pytest.mark.parametrize("spec, message", [
-    (dict(img_size=30, patch_size=16), "img_size 30 is not a multiple of patch_size 16; use img_size 16 or 32"),
-    (dict(img_size=7, patch_size=14), "img_size 7 is not a multiple of patch_size 14; use img_size 14"),
-    (dict(in_chans=2), "in_chans must be 1 (grayscale) or 3 (RGB)"),
-    (dict(img_size=0), "img_size must be a positive integer; got 0"),
-    (dict(patch_size=True), "patch_size must be a positive integer; got True"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (dict(img_size=30, patch_size=16), "img_size 30 is not a multiple of patch_size 16; use img_size 16 or 32"),
+        (dict(img_size=7, patch_size=14), "img_size 7 is not a multiple of patch_size 14; use img_size 14"),
+        (dict(in_chans=2), "in_chans must be 1 (grayscale) or 3 (RGB)"),
+        (dict(img_size=0), "img_size must be a positive integer; got 0"),
+        (dict(patch_size=True), "patch_size must be a positive integer; got True"),
+    ],
+)
 def test_impossible_sizes_are_one_line_errors(spec: dict, message: str) -> None:
     with pytest.raises(PetlError) as e:
         ModelSpec("vit_tiny_patch16_224", weights="random", **spec)
@@ -105,8 +112,11 @@ def test_a_size_the_model_default_patch_does_not_divide_is_refused_after_build()
 
 
 def test_size_overrides_build_the_model_they_say() -> None:
-    model = create_model(ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=8, in_chans=1,
-                                   kwargs=dict(depth=1)))
+    model = create_model(
+        ModelSpec(
+            "vit_tiny_patch16_224", weights="random", img_size=32, patch_size=8, in_chans=1, kwargs=dict(depth=1)
+        )
+    )
     assert model_input_config(model)["img_size"] == 32 and model_input_config(model)["in_chans"] == 1
     assert tuple(model.patch_embed.patch_size) == (8, 8)
 
@@ -160,9 +170,16 @@ def test_swiglu_catalogues_gate_and_value_and_fc1_means_both() -> None:
     assert (g.module, x.module) == ("blocks.0.mlp.fc1_g", "blocks.0.mlp.fc1_x") and g.rows is None
     assert g.weight.shape == (128, 48) and g.numel == 128 * 48 + 128
     assert resolve_targets(model, "blocks.0.mlp.fc1_g") == [g]  # the timm module name is the unit name here
-    assert [u.name for u in resolve_targets(model, "blocks[1].mlp.fc1")] == ["blocks.1.mlp.fc1_g", "blocks.1.mlp.fc1_x"]
+    assert [u.name for u in resolve_targets(model, "blocks[1].mlp.fc1")] == [
+        "blocks.1.mlp.fc1_g",
+        "blocks.1.mlp.fc1_x",
+    ]
     assert [u.kind for u in resolve_targets(model, "blocks[1].mlp")] == ["mlp.fc1_g", "mlp.fc1_x", "mlp.fc2"]
-    assert [u.kind for u in resolve_targets(model, "blocks[1]") if u.group == "mlp"] == ["mlp.fc1_g", "mlp.fc1_x", "mlp.fc2"]
+    assert [u.kind for u in resolve_targets(model, "blocks[1]") if u.group == "mlp"] == [
+        "mlp.fc1_g",
+        "mlp.fc1_x",
+        "mlp.fc2",
+    ]
     assert len(resolve_targets(model, "mlp.fc1,mlp.fc1_g")) == 4  # the same units, not an overlap
 
 
@@ -179,7 +196,10 @@ def test_packed_glu_fc1_is_one_unit_with_gate_and_value_row_halves() -> None:
     model = make_tiny("eva_packed")
     mlp = model.blocks[0].mlp
     assert mlp.gate_last is False  # timm's SwiGLUPacked layout: [gate, value]
-    fc1, g, x = resolve_targets(model, "blocks.0.mlp.fc1")[0], *resolve_targets(model, "blocks.0.mlp.fc1_g,blocks.0.mlp.fc1_x")
+    fc1, g, x = (
+        resolve_targets(model, "blocks.0.mlp.fc1")[0],
+        *resolve_targets(model, "blocks.0.mlp.fc1_g,blocks.0.mlp.fc1_x"),
+    )
     assert fc1.rows is None and fc1.weight.shape == (256, 48)
     assert (g.module, g.rows, x.rows) == ("blocks.0.mlp.fc1", (0, 128), (128, 256))
     assert g.biases[0].rows == (0, 128) and x.biases[0].rows == (128, 256)
@@ -188,8 +208,8 @@ def test_packed_glu_fc1_is_one_unit_with_gate_and_value_row_halves() -> None:
         resolve_targets(model, "blocks.0.mlp.fc1,blocks.0.mlp.fc1_x")
     # The value half really is the value: zero its rows and the MLP outputs fc2's bias alone (act(gate) * 0).
     with torch.no_grad():
-        mlp.fc1.weight[x.rows[0]:x.rows[1]] = 0
-        mlp.fc1.bias[x.rows[0]:x.rows[1]] = 0
+        mlp.fc1.weight[x.rows[0] : x.rows[1]] = 0
+        mlp.fc1.bias[x.rows[0] : x.rows[1]] = 0
         out = mlp(torch.randn(3, 4, 48))
     torch.testing.assert_close(out, mlp.fc2.bias.expand_as(out))
     mlp.gate_last = True  # the other GluMlp layout, [value, gate]

@@ -26,7 +26,9 @@ def test_every_package_is_declared() -> None:
 
 
 def test_library_never_imports_typer() -> None:
-    offenders = [p for p in (ROOT / "petl_analysis").rglob("*.py") if re.search(r"^\s*(import|from) typer", p.read_text(), re.M)]
+    offenders = [
+        p for p in (ROOT / "petl_analysis").rglob("*.py") if re.search(r"^\s*(import|from) typer", p.read_text(), re.M)
+    ]
     assert offenders == []
 
 

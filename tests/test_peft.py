@@ -14,12 +14,30 @@ from petl_analysis.tuners import LoraConfig, apply_method  # noqa: E402
 
 #: Tiny random-weights timm models; BEiT and EVA-02 (fused qkv, timm's default) read ``qkv.weight`` via F.linear.
 SPECS = {
-    "vit": ModelSpec("vit_tiny_patch16_224", weights="random", img_size=32, patch_size=8, num_classes=5,
-                     kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
-    "beit": ModelSpec("beit_base_patch16_224", weights="random", img_size=32, patch_size=8, num_classes=5,
-                      kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
-    "eva": ModelSpec("eva02_tiny_patch14_224", weights="random", img_size=28, patch_size=14, num_classes=5,
-                     kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+    "vit": ModelSpec(
+        "vit_tiny_patch16_224",
+        weights="random",
+        img_size=32,
+        patch_size=8,
+        num_classes=5,
+        kwargs=dict(embed_dim=32, depth=2, num_heads=2),
+    ),
+    "beit": ModelSpec(
+        "beit_base_patch16_224",
+        weights="random",
+        img_size=32,
+        patch_size=8,
+        num_classes=5,
+        kwargs=dict(embed_dim=32, depth=2, num_heads=2),
+    ),
+    "eva": ModelSpec(
+        "eva02_tiny_patch14_224",
+        weights="random",
+        img_size=28,
+        patch_size=14,
+        num_classes=5,
+        kwargs=dict(embed_dim=32, depth=2, num_heads=2),
+    ),
 }
 
 
@@ -62,8 +80,10 @@ def _inert_in_peft(arch: str, module: str) -> bool:
         return torch.equal(wrapped(_input(arch)), before)
 
 
-@pytest.mark.parametrize("arch,targets", [("vit", ["attn.q", "attn.v", "mlp.fc1"]), ("beit", ["mlp.fc1", "attn.proj"]),
-                                          ("eva", ["mlp.fc1", "attn.proj"])])
+@pytest.mark.parametrize(
+    "arch,targets",
+    [("vit", ["attn.q", "attn.v", "mlp.fc1"]), ("beit", ["mlp.fc1", "attn.proj"]), ("eva", ["mlp.fc1", "attn.proj"])],
+)
 def test_a_lora_written_for_peft_loads_with_our_outputs(arch, targets, tmp_path) -> None:
     model, method = _trained_lora(arch, targets)
     write_peft_adapter(model, method, tmp_path / "peft", model_name=SPECS[arch].name)
@@ -85,7 +105,9 @@ def test_an_inert_peft_target_is_refused_naming_the_model_and_the_target(arch, t
     model = _base(arch)
     plan = fixed_plan(model, ["attn.q", "attn.v"], 2_000, method="lora", model_spec=SPECS[arch])
     name = SPECS[arch].name
-    with pytest.raises(PetlError, match=rf"peft export refused: {name} never calls the forward of blocks\.0\.attn\.qkv"):
+    with pytest.raises(
+        PetlError, match=rf"peft export refused: {name} never calls the forward of blocks\.0\.attn\.qkv"
+    ):
         export_peft(plan, model)
     trained, method = _trained_lora(arch, ["attn.q", "attn.v"])
     with pytest.raises(PetlError, match=rf"{name} never calls the forward of blocks\.0\.attn\.qkv"):

@@ -26,9 +26,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def _config() -> PipelineConfig:
     probe_recipe = dataclasses.replace(default_probe_recipe(), epochs=1)
     return PipelineConfig(
-        budgets=[2_000], methods=["linear", "bitfit", "kadaptation"], seeds=1,
+        budgets=[2_000],
+        methods=["linear", "bitfit", "kadaptation"],
+        seeds=1,
         probe=ProbeConfig(targets=["attn.v", "mlp.fc1"], dims=[4], seeds=1, recipe=probe_recipe),
-        proxies=["random"], recipe=Recipe(epochs=1, batch_size=64, lr=1e-2),
+        proxies=["random"],
+        recipe=Recipe(epochs=1, batch_size=64, lr=1e-2),
         probe_data=DataSpec("digits", SplitSpec(max_train=100)),
     )
 

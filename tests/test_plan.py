@@ -18,8 +18,14 @@ RANKING = rank_from_probe(synthetic_probe())
 
 
 def _model(width: int = 64, depth: int = 4, classes: int = 10):
-    return create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=classes,
-                                  kwargs=dict(embed_dim=width, depth=depth, num_heads=4)))
+    return create_model(
+        ModelSpec(
+            "petl_vit_tiny",
+            weights="random",
+            num_classes=classes,
+            kwargs=dict(embed_dim=width, depth=depth, num_heads=4),
+        )
+    )
 
 
 @pytest.mark.parametrize("method", ["kadaptation", "lora"])
@@ -52,8 +58,11 @@ def test_mismatched_plan_is_rejected() -> None:
     with pytest.raises(PetlError, match=r"plan field 'trainable.total_incl_head' is 1; expected the sum of"):
         dataclasses.replace(plan, trainable={**plan.trainable, "total_incl_head": 1})
     edited = dataclasses.replace(plan, trainable={**plan.trainable, "model_total": plan.trainable["model_total"] + 1})
-    with pytest.raises(PetlError, match=rf"plan field 'trainable.model_total' is {plan.trainable['model_total'] + 1}, "
-                                        rf"this model gives {plan.trainable['model_total']}; the count does not match"):
+    with pytest.raises(
+        PetlError,
+        match=rf"plan field 'trainable.model_total' is {plan.trainable['model_total'] + 1}, "
+        rf"this model gives {plan.trainable['model_total']}; the count does not match",
+    ):
         validate_plan(edited, model)
     sized = dataclasses.replace(plan, model=dataclasses.replace(plan.model, img_size=32))
     with pytest.raises(PetlError, match=r"plan field 'model.img_size' is 32, the model given has null"):
@@ -80,35 +89,38 @@ def _edit(d: dict, path: str, value) -> dict:
     return d
 
 
-@pytest.mark.parametrize("path, value, message", [
-    ("trainable.model_total", None, "plan field 'trainable.model_total' must be a non-negative integer; got null"),
-    ("trainable.head", -3, "plan field 'trainable.head' must be a non-negative integer; got -3"),
-    ("trainable.adapter", 7.5, "trainable.adapter: expected int, got 7.5"),
-    ("trainable.adapter", 1, "plan field 'trainable.total_incl_head' is"),
-    ("trainable.total_excl_head", 0, "plan field 'trainable.total_excl_head' is 0; expected"),
-    ("trainable", {"head": 1}, "plan field 'trainable' must be an object with the counts head, adapter"),
-    ("budget", None, "plan field 'budget' must be a positive integer; got null"),
-    ("budget", 0, "plan field 'budget' must be a positive integer; got 0"),
-    ("budget", 10, "plan field 'used' ("),
-    ("num_classes", None, "plan field 'num_classes' must be a positive integer; got null"),
-    ("head_in_budget", None, "plan field 'head_in_budget' must be true or false; got null"),
-    ("head_in_budget", True, "plan field 'used' is"),
-    ("used", None, "plan field 'used' must be a non-negative integer; got null"),
-    ("used_fraction", None, "plan field 'used_fraction' must be used / budget"),
-    ("used_fraction", 0.123456, "plan field 'used_fraction' must be used / budget"),
-    ("method", "nope", "plan field 'method' must be one of"),
-    ("method", "lora", "plan field 'config.method' must be 'lora' (the plan's method); got 'kadaptation'"),
-    ("config.n", "four", "plan field 'config':"),
-    ("config.bogus", 1, "plan field 'config': kadaptation config: unknown option 'bogus'"),
-    ("targets", [], "plan field 'targets' must be a non-empty list"),
-    ("targets.0.rank", None, "plan field 'targets[attn.v].rank' must be a positive integer; got null"),
-    ("targets.0.units", [], "plan field 'targets[attn.v].units' must be a non-empty list"),
-    ("targets.0.d90", "low", "d90"),
-    ("model", None, "plan field 'model' must be an object"),
-    ("model.img_size", 0, "model img_size must be a positive integer; got 0"),
-    ("notes", None, "plan field 'notes' must be a list of strings; got null"),
-    ("policy", None, "plan field 'policy' must be a string; got null"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("trainable.model_total", None, "plan field 'trainable.model_total' must be a non-negative integer; got null"),
+        ("trainable.head", -3, "plan field 'trainable.head' must be a non-negative integer; got -3"),
+        ("trainable.adapter", 7.5, "trainable.adapter: expected int, got 7.5"),
+        ("trainable.adapter", 1, "plan field 'trainable.total_incl_head' is"),
+        ("trainable.total_excl_head", 0, "plan field 'trainable.total_excl_head' is 0; expected"),
+        ("trainable", {"head": 1}, "plan field 'trainable' must be an object with the counts head, adapter"),
+        ("budget", None, "plan field 'budget' must be a positive integer; got null"),
+        ("budget", 0, "plan field 'budget' must be a positive integer; got 0"),
+        ("budget", 10, "plan field 'used' ("),
+        ("num_classes", None, "plan field 'num_classes' must be a positive integer; got null"),
+        ("head_in_budget", None, "plan field 'head_in_budget' must be true or false; got null"),
+        ("head_in_budget", True, "plan field 'used' is"),
+        ("used", None, "plan field 'used' must be a non-negative integer; got null"),
+        ("used_fraction", None, "plan field 'used_fraction' must be used / budget"),
+        ("used_fraction", 0.123456, "plan field 'used_fraction' must be used / budget"),
+        ("method", "nope", "plan field 'method' must be one of"),
+        ("method", "lora", "plan field 'config.method' must be 'lora' (the plan's method); got 'kadaptation'"),
+        ("config.n", "four", "plan field 'config':"),
+        ("config.bogus", 1, "plan field 'config': kadaptation config: unknown option 'bogus'"),
+        ("targets", [], "plan field 'targets' must be a non-empty list"),
+        ("targets.0.rank", None, "plan field 'targets[attn.v].rank' must be a positive integer; got null"),
+        ("targets.0.units", [], "plan field 'targets[attn.v].units' must be a non-empty list"),
+        ("targets.0.d90", "low", "d90"),
+        ("model", None, "plan field 'model' must be an object"),
+        ("model.img_size", 0, "model img_size must be a positive integer; got 0"),
+        ("notes", None, "plan field 'notes' must be a list of strings; got null"),
+        ("policy", None, "plan field 'policy' must be a string; got null"),
+    ],
+)
 def test_every_plan_field_is_checked_with_one_line_naming_it(tmp_path, path, value, message) -> None:
     from petl_analysis.io import atomic_write_json
 
@@ -144,13 +156,21 @@ def test_export_peft() -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(budget=st.integers(min_value=1, max_value=300_000), width=st.sampled_from([32, 64]),
-       depth=st.integers(min_value=1, max_value=4), method=st.sampled_from(["kadaptation", "lora"]),
-       head_in_budget=st.booleans())
+@given(
+    budget=st.integers(min_value=1, max_value=300_000),
+    width=st.sampled_from([32, 64]),
+    depth=st.integers(min_value=1, max_value=4),
+    method=st.sampled_from(["kadaptation", "lora"]),
+    head_in_budget=st.booleans(),
+)
 def test_planner_never_exceeds_the_budget(budget, width, depth, method, head_in_budget) -> None:
     model = _model(width=width, depth=depth)
-    probe = synthetic_probe({label: [f"blocks.{b}.{label}" for b in range(depth)] for label in
-                             ("attn.v", "attn.q", "mlp.fc1", "attn.proj")})
+    probe = synthetic_probe(
+        {
+            label: [f"blocks.{b}.{label}" for b in range(depth)]
+            for label in ("attn.v", "attn.q", "mlp.fc1", "attn.proj")
+        }
+    )
     try:
         plan = plan_for_budget(rank_from_probe(probe), model, budget, method=method, head_in_budget=head_in_budget)
     except PetlError as e:

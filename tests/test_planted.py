@@ -53,8 +53,11 @@ def test_d90_recovers_planted_k_and_control_never_reaches(planted, task):
     assert ft > 0.95  # the ceiling: direct training of the planted Linear finds the teacher
     target = 0.9 * ft
     seeds = (11, 12)  # the planted change uses no projection, so no seed is special; d90 of the seed-mean curve
-    curve = [planted.train_subspace(task, planted.PLANTED, d, s, recipe, "fastfood")
-             for d in (4, 6, 8, 10, 12, 16) for s in seeds]
+    curve = [
+        planted.train_subspace(task, planted.PLANTED, d, s, recipe, "fastfood")
+        for d in (4, 6, 8, 10, 12, 16)
+        for s in seeds
+    ]
     est = planted.d90_of(curve, target, n_boot=0)
     accs = {d: round(a, 3) for d, a in est["mean"].items()}
     assert est["reached"] and not est["below_min"], accs

@@ -132,8 +132,9 @@ def test_image_folder_round_trip_is_exact(digits_600, tmp_path):
     # Streamed through timm's transforms (what the pipeline does with a folder) = the pixels the teacher labelled.
     model = prepare_model(SPEC, 10)
     files = open_dataset(str(root))
-    streamed = build_task(DataSpec(str(root), SplitSpec(val_fraction=0.1, test_fraction=0.1)), model, dataset=files,
-                          num_workers=0)
+    streamed = build_task(
+        DataSpec(str(root), SplitSpec(val_fraction=0.1, test_fraction=0.1)), model, dataset=files, num_workers=0
+    )
     in_memory = build_task(DataSpec("x", SplitSpec(val_fraction=0.1, test_fraction=0.1)), model, dataset=back)
     xs = torch.stack([streamed.val[i][0] for i in range(len(streamed.val))])
     assert torch.equal(xs, in_memory.val.tensors[0])
@@ -164,13 +165,17 @@ def test_planted_delta_scales_to_the_requested_strength(digits_600):
     inputs = _unit_inputs(model, [units[0].module], x)
     params = {n: p.detach() for n, p in model.named_parameters()}
     g = torch.Generator().manual_seed(0)
-    dirs = {units[0].name: (torch.linalg.qr(torch.randn(256, 3, generator=g, dtype=torch.float64))[0],
-                            torch.linalg.qr(torch.randn(64, 3, generator=g, dtype=torch.float64))[0])}
+    dirs = {
+        units[0].name: (
+            torch.linalg.qr(torch.randn(256, 3, generator=g, dtype=torch.float64))[0],
+            torch.linalg.qr(torch.randn(64, 3, generator=g, dtype=torch.float64))[0],
+        )
+    }
     delta, _ = planted_delta(units, params, inputs, dirs, 0.7)
     xi = inputs[units[0].module].double()
     xc = xi - xi.mean(0)
     w = params["blocks.2.mlp.fc1.weight"].double()
-    moved = (xi @ delta["blocks.2.mlp.fc1.weight"].T + delta["blocks.2.mlp.fc1.bias"])  # the change of the output
+    moved = xi @ delta["blocks.2.mlp.fc1.weight"].T + delta["blocks.2.mlp.fc1.bias"]  # the change of the output
     assert float(moved.norm() / (xc @ w.T).norm()) == pytest.approx(0.7)
     assert moved.mean(0).abs().max() < 1e-9  # centred: no constant shift
 
@@ -202,9 +207,12 @@ def _pipeline(target: str, monkeypatch) -> tuple:
     monkeypatch.setitem(DATASETS._entries, name, lambda: planted.dataset)
     probe._dataset.cache_clear()
     probe._prepared.cache_clear()
-    config = ProbeConfig(targets=["attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"],
-                         dims=FAST_PROBE["dims"], seeds=FAST_PROBE["seeds"],
-                         recipe=dataclasses.replace(default_probe_recipe(), epochs=FAST_PROBE["epochs"]))
+    config = ProbeConfig(
+        targets=["attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"],
+        dims=FAST_PROBE["dims"],
+        seeds=FAST_PROBE["seeds"],
+        recipe=dataclasses.replace(default_probe_recipe(), epochs=FAST_PROBE["epochs"]),
+    )
     try:
         result = run_probe(SPEC, DataSpec(name, SplitSpec(max_train=FAST_PROBE["max_train"])), config)
     finally:
@@ -233,7 +241,7 @@ def test_a_plant_the_probe_cannot_learn_is_flagged_not_ranked(monkeypatch):
     """At 300 training images the attn.v plant is not learnable by the probe's recipe: full fine-tuning does not
     clearly beat the head. The ranking must then say that its d90s order nothing, not present an order as a finding
     (``scripts/validate_planted_unit.py``, 600 images and two seeds, learns it and ranks it first)."""
-    planted, result, ranking, plan = _pipeline("attn.v", monkeypatch)
+    _planted, result, ranking, _plan = _pipeline("attn.v", monkeypatch)
     why = result.unresolved_gain()
     assert why is not None and why.startswith("full fine-tuning"), result.baselines
     assert ranking.details["warning"].startswith(why) and "do not order the targets" in ranking.details["warning"]
@@ -295,8 +303,7 @@ def test_exact_null_of_first_places_is_the_binomial_for_strict_orders():
     assert stats.binom.sf(2, 15, 1 / 6) == pytest.approx(0.4678, abs=1e-4)
     # A first place shared by two sets counts 1/2, with probability 2/6: both plants first -> P = (1/3)^2.
     tied = ps.position_scores([["a", "b"], ["c"], ["d"], ["e"], ["f"]], ps.first_credit)
-    assert ps.tail_probability(ps.null_sum_distribution([tied, tied]), Fraction(1), upper=True) == \
-        pytest.approx(1 / 9)
+    assert ps.tail_probability(ps.null_sum_distribution([tied, tied]), Fraction(1), upper=True) == pytest.approx(1 / 9)
     # Midranks: one plant, strict order: P(midrank <= 2) = 2/6.
     mid = ps.position_scores(strict, ps.midrank_of)
     assert ps.tail_probability(ps.null_sum_distribution([mid]), Fraction(2), upper=False) == pytest.approx(1 / 3)
@@ -320,16 +327,26 @@ def test_script_writes_learnability_before_any_selector_runs(monkeypatch, tmp_pa
     calls: list[str] = []
     out = tmp_path / "out.json"
     ds = load_dataset("digits").subset(slice(0, 100))
-    fake = types.SimpleNamespace(dataset=ds, units=["blocks.0.attn.v"], share_changed=0.5,
-                                 head_check={"head_only_val": 0.5, "unplanted_val": 0.5, "gain_images": 0,
-                                             "n_val": 10, "p_one_sided": 1.0}, metadata=lambda: {})
+    fake = types.SimpleNamespace(
+        dataset=ds,
+        units=["blocks.0.attn.v"],
+        share_changed=0.5,
+        head_check={"head_only_val": 0.5, "unplanted_val": 0.5, "gain_images": 0, "n_val": 10, "p_one_sided": 1.0},
+        metadata=lambda: {},
+    )
 
     def on_disk() -> bool:
         return any("learnability" in r for r in json.loads(out.read_text())["rows"])
 
     monkeypatch.setattr(script, "plant_unit", lambda *a, **k: calls.append("plant") or fake)
-    monkeypatch.setattr(script, "learnability", lambda *a, **k: calls.append("learnability") or {
-        "learnable": False, "unit_val": [0.5], "head_val": [0.5], "gain_images": 0.0})
+    monkeypatch.setattr(
+        script,
+        "learnability",
+        lambda *a, **k: (
+            calls.append("learnability")
+            or {"learnable": False, "unit_val": [0.5], "head_val": [0.5], "gain_images": 0.0}
+        ),
+    )
 
     def probe(*a, **k):
         calls.append(f"probe (learnability on disk: {on_disk()})")
@@ -364,9 +381,14 @@ def test_report_statistics_from_the_json_alone():
         classes = {s: [[t] for t in rest[:3]] + [[target]] + [[t] for t in rest[3:]] for s in script.SELECTORS}
         classes["d90"] = [[target]] + [[t] for t in rest]
         classes["constant"] = [[t] for t in rest] + [[target]]
-        return {"selectors": {"label": target, "classes": classes,
-                              "midrank": {s: str(ps.midrank_of(c, target)) for s, c in classes.items()},
-                              "first_credit": {s: str(ps.first_credit(c, target)) for s, c in classes.items()}}}
+        return {
+            "selectors": {
+                "label": target,
+                "classes": classes,
+                "midrank": {s: str(ps.midrank_of(c, target)) for s, c in classes.items()},
+                "first_credit": {s: str(ps.first_credit(c, target)) for s, c in classes.items()},
+            }
+        }
 
     st = script.statistics([row("attn.v"), row("mlp.fc1")])
     assert st["chance"]["d90"]["p_better"] == pytest.approx(1 / 36)

@@ -73,7 +73,7 @@ def test_probe_result_has_baselines_targets_and_trial_counts(probed):
 
 
 def test_subspace_trials_train_theta_d_and_the_head(probed):
-    result, out = probed
+    _result, out = probed
     records = [r for r in _log_records(out.with_name(out.name + ".trials.jsonl")) if r["kind"] == "subspace"]
     assert len(records) == len(TARGETS) * len(DIMS)
     for r in records:
@@ -109,7 +109,7 @@ def test_rerun_with_the_same_out_runs_no_trial(probed, monkeypatch):
 
 
 def test_extending_the_grid_runs_only_the_new_trials(probed, monkeypatch, tmp_path):
-    result, out = probed
+    _result, out = probed
     log = out.with_name(out.name + ".trials.jsonl")
     copy_log = tmp_path / "probe.json.trials.jsonl"
     copy_log.write_text(log.read_text())
@@ -117,8 +117,16 @@ def test_extending_the_grid_runs_only_the_new_trials(probed, monkeypatch, tmp_pa
 
     def fake(trial):
         ran.append((trial.kind, trial.payload.get("d")))
-        return {"val_acc": 0.5, "test_acc": 0.5, "last_test_acc": 0.5, "best_epoch": 1, "val_curve": [0.5],
-                "train_loss": [1.0], "trainable": {"total_incl_head": 1}, "fit_time_s": 0.0}
+        return {
+            "val_acc": 0.5,
+            "test_acc": 0.5,
+            "last_test_acc": 0.5,
+            "best_epoch": 1,
+            "val_curve": [0.5],
+            "train_loss": [1.0],
+            "trainable": {"total_incl_head": 1},
+            "fit_time_s": 0.0,
+        }
 
     monkeypatch.setattr(probe_module, "probe_trial", fake)
     model, data = _specs()
@@ -163,8 +171,15 @@ def test_last_round_proposals_are_not_left_unrun(tmp_path):
     # reached, a smaller one if it is reached at 4), which must not join the curve without being trained.
     model, data = _specs()
     recipe = dataclasses.replace(default_probe_recipe(), epochs=1, eval_batch_size=1024)
-    cfg = ProbeConfig(targets=["blocks.0.attn.proj"], seeds=1, recipe=recipe, d_min=4, points_per_decade=1, max_d=12,
-                      max_refinements=0)
+    cfg = ProbeConfig(
+        targets=["blocks.0.attn.proj"],
+        seeds=1,
+        recipe=recipe,
+        d_min=4,
+        points_per_decade=1,
+        max_d=12,
+        max_refinements=0,
+    )
     (target,) = run_probe(model, data, cfg, out=tmp_path / "probe.json").targets
     assert target.dims == [4, 10] and target.trials == 2
 
@@ -181,8 +196,16 @@ def test_the_lr_grid_keeps_the_best_validation_multiplier_per_d(probed, monkeypa
             mult = p["lr"] * math.sqrt(p["d"])
             acc = 0.9 if math.isclose(mult, best_for[p["d"]]) else 0.6
             test = 1.0 - acc  # a decision that read test would pick the other multiplier
-        return {"val_acc": acc, "test_acc": test, "last_test_acc": test, "best_epoch": 1, "val_curve": [acc],
-                "train_loss": [1.0], "trainable": {"total_incl_head": 1}, "fit_time_s": 0.0}
+        return {
+            "val_acc": acc,
+            "test_acc": test,
+            "last_test_acc": test,
+            "best_epoch": 1,
+            "val_curve": [acc],
+            "train_loss": [1.0],
+            "trainable": {"total_incl_head": 1},
+            "fit_time_s": 0.0,
+        }
 
     monkeypatch.setattr(probe_module, "probe_trial", fake)
     cfg = dataclasses.replace(_config(), targets=["attn.v"], lr_grid=[0.3, 1.0, 3.0])

@@ -63,8 +63,20 @@ def test_fwht_destructive_uses_the_two_buffers(n):
 
 
 # Sizes around the cases the shortcuts distinguish: m <= n/2 (tile / fold), n/2 < m < n (split), m == n.
-PREFIXES = [(1, 1), (2, 1), (8, 3), (16, 8), (16, 9), (64, 33), (64, 41), (64, 63), (64, 64), (1024, 517),
-            (1024, 700), (4096, 1)]
+PREFIXES = [
+    (1, 1),
+    (2, 1),
+    (8, 3),
+    (16, 8),
+    (16, 9),
+    (64, 33),
+    (64, 41),
+    (64, 63),
+    (64, 64),
+    (1024, 517),
+    (1024, 700),
+    (4096, 1),
+]
 
 
 @pytest.mark.parametrize(("n", "m"), PREFIXES)
@@ -83,8 +95,9 @@ def test_fwht_truncated_equals_first_outputs_and_is_the_transpose_of_padded(n, k
     out = fwht_truncated_(z.clone(), keep, torch.empty(n, dtype=torch.float64))
     torch.testing.assert_close(out, (z @ _hadamard(n))[:keep])
     x = torch.randn(keep, dtype=torch.float64)  # <H pad(x), z> == <x, (H z)[:keep]>
-    padded = fwht_padded_(torch.cat((x, torch.zeros(n - keep, dtype=torch.float64))), keep,
-                          torch.empty(n, dtype=torch.float64))
+    padded = fwht_padded_(
+        torch.cat((x, torch.zeros(n - keep, dtype=torch.float64))), keep, torch.empty(n, dtype=torch.float64)
+    )
     torch.testing.assert_close(padded @ z, x @ out)
 
 
@@ -260,8 +273,9 @@ def test_sparse_refuses_above_max_bytes():
         make_projection("sparse", 10_000, 1000, seed=0, max_bytes=2**10)
 
 
-@pytest.mark.parametrize(("D", "d"), [(1, 1), (5, 3), (37, 10), (100, 64), (100, 65), (130, 130), (257, 129),
-                                    (600, 300)])
+@pytest.mark.parametrize(
+    ("D", "d"), [(1, 1), (5, 3), (37, 10), (100, 64), (100, 65), (130, 130), (257, 129), (600, 300)]
+)
 def test_fastfood_equals_its_dense_definition(D, d):
     """P = (H G Π H B)[:D, :d] with the stored diagonals and permutation, built densely: the fast path's
     shortcuts (tiled input transform, folded / truncated output transform) are exact."""

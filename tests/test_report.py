@@ -36,20 +36,60 @@ SPREAD = (-math.sqrt(1.5), 0.0, math.sqrt(1.5))  # three seeds whose population 
 # --------------------------------------------------------------------------------------------------- synthetic data
 
 
-def _run(method: str, label: str, acc: float, std: float, *, adapter: int = 0, shared: int = 0, bias_norm: int = 0,
-         backbone: int = 0) -> RunResult:
-    seeds = [SeedRun(seed=s, val_acc=acc, test_acc=acc + k * std, last_val_acc=acc, last_test_acc=acc - 0.004,
-                     best_epoch=5, epochs_run=10, n_train=100, wall_time_s=1.0)
-             for s, k in enumerate(SPREAD)]
+def _run(
+    method: str,
+    label: str,
+    acc: float,
+    std: float,
+    *,
+    adapter: int = 0,
+    shared: int = 0,
+    bias_norm: int = 0,
+    backbone: int = 0,
+) -> RunResult:
+    seeds = [
+        SeedRun(
+            seed=s,
+            val_acc=acc,
+            test_acc=acc + k * std,
+            last_val_acc=acc,
+            last_test_acc=acc - 0.004,
+            best_epoch=5,
+            epochs_run=10,
+            n_train=100,
+            wall_time_s=1.0,
+        )
+        for s, k in enumerate(SPREAD)
+    ]
     added = adapter + shared
     total = HEAD + added + bias_norm + backbone
-    trainable = {"head": HEAD, "adapter": adapter, "shared": shared, "bias_norm": bias_norm, "backbone": backbone,
-                 "total_incl_head": total, "total_excl_head": total - HEAD, "model_total": MODEL_SIZE + added}
+    trainable = {
+        "head": HEAD,
+        "adapter": adapter,
+        "shared": shared,
+        "bias_norm": bias_norm,
+        "backbone": backbone,
+        "total_incl_head": total,
+        "total_excl_head": total - HEAD,
+        "model_total": MODEL_SIZE + added,
+    }
     accs = [s.test_acc for s in seeds]
-    return RunResult(method=method, config={"method": method}, model=MODEL, data=DATA, recipe=Recipe(epochs=10),
-                     head_init="lp", trainable=trainable, seeds=seeds, test_acc_mean=float(np.mean(accs)),
-                     test_acc_std=float(np.std(accs)), val_acc_mean=acc, last_test_acc_mean=acc - 0.004,
-                     wall_time_s=3.0, label=label)
+    return RunResult(
+        method=method,
+        config={"method": method},
+        model=MODEL,
+        data=DATA,
+        recipe=Recipe(epochs=10),
+        head_init="lp",
+        trainable=trainable,
+        seeds=seeds,
+        test_acc_mean=float(np.mean(accs)),
+        test_acc_std=float(np.std(accs)),
+        val_acc_mean=acc,
+        last_test_acc_mean=acc - 0.004,
+        wall_time_s=3.0,
+        label=label,
+    )
 
 
 def _point(method: str, variant: str, budget: int | None, run: RunResult, targets: list[str] = ()) -> SweepPoint:
@@ -57,17 +97,27 @@ def _point(method: str, variant: str, budget: int | None, run: RunResult, target
         return [t] if t.startswith("blocks.") else [f"blocks.{b}.{t}" for b in range(4)]
 
     used = run.trainable["total_excl_head"]
-    plan = Plan(model=MODEL, num_classes=10, budget=budget, head_in_budget=False, method=method,
-                config={"method": method}, targets=[PlannedTarget(t, units(t), i + 1, None, "synthetic")
-                                                    for i, t in enumerate(targets)],
-                trainable={k: run.trainable[k] for k in COUNT_FIELDS}, used=used,
-                used_fraction=None if budget is None else used / budget, variant=variant)
+    plan = Plan(
+        model=MODEL,
+        num_classes=10,
+        budget=budget,
+        head_in_budget=False,
+        method=method,
+        config={"method": method},
+        targets=[PlannedTarget(t, units(t), i + 1, None, "synthetic") for i, t in enumerate(targets)],
+        trainable={k: run.trainable[k] for k in COUNT_FIELDS},
+        used=used,
+        used_fraction=None if budget is None else used / budget,
+        variant=variant,
+    )
     return SweepPoint(plan, run)
 
 
-SELECTED = [["blocks.0.attn.v", "blocks.1.attn.v"],
-            ["blocks.0.attn.v", "blocks.1.attn.v", "blocks.2.attn.v", "blocks.0.attn.q"],
-            ["attn.v", "attn.q"]]  # at the largest budget selection covers the paper's q, v of every block
+SELECTED = [
+    ["blocks.0.attn.v", "blocks.1.attn.v"],
+    ["blocks.0.attn.v", "blocks.1.attn.v", "blocks.2.attn.v", "blocks.0.attn.q"],
+    ["attn.v", "attn.q"],
+]  # at the largest budget selection covers the paper's q, v of every block
 #: (label, method, variant, accuracy per budget, std, plan targets per budget)
 PLANNED = [
     # at 32k selected is ahead of fixed beyond the seeds' spread (Welch's 95 % interval), level elsewhere
@@ -95,32 +145,80 @@ def synthetic_sweep() -> SweepResult:
         points.append(_point("adapter", "sized", budget, _run("adapter", "adapter", acc, 0.006, adapter=used)))
     for budget, acc, used in zip(BUDGETS[1:], [0.833, 0.851], [6_400, 25_600]):
         points.append(_point("vpt", "sized", budget, _run("vpt", "vpt", acc, 0.009, adapter=used)))
-    return SweepResult(model=MODEL, data=DATA, recipe=Recipe(epochs=10), seeds=[0, 1, 2], budgets=BUDGETS,
-                       methods=["kadaptation", "lora", "bitfit", "adapter", "vpt", "linear", "full"],
-                       head_in_budget=False, points=points,
-                       failed=[{"label": "vpt", "budget": 8_000, "seed": 2, "error": "RuntimeError: out of memory"}],
-                       skipped=["vpt at budget 2000: its smallest configuration exceeds the budget"],
-                       ranking_source="out/ranking.json", wall_time_s=812.0,
-                       command="petl-analyze sweep --budgets 2000,8000,32000 --seeds 3")
+    return SweepResult(
+        model=MODEL,
+        data=DATA,
+        recipe=Recipe(epochs=10),
+        seeds=[0, 1, 2],
+        budgets=BUDGETS,
+        methods=["kadaptation", "lora", "bitfit", "adapter", "vpt", "linear", "full"],
+        head_in_budget=False,
+        points=points,
+        failed=[{"label": "vpt", "budget": 8_000, "seed": 2, "error": "RuntimeError: out of memory"}],
+        skipped=["vpt at budget 2000: its smallest configuration exceeds the budget"],
+        ranking_source="out/ranking.json",
+        wall_time_s=812.0,
+        command="petl-analyze sweep --budgets 2000,8000,32000 --seeds 3",
+    )
 
 
-def _target(label: str, D: int, mid: float, d90: float | None, ci: tuple[float, float], lp: float, ft: float,
-            thr: float, thr_c: float) -> TargetResult:
+def _target(
+    label: str,
+    D: int,
+    mid: float,
+    d90: float | None,
+    ci: tuple[float, float],
+    lp: float,
+    ft: float,
+    thr: float,
+    thr_c: float,
+) -> TargetResult:
     dims = [4, 16, 64, 256, 1024, 4096]
     top = ft + 0.005 if d90 is not None else lp + 0.6 * (ft - lp)
     mean = [lp + (top - lp) / (1 + (mid / d) ** 1.3) for d in dims]
     per_seed = [[m - 0.006, m + 0.006] for m in mean]
     fitted = list(np.maximum.accumulate(mean))
     reached = d90 is not None
-    est = D90(threshold_acc=thr, threshold_per_seed=[thr, thr], value=d90, ci_low=ci[0] if reached else None,
-              ci_high=ci[1] if reached else None, reached=reached, below_min=False,
-              reached_fraction=1.0 if reached else 0.2, n_seeds=2)
-    classic = D90(threshold_acc=thr_c, threshold_per_seed=[thr_c, thr_c], value=(d90 or 400.0) / 3, ci_low=None,
-                  ci_high=None, reached=True, below_min=False, reached_fraction=1.0, n_seeds=2)
-    return TargetResult(label, [label], D, dims, val_mean=mean, val_std=[0.006] * len(dims), val_per_seed=per_seed,
-                        test_mean=[m - 0.003 for m in mean], test_per_seed=[[m - 0.003] * 2 for m in mean],
-                        lr=[1e-2] * len(dims), fitted=fitted, d90=est, d90_classic=classic, trials=12,
-                        failed_trials=0, wall_time_s=30.0)
+    est = D90(
+        threshold_acc=thr,
+        threshold_per_seed=[thr, thr],
+        value=d90,
+        ci_low=ci[0] if reached else None,
+        ci_high=ci[1] if reached else None,
+        reached=reached,
+        below_min=False,
+        reached_fraction=1.0 if reached else 0.2,
+        n_seeds=2,
+    )
+    classic = D90(
+        threshold_acc=thr_c,
+        threshold_per_seed=[thr_c, thr_c],
+        value=(d90 or 400.0) / 3,
+        ci_low=None,
+        ci_high=None,
+        reached=True,
+        below_min=False,
+        reached_fraction=1.0,
+        n_seeds=2,
+    )
+    return TargetResult(
+        label,
+        [label],
+        D,
+        dims,
+        val_mean=mean,
+        val_std=[0.006] * len(dims),
+        val_per_seed=per_seed,
+        test_mean=[m - 0.003 for m in mean],
+        test_per_seed=[[m - 0.003] * 2 for m in mean],
+        lr=[1e-2] * len(dims),
+        fitted=fitted,
+        d90=est,
+        d90_classic=classic,
+        trials=12,
+        failed_trials=0,
+        wall_time_s=30.0,
+    )
 
 
 def synthetic_probe(per_block: bool) -> ProbeResult:
@@ -134,21 +232,46 @@ def synthetic_probe(per_block: bool) -> ProbeResult:
                 m = mid * (1 + 0.6 * b)
                 reached = not (kind == "mlp.fc1" and b == 3)
                 d90 = m * 3.1 if reached else None
-                targets.append(_target(f"blocks.{b}.{kind}", 4_160 if kind.startswith("attn") else 16_640, m, d90,
-                                       (d90 * 0.6, d90 * 1.7 if b < 2 else math.inf) if reached else (0, 0),
-                                       lp, ft, thr, thr_c))
+                targets.append(
+                    _target(
+                        f"blocks.{b}.{kind}",
+                        4_160 if kind.startswith("attn") else 16_640,
+                        m,
+                        d90,
+                        (d90 * 0.6, d90 * 1.7 if b < 2 else math.inf) if reached else (0, 0),
+                        lp,
+                        ft,
+                        thr,
+                        thr_c,
+                    )
+                )
         config = ProbeConfig(targets=list(spec), per_block=True, seeds=2)
     else:
-        spec = {"attn.v": (20, (38.0, 95.0)), "attn.q": (30, (55.0, 160.0)), "mlp.fc1": (300, (600.0, math.inf)),
-                "attn.proj": (2000, None)}
-        targets = [_target(k, 16_640, mid, None if ci is None else mid * 3.1, ci or (0, 0), lp, ft, thr, thr_c)
-                   for k, (mid, ci) in spec.items()]
+        spec = {
+            "attn.v": (20, (38.0, 95.0)),
+            "attn.q": (30, (55.0, 160.0)),
+            "mlp.fc1": (300, (600.0, math.inf)),
+            "attn.proj": (2000, None),
+        }
+        targets = [
+            _target(k, 16_640, mid, None if ci is None else mid * 3.1, ci or (0, 0), lp, ft, thr, thr_c)
+            for k, (mid, ci) in spec.items()
+        ]
         config = ProbeConfig(targets=list(spec), seeds=2)
-    return ProbeResult(model=MODEL, data=DataSpec("digits", SplitSpec(shots=10)), config=config,
-                       baselines={"lp": Baseline.from_seeds([lp - 0.01, lp], [lp - 0.01, lp], HEAD),
-                                  "head": Baseline.from_seeds([lp - 0.005, lp + 0.005], [lp, lp], HEAD),
-                                  "ft": Baseline.from_seeds([ft - 0.004, ft + 0.004], [ft, ft], MODEL_SIZE)},
-                       targets=targets, trials_total=2 + 12 * len(targets), failed_trials=1, wall_time_s=420.0)
+    return ProbeResult(
+        model=MODEL,
+        data=DataSpec("digits", SplitSpec(shots=10)),
+        config=config,
+        baselines={
+            "lp": Baseline.from_seeds([lp - 0.01, lp], [lp - 0.01, lp], HEAD),
+            "head": Baseline.from_seeds([lp - 0.005, lp + 0.005], [lp, lp], HEAD),
+            "ft": Baseline.from_seeds([ft - 0.004, ft + 0.004], [ft, ft], MODEL_SIZE),
+        },
+        targets=targets,
+        trials_total=2 + 12 * len(targets),
+        failed_trials=1,
+        wall_time_s=420.0,
+    )
 
 
 # --------------------------------------------------------------------------------------------------- pareto / PE
@@ -178,8 +301,10 @@ def test_pareto_front_edge_cases() -> None:
 def test_pareto_front_matches_brute_force(points: list[tuple[int, int]]) -> None:
     p = [x for x, _ in points]
     a = [y for _, y in points]
-    expected = [not any(p[j] <= p[i] and a[j] >= a[i] and (p[j] < p[i] or a[j] > a[i]) for j in range(len(p)))
-                for i in range(len(p))]
+    expected = [
+        not any(p[j] <= p[i] and a[j] >= a[i] and (p[j] < p[i] or a[j] > a[i]) for j in range(len(p)))
+        for i in range(len(p))
+    ]
     assert pareto_front(p, a).tolist() == expected
 
 
@@ -229,11 +354,18 @@ def test_rows_front_and_default_m0() -> None:
 
 def test_full_report(tmp_path) -> None:
     sweep, probe = synthetic_sweep(), synthetic_probe(per_block=True)
-    files = write_report(sweep, probe, tmp_path / "r", commands=["petl-analyze run --budgets 2000,8000,32000"],
-                         dpi=60)
+    files = write_report(sweep, probe, tmp_path / "r", commands=["petl-analyze run --budgets 2000,8000,32000"], dpi=60)
     names = {p.name for p in files.paths()}
-    assert names == {"accuracy_vs_params.png", "id_curves.png", "id_heatmap.png", "selection_vs_fixed.png",
-                     "points.csv", "probe.csv", "report.md", "report.html"}
+    assert names == {
+        "accuracy_vs_params.png",
+        "id_curves.png",
+        "id_heatmap.png",
+        "selection_vs_fixed.png",
+        "points.csv",
+        "probe.csv",
+        "report.md",
+        "report.html",
+    }
     for png in ("accuracy_vs_params", "id_curves", "id_heatmap", "selection_vs_fixed"):
         path = getattr(files, png)
         w, h = _png_size(path)
@@ -265,8 +397,9 @@ def test_full_report(tmp_path) -> None:
     assert len(points) == len(sweep.points)
     row = next(r for r in points if r["label"] == "kadaptation@selected" and r["budget"] == "8000")
     assert float(row["test_acc_mean_pct"]) == pytest.approx(90.7) and row["on_pareto_front"] == "true"
-    assert float(row["pe_1e8"]) == pytest.approx(pe_score(kad.test_acc_mean, kad.trainable["total_incl_head"], 1e8),
-                                                 abs=1e-4)
+    assert float(row["pe_1e8"]) == pytest.approx(
+        pe_score(kad.test_acc_mean, kad.trainable["total_incl_head"], 1e8), abs=1e-4
+    )
     assert row["m0"] == str(MODEL_SIZE)
     probe_rows = list(csv.DictReader(files.probe_csv.open()))
     assert len(probe_rows) == 16 and probe_rows[-1]["target"] == "blocks.3.mlp.fc1" and probe_rows[-1]["d90"] == ""
@@ -313,7 +446,10 @@ def test_below_grid_d90_keeps_its_marker_in_every_table(tmp_path) -> None:
     with open(files.probe_csv) as f:
         table = list(csv.DictReader(f))
     assert [(r["target"], r["below_min"], r["classic_below_min"]) for r in table] == [
-        ("attn.v", "true", "true"), ("mlp.fc1", "true", "true"), ("attn.q", "false", "false")]
+        ("attn.v", "true", "true"),
+        ("mlp.fc1", "true", "true"),
+        ("attn.q", "false", "false"),
+    ]
     assert "degenerate probe" not in md.lower()  # one target did not reach it: the probe orders something
 
 
@@ -322,8 +458,9 @@ def test_degenerate_probe_is_flagged_in_the_report_and_for_the_console(tmp_path)
 
     probe = below_grid_probe(all_below=True)
     warning = degenerate_probe_warning(probe)
-    assert warning is not None and warning.startswith("degenerate probe: every target reached the threshold at the "
-                                                      "smallest d tried (d90 <= 4)")
+    assert warning is not None and warning.startswith(
+        "degenerate probe: every target reached the threshold at the smallest d tried (d90 <= 4)"
+    )
     assert "full fine-tuning (88.0%) does not beat the head trained alone (90.0%)" in warning
     md = write_report(None, probe, tmp_path / "r", dpi=30).markdown.read_text()
     assert "- Degenerate probe: every target reached the threshold" in md

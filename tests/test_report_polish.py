@@ -12,8 +12,10 @@ from petl_analysis.errors import PetlError
 
 
 def _one_seed(probe):
-    targets = [dataclasses.replace(t, d90=dataclasses.replace(t.d90, ci_low=None, ci_high=None, n_seeds=1))
-               for t in probe.targets]
+    targets = [
+        dataclasses.replace(t, d90=dataclasses.replace(t.d90, ci_low=None, ci_high=None, n_seeds=1))
+        for t in probe.targets
+    ]
     return dataclasses.replace(probe, targets=targets)
 
 
@@ -49,8 +51,13 @@ def test_id_curves_show_both_thresholds_and_name_the_floor(monkeypatch) -> None:
 
     probe = synthetic_probe()
     low = 0.2  # a classic threshold far below every curve point must still be on the axes
-    probe = dataclasses.replace(probe, targets=[dataclasses.replace(
-        t, d90_classic=dataclasses.replace(t.d90_classic, threshold_acc=low)) for t in probe.targets])
+    probe = dataclasses.replace(
+        probe,
+        targets=[
+            dataclasses.replace(t, d90_classic=dataclasses.replace(t.d90_classic, threshold_acc=low))
+            for t in probe.targets
+        ],
+    )
     (fig,) = _fig_text(lambda: plots.id_curves(probe, title="t"), monkeypatch)
     lo, hi = fig.axes[0].get_ylim()
     assert lo <= 100 * low <= hi
@@ -65,11 +72,23 @@ def test_selection_figure_wraps_its_label_and_draws_bitfit(monkeypatch) -> None:
     def point(variant, acc, params):
         return dataclasses.replace(_point_row(), variant=variant, acc=acc, params=params, seed_accs=[acc])
 
-    rows = [SelectionRow(budget=b, points={"selected": point("selected", 0.8, b), "fixed": point("fixed", 0.79, b)},
-                         vs_fixed="level", vs_worst=None, same_units_as_fixed=False) for b in (2000, 8000)]
+    rows = [
+        SelectionRow(
+            budget=b,
+            points={"selected": point("selected", 0.8, b), "fixed": point("fixed", 0.79, b)},
+            vs_fixed="level",
+            vs_worst=None,
+            same_units_as_fixed=False,
+        )
+        for b in (2000, 8000)
+    ]
     bitfit = dataclasses.replace(_point_row(), name="BitFit", method="bitfit", acc=0.795, params=5000)
-    (fig,) = _fig_text(lambda: plots.selection_vs_fixed(rows, [bitfit], title="t", seeds_text="3 seeds",
-                                                        budget_text="head not counted"), monkeypatch)
+    (fig,) = _fig_text(
+        lambda: plots.selection_vs_fixed(
+            rows, [bitfit], title="t", seeds_text="3 seeds", budget_text="head not counted"
+        ),
+        monkeypatch,
+    )
     ax = fig.axes[0]
     assert "\n" in ax.get_xlabel()  # two budgets: a narrow figure, so the long label is wrapped, not cut
     assert any(abs(line.get_ydata()[0] - 79.5) < 1e-9 for line in ax.get_lines() if len(line.get_ydata()) == 2)
@@ -85,9 +104,25 @@ def test_bitfit_is_a_reference_of_the_selection_figure() -> None:
 def _point_row():
     from petl_analysis.report.tables import PointRow
 
-    return PointRow(label="kadaptation", method="kadaptation", variant="selected", name="KAdaptation", budget=None,
-                    params=1000, params_excl_head=900, adapter=900, shared=0, head=100, bias_norm=0, backbone=0,
-                    model_total=10000, acc=0.8, std=0.0, last_acc=0.8, seed_accs=[0.8])
+    return PointRow(
+        label="kadaptation",
+        method="kadaptation",
+        variant="selected",
+        name="KAdaptation",
+        budget=None,
+        params=1000,
+        params_excl_head=900,
+        adapter=900,
+        shared=0,
+        head=100,
+        bias_norm=0,
+        backbone=0,
+        model_total=10000,
+        acc=0.8,
+        std=0.0,
+        last_acc=0.8,
+        seed_accs=[0.8],
+    )
 
 
 def test_split_messages_name_what_the_user_set() -> None:

@@ -36,8 +36,10 @@ def _args() -> tuple[ModelSpec, DataSpec, ProbeConfig]:
 
 
 def _accuracies(result) -> dict:
-    return {"baselines": {k: b.val_per_seed for k, b in result.baselines.items()},
-            "targets": {t.target: t.val_per_seed for t in result.targets}}
+    return {
+        "baselines": {k: b.val_per_seed for k, b in result.baselines.items()},
+        "targets": {t.target: t.val_per_seed for t in result.targets},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,14 @@ def test_dask_loky_and_in_process_give_the_same_trials(cluster, in_process):
     c, worker_pids = cluster
     seq, seq_records = in_process
     dask_records: list[dict] = []
-    on_dask = run_probe(*_args(), threads_per_job=1, backend="dask", scheduler=c.scheduler_address, device="cpu",
-                        on_trial=_collect(dask_records))
+    on_dask = run_probe(
+        *_args(),
+        threads_per_job=1,
+        backend="dask",
+        scheduler=c.scheduler_address,
+        device="cpu",
+        on_trial=_collect(dask_records),
+    )
     on_loky = run_probe(*_args(), threads_per_job=1, n_jobs=2, backend="loky", device="cpu")
     on_sequential = run_probe(*_args(), threads_per_job=1, n_jobs=2, backend="sequential", device="cpu")
     expected = _accuracies(seq)
@@ -103,10 +111,33 @@ def test_trials_are_self_contained_and_picklable(in_process):
 def test_cli_probe_on_a_dask_scheduler(cluster, in_process, tmp_path):
     c, _ = cluster
     seq, _ = in_process
-    args = ["probe", "--weights", "random", "--dataset", "digits", "--max-train", str(MAX_TRAIN), "--targets",
-            ",".join(TARGETS), "--dims", ",".join(map(str, DIMS)), "--seeds", "1", "--epochs", "1", "--threads", "1",
-            "--device", "cpu", "--backend", "dask", "--scheduler", c.scheduler_address,
-            "--out", str(tmp_path / "probe.json")]
+    args = [
+        "probe",
+        "--weights",
+        "random",
+        "--dataset",
+        "digits",
+        "--max-train",
+        str(MAX_TRAIN),
+        "--targets",
+        ",".join(TARGETS),
+        "--dims",
+        ",".join(map(str, DIMS)),
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--backend",
+        "dask",
+        "--scheduler",
+        c.scheduler_address,
+        "--out",
+        str(tmp_path / "probe.json"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "probe.json").read_text())
@@ -126,8 +157,10 @@ def test_unreachable_scheduler_is_a_one_line_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
-            pytest.raises(PetlError, match=f"cannot connect to the dask scheduler '{address}'") as e:
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(PetlError, match=f"cannot connect to the dask scheduler '{address}'") as e,
+    ):
         run_trials([Trial("t", {"x": 1})], _square, MemoryLog(), backend="dask", scheduler=address)
     assert "\n" not in str(e.value)
 

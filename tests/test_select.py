@@ -47,8 +47,12 @@ def test_proxy_ties_apla_tail_and_the_constant_order() -> None:
     from petl_analysis.models import ModelSpec, create_model
 
     net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
-    sets = {"mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)], "attn.v": [f"blocks.{b}.attn.v" for b in range(4)],
-            "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)], "mixed": ["blocks.0.attn.proj", "blocks.0.mlp.fc2"]}
+    sets = {
+        "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
+        "attn.v": [f"blocks.{b}.attn.v" for b in range(4)],
+        "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)],
+        "mixed": ["blocks.0.attn.proj", "blocks.0.mlp.fc2"],
+    }
     spec = synthetic_probe().model
     apla = rank_by_proxy("apla", net, None, sets, model_spec=spec)
     # the rule names attn.proj only: the partly-proj set is not "second", it is in the tied tail
@@ -87,8 +91,11 @@ def test_proxies_are_deterministic(proxy: str) -> None:
 
     tiny_vit = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
     task = build_task(DataSpec("digits", SplitSpec(max_train=60)), tiny_vit)
-    sets = {"attn.v": [f"blocks.{b}.attn.v" for b in range(4)], "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
-            "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)]}
+    sets = {
+        "attn.v": [f"blocks.{b}.attn.v" for b in range(4)],
+        "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
+        "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)],
+    }
     spec = synthetic_probe().model
     a = rank_by_proxy(proxy, tiny_vit, task, sets, model_spec=spec, n_batches=2, batch_size=16)
     b = rank_by_proxy(proxy, tiny_vit, task, sets, model_spec=spec, n_batches=2, batch_size=16)
@@ -110,9 +117,12 @@ def test_gps_spt_and_apla_rank_what_their_papers_say() -> None:
 
     net = create_model(ModelSpec("petl_vit_tiny", weights="random", num_classes=10))
     task = build_task(DataSpec("digits", SplitSpec(max_train=60)), net)
-    sets = {"attn.v": [f"blocks.{b}.attn.v" for b in range(4)], "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
-            "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)],
-            "mixed": ["blocks.0.attn.proj", "blocks.0.mlp.fc2"]}
+    sets = {
+        "attn.v": [f"blocks.{b}.attn.v" for b in range(4)],
+        "mlp.fc1": [f"blocks.{b}.mlp.fc1" for b in range(4)],
+        "attn.proj": [f"blocks.{b}.attn.proj" for b in range(4)],
+        "mixed": ["blocks.0.attn.proj", "blocks.0.mlp.fc2"],
+    }
     spec = synthetic_probe().model
     apla = rank_by_proxy("apla", net, None, sets, model_spec=spec)  # a rule: no data
     assert apla.order()[0] == "attn.proj" and apla.order()[1] == "mixed"
@@ -144,8 +154,10 @@ def test_an_unresolved_gain_is_named_and_flags_the_ranking() -> None:
     probe = below_grid_probe(all_below=False, lp=0.90, ft=0.905)
     assert "warning" not in rank_from_probe(probe).details  # n_val unknown (0): a positive gain stands
     warning = rank_from_probe(dataclasses.replace(probe, n_val=269)).details["warning"]
-    assert warning.startswith("full fine-tuning (90.5% validation) beats the head trained alone (90.0%) by 1.3 of "
-                              "the 269 validation images, under 2")
+    assert warning.startswith(
+        "full fine-tuning (90.5% validation) beats the head trained alone (90.0%) by 1.3 of "
+        "the 269 validation images, under 2"
+    )
 
 
 def test_probe_table_ranking_and_report_share_one_d90_order():
@@ -164,7 +176,8 @@ def test_probe_table_ranking_and_report_share_one_d90_order():
     assert [r["target"] for r in probe.table()] == expected
     assert rank_from_probe(probe, tie_break="accuracy").order() == expected  # d90+acc: the probe table's order
     assert [r.target for r in probe_rows(probe)] == expected
-    assert ([t.target for t in probe.ranked(classic=True)]
-            == rank_from_probe(probe, classic=True, tie_break="accuracy").order())
+    assert [t.target for t in probe.ranked(classic=True)] == rank_from_probe(
+        probe, classic=True, tie_break="accuracy"
+    ).order()
     # d90 itself declares the equal d90s one tie class (ordered by label inside, not by accuracy)
     assert rank_from_probe(probe).tie_groups() == [["attn.q", "attn.v", "mlp.fc1"]]

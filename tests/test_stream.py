@@ -226,8 +226,11 @@ def test_take_and_probe_on_a_streamed_folder(tmp_path: Path) -> None:
     mem = in_memory(split)
     assert torch.equal(x, mem.tensors[0][[3, 0]]) and y.tolist() == mem.tensors[1][[3, 0]].tolist()
     recipe = Recipe(epochs=1, batch_size=4, lr=1e-2, max_steps=2)
-    result = run_probe(ModelSpec("petl_vit_tiny"), DataSpec(str(root), SPLIT),
-                       ProbeConfig(targets=["attn.v"], dims=[8], seeds=1, recipe=recipe))
+    result = run_probe(
+        ModelSpec("petl_vit_tiny"),
+        DataSpec(str(root), SPLIT),
+        ProbeConfig(targets=["attn.v"], dims=[8], seeds=1, recipe=recipe),
+    )
     assert result.failed_trials == 0 and result.config.recipe.max_steps == 2 and result.targets[0].dims == [8]
 
 

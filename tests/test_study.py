@@ -25,8 +25,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _ranking() -> Ranking:
-    entries = [RankedTarget(target=t, units=[f"blocks.{b}.{t}" for b in range(4)], D=1, rank=i + 1, score=None)
-               for i, t in enumerate(["attn.v", "attn.q"])]
+    entries = [
+        RankedTarget(target=t, units=[f"blocks.{b}.{t}" for b in range(4)], D=1, rank=i + 1, score=None)
+        for i, t in enumerate(["attn.v", "attn.q"])
+    ]
     return Ranking(selector="d90", model=MODEL, data=DATA, entries=entries)
 
 
@@ -39,6 +41,7 @@ def counted(monkeypatch) -> dict[str, int]:
         def wrapper(*a, **kw):
             calls[name] += 1
             return fn(*a, **kw)
+
         return wrapper
 
     for name in calls:
@@ -49,7 +52,7 @@ def counted(monkeypatch) -> dict[str, int]:
 def test_the_study_opens_the_data_and_builds_the_template_once_across_stages(tmp_path, counted, caplog) -> None:
     study = Study(MODEL, DATA, tmp_path)
     with caplog.at_level(logging.INFO, logger="petl_analysis"):
-        plans, skipped, budgets = study.plan([2_000], ["kadaptation"], _ranking(), plans_dir=tmp_path / "plans")
+        plans, _skipped, budgets = study.plan([2_000], ["kadaptation"], _ranking(), plans_dir=tmp_path / "plans")
         first = study.sweep(plans[:1], seeds=1, recipe=RECIPE, out=tmp_path / "a.json")
         second = study.sweep(plans[1:2], seeds=1, recipe=RECIPE)
     assert counted == {"open_dataset": 1, "prepare_model": 1}

@@ -148,8 +148,13 @@ def test_q_and_v_offsets_and_gradients_match_plain_autograd(model, x):
     """The one-node substitution against the same maths in plain autograd ops: outputs, the gradient of theta_d
     and, when a caller unfreezes a substituted tensor, its gradient too."""
     _frozen_but_head(model)
-    wrapped = SubspaceModel(model, resolve_targets(model, "blocks.0.attn.q,blocks.0.attn.v,blocks.1.attn.qkv"), 30,
-                            projection="dense", seed=5)
+    wrapped = SubspaceModel(
+        model,
+        resolve_targets(model, "blocks.0.attn.q,blocks.0.attn.v,blocks.1.attn.qkv"),
+        30,
+        projection="dense",
+        seed=5,
+    )
     with torch.no_grad():
         wrapped.theta_d.normal_()
     model.get_parameter(QKV_W).requires_grad_(True)  # substituted, and now also trained directly
@@ -196,8 +201,11 @@ def test_state_dict_parameters_and_to_are_honest(model, x):
     params = list(wrapped.parameters())
     assert any(p is wrapped.theta_d for p in params)
     assert {id(p) for p in model.parameters()} <= {id(p) for p in params}
-    assert [n for n, p in wrapped.named_parameters() if p.requires_grad] == ["theta_d", "model.head.weight",
-                                                                            "model.head.bias"]
+    assert [n for n, p in wrapped.named_parameters() if p.requires_grad] == [
+        "theta_d",
+        "model.head.weight",
+        "model.head.bias",
+    ]
     wrapped.double()
     assert wrapped.theta_d.dtype == torch.float64
     assert all(p.dtype == torch.float64 for p in model.parameters())

@@ -47,16 +47,19 @@ def test_loss_still_falling():
 
 
 def _ranking(targets: list[str]) -> Ranking:
-    entries = [RankedTarget(target=t, units=[f"blocks.{b}.{t}" for b in range(4)], D=4 * 4160, rank=i + 1, score=None)
-               for i, t in enumerate(targets)]
+    entries = [
+        RankedTarget(target=t, units=[f"blocks.{b}.{t}" for b in range(4)], D=4 * 4160, rank=i + 1, score=None)
+        for i, t in enumerate(targets)
+    ]
     return Ranking(selector="d90", model=MODEL, data=DATA, entries=entries)
 
 
 def test_plans_that_coincide_are_trained_once_and_reported_as_the_same(tmp_path):
     # Two targets and a budget large enough for both: the selected and the worst-ranked plans adapt the same units.
     ranking = _ranking(["attn.v", "attn.q"])
-    result = run_sweep(MODEL, DATA, [50_000], ["kadaptation"], ranking, seeds=1, recipe=RECIPE,
-                       out=tmp_path / "sweep.json")
+    result = run_sweep(
+        MODEL, DATA, [50_000], ["kadaptation"], ranking, seeds=1, recipe=RECIPE, out=tmp_path / "sweep.json"
+    )
     by_label = {p.label: p for p in result.points}
     selected, worst = by_label["kadaptation@selected"], by_label["kadaptation@worst"]
     assert selected.run.config == worst.run.config
@@ -92,18 +95,34 @@ def test_committed_sweep_resumes_from_its_plans_folder_without_training(dataset,
 
     monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
     shutil.copy(root / "sweep.json.trials.jsonl", tmp_path / "sweep.json.trials.jsonl")
-    again = sweep_plans(plans, committed.data, seeds=len(committed.seeds), recipe=committed.recipe,
-                        out=tmp_path / "sweep.json", n_jobs=2)  # the demo ran two jobs on two cores: one thread each
+    again = sweep_plans(
+        plans,
+        committed.data,
+        seeds=len(committed.seeds),
+        recipe=committed.recipe,
+        out=tmp_path / "sweep.json",
+        n_jobs=2,
+    )  # the demo ran two jobs on two cores: one thread each
     assert [(p.label, p.budget, p.same_as, p.run.test_acc_mean) for p in again.points] == [
-        (p.label, p.budget, p.same_as, p.run.test_acc_mean) for p in committed.points]
+        (p.label, p.budget, p.same_as, p.run.test_acc_mean) for p in committed.points
+    ]
 
 
 def test_an_edited_plan_file_is_what_the_sweep_trains(tmp_path):
     from petl_analysis.plan import read_plans
     from petl_analysis.sweep import sweep_plans
 
-    result = run_sweep(MODEL, DATA, [4_000], ["linear", "kadaptation"], _ranking(["attn.v", "attn.q"]), seeds=1,
-                       recipe=RECIPE, out=tmp_path / "sweep.json", plans_dir=tmp_path / "plans")
+    result = run_sweep(
+        MODEL,
+        DATA,
+        [4_000],
+        ["linear", "kadaptation"],
+        _ranking(["attn.v", "attn.q"]),
+        seeds=1,
+        recipe=RECIPE,
+        out=tmp_path / "sweep.json",
+        plans_dir=tmp_path / "plans",
+    )
     assert result.plans_source == str(tmp_path / "plans")
     path = tmp_path / "plans" / "plan_4000_kadaptation-selected.json"
     plan = json.loads(path.read_text())
@@ -117,6 +136,15 @@ def test_an_edited_plan_file_is_what_the_sweep_trains(tmp_path):
     trained_before = {json.dumps(p.run.config, sort_keys=True) for p in result.points}
     assert len(log) == len(trained_before) + 1  # only the edited plan trained again
     # rerunning the planning keeps the edited file: what the folder holds is what is trained
-    third = run_sweep(MODEL, DATA, [4_000], ["linear", "kadaptation"], _ranking(["attn.v", "attn.q"]), seeds=1,
-                      recipe=RECIPE, out=tmp_path / "sweep.json", plans_dir=tmp_path / "plans")
+    third = run_sweep(
+        MODEL,
+        DATA,
+        [4_000],
+        ["linear", "kadaptation"],
+        _ranking(["attn.v", "attn.q"]),
+        seeds=1,
+        recipe=RECIPE,
+        out=tmp_path / "sweep.json",
+        plans_dir=tmp_path / "plans",
+    )
     assert next(p for p in third.points if p.label == "kadaptation@selected").run.config["init"] == "pevit"

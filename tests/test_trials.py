@@ -87,8 +87,17 @@ def test_a_failed_record_round_trips(tmp_path):
     assert record.status == STATUS_FAILED and not record.ok and record.error == "RuntimeError: no"
     assert record.attempts == 2 and record.errors == ["RuntimeError: no"] * 2 and record.result is None
     assert next(read_records(log)) == record
-    assert list(json.loads(log.path.read_text())) == ["key", "kind", "status", "attempts", "payload", "error",
-                                                      "errors", "traceback", "worker"]
+    assert list(json.loads(log.path.read_text())) == [
+        "key",
+        "kind",
+        "status",
+        "attempts",
+        "payload",
+        "error",
+        "errors",
+        "traceback",
+        "worker",
+    ]
 
 
 def test_a_record_that_is_not_an_object_is_a_one_line_error():
@@ -147,4 +156,5 @@ def test_memory_and_file_logs_give_the_same_records(tmp_path):
     in_memory = run_trials(trials, square, MemoryLog())
     on_disk = run_trials(trials, square, JsonlLog(tmp_path / "t.jsonl"))
     assert {k: (r.status, r.result) for k, r in in_memory.items()} == {
-        k: (r.status, r.result) for k, r in on_disk.items()}
+        k: (r.status, r.result) for k, r in on_disk.items()
+    }

@@ -41,8 +41,11 @@ from petl_analysis.tuners.kadaptation import KronDelta
 BATCH = 4
 
 # EVA with a fused qkv (the default): attention calls F.linear(x, self.qkv.weight, qkv_bias).
-_ARCHS = {**TINY_ARCHS, "eva_fused": dict(TINY_ARCHS["eva"], kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
-          **GLU_ARCHS}
+_ARCHS = {
+    **TINY_ARCHS,
+    "eva_fused": dict(TINY_ARCHS["eva"], kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+    **GLU_ARCHS,
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,10 +114,18 @@ CASES = [
     Case("bitfit-v-slice", BitFitConfig(targets=["attn.v"]), DELTA_ARCHS),
     Case("layernorm", LayerNormConfig()),
     Case("lora-qv", LoraConfig(targets=["attn.q", "attn.v"], rank=2, alpha=4.0), DELTA_ARCHS),
-    Case("lora-qkv-mlp-dropout", LoraConfig(targets=["attn.qkv", "blocks[0-1].mlp"], rank=2, dropout=0.1), ("tiny", "beit")),
+    Case(
+        "lora-qkv-mlp-dropout",
+        LoraConfig(targets=["attn.qkv", "blocks[0-1].mlp"], rank=2, dropout=0.1),
+        ("tiny", "beit"),
+    ),
     Case("kadaptation", KAdaptationConfig(n=4), DELTA_ARCHS),
     Case("kadaptation-bias", KAdaptationConfig(n=4, bias=True), DELTA_ARCHS),
-    Case("kadaptation-global-fullA", KAdaptationConfig(n=2, rank=2, sharing="global", a_factorised=False), ("tiny", "beit")),
+    Case(
+        "kadaptation-global-fullA",
+        KAdaptationConfig(n=2, rank=2, sharing="global", a_factorised=False),
+        ("tiny", "beit"),
+    ),
     Case("kadaptation-none-proj-fc1", KAdaptationConfig(n=4, sharing="none", targets=["attn.proj", "mlp.fc1"])),
     Case("kadaptation-pevit", KAdaptationConfig(n=4, bias=True, init="pevit"), ("tiny", "beit")),
     Case("adapter", AdapterConfig(bottleneck=8), ("tiny", "beit")),
@@ -272,7 +283,7 @@ def test_kadaptation_delta_equals_dense_kron_reference(factorised: bool) -> None
         torch.testing.assert_close(d.delta(), _dense_reference(d), atol=1e-4, rtol=1e-5)
     # and the effective weight is W0 + ΔW on exactly the q and v rows
     qkv = model.blocks[0].attn.qkv
-    (_, original, container), = [c for c in delta_containers(model) if c[0] == "blocks.0.attn.qkv.weight"]
+    ((_, original, container),) = [c for c in delta_containers(model) if c[0] == "blocks.0.attn.qkv.weight"]
     dq, dv = (container.deltas[k].delta() for k in ("kadaptation_attn_q", "kadaptation_attn_v"))
     expected = original.detach().clone()
     expected[:64] += dq
@@ -287,7 +298,15 @@ def test_kadaptation_rule_sharing(sharing: str, sets: int) -> None:
     rules = {id(d.rules) for d in model.modules() if isinstance(d, KronDelta)}
     assert len(rules) == sets
     if sharing == "type":
-        q_rules = {id(model.get_submodule(f"blocks.{i}.attn.qkv").parametrizations.weight[0].deltas["kadaptation_attn_q"].rules) for i in range(4)}
+        q_rules = {
+            id(
+                model.get_submodule(f"blocks.{i}.attn.qkv")
+                .parametrizations.weight[0]
+                .deltas["kadaptation_attn_q"]
+                .rules
+            )
+            for i in range(4)
+        }
         assert len(q_rules) == 1  # one object for all layers' q
     count = count_parameters(model)
     per_set = 2 * 4 * 4
@@ -337,8 +356,11 @@ def test_only_targeted_rows_of_fused_qkv_change(arch: str, config: MethodConfig)
 
 @pytest.mark.parametrize(
     "config",
-    [LoraConfig(targets=["mlp.fc1_x"]), KAdaptationConfig(n=4, bias=True, targets=["mlp.fc1_x"]),
-     BitFitConfig(targets=["mlp.fc1_x"])],
+    [
+        LoraConfig(targets=["mlp.fc1_x"]),
+        KAdaptationConfig(n=4, bias=True, targets=["mlp.fc1_x"]),
+        BitFitConfig(targets=["mlp.fc1_x"]),
+    ],
     ids=["lora", "kadaptation", "bitfit"],
 )
 def test_only_the_value_half_of_a_packed_glu_fc1_changes(config: MethodConfig) -> None:
@@ -477,8 +499,11 @@ def test_vpt_prompts_sit_after_prefix_and_are_not_pooled() -> None:
         apply_method(build("eva_swiglu"), VptConfig())
     no_entry = build("vit")
     del no_entry.norm_pre
-    with pytest.raises(PetlError, match=r"vpt cannot adapt VisionTransformer: prompts enter after the patch and "
-                                        r"position embedding .* \(its norm_pre\), which VisionTransformer lacks; " + instead):
+    with pytest.raises(
+        PetlError,
+        match=r"vpt cannot adapt VisionTransformer: prompts enter after the patch and "
+        r"position embedding .* \(its norm_pre\), which VisionTransformer lacks; " + instead,
+    ):
         apply_method(no_entry, VptConfig())
 
 
@@ -497,7 +522,8 @@ def test_deepcopy_of_adapted_model_rebinds_hooks() -> None:
 
 @pytest.mark.parametrize("arch", ["beit", "eva_fused"])
 @pytest.mark.parametrize(
-    "config", [LoraConfig(targets=["attn.q", "attn.v"], train_head=False), KAdaptationConfig(n=4, train_head=False)],
+    "config",
+    [LoraConfig(targets=["attn.q", "attn.v"], train_head=False), KAdaptationConfig(n=4, train_head=False)],
     ids=["lora", "kadaptation"],
 )
 def test_delta_reaches_attention_that_reads_qkv_weight_directly(arch: str, config: MethodConfig) -> None:
@@ -507,7 +533,7 @@ def test_delta_reaches_attention_that_reads_qkv_weight_directly(arch: str, confi
     assert "F.linear" in __import__("inspect").getsource(type(model.blocks[0].attn).forward)
     apply_method(model, config)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for _n, p in model.named_parameters():
             if p.requires_grad:
                 p.normal_()
     reference = build(arch)

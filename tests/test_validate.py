@@ -9,11 +9,11 @@ import math
 
 import numpy as np
 import pytest
+from helpers import synthetic_probe
 from scipy import stats
 from typer.testing import CliRunner
 
 from petl_analysis.cli.main import app
-from helpers import synthetic_probe
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe, unpack_correct
 from petl_analysis.errors import PetlError
@@ -38,8 +38,9 @@ from petl_analysis.validate.agreement import seed_resamples, smallest_p
 
 LABELS = ["a", "b", "c", "d"]
 ACC = np.array([[0.90, 0.91, 0.89], [0.80, 0.82, 0.79], [0.70, 0.72, 0.71], [0.60, 0.60, 0.61]])
-RECIPE = Recipe(epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024,
-                epoch_selection="last")
+RECIPE = Recipe(
+    epochs=1, batch_size=32, lr=3e-3, head_lr=3e-3, max_steps=2, eval_batch_size=1024, epoch_selection="last"
+)
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -75,8 +76,12 @@ def test_declared_ties_are_midranks_and_the_permutation_test_keeps_them():
     for inside in (["b", "c", "d"], ["d", "c", "b"]):  # the strict order inside the class is not read
         assert rank_correlation([["a"], inside], LABELS, score) == pytest.approx((rho, tau))
     test = permutation_test(classes, LABELS, score)
-    assert (test.p_better, test.p_worse, test.permutations, test.exact) == (pytest.approx(0.25), pytest.approx(1.0),
-                                                                           24, True)
+    assert (test.p_better, test.p_worse, test.permutations, test.exact) == (
+        pytest.approx(0.25),
+        pytest.approx(1.0),
+        24,
+        True,
+    )
     brute = [stats.spearmanr([-1, -3, -3, -3], score[list(p)]).statistic for p in itertools.permutations(range(4))]
     assert test.p_better == pytest.approx(np.mean(np.array(brute) >= rho - 1e-9))
     # broken ties would claim more: the strict order a, b, c, d reaches p = 1/24
@@ -117,12 +122,16 @@ def test_holm_on_known_p_values():
 def test_seed_span_enumerates_every_seed_resample():
     assert seed_resamples(2) == [(0, 0), (0, 1), (1, 1)]
     assert len(seed_resamples(3)) == 10
-    one_rho, one_tau, n = seed_span(LABELS, LABELS, ACC[:, :1])
+    one_rho, _one_tau, n = seed_span(LABELS, LABELS, ACC[:, :1])
     assert one_rho == [None, None] and n == 0
     # Two seeds that disagree on a vs b: resamples (0,0) rho 1, (1,1) rho 0.8, (0,1) the mean (a ahead): rho 1.
     acc = np.array([[0.9, 0.7], [0.7, 0.8], [0.5, 0.5], [0.3, 0.3]])
     rho, tau, n = seed_span(LABELS, LABELS, acc)
-    assert n == 3 and rho == [pytest.approx(0.8), pytest.approx(1.0)] and tau == [pytest.approx(2 / 3), pytest.approx(1.0)]
+    assert (
+        n == 3
+        and rho == [pytest.approx(0.8), pytest.approx(1.0)]
+        and tau == [pytest.approx(2 / 3), pytest.approx(1.0)]
+    )
 
 
 def test_image_bootstrap_is_paired_across_sets():
@@ -175,21 +184,32 @@ def test_default_budgets_bracket_the_oracle_budget():
 def _probe(part: str | None = "A"):
     probe = synthetic_probe()
     # 6 validation images per class, 10 classes: what the probe would have recorded (on split A).
-    return dataclasses.replace(probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6, part=part)), n_val=60)
+    return dataclasses.replace(
+        probe, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6, part=part)), n_val=60
+    )
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("validate") / "validation.json"
     seen: list[bool] = []
-    result = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, recipe=RECIPE,
-                          budgets=[2_000], out=out, on_trial=lambda record, cached: seen.append(cached))
+    result = run_validate(
+        _probe(),
+        selectors=("d90", "d90+acc", "apla", "kappa", "constant"),
+        seeds=2,
+        recipe=RECIPE,
+        budgets=[2_000],
+        out=out,
+        on_trial=lambda record, cached: seen.append(cached),
+    )
     return result, out, seen
 
 
 def test_oracle_adapts_each_set_alone_at_a_matched_budget(study):
     result, _, _ = study
-    assert {(e.target, e.method) for e in result.oracle} == {(t, m) for t in result.sets for m in ("kadaptation", "lora")}
+    assert {(e.target, e.method) for e in result.oracle} == {
+        (t, m) for t in result.sets for m in ("kadaptation", "lora")
+    }
     for e in result.oracle:
         assert e.used <= result.budget and e.used >= 0.5 * result.budget
         assert len(e.val_per_seed) == 2
@@ -200,10 +220,15 @@ def test_oracle_adapts_each_set_alone_at_a_matched_budget(study):
 def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
     result, _, _ = study
     assert {(a.selector, a.method) for a in result.agreement} == {
-        (s, m) for s in ("d90", "d90+acc", "apla", "kappa", "constant") for m in ("kadaptation", "lora")}
+        (s, m) for s in ("d90", "d90+acc", "apla", "kappa", "constant") for m in ("kadaptation", "lora")
+    }
     for a in result.agreement:
-        acc = np.array([next(e.val_per_seed for e in result.oracle if e.method == a.method and e.target == t)
-                        for t in result.sets])
+        acc = np.array(
+            [
+                next(e.val_per_seed for e in result.oracle if e.method == a.method and e.target == t)
+                for t in result.sets
+            ]
+        )
         again = agreement_stats(a.tie_classes, result.sets, acc)
         assert (a.spearman, a.kendall) == pytest.approx((again.spearman, again.kendall), nan_ok=True)
         assert (a.p_better, a.p_worse) == pytest.approx((again.test.p_better, again.test.p_worse), nan_ok=True)
@@ -212,8 +237,11 @@ def test_agreement_is_recomputable_from_the_stored_validation_scores(study):
         assert a.p_better_holm == pytest.approx(holm([b.p_better for b in family])[i], nan_ok=True)
         assert a.p_worse_holm == pytest.approx(holm([b.p_worse for b in family])[i], nan_ok=True)
         spread = float(np.ptp(acc.mean(1))) * result.n_val
-        expected = "sets tied" if result.n_val and spread < 2 else agreement_verdict(
-            a.p_better_holm, a.p_worse_holm, again.spearman, smallest_p(a.tie_classes))
+        expected = (
+            "sets tied"
+            if result.n_val and spread < 2
+            else agreement_verdict(a.p_better_holm, a.p_worse_holm, again.spearman, smallest_p(a.tie_classes))
+        )
         assert a.verdict == expected
         # The image bootstrap: every oracle training's per-image scores are recorded; they give its accuracy.
         entries = [next(e for e in result.oracle if e.method == a.method and e.target == t) for t in result.sets]
@@ -251,12 +279,14 @@ def test_regret_reference_is_chosen_on_split_a_and_every_plan_trains_once(study)
         values = [sum(w * plans[int(i)].val_per_seed[s] for i, w in r.plan_shares.items()) for s in range(2)]
         assert r.val_per_seed == pytest.approx(values)
         assert r.diff_per_seed == pytest.approx([v - b for v, b in zip(values, ref.val_per_seed)])
-        assert r.interval_kind == "seed span" and r.diff_interval == pytest.approx([min(r.diff_per_seed),
-                                                                                    max(r.diff_per_seed)])
+        assert r.interval_kind == "seed span" and r.diff_interval == pytest.approx(
+            [min(r.diff_per_seed), max(r.diff_per_seed)]
+        )
         assert result.mean_regret(r.selector, 2_000) == pytest.approx(-np.mean(r.diff_per_seed))
     assert {r.selector for r in result.regrets} == {"random", "oracle", "d90", "d90+acc", "apla", "kappa", "constant"}
     distinct = {json.dumps(e.config, sort_keys=True) for e in result.oracle} | {
-        json.dumps(p.config, sort_keys=True) for p in plans}
+        json.dumps(p.config, sort_keys=True) for p in plans
+    }
     assert len(seen) == 2 * len(distinct)  # every configuration trained once per seed
 
 
@@ -264,8 +294,15 @@ def test_refuses_a_probe_not_made_on_split_a_unless_told(tmp_path):
     for part in (None, "B"):
         with pytest.raises(PetlError, match=r"probe\.json: data\.split\.part is .*--allow-shared-data"):
             run_validate(_probe(part), probe_source="probe.json", recipe=RECIPE)
-    shared = run_validate(_probe(None), selectors=("d90",), methods=("kadaptation",), seeds=1, recipe=RECIPE,
-                          budgets=[2_000], allow_shared_data=True)
+    shared = run_validate(
+        _probe(None),
+        selectors=("d90",),
+        methods=("kadaptation",),
+        seeds=1,
+        recipe=RECIPE,
+        budgets=[2_000],
+        allow_shared_data=True,
+    )
     assert shared.judged_on == "the probe's own data" and shared.data == shared.probe_data
     assert all(row["verdict"].endswith("(judged on the probe's own data)") for row in shared.agreement_table())
 
@@ -275,8 +312,11 @@ def test_probe_and_judge_data_are_disjoint_on_real_splits(study):
 
     result, _, _ = study
     ds = open_dataset("digits")
-    for probe_data in (result.probe_data, DataSpec("digits", SplitSpec(part="A")),
-                       DataSpec("digits", SplitSpec(shots=5, part="A"))):
+    for probe_data in (
+        result.probe_data,
+        DataSpec("digits", SplitSpec(part="A")),
+        DataSpec("digits", SplitSpec(shots=5, part="A")),
+    ):
         from petl_analysis.validate.run import judge_split
 
         judge_data, _ = judge_split(probe_data, False)
@@ -295,8 +335,15 @@ def test_artefact_round_trip_and_resume(study, tmp_path):
     loaded = ValidationResult.load(out)
     assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
     again: list[bool] = []
-    rerun = run_validate(_probe(), selectors=("d90", "d90+acc", "apla", "kappa", "constant"), seeds=2, recipe=RECIPE,
-                         budgets=[2_000], out=out, on_trial=lambda record, cached: again.append(cached))
+    rerun = run_validate(
+        _probe(),
+        selectors=("d90", "d90+acc", "apla", "kappa", "constant"),
+        seeds=2,
+        recipe=RECIPE,
+        budgets=[2_000],
+        out=out,
+        on_trial=lambda record, cached: again.append(cached),
+    )
     assert again and all(again)  # nothing retrained
     assert [p.val_per_seed for p in rerun.plans] == [p.val_per_seed for p in result.plans]
 
@@ -328,9 +375,28 @@ def test_cli_validate(tmp_path):
     probe_path = tmp_path / "probe.json"
     _probe().save(probe_path)
     out = tmp_path / "v.json"
-    r = CliRunner().invoke(app, ["validate", "--probe", str(probe_path), "--selectors", "d90,apla", "--methods",
-                                 "kadaptation", "--seeds", "1", "--budgets", "2k",
-                                 "--epochs", "1", "--max-steps", "1", "--out", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            "--probe",
+            str(probe_path),
+            "--selectors",
+            "d90,apla",
+            "--methods",
+            "kadaptation",
+            "--seeds",
+            "1",
+            "--budgets",
+            "2k",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "agreement with the oracle" in r.output and out.exists()
     v = ValidationResult.load(out)
@@ -357,17 +423,23 @@ def test_selector_costs_read_the_probe_log_once_per_trial_key(tmp_path):
     path = tmp_path / "probe.json"
     probe.save(path)
     log = tmp_path / "probe.json.trials.jsonl"
-    lines = [{"key": "k1", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 10.0},
-             {"key": "k2", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 5.0},
-             {"key": "k1", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 10.0},
-             {"key": "k3", "kind": "subspace", "status": "failed", "payload": {}, "error": "x"}]
+    lines = [
+        {"key": "k1", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 10.0},
+        {"key": "k2", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 5.0},
+        {"key": "k1", "kind": "subspace", "status": "ok", "payload": {}, "result": {}, "wall_time_s": 10.0},
+        {"key": "k3", "kind": "subspace", "status": "failed", "payload": {}, "error": "x"},
+    ]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines))
     from petl_analysis.models import create_model
 
     net = create_model(probe.model)
-    rankings = {"d90": PROBE_SELECTORS.get("d90")(probe), "d90+acc": PROBE_SELECTORS.get("d90+acc")(probe),
-                "constant": rank_by_proxy("constant", net, None, {t.target: t.units for t in probe.targets},
-                                          model_spec=probe.model)}
+    rankings = {
+        "d90": PROBE_SELECTORS.get("d90")(probe),
+        "d90+acc": PROBE_SELECTORS.get("d90+acc")(probe),
+        "constant": rank_by_proxy(
+            "constant", net, None, {t.target: t.units for t in probe.targets}, model_spec=probe.model
+        ),
+    }
     costs = selector_costs(rankings, str(path))
     # k1 logged twice (a resumed run) is one training; the failed k3 trained nothing that counts
     assert (costs["d90"].trainings, costs["d90"].seconds) == (2, 15.0) and costs["d90+acc"] == costs["d90"]
@@ -404,8 +476,9 @@ def test_tie_classes_and_p_values_as_the_report_writes_them():
 # ------------------------------------------------------------------------------------------------ the regret maths
 
 
-@pytest.mark.parametrize("budget, groups", [(500, None), (2_000, None),
-                                            (2_000, [["mlp.fc1"], ["attn.v", "attn.q", "attn.proj"]])])
+@pytest.mark.parametrize(
+    "budget, groups", [(500, None), (2_000, None), (2_000, [["mlp.fc1"], ["attn.v", "attn.q", "attn.proj"]])]
+)
 def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
     # The recursion over (chosen sets, sets still fitting) against planning every order consistent with the ties.
     from petl_analysis.models import ModelSpec
@@ -424,7 +497,10 @@ def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
         plan = plan_for_budget(_order_ranking(order, sets, model, "x"), net, budget, model_spec=model)
         return json.dumps(plan.config, sort_keys=True)
 
-    orders = [sum(map(list, parts), []) for parts in itertools.product(*[itertools.permutations(g) for g in groups])]
+    orders = [
+        list(itertools.chain.from_iterable(parts))
+        for parts in itertools.product(*[itertools.permutations(g) for g in groups])
+    ]
     brute: dict[str, float] = {}
     for order in orders:
         brute[config(order)] = brute.get(config(order), 0.0) + 1 / len(orders)

@@ -27,15 +27,20 @@ RECIPE = Recipe(epochs=3, batch_size=16, lr=0.2, head_lr=1e-2, eval_batch_size=1
 
 
 def _validate() -> dict[str, object]:
-    probe = dataclasses.replace(synthetic_probe(), n_val=60,
-                                data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6, part="A")))
-    v = run_validate(probe, selectors=("d90", "fisher"), methods=("kadaptation",), seeds=1, budgets=[2_000],
-                     recipe=RECIPE)
+    probe = dataclasses.replace(
+        synthetic_probe(), n_val=60, data=DataSpec("digits", SplitSpec(max_train=60, val_shots=6, part="A"))
+    )
+    v = run_validate(
+        probe, selectors=("d90", "fisher"), methods=("kadaptation",), seeds=1, budgets=[2_000], recipe=RECIPE
+    )
     config = {str(i): json.dumps(p.config, sort_keys=True) for i, p in enumerate(v.plans)}
     return {
         "orders": {(a.selector, a.method): a.order for a in v.agreement},
-        "selector plans": {(r.budget, r.selector): {config[i]: w for i, w in r.plan_shares.items()}
-                           for r in v.regrets if r.selector != "oracle"},  # the oracle's order is the judge's
+        "selector plans": {
+            (r.budget, r.selector): {config[i]: w for i, w in r.plan_shares.items()}
+            for r in v.regrets
+            if r.selector != "oracle"
+        },  # the oracle's order is the judge's
         "reference": {p.budget: config[str(i)] for i, p in enumerate(v.plans) if p.reference},
         "split A scores": {config[str(i)]: p.a_val_per_seed for i, p in enumerate(v.plans)},
         "split B scores": ([e.val_per_seed for e in v.oracle], [p.val_per_seed for p in v.plans]),
@@ -89,8 +94,10 @@ def _regret_with(b_scores):
     planners = selector_rankings(study, probe, sets, ("d90",), n_batches=1)
 
     def fit(plans):
-        return [Scored([b_scores(i), b_scores(i) + 0.01], [0.0, 0.0], [0.5 + 0.1 * i, 0.5 + 0.1 * i], [])
-                for i in range(len(plans))]
+        return [
+            Scored([b_scores(i), b_scores(i) + 0.01], [0.0, 0.0], [0.5 + 0.1 * i, 0.5 + 0.1 * i], [])
+            for i in range(len(plans))
+        ]
 
     plans, regrets, _ = regret_stage(study, fit, planners, sets, [2_000], "kadaptation", [])
     return plans, regrets

@@ -12,20 +12,20 @@ Image folders of any size: ``open_dataset(path)`` indexes the files (:class:`Ima
 from .builtin import ANIMAL_CLASSES, DATASETS, builtin_names, load_dataset, open_dataset
 from .dataset import ImageDataset, convert_channels, to_model_input
 from .folder import IMAGE_EXTENSIONS, BadImagesWarning, find_bad_images, load_image_folder, write_image_folder
-from .stream import ImageFiles, StreamingImages, model_data_config, model_transform, open_image_files, stream_split
 from .glyphs import glyph_bank, glyph_classes, glyph_fonts, render_glyphs
-from .splits import SplitSpec, Splits, make_splits, sample_k_shot
+from .splits import Splits, SplitSpec, make_splits, sample_k_shot
+from .stream import ImageFiles, StreamingImages, model_data_config, model_transform, open_image_files, stream_split
 
 __all__ = [
     "ANIMAL_CLASSES",
-    "BadImagesWarning",
     "DATASETS",
     "IMAGE_EXTENSIONS",
+    "BadImagesWarning",
     "ImageDataset",
     "ImageFiles",
-    "StreamingImages",
     "SplitSpec",
     "Splits",
+    "StreamingImages",
     "builtin_names",
     "convert_channels",
     "find_bad_images",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from ..errors import PetlError
 from ..registry import Registry
 from .dataset import ImageDataset
 from .folder import load_image_folder
-from .stream import ImageFiles, open_image_files
 from .glyphs import glyph_classes, render_glyphs
+from .stream import ImageFiles, open_image_files
 
 DATASETS: Registry = Registry("dataset")
 
@@ -40,12 +40,14 @@ def _from_arrays(x: np.ndarray, y: np.ndarray, classes: list[str], name: str) ->
     return ImageDataset(images, labels, list(classes), name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_npz(stem: str) -> tuple[np.ndarray, np.ndarray]:
     path = FILES_DIR / f"{stem}.npz"
     if not path.is_file():
-        raise PetlError(f"built-in data file {path} is missing; expected it in the package (rebuild with "
-                        f"scripts/build_builtin_data.py)")
+        raise PetlError(
+            f"built-in data file {path} is missing; expected it in the package (rebuild with "
+            f"scripts/build_builtin_data.py)"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
@@ -64,7 +66,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     ``load_digits()`` otherwise.
     """
     spec = importlib.util.find_spec("sklearn")
-    csv = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    csv = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if csv is not None and csv.is_file():
         table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
         if table.shape == (1797, 65):
@@ -75,7 +77,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     return d.images, d.target
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     images, target = _digits_raw()
     # 0..16 counts of on-pixels in 4x4 blocks -> 0..255 intensities.
@@ -121,7 +123,7 @@ def glyphs(
     seed: int = 0,
     size: int = 28,
     case_fold: bool = False,
-    fonts: "list[str | int] | tuple[str | int, ...] | str | None" = None,
+    fonts: list[str | int] | tuple[str | int, ...] | str | None = None,
 ) -> ImageDataset:
     """Procedural source task: 0-9A-Za-z in up to 22 matplotlib fonts, randomly distorted (see :mod:`.glyphs`).
 

@@ -6,8 +6,8 @@ resolution, channel count and normalisation are applied only by :func:`to_model_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class ImageDataset:
         """Images per class, length ``num_classes`` (zeros included)."""
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
-    def subset(self, idx: "torch.Tensor | np.ndarray | Sequence[int] | slice") -> "ImageDataset":
+    def subset(self, idx: torch.Tensor | np.ndarray | Sequence[int] | slice) -> ImageDataset:
         """The images at ``idx`` (integer indices, a boolean mask of length N, or a slice); same classes and name.
 
         The result owns its tensors (advanced indexing copies), except for a slice, which is a view.

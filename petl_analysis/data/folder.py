@@ -25,9 +25,10 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,8 +74,9 @@ def _scan(root: Path) -> tuple[list[str], list[list[Path]], list[tuple[Path, str
             if _skipped(p):
                 continue
             if p.is_dir():
-                rejected.append((p, f"{p} is a folder inside class folder {d.name!r}; expected only image files "
-                                    "there"))
+                rejected.append(
+                    (p, f"{p} is a folder inside class folder {d.name!r}; expected only image files there")
+                )
             elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                 rejected.append((p, f"{p} is not an image file; expected one of {' '.join(IMAGE_EXTENSIONS)}"))
             else:
@@ -169,8 +171,11 @@ def drop_bad_images(
             f"{len(bad):,} of {total:,} images in {root} cannot be read as images: {_list_bad(bad, root)}; first "
             f"error: {bad[0][1]}; fix or remove them, or skip them with --skip-bad-images (skip_bad_images=True)"
         )
-    warnings.warn(f"skipped {len(bad):,} of {total:,} images in {root} that cannot be read as images: "
-                  f"{_list_bad(bad, root)}", BadImagesWarning, stacklevel=3)
+    warnings.warn(
+        f"skipped {len(bad):,} of {total:,} images in {root} that cannot be read as images: {_list_bad(bad, root)}",
+        BadImagesWarning,
+        stacklevel=3,
+    )
     dropped = {p for p, _ in bad}
     kept = [[p for p in fs if p not in dropped] for fs in files]
     for name, fs in zip(classes, kept):
@@ -249,8 +254,14 @@ def _folder_class_names(classes: list[str]) -> list[str]:
     return [f"{i:0{width}d}" for i in range(len(classes))]
 
 
-def write_image_folder(ds: ImageDataset, path: str | Path, *, metadata: dict[str, Any] | None = None,
-                       metadata_file: str = "dataset.json", overwrite: bool = False) -> Path:
+def write_image_folder(
+    ds: ImageDataset,
+    path: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    metadata_file: str = "dataset.json",
+    overwrite: bool = False,
+) -> Path:
     """Write ``ds`` as ``path/<class>/<index>.png`` (plus ``path/<metadata_file>`` when ``metadata`` is given).
 
     Written into a temporary sibling folder and renamed into place, so ``path`` is either absent, the old folder or
@@ -278,7 +289,8 @@ def write_image_folder(ds: ImageDataset, path: str | Path, *, metadata: dict[str
         for i, (img, y) in enumerate(zip(images, ds.labels.tolist())):
             arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
             Image.fromarray(np.ascontiguousarray(arr), mode="L" if img.shape[0] == 1 else "RGB").save(
-                tmp / names[y] / f"{i:0{width}d}.png")
+                tmp / names[y] / f"{i:0{width}d}.png"
+            )
         if metadata is not None:
             atomic_write_json(tmp / metadata_file, {**metadata, "classes": list(ds.classes), "class_folders": names})
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700

@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ def fonts_dir() -> Path:
     spec = importlib.util.find_spec("matplotlib")
     if spec is None or not spec.submodule_search_locations:
         raise PetlError("glyphs: matplotlib is not installed; expected its bundled fonts in mpl-data/fonts/ttf")
-    return Path(list(spec.submodule_search_locations)[0]) / "mpl-data" / "fonts" / "ttf"
+    return Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "fonts" / "ttf"
 
 
 def _render_font(path: Path) -> np.ndarray | None:
@@ -77,8 +77,9 @@ def _render_font(path: Path) -> np.ndarray | None:
 
     def draw(ch: str, x0: float, x1: float) -> np.ndarray:
         img = Image.new("L", (BANK_SIZE, BANK_SIZE), 0)
-        ImageDraw.Draw(img).text((round((BANK_SIZE - (x1 - x0)) / 2 - x0), baseline), ch, font=font, fill=255,
-                                 anchor="ls")
+        ImageDraw.Draw(img).text(
+            (round((BANK_SIZE - (x1 - x0)) / 2 - x0), baseline), ch, font=font, fill=255, anchor="ls"
+        )
         return np.asarray(img)
 
     glyphs = np.stack([draw(c, b[0], b[2]) for c, b in zip(CHARS, boxes)])
@@ -145,8 +146,9 @@ def _stroke_bank(size: int) -> torch.Tensor:
     kept = ero.sum(dim=(-1, -2), keepdim=True) >= 0.6 * x.sum(dim=(-1, -2), keepdim=True)
     levels = torch.stack([torch.where(kept, ero, x), x, dil, _max3x3(dil)])  # (4, F*62, 1, 64, 64)
     if size != BANK_SIZE:
-        levels = F.interpolate(levels.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=True)
+        levels = F.interpolate(
+            levels.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
     return levels.reshape(4, *glyph_bank().shape[:2], size, size).contiguous()
 
 
@@ -154,7 +156,7 @@ def glyph_classes(case_fold: bool = False) -> list[str]:
     """Class names: the 62 characters, or with ``case_fold`` the digits then ``"Aa"`` ... ``"Zz"`` (36)."""
     if not case_fold:
         return list(CHARS)
-    return list(CHARS[:10]) + [u + l for u, l in zip(CHARS[10:36], CHARS[36:])]
+    return list(CHARS[:10]) + [upper + lower for upper, lower in zip(CHARS[10:36], CHARS[36:])]
 
 
 def _font_indices(fonts: Sequence[str | int] | None) -> list[int]:

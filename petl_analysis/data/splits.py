@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -51,9 +52,13 @@ PARTS = ("A", "B")
 
 #: What each count or seed of a split means, for messages that a user of the CLI or of the library can read
 #: without knowing the class (``training images per class (shots) must be ...``).
-_MEANING = {"shots": "training images per class", "val_shots": "validation images per class",
-            "max_train": "the cap on the training set", "split_seed": "the split's seed",
-            "shot_seed": "the seed of the k-shot draw"}
+_MEANING = {
+    "shots": "training images per class",
+    "val_shots": "validation images per class",
+    "max_train": "the cap on the training set",
+    "split_seed": "the split's seed",
+    "shot_seed": "the seed of the k-shot draw",
+}
 _UNSET = {"shots": "the full training set", "val_shots": "the full validation set", "max_train": "no cap"}
 
 
@@ -79,8 +84,10 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         if self.part is not None and self.part not in PARTS:
-            raise PetlError(f"the split's part (part) must be one of {', '.join(PARTS)}, or unset for the whole "
-                            f"pools; got {self.part!r}")
+            raise PetlError(
+                f"the split's part (part) must be one of {', '.join(PARTS)}, or unset for the whole "
+                f"pools; got {self.part!r}"
+            )
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
@@ -93,8 +100,10 @@ class SplitSpec:
         for name in ("shots", "val_shots", "max_train"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise PetlError(f"{_MEANING[name]} ({name}) must be a whole number of at least 1, or unset for "
-                                f"{_UNSET[name]}; got {v!r}")
+                raise PetlError(
+                    f"{_MEANING[name]} ({name}) must be a whole number of at least 1, or unset for "
+                    f"{_UNSET[name]}; got {v!r}"
+                )
         for name in ("split_seed", "shot_seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -106,7 +115,7 @@ class SplitSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> "SplitSpec":
+    def from_dict(cls, d: dict[str, object]) -> SplitSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -122,9 +131,9 @@ class Splits:
     ``removed`` is what deduplication left out before splitting (:func:`deduplicate`; empty with ``dedup=False``).
     """
 
-    train: "ImageDataset | ImageFiles"
-    val: "ImageDataset | ImageFiles"
-    test: "ImageDataset | ImageFiles"
+    train: ImageDataset | ImageFiles
+    val: ImageDataset | ImageFiles
+    test: ImageDataset | ImageFiles
     spec: SplitSpec
     indices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     removed: dict[str, int] = field(default_factory=dict)
@@ -181,8 +190,10 @@ def sample_k_shot(
     for c in wanted:
         n_c = int(counts[c]) if c < len(counts) else 0
         if n_c < k:
-            raise PetlError(f"{_class_name(int(c), classes)} has {n_c} images in the {pool}; k={k} shots per class "
-                            f"need at least {k}")
+            raise PetlError(
+                f"{_class_name(int(c), classes)} has {n_c} images in the {pool}; k={k} shots per class "
+                f"need at least {k}"
+            )
         idx = np.flatnonzero(y == c)
         # A full permutation (not choice(k)) keeps draws nested across k for one seed.
         picked.append(idx[rng.permutation(n_c)[:k]])
@@ -220,7 +231,7 @@ def _quota(counts: np.ndarray, total: int) -> np.ndarray:
     return np.minimum(q, counts)
 
 
-def content_hashes(ds: "ImageDataset | ImageFiles") -> list[bytes]:
+def content_hashes(ds: ImageDataset | ImageFiles) -> list[bytes]:
     """One digest per image: of its decoded ``uint8`` pixels and their shape (in memory), or of its file's bytes (an
     :class:`~petl_analysis.data.stream.ImageFiles` index, memoised on it). Equal digests mean identical content."""
     if isinstance(ds, ImageDataset):
@@ -255,13 +266,14 @@ def duplicate_mask(hashes: Sequence[bytes], labels: np.ndarray) -> tuple[np.ndar
     return keep, {"groups": len(members), "duplicates": duplicates, "conflicting": conflicting}
 
 
-def deduplicate(ds: "ImageDataset | ImageFiles") -> tuple[np.ndarray, dict[str, int]]:
+def deduplicate(ds: ImageDataset | ImageFiles) -> tuple[np.ndarray, dict[str, int]]:
     """:func:`duplicate_mask` of ``ds`` (content by :func:`content_hashes`): the images ``make_splits`` keeps."""
     return duplicate_mask(content_hashes(ds), ds.labels.numpy())
 
 
-def _part_of(val_by_class: list[np.ndarray], pool_by_class: list[np.ndarray],
-             spec: SplitSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _part_of(
+    val_by_class: list[np.ndarray], pool_by_class: list[np.ndarray], spec: SplitSpec
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Rule 5: each class's val pool and train pool cut in two halves by ``split_seed``'s own stream; ``spec.part``'s
     half of each. The cut does not depend on anything but ``split_seed`` and the class's pool, so A and B are
     disjoint and together the whole pools."""
@@ -276,7 +288,7 @@ def _part_of(val_by_class: list[np.ndarray], pool_by_class: list[np.ndarray],
     return [half(v) for v in val_by_class], [half(p) for p in pool_by_class]
 
 
-def make_splits(ds: "ImageDataset | ImageFiles", spec: SplitSpec | None = None) -> Splits:
+def make_splits(ds: ImageDataset | ImageFiles, spec: SplitSpec | None = None) -> Splits:
     """Split ``ds`` into train / val / test following ``spec`` (protocol in the module docstring).
 
     Returns:

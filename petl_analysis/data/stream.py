@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,12 +92,17 @@ class ImageFiles:
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
-    def subset(self, idx: "torch.Tensor | np.ndarray | Sequence[int]") -> "ImageFiles":
+    def subset(self, idx: torch.Tensor | np.ndarray | Sequence[int]) -> ImageFiles:
         """The files at integer indices ``idx`` (or a boolean mask); same classes and name."""
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx)
         idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64).reshape(-1)
-        return ImageFiles([self.paths[i] for i in idx], self.labels[torch.from_numpy(idx)], list(self.classes),
-                          self.name, list(self.skipped))
+        return ImageFiles(
+            [self.paths[i] for i in idx],
+            self.labels[torch.from_numpy(idx)],
+            list(self.classes),
+            self.name,
+            list(self.skipped),
+        )
 
     def content_hashes(self) -> list[bytes]:
         """A digest of each file's bytes, in order (for deduplication: identical files, identical digests); read in
@@ -106,7 +112,7 @@ class ImageFiles:
         if cached is None or len(cached) != len(self.paths):
             from ..features import cached_digests
 
-            root = Path(self.name[len("folder:"):]) if self.name.startswith("folder:") else Path(self.name)
+            root = Path(self.name[len("folder:") :]) if self.name.startswith("folder:") else Path(self.name)
             cached = cached_digests(root, list(self.paths), _digest_files)
             self.__dict__["_content_hashes"] = cached
         return list(cached)
@@ -159,8 +165,9 @@ def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFi
     kept = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
     skipped = sorted(str(p) for p, _ in bad)
     labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(kept)])
-    return ImageFiles([str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}",
-                      skipped)
+    return ImageFiles(
+        [str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}", skipped
+    )
 
 
 def model_data_config(model: nn.Module) -> dict[str, Any]:
@@ -198,8 +205,14 @@ class StreamingImages(Dataset):
         transform_id: what identifies the preprocessing, for the feature cache.
     """
 
-    def __init__(self, files: ImageFiles, transform: Callable[[Any], torch.Tensor], in_chans: int,
-                 num_workers: int | None = None, transform_id: str = "") -> None:
+    def __init__(
+        self,
+        files: ImageFiles,
+        transform: Callable[[Any], torch.Tensor],
+        in_chans: int,
+        num_workers: int | None = None,
+        transform_id: str = "",
+    ) -> None:
         if in_chans not in (1, 3):
             raise PetlError(f"in_chans must be 1 or 3; got {in_chans}")
         self.files = files
@@ -237,12 +250,13 @@ def _stored_pixels(files: ImageFiles) -> int | None:
     try:
         with Image.open(files.paths[0]) as img:
             return img.width * img.height
-    except Exception:  # noqa: BLE001  (a file that broke since the folder was opened fails, with its name, later)
+    except Exception:
         return None
 
 
-def stream_split(files: ImageFiles, model: nn.Module, augment: bool = False,
-                 num_workers: int | None = None) -> StreamingImages:
+def stream_split(
+    files: ImageFiles, model: nn.Module, augment: bool = False, num_workers: int | None = None
+) -> StreamingImages:
     """A :class:`StreamingImages` over ``files`` with ``model``'s timm transforms."""
     transform = model_transform(model, augment=augment)
     in_chans = model_data_config(model)["input_size"][0]

@@ -15,7 +15,8 @@ On CUDA, CPU batches are pinned and copied with ``non_blocking=True``.
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+from collections.abc import Iterator
+from typing import Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset

@@ -75,11 +75,14 @@ class Recipe:
         if self.schedule not in SCHEDULES:
             raise PetlError(f"unknown schedule {self.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
         if self.epoch_selection not in EPOCH_SELECTIONS:
-            raise PetlError(f"unknown epoch selection {self.epoch_selection!r}; expected one of: "
-                            f"{', '.join(EPOCH_SELECTIONS)}")
+            raise PetlError(
+                f"unknown epoch selection {self.epoch_selection!r}; expected one of: {', '.join(EPOCH_SELECTIONS)}"
+            )
         if self.epoch_selection == "last" and self.patience is not None:
-            raise PetlError(f"recipe patience={self.patience} stops on validation, which a fixed schedule "
-                            f"(epoch_selection='last') does not read; unset patience or select on 'val'")
+            raise PetlError(
+                f"recipe patience={self.patience} stops on validation, which a fixed schedule "
+                f"(epoch_selection='last') does not read; unset patience or select on 'val'"
+            )
         if not self.lr > 0 or (self.head_lr is not None and not self.head_lr > 0):
             raise PetlError(f"learning rates must be > 0, got lr={self.lr}, head_lr={self.head_lr}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:

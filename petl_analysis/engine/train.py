@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -260,8 +260,9 @@ def fit(
                 break
         # The last step of an epoch can overflow the parameters while its loss was still finite; evaluating such a
         # model would report chance-level accuracy as if it were a result.
-        bad = next((name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()),
-                   None)
+        bad = next(
+            (name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None
+        )
         if bad is not None:
             raise TrainingDiverged(f"parameter {bad} became non-finite at epoch {epoch + 1}, step {step}")
         result.train_loss.append(loss_sum / max(1, seen))
@@ -271,8 +272,7 @@ def fit(
         # large validation pool, evaluating every epoch cost more than the training itself).
         final = epoch + 1 == recipe.epochs or step >= total_steps
         if val is not None and len(val) and (keep_best or final):
-            val_acc, val_loss, val_correct = evaluate_images(model, val, device=dev,
-                                                             batch_size=recipe.eval_batch_size)
+            val_acc, val_loss, val_correct = evaluate_images(model, val, device=dev, batch_size=recipe.eval_batch_size)
             result.val_curve.append(val_acc)
             last_correct = val_correct
             key = (val_acc, -val_loss)
@@ -283,8 +283,16 @@ def fit(
             else:
                 since_best += 1
         if callback is not None:
-            callback(EpochLog(epoch + 1, recipe.epochs, result.train_loss[-1], val_acc,
-                              best_key[0] if best_key else None, time.perf_counter() - start))
+            callback(
+                EpochLog(
+                    epoch + 1,
+                    recipe.epochs,
+                    result.train_loss[-1],
+                    val_acc,
+                    best_key[0] if best_key else None,
+                    time.perf_counter() - start,
+                )
+            )
         if recipe.patience is not None and since_best >= recipe.patience:
             result.stopped_early = True
             break

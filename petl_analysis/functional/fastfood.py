@@ -24,7 +24,7 @@ operands.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -76,8 +76,9 @@ def _work_vectors(workspace: Workspace, L: int, like: Tensor) -> tuple[Tensor, T
     return workspace.get("buf", L, like), workspace.get("other", L, like)
 
 
-def _forward_vector(x: Tensor, signs: Tensor, n_out: int, perm_mod: Tensor, gauss: Tensor,
-                    workspace: Workspace) -> Tensor:
+def _forward_vector(
+    x: Tensor, signs: Tensor, n_out: int, perm_mod: Tensor, gauss: Tensor, workspace: Workspace
+) -> Tensor:
     """``(H_L G Π H_L B pad_L(x))[:n_out]`` for one vector x (d,); the result is a fresh tensor."""
     d, L = x.numel(), perm_mod.numel()
     buf, other = _work_vectors(workspace, L, x)
@@ -105,8 +106,16 @@ def _rowwise(fn: Callable[..., Tensor], x: Tensor, *args: object) -> Tensor:
     return torch.stack([fn(row.contiguous(), *args) for row in x])
 
 
-def _rows(x: Tensor, transpose: bool, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor,
-          workspace: Workspace) -> Tensor:
+def _rows(
+    x: Tensor,
+    transpose: bool,
+    D: int,
+    signs: Tensor,
+    perm_mod: Tensor,
+    perm_inverse: Tensor,
+    gauss: Tensor,
+    workspace: Workspace,
+) -> Tensor:
     """``P x`` for x (..., d), or ``Pᵀ x`` for x (..., D) with ``transpose``; no autograd bookkeeping."""
     if transpose:
         out = _rowwise(_transpose_vector, x.reshape(-1, D), signs, perm_inverse, gauss, workspace)
@@ -122,21 +131,31 @@ class Fastfood(torch.autograd.Function):
     on every training step. Nothing is saved but references to the operands."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, transpose: bool, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor,
-                gauss: Tensor, workspace: Workspace) -> Tensor:  # noqa: D102
+    def forward(
+        ctx,
+        x: Tensor,
+        transpose: bool,
+        D: int,
+        signs: Tensor,
+        perm_mod: Tensor,
+        perm_inverse: Tensor,
+        gauss: Tensor,
+        workspace: Workspace,
+    ) -> Tensor:
         ctx.transpose, ctx.D, ctx.workspace = transpose, D, workspace
         ctx.save_for_backward(signs, perm_mod, perm_inverse, gauss)
         return _rows(x, transpose, D, signs, perm_mod, perm_inverse, gauss, workspace)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx, grad: Tensor):
         other = Fastfood.apply if torch.is_grad_enabled() else _rows  # create_graph: the transpose is differentiable
         grad_x = other(grad, not ctx.transpose, ctx.D, *ctx.saved_tensors, ctx.workspace)
         return grad_x, None, None, None, None, None, None, None
 
 
-def fastfood(theta: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor,
-             workspace: Workspace) -> Tensor:
+def fastfood(
+    theta: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor, workspace: Workspace
+) -> Tensor:
     """Differentiable ``(..., d) -> (..., D)``: ``(H G Π H B pad_L(θ))[:D]`` row-wise (operands: module docstring).
 
     Cost per row: one FWHT of length d', one length-L gather and one FWHT of length L truncated to D rows, which
@@ -145,7 +164,8 @@ def fastfood(theta: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_invers
     return Fastfood.apply(theta, False, D, signs, perm_mod, perm_inverse, gauss, workspace)
 
 
-def fastfood_transpose(grad: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor,
-                       workspace: Workspace) -> Tensor:
+def fastfood_transpose(
+    grad: Tensor, D: int, signs: Tensor, perm_mod: Tensor, perm_inverse: Tensor, gauss: Tensor, workspace: Workspace
+) -> Tensor:
     """Differentiable ``(..., D) -> (..., d)``: the transpose of :func:`fastfood` with the same operands."""
     return Fastfood.apply(grad, True, D, signs, perm_mod, perm_inverse, gauss, workspace)

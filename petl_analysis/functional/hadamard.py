@@ -90,7 +90,7 @@ def hadamard_matrix(
     return h
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _factors(n: int) -> tuple[int, ...]:
     """Kronecker factors of H_n, innermost axis first: 16s, then the one smaller factor (if any) outermost.
 
@@ -300,11 +300,11 @@ class FWHT(torch.autograd.Function):
     """Differentiable unnormalised FWHT over the last dimension; backward is one more FWHT, nothing is saved."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - see class docstring
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return _fwht_impl(x)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
         # H is symmetric: d(xH)/dx applied to g is gH. Calling apply (not _fwht_impl) keeps double backward working.
         return FWHT.apply(grad_output)
 

@@ -65,7 +65,9 @@ def kron_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         ``(a1·b1, a2·b2)``.
     """
     if A.dim() != 3 or B.dim() != 3 or A.shape[0] != B.shape[0]:
-        raise ValueError(f"kron_sum expects A (n, a1, a2) and B (n, b1, b2); got {tuple(A.shape)} and {tuple(B.shape)}")
+        raise ValueError(
+            f"kron_sum expects A (n, a1, a2) and B (n, b1, b2); got {tuple(A.shape)} and {tuple(B.shape)}"
+        )
     n, a1, a2 = A.shape
     _, b1, b2 = B.shape
     # (a1·a2, n) @ (n, b1·b2) is one GEMM; the result is indexed [a, c, k, l] and must become [a, k, c, l].

@@ -1,5 +1,6 @@
 """Model layer: timm ViT creation and weights, the bundled default, and the submodule catalogue."""
 
+from . import dinov2  # noqa: F401  registers the "dinov2-s14" weights (imports no onnx)
 from .bundled import BUNDLED_ARCH, BUNDLED_MODEL, bundled_weights_path
 from .catalogue import (
     DEFAULT_PROBE_TARGETS,
@@ -25,7 +26,6 @@ from .factory import (
     spec_with_load,
 )
 from .sources import WEIGHT_SOURCES, WeightSource, register_weight_source
-from . import dinov2  # noqa: E402,F401  registers the "dinov2-s14" weights (imports no onnx)
 
 __all__ = [
     "BUNDLED_ARCH",
@@ -34,17 +34,17 @@ __all__ = [
     "GROUPS",
     "LEAF_KINDS",
     "UNIT_KINDS",
-    "WEIGHT_SOURCES",
-    "WeightSource",
-    "ModelSpec",
     "WEIGHTS_SOURCES",
-    "WeightsLoad",
+    "WEIGHT_SOURCES",
+    "ModelSpec",
     "TensorSlice",
     "Unit",
+    "WeightSource",
+    "WeightsLoad",
     "build_model",
     "bundled_weights_path",
-    "checkpoint_filter",
     "catalogue",
+    "checkpoint_filter",
     "create_model",
     "describe_targets",
     "load_weights",

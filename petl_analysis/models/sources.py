@@ -7,8 +7,9 @@ consults :func:`find_weight_source` before treating ``weights`` as a file path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -67,6 +68,8 @@ def load_from_source(model: nn.Module, model_name: str, weights: str) -> dict[st
         raise PetlError(f"weights {weights!r} name no registered source; known: {', '.join(sorted(WEIGHT_SOURCES))}")
     source, argument = found
     if model_name not in source.models:
-        raise PetlError(f"weights {source.name!r} fit model {' or '.join(source.models)}, not {model_name!r}; "
-                        f"pass --model {source.models[0]}")
+        raise PetlError(
+            f"weights {source.name!r} fit model {' or '.join(source.models)}, not {model_name!r}; "
+            f"pass --model {source.models[0]}"
+        )
     return {"source": source.name, **source.load(model, argument), **source.record}

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 from torch import nn
 
@@ -43,14 +44,16 @@ class BudgetSpec:
     value: float
     relative: bool
 
-    def resolve(self, backbone_params: int) -> "Budget":
+    def resolve(self, backbone_params: int) -> Budget:
         """The budget in parameters: a percentage of ``backbone_params`` rounded to the nearest parameter."""
         if not self.relative:
             return Budget(int(self.value), self.text)
         params = round(self.value / 100 * backbone_params)
         if params < 1:
-            raise PetlError(f"budget {self.text} of a {backbone_params:,}-parameter backbone is less than one "
-                            f"parameter; give a larger percentage or a number of parameters")
+            raise PetlError(
+                f"budget {self.text} of a {backbone_params:,}-parameter backbone is less than one "
+                f"parameter; give a larger percentage or a number of parameters"
+            )
         return Budget(int(params), self.text, backbone_params)
 
 
@@ -152,8 +155,9 @@ def _round_up_2(x: float) -> int:
     return int(math.ceil(x / 10**digits) * 10**digits)
 
 
-def default_budgets(model: nn.Module, methods: Sequence[str] = ("kadaptation", "lora"), *,
-                    head_in_budget: bool = False) -> list[Budget]:
+def default_budgets(
+    model: nn.Module, methods: Sequence[str] = ("kadaptation", "lora"), *, head_in_budget: bool = False
+) -> list[Budget]:
     """Budgets that make sense for ``model``: ``DEFAULT_COUNT`` budgets growing ``DEFAULT_STEP``-fold from the
     smallest budget at which every planned method (KAdaptation, LoRA among ``methods``; both when none is) can adapt
     the paper's targets, q and v of every block, at rank 1, rounded up to two significant figures, and at least
@@ -183,5 +187,6 @@ def as_budget(budget: BudgetLike, model: nn.Module, option: str = "budget") -> B
 
 def budgets_text(budgets: Sequence[Budget]) -> str:
     """``2,000, 8,000`` or ``42,899 (0.05%), 171,597 (0.2%)``: what the CLI and notes print."""
-    return ", ".join(f"{b.params:,}" + (f" ({b.requested})" if b.requested not in (str(b.params),) else "")
-                     for b in budgets)
+    return ", ".join(
+        f"{b.params:,}" + (f" ({b.requested})" if b.requested not in (str(b.params),) else "") for b in budgets
+    )

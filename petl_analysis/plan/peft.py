@@ -39,7 +39,9 @@ def _import_peft():
     try:
         import peft
     except ImportError:
-        raise PetlError(f"the peft export needs peft: pip install 'petl-analysis[peft]' ({PEFT_REQUIREMENT})") from None
+        raise PetlError(
+            f"the peft export needs peft: pip install 'petl-analysis[peft]' ({PEFT_REQUIREMENT})"
+        ) from None
     return peft
 
 
@@ -78,7 +80,8 @@ def _refuse_inert(model: nn.Module, modules: list[str], model_name: str, method:
         raise PetlError(
             f"peft export refused: {model_name} never calls the forward of {inert[0]}{more} (it reads the weight "
             f"directly, e.g. F.linear(x, qkv.weight)), so a peft {method} there would change nothing; keep the "
-            "petl-analysis adapter, or target other modules")
+            "petl-analysis adapter, or target other modules"
+        )
 
 
 def _head_name(model: nn.Module) -> str | None:
@@ -133,24 +136,47 @@ def export_peft(plan: Any, model: nn.Module) -> dict[str, Any]:
     head = _head_name(model)
     to_save = [head] if cfg.get("train_head", True) and head else None
     if plan.method == "lora":
-        out = {"peft_type": cls.peft_type, "r": cfg["rank"], "lora_alpha": cfg.get("alpha", cfg["rank"]),
-               "lora_dropout": cfg.get("dropout", 0.0), "target_modules": modules, "modules_to_save": to_save}
+        out = {
+            "peft_type": cls.peft_type,
+            "r": cfg["rank"],
+            "lora_alpha": cfg.get("alpha", cfg["rank"]),
+            "lora_dropout": cfg.get("dropout", 0.0),
+            "target_modules": modules,
+            "modules_to_save": to_save,
+        }
         if sliced:
-            notes.append(f"{len(sliced)} target(s) are row slices of a fused Linear (e.g. {sliced[0]}): this config "
-                         "adapts the whole Linear (a superset); write_peft_adapter exports a trained adapter exactly")
+            notes.append(
+                f"{len(sliced)} target(s) are row slices of a fused Linear (e.g. {sliced[0]}): this config "
+                "adapts the whole Linear (a superset); write_peft_adapter exports a trained adapter exactly"
+            )
     elif plan.method == "kadaptation":
-        out = {"peft_type": cls.peft_type, "r": cfg["rank"], "alpha": cfg["rank"], "target_modules": modules,
-               "decompose_both": False, "decompose_factor": cfg["n"], "modules_to_save": to_save}
-        notes.append(f"LoKr is a single Kronecker term with unshared factors: it approximates KAdaptation's sum of "
-                     f"n={cfg['n']} terms with rule matrices shared across layers (sharing={cfg.get('sharing')}); "
-                     "targets and rank carry over, the weights do not")
+        out = {
+            "peft_type": cls.peft_type,
+            "r": cfg["rank"],
+            "alpha": cfg["rank"],
+            "target_modules": modules,
+            "decompose_both": False,
+            "decompose_factor": cfg["n"],
+            "modules_to_save": to_save,
+        }
+        notes.append(
+            f"LoKr is a single Kronecker term with unshared factors: it approximates KAdaptation's sum of "
+            f"n={cfg['n']} terms with rule matrices shared across layers (sharing={cfg.get('sharing')}); "
+            "targets and rank carry over, the weights do not"
+        )
     else:
-        raise PetlError(f"method {plan.method!r} registers peft_type {cls.peft_type!r}, but export_peft writes no "
-                        "options for it")
+        raise PetlError(
+            f"method {plan.method!r} registers peft_type {cls.peft_type!r}, but export_peft writes no options for it"
+        )
     ours = plan.trainable.get("total_excl_head")
-    return {"peft_config": out, "method": cls.peft_type, "approximate": bool(cls.peft_approximate),
-            "trainable": {"plan": ours, "peft": _peft_trainable(model, out)}, "not_mapped": notes,
-            "model": plan.model.name}
+    return {
+        "peft_config": out,
+        "method": cls.peft_type,
+        "approximate": bool(cls.peft_approximate),
+        "trainable": {"plan": ours, "peft": _peft_trainable(model, out)},
+        "not_mapped": notes,
+        "model": plan.model.name,
+    }
 
 
 def export_summary(record: dict[str, Any]) -> str:
@@ -192,8 +218,13 @@ def write_peft_adapter(model: nn.Module, method: Method, directory: str | Path, 
     rank = max(sum(d.lora_A.shape[0] for _, d in items) for items in entries.values())
     head = _head_name(base)
     trained_head = head is not None and cfg.train_head
-    config = peft.LoraConfig(r=rank, lora_alpha=cfg.scaling * rank, lora_dropout=cfg.dropout,
-                             target_modules=sorted(entries), modules_to_save=[head] if trained_head else None)
+    config = peft.LoraConfig(
+        r=rank,
+        lora_alpha=cfg.scaling * rank,
+        lora_dropout=cfg.dropout,
+        target_modules=sorted(entries),
+        modules_to_save=[head] if trained_head else None,
+    )
     wrapped = peft.get_peft_model(base, config)
     for path, items in entries.items():
         layer = wrapped.base_model.model.get_submodule(path)
@@ -204,8 +235,8 @@ def write_peft_adapter(model: nn.Module, method: Method, directory: str | Path, 
         for rows, delta in items:
             r = delta.lora_A.shape[0]
             lo, hi = rows if rows is not None else (0, B.shape[0])
-            A[at:at + r] = delta.lora_A.to(A)
-            B[lo:hi, at:at + r] = delta.lora_B.to(B)
+            A[at : at + r] = delta.lora_A.to(A)
+            B[lo:hi, at : at + r] = delta.lora_B.to(B)
             at += r
     if trained_head:
         ours = classifier(model)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -89,7 +90,9 @@ class Plan(Artefact):
     SCHEMA = "plan"
     VERSION = 2
     #: Version 1 recorded neither how the budget was asked for nor the dataset: they read as null.
-    MIGRATIONS = {1: lambda body: {**body, "budget_requested": None, "backbone_params": None, "dataset": None}}
+    MIGRATIONS: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+        1: lambda body: {**body, "budget_requested": None, "backbone_params": None, "dataset": None}
+    }
 
     model: ModelSpec
     num_classes: int
@@ -137,8 +140,11 @@ class Plan(Artefact):
             raise PetlError(f"plan field 'config': {e}") from None
         if not isinstance(self.model, ModelSpec):
             raise _bad("model", "an object describing the model (name, weights, sizes)", self.model)
-        if (not isinstance(self.targets, list) or (not self.targets and self.variant in PLANNED_VARIANTS)
-                or not all(isinstance(t, PlannedTarget) for t in self.targets)):
+        if (
+            not isinstance(self.targets, list)
+            or (not self.targets and self.variant in PLANNED_VARIANTS)
+            or not all(isinstance(t, PlannedTarget) for t in self.targets)
+        ):
             raise _bad("targets", "a non-empty list of planned targets", self.targets)
         if not isinstance(self.trainable, dict) or set(self.trainable) != set(COUNT_FIELDS):
             keys = sorted(self.trainable) if isinstance(self.trainable, dict) else self.trainable
@@ -148,24 +154,33 @@ class Plan(Artefact):
         t = self.trainable
         parts = ("head", "adapter", "shared", "bias_norm", "backbone")
         if t["total_incl_head"] != sum(t[k] for k in parts):
-            raise PetlError(f"plan field 'trainable.total_incl_head' is {t['total_incl_head']}; expected the sum of "
-                            f"{', '.join(parts)} = {sum(t[k] for k in parts)}")
+            raise PetlError(
+                f"plan field 'trainable.total_incl_head' is {t['total_incl_head']}; expected the sum of "
+                f"{', '.join(parts)} = {sum(t[k] for k in parts)}"
+            )
         if t["total_excl_head"] != t["total_incl_head"] - t["head"]:
-            raise PetlError(f"plan field 'trainable.total_excl_head' is {t['total_excl_head']}; expected "
-                            f"total_incl_head - head = {t['total_incl_head'] - t['head']}")
+            raise PetlError(
+                f"plan field 'trainable.total_excl_head' is {t['total_excl_head']}; expected "
+                f"total_incl_head - head = {t['total_incl_head'] - t['head']}"
+            )
         _check_int("used", self.used, 0)
         counted = "total_incl_head" if self.head_in_budget else "total_excl_head"
         if self.used != t[counted]:
-            raise PetlError(f"plan field 'used' is {self.used}; expected trainable.{counted} = {t[counted]} "
-                            f"(head_in_budget is {str(self.head_in_budget).lower()})")
+            raise PetlError(
+                f"plan field 'used' is {self.used}; expected trainable.{counted} = {t[counted]} "
+                f"(head_in_budget is {str(self.head_in_budget).lower()})"
+            )
         if self.budget is None:
             if self.used_fraction is not None:
                 raise _bad("used_fraction", "null (a fixed-size plan has no budget)", self.used_fraction)
         else:
             if self.used > self.budget:
                 raise PetlError(f"plan field 'used' ({self.used}) exceeds field 'budget' ({self.budget})")
-            if (isinstance(self.used_fraction, bool) or not isinstance(self.used_fraction, (int, float))
-                    or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)):
+            if (
+                isinstance(self.used_fraction, bool)
+                or not isinstance(self.used_fraction, (int, float))
+                or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)
+            ):
                 raise _bad("used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
         self._check_budget_request()
         for name in ("policy", "selector", "ranking_source"):
@@ -196,13 +211,16 @@ class Plan(Artefact):
             raise _bad("backbone_params", f"the backbone count that {self.budget_requested} is of", None)
         expected = spec.resolve(self.backbone_params or 0).params
         if expected != self.budget:
-            raise PetlError(f"plan field 'budget' is {self.budget}; field 'budget_requested' "
-                            f"{self.budget_requested!r} gives {expected}" + (f" of {self.backbone_params:,}" if spec.relative else ""))
+            raise PetlError(
+                f"plan field 'budget' is {self.budget}; field 'budget_requested' "
+                f"{self.budget_requested!r} gives {expected}"
+                + (f" of {self.backbone_params:,}" if spec.relative else "")
+            )
 
     def method_config(self) -> MethodConfig:
         return config_from_dict(self.config)
 
-    def for_dataset(self, dataset: str) -> "Plan":
+    def for_dataset(self, dataset: str) -> Plan:
         """This plan with ``dataset`` recorded (as its identity, so a folder path given relative to here still
         names the same folder from elsewhere)."""
         from ..task import dataset_identity
@@ -228,7 +246,9 @@ class Plan(Artefact):
         }
 
 
-def validate_plan(plan: Plan, model: nn.Module, model_spec: ModelSpec | None = None, source: str = "plan") -> ParamCount:
+def validate_plan(
+    plan: Plan, model: nn.Module, model_spec: ModelSpec | None = None, source: str = "plan"
+) -> ParamCount:
     """Check ``plan`` against ``model`` (before injection): same architecture, targets exist, the method accepts
     them (n divides every dimension, ...), and the count recomputes to the stored value. Returns the count."""
     if model_spec is not None and model_spec.name != plan.model.name:
@@ -239,11 +259,15 @@ def validate_plan(plan: Plan, model: nn.Module, model_spec: ModelSpec | None = N
                 continue
             mine, theirs = getattr(plan.model, f.name), getattr(model_spec, f.name)
             if mine != theirs:
-                raise PetlError(f"{source}: plan field 'model.{f.name}' is {_json(mine)}, the model given has "
-                                f"{_json(theirs)}; plan again for this model")
+                raise PetlError(
+                    f"{source}: plan field 'model.{f.name}' is {_json(mine)}, the model given has "
+                    f"{_json(theirs)}; plan again for this model"
+                )
     head = classifier(model)
     if getattr(head, "out_features", plan.num_classes) != plan.num_classes:
-        raise PetlError(f"{source}: made for a {plan.num_classes}-class head, the dataset has {head.out_features} classes")
+        raise PetlError(
+            f"{source}: made for a {plan.num_classes}-class head, the dataset has {head.out_features} classes"
+        )
     config = plan.method_config()
     try:
         if getattr(config, "targets", None):

@@ -19,8 +19,9 @@ will count.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -66,12 +67,16 @@ def _configs(method: str, base: dict[str, Any], units: Sequence[Unit], cheapest_
     if cheapest_only:
         return [KAdaptationConfig(**{**base, "targets": names, "n": ns[0], "rank": 1})]
     # B_i is (d_out/n x d_in/n): a rank above its smaller side adds parameters, not capacity.
-    return [KAdaptationConfig(**{**base, "targets": names, "n": n, "rank": r})
-            for n in ns for r in range(1, min(MAX_RANK, smallest // n) + 1)]
+    return [
+        KAdaptationConfig(**{**base, "targets": names, "n": n, "rank": r})
+        for n in ns
+        for r in range(1, min(MAX_RANK, smallest // n) + 1)
+    ]
 
 
-def _cheapest(model: nn.Module, method: str, base: dict[str, Any], units: Sequence[Unit],
-              head_in_budget: bool) -> int | None:
+def _cheapest(
+    model: nn.Module, method: str, base: dict[str, Any], units: Sequence[Unit], head_in_budget: bool
+) -> int | None:
     """Count of the cheapest configuration on ``units`` (rank 1, smallest n); None without a Linear unit."""
     cfgs = _configs(method, base, units, cheapest_only=True)
     return _used(_count(model, cfgs[0]), head_in_budget) if cfgs else None
@@ -153,9 +158,20 @@ def plan_for_budget(
     if used < 0.5 * budget:
         notes.append(f"only {used:,} of the {budget:,} budget is useful for these targets with {method}")
     targets = [
-        PlannedTarget(target=e.target, units=[u.name for u in units], rank=e.rank, d90=e.d90,
-                      reason=f"rank {e.rank} by {ranking.selector}"
-                      + (f" (d90 {e.d90:.0f})" if e.d90 is not None else " (d90 not reached)" if ranking.selector.startswith("d90") else ""))
+        PlannedTarget(
+            target=e.target,
+            units=[u.name for u in units],
+            rank=e.rank,
+            d90=e.d90,
+            reason=f"rank {e.rank} by {ranking.selector}"
+            + (
+                f" (d90 {e.d90:.0f})"
+                if e.d90 is not None
+                else " (d90 not reached)"
+                if ranking.selector.startswith("d90")
+                else ""
+            ),
+        )
         for e, units in chosen
     ]
     skipped = [e.target for e in linear_entries if e.target not in {t.target for t in targets}]
@@ -198,11 +214,20 @@ def fixed_plan(
     from ..select import RankedTarget
 
     units = resolve_targets(model, list(targets))
-    entry = RankedTarget(target=",".join(targets), units=[u.name for u in units], D=sum(u.numel for u in units),
-                         rank=1, score=None)
+    entry = RankedTarget(
+        target=",".join(targets), units=[u.name for u in units], D=sum(u.numel for u in units), rank=1, score=None
+    )
     ranking = Ranking(selector=label, model=model_spec, data=None, entries=[entry])
-    return plan_for_budget(ranking, model, budget, method=method, model_spec=model_spec, head_in_budget=head_in_budget,
-                           method_options=method_options, variant="fixed")
+    return plan_for_budget(
+        ranking,
+        model,
+        budget,
+        method=method,
+        model_spec=model_spec,
+        head_in_budget=head_in_budget,
+        method_options=method_options,
+        variant="fixed",
+    )
 
 
 def reverse_ranking(ranking: Ranking) -> Ranking:
@@ -283,8 +308,9 @@ def greedy_plan_shares(
         if chosen not in cost_cache:
             if len(cost_cache) >= limit[0]:
                 raise _TooManyStates
-            cost = _cheapest(model, method, base, [u for t in catalogue if t in chosen for u in linear[t]],
-                             head_in_budget)
+            cost = _cheapest(
+                model, method, base, [u for t in catalogue if t in chosen for u in linear[t]], head_in_budget
+            )
             cost_cache[chosen] = cost is not None and cost <= budget
         return cost_cache[chosen]
 
@@ -325,8 +351,10 @@ def greedy_plan_shares(
                     if fits(chosen | {g[i]}):
                         chosen = chosen | {g[i]}
             dist[chosen] = dist.get(chosen, 0.0) + 1.0 / SAMPLED_ORDERS
-        how = (f"sampled: {SAMPLED_ORDERS} orders (numpy seed {seed}), exact enumeration passed {max_checks:,} "
-               f"budget checks; the shares carry Monte Carlo error")
+        how = (
+            f"sampled: {SAMPLED_ORDERS} orders (numpy seed {seed}), exact enumeration passed {max_checks:,} "
+            f"budget checks; the shares carry Monte Carlo error"
+        )
 
     def order_for(first: Sequence[str]) -> tuple[str, ...]:
         return tuple(first) + tuple(t for t in catalogue if t not in first)
@@ -334,8 +362,11 @@ def greedy_plan_shares(
     if set(dist) == {frozenset()} and classes:
         # Nothing fits whole: the planner adapts part of the order's first set, equally likely any of the first class.
         return PlanShares({order_for([t]): 1.0 / len(classes[0]) for t in classes[0]})
-    return PlanShares({order_for([t for t in catalogue if t in chosen]): p for chosen, p in dist.items()}, how,
-                      0 if how == "exact" else SAMPLED_ORDERS)
+    return PlanShares(
+        {order_for([t for t in catalogue if t in chosen]): p for chosen, p in dist.items()},
+        how,
+        0 if how == "exact" else SAMPLED_ORDERS,
+    )
 
 
 class _TooManyStates(Exception):

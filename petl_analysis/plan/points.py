@@ -17,8 +17,9 @@ Each is a :class:`~petl_analysis.plan.Plan` with its variant; :func:`write_plans
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -38,7 +39,8 @@ DEFAULT_METHODS: tuple[str, ...] = ("kadaptation", "lora", "bitfit", "adapter", 
 FIXED_SIZE_METHODS: tuple[str, ...] = tuple(methods_sized(FIXED))
 #: Methods sized to a budget by one integer knob: (knob, candidate values), as each method registered it.
 KNOBS: dict[str, tuple[str, list[int]]] = {
-    name: (METHODS.get(name).sizing.option, list(METHODS.get(name).sizing.values)) for name in methods_sized(Knob)}
+    name: (METHODS.get(name).sizing.option, list(METHODS.get(name).sizing.values)) for name in methods_sized(Knob)
+}
 #: The KAdaptation paper's targets: q and v of every block.
 PAPER_TARGETS: tuple[str, ...] = ("attn.q", "attn.v")
 _METHOD_ORDER = (*DEFAULT_METHODS, "layernorm")
@@ -59,17 +61,28 @@ def config_plan(
     used = count.total if head_in_budget else count.total_excl_head
     request = Budget(budget, str(budget)) if isinstance(budget, int) else budget
     params = None if request is None else request.params
-    return Plan(model=spec_with_load(model_spec, model), num_classes=int(classifier(model).out_features),
-                budget=params,
-                head_in_budget=head_in_budget, method=config.method, config=config.to_dict(), targets=[],
-                trainable=count.as_dict(), used=int(used), used_fraction=None if params is None else used / params,
-                policy="knob" if variant == SIZED else "fixed", notes=list(notes), variant=variant,
-                budget_requested=None if request is None else request.requested,
-                backbone_params=backbone_parameters(model))
+    return Plan(
+        model=spec_with_load(model_spec, model),
+        num_classes=int(classifier(model).out_features),
+        budget=params,
+        head_in_budget=head_in_budget,
+        method=config.method,
+        config=config.to_dict(),
+        targets=[],
+        trainable=count.as_dict(),
+        used=int(used),
+        used_fraction=None if params is None else used / params,
+        policy="knob" if variant == SIZED else "fixed",
+        notes=list(notes),
+        variant=variant,
+        budget_requested=None if request is None else request.requested,
+        backbone_params=backbone_parameters(model),
+    )
 
 
-def size_to_budget(method: str, model: nn.Module, budget: int, head_in_budget: bool,
-                   options: dict[str, Any]) -> MethodConfig | None:
+def size_to_budget(
+    method: str, model: nn.Module, budget: int, head_in_budget: bool, options: dict[str, Any]
+) -> MethodConfig | None:
     """The largest value of ``method``'s knob whose count fits ``budget``; None when even the smallest exceeds it."""
     knob, values = KNOBS[method]
     best, refusals = None, []
@@ -119,15 +132,18 @@ def plan_study(
     budget."""
     for m in methods:
         METHODS.get(m)
-    if not isinstance(budgets, str) and budgets is not None and any(
-            isinstance(b, int) and b <= 0 for b in budgets):
+    if not isinstance(budgets, str) and budgets is not None and any(isinstance(b, int) and b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
     resolved = resolve_budgets(budgets, model, methods=methods, head_in_budget=head_in_budget)
     options = method_options or {}
     common = {"model_spec": model_spec, "head_in_budget": head_in_budget}
-    plans: list[Plan] = [config_plan(model, config_from_dict({"method": m, **options.get(m, {})}), variant=FIXED_SIZE,
-                                     budget=None, **common)
-                         for m in methods if m in FIXED_SIZE_METHODS]
+    plans: list[Plan] = [
+        config_plan(
+            model, config_from_dict({"method": m, **options.get(m, {})}), variant=FIXED_SIZE, budget=None, **common
+        )
+        for m in methods
+        if m in FIXED_SIZE_METHODS
+    ]
     skipped: list[str] = []
     for budget in resolved:
         for m in methods:
@@ -153,6 +169,7 @@ def _config_key(plan: Plan) -> str:
 def study_order(plans: Iterable[Plan]) -> list[Plan]:
     """Fixed-size baselines first, then by budget, method and variant; a (label, configuration) already listed at a
     smaller budget is dropped (it is one configuration, trained once)."""
+
     def key(p: Plan) -> tuple:
         method = _METHOD_ORDER.index(p.method) if p.method in _METHOD_ORDER else len(_METHOD_ORDER)
         variant = PLANNED_VARIANTS.index(p.variant) if p.variant in PLANNED_VARIANTS else len(PLANNED_VARIANTS)
@@ -214,8 +231,10 @@ def plans_dataset(plans: Sequence[Plan], dataset: str | None = None, source: str
             raise PetlError(f"{source}: no dataset recorded (plan files of version 1); give it with --dataset")
         return dataset
     if dataset is not None and not same_dataset(dataset, recorded[0]):
-        raise PetlError(f"{source}: made for dataset {recorded[0]!r}, not {dataset!r}; drop --dataset to train on "
-                        f"{recorded[0]!r}, or plan for {dataset!r} first")
+        raise PetlError(
+            f"{source}: made for dataset {recorded[0]!r}, not {dataset!r}; drop --dataset to train on "
+            f"{recorded[0]!r}, or plan for {dataset!r} first"
+        )
     return dataset if dataset is not None else recorded[0]
 
 

@@ -18,8 +18,9 @@ def default_probe_recipe() -> Recipe:
     theta_d's only with ``ProbeConfig.lr_scaling="constant"`` (see :func:`theta_lr`). A fixed schedule
     (``epoch_selection="last"``): the floor, ceiling and curve points are the last epoch's validation accuracy, not a
     maximum over epochs of the images they report."""
-    return Recipe(epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0,
-                  epoch_selection="last")
+    return Recipe(
+        epochs=10, batch_size=64, lr=1e-2, head_lr=1e-2, weight_decay=0.0, warmup_epochs=1.0, epoch_selection="last"
+    )
 
 
 def theta_lr(base: float, d: int, scaling: str) -> float:
@@ -100,7 +101,9 @@ class ProbeConfig:
         if self.lr_scaling not in LR_SCALINGS:
             raise PetlError(f"unknown lr scaling {self.lr_scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
         if not self.lr_grid or any(not (m > 0 and math.isfinite(m)) for m in self.lr_grid):
-            raise PetlError(f"lr_grid must be positive learning-rate multipliers, e.g. [0.3, 1, 3]; got {self.lr_grid}")
+            raise PetlError(
+                f"lr_grid must be positive learning-rate multipliers, e.g. [0.3, 1, 3]; got {self.lr_grid}"
+            )
         if len(set(self.lr_grid)) != len(self.lr_grid):
             raise PetlError(f"lr_grid has repeated multipliers: {self.lr_grid}")
         if not self.ft_lr > 0 or not self.theta_step > 0:

@@ -26,9 +26,9 @@ points between the bracketing dims until the bracket is narrower than a ratio to
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression, isotonic_regression
@@ -36,21 +36,21 @@ from sklearn.isotonic import IsotonicRegression, isotonic_regression
 from ..errors import PetlError, expected_one_of
 
 __all__ = [
-    "THRESHOLD_MODES",
     "D90",
+    "THRESHOLD_MODES",
     "D90Curve",
     "D90Estimate",
     "D90Fit",
+    "coarse_grid",
+    "distinct_resamples",
+    "estimate_d90",
+    "format_ci",
+    "format_d90",
+    "interpolate_d90",
+    "isotonic_curve",
+    "next_dims",
     "rank_key",
     "threshold_value",
-    "isotonic_curve",
-    "interpolate_d90",
-    "estimate_d90",
-    "distinct_resamples",
-    "format_d90",
-    "format_ci",
-    "coarse_grid",
-    "next_dims",
 ]
 
 THRESHOLD_MODES = ("gain", "classic")
@@ -69,8 +69,10 @@ def threshold_value(lp_acc: float, ft_acc: float, threshold: float = 0.9, mode: 
         threshold: fraction in (0, 1]; 0.9 gives d90.
         mode: ``"classic"`` -> ``threshold·ft_acc`` (Li et al.); ``"gain"`` -> ``lp + threshold·(ft − lp)``.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not (
-        0.0 < float(threshold) <= 1.0
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float, np.floating))
+        or not (0.0 < float(threshold) <= 1.0)
     ):
         raise PetlError(f"threshold must be in (0, 1], e.g. 0.9 for d90; got {threshold!r}")
     if mode not in THRESHOLD_MODES:
@@ -287,7 +289,9 @@ def _dims_and_accs(dims: Any, seeds_accs: AccuracyData) -> tuple[Any, AccuracyDa
     return dims, seeds_accs
 
 
-def _bootstrap(d: np.ndarray, margins: np.ndarray, n_boot: int, ci: float, rng_seed: int) -> tuple[float, float, float]:
+def _bootstrap(
+    d: np.ndarray, margins: np.ndarray, n_boot: int, ci: float, rng_seed: int
+) -> tuple[float, float, float]:
     """Percentile interval of d90 over seed resamples (whole columns of ``margins``) and the share that reached."""
     n_seeds = margins.shape[1]
     rng = np.random.default_rng(rng_seed)
@@ -350,11 +354,18 @@ def estimate_d90(
     if n_boot > 0 and n_seeds > 1:
         ci_low, ci_high, reached_fraction = _bootstrap(d, margins, n_boot, ci, rng_seed)
     reached = math.isfinite(point)
-    return D90(threshold_acc=mean_target, threshold_per_seed=targets.tolist(), value=point if reached else None,
-               ci_low=ci_low, ci_high=ci_high, reached=reached, below_min=reached and bool(fitted_margin[0] >= 0.0),
-               reached_fraction=reached_fraction, n_seeds=int(n_seeds),
-               fit=D90Fit(curve=curve, n_trials=int(counts.sum()), ci=float(ci),
-                          n_boot=int(n_boot) if n_seeds > 1 else 0))
+    return D90(
+        threshold_acc=mean_target,
+        threshold_per_seed=targets.tolist(),
+        value=point if reached else None,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        reached=reached,
+        below_min=reached and bool(fitted_margin[0] >= 0.0),
+        reached_fraction=reached_fraction,
+        n_seeds=int(n_seeds),
+        fit=D90Fit(curve=curve, n_trials=int(counts.sum()), ci=float(ci), n_boot=int(n_boot) if n_seeds > 1 else 0),
+    )
 
 
 def format_d90(value: float | None, reached: bool, below_min: bool = False) -> str:

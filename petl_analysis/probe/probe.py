@@ -14,14 +14,14 @@ from .search import expand_targets, run_probe
 from .trial import ProbeTrial, probe_trial
 
 __all__ = [
-    "Baseline",
     "D90",
     "HEAD_MODES",
     "LR_SCALINGS",
+    "RESOLVED_IMAGES",
+    "Baseline",
     "ProbeConfig",
     "ProbeResult",
     "ProbeTrial",
-    "RESOLVED_IMAGES",
     "TargetResult",
     "default_probe_recipe",
     "expand_targets",

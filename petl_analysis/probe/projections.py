@@ -41,17 +41,17 @@ from ..functional.fastfood import Workspace, fastfood, fastfood_indices
 from ..registry import Registry
 
 __all__ = [
-    "PROJECTIONS",
     "DEFAULT_MAX_BYTES",
-    "Projection",
+    "PROJECTIONS",
     "DenseProjection",
-    "SparseProjection",
     "FastfoodProjection",
-    "make_projection",
+    "Projection",
+    "SparseProjection",
     "format_bytes",
+    "make_projection",
 ]
 
-PROJECTIONS: Registry[type["Projection"]] = Registry("projection")
+PROJECTIONS: Registry[type[Projection]] = Registry("projection")
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of fixed buffers before dense/sparse refuse
 

@@ -52,9 +52,16 @@ class Baseline:
         return 0.0 if math.isnan(s) else s
 
     @classmethod
-    def from_seeds(cls, val: list[float], test: list[float], trainable: int) -> "Baseline":
-        return cls(list(val), list(test), float(np.mean(val)), float(np.std(val)), float(np.mean(test)),
-                   float(np.std(test)), int(trainable))
+    def from_seeds(cls, val: list[float], test: list[float], trainable: int) -> Baseline:
+        return cls(
+            list(val),
+            list(test),
+            float(np.mean(val)),
+            float(np.std(val)),
+            float(np.mean(test)),
+            float(np.std(test)),
+            int(trainable),
+        )
 
 
 @dataclass
@@ -128,8 +135,9 @@ class ProbeResult(Artefact):
 
     def unresolved_gain(self) -> str | None:
         """:func:`unresolved_gain` of this probe's floor and ceiling (None: d90s can order the targets)."""
-        return unresolved_gain((self.floor.val_mean, self.floor.val_spread),
-                               (self.ceiling.val_mean, self.ceiling.val_spread), self.n_val)
+        return unresolved_gain(
+            (self.floor.val_mean, self.floor.val_spread), (self.ceiling.val_mean, self.ceiling.val_spread), self.n_val
+        )
 
     def ranked(self, classic: bool = False) -> list[TargetResult]:
         """Targets in the one d90 order (:func:`~petl_analysis.probe.d90.rank_key`): gain-normalised d90 ascending
@@ -140,16 +148,18 @@ class ProbeResult(Artefact):
     def table(self) -> list[dict[str, Any]]:
         rows = []
         for t in self.ranked():
-            rows.append({
-                "target": t.target,
-                "D": t.D,
-                "d90": t.d90.text(),
-                "d90 CI": t.d90.ci_text(),
-                "d90 classic": t.d90_classic.text(),
-                "best val acc": t.best_val,
-                "trials": t.trials,
-                "time_s": round(t.wall_time_s, 1),
-            })
+            rows.append(
+                {
+                    "target": t.target,
+                    "D": t.D,
+                    "d90": t.d90.text(),
+                    "d90 CI": t.d90.ci_text(),
+                    "d90 classic": t.d90_classic.text(),
+                    "best val acc": t.best_val,
+                    "trials": t.trials,
+                    "time_s": round(t.wall_time_s, 1),
+                }
+            )
         return rows
 
 
@@ -166,10 +176,14 @@ def unresolved_gain(floor: tuple[float, float], ceiling: tuple[float, float], n_
     if c <= f:
         return f"{what} does not beat the head trained alone ({100 * f:.1f}%)"
     if n_val and images_apart(c, f, n_val) < RESOLVED_IMAGES:
-        return (f"{what} beats the head trained alone ({100 * f:.1f}%) by {images_apart(c, f, n_val):.1f} of the "
-                f"{n_val:,} validation images, under {RESOLVED_IMAGES}")
+        return (
+            f"{what} beats the head trained alone ({100 * f:.1f}%) by {images_apart(c, f, n_val):.1f} of the "
+            f"{n_val:,} validation images, under {RESOLVED_IMAGES}"
+        )
     spread = math.hypot(f_std, c_std)
     if c - f <= spread:
-        return (f"{what} is not clearly above the head trained alone ({100 * f:.1f}%): the gain is within the seed "
-                f"spread ({100 * spread:.1f} points)")
+        return (
+            f"{what} is not clearly above the head trained alone ({100 * f:.1f}%): the gain is within the seed "
+            f"spread ({100 * spread:.1f} points)"
+        )
     return None

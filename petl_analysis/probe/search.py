@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from .trial import ProbeTrial, probe_trial
 
 if TYPE_CHECKING:
     from ..study import Study
+
 
 def expand_targets(model, targets: list[str], per_block: bool) -> dict[str, list[str]]:
     """Target label -> unit names. With ``per_block``, each label becomes one set per block."""
@@ -78,7 +80,7 @@ def run_probe(
 
 
 def probe_study(
-    study: "Study",
+    study: Study,
     config: ProbeConfig,
     *,
     log: Path | None = None,
@@ -95,23 +97,43 @@ def probe_study(
     template, conversion = study.template, study.conversion
     sets = expand_targets(template, config.targets, config.per_block)
     opened = open_trial_log(log)  # one log for every round (an in-memory one keeps the earlier rounds)
-    search = _Search(study.model, study.data, config, sets, _subspace_sizes(template, sets, config.dims),
-                     device=study.device, threads=threads_per_job or study.threads_per_job(),
-                     run=functools.partial(study.run_trials, log=opened), on_round=on_round)
+    search = _Search(
+        study.model,
+        study.data,
+        config,
+        sets,
+        _subspace_sizes(template, sets, config.dims),
+        device=study.device,
+        threads=threads_per_job or study.threads_per_job(),
+        run=functools.partial(study.run_trials, log=opened),
+        on_round=on_round,
+    )
     baselines = search.baselines()
     floor, ceiling = baselines[config.floor].val_per_seed, baselines["ft"].val_per_seed
-    bars = {mode: [d90_lib.threshold_value(f, c, config.threshold, mode=mode) for f, c in zip(floor, ceiling)]
-            for mode in ("gain", "classic")}  # each seed's own threshold, from its own floor and ceiling
+    bars = {
+        mode: [d90_lib.threshold_value(f, c, config.threshold, mode=mode) for f, c in zip(floor, ceiling)]
+        for mode in ("gain", "classic")
+    }  # each seed's own threshold, from its own floor and ceiling
     search.refine(bars["gain"])
     results, failed = search.target_results(bars["gain"], bars["classic"])
     records = list(search.baseline_records.values()) + list(search.records.values())
     sizes = search.baseline_records[search.base_trial("ft", 0).key].result
-    return ProbeResult(model=spec_with_load(study.model, template), data=study.data_record, config=config,
-                       baselines=baselines, targets=results, trials_total=len(records),
-                       failed_trials=sum(not r.ok for r in records), wall_time_s=time.perf_counter() - start,
-                       n_train=int(sizes.get("n_train", 0)), n_val=int(sizes.get("n_val", 0)),
-                       n_test=int(sizes.get("n_test", 0)), trials_log=str(log) if log else "", failed=failed,
-                       input_conversion=conversion)
+    return ProbeResult(
+        model=spec_with_load(study.model, template),
+        data=study.data_record,
+        config=config,
+        baselines=baselines,
+        targets=results,
+        trials_total=len(records),
+        failed_trials=sum(not r.ok for r in records),
+        wall_time_s=time.perf_counter() - start,
+        n_train=int(sizes.get("n_train", 0)),
+        n_val=int(sizes.get("n_val", 0)),
+        n_test=int(sizes.get("n_test", 0)),
+        trials_log=str(log) if log else "",
+        failed=failed,
+        input_conversion=conversion,
+    )
 
 
 def _subspace_sizes(template: Any, sets: dict[str, list[str]], dims: list[int] | None) -> dict[str, int]:
@@ -127,9 +149,19 @@ def _subspace_sizes(template: Any, sets: dict[str, list[str]], dims: list[int] |
 class _Search:
     """The trials of one probe: the spec of each, the records the log returned, and each target's grid of d."""
 
-    def __init__(self, model: ModelSpec, data: DataSpec, config: ProbeConfig, sets: dict[str, list[str]],
-                 D_of: dict[str, int], *, device: str, threads: int, run: Callable[..., dict[str, TrialRecord]],
-                 on_round: Callable[[int, int], None] | None) -> None:
+    def __init__(
+        self,
+        model: ModelSpec,
+        data: DataSpec,
+        config: ProbeConfig,
+        sets: dict[str, list[str]],
+        D_of: dict[str, int],
+        *,
+        device: str,
+        threads: int,
+        run: Callable[..., dict[str, TrialRecord]],
+        on_round: Callable[[int, int], None] | None,
+    ) -> None:
         self.model, self.data, self.config, self.sets, self.D_of = model, data, config, sets, D_of
         self.device, self.threads, self.run, self.on_round = device, threads, run, on_round
         self.seeds = list(range(config.seeds))
@@ -137,23 +169,42 @@ class _Search:
         self.baseline_records: dict[str, TrialRecord] = {}
         self.records: dict[str, TrialRecord] = {}
         self.dims_of: dict[str, list[int]] = {
-            label: sorted(set(config.dims)) if config.dims else d90_lib.coarse_grid(
-                D_of[label], d_min=config.d_min, points_per_decade=config.points_per_decade, d_max=config.max_d)
+            label: sorted(set(config.dims))
+            if config.dims
+            else d90_lib.coarse_grid(
+                D_of[label], d_min=config.d_min, points_per_decade=config.points_per_decade, d_max=config.max_d
+            )
             for label in sets
         }
 
     def _spec(self, seed: int, **fields: Any) -> ProbeTrial:
-        return ProbeTrial(model=self.model, recipe=self.config.recipe, device=self.device, threads=self.threads,
-                          data=self.data.for_seed(seed), seed=seed, **fields)
+        return ProbeTrial(
+            model=self.model,
+            recipe=self.config.recipe,
+            device=self.device,
+            threads=self.threads,
+            data=self.data.for_seed(seed),
+            seed=seed,
+            **fields,
+        )
 
     def base_trial(self, kind: str, seed: int) -> Trial:
         return Trial.of(kind, self._spec(seed, ft_lr=self.config.ft_lr if kind == "ft" else None))
 
     def sub_trial(self, label: str, d: int, seed: int, mult: float) -> Trial:
         cfg = self.config
-        return Trial.of("subspace", self._spec(seed, units=self.sets[label], d=int(d),
-                                               lr=theta_lr(self.base_lr, d, cfg.lr_scaling) * mult,
-                                               projection=cfg.projection, said=cfg.said, head=cfg.head))
+        return Trial.of(
+            "subspace",
+            self._spec(
+                seed,
+                units=self.sets[label],
+                d=int(d),
+                lr=theta_lr(self.base_lr, d, cfg.lr_scaling) * mult,
+                projection=cfg.projection,
+                said=cfg.said,
+                head=cfg.head,
+            ),
+        )
 
     def baselines(self) -> dict[str, Baseline]:
         """Run (or read back) every seed's baselines: ``lp``, ``head`` (the floor with ``head="train"``), ``ft``."""
@@ -167,15 +218,21 @@ class _Search:
             bad = next((r for r in recs if not r.ok), None)
             if bad is not None:
                 raise PetlError(f"the {kind} baseline failed: {bad.error or 'no error message'}")
-            baselines[kind] = Baseline.from_seeds([r.result["val_acc"] for r in recs],
-                                                  [r.result["test_acc"] for r in recs],
-                                                  int(recs[0].result["trainable"]["total_incl_head"]))
+            baselines[kind] = Baseline.from_seeds(
+                [r.result["val_acc"] for r in recs],
+                [r.result["test_acc"] for r in recs],
+                int(recs[0].result["trainable"]["total_incl_head"]),
+            )
         return baselines
 
     def label_records(self, label: str) -> dict[tuple[int, int, float], TrialRecord]:
         """(d, seed, lr multiplier) -> trial record of one target (every trial asked for has one)."""
-        return {(d, s, m): self.records[self.sub_trial(label, d, s, m).key]
-                for d in self.dims_of[label] for s in self.seeds for m in self.config.lr_grid}
+        return {
+            (d, s, m): self.records[self.sub_trial(label, d, s, m).key]
+            for d in self.dims_of[label]
+            for s in self.seeds
+            for m in self.config.lr_grid
+        }
 
     def curve(self, label: str, recs: dict[tuple[int, int, float], TrialRecord] | None = None) -> _Curve:
         return _choose_lr(self.dims_of[label], self.seeds, self.config.lr_grid, recs or self.label_records(label))
@@ -186,8 +243,13 @@ class _Search:
         rounds = 1 if cfg.dims else 1 + cfg.max_refinements
         pending = {label: list(dims) for label, dims in self.dims_of.items()}
         for r in range(rounds):
-            trials = [self.sub_trial(label, d, s, m) for label, dims in pending.items() for d in dims
-                      for s in self.seeds for m in cfg.lr_grid]
+            trials = [
+                self.sub_trial(label, d, s, m)
+                for label, dims in pending.items()
+                for d in dims
+                for s in self.seeds
+                for m in cfg.lr_grid
+            ]
             if not trials:
                 break
             if self.on_round:
@@ -205,17 +267,36 @@ class _Search:
                     self.dims_of[label] = sorted(set(self.dims_of[label]) | set(proposed))
                     pending[label] = proposed
 
-    def target_results(self, target_gain: list[float],
-                       target_classic: list[float]) -> tuple[list[TargetResult], list[dict[str, Any]]]:
+    def target_results(
+        self, target_gain: list[float], target_classic: list[float]
+    ) -> tuple[list[TargetResult], list[dict[str, Any]]]:
         """Each target's curve and d90s, and one entry per failed subspace trial."""
         results, failed = [], []
         for label in self.sets:
             recs = self.label_records(label)
-            results.append(_target_result(label, self.sets[label], self.D_of[label], self.curve(label, recs),
-                                          target_gain, target_classic, list(recs.values())))
-            failed += [{"target": label, "d": d, "seed": s, "lr": rec.payload["lr"],
-                        "error": rec.error or "no error message", "attempts": rec.attempts}
-                       for (d, s, _), rec in recs.items() if not rec.ok]
+            results.append(
+                _target_result(
+                    label,
+                    self.sets[label],
+                    self.D_of[label],
+                    self.curve(label, recs),
+                    target_gain,
+                    target_classic,
+                    list(recs.values()),
+                )
+            )
+            failed += [
+                {
+                    "target": label,
+                    "d": d,
+                    "seed": s,
+                    "lr": rec.payload["lr"],
+                    "error": rec.error or "no error message",
+                    "attempts": rec.attempts,
+                }
+                for (d, s, _), rec in recs.items()
+                if not rec.ok
+            ]
         return results, failed
 
 
@@ -244,8 +325,12 @@ def _choose_lr(dims, seeds, grid, recs: dict[tuple[int, int, float], TrialRecord
         val_rows.append([_acc(recs[d, s, m], "val_acc") for s in seeds])
         test_rows.append([_acc(recs[d, s, m], "test_acc") for s in seeds])
         lrs.append(float(recs[d, seeds[0], m].payload["lr"]))
-    return _Curve(list(dims), np.array(val_rows, dtype=float).reshape(len(dims), len(seeds)),
-                  np.array(test_rows, dtype=float).reshape(len(dims), len(seeds)), lrs)
+    return _Curve(
+        list(dims),
+        np.array(val_rows, dtype=float).reshape(len(dims), len(seeds)),
+        np.array(test_rows, dtype=float).reshape(len(dims), len(seeds)),
+        lrs,
+    )
 
 
 def _acc(record: TrialRecord, key: str) -> float:

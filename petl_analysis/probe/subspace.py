@@ -7,8 +7,8 @@ through :func:`torch.func.functional_call`. Row slices of a fused ``qkv`` get an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ def subspace_size(units: Sequence[Unit | TensorSlice]) -> int:
 def _unique_slices(units: Sequence[Unit | TensorSlice]) -> list[TensorSlice]:
     seen: dict[tuple[str, tuple[int, int] | None], TensorSlice] = {}
     for u in units:
-        for t in (u.tensors if isinstance(u, Unit) else (u,)):
+        for t in u.tensors if isinstance(u, Unit) else (u,):
             seen.setdefault((t.param, t.rows), t)
     return list(seen.values())
 
@@ -60,8 +60,13 @@ class _Substitute(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, layout: dict[str, tuple[_Segment, ...]], segments: list[_Segment],
-                *bases: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
+    def forward(
+        ctx,
+        flat: torch.Tensor,
+        layout: dict[str, tuple[_Segment, ...]],
+        segments: list[_Segment],
+        *bases: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         ctx.layout, ctx.segments = layout, segments
         out = []
         for base, segs in zip(bases, layout.values()):
@@ -76,7 +81,7 @@ class _Substitute(torch.autograd.Function):
         return tuple(out)
 
     @staticmethod
-    def backward(ctx, *grads: torch.Tensor):  # noqa: D102
+    def backward(ctx, *grads: torch.Tensor):
         grad_of = dict(zip(ctx.layout, grads))
         pieces = []
         for seg in ctx.segments:  # flat order
@@ -174,8 +179,9 @@ class SubspaceModel(AdapterModule):
         return dict(zip(self._layout, _Substitute.apply(flat, self._layout, self._segments, *bases)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        substituted = {alias: value for name, value in self.substituted_parameters().items()
-                       for alias in self._aliases[name]}
+        substituted = {
+            alias: value for name, value in self.substituted_parameters().items() for alias in self._aliases[name]
+        }
         return functional_call(self.model, substituted, (x,), strict=False, tie_weights=False)
 
     def get_classifier(self) -> nn.Module | None:

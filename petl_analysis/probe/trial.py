@@ -5,19 +5,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ..accounting import classifier
 from ..data import open_dataset
 from ..engine import Recipe, fit
-from ..models import ModelSpec, resolve_targets
 from ..linear_probe import fit_linear_probe
+from ..models import ModelSpec, resolve_targets
 from ..task import DataSpec, Task, build_task, prepare_model
 from ..trials import Trial, key_json
 from .subspace import SubspaceModel
+
 
 @functools.lru_cache(maxsize=2)
 def _dataset(name: str, skip_bad_images: bool = False):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
-__all__ = ["Heading", "Paragraph", "Bullets", "Table", "Image", "Code", "Block", "to_markdown", "to_html"]
+__all__ = ["Block", "Bullets", "Code", "Heading", "Image", "Paragraph", "Table", "to_html", "to_markdown"]
 
 
 @dataclass
@@ -76,8 +76,10 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(b, Bullets):
             out.append("\n".join(f"- {item}" for item in b.items))
         elif isinstance(b, Table):
-            lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |",
-                     "|" + "|".join("---:" if i in b.numeric else "---" for i in range(len(b.header))) + "|"]
+            lines = [
+                "| " + " | ".join(_md_cell(h) for h in b.header) + " |",
+                "|" + "|".join("---:" if i in b.numeric else "---" for i in range(len(b.header))) + "|",
+            ]
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
             out.append("\n".join(lines))
         elif isinstance(b, Image):
@@ -121,9 +123,17 @@ def data_uri(png: bytes) -> str:
 
 
 def to_html(blocks: list[Block], title: str) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+    ]
     for b in blocks:
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
@@ -134,9 +144,14 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(b, Table):
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
             body = "".join(
-                "<tr>" + "".join(f'<td class="num">{_inline(c)}</td>' if i in b.numeric else f"<td>{_inline(c)}</td>"
-                                 for i, c in enumerate(row)) + "</tr>"
-                for row in b.rows)
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{_inline(c)}</td>' if i in b.numeric else f"<td>{_inline(c)}</td>"
+                    for i, c in enumerate(row)
+                )
+                + "</tr>"
+                for row in b.rows
+            )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(b, Image):
             cap = f"<figcaption>{_inline(b.caption)}</figcaption>" if b.caption else ""

@@ -7,13 +7,13 @@ fractions in [0, 1]. Fewer parameters and higher accuracy are better.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import PetlError
 
-__all__ = ["KADAPTATION_M0", "PPT_M0", "pareto_front", "front_order", "pe_score", "seeds_differ", "within_spread"]
+__all__ = ["KADAPTATION_M0", "PPT_M0", "front_order", "pareto_front", "pe_score", "seeds_differ", "within_spread"]
 
 #: Confidence of :func:`seeds_differ`: a "beats" claim needs the 95 % interval of the difference to exclude 0.
 CONFIDENCE = 0.95
@@ -81,8 +81,12 @@ def pe_score(acc, params, m0: float):
     Returns:
         a float for scalar inputs, else an array of the broadcast shape.
     """
-    if isinstance(m0, bool) or not isinstance(m0, (int, float, np.integer, np.floating)) or not m0 > 0 \
-            or not math.isfinite(float(m0)):
+    if (
+        isinstance(m0, bool)
+        or not isinstance(m0, (int, float, np.integer, np.floating))
+        or not m0 > 0
+        or not math.isfinite(float(m0))
+    ):
         raise PetlError(f"m0 must be a positive number of parameters, got {m0!r}")
     a = np.asarray(acc, dtype=float)
     p = np.asarray(params, dtype=float)

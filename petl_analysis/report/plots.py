@@ -8,10 +8,11 @@ the output, and PNG metadata carries no software/version string: the same inputs
 from __future__ import annotations
 
 import io
-import textwrap
 import math
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.style
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from ..probe import ProbeResult, TargetResult
     from .verdict import SelectionRow
 
-__all__ = ["accuracy_vs_params", "id_curves", "id_heatmap", "oracle_vs_predicted", "selection_vs_fixed", "RC"]
+__all__ = ["RC", "accuracy_vs_params", "id_curves", "id_heatmap", "oracle_vs_predicted", "selection_vs_fixed"]
 
 RC = {
     "font.size": 9,
@@ -63,8 +64,13 @@ RC = {
 SPARE_MARKERS = ("h", "8", ">", "d", "P", "H")
 MARKER_SIZE = {"*": 13, "X": 9, "p": 9}
 #: Variant -> (line style joining a label's budgets, marker fill style).
-VARIANT_STYLE = {"selected": ("-", "full"), "fixed": ("--", "left"), "worst": (":", "none"), "sized": ("-", "full"),
-                 "fixed-size": ("-", "full")}
+VARIANT_STYLE = {
+    "selected": ("-", "full"),
+    "fixed": ("--", "left"),
+    "worst": (":", "none"),
+    "sized": ("-", "full"),
+    "fixed-size": ("-", "full"),
+}
 SELECTION_COLOURS = {"selected": "#1b6ca8", "fixed": "#e08a00", "worst": "#b8323c"}
 SELECTION_MARKERS = {"selected": "*", "fixed": "o", "worst": "v"}
 
@@ -125,18 +131,40 @@ def _plot_label(ax: Any, pts: list[PointRow], marker: str, colour_of: Callable[[
     line_colour, line_width = ("0.15", 1.4) if first.method == "kadaptation" else ("0.55", 0.9)
     if len(pts) > 1:
         ax.plot(x, y, linestyle=linestyle, color=line_colour, linewidth=line_width, zorder=2)
-    ax.errorbar(x, y, yerr=[100 * r.std for r in pts], fmt="none", ecolor="0.35", elinewidth=0.9, capsize=2.5,
-                zorder=3)
+    ax.errorbar(
+        x, y, yerr=[100 * r.std for r in pts], fmt="none", ecolor="0.35", elinewidth=0.9, capsize=2.5, zorder=3
+    )
     for r in pts:
         colour = colour_of(r.pe)
-        ax.plot([r.params], [100 * r.acc], linestyle="none", marker=marker, markersize=size, fillstyle=fill,
-                markerfacecolor=colour, markerfacecoloralt="white", markeredgecolor="black" if fill != "none"
-                else colour, markeredgewidth=0.8 if fill != "none" else 2.0, zorder=4)
+        ax.plot(
+            [r.params],
+            [100 * r.acc],
+            linestyle="none",
+            marker=marker,
+            markersize=size,
+            fillstyle=fill,
+            markerfacecolor=colour,
+            markerfacecoloralt="white",
+            markeredgecolor="black" if fill != "none" else colour,
+            markeredgewidth=0.8 if fill != "none" else 2.0,
+            zorder=4,
+        )
     joined = len(pts) > 1 or first.variant in PLANNED_VARIANTS
-    return Line2D([], [], color=line_colour, linewidth=line_width, linestyle=linestyle if joined else "none",
-                  marker=marker, markersize=size * 0.85, fillstyle=fill, markerfacecolor="0.75",
-                  markerfacecoloralt="white", markeredgecolor="black" if fill != "none" else "0.35",
-                  markeredgewidth=0.8 if fill != "none" else 1.6, label=first.name)
+    return Line2D(
+        [],
+        [],
+        color=line_colour,
+        linewidth=line_width,
+        linestyle=linestyle if joined else "none",
+        marker=marker,
+        markersize=size * 0.85,
+        fillstyle=fill,
+        markerfacecolor="0.75",
+        markerfacecoloralt="white",
+        markeredgecolor="black" if fill != "none" else "0.35",
+        markeredgewidth=0.8 if fill != "none" else 1.6,
+        label=first.name,
+    )
 
 
 def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_text: str, dpi: int = 150) -> bytes:
@@ -160,8 +188,9 @@ def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_
         for r in ok:
             labels.setdefault(r.label, []).append(r)
         handles = []
-        for label in sorted(labels, key=lambda lab: (_method_order(labels[lab][0].method),
-                                                     _variant_order(labels[lab][0].variant))):
+        for label in sorted(
+            labels, key=lambda lab: (_method_order(labels[lab][0].method), _variant_order(labels[lab][0].variant))
+        ):
             pts = sorted(labels[label], key=lambda r: r.params)
             handles.append(_plot_label(ax, pts, _marker(pts[0].method, extra), lambda pe: cmap(norm(pe))))
         order = front_order([r.params for r in ok], [r.acc for r in ok])
@@ -175,17 +204,25 @@ def accuracy_vs_params(rows: list[PointRow], *, m0_text: str, title: str, seeds_
         ys = [100 * r.acc for r in ok]
         if ys:
             spread = max(max(100 * (r.acc + r.std) for r in ok) - min(100 * (r.acc - r.std) for r in ok), 1.0)
-            ax.set_ylim(min(100 * (r.acc - r.std) for r in ok) - 0.08 * spread,
-                        max(100 * (r.acc + r.std) for r in ok) + 0.08 * spread)
+            ax.set_ylim(
+                min(100 * (r.acc - r.std) for r in ok) - 0.08 * spread,
+                max(100 * (r.acc + r.std) for r in ok) + 0.08 * spread,
+            )
         ax.set_xlabel("Trainable parameters, incl. classification head (log scale)")
         ax.set_ylabel(f"Test accuracy (%), mean ± std over {seeds_text}")
         ax.set_title(f"{title}\ncolour: PE = acc · exp(−log10(params / M0 + 1)), M0 = {m0_text}", loc="left")
-        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="PE score (higher is better)", shrink=0.9,
-                     pad=0.01)
+        fig.colorbar(
+            ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="PE score (higher is better)", shrink=0.9, pad=0.01
+        )
         if not ok:
             ax.text(0.5, 0.5, "no successful sweep point", transform=ax.transAxes, ha="center", va="center")
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(4, max(1, len(handles))), frameon=False,
-                   handlelength=3.0)
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(4, max(1, len(handles))),
+            frameon=False,
+            handlelength=3.0,
+        )
         return _png(fig, dpi)
 
 
@@ -206,7 +243,7 @@ def _pct(values: Sequence[float]) -> np.ndarray:
     return 100 * np.asarray(values, dtype=float)
 
 
-def _curve_panel(ax, t: "TargetResult", floor: float, ceiling: float, *, compact: bool) -> None:
+def _curve_panel(ax, t: TargetResult, floor: float, ceiling: float, *, compact: bool) -> None:
     dims = np.asarray(t.dims, dtype=float)
     mean, std = _pct(t.val_mean), _pct(t.val_std)
     if not compact:
@@ -215,8 +252,18 @@ def _curve_panel(ax, t: "TargetResult", floor: float, ceiling: float, *, compact
             s = s[np.isfinite(s)]
             ax.plot([d] * len(s), s, linestyle="none", marker=".", markersize=3.5, color="0.55", zorder=2)
     ok = np.isfinite(mean)
-    ax.errorbar(dims[ok], mean[ok], yerr=np.nan_to_num(std[ok]), color="#1b6ca8", marker="o",
-                markersize=3 if compact else 4, linewidth=1.0, elinewidth=0.8, capsize=2, zorder=3)
+    ax.errorbar(
+        dims[ok],
+        mean[ok],
+        yerr=np.nan_to_num(std[ok]),
+        color="#1b6ca8",
+        marker="o",
+        markersize=3 if compact else 4,
+        linewidth=1.0,
+        elinewidth=0.8,
+        capsize=2,
+        zorder=3,
+    )
     if t.fitted and len(t.fitted) == len(dims):
         ax.plot(dims, _pct(t.fitted), color="#6a3d9a", linestyle=(0, (4, 2)), linewidth=1.0, zorder=3)
     ax.axhline(100 * floor, color="#2b8a3e", linestyle="--", linewidth=0.9, zorder=1)
@@ -232,12 +279,20 @@ def _curve_panel(ax, t: "TargetResult", floor: float, ceiling: float, *, compact
         right = ax.get_xlim()[1]
         hi = right if hi_inf else t.d90.ci_high
         ax.plot([lo, hi], [y, y], color="#d9480f", linewidth=3.0, alpha=0.45, solid_capstyle="butt", zorder=4)
-        for end in ([lo] + ([] if hi_inf else [hi])):
+        for end in [lo] + ([] if hi_inf else [hi]):
             ax.plot([end, end], [y - 0.6, y + 0.6], color="#d9480f", linewidth=1.2, zorder=4)
         if hi_inf:
             ax.plot([right], [y], marker=">", color="#d9480f", markersize=5, clip_on=False, zorder=4)
-        ax.plot([t.d90.value], [y], marker="D", markersize=6 if not compact else 5, color="#d9480f",
-                markeredgecolor="black", markeredgewidth=0.7, zorder=5)
+        ax.plot(
+            [t.d90.value],
+            [y],
+            marker="D",
+            markersize=6 if not compact else 5,
+            color="#d9480f",
+            markeredgecolor="black",
+            markeredgewidth=0.7,
+            zorder=5,
+        )
 
 
 def _curve_legend(per_seed: bool) -> list:
@@ -255,15 +310,16 @@ def _curve_legend(per_seed: bool) -> list:
     ]
 
 
-def _d90_text(t: "TargetResult") -> str:
+def _d90_text(t: TargetResult) -> str:
     d = t.d90
     if not d.reached or d.value is None:
         return "d90 not reached"
     return f"d90 = {d.text()}, CI {d.ci_text()}"
 
 
-def _block_grid_panels(targets: list, parsed: list[tuple[int | None, str]], lp: float,
-                       ft: float) -> tuple[Figure, np.ndarray, int]:
+def _block_grid_panels(
+    targets: list, parsed: list[tuple[int | None, str]], lp: float, ft: float
+) -> tuple[Figure, np.ndarray, int]:
     """A per-block probe: one small panel per (kind, block), sharing axes."""
     kinds = sorted(dict.fromkeys(k for _, k in parsed), key=_kind_key)
     blocks = sorted({b for b, _ in parsed})
@@ -279,8 +335,17 @@ def _block_grid_panels(targets: list, parsed: list[tuple[int | None, str]], lp: 
         _curve_panel(ax, t, lp, ft, compact=True)
         ax.set_title(_d90_text(t), fontsize=7, pad=2)
         if i == 0:
-            ax.annotate(f"block {blocks[j]}", xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 14),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=9, fontweight="bold")
+            ax.annotate(
+                f"block {blocks[j]}",
+                xy=(0.5, 1.0),
+                xycoords="axes fraction",
+                xytext=(0, 14),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                fontweight="bold",
+            )
         if j == 0:
             ax.set_ylabel(f"{kinds[i]}\nacc. (%)", fontsize=8)
         ax.tick_params(labelsize=6.5)
@@ -310,7 +375,7 @@ def _target_panels(targets: list, lp: float, ft: float, metric: str) -> tuple[Fi
     return fig, axes, ncols
 
 
-def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
+def id_curves(probe: ProbeResult, *, title: str, dpi: int = 150) -> bytes:
     """Accuracy against subspace dimension d (log x) per target with thresholds, baselines and d90 ± CI.
 
     Per-block probes (every target ``blocks.N.<kind>``) are drawn as a kind x block grid of small panels sharing
@@ -334,21 +399,28 @@ def id_curves(probe: "ProbeResult", *, title: str, dpi: int = 150) -> bytes:
             fig, axes, ncols = _target_panels(targets, lp, ft, metric)
         axes.flat[0].set_ylim(ylo - pad, yhi + pad)
         cfg = probe.config
-        fig.suptitle(f"{title}\nthreshold {cfg.threshold:g} of full fine-tuning's gain over the head alone (solid) "
-                     f"and {cfg.threshold:g}·FT "
-                     f"(dotted); {cfg.projection} projection, {cfg.seeds} seed{'s' if cfg.seeds != 1 else ''}, "
-                     f"head {cfg.head}", fontsize=10)
-        fig.legend(handles=_curve_legend(per_seed=not grid), loc="outside lower center",
-                   ncols=3 if grid and ncols < 5 else 5,
-                   frameon=False)
+        fig.suptitle(
+            f"{title}\nthreshold {cfg.threshold:g} of full fine-tuning's gain over the head alone (solid) "
+            f"and {cfg.threshold:g}·FT "
+            f"(dotted); {cfg.projection} projection, {cfg.seeds} seed{'s' if cfg.seeds != 1 else ''}, "
+            f"head {cfg.head}",
+            fontsize=10,
+        )
+        fig.legend(
+            handles=_curve_legend(per_seed=not grid),
+            loc="outside lower center",
+            ncols=3 if grid and ncols < 5 else 5,
+            frameon=False,
+        )
         return _png(fig, dpi)
 
 
 # --------------------------------------------------------------------------------------------------- 3. heatmap
 
 
-def _heatmap_cell(ax: Any, i: int, j: int, r: ProbeRow | None, colour_of: Callable[[float], Any],
-                  show_ci: bool) -> None:
+def _heatmap_cell(
+    ax: Any, i: int, j: int, r: ProbeRow | None, colour_of: Callable[[float], Any], show_ci: bool
+) -> None:
     """Annotate one heatmap cell: its d90 (and CI), "not reached" with the best accuracy, or "–" (not probed)."""
     if r is None:
         ax.text(j, i, "–", ha="center", va="center", color="0.5", fontsize=9)
@@ -356,14 +428,30 @@ def _heatmap_cell(ax: Any, i: int, j: int, r: ProbeRow | None, colour_of: Callab
     if not r.reached:
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", edgecolor="0.55", hatch="///", linewidth=0))
         # The best accuracy still orders unreached cells (as the ranking does).
-        ax.text(j, i, f"not reached\nbest val {100 * r.best_acc:.1f}%", ha="center", va="center", fontsize=7,
-                color="0.15", bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"))
+        ax.text(
+            j,
+            i,
+            f"not reached\nbest val {100 * r.best_acc:.1f}%",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="0.15",
+            bbox=dict(boxstyle="round,pad=0.15", facecolor="0.85", edgecolor="none"),
+        )
         return
     rgba = colour_of(r.d90.reached_value)
     lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
     colour = "black" if lum > 0.5 else "white"
-    ax.text(j, i - (0.12 if show_ci else 0), fmt_d(r), ha="center", va="center", fontsize=9, fontweight="bold",
-            color=colour)
+    ax.text(
+        j,
+        i - (0.12 if show_ci else 0),
+        fmt_d(r),
+        ha="center",
+        va="center",
+        fontsize=9,
+        fontweight="bold",
+        color=colour,
+    )
     if show_ci:
         ax.text(j, i + 0.22, fmt_ci(r), ha="center", va="center", fontsize=6.5, color=colour)
 
@@ -418,8 +506,19 @@ def id_heatmap(rows: list[ProbeRow], *, title: str, dpi: int = 150) -> bytes:
         return _png(fig, dpi)
 
 
-_KIND_ORDER = ("attn", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.proj", "mlp", "mlp.fc1", "mlp.fc1_g", "mlp.fc1_x",
-               "mlp.fc2")
+_KIND_ORDER = (
+    "attn",
+    "attn.qkv",
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.proj",
+    "mlp",
+    "mlp.fc1",
+    "mlp.fc1_g",
+    "mlp.fc1_x",
+    "mlp.fc2",
+)
 
 
 def _kind_key(kind: str) -> tuple[int, str]:
@@ -429,8 +528,15 @@ def _kind_key(kind: str) -> tuple[int, str]:
 # --------------------------------------------------------------------------------------------------- 4. selection
 
 
-def selection_vs_fixed(sel_rows: "list[SelectionRow]", references: list[PointRow], *, title: str, seeds_text: str,
-                       budget_text: str, dpi: int = 150) -> bytes:
+def selection_vs_fixed(
+    sel_rows: list[SelectionRow],
+    references: list[PointRow],
+    *,
+    title: str,
+    seeds_text: str,
+    budget_text: str,
+    dpi: int = 150,
+) -> bytes:
     """KAdaptation accuracy per budget for the selected, fixed (q, v) and worst-ranked target sets (dodged points
     with mean ± std and per-seed dots); fixed-size references (linear probe, full FT, ...) as horizontal lines."""
     variants = [v for v in PLANNED_VARIANTS if any(v in r.points for r in sel_rows)]
@@ -451,16 +557,44 @@ def selection_vs_fixed(sel_rows: "list[SelectionRow]", references: list[PointRow
                 means.append(100 * p.acc)
                 stds.append(100 * p.std)
                 seeds = [100 * a for a in p.seed_accs]
-                ax.plot([x + 0.07] * len(seeds), seeds, linestyle="none", marker=".", markersize=4,
-                        color=SELECTION_COLOURS[v], alpha=0.55, zorder=2)
+                ax.plot(
+                    [x + 0.07] * len(seeds),
+                    seeds,
+                    linestyle="none",
+                    marker=".",
+                    markersize=4,
+                    color=SELECTION_COLOURS[v],
+                    alpha=0.55,
+                    zorder=2,
+                )
                 ys += seeds + [100 * (p.acc - p.std), 100 * (p.acc + p.std)]
-            ax.errorbar(xs, means, yerr=stds, linestyle="none", marker=SELECTION_MARKERS[v],
-                        markersize=12 if v == "selected" else 7, color=SELECTION_COLOURS[v], markeredgecolor="black",
-                        markeredgewidth=0.6, elinewidth=1.2, capsize=4, zorder=3)
-            handles.append(Line2D([], [], linestyle="none", marker=SELECTION_MARKERS[v],
-                                  markersize=10 if v == "selected" else 7, color=SELECTION_COLOURS[v],
-                                  markeredgecolor="black", markeredgewidth=0.6,
-                                  label=f"KAdaptation, {VARIANT_NAMES[v]} targets"))
+            ax.errorbar(
+                xs,
+                means,
+                yerr=stds,
+                linestyle="none",
+                marker=SELECTION_MARKERS[v],
+                markersize=12 if v == "selected" else 7,
+                color=SELECTION_COLOURS[v],
+                markeredgecolor="black",
+                markeredgewidth=0.6,
+                elinewidth=1.2,
+                capsize=4,
+                zorder=3,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker=SELECTION_MARKERS[v],
+                    markersize=10 if v == "selected" else 7,
+                    color=SELECTION_COLOURS[v],
+                    markeredgecolor="black",
+                    markeredgewidth=0.6,
+                    label=f"KAdaptation, {VARIANT_NAMES[v]} targets",
+                )
+            )
         ref_styles = ["--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1))]
         span = (max(ys) - min(ys)) if ys else 0.0
         window = (min(ys) - max(span, 2.0), max(ys) + max(span, 2.0)) if ys else (-math.inf, math.inf)
@@ -483,16 +617,20 @@ def selection_vs_fixed(sel_rows: "list[SelectionRow]", references: list[PointRow
             ax.set_ylim(lo - pad, hi + pad)
         ax.grid(axis="x", visible=False)
         # Wrapped to the figure's width: a narrow figure (two budgets) would cut a one-line label at both edges.
-        ax.set_xlabel(textwrap.fill(f"parameter budget ({budget_text}); below: actual trainable counts incl. head "
-                                    f"({' / '.join(VARIANT_NAMES[v] for v in variants)})",
-                                    width=int(11 * fig.get_figwidth())))
+        ax.set_xlabel(
+            textwrap.fill(
+                f"parameter budget ({budget_text}); below: actual trainable counts incl. head "
+                f"({' / '.join(VARIANT_NAMES[v] for v in variants)})",
+                width=int(11 * fig.get_figwidth()),
+            )
+        )
         ax.set_ylabel(f"Test accuracy (%), mean ± std over {seeds_text}")
         ax.set_title(title, loc="left")
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
         return _png(fig, dpi)
 
 
-def _budget_tick(r: "SelectionRow") -> str:
+def _budget_tick(r: SelectionRow) -> str:
     counts = " / ".join(fmt_params(r.points[v].params) for v in PLANNED_VARIANTS if v in r.points)
     return f"{fmt_int(r.budget)}\n({counts})"
 
@@ -503,8 +641,9 @@ def _budget_tick(r: "SelectionRow") -> str:
 ORACLE_COLOURS = {"kadaptation": "#1b6ca8", "lora": "#e08a00"}
 
 
-def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dict[str, dict[str, list[float]]]", *,
-                        title: str, dpi: int = 150) -> bytes:
+def oracle_vs_predicted(
+    panels: list[tuple[str, str, list[str]]], oracle: dict[str, dict[str, list[float]]], *, title: str, dpi: int = 150
+) -> bytes:
     """One panel per selector: x = the rank the selector gives each set, y = that set's oracle validation accuracy
     (mean ± std over seeds, per-seed dots), one series per oracle method. A selector that predicts draws a falling
     line; a flat or scattered panel means its order says nothing about what adapting a set achieves.
@@ -524,30 +663,61 @@ def oracle_vs_predicted(panels: "list[tuple[str, str, list[str]]]", oracle: "dic
     with _style():
         fig = Figure(figsize=(3.1 * cols + 0.6, 2.7 * rows_ + 0.9), layout="constrained")
         axes = fig.subplots(rows_, cols, squeeze=False, sharey=True)
-        for k, (name, panel_title, order) in enumerate(panels):
+        for k, (_name, panel_title, order) in enumerate(panels):
             ax = axes[k // cols][k % cols]
             for m in methods:
                 xs = np.arange(1, len(order) + 1) + offsets[m]
                 means = [100 * float(np.mean(oracle[m][t])) for t in order]
                 stds = [100 * float(np.std(oracle[m][t])) for t in order]
-                ax.errorbar(xs, means, yerr=stds, marker=method_marker(m), markersize=7 if m != "kadaptation" else 10,
-                            color=ORACLE_COLOURS.get(m, "0.3"), markeredgecolor="black", markeredgewidth=0.5,
-                            linewidth=1.0, elinewidth=1.0, capsize=3, zorder=3)
+                ax.errorbar(
+                    xs,
+                    means,
+                    yerr=stds,
+                    marker=method_marker(m),
+                    markersize=7 if m != "kadaptation" else 10,
+                    color=ORACLE_COLOURS.get(m, "0.3"),
+                    markeredgecolor="black",
+                    markeredgewidth=0.5,
+                    linewidth=1.0,
+                    elinewidth=1.0,
+                    capsize=3,
+                    zorder=3,
+                )
                 for x, t in zip(xs, order):
-                    ax.plot([x] * len(oracle[m][t]), [100 * a for a in oracle[m][t]], linestyle="none", marker=".",
-                            markersize=3, color=ORACLE_COLOURS.get(m, "0.3"), alpha=0.5, zorder=2)
-            ax.set_xticks(range(1, len(order) + 1),
-                          [t if len(order) <= 8 else str(i + 1) for i, t in enumerate(order)],
-                          rotation=60 if len(order) <= 8 else 0, ha="right" if len(order) <= 8 else "center")
+                    ax.plot(
+                        [x] * len(oracle[m][t]),
+                        [100 * a for a in oracle[m][t]],
+                        linestyle="none",
+                        marker=".",
+                        markersize=3,
+                        color=ORACLE_COLOURS.get(m, "0.3"),
+                        alpha=0.5,
+                        zorder=2,
+                    )
+            ax.set_xticks(
+                range(1, len(order) + 1),
+                [t if len(order) <= 8 else str(i + 1) for i, t in enumerate(order)],
+                rotation=60 if len(order) <= 8 else 0,
+                ha="right" if len(order) <= 8 else "center",
+            )
             ax.set_ylim(lo - pad, hi + pad)
             ax.set_title(panel_title, loc="left", fontsize=8.5)
             if k % cols == 0:
                 ax.set_ylabel("oracle val. accuracy (%)")
         for k in range(n, rows_ * cols):
             axes[k // cols][k % cols].set_visible(False)
-        handles = [Line2D([], [], marker=method_marker(m), color=ORACLE_COLOURS.get(m, "0.3"),
-                          markeredgecolor="black", markeredgewidth=0.5, label=f"{m}: set adapted alone")
-                   for m in methods]
+        handles = [
+            Line2D(
+                [],
+                [],
+                marker=method_marker(m),
+                color=ORACLE_COLOURS.get(m, "0.3"),
+                markeredgecolor="black",
+                markeredgewidth=0.5,
+                label=f"{m}: set adapted alone",
+            )
+            for m in methods
+        ]
         handles.append(Line2D([], [], color="0.4", marker=".", linestyle="none", label="per seed"))
         for k in range(max(0, n - cols), n):  # the bottom panel of each column
             axes[k // cols][k % cols].set_xlabel("the selector's order (adapt first ->)")

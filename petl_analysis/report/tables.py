@@ -86,8 +86,11 @@ def default_m0(sweep: SweepResult) -> int:
     """The size of the model being adapted: parameters of the pretrained network plus its head (what full
     fine-tuning trains), i.e. ``model_total`` minus the parameters a method added. The most common value over the
     sweep's points (they share one model)."""
-    sizes = [p.run.trainable["model_total"] - p.run.trainable.get("adapter", 0) - p.run.trainable.get("shared", 0)
-             for p in sweep.points if p.run.trainable.get("model_total")]
+    sizes = [
+        p.run.trainable["model_total"] - p.run.trainable.get("adapter", 0) - p.run.trainable.get("shared", 0)
+        for p in sweep.points
+        if p.run.trainable.get("model_total")
+    ]
     if not sizes:
         return int(KADAPTATION_M0)
     counts = Counter(sizes)
@@ -100,16 +103,30 @@ def point_rows(sweep: SweepResult, m0: float) -> list[PointRow]:
     for p in sweep.points:
         t, run = p.run.trainable, p.run
         targets = ", ".join(t.target for t in p.plan.targets)
-        rows.append(PointRow(
-            label=p.label, method=p.method, variant=p.variant, name=display_name(p.method, p.variant),
-            budget=p.budget, params=int(t["total_incl_head"]), params_excl_head=int(t["total_excl_head"]),
-            adapter=int(t.get("adapter", 0)), shared=int(t.get("shared", 0)), head=int(t.get("head", 0)),
-            bias_norm=int(t.get("bias_norm", 0)), backbone=int(t.get("backbone", 0)),
-            model_total=int(t.get("model_total", 0)), acc=_finite(run.test_acc_mean), std=_finite(run.test_acc_std),
-            last_acc=_finite(run.last_test_acc_mean),
-            seed_accs=[float(s.test_acc) for s in run.seeds if s.test_acc is not None], targets=targets,
-            same_as=p.same_as, still_falling=sum(s.loss_still_falling for s in run.seeds),
-        ))
+        rows.append(
+            PointRow(
+                label=p.label,
+                method=p.method,
+                variant=p.variant,
+                name=display_name(p.method, p.variant),
+                budget=p.budget,
+                params=int(t["total_incl_head"]),
+                params_excl_head=int(t["total_excl_head"]),
+                adapter=int(t.get("adapter", 0)),
+                shared=int(t.get("shared", 0)),
+                head=int(t.get("head", 0)),
+                bias_norm=int(t.get("bias_norm", 0)),
+                backbone=int(t.get("backbone", 0)),
+                model_total=int(t.get("model_total", 0)),
+                acc=_finite(run.test_acc_mean),
+                std=_finite(run.test_acc_std),
+                last_acc=_finite(run.last_test_acc_mean),
+                seed_accs=[float(s.test_acc) for s in run.seeds if s.test_acc is not None],
+                targets=targets,
+                same_as=p.same_as,
+                still_falling=sum(s.loss_still_falling for s in run.seeds),
+            )
+        )
     rows.sort(key=lambda r: (r.params, -1 if r.budget is None else r.budget, r.label))
     for r in rows:
         if r.ok:
@@ -177,13 +194,25 @@ def probe_rows(probe: ProbeResult, ranking: Ranking | None = None) -> list[Probe
         block, kind = split_block_target(t.target)
         entry = ranked.get(t.target)
         best_val, best_test = _best(t)
-        rows.append(ProbeRow(
-            rank=i, target=t.target, block=block, kind=kind, D=t.D, units=len(t.units), d90=t.d90,
-            d90_classic=t.d90_classic, best_acc=best_val, best_test_acc=best_test, dims_tried=len(t.dims),
-            trials=t.trials,
-            failed_trials=t.failed_trials, ranking_rank=entry.rank if entry else None,
-            tied_with=list(entry.tied_with) if entry else [],
-        ))
+        rows.append(
+            ProbeRow(
+                rank=i,
+                target=t.target,
+                block=block,
+                kind=kind,
+                D=t.D,
+                units=len(t.units),
+                d90=t.d90,
+                d90_classic=t.d90_classic,
+                best_acc=best_val,
+                best_test_acc=best_test,
+                dims_tried=len(t.dims),
+                trials=t.trials,
+                failed_trials=t.failed_trials,
+                ranking_rank=entry.rank if entry else None,
+                tied_with=list(entry.tied_with) if entry else [],
+            )
+        )
     return rows
 
 
@@ -256,9 +285,27 @@ def _num(x: float | None, digits: int) -> str:
 
 
 POINTS_HEADER = [
-    "label", "method", "variant", "budget", "trainable_incl_head", "trainable_excl_head", "adapter", "shared", "head",
-    "bias_norm", "backbone", "test_acc_mean_pct", "test_acc_std_pct", "last_epoch_acc_pct", "seeds", "m0", "pe_m0",
-    "pe_1e8", "pe_1e7", "on_pareto_front", "targets",
+    "label",
+    "method",
+    "variant",
+    "budget",
+    "trainable_incl_head",
+    "trainable_excl_head",
+    "adapter",
+    "shared",
+    "head",
+    "bias_norm",
+    "backbone",
+    "test_acc_mean_pct",
+    "test_acc_std_pct",
+    "last_epoch_acc_pct",
+    "seeds",
+    "m0",
+    "pe_m0",
+    "pe_1e8",
+    "pe_1e7",
+    "on_pareto_front",
+    "targets",
 ]
 
 
@@ -266,19 +313,58 @@ def points_csv(rows: list[PointRow], m0: float) -> str:
     """``points.csv``: one line per sweep point; accuracies in percent, PE as a fraction."""
     out = []
     for r in rows:
-        out.append([
-            r.label, r.method, r.variant, "" if r.budget is None else r.budget, r.params, r.params_excl_head,
-            r.adapter, r.shared, r.head, r.bias_norm, r.backbone, _num(100 * r.acc, 4), _num(100 * r.std, 4),
-            _num(100 * r.last_acc, 4), len(r.seed_accs), f"{m0:.0f}", _num(r.pe, 4), _num(r.pe_1e8, 4),
-            _num(r.pe_1e7, 4), str(r.on_front).lower(), r.targets,
-        ])
+        out.append(
+            [
+                r.label,
+                r.method,
+                r.variant,
+                "" if r.budget is None else r.budget,
+                r.params,
+                r.params_excl_head,
+                r.adapter,
+                r.shared,
+                r.head,
+                r.bias_norm,
+                r.backbone,
+                _num(100 * r.acc, 4),
+                _num(100 * r.std, 4),
+                _num(100 * r.last_acc, 4),
+                len(r.seed_accs),
+                f"{m0:.0f}",
+                _num(r.pe, 4),
+                _num(r.pe_1e8, 4),
+                _num(r.pe_1e7, 4),
+                str(r.on_front).lower(),
+                r.targets,
+            ]
+        )
     return _csv(POINTS_HEADER, out)
 
 
 PROBE_HEADER = [
-    "rank", "target", "block", "kind", "D", "units", "d90", "d90_ci_low", "d90_ci_high", "reached", "below_min",
-    "reached_fraction", "seeds", "d90_classic", "classic_below_min", "threshold_acc_pct", "classic_threshold_acc_pct",
-    "best_val_acc_pct", "test_acc_at_best_val_pct", "dims_tried", "trials", "failed_trials", "ranking_rank",
+    "rank",
+    "target",
+    "block",
+    "kind",
+    "D",
+    "units",
+    "d90",
+    "d90_ci_low",
+    "d90_ci_high",
+    "reached",
+    "below_min",
+    "reached_fraction",
+    "seeds",
+    "d90_classic",
+    "classic_below_min",
+    "threshold_acc_pct",
+    "classic_threshold_acc_pct",
+    "best_val_acc_pct",
+    "test_acc_at_best_val_pct",
+    "dims_tried",
+    "trials",
+    "failed_trials",
+    "ranking_rank",
 ]
 
 
@@ -290,14 +376,33 @@ def probe_csv(rows: list[ProbeRow]) -> str:
     out = []
     for r in rows:
         d, c = r.d90, r.d90_classic
-        out.append([
-            r.rank, r.target, "" if r.block is None else r.block, r.kind, r.D, r.units, _num(d.reached_value, 1),
-            _num(d.ci_low, 1), _num(d.ci_high, 1), str(r.reached).lower(), str(d.below_min).lower(),
-            _num(d.reached_fraction, 3), d.n_seeds, _num(c.reached_value, 1), str(c.reached and c.below_min).lower(),
-            _num(100 * d.threshold_acc, 4), _num(100 * c.threshold_acc, 4), _num(100 * r.best_acc, 4),
-            _num(100 * r.best_test_acc, 4), r.dims_tried, r.trials,
-            r.failed_trials, "" if r.ranking_rank is None else r.ranking_rank,
-        ])
+        out.append(
+            [
+                r.rank,
+                r.target,
+                "" if r.block is None else r.block,
+                r.kind,
+                r.D,
+                r.units,
+                _num(d.reached_value, 1),
+                _num(d.ci_low, 1),
+                _num(d.ci_high, 1),
+                str(r.reached).lower(),
+                str(d.below_min).lower(),
+                _num(d.reached_fraction, 3),
+                d.n_seeds,
+                _num(c.reached_value, 1),
+                str(c.reached and c.below_min).lower(),
+                _num(100 * d.threshold_acc, 4),
+                _num(100 * c.threshold_acc, 4),
+                _num(100 * r.best_acc, 4),
+                _num(100 * r.best_test_acc, 4),
+                r.dims_tried,
+                r.trials,
+                r.failed_trials,
+                "" if r.ranking_rank is None else r.ranking_rank,
+            ]
+        )
     return _csv(PROBE_HEADER, out)
 
 

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 from ..plan import FIXED_SIZE as FIXED_SIZE_VARIANT
+from ..plan import PLANNED_VARIANTS
 from ..probe import unresolved_gain
 from .pareto import seeds_differ, within_spread
-from ..plan import PLANNED_VARIANTS
 from .tables import VARIANT_NAMES, PointRow, ProbeRow, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
 SUBJECT = "kadaptation"
@@ -37,13 +37,20 @@ def outcome(a: PointRow, b: PointRow) -> str:
     return "ahead" if a.acc > b.acc else "behind"
 
 
-OUTCOME_WORDS = {"ahead": "ahead of", "behind": "behind", "level": "not distinguishable within seed spread from",
-                 "same": "the same configuration as (trained once)"}
+OUTCOME_WORDS = {
+    "ahead": "ahead of",
+    "behind": "behind",
+    "level": "not distinguishable within seed spread from",
+    "same": "the same configuration as (trained once)",
+}
 
 
 def _same(a: PointRow, b: PointRow) -> bool:
-    return a.same_as == f"{b.label}@{b.budget}" or b.same_as == f"{a.label}@{a.budget}" or (
-        a.same_as is not None and a.same_as == b.same_as)
+    return (
+        a.same_as == f"{b.label}@{b.budget}"
+        or b.same_as == f"{a.label}@{a.budget}"
+        or (a.same_as is not None and a.same_as == b.same_as)
+    )
 
 
 def _describe(r: PointRow) -> str:
@@ -85,17 +92,23 @@ def comparable(subject: PointRow, rows: list[PointRow]) -> list[PointRow]:
 
 def _dominator(r: PointRow, rows: list[PointRow]) -> PointRow | None:
     """The most accurate point with at most ``r``'s parameters that beats it (None when ``r`` is on the front)."""
-    better = [o for o in _ok(rows) if o is not r and o.params <= r.params and o.acc >= r.acc
-              and (o.params < r.params or o.acc > r.acc)]
+    better = [
+        o
+        for o in _ok(rows)
+        if o is not r and o.params <= r.params and o.acc >= r.acc and (o.params < r.params or o.acc > r.acc)
+    ]
     return max(better, key=lambda o: (o.acc, -o.params)) if better else None
 
 
 def _counts(outcomes: list[str]) -> str:
     n = len(outcomes)
     same = outcomes.count("same")
-    return (f"ahead at {outcomes.count('ahead')}, level at {outcomes.count('level')}, "
-            f"behind at {outcomes.count('behind')}" + (f", the same configuration at {same}" if same else "")
-            + f" of {n} budget{'s' if n != 1 else ''}")
+    return (
+        f"ahead at {outcomes.count('ahead')}, level at {outcomes.count('level')}, "
+        f"behind at {outcomes.count('behind')}"
+        + (f", the same configuration at {same}" if same else "")
+        + f" of {n} budget{'s' if n != 1 else ''}"
+    )
 
 
 def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) -> list[str]:
@@ -112,8 +125,9 @@ def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) ->
         bullets.append("The sweep has no KAdaptation point; the bullets below describe the other methods only.")
     else:
         vname = VARIANT_NAMES.get(variant, variant)
-        subjects = sorted([r for r in ok if r.method == SUBJECT and r.variant == variant],
-                          key=lambda r: (r.budget or 0, r.params))
+        subjects = sorted(
+            [r for r in ok if r.method == SUBJECT and r.variant == variant], key=lambda r: (r.budget or 0, r.params)
+        )
         on = [s for s in subjects if s.on_front]
         outcomes: list[str] = []
         detail: list[str] = []
@@ -125,38 +139,61 @@ def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) ->
                 outcomes.append(o)
                 parts.append(f"{OUTCOME_WORDS[o]} {_describe(c)}")
             where = "on the Pareto front" if s.on_front else _off_front(s, rows)
-            head = f"Budget {fmt_int(s.budget)}: KAdaptation ({vname}) reaches {s.acc_text} % with " \
-                   f"{fmt_int(s.params)} trainable parameters, {where}."
-            detail.append(head + (" It is " + "; ".join(parts) + "." if parts else " No other method has a point at a "
-                                  "comparable budget."))
-        headline = (f"KAdaptation ({vname}) is on the Pareto front at {len(on)} of {len(subjects)} budget"
-                    f"{'s' if len(subjects) != 1 else ''}")
+            head = (
+                f"Budget {fmt_int(s.budget)}: KAdaptation ({vname}) reaches {s.acc_text} % with "
+                f"{fmt_int(s.params)} trainable parameters, {where}."
+            )
+            detail.append(
+                head
+                + (
+                    " It is " + "; ".join(parts) + "."
+                    if parts
+                    else " No other method has a point at a comparable budget."
+                )
+            )
+        headline = (
+            f"KAdaptation ({vname}) is on the Pareto front at {len(on)} of {len(subjects)} budget"
+            f"{'s' if len(subjects) != 1 else ''}"
+        )
         if outcomes:
-            headline += (f"; against the other budgeted methods at comparable budgets it is ahead in "
-                         f"{outcomes.count('ahead')}, level in {outcomes.count('level')} and behind in "
-                         f"{outcomes.count('behind')} of {len(outcomes)} comparisons")
+            headline += (
+                f"; against the other budgeted methods at comparable budgets it is ahead in "
+                f"{outcomes.count('ahead')}, level in {outcomes.count('level')} and behind in "
+                f"{outcomes.count('behind')} of {len(outcomes)} comparisons"
+            )
         bullets.append(headline + ".")
         bullets.extend(detail)
         refs = sorted([r for r in ok if r.variant == FIXED_SIZE_VARIANT], key=lambda r: r.params)
         if refs and subjects:
             top = max(subjects, key=lambda r: (r.acc, -r.params))
             parts = [f"{OUTCOME_WORDS[outcome(top, r)]} {_describe(r)}" for r in refs]
-            bullets.append(f"Fixed-size references: the best KAdaptation ({vname}) point ({top.acc_text} % "
-                           f"at {fmt_int(top.params)} params) is " + "; ".join(parts) + ".")
-    bullets.append("Pareto front (fewest parameters for the accuracy): "
-                   + ", ".join(f"{r.name} at {fmt_int(r.params)}" for r in front) + ".")
-    bullets.append(f"Most accurate point: {_describe(best_acc)}. Highest PE ({m0_text}): {best_pe.name} at "
-                   f"{fmt_int(best_pe.params)} params (PE {fmt_pe(best_pe.pe)}).")
+            bullets.append(
+                f"Fixed-size references: the best KAdaptation ({vname}) point ({top.acc_text} % "
+                f"at {fmt_int(top.params)} params) is " + "; ".join(parts) + "."
+            )
+    bullets.append(
+        "Pareto front (fewest parameters for the accuracy): "
+        + ", ".join(f"{r.name} at {fmt_int(r.params)}" for r in front)
+        + "."
+    )
+    bullets.append(
+        f"Most accurate point: {_describe(best_acc)}. Highest PE ({m0_text}): {best_pe.name} at "
+        f"{fmt_int(best_pe.params)} params (PE {fmt_pe(best_pe.pe)})."
+    )
     lo, hi = seeds
     if hi <= 1:
-        bullets.append("Only one seed per point: there is no seed spread, so every difference above is untested and "
-                       "could be noise.")
+        bullets.append(
+            "Only one seed per point: there is no seed spread, so every difference above is untested and "
+            "could be noise."
+        )
     else:
         n = f"{lo}" if lo == hi else f"{lo}-{hi}"
-        bullets.append(f"Accuracy is test accuracy at the best-validation epoch, mean ± std over {n} seeds; "
-                       "\"ahead\" / \"behind\" / \"beat\" need the 95 % interval of the difference of the means "
-                       "(Welch's t over seeds) to exclude 0, otherwise \"level\" / \"not distinguishable\": with "
-                       "few seeds the std is itself uncertain, so a gap of a few test images is not a win.")
+        bullets.append(
+            f"Accuracy is test accuracy at the best-validation epoch, mean ± std over {n} seeds; "
+            '"ahead" / "behind" / "beat" need the 95 % interval of the difference of the means '
+            '(Welch\'s t over seeds) to exclude 0, otherwise "level" / "not distinguishable": with '
+            "few seeds the std is itself uncertain, so a gap of a few test images is not a win."
+        )
     return bullets
 
 
@@ -199,8 +236,12 @@ def selection_rows(rows: list[PointRow], plan_units: dict[tuple[str, int | None]
         sel = pts.get("selected")
         vs_fixed = outcome(sel, pts["fixed"]) if sel and "fixed" in pts else None
         vs_worst = outcome(sel, pts["worst"]) if sel and "worst" in pts else None
-        same = bool(sel and "fixed" in pts and _units(sel, plan_units)
-                    and _units(sel, plan_units) == _units(pts["fixed"], plan_units))
+        same = bool(
+            sel
+            and "fixed" in pts
+            and _units(sel, plan_units)
+            and _units(sel, plan_units) == _units(pts["fixed"], plan_units)
+        )
         out.append(SelectionRow(b, pts, vs_fixed, vs_worst, same))
     return out
 
@@ -213,22 +254,28 @@ def selection_verdict(sel_rows: list[SelectionRow]) -> list[str]:
     fixed = [r.vs_fixed for r in sel_rows if r.vs_fixed]
     worst = [r.vs_worst for r in sel_rows if r.vs_worst]
     if fixed:
-        bullets.append(f"Selected targets vs the paper's fixed q,v: {_counts(fixed)}."
-                       + _summary_word(fixed, "fixed q,v"))
+        bullets.append(
+            f"Selected targets vs the paper's fixed q,v: {_counts(fixed)}." + _summary_word(fixed, "fixed q,v")
+        )
     if worst:
-        bullets.append(f"Selected targets vs the worst-ranked targets: {_counts(worst)}."
-                       + _summary_word(worst, "worst-ranked"))
+        bullets.append(
+            f"Selected targets vs the worst-ranked targets: {_counts(worst)}." + _summary_word(worst, "worst-ranked")
+        )
     for r in sel_rows:
-        parts = [f"{VARIANT_NAMES[v]} {p.acc_text} % ({fmt_int(p.params)} params)"
-                 for v, p in sorted(r.points.items(), key=lambda kv: PLANNED_VARIANTS.index(kv[0]))]
+        parts = [
+            f"{VARIANT_NAMES[v]} {p.acc_text} % ({fmt_int(p.params)} params)"
+            for v, p in sorted(r.points.items(), key=lambda kv: PLANNED_VARIANTS.index(kv[0]))
+        ]
         notes = []
         if r.vs_fixed:
             notes.append(f"selected is {OUTCOME_WORDS[r.vs_fixed]} fixed q,v")
         if r.vs_worst:
             notes.append(f"{OUTCOME_WORDS[r.vs_worst]} worst-ranked")
         if r.same_units_as_fixed and r.vs_fixed != "same":
-            notes.append("selection chose the same units as the fixed plan, so any difference comes from sizing or "
-                         "run-to-run noise, not from the choice of targets")
+            notes.append(
+                "selection chose the same units as the fixed plan, so any difference comes from sizing or "
+                "run-to-run noise, not from the choice of targets"
+            )
         tail = " — " + "; ".join(notes) if notes else ""
         bullets.append(f"Budget {fmt_int(r.budget)}: " + " vs ".join(parts) + tail + ".")
     return bullets
@@ -239,8 +286,12 @@ def _summary_word(outcomes: list[str], other: str) -> str:
     outcomes = [o for o in outcomes if o != "same"]
     if not outcomes:
         return f" Selection chose exactly the {other} configuration at every budget: there is nothing to compare."
-    tail = (f" (At {same} budget{'s' if same != 1 else ''} the two plans are the same configuration, trained once, "
-            "and are left out of this count.)" if same else "")
+    tail = (
+        f" (At {same} budget{'s' if same != 1 else ''} the two plans are the same configuration, trained once, "
+        "and are left out of this count.)"
+        if same
+        else ""
+    )
     return _summary_core(outcomes, other) + tail
 
 
@@ -251,8 +302,10 @@ def _summary_core(outcomes: list[str], other: str) -> str:
     if behind == 0:
         if ahead == n:
             return f" Selection beat {other} at every budget."
-        return (f" Selection was never behind {other} but ahead at only {ahead} of {n} budgets; elsewhere not "
-                "distinguishable within seed spread.")
+        return (
+            f" Selection was never behind {other} but ahead at only {ahead} of {n} budgets; elsewhere not "
+            "distinguishable within seed spread."
+        )
     if ahead == 0:
         if behind == n:
             return f" Selection lost to {other} at every budget."
@@ -274,6 +327,7 @@ def _ci_overlap(a: ProbeRow, b: ProbeRow) -> bool:
         lo = d.ci_low if d.ci_low is not None and math.isfinite(d.ci_low) else (d.reached_value or math.inf)
         hi = d.ci_high if d.ci_high is not None else math.inf
         return lo, hi
+
     (alo, ahi), (blo, bhi) = span(a), span(b)
     return alo <= bhi and blo <= ahi
 
@@ -289,24 +343,30 @@ def degenerate_probe_text(below_min: list[bool], smallest_d: int | None, floor: 
     if not below_min or not all(below_min):
         return None
     at = f" (d90 <= {smallest_d})" if smallest_d is not None else ""
-    why = (f"full fine-tuning ({100 * ceiling:.1f}%) does not beat the head trained alone ({100 * floor:.1f}%)"
-           if ceiling <= floor else
-           f"the threshold is met with almost no adaptation (head alone {100 * floor:.1f}%, full fine-tuning "
-           f"{100 * ceiling:.1f}%)")
-    return (f"degenerate probe: every target reached the threshold at the smallest d tried{at}, so the d90s are "
-            f"upper bounds that do not order the targets; {why}; the linear probe may be all this task needs")
+    why = (
+        f"full fine-tuning ({100 * ceiling:.1f}%) does not beat the head trained alone ({100 * floor:.1f}%)"
+        if ceiling <= floor
+        else f"the threshold is met with almost no adaptation (head alone {100 * floor:.1f}%, full fine-tuning "
+        f"{100 * ceiling:.1f}%)"
+    )
+    return (
+        f"degenerate probe: every target reached the threshold at the smallest d tried{at}, so the d90s are "
+        f"upper bounds that do not order the targets; {why}; the linear probe may be all this task needs"
+    )
 
 
 def degenerate_probe_warning(probe) -> str | None:
     """:func:`degenerate_probe_text` for a :class:`~petl_analysis.probe.ProbeResult` (for the console)."""
     flags = [bool(t.d90.reached and t.d90.below_min) for t in probe.targets]
-    smallest = min((int(t.d90.value) for t in probe.targets if t.d90.below_min and t.d90.value is not None),
-                   default=None)
+    smallest = min(
+        (int(t.d90.value) for t in probe.targets if t.d90.below_min and t.d90.value is not None), default=None
+    )
     return degenerate_probe_text(flags, smallest, probe.floor.val_mean, probe.ceiling.val_mean)
 
 
-def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tuple[float, float], *,
-                  n_val: int = 0) -> list[str]:
+def probe_verdict(
+    rows: list[ProbeRow], floor: tuple[float, float], ceiling: tuple[float, float], *, n_val: int = 0
+) -> list[str]:
     """Bullets: lowest local ID, statistically tied targets, targets that never reached the threshold (and those
     that missed it by less than one validation image), attention vs MLP (the KAdaptation paper's finding), and a
     degenerate probe (ceiling not above floor, or every d90 at the smallest d).
@@ -319,12 +379,16 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
     reached = [r for r in rows if r.reached]
     if reached:
         top = reached[0]
-        line = (f"Lowest local intrinsic dimension: {top.target} with d90 = {fmt_d(top)} "
-                f"(CI {fmt_ci(top)}) out of D = {fmt_int(top.D)}.")
+        line = (
+            f"Lowest local intrinsic dimension: {top.target} with d90 = {fmt_d(top)} "
+            f"(CI {fmt_ci(top)}) out of D = {fmt_int(top.D)}."
+        )
         if top.d90.n_seeds < 2:  # no interval exists: the order is one d90 per target, not a tested difference
             if len(reached) > 1:
-                line += (" With one probe seed there is no interval: the order of the targets rests on one d90 each, "
-                         "untested against seed noise (probe with 2 or more seeds to tell ties from differences).")
+                line += (
+                    " With one probe seed there is no interval: the order of the targets rests on one d90 each, "
+                    "untested against seed noise (probe with 2 or more seeds to tell ties from differences)."
+                )
         elif ties := [r.target for r in reached[1:] if _ci_overlap(top, r)]:
             line += " Not distinguishable from it (overlapping CIs): " + ", ".join(ties) + "."
         bullets.append(line)
@@ -332,16 +396,26 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
     if missed:
         bullets.append(f"Never reached the threshold within the d tried: {', '.join(missed)}.")
     if n_val:
-        close = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.d90.threshold_acc)} %)" for r in rows
-                 if not r.reached and 0 < r.d90.threshold_acc - r.best_acc < 1.0 / n_val]
+        close = [
+            f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.d90.threshold_acc)} %)"
+            for r in rows
+            if not r.reached and 0 < r.d90.threshold_acc - r.best_acc < 1.0 / n_val
+        ]
         if close:
-            bullets.append("Missed the threshold by less than one validation image, so \"not reached\" is within "
-                           "rounding: " + ", ".join(close) + ".")
-    pooled = [f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.d90.threshold_acc)} %)" for r in rows
-              if not r.reached and r.best_acc >= r.d90.threshold_acc]
+            bullets.append(
+                'Missed the threshold by less than one validation image, so "not reached" is within '
+                "rounding: " + ", ".join(close) + "."
+            )
+    pooled = [
+        f"{r.target} (best {fmt_pct(r.best_acc)} % vs {fmt_pct(r.d90.threshold_acc)} %)"
+        for r in rows
+        if not r.reached and r.best_acc >= r.d90.threshold_acc
+    ]
     if pooled:
-        bullets.append("A single point above the threshold, pooled by the monotone fit with lower points at larger d "
-                       "(the curve falls again), so not counted as reached: " + ", ".join(pooled) + ".")
+        bullets.append(
+            "A single point above the threshold, pooled by the monotone fit with lower points at larger d "
+            "(the curve falls again), so not counted as reached: " + ", ".join(pooled) + "."
+        )
     groups: dict[str, list[ProbeRow]] = {"attention": [], "MLP": []}
     for r in reached:
         if r.kind.startswith("attn"):
@@ -351,20 +425,26 @@ def probe_verdict(rows: list[ProbeRow], floor: tuple[float, float], ceiling: tup
     if groups["attention"] and groups["MLP"]:
         a, m = groups["attention"][0], groups["MLP"][0]
         if _ci_overlap(a, m):
-            verdict = ("not distinguishable within the bootstrap CIs, so the paper's finding is neither confirmed nor "
-                       "refuted here")
+            verdict = (
+                "not distinguishable within the bootstrap CIs, so the paper's finding is neither confirmed nor "
+                "refuted here"
+            )
         elif (a.d90.reached_value or math.inf) < (m.d90.reached_value or math.inf):
             verdict = "attention is lower, consistent with the KAdaptation paper's finding"
         else:
             verdict = "MLP is lower, contrary to the KAdaptation paper's finding (attention lower)"
-        bullets.append(f"Attention vs MLP: lowest attention d90 {fmt_d(a)} ({a.target}) vs "
-                       f"lowest MLP d90 {fmt_d(m)} ({m.target}): {verdict}.")
-    degenerate = degenerate_probe_text([r.reached and r.d90.below_min for r in rows], _smallest_d(rows), floor[0],
-                                       ceiling[0])
+        bullets.append(
+            f"Attention vs MLP: lowest attention d90 {fmt_d(a)} ({a.target}) vs "
+            f"lowest MLP d90 {fmt_d(m)} ({m.target}): {verdict}."
+        )
+    degenerate = degenerate_probe_text(
+        [r.reached and r.d90.below_min for r in rows], _smallest_d(rows), floor[0], ceiling[0]
+    )
     if degenerate:
         bullets.append(degenerate[0].upper() + degenerate[1:] + ".")
     why = unresolved_gain(floor, ceiling, n_val)
     if why:
-        bullets.append(f"Caution: {why}, so the gain-normalised threshold sits inside the noise and d90 values are "
-                       "unreliable.")
+        bullets.append(
+            f"Caution: {why}, so the gain-normalised threshold sits inside the noise and d90 values are unreliable."
+        )
     return bullets

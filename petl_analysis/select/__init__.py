@@ -4,4 +4,15 @@ from .ranking import RankedTarget, Ranking, rank_correlations
 from .run import proxy_rankings, run_select
 from .selectors import PROBE_SELECTORS, SELECTORS, declare_ties, rank_by_proxy, rank_from_probe
 
-__all__ = ["PROBE_SELECTORS", "SELECTORS", "declare_ties", "RankedTarget", "Ranking", "proxy_rankings", "rank_by_proxy", "rank_correlations", "rank_from_probe", "run_select"]
+__all__ = [
+    "PROBE_SELECTORS",
+    "SELECTORS",
+    "RankedTarget",
+    "Ranking",
+    "declare_ties",
+    "proxy_rankings",
+    "rank_by_proxy",
+    "rank_correlations",
+    "rank_from_probe",
+    "run_select",
+]

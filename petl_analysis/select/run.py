@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..engine import Recipe
 from ..errors import PetlError
+from ..linear_probe import fit_linear_probe
 from ..models import DEFAULT_PROBE_TARGETS, ModelSpec
 from ..probe import ProbeResult, expand_targets
-from ..linear_probe import fit_linear_probe
 from ..task import DataSpec, build_task
 from .ranking import Ranking, rank_correlations
 from .selectors import PROBE_SELECTORS, SELECTORS, rank_by_proxy, rank_from_probe
@@ -48,7 +49,7 @@ def _check_select(probe: ProbeResult | None, proxies: Sequence[str]) -> None:
 
 
 def rank_targets(
-    study: "Study",
+    study: Study,
     probe: ProbeResult | None = None,
     proxies: Sequence[str] = (),
     *,
@@ -69,14 +70,24 @@ def rank_targets(
     from_probe = [n for n in proxies if probe is not None and n in PROBE_SELECTORS]
     proxies = [n for n in proxies if n not in from_probe]
     if proxies:
-        sets = ({t.target: t.units for t in probe.targets} if probe is not None else None)
-        rankings = proxy_rankings(proxies, study.model, study.data, sets, targets=targets, per_block=per_block,
-                                  n_batches=n_batches, seed=seed, device=study.device, study=study)
+        sets = {t.target: t.units for t in probe.targets} if probe is not None else None
+        rankings = proxy_rankings(
+            proxies,
+            study.model,
+            study.data,
+            sets,
+            targets=targets,
+            per_block=per_block,
+            n_batches=n_batches,
+            seed=seed,
+            device=study.device,
+            study=study,
+        )
     if probe is not None:
         primary = rank_from_probe(probe, source=source)
         compared = {**{n: PROBE_SELECTORS.get(n)(probe, source=source) for n in from_probe if n != "d90"}, **rankings}
     else:
-        first = list(proxies)[0]
+        first = next(iter(proxies))
         primary = rankings[first]
         compared = {k: v for k, v in rankings.items() if k != first}
     primary.details["proxies"] = {
@@ -94,11 +105,15 @@ def correlation_caveat(ranking: Ranking) -> str | None:
     """Why rank correlations with ``ranking`` would say nothing (None when they can): fewer than 3 targets, or a d90
     ranking in which no target reached the threshold (its order is only the tie-break, best validation accuracy)."""
     if len(ranking.entries) < 3:
-        return (f"no rank correlation: the ranking has {len(ranking.entries)} target(s), and a rank correlation needs "
-                "at least 3")
+        return (
+            f"no rank correlation: the ranking has {len(ranking.entries)} target(s), and a rank correlation needs "
+            "at least 3"
+        )
     if ranking.selector.startswith("d90") and not any(e.reached for e in ranking.entries):
-        return ("no rank correlation with d90: no target reached the d90 threshold, so the d90 ranking has no order "
-                "(it follows best validation accuracy only); probe larger d (--max-d) or check the probe's gain")
+        return (
+            "no rank correlation with d90: no target reached the d90 threshold, so the d90 ranking has no order "
+            "(it follows best validation accuracy only); probe larger d (--max-d) or check the probe's gain"
+        )
     return None
 
 
@@ -113,7 +128,7 @@ def proxy_rankings(
     n_batches: int = 5,
     seed: int = 0,
     device: str = "cpu",
-    study: "Study | None" = None,
+    study: Study | None = None,
 ) -> dict[str, Ranking]:
     """Rank ``sets`` (label -> unit names; default: ``targets`` expanded on the model) with each proxy selector.
 
@@ -130,5 +145,7 @@ def proxy_rankings(
     fit_linear_probe(net, task, Recipe(epochs=30, lr=1e-2, weight_decay=0.0), seed=seed, device=device)
     if sets is None:
         sets = expand_targets(net, list(targets or DEFAULT_PROBE_TARGETS), per_block)
-    return {name: rank_by_proxy(name, net, task, sets, model_spec=model, data=data, n_batches=n_batches, seed=seed)
-            for name in proxies}
+    return {
+        name: rank_by_proxy(name, net, task, sets, model_spec=model, data=data, n_batches=n_batches, seed=seed)
+        for name in proxies
+    }

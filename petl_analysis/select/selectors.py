@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,8 +60,9 @@ def declare_ties(entries: list[RankedTarget], key: Callable[[RankedTarget], obje
         i = j + 1
 
 
-def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = "",
-                    tie_break: str = "declared") -> Ranking:
+def rank_from_probe(
+    probe: ProbeResult, *, classic: bool = False, source: str = "", tie_break: str = "declared"
+) -> Ranking:
     """Rank the probe's targets by d90 (gain-normalised by default), flagging statistically tied neighbours.
 
     ``tie_break="declared"`` (the ``d90`` selector): equal d90s and the sets that never reached the bar are declared
@@ -76,35 +77,52 @@ def rank_from_probe(probe: ProbeResult, *, classic: bool = False, source: str = 
     if tie_break == "accuracy":
         targets = probe.ranked(classic=classic)  # the one d90 order: the probe table's too
     else:
-        targets = sorted(probe.targets, key=lambda t: (d90_of(t).reached_value is None,
-                                                      d90_of(t).reached_value or 0.0, t.target))
+        targets = sorted(
+            probe.targets, key=lambda t: (d90_of(t).reached_value is None, d90_of(t).reached_value or 0.0, t.target)
+        )
     entries = []
     for i, t in enumerate(targets):
         d = d90_of(t)
-        entries.append(RankedTarget(
-            target=t.target, units=t.units, D=t.D, rank=i + 1,
-            score=d.value if d.reached else None,
-            d90=d.value if d.reached else None,
-            d90_ci=[d.ci_low, d.ci_high],
-            reached=bool(d.reached),
-            below_min=bool(d.reached and d.below_min),
-            n_seeds=d.n_seeds,
-        ))
+        entries.append(
+            RankedTarget(
+                target=t.target,
+                units=t.units,
+                D=t.D,
+                rank=i + 1,
+                score=d.value if d.reached else None,
+                d90=d.value if d.reached else None,
+                d90_ci=[d.ci_low, d.ci_high],
+                reached=bool(d.reached),
+                below_min=bool(d.reached and d.below_min),
+                n_seeds=d.n_seeds,
+            )
+        )
     _flag_ties(entries)
     if tie_break == "declared":
         declare_ties(entries, lambda e: (e.reached, e.d90))
     # Validation accuracies only: a ranking must not change when the test labels do.
-    details: dict[str, object] = {"threshold": probe.config.threshold,
-                                  "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()},
-                                  "n_measured": sum(e.reached for e in entries)}
+    details: dict[str, object] = {
+        "threshold": probe.config.threshold,
+        "baselines_val": {k: v.val_mean for k, v in probe.baselines.items()},
+        "n_measured": sum(e.reached for e in entries),
+    }
     why = probe.unresolved_gain()
     if why:
-        details["warning"] = (f"{why}: the gain-normalised threshold sits inside the noise, so the d90s do not "
-                              "order the targets (the ranking follows best validation accuracy and noise); the linear "
-                              "probe may be all this task needs")
+        details["warning"] = (
+            f"{why}: the gain-normalised threshold sits inside the noise, so the d90s do not "
+            "order the targets (the ranking follows best validation accuracy and noise); the linear "
+            "probe may be all this task needs"
+        )
     name = ("d90-classic" if classic else "d90") + ("+acc" if tie_break == "accuracy" else "")
-    return Ranking(selector=name, model=probe.model, data=probe.data, entries=entries,
-                   source=source, direction="ascending", details=details)
+    return Ranking(
+        selector=name,
+        model=probe.model,
+        data=probe.data,
+        entries=entries,
+        source=source,
+        direction="ascending",
+        details=details,
+    )
 
 
 @PROBE_SELECTORS.register("d90")
@@ -129,7 +147,9 @@ def _interval(e: RankedTarget) -> tuple[float, float]:
 def _flag_ties(entries: list[RankedTarget]) -> None:
     for a in entries:
         lo_a, hi_a = _interval(a)
-        a.tied_with = [b.target for b in entries if b is not a and max(lo_a, _interval(b)[0]) <= min(hi_a, _interval(b)[1])]
+        a.tied_with = [
+            b.target for b in entries if b is not a and max(lo_a, _interval(b)[0]) <= min(hi_a, _interval(b)[1])
+        ]
 
 
 def rank_by_proxy(
@@ -153,16 +173,27 @@ def rank_by_proxy(
     order = sorted(sets, key=lambda label: (sign * scores[label], label))
     units_of = {label: resolve_targets(model, names) for label, names in sets.items()}
     entries = [
-        RankedTarget(target=label, units=sets[label], D=sum(u.numel for u in units_of[label]), rank=i + 1,
-                     score=float(scores[label]))
+        RankedTarget(
+            target=label,
+            units=sets[label],
+            D=sum(u.numel for u in units_of[label]),
+            rank=i + 1,
+            score=float(scores[label]),
+        )
         for i, label in enumerate(order)
     ]
     first = entries[0].score if entries else None
     names_first = getattr(fn, "names_first_only", False)
     # Equal scores are a tie; a rule that names only its first sets leaves the rest one class.
     declare_ties(entries, (lambda e: e.score == first) if names_first else (lambda e: e.score))
-    return Ranking(selector=name, model=model_spec, data=data, entries=entries, direction=direction,
-                   details={"n_batches": n_batches, "batch_size": batch_size, "seed": seed, "compute_s": compute_s})
+    return Ranking(
+        selector=name,
+        model=model_spec,
+        data=data,
+        entries=entries,
+        direction=direction,
+        details={"n_batches": n_batches, "batch_size": batch_size, "seed": seed, "compute_s": compute_s},
+    )
 
 
 def _tensor_view(params: dict[str, torch.Tensor], t) -> torch.Tensor:
@@ -170,7 +201,9 @@ def _tensor_view(params: dict[str, torch.Tensor], t) -> torch.Tensor:
     return full if t.rows is None else full[t.rows[0] : t.rows[1]]
 
 
-def _gradients(model: nn.Module, task: Task, n_batches: int, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+def _gradients(
+    model: nn.Module, task: Task, n_batches: int, batch_size: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
     """Per-batch gradients of every parameter (model in eval mode, all parameters temporarily trainable)."""
     if task is None:
         raise PetlError("this selector needs data (gradients); give a dataset")
@@ -203,6 +236,7 @@ def _set_tensors(model: nn.Module, names: Sequence[str]):
 def _register(name: str, direction: str, *, names_first_only: bool = False):
     """Register a proxy; ``names_first_only``: the rule names only the sets it puts first (score equal to the best),
     so the others are declared one tie class."""
+
     def deco(fn):
         fn.names_first_only = names_first_only
         SELECTORS.register(name)((fn, direction))
@@ -262,7 +296,9 @@ def _row_view(t, g: torch.Tensor) -> torch.Tensor:
 
 
 @_register("gps", "descending")
-def gradient_parameter_selection(model, task, sets, *, n_batches, batch_size, seed, top_k: int = 1) -> dict[str, float]:
+def gradient_parameter_selection(
+    model, task, sets, *, n_batches, batch_size, seed, top_k: int = 1
+) -> dict[str, float]:
     """GPS-style score (Zhang et al., "Gradient-based Parameter Selection for Efficient Fine-Tuning", CVPR 2024).
 
     GPS keeps, for every output neuron (row) of every weight, the ``top_k`` parameters with the largest gradient
@@ -286,7 +322,9 @@ def gradient_parameter_selection(model, task, sets, *, n_batches, batch_size, se
 
 
 @_register("spt", "descending")
-def sensitivity_density(model, task, sets, *, n_batches, batch_size, seed, fraction: float = 0.004) -> dict[str, float]:
+def sensitivity_density(
+    model, task, sets, *, n_batches, batch_size, seed, fraction: float = 0.004
+) -> dict[str, float]:
     """SPT-style sensitivity (He et al., "Sensitivity-Aware Visual Parameter-Efficient Fine-Tuning", ICCV 2023).
 
     SPT scores each parameter by the first-order loss reduction of tuning it, which for a gradient step is the
@@ -296,8 +334,10 @@ def sensitivity_density(model, task, sets, *, n_batches, batch_size, seed, fract
     """
     grads = _gradients(model, task, n_batches, batch_size, seed)
     fisher = {n: torch.stack([g[n] for g in grads]).pow(2).mean(0) for n in grads[0]}
-    per_set = {label: torch.cat([_tensor_view(fisher, t).reshape(-1) for t in _set_tensors(model, names)])
-               for label, names in sets.items()}
+    per_set = {
+        label: torch.cat([_tensor_view(fisher, t).reshape(-1) for t in _set_tensors(model, names)])
+        for label, names in sets.items()
+    }
     everything = torch.cat(list(per_set.values()))
     k = max(1, int(round(fraction * everything.numel())))
     cut = everything.topk(k).values.min()

@@ -64,6 +64,7 @@ def _place(source: Path, dest: Path) -> None:
 
 def best_seed(records: Sequence[TrialRecord]) -> TrialRecord:
     """The record of the best seed by validation accuracy (ties and missing values: the lowest seed)."""
+
     def val(r: TrialRecord) -> float:
         v = r.result["seed_run"].get("val_acc")
         return float("-inf") if v is None else float(v)
@@ -71,8 +72,9 @@ def best_seed(records: Sequence[TrialRecord]) -> TrialRecord:
     return max(records, key=lambda r: (val(r), -int(r.result["seed_run"]["seed"])))
 
 
-def place_adapters(folder: Path, points: Sequence[tuple[str, Sequence[TrialRecord]]], *,
-                   all_seeds: bool = False) -> dict[str, str | None]:
+def place_adapters(
+    folder: Path, points: Sequence[tuple[str, Sequence[TrialRecord]]], *, all_seeds: bool = False
+) -> dict[str, str | None]:
     """Put each point's adapter(s) under ``folder/<name>``; ``points``: ``(plan file stem, ok records)``.
 
     Returns ``name -> adapter folder`` (the best seed's), None where no trial of the point saved one."""

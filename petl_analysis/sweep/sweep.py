@@ -13,13 +13,13 @@ configuration of a study can be used without retraining it.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
 from ..engine import Recipe
@@ -100,9 +100,18 @@ class SweepResult(Artefact):
         rows = []
         for p in sorted(self.points, key=lambda p: (p.run.trainable["total_incl_head"], p.label)):
             s = p.run.summary()
-            rows.append({"label": p.label, "budget": p.budget, "trainable": s["trainable"],
-                         "excl. head": s["trainable_excl_head"], "test acc": s["test_acc"], "± std": s["test_std"],
-                         "last-epoch acc": s["last_test_acc"], "seeds": s["seeds"]})
+            rows.append(
+                {
+                    "label": p.label,
+                    "budget": p.budget,
+                    "trainable": s["trainable"],
+                    "excl. head": s["trainable_excl_head"],
+                    "test acc": s["test_acc"],
+                    "± std": s["test_std"],
+                    "last-epoch acc": s["last_test_acc"],
+                    "seeds": s["seeds"],
+                }
+            )
         return rows
 
 
@@ -129,12 +138,24 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
     t = trial.spec(RunTrial)
     torch.set_num_threads(max(1, t.threads))
     where = trial.options.get("adapter_dir")
-    run, trainable = train_one_seed(t.model, t.data, config_from_dict(t.config), t.recipe, t.seed,
-                                    head_init=t.head_init, device=t.device,
-                                    adapter_dir=Path(where) / trial.key if where else None,
-                                    adapter_record={"trial": trial.key}, also_val=t.also_val)
-    out = {"seed_run": to_jsonable(run), "trainable": trainable, "device": str(t.device),
-           "threads": torch.get_num_threads()}
+    run, trainable = train_one_seed(
+        t.model,
+        t.data,
+        config_from_dict(t.config),
+        t.recipe,
+        t.seed,
+        head_init=t.head_init,
+        device=t.device,
+        adapter_dir=Path(where) / trial.key if where else None,
+        adapter_record={"trial": trial.key},
+        also_val=t.also_val,
+    )
+    out = {
+        "seed_run": to_jsonable(run),
+        "trainable": trainable,
+        "device": str(t.device),
+        "threads": torch.get_num_threads(),
+    }
     if t.also_val is not None:
         out["also_val_acc"] = run.also_val_acc
     if run.val_correct is not None:
@@ -176,18 +197,31 @@ def run_sweep(
     (network, weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
     check_seeds(train.get("seeds", 3))
     study, train = _study(model, data, train)
-    plans, skipped, budgets = study.plan(budgets, methods, ranking, head_in_budget=head_in_budget,
-                                         method_options=method_options, ranking_source=ranking_source,
-                                         plans_dir=plans_dir)
-    return study.sweep(plans, budgets=budgets, methods=methods, skipped=skipped, ranking_source=ranking_source,
-                       plans_source=str(plans_dir) if plans_dir is not None else "", head_in_budget=head_in_budget,
-                       **train)
+    plans, skipped, budgets = study.plan(
+        budgets,
+        methods,
+        ranking,
+        head_in_budget=head_in_budget,
+        method_options=method_options,
+        ranking_source=ranking_source,
+        plans_dir=plans_dir,
+    )
+    return study.sweep(
+        plans,
+        budgets=budgets,
+        methods=methods,
+        skipped=skipped,
+        ranking_source=ranking_source,
+        plans_source=str(plans_dir) if plans_dir is not None else "",
+        head_in_budget=head_in_budget,
+        **train,
+    )
 
 
 _EXECUTION = ("device", "n_jobs", "backend", "scheduler", "on_trial")
 
 
-def _study(model: ModelSpec, data: DataSpec, options: dict[str, Any]) -> tuple["Study", dict[str, Any]]:
+def _study(model: ModelSpec, data: DataSpec, options: dict[str, Any]) -> tuple[Study, dict[str, Any]]:
     """A study from the execution keywords among ``options``, and the other keywords."""
     from ..study import Study
 
@@ -226,7 +260,7 @@ def sweep_plans(
 
 
 def train_plans(
-    study: "Study",
+    study: Study,
     plans: Sequence[Plan],
     *,
     log: Path | None = None,
@@ -262,42 +296,79 @@ def train_plans(
     threads, options = study.threads_per_job(), adapter_options(adapters)
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
-        return Trial.of("run", RunTrial(model=model, recipe=recipe, head_init=head_init, device=study.device,
-                                        threads=threads, data=data.for_seed(seed), config=config, seed=seed,
-                                        also_val=also_val), **options)
+        return Trial.of(
+            "run",
+            RunTrial(
+                model=model,
+                recipe=recipe,
+                head_init=head_init,
+                device=study.device,
+                threads=threads,
+                data=data.for_seed(seed),
+                config=config,
+                seed=seed,
+                also_val=also_val,
+            ),
+            **options,
+        )
 
     seed_list = list(range(first_seed, first_seed + seeds))
     records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
     runs = {(id(p), s): records[trial(p.config, s).key] for p in plans for s in seed_list}
 
     def summary(plan: Plan, ok: list[TrialRecord]) -> RunResult:
-        seed_runs = [dataclasses.replace(from_jsonable(SeedRun, r.result["seed_run"]),
-                                         also_val_acc=r.result.get("also_val_acc"),
-                                         val_correct=r.result.get("val_correct")) for r in ok]
-        return summarise(plan.method, plan.config, model, data, recipe, head_init, ok[0].result["trainable"],
-                         seed_runs, sum(r.wall_time_s for r in seed_runs), label=plan.label,
-                         input_conversion=conversion)
+        seed_runs = [
+            dataclasses.replace(
+                from_jsonable(SeedRun, r.result["seed_run"]),
+                also_val_acc=r.result.get("also_val_acc"),
+                val_correct=r.result.get("val_correct"),
+            )
+            for r in ok
+        ]
+        return summarise(
+            plan.method,
+            plan.config,
+            model,
+            data,
+            recipe,
+            head_init,
+            ok[0].result["trainable"],
+            seed_runs,
+            sum(r.wall_time_s for r in seed_runs),
+            label=plan.label,
+            input_conversion=conversion,
+        )
 
     result_points, failed, placing = _points(plans, seed_list, runs, summary)
     if adapters is not None:
         _place(adapters, result_points, placing, all_seeds)
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
-    return SweepResult(model=spec_with_load(model, study.template), data=study.data_record, recipe=recipe,
-                       seeds=seed_list, budgets=sorted(budgets) if budgets is not None else planned_budgets,
-                       methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
-                       head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),
-                       points=result_points, failed=failed, skipped=list(skipped), ranking_source=ranking_source,
-                       wall_time_s=time.perf_counter() - start, command=command, input_conversion=conversion,
-                       plans_source=plans_source)
+    return SweepResult(
+        model=spec_with_load(model, study.template),
+        data=study.data_record,
+        recipe=recipe,
+        seeds=seed_list,
+        budgets=sorted(budgets) if budgets is not None else planned_budgets,
+        methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
+        head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),
+        points=result_points,
+        failed=failed,
+        skipped=list(skipped),
+        ranking_source=ranking_source,
+        wall_time_s=time.perf_counter() - start,
+        command=command,
+        input_conversion=conversion,
+        plans_source=plans_source,
+    )
 
 
-def _check_sweep(study: "Study", plans: Sequence[Plan], seeds: int, head_in_budget: bool | None,
-                 plans_source: str) -> set[bool]:
+def _check_sweep(
+    study: Study, plans: Sequence[Plan], seeds: int, head_in_budget: bool | None, plans_source: str
+) -> set[bool]:
     """Refuse plans for another dataset, plans that disagree on the head, and plans that do not fit the study's
     model; returns the plans' ``head_in_budget`` values."""
     check_plans(plans, seeds)
-    plans_dataset(plans, study.data.dataset,
-                  source=f"the plans of {plans_source!r}" if plans_source else "the plans")
+    plans_dataset(plans, study.data.dataset, source=f"the plans of {plans_source!r}" if plans_source else "the plans")
     counted = {p.head_in_budget for p in plans}
     if head_in_budget is None and len(counted) > 1:
         raise PetlError("the plans disagree on whether the head counts against the budget (head_in_budget)")
@@ -306,17 +377,21 @@ def _check_sweep(study: "Study", plans: Sequence[Plan], seeds: int, head_in_budg
     return counted
 
 
-def _place(adapters: Path, points: list[SweepPoint], placing: list[tuple[str, list[TrialRecord]]],
-           all_seeds: bool) -> None:
+def _place(
+    adapters: Path, points: list[SweepPoint], placing: list[tuple[str, list[TrialRecord]]], all_seeds: bool
+) -> None:
     """Place each point's adapter in ``adapters`` and record where (relative to the sweep's file)."""
     where = place_adapters(adapters, placing, all_seeds=all_seeds)
     for point, (name, _) in zip(points, placing):
         point.adapter = os.path.relpath(where[name], adapters.parent) if where[name] else None
 
 
-def _points(plans: Sequence[Plan], seed_list: list[int], records: dict[tuple[int, int], TrialRecord],
-            summary: Callable[[Plan, list[TrialRecord]], RunResult],
-            ) -> tuple[list[SweepPoint], list[dict[str, Any]], list[tuple[str, list[TrialRecord]]]]:
+def _points(
+    plans: Sequence[Plan],
+    seed_list: list[int],
+    records: dict[tuple[int, int], TrialRecord],
+    summary: Callable[[Plan, list[TrialRecord]], RunResult],
+) -> tuple[list[SweepPoint], list[dict[str, Any]], list[tuple[str, list[TrialRecord]]]]:
     """One point per plan with a finished seed (a configuration trained before is marked ``same_as``), every
     failed (plan, seed), and each point's (plan file stem, finished records) for its adapter."""
     points, failed, placing = [], [], []
@@ -326,8 +401,11 @@ def _points(plans: Sequence[Plan], seed_list: list[int], records: dict[tuple[int
         first = first_of.setdefault(json.dumps(plan.config, sort_keys=True), me)
         recs = [records[(id(plan), s)] for s in seed_list]
         ok = [r for r in recs if r.ok]
-        failed += [{"label": plan.label, "budget": plan.budget, "seed": r.payload["seed"], "error": r.error}
-                   for r in recs if not r.ok]
+        failed += [
+            {"label": plan.label, "budget": plan.budget, "seed": r.payload["seed"], "error": r.error}
+            for r in recs
+            if not r.ok
+        ]
         if ok:
             points.append(SweepPoint(plan, summary(plan, ok), same_as=first if first != me else None))
             placing.append((Path(plan_file_name(plan)).stem, ok))

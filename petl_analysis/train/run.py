@@ -9,9 +9,10 @@ budget as what it is compared with.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,19 +139,37 @@ def train_one_seed(
     if head_init == "lp":
         fit_linear_probe(net, task, recipe, seed=seed, device=device)
     method = apply_method(net, config)
-    res: FitResult = fit(net, task.train, task.val, recipe, test=task.test, seed=seed, device=device,
-                         callback=callback)
+    res: FitResult = fit(
+        net, task.train, task.val, recipe, test=task.test, seed=seed, device=device, callback=callback
+    )
     if adapter_dir is not None:
-        save_adapter(net, method, adapter_dir, model_spec=model,
-                     extra={"seed": seed, "val_acc": res.val_acc, **(adapter_record or {})})
+        save_adapter(
+            net,
+            method,
+            adapter_dir,
+            model_spec=model,
+            extra={"seed": seed, "val_acc": res.val_acc, **(adapter_record or {})},
+        )
     also_val_acc = None
     if also_val is not None:
         other = build_task(also_val.for_seed(seed), net, dataset=ds)
         also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size)[0]
-    run = SeedRun(seed, res.val_acc, res.test_acc, res.last_val_acc, res.last_test_acc, res.best_epoch,
-                  res.epochs_run, res.n_train, time.perf_counter() - start, res.train_loss, res.val_curve,
-                  steps=res.steps, also_val_acc=also_val_acc,
-                  val_correct=pack_correct(res.val_correct) if res.val_correct is not None else None)
+    run = SeedRun(
+        seed,
+        res.val_acc,
+        res.test_acc,
+        res.last_val_acc,
+        res.last_test_acc,
+        res.best_epoch,
+        res.epochs_run,
+        res.n_train,
+        time.perf_counter() - start,
+        res.train_loss,
+        res.val_curve,
+        steps=res.steps,
+        also_val_acc=also_val_acc,
+        val_correct=pack_correct(res.val_correct) if res.val_correct is not None else None,
+    )
     return run, res.trainable
 
 
@@ -183,28 +202,71 @@ def run_method(
     conversion = study.conversion
     runs, trainable = [], {}
     for seed in seed_list:
-        run, trainable = train_one_seed(model, data, config, recipe, seed, head_init=head_init, device=device,
-                                        adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
-                                        callback=callback)
+        run, trainable = train_one_seed(
+            model,
+            data,
+            config,
+            recipe,
+            seed,
+            head_init=head_init,
+            device=device,
+            adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
+            callback=callback,
+        )
         runs.append(run)
         if on_seed:
             on_seed(run)
-    return summarise(config.method, config.to_dict(), spec_with_load(model, study.template), study.data_record, recipe, head_init,
-                     trainable,
-                     runs,
-                     time.perf_counter() - start, label=label, plan=plan, input_conversion=conversion)
+    return summarise(
+        config.method,
+        config.to_dict(),
+        spec_with_load(model, study.template),
+        study.data_record,
+        recipe,
+        head_init,
+        trainable,
+        runs,
+        time.perf_counter() - start,
+        label=label,
+        plan=plan,
+        input_conversion=conversion,
+    )
 
 
-def summarise(method, config, model, data, recipe, head_init, trainable, runs, wall, *, label="", plan=None,
-              input_conversion: InputConversion | None = None) -> RunResult:
+def summarise(
+    method,
+    config,
+    model,
+    data,
+    recipe,
+    head_init,
+    trainable,
+    runs,
+    wall,
+    *,
+    label="",
+    plan=None,
+    input_conversion: InputConversion | None = None,
+) -> RunResult:
     def stats(values: list[float | None]) -> tuple[float, float]:
         vals = [v for v in values if v is not None]
         return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), float("nan"))
 
     test_mean, test_std = stats([r.test_acc for r in runs])
     return RunResult(
-        method=method, config=config, model=model, data=data, recipe=recipe, head_init=head_init,
-        trainable=trainable, seeds=runs, test_acc_mean=test_mean, test_acc_std=test_std,
-        val_acc_mean=stats([r.val_acc for r in runs])[0], last_test_acc_mean=stats([r.last_test_acc for r in runs])[0],
-        wall_time_s=wall, label=label, plan=plan, input_conversion=input_conversion,
+        method=method,
+        config=config,
+        model=model,
+        data=data,
+        recipe=recipe,
+        head_init=head_init,
+        trainable=trainable,
+        seeds=runs,
+        test_acc_mean=test_mean,
+        test_acc_std=test_std,
+        val_acc_mean=stats([r.val_acc for r in runs])[0],
+        last_test_acc_mean=stats([r.last_test_acc for r in runs])[0],
+        wall_time_s=wall,
+        label=label,
+        plan=plan,
+        input_conversion=input_conversion,
     )

@@ -30,10 +30,18 @@ from .base import (
     get_method,
     methods_sized,
 )
-from .saving import ADAPTER_FILE, ADAPTER_RECORD_FILE, base_fingerprint, load_adapter, read_adapter_record, save_adapter
+from .saving import (
+    ADAPTER_FILE,
+    ADAPTER_RECORD_FILE,
+    base_fingerprint,
+    load_adapter,
+    read_adapter_record,
+    save_adapter,
+)
 
 # The order of these imports is the order methods register, which is the order reports and help list them.
-from .kadaptation import KAdaptation, KAdaptationConfig  # noqa: I001
+# isort: off
+from .kadaptation import KAdaptation, KAdaptationConfig
 from .lora import Lora, LoraConfig
 from .adapter import Adapter, AdapterConfig
 from .compacter import Compacter, CompacterConfig
@@ -41,6 +49,7 @@ from .vpt import Vpt, VptConfig
 from .bitfit import BitFit, BitFitConfig
 from .layernorm import LayerNormConfig, LayerNormTuning
 from .linear import Full, FullConfig, Linear, LinearConfig
+# isort: on
 
 __all__ = [
     "ADAPTER_FILE",
@@ -48,7 +57,6 @@ __all__ = [
     "FIXED",
     "METHODS",
     "PLANNED",
-    "Knob",
     "Adapter",
     "AdapterConfig",
     "BitFit",
@@ -59,6 +67,7 @@ __all__ = [
     "FullConfig",
     "KAdaptation",
     "KAdaptationConfig",
+    "Knob",
     "LayerNormConfig",
     "LayerNormTuning",
     "Linear",

@@ -31,8 +31,9 @@ To add a method (the checklist; nothing else keeps a table of methods):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -44,12 +45,12 @@ from ..registry import Registry
 from .deltas import TensorDeltas, has_deltas, merge_deltas, unload_deltas, unmerge_deltas
 
 __all__ = [
-    "METHODS",
-    "Added",
     "FIXED",
+    "METHODS",
+    "PLANNED",
+    "Added",
     "Knob",
     "Method",
-    "PLANNED",
     "MethodConfig",
     "apply_method",
     "config_from_dict",
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 #: Registry of adaptation methods: name -> :class:`Method` subclass (whose ``config_class`` is its config).
-METHODS: Registry[type["Method"]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 # ----------------------------------------------------------------------------------------------------------- config
@@ -93,7 +94,9 @@ class MethodConfig:
         if not isinstance(self.targets, list) or not all(isinstance(t, str) and t.strip() for t in self.targets):
             raise PetlError(f"{self.method}: targets must be a list of target specs such as ['attn.q', 'attn.v']")
         if self.uses_targets and not self.targets:
-            raise PetlError(f"{self.method}: no targets given; expected specs such as attn.q,attn.v or blocks[0-5].mlp")
+            raise PetlError(
+                f"{self.method}: no targets given; expected specs such as attn.q,attn.v or blocks[0-5].mlp"
+            )
         self._check_bool("train_head")
         self.validate()
 
@@ -285,7 +288,9 @@ class Method:
                 f"adapter state has {len(unexpected)} tensor(s) this {self.name} model does not, e.g. {unexpected[0]!r}"
             )
         if missing:
-            raise PetlError(f"adapter state lacks {len(missing)} tensor(s) of this {self.name} model, e.g. {missing[0]!r}")
+            raise PetlError(
+                f"adapter state lacks {len(missing)} tensor(s) of this {self.name} model, e.g. {missing[0]!r}"
+            )
         for k, v in state.items():
             if tuple(v.shape) != tuple(own[k].shape):
                 raise PetlError(
@@ -350,8 +355,11 @@ def register_method(
 def methods_sized(sizing: str | type[Knob]) -> list[str]:
     """Registered methods of one sizing (:data:`PLANNED`, :data:`FIXED`, or ``Knob`` for every knob-sized one), in
     registration order."""
-    return [name for name in METHODS.registered()
-            if (isinstance(METHODS.get(name).sizing, Knob) if sizing is Knob else METHODS.get(name).sizing == sizing)]
+    return [
+        name
+        for name in METHODS.registered()
+        if (isinstance(METHODS.get(name).sizing, Knob) if sizing is Knob else METHODS.get(name).sizing == sizing)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- model helpers
@@ -361,7 +369,9 @@ _PARAMETRIZED = re.compile(r"\.parametrizations\.([^.]+)\.original$")
 def _owned_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Name prefixes of modules added by methods (adapter modules and delta containers)."""
     return tuple(
-        f"{n}." for n, m in model.named_modules(remove_duplicate=False) if n and isinstance(m, (AdapterModule, TensorDeltas))
+        f"{n}."
+        for n, m in model.named_modules(remove_duplicate=False)
+        if n and isinstance(m, (AdapterModule, TensorDeltas))
     )
 
 

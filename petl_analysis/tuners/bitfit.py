@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import Added, FIXED, Method, MethodConfig, register_method
+from .base import FIXED, Added, Method, MethodConfig, register_method
 from .deltas import DeltaMixin, attach_delta
 
 

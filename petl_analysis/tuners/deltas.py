@@ -19,11 +19,12 @@ registered) by the others, so its tensor has one name and is counted once, as a 
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
 
 class DeltaMixin:
     """A module producing a tensor delta. Subclasses implement :meth:`delta`.

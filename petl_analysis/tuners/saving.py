@@ -83,8 +83,11 @@ def canonical_names(model: nn.Module, names: list[str]) -> dict[str, str]:
         method, _, unit_key = key.partition("_")
         unit = units.get((owner, unit_key)) if method in methods else None
         generic = f"{owner + '.' if owner else ''}{tensor}.{key}.{rest}"
-        out[name] = (f"{unit}.{method}.{rest}" if tensor == "weight" else f"{unit}.{tensor}.{method}.{rest}") \
-            if unit else generic
+        out[name] = (
+            (f"{unit}.{method}.{rest}" if tensor == "weight" else f"{unit}.{tensor}.{method}.{rest}")
+            if unit
+            else generic
+        )
     if len(set(out.values())) < len(out):  # never expected; stay correct rather than pretty
         out = {n: _DELTA.sub(r"\g<owner>.\g<tensor>.\g<key>.\g<rest>", n) for n in names}
     return out
@@ -110,8 +113,14 @@ def _num_classes(model: nn.Module) -> int | None:
     return getattr(head, "out_features", None)
 
 
-def save_adapter(model: nn.Module, method: Method, directory: str | Path, *, model_spec: Any = None,
-                 extra: dict[str, Any] | None = None) -> Path:
+def save_adapter(
+    model: nn.Module,
+    method: Method,
+    directory: str | Path,
+    *,
+    model_spec: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write the adapter of ``method`` on ``model`` into ``directory`` (:data:`ADAPTER_RECORD_FILE` and
     :data:`ADAPTER_FILE`, each atomically): canonical tensor names, the method config, the base fingerprint, the
     number of classes and ``model_spec`` (a :class:`~petl_analysis.models.ModelSpec`, recorded to say what base to
@@ -158,13 +167,18 @@ def read_adapter_record(directory: str | Path) -> AdapterRecord:
     path, _ = _files(directory)
     record = read_json(path, "adapter record")
     if not isinstance(record, dict) or record.get("format") != ADAPTER_FORMAT or "config" not in record:
-        what = "a peft adapter, not a petl-analysis one" if isinstance(record, dict) and "peft_type" in record else \
-            "not a petl-analysis adapter record"
+        what = (
+            "a peft adapter, not a petl-analysis one"
+            if isinstance(record, dict) and "peft_type" in record
+            else "not a petl-analysis adapter record"
+        )
         raise PetlError(f"{str(path)!r} is {what}")
     version = int(record.get("format_version", 0))
     if version > ADAPTER_FORMAT_VERSION:
-        raise PetlError(f"adapter in {str(directory)!r} has format version {version}; this petl-analysis "
-                        f"({__version__}) reads up to {ADAPTER_FORMAT_VERSION}")
+        raise PetlError(
+            f"adapter in {str(directory)!r} has format version {version}; this petl-analysis "
+            f"({__version__}) reads up to {ADAPTER_FORMAT_VERSION}"
+        )
     if version < 2:
         record = {**record, "format_version": ADAPTER_FORMAT_VERSION, "base": None}
     return record
@@ -178,11 +192,15 @@ def _check_base(record: AdapterRecord, model: nn.Module, directory: Path) -> Non
     trained_on = f"{spec.get('name', 'a model')} (weights {spec.get('weights', '?')})" if spec else "another base"
     classes = _num_classes(model)
     if base.get("num_classes") is not None and classes is not None and base["num_classes"] != classes:
-        raise PetlError(f"adapter {str(directory)!r} has a {base['num_classes']}-class head; this model has "
-                        f"{classes} classes (build it with num_classes={base['num_classes']})")
+        raise PetlError(
+            f"adapter {str(directory)!r} has a {base['num_classes']}-class head; this model has "
+            f"{classes} classes (build it with num_classes={base['num_classes']})"
+        )
     if base.get("fingerprint") and base["fingerprint"] != base_fingerprint(model):
-        raise PetlError(f"adapter {str(directory)!r} was trained on {trained_on}, base fingerprint "
-                        f"{base['fingerprint'][:12]}; this model's frozen weights differ: load it onto that base")
+        raise PetlError(
+            f"adapter {str(directory)!r} was trained on {trained_on}, base fingerprint "
+            f"{base['fingerprint'][:12]}; this model's frozen weights differ: load it onto that base"
+        )
 
 
 def load_adapter(model: nn.Module, directory: str | Path, *, check_base: bool = True) -> Method:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -114,8 +114,9 @@ def _defined(pred: np.ndarray, score: np.ndarray) -> bool:
     return len(score) >= 3 and np.ptp(score) > 0 and np.ptp(pred) > 0
 
 
-def rank_correlation(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str],
-                     score: np.ndarray) -> tuple[float, float]:
+def rank_correlation(
+    order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], score: np.ndarray
+) -> tuple[float, float]:
     """(Spearman, Kendall tau-b) between the predicted midranks and the oracle ``score`` per label (higher = better).
 
     nan when undefined: fewer than 3 sets, every set tied in the oracle, or every set in one predicted class."""
@@ -133,8 +134,9 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (ry @ rx) / np.sqrt((rx @ rx) * (ry * ry).sum(axis=-1))
 
 
-def permutation_test(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], score: np.ndarray,
-                     *, seed: int = 0) -> PermutationTest:
+def permutation_test(
+    order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], score: np.ndarray, *, seed: int = 0
+) -> PermutationTest:
     """Upper- and lower-tail permutation p-values of Spearman rho, keeping the predicted tie classes.
 
     The null: the oracle scores fall on the sets at random. Every one of the ``n!`` assignments is enumerated when
@@ -146,13 +148,23 @@ def permutation_test(order: Sequence[str] | Sequence[Sequence[str]], labels: Seq
         return PermutationTest(math.nan, math.nan, 0, True)
     tails = {}
     for side in ("greater", "less"):
-        res = stats.permutation_test((score,), lambda y, axis=-1: _spearman_rows(pred, y), vectorized=True,
-                                     permutation_type="pairings", n_resamples=MAX_EXACT_PERMUTATIONS,
-                                     alternative=side, random_state=seed)
+        res = stats.permutation_test(
+            (score,),
+            lambda y, axis=-1: _spearman_rows(pred, y),
+            vectorized=True,
+            permutation_type="pairings",
+            n_resamples=MAX_EXACT_PERMUTATIONS,
+            alternative=side,
+            random_state=seed,
+        )
         tails[side] = float(res.pvalue)
     exact = math.factorial(n) <= MAX_EXACT_PERMUTATIONS
-    return PermutationTest(p_better=tails["greater"], p_worse=tails["less"],
-                           permutations=math.factorial(n) if exact else MAX_EXACT_PERMUTATIONS, exact=exact)
+    return PermutationTest(
+        p_better=tails["greater"],
+        p_worse=tails["less"],
+        permutations=math.factorial(n) if exact else MAX_EXACT_PERMUTATIONS,
+        exact=exact,
+    )
 
 
 def smallest_p(classes: Sequence[Sequence[str]]) -> float:
@@ -183,8 +195,9 @@ def seed_resamples(n_seeds: int) -> list[tuple[int, ...]]:
     return list(itertools.combinations_with_replacement(range(n_seeds), n_seeds))
 
 
-def seed_span(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str],
-              acc: np.ndarray) -> tuple[list[float | None], list[float | None], int]:
+def seed_span(
+    order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], acc: np.ndarray
+) -> tuple[list[float | None], list[float | None], int]:
     """([min, max] Spearman, [min, max] Kendall, resamples) over every seed resample of the oracle ``acc[set, seed]``.
 
     A *seed span*, not a confidence interval: with 2 or 3 seeds there are 3 or 10 resamples, and the span says how
@@ -202,8 +215,15 @@ def seed_span(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[s
     return span(values[:, 0]), span(values[:, 1]), len(picks)
 
 
-def image_bootstrap(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], correct: np.ndarray, *,
-                    n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[float | None]:
+def image_bootstrap(
+    order: Sequence[str] | Sequence[Sequence[str]],
+    labels: Sequence[str],
+    correct: np.ndarray,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[float | None]:
     """Percentile interval of Spearman rho from resampling validation images, paired across sets and seeds.
 
     ``correct[set, seed, image]`` (bool): whether the set's model of that seed classified the image right; every
@@ -215,8 +235,12 @@ def image_bootstrap(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequ
         raise ValueError(f"correct must be [set, seed, image] with {len(labels)} sets, got shape {correct.shape}")
     rng = np.random.default_rng(seed)
     n_img = correct.shape[2]
-    rhos = np.array([rank_correlation(order, labels, correct[:, :, rng.integers(0, n_img, n_img)].mean(axis=(1, 2)))[0]
-                     for _ in range(n_boot)])
+    rhos = np.array(
+        [
+            rank_correlation(order, labels, correct[:, :, rng.integers(0, n_img, n_img)].mean(axis=(1, 2)))[0]
+            for _ in range(n_boot)
+        ]
+    )
     rhos = rhos[np.isfinite(rhos)]
     if not rhos.size:
         return [None, None]
@@ -238,17 +262,25 @@ def random_null(n_sets: int, *, draws: int = 5000, seed: int = 0) -> np.ndarray:
     return 1.0 - 6.0 * d2 / (n_sets * (n_sets**2 - 1))
 
 
-def agreement_stats(order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], acc: np.ndarray, *,
-                    seed: int = 0) -> Correlation:
+def agreement_stats(
+    order: Sequence[str] | Sequence[Sequence[str]], labels: Sequence[str], acc: np.ndarray, *, seed: int = 0
+) -> Correlation:
     """Correlation of ``order`` (tie classes or a strict order) with the seed-mean oracle ``acc[set, seed]``: rho and
     tau on midranks, their seed spans, and the permutation test under the predicted ties."""
     acc = np.asarray(acc, dtype=float)
     mean = acc.mean(axis=1)
     rho, tau = rank_correlation(order, labels, mean)
     rho_span, tau_span, n_resamples = seed_span(order, labels, acc)
-    return Correlation(spearman=rho, kendall=tau, spearman_span=rho_span, kendall_span=tau_span,
-                       test=permutation_test(order, labels, mean, seed=seed), n_sets=len(labels),
-                       n_seeds=acc.shape[1], n_resamples=n_resamples)
+    return Correlation(
+        spearman=rho,
+        kendall=tau,
+        spearman_span=rho_span,
+        kendall_span=tau_span,
+        test=permutation_test(order, labels, mean, seed=seed),
+        n_sets=len(labels),
+        n_seeds=acc.shape[1],
+        n_resamples=n_resamples,
+    )
 
 
 def top_k_overlap(predicted: Sequence[str], oracle: Sequence[str], k: int) -> float:

@@ -100,8 +100,9 @@ def psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
     return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
 
 
-def random_directions(cov: torch.Tensor, out_features: int, rank: int,
-                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_directions(
+    cov: torch.Tensor, out_features: int, rank: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(U, V)``: ``U`` (out x rank) random orthonormal; ``V`` (in x rank) orthonormalised ``Σ^½ G``.
 
     Drawn in float64 from ``gen`` (U first, then G), so the same generator state gives the same directions.
@@ -133,8 +134,13 @@ def head_span_residual(targets: torch.Tensor, features: torch.Tensor) -> torch.T
     return targets.double() - z @ (torch.linalg.pinv(z) @ targets.double())
 
 
-def invisible_head(weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor,
-                   planted_features: torch.Tensor, rtol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def invisible_head(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    features: torch.Tensor,
+    planted_features: torch.Tensor,
+    rtol: float = 1e-5,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """The teacher's head ``(W_T, b_T)`` that cancels every part of the plant a head-only fit could express.
 
     Regress the planted features on the unplanted ones over the images, ``f' = M f + m + ε`` (least squares, so
@@ -169,12 +175,14 @@ def invisible_head(weight: torch.Tensor, bias: torch.Tensor, features: torch.Ten
     b_t = bias.double() + w @ fbar - w @ e @ m_inv @ (m_vec + e.T @ fbar)
     change = fp - f
     exact = (fp @ w_t.T + b_t) - (f @ w.T + bias.double() + eps @ (w @ e @ m_inv).T)
-    info = {"raw_head_span_share": head_span_share(change @ w.T, f),
-            "teacher_head_span_share": head_span_share(eps @ (w @ e @ m_inv).T, f),
-            "residual_share_of_feature_change": float(eps.norm() / change.norm()) if float(change.norm()) else 0.0,
-            "outside_feature_span": float((fp - fbar - ap @ e.T).norm() / (fp - fbar).norm()),
-            "head_norm_ratio": float(w_t.norm() / w.norm()),
-            "identity_error": float(exact.abs().max())}
+    info = {
+        "raw_head_span_share": head_span_share(change @ w.T, f),
+        "teacher_head_span_share": head_span_share(eps @ (w @ e @ m_inv).T, f),
+        "residual_share_of_feature_change": float(eps.norm() / change.norm()) if float(change.norm()) else 0.0,
+        "outside_feature_span": float((fp - fbar - ap @ e.T).norm() / (fp - fbar).norm()),
+        "head_norm_ratio": float(w_t.norm() / w.norm()),
+        "identity_error": float(exact.abs().max()),
+    }
     return w_t, b_t, info
 
 
@@ -188,8 +196,10 @@ def head_span_share(logit_change: torch.Tensor, features: torch.Tensor) -> float
 
 def _check_rank(rank: int, out_features: int, in_features: int) -> None:
     if not 1 <= rank <= min(out_features, in_features):
-        raise PetlError(f"planted rank must be in [1, {min(out_features, in_features)}] for a "
-                        f"{out_features}x{in_features} unit; got {rank}")
+        raise PetlError(
+            f"planted rank must be in [1, {min(out_features, in_features)}] for a "
+            f"{out_features}x{in_features} unit; got {rank}"
+        )
 
 
 def unit_scale(direction: torch.Tensor, weight: torch.Tensor, centred_inputs: torch.Tensor) -> float:
@@ -228,9 +238,13 @@ def balance_bias(logits: torch.Tensor, target_counts: torch.Tensor, iters: int =
     return best.to(torch.float32)
 
 
-def planted_delta(units: list[Unit], params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
-                  directions: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                  strength: float) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def planted_delta(
+    units: list[Unit],
+    params: dict[str, torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    directions: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    strength: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The dense change of every planted parameter, and each unit's scale ``strength · c``.
 
     Each unit gets ``ΔW = strength · c · U Vᵀ`` with ``(U, V) = directions[unit.name]`` and ``c`` from
@@ -257,11 +271,10 @@ def planted_delta(units: list[Unit], params: dict[str, torch.Tensor], inputs: di
 
 
 def _view(full: torch.Tensor, t: TensorSlice) -> torch.Tensor:
-    return full if t.rows is None else full[t.rows[0]:t.rows[1]]
+    return full if t.rows is None else full[t.rows[0] : t.rows[1]]
 
 
-def _add(delta: dict[str, torch.Tensor], params: dict[str, torch.Tensor], t: TensorSlice,
-         value: torch.Tensor) -> None:
+def _add(delta: dict[str, torch.Tensor], params: dict[str, torch.Tensor], t: TensorSlice, value: torch.Tensor) -> None:
     full = delta.setdefault(t.param, torch.zeros_like(params[t.param], dtype=torch.float64))
     _view(full, t).add_(value)
 
@@ -345,24 +358,39 @@ class PlantedTask:
     def metadata(self) -> dict[str, Any]:
         """Everything but tensors and the model, JSON-serialisable (written as ``planted.json``)."""
         return {
-            "schema": "planted_task", "version": 2,
-            "base_dataset": self.base.name, "model": {k: v for k, v in vars(self.model).items()},
-            "target": self.target, "units": list(self.units), "rank": self.rank, "direction": self.direction,
+            "schema": "planted_task",
+            "version": 2,
+            "base_dataset": self.base.name,
+            "model": {k: v for k, v in vars(self.model).items()},
+            "target": self.target,
+            "units": list(self.units),
+            "rank": self.rank,
+            "direction": self.direction,
             "strength": self.strength,
-            "seed": self.seed, "calibrated": self.calibrated, "share_target": self.share_target,
-            "share_changed": self.share_changed, "share_changed_unbalanced": self.share_changed_unbalanced,
+            "seed": self.seed,
+            "calibrated": self.calibrated,
+            "share_target": self.share_target,
+            "share_changed": self.share_changed,
+            "share_changed_unbalanced": self.share_changed_unbalanced,
             "teacher_agreement_with_original": self.teacher_agreement,
             "base_agreement_with_original": self.base_agreement,
-            "class_counts": self.class_counts, "base_class_counts": self.base_class_counts,
-            "balanced": self.balanced, "n_images": len(self.dataset), "head_fit": self.head_fit,
-            "planted": [vars(p) for p in self.planted], "calibration": self.calibration,
-            "invisible": self.invisible, "invisibility": self.invisibility, "head_check": self.head_check,
+            "class_counts": self.class_counts,
+            "base_class_counts": self.base_class_counts,
+            "balanced": self.balanced,
+            "n_images": len(self.dataset),
+            "head_fit": self.head_fit,
+            "planted": [vars(p) for p in self.planted],
+            "calibration": self.calibration,
+            "invisible": self.invisible,
+            "invisibility": self.invisibility,
+            "head_check": self.head_check,
         }
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """The relabelled dataset as an image folder with ``planted.json`` (:func:`write_image_folder`)."""
-        return write_image_folder(self.dataset, path, metadata=self.metadata(), metadata_file=METADATA_FILE,
-                                  overwrite=overwrite)
+        return write_image_folder(
+            self.dataset, path, metadata=self.metadata(), metadata_file=METADATA_FILE, overwrite=overwrite
+        )
 
 
 def default_head_recipe() -> Recipe:
@@ -374,8 +402,9 @@ def _unit_inputs(model: nn.Module, modules: list[str], x: torch.Tensor) -> dict[
     """Input activations of each module on ``x``, tokens pooled: ``module -> (N · tokens, in_features)``."""
     found: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
     named = dict(model.named_modules())
-    hooks = [named[m].register_forward_hook(lambda mod, inp, out, m=m: found[m].append(inp[0].detach()))
-             for m in modules]
+    hooks = [
+        named[m].register_forward_hook(lambda mod, inp, out, m=m: found[m].append(inp[0].detach())) for m in modules
+    ]
     try:
         with torch.no_grad():
             model(x)
@@ -410,13 +439,17 @@ def derangement(n: int, gen: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def _pre_logits(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    return torch.cat([model.forward_head(model.forward_features(x[i:i + batch]), pre_logits=True)
-                      for i in range(0, len(x), batch)])
+    return torch.cat(
+        [
+            model.forward_head(model.forward_features(x[i : i + batch]), pre_logits=True)
+            for i in range(0, len(x), batch)
+        ]
+    )
 
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def plant_unit(
@@ -487,8 +520,10 @@ def plant_unit(
     if balance is None:
         balance = not invisible
     if balance and invisible:
-        raise PetlError("balance=True shifts the teacher's head bias, a change a head-only fit can make: it cannot "
-                        "be combined with invisible=True")
+        raise PetlError(
+            "balance=True shifts the teacher's head bias, a change a head-only fit can make: it cannot "
+            "be combined with invisible=True"
+        )
     head0 = model.get_classifier()
     feats0 = _pre_logits(model, x)
     invisibility: dict[str, Any] = {}
@@ -512,8 +547,9 @@ def plant_unit(
                 tparams[name].add_(d.to(tparams[name].dtype))
         return teacher, delta, scales
 
-    def teacher_at(s: float) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor,
-                                      torch.Tensor]:
+    def teacher_at(
+        s: float,
+    ) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor, torch.Tensor]:
         teacher, delta, scales = planted_model(s)
         if invisible:
             w, b, info = invisible_head(head0.weight.detach(), head0.bias.detach(), feats0, _pre_logits(teacher, x))
@@ -548,34 +584,60 @@ def plant_unit(
     teacher, delta, scales, y, y_raw = built
     labels = y.to(torch.int64)
     relabelled = ImageDataset(base.images, labels, list(base.classes), f"planted:{target}@{base.name}")
-    planted = [PlantedUnit(u.name, scales[u.name], _relative_change(u, delta, params),
-                           _relative_rms(u, delta, params, inputs)) for u in units]
-    head_check = head_only_check(model, relabelled, y_base, split or SplitSpec(), head_recipe or default_head_recipe(),
-                                 seed=seed)
+    planted = [
+        PlantedUnit(
+            u.name, scales[u.name], _relative_change(u, delta, params), _relative_rms(u, delta, params, inputs)
+        )
+        for u in units
+    ]
+    head_check = head_only_check(
+        model, relabelled, y_base, split or SplitSpec(), head_recipe or default_head_recipe(), seed=seed
+    )
     return PlantedTask(
-        dataset=relabelled, base=base, model=spec, target=target, units=[u.name for u in units], rank=rank,
-        direction=direction, strength=float(s_final), seed=seed, calibrated=strength is None,
+        dataset=relabelled,
+        base=base,
+        model=spec,
+        target=target,
+        units=[u.name for u in units],
+        rank=rank,
+        direction=direction,
+        strength=float(s_final),
+        seed=seed,
+        calibrated=strength is None,
         share_target=share if strength is None else None,
-        share_changed=changed, share_changed_unbalanced=float((y_raw != y_base).float().mean()),
+        share_changed=changed,
+        share_changed_unbalanced=float((y_raw != y_base).float().mean()),
         teacher_agreement=float((labels == base.labels).float().mean()),
         base_agreement=float((y_base == base.labels).float().mean()),
         class_counts=torch.bincount(labels, minlength=base.num_classes).tolist(),
-        base_class_counts=target_counts.tolist(), balanced=balance,
+        base_class_counts=target_counts.tolist(),
+        balanced=balance,
         head_fit={"val_acc": float(fit.val_acc), "test_acc": float(fit.test_acc)},
-        planted=planted, calibration=history, invisible=invisible, invisibility=invisibility, head_check=head_check,
-        delta={k: v.float() for k, v in delta.items()}, teacher=teacher,
+        planted=planted,
+        calibration=history,
+        invisible=invisible,
+        invisibility=invisibility,
+        head_check=head_check,
+        delta={k: v.float() for k, v in delta.items()},
+        teacher=teacher,
     )
 
 
 def _relative_rms(u: Unit, delta, params, inputs) -> float:
     """``‖ΔW (X - μ)‖ / ‖W (X - μ)‖`` over the calibration inputs: the change's size relative to the unit's output."""
     x = inputs[u.module].double()
-    return unit_scale(_view(params[u.weight.param], u.weight), _view(delta[u.weight.param], u.weight),
-                      x - x.mean(0))
+    return unit_scale(_view(params[u.weight.param], u.weight), _view(delta[u.weight.param], u.weight), x - x.mean(0))
 
 
-def head_only_check(backbone: nn.Module, planted: ImageDataset, unplanted_labels: torch.Tensor, split: SplitSpec,
-                    recipe: Recipe, *, seed: int = 0) -> dict[str, Any]:
+def head_only_check(
+    backbone: nn.Module,
+    planted: ImageDataset,
+    unplanted_labels: torch.Tensor,
+    split: SplitSpec,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Can a new head on the *unplanted* backbone's features do better than the unplanted labels themselves?
 
     A linear probe is fitted on ``planted``'s ``split`` train part (its labels: the teacher's) and scored on its val
@@ -603,11 +665,17 @@ def head_only_check(backbone: nn.Module, planted: ImageDataset, unplanted_labels
     b, c = int((head_right & ~base_right).sum()), int((~head_right & base_right).sum())
     p = float(stats.binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
     n = len(y)
-    return {"n_val": n, "head_only_val": float(head_right.float().mean()),
-            "unplanted_val": float(base_right.float().mean()),
-            "gain_images": int(head_right.sum()) - int(base_right.sum()),
-            "mcnemar_b": b, "mcnemar_c": c, "p_one_sided": p, "head_beats_unplanted": p < HEAD_CHECK_ALPHA,
-            "fit_val_acc": float(fit.val_acc)}
+    return {
+        "n_val": n,
+        "head_only_val": float(head_right.float().mean()),
+        "unplanted_val": float(base_right.float().mean()),
+        "gain_images": int(head_right.sum()) - int(base_right.sum()),
+        "mcnemar_b": b,
+        "mcnemar_c": c,
+        "p_one_sided": p,
+        "head_beats_unplanted": p < HEAD_CHECK_ALPHA,
+        "fit_val_acc": float(fit.val_acc),
+    }
 
 
 def _relative_change(u: Unit, delta, params) -> float:
@@ -626,8 +694,10 @@ def _calibrate(share_at, share: float, tolerance: float, max_steps: int):
             break
         lo, hi = hi, hi * 2
     else:
-        raise PetlError(f"even strength {hi / 2:g} changes only {changed:.0%} of the labels (< {share:.0%}); "
-                        "pass a larger rank or a smaller share")
+        raise PetlError(
+            f"even strength {hi / 2:g} changes only {changed:.0%} of the labels (< {share:.0%}); "
+            "pass a larger rank or a smaller share"
+        )
     for _ in range(max_steps):
         if abs(best[1] - share) <= tolerance:
             break

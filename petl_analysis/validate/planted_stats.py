@@ -87,8 +87,10 @@ def sign_flip_test(differences: Sequence[Fraction | float]) -> float:
     if not d:
         return 1.0
     observed = abs(sum(d))
-    hits = sum(abs(sum(s * x for s, x in zip(signs, d, strict=True))) >= observed
-               for signs in itertools.product((1, -1), repeat=len(d)))
+    hits = sum(
+        abs(sum(s * x for s, x in zip(signs, d, strict=True))) >= observed
+        for signs in itertools.product((1, -1), repeat=len(d))
+    )
     return hits / 2 ** len(d)
 
 

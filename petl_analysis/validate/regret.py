@@ -10,8 +10,8 @@ random floor is the expectation over all orders. Both are exact (:func:`~petl_an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -45,8 +45,9 @@ def paired_difference(values: Sequence[float], reference: Sequence[float]) -> Pa
     d = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
     mean = float(d.mean()) if d.size else math.nan
     if d.size <= SEED_SPAN_MAX:
-        return PairedDifference([float(x) for x in d], mean, [float(d.min()), float(d.max())] if d.size else [],
-                                "seed span")
+        return PairedDifference(
+            [float(x) for x in d], mean, [float(d.min()), float(d.max())] if d.size else [], "seed span"
+        )
     half = float(stats.t.ppf(0.5 + T_LEVEL / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
     return PairedDifference([float(x) for x in d], mean, [mean - half, mean + half], "t 95% (ddof=1)")
 

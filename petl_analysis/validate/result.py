@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -13,7 +14,6 @@ from ..engine import Recipe
 from ..models import ModelSpec
 from ..probe.result import sample_std
 from ..task import DataSpec, InputConversion
-
 
 #: ``ValidationResult.judged_on``: the judge's data is split B, or (``allow_shared_data``) the probe's own data.
 JUDGED_ON_B, JUDGED_ON_OWN = "split B", "the probe's own data"
@@ -270,7 +270,9 @@ class ValidationResult(Artefact):
     VERSION = 2
     #: Version 1 judged on the probe's own data: its probe's data is its data, and ``judged_on`` stays empty (the old
     #: regret fields keep their meaning); its agreement records are re-read with the tie-aware statistics.
-    MIGRATIONS = {1: lambda body: _agreement_v2({**body, "probe_data": body.get("data")})}
+    MIGRATIONS: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+        1: lambda body: _agreement_v2({**body, "probe_data": body.get("data")})
+    }
 
     model: ModelSpec
     data: DataSpec
@@ -312,9 +314,16 @@ class ValidationResult(Artefact):
         rows = []
         for method in self.methods:
             for i, e in enumerate(self.oracle_of(method)):
-                rows.append({"method": method, "oracle rank": i + 1, "target": e.target, "trainable": e.used,
-                             "val acc": f"{100 * e.val_mean:.1f} ± {100 * e.val_std:.1f}",
-                             "test acc": f"{100 * e.test_mean:.1f}"})
+                rows.append(
+                    {
+                        "method": method,
+                        "oracle rank": i + 1,
+                        "target": e.target,
+                        "trainable": e.used,
+                        "val acc": f"{100 * e.val_mean:.1f} ± {100 * e.val_std:.1f}",
+                        "test acc": f"{100 * e.test_mean:.1f}",
+                    }
+                )
         return rows
 
     def agreement_table(self) -> list[dict[str, Any]]:
@@ -323,15 +332,23 @@ class ValidationResult(Artefact):
         rows = []
         for a in self.agreement:
             oracle = self.oracle_cost.get(a.method)
-            rows.append({"selector": a.selector, "method": a.method, "classes": format_classes(a.classes()),
-                         "spearman": format_correlation(a.spearman, a.spearman_span),
-                         "kendall": format_correlation(a.kendall, a.kendall_span),
-                         "spearman, image bootstrap 95%": format_interval(a.spearman_images),
-                         "p better (Holm)": format_p(a.p_better, a.p_better_holm),
-                         "p worse (Holm)": format_p(a.p_worse, a.p_worse_holm),
-                         "top-1": f"{a.top_k[0]:.0%}", "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
-                         "cost": a.cost.text() if a.cost else "-", "oracle cost": oracle.text() if oracle else "-",
-                         "verdict": a.verdict + self.verdict_label})
+            rows.append(
+                {
+                    "selector": a.selector,
+                    "method": a.method,
+                    "classes": format_classes(a.classes()),
+                    "spearman": format_correlation(a.spearman, a.spearman_span),
+                    "kendall": format_correlation(a.kendall, a.kendall_span),
+                    "spearman, image bootstrap 95%": format_interval(a.spearman_images),
+                    "p better (Holm)": format_p(a.p_better, a.p_better_holm),
+                    "p worse (Holm)": format_p(a.p_worse, a.p_worse_holm),
+                    "top-1": f"{a.top_k[0]:.0%}",
+                    "top-1 regret": f"{100 * a.top1_regret:.1f} pts",
+                    "cost": a.cost.text() if a.cost else "-",
+                    "oracle cost": oracle.text() if oracle else "-",
+                    "verdict": a.verdict + self.verdict_label,
+                }
+            )
         return rows
 
     @property
@@ -341,19 +358,33 @@ class ValidationResult(Artefact):
 
     def regret_table(self) -> list[dict[str, Any]]:
         if self.judged_on:
-            return [{"budget": r.budget, "selector": r.selector,
-                     "plans": ", ".join(f"#{i} {share:.0%}" for i, share in r.plan_shares.items()),
-                     "val acc (B)": f"{100 * float(np.mean(r.val_per_seed)):.1f}",
-                     "regret": f"{100 * r.regret:.1f} pts",
-                     f"selector − reference, {r.interval_kind}": f"[{100 * r.diff_interval[0]:+.1f}, "
-                                                                  f"{100 * r.diff_interval[1]:+.1f}]",
-                     "orders": r.orders} for r in self.regrets]
+            return [
+                {
+                    "budget": r.budget,
+                    "selector": r.selector,
+                    "plans": ", ".join(f"#{i} {share:.0%}" for i, share in r.plan_shares.items()),
+                    "val acc (B)": f"{100 * float(np.mean(r.val_per_seed)):.1f}",
+                    "regret": f"{100 * r.regret:.1f} pts",
+                    f"selector − reference, {r.interval_kind}": f"[{100 * r.diff_interval[0]:+.1f}, "
+                    f"{100 * r.diff_interval[1]:+.1f}]",
+                    "orders": r.orders,
+                }
+                for r in self.regrets
+            ]
         rows = []
         for b in self.budgets:
             for p in (p for p in self.plans if p.budget == b):
-                rows.append({"budget": b, "selector": p.selector, "targets": ", ".join(p.targets), "trainable": p.used,
-                             "val acc": f"{100 * p.val_mean:.1f} ± {100 * p.val_std:.1f}",
-                             "regret": f"{100 * p.regret:.1f} pts", "same as": p.same_as or "-"})
+                rows.append(
+                    {
+                        "budget": b,
+                        "selector": p.selector,
+                        "targets": ", ".join(p.targets),
+                        "trainable": p.used,
+                        "val acc": f"{100 * p.val_mean:.1f} ± {100 * p.val_std:.1f}",
+                        "regret": f"{100 * p.regret:.1f} pts",
+                        "same as": p.same_as or "-",
+                    }
+                )
         return rows
 
     def regret_of(self, selector: str, budget: int) -> SelectorRegret | None:
@@ -365,6 +396,9 @@ class ValidationResult(Artefact):
         if self.judged_on:
             r = self.regret_of(selector, budget)
             return r.regret if r is not None else math.nan
-        values = [p.regret for p in self.plans if p.budget == budget
-                  and (p.selector == selector or p.selector.startswith(f"{selector}:"))]
+        values = [
+            p.regret
+            for p in self.plans
+            if p.budget == budget and (p.selector == selector or p.selector.startswith(f"{selector}:"))
+        ]
         return float(np.mean(values)) if values else math.nan

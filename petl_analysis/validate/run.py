@@ -30,8 +30,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -48,11 +49,27 @@ from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_ra
 from ..task import DataSpec
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
-from .agreement import (agreement_stats, holm, image_bootstrap, oracle_order, random_null, regret, smallest_p,
-                        top_k_overlap)
+from .agreement import (
+    agreement_stats,
+    holm,
+    image_bootstrap,
+    oracle_order,
+    random_null,
+    regret,
+    smallest_p,
+    top_k_overlap,
+)
 from .regret import expected_per_seed, paired_difference, reference_index
-from .result import (JUDGED_ON_B, JUDGED_ON_OWN, Agreement, Cost, OracleEntry, PlanOutcome, SelectorRegret,
-                     ValidationResult)
+from .result import (
+    JUDGED_ON_B,
+    JUDGED_ON_OWN,
+    Agreement,
+    Cost,
+    OracleEntry,
+    PlanOutcome,
+    SelectorRegret,
+    ValidationResult,
+)
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -72,8 +89,11 @@ JUDGE_SEED_OFFSET = 1000
 
 def matched_budget(net, sets: dict[str, list[str]], methods: Sequence[str], *, head_in_budget: bool = False) -> int:
     """The default oracle budget: :data:`BUDGET_HEADROOM` x the largest cheapest plan over sets and methods."""
-    return BUDGET_HEADROOM * max(smallest_plan_cost(net, units, method=m, head_in_budget=head_in_budget)
-                                 for units in sets.values() for m in methods)
+    return BUDGET_HEADROOM * max(
+        smallest_plan_cost(net, units, method=m, head_in_budget=head_in_budget)
+        for units in sets.values()
+        for m in methods
+    )
 
 
 def default_judge_recipe() -> Recipe:
@@ -131,13 +151,14 @@ def run_validate(
     logged beside ``out``) and calls :func:`validate_probe` with ``options``."""
     from ..study import Study
 
-    study = Study(probe.model, probe.data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
-                  on_trial=on_trial)
+    study = Study(
+        probe.model, probe.data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial
+    )
     return study.validate(probe, out=out, **options)
 
 
 def validate_probe(
-    study: "Study",
+    study: Study,
     probe: ProbeResult,
     *,
     log: Path | None = None,
@@ -182,11 +203,20 @@ def validate_probe(
     budget, budgets = _validate_budgets(study.template, sets, methods, budget, budgets)
     oracle_plans, notes = plan_oracle(study, sets, methods, budget)
     if recipe.epoch_selection == "val":
-        notes.append("the recipe keeps each training's best epoch on the judge's validation images: every score is "
-                     "a maximum over the epochs of the images it reports (epoch_selection='last' avoids it)")
+        notes.append(
+            "the recipe keeps each training's best epoch on the judge's validation images: every score is "
+            "a maximum over the epochs of the images it reports (epoch_selection='last' avoids it)"
+        )
     rankings = selector_rankings(study, probe, sets, selectors, n_batches)  # split A: the probe's data
-    fit = _PlanTrainer(judge, log, seeds=seeds, recipe=recipe, head_init=head_init, first_seed=JUDGE_SEED_OFFSET,
-                       also_val=study.data if judged_on == JUDGED_ON_B else None)
+    fit = _PlanTrainer(
+        judge,
+        log,
+        seeds=seeds,
+        recipe=recipe,
+        head_init=head_init,
+        first_seed=JUDGE_SEED_OFFSET,
+        also_val=study.data if judged_on == JUDGED_ON_B else None,
+    )
     oracle = oracle_stage(fit, oracle_plans, sets, seeds)
     oracle_costs = oracle_cost(oracle_plans, fit.last_runs)
     costs = selector_costs(rankings, probe_source)
@@ -195,15 +225,38 @@ def validate_probe(
     planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings}
     plans, regrets, left_out = regret_stage(judge, fit, planners, sets, budgets, methods[0], notes)
     return ValidationResult(
-        model=spec_with_load(study.model, study.template), data=judge.data_record, recipe=recipe, head_init=head_init,
-        seeds=[JUDGE_SEED_OFFSET + s for s in range(seeds)], methods=list(methods), sets=list(sets),
-        per_block=probe.config.per_block, budget=int(budget), oracle=oracle, agreement=agreement,
-        random=random_summary, budgets=list(budgets), regret_method=methods[0], random_draws=random_draws,
-        plans=plans, selectors=list(rankings), notes=notes, n_val=n_val, failed=fit.failed,
-        probe_source=probe_source, wall_time_s=time.perf_counter() - start, train_time_s=fit.train_time_s,
-        command=command, input_conversion=conversion, probe_data=study.data_record, judged_on=judged_on,
-        seed_offset=JUDGE_SEED_OFFSET, regrets=regrets, regret_left_out=left_out,
-        oracle_cost=oracle_costs)
+        model=spec_with_load(study.model, study.template),
+        data=judge.data_record,
+        recipe=recipe,
+        head_init=head_init,
+        seeds=[JUDGE_SEED_OFFSET + s for s in range(seeds)],
+        methods=list(methods),
+        sets=list(sets),
+        per_block=probe.config.per_block,
+        budget=int(budget),
+        oracle=oracle,
+        agreement=agreement,
+        random=random_summary,
+        budgets=list(budgets),
+        regret_method=methods[0],
+        random_draws=random_draws,
+        plans=plans,
+        selectors=list(rankings),
+        notes=notes,
+        n_val=n_val,
+        failed=fit.failed,
+        probe_source=probe_source,
+        wall_time_s=time.perf_counter() - start,
+        train_time_s=fit.train_time_s,
+        command=command,
+        input_conversion=conversion,
+        probe_data=study.data_record,
+        judged_on=judged_on,
+        seed_offset=JUDGE_SEED_OFFSET,
+        regrets=regrets,
+        regret_left_out=left_out,
+        oracle_cost=oracle_costs,
+    )
 
 
 def judge_split(probe_data: DataSpec, allow_shared_data: bool, source: str = "") -> tuple[DataSpec, str]:
@@ -213,19 +266,22 @@ def judge_split(probe_data: DataSpec, allow_shared_data: bool, source: str = "")
     if part == "A":
         return dataclasses.replace(probe_data, split=dataclasses.replace(probe_data.split, part="B")), JUDGED_ON_B
     if not allow_shared_data:
-        raise PetlError(f"{source or 'the probe'}: data.split.part is {part!r}; validate judges a probe made on "
-                        f"split A (probe with --split-part A) on split B, or give --allow-shared-data to judge it "
-                        f"on its own data")
+        raise PetlError(
+            f"{source or 'the probe'}: data.split.part is {part!r}; validate judges a probe made on "
+            f"split A (probe with --split-part A) on split B, or give --allow-shared-data to judge it "
+            f"on its own data"
+        )
     return probe_data, JUDGED_ON_OWN
 
 
-def judge_n_val(judge: "Study") -> int:
+def judge_n_val(judge: Study) -> int:
     """Validation images the judge scores on (per seed)."""
     return len(make_splits(judge.dataset, judge.data.split).val)
 
 
-def _check_validate(probe: ProbeResult, selectors: Sequence[str], methods: Sequence[str],
-                    seeds: int) -> dict[str, list[str]]:
+def _check_validate(
+    probe: ProbeResult, selectors: Sequence[str], methods: Sequence[str], seeds: int
+) -> dict[str, list[str]]:
     """The probe's target sets (label -> units), after refusing unknown selectors and methods, or no seed."""
     for name in selectors:
         if name not in PROBE_SELECTORS:
@@ -243,8 +299,13 @@ def _check_validate(probe: ProbeResult, selectors: Sequence[str], methods: Seque
     return sets
 
 
-def _validate_budgets(net, sets: dict[str, list[str]], methods: Sequence[str], budget: BudgetLike | None,
-                      budgets: str | Sequence[BudgetLike] | None) -> tuple[int, list[int]]:
+def _validate_budgets(
+    net,
+    sets: dict[str, list[str]],
+    methods: Sequence[str],
+    budget: BudgetLike | None,
+    budgets: str | Sequence[BudgetLike] | None,
+) -> tuple[int, list[int]]:
     """The oracle budget (default :func:`matched_budget`) and the regret budgets (default :func:`default_budgets`)."""
     if budget is None:
         budget = matched_budget(net, sets, methods)
@@ -254,13 +315,17 @@ def _validate_budgets(net, sets: dict[str, list[str]], methods: Sequence[str], b
         budget = as_budget(budget, net, "--oracle-budget").params
     if not isinstance(budgets, str) and budgets and any(isinstance(b, int) and b <= 0 for b in budgets):
         raise PetlError(f"budgets must be positive numbers of parameters, got {list(budgets)}")
-    budgets = ([b.params for b in resolve_budgets(budgets, net, option="--budgets")] if parse_budgets(budgets)
-               else default_budgets(budget))
+    budgets = (
+        [b.params for b in resolve_budgets(budgets, net, option="--budgets")]
+        if parse_budgets(budgets)
+        else default_budgets(budget)
+    )
     return budget, budgets
 
 
-def plan_oracle(study: "Study", sets: dict[str, list[str]], methods: Sequence[str],
-                budget: int) -> tuple[list[tuple[str, str, Plan]], list[str]]:
+def plan_oracle(
+    study: Study, sets: dict[str, list[str]], methods: Sequence[str], budget: int
+) -> tuple[list[tuple[str, str, Plan]], list[str]]:
     """Phase 1's plans: every set adapted alone with each method at the matched ``budget`` (a set that does not fit
     is refused), and the note on how much of the budget they use."""
     oracle_plans: list[tuple[str, str, Plan]] = []
@@ -271,38 +336,60 @@ def plan_oracle(study: "Study", sets: dict[str, list[str]], methods: Sequence[st
             except PetlError as e:
                 raise PetlError(f"oracle budget {budget:,} cannot adapt {label} alone with {m}: {e}") from None
             if len(plan.targets[0].units) < len(units):
-                raise PetlError(f"oracle budget {budget:,} fits only part of {label} with {m}; give a larger --oracle-budget")
+                raise PetlError(
+                    f"oracle budget {budget:,} fits only part of {label} with {m}; give a larger --oracle-budget"
+                )
             oracle_plans.append((label, m, plan))
     used = [p.used for _, _, p in oracle_plans]
-    return oracle_plans, [f"oracle budget {budget:,} trainable parameters (head excluded); the plans use "
-                          f"{min(used):,}-{max(used):,} of it"]
+    return oracle_plans, [
+        f"oracle budget {budget:,} trainable parameters (head excluded); the plans use "
+        f"{min(used):,}-{max(used):,} of it"
+    ]
 
 
-def oracle_stage(fit: "_PlanTrainer", oracle_plans: list[tuple[str, str, Plan]], sets: dict[str, list[str]],
-                 seeds: int) -> list[OracleEntry]:
+def oracle_stage(
+    fit: _PlanTrainer, oracle_plans: list[tuple[str, str, Plan]], sets: dict[str, list[str]], seeds: int
+) -> list[OracleEntry]:
     """Phase 1, the oracle: the (set, method) plans of :func:`plan_oracle` trained over seeds, scored on
     validation. A failed training is refused (the oracle order needs every set)."""
     scored = fit([p for _, _, p in oracle_plans])
-    oracle = [OracleEntry(target=label, units=sets[label], method=m, config=plan.config, used=plan.used,
-                          val_per_seed=s.val, test_per_seed=s.test, val_correct=s.val_correct)
-              for (label, m, plan), s in zip(oracle_plans, scored)]
+    oracle = [
+        OracleEntry(
+            target=label,
+            units=sets[label],
+            method=m,
+            config=plan.config,
+            used=plan.used,
+            val_per_seed=s.val,
+            test_per_seed=s.test,
+            val_correct=s.val_correct,
+        )
+        for (label, m, plan), s in zip(oracle_plans, scored)
+    ]
     failed = [e.target for e in oracle if len(e.val_per_seed) < seeds]
     if failed:
-        raise PetlError(f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
-                        f"{fit.log_path or '(in memory)'}")
+        raise PetlError(
+            f"oracle trainings failed for {', '.join(sorted(set(failed)))}; see the trial log "
+            f"{fit.log_path or '(in memory)'}"
+        )
     return oracle
 
 
-def selector_rankings(study: "Study", probe: ProbeResult, sets: dict[str, list[str]], selectors: Sequence[str],
-                      n_batches: int) -> dict[str, Ranking]:
+def selector_rankings(
+    study: Study, probe: ProbeResult, sets: dict[str, list[str]], selectors: Sequence[str], n_batches: int
+) -> dict[str, Ranking]:
     """d90 and d90+acc from the probe, proxies on the same sets (validation-free: gradients and weights only), in the
     order of ``selectors``."""
-    rankings: dict[str, Ranking] = {name: PROBE_SELECTORS.get(name)(probe) for name in selectors
-                                     if name in PROBE_SELECTORS}
+    rankings: dict[str, Ranking] = {
+        name: PROBE_SELECTORS.get(name)(probe) for name in selectors if name in PROBE_SELECTORS
+    }
     proxies = [s for s in selectors if s not in PROBE_SELECTORS]
     if proxies:
-        rankings.update(proxy_rankings(proxies, study.model, study.data, sets, n_batches=n_batches,
-                                       device=study.device, study=study))
+        rankings.update(
+            proxy_rankings(
+                proxies, study.model, study.data, sets, n_batches=n_batches, device=study.device, study=study
+            )
+        )
     return {name: rankings[name] for name in selectors}  # in the order asked for
 
 
@@ -346,9 +433,14 @@ def _probe_cost(probe_source: str) -> Cost:
     return Cost(trainings, seconds, source=str(log))
 
 
-def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], labels: list[str],
-                    methods: Sequence[str], n_val: int, costs: dict[str, Cost] | None = None,
-                    ) -> tuple[list[Agreement], dict[str, Any], dict[str, list[str]]]:
+def agreement_stage(
+    oracle: list[OracleEntry],
+    rankings: dict[str, Ranking],
+    labels: list[str],
+    methods: Sequence[str],
+    n_val: int,
+    costs: dict[str, Cost] | None = None,
+) -> tuple[list[Agreement], dict[str, Any], dict[str, list[str]]]:
     """Each selector against each method's oracle order (correlations on midranks, permutation tests under the
     declared ties, Holm-corrected over the selectors per method and tail, top-k, top-1 regret, verdict, cost); what
     random orders achieve; and each method's oracle order."""
@@ -368,13 +460,27 @@ def agreement_stage(oracle: list[OracleEntry], rankings: dict[str, Ranking], lab
         for name, r in rankings.items():
             classes = r.tie_groups()
             corr = agreement_stats(classes, labels, acc)
-            rows.append(Agreement(
-                selector=name, method=m, order=r.order(), tie_classes=classes, spearman=corr.spearman,
-                kendall=corr.kendall, spearman_span=corr.spearman_span, kendall_span=corr.kendall_span,
-                p_better=corr.test.p_better, p_worse=corr.test.p_worse, permutations=corr.test.permutations,
-                exact=corr.test.exact, top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
-                top1_regret=regret(best, mean[r.order()[0]]), verdict="",
-                n_measured=r.details.get("n_measured") if name in PROBE_SELECTORS else None, cost=costs.get(name)))
+            rows.append(
+                Agreement(
+                    selector=name,
+                    method=m,
+                    order=r.order(),
+                    tie_classes=classes,
+                    spearman=corr.spearman,
+                    kendall=corr.kendall,
+                    spearman_span=corr.spearman_span,
+                    kendall_span=corr.kendall_span,
+                    p_better=corr.test.p_better,
+                    p_worse=corr.test.p_worse,
+                    permutations=corr.test.permutations,
+                    exact=corr.test.exact,
+                    top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
+                    top1_regret=regret(best, mean[r.order()[0]]),
+                    verdict="",
+                    n_measured=r.details.get("n_measured") if name in PROBE_SELECTORS else None,
+                    cost=costs.get(name),
+                )
+            )
         correct = _oracle_correct(oracle, m, labels, n_val)
         if correct is not None:
             for a in rows:
@@ -403,9 +509,15 @@ def _oracle_correct(oracle: list[OracleEntry], method: str, labels: list[str], n
     return np.array([[unpack_correct(c, n_val) for c in e.val_correct] for e in entries])
 
 
-def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Ranking], sets: dict[str, list[str]],
-                 budgets: Sequence[int], method: str,
-                 notes: list[str]) -> tuple[list[PlanOutcome], list[SelectorRegret], list[int]]:
+def regret_stage(
+    judge: Study,
+    fit: _PlanTrainer,
+    planners: dict[str, Ranking],
+    sets: dict[str, list[str]],
+    budgets: Sequence[int],
+    method: str,
+    notes: list[str],
+) -> tuple[list[PlanOutcome], list[SelectorRegret], list[int]]:
     """Phase 2 (module docstring, 3.): every distinct plan of every order at each budget, trained on the judge's
     data and also scored on the probe's validation images; the reference per budget chosen on those; each planner's
     regret (and the random floor's) against it, paired per seed. Returns the plans, the regrets and the budgets left
@@ -415,16 +527,25 @@ def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Rankin
     left_out: list[int] = []
     for b in budgets:
         try:
-            shares = {name: _order_shares(r.tie_groups() if r is not None else None, sets, judge, b, method, sampled,
-                                          (b, name)) for name, r in [("random", None), *planners.items()]}
+            shares = {
+                name: _order_shares(
+                    r.tie_groups() if r is not None else None, sets, judge, b, method, sampled, (b, name)
+                )
+                for name, r in [("random", None), *planners.items()]
+            }
         except PetlError as e:
             notes.append(f"budget {b:,}: {e}")
             continue
         by_key: dict[str, tuple[Plan, dict[str, float]]] = {}
         for name, of_orders in shares.items():
             for order, share in of_orders.items():
-                plan = plan_for_budget(_order_ranking(order, sets, judge.model, name), judge.template, b,
-                                       method=method, model_spec=judge.model)
+                plan = plan_for_budget(
+                    _order_ranking(order, sets, judge.model, name),
+                    judge.template,
+                    b,
+                    method=method,
+                    model_spec=judge.model,
+                )
                 key = json.dumps(plan.config, sort_keys=True)
                 entry = by_key.setdefault(key, (plan, {}))
                 entry[1][name] = entry[1].get(name, 0.0) + share
@@ -437,15 +558,27 @@ def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Rankin
     plans: list[PlanOutcome] = []
     for (b, plan, of), (val, test, a_val, _) in zip(planned, scored):
         first = next((n for n in planners if n in of), "random")
-        plans.append(PlanOutcome(budget=b, selector=first, method=method, targets=[t.target for t in plan.targets],
-                                 units=[u for t in plan.targets for u in t.units], config=plan.config,
-                                 used=plan.used, val_per_seed=val, test_per_seed=test, a_val_per_seed=a_val,
-                                 floor_share=of.get("random", 0.0)))
+        plans.append(
+            PlanOutcome(
+                budget=b,
+                selector=first,
+                method=method,
+                targets=[t.target for t in plan.targets],
+                units=[u for t in plan.targets for u in t.units],
+                config=plan.config,
+                used=plan.used,
+                val_per_seed=val,
+                test_per_seed=test,
+                a_val_per_seed=a_val,
+                floor_share=of.get("random", 0.0),
+            )
+        )
     regrets: list[SelectorRegret] = []
     for b in dict.fromkeys(b for b, _, _ in planned):
         idx = [i for i, (pb, _, _) in enumerate(planned) if pb == b]
-        if any(not plans[i].val_per_seed or len(plans[i].val_per_seed) != len(plans[idx[0]].val_per_seed)
-               for i in idx):
+        if any(
+            not plans[i].val_per_seed or len(plans[i].val_per_seed) != len(plans[idx[0]].val_per_seed) for i in idx
+        ):
             notes.append(f"budget {b:,}: a plan's training failed; no regret")
             continue
         # The reference is chosen on split A (the probe's validation images; the judge's own with shared data).
@@ -462,10 +595,19 @@ def regret_stage(judge: "Study", fit: "_PlanTrainer", planners: dict[str, Rankin
             if (b, name) in sampled:
                 how, n = sampled[(b, name)]
                 orders = f"{how}; Monte Carlo standard error {100 * _sampling_error(mine, plans, n):.2f} pts"
-            regrets.append(SelectorRegret(
-                budget=b, selector=name, plan_shares={str(i): w for i, w in mine}, val_per_seed=values,
-                diff_per_seed=diff.per_seed, diff_mean=diff.mean, diff_interval=diff.interval,
-                interval_kind=diff.interval_kind, orders=orders))
+            regrets.append(
+                SelectorRegret(
+                    budget=b,
+                    selector=name,
+                    plan_shares={str(i): w for i, w in mine},
+                    val_per_seed=values,
+                    diff_per_seed=diff.per_seed,
+                    diff_mean=diff.mean,
+                    diff_interval=diff.interval,
+                    interval_kind=diff.interval_kind,
+                    orders=orders,
+                )
+            )
     return plans, regrets, left_out
 
 
@@ -477,16 +619,28 @@ def _sampling_error(mine: list[tuple[int, float]], plans: list[PlanOutcome], n_o
     return math.sqrt(float((w * (x - mean) ** 2).sum()) / max(1, n_orders - 1))
 
 
-def _order_shares(groups: list[list[str]] | None, sets: dict[str, list[str]], judge: "Study", budget: int,
-                  method: str, sampled: dict[tuple[int, str], tuple[str, int]],
-                  key: tuple[int, str]) -> dict[tuple[str, ...], float]:
+def _order_shares(
+    groups: list[list[str]] | None,
+    sets: dict[str, list[str]],
+    judge: Study,
+    budget: int,
+    method: str,
+    sampled: dict[tuple[int, str], tuple[str, int]],
+    key: tuple[int, str],
+) -> dict[tuple[str, ...], float]:
     """Orders (one per distinct plan) and their shares among the orders consistent with ``groups`` (None: all
     orders), by :func:`~petl_analysis.plan.planner.greedy_plan_shares`; how they were counted when not exactly is
     recorded in ``sampled[key]``. A budget below every plan is refused (the planner's one-line error)."""
-    found = greedy_plan_shares(groups if groups is not None else [list(sets)], sets, judge.template, budget,
-                               method=method, seed=len(sampled))
-    plan_for_budget(_order_ranking(next(iter(found.shares)), sets, judge.model, "check"), judge.template, budget,
-                    method=method, model_spec=judge.model)
+    found = greedy_plan_shares(
+        groups if groups is not None else [list(sets)], sets, judge.template, budget, method=method, seed=len(sampled)
+    )
+    plan_for_budget(
+        _order_ranking(next(iter(found.shares)), sets, judge.model, "check"),
+        judge.template,
+        budget,
+        method=method,
+        model_spec=judge.model,
+    )
     if found.how != "exact":
         sampled[key] = (found.how, found.n_orders)
     return found.shares
@@ -506,7 +660,7 @@ class _PlanTrainer:
     """Trains lists of plans with the study's sweep (:meth:`~petl_analysis.study.Study.sweep`), all in one resumable
     trial log; a configuration trained here and in a sweep with the same recipe is the same trial."""
 
-    def __init__(self, study: "Study", log_path: Path | None, **kw: Any) -> None:
+    def __init__(self, study: Study, log_path: Path | None, **kw: Any) -> None:
         self.study, self.log_path = study, log_path
         self.kw = {**kw, "trials_log": self.log_path}
         self.failed: list[dict[str, Any]] = []
@@ -543,10 +697,14 @@ class _PlanTrainer:
             run = runs.get(id(plan))
             seeds = run.seeds if run is not None else []
             kept = [r for r in seeds if r.val_acc is not None]
-            out.append(Scored([float(r.val_acc) for r in kept],
-                              [float(r.test_acc) for r in seeds if r.test_acc is not None],
-                              [float(r.also_val_acc) for r in seeds if r.also_val_acc is not None],
-                              [r.val_correct for r in kept] if all(r.val_correct for r in kept) else []))
+            out.append(
+                Scored(
+                    [float(r.val_acc) for r in kept],
+                    [float(r.test_acc) for r in seeds if r.test_acc is not None],
+                    [float(r.also_val_acc) for r in seeds if r.also_val_acc is not None],
+                    [r.val_correct for r in kept] if all(r.val_correct for r in kept) else [],
+                )
+            )
         return out
 
 

@@ -9,7 +9,7 @@ of a Kronecker product, a normalisation) fails ``tests/test_golden.py``. Regener
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -11,8 +11,11 @@ from .config import AdapterConfig
 from .layer import BottleneckAdapter
 
 
-@register_method(display_name="Adapter", marker="s",
-                 sizing=Knob("bottleneck", (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)))
+@register_method(
+    display_name="Adapter",
+    marker="s",
+    sizing=Knob("bottleneck", (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)),
+)
 class Adapter(Method):
     """Houlsby-style adapter after each targeted MLP. Adds non-linear modules, so it cannot be merged."""
 

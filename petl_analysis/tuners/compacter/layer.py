@@ -34,7 +34,9 @@ class PhmLinear(AdapterModule):
         n = rule.S.shape[0]
         self.rule = rule
         self.u = nn.Parameter(_glorot(n, out_features // n, rank))
-        self.v = nn.Parameter(torch.zeros(n, in_features // n, rank) if zero_init else _glorot(n, in_features // n, rank))
+        self.v = nn.Parameter(
+            torch.zeros(n, in_features // n, rank) if zero_init else _glorot(n, in_features // n, rank)
+        )
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def phm_weight(self) -> torch.Tensor:

@@ -13,8 +13,9 @@ from .config import CompacterConfig
 from .layer import CompacterAdapter, PhmRule
 
 
-@register_method(display_name="Compacter", marker="p",
-                 sizing=Knob("bottleneck", (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)))
+@register_method(
+    display_name="Compacter", marker="p", sizing=Knob("bottleneck", (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256))
+)
 class Compacter(Method):
     """Compacter after each targeted MLP. Adds non-linear modules, so it cannot be merged."""
 
@@ -35,7 +36,9 @@ class Compacter(Method):
         for i in mlp_blocks(units, self.name):
             down_rule = shared or PhmRule(cfg.n, cfg.train_rule)
             up_rule = shared or PhmRule(cfg.n, cfg.train_rule)
-            adapter = CompacterAdapter(width, cfg.bottleneck, cfg.rank, down_rule, up_rule, cfg.layernorm, cfg.activation)
+            adapter = CompacterAdapter(
+                width, cfg.bottleneck, cfg.rank, down_rule, up_rule, cfg.layernorm, cfg.activation
+            )
             adapter.attach(model.blocks[i].mlp)
 
     def _added(self, model: nn.Module, units: list[Unit]) -> Added:

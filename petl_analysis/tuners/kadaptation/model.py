@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
 from ...errors import PetlError
 from ...functional.kron import common_divisors
 from ...models.catalogue import Unit
-from ..base import Added, Method, PLANNED, register_method, shared_or_adapter
+from ..base import PLANNED, Added, Method, register_method, shared_or_adapter
 from ..deltas import attach_delta
 from .config import KAdaptationConfig
 from .layer import BiasShift, KronDelta, KronRules
@@ -36,8 +36,7 @@ def planned_ns(units: Sequence[Unit]) -> list[int]:
     return [n for n in valid_ns(units) if n >= 2 and n * n <= min(dims)] or [1]
 
 
-@register_method(display_name="KAdaptation", marker="*", sizing=PLANNED, peft_type="LOKR",
-                 peft_approximate=True)
+@register_method(display_name="KAdaptation", marker="*", sizing=PLANNED, peft_type="LOKR", peft_approximate=True)
 class KAdaptation(Method):
     """KAdaptation as a weight parametrisation (see :class:`KAdaptationConfig` for the maths and options).
 
@@ -88,7 +87,7 @@ class KAdaptation(Method):
             delta = KronDelta(rules[group], u.out_features, u.in_features, cfg.rank, cfg.scale, cfg.dropout, cfg.init)
             attach_delta(model, u.weight.param, f"kadaptation_{_key(u)}", delta, [u.weight.rows])
         if cfg.bias:
-            for (block, width), group_units in self._bias_groups(units).items():
+            for (_block, width), group_units in self._bias_groups(units).items():
                 shift = BiasShift(width)
                 rows_by_param: dict[str, list] = defaultdict(list)
                 for u in group_units:

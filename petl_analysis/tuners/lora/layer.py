@@ -26,4 +26,6 @@ class LoraDelta(DeltaMixin, AdapterModule):
         return (self.lora_B @ self.lora_A) * self.scaling
 
     def extra_repr(self) -> str:
-        return f"out={self.lora_B.shape[0]}, in={self.lora_A.shape[1]}, r={self.lora_A.shape[0]}, scaling={self.scaling}"
+        return (
+            f"out={self.lora_B.shape[0]}, in={self.lora_A.shape[1]}, r={self.lora_A.shape[0]}, scaling={self.scaling}"
+        )

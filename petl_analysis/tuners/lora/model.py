@@ -6,7 +6,7 @@ from torch import nn
 
 from ...errors import PetlError
 from ...models.catalogue import Unit
-from ..base import Added, Method, PLANNED, register_method
+from ..base import PLANNED, Added, Method, register_method
 from ..deltas import attach_delta
 from .config import LoraConfig
 from .layer import LoraDelta
