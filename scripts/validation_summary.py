@@ -25,7 +25,11 @@ STUDIES = ("animals", "digits", "per_block")
 
 
 def _pts(x: float) -> str:
-    return f"{100 * x:.1f}"
+    return f"{100 * x + 0.0:.1f}"  # + 0.0: never -0.0
+
+
+def _signed(x: float) -> str:
+    return "0.0" if round(100 * x, 1) == 0 else f"{100 * x:+.1f}"
 
 
 def oracle_line(v: ValidationResult, method: str) -> str:
@@ -76,7 +80,7 @@ def regret_rows(v: ValidationResult) -> list[str]:
             cells.append(
                 "-"
                 if r is None
-                else f"{_pts(r.regret)} [{-100 * r.diff_interval[1]:+.1f}, {-100 * r.diff_interval[0]:+.1f}]"
+                else f"{_pts(r.regret)} [{_signed(-r.diff_interval[1])}, {_signed(-r.diff_interval[0])}]"
             )
         rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return rows
@@ -85,7 +89,8 @@ def regret_rows(v: ValidationResult) -> list[str]:
 def summary(path: Path) -> str:
     v = ValidationResult.load(path)
     method = v.methods[0]
-    lines = [f"### {path.parent.name} ({len(v.sets)} sets; `{path.relative_to(ROOT)}`)", ""]
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    lines = [f"### {path.parent.name} ({len(v.sets)} sets; `{shown}`)", ""]
     lines += [oracle_line(v, m) for m in v.methods] + [""]
     lines += agreement_rows(v, method) + [""]
     lines += [f"Regret of each selector's {v.regret_method} plan (split B, reference chosen on split A):", ""]

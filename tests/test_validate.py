@@ -538,3 +538,28 @@ def test_version_1_validation_loads_with_its_old_regret():
     v = ValidationResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "digits" / "validation.json")
     assert v.judged_on == "" and v.probe_data == v.data and not v.regrets
     assert math.isfinite(v.mean_regret(v.selectors[0], v.budgets[0]))
+
+
+def test_probe_cost_counts_only_the_trials_the_probe_uses(tmp_path):
+    # A probe log also keeps the trials of an earlier probe under the same name (here one with another grid): the
+    # selectors' cost is what this probe's order needed, not the whole log.
+    from pathlib import Path
+
+    from petl_analysis.models import ModelSpec
+    from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
+    from petl_analysis.select import PROBE_SELECTORS
+    from petl_analysis.trials import open_trial_log, read_records, trial_cost
+    from petl_analysis.validate.run import selector_costs
+
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=1, eval_batch_size=1024)
+    model, data = ModelSpec("petl_vit_tiny", weights="random"), DataSpec("digits", SplitSpec(max_train=60, part="A"))
+    out = tmp_path / "probe.json"
+    for dims in ([4, 16], [8]):  # the first probe's d = 4 and 16 stay in the log, unused by the second
+        probe = run_probe(model, data, ProbeConfig(targets=["attn.v"], dims=dims, seeds=1, recipe=recipe), out=out)
+    records = list(read_records(open_trial_log(Path(str(out) + ".trials.jsonl"))))
+    whole = trial_cost(records)
+    ranking = {"d90": PROBE_SELECTORS.get("d90")(probe)}
+    cost = selector_costs(ranking, str(out), probe)["d90"]
+    assert whole[0] == 3 + 3 and cost.trainings == 3 + 1  # three baselines, then each probe's subspace trials
+    assert cost.seconds < whole[1]
+    assert selector_costs(ranking, str(out))["d90"].trainings == whole[0]  # without the probe: the whole log

@@ -46,6 +46,7 @@ from ..plan.planner import greedy_plan_shares
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
 from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings
+from ..stale import used_keys
 from ..task import DataSpec
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
@@ -219,7 +220,7 @@ def validate_probe(
     )
     oracle = oracle_stage(fit, oracle_plans, sets, seeds)
     oracle_costs = oracle_cost(oracle_plans, fit.last_runs)
-    costs = selector_costs(rankings, probe_source)
+    costs = selector_costs(rankings, probe_source, probe)
     n_val = judge_n_val(judge)
     agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, n_val, costs)
     planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings}
@@ -409,27 +410,34 @@ def oracle_cost(oracle_plans: list[tuple[str, str, Plan]], runs: list[Any]) -> d
     return costs
 
 
-def selector_costs(rankings: dict[str, Ranking], probe_source: str = "") -> dict[str, Cost]:
+def selector_costs(
+    rankings: dict[str, Ranking], probe_source: str = "", probe: ProbeResult | None = None
+) -> dict[str, Cost]:
     """What each selector's order cost. Probe selectors (d90, d90+acc): the probe's trainings, read from its trial
-    log beside ``probe_source`` (each trial key once; nan seconds when the log is not found). Proxies: no training,
+    log beside ``probe_source`` (each trial key once; with ``probe``, only the trials it uses: a log also keeps
+    those of earlier probes under the same name; nan seconds when the log is not found). Proxies: no training,
     their measured compute seconds (``details["compute_s"]``); a data-free order costs nothing."""
     probe_cost: Cost | None = None
     out: dict[str, Cost] = {}
     for name, r in rankings.items():
         if name in PROBE_SELECTORS:
             if probe_cost is None:
-                probe_cost = _probe_cost(probe_source)
+                probe_cost = _probe_cost(probe_source, probe)
             out[name] = probe_cost
         else:
             out[name] = Cost(0, float(r.details.get("compute_s", 0.0)))
     return out
 
 
-def _probe_cost(probe_source: str) -> Cost:
+def _probe_cost(probe_source: str, probe: ProbeResult | None) -> Cost:
     log = trial_log_path(probe_source) if probe_source else None
     if log is None or not log.is_file():
         return Cost(0, math.nan, source="probe trial log not found")
-    trainings, seconds = trial_cost(read_records(open_trial_log(log)))
+    records = list(read_records(open_trial_log(log)))
+    if probe is not None:
+        used = used_keys(records, [probe])
+        records = [r for r in records if r.key in used]
+    trainings, seconds = trial_cost(records)
     return Cost(trainings, seconds, source=str(log))
 
 
