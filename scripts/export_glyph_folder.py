@@ -2,9 +2,10 @@
 """Write a subset of the built-in ``glyphs`` dataset (rendered font glyphs) as an image folder, one sub-folder per
 class, so the folder code path (indexing, streaming with timm transforms) runs on real images offline.
 
-The committed validation report ``reports/validation/glyph_folder`` reads the folder this writes::
+A probe or a validation study on a folder reads what this writes::
 
     python scripts/export_glyph_folder.py --out /tmp/glyph_letters          # letters A-J, 10 classes
+    petl-analyze probe --dataset /tmp/glyph_letters --split-part A --out /tmp/glyphs/probe.json
 """
 
 from __future__ import annotations

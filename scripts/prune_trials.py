@@ -1,7 +1,7 @@
 """Move the records of a trial log that no current artefact uses into ``<log>.stale.jsonl`` (issue 25, item 9).
 
-    python scripts/prune_trials.py reports/demo/animals/validation.json.trials.jsonl \
-        --keep-for reports/demo/animals/validation.json --dry-run
+    python scripts/prune_trials.py reports/validation/animals/probe.json.trials.jsonl \
+        --keep-for reports/validation/animals/probe.json --dry-run
     python scripts/prune_trials.py LOG --keep-for ARTEFACT [--keep-for ARTEFACT ...]
 
 The log is rewritten atomically with the used records, in their order and byte for byte; the stale ones are appended

@@ -7,7 +7,7 @@ The oracle accuracies are the file's own; only the statistics change. A version-
 protocol (probe and oracle trained on the same images and seeds): its re-analysis says what those numbers support,
 not what a protocol with an independent judge would find.
 
-    python scripts/reanalyse_validation.py reports/demo/animals/validation.json [--ranking reports/demo/animals/ranking.json]
+    python scripts/reanalyse_validation.py tests/data/legacy_validation_v1/validation.json
 
 Tie classes: d90 and d90+acc from the probe (``probe_source``); apla and constant recomputed (data-free rules, on a
 randomly initialised model of the same architecture: only the unit names are read); gradient proxies from the stored

@@ -55,7 +55,9 @@ def test_seeded_maths_matches_its_golden_tensor(name, golden, single_thread):
 # --------------------------------------------------------------------------------------------------- probe.json
 
 #: The committed probes; each trained on one torch thread on the CPU (their logs' payloads say so).
-PROBES = ["demo/animals", "demo/digits", "per_block", "validation/glyph_folder"]
+PROBES = ["demo/animals", "demo/digits", "validation/animals", "validation/digits", "validation/per_block"]
+#: The committed validation studies (``scripts/validation_studies.sh``: probe on split A, judged on split B).
+STUDIES = ["validation/animals", "validation/digits", "validation/per_block"]
 #: Fields that say when and where the artefact was written, not what it holds.
 CIRCUMSTANTIAL = {"tool_version", "wall_time_s", "trials_log"}
 
@@ -80,18 +82,6 @@ def _what_it_holds(artefact_dict: dict) -> dict:
     return out
 
 
-def _glyph_letters():
-    """The folder ``scripts/export_glyph_folder.py`` writes to /tmp/glyph_letters, in memory (same images)."""
-    from petl_analysis.data import ImageDataset, load_dataset
-
-    ds = load_dataset("glyphs")
-    keep = [ds.classes.index(c) for c in "ABCDEFGHIJ"]
-    mask = torch.isin(ds.labels, torch.tensor(keep))
-    remap = {old: new for new, old in enumerate(keep)}
-    labels = torch.tensor([remap[int(y)] for y in ds.labels[mask]], dtype=torch.int64)
-    return ImageDataset(ds.images[mask], labels, [ds.classes[i] for i in keep], "glyphs[ABCDEFGHIJ]")
-
-
 @pytest.mark.parametrize("name", PROBES)
 def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
     from petl_analysis.probe import ProbeResult, run_probe
@@ -104,11 +94,6 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
         raise AssertionError(f"trial {trial.key} is not in the committed log")
 
     monkeypatch.setattr(probe_search, "probe_trial", no_training)
-    if committed.data.dataset.startswith("/tmp/"):
-        from petl_analysis import study as study_module
-
-        glyphs = _glyph_letters()
-        monkeypatch.setattr(study_module, "open_dataset", lambda *a, **k: glyphs)  # the study opens the data
     log = tmp_path / "probe.json.trials.jsonl"
     shutil.copy(root / "probe.json.trials.jsonl", log)
     again = run_probe(
@@ -127,7 +112,7 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
     assert _what_it_holds(written) == _what_it_holds(stored)
 
 
-@pytest.mark.parametrize("name", PROBES)
+@pytest.mark.parametrize("name", STUDIES)
 def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
     # The oracle and regret trainings all come back from the committed log; the proxies (gradients on a few
     # batches) are recomputed: the whole validation.json must come out bit for bit.
@@ -136,34 +121,14 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     from petl_analysis.validate import ValidationResult, run_validate
 
     root = REPORTS / name
-    if _stored_version(root / "validation.json") < ValidationResult.VERSION:
-        pytest.skip(
-            "written under an older validation protocol (version 1: ties broken, no Holm, no cost); the "
-            "reports are regenerated under the issue-25 protocol, which re-derives them"
-        )
     committed = ValidationResult.load(root / "validation.json")
-    if not committed.judged_on:
-        pytest.skip(
-            "written under the version-1 protocol (judged on the probe's own data, best plan chosen on the "
-            "images it is scored on): it cannot re-derive under split A/B; regenerated after issue 25"
-        )
+    assert committed.judged_on == "split B"
     probe = ProbeResult.load(ROOT / committed.probe_source)
 
     def no_training(trial):
         raise AssertionError(f"trial {trial.key} is not in the committed log")
 
     monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
-    if committed.data.dataset.startswith("/tmp/"):
-        # The proxies stream the folder's files through timm's transforms: write the same folder elsewhere and open
-        # it for the name the artefact (and every trial key) holds.
-        from petl_analysis.data import open_dataset, write_image_folder
-
-        monkeypatch.setenv("PETL_ANALYSIS_CACHE", str(tmp_path / "cache"))  # streamed features are cached
-        folder = write_image_folder(_glyph_letters(), tmp_path / "glyph_letters")
-        from petl_analysis import study as study_module
-
-        # the study opens the data for every stage (the trainings come from the log)
-        monkeypatch.setattr(study_module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
     shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
     v = committed
     again = run_validate(
@@ -184,20 +149,20 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     )  # the committed runs: two jobs on two cores, one thread each
 
     def body(result):
-        # train_time_s: the committed files counted a shared training once per selector and stage (issue 25)
-        return json.dumps(
-            {k: v for k, v in _what_it_holds(result.to_dict()).items() if k != "train_time_s"}, sort_keys=True
-        )
+        # A proxy's compute seconds are measured anew: the rest must come out bit for bit.
+        d = _what_it_holds(result.to_dict())
+        for a in d["agreement"]:
+            if a["cost"] and a["cost"]["trainings"] == 0:
+                a["cost"]["seconds"] = None
+        return json.dumps(d, sort_keys=True)
 
     assert body(again) == body(committed)
     from petl_analysis.stale import prune_log
     from petl_analysis.trials import unique_train_time
 
     used = prune_log(root / "validation.json.trials.jsonl", [committed], dry_run=True).kept
-    assert (
-        again.train_time_s
-        == pytest.approx(unique_train_time(used, seconds=lambda r: r.result["seed_run"]["wall_time_s"]))
-        and again.train_time_s < committed.train_time_s
+    assert again.train_time_s == pytest.approx(
+        unique_train_time(used, seconds=lambda r: r.result["seed_run"]["wall_time_s"])
     )
 
 
@@ -205,51 +170,18 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
 
 #: Each committed report: (sweep, probe, ranking, validation, folder), as the commands of docs/results/examples.md wrote them.
 REPORT_SOURCES = {
-    "demo/animals": (
-        "demo/animals/sweep.json",
-        "demo/animals/probe.json",
-        "demo/animals/ranking.json",
-        "demo/animals/validation.json",
-        "demo/animals/report",
-    ),
-    "demo/digits": (
-        "demo/digits/sweep.json",
-        "demo/digits/probe.json",
-        "demo/digits/ranking.json",
-        "demo/digits/validation.json",
-        "demo/digits/report",
-    ),
-    "per_block": (
-        "demo/animals/sweep.json",
-        "per_block/probe.json",
-        None,
-        "per_block/validation.json",
-        "per_block/animals",
-    ),
-    "glyph_folder": (
-        None,
-        "validation/glyph_folder/probe.json",
-        None,
-        "validation/glyph_folder/validation.json",
-        "validation/glyph_folder/report",
-    ),
+    **{
+        f"demo/{ds}": (
+            f"demo/{ds}/sweep.json",
+            f"demo/{ds}/probe.json",
+            f"demo/{ds}/ranking.json",
+            None,
+            f"demo/{ds}/report",
+        )
+        for ds in ("animals", "digits")
+    },
+    **{study: (None, f"{study}/probe.json", None, f"{study}/validation.json", f"{study}/report") for study in STUDIES},
 }
-
-
-VALIDATION_HEADING = "## Does the ranking predict?"
-
-
-def _stored_version(path: Path) -> int:
-    return int(json.loads(Path(path).read_text())["version"])
-
-
-def _without_section(markdown: str, heading: str) -> str:
-    """``markdown`` less the level-2 section that starts with ``heading`` (up to the next level-2 heading)."""
-    if heading not in markdown:
-        return markdown
-    head, rest = markdown.split(heading, 1)
-    tail = rest.split("\n## ", 1)
-    return head + ("\n## " + tail[1] if len(tail) > 1 else "")
 
 
 @pytest.mark.parametrize("name", sorted(REPORT_SOURCES))
@@ -273,22 +205,11 @@ def test_committed_report_regenerates_identically(name, tmp_path, single_thread)
         validation=load(ValidationResult, validation),
         dpi=20,
     )
-    # A validation file of an older protocol version renders its section anew (new columns, words): every other
-    # section must still come out identically.
-    old_validation = validation and _stored_version(REPORTS / validation) < ValidationResult.VERSION
     compared = 0
     for table in ("report.md", "probe.csv", "points.csv"):
         committed = REPORTS / folder / table
         if committed.exists():
-            new, old = (tmp_path / table).read_text(), committed.read_text()
-            if table == "report.md":  # the row that says how many more labels the probe read (issue 25, item 7) is
-                # new since the committed reports, which the protocol of issue 25 regenerates
-                new = "".join(
-                    line for line in new.splitlines(keepends=True) if not line.startswith("| probe labels |")
-                )
-            if table == "report.md" and old_validation:
-                new, old = _without_section(new, VALIDATION_HEADING), _without_section(old, VALIDATION_HEADING)
-            assert new == old, f"{folder}/{table} changed"
+            assert (tmp_path / table).read_text() == committed.read_text(), f"{folder}/{table} changed"
             compared += 1
     assert compared >= 2 and files.markdown == tmp_path / "report.md"
 
@@ -325,7 +246,7 @@ def _samples() -> dict[str, Artefact]:
         "Plan": Plan.load(demo / "plans" / "plan_4000_kadaptation-selected.json"),
         "SweepResult": sweep,
         "RunResult": sweep.points[0].run,
-        "ValidationResult": ValidationResult.load(demo / "validation.json"),
+        "ValidationResult": ValidationResult.load(REPORTS / "validation" / "animals" / "validation.json"),
     }
 
 

@@ -452,7 +452,7 @@ def test_selector_costs_read_the_probe_log_once_per_trial_key(tmp_path):
 def test_a_version_1_validation_file_migrates():
     import pathlib
 
-    v1 = json.loads((pathlib.Path(__file__).parents[1] / "reports/demo/animals/validation.json").read_text())
+    v1 = json.loads((pathlib.Path(__file__).parent / "data/legacy_validation_v1/validation.json").read_text())
     assert v1["version"] == 1
     v = ValidationResult.from_dict(v1)
     a = v.agreement[0]
@@ -535,7 +535,7 @@ def test_paired_difference_interval():
 def test_version_1_validation_loads_with_its_old_regret():
     from pathlib import Path
 
-    v = ValidationResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "digits" / "validation.json")
+    v = ValidationResult.load(Path(__file__).resolve().parent / "data" / "legacy_validation_v1" / "validation.json")
     assert v.judged_on == "" and v.probe_data == v.data and not v.regrets
     assert math.isfinite(v.mean_regret(v.selectors[0], v.budgets[0]))
 
