@@ -44,9 +44,16 @@ def _identity(kind: str, payload: dict[str, Any]) -> str:
 
 
 def _run_identities(
-    model: Any, data: Any, recipe: Any, head_init: str, configs: Iterable[dict[str, Any]], seeds: Iterable[int]
+    model: Any,
+    data: Any,
+    recipe: Any,
+    head_init: str,
+    configs: Iterable[dict[str, Any]],
+    seeds: Iterable[int],
+    also_val: Any = None,
 ) -> set[str]:
-    """Identities of the sweep trials (``RunTrial``) of ``configs`` x ``seeds``."""
+    """Identities of the sweep trials (``RunTrial``) of ``configs`` x ``seeds`` (``also_val``: the data whose
+    validation split each kept model was also scored on, as validate's judge on split B does)."""
     from .sweep.sweep import RunTrial
     from .trials import trial_payload
 
@@ -62,6 +69,7 @@ def _run_identities(
                 data=data.for_seed(s),
                 config=config,
                 seed=s,
+                also_val=also_val,
             )
             out.add(_identity("run", trial_payload(spec)))
     return out
@@ -76,8 +84,16 @@ def _expected(artefact: Artefact) -> tuple[set[str], set[str]] | None:
     if isinstance(artefact, ValidationResult):
         configs = {key_json(e.config): e.config for e in artefact.oracle}
         configs.update({key_json(p.config): p.config for p in artefact.plans})
+        # The judge on split B also scored each model on the probe's validation images (validate's ``also_val``).
+        also_val = artefact.probe_data if artefact.judged_on == "split B" else None
         return _run_identities(
-            artefact.model, artefact.data, artefact.recipe, artefact.head_init, configs.values(), artefact.seeds
+            artefact.model,
+            artefact.data,
+            artefact.recipe,
+            artefact.head_init,
+            configs.values(),
+            artefact.seeds,
+            also_val,
         ), {"run"}
     if isinstance(artefact, SweepResult):
         configs = {key_json(p.run.config): p.run.config for p in artefact.points}
@@ -172,6 +188,13 @@ def prune_log(
     log_file = JsonlLog(path)
     records = list(read_records(log_file))
     used = used_keys(records, keep_for)
+    if records and not used:
+        # Every record stale is what a mismatched artefact (or a reading of it that misses a field) looks like:
+        # refused rather than emptying the log.
+        raise PetlError(
+            f"none of the {len(records)} records of {path} is used by the artefact(s) named; is it the log of "
+            "another study? (nothing was moved)"
+        )
     result = PruneResult(
         path,
         [r for r in records if r.key in used],

@@ -65,3 +65,30 @@ def test_prune_needs_an_artefact_and_a_log(tmp_path):
     shutil.copy(ANIMALS / "sweep.json.trials.jsonl", log)
     with pytest.raises(PetlError, match="at least one artefact"):
         prune_log(log, [])
+
+
+def test_prune_refuses_a_log_the_artefact_uses_none_of(tmp_path):
+    # The legacy validation's log against a probe of another study: every record would be stale, which is what a
+    # wrong artefact looks like; refused, the log untouched.
+    from petl_analysis.probe import ProbeResult
+
+    log = tmp_path / "validation.json.trials.jsonl"
+    shutil.copy(ANIMALS / "validation.json.trials.jsonl", log)
+    before = log.read_bytes()
+    probe = ProbeResult.load(ROOT / "reports" / "validation" / "animals" / "probe.json")
+    with pytest.raises(PetlError, match=r"none of the 81 records .* is used by the artefact"):
+        prune_log(log, [probe])
+    assert log.read_bytes() == before and not Path(str(log) + ".stale.jsonl").exists()
+
+
+def test_committed_split_b_validations_use_every_record_of_their_logs():
+    # The judge's trials carry the probe's data as also_val: a reading of the log that missed it called them all
+    # stale. Every record of a committed study's log is used (each trial logged once).
+    for study in ("animals", "digits", "per_block"):
+        root = ROOT / "reports" / "validation" / study
+        v = ValidationResult.load(root / "validation.json")
+        dry = prune_log(root / "validation.json.trials.jsonl", [v], dry_run=True)
+        assert dry.kept and not dry.stale, study
+        assert len({r.key for r in dry.kept}) == len(v.seeds) * len(
+            {str(e.config) for e in v.oracle} | {str(p.config) for p in v.plans}
+        )
