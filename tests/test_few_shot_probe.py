@@ -19,7 +19,10 @@ ANIMALS = ROOT / "reports" / "demo" / "animals"
 
 def test_the_report_says_how_many_more_labels_the_probe_read():
     probe, sweep = ProbeResult.load(ANIMALS / "probe.json"), SweepResult.load(ANIMALS / "sweep.json")
-    text = few_shot_labels(probe, sweep)
+    # the committed demo probes on the 5-shot labels: nothing to say
+    assert (probe.n_train, probe.n_val) == (50, 50) and few_shot_labels(probe, sweep) is None
+    # the demo's probe before issue 25 read 300 training and 1,500 validation images
+    text = few_shot_labels(dataclasses.replace(probe, n_train=300, n_val=1_500), sweep)
     assert text.startswith(
         "the probe used 1,800 labelled images (300 train + 1,500 validation); a 5-shot user has "
         "100 (5 train + 5 validation per class)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import pkgutil
 import shutil
@@ -168,48 +169,31 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
 
 # --------------------------------------------------------------------------------------------------- report.md
 
-#: Each committed report: (sweep, probe, ranking, validation, folder), as the commands of docs/results/examples.md wrote them.
-REPORT_SOURCES = {
-    **{
-        f"demo/{ds}": (
-            f"demo/{ds}/sweep.json",
-            f"demo/{ds}/probe.json",
-            f"demo/{ds}/ranking.json",
-            None,
-            f"demo/{ds}/report",
-        )
-        for ds in ("animals", "digits")
-    },
-    **{study: (None, f"{study}/probe.json", None, f"{study}/validation.json", f"{study}/report") for study in STUDIES},
-}
+
+def _committed_reports() -> dict[str, dict]:
+    """``scripts/regenerate_reports.py``'s list: every committed report folder and what writes it."""
+    spec = importlib.util.spec_from_file_location("regenerate_reports", ROOT / "scripts" / "regenerate_reports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reports()
 
 
-@pytest.mark.parametrize("name", sorted(REPORT_SOURCES))
+def test_every_committed_report_folder_is_regenerated():
+    folders = {p.parent.relative_to(REPORTS).as_posix() for p in REPORTS.glob("**/report.md")}
+    assert folders == set(_committed_reports()) and {f"{s}/report" for s in STUDIES} <= folders
+
+
+@pytest.mark.parametrize("name", sorted(_committed_reports()))
 def test_committed_report_regenerates_identically(name, tmp_path, single_thread):
-    from petl_analysis.probe import ProbeResult
     from petl_analysis.report import write_report
-    from petl_analysis.select import Ranking
-    from petl_analysis.sweep import SweepResult
-    from petl_analysis.validate import ValidationResult
 
-    sweep, probe, ranking, validation, folder = REPORT_SOURCES[name]
-
-    def load(cls, rel):
-        return cls.load(REPORTS / rel) if rel else None
-
-    files = write_report(
-        load(SweepResult, sweep),
-        load(ProbeResult, probe),
-        tmp_path,
-        ranking=load(Ranking, ranking),
-        validation=load(ValidationResult, validation),
-        dpi=20,
-    )
+    kw = dict(_committed_reports()[name])
+    files = write_report(kw.pop("sweep"), kw.pop("probe"), tmp_path, dpi=20, **kw)
     compared = 0
     for table in ("report.md", "probe.csv", "points.csv"):
-        committed = REPORTS / folder / table
+        committed = REPORTS / name / table
         if committed.exists():
-            assert (tmp_path / table).read_text() == committed.read_text(), f"{folder}/{table} changed"
+            assert (tmp_path / table).read_text() == committed.read_text(), f"{name}/{table} changed"
             compared += 1
     assert compared >= 2 and files.markdown == tmp_path / "report.md"
 

@@ -62,7 +62,7 @@ def test_prune_needs_an_artefact_and_a_log(tmp_path):
     with pytest.raises(PetlError, match="does not exist"):
         prune_log(tmp_path / "missing.jsonl", [])
     log = tmp_path / "x.trials.jsonl"
-    shutil.copy(ANIMALS / "sweep.json.trials.jsonl", log)
+    shutil.copy(ROOT / "reports" / "demo" / "animals" / "sweep.json.trials.jsonl", log)
     with pytest.raises(PetlError, match="at least one artefact"):
         prune_log(log, [])
 

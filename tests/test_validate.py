@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -514,6 +515,33 @@ def test_plan_shares_equal_brute_force_over_every_order(budget, groups):
     assert sampled.how.startswith("sampled: 32 orders") == (budget > 500)
     assert sum(sampled.shares.values()) == pytest.approx(1.0)
     assert {config(o) for o in sampled.shares} <= set(brute)
+
+
+def test_plan_shares_do_not_depend_on_the_string_hash_seed():
+    # The recursion walks sets of target names; in their hash order the shares' keys and float sums would change
+    # from one process to the next (a committed validation.json then does not re-derive bit for bit).
+    import subprocess
+    import sys
+
+    code = (
+        "from petl_analysis.models import ModelSpec; from petl_analysis.task import prepare_model; "
+        "from petl_analysis.plan.planner import greedy_plan_shares; "
+        "units = {t: [f'blocks.{b}.{t}' for b in range(4)] for t in "
+        "['attn.q', 'attn.k', 'attn.v', 'attn.proj', 'mlp.fc1', 'mlp.fc2']}; "
+        "net = prepare_model(ModelSpec('petl_vit_tiny', weights='random'), 10); "
+        "print(repr(list(greedy_plan_shares([list(units)], units, net, 3_900).shares.items())))"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(runs) == 1 and "attn" in runs.pop()
 
 
 def test_paired_difference_interval():

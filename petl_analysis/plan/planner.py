@@ -323,7 +323,7 @@ def greedy_plan_shares(
         key = (chosen, still)
         if key not in memo:
             out: dict[frozenset[str], float] = {}
-            for t in still:
+            for t in sorted(still):  # not the set's hash order: the shares' float sums and order are reproducible
                 for final, p in within(chosen | {t}, still - {t}).items():
                     out[final] = out.get(final, 0.0) + p / len(still)
             memo[key] = out
@@ -363,7 +363,7 @@ def greedy_plan_shares(
         # Nothing fits whole: the planner adapts part of the order's first set, equally likely any of the first class.
         return PlanShares({order_for([t]): 1.0 / len(classes[0]) for t in classes[0]})
     return PlanShares(
-        {order_for([t for t in catalogue if t in chosen]): p for chosen, p in dist.items()},
+        dict(sorted((order_for([t for t in catalogue if t in chosen]), p) for chosen, p in dist.items())),
         how,
         0 if how == "exact" else SAMPLED_ORDERS,
     )
