@@ -119,7 +119,8 @@ def test_an_edited_budget_that_disagrees_with_its_request_is_refused(bundled) ->
 
 
 def test_version_1_plan_files_are_migrated_not_refused() -> None:
-    path = ROOT / "reports" / "demo" / "digits" / "plans" / "plan_16000_kadaptation-fixed.json"
+    # the demo's plan as committed before plans recorded their budget request (kept as a fixture)
+    path = ROOT / "tests" / "data" / "legacy_plans_v1" / "plan_16000_kadaptation-fixed.json"
     assert json.loads(path.read_text())["version"] == 1
     plan = Plan.load(path)
     assert (plan.budget, plan.budget_requested, plan.backbone_params) == (16_000, None, None)

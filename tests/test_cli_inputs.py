@@ -71,7 +71,8 @@ def test_plans_record_their_dataset_and_sweep_plans_trains_on_it_or_refuses_anot
 
 
 def test_a_committed_plan_of_version_1_loads_migrated_and_its_file_is_unchanged(tmp_path) -> None:
-    committed = ROOT / "reports" / "demo" / "digits" / "plans" / "plan_linear.json"
+    # the demo's plans as committed before plans recorded their dataset (kept as a fixture)
+    committed = ROOT / "tests" / "data" / "legacy_plans_v1" / "plan_linear.json"
     before = committed.read_bytes()
     assert json.loads(before)["version"] == 1 and "dataset" not in json.loads(before)
     plan = Plan.load(committed)

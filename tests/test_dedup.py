@@ -134,7 +134,12 @@ def test_the_report_says_what_was_removed():
 
     committed = SweepResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "animals" / "sweep.json")
     rows = dict(_setup_section(committed, None, None, [], 1, True)[1].rows)
-    assert "duplicates" not in rows and "identical" not in rows["split protocol"]  # made before dedup
+    assert rows["duplicates"] == "284 duplicate image(s) of 284 identical group(s) removed before splitting"
+    # an artefact made before deduplication says nothing about it
+    split = dataclasses.replace(committed.data.split, dedup=False)
+    legacy = dataclasses.replace(committed, data=dataclasses.replace(committed.data, split=split, removed=None))
+    rows = dict(_setup_section(legacy, None, None, [], 1, True)[1].rows)
+    assert "duplicates" not in rows and "identical" not in rows["split protocol"]
     split = dataclasses.replace(committed.data.split, dedup=True)
     data = dataclasses.replace(committed.data, split=split, removed={"groups": 3, "duplicates": 2, "conflicting": 2})
     rows = dict(_setup_section(dataclasses.replace(committed, data=data), None, None, [], 1, True)[1].rows)
