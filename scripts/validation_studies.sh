@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # The committed validation studies under reports/validation/ (issue 25's protocol): each probe decides on split A,
 # validate judges it on split B (disjoint images and seeds, fixed schedule). Resumable: rerunning reads the finished
-# trials back from the logs beside each output. Usage: bash scripts/validation_studies.sh [animals digits per_block]
+# trials back from the logs beside each output. Usage: bash scripts/validation_studies.sh [animals digits per_block glyph_folder]
 set -euo pipefail
 JOBS="${JOBS:-2}"
 OUT=reports/validation
 # The six grouped units of the demo: disjoint, so that the regret's plans can combine any of them (the catalogue's
 # default adds `attn` and `mlp`, which overlap them).
 TARGETS=attn.q,attn.k,attn.v,attn.proj,mlp.fc1,mlp.fc2
+GLYPHS=/tmp/glyph_letters
 # What each study probes (fixed before any result was seen): the demo's grouped targets and grid on 300 training
 # images of split A, the whole of split A's validation pool; per_block: each block's units on animals.
 probe_args() {
   case "$1" in
     animals|digits) echo "--dataset $1 --targets $TARGETS --max-train 300 --seeds 2 --d-min 10 --points-per-decade 1" ;;
     per_block) echo "--dataset animals --targets $TARGETS --max-train 300 --seeds 1 --dims 10,100,1000,4000 --per-block" ;;
+    # an image folder (glyph letters A-J, written by scripts/export_glyph_folder.py): the streamed-data path
+    glyph_folder) echo "--dataset $GLYPHS --targets $TARGETS --max-train 300 --seeds 2 --d-min 10 --points-per-decade 1" ;;
     *) echo "unknown study $1" >&2; exit 2 ;;
   esac
 }
@@ -25,9 +28,10 @@ validate_args() {
     *) echo "" ;;
   esac
 }
-if [ "$#" -eq 0 ]; then set -- animals digits per_block; fi
+if [ "$#" -eq 0 ]; then set -- animals digits per_block glyph_folder; fi
 for s in "$@"; do
   mkdir -p "$OUT/$s"
+  if [ "$s" = glyph_folder ]; then python scripts/export_glyph_folder.py --out "$GLYPHS" --overwrite; fi
   # shellcheck disable=SC2046
   petl-analyze probe $(probe_args "$s") --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
   # shellcheck disable=SC2046
