@@ -22,7 +22,7 @@ from petl_analysis.validate import ValidationResult
 ROOT = Path(__file__).resolve().parents[1] / "reports"
 DEMO = "petl-analyze demo --out reports/demo --jobs 2"
 #: The validation studies of ``scripts/validation_studies.sh`` (probe on split A, judged on split B).
-STUDIES = ("animals", "digits", "per_block")
+STUDIES = ("animals", "digits", "per_block", "glyph_folder")
 
 
 def reports() -> dict[str, dict]:

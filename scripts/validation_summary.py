@@ -21,7 +21,7 @@ from petl_analysis.validate import ValidationResult
 from petl_analysis.validate.result import format_correlation, format_interval, format_p
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("animals", "digits", "per_block")
+STUDIES = ("animals", "digits", "per_block", "glyph_folder")
 
 
 def _pts(x: float) -> str:

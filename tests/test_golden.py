@@ -56,9 +56,16 @@ def test_seeded_maths_matches_its_golden_tensor(name, golden, single_thread):
 # --------------------------------------------------------------------------------------------------- probe.json
 
 #: The committed probes; each trained on one torch thread on the CPU (their logs' payloads say so).
-PROBES = ["demo/animals", "demo/digits", "validation/animals", "validation/digits", "validation/per_block"]
+PROBES = [
+    "demo/animals",
+    "demo/digits",
+    "validation/animals",
+    "validation/digits",
+    "validation/per_block",
+    "validation/glyph_folder",
+]
 #: The committed validation studies (``scripts/validation_studies.sh``: probe on split A, judged on split B).
-STUDIES = ["validation/animals", "validation/digits", "validation/per_block"]
+STUDIES = ["validation/animals", "validation/digits", "validation/per_block", "validation/glyph_folder"]
 #: Fields that say when and where the artefact was written, not what it holds.
 CIRCUMSTANTIAL = {"tool_version", "wall_time_s", "trials_log"}
 
@@ -83,6 +90,29 @@ def _what_it_holds(artefact_dict: dict) -> dict:
     return out
 
 
+def _glyph_letters():
+    """The folder ``scripts/export_glyph_folder.py`` writes to /tmp/glyph_letters, in memory (same images)."""
+    from petl_analysis.data import ImageDataset, load_dataset
+
+    ds = load_dataset("glyphs")
+    keep = [ds.classes.index(c) for c in "ABCDEFGHIJ"]
+    mask = torch.isin(ds.labels, torch.tensor(keep))
+    remap = {old: new for new, old in enumerate(keep)}
+    labels = torch.tensor([remap[int(y)] for y in ds.labels[mask]], dtype=torch.int64)
+    return ImageDataset(ds.images[mask], labels, [ds.classes[i] for i in keep], "glyphs[ABCDEFGHIJ]")
+
+
+def _open_glyph_folder(monkeypatch, tmp_path) -> None:
+    """The committed folder study names /tmp/glyph_letters: write the same folder elsewhere and open it for that name
+    (the proxies stream its files through timm's transforms; the trainings come from the log)."""
+    from petl_analysis import study as study_module
+    from petl_analysis.data import open_dataset, write_image_folder
+
+    monkeypatch.setenv("PETL_ANALYSIS_CACHE", str(tmp_path / "cache"))  # streamed features are cached
+    folder = write_image_folder(_glyph_letters(), tmp_path / "glyph_letters")
+    monkeypatch.setattr(study_module, "open_dataset", lambda name, **k: open_dataset(str(folder), **k))
+
+
 @pytest.mark.parametrize("name", PROBES)
 def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
     from petl_analysis.probe import ProbeResult, run_probe
@@ -95,6 +125,8 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
         raise AssertionError(f"trial {trial.key} is not in the committed log")
 
     monkeypatch.setattr(probe_search, "probe_trial", no_training)
+    if committed.data.dataset.startswith("/tmp/"):
+        _open_glyph_folder(monkeypatch, tmp_path)
     log = tmp_path / "probe.json.trials.jsonl"
     shutil.copy(root / "probe.json.trials.jsonl", log)
     again = run_probe(
@@ -130,6 +162,8 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
         raise AssertionError(f"trial {trial.key} is not in the committed log")
 
     monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
+    if committed.data.dataset.startswith("/tmp/"):
+        _open_glyph_folder(monkeypatch, tmp_path)
     shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
     v = committed
     again = run_validate(

@@ -84,7 +84,7 @@ def test_prune_refuses_a_log_the_artefact_uses_none_of(tmp_path):
 def test_committed_split_b_validations_use_every_record_of_their_logs():
     # The judge's trials carry the probe's data as also_val: a reading of the log that missed it called them all
     # stale. Every record of a committed study's log is used (each trial logged once).
-    for study in ("animals", "digits", "per_block"):
+    for study in ("animals", "digits", "per_block", "glyph_folder"):
         root = ROOT / "reports" / "validation" / study
         v = ValidationResult.load(root / "validation.json")
         dry = prune_log(root / "validation.json.trials.jsonl", [v], dry_run=True)
