@@ -1,4 +1,5 @@
-"""Projection cost side by side: dense vs Fastfood vs sparse, forward+backward time and fixed-buffer memory.
+"""Projection cost side by side: dense vs Fastfood vs sparse vs grouping (Uni-LoRA), forward+backward time and
+fixed-buffer memory.
 
     python benchmarks/bench_projections.py                 # default grid, ~1 min on 2 cores
     python benchmarks/bench_projections.py --D 148224 --d 100 1000 --repeats 15
@@ -48,7 +49,7 @@ from petl_analysis.errors import PetlError
 from petl_analysis.functional.hadamard import fwht
 from petl_analysis.probe.projections import DEFAULT_MAX_BYTES, format_bytes, make_projection
 
-KINDS = ("dense", "fastfood", "sparse")
+KINDS = ("dense", "fastfood", "sparse", "grouping")
 
 
 def stack_butterfly(x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +87,7 @@ def bench_cell(D: int, d: int, repeats: int, max_bytes: int) -> dict[str, dict]:
     results: dict[str, dict] = {}
     steps = {}
     for kind in KINDS:
-        kw = {} if kind == "fastfood" else {"max_bytes": max_bytes}
+        kw = {"max_bytes": max_bytes} if kind in ("dense", "sparse") else {}
         start = time.perf_counter()
         try:
             proj = make_projection(kind, D, d, seed=0, **kw)
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print("Projection forward+backward (ms, median) and fixed-buffer memory")
     header = (
-        f"{'D':>10} {'d':>6} | {'dense ms':>9} {'fastfood ms':>11} {'sparse ms':>9} {'ff/dense':>8} | "
-        f"{'dense mem':>10} {'fastfood mem':>12} {'sparse mem':>10} {'ff/dense':>8} | build s (dense/ff/sparse)"
+        f"{'D':>10} {'d':>6} | {'dense ms':>9} {'fastfood ms':>11} {'sparse ms':>9} {'grouping ms':>11} "
+        f"{'ff/dense':>8} {'grp/ff':>6} | {'dense mem':>10} {'fastfood mem':>12} {'sparse mem':>10} "
+        f"{'grouping mem':>12} | build s (dense/ff/sparse/grp)"
     )
     print(header)
     print("-" * len(header))
@@ -149,11 +151,11 @@ def main(argv: list[str] | None = None) -> None:
 
             dense_ok = not r["dense"]["refused"]
             t_ratio = f"{r['fastfood']['ms'] / r['dense']['ms']:.2f}" if dense_ok else "-"
-            m_ratio = f"{r['fastfood']['bytes'] / r['dense']['bytes']:.3g}" if dense_ok else "-"
+            g_ratio = f"{r['grouping']['ms'] / r['fastfood']['ms']:.2f}"
             print(
-                f"{D:>10,} {d:>6,} | {t('dense'):>9} {t('fastfood'):>11} {t('sparse'):>9} {t_ratio:>8} | "
-                f"{m('dense'):>10} {m('fastfood'):>12} {m('sparse'):>10} {m_ratio:>8} | "
-                f"{b('dense')}/{b('fastfood')}/{b('sparse')}",
+                f"{D:>10,} {d:>6,} | {t('dense'):>9} {t('fastfood'):>11} {t('sparse'):>9} {t('grouping'):>11} "
+                f"{t_ratio:>8} {g_ratio:>6} | {m('dense'):>10} {m('fastfood'):>12} {m('sparse'):>10} "
+                f"{m('grouping'):>12} | {b('dense')}/{b('fastfood')}/{b('sparse')}/{b('grouping')}",
                 flush=True,
             )
 

@@ -499,7 +499,12 @@ def probe(
     points_per_decade: int = option(
         2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
     ),
-    projection: str = option("fastfood", "--projection", panel=PROBE, help="fastfood, dense or sparse."),
+    projection: str = option(
+        "fastfood",
+        "--projection",
+        panel=PROBE,
+        help="fastfood, dense, sparse or grouping (Uni-LoRA's random grouping).",
+    ),
     threshold: float = option(0.9, "--threshold", panel=PROBE, help="d90 threshold in (0, 1]."),
     seeds: int = SeedsOpt(2, "Seeds per (target, d): seed i draws the subspace, the k-shot sample and the init."),
     head: str = option("train", "--head", panel=PROBE, help="train (linear-probe init, trained jointly) or frozen."),

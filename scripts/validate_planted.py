@@ -476,7 +476,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ks", default="16,48", help="planted dimensions k (multiples of --q)")
     p.add_argument("--q", type=int, default=4, help="readout directions; k = q·r")
     p.add_argument("--seeds", default="11,12", help="projection (and training) seeds")
-    p.add_argument("--projection", default="fastfood", help="projection kind (fastfood, dense, sparse)")
+    p.add_argument("--projection", default="fastfood", help="projection kind (fastfood, dense, sparse, grouping)")
     p.add_argument("--classes", type=int, default=20)
     p.add_argument("--logit-scale", type=float, default=40.0, help="std of the teacher's logits (confidence)")
     p.add_argument("--epochs", type=int, default=20)

@@ -12,7 +12,9 @@ from petl_analysis.functional import FWHT, fwht, fwht_destructive, hadamard_matr
 from petl_analysis.functional.hadamard import fwht_into_, fwht_padded_, fwht_truncated_
 from petl_analysis.probe.projections import PROJECTIONS, DenseProjection, FastfoodProjection, make_projection
 
-KINDS = ["dense", "sparse", "fastfood"]
+KINDS = ["dense", "sparse", "fastfood", "grouping"]
+#: Kinds whose column j does not depend on d (grouping partitions the rows among the d columns).
+NESTED = ["dense", "sparse", "fastfood"]
 
 
 def _hadamard(n: int) -> torch.Tensor:
@@ -197,8 +199,20 @@ def test_deterministic_by_seed_and_nested_in_d(kind):
     c = make_projection(kind, 3000, 20, seed=8).matrix()
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
-    # Column j does not depend on d: the d=10 subspace is the first 10 columns of the d=20 one.
-    torch.testing.assert_close(make_projection(kind, 3000, 10, seed=7).matrix(), a[:, :10])
+    if kind in NESTED:  # column j does not depend on d: the d=10 subspace is the first 10 columns of the d=20 one
+        torch.testing.assert_close(make_projection(kind, 3000, 10, seed=7).matrix(), a[:, :10])
+
+
+@pytest.mark.parametrize("D, d", [(1, 1), (7, 3), (1000, 37), (1000, 1000), (16_640, 100)])
+def test_grouping_is_an_isometry_with_one_nonzero_per_row(D, d):
+    # Uni-LoRA's random grouping: disjoint column supports, so P^T P = I exactly and every column is non-empty.
+    P = make_projection("grouping", D, d, seed=5, dtype=torch.float64).matrix()
+    assert ((P != 0).sum(dim=1) == 1).all()
+    torch.testing.assert_close(P.T @ P, torch.eye(d, dtype=torch.float64))
+    counts = (P != 0).sum(dim=0)
+    assert (counts >= 1).all() and int(counts.sum()) == D
+    if D >= 1000 and d < D:  # the other rows fall uniformly: about D/d a column
+        assert counts.float().mean() == pytest.approx(D / d) and counts.max() < 3 * D / d + 10
 
 
 @pytest.mark.parametrize("kind", KINDS)

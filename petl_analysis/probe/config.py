@@ -50,7 +50,7 @@ class ProbeConfig:
         targets: catalogue specs, each probed as one subspace set S.
         per_block: expand each target into one set per block (``attn.v`` -> ``blocks.0.attn.v``, ...).
         dims: explicit d grid; ``None`` runs the adaptive search (coarse log grid, then refinement).
-        projection: registered projection kind (``fastfood``, ``dense``, ``sparse``).
+        projection: registered projection kind (``fastfood``, ``dense``, ``sparse``, ``grouping``).
         threshold: fraction in (0, 1] defining d90 (0.9).
         seeds: seeds 0..seeds-1; each seed draws its own k-shot sample, training order and projection.
         head: ``train`` (initialised from the linear probe, trained jointly) or ``frozen`` (the linear-probe head).

@@ -10,6 +10,7 @@ kind       P                               fixed memory           forward + back
 dense      Gaussian, columns normalised    4·D·d bytes            O(D·d)                  exact
 sparse     k = ⌈√D⌉ entries ±1/√k per col  12·d·k bytes           O(d·k)                  exact
 fastfood   H G Π H B (Le et al. 2013)      16·L, L = 2^⌈log2 D⌉   O(L log L), no d term   in expectation
+grouping   one ±1/√n_j per row (Uni-LoRA)  12·D                   O(D), no d term         exact
 =========  ==============================  =====================  ======================  ==================
 
 Conventions shared by every kind:
@@ -20,7 +21,8 @@ Conventions shared by every kind:
 * ``P`` is a pure function of ``(kind, D, seed, options)`` and the column index: everything is drawn on the CPU
   from seeded ``torch.Generator`` streams and then moved, so CPU and CUDA get the same matrix. Column ``j`` does
   not depend on ``d``: with one seed, the subspace for ``d`` is nested in the one for any larger ``d`` (common random
-  numbers across a d sweep, which keeps the accuracy-versus-d curve smooth).
+  numbers across a d sweep, which keeps the accuracy-versus-d curve smooth). ``grouping`` is the
+  exception: its groups partition the D rows among the d columns, so they change with d.
 * ``column_norm`` says how the unit-norm convention holds: ``"exact"`` (every column, to rounding) or
   ``"expected"`` (``E‖P e_j‖² = 1``; observed norms scatter by a few per cent at small D, see FastfoodProjection).
 * Invalid sizes (``d < 1``, ``D < 1``, ``d > D``) raise :class:`PetlError`; nothing is ever cropped silently.
@@ -45,6 +47,7 @@ __all__ = [
     "PROJECTIONS",
     "DenseProjection",
     "FastfoodProjection",
+    "GroupingProjection",
     "Projection",
     "SparseProjection",
     "format_bytes",
@@ -56,7 +59,7 @@ PROJECTIONS: Registry[type[Projection]] = Registry("projection")
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of fixed buffers before dense/sparse refuse
 
 # Separate random streams per kind, so "dense seed 0" and "sparse seed 0" are unrelated matrices.
-_STREAM = {"dense": 1, "sparse": 2, "fastfood": 3}
+_STREAM = {"dense": 1, "sparse": 2, "fastfood": 3, "grouping": 4}
 
 
 def format_bytes(n: int | float) -> str:
@@ -353,6 +356,50 @@ class FastfoodProjection(Projection):
     def _project(self, theta_d: Tensor) -> Tensor:
         signs = self.signs[: self.d]
         return fastfood(theta_d, self.D, signs, self.perm_mod, self.perm_inverse, self.gauss, self._workspace)
+
+
+@PROJECTIONS.register("grouping")
+class GroupingProjection(Projection):
+    """Isometric random grouping (Uni-LoRA, Li et al., NeurIPS 2025; peft's ``unilora``): each of the D rows of ``P``
+    holds one nonzero, in a random column ``j``, of value ``±1/√n_j`` with ``n_j`` the rows of column ``j``.
+
+    The columns have disjoint supports and unit norm, so ``Pᵀ P = I`` exactly (an isometry: θ_d's Adam steps have
+    the same length in weight space as in θ_d). The product is one gather and a scale, O(D) whatever d, against
+    Fastfood's O(L log L); its transpose (autograd) is a scatter-add. Every column is non-empty: a seeded permutation
+    gives the first d rows of its order one column each, the other rows a uniform column. The signs are seeded too
+    (Uni-LoRA's grouping is unsigned; random signs make a column look like a sparse Gaussian direction rather than
+    one shared shift of its rows). Unlike the other kinds the subspaces are not nested across d (the partition
+    depends on d). Buffers: the column of each row (int64) and its value, 12 bytes per row in float32.
+    """
+
+    kind = "grouping"
+    column_norm = "exact"
+
+    def __init__(
+        self,
+        D: int,
+        d: int,
+        seed: int,
+        device: torch.device | str | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        scope: str | None = None,
+    ) -> None:
+        super().__init__(D, d, seed, device, dtype=dtype, scope=scope)
+        gen = _generator(seed, _STREAM["grouping"], d)
+        order = torch.randperm(D, generator=gen)
+        column = torch.randint(d, (D,), generator=gen)
+        column[order[:d]] = torch.arange(d)  # every column gets at least one row
+        signs = (torch.randint(0, 2, (D,), generator=gen) * 2 - 1).to(torch.float64)
+        sizes = torch.bincount(column, minlength=d).to(torch.float64)
+        values = signs / sizes[column].sqrt()
+        self.register_buffer("column", column.to(self._device), persistent=False)
+        self.register_buffer("values", values.to(device=self._device, dtype=dtype), persistent=False)
+
+    def _project(self, theta_d: Tensor) -> Tensor:
+        # index_select, not advanced indexing: its backward is an index_add, 3-4x faster on CPU than the
+        # accumulating index_put (D = 1.2M, d = 1,000: 3.7 against 13-16 ms forward+backward)
+        return theta_d.index_select(-1, self.column) * self.values
 
 
 def make_projection(
