@@ -5,8 +5,8 @@
     python scripts/validation_summary.py                       # reports/validation/{animals,digits,per_block}
     python scripts/validation_summary.py reports/validation/animals/validation.json
 
-Per study: the oracle's spread, then per selector (first oracle method) rho with its seed span and image-bootstrap
-interval, the Holm-corrected p-values, the verdict and the cost; then the regret per budget with its per-seed span.
+Per study: each oracle's spread, then the report's own agreement table (every selector against every method's
+oracle) and regret table, rendered by the library (``petl_analysis.report.validation``).
 """
 
 from __future__ import annotations
@@ -15,86 +15,34 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from petl_analysis.report.document import to_markdown
+from petl_analysis.report.validation import agreement_table, oracle_spread, regret_table
 from petl_analysis.validate import ValidationResult
-from petl_analysis.validate.result import format_correlation, format_interval, format_p
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ("animals", "digits", "per_block", "glyph_folder")
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x + 0.0:.1f}"  # + 0.0: never -0.0
-
-
-def _signed(x: float) -> str:
-    return "0.0" if round(100 * x, 1) == 0 else f"{100 * x:+.1f}"
-
-
 def oracle_line(v: ValidationResult, method: str) -> str:
     """``kadaptation oracle: best attn.v 81.2%, worst ... (spread 1.3 pts = 19 of 1,497 validation images)``."""
     ranked = v.oracle_of(method)
-    best, worst = ranked[0], ranked[-1]
-    spread = best.val_mean - worst.val_mean
-    seed_sd = float(np.mean([e.val_std for e in ranked]))
+    spread, seed_sd = oracle_spread(v, method)
     return (
-        f"{method} oracle ({len(v.seeds)} seeds, {v.n_val:,} validation images of split B): best `{best.target}` "
-        f"{_pts(best.val_mean)}%, worst `{worst.target}` {_pts(worst.val_mean)}%, spread {_pts(spread)} pts "
-        f"({spread * v.n_val:.0f} images); mean seed sd {_pts(seed_sd)} pts; cost {v.oracle_cost[method].text()}"
+        f"{method} oracle ({len(v.seeds)} seeds, {v.n_val:,} validation images of split B): best `{ranked[0].target}` "
+        f"{100 * ranked[0].val_mean:.1f}%, worst `{ranked[-1].target}` {100 * ranked[-1].val_mean:.1f}%, spread "
+        f"{100 * spread:.1f} pts ({spread * v.n_val:.0f} images); mean seed sd {100 * seed_sd:.1f} pts; cost "
+        f"{v.oracle_cost[method].text()}"
     )
 
 
-def agreement_rows(v: ValidationResult, method: str) -> list[str]:
-    rows = [
-        "| selector | tie classes | Spearman ρ [seed span] | ρ, image bootstrap 95% | p better (Holm) "
-        "| p worse (Holm) | cost | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for a in (a for a in v.agreement if a.method == method):
-        classes = a.classes()
-        n = sum(len(c) for c in classes)
-        shape = "strict" if len(classes) == n else ("all tied" if len(classes) == 1 else f"{len(classes)} classes")
-        if a.n_measured is not None:
-            shape += f"; d90 measured for {a.n_measured}"
-        rows.append(
-            f"| `{a.selector}` | {shape} | {format_correlation(a.spearman, a.spearman_span)} | "
-            f"{format_interval(a.spearman_images)} | {format_p(a.p_better, a.p_better_holm)} | "
-            f"{format_p(a.p_worse, a.p_worse_holm)} | {a.cost.text() if a.cost else '-'} | {a.verdict} |"
-        )
-    return rows
-
-
-def regret_rows(v: ValidationResult) -> list[str]:
-    budgets = [b for b in v.budgets if any(r.budget == b for r in v.regrets)]
-    if not budgets:
-        return [f"(no regret: {'; '.join(v.notes[1:]) or 'no budget planned'})"]
-    rows = [
-        "| selector | " + " | ".join(f"regret at {b:,} (pts) [seed span]" for b in budgets) + " |",
-        "|---|" + "---|" * len(budgets),
-    ]
-    for name in ["oracle", *v.selectors, "random"]:
-        cells = []
-        for b in budgets:
-            r = v.regret_of(name, b)
-            cells.append(
-                "-"
-                if r is None
-                else f"{_pts(r.regret)} [{_signed(-r.diff_interval[1])}, {_signed(-r.diff_interval[0])}]"
-            )
-        rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    return rows
-
-
 def summary(path: Path) -> str:
+    """The study's oracle lines, then the report's agreement and regret tables (the same rows, from the library)."""
     v = ValidationResult.load(path)
-    method = v.methods[0]
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     lines = [f"### {path.parent.name} ({len(v.sets)} sets; `{shown}`)", ""]
-    lines += [oracle_line(v, m) for m in v.methods] + [""]
-    lines += agreement_rows(v, method) + [""]
-    lines += [f"Regret of each selector's {v.regret_method} plan (split B, reference chosen on split A):", ""]
-    lines += regret_rows(v)
+    lines += [oracle_line(v, m) for m in v.methods] + ["", to_markdown([agreement_table(v)]), ""]
+    lines += [f"Regret of each selector's {v.regret_method} plan (points; split B, reference chosen on split A):", ""]
+    lines += [to_markdown([regret_table(v)]) if v.regrets else f"(no regret: {'; '.join(v.notes[1:])})"]
     if v.regret_left_out:
         lines += ["", f"Left out (every order gives the same plan): {', '.join(f'{b:,}' for b in v.regret_left_out)}"]
     return "\n".join(lines)

@@ -323,3 +323,20 @@ def test_committed_plan_files_of_an_older_version_migrate():
     plan = Plan.load(path)
     assert stored["version"] <= Plan.VERSION and plan.to_dict()["version"] == Plan.VERSION
     assert plan.config == stored["config"] and plan.used == stored["used"]
+
+
+def test_validation_summary_prints_the_reports_own_tables():
+    # The docs' tables come from scripts/validation_summary.py: the rows the committed reports hold, not a copy.
+    from petl_analysis.report.document import to_markdown
+    from petl_analysis.report.validation import agreement_table, regret_table
+    from petl_analysis.validate import ValidationResult
+
+    spec = importlib.util.spec_from_file_location("validation_summary", ROOT / "scripts" / "validation_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for study in STUDIES:
+        path = REPORTS / study / "validation.json"
+        v, text = ValidationResult.load(path), module.summary(path)
+        for table in (agreement_table(v), regret_table(v)):
+            markdown = to_markdown([table])
+            assert markdown in text and markdown in (REPORTS / study / "report" / "report.md").read_text()

@@ -21,7 +21,8 @@ VALIDATION_PNG = "oracle_vs_predicted.png"
 
 
 def _pts(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{100 * x:.1f}"
+    """Points with one decimal; a value that rounds to zero prints ``0.0``, never ``-0.0``."""
+    return "-" if not math.isfinite(x) else f"{round(100 * x, 1) + 0.0:.1f}"
 
 
 def oracle_spread(v: ValidationResult, method: str) -> tuple[float, float]:
@@ -164,8 +165,10 @@ def _judge_words(v: ValidationResult) -> str:
     return " **Judged on the probe's own data** (--allow-shared-data): the verdicts below may flatter the ranking."
 
 
-def _agreement_blocks(v: ValidationResult) -> list[Block]:
-    """Each selector's agreement with the oracle, its cost beside it, and what a random order gets."""
+def agreement_table(v: ValidationResult) -> Table:
+    """The agreement table of the report: each selector against each method's oracle (correlations with their seed
+    spans and image-bootstrap interval, Holm-corrected p-values, top-k, cost, verdict), what a random order gets,
+    and the oracle's own cost."""
     header = [
         "selector",
         "oracle",
@@ -224,6 +227,11 @@ def _agreement_blocks(v: ValidationResult) -> list[Block]:
             )
     for m, c in v.oracle_cost.items():
         rows.append(["oracle (its own cost)", m, "-", "-", "-", "-", "-", "-", "-", "-", "-", c.text(), "-"])
+    return Table(header, rows, numeric={3, 4, 5, 6, 7, 8, 9, 10})
+
+
+def _agreement_blocks(v: ValidationResult) -> list[Block]:
+    """Each selector's agreement with the oracle, its cost beside it, and what a random order gets."""
     tested = next((a for a in v.agreement if math.isfinite(a.p_worse)), None)
     how = (
         ""
@@ -247,14 +255,13 @@ def _agreement_blocks(v: ValidationResult) -> list[Block]:
             '"random (expected)": a uniformly random order (its ρ range is the central 95% of all '
             "orders)."
         ),
-        Table(header, rows, numeric={3, 4, 5, 6, 7, 8, 9, 10}),
+        agreement_table(v),
     ]
 
 
-def _regret_blocks(v: ValidationResult) -> list[Block]:
-    """Regret of each selector's plan per budget, and what the reference plan at each budget was."""
-    if not v.judged_on:
-        return _legacy_regret_blocks(v)
+def regret_table(v: ValidationResult) -> Table:
+    """The regret table of the report (a file judged on split B or its own data): per selector and budget, the
+    points its plan gives up against the reference, with the interval of the per-seed paired differences."""
     budgets = [b for b in v.budgets if any(r.budget == b for r in v.regrets)]
     rows = []
     for name in ["oracle", *v.selectors, "random"]:
@@ -262,11 +269,17 @@ def _regret_blocks(v: ValidationResult) -> list[Block]:
         for b in budgets:
             r = v.regret_of(name, b)
             cells.append(
-                "-"
-                if r is None
-                else f"{_pts(r.regret)} [{_pts(0.0 - r.diff_interval[1])}, {_pts(0.0 - r.diff_interval[0])}]"
-            )  # 0.0 - x: never -0.0
+                "-" if r is None else f"{_pts(r.regret)} [{_pts(-r.diff_interval[1])}, {_pts(-r.diff_interval[0])}]"
+            )
         rows.append(cells)
+    return Table(["selector", *[f"{b:,}" for b in budgets]], rows, numeric=set(range(1, len(budgets) + 1)))
+
+
+def _regret_blocks(v: ValidationResult) -> list[Block]:
+    """Regret of each selector's plan per budget, and what the reference plan at each budget was."""
+    if not v.judged_on:
+        return _legacy_regret_blocks(v)
+    budgets = [b for b in v.budgets if any(r.budget == b for r in v.regrets)]
     kinds = sorted({r.interval_kind for r in v.regrets})
     where = (
         "its own validation images (the probe's data: the reference is chosen and scored on the same images)"
@@ -287,7 +300,7 @@ def _regret_blocks(v: ValidationResult) -> list[Block]:
     return [
         Heading("Regret per budget", 3),
         Paragraph(text),
-        Table(["selector", *[f"{b:,}" for b in budgets]], rows, numeric=set(range(1, len(budgets) + 1))),
+        regret_table(v),
         Bullets(bullets),
     ]
 
