@@ -433,6 +433,16 @@ def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
     )
 
 
+def _data_dir(data: DataOptions, ranking, dataset: str) -> str | None:
+    """--data-dir, or the ranking's for its own dataset (carried forward like --skip-bad-images)."""
+    from petl_analysis.task import same_dataset
+
+    ranked = ranking.data if ranking is not None else None
+    if data.data_dir is not None or ranked is None or not same_dataset(ranked.dataset, dataset):
+        return data.data_dir
+    return ranked.data_dir
+
+
 #: How a progress line names the probe's baseline trials.
 _BASELINES = {"head": "floor (head alone)", "ft": "ceiling (full fine-tuning)", "lp": "linear probe"}
 
@@ -936,7 +946,7 @@ def plan(
     spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
     ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
     skip_bad = _skip_bad_images(data, ranking, ds_name)
-    net = Study(spec, DataSpec(ds_name, skip_bad_images=skip_bad)).template
+    net = Study(spec, DataSpec(ds_name, skip_bad_images=skip_bad, data_dir=_data_dir(data, ranking, ds_name))).template
     options = _method_config(method, None, list(sets)).to_dict()
     options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
     budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budgets")
@@ -1080,6 +1090,7 @@ def sweep(
         data_spec = dataclasses.replace(
             data.spec(dataset=dataset, zero_shots_is_full=True),
             skip_bad_images=_skip_bad_images(data, ranking, dataset),
+            data_dir=_data_dir(data, ranking, dataset),
         )
         with progress_bar("sweep", total=None) as advance:
             result = run_sweep(
@@ -1335,6 +1346,7 @@ def run(
             out=out,
             execution=execution,
             command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+            data_dir=data.data_dir,
         )
     )
 

@@ -135,7 +135,14 @@ DatasetOpt = CliOption(
     "--dataset",
     "-d",
     panel=DATA,
-    help="Built-in dataset name (`petl-analyze datasets` lists them) or an image-folder path.",
+    help="Built-in dataset name (`petl-analyze datasets` lists them), an image-folder path (train/, val/, test/ "
+    "split folders are kept), or a timm source (torch/NAME, hfds/NAME, wds/NAME, with --data-dir).",
+)
+DataDirOpt = CliOption(
+    None,
+    "--data-dir",
+    panel=DATA,
+    help="Where a timm dataset source's files are (--dataset torch/NAME, hfds/NAME, wds/NAME); never downloaded.",
 )
 ShotsOpt = CliOption(
     None,
@@ -277,10 +284,11 @@ class ModelOptions(OptionGroup):
 
 @dataclass(frozen=True)
 class DataOptions(OptionGroup):
-    """--dataset, --shots, --max-train, --split-part, --skip-bad-images, --keep-duplicates: which images, and how
-    many of them train."""
+    """--dataset, --data-dir, --shots, --max-train, --split-part, --skip-bad-images, --keep-duplicates: which images,
+    and how many of them train."""
 
     dataset: str | None = DatasetOpt.field()
+    data_dir: str | None = DataDirOpt.field()
     shots: int | None = ShotsOpt.field()
     max_train: int | None = MaxTrainOpt.field()
     split_part: str | None = SplitPartOpt.field()
@@ -305,7 +313,7 @@ class DataOptions(OptionGroup):
             dedup=not self.keep_duplicates,
             part=self.split_part,
         )
-        return DataSpec(dataset or self.dataset, split, skip_bad_images=self.skip_bad_images)
+        return DataSpec(dataset or self.dataset, split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir)
 
 
 @dataclass(frozen=True)
@@ -411,6 +419,7 @@ class RunOptions:
     out: str
     execution: Execution
     command: str
+    data_dir: str | None = None
 
     def per_dataset(self) -> Iterator[tuple[str, DataSpec, PipelineConfig, Path]]:
         """``(dataset, sweep data, config with the probe's data, out_dir)`` for each dataset."""
@@ -418,10 +427,10 @@ class RunOptions:
 
         for ds in self.datasets:
             out_dir = Path(self.out) / ds if len(self.datasets) > 1 else Path(self.out)
-            probe_data = DataSpec(ds, self.probe_split, skip_bad_images=self.skip_bad_images)
+            probe_data = DataSpec(ds, self.probe_split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir)
             yield (
                 ds,
-                DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images),
+                DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir),
                 dataclasses.replace(self.config, probe_data=probe_data),
                 out_dir,
             )

@@ -39,9 +39,10 @@ def extract_features(
 ) -> TensorDataset:
     """Pre-logit features of a frozen ``model`` (``forward_head(..., pre_logits=True)``), shape ``(N, num_features)``.
 
-    Streamed data (:class:`StreamingImages`) is cached on disk (:mod:`petl_analysis.features`, ``cache_dir`` or
-    the default directory): the returned features are then a memory map of the cache file, computed once per
-    backbone, files and preprocessing. In-memory data is computed in memory, as always.
+    Streamed image files (:class:`StreamingImages` of a folder) are cached on disk (:mod:`petl_analysis.features`,
+    ``cache_dir`` or the default directory): the returned features are then a memory map of the cache file,
+    computed once per backbone, files and preprocessing. In-memory data, and items of other datasets (timm sources,
+    Python datasets: no files to key a cache on), are computed in memory.
     ``amp``: bf16 autocast on CUDA (no effect on CPU).
     """
     dev = resolve_device(device)
@@ -49,7 +50,7 @@ def extract_features(
     model.eval().to(dev)
     labels = labels_of(data)
     writer = None
-    if isinstance(data, StreamingImages):
+    if isinstance(data, StreamingImages) and data.cache_key() is not None:
         key = hashlib.sha1(
             f"{feature_cache.backbone_fingerprint(model)}|{data.cache_key()}|"
             f"{dev.type}:{amp and dev.type == 'cuda'}".encode()

@@ -30,12 +30,15 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .data import ImageDataset, ImageFiles, open_dataset
+from .data.sources import DatasetItems, is_python_dataset
+from .errors import PetlError
 from .models import ModelSpec
 from .task import (
     DataSpec,
     InputConversion,
     announce,
     announce_removed,
+    announce_split,
     data_record,
     dataset_identity,
     input_conversion,
@@ -85,13 +88,20 @@ class Study:
     def __post_init__(self) -> None:
         if self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
+        if is_python_dataset(self.data.dataset) and (self.n_jobs != 1 or self.backend != "loky"):
+            # Trials in other processes open the data by name, and Python objects are registered in this one only.
+            raise PetlError(
+                f"dataset {self.data.dataset!r} holds Python dataset objects, which trials in worker processes "
+                f"cannot open; run it with n_jobs=1 and the loky backend (in this process), not n_jobs={self.n_jobs} "
+                f"and backend {self.backend!r}"
+            )
 
     # ------------------------------------------------------------------------------------------- the funnel
 
     @functools.cached_property
-    def dataset(self) -> ImageDataset | ImageFiles:
+    def dataset(self) -> ImageDataset | ImageFiles | DatasetItems:
         """The opened dataset (once per study)."""
-        return open_dataset(self.data.dataset, skip_bad_images=self.data.skip_bad_images)
+        return open_dataset(self.data.dataset, skip_bad_images=self.data.skip_bad_images, data_dir=self.data.data_dir)
 
     @functools.cached_property
     def template(self) -> nn.Module:
@@ -112,9 +122,11 @@ class Study:
 
     @functools.cached_property
     def data_record(self) -> DataSpec:
-        """``data`` as artefacts record it: with what deduplication removed (:func:`~petl_analysis.task.data_record`);
-        a removal is announced the first time it is read."""
+        """``data`` as artefacts record it: with what deduplication removed and the split in use
+        (:func:`~petl_analysis.task.data_record`); a removal and a predefined split are announced the first time it is
+        read."""
         record = data_record(self.data, self.dataset)
+        announce_split(record)
         announce_removed(record)
         return record
 
@@ -124,9 +136,10 @@ class Study:
         from .task import same_model
 
         other = dataclasses.replace(self, data=data, model=model or self.model)
-        same_data = (dataset_identity(data.dataset), data.skip_bad_images) == (
+        same_data = (dataset_identity(data.dataset), data.skip_bad_images, data.data_dir) == (
             dataset_identity(self.data.dataset),
             self.data.skip_bad_images,
+            self.data.data_dir,
         )
         carried = _CACHED if same_data and same_model(other.model, self.model) else ("dataset",) if same_data else ()
         other.__dict__.update({k: v for k, v in self.__dict__.items() if k in carried})

@@ -7,7 +7,8 @@ fresh classifier for the task's classes. Linear probing (the head trained on fea
 
 Built-in datasets become in-memory ``TensorDataset`` splits (:func:`~petl_analysis.data.to_model_input`); an image
 folder becomes streamed splits (:class:`~petl_analysis.data.StreamingImages`, timm's transforms for the model),
-whose frozen features are cached on disk (:mod:`petl_analysis.features`). The engine takes either.
+whose frozen features are cached on disk (:mod:`petl_analysis.features`); so do a timm source and Python datasets
+(:mod:`petl_analysis.data.sources`), uncached. The engine takes either.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
@@ -30,32 +31,75 @@ from .data import (
     stream_split,
     to_model_input,
 )
+from .data.sources import DatasetItems, is_python_dataset, is_timm_source
+from .data.splits import SplitRecord
 from .engine import Examples, seed_everything
 from .errors import PetlError
 from .linear_probe import extract_features, fit_linear_probe  # noqa: F401 - moved; importable from here as before
 from .models import ModelSpec, create_model, model_input_config
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from torch.utils.data import Dataset
+
 
 @dataclass
 class DataSpec:
-    """A dataset (built-in name or image-folder path) and the split protocol (stored in every artefact).
+    """A dataset and the split protocol (stored in every artefact).
 
+    ``dataset``: a built-in name, an image-folder path (with or without ``train/``, ``val/``, ``test/`` split
+    folders), a timm source (``torch/NAME``, ``hfds/NAME``, ``wds/NAME``) read from ``data_dir``, or Python datasets
+    registered by :meth:`from_datasets` (``python:NAME``).
     ``skip_bad_images``: leave out a folder's undecodable files (with a warning naming them) instead of failing.
+    ``data_dir``: where a timm source's files are (``--data-dir``); None for other datasets.
     ``removed``: what deduplication left out before splitting (``{"groups", "duplicates", "conflicting"}``, see
     :func:`~petl_analysis.data.splits.deduplicate`), filled by :func:`data_record` for artefacts; None in a spec not
-    yet opened, with ``split.dedup`` off, and in artefacts written before it was recorded. A record, not an input:
-    trial keys and equality leave it out.
+    yet opened, with ``split.dedup`` off, and in artefacts written before it was recorded.
+    ``split_record``: which split was used (predefined by the dataset or random, where from, the counts:
+    :class:`~petl_analysis.data.splits.SplitRecord`), filled by :func:`data_record`; None in a spec not yet opened
+    and in artefacts written before it was recorded. ``removed`` and ``split_record`` are records, not inputs: trial
+    keys and equality leave them out.
     """
 
     dataset: str = "digits"
     split: SplitSpec = field(default_factory=SplitSpec)
     skip_bad_images: bool = False
     removed: dict[str, int] | None = field(default=None, compare=False)
+    data_dir: str | None = None
+    split_record: SplitRecord | None = field(default=None, compare=False)
 
     #: Added after trial logs existed: left out of trial keys at its default (see ``trials.key_json``).
-    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images",)
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images", "data_dir")
     #: Left out of trial keys: a record of what opening the data did, not which data to use.
-    KEY_OMIT: ClassVar[tuple[str, ...]] = ("removed",)
+    KEY_OMIT: ClassVar[tuple[str, ...]] = ("removed", "split_record")
+
+    @classmethod
+    def from_datasets(
+        cls,
+        train: Dataset,
+        val: Dataset | None = None,
+        test: Dataset | None = None,
+        *,
+        name: str,
+        classes: Sequence[str] | None = None,
+        split: SplitSpec | None = None,
+    ) -> DataSpec:
+        """A spec of map-style ``torch.utils.data.Dataset`` objects given per split, for stages run in this process.
+
+        Items are ``(image, label)``: a PIL image, an image tensor ``(C, H, W)`` or an array ``(H, W[, C])``, and an
+        integer label. The given splits are kept; a missing val or test is drawn from ``train`` by ``split``'s
+        fractions and seed. The datasets are registered under ``python:<name>``
+        (:func:`~petl_analysis.data.sources.register_datasets`): trials in worker processes cannot open them, so a
+        :class:`~petl_analysis.study.Study` on them refuses ``n_jobs > 1`` and the dask backend. ``name`` stands
+        for the data in trial logs: give other data another name.
+
+        Args:
+            classes: class names (default: ``train.classes`` if it has them, else ``"0"``, ``"1"``, ...).
+        """
+        from .data.sources import register_datasets
+
+        return cls(register_datasets(name, train, val, test, classes), split if split is not None else SplitSpec())
 
     def for_seed(self, seed: int) -> DataSpec:
         """The data of one seed: each seed draws its own k-shot sample (``shot_seed = seed``); val and test stay."""
@@ -114,14 +158,21 @@ class InputConversion:
         return f"{src} images -> {dst} for the model ({', '.join(how)})"
 
 
-def input_conversion(ds: ImageDataset | ImageFiles, model: nn.Module) -> InputConversion:
+#: PIL modes that hold one channel.
+_GRAY_MODES = ("1", "L", "I", "I;16", "F")
+
+
+def input_conversion(ds: ImageDataset | ImageFiles | DatasetItems, model: nn.Module) -> InputConversion:
     """The conversion :func:`build_task` applies to ``ds`` for ``model``."""
     cfg = model_input_config(model)
-    if isinstance(ds, ImageFiles):  # streamed: files may differ, so the first one stands for the folder
+    if isinstance(ds, DatasetItems):  # streamed items: the first one stands for the dataset
+        img = ds.image(0)
+        channels, size = (1 if img.mode in _GRAY_MODES else 3), [img.height, img.width]
+    elif isinstance(ds, ImageFiles):  # streamed: files may differ, so the first one stands for the folder
         from PIL import Image
 
         with Image.open(ds.paths[0]) as img:
-            channels, size = (1 if img.mode in ("1", "L", "I", "I;16", "F") else 3), [img.height, img.width]
+            channels, size = (1 if img.mode in _GRAY_MODES else 3), [img.height, img.width]
     else:
         channels, size = ds.channels, list(ds.image_size)
     return InputConversion(
@@ -142,16 +193,32 @@ def announce(conversion: InputConversion, dataset: str) -> None:
         )
 
 
-def data_record(data: DataSpec, ds: ImageDataset | ImageFiles) -> DataSpec:
-    """``data`` with the record of what deduplication removes from ``ds`` (the form artefacts store)."""
-    from .data.splits import deduplicate
+def data_record(data: DataSpec, ds: ImageDataset | ImageFiles | DatasetItems) -> DataSpec:
+    """``data`` with the records of what deduplication removes from ``ds`` and of the split it makes (the form
+    artefacts store)."""
+    splits = make_splits(ds, data.split)
+    return dataclasses.replace(data, removed=splits.removed if data.split.dedup else None, split_record=splits.record)
 
-    removed = deduplicate(ds)[1] if data.split.dedup else None
-    return dataclasses.replace(data, removed=removed)
+
+def announce_split(data: DataSpec) -> None:
+    """Log (INFO, the CLI prints it) the split in use when the dataset gave it (predefined splits are kept, so a user
+    sees which folders became which split)."""
+    record = data.split_record
+    if record is not None and record.kind == "predefined":
+        logger.info("dataset %r: %s", data.dataset, record.describe(data.split))
 
 
 def announce_removed(data: DataSpec) -> None:
-    """Log (INFO, the CLI prints it) a one-line note when deduplication removed images before splitting."""
+    """Log (INFO, the CLI prints it) a one-line note when deduplication removed images before splitting, and when
+    predefined splits share identical images (they are kept where the dataset puts them)."""
+    shared = data.split_record.shared if data.split_record is not None else {}
+    if shared:
+        pairs = ", ".join(f"{n:,} between {pair.replace('/', ' and ')}" for pair, n in shared.items())
+        logger.info(
+            "dataset %r: identical images in two of its predefined splits (%s); kept where the dataset puts them",
+            data.dataset,
+            pairs,
+        )
     r = data.removed
     if r and (r.get("duplicates") or r.get("conflicting")):
         conflicting = f" and {r['conflicting']:,} whose copies carry different labels" if r.get("conflicting") else ""
@@ -170,7 +237,7 @@ def dataset_identity(name: str) -> str:
     from .data.builtin import DATASETS
 
     name = str(name)
-    if name in DATASETS:
+    if name in DATASETS or is_timm_source(name) or is_python_dataset(name):
         return name
     path = name[len("folder:") :] if name.startswith("folder:") else name
     return f"folder:{Path(path).expanduser().resolve()}"
@@ -207,7 +274,8 @@ def require_same_model(made_on: ModelSpec, given: ModelSpec, what: str, advice: 
 class Task:
     """Train/val/test data for one model (inputs resized, channel-converted and normalised).
 
-    Each split is an in-memory ``TensorDataset`` (built-ins) or a :class:`StreamingImages` (folders).
+    Each split is an in-memory ``TensorDataset`` (built-ins) or a :class:`StreamingImages` (folders, timm sources,
+    Python datasets).
     ``train_plain`` is the training split without augmentation, for frozen features (``None``: ``train``).
     """
 
@@ -224,10 +292,15 @@ class Task:
         return len(self.classes)
 
 
+def open_data(data: DataSpec) -> ImageDataset | ImageFiles | DatasetItems:
+    """The dataset ``data`` names, opened (:func:`~petl_analysis.data.open_dataset` with its options)."""
+    return open_dataset(data.dataset, skip_bad_images=data.skip_bad_images, data_dir=data.data_dir)
+
+
 def build_task(
     data: DataSpec,
     model: nn.Module,
-    dataset: ImageDataset | ImageFiles | None = None,
+    dataset: ImageDataset | ImageFiles | DatasetItems | None = None,
     *,
     augment: bool = False,
     num_workers: int | None = None,
@@ -235,15 +308,16 @@ def build_task(
     """Open (or take) the dataset, split it by ``data.split``, and prepare each split for ``model``.
 
     Args:
-        dataset: the opened dataset (default: ``open_dataset(data.dataset)``). An :class:`ImageFiles` is streamed.
+        dataset: the opened dataset (default: :func:`open_data`). An :class:`ImageFiles` or a
+            :class:`~petl_analysis.data.sources.DatasetItems` is streamed.
         augment: timm's training augmentation on a streamed training split (in-memory data is never augmented).
         num_workers: DataLoader workers of streamed splits (default: ``default_num_workers()``).
     """
-    ds = dataset if dataset is not None else open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    ds = dataset if dataset is not None else open_data(data)
     splits = make_splits(ds, data.split)
-    if isinstance(ds, ImageFiles):
+    if isinstance(ds, (ImageFiles, DatasetItems)):
 
-        def stream(files: ImageFiles, aug: bool = False) -> StreamingImages:
+        def stream(files: ImageFiles | DatasetItems, aug: bool = False) -> StreamingImages:
             return stream_split(files, model, augment=aug, num_workers=num_workers)
 
         plain = stream(splits.train)

@@ -83,6 +83,10 @@ def _what_it_holds(artefact_dict: dict) -> dict:
             **{k: v for k, v in data.items() if k != "removed"},
             "split": {k: v for k, v in data["split"].items() if k != "dedup"},
         }
+    for key in ("data", "probe_data"):
+        if isinstance(out.get(key), dict) and "split_record" in out[key]:
+            # which split was used (predefined or random, the counts) is recorded since the committed runs
+            out[key] = {k: v for k, v in out[key].items() if k != "split_record"}
     conversion = out.get("input_conversion")
     if isinstance(conversion, dict) and conversion.get("skipped_images") == []:
         # recorded since the committed runs, none of which skipped an image

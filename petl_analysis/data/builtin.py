@@ -23,6 +23,7 @@ from ..registry import Registry
 from .dataset import ImageDataset
 from .folder import load_image_folder
 from .glyphs import glyph_classes, render_glyphs
+from .sources import DatasetItems, is_python_dataset, is_timm_source, open_registered, open_timm_source
 from .stream import ImageFiles, open_image_files
 
 DATASETS: Registry = Registry("dataset")
@@ -183,6 +184,8 @@ def load_dataset(name: str, **kwargs: object) -> ImageDataset:
         PetlError: unknown name (the message lists the built-ins), a bad option, or a bad folder.
     """
     name = str(name)
+    if is_timm_source(name) or is_python_dataset(name):
+        raise PetlError(f"dataset {name!r} is streamed, not loaded into memory; open it with open_dataset({name!r})")
     if name.startswith(_FOLDER_PREFIX):
         return _call(load_image_folder, name, Path(name[len(_FOLDER_PREFIX) :]), kwargs)
     if name in DATASETS:
@@ -196,18 +199,28 @@ def load_dataset(name: str, **kwargs: object) -> ImageDataset:
     )
 
 
-def open_dataset(name: str, *, skip_bad_images: bool = False) -> ImageDataset | ImageFiles:
-    """What the pipeline stages train on: a built-in in memory, or an image folder as an index of files.
+def open_dataset(
+    name: str, *, skip_bad_images: bool = False, data_dir: str | None = None
+) -> ImageDataset | ImageFiles | DatasetItems:
+    """What the pipeline stages train on: a built-in in memory, an image folder as an index of files, or a timm
+    source or Python datasets as an index of items.
 
     Built-ins (small) are loaded as by :func:`load_dataset` and converted in memory, exactly as before streaming
     existed. A folder (a path or ``"folder:<path>"``) is indexed without its pixels (:func:`open_image_files`:
-    every file is decoded once to find broken ones), and its splits are streamed with the model's timm transforms.
+    every file is decoded once to find broken ones), and its splits are streamed with the model's timm transforms;
+    so are the items of a timm source (``torch/NAME``, ``hfds/NAME``, ``wds/NAME`` read from ``data_dir``) and of
+    datasets registered from Python (``python:NAME``): :mod:`petl_analysis.data.sources`.
 
     Args:
         skip_bad_images: leave out undecodable files of a folder with a warning listing them, instead of one error
             naming them; ignored for built-ins.
+        data_dir: where a timm source's files are (``--data-dir``); unused by other datasets.
     """
     name = str(name)
+    if is_python_dataset(name):
+        return open_registered(name)
+    if is_timm_source(name):
+        return open_timm_source(name, data_dir)
     if name.startswith(_FOLDER_PREFIX):
         return open_image_files(name[len(_FOLDER_PREFIX) :], skip_bad_images=skip_bad_images)
     if name in DATASETS:

@@ -7,7 +7,7 @@ resolution, channel count and normalisation are applied only by :func:`to_model_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +22,43 @@ _LUMA = (0.299, 0.587, 0.114)
 _CHUNK = 4096
 
 
+#: The three splits, in the order a dataset lists them; :attr:`PredefinedSplits.codes` indexes this.
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class PredefinedSplits:
+    """The split each image of a dataset is given by its source (an image folder's ``train/``, ``val/``, ``test/``
+    subfolders, datasets given per split), kept by :func:`~petl_analysis.data.make_splits` instead of a random split.
+
+    Attributes:
+        codes: ``int64`` tensor ``(N,)``, each an index into :data:`SPLIT_NAMES` (0 train, 1 val, 2 test).
+        source: where the splits come from, in words (``folder /data/x``, ``timm torch/mnist in /data``,
+            ``Python datasets``).
+        names: each given split's name in the source (``{"train": "train800", "val": "val200", "test": "test"}``);
+            a split it lacks is absent (drawn from train by the split's fractions).
+    """
+
+    codes: torch.Tensor
+    source: str
+    names: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "train" not in self.names or not set(self.names) <= set(SPLIT_NAMES) or len(self.names) < 2:
+            raise PetlError(
+                f"predefined splits of {self.source}: got {', '.join(self.names) or 'none'}; expected train and at "
+                f"least one of val, test"
+            )
+
+    def subset(self, idx: torch.Tensor | np.ndarray | Sequence[int] | slice) -> PredefinedSplits:
+        """The codes of the images at ``idx`` (as :meth:`ImageDataset.subset` indexes)."""
+        if not isinstance(idx, slice):
+            idx = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
+            if idx.dtype != torch.bool:
+                idx = idx.to(torch.int64).reshape(-1)
+        return PredefinedSplits(self.codes[idx], self.source, dict(self.names))
+
+
 @dataclass
 class ImageDataset:
     """A labelled image set held in memory.
@@ -32,6 +69,8 @@ class ImageDataset:
         classes: class names; ``labels == i`` means ``classes[i]``.
         name: where the data came from, e.g. ``"digits"`` or ``"folder:/abs/path"``; :func:`load_dataset` accepts it
             back.
+        predefined: the split of each image, when the source gives them (a folder with ``train/`` and ``test/``
+            subfolders); None: :func:`~petl_analysis.data.make_splits` draws them.
 
     Built-in loaders return fresh tensors on every call, so in-place edits never leak into a cache.
     """
@@ -40,6 +79,7 @@ class ImageDataset:
     labels: torch.Tensor
     classes: list[str]
     name: str
+    predefined: PredefinedSplits | None = None
 
     def __post_init__(self) -> None:
         im, lb = self.images, self.labels
@@ -54,6 +94,11 @@ class ImageDataset:
                 f"dataset {self.name!r}: labels must be an int64 tensor of shape ({im.shape[0]},); got {got}"
             )
         self.classes = [str(c) for c in self.classes]
+        if self.predefined is not None and tuple(self.predefined.codes.shape) != (im.shape[0],):
+            raise PetlError(
+                f"dataset {self.name!r}: predefined split codes must have shape ({im.shape[0]},); got "
+                f"{tuple(self.predefined.codes.shape)}"
+            )
         if len(lb) and (int(lb.min()) < 0 or int(lb.max()) >= len(self.classes)):
             raise PetlError(
                 f"dataset {self.name!r}: labels must lie in [0, {len(self.classes)}) for {len(self.classes)} classes; "
@@ -89,7 +134,8 @@ class ImageDataset:
             idx = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
             if idx.dtype != torch.bool:
                 idx = idx.to(torch.int64).reshape(-1)
-        return ImageDataset(self.images[idx], self.labels[idx], list(self.classes), self.name)
+        predefined = self.predefined.subset(idx) if self.predefined is not None else None
+        return ImageDataset(self.images[idx], self.labels[idx], list(self.classes), self.name, predefined)
 
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape

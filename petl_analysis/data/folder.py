@@ -16,6 +16,15 @@ Rules (each violation is a one-line :class:`PetlError` naming the path):
 * ``image_size=None`` keeps the images' size when they all share one, otherwise resizes every image to the most
   common size; an integer resizes every image to ``image_size x image_size`` (PIL bilinear, antialiased when
   shrinking; the aspect ratio is not kept).
+
+**Predefined splits.** A folder whose subfolders are split folders, each with the class subfolders inside
+(``path/train/<class>/``, ``path/val/<class>/``, ``path/test/<class>/``), keeps those splits (:data:`SPLIT_FOLDERS`
+lists the names, any case: ``train``/``training``/``train800``, ``val``/``valid``/``validation``/``val200``,
+``test``/``testing``). ``train`` and at least one of ``val``, ``test`` are needed; a missing one is drawn from train
+by :func:`~petl_analysis.data.make_splits`. Every split folder must hold the same class folders (one error naming
+the split and the class otherwise); other folders beside the split folders are an error, except VTAB-1k's
+``train800val200`` (the union of ``train800`` and ``val200``), which is ignored beside them and is the train folder
+without them. Labels follow the train folder's classes; images are in split, then class, then file-name order.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +45,7 @@ import torch
 
 from ..errors import PetlError
 from ..io import atomic_write_json, current_umask, ensure_writable_dir
-from .dataset import ImageDataset
+from .dataset import SPLIT_NAMES, ImageDataset, PredefinedSplits
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -85,6 +95,136 @@ def _scan(root: Path) -> tuple[list[str], list[list[Path]], list[tuple[Path, str
             raise PetlError(f"class folder {d} has no images; expected at least one {'/'.join(IMAGE_EXTENSIONS)} file")
         files.append(found)
     return [d.name for d in class_dirs], files, rejected
+
+
+#: The subfolder names (any case) that make a folder one with predefined splits: torchvision / ImageNet style, and
+#: VTAB-1k's ``train800`` / ``val200``.
+SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training", "train800"),
+    "val": ("val", "valid", "validation", "val200"),
+    "test": ("test", "testing"),
+}
+#: VTAB-1k's union of ``train800`` and ``val200``: ignored beside ``train800``, the train folder without it.
+UNION_FOLDER = "train800val200"
+
+
+@dataclass
+class FolderScan:
+    """The files of an image folder, found by :func:`scan_folder` (no image decoded yet).
+
+    Attributes:
+        root: the folder (absolute).
+        classes: class names (the class subfolders, sorted; the train folder's when the folder has splits).
+        groups: each group's folder relative to ``root`` (``cat``, or ``train/cat`` with splits), for messages.
+        group_class: the class index of each group.
+        group_split: the split of each group (an index into ``SPLIT_NAMES``); None for a folder without splits.
+        files: the image files of each group, sorted by name.
+        rejected: ``(path, reason)`` of the entries of class folders that are not image files.
+        split_folders: each given split's subfolder name (``{"train": "train", "test": "test"}``); empty without
+            splits.
+    """
+
+    root: Path
+    classes: list[str]
+    groups: list[str]
+    group_class: list[int]
+    group_split: list[int] | None
+    files: list[list[Path]]
+    rejected: list[tuple[Path, str]]
+    split_folders: dict[str, str] = field(default_factory=dict)
+
+    def predefined(self, files: list[list[Path]]) -> PredefinedSplits | None:
+        """The split codes of ``files`` (the groups after bad images were dropped), or None without splits."""
+        if self.group_split is None:
+            return None
+        codes = np.concatenate([np.full(len(fs), s, dtype=np.int64) for s, fs in zip(self.group_split, files)])
+        return PredefinedSplits(torch.from_numpy(codes), f"folder {self.root}", dict(self.split_folders))
+
+    def labels(self, files: list[list[Path]]) -> np.ndarray:
+        """The labels of ``files`` (the groups after bad images were dropped), in order."""
+        return np.concatenate([np.full(len(fs), c, dtype=np.int64) for c, fs in zip(self.group_class, files)])
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """The split subfolders of ``root`` (``{"train": root/"train", ...}``); empty when ``root`` is a folder of class
+    folders. A folder counts as one with splits when a train folder holds folders itself.
+
+    Raises:
+        PetlError: two folders for one split, folders beside the split folders, or no val and no test folder.
+    """
+    subdirs = sorted((p for p in root.iterdir() if p.is_dir() and not _skipped(p)), key=lambda p: p.name)
+    by_split = {split: [d for d in subdirs if d.name.lower() in names] for split, names in SPLIT_FOLDERS.items()}
+    union = [d for d in subdirs if d.name.lower() == UNION_FOLDER]
+    if union and not by_split["train"]:
+        by_split["train"] = union
+    train = by_split["train"]
+    if not train or not any(p.is_dir() and not _skipped(p) for p in train[0].iterdir()):
+        return {}
+    for split, found in by_split.items():
+        if len(found) > 1:
+            raise PetlError(
+                f"image folder {root} has {len(found)} folders for the {split} split "
+                f"({', '.join(d.name for d in found)}); expected one"
+            )
+    used = {d for found in by_split.values() for d in found} | set(union)
+    others = [d.name for d in subdirs if d not in used]
+    if others:
+        raise PetlError(
+            f"image folder {root} has split folders ({', '.join(d.name for f in by_split.values() for d in f)}) "
+            f"and other folders beside them ({', '.join(others)}); expected only train/, val/ and test/ split "
+            f"folders, each with one subfolder per class"
+        )
+    if not by_split["val"] and not by_split["test"]:
+        raise PetlError(
+            f"image folder {root} has a {train[0].name}/ split folder but neither a val/ nor a test/ one; expected "
+            f"val/ and/or test/ beside it (a missing one is drawn from train), or give {train[0]} as the dataset"
+        )
+    return {split: found[0] for split, found in by_split.items() if found}
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """Find the classes and image files of ``root``, with or without predefined splits (module docstring).
+
+    Raises:
+        PetlError: a folder that breaks a rule, or split folders whose class folders differ (naming the split and
+            the class).
+    """
+    if root.is_dir():
+        splits = _split_folders(root)
+    else:
+        splits = {}
+    if not splits:
+        classes, files, rejected = _scan(root)
+        return FolderScan(root, classes, list(classes), list(range(len(classes))), None, files, rejected)
+    scanned = {split: _scan(folder) for split, folder in splits.items()}
+    classes = scanned["train"][0]
+    train_name = splits["train"].name
+    for split, (names, _, _) in scanned.items():
+        missing = [c for c in classes if c not in names]
+        extra = [c for c in names if c not in classes]
+        if missing or extra:
+            which = (
+                f"has no class folder {missing[0]!r}, which" if missing else f"has class folder {extra[0]!r}, which"
+            )
+            more = len(missing) + len(extra) - 1
+            raise PetlError(
+                f"image folder {root}: split folder {splits[split].name!r} {which} {train_name!r} "
+                f"{'has' if missing else 'has not'}{f' ({more} more differ)' if more else ''}; expected the same "
+                f"class folders in every split"
+            )
+    groups, group_class, group_split, files, rejected = [], [], [], [], []
+    for split in SPLIT_NAMES:
+        if split not in scanned:
+            continue
+        names, split_files, split_rejected = scanned[split]
+        for c, fs in zip(names, split_files):
+            groups.append(f"{splits[split].name}/{c}")
+            group_class.append(classes.index(c))
+            group_split.append(SPLIT_NAMES.index(split))
+            files.append(fs)
+        rejected += split_rejected
+    folders = {split: folder.name for split, folder in splits.items()}
+    return FolderScan(root, classes, groups, group_class, group_split, files, rejected, folders)
 
 
 def _read(path: Path) -> np.ndarray:
@@ -143,7 +283,7 @@ def _list_bad(bad: Sequence[tuple[Path, str]], root: Path) -> str:
 
 def drop_bad_images(
     root: Path,
-    classes: list[str],
+    groups: list[str],
     files: list[list[Path]],
     skip_bad_images: bool,
     bad: Sequence[tuple[Path, str]] | None = None,
@@ -152,6 +292,7 @@ def drop_bad_images(
     :class:`BadImagesWarning`, or raise one error naming them all.
 
     Args:
+        groups: the folder of each group of ``files``, relative to ``root`` (a class, or ``split/class``).
         bad: ``(path, reason)`` already found; ``None`` decodes every file to find them (:func:`find_bad_images`).
             Entries not in ``files`` (a non-image file) count too.
 
@@ -178,7 +319,7 @@ def drop_bad_images(
     )
     dropped = {p for p, _ in bad}
     kept = [[p for p in fs if p not in dropped] for fs in files]
-    for name, fs in zip(classes, kept):
+    for name, fs in zip(groups, kept):
         if not fs:
             raise PetlError(f"class folder {root / name} has no decodable images; expected at least one")
     return kept
@@ -219,17 +360,18 @@ def load_image_folder(
 
     Returns:
         ``ImageDataset`` with images uint8 ``(N, C, H, W)``, labels int64 ``(N,)`` in class order then file-name
-        order, ``classes`` the subfolder names and ``name`` ``"folder:<absolute path>"``.
+        order (split first for a folder with splits), ``classes`` the subfolder names, ``name``
+        ``"folder:<absolute path>"`` and ``predefined`` the split of each image (a folder with splits) or None.
     """
     if mode not in (None, "L", "RGB"):
         raise PetlError(f"image mode {mode!r} is not supported; expected 'L', 'RGB' or None")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise PetlError(f"image_size must be a positive integer or None; got {image_size!r}")
     root = Path(path).expanduser().resolve()
-    classes, files, rejected = _scan(root)
-    decoded = {p: _try_read(p) for fs in files for p in fs}
-    bad = rejected + [(p, out) for p, out in decoded.items() if isinstance(out, str)]
-    files = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
+    scan = scan_folder(root)
+    decoded = {p: _try_read(p) for fs in scan.files for p in fs}
+    bad = scan.rejected + [(p, out) for p, out in decoded.items() if isinstance(out, str)]
+    files = drop_bad_images(root, scan.groups, scan.files, skip_bad_images, bad=bad)
     arrays = [[decoded[p] for p in fs] for fs in files]
     flat = [a for per_class in arrays for a in per_class]
     if mode is None:
@@ -241,8 +383,8 @@ def load_image_folder(
         # Most common size; ties go to the larger image so that no information is thrown away needlessly.
         size = max(counts, key=lambda hw: (counts[hw], hw[0] * hw[1], hw))
     images = np.stack([_to_mode_and_size(a, mode, size) for a in flat])
-    labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(files)])
-    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"folder:{root}")
+    labels = torch.from_numpy(scan.labels(files))
+    return ImageDataset(torch.from_numpy(images), labels, scan.classes, f"folder:{root}", scan.predefined(files))
 
 
 def _folder_class_names(classes: list[str]) -> list[str]:

@@ -23,6 +23,18 @@ Before any of this (``dedup=True``, the default), images with identical content 
 is in two splits: the content is the decoded pixel array of an in-memory dataset and the file bytes of an image
 folder (:func:`content_hashes`). A content seen under two different labels drops every copy. What was removed is
 ``Splits.removed`` (:func:`deduplicate`).
+
+**Predefined splits.** A dataset whose source gives the splits (``ds.predefined``: an image folder with ``train/``,
+``val/``, ``test/`` subfolders, datasets given per split) keeps them instead of rule 1: the train pool is the given
+train split (shuffled by ``split_seed``, for ``max_train``), val and test are the given ones. A split the source
+lacks is drawn from each class's train images by rules 1-2 with its own fraction (``val_fraction`` or
+``test_fraction``; the other is 0). Rules 3-5 then apply unchanged: ``shots`` draws from the train split only, and
+parts A and B halve the given train and val splits per class (test is the given one for both). Deduplication works
+inside each split; an image found in two given splits stays in both (moving it would change the source's splits)
+and is counted in ``SplitRecord.shared`` instead.
+
+What a split used is :attr:`Splits.record` (:class:`SplitRecord`: predefined or random, where from, the counts);
+artefacts store it in their data (``DataSpec.split_record``).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import numpy as np
 import torch
 
 from ..errors import PetlError
-from .dataset import ImageDataset
+from .dataset import SPLIT_NAMES, ImageDataset
 
 if TYPE_CHECKING:
     from .stream import ImageFiles
@@ -124,11 +136,58 @@ class SplitSpec:
 
 
 @dataclass
+class SplitRecord:
+    """Which split a study used: what artefacts record (``DataSpec.split_record``) and reports show.
+
+    Attributes:
+        kind: ``"predefined"`` (the dataset's own splits) or ``"random"`` (drawn by the fractions and the seed).
+        counts: images in each split in use (``train``, ``val``, ``test``); with ``shots`` the train count is per
+            seed (each seed draws its own sample of that size).
+        source: predefined: where the splits come from (``folder /data/x``).
+        given: predefined: each given split's name in the source (``{"train": "train800", "val": "val200"}``).
+        drawn: predefined: the splits the source lacks, drawn from its train split (``val_fraction`` /
+            ``test_fraction`` of each class, ``split_seed``).
+        shared: predefined, with deduplication: identical images found in two given splits, per pair
+            (``{"train/test": 2}``); they stay where the source puts them.
+    """
+
+    kind: str
+    counts: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    given: dict[str, str] = field(default_factory=dict)
+    drawn: list[str] = field(default_factory=list)
+    shared: dict[str, int] = field(default_factory=dict)
+
+    def describe(self, spec: SplitSpec) -> str:
+        """One line: ``predefined: train/val/test from folder /x (train 24 / val 12 / test 12 images)`` or
+        ``random: val 0.15 / test 0.25 of each class, split seed 0 (train 1,079 / val 270 / test 448 images)``."""
+        counts = " / ".join(f"{s} {self.counts[s]:,}" for s in SPLIT_NAMES if s in self.counts)
+        counts = f" ({counts} images)" if counts else ""
+        if self.kind != "predefined":
+            part = f"; part {spec.part}: one half of each class's train and val pools" if spec.part else ""
+            return (
+                f"random: val {spec.val_fraction:g} / test {spec.test_fraction:g} of each class, split seed "
+                f"{spec.split_seed}{counts}{part}"
+            )
+        text = f"predefined: {'/'.join(self.given.values())} from {self.source}{counts}"
+        for split in self.drawn:
+            fraction = spec.val_fraction if split == "val" else spec.test_fraction
+            text += f"; {split} drawn from {self.given['train']} ({fraction:g} of each class, split seed {spec.split_seed})"
+        for pair, n in self.shared.items():
+            a, b = pair.split("/")
+            text += f"; {n:,} image(s) of {b} identical to {a} images, kept in both"
+        if spec.part is not None:
+            text += f"; part {spec.part}: one half of each class's {self.given['train']} and val images"
+        return text
+
+
+@dataclass
 class Splits:
     """The three datasets (in memory, or file indexes of a folder) and the spec that made them.
 
     ``indices`` maps ``"train" | "val" | "test"`` to int64 indices into the source dataset (sorted), for audit.
     ``removed`` is what deduplication left out before splitting (:func:`deduplicate`; empty with ``dedup=False``).
+    ``record`` says which split this is (predefined or random, the counts): :class:`SplitRecord`.
     """
 
     train: ImageDataset | ImageFiles
@@ -137,6 +196,7 @@ class Splits:
     spec: SplitSpec
     indices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     removed: dict[str, int] = field(default_factory=dict)
+    record: SplitRecord | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -266,9 +326,37 @@ def duplicate_mask(hashes: Sequence[bytes], labels: np.ndarray) -> tuple[np.ndar
     return keep, {"groups": len(members), "duplicates": duplicates, "conflicting": conflicting}
 
 
+def _split_codes(ds: ImageDataset | ImageFiles) -> np.ndarray | None:
+    predefined = getattr(ds, "predefined", None)
+    return predefined.codes.numpy() if predefined is not None else None
+
+
 def deduplicate(ds: ImageDataset | ImageFiles) -> tuple[np.ndarray, dict[str, int]]:
-    """:func:`duplicate_mask` of ``ds`` (content by :func:`content_hashes`): the images ``make_splits`` keeps."""
-    return duplicate_mask(content_hashes(ds), ds.labels.numpy())
+    """:func:`duplicate_mask` of ``ds`` (content by :func:`content_hashes`): the images ``make_splits`` keeps.
+
+    With predefined splits, inside each split only (an image in two given splits is kept in both:
+    :func:`shared_across_splits` counts them)."""
+    hashes = content_hashes(ds)
+    codes = _split_codes(ds)
+    if codes is not None:
+        hashes = [h + bytes([int(c)]) for h, c in zip(hashes, codes)]
+    return duplicate_mask(hashes, ds.labels.numpy())
+
+
+def shared_across_splits(hashes: Sequence[bytes], codes: np.ndarray, keep: np.ndarray | None = None) -> dict[str, int]:
+    """Identical contents found in two splits, per pair of splits (``{"train/test": 2}``, pairs with none left out):
+    of the images ``keep`` marks (all by default). Pure, like :func:`duplicate_mask`."""
+    seen: dict[bytes, set[int]] = {}
+    for i, (h, c) in enumerate(zip(hashes, codes)):
+        if keep is None or keep[i]:
+            seen.setdefault(h, set()).add(int(c))
+    out: dict[str, int] = {}
+    for a in range(len(SPLIT_NAMES)):
+        for b in range(a + 1, len(SPLIT_NAMES)):
+            n = sum(1 for s in seen.values() if a in s and b in s)
+            if n:
+                out[f"{SPLIT_NAMES[a]}/{SPLIT_NAMES[b]}"] = n
+    return out
 
 
 def _part_of(
@@ -298,15 +386,29 @@ def make_splits(ds: ImageDataset | ImageFiles, spec: SplitSpec | None = None) ->
     y = ds.labels.numpy()
     k = ds.num_classes
     keep, removed = deduplicate(ds) if spec.dedup else (None, {})
-    rng = np.random.default_rng(spec.split_seed)
-    test_idx, val_idx, pool_by_class = [], [], []
-    for c in range(k):
-        idx = np.flatnonzero(y == c) if keep is None else np.flatnonzero((y == c) & keep)
-        idx = idx[rng.permutation(len(idx))]
-        n_test, n_val = _split_counts(len(idx), spec.val_fraction, spec.test_fraction)
-        test_idx.append(idx[:n_test])
-        val_idx.append(idx[n_test : n_test + n_val])
-        pool_by_class.append(idx[n_test + n_val :])
+    codes = _split_codes(ds)
+    if codes is None:
+        rng = np.random.default_rng(spec.split_seed)
+        test_idx, val_idx, pool_by_class = [], [], []
+        for c in range(k):
+            idx = np.flatnonzero(y == c) if keep is None else np.flatnonzero((y == c) & keep)
+            idx = idx[rng.permutation(len(idx))]
+            n_test, n_val = _split_counts(len(idx), spec.val_fraction, spec.test_fraction)
+            test_idx.append(idx[:n_test])
+            val_idx.append(idx[n_test : n_test + n_val])
+            pool_by_class.append(idx[n_test + n_val :])
+        record = SplitRecord("random")
+    else:
+        test_idx, val_idx, pool_by_class = _given_pools(y, k, codes, keep, ds.predefined.names, spec)
+        shared = shared_across_splits(content_hashes(ds), codes, keep) if spec.dedup else {}
+        names = ds.predefined.names
+        record = SplitRecord(
+            "predefined",
+            source=ds.predefined.source,
+            given={s: names[s] for s in SPLIT_NAMES if s in names},
+            drawn=[s for s in SPLIT_NAMES if s not in names],
+            shared=shared,
+        )
     if spec.part is not None:
         val_idx, pool_by_class = _part_of(val_idx, pool_by_class, spec)
 
@@ -330,6 +432,7 @@ def make_splits(ds: ImageDataset | ImageFiles, spec: SplitSpec | None = None) ->
         val = val[sample_k_shot(y[val], val_k, (spec.shot_seed, _VAL_STREAM), classes=ds.classes, pool="val pool")]
 
     indices = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(np.concatenate(test_idx))}
+    record.counts = {s: len(indices[s]) for s in SPLIT_NAMES}
     return Splits(
         train=ds.subset(indices["train"]),
         val=ds.subset(indices["val"]),
@@ -337,4 +440,30 @@ def make_splits(ds: ImageDataset | ImageFiles, spec: SplitSpec | None = None) ->
         spec=spec,
         indices=indices,
         removed=removed,
+        record=record,
     )
+
+
+def _given_pools(
+    y: np.ndarray, k: int, codes: np.ndarray, keep: np.ndarray | None, given: dict[str, str], spec: SplitSpec
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per class: the test split, the val pool and the train pool of predefined splits (module docstring); a split
+    the source lacks is drawn from the class's train images with ``split_seed``."""
+    rng = np.random.default_rng(spec.split_seed)
+    val_fraction = spec.val_fraction if "val" not in given else 0.0
+    test_fraction = spec.test_fraction if "test" not in given else 0.0
+    test_idx, val_idx, pool_by_class = [], [], []
+    for c in range(k):
+        in_class = y == c if keep is None else (y == c) & keep
+        train, val, test = (np.flatnonzero(in_class & (codes == s)) for s in range(len(SPLIT_NAMES)))
+        # Shuffled even when nothing is drawn: max_train takes a prefix of the train pool.
+        train = train[rng.permutation(len(train))]
+        n_test, n_val = _split_counts(len(train), val_fraction, test_fraction)
+        if "test" not in given:
+            test = train[:n_test]
+        if "val" not in given:
+            val = train[n_test : n_test + n_val]
+        test_idx.append(test)
+        val_idx.append(val)
+        pool_by_class.append(train[n_test + n_val :])
+    return test_idx, val_idx, pool_by_class

@@ -25,7 +25,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import PetlError
-from .folder import _read, _scan, drop_bad_images, find_bad_images
+from .dataset import PredefinedSplits
+from .folder import _read, drop_bad_images, find_bad_images, scan_folder
+from .sources import DatasetItems
 
 #: Environment variable overriding the number of DataLoader worker processes for streamed data.
 WORKERS_ENV = "PETL_ANALYSIS_WORKERS"
@@ -70,6 +72,8 @@ class ImageFiles:
         name: ``"folder:<absolute path>"``.
         skipped: entries of class folders left out because they could not be read as images
             (``skip_bad_images=True``).
+        predefined: the split of each file, for a folder with ``train/``, ``val/``, ``test/`` split folders; None
+            otherwise (the splits are drawn).
     """
 
     paths: list[str]
@@ -77,10 +81,13 @@ class ImageFiles:
     classes: list[str]
     name: str
     skipped: list[str] = field(default_factory=list)
+    predefined: PredefinedSplits | None = None
 
     def __post_init__(self) -> None:
         if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.paths),):
             raise PetlError(f"dataset {self.name!r}: labels must be int64 of shape ({len(self.paths)},)")
+        if self.predefined is not None and tuple(self.predefined.codes.shape) != (len(self.paths),):
+            raise PetlError(f"dataset {self.name!r}: predefined split codes must have shape ({len(self.paths)},)")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -102,6 +109,7 @@ class ImageFiles:
             list(self.classes),
             self.name,
             list(self.skipped),
+            self.predefined.subset(idx) if self.predefined is not None else None,
         )
 
     def content_hashes(self) -> list[bytes]:
@@ -116,6 +124,12 @@ class ImageFiles:
             cached = cached_digests(root, list(self.paths), _digest_files)
             self.__dict__["_content_hashes"] = cached
         return list(cached)
+
+    def image(self, i: int) -> Any:
+        """File ``i`` decoded as a PIL image (PetlError naming the file if it broke since the folder was opened)."""
+        from PIL import Image
+
+        return Image.fromarray(_read(Path(self.paths[i])))
 
     def fingerprint(self) -> str:
         """Hash of the file list with each file's size and modification time: a feature-cache key part."""
@@ -160,13 +174,17 @@ def open_image_files(path: str | Path, skip_bad_images: bool = False) -> ImageFi
     from ..features import checked_files
 
     root = Path(path).expanduser().resolve()
-    classes, files, rejected = _scan(root)
-    bad = rejected + list(checked_files(root, [p for fs in files for p in fs], find_bad_images))
-    kept = drop_bad_images(root, classes, files, skip_bad_images, bad=bad)
+    scan = scan_folder(root)
+    bad = scan.rejected + list(checked_files(root, [p for fs in scan.files for p in fs], find_bad_images))
+    kept = drop_bad_images(root, scan.groups, scan.files, skip_bad_images, bad=bad)
     skipped = sorted(str(p) for p, _ in bad)
-    labels = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, fs in enumerate(kept)])
     return ImageFiles(
-        [str(p) for fs in kept for p in fs], torch.from_numpy(labels), classes, f"folder:{root}", skipped
+        [str(p) for fs in kept for p in fs],
+        torch.from_numpy(scan.labels(kept)),
+        scan.classes,
+        f"folder:{root}",
+        skipped,
+        scan.predefined(kept),
     )
 
 
@@ -197,7 +215,8 @@ class StreamingImages(Dataset):
     """One split of an image folder for one model: item ``i`` is ``(x, y)``, ``x`` float32 ``(C, H, W)`` normalised.
 
     Args:
-        files: the split's files.
+        files: the split's files (:class:`ImageFiles`), or items of other datasets
+            (:class:`~petl_analysis.data.sources.DatasetItems`).
         transform: PIL image -> tensor (:func:`model_transform`).
         in_chans: 1 (images converted to ``L``, BT.601 luma) or 3 (``RGB``).
         num_workers: DataLoader worker processes that decode it (``None``: :func:`default_num_workers` for the size
@@ -207,7 +226,7 @@ class StreamingImages(Dataset):
 
     def __init__(
         self,
-        files: ImageFiles,
+        files: ImageFiles | DatasetItems,
         transform: Callable[[Any], torch.Tensor],
         in_chans: int,
         num_workers: int | None = None,
@@ -229,25 +248,30 @@ class StreamingImages(Dataset):
         return self.files.labels
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        img = Image.fromarray(_read(Path(self.files.paths[i])))  # PetlError naming the file if it broke since
+        img = self.files.image(i)
         if img.mode != self.mode:
             img = img.convert(self.mode)
         return self.transform(img), int(self.files.labels[i])
 
-    def cache_key(self) -> str:
-        """Identifies the split's pixels as the model sees them (files, sizes, mtimes, preprocessing)."""
-        return hashlib.sha1(f"{self.files.fingerprint()}|{self.mode}|{self.transform_id}".encode()).hexdigest()
+    def cache_key(self) -> str | None:
+        """Identifies the split's pixels as the model sees them (files, sizes, mtimes, preprocessing); None for
+        items of other datasets (nothing to key a cache on)."""
+        fingerprint = self.files.fingerprint()
+        if fingerprint is None:
+            return None
+        return hashlib.sha1(f"{fingerprint}|{self.mode}|{self.transform_id}".encode()).hexdigest()
 
 
-def _stored_pixels(files: ImageFiles) -> int | None:
-    """Pixels of the first image (its header only), standing for the folder's size; None if there is none."""
+def _stored_pixels(files: ImageFiles | DatasetItems) -> int | None:
+    """Pixels of the first image (a file's header only), standing for the dataset's size; None if there is none."""
     from PIL import Image
 
-    if not files.paths:
+    if not len(files):
         return None
     try:
+        if isinstance(files, DatasetItems):
+            width, height = files.image(0).size
+            return width * height
         with Image.open(files.paths[0]) as img:
             return img.width * img.height
     except Exception:
@@ -255,7 +279,7 @@ def _stored_pixels(files: ImageFiles) -> int | None:
 
 
 def stream_split(
-    files: ImageFiles, model: nn.Module, augment: bool = False, num_workers: int | None = None
+    files: ImageFiles | DatasetItems, model: nn.Module, augment: bool = False, num_workers: int | None = None
 ) -> StreamingImages:
     """A :class:`StreamingImages` over ``files`` with ``model``'s timm transforms."""
     transform = model_transform(model, augment=augment)

@@ -22,9 +22,9 @@ from .subspace import SubspaceModel
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, skip_bad_images: bool = False):
+def _dataset(name: str, skip_bad_images: bool = False, data_dir: str | None = None):
     """Built-ins in memory, folders as a file index (decoded per batch); one per worker process."""
-    return open_dataset(name, skip_bad_images=skip_bad_images)
+    return open_dataset(name, skip_bad_images=skip_bad_images, data_dir=data_dir)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class _Memo:
 
 def _prepare(model_spec: ModelSpec, data: DataSpec, seed: int, recipe: Recipe, device: str) -> tuple[Any, Task]:
     """The seed's task and a model with its linear-probe head (computed once per worker process)."""
-    ds = _dataset(data.dataset, data.skip_bad_images)
+    ds = _dataset(data.dataset, data.skip_bad_images, data.data_dir)
     model = prepare_model(model_spec, ds.num_classes, seed=seed)
     task = build_task(data, model, dataset=ds, augment=recipe.augment)
     lp = fit_linear_probe(model, task, recipe, seed=seed, device=device)

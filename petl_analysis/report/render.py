@@ -228,8 +228,15 @@ def _versions() -> list[list[str]]:
     return rows
 
 
-def _split_text(split: Any) -> str:
-    parts = [f"val {split.val_fraction:g} / test {split.test_fraction:g} of each class, split seed {split.split_seed}"]
+def _split_text(split: Any, record: Any = None) -> str:
+    """The split protocol in words; with the split's record (artefacts since it was recorded), which split it was:
+    predefined by the dataset or random, and the counts."""
+    if record is not None:
+        parts = [record.describe(split)]
+    else:
+        parts = [
+            f"val {split.val_fraction:g} / test {split.test_fraction:g} of each class, split seed {split.split_seed}"
+        ]
     if split.shots:
         parts.append(f"train: {split.shots}-shot per class, a new k-shot sample per seed (shot seed = seed)")
         parts.append(f"val: {split.val_shots or split.shots} per class")
@@ -305,7 +312,7 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
         ["model", _model_text(src.model)],
         ["weights", weights],
         ["dataset", f"`{src.data.dataset}`"],
-        ["split protocol", _split_text(src.data.split)],
+        ["split protocol", _split_text(src.data.split, getattr(src.data, "split_record", None))],
     ]
     if getattr(src, "input_conversion", None) is not None:
         rows.append(["model input", _input_text(src.input_conversion)])
@@ -338,7 +345,8 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
     if removed.get("duplicates") or removed.get("conflicting"):
         rows.append(["duplicates", _removed_text(src.data.removed)])
     if probe is not None and sweep is not None and probe.data != sweep.data:
-        rows.append(["probe data", f"`{probe.data.dataset}`: {_split_text(probe.data.split)}"])
+        probe_split = _split_text(probe.data.split, getattr(probe.data, "split_record", None))
+        rows.append(["probe data", f"`{probe.data.dataset}`: {probe_split}"])
     labels = few_shot_labels(probe, sweep) if probe is not None and sweep is not None else None
     if labels:
         rows.append(["probe labels", f"**{labels}**"])

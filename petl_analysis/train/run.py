@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from ..artefacts import Artefact
-from ..data import open_dataset
 from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling, pack_correct
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
@@ -26,6 +25,7 @@ from ..task import (
     InputConversion,
     build_task,
     fit_linear_probe,
+    open_data,
     prepare_model,
 )
 from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
@@ -132,7 +132,7 @@ def train_one_seed(
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
     data = data.for_seed(seed)
-    ds = open_dataset(data.dataset, skip_bad_images=data.skip_bad_images)
+    ds = open_data(data)
     net = prepare_model(model, ds.num_classes, seed=seed)
     task = build_task(data, net, dataset=ds, augment=recipe.augment)
     start = time.perf_counter()
