@@ -216,6 +216,15 @@ def test_a_study_on_python_datasets_trains_in_process_and_refuses_workers(tmp_pa
     assert "is not registered in this process" in one_line_error(e)
 
 
+def test_a_registered_name_takes_its_datasets_again_and_refuses_others() -> None:
+    train, test = Pictures(9), Pictures(6, offset=50)
+    first = DataSpec.from_datasets(train, test=test, name="again")
+    assert DataSpec.from_datasets(train, test=test, name="again") == first  # the same objects: a no-op
+    with pytest.raises(PetlError) as e:
+        DataSpec.from_datasets(Pictures(9), test=test, name="again")
+    assert "is registered already, with other datasets; give the new data another name" in one_line_error(e)
+
+
 def test_python_datasets_whose_classes_disagree_name_the_split_and_the_class() -> None:
     with pytest.raises(PetlError) as e:
         DataSpec.from_datasets(Pictures(12), Pictures(4, classes=2), name="short", classes=["a", "b", "c"])

@@ -282,8 +282,9 @@ def register_datasets(
 ) -> str:
     """Name map-style datasets for this process: the stages open ``python:NAME`` (:func:`open_registered`).
 
-    The name stands for the data in trial logs (a study resumed under the same name reuses its trials): give other
-    data another name. Returns the dataset name, ``python:NAME``.
+    The name stands for the data in trial logs (a study resumed under the same name reuses its trials) and in the
+    in-process caches of the trial workers: registering the same datasets again is a no-op, other datasets under a
+    registered name are refused. Returns the dataset name, ``python:NAME``.
     """
     if not isinstance(name, str) or not name or name.startswith(PYTHON_PREFIX) or "/" in name:
         raise PetlError(f"a Python dataset's name must be a non-empty string without '/' or a prefix; got {name!r}")
@@ -295,6 +296,15 @@ def register_datasets(
                 f"torch.utils.data.Dataset (with __len__ and __getitem__)"
             )
     full = PYTHON_PREFIX + name
+    if full in _REGISTERED:
+        known = _REGISTERED[full]
+        same = len(known.sources) == len(splits) and all(a is b for a, b in zip(known.sources, splits.values()))
+        if same and (classes is None or list(classes) == known.classes):
+            return full
+        raise PetlError(
+            f"Python dataset {name!r} is registered already, with other datasets; give the new data another name "
+            f"(the name stands for the data in trial logs and in the trial caches of this process)"
+        )
     _REGISTERED[full] = dataset_items(full, splits, classes)
     return full
 
