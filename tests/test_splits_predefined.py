@@ -74,6 +74,16 @@ def test_train_val_test_folders_are_kept(tmp_path: Path) -> None:
     assert all(np.array_equal(s.indices[k], mem.indices[k]) for k in s.indices)
 
 
+def test_a_folder_with_splits_is_written_back_with_its_splits(tmp_path: Path) -> None:
+    from petl_analysis.data import write_image_folder
+
+    ds = load_dataset(str(split_folder(tmp_path / "d", {"train": 3, "val": 2, "test": 2})))
+    back = load_dataset(str(write_image_folder(ds, tmp_path / "copy")))
+    assert back.predefined.names == {"train": "train", "val": "val", "test": "test"}
+    assert back.predefined.codes.tolist() == ds.predefined.codes.tolist()
+    assert back.labels.tolist() == ds.labels.tolist() and bool((back.images == ds.images).all())
+
+
 def test_a_class_folder_without_splits_is_split_at_random_as_before(tmp_path: Path) -> None:
     root = split_folder(tmp_path / "d", {"train": 8})  # train/ alone would be one class: use its classes
     s = make_splits(open_dataset(str(root / "train")), SplitSpec())

@@ -407,7 +407,8 @@ def write_image_folder(
     """Write ``ds`` as ``path/<class>/<index>.png`` (plus ``path/<metadata_file>`` when ``metadata`` is given).
 
     Written into a temporary sibling folder and renamed into place, so ``path`` is either absent, the old folder or
-    the complete new one. Reading it back (``load_dataset(path)``) gives identical ``uint8`` pixels and labels in
+    the complete new one. A dataset with predefined splits is written as ``path/<split>/<class>/<index>.png`` (its
+    split folders' names), so reading it back keeps them. Reading it back (``load_dataset(path)``) gives identical ``uint8`` pixels and labels in
     class-then-index order; the reader ignores regular files in the root, so the metadata travels with the images.
     Class folders keep the class names when the reader's name sort keeps their order, else they are ``0``, ``1``...
     (the names are then in the metadata's ``"classes"``).
@@ -423,15 +424,19 @@ def write_image_folder(
     parent = ensure_writable_dir(root.parent)
     names = _folder_class_names(ds.classes)
     width = len(str(max(0, len(ds) - 1)))
+    given = ds.predefined
+    codes = given.codes.tolist() if given is not None else [None] * len(ds)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=parent))
     try:
-        for name in names:
-            (tmp / name).mkdir()
+        for split in given.names.values() if given is not None else [""]:
+            for name in names:
+                (tmp / split / name).mkdir(parents=True)
         images = ds.images.numpy()
-        for i, (img, y) in enumerate(zip(images, ds.labels.tolist())):
+        for i, (img, y, code) in enumerate(zip(images, ds.labels.tolist(), codes)):
             arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            split = given.names[SPLIT_NAMES[code]] if given is not None else ""
             Image.fromarray(np.ascontiguousarray(arr), mode="L" if img.shape[0] == 1 else "RGB").save(
-                tmp / names[y] / f"{i:0{width}d}.png"
+                tmp / split / names[y] / f"{i:0{width}d}.png"
             )
         if metadata is not None:
             atomic_write_json(tmp / metadata_file, {**metadata, "classes": list(ds.classes), "class_folders": names})
