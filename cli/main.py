@@ -499,6 +499,13 @@ def probe(
     points_per_decade: int = option(
         2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
     ),
+    search: str = option(
+        "adaptive",
+        "--search",
+        panel=PROBE,
+        help="adaptive (a refined curve and d90 per target) or lean (race the targets for their order: "
+        "d = D first, then bisect only where d90 intervals overlap; a fraction of the trainings).",
+    ),
     projection: str = option(
         "fastfood",
         "--projection",
@@ -584,6 +591,7 @@ def probe(
         max_d=max_d,
         d_min=d_min,
         points_per_decade=points_per_decade,
+        search=search,
         ft_lr=ft_lr,
         lr_scaling=lr_scaling,
         theta_step=theta_step,
