@@ -1354,12 +1354,14 @@ def validate(
     probe_path: str = option(
         ..., "--probe", panel=FILES, help="ProbeResult JSON whose target sets and d90 ranking are validated."
     ),
-    selectors: str = option(
-        "d90,d90+acc,rgn,fisher,kappa,gps,spt,apla,constant",
+    selectors: str | None = option(
+        None,
         "--selectors",
         panel=METHOD,
-        help="d90, d90+acc (d90 with the best-accuracy tie-break) and/or proxy selectors "
-        "(constant: the listing order); random orders are always the floor.",
+        help="d90, d90+acc (d90 with the best-accuracy tie-break), direct (each set's d = D training) and/or proxy "
+        "selectors (constant: the listing order); random orders are always the floor. Default: "
+        "d90,d90+acc,direct,rgn,fisher,kappa,gps,spt,gid,page,residual,apla,constant (direct only when the probe "
+        "trained every set at d = D, as --search lean does).",
     ),
     methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
     seeds: int = SeedsOpt(),
@@ -1415,7 +1417,7 @@ def validate(
     with progress_bar("validate", total=None) as advance:
         result = run_validate(
             probe,
-            selectors=split_list(selectors),
+            selectors=split_list(selectors) or None,
             methods=split_list(methods),
             seeds=seeds,
             budget=oracle_budget[0] if oracle_budget else None,

@@ -71,7 +71,7 @@ def planted(monkeypatch, tmp_path):
     """Both searches on the planted task, sharing one trial log (as a lean probe run beside a full one would)."""
     monkeypatch.setattr(probe_module, "probe_trial", _fake)
     model, data = ModelSpec("petl_vit_tiny", weights="random"), DataSpec("digits", SplitSpec(max_train=50))
-    log = tmp_path / "trials.jsonl"
+    log = tmp_path / "lean.json.trials.jsonl"  # the lean probe's log, which the full probe shares
     full = run_probe(model, data, _config("adaptive"), out=tmp_path / "full.json", log_path=log)
     lean = run_probe(model, data, _config("lean"), out=tmp_path / "lean.json", log_path=log)
     return full, lean, log
@@ -83,7 +83,7 @@ def test_lean_probe_reproduces_the_full_probe_ranking_for_a_third_of_the_trainin
     full_rank, lean_rank = d90(full), d90(lean)
     assert lean_rank.tie_groups() == full_rank.tie_groups()
     assert lean_rank.tie_groups() == [["attn.q"], ["mlp.fc1"], ["attn.k"], ["attn.v"], ["attn.proj", "mlp.fc2"]]
-    assert rank_correlations(full_rank, lean_rank)["kendall"] >= 0.9
+    assert rank_correlations(full_rank, lean_rank, declared_ties=True)["kendall"] >= 0.9
     records = list(read_records(open_trial_log(log)))
     n_full, n_lean = len(used_keys(records, [full])), len(used_keys(records, [lean]))
     assert n_lean == lean.trials_total and n_full == full.trials_total
@@ -179,3 +179,34 @@ def test_residual_score_doubles_when_the_unit_weight_doubles(tiny):
         with torch.no_grad():
             w.div_(2.0)
     assert after == pytest.approx(2.0 * before, rel=1e-6)
+
+
+def test_direct_costs_only_the_d_equal_D_trainings_and_d90_the_lean_probe_s(planted):
+    from petl_analysis.validate.run import selector_costs
+
+    _, lean, log = planted
+    rankings = {name: PROBE_SELECTORS.get(name)(lean) for name in ("d90", "direct")}
+    costs = selector_costs(rankings, str(log.with_name("lean.json")), lean)
+    at_top = sum(t.seeds_at(t.D, lean.config.seeds) for t in lean.targets)
+    assert (
+        costs["direct"].trainings
+        == at_top
+        == len(TARGETS) + sum(n == 2 for t in lean.targets for n in t.seeds_run[-1:])
+    )
+    assert costs["d90"].trainings == lean.trials_total  # the full probe's trials in the same log are not counted
+
+
+def test_rank_correlations_can_keep_declared_ties():
+    from petl_analysis.select.ranking import RankedTarget, Ranking
+
+    def ranking(order, groups):
+        entries = [
+            RankedTarget(target=t, units=[t], D=1, rank=i + 1, score=None, group=g)
+            for i, (t, g) in enumerate(zip(order, groups))
+        ]
+        return Ranking(selector="x", model=ModelSpec("petl_vit_tiny"), data=None, entries=entries)
+
+    tied = ranking(["a", "b", "c", "d"], [0, 2, 2, 0])  # b and c declared tied
+    other = ranking(["a", "c", "b", "d"], [0, 0, 0, 0])
+    assert rank_correlations(tied, other)["kendall"] < 1.0
+    assert rank_correlations(tied, other, declared_ties=True)["kendall"] == pytest.approx(0.9128709, rel=1e-6)
