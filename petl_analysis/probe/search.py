@@ -139,6 +139,28 @@ def probe_study(
     )
 
 
+def probe_baselines(
+    study: Study, config: ProbeConfig, *, log: Path | None = None, threads_per_job: int | None = None
+) -> tuple[dict[str, Baseline], int]:
+    """The probe's baselines alone (``lp``, ``head``, ``ft`` per seed) and the validation pool size: whether a task
+    has a gain of full fine-tuning over the head for d90 to divide, before any subspace trial is paid for. The
+    trials are the probe's own (same keys), so a probe run later with the same log reuses them."""
+    search = _Search(
+        study.model,
+        study.data,
+        config,
+        {},
+        {},
+        device=study.device,
+        threads=threads_per_job or study.threads_per_job(),
+        run=functools.partial(study.run_trials, log=open_trial_log(log)),
+        on_round=None,
+    )
+    baselines = search.baselines()
+    sizes = search.baseline_records[search.base_trial("ft", 0).key].result
+    return baselines, int(sizes.get("n_val", 0))
+
+
 def _subspace_sizes(template: Any, sets: dict[str, list[str]], dims: list[int] | None) -> dict[str, int]:
     """D of every target set; an explicit d grid must fit each (a one-line error names the first that does not)."""
     D_of = {label: subspace_size(resolve_targets(template, names)) for label, names in sets.items()}
