@@ -1,9 +1,10 @@
-"""Probe cost side by side: wall time on the bundled ViT, trials per d90 (adaptive search vs plain grid), loky scaling.
+"""Probe cost side by side: wall time on the bundled ViT, trials per d90 (adaptive search vs plain grid), loky
+scaling, and the full adaptive probe against the lean probe.
 
     python benchmarks/bench_probe.py            # default, ~3-4 min on a busy 2-core machine
     python benchmarks/bench_probe.py --quick    # smoke run, well under a minute of work plus worker start-up
 
-Three tables, medians over ``--repeats`` runs (nothing is asserted; numbers depend on the machine and its load):
+Four tables, medians over ``--repeats`` runs (nothing is asserted; numbers depend on the machine and its load):
 
 1. **Probe wall time**: ``run_probe`` with the adaptive search (coarse log grid + refinements, the default) on the
    bundled ``petl_vit_tiny`` with its default weights (bundled weights; random if they are not installed, which is
@@ -16,6 +17,12 @@ Three tables, medians over ``--repeats`` runs (nothing is asserted; numbers depe
 3. **Scaling with loky workers**: the same fixed-grid probe with ``--jobs 1`` (in-process) and ``--jobs 2`` (loky),
    one torch thread per worker, runs interleaved. "cold" starts fresh worker processes each time (what one CLI
    invocation pays); "warm" reuses started workers (pure parallel speed-up).
+4. **Full vs lean probe** (``ProbeConfig.search``): (a) on every committed study under ``reports/validation/`` that
+   has a ``probe_lean.json``: trainings and seconds of each (the trials each probe uses in its log, each key once;
+   seconds as each trial recorded them when it ran), the Kendall tau-b of the two d90 rankings with declared ties
+   kept, and the same figures for the study's oracle (``validation.json``); (b, ``--only lean-fresh``) both searches
+   run fresh, interleaved, on a slice of animals (the adaptive search and the lean one at 2 seeds, the lean one at
+   1 seed), wall time measured here.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +45,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from petl_analysis.data import SplitSpec
 from petl_analysis.models import ModelSpec
 from petl_analysis.models.bundled import bundled_weights_path
-from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
+from petl_analysis.probe import ProbeConfig, ProbeResult, default_probe_recipe, run_probe
 from petl_analysis.probe import d90 as d90_lib
 from petl_analysis.probe import trial as probe_module
+from petl_analysis.select import PROBE_SELECTORS
+from petl_analysis.select.ranking import rank_correlations
+from petl_analysis.stale import used_keys
 from petl_analysis.task import DataSpec
+from petl_analysis.trials import open_trial_log, read_records, trial_cost
+from petl_analysis.validate import ValidationResult
 
 TARGET = "attn.v"
+#: Table 4b's sets: three of the animals study's six (two of them reach the bar there, one does not)
+LEAN_TARGETS = ["attn.v", "attn.proj", "mlp.fc2"]
 
 
 def _clear_worker_caches() -> None:
@@ -246,6 +261,104 @@ def bench_scaling(args) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------------------ 4. full vs lean
+
+STUDIES = Path(__file__).resolve().parents[1] / "reports" / "validation"
+
+
+def _cost(probe: ProbeResult, log: Path) -> tuple[int, float]:
+    """(trainings, summed trial seconds) of the trials ``probe`` uses in ``log`` (each key once)."""
+    records = list(read_records(open_trial_log(log)))
+    used = used_keys(records, [probe])
+    return trial_cost([r for r in records if r.key in used])
+
+
+def _agreement(full: ProbeResult, lean: ProbeResult) -> tuple[float, bool]:
+    """Kendall tau-b of the two d90 rankings with declared ties kept (nan when either ties every set), and whether
+    their tie classes are equal."""
+    d90 = PROBE_SELECTORS.get("d90")
+    a, b = d90(full), d90(lean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a ranking that ties every set has no correlation: nan, said in the table
+        tau = rank_correlations(a, b, declared_ties=True)["kendall"]
+    return tau, a.tie_groups() == b.tie_groups()
+
+
+def bench_lean(args) -> None:
+    """Table 4a from the committed studies (trial seconds as each trial recorded them when it ran)."""
+    rows = []
+    for study in ("digits", "animals", "glyph_folder", "per_block"):
+        d = STUDIES / study
+        if not (d / "probe_lean.json").is_file():
+            continue
+        full, lean = ProbeResult.load(d / "probe.json"), ProbeResult.load(d / "probe_lean.json")
+        (nf, sf), (nl, sl) = (
+            _cost(full, d / "probe.json.trials.jsonl"),
+            _cost(lean, d / "probe_lean.json.trials.jsonl"),
+        )
+        tau, same = _agreement(full, lean)
+        oracle = ValidationResult.load(d / "validation.json").oracle_cost
+        o_n, o_s = min((c.trainings, c.seconds) for c in oracle.values())
+        rows.append(
+            [study, nf, f"{sf:.0f}", nl, f"{sl:.0f}", f"{nl / nf:.2f}", f"{sl / sf:.2f}", _fmt(tau), str(same),
+             o_n, f"{o_s:.0f}", f"{nl / o_n:.2f}", f"{sl / o_s:.2f}"]
+        )  # fmt: skip
+    _table(
+        "4a. full adaptive probe vs lean probe on the committed studies (reports/validation/*; seconds: each trial's "
+        "own, recorded when it ran; oracle: the cheaper method's oracle of that study's validation.json)",
+        ["study", "full n", "full s", "lean n", "lean s", "n ratio", "s ratio", "tau-b (ties kept)", "same classes",
+         "oracle n", "oracle s", "lean/oracle n", "lean/oracle s"],
+        rows,
+    )  # fmt: skip
+
+
+def bench_lean_fresh(args) -> None:
+    """Table 4b: the searches run fresh on one task, interleaved, their wall time measured in this run."""
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=args.epochs)
+    data = DataSpec("animals", SplitSpec(max_train=args.max_train))
+    model = ModelSpec("petl_vit_tiny")
+    configs = {
+        f"{search}, {seeds} seed(s)": ProbeConfig(
+            targets=LEAN_TARGETS, seeds=seeds, d_min=10, points_per_decade=1, search=search, recipe=recipe
+        )
+        for search, seeds in (("adaptive", 2), ("lean", 2), ("lean", 1))
+    }
+    walls: dict[str, list[float]] = {k: [] for k in configs}
+    results: dict[str, ProbeResult] = {}
+    for _ in range(args.repeats):
+        for name, config in configs.items():  # interleaved: all see the same load
+            _clear_worker_caches()
+            start = time.perf_counter()
+            results[name] = run_probe(model, data, config, threads_per_job=1)
+            walls[name].append(time.perf_counter() - start)
+    full = next(iter(configs))
+    rows = []
+    for name, r in results.items():
+        tau, same = _agreement(results[full], r)
+        ratio_n = r.trials_total / results[full].trials_total
+        ratio_s = statistics.median(walls[name]) / statistics.median(walls[full])
+        rows.append(
+            [name, r.trials_total, f"{statistics.median(walls[name]):.1f}", f"{ratio_n:.2f}", f"{ratio_s:.2f}",
+             _fmt(tau), str(same)]
+        )  # fmt: skip
+    _table(
+        f"4b. fresh, side by side: {', '.join(LEAN_TARGETS)} on {args.max_train} animals, {args.epochs} epochs/trial, "
+        f"{args.repeats} repeat(s) interleaved, 1 thread, load average {os.getloadavg()[0]:.1f}",
+        [
+            "search",
+            "trainings",
+            "wall s (median)",
+            "trainings ratio",
+            "wall ratio",
+            "tau-b (ties kept)",
+            "same classes",
+        ],
+        rows,
+    )
+    for name, r in results.items():
+        print(f"   {name}: " + "; ".join(f"{t.target} d90 {t.d90.text()} at {t.dims}" for t in r.targets))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 epoch, few curves")
@@ -253,7 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the probe recipe's)")
     parser.add_argument("--max-train", type=int, default=None, help="digits training images (default 200, quick 100)")
     parser.add_argument(
-        "--only", choices=("wall", "trials", "scaling"), action="append", help="run only these tables (repeatable)"
+        "--only",
+        choices=("wall", "trials", "scaling", "lean", "lean-fresh"),
+        action="append",
+        help="run only these tables (repeatable)",
     )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -263,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     args.sim_refinements = ProbeConfig().max_refinements
     args.curves = 9 if args.quick else 41
     args.scaling_dims = [4, 64] if args.quick else [4, 16, 64, 256]
-    only = set(args.only or ("wall", "trials", "scaling"))
+    only = set(args.only or ("wall", "trials", "scaling", "lean", "lean-fresh"))
     torch.set_num_threads(1)
     print(
         f"bench_probe: torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
@@ -275,6 +391,10 @@ def main(argv: list[str] | None = None) -> None:
         bench_trials_per_d90(args, real)
     if "scaling" in only:
         bench_scaling(args)
+    if "lean" in only:
+        bench_lean(args)
+    if "lean-fresh" in only:
+        bench_lean_fresh(args)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -509,6 +509,13 @@ def probe(
     points_per_decade: int = option(
         2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
     ),
+    search: str = option(
+        "adaptive",
+        "--search",
+        panel=PROBE,
+        help="adaptive (a refined curve and d90 per target) or lean (race the targets for their order: "
+        "d = D first, then bisect only where d90 intervals overlap; a fraction of the trainings).",
+    ),
     projection: str = option(
         "fastfood",
         "--projection",
@@ -594,6 +601,7 @@ def probe(
         max_d=max_d,
         d_min=d_min,
         points_per_decade=points_per_decade,
+        search=search,
         ft_lr=ft_lr,
         lr_scaling=lr_scaling,
         theta_step=theta_step,
@@ -1358,12 +1366,14 @@ def validate(
     probe_path: str = option(
         ..., "--probe", panel=FILES, help="ProbeResult JSON whose target sets and d90 ranking are validated."
     ),
-    selectors: str = option(
-        "d90,d90+acc,rgn,fisher,kappa,gps,spt,apla,constant",
+    selectors: str | None = option(
+        None,
         "--selectors",
         panel=METHOD,
-        help="d90, d90+acc (d90 with the best-accuracy tie-break) and/or proxy selectors "
-        "(constant: the listing order); random orders are always the floor.",
+        help="d90, d90+acc (d90 with the best-accuracy tie-break), direct (each set's d = D training) and/or proxy "
+        "selectors (constant: the listing order); random orders are always the floor. Default: "
+        "d90,d90+acc,direct,rgn,fisher,kappa,gps,spt,gid,page,residual,apla,constant (direct only when the probe "
+        "trained every set at d = D, as --search lean does).",
     ),
     methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
     seeds: int = SeedsOpt(),
@@ -1419,7 +1429,7 @@ def validate(
     with progress_bar("validate", total=None) as advance:
         result = run_validate(
             probe,
-            selectors=split_list(selectors),
+            selectors=split_list(selectors) or None,
             methods=split_list(methods),
             seeds=seeds,
             budget=oracle_budget[0] if oracle_budget else None,

@@ -128,7 +128,10 @@ def _probe_uses(probe: Any, record: TrialRecord) -> bool:
         return record.kind in probe.baselines
     if (p.get("projection"), p.get("said"), p.get("head")) != (cfg.projection, cfg.said, cfg.head):
         return False
-    return any(list(t.units) == list(p.get("units") or []) and p.get("d") in t.dims for t in probe.targets)
+    return any(
+        list(t.units) == list(p.get("units") or []) and p.get("d") in t.dims and seed < t.seeds_at(p["d"], cfg.seeds)
+        for t in probe.targets
+    )
 
 
 def used_keys(records: Sequence[TrialRecord], artefacts: Sequence[Artefact]) -> set[str]:

@@ -28,6 +28,15 @@ validate_args() {
     *) echo "" ;;
   esac
 }
+# Seed a log from another (its finished trials are reused, not retrained), run, then drop the records the new
+# artefact does not use: they stay in the log they came from.
+seeded() {  # seeded <from log> <artefact> <command...>
+  local from="$1" artefact="$2"; shift 2
+  [ -f "$artefact.trials.jsonl" ] || cp "$from" "$artefact.trials.jsonl"
+  "$@"
+  python scripts/prune_trials.py "$artefact.trials.jsonl" --keep-for "$artefact"
+  rm -f "$artefact.trials.jsonl.stale.jsonl"
+}
 if [ "$#" -eq 0 ]; then set -- animals digits per_block glyph_folder; fi
 for s in "$@"; do
   mkdir -p "$OUT/$s"
@@ -36,5 +45,14 @@ for s in "$@"; do
   petl-analyze probe $(probe_args "$s") --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
   # shellcheck disable=SC2046
   petl-analyze validate --probe "$OUT/$s/probe.json" $(validate_args "$s") --out "$OUT/$s/validation.json" \
-    --jobs "$JOBS"
+    --jobs "$JOBS" --selectors d90,d90+acc,rgn,fisher,kappa,gps,spt,apla,constant
+  # Issue 26: the lean probe of the same study (the full probe's trials reused where they are the same), judged
+  # with every selector, the new ones (direct, gid, page, residual) among them, on the same oracle.
+  # shellcheck disable=SC2046
+  seeded "$OUT/$s/probe.json.trials.jsonl" "$OUT/$s/probe_lean.json" \
+    petl-analyze probe $(probe_args "$s") --split-part A --search lean --out "$OUT/$s/probe_lean.json" --jobs "$JOBS"
+  # shellcheck disable=SC2046
+  seeded "$OUT/$s/validation.json.trials.jsonl" "$OUT/$s/validation_lean.json" \
+    petl-analyze validate --probe "$OUT/$s/probe_lean.json" $(validate_args "$s") \
+    --out "$OUT/$s/validation_lean.json" --jobs "$JOBS"
 done

@@ -4,7 +4,7 @@ from .config import LR_SCALINGS, ProbeConfig, default_probe_recipe, theta_lr
 from .d90 import D90
 from .projections import PROJECTIONS, Projection, make_projection
 from .result import RESOLVED_IMAGES, Baseline, ProbeResult, TargetResult, unresolved_gain
-from .search import expand_targets, run_probe
+from .search import expand_targets, probe_baselines, run_probe
 from .subspace import SubspaceModel, all_parameters, subspace_size
 from .trial import probe_trial
 
@@ -23,6 +23,7 @@ __all__ = [
     "default_probe_recipe",
     "expand_targets",
     "make_projection",
+    "probe_baselines",
     "probe_trial",
     "run_probe",
     "subspace_size",

@@ -11,6 +11,9 @@ from ..models import DEFAULT_PROBE_TARGETS
 
 HEAD_MODES = ("train", "frozen")
 LR_SCALINGS = ("sqrt", "constant")
+#: ``adaptive``: every target's curve on a coarse grid, refined between bracketing points (the d90 of each set);
+#: ``lean``: a race that spends trials only where the order of the sets is not yet settled (:meth:`_Search.race`).
+SEARCHES = ("adaptive", "lean")
 
 
 def default_probe_recipe() -> Recipe:
@@ -59,7 +62,13 @@ class ProbeConfig:
         points_per_decade: density of the coarse grid.
         max_d: largest d the adaptive search may try (default: D of each set); a set whose curve stays below the
             threshold up to it is reported as "not reached within max d".
-        max_refinements: refinement rounds after the coarse grid.
+        max_refinements: refinement rounds after the coarse grid (``search="adaptive"``).
+        search: ``"adaptive"`` (default) measures each set's curve on a coarse grid and refines it between the
+            bracketing points: a d90 per set. ``"lean"`` races the sets for their order: every set is first trained at
+            the top of its grid (d = D unless ``max_d``: plain training of the set, which the ``direct`` selector
+            reads); a set that does not reach the bar there is done; the others are bisected on the coarse grid
+            only while their d90 interval overlaps another set's. It answers "which order" for a fraction of the
+            trainings, and a d90 only as fine as the order needed (``docs/probe_validation.md`` compares the two).
         ft_lr: learning rate of the backbone in the full fine-tuning baseline (the ceiling). Every other setting of
             that baseline is the recipe's; raw weights need a smaller step than the subspace coordinates theta_d.
         lr_scaling: how theta_d's learning rate depends on d (:func:`theta_lr`): ``"sqrt"`` (default: ``theta_step
@@ -89,6 +98,7 @@ class ProbeConfig:
     theta_step: float = 1.0
     lr_grid: list[float] = field(default_factory=lambda: [1.0])
     max_refinements: int = 2
+    search: str = "adaptive"
     recipe: Recipe = field(default_factory=default_probe_recipe)
 
     def __post_init__(self) -> None:
@@ -108,6 +118,8 @@ class ProbeConfig:
             raise PetlError(f"lr_grid has repeated multipliers: {self.lr_grid}")
         if not self.ft_lr > 0 or not self.theta_step > 0:
             raise PetlError(f"ft_lr and theta_step must be > 0, got {self.ft_lr} and {self.theta_step}")
+        if self.search not in SEARCHES:
+            raise PetlError(f"unknown probe search {self.search!r}; expected one of: {', '.join(SEARCHES)}")
         if self.max_d is not None and self.max_d < 1:
             raise PetlError(f"max_d must be a positive integer, got {self.max_d}")
         if self.dims is not None and (not self.dims or min(self.dims) < 1):

@@ -44,6 +44,7 @@ __all__ = [
     "coarse_grid",
     "distinct_resamples",
     "estimate_d90",
+    "fitted_margin",
     "format_ci",
     "format_d90",
     "interpolate_d90",
@@ -263,10 +264,22 @@ def _margin_d90(dims: np.ndarray, margins: np.ndarray) -> tuple[float, np.ndarra
     """
     counts = np.isfinite(margins).sum(axis=1)
     keep = counts > 0
+    if not keep.any():  # a resample of seeds that were run at no d (the lean race runs seed 1 only where needed)
+        return math.nan, np.asarray([], dtype=float)
     mean = np.nansum(margins[keep], axis=1) / counts[keep]
     fitted = isotonic_regression(mean, sample_weight=counts[keep].astype(float), increasing=True)
     value = interpolate_d90(dims[keep], fitted, 0.0)
     return (math.inf if value is None else value), np.asarray(fitted, dtype=float)
+
+
+def fitted_margin(dims: Any, accs: AccuracyData, target: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(dims, fitted)``: the sorted tried dims and the isotonic fit of the seed-mean margin over the bar there (the
+    fit :func:`estimate_d90` reads; reached where ``fitted >= 0``)."""
+    d, acc = _seed_matrix(dims, accs)
+    if d.size == 0:
+        return d, np.asarray([], dtype=float)
+    margins = acc - _per_seed_target(target, acc.shape[1])[None, :]
+    return d, _margin_d90(d, margins)[1]
 
 
 def distinct_resamples(n_seeds: int) -> int:
@@ -297,6 +310,9 @@ def _bootstrap(
     rng = np.random.default_rng(rng_seed)
     picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
     boots = np.fromiter((_margin_d90(d, margins[:, row])[0] for row in picks), dtype=float, count=n_boot)
+    boots = boots[~np.isnan(boots)]  # resamples without any measured point say nothing
+    if boots.size == 0:
+        return math.nan, math.nan, math.nan
     alpha = (1.0 - ci) / 2.0
     # Order statistics ("lower"/"higher"), not interpolation: +inf entries must not turn into NaN.
     low = float(np.quantile(boots, alpha, method="lower"))

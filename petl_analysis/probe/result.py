@@ -89,6 +89,15 @@ class TargetResult:
     trials: int
     failed_trials: int
     wall_time_s: float
+    #: Seeds run at each d (the lean race runs a second seed only where a point is undecided); ``None``: every seed
+    #: at every d (the adaptive search). ``val_per_seed`` holds NaN for a seed not run.
+    seeds_run: list[int] | None = None
+
+    def seeds_at(self, d: int, n_seeds: int) -> int:
+        """How many seeds (0, 1, ...) were run at ``d``."""
+        if self.seeds_run is None:
+            return n_seeds
+        return self.seeds_run[self.dims.index(d)] if d in self.dims else 0
 
     @property
     def best_val(self) -> float:

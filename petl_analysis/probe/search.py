@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from ..task import DataSpec
 from ..trials import Trial, TrialRecord, open_trial_log
 from . import d90 as d90_lib
 from .config import ProbeConfig, theta_lr
-from .result import Baseline, ProbeResult, TargetResult
+from .result import RESOLVED_IMAGES, Baseline, ProbeResult, TargetResult, sample_std
 from .subspace import subspace_size
 from .trial import ProbeTrial, probe_trial
 
@@ -114,7 +114,10 @@ def probe_study(
         mode: [d90_lib.threshold_value(f, c, config.threshold, mode=mode) for f, c in zip(floor, ceiling)]
         for mode in ("gain", "classic")
     }  # each seed's own threshold, from its own floor and ceiling
-    search.refine(bars["gain"])
+    if config.search == "lean":
+        search.race(bars["gain"], search.decision_tolerance(bars["gain"]))
+    else:
+        search.refine(bars["gain"])
     results, failed = search.target_results(bars["gain"], bars["classic"])
     records = list(search.baseline_records.values()) + list(search.records.values())
     sizes = search.baseline_records[search.base_trial("ft", 0).key].result
@@ -134,6 +137,28 @@ def probe_study(
         failed=failed,
         input_conversion=conversion,
     )
+
+
+def probe_baselines(
+    study: Study, config: ProbeConfig, *, log: Path | None = None, threads_per_job: int | None = None
+) -> tuple[dict[str, Baseline], int]:
+    """The probe's baselines alone (``lp``, ``head``, ``ft`` per seed) and the validation pool size: whether a task
+    has a gain of full fine-tuning over the head for d90 to divide, before any subspace trial is paid for. The
+    trials are the probe's own (same keys), so a probe run later with the same log reuses them."""
+    search = _Search(
+        study.model,
+        study.data,
+        config,
+        {},
+        {},
+        device=study.device,
+        threads=threads_per_job or study.threads_per_job(),
+        run=functools.partial(study.run_trials, log=open_trial_log(log)),
+        on_round=None,
+    )
+    baselines = search.baselines()
+    sizes = search.baseline_records[search.base_trial("ft", 0).key].result
+    return baselines, int(sizes.get("n_val", 0))
 
 
 def _subspace_sizes(template: Any, sets: dict[str, list[str]], dims: list[int] | None) -> dict[str, int]:
@@ -168,6 +193,7 @@ class _Search:
         self.base_lr = config.base_theta_lr()
         self.baseline_records: dict[str, TrialRecord] = {}
         self.records: dict[str, TrialRecord] = {}
+        self.seeds_at: dict[tuple[str, int], int] = {}  # the lean race's seeds run at (label, d); absent: all
         self.dims_of: dict[str, list[int]] = {
             label: sorted(set(config.dims))
             if config.dims
@@ -225,12 +251,20 @@ class _Search:
             )
         return baselines
 
+    def decision_tolerance(self, bars: list[float]) -> float:
+        """The margin under which one lean-race point is not decided: the validation resolution
+        (:data:`RESOLVED_IMAGES` images) or the sample spread of the seeds' bars, whichever is larger."""
+        n_val = int(self.baseline_records[self.base_trial("ft", 0).key].result.get("n_val", 0) or 0)
+        resolution = RESOLVED_IMAGES / n_val if n_val else 0.0
+        spread = sample_std(bars)
+        return max(resolution, 0.0 if math.isnan(spread) else spread)
+
     def label_records(self, label: str) -> dict[tuple[int, int, float], TrialRecord]:
         """(d, seed, lr multiplier) -> trial record of one target (every trial asked for has one)."""
         return {
             (d, s, m): self.records[self.sub_trial(label, d, s, m).key]
             for d in self.dims_of[label]
-            for s in self.seeds
+            for s in self.seeds[: self.seeds_at.get((label, d), len(self.seeds))]
             for m in self.config.lr_grid
         }
 
@@ -267,6 +301,73 @@ class _Search:
                     self.dims_of[label] = sorted(set(self.dims_of[label]) | set(proposed))
                     pending[label] = proposed
 
+    def race(self, target_gain: list[float], tolerance: float) -> None:
+        """The lean search: spend trials only where the order of the sets is not settled.
+
+        Round 1 trains every set at the top of its grid (d = D unless ``max_d`` caps it: plain training of the
+        set), with one seed. A point whose seed-mean margin over the bar is within ``tolerance`` (the validation
+        resolution or the seed spread of the bar, whichever is larger) gets the next seed, up to ``config.seeds``,
+        before anything is decided from it. A set whose fitted margin stays below the bar at its top is done ("not
+        reached"). Every other set has a bracket ``(lo, hi]``: the largest tried d below the bar and the smallest at
+        or above it (on the isotonic fit that d90 reads). It is bisected on its coarse grid (the grid point nearest
+        the log-middle of the bracket) only while the bracket overlaps another reached set's and untried grid
+        points remain inside it: a set alone in its bracket has a settled position.
+        """
+        grid = {label: self._lean_grid(label) for label in self.sets}
+        self.dims_of = {label: [] for label in self.sets}
+        new = {(label, g[-1]) for label, g in grid.items()}
+        r = 0
+        while new:
+            r += 1
+            trials = [
+                self.sub_trial(label, d, self.seeds_at.get((label, d), 0), m)
+                for label, d in sorted(new)
+                for m in self.config.lr_grid
+            ]
+            for label, d in new:
+                if d not in self.dims_of[label]:
+                    self.dims_of[label] = sorted(self.dims_of[label] + [d])
+                self.seeds_at[label, d] = self.seeds_at.get((label, d), 0) + 1
+            if self.on_round:
+                self.on_round(r, len(trials))
+            self.records.update(self.run(trials, probe_trial))
+            new = self._undecided(target_gain, tolerance) or self._bisections(grid, target_gain)
+
+    def _undecided(self, target_gain: list[float], tolerance: float) -> set[tuple[str, int]]:
+        """Points whose seed-mean margin over the bar is within ``tolerance`` and that have a seed left to run."""
+        out = set()
+        for label in self.sets:
+            c = self.curve(label)
+            for i, d in enumerate(c.dims):
+                run = self.seeds_at[label, d]
+                margin = np.nanmean(c.val[i, :run] - np.asarray(target_gain[:run])) if run else math.nan
+                if run < len(self.seeds) and math.isfinite(margin) and abs(margin) < tolerance:
+                    out.add((label, d))
+        return out
+
+    def _bisections(self, grid: dict[str, list[int]], target_gain: list[float]) -> set[tuple[str, int]]:
+        """The next grid point of every reached set whose bracket overlaps another's and has untried points."""
+        brackets = {label: _bracket(self.curve(label), target_gain) for label in self.sets}
+        out = set()
+        for label, (lo, hi) in brackets.items():
+            if hi is None or not _overlaps_another(label, brackets):
+                continue
+            inside = [d for d in grid[label] if lo < d < hi and d not in self.dims_of[label]]
+            if inside:
+                out.add((label, _log_middle(inside, lo, hi)))
+        return out
+
+    def _lean_grid(self, label: str) -> list[int]:
+        """The lean race's grid of one set: the explicit dims, or the coarse grid up to its cap with the cap on top."""
+        cfg = self.config
+        if cfg.dims:
+            return sorted(set(cfg.dims))
+        cap = min(self.D_of[label], cfg.max_d or self.D_of[label])
+        coarse = d90_lib.coarse_grid(
+            self.D_of[label], d_min=cfg.d_min, points_per_decade=cfg.points_per_decade, d_max=cap
+        )
+        return sorted(set(coarse) | {cap})
+
     def target_results(
         self, target_gain: list[float], target_classic: list[float]
     ) -> tuple[list[TargetResult], list[dict[str, Any]]]:
@@ -274,17 +375,18 @@ class _Search:
         results, failed = [], []
         for label in self.sets:
             recs = self.label_records(label)
-            results.append(
-                _target_result(
-                    label,
-                    self.sets[label],
-                    self.D_of[label],
-                    self.curve(label, recs),
-                    target_gain,
-                    target_classic,
-                    list(recs.values()),
-                )
+            result = _target_result(
+                label,
+                self.sets[label],
+                self.D_of[label],
+                self.curve(label, recs),
+                target_gain,
+                target_classic,
+                list(recs.values()),
             )
+            if self.seeds_at:
+                result.seeds_run = [self.seeds_at[label, d] for d in result.dims]
+            results.append(result)
             failed += [
                 {
                     "target": label,
@@ -318,12 +420,12 @@ def _choose_lr(dims, seeds, grid, recs: dict[tuple[int, int, float], TrialRecord
     for d in dims:
         options = []
         for m in grid:
-            val = [_acc(recs[d, s, m], "val_acc") for s in seeds]
+            val = [_acc(recs.get((d, s, m)), "val_acc") for s in seeds]
             finite = [v for v in val if math.isfinite(v)]
             options.append((-float(np.mean(finite)) if finite else math.inf, abs(math.log(m)), m))
         m = min(options)[2]
-        val_rows.append([_acc(recs[d, s, m], "val_acc") for s in seeds])
-        test_rows.append([_acc(recs[d, s, m], "test_acc") for s in seeds])
+        val_rows.append([_acc(recs.get((d, s, m)), "val_acc") for s in seeds])
+        test_rows.append([_acc(recs.get((d, s, m)), "test_acc") for s in seeds])
         lrs.append(float(recs[d, seeds[0], m].payload["lr"]))
     return _Curve(
         list(dims),
@@ -333,8 +435,37 @@ def _choose_lr(dims, seeds, grid, recs: dict[tuple[int, int, float], TrialRecord
     )
 
 
-def _acc(record: TrialRecord, key: str) -> float:
-    if not record.ok or record.result.get(key) is None:
+def _bracket(c: _Curve, target: Sequence[float]) -> tuple[float, float | None]:
+    """``(lo, hi)``: the largest tried d whose fitted margin is below the bar (0 if none) and the smallest at or
+    above it (``None``: not reached at any tried d). The isotonic fit is :func:`d90.estimate_d90`'s, so a bracket
+    always holds the d90 that will be reported."""
+    d, fitted = d90_lib.fitted_margin(c.dims, c.val, target)
+    hits = np.flatnonzero(fitted >= 0.0)
+    if hits.size == 0:
+        return (float(d[-1]) if d.size else 0.0), None
+    i = int(hits[0])
+    return (float(d[i - 1]) if i > 0 else 0.0), float(d[i])
+
+
+def _overlaps_another(label: str, brackets: dict[str, tuple[float, float | None]]) -> bool:
+    """Whether ``label``'s bracket ``(lo, hi]`` overlaps that of another set that reached the bar."""
+    lo, hi = brackets[label]
+    assert hi is not None
+    return any(o_hi is not None and lo < o_hi and o_lo < hi for o, (o_lo, o_hi) in brackets.items() if o != label)
+
+
+def _log_middle(candidates: list[int], lo: float, hi: float) -> int:
+    """The candidate nearest the geometric middle of ``(lo, hi)``; with nothing below the bracket yet (``lo = 0``)
+    its lower end is the smallest candidate. Ties go to the smaller d."""
+    low = lo if lo > 0 else min(candidates)
+    middle = 0.5 * (math.log(low) + math.log(hi))
+    return min(candidates, key=lambda d: (abs(math.log(d) - middle), d))
+
+
+def _acc(record: TrialRecord | None, key: str) -> float:
+    """A trial's accuracy; NaN for a failed trial or one not run (the lean race runs a second seed only where it
+    must)."""
+    if record is None or not record.ok or record.result.get(key) is None:
         return float("nan")
     return float(record.result[key])
 

@@ -100,10 +100,14 @@ class Ranking(Artefact):
         ]
 
 
-def rank_correlations(reference: Ranking, other: Ranking) -> dict[str, float]:
-    """Spearman rho and Kendall tau between two rankings over their common targets (ranks, ties allowed)."""
-    ref = {e.target: e.rank for e in reference.entries}
-    oth = {e.target: e.rank for e in other.entries}
+def rank_correlations(reference: Ranking, other: Ranking, *, declared_ties: bool = False) -> dict[str, float]:
+    """Spearman rho and Kendall tau (tau-b) between two rankings over their common targets.
+
+    ``declared_ties=False`` compares the strict orders (a planner's view); ``True`` compares midranks under each
+    ranking's declared tie classes, so sets a ranking declares tied count as tied (nan when either ranking ties
+    every target)."""
+    ref = reference.midranks() if declared_ties else {e.target: e.rank for e in reference.entries}
+    oth = other.midranks() if declared_ties else {e.target: e.rank for e in other.entries}
     common = [t for t in ref if t in oth]
     if len(common) < 3:
         return {"spearman": float("nan"), "kendall": float("nan"), "n": len(common)}

@@ -137,6 +137,54 @@ def d90_accuracy_ranking(probe: ProbeResult, *, source: str = "") -> Ranking:
     return rank_from_probe(probe, source=source, tie_break="accuracy")
 
 
+@PROBE_SELECTORS.register("direct")
+def direct_ranking(probe: ProbeResult, *, source: str = "") -> Ranking:
+    """Each set trained alone with all its weights (its d = D point: plain training of the set under the probe's
+    short recipe), ranked by that seed-mean validation accuracy, highest first: a low-fidelity oracle.
+
+    Its cost is those trainings only (one per set and seed run), not the rest of the probe. Sets within
+    :data:`~petl_analysis.probe.result.RESOLVED_IMAGES` validation images of the first set of their class are
+    declared tied (one image is rounding). The lean search (``ProbeConfig.search="lean"``) trains every set at
+    d = D first; the adaptive search reaches d = D only for sets that need it, and this selector then names the
+    sets without the point."""
+    from ..probe.result import RESOLVED_IMAGES, images_apart
+
+    missing = [t.target for t in probe.targets if t.D not in t.dims]
+    if missing:
+        raise PetlError(
+            f"selector 'direct' reads each set's d = D training; the probe has none for {', '.join(missing)} "
+            "(probe with --search lean, which trains every set at d = D first)"
+        )
+    accuracy = {}
+    for t in probe.targets:
+        row = [v for v in t.val_per_seed[t.dims.index(t.D)] if math.isfinite(v)]
+        accuracy[t.target] = float(np.mean(row)) if row else -math.inf
+    order = sorted(probe.targets, key=lambda t: (-accuracy[t.target], t.target))
+    entries = [
+        RankedTarget(target=t.target, units=t.units, D=t.D, rank=i + 1, score=accuracy[t.target])
+        for i, t in enumerate(order)
+    ]
+    # a tie class holds the sets within RESOLVED_IMAGES of its first (best) set
+    head = entries[0] if entries else None
+    for e in entries:
+        if images_apart(head.score, e.score, probe.n_val) >= RESOLVED_IMAGES:
+            head = e
+        e.group = head.rank
+    sizes = {g: sum(e.group == g for e in entries) for g in {e.group for e in entries}}
+    for e in entries:
+        if sizes[e.group] == 1:
+            e.group = 0  # untied entries keep group 0 (declare_ties' convention)
+    return Ranking(
+        selector="direct",
+        model=probe.model,
+        data=probe.data,
+        entries=entries,
+        source=source,
+        direction="descending",
+        details={"n_val": probe.n_val, "tie_images": RESOLVED_IMAGES},
+    )
+
+
 def _interval(e: RankedTarget) -> tuple[float, float]:
     lo, hi = (e.d90_ci + [None, None])[:2]
     lo = e.d90 if lo is None else lo
@@ -362,3 +410,117 @@ def attention_projection_rule(model, task, sets, *, n_batches, batch_size, seed)
         units = resolve_targets(model, list(names))
         out[label] = sum(u.kind != "attn.proj" for u in units) / max(1, len(units))
     return out
+
+
+def _linear_units(model: nn.Module, names: Sequence[str]):
+    return [u for u in resolve_targets(model, list(names)) if u.is_linear]
+
+
+@_register("gid", "ascending")
+def gradient_intrinsic_dimensionality(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    """Gradient intrinsic dimensionality (GID), after "Gradient Intrinsic Dimensionality Alignment: Closing the Gap
+    between LoRA and Full Fine-Tuning" (RaLoRA; ICLR 2026, openreview.net/forum?id=kObvnQ6pUx), which estimates how
+    many update directions a layer's full fine-tuning gradient really uses by the entropy of its singular values.
+
+    Per Linear unit: the gradient of its weight (or row slice) summed over ``n_batches`` batches, its singular values
+    ``s``, ``p = s / sum(s)`` and the effective rank ``exp(-sum p log p)``. A set's score is the sum over its units
+    (d90 counts a set's directions together). Ascending: a set whose gradient lives in fewer directions should need a
+    smaller subspace, the claim the validation stage tests. The paper allocates LoRA ranks with it; using it to order
+    sets is this tool's reading."""
+    grads = _gradients(model, task, n_batches, batch_size, seed)
+    total = {n: torch.stack([g[n] for g in grads]).sum(0) for n in grads[0]}
+    out = {}
+    for label, names in sets.items():
+        score = 0.0
+        for u in _linear_units(model, names):
+            score += effective_rank(_tensor_view(total, u.weight))
+        out[label] = score
+    return out
+
+
+def effective_rank(matrix: torch.Tensor) -> float:
+    """Entropy effective rank ``exp(-sum p log p)`` of a matrix, ``p = s / sum(s)`` over its singular values ``s``
+    (Roy and Vetterli 2007): 1 for a rank-one matrix, ``n`` for ``n`` equal singular values; 0 for a zero matrix."""
+    s = torch.linalg.svdvals(matrix.detach().double())
+    s = s[s > 0]
+    if s.numel() == 0:
+        return 0.0
+    p = s / s.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@_register("page", "descending")
+def projected_adapter_gradient_energy(
+    model, task, sets, *, n_batches, batch_size, seed, rank: int = 8
+) -> dict[str, float]:
+    """Projected adapter gradient energy (PAGE), after the DomLoRA paper (arXiv 2605.06183, 2026): the initial
+    gradient energy a LoRA adapter on a unit could train.
+
+    At LoRA's initialisation (``B = 0``, ``A`` random) only ``B`` receives a gradient, ``dL/dB = G A^T`` with ``G`` the
+    weight's gradient, so the energy available to the adapter is ``||G A^T||_F^2``. Per Linear unit: ``A`` of rank
+    ``rank`` drawn as peft initialises it (uniform in ``+-1/sqrt(in_features)``, seeded), the energy averaged over
+    ``n_batches`` batches; a set's score is the sum over its units. Descending: more energy to train first."""
+    grads = _gradients(model, task, n_batches, batch_size, seed)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for label, names in sets.items():
+        energy = 0.0
+        for u in _linear_units(model, names):
+            bound = 1.0 / math.sqrt(u.in_features)
+            a = (torch.rand(rank, u.in_features, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+            per_batch = [float((_tensor_view(g, u.weight).double() @ a.T).pow(2).sum()) for g in grads]
+            energy += float(np.mean(per_batch))
+        out[label] = energy
+    return out
+
+
+@_register("residual", "descending")
+def normalised_residual_norm(model, task, sets, *, n_batches, batch_size, seed) -> dict[str, float]:
+    """A normalised residual-norm score in the style of the Layer Card (arXiv 2602.04019, 2026; its abstract names a
+    normalised residual norm, activation energy and inter-layer coupling per layer): how much a unit moves what it
+    reads, with no gradient.
+
+    Per Linear unit: ``||x W^T|| / ||x||`` over the tokens of ``n_batches`` batches (``W`` its weight or row slice,
+    ``x`` the inputs of its module, captured by a forward hook; no bias), averaged over tokens; a set's score is
+    the mean over its units. Descending (fixed before any result was seen): a unit that changes its input more is
+    read as the one whose adaptation changes the function more. The Layer Card's own definitions are not public
+    beyond the abstract, so this is a reading of the idea, not a reimplementation."""
+    if task is None:
+        raise PetlError("this selector needs data (activations); give a dataset")
+    units = {label: _linear_units(model, names) for label, names in sets.items()}
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    ratios: dict[str, list[float]] = {u.name: [] for us in units.values() for u in us}
+    by_module: dict[str, list] = {}
+    for us in units.values():
+        for u in us:
+            by_module.setdefault(u.module, []).append(u)
+
+    def hook_for(module_name: str):
+        def hook(_module, inputs, _output):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()
+            x_norm = x.norm(dim=1).clamp_min(1e-12)
+            for u in by_module[module_name]:
+                w = _tensor_view(params, u.weight).detach().double()
+                ratios[u.name].append(float(((x @ w.T).norm(dim=1) / x_norm).mean()))
+
+        return hook
+
+    handles = [modules[m].register_forward_hook(hook_for(m)) for m in by_module]
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(num_examples(task.train), generator=gen)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in range(n_batches):
+                idx = order[(b * batch_size) % len(order) :][:batch_size]
+                if len(idx) == 0:
+                    break
+                x, _ = take(task.train, idx)
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {label: float(np.mean([np.mean(ratios[u.name]) for u in us])) if us else 0.0 for label, us in units.items()}

@@ -75,7 +75,30 @@ from .result import (
 if TYPE_CHECKING:
     from ..study import Study
 
-DEFAULT_SELECTORS = ("d90", "d90+acc", "rgn", "fisher", "kappa", "gps", "spt", "apla", "constant")
+DEFAULT_SELECTORS = (
+    "d90",
+    "d90+acc",
+    "direct",
+    "rgn",
+    "fisher",
+    "kappa",
+    "gps",
+    "spt",
+    "gid",
+    "page",
+    "residual",
+    "apla",
+    "constant",
+)
+
+
+def default_selectors(probe: ProbeResult) -> list[str]:
+    """The :data:`DEFAULT_SELECTORS` that ``probe`` can give: ``direct`` reads every set's d = D training, which the
+    lean search always has and the adaptive search only for the sets that needed it."""
+    has_direct = all(t.D in t.dims for t in probe.targets)
+    return [name for name in DEFAULT_SELECTORS if name != "direct" or has_direct]
+
+
 DEFAULT_METHODS = ("kadaptation", "lora")
 #: The matched budget is this many times the largest smallest-plan cost over sets and methods, so that every set
 #: gets a few ranks of room, not just its cheapest configuration.
@@ -163,7 +186,7 @@ def validate_probe(
     probe: ProbeResult,
     *,
     log: Path | None = None,
-    selectors: Sequence[str] = DEFAULT_SELECTORS,
+    selectors: Sequence[str] | None = None,
     methods: Sequence[str] = DEFAULT_METHODS,
     seeds: int = 3,
     budget: BudgetLike | None = None,
@@ -180,8 +203,8 @@ def validate_probe(
 
     Args:
         probe: the probe result whose sets (and d90 ranking) are validated.
-        selectors: probe selectors (``d90``, ``d90+acc``) and/or registered proxy selectors (``constant`` among them;
-            ``random`` is always the floor, not listed here).
+        selectors: probe selectors (``d90``, ``d90+acc``, ``direct``) and/or registered proxy selectors (``constant``
+            among them; ``random`` is always the floor, not listed here); None: :func:`default_selectors`.
         methods: plannable methods for the oracle; the first also trains the regret plans.
         seeds: training seeds per configuration (the seed span enumerates their resamples).
         budget: trainable parameters (head excluded) of every oracle configuration, or a share of the backbone
@@ -197,6 +220,7 @@ def validate_probe(
     """
     start = time.perf_counter()
     recipe = recipe or default_judge_recipe()
+    selectors = list(selectors) if selectors is not None else default_selectors(probe)
     sets = _check_validate(probe, selectors, methods, seeds)
     judge_data, judged_on = judge_split(study.data, allow_shared_data, probe_source)
     judge = study.with_data(judge_data)
@@ -420,7 +444,9 @@ def selector_costs(
     probe_cost: Cost | None = None
     out: dict[str, Cost] = {}
     for name, r in rankings.items():
-        if name in PROBE_SELECTORS:
+        if name == "direct":
+            out[name] = _probe_cost(probe_source, probe, top_only=True)
+        elif name in PROBE_SELECTORS:
             if probe_cost is None:
                 probe_cost = _probe_cost(probe_source, probe)
             out[name] = probe_cost
@@ -429,7 +455,9 @@ def selector_costs(
     return out
 
 
-def _probe_cost(probe_source: str, probe: ProbeResult | None) -> Cost:
+def _probe_cost(probe_source: str, probe: ProbeResult | None, *, top_only: bool = False) -> Cost:
+    """The probe's trainings and seconds from its log; ``top_only``: only each set's d = D trainings (what the
+    ``direct`` selector reads)."""
     log = trial_log_path(probe_source) if probe_source else None
     if log is None or not log.is_file():
         return Cost(0, math.nan, source="probe trial log not found")
@@ -437,6 +465,13 @@ def _probe_cost(probe_source: str, probe: ProbeResult | None) -> Cost:
     if probe is not None:
         used = used_keys(records, [probe])
         records = [r for r in records if r.key in used]
+        if top_only:
+            D_of = {tuple(t.units): t.D for t in probe.targets}
+            records = [
+                r
+                for r in records
+                if r.kind == "subspace" and r.payload.get("d") == D_of.get(tuple(r.payload.get("units") or ()))
+            ]
     trainings, seconds = trial_cost(records)
     return Cost(trainings, seconds, source=str(log))
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 27: does the ranking predict on a real pretrained ViT? The study on DINOv2-S/14 (`--weights dinov2-s14`,
+# the `dinov2` extra), on CPU, under issue 25's protocol. Fixed before any probe or oracle result was seen; every
+# step is resumable from the trial logs beside its output (commit them as they grow).
+#
+#   python scripts/dinov2_qualify.py            # step 1: which datasets have a gain to divide
+#   bash scripts/dinov2_study.sh digits         # step 2, on each qualifying dataset
+#
+# CPU scale (issue 27 item 3): 56 px (4x4 patches), 300 training images of split A for the probe (its baselines are
+# the qualification's trials, same keys), 3 seeds; the judge on split B with 3 seeds of 10 epochs (30 on the bundled
+# model: 10 keep the oracle near one hour per dataset on 2 cores); the full fine-tuning ceiling at 1e-5 (1e-3 and
+# 1e-4 diverge on this backbone). The probe is the lean search (issue 26) over the six grouped types; per block is
+# not affordable on 2 cores (72 sets).
+set -euo pipefail
+JOBS="${JOBS:-2}"
+OUT=reports/dinov2
+MODEL="--model vit_small_patch14_dinov2 --weights dinov2-s14 --img-size 56"
+TARGETS=attn.q,attn.k,attn.v,attn.proj,mlp.fc1,mlp.fc2
+GLYPHS=/tmp/glyph_letters
+dataset() { case "$1" in glyph_folder) echo "$GLYPHS" ;; *) echo "$1" ;; esac; }
+if [ "$#" -eq 0 ]; then echo "usage: bash scripts/dinov2_study.sh DATASET..." >&2; exit 2; fi
+for s in "$@"; do
+  mkdir -p "$OUT/$s"
+  if [ "$s" = glyph_folder ]; then python scripts/export_glyph_folder.py --out "$GLYPHS" --overwrite; fi
+  # shellcheck disable=SC2086
+  petl-analyze probe $MODEL --dataset "$(dataset "$s")" --targets $TARGETS --max-train 300 --seeds 3 --ft-lr 1e-5 \
+    --d-min 10 --points-per-decade 1 --search lean --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
+  petl-analyze validate --probe "$OUT/$s/probe.json" --seeds 3 --epochs 10 --out "$OUT/$s/validation.json" \
+    --jobs "$JOBS"
+done
