@@ -161,9 +161,7 @@ def field_constraints(cls: type) -> dict[str, Constraint]:
     one its type hint implies."""
     declared = getattr(cls, "CONSTRAINTS", {})
     hints = typing.get_type_hints(cls)
-    return {
-        f.name: declared.get(f.name) or from_annotation(hints[f.name]) for f in dataclasses.fields(cls) if f.init
-    }
+    return {f.name: declared.get(f.name) or from_annotation(hints[f.name]) for f in dataclasses.fields(cls) if f.init}
 
 
 def check_fields(obj: Any, where: str) -> None:
