@@ -7,7 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import rich.markup
 import typer
@@ -51,6 +51,14 @@ def _flush_first_progress() -> None:
         err_console.print(_with_first_progress.pop(0), highlight=False, soft_wrap=True, markup=False)
 
 
+def fail(error: PetlError) -> NoReturn:
+    """Print ``error: <one line>`` on stderr and exit with code 2 (also from option callbacks, which run before the
+    command and so outside :func:`handle_errors`)."""
+    # The message is text, not markup: "[dinov2]" or "blocks[0-5]" must print as written.
+    err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(error))}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2) from None
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a :class:`PetlError` into ``error: <one line>`` on stderr and exit code 2; user warnings to one line."""
 
@@ -62,11 +70,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 warnings.showwarning = _one_line_warning
                 return fn(*args, **kwargs)
         except PetlError as e:
-            # The message is text, not markup: "[dinov2]" or "blocks[0-5]" must print as written.
-            err_console.print(
-                f"[bold red]error:[/] {rich.markup.escape(str(e))}", soft_wrap=True, highlight=False, markup=True
-            )
-            raise typer.Exit(2) from None
+            fail(e)
         except KeyboardInterrupt:
             err_console.print("interrupted; finished work is saved, rerun the same command to resume")
             raise typer.Exit(130) from None

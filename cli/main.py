@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
 
@@ -27,8 +28,6 @@ from .options import (
     MODEL,
     PROBE,
     RECIPE,
-    AugmentOpt,
-    BatchOpt,
     BudgetsOpt,
     DataOptions,
     DatasetOpt,
@@ -39,16 +38,17 @@ from .options import (
     HeadInBudgetOpt,
     JobsOpt,
     LrOpt,
-    MaxStepsOpt,
     MaxTrainOpt,
     MethodsOpt,
     ModelOpt,
     ModelOptions,
     PerBlockOpt,
     RankingOpt,
+    RecipeOptions,
     RunOptions,
     SeedsOpt,
     ShotsOpt,
+    StudyFileOptions,
     TargetsOpt,
     WeightsOpt,
     grouped,
@@ -528,8 +528,10 @@ def probe(
     said: bool = option(
         False, "--said", panel=PROBE, help="Structure-aware ID: one learned scale per tensor (counted in d)."
     ),
-    epochs: int | None = EpochsOpt(
-        help="Epochs per trial (default: the probe recipe's; printed when the command runs)."
+    recipe: RecipeOptions = Group(
+        section="probe.recipe",
+        epochs=EpochsOpt(help="Epochs per trial (default: the probe recipe's; printed when the command runs)."),
+        lr=LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe recipe's)."),
     ),
     ft_lr: float = option(
         1e-3, "--ft-lr", panel=RECIPE, help="Backbone learning rate of the full fine-tuning ceiling."
@@ -547,7 +549,6 @@ def probe(
         panel=RECIPE,
         help="With --lr-scaling sqrt: the weight-space length of one step on theta_d (1.0: lr 0.01 at d = 10,000).",
     ),
-    lr: float | None = LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe recipe's)."),
     lr_grid: str | None = option(
         None,
         "--lr-grid",
@@ -555,59 +556,53 @@ def probe(
         help="Multipliers of theta_d's learning rate "
         "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1).",
     ),
-    max_steps: int | None = MaxStepsOpt(),
-    batch_size: int | None = BatchOpt(),
-    eval_batch_size: int | None = EvalBatchOpt(),
-    augment: bool = AugmentOpt(),
     out: str = option("probe.json", "--out", "-o", panel=FILES, help="ProbeResult JSON; trials are logged beside it."),
     execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
+    study: StudyFileOptions = Group(),
 ) -> None:
     """Measure the local intrinsic dimension (d90) of each target submodule by random-subspace training.
 
     Every decision (the d grid, d90, the learning rate per d, the order of unreached targets) reads validation
     accuracy; test accuracy is recorded and reported only.
     """
-    check_output_path(out, what="--out")
-    execution.setup()
+    import dataclasses
+
     from petl_analysis.errors import PetlError
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe
+    from petl_analysis.probe import default_probe_recipe, run_probe
 
-    from ._common import parse_ints
-
-    if lr is not None and lr_scaling != "constant":
+    base = default_probe_recipe()
+    probe_recipe = recipe.resolve(base, study.file_values("probe.recipe"), "probe")
+    if probe_recipe.lr != base.lr and lr_scaling != "constant":
         raise PetlError(
             f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
             f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead"
         )
-    recipe = _recipe(
-        default_probe_recipe(),
-        "probe",
-        epochs=epochs,
-        lr=lr,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-        augment=augment,
+    config = _probe_config(
+        dict(
+            targets=targets,
+            per_block=per_block,
+            dims=dims,
+            projection=projection,
+            threshold=threshold,
+            seeds=seeds,
+            head=head,
+            said=said,
+            max_d=max_d,
+            d_min=d_min,
+            points_per_decade=points_per_decade,
+            search=search,
+            ft_lr=ft_lr,
+            lr_scaling=lr_scaling,
+            theta_step=theta_step,
+            lr_grid=lr_grid,
+        ),
+        probe_recipe,
     )
-    config = ProbeConfig(
-        targets=split_list(targets) or ProbeConfig().targets,
-        per_block=per_block,
-        dims=parse_ints(dims, "--dims") or None,
-        projection=projection,
-        threshold=threshold,
-        seeds=seeds,
-        head=head,
-        said=said,
-        max_d=max_d,
-        d_min=d_min,
-        points_per_decade=points_per_decade,
-        search=search,
-        ft_lr=ft_lr,
-        lr_scaling=lr_scaling,
-        theta_step=theta_step,
-        lr_grid=_parse_floats(lr_grid, "--lr-grid") or [1.0],
-        recipe=recipe,
-    )
+    resolved = study.resolved({"probe": _probe_section(config), "probe.recipe": dataclasses.asdict(probe_recipe)})
+    if study.printed(resolved):
+        return
+    check_output_path(out, what="--out")
+    execution.setup()
     with progress_bar("probe", total=None) as advance:
         result = run_probe(
             models.spec(), data.spec(), config, out=out, **execution.trials(), on_trial=_trial_progress(advance)
@@ -625,6 +620,50 @@ def probe(
     console.print(
         f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}"
     )
+    console.print(f"configuration -> {study.write(f'{out}.config.toml', resolved)}", highlight=False)
+
+
+#: The [probe] keys of a study file that become the fields of a :class:`~petl_analysis.probe.ProbeConfig` (the
+#: probe's options; ``run`` has some as options and reads the rest from the file).
+PROBE_KEYS = (
+    "targets",
+    "per_block",
+    "dims",
+    "max_d",
+    "d_min",
+    "points_per_decade",
+    "search",
+    "projection",
+    "threshold",
+    "seeds",
+    "head",
+    "said",
+    "ft_lr",
+    "lr_scaling",
+    "theta_step",
+    "lr_grid",
+)
+
+
+def _probe_config(values: dict, recipe):
+    """The :class:`~petl_analysis.probe.ProbeConfig` of the probe's option values (:data:`PROBE_KEYS`, as the
+    options take them: comma-separated lists); an unset one (None) keeps the config's default."""
+    from petl_analysis.probe import ProbeConfig
+
+    from ._common import parse_ints
+
+    given = {k: v for k, v in values.items() if v is not None}
+    listed = dict(
+        targets=split_list(given.pop("targets", None)) or ProbeConfig().targets,
+        dims=parse_ints(given.pop("dims", None), "--dims") or None,
+        lr_grid=_parse_floats(given.pop("lr_grid", None), "--lr-grid") or [1.0],
+    )
+    return ProbeConfig(**listed, **given, recipe=recipe)
+
+
+def _probe_section(config) -> dict:
+    """A probe config as the [probe] table of a study file (:data:`PROBE_KEYS`)."""
+    return {key: getattr(config, key) for key in PROBE_KEYS}
 
 
 def _warn_about_probe(result, where: str = "") -> None:
@@ -715,13 +754,8 @@ def train(
         omit=("max_train",),
     ),
     seeds: int = SeedsOpt(),
-    epochs: int | None = EpochsOpt(),
-    lr: float | None = LrOpt(),
+    recipe: RecipeOptions = Group(),
     head_init: str = option("lp", "--head-init", panel=RECIPE, help="lp (linear-probe head, the default) or random."),
-    max_steps: int | None = MaxStepsOpt(),
-    batch_size: int | None = BatchOpt(),
-    eval_batch_size: int | None = EvalBatchOpt(),
-    augment: bool = AugmentOpt(),
     dry_run: bool = option(
         False,
         "--dry-run",
@@ -738,8 +772,17 @@ def train(
     ),
     no_adapter: bool = option(False, "--no-adapter", panel=FILES, help="Do not save the adapters."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
+    study: StudyFileOptions = Group(),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
+    import dataclasses
+
+    from petl_analysis.train import default_train_recipe
+
+    train_recipe = recipe.resolve(default_train_recipe(), study.file_values("recipe"))
+    resolved = study.resolved({"recipe": dataclasses.asdict(train_recipe)})
+    if study.printed(resolved):
+        return
     if out and not dry_run:
         check_output_path(out, what="--out")
     if not save_adapter and out and not no_adapter:
@@ -749,11 +792,9 @@ def train(
     if save_adapter and not dry_run:
         check_output_path(save_adapter, directory=True, what="--save-adapter")
     execution.setup()
-    import dataclasses
-
     from petl_analysis.plan import Plan, plans_dataset, validate_plan
     from petl_analysis.task import prepare_model
-    from petl_analysis.train import default_train_recipe, run_method
+    from petl_analysis.train import run_method
     from petl_analysis.tuners import get_method
 
     spec = models.spec()
@@ -797,21 +838,12 @@ def train(
 
     if plan:
         validate_plan(plan_obj, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
-    recipe = _recipe(
-        default_train_recipe(),
-        epochs=epochs,
-        lr=lr,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-        augment=augment,
-    )
     with progress_bar(f"train {config.method}", total=seeds) as advance:
         result = run_method(
             spec,
             data.spec(dataset=dataset),
             config,
-            recipe,
+            train_recipe,
             seeds,
             head_init=head_init,
             device=execution.device_name(),
@@ -821,6 +853,7 @@ def train(
         )
     if out:
         result.save(out)
+        study.write(f"{out}.config.toml", resolved)
     print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
     print_table(
         [
@@ -935,8 +968,12 @@ def plan(
     export_peft_: bool = option(
         False, "--export-peft", panel=FILES, help="Also write the equivalent peft config per plan."
     ),
+    study: StudyFileOptions = Group(),
 ) -> None:
     """Turn a ranking and parameter budgets into adaptation plan files."""
+    resolved = study.resolved()
+    if study.printed(resolved):
+        return
     check_output_path(out, directory=True, what="--out")
     from pathlib import Path
 
@@ -991,6 +1028,7 @@ def plan(
         rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
             console.print(f"  budget {b.params}: {note}")
+    study.write(Path(out_dir) / "config.toml", resolved)
     print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
 
 
@@ -1024,10 +1062,8 @@ def sweep(
         omit=("max_train",),
     ),
     seeds: int = SeedsOpt(),
-    epochs: int | None = EpochsOpt(),
-    lr: float | None = LrOpt(),
+    recipe: RecipeOptions = Group(),
     head_in_budget: bool = HeadInBudgetOpt(),
-    max_steps: int | None = MaxStepsOpt(),
     out: str = option(
         "sweep.json",
         "--out",
@@ -1044,15 +1080,12 @@ def sweep(
     ),
     no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
     execution: Execution = Group(),
+    study: StudyFileOptions = Group(),
 ) -> None:
     """Train a study's plans over seeds: accuracy versus trainable parameters.
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --ranking, written to <out>.plans/ and those files trained."""
-    check_output_path(out, what="--out")
-    if not plans:
-        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
-    execution.setup()
     import dataclasses
     import shlex
     import sys
@@ -1065,10 +1098,17 @@ def sweep(
     from petl_analysis.train import default_train_recipe
 
     requested = parse_budgets(budgets, "--budgets")
-    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
+    train_recipe = recipe.resolve(default_train_recipe(), study.file_values("recipe"))
+    resolved = study.resolved({"recipe": dataclasses.asdict(train_recipe)})
+    if study.printed(resolved):
+        return
+    check_output_path(out, what="--out")
+    if not plans:
+        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
+    execution.setup()
     train = dict(
         seeds=seeds,
-        recipe=recipe,
+        recipe=train_recipe,
         out=out,
         **execution.trials(),
         command=shlex.join(["petl-analyze", *sys.argv[1:]]),
@@ -1124,7 +1164,7 @@ def sweep(
             f"{len(result.failed)} failed trial(s): "
             + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed)
         )
-    console.print(f"-> {out}")
+    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
 
 
 @app.command("export-peft")
@@ -1293,9 +1333,10 @@ def run(
     max_d: int | None = option(
         None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search (default: D of each target)."
     ),
-    epochs: int | None = EpochsOpt(
-        help="Sweep: epochs per training (default: the recipe's; printed when the command runs)."
+    recipe: RecipeOptions = Group(
+        epochs=EpochsOpt(help="Sweep: epochs per training (default: the recipe's; printed when the command runs).")
     ),
+    head_in_budget: bool = HeadInBudgetOpt(),
     out: str = option(
         "petl-run",
         "--out",
@@ -1312,33 +1353,56 @@ def run(
         "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/).",
     ),
     execution: Execution = Group(),
+    study: StudyFileOptions = Group(),
 ) -> None:
-    """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted)."""
+    """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted).
+
+    In a study file, run reads [probe] and [probe.recipe] (all of them, also the keys it has no option for) and
+    [sweep], as the probe and sweep commands would."""
+    import dataclasses
     import shlex
     import sys
 
     from petl_analysis.data import SplitSpec
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe
+    from petl_analysis.probe import default_probe_recipe
     from petl_analysis.train import default_train_recipe
 
-    execution.setup()
-    probe_config = ProbeConfig(
-        targets=split_list(targets) or ProbeConfig().targets,
-        per_block=per_block,
-        seeds=probe_seeds,
-        max_d=max_d,
-        recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None),
+    probe_recipe = _recipe(
+        dataclasses.replace(default_probe_recipe(), **study.file_values("probe.recipe")),
+        "probe",
+        epochs=probe_epochs or None,
+    )
+    probe_config = _probe_config(
+        {
+            **study.file_values("probe"),
+            "targets": targets,
+            "per_block": per_block,
+            "seeds": probe_seeds,
+            "max_d": max_d,
+        },
+        probe_recipe,
     )
     config = PipelineConfig(
         budgets=parse_budgets(budgets, "--budgets"),
         methods=split_list(methods),
         probe=probe_config,
         seeds=seeds,
-        recipe=_recipe(default_train_recipe(), epochs=epochs or None),
+        recipe=recipe.resolve(default_train_recipe(), study.file_values("recipe")),
+        head_in_budget=head_in_budget,
         all_seed_adapters=all_seed_adapters,
     )
+    resolved = study.resolved(
+        {
+            "recipe": dataclasses.asdict(config.recipe),
+            "probe": _probe_section(probe_config),
+            "probe.recipe": dataclasses.asdict(probe_recipe),
+        }
+    )
+    if study.printed(resolved):
+        return
+    execution.setup()
     _run_pipeline(
         RunOptions(
             model=models.spec(),
@@ -1357,6 +1421,7 @@ def run(
             data_dir=data.data_dir,
         )
     )
+    console.print(f"configuration -> {study.write(Path(out) / 'config.toml', resolved)}", highlight=False)
 
 
 @app.command()
@@ -1396,19 +1461,17 @@ def validate(
         "every verdict then says so. Default: a probe must be made on split A "
         "(--split-part A) and is judged on split B.",
     ),
-    epochs: int | None = EpochsOpt(),
-    lr: float | None = LrOpt(),
-    max_steps: int | None = MaxStepsOpt(),
+    recipe: RecipeOptions = Group(),
     out: str = option(
         "validation.json", "--out", "-o", panel=FILES, help="ValidationResult JSON; trials are logged beside it."
     ),
     execution: Execution = Group(),
+    study: StudyFileOptions = Group(),
 ) -> None:
     """Does the ranking predict? On split B (the probe decided on split A): adapt each probed set alone (the oracle),
     compare every selector with it (Spearman, Kendall, top-k, with seed intervals) and train every plan an order of
     the sets gives per budget (regret against the plan best on split A, exact random floor)."""
-    check_output_path(out, what="--out")
-    execution.setup()
+    import dataclasses
     import shlex
     import sys
 
@@ -1424,7 +1487,12 @@ def validate(
             "plans take --budgets)"
         )
     regret_budgets = parse_budgets(budgets, "--budgets")
-    recipe = _recipe(default_judge_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
+    judge_recipe = recipe.resolve(default_judge_recipe(), study.file_values("recipe"))
+    resolved = study.resolved({"recipe": dataclasses.asdict(judge_recipe)})
+    if study.printed(resolved):
+        return
+    check_output_path(out, what="--out")
+    execution.setup()
     probe = ProbeResult.load(probe_path)
     with progress_bar("validate", total=None) as advance:
         result = run_validate(
@@ -1435,7 +1503,7 @@ def validate(
             budget=oracle_budget[0] if oracle_budget else None,
             budgets=regret_budgets or None,
             allow_shared_data=allow_shared_data,
-            recipe=recipe,
+            recipe=judge_recipe,
             out=out,
             **execution.trials(),
             on_trial=_trial_progress(advance),
@@ -1447,7 +1515,7 @@ def validate(
     print_table(result.regret_table(), title=f"regret of each selector's {result.regret_method} plan")
     for note in result.notes:
         console.print(note)
-    console.print(f"-> {out}")
+    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
 
 
 @app.command()

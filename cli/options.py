@@ -15,19 +15,27 @@ options in its place on the command line and hands the command one built object:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import typer
 from typer.models import OptionInfo
 
+from petl_analysis.constraints import Constraint, from_annotation
+from petl_analysis.errors import PetlError
+
+from ._common import err_console, fail, show_with_first_progress
+
 if TYPE_CHECKING:
     from petl_analysis.data import SplitSpec
+    from petl_analysis.engine import Recipe
     from petl_analysis.models import ModelSpec
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.task import DataSpec
@@ -67,10 +75,12 @@ class CliOption:
     """One CLI option, declared once. typer needs a fresh ``Option`` object per use, so calling this makes one:
     ``ModelOpt()`` with the shared default and help, ``ModelOpt(None, "other help")`` for one command's variant."""
 
-    def __init__(self, default: Any, *decls: str, help: str | None = None, panel: str | None = None) -> None:
+    def __init__(
+        self, default: Any, *decls: str, help: str | None = None, panel: str | None = None, **extra: Any
+    ) -> None:
         if not help:
             raise TypeError(f"{decls[0]}: every option has a help text")
-        self.default, self.decls, self.help, self.panel = default, decls, help, panel
+        self.default, self.decls, self.help, self.panel, self.extra = default, decls, help, panel, extra
 
     def __call__(self, default: Any = _SAME, help: str | None = _SAME, panel: str | None = _SAME) -> Any:
         return option(
@@ -78,6 +88,7 @@ class CliOption:
             *self.decls,
             help=self.help if help is _SAME or help is None else help,
             panel=self.panel if panel is _SAME else panel,
+            **self.extra,
         )
 
     def field(self) -> Any:
@@ -85,13 +96,14 @@ class CliOption:
         return dataclasses.field(default=self.default, metadata={"option": self})
 
 
-def option(default: Any, *decls: str, help: str, panel: str | None = None) -> Any:
+def option(default: Any, *decls: str, help: str, panel: str | None = None, **extra: Any) -> Any:
     """``typer.Option`` with the project's conventions: a help text always, a help panel, and no value placeholder
-    on flags (``--augment``, not ``--augment <bool>``: a flag takes no value)."""
+    on flags (``--augment``, not ``--augment <bool>``: a flag takes no value). ``extra``: more ``typer.Option``
+    keywords (``callback``, ``is_eager``)."""
     if not help:
         raise TypeError(f"{decls[0]}: every option has a help text")
     flag = isinstance(default, bool)
-    return typer.Option(default, *decls, help=help, rich_help_panel=panel, metavar="" if flag else None)
+    return typer.Option(default, *decls, help=help, rich_help_panel=panel, metavar="" if flag else None, **extra)
 
 
 ModelOpt = CliOption(
@@ -208,6 +220,57 @@ AugmentOpt = CliOption(
     panel=RECIPE,
     help="Image folders: timm's training augmentation (random resized crop, flip, colour jitter).",
 )
+OptimizerOpt = CliOption(
+    None,
+    "--optimizer",
+    panel=RECIPE,
+    help="adamw, sgd (classical momentum) or another optimizer of timm's factory (timm.optim.list_optimizers(): "
+    "adam, nesterov, lamb, lion...) (default: the recipe's).",
+)
+HeadLrOpt = CliOption(
+    None, "--head-lr", panel=RECIPE, help="Learning rate of the classifier head (default: the recipe's)."
+)
+WeightDecayOpt = CliOption(
+    None,
+    "--weight-decay",
+    panel=RECIPE,
+    help="Weight decay, never on biases, norms, prompts or theta_d (default: the recipe's).",
+)
+MomentumOpt = CliOption(
+    None, "--momentum", panel=RECIPE, help="Momentum of the optimizers that have one, e.g. sgd (default: 0.9)."
+)
+LayerDecayOpt = CliOption(
+    None,
+    "--layer-decay",
+    panel=RECIPE,
+    help="Layer-wise learning-rate decay in (0, 1]: layer i of L trains at lr x decay^(L-1-i), timm's layer "
+    "numbering, the head at its own rate; e.g. 0.75 for a fair full fine-tuning baseline (default: off).",
+)
+WarmupOpt = CliOption(
+    None, "--warmup-epochs", panel=RECIPE, help="Linear warm-up in epochs, fractions allowed (default: the recipe's)."
+)
+ScheduleOpt = CliOption(
+    None, "--schedule", panel=RECIPE, help="After the warm-up: cosine (to zero) or constant (default: cosine)."
+)
+LabelSmoothingOpt = CliOption(
+    None, "--label-smoothing", panel=RECIPE, help="Cross-entropy label smoothing in [0, 1) (default: 0)."
+)
+PatienceOpt = CliOption(
+    None,
+    "--patience",
+    panel=RECIPE,
+    help="Stop after this many epochs without a better validation score (--epoch-selection val; default: never).",
+)
+GradClipOpt = CliOption(
+    None, "--grad-clip", panel=RECIPE, help="Largest global gradient norm, 0 for none (default: the recipe's)."
+)
+EpochSelectionOpt = CliOption(
+    None,
+    "--epoch-selection",
+    panel=RECIPE,
+    help="val (keep the best-validation epoch) or last (a fixed schedule, the last epoch scored) (default: the "
+    "command's recipe).",
+)
 MethodsOpt = CliOption(
     ",".join(DEFAULT_METHODS),
     "--methods",
@@ -252,12 +315,20 @@ DEPRECATED_OPTIONS: dict[str, dict[str, str]] = {
 
 
 class OptionGroup:
-    """Base of the option groups :func:`grouped` expands."""
+    """Base of the option groups :func:`grouped` expands: each field with an ``option`` (see
+    :meth:`CliOption.field`) is a command-line option. ``SECTION``: the study-file table its options are keys of
+    (``Group(section=...)`` changes it for one command)."""
+
+    SECTION: ClassVar[str | None] = None
+    #: Whether the group is handed the command's click context (its ``context`` field).
+    WANTS_CONTEXT: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
 class ModelOptions(OptionGroup):
     """--model, --weights, --img-size, --in-chans, --patch-size: which ViT, with which weights, at which input size."""
+
+    SECTION: ClassVar[str] = "model"
 
     model: str | None = ModelOpt.field()
     weights: str | None = WeightsOpt.field()
@@ -286,6 +357,8 @@ class ModelOptions(OptionGroup):
 class DataOptions(OptionGroup):
     """--dataset, --data-dir, --shots, --max-train, --split-part, --skip-bad-images, --keep-duplicates: which images,
     and how many of them train."""
+
+    SECTION: ClassVar[str] = "data"
 
     dataset: str | None = DatasetOpt.field()
     data_dir: str | None = DataDirOpt.field()
@@ -320,6 +393,8 @@ class DataOptions(OptionGroup):
 class Execution(OptionGroup):
     """--jobs, --backend, --scheduler, --device, --threads: where trials run."""
 
+    SECTION: ClassVar[str] = "execution"
+
     jobs: int = JobsOpt.field()
     backend: str = BackendOpt.field()
     scheduler: str | None = SchedulerOpt.field()
@@ -349,48 +424,369 @@ class Execution(OptionGroup):
         }
 
 
+@dataclass(frozen=True)
+class RecipeOptions(OptionGroup):
+    """The training recipe (:class:`~petl_analysis.engine.Recipe`), one option per field; an option left unset keeps
+    the command's recipe value. In a study file, ``[recipe]`` (``[probe.recipe]`` for the probe's), where every field
+    of the recipe is a key, also those without an option (``amp``)."""
+
+    SECTION: ClassVar[str] = "recipe"
+
+    epochs: int | None = EpochsOpt.field()
+    batch_size: int | None = BatchOpt.field()
+    eval_batch_size: int | None = EvalBatchOpt.field()
+    optimizer: str | None = OptimizerOpt.field()
+    lr: float | None = LrOpt.field()
+    head_lr: float | None = HeadLrOpt.field()
+    weight_decay: float | None = WeightDecayOpt.field()
+    momentum: float | None = MomentumOpt.field()
+    layer_decay: float | None = LayerDecayOpt.field()
+    warmup_epochs: float | None = WarmupOpt.field()
+    schedule: str | None = ScheduleOpt.field()
+    label_smoothing: float | None = LabelSmoothingOpt.field()
+    patience: int | None = PatienceOpt.field()
+    grad_clip: float | None = GradClipOpt.field()
+    max_steps: int | None = MaxStepsOpt.field()
+    augment: bool = AugmentOpt.field()
+    epoch_selection: str | None = EpochSelectionOpt.field()
+
+    def resolve(self, base: Recipe, file_values: dict[str, Any] | None = None, what: str = "training") -> Recipe:
+        """``base`` with the study file's recipe keys that have no option (``file_values``), then every option set
+        (the file's values for the others arrive as option defaults); printed on stderr with the first progress
+        line, as it will run."""
+        given = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None and getattr(self, f.name) is not False  # False: --augment not given
+        }
+        recipe = dataclasses.replace(base, **{**(file_values or {}), **given})
+        fields = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(recipe).items())
+        show_with_first_progress(f"{what} recipe: {fields}")
+        return recipe
+
+
+def _read_study_file(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """--config: the study file's values become the command's option defaults (so a flag given still wins), its
+    keys without an option are kept for the command (:meth:`StudyFileOptions.file_values`). Runs before the other
+    options are read (``is_eager``); a bad file is a one-line error."""
+    if not value:
+        return value
+    try:
+        defaults, file_only, unread = study_defaults(ctx.command.name, value)
+    except PetlError as e:
+        fail(e)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[_FILE_ONLY] = file_only
+    if unread:
+        err_console.print(
+            f"note: {value}: {ctx.command.name} does not use {', '.join(unread)} (settings of other commands)",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    return value
+
+
+_FILE_ONLY = "petl_analysis.study_file_only"
+
+ConfigOpt = CliOption(
+    None,
+    "--config",
+    panel=FILES,
+    help="Study file (TOML; .yaml/.yml read as YAML) of option values: [model], [data], [recipe], [execution] and "
+    "one table per command (e.g. [probe], [probe.recipe]), keys named as the long options (--weight-decay: "
+    "weight_decay). Flags given win over the file, the file over the defaults.",
+    callback=_read_study_file,
+    is_eager=True,
+)
+PrintConfigOpt = CliOption(
+    False,
+    "--print-config",
+    panel=FILES,
+    help="Print the resolved configuration (TOML, loadable by --config) and exit without doing any work.",
+)
+
+
+@dataclass(frozen=True)
+class StudyFileOptions(OptionGroup):
+    """--config, --print-config: settings from a study file (defaults < file < flags), and the resolved
+    configuration a command prints (``--print-config``) and writes beside its artefact (``<out>.config.toml``)."""
+
+    WANTS_CONTEXT: ClassVar[bool] = True
+
+    config: str | None = ConfigOpt.field()
+    print_config: bool = PrintConfigOpt.field()
+    context: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def command(self) -> str:
+        return self.context.command.name
+
+    def file_values(self, section: str) -> dict[str, Any]:
+        """The study file's keys of ``section`` that this command has no option for (checked, typed as the option
+        of the command that has one would be)."""
+        return dict(self.context.meta.get(_FILE_ONLY, {}).get(section, {}))
+
+    def resolved(self, sections: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """The configuration this command runs with, by study-file section: each option's value (a flag over the
+        file over the default), then ``sections`` (the objects the command built from them, e.g. the whole
+        recipe) over it. Reading it back with ``--config`` gives the same configuration."""
+        out: dict[str, dict[str, Any]] = {}
+        for (section, key), entry in STUDY_COMMANDS[self.command].items():
+            if entry.param is not None and entry.param in self.context.params:
+                out.setdefault(section, {})[key] = _plain(self.context.params[entry.param])
+        for section, values in (sections or {}).items():  # in the built object's order, then the options it lacks
+            rest = {k: v for k, v in out.get(section, {}).items() if k not in values}
+            out[section] = {**{k: _plain(v) for k, v in values.items()}, **rest}
+        order = {name: i for i, name in enumerate(SECTION_ORDER)}
+        return dict(sorted(out.items(), key=lambda item: order.get(item[0].split(".")[0], len(order))))
+
+    def header(self) -> str:
+        return (
+            f"petl-analyze {self.command}: the resolved configuration (defaults < study file < command-line flags);\n"
+            f"reproduce with: petl-analyze {self.command} --config THIS_FILE"
+        )
+
+    def printed(self, resolved: dict[str, dict[str, Any]]) -> bool:
+        """With --print-config: print ``resolved`` as TOML on stdout and return True (the command then stops)."""
+        if not self.print_config:
+            return False
+        from petl_analysis.studyfile import to_toml
+
+        sys.stdout.write(to_toml(resolved, self.header()))
+        return True
+
+    def write(self, path: str | Path, resolved: dict[str, dict[str, Any]]) -> Path:
+        """Write ``resolved`` beside the command's artefact (atomically)."""
+        from petl_analysis.studyfile import write_study_file
+
+        return write_study_file(path, resolved, self.header())
+
+
+def _plain(value: Any) -> Any:
+    """A value as a study file holds it (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+# -- study-file keys ---------------------------------------------------------------------------------------------------
+
+#: The tables of a resolved configuration, in this order (each command's own table, e.g. [probe], in its place).
+SECTION_ORDER = ("model", "data", "recipe", "probe", "sweep", "validate", "train", "plan", "run", "execution")
+
+#: Sections every field of :class:`~petl_analysis.engine.Recipe` is a key of.
+RECIPE_SECTIONS = ("recipe", "probe.recipe")
+
+#: Where a command's own options go in a study file when not under [<command>]: command -> {parameter:
+#: "section.key"}. ``run`` is probe + sweep: it reads their tables.
+STUDY_KEYS: dict[str, dict[str, str]] = {
+    "run": {
+        "budgets": "sweep.budgets",
+        "methods": "sweep.methods",
+        "seeds": "sweep.seeds",
+        "head_in_budget": "sweep.head_in_budget",
+        "all_seed_adapters": "sweep.all_seed_adapters",
+        "targets": "probe.targets",
+        "per_block": "probe.per_block",
+        "probe_seeds": "probe.seeds",
+        "max_d": "probe.max_d",
+        "probe_epochs": "probe.recipe.epochs",
+    }
+}
+
+#: Keys a command reads from a study file without an option of its own (it builds the library's config from them):
+#: command -> section -> keys, each typed as the command that has the option types it.
+STUDY_FILE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
+    "run": {
+        "probe": (
+            "dims",
+            "d_min",
+            "points_per_decade",
+            "search",
+            "projection",
+            "threshold",
+            "head",
+            "said",
+            "ft_lr",
+            "lr_scaling",
+            "theta_step",
+            "lr_grid",
+        )
+    }
+}
+
+
+@dataclass(frozen=True)
+class StudyKey:
+    """One key of a study file that a command reads: the option (``param``) it sets, or None where the command
+    reads it from the file itself; ``constraint`` from the option's type (None: looked up when read)."""
+
+    section: str
+    key: str
+    param: str | None
+    constraint: Constraint | None
+
+
+#: command -> (section, key) -> :class:`StudyKey`, for every command with --config (filled by :func:`grouped`).
+STUDY_COMMANDS: dict[str, dict[tuple[str, str], StudyKey]] = {}
+
+
+def _option_key(info: Any) -> str | None:
+    """A study-file key of an option: its long name, ``--weight-decay`` -> ``weight_decay`` (None: not an option)."""
+    if not isinstance(info, OptionInfo):
+        return None
+    long = next((d for d in info.param_decls or () if d.startswith("--")), None)
+    return long.split("/")[0][2:].replace("-", "_") if long else None
+
+
+def _register(command: str, entries: list[tuple[str, str, Any, str | None]]) -> None:
+    """Record the study-file keys of ``command``: ``(parameter, section, option info, type)`` per option."""
+    table: dict[tuple[str, str], StudyKey] = {}
+    overrides = STUDY_KEYS.get(command, {})
+    for param, section, info, annotation in entries:
+        key = _option_key(info)
+        if key is None:
+            continue
+        if param in overrides:
+            section, key = overrides[param].rsplit(".", 1)
+        table[(section, key)] = StudyKey(section, key, param, from_annotation(annotation))
+    for section, keys in STUDY_FILE_ONLY.get(command, {}).items():
+        for key in keys:
+            table[(section, key)] = StudyKey(section, key, None, None)
+    STUDY_COMMANDS[command] = table
+
+
+def _recipe_constraints() -> dict[str, Constraint]:
+    from petl_analysis.constraints import field_constraints
+    from petl_analysis.engine.recipe import Recipe
+
+    return field_constraints(Recipe)
+
+
+def study_defaults(command: str, path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
+    """Read study file ``path`` for ``command``: ``(option defaults by parameter, file-only values by section,
+    keys of its tables it does not use)``.
+
+    Every section and key must be one some command reads, and every value it reads must be what that key accepts;
+    otherwise a one-line :class:`PetlError` names the file, the key and what was expected. Tables of other commands
+    are skipped."""
+    from petl_analysis.studyfile import read_study_file
+
+    sections = read_study_file(path)
+    recipe = _recipe_constraints() if any(s in RECIPE_SECTIONS for s in sections) else {}
+    known: dict[str, dict[str, Constraint | None]] = {s: dict(recipe) for s in RECIPE_SECTIONS}
+    for table in STUDY_COMMANDS.values():
+        for (section, key), entry in table.items():
+            if known.setdefault(section, {}).get(key) is None:
+                known[section][key] = entry.constraint
+    mine = STUDY_COMMANDS[command]
+    reads = {section for section, _ in mine}
+    defaults: dict[str, Any] = {}
+    file_only: dict[str, dict[str, Any]] = {}
+    unread: list[str] = []
+    for section, values in sections.items():
+        if section not in known:
+            raise PetlError(
+                f"{path}: unknown section [{section}]; expected one of: {', '.join(f'[{s}]' for s in sorted(known))}"
+            )
+        for key, value in values.items():
+            if key not in known[section]:
+                close = difflib.get_close_matches(key, known[section], n=1)
+                raise PetlError(
+                    f"{path}: unknown key [{section}] {key}{f' (did you mean {close[0]}?)' if close else ''}; "
+                    f"expected one of: {', '.join(sorted(known[section]))}"
+                )
+            if section not in reads:
+                continue  # another command's table
+            entry = mine.get((section, key))
+            if entry is None and section in RECIPE_SECTIONS:
+                entry = StudyKey(section, key, None, None)  # a recipe field without an option: the file sets it
+            if entry is None:
+                unread.append(f"[{section}] {key}")
+                continue
+            constraint = (recipe.get(key) if section in RECIPE_SECTIONS else None) or known[section][key]
+            value = _as_option_value(value, constraint)
+            constraint.check(key, value, f"{path}: [{section}] ")
+            if entry.param is None:
+                file_only.setdefault(section, {})[key] = value
+            else:
+                defaults[entry.param] = value
+    return defaults, file_only, unread
+
+
+def _as_option_value(value: Any, constraint: Constraint) -> Any:
+    """A file's value in the form the option takes: a list for a comma-separated option joined (``methods =
+    ["lora", "bitfit"]`` is ``--methods lora,bitfit``), one string for a repeatable option in a list."""
+    if constraint.kind is str and isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        if not any(isinstance(v, bool) for v in value):
+            return ",".join(str(v) for v in value)
+    if constraint.kind is list and isinstance(value, str):
+        return [value]
+    return value
+
+
 class Group:
     """Default of a group parameter: ``Group(field=Option(...))`` replaces that field's option for one command;
-    ``omit`` leaves options out."""
+    ``omit`` leaves options out; ``section`` names the study-file table of its options for this command."""
 
-    def __init__(self, omit: tuple[str, ...] = (), **options: OptionInfo) -> None:
+    def __init__(self, omit: tuple[str, ...] = (), section: str | None = None, **options: OptionInfo) -> None:
         self.omit = tuple(omit)
+        self.section = section
         self.options = options
 
 
 def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Expand each parameter of ``fn`` annotated with an :class:`OptionGroup` into the group's options (in place,
-    in field order); the command receives one built group object per such parameter."""
+    in field order); the command receives one built group object per such parameter.
+
+    A command with a :class:`StudyFileOptions` group (--config) has its study-file keys recorded
+    (:data:`STUDY_COMMANDS`): a group's options under the group's section, the command's own under [<command>]
+    (or where :data:`STUDY_KEYS` says)."""
     hints = typing.get_type_hints(fn)
+    command = fn.__name__.replace("_", "-")
     params: list[inspect.Parameter] = []
     groups: dict[str, tuple[type, tuple[str, ...]]] = {}
+    keys: list[tuple[str, str, Any, Any]] = []
     for p in inspect.signature(fn).parameters.values():
         cls = hints.get(p.name, p.annotation)
         if not (isinstance(cls, type) and issubclass(cls, OptionGroup)):
             params.append(p.replace(annotation=cls))
+            keys.append((p.name, command, p.default, cls))
             continue
         spec = p.default if isinstance(p.default, Group) else Group()
-        names = tuple(f.name for f in dataclasses.fields(cls))
+        names = tuple(f.name for f in dataclasses.fields(cls) if "option" in f.metadata)
         unknown = (set(spec.omit) | set(spec.options)) - set(names)
         if unknown:
             raise TypeError(f"{fn.__name__}: {cls.__name__} has no options {sorted(unknown)}")
         field_types = typing.get_type_hints(cls)
         kept = []
-        for f in dataclasses.fields(cls):
-            if f.name in spec.omit:
+        for name in names:
+            if name in spec.omit:
                 continue
-            option = spec.options.get(f.name) or f.metadata["option"]()
-            params.append(inspect.Parameter(f.name, p.kind, default=option, annotation=field_types[f.name]))
-            kept.append(f.name)
+            f = cls.__dataclass_fields__[name]
+            option = spec.options.get(name) or f.metadata["option"]()
+            params.append(inspect.Parameter(name, p.kind, default=option, annotation=field_types[name]))
+            kept.append(name)
+            if cls.SECTION or spec.section:
+                keys.append((name, spec.section or cls.SECTION, option, field_types[name]))
         groups[p.name] = (cls, tuple(kept))
+    wants_context = any(cls.WANTS_CONTEXT for cls, _ in groups.values())
+    if wants_context:  # typer hands a parameter annotated with its Context the command's context
+        params.insert(
+            0, inspect.Parameter("petl_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        )
     seen = [p.name for p in params]
     if len(seen) != len(set(seen)):
         raise TypeError(f"{fn.__name__}: an option group repeats a parameter name ({seen})")
+    if any(cls is StudyFileOptions for cls, _ in groups.values()):
+        study_fields = {f.name for f in dataclasses.fields(StudyFileOptions)}
+        _register(command, [k for k in keys if k[0] not in study_fields])
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
+        context = kwargs.pop("petl_context", None)
         for name, (cls, kept) in groups.items():
-            kwargs[name] = cls(**{k: kwargs.pop(k) for k in kept})
+            extra = {"context": context} if cls.WANTS_CONTEXT else {}
+            kwargs[name] = cls(**{k: kwargs.pop(k) for k in kept}, **extra)
         return fn(**kwargs)
 
     signature = inspect.Signature(params, return_annotation=hints.get("return"))

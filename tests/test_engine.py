@@ -59,7 +59,7 @@ def test_fixed_schedule_keeps_and_scores_the_last_epoch() -> None:
     assert res.val_acc != best.val_acc  # this run's best epoch is not its last: the test can fail
     with pytest.raises(PetlError, match="patience"):
         Recipe(patience=3, epoch_selection="last")
-    with pytest.raises(PetlError, match="epoch selection"):
+    with pytest.raises(PetlError, match="epoch_selection must be one of: val, last"):
         Recipe(epoch_selection="best")
 
 
@@ -75,5 +75,92 @@ def test_nothing_to_train_and_bad_recipe() -> None:
     model = _model().requires_grad_(False)
     with pytest.raises(PetlError, match="nothing to train"):
         fit(model, _toy(8, 0), None, Recipe(epochs=1))
-    with pytest.raises(PetlError, match="unknown optimizer"):
+    with pytest.raises(PetlError, match="optimizer must be adamw, sgd or another optimizer of timm"):
         Recipe(optimizer="adam9")
+
+
+# --------------------------------------------------------------------------------------------------- recipe fields
+
+
+def test_recipe_errors_come_from_its_declared_constraints() -> None:
+    with pytest.raises(PetlError, match=r"^recipe lr must be a float > 0; got -1$"):
+        Recipe(lr=-1)
+    with pytest.raises(PetlError, match=r"recipe label_smoothing must be a float in \[0, 1\); got 1$"):
+        Recipe(label_smoothing=1)
+    with pytest.raises(PetlError, match=r"recipe layer_decay must be a float in \(0, 1\] \(or unset\); got 1.5"):
+        Recipe(layer_decay=1.5)
+    with pytest.raises(PetlError, match="recipe eval_batch_size must be an integer >= 1; got 0"):
+        Recipe(eval_batch_size=0)
+    with pytest.raises(PetlError, match="recipe amp must be true or false; got 'yes'"):
+        Recipe(amp="yes")
+    with pytest.raises(PetlError, match="recipe epochs must be an integer >= 1; got True"):
+        Recipe(epochs=True)  # a bool is not a count
+    assert Recipe(optimizer="lion").timm_optimizer == "lion"  # any optimizer of timm's factory
+
+
+def test_new_recipe_fields_leave_trial_keys_unchanged_at_their_defaults() -> None:
+    from petl_analysis.train import default_train_recipe
+    from petl_analysis.trials import key_json
+
+    assert "layer_decay" not in key_json(default_train_recipe())
+    assert '"layer_decay": 0.75' in key_json(Recipe(layer_decay=0.75))
+    # the key of the default recipe as every committed trial log holds it (the fields of before this change)
+    assert key_json(Recipe()) == (
+        '{"amp": true, "batch_size": 64, "epochs": 30, "eval_batch_size": 512, "grad_clip": 1.0, "head_lr": null, '
+        '"label_smoothing": 0.0, "lr": 0.001, "momentum": 0.9, "optimizer": "adamw", "patience": null, '
+        '"schedule": "cosine", "warmup_epochs": 1.0, "weight_decay": 0.0001}'
+    )
+
+
+def test_optimizers_come_from_timms_factory_and_sgd_keeps_classical_momentum() -> None:
+    from petl_analysis.engine.train import _make_optimizer, _param_groups
+
+    model = _model()
+    for name, cls, nesterov in (("adamw", torch.optim.AdamW, None), ("sgd", torch.optim.SGD, False)):
+        opt = _make_optimizer(_param_groups(model, Recipe(optimizer=name)), Recipe(optimizer=name))
+        assert type(opt) is cls
+        if nesterov is not None:
+            assert opt.defaults["nesterov"] is nesterov and opt.defaults["momentum"] == 0.9
+    nesterov = _make_optimizer(_param_groups(model, Recipe()), Recipe(optimizer="nesterov", momentum=0.5))
+    assert type(nesterov) is torch.optim.SGD and nesterov.defaults["nesterov"] and nesterov.defaults["momentum"] == 0.5
+    # and the optimizer trains differently
+    train = _toy(64, 0)
+    recipe = Recipe(epochs=1, batch_size=32, lr=3e-3, weight_decay=0.1)
+    adamw = fit(_model(), train, None, recipe, seed=0)
+    adam = fit(_model(), train, None, Recipe(**{**recipe.__dict__, "optimizer": "adam"}), seed=0)
+    assert adam.train_loss != adamw.train_loss
+
+
+def test_layer_decay_scales_each_layer_and_keeps_the_head_rate() -> None:
+    from petl_analysis.engine.train import _param_groups
+
+    model = _model()  # the bundled ViT: embeddings, 4 blocks, then norm and head: 6 layers
+    recipe = Recipe(lr=1.0, head_lr=0.5, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in _param_groups(model, recipe) for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["patch_embed.proj.weight"])] == 0.5**5
+    assert lr_of[id(params["blocks.0.attn.qkv.weight"])] == 0.5**4
+    assert lr_of[id(params["blocks.3.mlp.fc2.weight"])] == 0.5
+    assert lr_of[id(params["head.weight"])] == 0.5  # head_lr, not scaled
+    plain = {id(p): g["lr"] for g in _param_groups(model, Recipe(lr=1.0)) for p in g["params"]}
+    assert set(plain.values()) == {1.0}
+    train = _toy(64, 0)
+    base = Recipe(epochs=1, batch_size=32, lr=3e-3)
+    assert (
+        fit(_model(), train, None, base, seed=0).train_loss
+        != fit(_model(), train, None, Recipe(**{**base.__dict__, "layer_decay": 0.5}), seed=0).train_loss
+    )
+    with pytest.raises(PetlError, match="layer_decay needs a timm model"):
+        _param_groups(torch.nn.Sequential(torch.nn.Linear(2, 2)), recipe)
+
+
+def test_label_smoothing_and_eval_batch_size_are_honoured() -> None:
+    train, val = _toy(64, 0), _toy(40, 1)
+    base = Recipe(epochs=1, batch_size=32, lr=3e-3, eval_batch_size=512)
+    smooth = fit(_model(), train, None, Recipe(**{**base.__dict__, "label_smoothing": 0.3}), seed=0)
+    assert smooth.train_loss != fit(_model(), train, None, base, seed=0).train_loss
+    model = _model()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])) if not m.training else None)
+    fit(model, train, val, Recipe(**{**base.__dict__, "eval_batch_size": 16}), seed=0)
+    assert calls == [16, 16, 8]  # validation in batches of 16

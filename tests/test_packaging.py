@@ -36,6 +36,7 @@ def test_library_never_imports_typer() -> None:
 FEATURE_FLOORS = [
     ("joblib", 'return_as="generator_unordered"', (1, 4)),
     ("joblib", "parallel_config", (1, 3)),
+    ("timm", "list_optimizers", (1, 0, 12)),
 ]
 
 

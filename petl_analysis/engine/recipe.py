@@ -5,13 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..constraints import Constraint, check_fields, flag, integer, number, one_of
 from ..errors import PetlError
 
+#: The optimizers named before timm's factory built them; every other name of ``timm.optim.list_optimizers()`` works
+#: too. ``sgd`` is SGD with classical momentum (timm's ``momentum``); timm's ``sgd`` (Nesterov) is ``nesterov``.
 OPTIMIZERS = ("adamw", "sgd")
+#: Our optimizer names whose timm name differs (kept, so a recipe trains as it always did).
+TIMM_OPTIMIZER_NAMES = {"sgd": "momentum"}
 SCHEDULES = ("cosine", "constant")
 #: Which epoch's model a training keeps and scores: the best on validation (validation is then a maximum over the
 #: epochs, so it flatters the score it reports) or the last one of a fixed schedule.
 EPOCH_SELECTIONS = ("val", "last")
+
+
+def optimizer_names() -> tuple[str, ...]:
+    """Every optimizer a recipe may name: ours, then timm's (imports timm)."""
+    from timm.optim import list_optimizers
+
+    return OPTIMIZERS + tuple(n for n in list_optimizers() if n not in OPTIMIZERS)
 
 
 @dataclass
@@ -21,10 +33,17 @@ class Recipe:
     Attributes:
         epochs: passes over the training set.
         batch_size: training batch size (the last, smaller batch is kept).
-        optimizer: ``"adamw"`` or ``"sgd"`` (momentum ``momentum``).
+        optimizer: ``"adamw"``, ``"sgd"`` (classical momentum ``momentum``) or any other name of timm's optimizer
+            factory (``timm.optim.list_optimizers()``: ``adam``, ``nesterov``, ``lamb``, ``lion``, ...), which
+            builds it (``timm.optim.create_optimizer_v2``).
         lr: peak learning rate of the backbone / adapter parameters.
         head_lr: learning rate of the classifier; ``None`` uses ``lr``.
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD); never applied to biases, norms or ``theta_d``.
+        momentum: momentum of the optimizers that have one (``sgd``, ``nesterov``, ``rmsprop``, ...).
+        layer_decay: layer-wise learning-rate decay (BEiT): the parameters of layer ``i`` of ``L`` (the layers of
+            the model's timm ``group_matcher``: embeddings, each block, then the final norm and head) train at
+            ``lr * layer_decay ** (L - 1 - i)``; the head keeps ``head_lr``. ``None``: one rate for all (the usual
+            choice for adapters; 0.65-0.75 is the usual one for full fine-tuning of a pretrained ViT).
         warmup_epochs: linear warm-up length in epochs (fractional allowed), then ``schedule``.
         schedule: ``"cosine"`` (to zero) or ``"constant"``.
         label_smoothing: cross-entropy label smoothing.
@@ -59,31 +78,45 @@ class Recipe:
     max_steps: int | None = None
     augment: bool = False
     epoch_selection: str = "val"
+    layer_decay: float | None = None
 
     #: Added after trial logs existed: left out of trial keys at their defaults (see ``trials.key_json``).
-    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment", "epoch_selection")
+    KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment", "epoch_selection", "layer_decay")
+    #: What each field accepts (:mod:`petl_analysis.constraints`): one phrasing for this class and study files.
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "epochs": integer(at_least=1),
+        "batch_size": integer(at_least=1),
+        "optimizer": one_of(
+            optimizer_names,
+            fast=OPTIMIZERS,
+            wording="adamw, sgd or another optimizer of timm.optim.list_optimizers()",
+        ),
+        "lr": number(above=0),
+        "head_lr": number(above=0, optional=True),
+        "weight_decay": number(at_least=0),
+        "momentum": number(at_least=0, below=1),
+        "warmup_epochs": number(at_least=0),
+        "schedule": one_of(SCHEDULES),
+        "label_smoothing": number(at_least=0, below=1),
+        "patience": integer(at_least=0, optional=True),
+        "grad_clip": number(at_least=0, optional=True),  # 0: off
+        "eval_batch_size": integer(at_least=1),
+        "amp": flag(),
+        "max_steps": integer(at_least=1, optional=True),
+        "augment": flag(),
+        "epoch_selection": one_of(EPOCH_SELECTIONS),
+        "layer_decay": number(above=0, at_most=1, optional=True),
+    }
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise PetlError(f"recipe epochs must be >= 1, got {self.epochs}")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool) or self.max_steps < 1):
-            raise PetlError(f"recipe max_steps must be a positive integer or None, got {self.max_steps}")
-        if self.batch_size < 1:
-            raise PetlError(f"recipe batch_size must be >= 1, got {self.batch_size}")
-        if self.optimizer not in OPTIMIZERS:
-            raise PetlError(f"unknown optimizer {self.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise PetlError(f"unknown schedule {self.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
-        if self.epoch_selection not in EPOCH_SELECTIONS:
-            raise PetlError(
-                f"unknown epoch selection {self.epoch_selection!r}; expected one of: {', '.join(EPOCH_SELECTIONS)}"
-            )
+        check_fields(self, "recipe ")
         if self.epoch_selection == "last" and self.patience is not None:
             raise PetlError(
                 f"recipe patience={self.patience} stops on validation, which a fixed schedule "
                 f"(epoch_selection='last') does not read; unset patience or select on 'val'"
             )
-        if not self.lr > 0 or (self.head_lr is not None and not self.head_lr > 0):
-            raise PetlError(f"learning rates must be > 0, got lr={self.lr}, head_lr={self.head_lr}")
-        if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
-            raise PetlError("weight_decay and warmup_epochs must be >= 0 and label_smoothing in [0, 1)")
+
+    @property
+    def timm_optimizer(self) -> str:
+        """The name timm's optimizer factory knows this recipe's optimizer by."""
+        return TIMM_OPTIMIZER_NAMES.get(self.optimizer, self.optimizer)

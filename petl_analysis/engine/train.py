@@ -104,25 +104,45 @@ def seed_everything(seed: int) -> None:
 def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     head = classifier(model)
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    scales = _layer_scales(model, recipe.layer_decay) if recipe.layer_decay is not None else {}
+    groups: dict[tuple, list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         is_head = id(p) in head_ids
         # No decay on biases, norms, 1-d tensors, prompts or theta_d: decay would pull them to zero, not to theta_0.
         decay = p.ndim >= 2 and not name.endswith(("bias", "theta_d")) and "prompt" not in name
-        groups.setdefault((is_head, decay), []).append(p)
+        key = (is_head, decay, 1.0 if is_head else scales.get(name, 1.0)) if scales else (is_head, decay)
+        groups.setdefault(key, []).append(p)
     out = []
-    for (is_head, decay), params in groups.items():
-        lr = (recipe.head_lr or recipe.lr) if is_head else recipe.lr
+    for key, params in groups.items():
+        is_head, decay = key[:2]
+        lr = (recipe.head_lr or recipe.lr) if is_head else recipe.lr * (key[2] if scales else 1.0)
         out.append({"params": params, "lr": lr, "weight_decay": recipe.weight_decay if decay else 0.0})
     return out
 
 
+def _layer_scales(model: nn.Module, layer_decay: float) -> dict[str, float]:
+    """``name -> layer_decay ** (L - 1 - layer)`` per parameter, the layers as timm's layer-wise decay numbers them
+    (the model's ``group_matcher``: embeddings 0, block i at i + 1, the final norm and head last; a parameter no
+    group names is in the last layer, as in ``timm.optim.param_groups_layer_decay``)."""
+    from timm.models import group_parameters
+
+    if not hasattr(model, "group_matcher"):  # all in one layer: the decay would silently do nothing
+        raise PetlError(
+            f"recipe layer_decay needs a timm model that numbers its layers (group_matcher); "
+            f"{type(model).__name__} has none: unset layer_decay"
+        )
+    layers = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    last = max(layers.values(), default=0)
+    return {name: layer_decay ** (last - layers.get(name, last)) for name, _ in model.named_parameters()}
+
+
 def _make_optimizer(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
-    return torch.optim.AdamW(groups, lr=recipe.lr)
+    """timm's optimizer factory on our parameter groups (each carries its lr and weight decay)."""
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(groups, opt=recipe.timm_optimizer, lr=recipe.lr, momentum=recipe.momentum)
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

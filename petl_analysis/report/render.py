@@ -291,7 +291,7 @@ def _input_text(conversion: Any) -> str:
 
 #: Recipe settings shown only when some recipe of the report moves them from their default (their rows appeared after
 #: reports existed; ``epoch_selection`` then says which stage scores a fixed schedule).
-_SHOWN_IF_SET = {"epoch_selection": "val"}
+_SHOWN_IF_SET = {"epoch_selection": "val", "layer_decay": None}
 
 
 def _recipe_rows(recipes: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
