@@ -23,13 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from petl_analysis.data import SplitSpec  # noqa: E402
-from petl_analysis.io import atomic_write_text  # noqa: E402
-from petl_analysis.models import ModelSpec  # noqa: E402
-from petl_analysis.probe import ProbeConfig, probe_baselines  # noqa: E402
-from petl_analysis.probe.result import RESOLVED_IMAGES, images_apart  # noqa: E402
-from petl_analysis.study import Study  # noqa: E402
-from petl_analysis.task import DataSpec  # noqa: E402
+from petl_analysis.data import SplitSpec
+from petl_analysis.io import atomic_write_text
+from petl_analysis.models import ModelSpec
+from petl_analysis.probe import ProbeConfig, probe_baselines
+from petl_analysis.probe.result import RESOLVED_IMAGES, images_apart
+from petl_analysis.study import Study
+from petl_analysis.task import DataSpec
 
 OUT = ROOT / "reports" / "dinov2"
 GLYPHS = "/tmp/glyph_letters"  # scripts/export_glyph_folder.py writes it
@@ -91,7 +91,7 @@ def main() -> None:
         mean = lambda v: sum(v) / len(v)  # noqa: E731
         print(
             f"{name:14} {r['n_val']:>5} {mean(r['head_val']):>14.3f} {mean(r['ft_val']):>14.3f} "
-            f"{r['gain_images']:>14.1f} {str(r['seed_gains_images']):>18} {r['qualifies']}"
+            f"{r['gain_images']:>14.1f} {r['seed_gains_images']!s:>18} {r['qualifies']}"
         )
 
 
