@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1] / "reports"
 DEMO = "petl-analyze demo --out reports/demo --jobs 2"
 #: The validation studies of ``scripts/validation_studies.sh`` (probe on split A, judged on split B).
 STUDIES = ("animals", "digits", "per_block", "glyph_folder")
+#: Each study's artefacts: ``probe.json``/``validation.json`` (the full probe) and ``probe_lean.json``/
+#: ``validation_lean.json`` (the lean probe judged with every selector).
+VARIANTS = ("", "_lean")
 
 
 def reports() -> dict[str, dict]:
@@ -38,18 +41,19 @@ def reports() -> dict[str, dict]:
         )
     for study in STUDIES:
         d = ROOT / "validation" / study
-        if not (d / "validation.json").is_file():
-            continue  # a study still running commits its probe and trial logs first
-        v = ValidationResult.load(d / "validation.json")
-        probe = ProbeResult.load(d / "probe.json")
-        # The script's probe command is in its own file (one place); the validate command is the artefact's.
-        out[f"validation/{study}/report"] = dict(
-            sweep=None,
-            probe=probe,
-            ranking=None,
-            validation=v,
-            commands=[f"bash scripts/validation_studies.sh {study}", v.command],
-        )
+        for variant in VARIANTS:  # the full probe's study, and the lean probe's (issue 26)
+            if not (d / f"validation{variant}.json").is_file():
+                continue  # a study still running commits its probe and trial logs first
+            v = ValidationResult.load(d / f"validation{variant}.json")
+            probe = ProbeResult.load(d / f"probe{variant}.json")
+            # The script's probe command is in its own file (one place); the validate command is the artefact's.
+            out[f"validation/{study}/report{variant}"] = dict(
+                sweep=None,
+                probe=probe,
+                ranking=None,
+                validation=v,
+                commands=[f"bash scripts/validation_studies.sh {study}", v.command],
+            )
     return out
 
 

@@ -57,15 +57,14 @@ def test_seeded_maths_matches_its_golden_tensor(name, golden, single_thread):
 
 #: The committed probes; each trained on one torch thread on the CPU (their logs' payloads say so).
 PROBES = [
-    "demo/animals",
-    "demo/digits",
-    "validation/animals",
-    "validation/digits",
-    "validation/per_block",
-    "validation/glyph_folder",
+    "demo/animals/probe",
+    "demo/digits/probe",
+    *(f"validation/{s}/probe{v}" for s in ("animals", "digits", "per_block", "glyph_folder") for v in ("", "_lean")),
 ]
 #: The committed validation studies (``scripts/validation_studies.sh``: probe on split A, judged on split B).
 STUDIES = ["validation/animals", "validation/digits", "validation/per_block", "validation/glyph_folder"]
+#: Each study's validations: the full probe's, and the lean probe's judged with every selector (issue 26).
+VALIDATIONS = [f"{s}/validation{v}" for s in STUDIES for v in ("", "_lean")]
 #: Fields that say when and where the artefact was written, not what it holds.
 CIRCUMSTANTIAL = {"tool_version", "wall_time_s", "trials_log"}
 
@@ -122,8 +121,8 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
     from petl_analysis.probe import ProbeResult, run_probe
     from petl_analysis.probe import search as probe_search
 
-    root = REPORTS / name
-    committed = ProbeResult.load(root / "probe.json")
+    root, stem = (REPORTS / name).parent, (REPORTS / name).name
+    committed = ProbeResult.load(root / f"{stem}.json")
 
     def no_training(trial):
         raise AssertionError(f"trial {trial.key} is not in the committed log")
@@ -132,7 +131,7 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
     if committed.data.dataset.startswith("/tmp/"):
         _open_glyph_folder(monkeypatch, tmp_path)
     log = tmp_path / "probe.json.trials.jsonl"
-    shutil.copy(root / "probe.json.trials.jsonl", log)
+    shutil.copy(root / f"{stem}.json.trials.jsonl", log)
     again = run_probe(
         committed.model, committed.data, committed.config, out=tmp_path / "probe.json", log_path=log, threads_per_job=1
     )
@@ -149,7 +148,7 @@ def test_committed_probe_rederives_from_its_trial_log(name, tmp_path, monkeypatc
     assert _what_it_holds(written) == _what_it_holds(stored)
 
 
-@pytest.mark.parametrize("name", STUDIES)
+@pytest.mark.parametrize("name", VALIDATIONS)
 def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monkeypatch, single_thread):
     # The oracle and regret trainings all come back from the committed log; the proxies (gradients on a few
     # batches) are recomputed: the whole validation.json must come out bit for bit.
@@ -157,8 +156,8 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     from petl_analysis.sweep import sweep as sweep_module
     from petl_analysis.validate import ValidationResult, run_validate
 
-    root = REPORTS / name
-    committed = ValidationResult.load(root / "validation.json")
+    root, stem = (REPORTS / name).parent, (REPORTS / name).name
+    committed = ValidationResult.load(root / f"{stem}.json")
     assert committed.judged_on == "split B"
     probe = ProbeResult.load(ROOT / committed.probe_source)
 
@@ -168,7 +167,7 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     monkeypatch.setattr(sweep_module, "sweep_trial", no_training)
     if committed.data.dataset.startswith("/tmp/"):
         _open_glyph_folder(monkeypatch, tmp_path)
-    shutil.copy(root / "validation.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
+    shutil.copy(root / f"{stem}.json.trials.jsonl", tmp_path / "validation.json.trials.jsonl")
     v = committed
     again = run_validate(
         probe,
@@ -199,7 +198,7 @@ def test_committed_validation_rederives_from_its_trial_log(name, tmp_path, monke
     from petl_analysis.stale import prune_log
     from petl_analysis.trials import unique_train_time
 
-    used = prune_log(root / "validation.json.trials.jsonl", [committed], dry_run=True).kept
+    used = prune_log(root / f"{stem}.json.trials.jsonl", [committed], dry_run=True).kept
     assert again.train_time_s == pytest.approx(
         unique_train_time(used, seconds=lambda r: r.result["seed_run"]["wall_time_s"])
     )
@@ -338,9 +337,10 @@ def test_validation_summary_prints_the_reports_own_tables():
     spec = importlib.util.spec_from_file_location("validation_summary", ROOT / "scripts" / "validation_summary.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for study in STUDIES:
-        path = REPORTS / study / "validation.json"
+    for name in VALIDATIONS:
+        path = REPORTS / f"{name}.json"
+        report = path.parent / path.stem.replace("validation", "report") / "report.md"
         v, text = ValidationResult.load(path), module.summary(path)
         for table in (agreement_table(v), regret_table(v)):
             markdown = to_markdown([table])
-            assert markdown in text and markdown in (REPORTS / study / "report" / "report.md").read_text()
+            assert markdown in text and markdown in report.read_text()
