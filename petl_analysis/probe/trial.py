@@ -13,6 +13,7 @@ import torch
 
 from ..accounting import classifier
 from ..data import open_dataset
+from ..device import use_worker_device
 from ..engine import Recipe, fit
 from ..linear_probe import fit_linear_probe
 from ..models import ModelSpec, resolve_targets
@@ -82,7 +83,7 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     """Worker: run one baseline (``lp``, ``head``, ``ft``) or ``subspace`` trial described by its :class:`ProbeTrial`."""
     p = trial.spec(ProbeTrial)
     torch.set_num_threads(max(1, p.threads))
-    device, seed, recipe = p.device, p.seed, p.recipe
+    device, seed, recipe = str(use_worker_device(p.device)), p.seed, p.recipe
     (base, lp), task = _prepared(p.model, p.data, seed, recipe, device)
     if trial.kind == "lp":
         return _summary(lp, device)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
+from ..device import use_worker_device
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
@@ -137,6 +138,7 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
 
     t = trial.spec(RunTrial)
     torch.set_num_threads(max(1, t.threads))
+    device = str(use_worker_device(t.device))  # "cuda": this worker's GPU among those visible
     where = trial.options.get("adapter_dir")
     run, trainable = train_one_seed(
         t.model,
@@ -145,7 +147,7 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
         t.recipe,
         t.seed,
         head_init=t.head_init,
-        device=t.device,
+        device=device,
         adapter_dir=Path(where) / trial.key if where else None,
         adapter_record={"trial": trial.key},
         also_val=t.also_val,
@@ -153,7 +155,7 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
     out = {
         "seed_run": to_jsonable(run),
         "trainable": trainable,
-        "device": str(t.device),
+        "device": device,
         "threads": torch.get_num_threads(),
     }
     if t.also_val is not None:
