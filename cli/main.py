@@ -27,6 +27,7 @@ from .options import (
     MODEL,
     PROBE,
     RECIPE,
+    AmpOpt,
     AugmentOpt,
     BatchOpt,
     BudgetsOpt,
@@ -542,6 +543,7 @@ def probe(
     batch_size: int | None = BatchOpt(),
     eval_batch_size: int | None = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
+    amp: str | None = AmpOpt(),
     out: str = option("probe.json", "--out", "-o", panel=FILES, help="ProbeResult JSON; trials are logged beside it."),
     execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
 ) -> None:
@@ -571,6 +573,7 @@ def probe(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         augment=augment,
+        amp=amp,
     )
     config = ProbeConfig(
         targets=split_list(targets) or ProbeConfig().targets,
@@ -704,6 +707,7 @@ def train(
     batch_size: int | None = BatchOpt(),
     eval_batch_size: int | None = EvalBatchOpt(),
     augment: bool = AugmentOpt(),
+    amp: str | None = AmpOpt(),
     dry_run: bool = option(
         False,
         "--dry-run",
@@ -787,6 +791,7 @@ def train(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         augment=augment,
+        amp=amp,
     )
     with progress_bar(f"train {config.method}", total=seeds) as advance:
         result = run_method(
@@ -1010,6 +1015,7 @@ def sweep(
     lr: float | None = LrOpt(),
     head_in_budget: bool = HeadInBudgetOpt(),
     max_steps: int | None = MaxStepsOpt(),
+    amp: str | None = AmpOpt(),
     out: str = option(
         "sweep.json",
         "--out",
@@ -1047,7 +1053,7 @@ def sweep(
     from petl_analysis.train import default_train_recipe
 
     requested = parse_budgets(budgets, "--budgets")
-    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
+    recipe = _recipe(default_train_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, amp=amp)
     train = dict(
         seeds=seeds,
         recipe=recipe,
@@ -1277,6 +1283,7 @@ def run(
     epochs: int | None = EpochsOpt(
         help="Sweep: epochs per training (default: the recipe's; printed when the command runs)."
     ),
+    amp: str | None = AmpOpt(help="Mixed precision of the probe's and the sweep's trainings (see `probe --help`)."),
     out: str = option(
         "petl-run",
         "--out",
@@ -1310,14 +1317,14 @@ def run(
         per_block=per_block,
         seeds=probe_seeds,
         max_d=max_d,
-        recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None),
+        recipe=_recipe(default_probe_recipe(), "probe", epochs=probe_epochs or None, amp=amp),
     )
     config = PipelineConfig(
         budgets=parse_budgets(budgets, "--budgets"),
         methods=split_list(methods),
         probe=probe_config,
         seeds=seeds,
-        recipe=_recipe(default_train_recipe(), epochs=epochs or None),
+        recipe=_recipe(default_train_recipe(), epochs=epochs or None, amp=amp),
         all_seed_adapters=all_seed_adapters,
     )
     _run_pipeline(
@@ -1377,6 +1384,7 @@ def validate(
     epochs: int | None = EpochsOpt(),
     lr: float | None = LrOpt(),
     max_steps: int | None = MaxStepsOpt(),
+    amp: str | None = AmpOpt(),
     out: str = option(
         "validation.json", "--out", "-o", panel=FILES, help="ValidationResult JSON; trials are logged beside it."
     ),
@@ -1402,7 +1410,7 @@ def validate(
             "plans take --budgets)"
         )
     regret_budgets = parse_budgets(budgets, "--budgets")
-    recipe = _recipe(default_judge_recipe(), epochs=epochs, lr=lr, max_steps=max_steps)
+    recipe = _recipe(default_judge_recipe(), epochs=epochs, lr=lr, max_steps=max_steps, amp=amp)
     probe = ProbeResult.load(probe_path)
     with progress_bar("validate", total=None) as advance:
         result = run_validate(

@@ -195,6 +195,13 @@ BatchOpt = CliOption(None, "--batch-size", panel=RECIPE, help="Training batch si
 EvalBatchOpt = CliOption(
     None, "--eval-batch-size", panel=RECIPE, help="Evaluation / feature batch size (default: 512)."
 )
+AmpOpt = CliOption(
+    None,
+    "--amp",
+    panel=RECIPE,
+    help="Mixed precision: auto (bf16 on a GPU that has it, else fp16 with a gradient scaler; fp32 on CPU), bf16, "
+    "fp16 or off (default: the recipe's, auto).",
+)
 AugmentOpt = CliOption(
     False,
     "--augment",

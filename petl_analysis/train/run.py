@@ -153,7 +153,7 @@ def train_one_seed(
     also_val_acc = None
     if also_val is not None:
         other = build_task(also_val.for_seed(seed), net, dataset=ds)
-        also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size)[0]
+        also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size, amp=recipe.amp)[0]
     run = SeedRun(
         seed,
         res.val_acc,
