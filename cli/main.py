@@ -340,7 +340,7 @@ def linear_probe(
         False, "--compare-random", panel=MODEL, help="Also probe the same architecture with random weights."
     ),
     eval_batch_size: int | None = EvalBatchOpt(),
-    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing")),
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
@@ -805,6 +805,7 @@ def train(
             plan=plan,
             adapter_dir=save_adapter,
             on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"),
+            **execution.fit_options(),
         )
     if out:
         result.save(out)
@@ -863,7 +864,7 @@ def select(
     ),
     per_block: bool = PerBlockOpt(help="With --from-model: rank each block's targets apart."),
     out: str = option("ranking.json", "--out", "-o", panel=FILES, help="Ranking JSON."),
-    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
     check_output_path(out, what="--out")

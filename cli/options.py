@@ -172,6 +172,21 @@ SchedulerOpt = CliOption(
 )
 DeviceOpt = CliOption("auto", "--device", panel=EXECUTION, help="auto, cpu, cuda or cuda:N.")
 ThreadsOpt = CliOption(None, "--threads", panel=EXECUTION, help="torch CPU threads (default: torch's choice).")
+CompileOpt = CliOption(
+    False,
+    "--compile",
+    panel=EXECUTION,
+    help="Train through torch.compile (the first steps pay the compilation; a one-line error where it cannot run). "
+    "Not part of the trial keys: finished trials are kept.",
+)
+GradCheckpointingOpt = CliOption(
+    False,
+    "--grad-checkpointing",
+    panel=EXECUTION,
+    help="Recompute each block's activations in the backward pass (timm's set_grad_checkpointing): less GPU "
+    "memory, about one more forward per step; same gradients. Probe: its baselines only (a subspace trial cannot "
+    "replay its weight substitution). Not part of the trial keys.",
+)
 SeedsOpt = CliOption(
     3,
     "--seeds",
@@ -317,13 +332,16 @@ class DataOptions(OptionGroup):
 
 @dataclass(frozen=True)
 class Execution(OptionGroup):
-    """--jobs, --backend, --scheduler, --device, --threads: where trials run."""
+    """--jobs, --backend, --scheduler, --device, --threads, --compile, --grad-checkpointing: where and how trials
+    run."""
 
     jobs: int = JobsOpt.field()
     backend: str = BackendOpt.field()
     scheduler: str | None = SchedulerOpt.field()
     device: str = DeviceOpt.field()
     threads: int | None = ThreadsOpt.field()
+    compile: bool = CompileOpt.field()
+    grad_checkpointing: bool = GradCheckpointingOpt.field()
 
     def setup(self) -> None:
         """Apply --threads to torch (before any work)."""
@@ -338,13 +356,19 @@ class Execution(OptionGroup):
 
         return str(resolve_device(self.device))
 
+    def fit_options(self) -> dict[str, bool]:
+        """``compile`` and ``grad_checkpointing``: the keywords of the library's ``fit``."""
+        return {"compile": self.compile, "grad_checkpointing": self.grad_checkpointing}
+
     def trials(self) -> dict[str, Any]:
-        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler``."""
+        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler``, ``compile``,
+        ``grad_checkpointing``."""
         return {
             "device": self.device_name(),
             "n_jobs": self.jobs,
             "backend": self.backend,
             "scheduler": self.scheduler,
+            **self.fit_options(),
         }
 
 

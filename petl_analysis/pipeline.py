@@ -80,6 +80,8 @@ def run_pipeline(
     n_jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
     on_stage: Callable[[str, bool], None] | None = None,
     on_trial: Callable[[TrialRecord, bool], None] | None = None,
     commands: Sequence[str] = (),
@@ -93,6 +95,8 @@ def run_pipeline(
         n_jobs=n_jobs,
         backend=backend,
         scheduler=scheduler,
+        compile=compile,
+        grad_checkpointing=grad_checkpointing,
         on_trial=on_trial,
         on_stage=on_stage,
     )

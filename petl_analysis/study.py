@@ -68,7 +68,10 @@ class Study:
         out_dir: where the stages write their artefacts (``probe.json``, ``ranking.json``, ``plans/``,
             ``sweep.json``, ``validation.json``, ``report/``); None: nothing is written unless a stage is given
             ``out``.
-        device, n_jobs, backend, scheduler: how trials run (:func:`~petl_analysis.trials.run_trials`).
+        device, n_jobs, backend, scheduler: how trials run (:func:`~petl_analysis.trials.run_trials`); with
+            ``device="cuda"`` the workers spread over the visible GPUs (:func:`~petl_analysis.device.worker_device`).
+        compile, grad_checkpointing: how each training runs (:func:`~petl_analysis.engine.fit`'s options): handed to
+            the workers outside the trial keys (they do not change what is trained), recorded in each result.
         on_trial: called per finished or cached trial; ``on_stage(name, cached)`` as a pipeline stage starts.
     """
 
@@ -79,6 +82,8 @@ class Study:
     n_jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None
+    compile: bool = False
+    grad_checkpointing: bool = False
     on_trial: Callable[[TrialRecord, bool], None] | None = None
     on_stage: Callable[[str, bool], None] | None = None
 
@@ -157,6 +162,9 @@ class Study:
         """Run the trials not yet in ``log`` (a path, an opened log, or None: in memory) with this study's
         execution options."""
         opened = log if isinstance(log, (JsonlLog, MemoryLog)) else open_trial_log(log)
+        fit_options = self.fit_options()
+        if fit_options:  # outside the keys: a study resumed with them keeps its finished trials
+            trials = [dataclasses.replace(t, options={**t.options, **fit_options}) for t in trials]
         return run_trials(
             trials,
             worker,
@@ -166,6 +174,11 @@ class Study:
             backend=self.backend,
             scheduler=self.scheduler,
         )
+
+    def fit_options(self) -> dict[str, bool]:
+        """The keywords of :func:`~petl_analysis.engine.fit` this study sets (``compile``, ``grad_checkpointing``;
+        those left at False are left out)."""
+        return {k: True for k in ("compile", "grad_checkpointing") if getattr(self, k)}
 
     # -------------------------------------------------------------------------------------------------- stages
 

@@ -23,6 +23,7 @@ from torch import nn
 from ..accounting import classifier, count_parameters
 from ..device import resolve_device
 from ..errors import PetlError
+from .acceleration import compiled, set_grad_checkpointing
 from .batches import Batches, Examples, num_examples
 from .precision import autocast, grad_scaler
 from .recipe import Recipe
@@ -239,6 +240,8 @@ def fit(
     seed: int = 0,
     device: str | torch.device = "cpu",
     callback: Callable[[EpochLog], None] | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
 ) -> FitResult:
     """Train ``model``'s trainable parameters on ``train``; select the epoch on ``val``; report ``test``.
 
@@ -248,9 +251,14 @@ def fit(
     With ``recipe.max_steps`` training stops after that many optimizer steps (the learning-rate schedule is laid
     out over the capped length), and the partial last epoch is evaluated like any other.
 
+    ``callback`` is called after every epoch with its :class:`EpochLog`. ``compile`` trains and evaluates through
+    ``torch.compile(model)``; ``grad_checkpointing`` recomputes each block's activations in the backward pass (timm's
+    ``set_grad_checkpointing``, turned off again when fit returns). Neither changes what is computed
+    (:mod:`.acceleration`).
+
     Raises:
         TrainingDiverged: the training loss became NaN/inf.
-        PetlError: nothing to train or an empty training set.
+        PetlError: nothing to train, an empty training set, or ``compile``/``grad_checkpointing`` impossible here.
     """
     dev = resolve_device(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -261,6 +269,9 @@ def fit(
         raise PetlError("the training split is empty")
     seed_everything(seed)
     model.to(dev)
+    if grad_checkpointing:
+        set_grad_checkpointing(model, True)
+    net = compiled(model, dev) if compile else model  # shares model's parameters
     optimizer = _make_optimizer(_param_groups(model, recipe), recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     steps_per_epoch = math.ceil(n / recipe.batch_size)
@@ -287,7 +298,7 @@ def fit(
     val_batches = Batches(val, recipe.eval_batch_size, device=dev) if val is not None and len(val) else None
     watch = _LossWatch(dev, steps_per_epoch)
     for epoch in range(recipe.epochs):
-        model.train()
+        net.train()
         order = torch.randperm(n, generator=gen)
         seen = 0
         for x, y in train_batches(order):
@@ -295,7 +306,7 @@ def fit(
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * factor
             with autocast(dev, recipe.amp):
-                logits = model(x)
+                logits = net(x)
             loss = loss_fn(logits.float(), y)
             watch.add(loss, len(y), step)
             optimizer.zero_grad(set_to_none=True)
@@ -328,7 +339,7 @@ def fit(
         # large validation pool, evaluating every epoch cost more than the training itself).
         final = epoch + 1 == recipe.epochs or step >= total_steps
         if val_batches is not None and (keep_best or final):
-            val_acc, val_loss, val_correct = _evaluate(model, val_batches, recipe.amp)
+            val_acc, val_loss, val_correct = _evaluate(net, val_batches, recipe.amp)
             result.val_curve.append(val_acc)
             last_correct = val_correct
             key = (val_acc, -val_loss)
@@ -359,7 +370,7 @@ def fit(
         result.last_val_acc = result.val_curve[-1]
     test_batches = Batches(test, recipe.eval_batch_size, device=dev) if test is not None and len(test) else None
     if test_batches is not None:
-        result.last_test_acc = _evaluate(model, test_batches, recipe.amp)[0]
+        result.last_test_acc = _evaluate(net, test_batches, recipe.amp)[0]
     if best_state is not None:
         with torch.no_grad():
             for p, saved in zip(params, best_state):
@@ -374,7 +385,9 @@ def fit(
         result.test_acc = (
             result.last_test_acc
             if result.best_epoch == result.epochs_run
-            else _evaluate(model, test_batches, recipe.amp)[0]
+            else _evaluate(net, test_batches, recipe.amp)[0]
         )
     result.wall_time_s = time.perf_counter() - start
+    if grad_checkpointing:
+        set_grad_checkpointing(model, False)
     return result

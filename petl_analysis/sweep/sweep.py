@@ -140,6 +140,7 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
     torch.set_num_threads(max(1, t.threads))
     device = str(use_worker_device(t.device))  # "cuda": this worker's GPU among those visible
     where = trial.options.get("adapter_dir")
+    fit_options = {k: bool(trial.options[k]) for k in ("compile", "grad_checkpointing") if trial.options.get(k)}
     run, trainable = train_one_seed(
         t.model,
         t.data,
@@ -151,12 +152,14 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
         adapter_dir=Path(where) / trial.key if where else None,
         adapter_record={"trial": trial.key},
         also_val=t.also_val,
+        **fit_options,
     )
     out = {
         "seed_run": to_jsonable(run),
         "trainable": trainable,
         "device": device,
         "threads": torch.get_num_threads(),
+        **fit_options,  # compiled, checkpointed: how it ran, not what it trained
     }
     if t.also_val is not None:
         out["also_val_acc"] = run.also_val_acc
@@ -220,7 +223,7 @@ def run_sweep(
     )
 
 
-_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "on_trial")
+_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "compile", "grad_checkpointing", "on_trial")
 
 
 def _study(model: ModelSpec, data: DataSpec, options: dict[str, Any]) -> tuple[Study, dict[str, Any]]:

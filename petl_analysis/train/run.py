@@ -121,6 +121,8 @@ def train_one_seed(
     adapter_record: dict[str, Any] | None = None,
     callback: Callable[[EpochLog], None] | None = None,
     also_val: DataSpec | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
 ) -> tuple[SeedRun, dict[str, int]]:
     """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts.
 
@@ -128,7 +130,10 @@ def train_one_seed(
     kept model is also scored on (``SeedRun.also_val_acc``): an extra evaluation, no extra training.
 
     ``adapter_dir``: save the trained (best-validation) adapter there (:func:`~petl_analysis.tuners.save_adapter`),
-    its record holding ``model``, the seed, its validation accuracy and ``adapter_record``."""
+    its record holding ``model``, the seed, its validation accuracy and ``adapter_record``.
+
+    ``callback``, ``compile``, ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s (checkpointing applies to
+    the adapted model)."""
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
     data = data.for_seed(seed)
@@ -140,7 +145,16 @@ def train_one_seed(
         fit_linear_probe(net, task, recipe, seed=seed, device=device)
     method = apply_method(net, config)
     res: FitResult = fit(
-        net, task.train, task.val, recipe, test=task.test, seed=seed, device=device, callback=callback
+        net,
+        task.train,
+        task.val,
+        recipe,
+        test=task.test,
+        seed=seed,
+        device=device,
+        callback=callback,
+        compile=compile,
+        grad_checkpointing=grad_checkpointing,
     )
     if adapter_dir is not None:
         save_adapter(
@@ -187,8 +201,13 @@ def run_method(
     adapter_dir: str | Path | None = None,
     on_seed: Callable[[SeedRun], None] | None = None,
     callback: Callable[[EpochLog], None] | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
 ) -> RunResult:
-    """Train one method configuration over ``seeds`` and summarise (mean/std over seeds)."""
+    """Train one method configuration over ``seeds`` and summarise (mean/std over seeds).
+
+    ``callback`` is called after every epoch of every seed (the seeds run in order); ``compile``,
+    ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s."""
     if isinstance(config, dict):
         config = config_from_dict(config)
     recipe = recipe or default_train_recipe()
@@ -212,6 +231,8 @@ def run_method(
             device=device,
             adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
             callback=callback,
+            compile=compile,
+            grad_checkpointing=grad_checkpointing,
         )
         runs.append(run)
         if on_seed:

@@ -143,6 +143,8 @@ def run_validate(
     n_jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
     on_trial: Callable[[TrialRecord, bool], None] | None = None,
     **options: Any,
 ) -> ValidationResult:
@@ -153,7 +155,15 @@ def run_validate(
     from ..study import Study
 
     study = Study(
-        probe.model, probe.data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial
+        probe.model,
+        probe.data,
+        device=device,
+        n_jobs=n_jobs,
+        backend=backend,
+        scheduler=scheduler,
+        compile=compile,
+        grad_checkpointing=grad_checkpointing,
+        on_trial=on_trial,
     )
     return study.validate(probe, out=out, **options)
 
