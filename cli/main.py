@@ -14,8 +14,10 @@ from ._common import (
     handle_errors,
     print_table,
     progress_bar,
+    set_verbosity,
     show_with_first_progress,
     split_list,
+    trial_label,
 )
 from .options import (
     BUDGET_FORMS,
@@ -62,6 +64,13 @@ class _AliasedGroup(typer.core.TyperGroup):
     from --help) with a note naming the new one, and shows flags without a value placeholder (``--help``, not
     ``--help <bool>``)."""
 
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:  # the app's own flags (--help, the shell-completion ones): no value placeholder either
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
         return name, cmd, _renamed(name or "", rest)
@@ -106,7 +115,6 @@ app = typer.Typer(
     help=__doc__,
     cls=_AliasedGroup,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
@@ -128,9 +136,29 @@ class _Notes(logging.Handler):
 _NOTES = _Notes()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from petl_analysis import __version__
+
+        console.print(f"petl-analyze {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _show_notes() -> None:
+def _show_notes(
+    quiet: bool = option(False, "--quiet", "-q", help="No progress: only results, warnings and errors."),
+    verbose: bool = option(
+        False, "--verbose", "-v", help="Also a line per epoch of each training run in this process."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit.", metavar=""
+    ),
+) -> None:
     """petl-analyze: probe -> select -> plan -> train -> report, on your ViT and data or on the bundled defaults."""
+    if quiet and verbose:
+        err_console.print("[bold red]error:[/] give -q or -v, not both", highlight=False)
+        raise typer.Exit(2)
+    set_verbosity(-1 if quiet else 1 if verbose else 0)
     library = logging.getLogger("petl_analysis")
     library.setLevel(logging.INFO)
     if _NOTES not in library.handlers:
@@ -340,7 +368,7 @@ def linear_probe(
         False, "--compare-random", panel=MODEL, help="Also probe the same architecture with random weights."
     ),
     eval_batch_size: int | None = EvalBatchOpt(),
-    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing")),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing", "log_to")),
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
@@ -434,36 +462,13 @@ def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
     )
 
 
-#: How a progress line names the probe's baseline trials.
-_BASELINES = {"head": "floor (head alone)", "ft": "ceiling (full fine-tuning)", "lp": "linear probe"}
-
-
-def _units_label(units: list[str]) -> str:
-    """A probe target named as the catalogue does: ``attn.q`` for ``blocks.0.attn.q`` .. ``blocks.11.attn.q``,
-    ``blocks.3.attn.q`` for one block's."""
-    import re
-
-    parts = [re.match(r"^blocks\.(\d+)\.(.+)$", u) for u in units]
-    if len(units) <= 1 or not all(parts):
-        return ",".join(units) or "?"
-    blocks = sorted({int(m.group(1)) for m in parts})
-    kinds = ",".join(dict.fromkeys(m.group(2) for m in parts))
-    return kinds if len(blocks) > 1 else f"blocks.{blocks[0]}.{kinds}"
-
-
 def _trial_progress(advance):
     """The ``on_trial`` of a stage: one progress line per trial, naming what it trained (a probe's target and d, a
     sweep's method) and its validation accuracy; ``expect`` passes each batch's trial count to the bar's total."""
 
     def on_trial(record, cached: bool) -> None:
-        from petl_analysis.sweep.sweep import RunTrial
-
         p = record.payload
-        what = _BASELINES.get(record.kind, record.kind)
-        if record.kind == "subspace":  # a probe trial: name its target and d
-            what = f"{_units_label(p.get('units') or [])} d={p.get('d')}"
-        if record.kind == "run":  # a sweep trial: name its method
-            what = record.trial().spec(RunTrial).config.get("method", what)
+        what = trial_label(record.trial())
         res = record.result or {}
         # What the run decides on (validation), for probe and sweep records alike; test is in the artefact.
         acc = res.get("val_acc", (res.get("seed_run") or {}).get("val_acc"))
@@ -473,7 +478,7 @@ def _trial_progress(advance):
             status = f"failed: {record.error or 'no error message'}"
         else:
             status = f"val {acc:.3f}" if acc is not None else "ok"
-        advance(1, f"{what} seed {p.get('seed')}: {status}")
+        advance(1, f"{what} seed {p.get('seed')}: {status}", cached=cached)
 
     on_trial.expect = getattr(advance, "expect", None)
     return on_trial
@@ -864,7 +869,7 @@ def select(
     ),
     per_block: bool = PerBlockOpt(help="With --from-model: rank each block's targets apart."),
     out: str = option("ranking.json", "--out", "-o", panel=FILES, help="Ranking JSON."),
-    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing")),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing", "log_to")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
     check_output_path(out, what="--out")

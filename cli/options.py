@@ -179,6 +179,13 @@ CompileOpt = CliOption(
     help="Train through torch.compile (the first steps pay the compilation; a one-line error where it cannot run). "
     "Not part of the trial keys: finished trials are kept.",
 )
+LogToOpt = CliOption(
+    None,
+    "--log-to",
+    panel=EXECUTION,
+    help="Log every training's epochs: csv:PATH (a row per epoch), tensorboard:DIR or mlflow[:EXPERIMENT] (those "
+    "two need their package). Worker processes log their own trials.",
+)
 GradCheckpointingOpt = CliOption(
     False,
     "--grad-checkpointing",
@@ -332,8 +339,8 @@ class DataOptions(OptionGroup):
 
 @dataclass(frozen=True)
 class Execution(OptionGroup):
-    """--jobs, --backend, --scheduler, --device, --threads, --compile, --grad-checkpointing: where and how trials
-    run."""
+    """--jobs, --backend, --scheduler, --device, --threads, --compile, --grad-checkpointing, --log-to: where and how
+    trials run."""
 
     jobs: int = JobsOpt.field()
     backend: str = BackendOpt.field()
@@ -342,6 +349,7 @@ class Execution(OptionGroup):
     threads: int | None = ThreadsOpt.field()
     compile: bool = CompileOpt.field()
     grad_checkpointing: bool = GradCheckpointingOpt.field()
+    log_to: str | None = LogToOpt.field()
 
     def setup(self) -> None:
         """Apply --threads to torch (before any work)."""
@@ -356,13 +364,13 @@ class Execution(OptionGroup):
 
         return str(resolve_device(self.device))
 
-    def fit_options(self) -> dict[str, bool]:
-        """``compile`` and ``grad_checkpointing``: the keywords of the library's ``fit``."""
-        return {"compile": self.compile, "grad_checkpointing": self.grad_checkpointing}
+    def fit_options(self) -> dict[str, Any]:
+        """``compile``, ``grad_checkpointing`` and ``log_to``: how each training runs."""
+        return {"compile": self.compile, "grad_checkpointing": self.grad_checkpointing, "log_to": self.log_to}
 
     def trials(self) -> dict[str, Any]:
-        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler``, ``compile``,
-        ``grad_checkpointing``."""
+        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler`` and
+        :meth:`fit_options`."""
         return {
             "device": self.device_name(),
             "n_jobs": self.jobs,

@@ -22,6 +22,7 @@ from .data import StreamingImages
 from .device import resolve_device
 from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of
 from .engine.precision import amp_dtype, autocast
+from .engine.train import epoch_listeners_paused
 
 if TYPE_CHECKING:
     from .task import Task
@@ -129,7 +130,8 @@ def fit_linear_probe(
         probe.weight.zero_()
         probe.bias.zero_()
     head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr, max_steps=None)
-    result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
+    with epoch_listeners_paused():  # a sub-step of the trial that asked for it, not an epoch of its own training
+        result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
     with torch.no_grad():
         w = probe.weight.cpu() / std
         head.weight.copy_(w.to(head.weight.device))

@@ -82,6 +82,7 @@ def run_pipeline(
     scheduler: str | None = None,
     compile: bool = False,
     grad_checkpointing: bool = False,
+    log_to: str | None = None,
     on_stage: Callable[[str, bool], None] | None = None,
     on_trial: Callable[[TrialRecord, bool], None] | None = None,
     commands: Sequence[str] = (),
@@ -97,6 +98,7 @@ def run_pipeline(
         scheduler=scheduler,
         compile=compile,
         grad_checkpointing=grad_checkpointing,
+        log_to=log_to,
         on_trial=on_trial,
         on_stage=on_stage,
     )

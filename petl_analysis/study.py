@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .data import ImageDataset, ImageFiles, open_dataset
+from .epoch_log import parse_log_target, prepare_epoch_log, with_epoch_log
 from .models import ModelSpec
 from .task import (
     DataSpec,
@@ -72,6 +73,8 @@ class Study:
             ``device="cuda"`` the workers spread over the visible GPUs (:func:`~petl_analysis.device.worker_device`).
         compile, grad_checkpointing: how each training runs (:func:`~petl_analysis.engine.fit`'s options): handed to
             the workers outside the trial keys (they do not change what is trained), recorded in each result.
+        log_to: where every trial's epochs are logged (``csv:PATH``, ``tensorboard:DIR``, ``mlflow[:EXPERIMENT]``;
+            :mod:`~petl_analysis.epoch_log`), from the driver or the worker process that trains it.
         on_trial: called per finished or cached trial; ``on_stage(name, cached)`` as a pipeline stage starts.
     """
 
@@ -84,12 +87,15 @@ class Study:
     scheduler: str | None = None
     compile: bool = False
     grad_checkpointing: bool = False
+    log_to: str | None = None
     on_trial: Callable[[TrialRecord, bool], None] | None = None
     on_stage: Callable[[str, bool], None] | None = None
 
     def __post_init__(self) -> None:
         if self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
+        if self.log_to:
+            parse_log_target(self.log_to)  # a malformed target, or a logger not installed: before any work
 
     # ------------------------------------------------------------------------------------------- the funnel
 
@@ -165,6 +171,9 @@ class Study:
         fit_options = self.fit_options()
         if fit_options:  # outside the keys: a study resumed with them keeps its finished trials
             trials = [dataclasses.replace(t, options={**t.options, **fit_options}) for t in trials]
+        if self.log_to:  # the worker, wherever it runs, logs its trial's epochs
+            prepare_epoch_log(self.log_to)
+            worker = functools.partial(with_epoch_log, worker, self.log_to)
         return run_trials(
             trials,
             worker,

@@ -10,10 +10,11 @@ fp16 with a gradient scaler where it does not, fp32 on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +36,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class EpochLog:
-    """Progress of one epoch, passed to the progress callback."""
+    """Progress of one epoch, passed to :func:`fit`'s ``callback`` and to every :func:`epoch_listener`.
+
+    Attributes:
+        epoch, epochs: this epoch (from 1) of the recipe's; ``train_loss``: its mean training loss.
+        val_acc: its validation accuracy (None where it was not evaluated); ``best_val_acc``: the best so far.
+        elapsed_s: seconds since the fit started; ``seed``: the fit's seed.
+    """
 
     epoch: int
     epochs: int
@@ -43,6 +50,34 @@ class EpochLog:
     val_acc: float | None
     best_val_acc: float | None
     elapsed_s: float
+    seed: int | None = None
+
+
+_EPOCH_LISTENERS: list[Callable[[EpochLog], None]] = []
+
+
+@contextlib.contextmanager
+def epoch_listener(listener: Callable[[EpochLog], None]) -> Iterator[None]:
+    """While open, ``listener`` is called with the :class:`EpochLog` of every epoch of every :func:`fit` that runs
+    in this process (a progress display, an epoch logger). A trial run in a worker process reports to that process's
+    listeners only."""
+    _EPOCH_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENERS.remove(listener)
+
+
+@contextlib.contextmanager
+def epoch_listeners_paused() -> Iterator[None]:
+    """No :func:`epoch_listener` hears the fits inside (a linear probe's head on cached features: a sub-step of a
+    trial, whose epochs would read as the trial's own)."""
+    paused = _EPOCH_LISTENERS[:]
+    _EPOCH_LISTENERS.clear()
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENERS[:] = paused
 
 
 @dataclass
@@ -349,17 +384,18 @@ def fit(
                 result.best_epoch = epoch + 1
             else:
                 since_best += 1
-        if callback is not None:
-            callback(
-                EpochLog(
-                    epoch + 1,
-                    recipe.epochs,
-                    result.train_loss[-1],
-                    val_acc,
-                    best_key[0] if best_key else None,
-                    time.perf_counter() - start,
-                )
+        if callback is not None or _EPOCH_LISTENERS:
+            log = EpochLog(
+                epoch + 1,
+                recipe.epochs,
+                result.train_loss[-1],
+                val_acc,
+                best_key[0] if best_key else None,
+                time.perf_counter() - start,
+                seed=seed,
             )
+            for listener in ([callback] if callback is not None else []) + _EPOCH_LISTENERS:
+                listener(log)
         if recipe.patience is not None and since_best >= recipe.patience:
             result.stopped_early = True
             break

@@ -223,7 +223,7 @@ def run_sweep(
     )
 
 
-_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "compile", "grad_checkpointing", "on_trial")
+_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "compile", "grad_checkpointing", "log_to", "on_trial")
 
 
 def _study(model: ModelSpec, data: DataSpec, options: dict[str, Any]) -> tuple[Study, dict[str, Any]]:

@@ -19,6 +19,7 @@ import numpy as np
 from ..artefacts import Artefact
 from ..data import open_dataset
 from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling, pack_correct
+from ..epoch_log import logging_epochs, prepare_epoch_log
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
 from ..task import (
@@ -203,11 +204,13 @@ def run_method(
     callback: Callable[[EpochLog], None] | None = None,
     compile: bool = False,
     grad_checkpointing: bool = False,
+    log_to: str | None = None,
 ) -> RunResult:
     """Train one method configuration over ``seeds`` and summarise (mean/std over seeds).
 
     ``callback`` is called after every epoch of every seed (the seeds run in order); ``compile``,
-    ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s."""
+    ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s; ``log_to``: where the epochs are logged
+    (:mod:`~petl_analysis.epoch_log`, kind ``train``)."""
     if isinstance(config, dict):
         config = config_from_dict(config)
     recipe = recipe or default_train_recipe()
@@ -220,23 +223,25 @@ def run_method(
     study = Study(model, data, device=device)
     conversion = study.conversion
     runs, trainable = [], {}
-    for seed in seed_list:
-        run, trainable = train_one_seed(
-            model,
-            data,
-            config,
-            recipe,
-            seed,
-            head_init=head_init,
-            device=device,
-            adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
-            callback=callback,
-            compile=compile,
-            grad_checkpointing=grad_checkpointing,
-        )
-        runs.append(run)
-        if on_seed:
-            on_seed(run)
+    prepare_epoch_log(log_to)
+    with logging_epochs(log_to, kind="train"):
+        for seed in seed_list:
+            run, trainable = train_one_seed(
+                model,
+                data,
+                config,
+                recipe,
+                seed,
+                head_init=head_init,
+                device=device,
+                adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
+                callback=callback,
+                compile=compile,
+                grad_checkpointing=grad_checkpointing,
+            )
+            runs.append(run)
+            if on_seed:
+                on_seed(run)
     return summarise(
         config.method,
         config.to_dict(),

@@ -145,6 +145,7 @@ def run_validate(
     scheduler: str | None = None,
     compile: bool = False,
     grad_checkpointing: bool = False,
+    log_to: str | None = None,
     on_trial: Callable[[TrialRecord, bool], None] | None = None,
     **options: Any,
 ) -> ValidationResult:
@@ -163,6 +164,7 @@ def run_validate(
         scheduler=scheduler,
         compile=compile,
         grad_checkpointing=grad_checkpointing,
+        log_to=log_to,
         on_trial=on_trial,
     )
     return study.validate(probe, out=out, **options)
