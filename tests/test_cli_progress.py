@@ -73,9 +73,11 @@ def test_train_lines_epochs_quiet_and_csv_log(tmp_path, monkeypatch):
         rows = list(csv.DictReader(f))
     assert [(r["seed"], r["epoch"]) for r in rows] == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]
 
-    quiet = runner.invoke(app, ["-q", *TRAIN, "--out", "quiet.json"])
+    quiet = runner.invoke(app, ["-q", *TRAIN, "--out", "quiet.json", "--amp", "off", "--grad-checkpointing"])
     assert quiet.exit_code == 0, quiet.output
     assert "recipe:" not in quiet.output and not re.search(r"^\[\d+/\d+\]|epoch \d", quiet.output, re.M)
     assert "test accuracy" in quiet.output  # the results still print
+    bad = runner.invoke(app, [*TRAIN, "--out", "bad.json", "--amp", "fp8"])
+    assert bad.exit_code == 2 and "error: unknown amp 'fp8'; expected one of: auto, bf16, fp16, off" in bad.output
     plain = runner.invoke(app, [*TRAIN, "--out", "plain.json"])
     assert "[2/2] seed 1" in plain.output and "epoch 1/2" not in plain.output

@@ -402,6 +402,7 @@ def fit(
         if step >= total_steps:
             break
     result.steps = step
+    train_batches = val_batches = None  # their DataLoader workers stop before the test split's start
     if val is not None and len(val):
         result.last_val_acc = result.val_curve[-1]
     test_batches = Batches(test, recipe.eval_batch_size, device=dev) if test is not None and len(test) else None
