@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,14 +37,26 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 _default_showwarning = warnings.showwarning
 
 
+#: How much progress the commands print: -1 (``-q``: none; results, warnings and errors only), 0 (a bar, or a line
+#: per trial where the output is not a terminal), 1 (``-v``: also a line per epoch of an in-process training).
+_verbosity = [0]
+
+
+def set_verbosity(level: int) -> None:
+    """Set by the global ``-q`` (-1) / ``-v`` (1) flags."""
+    _verbosity[0] = level
+
+
 #: Lines printed (on stderr) with the first progress line, i.e. once work has started: the resolved recipe, which
 #: would be noise above a one-line error about the input.
 _with_first_progress: list[str] = []
 
 
 def show_with_first_progress(text: str) -> None:
-    """Print ``text`` on stderr just before the command's first progress line (not at all if it fails first)."""
-    _with_first_progress.append(text)
+    """Print ``text`` on stderr just before the command's first progress line (not at all if it fails first, or
+    under ``-q``)."""
+    if _verbosity[0] >= 0:
+        _with_first_progress.append(text)
 
 
 def _flush_first_progress() -> None:
@@ -121,28 +134,102 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _eta(done: int, total: int | None, fresh: int, busy_s: float) -> str:
+    """`` (ETA m:ss)`` at the pace of the steps that did work (``busy_s`` seconds for ``fresh`` steps), or nothing."""
+    if not total or not fresh or done >= total:
+        return ""
+    left = busy_s / fresh * (total - done)
+    return f" (ETA {int(left // 60)}:{int(left % 60):02d})"
+
+
+#: How a progress line names the probe's baseline trials.
+_BASELINES = {"head": "floor (head alone)", "ft": "ceiling (full fine-tuning)", "lp": "linear probe"}
+
+
+def _units_label(units: list[str]) -> str:
+    """A probe target named as the catalogue does: ``attn.q`` for ``blocks.0.attn.q`` .. ``blocks.11.attn.q``,
+    ``blocks.3.attn.q`` for one block's."""
+    import re
+
+    parts = [re.match(r"^blocks\.(\d+)\.(.+)$", u) for u in units]
+    if len(units) <= 1 or not all(parts):
+        return ",".join(units) or "?"
+    blocks = sorted({int(m.group(1)) for m in parts})
+    kinds = ",".join(dict.fromkeys(m.group(2) for m in parts))
+    return kinds if len(blocks) > 1 else f"blocks.{blocks[0]}.{kinds}"
+
+
+def trial_label(trial) -> str:
+    """What a trial trains, as a progress line names it: a probe's target and d, a sweep's method, a baseline."""
+    from petl_analysis.sweep.sweep import RunTrial
+
+    p = trial.payload
+    if trial.kind == "subspace":
+        return f"{_units_label(p.get('units') or [])} d={p.get('d')}"
+    if trial.kind == "run":
+        return trial.spec(RunTrial).config.get("method", trial.kind)
+    return _BASELINES.get(trial.kind, trial.kind)
+
+
+def _epoch_text(log: Any) -> str:
+    from petl_analysis.trials import running_trial
+
+    trial = running_trial()
+    if trial is not None:
+        what = f"{trial_label(trial)} seed {trial.payload.get('seed')}: "
+    else:  # a training the command runs itself (train)
+        what = f"seed {log.seed}: " if log.seed is not None else ""
+    val = f", val {log.val_acc:.3f}" if log.val_acc is not None else ""
+    return f"{what}epoch {log.epoch}/{log.epochs}: loss {log.train_loss:.4f}{val} ({log.elapsed_s:.0f} s)"
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar with ETA; yields ``advance(n=1, description=None)``, whose ``advance.expect(n)`` adds
-    ``n`` steps to the total (stages that learn their trial count as they go: the probe's rounds, a pipeline)."""
+    """A rich progress bar with ETA; yields ``advance(n=1, description=None, cached=False)``, whose
+    ``advance.expect(n)`` adds ``n`` steps to the total (stages that learn their trial count as they go: the probe's
+    rounds, a pipeline). Where the output is not a terminal, a line per step with its ETA (cached steps do not count
+    towards the pace). While open, every epoch of a training run in this process is shown: in the bar's text, or
+    as a line under ``-v``; trials in worker processes show at trial granularity. Nothing under ``-q``."""
+    from petl_analysis.engine import epoch_listener
+
     steps = [total]
 
     def expect(n: int) -> None:
         steps[0] = (steps[0] or 0) + n
 
+    if _verbosity[0] < 0:
+
+        def advance_quiet(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
+            _with_first_progress.clear()
+
+        advance_quiet.expect = expect  # type: ignore[attr-defined]
+        yield advance_quiet
+        return
     if not sys.stderr.isatty() and not console.is_terminal:
         # Non-interactive (CI, pipes): print a line per step instead of redrawing a bar.
-        done = [0]
+        done, fresh, busy, last = [0], [0], [0.0], [time.perf_counter()]
 
-        def advance_plain(n: int = 1, description_: str | None = None) -> None:
+        def advance_plain(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
             _flush_first_progress()
+            now = time.perf_counter()
             done[0] += n
+            if not cached:  # a step read from a log comes at once: not the pace of the work left
+                fresh[0] += n
+                busy[0] += now - last[0]
+            last[0] = now
             if description_:
                 shown = steps[0] if steps[0] is not None else "?"
-                err_console.print(f"[{done[0]}/{shown}] {description_}", highlight=False, markup=False)
+                eta = _eta(done[0], steps[0], fresh[0], busy[0])
+                err_console.print(f"[{done[0]}/{shown}] {description_}{eta}", highlight=False, markup=False)
+
+        def epoch_plain(log: Any) -> None:
+            if _verbosity[0] > 0:
+                _flush_first_progress()
+                err_console.print(f"  {_epoch_text(log)}", highlight=False, markup=False)
 
         advance_plain.expect = expect  # type: ignore[attr-defined]
-        yield advance_plain
+        with epoch_listener(epoch_plain):
+            yield advance_plain
         return
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -155,14 +242,22 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., 
         transient=False,
     ) as prog:
         task = prog.add_task(description, total=total)
+        last = [description]
 
-        def advance(n: int = 1, description_: str | None = None) -> None:
+        def advance(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
             _flush_first_progress()
-            prog.update(task, advance=n, description=description_ or description)
+            last[0] = description_ or description
+            prog.update(task, advance=n, description=last[0])
 
         def expect_bar(n: int) -> None:
             expect(n)
             prog.update(task, total=steps[0])
 
+        def epoch_bar(log: Any) -> None:  # the training in progress, after the last finished step
+            prog.update(task, description=f"{last[0]} | {_epoch_text(log)}")
+            if _verbosity[0] > 0:
+                prog.console.print(f"  {_epoch_text(log)}", highlight=False, markup=False)
+
         advance.expect = expect_bar  # type: ignore[attr-defined]
-        yield advance
+        with epoch_listener(epoch_bar):
+            yield advance

@@ -15,8 +15,10 @@ from ._common import (
     handle_errors,
     print_table,
     progress_bar,
+    set_verbosity,
     show_with_first_progress,
     split_list,
+    trial_label,
 )
 from .options import (
     BUDGET_FORMS,
@@ -60,6 +62,13 @@ class _AliasedGroup(typer.core.TyperGroup):
     """The app's command group: accepts each command's deprecated option names (:data:`DEPRECATED_OPTIONS`, hidden
     from --help) with a note naming the new one, and shows flags without a value placeholder (``--help``, not
     ``--help <bool>``)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:  # the app's own flags (--help, the shell-completion ones): no value placeholder either
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
 
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
@@ -105,7 +114,6 @@ app = typer.Typer(
     help=__doc__,
     cls=_AliasedGroup,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
@@ -127,9 +135,29 @@ class _Notes(logging.Handler):
 _NOTES = _Notes()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from petl_analysis import __version__
+
+        console.print(f"petl-analyze {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _show_notes() -> None:
+def _show_notes(
+    quiet: bool = option(False, "--quiet", "-q", help="No progress: only results, warnings and errors."),
+    verbose: bool = option(
+        False, "--verbose", "-v", help="Also a line per epoch of each training run in this process."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit.", metavar=""
+    ),
+) -> None:
     """petl-analyze: probe -> select -> plan -> train -> report, on your ViT and data or on the bundled defaults."""
+    if quiet and verbose:
+        err_console.print("[bold red]error:[/] give -q or -v, not both", highlight=False)
+        raise typer.Exit(2)
+    set_verbosity(-1 if quiet else 1 if verbose else 0)
     library = logging.getLogger("petl_analysis")
     library.setLevel(logging.INFO)
     if _NOTES not in library.handlers:
@@ -339,7 +367,7 @@ def linear_probe(
         False, "--compare-random", panel=MODEL, help="Also probe the same architecture with random weights."
     ),
     eval_batch_size: int | None = EvalBatchOpt(),
-    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing", "log_to")),
 ) -> None:
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
@@ -443,36 +471,13 @@ def _data_dir(data: DataOptions, ranking, dataset: str) -> str | None:
     return ranked.data_dir
 
 
-#: How a progress line names the probe's baseline trials.
-_BASELINES = {"head": "floor (head alone)", "ft": "ceiling (full fine-tuning)", "lp": "linear probe"}
-
-
-def _units_label(units: list[str]) -> str:
-    """A probe target named as the catalogue does: ``attn.q`` for ``blocks.0.attn.q`` .. ``blocks.11.attn.q``,
-    ``blocks.3.attn.q`` for one block's."""
-    import re
-
-    parts = [re.match(r"^blocks\.(\d+)\.(.+)$", u) for u in units]
-    if len(units) <= 1 or not all(parts):
-        return ",".join(units) or "?"
-    blocks = sorted({int(m.group(1)) for m in parts})
-    kinds = ",".join(dict.fromkeys(m.group(2) for m in parts))
-    return kinds if len(blocks) > 1 else f"blocks.{blocks[0]}.{kinds}"
-
-
 def _trial_progress(advance):
     """The ``on_trial`` of a stage: one progress line per trial, naming what it trained (a probe's target and d, a
     sweep's method) and its validation accuracy; ``expect`` passes each batch's trial count to the bar's total."""
 
     def on_trial(record, cached: bool) -> None:
-        from petl_analysis.sweep.sweep import RunTrial
-
         p = record.payload
-        what = _BASELINES.get(record.kind, record.kind)
-        if record.kind == "subspace":  # a probe trial: name its target and d
-            what = f"{_units_label(p.get('units') or [])} d={p.get('d')}"
-        if record.kind == "run":  # a sweep trial: name its method
-            what = record.trial().spec(RunTrial).config.get("method", what)
+        what = trial_label(record.trial())
         res = record.result or {}
         # What the run decides on (validation), for probe and sweep records alike; test is in the artefact.
         acc = res.get("val_acc", (res.get("seed_run") or {}).get("val_acc"))
@@ -482,7 +487,7 @@ def _trial_progress(advance):
             status = f"failed: {record.error or 'no error message'}"
         else:
             status = f"val {acc:.3f}" if acc is not None else "ok"
-        advance(1, f"{what} seed {p.get('seed')}: {status}")
+        advance(1, f"{what} seed {p.get('seed')}: {status}", cached=cached)
 
     on_trial.expect = getattr(advance, "expect", None)
     return on_trial
@@ -850,6 +855,7 @@ def train(
             plan=plan,
             adapter_dir=save_adapter,
             on_seed=lambda r: advance(1, f"seed {r.seed}: test {r.test_acc:.3f} (last {r.last_test_acc:.3f})"),
+            **execution.fit_options(),
         )
     if out:
         result.save(out)
@@ -909,7 +915,7 @@ def select(
     ),
     per_block: bool = PerBlockOpt(help="With --from-model: rank each block's targets apart."),
     out: str = option("ranking.json", "--out", "-o", panel=FILES, help="Ranking JSON."),
-    execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
+    execution: Execution = Group(omit=("jobs", "backend", "scheduler", "compile", "grad_checkpointing", "log_to")),
 ) -> None:
     """Rank submodules by intrinsic dimension (and proxies); print rank correlations of each proxy with d90."""
     check_output_path(out, what="--out")

@@ -191,6 +191,28 @@ SchedulerOpt = CliOption(
 )
 DeviceOpt = CliOption("auto", "--device", panel=EXECUTION, help="auto, cpu, cuda or cuda:N.")
 ThreadsOpt = CliOption(None, "--threads", panel=EXECUTION, help="torch CPU threads (default: torch's choice).")
+CompileOpt = CliOption(
+    False,
+    "--compile",
+    panel=EXECUTION,
+    help="Train through torch.compile (the first steps pay the compilation; a one-line error where it cannot run). "
+    "Not part of the trial keys: finished trials are kept.",
+)
+LogToOpt = CliOption(
+    None,
+    "--log-to",
+    panel=EXECUTION,
+    help="Log every training's epochs: csv:PATH (a row per epoch), tensorboard:DIR or mlflow[:EXPERIMENT] (those "
+    "two need their package). Worker processes log their own trials.",
+)
+GradCheckpointingOpt = CliOption(
+    False,
+    "--grad-checkpointing",
+    panel=EXECUTION,
+    help="Recompute each block's activations in the backward pass (timm's set_grad_checkpointing): less GPU "
+    "memory, about one more forward per step; same gradients. Probe: its baselines only (a subspace trial cannot "
+    "replay its weight substitution). Not part of the trial keys.",
+)
 SeedsOpt = CliOption(
     3,
     "--seeds",
@@ -213,6 +235,13 @@ MaxStepsOpt = CliOption(
 BatchOpt = CliOption(None, "--batch-size", panel=RECIPE, help="Training batch size (default: the recipe's).")
 EvalBatchOpt = CliOption(
     None, "--eval-batch-size", panel=RECIPE, help="Evaluation / feature batch size (default: 512)."
+)
+AmpOpt = CliOption(
+    None,
+    "--amp",
+    panel=RECIPE,
+    help="Mixed precision: auto (bf16 on a GPU that has it, else fp16 with a gradient scaler; fp32 on CPU), bf16, "
+    "fp16 or off (default: the recipe's, auto).",
 )
 AugmentOpt = CliOption(
     False,
@@ -391,7 +420,8 @@ class DataOptions(OptionGroup):
 
 @dataclass(frozen=True)
 class Execution(OptionGroup):
-    """--jobs, --backend, --scheduler, --device, --threads: where trials run."""
+    """--jobs, --backend, --scheduler, --device, --threads, --compile, --grad-checkpointing, --log-to: where and how
+    trials run."""
 
     SECTION: ClassVar[str] = "execution"
 
@@ -400,6 +430,9 @@ class Execution(OptionGroup):
     scheduler: str | None = SchedulerOpt.field()
     device: str = DeviceOpt.field()
     threads: int | None = ThreadsOpt.field()
+    compile: bool = CompileOpt.field()
+    grad_checkpointing: bool = GradCheckpointingOpt.field()
+    log_to: str | None = LogToOpt.field()
 
     def setup(self) -> None:
         """Apply --threads to torch (before any work)."""
@@ -414,13 +447,19 @@ class Execution(OptionGroup):
 
         return str(resolve_device(self.device))
 
+    def fit_options(self) -> dict[str, Any]:
+        """``compile``, ``grad_checkpointing`` and ``log_to``: how each training runs."""
+        return {"compile": self.compile, "grad_checkpointing": self.grad_checkpointing, "log_to": self.log_to}
+
     def trials(self) -> dict[str, Any]:
-        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler``."""
+        """The library's execution keywords: ``device``, ``n_jobs``, ``backend``, ``scheduler`` and
+        :meth:`fit_options`."""
         return {
             "device": self.device_name(),
             "n_jobs": self.jobs,
             "backend": self.backend,
             "scheduler": self.scheduler,
+            **self.fit_options(),
         }
 
 
@@ -449,6 +488,7 @@ class RecipeOptions(OptionGroup):
     max_steps: int | None = MaxStepsOpt.field()
     augment: bool = AugmentOpt.field()
     epoch_selection: str | None = EpochSelectionOpt.field()
+    amp: str | None = AmpOpt.field()
 
     def resolve(self, base: Recipe, file_values: dict[str, Any] | None = None, what: str = "training") -> Recipe:
         """``base`` with the study file's recipe keys that have no option (``file_values``), then every option set

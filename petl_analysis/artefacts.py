@@ -42,7 +42,7 @@ def persisted_fields(obj: Any) -> list[dataclasses.Field]:
 def to_jsonable(obj: Any) -> Any:
     """Recursively convert dataclasses, tuples and numpy scalars into plain JSON types."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in persisted_fields(obj)}
+        return {f.name: to_jsonable(stored_value(obj, f.name)) for f in persisted_fields(obj)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -50,6 +50,15 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return obj.item()  # numpy / torch scalar
     return obj
+
+
+def stored_value(obj: Any, name: str) -> Any:
+    """A dataclass field's value as JSON holds it: through the class's ``JSON_ENCODING`` (``{field: {value: as
+    written}}``: values written as files made before the field took them hold them; the class reads those back
+    itself), else as it is."""
+    value = getattr(obj, name)
+    encoding = getattr(type(obj), "JSON_ENCODING", {}).get(name)
+    return encoding.get(value, value) if encoding and isinstance(value, str) else value
 
 
 def _is_union(tp: Any) -> bool:

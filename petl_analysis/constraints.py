@@ -32,6 +32,7 @@ class Constraint:
         choices_fast: accepted without calling ``choices``.
         optional: ``None`` is accepted (in a study file: the key left out).
         wording: how an error names the accepted values, when the generated phrase would be too long.
+        flag_too: a string setting that also takes ``True``/``False`` (a flag it once was, e.g. ``amp``).
     """
 
     kind: type
@@ -43,11 +44,14 @@ class Constraint:
     choices_fast: tuple[str, ...] = ()
     optional: bool = False
     wording: str | None = None
+    flag_too: bool = False
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` is of the kind and within the bounds or choices."""
         if value is None:
             return self.optional
+        if self.flag_too and isinstance(value, bool):
+            return True
         if self.kind is bool:
             return isinstance(value, bool)
         if self.kind is list:
@@ -130,9 +134,13 @@ def one_of(
     fast: tuple[str, ...] = (),
     wording: str | None = None,
     optional: bool = False,
+    flag_too: bool = False,
 ) -> Constraint:
-    """One of the strings ``choices`` (a function is called only for a value outside ``fast``)."""
-    return Constraint(str, choices=choices, choices_fast=fast, wording=wording, optional=optional)
+    """One of the strings ``choices`` (a function is called only for a value outside ``fast``); ``flag_too``: or
+    ``True``/``False``."""
+    return Constraint(
+        str, choices=choices, choices_fast=fast, wording=wording, optional=optional, flag_too=flag_too
+    )
 
 
 def flag() -> Constraint:

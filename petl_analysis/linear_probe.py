@@ -21,7 +21,8 @@ from .accounting import classifier, count_parameters
 from .data import StreamingImages
 from .device import resolve_device
 from .engine import Examples, FitResult, Recipe, fit, is_in_memory, iter_batches, labels_of
-from .engine.train import autocast
+from .engine.precision import amp_dtype, autocast
+from .engine.train import epoch_listeners_paused
 
 if TYPE_CHECKING:
     from .task import Task
@@ -35,7 +36,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     batch_size: int = 512,
     cache_dir: str | Path | None = None,
-    amp: bool = True,
+    amp: str = "auto",
 ) -> TensorDataset:
     """Pre-logit features of a frozen ``model`` (``forward_head(..., pre_logits=True)``), shape ``(N, num_features)``.
 
@@ -43,7 +44,7 @@ def extract_features(
     ``cache_dir`` or the default directory): the returned features are then a memory map of the cache file,
     computed once per backbone, files and preprocessing. In-memory data, and items of other datasets (timm sources,
     Python datasets: no files to key a cache on), are computed in memory.
-    ``amp``: bf16 autocast on CUDA (no effect on CPU).
+    ``amp``: the forward's precision (:func:`~petl_analysis.engine.precision.amp_dtype`; ``auto`` is fp32 on CPU).
     """
     dev = resolve_device(device)
     was_training = model.training
@@ -53,7 +54,7 @@ def extract_features(
     if isinstance(data, StreamingImages) and data.cache_key() is not None:
         key = hashlib.sha1(
             f"{feature_cache.backbone_fingerprint(model)}|{data.cache_key()}|"
-            f"{dev.type}:{amp and dev.type == 'cuda'}".encode()
+            f"{dev.type}:{_precision_tag(amp_dtype(amp, dev), dev)}".encode()
         ).hexdigest()
         path = feature_cache.cache_path(feature_cache.feature_cache_dir(cache_dir), key)
         cached = feature_cache.load_cached(path)
@@ -79,6 +80,14 @@ def extract_features(
     if writer is not None:
         return TensorDataset(feature_cache.load_cached(writer.commit()), labels)
     return TensorDataset(torch.cat(feats) if feats else torch.empty(0, model.num_features), labels)
+
+
+def _precision_tag(dtype: torch.dtype | None, device: torch.device) -> str:
+    """The feature cache key's precision: ``True``/``False`` as the keys made when amp was bf16-on-CUDA-or-fp32 say,
+    the dtype's name otherwise."""
+    if dtype is None or (dtype is torch.bfloat16 and device.type == "cuda"):
+        return str(dtype is not None)
+    return str(dtype).removeprefix("torch.")
 
 
 def fit_linear_probe(
@@ -122,7 +131,8 @@ def fit_linear_probe(
         probe.weight.zero_()
         probe.bias.zero_()
     head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr, max_steps=None)
-    result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
+    with epoch_listeners_paused():  # a sub-step of the trial that asked for it, not an epoch of its own training
+        result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
     with torch.no_grad():
         w = probe.weight.cpu() / std
         head.weight.copy_(w.to(head.weight.device))

@@ -32,6 +32,7 @@ from torch import nn
 from .data import ImageDataset, ImageFiles, open_dataset
 from .data.sources import DatasetItems, is_python_dataset
 from .errors import PetlError
+from .epoch_log import parse_log_target, prepare_epoch_log, with_epoch_log
 from .models import ModelSpec
 from .task import (
     DataSpec,
@@ -71,7 +72,12 @@ class Study:
         out_dir: where the stages write their artefacts (``probe.json``, ``ranking.json``, ``plans/``,
             ``sweep.json``, ``validation.json``, ``report/``); None: nothing is written unless a stage is given
             ``out``.
-        device, n_jobs, backend, scheduler: how trials run (:func:`~petl_analysis.trials.run_trials`).
+        device, n_jobs, backend, scheduler: how trials run (:func:`~petl_analysis.trials.run_trials`); with
+            ``device="cuda"`` the workers spread over the visible GPUs (:func:`~petl_analysis.device.worker_device`).
+        compile, grad_checkpointing: how each training runs (:func:`~petl_analysis.engine.fit`'s options): handed to
+            the workers outside the trial keys (they do not change what is trained), recorded in each result.
+        log_to: where every trial's epochs are logged (``csv:PATH``, ``tensorboard:DIR``, ``mlflow[:EXPERIMENT]``;
+            :mod:`~petl_analysis.epoch_log`), from the driver or the worker process that trains it.
         on_trial: called per finished or cached trial; ``on_stage(name, cached)`` as a pipeline stage starts.
     """
 
@@ -82,6 +88,9 @@ class Study:
     n_jobs: int = 1
     backend: str = "loky"
     scheduler: str | None = None
+    compile: bool = False
+    grad_checkpointing: bool = False
+    log_to: str | None = None
     on_trial: Callable[[TrialRecord, bool], None] | None = None
     on_stage: Callable[[str, bool], None] | None = None
 
@@ -95,6 +104,8 @@ class Study:
                 f"cannot open; run it with n_jobs=1 and the loky backend (in this process), not n_jobs={self.n_jobs} "
                 f"and backend {self.backend!r}"
             )
+        if self.log_to:
+            parse_log_target(self.log_to)  # a malformed target, or a logger not installed: before any work
 
     # ------------------------------------------------------------------------------------------- the funnel
 
@@ -170,6 +181,12 @@ class Study:
         """Run the trials not yet in ``log`` (a path, an opened log, or None: in memory) with this study's
         execution options."""
         opened = log if isinstance(log, (JsonlLog, MemoryLog)) else open_trial_log(log)
+        fit_options = self.fit_options()
+        if fit_options:  # outside the keys: a study resumed with them keeps its finished trials
+            trials = [dataclasses.replace(t, options={**t.options, **fit_options}) for t in trials]
+        if self.log_to:  # the worker, wherever it runs, logs its trial's epochs
+            prepare_epoch_log(self.log_to)
+            worker = functools.partial(with_epoch_log, worker, self.log_to)
         return run_trials(
             trials,
             worker,
@@ -179,6 +196,11 @@ class Study:
             backend=self.backend,
             scheduler=self.scheduler,
         )
+
+    def fit_options(self) -> dict[str, bool]:
+        """The keywords of :func:`~petl_analysis.engine.fit` this study sets (``compile``, ``grad_checkpointing``;
+        those left at False are left out)."""
+        return {k: True for k in ("compile", "grad_checkpointing") if getattr(self, k)}
 
     # -------------------------------------------------------------------------------------------------- stages
 

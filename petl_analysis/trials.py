@@ -13,6 +13,7 @@ or ``dask`` (an existing cluster; see :func:`backend_context`).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -222,8 +223,25 @@ class TrialRecord:
         return cls(**body)
 
 
+_RUNNING: contextvars.ContextVar[Trial | None] = contextvars.ContextVar("petl_analysis_running_trial", default=None)
+
+
+def running_trial() -> Trial | None:
+    """The trial this process (thread) is running now, if any: e.g. for a progress display that names what an
+    epoch belongs to."""
+    return _RUNNING.get()
+
+
 def _execute(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) -> TrialRecord:
     """Run one trial in a worker; never raises (errors become a failed record) except for a :class:`PetlError`."""
+    token = _RUNNING.set(trial)
+    try:
+        return _attempts(fn, trial, retries)
+    finally:
+        _RUNNING.reset(token)
+
+
+def _attempts(fn: Callable[[Trial], dict[str, Any]], trial: Trial, retries: int) -> TrialRecord:
     errors: list[str] = []
     worker = f"{socket.gethostname()}:{os.getpid()}"  # which process ran it: for debugging a cluster run
     for attempt in range(retries + 1):

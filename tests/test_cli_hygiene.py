@@ -168,7 +168,7 @@ def test_probe_progress_lines_show_the_total_and_name_the_target(tmp_path, monke
 
 
 def test_units_label_names_targets_as_the_catalogue_does() -> None:
-    from petl_analysis.cli.main import _units_label
+    from petl_analysis.cli._common import _units_label
 
     assert _units_label([f"blocks.{b}.attn.q" for b in range(12)]) == "attn.q"
     assert _units_label(["blocks.3.attn.q"]) == "blocks.3.attn.q"

@@ -164,3 +164,65 @@ def test_label_smoothing_and_eval_batch_size_are_honoured() -> None:
     model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])) if not m.training else None)
     fit(model, train, val, Recipe(**{**base.__dict__, "eval_batch_size": 16}), seed=0)
     assert calls == [16, 16, 8]  # validation in batches of 16
+
+
+class _NanFrom(torch.nn.Module):
+    """A model whose training forward returns NaN logits from its ``k``-th call on (1-based)."""
+
+    def __init__(self, model: torch.nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k, self.calls = model, k, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.k:
+                out = out * float("nan")
+        return out
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_divergence_is_caught_and_names_its_step_without_a_read_per_step(single_thread, k) -> None:
+    # The loss is read every DIVERGENCE_CHECK_EVERY steps and at the epoch's end, not per step; a loss that turns
+    # NaN at step k (before the first read, or after it) still stops the run, naming step k and its epoch.
+    from petl_analysis.engine.train import DIVERGENCE_CHECK_EVERY
+
+    assert 5 < DIVERGENCE_CHECK_EVERY < 40
+    train = _toy(8 * 25, 0)  # 25 steps of 8 per epoch
+    with pytest.raises(TrainingDiverged, match=rf"loss became nan at epoch {(k - 1) // 25 + 1}, step {k}$"):
+        fit(_NanFrom(_model(), k), train, None, Recipe(epochs=3, batch_size=8), seed=0)
+
+
+def test_a_training_step_does_not_read_the_device(single_thread, monkeypatch) -> None:
+    # A host read (.item(), a tensor's truth value) waits for the GPU to finish: fit's own code does one per
+    # DIVERGENCE_CHECK_EVERY steps and a few per epoch, never one per step.
+    import sys
+
+    from petl_analysis.engine import train as train_module
+
+    reads = []
+    for name in ("item", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, real=real):
+            if sys._getframe(1).f_code.co_filename == train_module.__file__:
+                reads.append(sys._getframe(1).f_code.co_name)
+            return real(self)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    res = fit(_model(), _toy(4 * 64, 0), None, Recipe(epochs=2, batch_size=4, lr=1e-3), seed=0)
+    assert res.steps == 128
+    assert len(reads) <= 2 * (64 // train_module.DIVERGENCE_CHECK_EVERY + 3), reads
+
+
+def test_the_loss_on_the_device_sums_as_python_floats_did() -> None:
+    # float64 on the device, in the same order: the recorded training loss is the one the per-step reads gave.
+    from petl_analysis.engine.train import _LossWatch
+
+    watch, summed = _LossWatch(torch.device("cpu"), 3), 0.0
+    for i, value in enumerate([0.1, 0.7, 1.3]):
+        loss = torch.tensor(value, dtype=torch.float32)
+        watch.add(loss, 32, i)
+        summed += loss.item() * 32
+    assert watch.epoch_mean(96) == summed / 96

@@ -95,6 +95,25 @@ def test_streaming_and_in_memory_train_identically(tmp_path: Path) -> None:
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_a_fit_starts_its_dataloader_workers_once_not_every_epoch(tmp_path: Path, monkeypatch) -> None:
+    import petl_analysis.engine.batches as batches
+
+    made = []
+
+    class Counted(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(batches, "DataLoader", Counted)
+    model = make_tiny("vit", num_classes=3)
+    task = build_task(DataSpec(str(make_folder(tmp_path / "f")), SPLIT), model, num_workers=1)
+    res = fit(model, task.train, task.val, Recipe(epochs=3, batch_size=4, lr=1e-3), test=task.test, seed=0)
+    assert res.epochs_run == 3 and len(res.val_curve) == 3
+    assert len(made) == 3  # train, val and test: one each for the whole fit
+    assert all(loader.persistent_workers and loader.num_workers == 1 for loader in made)
+
+
 def test_linear_probe_streamed_equals_in_memory_and_caches(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "f")
     model = make_tiny("vit", num_classes=3)

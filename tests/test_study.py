@@ -81,3 +81,20 @@ def test_stage_functions_return_the_artefact_and_the_study_saves_it(tmp_path) ->
     assert SweepResult.load(tmp_path / "sweep.json").to_dict() == saved.to_dict()
     assert (tmp_path / "sweep.json.trials.jsonl").exists()
     assert [p.run.seeds[0].val_acc for p in saved.points] == [p.run.seeds[0].val_acc for p in result.points]
+
+
+def test_fit_options_reach_the_workers_outside_the_trial_keys(tmp_path) -> None:
+    # --grad-checkpointing (or --compile) changes how a trial runs, not what it trains: the worker gets it and its
+    # record says so, and the same study without it finds the trial done (same key, nothing retrained).
+    from petl_analysis.io import JsonlLog
+    from petl_analysis.trials import read_records
+
+    plans, _, _ = Study(MODEL, DATA).plan([2_000], ["kadaptation"], _ranking())
+    out = tmp_path / "sweep.json"
+    first = sweep_plans(plans[:1], DATA, seeds=1, recipe=RECIPE, out=out, grad_checkpointing=True)
+    (record,) = read_records(JsonlLog(tmp_path / "sweep.json.trials.jsonl"))
+    assert record.result["grad_checkpointing"] is True and "compile" not in record.result
+    again = sweep_plans(plans[:1], DATA, seeds=1, recipe=RECIPE, out=out)
+    assert len(list(read_records(JsonlLog(tmp_path / "sweep.json.trials.jsonl")))) == 1
+    assert again.points[0].run.seeds[0].val_acc == first.points[0].run.seeds[0].val_acc
+    assert Study(MODEL, DATA, compile=True, grad_checkpointing=False).fit_options() == {"compile": True}

@@ -43,6 +43,19 @@ def test_committed_records_keep_their_keys_with_payloads_as_objects(path):
         assert r.trial().key == r.key, (r.kind, r.key)
 
 
+@pytest.mark.parametrize("path", COMMITTED_LOGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_committed_records_keep_their_keys_through_their_typed_specs(path):
+    # Read as the worker reads it (a ProbeTrial or RunTrial, its recipe's amp flag now the mode "auto") and made
+    # again by Trial.of, as a resumed study makes it, each trial has the key in the log.
+    from petl_analysis.probe.trial import ProbeTrial
+    from petl_analysis.sweep.sweep import RunTrial
+
+    for r in read_records(JsonlLog(path)):
+        spec = r.trial().spec(RunTrial if r.kind == "run" else ProbeTrial)
+        assert spec.recipe.amp in ("auto", "off")
+        assert Trial.of(r.kind, spec).key == r.key, (r.kind, r.key)
+
+
 @dataclass
 class _Inner:
     a: int = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..constraints import Constraint, check_fields, flag, integer, number, one_of
 from ..errors import PetlError
@@ -17,6 +17,9 @@ SCHEDULES = ("cosine", "constant")
 #: Which epoch's model a training keeps and scores: the best on validation (validation is then a maximum over the
 #: epochs, so it flatters the score it reports) or the last one of a fixed schedule.
 EPOCH_SELECTIONS = ("val", "last")
+#: Mixed precision: ``auto`` (bf16 on a CUDA GPU that has it, fp16 with a gradient scaler on one that does not, fp32
+#: on CPU), ``bf16``, ``fp16`` (with a gradient scaler) or ``off`` (fp32). See :func:`~.train.amp_dtype`.
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 def optimizer_names() -> tuple[str, ...]:
@@ -50,7 +53,9 @@ class Recipe:
         patience: stop after this many epochs without a better validation score (``None``: never).
         grad_clip: max global gradient norm (``None``: off).
         eval_batch_size: batch size for evaluation.
-        amp: use bf16 autocast on CUDA where the GPU supports it (ignored on CPU, where it is slower).
+        amp: mixed precision, one of :data:`AMP_MODES`, resolved per device by :func:`~.train.amp_dtype`; ``auto``
+            is fp32 on CPU. Written ``true`` (``auto``) and ``false`` (``off``) in JSON, as files and trial keys
+            made when this was a flag hold it; ``True``/``False`` are read as those.
         max_steps: stop after this many optimizer steps in all (``None``: run every epoch); the learning-rate
             schedule spans the capped length. For quick runs of large models; not applied to a linear probe's head
             on cached features, which is cheap.
@@ -74,7 +79,7 @@ class Recipe:
     patience: int | None = None
     grad_clip: float | None = 1.0
     eval_batch_size: int = 512
-    amp: bool = True
+    amp: str | bool = "auto"
     max_steps: int | None = None
     augment: bool = False
     epoch_selection: str = "val"
@@ -82,6 +87,8 @@ class Recipe:
 
     #: Added after trial logs existed: left out of trial keys at their defaults (see ``trials.key_json``).
     KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("max_steps", "augment", "epoch_selection", "layer_decay")
+    #: Values written in JSON (artefacts, trial keys) as files made before the field took them hold them.
+    JSON_ENCODING: ClassVar[dict[str, dict[Any, Any]]] = {"amp": {"auto": True, "off": False}}
     #: What each field accepts (:mod:`petl_analysis.constraints`): one phrasing for this class and study files.
     CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
         "epochs": integer(at_least=1),
@@ -101,7 +108,7 @@ class Recipe:
         "patience": integer(at_least=0, optional=True),
         "grad_clip": number(at_least=0, optional=True),  # 0: off
         "eval_batch_size": integer(at_least=1),
-        "amp": flag(),
+        "amp": one_of(AMP_MODES, flag_too=True, wording="auto, bf16, fp16 or off (true: auto, false: off)"),
         "max_steps": integer(at_least=1, optional=True),
         "augment": flag(),
         "epoch_selection": one_of(EPOCH_SELECTIONS),
@@ -109,6 +116,8 @@ class Recipe:
     }
 
     def __post_init__(self) -> None:
+        if isinstance(self.amp, bool):  # the flag this field was, as JSON still writes it
+            self.amp = {v: k for k, v in self.JSON_ENCODING["amp"].items()}[self.amp]
         check_fields(self, "recipe ")
         if self.epoch_selection == "last" and self.patience is not None:
             raise PetlError(

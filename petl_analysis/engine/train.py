@@ -4,15 +4,17 @@ It trains exactly the parameters with ``requires_grad=True``, evaluates on the v
 the best-validation state (never selected on test; ``Recipe.epoch_selection="val"``) or the last epoch's (a fixed
 schedule, ``"last"``), and reports test accuracy both at the kept epoch and at the last.
 Data is anything :mod:`.batches` accepts: an in-memory ``TensorDataset`` or a streamed dataset. On CUDA the forward
-passes run under bf16 autocast where the GPU supports it (``Recipe.amp``).
+passes run under the autocast ``Recipe.amp`` resolves to on the device (:mod:`.precision`: bf16 where the GPU has it,
+fp16 with a gradient scaler where it does not, fp32 on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +24,9 @@ from torch import nn
 from ..accounting import classifier, count_parameters
 from ..device import resolve_device
 from ..errors import PetlError
-from .batches import Examples, iter_batches, num_examples
+from .acceleration import compiled, set_grad_checkpointing
+from .batches import Batches, Examples, num_examples
+from .precision import autocast, grad_scaler
 from .recipe import Recipe
 
 
@@ -32,7 +36,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class EpochLog:
-    """Progress of one epoch, passed to the progress callback."""
+    """Progress of one epoch, passed to :func:`fit`'s ``callback`` and to every :func:`epoch_listener`.
+
+    Attributes:
+        epoch, epochs: this epoch (from 1) of the recipe's; ``train_loss``: its mean training loss.
+        val_acc: its validation accuracy (None where it was not evaluated); ``best_val_acc``: the best so far.
+        elapsed_s: seconds since the fit started; ``seed``: the fit's seed.
+    """
 
     epoch: int
     epochs: int
@@ -40,6 +50,34 @@ class EpochLog:
     val_acc: float | None
     best_val_acc: float | None
     elapsed_s: float
+    seed: int | None = None
+
+
+_EPOCH_LISTENERS: list[Callable[[EpochLog], None]] = []
+
+
+@contextlib.contextmanager
+def epoch_listener(listener: Callable[[EpochLog], None]) -> Iterator[None]:
+    """While open, ``listener`` is called with the :class:`EpochLog` of every epoch of every :func:`fit` that runs
+    in this process (a progress display, an epoch logger). A trial run in a worker process reports to that process's
+    listeners only."""
+    _EPOCH_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENERS.remove(listener)
+
+
+@contextlib.contextmanager
+def epoch_listeners_paused() -> Iterator[None]:
+    """No :func:`epoch_listener` hears the fits inside (a linear probe's head on cached features: a sub-step of a
+    trial, whose epochs would read as the trial's own)."""
+    paused = _EPOCH_LISTENERS[:]
+    _EPOCH_LISTENERS.clear()
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENERS[:] = paused
 
 
 @dataclass
@@ -155,47 +193,92 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def evaluate(
-    model: nn.Module, data: Examples, *, device: str | torch.device = "cpu", batch_size: int = 512
+    model: nn.Module,
+    data: Examples,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 512,
+    amp: str = "auto",
 ) -> tuple[float, float]:
-    """Accuracy (fraction) and mean cross-entropy of ``model`` on ``data``; restores the model's train/eval mode."""
-    acc, loss, _ = evaluate_images(model, data, device=device, batch_size=batch_size)
+    """Accuracy (fraction) and mean cross-entropy of ``model`` on ``data``; restores the model's train/eval mode.
+    ``amp``: the forward's precision (:func:`~.precision.amp_dtype`)."""
+    acc, loss, _ = evaluate_images(model, data, device=device, batch_size=batch_size, amp=amp)
     return acc, loss
 
 
 @torch.no_grad()
 def evaluate_images(
-    model: nn.Module, data: Examples, *, device: str | torch.device = "cpu", batch_size: int = 512
+    model: nn.Module,
+    data: Examples,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 512,
+    amp: str = "auto",
 ) -> tuple[float, float, np.ndarray]:
     """:func:`evaluate` with, third, whether each example (in ``data``'s order) was classified right."""
     dev = resolve_device(device)
+    return _evaluate(model, Batches(data, batch_size, device=dev), amp)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, batches: Batches, amp: str) -> tuple[float, float, np.ndarray]:
+    """:func:`evaluate_images` over prepared batches; the loss and hits stay on the device until the pass ends (one
+    host sync per pass, not one per batch). The loss sums in float64, as Python floats summed it before."""
+    dev = batches.device
     was_training = model.training
     model.eval()
-    loss_sum, hits = 0.0, []
-    for x, y in iter_batches(data, batch_size, device=dev):
-        with autocast(dev, enabled=True):
+    loss_sum, hits = torch.zeros((), dtype=torch.float64, device=dev), []
+    for x, y in batches():
+        with autocast(dev, amp):
             logits = model(x)
         logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        hits.append((logits.argmax(-1) == y).cpu())
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        hits.append(logits.argmax(-1) == y)
     model.train(was_training)
-    correct = torch.cat(hits).numpy().astype(bool) if hits else np.zeros(0, dtype=bool)
-    n = max(1, num_examples(data))
-    return float(correct.sum()) / n, loss_sum / n, correct
+    correct = torch.cat(hits).cpu().numpy().astype(bool) if hits else np.zeros(0, dtype=bool)
+    n = max(1, num_examples(batches.data))
+    return float(correct.sum()) / n, loss_sum.item() / n, correct
 
 
-def bf16_supported() -> bool:
-    """Whether the current CUDA GPU runs bf16 natively (False without CUDA)."""
-    try:
-        return bool(torch.cuda.is_bf16_supported())
-    except (RuntimeError, AssertionError):
-        return False
+#: Steps between two reads of the training loss on the host: a read waits for the device to finish its queued
+#: work, so reading every step would stall a GPU each step. A diverging run is caught at the next read (or at the
+#: epoch's end), naming the step where the loss first stopped being finite.
+DIVERGENCE_CHECK_EVERY = 32
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on a CUDA GPU that supports it; fp32 elsewhere (CPU autocast is slower, fp16 needs a scaler)."""
-    if device.type == "cuda" and enabled and bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+class _LossWatch:
+    """The training loss kept on the device: the epoch's sum (float64, as Python floats summed it) and the first
+    step whose loss was not finite, read every :data:`DIVERGENCE_CHECK_EVERY` steps and at the epoch's end."""
+
+    def __init__(self, device: torch.device, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_value = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, n: int, step: int) -> None:
+        loss = loss.detach()
+        new_bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(new_bad, step, self.first_bad)
+        self.bad_value = torch.where(new_bad, loss, self.bad_value)
+        self.sum += loss.double() * n
+        if (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`TrainingDiverged` naming the first step whose loss was NaN or infinite, if any."""
+        bad = int(self.first_bad.item())
+        if bad >= 0:
+            raise TrainingDiverged(
+                f"loss became {self.bad_value.item()} at epoch {bad // self.steps_per_epoch + 1}, step {bad + 1}"
+            )
+
+    def epoch_mean(self, seen: int) -> float:
+        """The epoch's mean loss over its ``seen`` examples (after :meth:`check`); starts the next epoch's sum."""
+        self.check()
+        mean = self.sum.item() / max(1, seen)
+        self.sum.zero_()
+        return mean
 
 
 def _snapshot(params: Iterable[nn.Parameter]) -> list[torch.Tensor]:
@@ -212,6 +295,8 @@ def fit(
     seed: int = 0,
     device: str | torch.device = "cpu",
     callback: Callable[[EpochLog], None] | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
 ) -> FitResult:
     """Train ``model``'s trainable parameters on ``train``; select the epoch on ``val``; report ``test``.
 
@@ -221,9 +306,14 @@ def fit(
     With ``recipe.max_steps`` training stops after that many optimizer steps (the learning-rate schedule is laid
     out over the capped length), and the partial last epoch is evaluated like any other.
 
+    ``callback`` is called after every epoch with its :class:`EpochLog`. ``compile`` trains and evaluates through
+    ``torch.compile(model)``; ``grad_checkpointing`` recomputes each block's activations in the backward pass (timm's
+    ``set_grad_checkpointing``, turned off again when fit returns). Neither changes what is computed
+    (:mod:`.acceleration`).
+
     Raises:
         TrainingDiverged: the training loss became NaN/inf.
-        PetlError: nothing to train or an empty training set.
+        PetlError: nothing to train, an empty training set, or ``compile``/``grad_checkpointing`` impossible here.
     """
     dev = resolve_device(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -234,6 +324,9 @@ def fit(
         raise PetlError("the training split is empty")
     seed_everything(seed)
     model.to(dev)
+    if grad_checkpointing:
+        set_grad_checkpointing(model, True)
+    net = compiled(model, dev) if compile else model  # shares model's parameters
     optimizer = _make_optimizer(_param_groups(model, recipe), recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     steps_per_epoch = math.ceil(n / recipe.batch_size)
@@ -242,6 +335,7 @@ def fit(
         total_steps = min(total_steps, recipe.max_steps)
     warmup = min(total_steps, int(round(recipe.warmup_epochs * steps_per_epoch)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    scaler = grad_scaler(recipe.amp, dev)
     gen = torch.Generator().manual_seed(seed)
 
     result = FitResult(best_epoch=0, epochs_run=0, val_acc=None, test_acc=None, last_val_acc=None, last_test_acc=None)
@@ -254,45 +348,53 @@ def fit(
     last_correct = best_correct = None
     start = time.perf_counter()
     step = 0
+    # One DataLoader (and its workers) per split for the whole fit, not one per epoch.
+    train_batches = Batches(train, recipe.batch_size, device=dev, seed=seed * 100_003)
+    val_batches = Batches(val, recipe.eval_batch_size, device=dev) if val is not None and len(val) else None
+    watch = _LossWatch(dev, steps_per_epoch)
     for epoch in range(recipe.epochs):
-        model.train()
+        net.train()
         order = torch.randperm(n, generator=gen)
-        loss_sum, seen = 0.0, 0
-        batches = iter_batches(train, recipe.batch_size, device=dev, order=order, seed=seed * 100_003 + epoch)
-        for x, y in batches:
+        seen = 0
+        for x, y in train_batches(order):
             factor = _lr_factor(step, total_steps, warmup, recipe.schedule)
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * factor
             with autocast(dev, recipe.amp):
-                logits = model(x)
+                logits = net(x)
             loss = loss_fn(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            watch.add(loss, len(y), step)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
+            if scaler is None:
+                loss.backward()
+                if recipe.grad_clip:
+                    nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+                optimizer.step()
+            else:  # fp16: scaled loss; clip the true gradients; a step with inf/nan gradients is skipped
+                scaler.scale(loss).backward()
+                if recipe.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             seen += len(y)
             step += 1
             if step >= total_steps:  # before the end of the last epoch only under max_steps
                 break
+        epoch_loss = watch.epoch_mean(seen)  # raises first if a step's loss was not finite
         # The last step of an epoch can overflow the parameters while its loss was still finite; evaluating such a
-        # model would report chance-level accuracy as if it were a result.
-        bad = next(
-            (name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None
-        )
-        if bad is not None:
+        # model would report chance-level accuracy as if it were a result. (One host sync for all parameters.)
+        if not torch.stack([torch.isfinite(p).all() for p in params]).all():
+            bad = next(name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all())
             raise TrainingDiverged(f"parameter {bad} became non-finite at epoch {epoch + 1}, step {step}")
-        result.train_loss.append(loss_sum / max(1, seen))
+        result.train_loss.append(epoch_loss)
         result.epochs_run = epoch + 1
         val_acc = None
         # Under a fixed schedule nothing reads the earlier epochs' scores: only the last epoch is evaluated (on a
         # large validation pool, evaluating every epoch cost more than the training itself).
         final = epoch + 1 == recipe.epochs or step >= total_steps
-        if val is not None and len(val) and (keep_best or final):
-            val_acc, val_loss, val_correct = evaluate_images(model, val, device=dev, batch_size=recipe.eval_batch_size)
+        if val_batches is not None and (keep_best or final):
+            val_acc, val_loss, val_correct = _evaluate(net, val_batches, recipe.amp)
             result.val_curve.append(val_acc)
             last_correct = val_correct
             key = (val_acc, -val_loss)
@@ -302,27 +404,30 @@ def fit(
                 result.best_epoch = epoch + 1
             else:
                 since_best += 1
-        if callback is not None:
-            callback(
-                EpochLog(
-                    epoch + 1,
-                    recipe.epochs,
-                    result.train_loss[-1],
-                    val_acc,
-                    best_key[0] if best_key else None,
-                    time.perf_counter() - start,
-                )
+        if callback is not None or _EPOCH_LISTENERS:
+            log = EpochLog(
+                epoch + 1,
+                recipe.epochs,
+                result.train_loss[-1],
+                val_acc,
+                best_key[0] if best_key else None,
+                time.perf_counter() - start,
+                seed=seed,
             )
+            for listener in ([callback] if callback is not None else []) + _EPOCH_LISTENERS:
+                listener(log)
         if recipe.patience is not None and since_best >= recipe.patience:
             result.stopped_early = True
             break
         if step >= total_steps:
             break
     result.steps = step
+    train_batches = val_batches = None  # their DataLoader workers stop before the test split's start
     if val is not None and len(val):
         result.last_val_acc = result.val_curve[-1]
-    if test is not None and len(test):
-        result.last_test_acc = evaluate(model, test, device=dev, batch_size=recipe.eval_batch_size)[0]
+    test_batches = Batches(test, recipe.eval_batch_size, device=dev) if test is not None and len(test) else None
+    if test_batches is not None:
+        result.last_test_acc = _evaluate(net, test_batches, recipe.amp)[0]
     if best_state is not None:
         with torch.no_grad():
             for p, saved in zip(params, best_state):
@@ -333,11 +438,13 @@ def fit(
         result.best_epoch = result.epochs_run
         result.val_acc = result.last_val_acc
         result.val_correct = last_correct
-    if test is not None and len(test):
+    if test_batches is not None:
         result.test_acc = (
             result.last_test_acc
             if result.best_epoch == result.epochs_run
-            else evaluate(model, test, device=dev, batch_size=recipe.eval_batch_size)[0]
+            else _evaluate(net, test_batches, recipe.amp)[0]
         )
     result.wall_time_s = time.perf_counter() - start
+    if grad_checkpointing:
+        set_grad_checkpointing(model, False)
     return result

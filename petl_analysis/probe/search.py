@@ -59,6 +59,9 @@ def run_probe(
     n_jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
+    log_to: str | None = None,
     threads_per_job: int | None = None,
     on_trial: Callable[[TrialRecord, bool], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
@@ -71,11 +74,25 @@ def run_probe(
         out: where to write ``probe.json`` (atomically). ``log_path`` defaults to ``<out>.trials.jsonl``; rerunning
             with the same log skips finished trials.
         n_jobs: parallel worker processes (joblib); ``threads_per_job`` torch threads each.
+        compile, grad_checkpointing: :func:`~petl_analysis.engine.fit`'s options, outside the trial keys (grad
+            checkpointing applies to the baselines; a subspace trial cannot replay its substitution).
+        log_to: where each trial's epochs are logged (:mod:`~petl_analysis.epoch_log`).
         on_trial: called per finished (or cached) trial; ``on_round(round, n_trials)`` before each round.
     """
     from ..study import Study
 
-    study = Study(model, data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial)
+    study = Study(
+        model,
+        data,
+        device=device,
+        n_jobs=n_jobs,
+        backend=backend,
+        scheduler=scheduler,
+        compile=compile,
+        grad_checkpointing=grad_checkpointing,
+        log_to=log_to,
+        on_trial=on_trial,
+    )
     return study.probe(config, out=out, log_path=log_path, threads_per_job=threads_per_job, on_round=on_round)
 
 

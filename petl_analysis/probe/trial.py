@@ -13,6 +13,7 @@ import torch
 
 from ..accounting import classifier
 from ..data import open_dataset
+from ..device import use_worker_device
 from ..engine import Recipe, fit
 from ..linear_probe import fit_linear_probe
 from ..models import ModelSpec, resolve_targets
@@ -82,34 +83,39 @@ def probe_trial(trial: Trial) -> dict[str, Any]:
     """Worker: run one baseline (``lp``, ``head``, ``ft``) or ``subspace`` trial described by its :class:`ProbeTrial`."""
     p = trial.spec(ProbeTrial)
     torch.set_num_threads(max(1, p.threads))
-    device, seed, recipe = p.device, p.seed, p.recipe
+    device, seed, recipe = str(use_worker_device(p.device)), p.seed, p.recipe
     (base, lp), task = _prepared(p.model, p.data, seed, recipe, device)
     if trial.kind == "lp":
         return _summary(lp, device)
     model = copy.deepcopy(base)
     head = classifier(model)
+    options = {k: bool(v) for k, v in trial.options.items() if k in ("compile", "grad_checkpointing")}
     if trial.kind == "ft":
         model.requires_grad_(True)  # raw weights want a smaller step than subspace coordinates
         recipe = dataclasses.replace(recipe, lr=float(p.ft_lr), head_lr=recipe.head_lr or recipe.lr)
-        return _summary(fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device), device)
+        res = fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device, **options)
+        return _summary(res, device, options)
     model.requires_grad_(False)
     if trial.kind == "head":  # d = 0: the trial recipe with no subspace, the curve's floor
         head.requires_grad_(True)
-        return _summary(fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device), device)
+        res = fit(model, task.train, task.val, recipe, test=task.test, seed=seed, device=device, **options)
+        return _summary(res, device, options)
     if trial.kind != "subspace":
         raise ValueError(f"unknown probe trial kind {trial.kind!r}")
     head.requires_grad_(p.head == "train")
     units = resolve_targets(model, p.units)
     wrapped = SubspaceModel(model, units, int(p.d), projection=p.projection, seed=seed, said=bool(p.said))
     recipe = dataclasses.replace(recipe, lr=float(p.lr), head_lr=recipe.head_lr or recipe.lr)
-    res = fit(wrapped, task.train, task.val, recipe, test=task.test, seed=seed, device=device)
-    return _summary(res, device)
+    options.pop("grad_checkpointing", None)  # functional_call's substitution cannot be recomputed
+    res = fit(wrapped, task.train, task.val, recipe, test=task.test, seed=seed, device=device, **options)
+    return _summary(res, device, options)
 
 
-def _summary(res, device: str) -> dict[str, Any]:
+def _summary(res, device: str, options: dict[str, bool] | None = None) -> dict[str, Any]:
     return {
         "device": str(device),  # where and with how many torch threads the worker actually ran it
         "threads": torch.get_num_threads(),
+        **{k: True for k, v in (options or {}).items() if v},  # compiled, checkpointed: how, not what
         "val_acc": res.val_acc,
         "test_acc": res.test_acc,
         "last_test_acc": res.last_test_acc,

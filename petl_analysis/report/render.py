@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..artefacts import stored_value
 from ..errors import PetlError
 from ..io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..plan import FIXED_SIZE_METHODS, PLANNED_VARIANTS
@@ -301,7 +302,8 @@ def _recipe_rows(recipes: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for f in dataclasses.fields(next(iter(recipes.values())))
         if f.name not in _SHOWN_IF_SET or any(getattr(r, f.name) != _SHOWN_IF_SET[f.name] for r in recipes.values())
     ]
-    rows = [[f] + [str(getattr(recipes[n], f)) for n in names] for f in fields]
+    # As the artefact holds each value (amp="auto" is True), so reports read as they always have.
+    rows = [[f] + [str(stored_value(recipes[n], f)) for n in names] for f in fields]
     return ["setting"] + names, rows
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
+from ..device import use_worker_device
 from ..engine import Recipe
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
@@ -137,7 +138,9 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
 
     t = trial.spec(RunTrial)
     torch.set_num_threads(max(1, t.threads))
+    device = str(use_worker_device(t.device))  # "cuda": this worker's GPU among those visible
     where = trial.options.get("adapter_dir")
+    fit_options = {k: bool(trial.options[k]) for k in ("compile", "grad_checkpointing") if trial.options.get(k)}
     run, trainable = train_one_seed(
         t.model,
         t.data,
@@ -145,16 +148,18 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
         t.recipe,
         t.seed,
         head_init=t.head_init,
-        device=t.device,
+        device=device,
         adapter_dir=Path(where) / trial.key if where else None,
         adapter_record={"trial": trial.key},
         also_val=t.also_val,
+        **fit_options,
     )
     out = {
         "seed_run": to_jsonable(run),
         "trainable": trainable,
-        "device": str(t.device),
+        "device": device,
         "threads": torch.get_num_threads(),
+        **fit_options,  # compiled, checkpointed: how it ran, not what it trained
     }
     if t.also_val is not None:
         out["also_val_acc"] = run.also_val_acc
@@ -218,7 +223,7 @@ def run_sweep(
     )
 
 
-_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "on_trial")
+_EXECUTION = ("device", "n_jobs", "backend", "scheduler", "compile", "grad_checkpointing", "log_to", "on_trial")
 
 
 def _study(model: ModelSpec, data: DataSpec, options: dict[str, Any]) -> tuple[Study, dict[str, Any]]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..artefacts import Artefact
 from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling, pack_correct
+from ..epoch_log import logging_epochs, prepare_epoch_log
 from ..errors import PetlError
 from ..models import ModelSpec, spec_with_load
 from ..task import (
@@ -121,6 +122,8 @@ def train_one_seed(
     adapter_record: dict[str, Any] | None = None,
     callback: Callable[[EpochLog], None] | None = None,
     also_val: DataSpec | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
 ) -> tuple[SeedRun, dict[str, int]]:
     """Train ``config`` for one seed; returns the seed's result and the itemised trainable counts.
 
@@ -128,7 +131,10 @@ def train_one_seed(
     kept model is also scored on (``SeedRun.also_val_acc``): an extra evaluation, no extra training.
 
     ``adapter_dir``: save the trained (best-validation) adapter there (:func:`~petl_analysis.tuners.save_adapter`),
-    its record holding ``model``, the seed, its validation accuracy and ``adapter_record``."""
+    its record holding ``model``, the seed, its validation accuracy and ``adapter_record``.
+
+    ``callback``, ``compile``, ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s (checkpointing applies to
+    the adapted model)."""
     if head_init not in HEAD_INITS:
         raise PetlError(f"unknown head init {head_init!r}; expected one of: {', '.join(HEAD_INITS)}")
     data = data.for_seed(seed)
@@ -140,7 +146,16 @@ def train_one_seed(
         fit_linear_probe(net, task, recipe, seed=seed, device=device)
     method = apply_method(net, config)
     res: FitResult = fit(
-        net, task.train, task.val, recipe, test=task.test, seed=seed, device=device, callback=callback
+        net,
+        task.train,
+        task.val,
+        recipe,
+        test=task.test,
+        seed=seed,
+        device=device,
+        callback=callback,
+        compile=compile,
+        grad_checkpointing=grad_checkpointing,
     )
     if adapter_dir is not None:
         save_adapter(
@@ -153,7 +168,7 @@ def train_one_seed(
     also_val_acc = None
     if also_val is not None:
         other = build_task(also_val.for_seed(seed), net, dataset=ds)
-        also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size)[0]
+        also_val_acc = evaluate(net, other.val, device=device, batch_size=recipe.eval_batch_size, amp=recipe.amp)[0]
     run = SeedRun(
         seed,
         res.val_acc,
@@ -187,8 +202,15 @@ def run_method(
     adapter_dir: str | Path | None = None,
     on_seed: Callable[[SeedRun], None] | None = None,
     callback: Callable[[EpochLog], None] | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
+    log_to: str | None = None,
 ) -> RunResult:
-    """Train one method configuration over ``seeds`` and summarise (mean/std over seeds)."""
+    """Train one method configuration over ``seeds`` and summarise (mean/std over seeds).
+
+    ``callback`` is called after every epoch of every seed (the seeds run in order); ``compile``,
+    ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s; ``log_to``: where the epochs are logged
+    (:mod:`~petl_analysis.epoch_log`, kind ``train``)."""
     if isinstance(config, dict):
         config = config_from_dict(config)
     recipe = recipe or default_train_recipe()
@@ -201,21 +223,25 @@ def run_method(
     study = Study(model, data, device=device)
     conversion = study.conversion
     runs, trainable = [], {}
-    for seed in seed_list:
-        run, trainable = train_one_seed(
-            model,
-            data,
-            config,
-            recipe,
-            seed,
-            head_init=head_init,
-            device=device,
-            adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
-            callback=callback,
-        )
-        runs.append(run)
-        if on_seed:
-            on_seed(run)
+    prepare_epoch_log(log_to)
+    with logging_epochs(log_to, kind="train"):
+        for seed in seed_list:
+            run, trainable = train_one_seed(
+                model,
+                data,
+                config,
+                recipe,
+                seed,
+                head_init=head_init,
+                device=device,
+                adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
+                callback=callback,
+                compile=compile,
+                grad_checkpointing=grad_checkpointing,
+            )
+            runs.append(run)
+            if on_seed:
+                on_seed(run)
     return summarise(
         config.method,
         config.to_dict(),

@@ -166,6 +166,9 @@ def run_validate(
     n_jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
+    compile: bool = False,
+    grad_checkpointing: bool = False,
+    log_to: str | None = None,
     on_trial: Callable[[TrialRecord, bool], None] | None = None,
     **options: Any,
 ) -> ValidationResult:
@@ -176,7 +179,16 @@ def run_validate(
     from ..study import Study
 
     study = Study(
-        probe.model, probe.data, device=device, n_jobs=n_jobs, backend=backend, scheduler=scheduler, on_trial=on_trial
+        probe.model,
+        probe.data,
+        device=device,
+        n_jobs=n_jobs,
+        backend=backend,
+        scheduler=scheduler,
+        compile=compile,
+        grad_checkpointing=grad_checkpointing,
+        log_to=log_to,
+        on_trial=on_trial,
     )
     return study.validate(probe, out=out, **options)
 
