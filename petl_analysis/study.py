@@ -31,8 +31,8 @@ from torch import nn
 
 from .data import ImageDataset, ImageFiles, open_dataset
 from .data.sources import DatasetItems, is_python_dataset
-from .errors import PetlError
 from .epoch_log import parse_log_target, prepare_epoch_log, with_epoch_log
+from .errors import PetlError
 from .models import ModelSpec
 from .task import (
     DataSpec,
