@@ -138,9 +138,7 @@ def one_of(
 ) -> Constraint:
     """One of the strings ``choices`` (a function is called only for a value outside ``fast``); ``flag_too``: or
     ``True``/``False``."""
-    return Constraint(
-        str, choices=choices, choices_fast=fast, wording=wording, optional=optional, flag_too=flag_too
-    )
+    return Constraint(str, choices=choices, choices_fast=fast, wording=wording, optional=optional, flag_too=flag_too)
 
 
 def flag() -> Constraint:
