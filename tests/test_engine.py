@@ -91,7 +91,9 @@ def test_recipe_errors_come_from_its_declared_constraints() -> None:
         Recipe(layer_decay=1.5)
     with pytest.raises(PetlError, match="recipe eval_batch_size must be an integer >= 1; got 0"):
         Recipe(eval_batch_size=0)
-    with pytest.raises(PetlError, match="recipe amp must be true or false; got 'yes'"):
+    with pytest.raises(
+        PetlError, match=r"recipe amp must be auto, bf16, fp16 or off \(true: auto, false: off\); got 'yes'"
+    ):
         Recipe(amp="yes")
     with pytest.raises(PetlError, match="recipe epochs must be an integer >= 1; got True"):
         Recipe(epochs=True)  # a bool is not a count
