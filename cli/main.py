@@ -344,12 +344,11 @@ def linear_probe(
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
     from petl_analysis.engine import Recipe
-    from petl_analysis.errors import PetlError
     from petl_analysis.study import Study
+    from petl_analysis.sweep import check_seeds
     from petl_analysis.task import announce, build_task, fit_linear_probe
 
-    if seeds < 1:
-        raise PetlError(f"seeds must be at least 1, got {seeds}")
+    check_seeds(seeds)
     recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), "linear probe", eval_batch_size=eval_batch_size)
     study = Study(models.spec(), data.spec(), device=execution.device)
     variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ._version import __version__
+from .constraints import describe, invalid
 from .errors import PetlError
 from .io import atomic_write_json, read_json
 
@@ -56,6 +57,14 @@ def _is_union(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 
 
+def _type_text(tp: Any) -> str:
+    """``float | None`` as a message says it: ``a float or None``."""
+    args = get_args(tp) if _is_union(tp) else (tp,)
+    if not all(isinstance(a, type) for a in args):  # list[str] | None and the like: the hint itself
+        return str(tp)
+    return describe([None if a is type(None) else a for a in args])
+
+
 def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
     """Inverse of :func:`to_jsonable` guided by type hints (nested dataclasses, lists, dicts, tuples, Optional)."""
     if tp is Any or value is None:
@@ -66,11 +75,11 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
                 return from_jsonable(a, value, where)
             except (TypeError, ValueError, KeyError):
                 continue
-        raise PetlError(f"{where or 'value'}: {value!r} does not match {tp}")
+        raise invalid(where or "value", _type_text(tp), value)
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise PetlError(f"{where or tp.__name__}: expected an object, got {type(value).__name__}")
+            raise invalid(where or tp.__name__, "an object", value)
         hints = get_type_hints(tp)
         kwargs = {}
         names = {f.name for f in persisted_fields(tp) if f.init}
@@ -87,29 +96,33 @@ def from_jsonable(tp: Any, value: Any, where: str = "") -> Any:
             return tp(**kwargs)
         except TypeError as e:
             raise PetlError(f"{where or tp.__name__}: {e}") from None
+        except PetlError as e:
+            if "." not in where and "[" not in where:  # the artefact itself: the caller names the file
+                raise
+            raise PetlError(f"{where}: {e}") from None  # a nested record: say which one
     if origin in (list, list):
         (arg,) = get_args(tp) or (Any,)
         if not isinstance(value, list):
-            raise PetlError(f"{where}: expected a list, got {type(value).__name__}")
+            raise invalid(where, "a list", value)
         return [from_jsonable(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin in (tuple, tuple):
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise PetlError(f"{where}: expected a list, got {type(value).__name__}")
+            raise invalid(where, "a list", value)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(args[0], v, where) for v in value)
         return tuple(from_jsonable(a, v, where) for a, v in zip(args, value))
     if origin in (dict, dict):
         _, vt = get_args(tp) or (Any, Any)
         if not isinstance(value, dict):
-            raise PetlError(f"{where}: expected an object, got {type(value).__name__}")
+            raise invalid(where, "an object", value)
         return {k: from_jsonable(vt, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float:  # a garbled number would otherwise surface later as a TypeError deep in the analysis
-        raise PetlError(f"{where}: expected a number, got {value!r}")
+        raise invalid(where, "a number", value)
     if tp in (int, str, bool) and not isinstance(value, tp):
-        raise PetlError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise invalid(where, describe([tp]), value)
     return value
 
 

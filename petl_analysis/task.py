@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
+from .constraints import Unset, validate_fields
 from .data import (
     ImageDataset,
     ImageFiles,
@@ -56,6 +58,15 @@ class DataSpec:
     KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images",)
     #: Left out of trial keys: a record of what opening the data did, not which data to use.
     KEY_OMIT: ClassVar[tuple[str, ...]] = ("removed",)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "dataset": [str, os.PathLike],
+        "split": [SplitSpec],
+        "skip_bad_images": ["boolean"],
+        "removed": [dict, Unset("not recorded")],
+    }
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
     def for_seed(self, seed: int) -> DataSpec:
         """The data of one seed: each seed draws its own k-shot sample (``shot_seed = seed``); val and test stay."""

@@ -53,12 +53,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..constraints import Interval, Options, Unset, validate_params
 from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input, write_image_folder
 from ..engine import Recipe
 from ..errors import PetlError
@@ -452,6 +454,15 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tens
     return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
+_PLANT_CONSTRAINTS: dict[str, list[Any]] = {
+    "rank": [Interval(Integral, 1, None, closed="left")],
+    "strength": [Interval(Real, 0, None, closed="neither"), Unset("calibrated to the share")],
+    "share": [Interval(Real, 0, 1, closed="neither")],
+    "direction": [Options(str, DIRECTIONS)],
+    "seed": [Interval(Integral, 0, None, closed="left")],
+}
+
+
 def plant_unit(
     model_spec: ModelSpec | str,
     dataset: str | ImageDataset,
@@ -493,6 +504,11 @@ def plant_unit(
     Returns:
         A :class:`PlantedTask`; its ``dataset`` is what a student is trained on (e.g. via :meth:`PlantedTask.write`).
     """
+    validate_params(
+        "plant_unit",
+        {"rank": rank, "strength": strength, "share": share, "direction": direction, "seed": seed},
+        _PLANT_CONSTRAINTS,
+    )
     spec = ModelSpec(name=model_spec) if isinstance(model_spec, str) else model_spec
     raw = load_dataset(dataset) if isinstance(dataset, str) else dataset
     model = prepare_model(spec, raw.num_classes, seed=seed)
@@ -501,10 +517,6 @@ def plant_unit(
     not_linear = [u.name for u in units if not u.is_linear]
     if not_linear:
         raise PetlError(f"target {target!r}: planting needs Linear units; {not_linear[0]} is a LayerNorm")
-    if not 0 < share < 1:
-        raise PetlError(f"share of labels to change must be in (0, 1), got {share}")
-    if direction not in DIRECTIONS:
-        raise PetlError(f"unknown planted direction {direction!r}; expected one of: {', '.join(DIRECTIONS)}")
 
     task = build_task(DataSpec(base.name, split or SplitSpec()), model, dataset=base)
     fit = fit_linear_probe(model, task, head_recipe or default_head_recipe(), seed=seed)
@@ -576,8 +588,6 @@ def plant_unit(
         return changed, out
 
     if strength is not None:
-        if not strength > 0:
-            raise PetlError(f"strength must be > 0, got {strength}")
         s_final, (changed, built) = strength, share_at(strength)
     else:
         s_final, changed, built = _calibrate(share_at, share, tolerance, max_steps)
