@@ -150,12 +150,25 @@ def test_fixed_and_worst_plans() -> None:
     assert worst.targets[0].target != "attn.v"
 
 
-def test_export_peft() -> None:
+def test_export_peft(tmp_path) -> None:
+    import json
+
+    from petl_analysis.plan.peft import PeftExport
+
     model = _model()
     record = export_peft(plan_for_budget(RANKING, model, 5_000, method="lora"), model)
-    cfg = record["peft_config"]
+    cfg = record.peft_config
     assert cfg["peft_type"] == "LORA" and "blocks.0.attn.qkv" in cfg["target_modules"]
-    assert any("row slices" in n for n in record["not_mapped"]) and record["approximate"] is False
+    assert any("row slices" in n for n in record.not_mapped) and record.approximate is False
+    # Our file beside the plan is an artefact (header, atomic write); one written before had no header and loads.
+    path = record.save(tmp_path / "plan.peft.json")
+    written = json.loads(path.read_text())
+    assert (written["schema"], written["version"]) == ("peft-export", 1) and PeftExport.load(path) == record
+    body = {k: v for k, v in written.items() if k not in ("schema", "version", "tool_version")}
+    path.write_text(json.dumps(body))
+    assert PeftExport.load(path) == record
+    with pytest.warns(DeprecationWarning, match="read the attribute PeftExport.method"):
+        assert record["method"] == "LORA"  # the dict export_peft returned before still reads, with a warning
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
