@@ -372,12 +372,11 @@ def linear_probe(
     """Evaluate frozen features: train only a linear head, report val/test accuracy per seed."""
     execution.setup()
     from petl_analysis.engine import Recipe
-    from petl_analysis.errors import PetlError
     from petl_analysis.study import Study
+    from petl_analysis.sweep import check_seeds
     from petl_analysis.task import announce, build_task, fit_linear_probe
 
-    if seeds < 1:
-        raise PetlError(f"seeds must be at least 1, got {seeds}")
+    check_seeds(seeds)
     recipe = _recipe(Recipe(epochs=epochs, lr=lr, weight_decay=0.0), "linear probe", eval_batch_size=eval_batch_size)
     study = Study(models.spec(), data.spec(), device=execution.device)
     variants = [models.weights] + (["random"] if compare_random and models.weights != "random" else [])
@@ -984,7 +983,7 @@ def plan(
     from pathlib import Path
 
     from petl_analysis.errors import PetlError
-    from petl_analysis.io import atomic_write_json, ensure_writable_dir
+    from petl_analysis.io import ensure_writable_dir
     from petl_analysis.plan import export_peft, plan_for_budget
     from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
     from petl_analysis.plan.peft import export_summary
@@ -1029,7 +1028,7 @@ def plan(
             except PetlError as e:  # the plan stands; its peft export would be inert
                 console.print(f"[yellow]warning:[/] budget {b.params}: {e}", highlight=False)
             else:
-                peft_path = atomic_write_json(Path(out_dir) / f"plan_{b.params}.peft.json", record)
+                peft_path = record.save(Path(out_dir) / f"plan_{b.params}.peft.json")
                 console.print(f"  budget {b.params}: {export_summary(record)} -> {peft_path}", highlight=False)
         rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
@@ -1191,21 +1190,19 @@ def export_peft_adapter(
 
     Refused where peft would be inert (a target the model reads without calling its forward: BEiT's, EVA's qkv)."""
     check_output_path(out, directory=True, what="--out")
-    from petl_analysis.artefacts import from_jsonable
     from petl_analysis.errors import PetlError
-    from petl_analysis.models import ModelSpec, create_model
+    from petl_analysis.models import create_model
     from petl_analysis.plan import write_peft_adapter
     from petl_analysis.tuners import load_adapter, read_adapter_record
 
     record = read_adapter_record(adapter)
-    base = record.get("base") or {}
-    if not base.get("model"):
+    if record.base is None or record.base.model is None:
         raise PetlError(
             f"adapter {adapter!r} does not record its base model (saved by an older petl-analysis); "
             "load it with load_adapter and call petl_analysis.plan.write_peft_adapter"
         )
-    spec = from_jsonable(ModelSpec, base["model"], "adapter base model")
-    model = create_model(spec, num_classes=base["num_classes"])
+    spec = record.base.model
+    model = create_model(spec, num_classes=record.base.num_classes)
     method = load_adapter(model, adapter)
     write_peft_adapter(model, method, out, model_name=spec.name)
     console.print(

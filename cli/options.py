@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import typer
 from typer.models import OptionInfo
 
-from petl_analysis.constraints import Constraint, from_annotation
+from petl_analysis.constraints import ListOf, check_value, from_annotation
 from petl_analysis.errors import PetlError
 
 from ._common import err_console, fail, show_with_first_progress
@@ -658,12 +658,12 @@ STUDY_FILE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
 @dataclass(frozen=True)
 class StudyKey:
     """One key of a study file that a command reads: the option (``param``) it sets, or None where the command
-    reads it from the file itself; ``constraint`` from the option's type (None: looked up when read)."""
+    reads it from the file itself; ``constraints`` the option's type implies (None: looked up when read)."""
 
     section: str
     key: str
     param: str | None
-    constraint: Constraint | None
+    constraints: list[Any] | None
 
 
 #: command -> (section, key) -> :class:`StudyKey`, for every command with --config (filled by :func:`grouped`).
@@ -695,11 +695,14 @@ def _register(command: str, entries: list[tuple[str, str, Any, str | None]]) -> 
     STUDY_COMMANDS[command] = table
 
 
-def _recipe_constraints() -> dict[str, Constraint]:
-    from petl_analysis.constraints import field_constraints
+def _recipe_class() -> type:
     from petl_analysis.engine.recipe import Recipe
 
-    return field_constraints(Recipe)
+    return Recipe
+
+
+def _recipe_constraints() -> dict[str, list[Any]]:
+    return dict(_recipe_class()._parameter_constraints)
 
 
 def study_defaults(command: str, path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
@@ -713,11 +716,11 @@ def study_defaults(command: str, path: str) -> tuple[dict[str, Any], dict[str, d
 
     sections = read_study_file(path)
     recipe = _recipe_constraints() if any(s in RECIPE_SECTIONS for s in sections) else {}
-    known: dict[str, dict[str, Constraint | None]] = {s: dict(recipe) for s in RECIPE_SECTIONS}
+    known: dict[str, dict[str, list[Any] | None]] = {s: dict(recipe) for s in RECIPE_SECTIONS}
     for table in STUDY_COMMANDS.values():
         for (section, key), entry in table.items():
             if known.setdefault(section, {}).get(key) is None:
-                known[section][key] = entry.constraint
+                known[section][key] = entry.constraints
     mine = STUDY_COMMANDS[command]
     reads = {section for section, _ in mine}
     defaults: dict[str, Any] = {}
@@ -743,9 +746,11 @@ def study_defaults(command: str, path: str) -> tuple[dict[str, Any], dict[str, d
             if entry is None:
                 unread.append(f"[{section}] {key}")
                 continue
-            constraint = (recipe.get(key) if section in RECIPE_SECTIONS else None) or known[section][key]
-            value = _as_option_value(value, constraint)
-            constraint.check(key, value, f"{path}: [{section}] ")
+            constraints = (recipe.get(key) if section in RECIPE_SECTIONS else None) or known[section][key]
+            value = _as_option_value(value, constraints)
+            check_value(f"{path}: [{section}] {key}", value, constraints)
+            if section in RECIPE_SECTIONS:  # a value written as the field once was (amp = true): as it is now
+                value = _recipe_class().decoded(key, value)
             if entry.param is None:
                 file_only.setdefault(section, {})[key] = value
             else:
@@ -753,13 +758,20 @@ def study_defaults(command: str, path: str) -> tuple[dict[str, Any], dict[str, d
     return defaults, file_only, unread
 
 
-def _as_option_value(value: Any, constraint: Constraint) -> Any:
+def _as_option_value(value: Any, constraints: list[Any]) -> Any:
     """A file's value in the form the option takes: a list for a comma-separated option joined (``methods =
     ["lora", "bitfit"]`` is ``--methods lora,bitfit``), one string for a repeatable option in a list."""
-    if constraint.kind is str and isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+    takes_list = any(isinstance(c, ListOf) for c in constraints)
+    takes_str = any(getattr(c, "kind", None) is str for c in constraints)
+    if (
+        takes_str
+        and not takes_list
+        and isinstance(value, list)
+        and all(isinstance(v, (str, int, float)) for v in value)
+    ):
         if not any(isinstance(v, bool) for v in value):
             return ",".join(str(v) for v in value)
-    if constraint.kind is list and isinstance(value, str):
+    if takes_list and isinstance(value, str):
         return [value]
     return value
 

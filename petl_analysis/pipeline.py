@@ -21,17 +21,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from .constraints import ListOf, Unset, validate_fields
 from .engine import Recipe
 from .io import ensure_writable_dir
 from .models import ModelSpec
 from .plan import DEFAULT_METHODS, Plan
-from .plan.budgets import BudgetLike
+from .plan.budgets import Budget, BudgetLike, BudgetSpec
 from .probe import ProbeConfig, ProbeResult
 from .select import Ranking
 from .study import Study
-from .sweep import SweepResult, check_seeds
+from .sweep import SweepResult
+from .sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING
 from .task import DataSpec
 from .trials import TrialRecord
 
@@ -53,8 +55,21 @@ class PipelineConfig:
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
     all_seed_adapters: bool = False  # keep every seed's adapter, not only the best one by validation
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "budgets": [ListOf([int, str, BudgetSpec, Budget], what="budgets"), str, Unset("the model's defaults")],
+        "methods": [ListOf(str, what="method names")],
+        "probe": [ProbeConfig],
+        "proxies": [ListOf(str, what="selector names")],
+        **SEEDS_CONSTRAINTS,
+        "recipe": [Recipe, Unset("each stage's default recipe")],
+        "head_in_budget": ["boolean"],
+        "probe_data": [DataSpec, Unset("the sweep's data")],
+        "all_seed_adapters": ["boolean"],
+    }
+    _field_meanings: ClassVar[dict[str, str]] = SEEDS_MEANING
+
     def __post_init__(self) -> None:
-        check_seeds(self.seeds)  # before the probe, not after it
+        validate_fields(self)  # the seeds before the probe, not after it
 
 
 @dataclass

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
+from .constraints import Unset, validate_fields
 from .data import (
     ImageDataset,
     ImageFiles,
@@ -73,6 +75,17 @@ class DataSpec:
     KEY_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("skip_bad_images", "data_dir")
     #: Left out of trial keys: a record of what opening the data did, not which data to use.
     KEY_OMIT: ClassVar[tuple[str, ...]] = ("removed", "split_record")
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "dataset": [str, os.PathLike],
+        "split": [SplitSpec],
+        "skip_bad_images": ["boolean"],
+        "removed": [dict, Unset("not recorded")],
+        "data_dir": [str, os.PathLike, Unset("a dataset that is not a timm source")],
+        "split_record": [SplitRecord, Unset("not recorded")],
+    }
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
     @classmethod
     def from_datasets(

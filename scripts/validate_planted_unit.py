@@ -41,7 +41,6 @@ if str(REPO) not in sys.path:
 
 os.environ.setdefault("PETL_ANALYSIS_WORKERS", "0")
 
-import json
 
 import numpy as np
 import torch
@@ -49,13 +48,12 @@ import torch
 from petl_analysis.accounting import classifier
 from petl_analysis.data import ImageDataset, SplitSpec, load_dataset
 from petl_analysis.engine import fit
-from petl_analysis.io import atomic_write_json
 from petl_analysis.linear_probe import fit_linear_probe
 from petl_analysis.models import ModelSpec, resolve_targets
 from petl_analysis.probe import ProbeConfig, default_probe_recipe, run_probe, unresolved_gain
 from petl_analysis.select import run_select
 from petl_analysis.task import DataSpec, build_task, prepare_model
-from petl_analysis.validate import plant_unit
+from petl_analysis.validate import PlantedUnitStudy, plant_unit
 from petl_analysis.validate import planted_stats as ps
 
 TARGETS = ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2")  # probed sets; also "constant"
@@ -168,7 +166,7 @@ def run_plant(target: str, plant_seed: int, args: argparse.Namespace, work: Path
         "planted": target,
         "plant_seed": plant_seed,
         "units": plant.units,
-        "plant": plant.metadata(),
+        "plant": plant.metadata().to_dict(),
         "halves": {"S": len(s_half), "L": len(l_half)},
         "plant_s": time.perf_counter() - t0,
     }
@@ -262,15 +260,13 @@ def statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"n": len(rows), "chance": chance, "paired": paired}
 
 
-def report(doc: dict[str, Any]) -> str:
+def report(doc: PlantedUnitStudy) -> str:
     """Every table from the JSON (``doc``): all plants, then the statistics on the learnable set and on all."""
-    rows = doc["rows"]
+    rows = doc.rows
     done = [r for r in rows if "selectors" in r]
     lines = [
-        f"plants in the design: {len(doc['design']['plants'])}; finished: {len(done)}"
-        + (
-            "" if len(done) == len(doc["design"]["plants"]) else f" (PARTIAL: resume with `{doc['design']['resume']}`)"
-        ),
+        f"plants in the design: {len(doc.design['plants'])}; finished: {len(done)}"
+        + ("" if len(done) == len(doc.design["plants"]) else f" (PARTIAL: resume with `{doc.design['resume']}`)"),
         "",
     ]
     head = [
@@ -282,7 +278,7 @@ def report(doc: dict[str, Any]) -> str:
     ] + [f"{s}" for s in SELECTORS]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_key = {(r["planted"], r["plant_seed"]): r for r in rows}
-    for target, seed in doc["design"]["plants"]:
+    for target, seed in doc.design["plants"]:
         r = by_key.get((target, seed))
         if r is None:
             lines.append("| " + " | ".join([f"{target} (seed {seed})"] + ["not started"] * (len(head) - 1)) + " |")
@@ -386,7 +382,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+        print(report(PlantedUnitStudy.load(args.report)))
         return
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -407,11 +403,11 @@ def main(argv=None) -> None:
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items()),
     }
     out = Path(args.out)
-    doc = json.loads(out.read_text()) if out.exists() else {"design": design, "rows": []}
-    if doc["design"]["plants"] != design["plants"] or doc["design"]["config"] != config:
+    doc = PlantedUnitStudy.load(out) if out.exists() else PlantedUnitStudy(design)
+    if doc.design["plants"] != design["plants"] or doc.design["config"] != config:
         raise SystemExit(f"{out} holds another design; pass another --out")
-    rows = {(r["planted"], r["plant_seed"]): r for r in doc["rows"]}
-    atomic_write_json(out, doc)
+    rows = {(r["planted"], r["plant_seed"]): r for r in doc.rows}
+    doc.save(out)
     t0 = time.perf_counter()
     for i, (target, seed) in enumerate(plants):
         if "selectors" in rows.get((target, seed), {}):
@@ -420,8 +416,8 @@ def main(argv=None) -> None:
 
         def save(row, key=(target, seed)):
             rows[key] = row
-            doc["rows"] = [rows[p] for p in plants if p in rows]
-            atomic_write_json(out, doc)
+            doc.rows = [rows[p] for p in plants if p in rows]
+            doc.save(out)
 
         row = run_plant(target, seed, args, work, save)
         save(row)

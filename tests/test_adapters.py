@@ -45,8 +45,10 @@ def test_a_trained_adapter_loads_onto_a_fresh_model_and_scores_its_validation_ac
     run, folder = _trained(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [ADAPTER_RECORD_FILE, ADAPTER_FILE]  # not peft's names
     record = read_adapter_record(folder)
-    assert record["base"]["num_classes"] == 10 and record["base"]["model"]["name"] == "petl_vit_tiny"
-    assert record["seed"] == 0 and record["val_acc"] == run.val_acc
+    assert record.base.num_classes == 10 and record.base.model.name == "petl_vit_tiny"
+    assert record.seed == 0 and record.val_acc == run.val_acc
+    header = json.loads((folder / ADAPTER_RECORD_FILE).read_text())
+    assert (header["schema"], header["version"]) == ("petl-adapter", 3) and "format" not in header
     keys = set(load_file(str(folder / ADAPTER_FILE)))
     assert "blocks.0.attn.q.lora.lora_A" in keys and not any("parametrizations" in k for k in keys)
 
@@ -112,6 +114,24 @@ def test_an_adapter_folder_of_format_version_1_still_loads(tmp_path):
         load_adapter(prepare_model(MODEL, 4), old)
 
 
+def test_an_adapter_record_of_format_version_2_still_loads(tmp_path):
+    """Version 2 wrote the header as format / format_version; the fields were the same."""
+    model = prepare_model(MODEL, 4)
+    method = apply_method(model, LoraConfig(rank=2))
+    folder = save_adapter(model, method, tmp_path / "a", model_spec=MODEL, extra={"seed": 3})
+    current = read_adapter_record(folder)
+    now = json.loads((folder / ADAPTER_RECORD_FILE).read_text())
+    body = {k: v for k, v in now.items() if k not in ("schema", "version", "tool_version")}
+    (folder / ADAPTER_RECORD_FILE).write_text(
+        json.dumps({"format": "petl-adapter", "format_version": 2, "tool_version": "0.1.0", **body})
+    )
+    assert read_adapter_record(folder) == current and current.seed == 3 and current.base.model == MODEL
+    load_adapter(prepare_model(MODEL, 4), folder)
+    (folder / ADAPTER_RECORD_FILE).write_text(json.dumps({"format": "petl-adapter", "format_version": 4, **body}))
+    with pytest.raises(PetlError, match="petl-adapter schema version 4 is not supported; expected version 3"):
+        load_adapter(prepare_model(MODEL, 4), folder)
+
+
 def _study_plans(net) -> list[Plan]:
     from petl_analysis.plan import plan_study
     from petl_analysis.plan.budgets import resolve_budgets
@@ -132,7 +152,7 @@ def test_a_sweep_saves_each_points_best_seed_and_a_resumed_sweep_neither_retrain
     for point in result.points:
         record = read_adapter_record(tmp_path / point.adapter)
         best = max(point.run.seeds, key=lambda s: (s.val_acc, -s.seed))
-        assert record["seed"] == best.seed and record["val_acc"] == best.val_acc
+        assert record.seed == best.seed and record.val_acc == best.val_acc
         assert (
             (tmp_path / point.adapter).name == f"plan_{point.budget}_lora-{point.plan.variant}"
             if point.budget

@@ -110,11 +110,11 @@ def test_plans_record_the_form_asked_for_and_the_backbone(bundled, tmp_path) -> 
 
 def test_an_edited_budget_that_disagrees_with_its_request_is_refused(bundled) -> None:
     plan = plan_for_budget(rank_from_probe(synthetic_probe()), bundled, "2%").to_dict()
-    with pytest.raises(PetlError, match=r"plan field 'budget' is 4044; field 'budget_requested' '3%' gives 6065"):
+    with pytest.raises(PetlError, match=r"^Plan\.budget must be 6065 \(budget_requested '3%' of 202,176\); got 4044$"):
         Plan.from_dict({**plan, "budget_requested": "3%"})
-    with pytest.raises(PetlError, match="plan field 'backbone_params' must be the backbone count that 2% is of"):
+    with pytest.raises(PetlError, match="Plan.backbone_params must be the backbone count that 2% is of; got None"):
         Plan.from_dict({**plan, "backbone_params": None})
-    with pytest.raises(PetlError, match="plan field 'budget_requested': 'lots' is not a budget"):
+    with pytest.raises(PetlError, match="Plan.budget_requested: 'lots' is not a budget"):
         Plan.from_dict({**plan, "budget_requested": "lots"})
 
 

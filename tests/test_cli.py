@@ -94,8 +94,14 @@ def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
             "img_size 30 is not a multiple of patch_size 16; use img_size 16 or 32",
         ),
         (["info", "--weights", "random", "--img-size", "32", "--patch-size", "6"], "not a multiple of patch_size 6"),
-        (["info", "--weights", "random", "--in-chans", "2"], "in_chans must be 1 (grayscale) or 3 (RGB)"),
-        (["info", "--weights", "random", "--img-size", "0"], "img_size must be a positive integer; got 0"),
+        (
+            ["info", "--weights", "random", "--in-chans", "2"],
+            "ModelSpec.in_chans must be one of 1, 3, or unset for the model's default; got 2",
+        ),
+        (
+            ["info", "--weights", "random", "--img-size", "0"],
+            "ModelSpec.img_size must be an integer >= 1, or unset for the model's default; got 0",
+        ),
         (
             [
                 "probe",
@@ -146,7 +152,7 @@ def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
                 "--out",
                 "r3.json",
             ],
-            "plan field 'trainable.model_total' must be a non-negative integer; got null",
+            "Plan.trainable.model_total must be an integer >= 0; got None",
         ),
         (
             [
@@ -219,7 +225,7 @@ def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
                 "--out",
                 "r2.json",
             ],
-            "plan field 'trainable.total_incl_head' is",
+            "Plan.trainable.total_incl_head must be the sum of",
         ),
         (
             ["select", "--probe", _write(tmp_path / "v9.json", {**probe, "version": 9}), "--out", "s1.json"],
@@ -229,8 +235,14 @@ def _bad_inputs(tmp_path) -> list[tuple[list[str], str]]:
             ["select", "--probe", _write(tmp_path / "plan_as_probe.json", plan), "--out", "s2.json"],
             "expected a probe_result artefact",
         ),
-        (["probe", "-d", "digits", "--threshold", "1.5", "--out", "x1.json"], "threshold must be in (0, 1]"),
-        (["probe", "-d", "digits", "--threshold", "0", "--out", "x2.json"], "threshold must be in (0, 1]"),
+        (
+            ["probe", "-d", "digits", "--threshold", "1.5", "--out", "x1.json"],
+            "ProbeConfig.threshold must be a float in (0, 1]; got 1.5",
+        ),
+        (
+            ["probe", "-d", "digits", "--threshold", "0", "--out", "x2.json"],
+            "ProbeConfig.threshold must be a float in (0, 1]; got 0.0",
+        ),
         (["probe", "-d", "digits", "--dims", "4,999999", "--targets", "attn.v", "--out", "x3.json"], "exceeds D="),
         (["linear-probe", "-d", "digits", "--device", "cuda:7"], "cuda"),
         (
@@ -455,6 +467,7 @@ def test_sweep_trains_the_edited_plan_files_of_a_plans_folder(tmp_path) -> None:
     assert code == 0, out
     peft_record = _json_of(tmp_path / "plans" / "plan_4000.peft.json")
     assert peft_record["approximate"] is True and peft_record["method"] == "LOKR"
+    assert peft_record["schema"] == "peft-export"  # our file, written as an artefact
     assert f"peft export LOKR (approximate): plan {peft_record['trainable']['plan']:,} trainable" in out
     plan = _json_of(tmp_path / "plans" / "plan_4000.json")
     plan["config"]["init"] = "pevit"  # an edit that keeps the count

@@ -301,7 +301,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(args,
 )
 def test_zero_seeds_is_refused_before_anything_is_written(args, tmp_path) -> None:
     code, out = _run([*args, "--weights", "random", "--seeds", "0"], tmp_path)
-    assert code == 2 and "seeds must be at least 1, got 0" in _one_error(out)
+    assert code == 2 and "the number of seeds (seeds) must be an integer >= 1; got 0" in _one_error(out)
     assert "[1/" not in out and list(tmp_path.iterdir()) == []
 
 

@@ -252,22 +252,44 @@ def _artefact_classes() -> set[type[Artefact]]:
 
 
 def _samples() -> dict[str, Artefact]:
-    """One committed instance of every artefact class (a plan and a run come from the committed sweep)."""
+    """One committed instance of every artefact class (a plan and a run come from the committed sweep; no adapter
+    folder or peft export is committed: theirs are the records of a committed plan)."""
     from petl_analysis.plan import Plan
+    from petl_analysis.plan.peft import PeftExport
     from petl_analysis.probe import ProbeResult
     from petl_analysis.select import Ranking
     from petl_analysis.sweep import SweepResult
-    from petl_analysis.validate import ValidationResult
+    from petl_analysis.tuners.saving import AdapterBase, AdapterRecord
+    from petl_analysis.validate import PlantedUnitStudy, ValidationResult
 
     demo = REPORTS / "demo" / "animals"
     sweep = SweepResult.load(demo / "sweep.json")
+    plan = Plan.load(demo / "plans" / "plan_4000_kadaptation-selected.json")
+    planted = PlantedUnitStudy.load(REPORTS / "planted_unit" / "planted_unit.json")
+    point = sweep.points[0]
     return {
         "ProbeResult": ProbeResult.load(demo / "probe.json"),
         "Ranking": Ranking.load(demo / "ranking.json"),
-        "Plan": Plan.load(demo / "plans" / "plan_4000_kadaptation-selected.json"),
+        "Plan": plan,
         "SweepResult": sweep,
-        "RunResult": sweep.points[0].run,
+        "RunResult": point.run,
         "ValidationResult": ValidationResult.load(REPORTS / "validation" / "animals" / "validation.json"),
+        "PlantedUnitStudy": planted,
+        "PlantedRecord": planted.plants()[0],
+        "AdapterRecord": AdapterRecord(
+            config=plan.config,
+            base=AdapterBase(plan.model, "0" * 64, plan.num_classes),
+            param_count=plan.trainable,
+            seed=point.run.seeds[0].seed,
+            val_acc=point.run.seeds[0].val_acc,
+            trial="k",
+        ),
+        "PeftExport": PeftExport(
+            peft_config={"peft_type": "LOKR", "r": 1},
+            method="LOKR",
+            approximate=True,
+            trainable={"plan": 1, "peft": 2},
+        ),
     }
 
 

@@ -95,9 +95,9 @@ def test_unknown_model_and_model_without_blocks() -> None:
     [
         (dict(img_size=30, patch_size=16), "img_size 30 is not a multiple of patch_size 16; use img_size 16 or 32"),
         (dict(img_size=7, patch_size=14), "img_size 7 is not a multiple of patch_size 14; use img_size 14"),
-        (dict(in_chans=2), "in_chans must be 1 (grayscale) or 3 (RGB)"),
-        (dict(img_size=0), "img_size must be a positive integer; got 0"),
-        (dict(patch_size=True), "patch_size must be a positive integer; got True"),
+        (dict(in_chans=2), "ModelSpec.in_chans must be one of 1, 3, or unset for the model's default; got 2"),
+        (dict(img_size=0), "ModelSpec.img_size must be an integer >= 1, or unset for the model's default; got 0"),
+        (dict(patch_size=True), "ModelSpec.patch_size must be an integer >= 1, or unset"),
     ],
 )
 def test_impossible_sizes_are_one_line_errors(spec: dict, message: str) -> None:

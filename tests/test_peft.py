@@ -119,11 +119,11 @@ def test_kadaptation_exports_as_lokr_labelled_approximate_with_both_counts() -> 
     model = _base("vit")
     plan = fixed_plan(model, ["attn.q", "attn.v"], 2_000, method="kadaptation", model_spec=SPECS["vit"])
     record = export_peft(plan, model)
-    assert record["method"] == "LOKR" and record["approximate"] is True
-    assert record["trainable"]["plan"] == plan.trainable["total_excl_head"]
-    assert record["trainable"]["peft"] is not None and record["trainable"]["peft"] != record["trainable"]["plan"]
-    assert any("approximates KAdaptation" in n for n in record["not_mapped"])
-    peft.get_peft_model(_base("vit"), peft.get_peft_config(record["peft_config"]))  # peft reads the config
+    assert record.method == "LOKR" and record.approximate is True
+    assert record.trainable["plan"] == plan.trainable["total_excl_head"]
+    assert record.trainable["peft"] is not None and record.trainable["peft"] != record.trainable["plan"]
+    assert any("approximates KAdaptation" in n for n in record.not_mapped)
+    peft.get_peft_model(_base("vit"), peft.get_peft_config(record.peft_config))  # peft reads the config
 
 
 def test_the_export_peft_command_writes_what_peft_loads_with_our_outputs(tmp_path) -> None:

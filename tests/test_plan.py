@@ -55,7 +55,10 @@ def test_mismatched_plan_is_rejected() -> None:
     plan = plan_for_budget(RANKING, model, 5_000)
     with pytest.raises(PetlError, match="made for model 'petl_vit_tiny', not 'vit_tiny_patch16_224'"):
         validate_plan(plan, model, ModelSpec("vit_tiny_patch16_224"))
-    with pytest.raises(PetlError, match=r"plan field 'trainable.total_incl_head' is 1; expected the sum of"):
+    with pytest.raises(
+        PetlError,
+        match=r"^Plan\.trainable\.total_incl_head must be the sum of head, adapter, shared, bias_norm, backbone = \d+; got 1$",
+    ):
         dataclasses.replace(plan, trainable={**plan.trainable, "total_incl_head": 1})
     edited = dataclasses.replace(plan, trainable={**plan.trainable, "model_total": plan.trainable["model_total"] + 1})
     with pytest.raises(
@@ -92,33 +95,33 @@ def _edit(d: dict, path: str, value) -> dict:
 @pytest.mark.parametrize(
     "path, value, message",
     [
-        ("trainable.model_total", None, "plan field 'trainable.model_total' must be a non-negative integer; got null"),
-        ("trainable.head", -3, "plan field 'trainable.head' must be a non-negative integer; got -3"),
-        ("trainable.adapter", 7.5, "trainable.adapter: expected int, got 7.5"),
-        ("trainable.adapter", 1, "plan field 'trainable.total_incl_head' is"),
-        ("trainable.total_excl_head", 0, "plan field 'trainable.total_excl_head' is 0; expected"),
-        ("trainable", {"head": 1}, "plan field 'trainable' must be an object with the counts head, adapter"),
-        ("budget", None, "plan field 'budget' must be a positive integer; got null"),
-        ("budget", 0, "plan field 'budget' must be a positive integer; got 0"),
-        ("budget", 10, "plan field 'used' ("),
-        ("num_classes", None, "plan field 'num_classes' must be a positive integer; got null"),
-        ("head_in_budget", None, "plan field 'head_in_budget' must be true or false; got null"),
-        ("head_in_budget", True, "plan field 'used' is"),
-        ("used", None, "plan field 'used' must be a non-negative integer; got null"),
-        ("used_fraction", None, "plan field 'used_fraction' must be used / budget"),
-        ("used_fraction", 0.123456, "plan field 'used_fraction' must be used / budget"),
-        ("method", "nope", "plan field 'method' must be one of"),
-        ("method", "lora", "plan field 'config.method' must be 'lora' (the plan's method); got 'kadaptation'"),
-        ("config.n", "four", "plan field 'config':"),
-        ("config.bogus", 1, "plan field 'config': kadaptation config: unknown option 'bogus'"),
-        ("targets", [], "plan field 'targets' must be a non-empty list"),
-        ("targets.0.rank", None, "plan field 'targets[attn.v].rank' must be a positive integer; got null"),
-        ("targets.0.units", [], "plan field 'targets[attn.v].units' must be a non-empty list"),
-        ("targets.0.d90", "low", "d90"),
-        ("model", None, "plan field 'model' must be an object"),
-        ("model.img_size", 0, "model img_size must be a positive integer; got 0"),
-        ("notes", None, "plan field 'notes' must be a list of strings; got null"),
-        ("policy", None, "plan field 'policy' must be a string; got null"),
+        ("trainable.model_total", None, "Plan.trainable.model_total must be an integer >= 0; got None"),
+        ("trainable.head", -3, "Plan.trainable.head must be an integer >= 0; got -3"),
+        ("trainable.adapter", 7.5, "plan.trainable.adapter must be an int; got 7.5"),
+        ("trainable.adapter", 1, "Plan.trainable.total_incl_head must be the sum of head, adapter"),
+        ("trainable.total_excl_head", 0, "Plan.trainable.total_excl_head must be total_incl_head - head = "),
+        ("trainable", {"head": 1}, "Plan.trainable must be an object of head, adapter"),
+        ("budget", None, "Plan.budget must be an integer >= 1 (only a fixed-size plan has none); got None"),
+        ("budget", 0, "Plan.budget must be an integer >= 1, or unset for a fixed-size plan; got 0"),
+        ("budget", 10, "Plan.used must be at most the budget, 10; got "),
+        ("num_classes", None, "Plan.num_classes must be an integer >= 1; got None"),
+        ("head_in_budget", None, "Plan.head_in_budget must be true or false; got None"),
+        ("head_in_budget", True, "Plan.used must be trainable.total_incl_head = "),
+        ("used", None, "Plan.used must be an integer >= 0; got None"),
+        ("used_fraction", None, "Plan.used_fraction must be used / budget = "),
+        ("used_fraction", 0.123456, "Plan.used_fraction must be used / budget = "),
+        ("method", "nope", "Plan.method must be one of 'adapter', 'bitfit'"),
+        ("method", "lora", "Plan.config.method must be 'lora' (the plan's method); got 'kadaptation'"),
+        ("config.n", "four", "Plan.config: KAdaptationConfig.n must be an integer >= 1; got 'four'"),
+        ("config.bogus", 1, "Plan.config: kadaptation config: unknown option 'bogus'"),
+        ("targets", [], "Plan.targets must be a non-empty list of planned targets"),
+        ("targets.0.rank", None, "plan.targets[0]: PlannedTarget.rank must be an integer >= 1; got None"),
+        ("targets.0.units", [], "plan.targets[0]: PlannedTarget.units must be a non-empty list of unit names"),
+        ("targets.0.d90", "low", "plan.targets[0].d90 must be a float or None; got 'low'"),
+        ("model", None, "Plan.model must be a ModelSpec; got None"),
+        ("model.img_size", 0, "plan.model: ModelSpec.img_size must be an integer >= 1, or unset"),
+        ("notes", None, "Plan.notes must be a list of strings; got None"),
+        ("policy", None, "Plan.policy must be a str; got None"),
     ],
 )
 def test_every_plan_field_is_checked_with_one_line_naming_it(tmp_path, path, value, message) -> None:
@@ -147,12 +150,25 @@ def test_fixed_and_worst_plans() -> None:
     assert worst.targets[0].target != "attn.v"
 
 
-def test_export_peft() -> None:
+def test_export_peft(tmp_path) -> None:
+    import json
+
+    from petl_analysis.plan.peft import PeftExport
+
     model = _model()
     record = export_peft(plan_for_budget(RANKING, model, 5_000, method="lora"), model)
-    cfg = record["peft_config"]
+    cfg = record.peft_config
     assert cfg["peft_type"] == "LORA" and "blocks.0.attn.qkv" in cfg["target_modules"]
-    assert any("row slices" in n for n in record["not_mapped"]) and record["approximate"] is False
+    assert any("row slices" in n for n in record.not_mapped) and record.approximate is False
+    # Our file beside the plan is an artefact (header, atomic write); one written before had no header and loads.
+    path = record.save(tmp_path / "plan.peft.json")
+    written = json.loads(path.read_text())
+    assert (written["schema"], written["version"]) == ("peft-export", 1) and PeftExport.load(path) == record
+    body = {k: v for k, v in written.items() if k not in ("schema", "version", "tool_version")}
+    path.write_text(json.dumps(body))
+    assert PeftExport.load(path) == record
+    with pytest.warns(DeprecationWarning, match="read the attribute PeftExport.method"):
+        assert record["method"] == "LORA"  # the dict export_peft returned before still reads, with a warning
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
 from scipy import stats
 
 from petl_analysis.data import SplitSpec, load_dataset, open_dataset, to_model_input
+from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
 from petl_analysis.task import DataSpec, build_task, prepare_model
 from petl_analysis.validate import planted as planted_module
 from petl_analysis.validate import planted_stats as ps
 from petl_analysis.validate.planted import (
     METADATA_FILE,
+    PlantedRecord,
+    PlantedUnitStudy,
     _predict,
     at_model_resolution,
     balance_bias,
@@ -122,8 +126,12 @@ def test_image_folder_round_trip_is_exact(digits_600, tmp_path):
     task = plant_unit(SPEC, digits_600, "attn.proj", share=0.3)
     root = task.write(tmp_path / "planted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["planted"]  # no temporary folder left behind
-    meta = json.loads((root / METADATA_FILE).read_text())
-    assert meta["target"] == "attn.proj" and meta["share_changed"] == task.share_changed
+    meta = PlantedRecord.load(root / METADATA_FILE)  # an artefact, like every JSON the tool writes
+    assert meta.target == "attn.proj" and meta.share_changed == task.share_changed and meta == task.metadata()
+    assert meta.classes == task.dataset.classes and meta.class_folders == sorted(
+        p.name for p in root.iterdir() if p.is_dir()
+    )
+    assert json.loads((root / METADATA_FILE).read_text())["schema"] == "planted_task"
     back = load_dataset(str(root))
     order = torch.argsort(task.dataset.labels, stable=True)  # the reader: class folders, then file names (index)
     assert back.classes == task.dataset.classes
@@ -332,7 +340,7 @@ def test_script_writes_learnability_before_any_selector_runs(monkeypatch, tmp_pa
         units=["blocks.0.attn.v"],
         share_changed=0.5,
         head_check={"head_only_val": 0.5, "unplanted_val": 0.5, "gain_images": 0, "n_val": 10, "p_one_sided": 1.0},
-        metadata=lambda: {},
+        metadata=lambda: types.SimpleNamespace(to_dict=dict),
     )
 
     def on_disk() -> bool:
@@ -397,3 +405,38 @@ def test_report_statistics_from_the_json_alone():
     assert st["chance"]["d90"]["p_better_holm"] == pytest.approx(min(1.0, 9 / 36))  # the smallest of nine
     assert st["paired"]["d90 vs constant"]["p"] == pytest.approx(0.5)
     assert st["paired"]["d90 vs constant"]["mean_diff"] == -5
+
+
+# ------------------------------------------------------------------------------------------------ the JSON it keeps
+
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "planted_unit" / "planted_unit.json"
+
+
+def test_the_committed_study_and_its_plants_still_load():
+    """The committed study was written before it had a header; its plants are planted-task records of version 2."""
+    study = PlantedUnitStudy.load(COMMITTED)
+    assert len(study.rows) == len(study.design["plants"]) == 15
+    plants = study.plants()
+    assert [p.target for p in plants] == [r["planted"] for r in study.rows]
+    assert all(p.invisible and p.classes is None and p.model.name == "petl_vit_tiny" for p in plants)
+    script = _script()
+    assert "plants in the design: 15; finished: 15" in script.report(study)
+
+
+def test_a_planted_record_of_version_1_is_migrated_and_newer_fields_are_warned_about(caplog):
+    record = PlantedUnitStudy.load(COMMITTED).plants()[0].to_dict()
+    old = {k: v for k, v in record.items() if k not in ("invisible", "invisibility", "head_check", "tool_version")}
+    migrated = PlantedRecord.from_dict({**old, "version": 1})
+    assert (migrated.invisible, migrated.invisibility, migrated.head_check) == (False, {}, {})
+    with caplog.at_level("WARNING", logger="petl_analysis"):
+        newer = PlantedRecord.from_dict({**record, "tool_version": "99.0", "added_later": 1}, source="x.json")
+    assert newer == PlantedRecord.from_dict(record)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (
+        message
+        == "'x.json': written by petl-analysis 99.0 (this is 0.1.0); ignored the field(s) it added: planted_task.added_later"
+    )
+    with pytest.raises(PetlError, match="unknown field"):  # from this release: a typo, not a newer field
+        PlantedRecord.from_dict({**record, "added_later": 1})
+    with pytest.raises(PetlError, match="version 3 is not supported"):  # a newer version may mean other things
+        PlantedRecord.from_dict({**record, "version": 3})

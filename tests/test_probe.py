@@ -138,7 +138,7 @@ def test_extending_the_grid_runs_only_the_new_trials(probed, monkeypatch, tmp_pa
 
 @pytest.mark.parametrize("threshold", [0.0, -0.1, 1.01, 2.0, math.nan])
 def test_threshold_outside_unit_interval_is_an_error(threshold):
-    with pytest.raises(PetlError, match="threshold"):
+    with pytest.raises(PetlError, match=r"^ProbeConfig\.threshold must be a float in \(0, 1\]; got "):
         ProbeConfig(threshold=threshold)
     with pytest.raises(PetlError, match="threshold"):
         threshold_value(0.5, 0.9, threshold)
@@ -162,7 +162,9 @@ def test_adaptive_search_stays_within_max_d(tmp_path):
     result = run_probe(model, data, cfg, out=tmp_path / "probe.json")
     (target,) = result.targets
     assert target.D == 64 * 64 + 64 and max(target.dims) <= 12 and 4 in target.dims
-    with pytest.raises(PetlError, match="max_d must be a positive integer"):
+    with pytest.raises(
+        PetlError, match=r"^ProbeConfig\.max_d must be an integer >= 1, or unset for D of each set; got 0$"
+    ):
         ProbeConfig(max_d=0)
 
 

@@ -94,13 +94,13 @@ def test_defaults_then_file_then_flags(tmp_path) -> None:
     study = _file(tmp_path, "[recipe]\nlr = 0.5\namp = false\n[sweep]\nseeds = 7\n[data]\nshots = 2\n")
     base = ["sweep", "-d", "digits"]
     default = _resolved(base, tmp_path)
-    assert default["recipe"]["lr"] == 0.003 and default["recipe"]["amp"] is True and default["sweep"]["seeds"] == 3
+    assert default["recipe"]["lr"] == 0.003 and default["recipe"]["amp"] == "auto" and default["sweep"]["seeds"] == 3
     from_file = _resolved([*base, "--config", study], tmp_path)
-    assert from_file["recipe"]["lr"] == 0.5 and from_file["recipe"]["amp"] is False  # amp: a key without a flag
+    assert from_file["recipe"]["lr"] == 0.5 and from_file["recipe"]["amp"] == "off"  # false: the flag amp was
     assert from_file["sweep"]["seeds"] == 7 and from_file["data"]["shots"] == 2
     flags = _resolved([*base, "--config", study, "--lr", "0.2", "--seeds", "4", "--shots", "3"], tmp_path)
     assert flags["recipe"]["lr"] == 0.2 and flags["sweep"]["seeds"] == 4 and flags["data"]["shots"] == 3
-    assert flags["recipe"]["amp"] is False  # the file still sets what no flag gave
+    assert flags["recipe"]["amp"] == "off"  # the file still sets what no flag gave
     # the whole recipe resolved, the command's own default recipe under it
     assert flags["recipe"]["epochs"] == 30 and flags["recipe"]["epoch_selection"] == "val"
 
@@ -172,7 +172,10 @@ def test_run_reads_the_probe_and_sweep_tables_as_probe_and_sweep_do(tmp_path) ->
         ("[recipe]\nlr = -1\n", "error: study.toml: [recipe] lr must be a float > 0; got -1"),
         ("[recipe]\nlrr = 0.1\n", "error: study.toml: unknown key [recipe] lrr (did you mean lr?); expected one of:"),
         ("[recipes]\nlr = 0.1\n", "error: study.toml: unknown section [recipes]; expected one of: [data],"),
-        ("[data]\nshots = 'five'\n", "error: study.toml: [data] shots must be an integer (or unset); got 'five'"),
+        (
+            "[data]\nshots = 'five'\n",
+            "error: study.toml: [data] shots must be an integer, or unset for its default; got 'five'",
+        ),
         ("[sweep]\nhead_in_budget = 1\n", "error: study.toml: [sweep] head_in_budget must be true or false; got 1"),
         ("[probe.recipe]\noptimizer = 'adam9'\n", "optimizer must be adamw, sgd or another optimizer of timm"),
     ],

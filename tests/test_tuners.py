@@ -437,17 +437,24 @@ def test_config_errors_are_one_line() -> None:
         config_from_dict({"method": "nope"})
     with pytest.raises(PetlError, match="unknown option 'n'"):
         config_from_dict({"method": "lora", "n": 3})
-    with pytest.raises(PetlError, match="rank must be an integer >= 1"):
+    with pytest.raises(PetlError, match=r"^LoraConfig\.rank must be an integer >= 1; got 0$"):
         LoraConfig(rank=0)
     # LoRA's rank was called r (peft's name) before: saved plans, sweeps and adapters still load
     assert config_from_dict({"method": "lora", "r": 3}) == LoraConfig(rank=3)
-    with pytest.raises(PetlError, match="unknown kadaptation sharing 'layer'"):
+    with pytest.raises(
+        PetlError, match=r"^KAdaptationConfig\.sharing must be one of 'global', 'none', 'type'; got 'layer'$"
+    ):
         KAdaptationConfig(sharing="layer")
-    with pytest.raises(PetlError, match="dropout must be in"):
+    with pytest.raises(PetlError, match=r"^KAdaptationConfig\.dropout must be a float in \[0, 1\); got 1\.0$"):
         KAdaptationConfig(dropout=1.0)
-    with pytest.raises(PetlError, match="no targets"):
+    with pytest.raises(PetlError, match=r"^LoraConfig\.targets must be a non-empty list of target specs such as"):
         LoraConfig(targets=[])
+    with pytest.raises(PetlError, match=r"^LoraConfig\.method must be 'lora'; got 'kadaptation'$"):
+        LoraConfig(method="kadaptation")
+    with pytest.raises(PetlError, match=r"^AdapterConfig\.layernorm must be true or false; got 1$"):
+        AdapterConfig(layernorm=1)
     assert LoraConfig(targets="attn.q, attn.v").targets == ["attn.q", "attn.v"]
+    assert isinstance(LoraConfig(alpha=4).alpha, float)  # stored as a float: files and trial keys read 4.0
     with pytest.raises(PetlError, match="nothing to train"):
         LinearConfig(train_head=False)
 

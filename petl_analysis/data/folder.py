@@ -38,14 +38,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from ..errors import PetlError
-from ..io import atomic_write_json, current_umask, ensure_writable_dir
+from ..io import current_umask, ensure_writable_dir
 from .dataset import SPLIT_NAMES, ImageDataset, PredefinedSplits
+
+if TYPE_CHECKING:
+    from ..artefacts import Artefact
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -387,7 +390,7 @@ def load_image_folder(
     return ImageDataset(torch.from_numpy(images), labels, scan.classes, f"folder:{root}", scan.predefined(files))
 
 
-def _folder_class_names(classes: list[str]) -> list[str]:
+def class_folder_names(classes: list[str]) -> list[str]:
     """Sub-folder names that the folder reader sorts back into ``classes``' order (prefixed by index if not)."""
     safe = all(c and c == c.strip() and "/" not in c and "\\" not in c and not c.startswith(".") for c in classes)
     if safe and sorted(classes) == list(classes) and len(set(classes)) == len(classes):
@@ -400,18 +403,18 @@ def write_image_folder(
     ds: ImageDataset,
     path: str | Path,
     *,
-    metadata: dict[str, Any] | None = None,
+    metadata: Artefact | None = None,
     metadata_file: str = "dataset.json",
     overwrite: bool = False,
 ) -> Path:
-    """Write ``ds`` as ``path/<class>/<index>.png`` (plus ``path/<metadata_file>`` when ``metadata`` is given).
+    """Write ``ds`` as ``path/<class>/<index>.png`` (plus the artefact ``metadata`` saved as ``path/<metadata_file>``).
 
     Written into a temporary sibling folder and renamed into place, so ``path`` is either absent, the old folder or
     the complete new one. A dataset with predefined splits is written as ``path/<split>/<class>/<index>.png`` (its
     split folders' names), so reading it back keeps them. Reading it back (``load_dataset(path)``) gives identical ``uint8`` pixels and labels in
     class-then-index order; the reader ignores regular files in the root, so the metadata travels with the images.
     Class folders keep the class names when the reader's name sort keeps their order, else they are ``0``, ``1``...
-    (the names are then in the metadata's ``"classes"``).
+    (:func:`class_folder_names`; a metadata artefact records the names, e.g. the planted task's ``classes``).
 
     Raises:
         PetlError: ``path`` exists and ``overwrite`` is False.
@@ -422,7 +425,7 @@ def write_image_folder(
     if root.exists() and not overwrite:
         raise PetlError(f"{root} already exists; remove it or pass overwrite=True")
     parent = ensure_writable_dir(root.parent)
-    names = _folder_class_names(ds.classes)
+    names = class_folder_names(ds.classes)
     width = len(str(max(0, len(ds) - 1)))
     given = ds.predefined
     codes = given.codes.tolist() if given is not None else [None] * len(ds)
@@ -439,7 +442,7 @@ def write_image_folder(
                 tmp / split / names[y] / f"{i:0{width}d}.png"
             )
         if metadata is not None:
-            atomic_write_json(tmp / metadata_file, {**metadata, "classes": list(ds.classes), "class_folders": names})
+            metadata.save(tmp / metadata_file)
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0o700
         old = None
         if root.exists():

@@ -43,11 +43,13 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
+from ..constraints import Interval, Options, Unset, invalid, validate_fields
 from ..errors import PetlError
 from .dataset import SPLIT_NAMES, ImageDataset
 
@@ -62,16 +64,9 @@ _PART_STREAM = 2
 PARTS = ("A", "B")
 
 
-#: What each count or seed of a split means, for messages that a user of the CLI or of the library can read
-#: without knowing the class (``training images per class (shots) must be ...``).
-_MEANING = {
-    "shots": "training images per class",
-    "val_shots": "validation images per class",
-    "max_train": "the cap on the training set",
-    "split_seed": "the split's seed",
-    "shot_seed": "the seed of the k-shot draw",
-}
-_UNSET = {"shots": "the full training set", "val_shots": "the full validation set", "max_train": "no cap"}
+_FRACTION = Interval(Real, 0, 1, closed="left")
+_COUNT = Interval(Integral, 1, None, closed="left")
+_SEED = Interval(Integral, 0, None, closed="left")
 
 
 @dataclass
@@ -94,34 +89,37 @@ class SplitSpec:
     #: their keys.
     LEGACY_VALUES: ClassVar[dict[str, Any]] = {"dedup": False, "part": None}
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "val_fraction": [_FRACTION],
+        "test_fraction": [_FRACTION],
+        "split_seed": [_SEED],
+        "shots": [_COUNT, Unset("the full training set")],
+        "shot_seed": [_SEED],
+        "val_shots": [_COUNT, Unset("the full validation set")],
+        "max_train": [_COUNT, Unset("no cap")],
+        "dedup": ["boolean"],
+        "part": [Options(str, PARTS), Unset("the whole pools")],
+    }
+    #: A user sets these by the CLI options of the same names, and reads the message by what the field means (not
+    #: ``SplitSpec.shots``).
+    _field_meanings: ClassVar[dict[str, str]] = {
+        "val_fraction": "the share of each class held out for validation",
+        "test_fraction": "the share of each class held out for test",
+        "split_seed": "the split's seed",
+        "shots": "training images per class",
+        "shot_seed": "the seed of the k-shot draw",
+        "val_shots": "validation images per class",
+        "max_train": "the cap on the training set",
+        "dedup": "deduplication",
+        "part": "the split's part",
+    }
+
     def __post_init__(self) -> None:
-        if self.part is not None and self.part not in PARTS:
-            raise PetlError(
-                f"the split's part (part) must be one of {', '.join(PARTS)}, or unset for the whole "
-                f"pools; got {self.part!r}"
-            )
-        for name in ("val_fraction", "test_fraction"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-                raise PetlError(f"SplitSpec.{name} must be in [0, 1); got {v!r}")
+        validate_fields(self)
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise PetlError(
-                f"SplitSpec: val_fraction + test_fraction must be < 1 to leave a train pool; "
-                f"got {self.val_fraction} + {self.test_fraction}"
+            raise invalid(
+                "val_fraction + test_fraction", "< 1 to leave a train pool", self.val_fraction + self.test_fraction
             )
-        for name in ("shots", "val_shots", "max_train"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise PetlError(
-                    f"{_MEANING[name]} ({name}) must be a whole number of at least 1, or unset for "
-                    f"{_UNSET[name]}; got {v!r}"
-                )
-        for name in ("split_seed", "shot_seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise PetlError(f"{_MEANING[name]} ({name}) must be a whole number of at least 0; got {v!r}")
-        if not isinstance(self.dedup, bool):
-            raise PetlError(f"SplitSpec.dedup must be true or false; got {self.dedup!r}")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

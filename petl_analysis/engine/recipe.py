@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
-from ..constraints import Constraint, check_fields, flag, integer, number, one_of
-from ..errors import PetlError
+from ..constraints import Interval, Options, Satisfies, Unset, invalid, validate_fields
 
 #: The optimizers named before timm's factory built them; every other name of ``timm.optim.list_optimizers()`` works
 #: too. ``sgd`` is SGD with classical momentum (timm's ``momentum``); timm's ``sgd`` (Nesterov) is ``nesterov``.
@@ -20,6 +20,12 @@ EPOCH_SELECTIONS = ("val", "last")
 #: Mixed precision: ``auto`` (bf16 on a CUDA GPU that has it, fp16 with a gradient scaler on one that does not, fp32
 #: on CPU), ``bf16``, ``fp16`` (with a gradient scaler) or ``off`` (fp32). See :func:`~.train.amp_dtype`.
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+_AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
+_POSITIVE = Interval(Real, 0, None, closed="neither")
+_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+_FRACTION = Interval(Real, 0, 1, closed="left")
 
 
 def optimizer_names() -> tuple[str, ...]:
@@ -90,40 +96,51 @@ class Recipe:
     #: Values written in JSON (artefacts, trial keys) as files made before the field took them hold them.
     JSON_ENCODING: ClassVar[dict[str, dict[Any, Any]]] = {"amp": {"auto": True, "off": False}}
     #: What each field accepts (:mod:`petl_analysis.constraints`): one phrasing for this class and study files.
-    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
-        "epochs": integer(at_least=1),
-        "batch_size": integer(at_least=1),
-        "optimizer": one_of(
-            optimizer_names,
-            fast=OPTIMIZERS,
-            wording="adamw, sgd or another optimizer of timm.optim.list_optimizers()",
-        ),
-        "lr": number(above=0),
-        "head_lr": number(above=0, optional=True),
-        "weight_decay": number(at_least=0),
-        "momentum": number(at_least=0, below=1),
-        "warmup_epochs": number(at_least=0),
-        "schedule": one_of(SCHEDULES),
-        "label_smoothing": number(at_least=0, below=1),
-        "patience": integer(at_least=0, optional=True),
-        "grad_clip": number(at_least=0, optional=True),  # 0: off
-        "eval_batch_size": integer(at_least=1),
-        "amp": one_of(AMP_MODES, flag_too=True, wording="auto, bf16, fp16 or off (true: auto, false: off)"),
-        "max_steps": integer(at_least=1, optional=True),
-        "augment": flag(),
-        "epoch_selection": one_of(EPOCH_SELECTIONS),
-        "layer_decay": number(above=0, at_most=1, optional=True),
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "epochs": [_AT_LEAST_ONE],
+        "batch_size": [_AT_LEAST_ONE],
+        "optimizer": [
+            Options(
+                str,
+                optimizer_names,  # timm's names are read only for a name not in OPTIMIZERS (it imports torch)
+                fast=OPTIMIZERS,
+                what="adamw, sgd or another optimizer of timm.optim.list_optimizers()",
+            )
+        ],
+        "lr": [_POSITIVE],
+        "head_lr": [_POSITIVE, Unset("lr")],
+        "weight_decay": [_NON_NEGATIVE],
+        "momentum": [_FRACTION],
+        "warmup_epochs": [_NON_NEGATIVE],
+        "schedule": [Options(str, SCHEDULES)],
+        "label_smoothing": [_FRACTION],
+        "patience": [Interval(Integral, 0, None, closed="left"), Unset("no early stopping")],
+        "grad_clip": [_NON_NEGATIVE, Unset("no clipping")],  # 0: off too
+        "eval_batch_size": [_AT_LEAST_ONE],
+        # the flag this field was: files and trial keys made then hold true/false (read as auto/off)
+        "amp": [Options(str, AMP_MODES), Satisfies(lambda v: isinstance(v, bool), "true (auto) or false (off)")],
+        "max_steps": [_AT_LEAST_ONE, Unset("every epoch")],
+        "augment": ["boolean"],
+        "epoch_selection": [Options(str, EPOCH_SELECTIONS)],
+        "layer_decay": [Interval(Real, 0, 1, closed="right"), Unset("one rate for all layers")],
     }
 
     def __post_init__(self) -> None:
-        if isinstance(self.amp, bool):  # the flag this field was, as JSON still writes it
-            self.amp = {v: k for k, v in self.JSON_ENCODING["amp"].items()}[self.amp]
-        check_fields(self, "recipe ")
+        for name in self.JSON_ENCODING:  # amp: the flag it was, as JSON still writes it
+            setattr(self, name, self.decoded(name, getattr(self, name)))
+        validate_fields(self)
         if self.epoch_selection == "last" and self.patience is not None:
-            raise PetlError(
-                f"recipe patience={self.patience} stops on validation, which a fixed schedule "
-                f"(epoch_selection='last') does not read; unset patience or select on 'val'"
-            )
+            # early stopping reads validation, which a fixed schedule does not
+            raise invalid("Recipe.patience", "unset with epoch_selection='last' (or select on 'val')", self.patience)
+
+    @classmethod
+    def decoded(cls, name: str, value: Any) -> Any:
+        """Field ``name``'s value as written in JSON or a study file, as the field takes it (``amp``: ``true`` is
+        ``"auto"``, ``false`` is ``"off"``); any other value as it is."""
+        encoding = cls.JSON_ENCODING.get(name, {})
+        if isinstance(value, str):
+            return value
+        return next((mode for mode, written in encoding.items() if written is value), value)
 
     @property
     def timm_optimizer(self) -> str:

@@ -31,8 +31,6 @@ import functools
 
 import torch
 
-from ..errors import PetlError
-
 __all__ = [
     "FWHT",
     "fwht",
@@ -76,7 +74,7 @@ def hadamard_matrix(
     Meant for small n (the FWHT's blocks, tests). Cached per (n, dtype, device); treat the result as read-only.
     """
     if not is_power_of_two(n):
-        raise PetlError(f"Hadamard size must be a power of 2, got n={n}")
+        raise ValueError(f"Hadamard size must be a power of 2, got n={n}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     key = (n, dtype, device)
     h = _CACHE.get(key)
@@ -136,9 +134,9 @@ def _run_steps(x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
 def _check(x: torch.Tensor) -> None:
     n = x.shape[-1]
     if not is_power_of_two(n):
-        raise PetlError(f"fwht needs the last dimension to be a power of 2, got {n} (shape {tuple(x.shape)})")
+        raise ValueError(f"fwht needs the last dimension to be a power of 2, got {n} (shape {tuple(x.shape)})")
     if not x.is_floating_point():
-        raise PetlError(f"fwht needs a floating-point tensor, got {x.dtype}")
+        raise ValueError(f"fwht needs a floating-point tensor, got {x.dtype}")
 
 
 def _fwht_impl(x: torch.Tensor) -> torch.Tensor:

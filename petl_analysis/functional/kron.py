@@ -23,8 +23,6 @@ import math
 
 import torch
 
-from ..errors import PetlError
-
 __all__ = ["common_divisors", "factored_kron_sum", "kron_sum", "low_rank", "rank1"]
 
 
@@ -99,6 +97,6 @@ def factored_kron_sum(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, v: torc
 def common_divisors(*dims: int) -> list[int]:
     """All positive integers dividing every one of ``dims``, ascending (the valid Kronecker sizes ``n``)."""
     if not dims or any(int(d) <= 0 for d in dims):
-        raise PetlError(f"common_divisors needs positive dimensions, got {list(dims)}")
+        raise ValueError(f"common_divisors needs positive dimensions, got {list(dims)}")
     g = math.gcd(*(int(d) for d in dims))
     return [k for k in range(1, g + 1) if g % k == 0]

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,7 @@ import torch
 from torch import nn
 
 from ..accounting import classifier
+from ..constraints import Interval, Options, Unset, validate_fields
 from ..errors import PetlError
 from .bundled import BUNDLED_MODEL, bundled_weights_path
 from .sources import find_weight_source, load_from_source
@@ -57,6 +59,7 @@ SUPPORTED_EXAMPLES = (
 )
 #: Channel counts a model may take: images are converted to grayscale (1) or RGB (3).
 IMAGE_CHANNELS = (1, 3)
+_SIZE = Interval(Integral, 1, None, closed="left")
 #: Attribute of a created model holding its :class:`WeightsLoad`.
 LOAD_ATTR = "petl_weights"
 StateDict = dict[str, torch.Tensor]
@@ -131,18 +134,21 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     load: WeightsLoad | None = None
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "name": [str],
+        "weights": [str, os.PathLike],
+        "img_size": [_SIZE, Unset("the model's default")],
+        "in_chans": [Options(int, set(IMAGE_CHANNELS)), Unset("the model's default")],
+        "patch_size": [_SIZE, Unset("the model's default")],
+        "num_classes": [_SIZE, Unset("the model's default")],
+        "kwargs": [dict],
+        "load": [WeightsLoad, Unset("not recorded")],
+    }
+
     def __post_init__(self) -> None:
+        validate_fields(self)
         if isinstance(self.weights, str):
             find_weight_source(self.weights)  # a malformed named source ("dinov2-s14:") fails here, in one line
-        for key in ("img_size", "in_chans", "patch_size", "num_classes"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise PetlError(f"model {key} must be a positive integer; got {value!r}")
-        if self.in_chans is not None and self.in_chans not in IMAGE_CHANNELS:
-            raise PetlError(
-                f"model in_chans must be 1 (grayscale) or 3 (RGB), the channel counts images convert to; "
-                f"got {self.in_chans}"
-            )
         if self.img_size is not None and self.patch_size is not None:
             _check_patch_grid(self.name, self.img_size, self.patch_size)
 

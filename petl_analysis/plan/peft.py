@@ -5,7 +5,8 @@ peft wraps a ``nn.Linear`` and changes what its *forward* returns. timm's BEiT a
 (that is why :mod:`petl_analysis.tuners.deltas` adapts the tensor instead). Whether a target is read through its
 forward is measured, not listed: :func:`inert_modules` runs the model once with a forward hook on each target.
 
-- :func:`export_peft`: the peft config of a plan, as a record. Inert targets are refused in one line naming the
+- :func:`export_peft`: the peft config of a plan, as a record (:class:`PeftExport`, an artefact: our file beside
+  the plan, ``plan_<budget>.peft.json``; peft's own ``adapter_config.json`` stays peft's). Inert targets are refused in one line naming the
   model and the target. A method peft has only an approximation of (KAdaptation -> LoKr) is labelled
   ``approximate`` with both trainable counts.
 - :func:`write_peft_adapter`: a trained LoRA as a real peft adapter folder (``adapter_config.json`` and
@@ -17,22 +18,63 @@ forward is measured, not listed: :func:`inert_modules` runs the model once with 
 from __future__ import annotations
 
 import copy
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..accounting import classifier
+from ..artefacts import HEADER, Artefact
 from ..errors import PetlError
 from ..models import resolve_targets
 from ..tuners import METHODS, Method
 from ..tuners.deltas import _own_class, delta_containers
 
-__all__ = ["PEFT_REQUIREMENT", "export_peft", "inert_modules", "peft_base_model", "write_peft_adapter"]
+__all__ = ["PEFT_REQUIREMENT", "PeftExport", "export_peft", "inert_modules", "peft_base_model", "write_peft_adapter"]
 
 PEFT_REQUIREMENT = "peft>=0.13"
+
+
+@dataclass
+class PeftExport(Artefact):
+    """The peft export of a plan (:func:`export_peft`), saved as ``plan_<budget>.peft.json``.
+
+    Attributes:
+        peft_config: a dict for ``peft.get_peft_config`` (peft's own format).
+        method: its ``peft_type`` (``LORA``, ``LOKR``); ``approximate``: peft's nearest method, not the plan's.
+        trainable: ``{"plan": n, "peft": m}`` trainable counts without the head (``peft`` is None without peft).
+        not_mapped: what the config does not carry over.
+        model: the plan's model name.
+
+    Files written before it had a header (the same fields) read as version 1.
+    """
+
+    SCHEMA: ClassVar[str] = "peft-export"
+    VERSION: ClassVar[int] = 1
+
+    peft_config: dict[str, Any]
+    method: str
+    approximate: bool
+    trainable: dict[str, int | None]
+    not_mapped: list[str] = field(default_factory=list)
+    model: str = ""
+
+    @classmethod
+    def read_header(cls, data: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
+        if "schema" not in data and "peft_config" in data:  # written before the export had a header
+            return cls.SCHEMA, 1, None, {k: v for k, v in data.items() if k not in HEADER}
+        return super().read_header(data)
+
+    def __getitem__(self, key: str) -> Any:
+        """``record["method"]``: the dict that :func:`export_peft` returned before (deprecated: use attributes)."""
+        warnings.warn(
+            f"PeftExport[{key!r}] is deprecated; read the attribute PeftExport.{key}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(self, key)
 
 
 def _import_peft():
@@ -111,11 +153,9 @@ def _peft_trainable(model: nn.Module, config: dict[str, Any]) -> int | None:
     return sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
 
 
-def export_peft(plan: Any, model: nn.Module) -> dict[str, Any]:
-    """The peft export of ``plan`` on ``model`` (the base, before injection) as a record::
-
-        {"peft_config": {...}, "approximate": bool, "method": "LORA", "trainable": {"plan": n, "peft": m},
-         "not_mapped": [notes]}
+def export_peft(plan: Any, model: nn.Module) -> PeftExport:
+    """The peft export of ``plan`` on ``model`` (the base, before injection), a :class:`PeftExport` (``save`` it
+    beside the plan).
 
     ``peft_config`` is a dict for ``peft.get_peft_config``; ``trainable`` counts exclude the head (``peft`` is None
     without peft installed). The ``peft_type`` is the one the method registered.
@@ -169,21 +209,21 @@ def export_peft(plan: Any, model: nn.Module) -> dict[str, Any]:
             f"method {plan.method!r} registers peft_type {cls.peft_type!r}, but export_peft writes no options for it"
         )
     ours = plan.trainable.get("total_excl_head")
-    return {
-        "peft_config": out,
-        "method": cls.peft_type,
-        "approximate": bool(cls.peft_approximate),
-        "trainable": {"plan": ours, "peft": _peft_trainable(model, out)},
-        "not_mapped": notes,
-        "model": plan.model.name,
-    }
+    return PeftExport(
+        peft_config=out,
+        method=cls.peft_type,
+        approximate=bool(cls.peft_approximate),
+        trainable={"plan": ours, "peft": _peft_trainable(model, out)},
+        not_mapped=notes,
+        model=plan.model.name,
+    )
 
 
-def export_summary(record: dict[str, Any]) -> str:
+def export_summary(record: PeftExport) -> str:
     """One line for the console: the peft method, approximate or not, both trainable counts."""
-    t = record["trainable"]
+    t = record.trainable
     peft_count = f"{t['peft']:,}" if t["peft"] is not None else "? (peft not installed)"
-    label = f"{record['method']} (approximate)" if record["approximate"] else record["method"]
+    label = f"{record.method} (approximate)" if record.approximate else record.method
     return f"peft export {label}: plan {t['plan']:,} trainable, peft {peft_count} (head excluded)"
 
 

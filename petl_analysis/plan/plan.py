@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 from torch import nn
 
 from ..accounting import ParamCount, classifier
 from ..artefacts import Artefact
+from ..constraints import Interval, ListOf, Options, Satisfies, Unset, invalid, validate_fields, validate_params
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets
 from ..tuners import METHODS, MethodConfig, config_from_dict, get_method
@@ -27,19 +29,9 @@ FIXED_SIZE = "fixed-size"
 VARIANTS: tuple[str, ...] = (*PLANNED_VARIANTS, SIZED, FIXED_SIZE)
 
 
-def _bad(name: str, expected: str, value: Any) -> PetlError:
-    shown = "null" if value is None else repr(value)
-    return PetlError(f"plan field {name!r} must be {expected}; got {shown}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(name, "a positive integer" if minimum > 0 else "a non-negative integer", value)
-
-
-def _check_str(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise _bad(name, "a string", value)
+_AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
+_COUNT = Interval(Integral, 0, None, closed="left")
+_UNRECORDED = Unset("a plan of version 1, which did not record it")
 
 
 @dataclass
@@ -52,14 +44,16 @@ class PlannedTarget:
     d90: float | None
     reason: str
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "target": [str],
+        "units": [ListOf(str, non_empty=True, what="unit names")],
+        "rank": [_AT_LEAST_ONE],
+        "d90": [Interval(Real, None, None), Unset("not reached")],
+        "reason": [str],
+    }
+
     def __post_init__(self) -> None:
-        _check_str("targets[].target", self.target)
-        if not isinstance(self.units, list) or not self.units or not all(isinstance(u, str) for u in self.units):
-            raise _bad(f"targets[{self.target}].units", "a non-empty list of unit names", self.units)
-        _check_int(f"targets[{self.target}].rank", self.rank, 1)
-        if self.d90 is not None and (isinstance(self.d90, bool) or not isinstance(self.d90, (int, float))):
-            raise _bad(f"targets[{self.target}].d90", "a number or null (not reached)", self.d90)
-        _check_str(f"targets[{self.target}].reason", self.reason)
+        validate_fields(self)
 
 
 @dataclass
@@ -118,104 +112,95 @@ class Plan(Artefact):
         """How the sweep and the report name this configuration: ``kadaptation@selected``, ``adapter``, ``linear``."""
         return f"{self.method}@{self.variant}" if self.variant in PLANNED_VARIANTS else self.method
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "model": [ModelSpec],
+        "num_classes": [_AT_LEAST_ONE],
+        "budget": [_AT_LEAST_ONE, Unset("a fixed-size plan")],
+        "head_in_budget": ["boolean"],
+        "method": [Options(str, METHODS)],
+        "config": [dict],
+        "targets": [ListOf(PlannedTarget, what="planned targets")],
+        "trainable": [Satisfies(lambda t: set(t) == set(COUNT_FIELDS), f"an object of {', '.join(COUNT_FIELDS)}")],
+        "used": [_COUNT],
+        "used_fraction": [Interval(Real, 0, None, closed="left"), Unset("a fixed-size plan")],
+        "policy": [str],
+        "selector": [str],
+        "ranking_source": [str],
+        "notes": [ListOf(str, what="strings")],
+        "variant": [Options(str, VARIANTS)],
+        "budget_requested": [str, _UNRECORDED],
+        "backbone_params": [_AT_LEAST_ONE, _UNRECORDED],
+        "dataset": [str, _UNRECORDED],
+    }
+
     def __post_init__(self) -> None:
         """Every field checked on load, so an edited plan fails with one line naming the field."""
-        _check_int("num_classes", self.num_classes, 1)
-        if self.variant not in VARIANTS:
-            raise _bad("variant", f"one of {', '.join(VARIANTS)}", self.variant)
-        if self.variant != FIXED_SIZE or self.budget is not None:
-            _check_int("budget", self.budget, 1)
-        if not isinstance(self.head_in_budget, bool):
-            raise _bad("head_in_budget", "true or false", self.head_in_budget)
-        _check_str("method", self.method)
-        if self.method not in METHODS:
-            raise _bad("method", f"one of {', '.join(METHODS.names())}", self.method)
-        if not isinstance(self.config, dict):
-            raise _bad("config", "an object of method options", self.config)
+        validate_fields(self)
+        validate_params("Plan.trainable", self.trainable, {k: [_COUNT] for k in COUNT_FIELDS})
+        if self.budget is None and self.variant != FIXED_SIZE:
+            raise invalid("Plan.budget", f"an integer >= 1 (only a {FIXED_SIZE} plan has none)", None)
+        if not self.targets and self.variant in PLANNED_VARIANTS:
+            raise invalid("Plan.targets", f"a non-empty list of planned targets for a {self.variant} plan", [])
         if self.config.get("method") != self.method:
-            raise _bad("config.method", f"{self.method!r} (the plan's method)", self.config.get("method"))
+            raise invalid("Plan.config.method", f"{self.method!r} (the plan's method)", self.config.get("method"))
         try:
             config_from_dict(self.config)
         except PetlError as e:
-            raise PetlError(f"plan field 'config': {e}") from None
-        if not isinstance(self.model, ModelSpec):
-            raise _bad("model", "an object describing the model (name, weights, sizes)", self.model)
-        if (
-            not isinstance(self.targets, list)
-            or (not self.targets and self.variant in PLANNED_VARIANTS)
-            or not all(isinstance(t, PlannedTarget) for t in self.targets)
-        ):
-            raise _bad("targets", "a non-empty list of planned targets", self.targets)
-        if not isinstance(self.trainable, dict) or set(self.trainable) != set(COUNT_FIELDS):
-            keys = sorted(self.trainable) if isinstance(self.trainable, dict) else self.trainable
-            raise _bad("trainable", f"an object with the counts {', '.join(COUNT_FIELDS)}", keys)
-        for key in COUNT_FIELDS:
-            _check_int(f"trainable.{key}", self.trainable[key], 0)
+            raise PetlError(f"Plan.config: {e}") from None
+        self._check_counts()
+        self._check_budget_request()
+
+    def _check_counts(self) -> None:
+        """The itemised counts add up, ``used`` is what the budget counts, and ``used_fraction`` is of the budget."""
         t = self.trainable
         parts = ("head", "adapter", "shared", "bias_norm", "backbone")
         if t["total_incl_head"] != sum(t[k] for k in parts):
-            raise PetlError(
-                f"plan field 'trainable.total_incl_head' is {t['total_incl_head']}; expected the sum of "
-                f"{', '.join(parts)} = {sum(t[k] for k in parts)}"
+            raise invalid(
+                "Plan.trainable.total_incl_head",
+                f"the sum of {', '.join(parts)} = {sum(t[k] for k in parts)}",
+                t["total_incl_head"],
             )
         if t["total_excl_head"] != t["total_incl_head"] - t["head"]:
-            raise PetlError(
-                f"plan field 'trainable.total_excl_head' is {t['total_excl_head']}; expected "
-                f"total_incl_head - head = {t['total_incl_head'] - t['head']}"
+            raise invalid(
+                "Plan.trainable.total_excl_head",
+                f"total_incl_head - head = {t['total_incl_head'] - t['head']}",
+                t["total_excl_head"],
             )
-        _check_int("used", self.used, 0)
         counted = "total_incl_head" if self.head_in_budget else "total_excl_head"
         if self.used != t[counted]:
-            raise PetlError(
-                f"plan field 'used' is {self.used}; expected trainable.{counted} = {t[counted]} "
-                f"(head_in_budget is {str(self.head_in_budget).lower()})"
+            raise invalid(
+                "Plan.used",
+                f"trainable.{counted} = {t[counted]} (head_in_budget is {str(self.head_in_budget).lower()})",
+                self.used,
             )
         if self.budget is None:
             if self.used_fraction is not None:
-                raise _bad("used_fraction", "null (a fixed-size plan has no budget)", self.used_fraction)
-        else:
-            if self.used > self.budget:
-                raise PetlError(f"plan field 'used' ({self.used}) exceeds field 'budget' ({self.budget})")
-            if (
-                isinstance(self.used_fraction, bool)
-                or not isinstance(self.used_fraction, (int, float))
-                or not math.isclose(self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9)
-            ):
-                raise _bad("used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
-        self._check_budget_request()
-        for name in ("policy", "selector", "ranking_source"):
-            _check_str(name, getattr(self, name))
-        if self.dataset is not None:
-            _check_str("dataset", self.dataset)
-        if not isinstance(self.notes, list) or not all(isinstance(n, str) for n in self.notes):
-            raise _bad("notes", "a list of strings", self.notes)
+                raise invalid("Plan.used_fraction", "None (a fixed-size plan has no budget)", self.used_fraction)
+            return
+        if self.used > self.budget:
+            raise invalid("Plan.used", f"at most the budget, {self.budget}", self.used)
+        if self.used_fraction is None or not math.isclose(
+            self.used_fraction, self.used / self.budget, rel_tol=1e-6, abs_tol=1e-9
+        ):
+            raise invalid("Plan.used_fraction", f"used / budget = {self.used / self.budget:.6g}", self.used_fraction)
 
     def _check_budget_request(self) -> None:
         """The requested form, the backbone count and the budget agree (an edited plan names the field)."""
         from .budgets import DEFAULT_REQUEST, parse_budget
 
-        if self.backbone_params is not None:
-            _check_int("backbone_params", self.backbone_params, 1)
         if self.budget_requested is None:
             return
-        _check_str("budget_requested", self.budget_requested)
         if self.budget is None:
-            raise _bad("budget_requested", "null (a fixed-size plan has no budget)", self.budget_requested)
+            raise invalid("Plan.budget_requested", "None (a fixed-size plan has no budget)", self.budget_requested)
         if self.budget_requested == DEFAULT_REQUEST:
             return
-        try:
-            spec = parse_budget(self.budget_requested, "plan field 'budget_requested'")
-        except PetlError as e:
-            raise PetlError(f"{e}") from None
+        spec = parse_budget(self.budget_requested, "Plan.budget_requested")
         if spec.relative and self.backbone_params is None:
-            raise _bad("backbone_params", f"the backbone count that {self.budget_requested} is of", None)
+            raise invalid("Plan.backbone_params", f"the backbone count that {self.budget_requested} is of", None)
         expected = spec.resolve(self.backbone_params or 0).params
         if expected != self.budget:
-            raise PetlError(
-                f"plan field 'budget' is {self.budget}; field 'budget_requested' "
-                f"{self.budget_requested!r} gives {expected}"
-                + (f" of {self.backbone_params:,}" if spec.relative else "")
-            )
+            of = f" of {self.backbone_params:,}" if spec.relative else ""
+            raise invalid("Plan.budget", f"{expected} (budget_requested {self.budget_requested!r}{of})", self.budget)
 
     def method_config(self) -> MethodConfig:
         return config_from_dict(self.config)

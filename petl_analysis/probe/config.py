@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
+from ..constraints import Interval, ListOf, Options, Satisfies, Unset, validate_fields
 from ..engine import Recipe
-from ..errors import PetlError
+from ..errors import expected_one_of
 from ..models import DEFAULT_PROBE_TARGETS
 
 HEAD_MODES = ("train", "frozen")
@@ -14,6 +17,10 @@ LR_SCALINGS = ("sqrt", "constant")
 #: ``adaptive``: every target's curve on a coarse grid, refined between bracketing points (the d90 of each set);
 #: ``lean``: a race that spends trials only where the order of the sets is not yet settled (:meth:`_Search.race`).
 SEARCHES = ("adaptive", "lean")
+
+_SPEC = Satisfies(lambda t: isinstance(t, str) and bool(t.strip()), "a non-empty str")
+_AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
+_POSITIVE = Interval(Real, 0, None, closed="neither")
 
 
 def default_probe_recipe() -> Recipe:
@@ -35,7 +42,7 @@ def theta_lr(base: float, d: int, scaling: str) -> float:
     length, ``ProbeConfig.theta_step``); ``"constant"`` uses ``base`` at every d (Li et al. 2018).
     """
     if scaling not in LR_SCALINGS:
-        raise PetlError(f"unknown lr scaling {scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
+        raise expected_one_of("lr scaling", scaling, LR_SCALINGS)
     if scaling == "constant":
         return float(base)
     return float(base) / math.sqrt(d)
@@ -101,29 +108,29 @@ class ProbeConfig:
     search: str = "adaptive"
     recipe: Recipe = field(default_factory=default_probe_recipe)
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "targets": [ListOf(_SPEC, non_empty=True, what="target specs such as 'attn' or 'blocks[0-5].mlp'")],
+        "per_block": ["boolean"],
+        "dims": [ListOf(_AT_LEAST_ONE, non_empty=True), Unset("the adaptive search")],
+        "projection": [str],
+        "threshold": [Interval(Real, 0, 1, closed="right")],
+        "seeds": [_AT_LEAST_ONE],
+        "head": [Options(str, HEAD_MODES)],
+        "said": ["boolean"],
+        "d_min": [_AT_LEAST_ONE],
+        "points_per_decade": [_AT_LEAST_ONE],
+        "max_d": [_AT_LEAST_ONE, Unset("D of each set")],
+        "ft_lr": [_POSITIVE],
+        "lr_scaling": [Options(str, LR_SCALINGS)],
+        "theta_step": [_POSITIVE],
+        "lr_grid": [ListOf(_POSITIVE, non_empty=True, unique=True, what="learning-rate multipliers > 0")],
+        "max_refinements": [Interval(Integral, 0, None, closed="left")],
+        "search": [Options(str, SEARCHES)],
+        "recipe": [Recipe],
+    }
+
     def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise PetlError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.seeds < 1:
-            raise PetlError(f"seeds must be >= 1, got {self.seeds}")
-        if self.head not in HEAD_MODES:
-            raise PetlError(f"unknown head mode {self.head!r}; expected one of: {', '.join(HEAD_MODES)}")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise PetlError(f"unknown lr scaling {self.lr_scaling!r}; expected one of: {', '.join(LR_SCALINGS)}")
-        if not self.lr_grid or any(not (m > 0 and math.isfinite(m)) for m in self.lr_grid):
-            raise PetlError(
-                f"lr_grid must be positive learning-rate multipliers, e.g. [0.3, 1, 3]; got {self.lr_grid}"
-            )
-        if len(set(self.lr_grid)) != len(self.lr_grid):
-            raise PetlError(f"lr_grid has repeated multipliers: {self.lr_grid}")
-        if not self.ft_lr > 0 or not self.theta_step > 0:
-            raise PetlError(f"ft_lr and theta_step must be > 0, got {self.ft_lr} and {self.theta_step}")
-        if self.search not in SEARCHES:
-            raise PetlError(f"unknown probe search {self.search!r}; expected one of: {', '.join(SEARCHES)}")
-        if self.max_d is not None and self.max_d < 1:
-            raise PetlError(f"max_d must be a positive integer, got {self.max_d}")
-        if self.dims is not None and (not self.dims or min(self.dims) < 1):
-            raise PetlError(f"dims must be positive integers, got {self.dims}")
+        validate_fields(self)
 
     @property
     def floor(self) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..constraints import Options, validate_params
 from ..engine import num_examples, take
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets
@@ -60,6 +61,11 @@ def declare_ties(entries: list[RankedTarget], key: Callable[[RankedTarget], obje
         i = j + 1
 
 
+#: How :func:`rank_from_probe` orders equal d90s: declared tie classes (``d90``) or validation accuracy
+#: (``d90+acc``).
+TIE_BREAKS = ("declared", "accuracy")
+
+
 def rank_from_probe(
     probe: ProbeResult, *, classic: bool = False, source: str = "", tie_break: str = "declared"
 ) -> Ranking:
@@ -68,8 +74,7 @@ def rank_from_probe(
     ``tie_break="declared"`` (the ``d90`` selector): equal d90s and the sets that never reached the bar are declared
     tie classes, ordered by label inside (no accuracy leaks into the order); ``"accuracy"`` (``d90+acc``): the probe
     table's order, equal d90s and unreached sets by best validation accuracy, no declared tie."""
-    if tie_break not in ("declared", "accuracy"):
-        raise PetlError(f"tie_break must be 'declared' or 'accuracy', got {tie_break!r}")
+    validate_params("rank_from_probe", {"tie_break": tie_break}, {"tie_break": [Options(str, TIE_BREAKS)]})
 
     def d90_of(t):
         return t.d90_classic if classic else t.d90

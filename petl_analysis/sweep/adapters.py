@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json
+from ..errors import PetlError
 from ..trials import TrialRecord
-from ..tuners.saving import ADAPTER_RECORD_FILE
+from ..tuners.saving import ADAPTER_RECORD_FILE, read_adapter_record
 
 #: Where workers save under the adapters folder.
 TRIALS_DIR = "trials"
@@ -43,8 +43,8 @@ def _placed(folder: Path) -> dict[str, Path]:
         if record.parent.parent.name == TRIALS_DIR:
             continue
         try:
-            key = read_json(record).get("trial")
-        except Exception:
+            key = read_adapter_record(record.parent).trial
+        except PetlError:  # not an adapter this release reads: never the one a trial placed
             continue
         if isinstance(key, str):
             out.setdefault(key, record.parent)

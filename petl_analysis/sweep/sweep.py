@@ -18,10 +18,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artefacts import Artefact, from_jsonable, to_jsonable
+from ..constraints import Interval, validate_params
 from ..device import use_worker_device
 from ..engine import Recipe
 from ..errors import PetlError
@@ -168,10 +170,15 @@ def sweep_trial(trial: Trial) -> dict[str, Any]:
     return out
 
 
+#: The number of seeds each configuration trains (sweep, run, validate's oracle), as a message names it.
+SEEDS_MEANING = {"seeds": "the number of seeds"}
+#: What a number of seeds accepts: a sweep of no seed trains nothing and would still write a result.
+SEEDS_CONSTRAINTS = {"seeds": [Interval(Integral, 1, None, closed="left")]}
+
+
 def check_seeds(seeds: int) -> None:
-    """A sweep of no seed trains nothing and would still write a result: refused before any work."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise PetlError(f"seeds must be at least 1, got {seeds!r}")
+    """Refuse a number of seeds before any work (``the number of seeds (seeds) must be an integer >= 1``)."""
+    validate_params("sweep", {"seeds": seeds}, SEEDS_CONSTRAINTS, SEEDS_MEANING)
 
 
 def check_plans(plans: Sequence[Plan], seeds: int) -> None:

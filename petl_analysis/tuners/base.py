@@ -16,7 +16,8 @@ have after ``apply`` without injecting anything; the tests check it equals ``cou
 To add a method (the checklist; nothing else keeps a table of methods):
 
 1. a folder ``tuners/<name>/`` (or one file) with ``config.py`` (a :class:`MethodConfig` dataclass, ``method =
-   "<name>"``, checks in ``validate``), ``layer.py`` (the modules it adds; weight deltas subclass
+   "<name>"``, what each option accepts in ``_parameter_constraints``, rules across options in ``validate``),
+   ``layer.py`` (the modules it adds; weight deltas subclass
    :class:`~petl_analysis.tuners.deltas.DeltaMixin`) and ``model.py`` (the :class:`Method`: ``_check``, ``_inject``,
    ``_added``);
 2. register it with everything the study, the report and the CLI read: ``@register_method(display_name=...,
@@ -31,15 +32,16 @@ To add a method (the checklist; nothing else keeps a table of methods):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..accounting import AdapterModule, ParamCount, classifier, original_category
-from ..errors import PetlError, expected_one_of
+from ..constraints import Interval, ListOf, Options, Satisfies, validate_fields
+from ..errors import PetlError
 from ..models.catalogue import Unit, resolve_targets
 from ..registry import Registry
 from .deltas import TensorDeltas, has_deltas, merge_deltas, unload_deltas, unmerge_deltas
@@ -63,6 +65,23 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 # ----------------------------------------------------------------------------------------------------------- config
+_TARGET_SPEC = Satisfies(lambda t: isinstance(t, str) and bool(t.strip()), "a non-empty str")
+_TARGET_EXAMPLES = "target specs such as 'attn.q' or 'blocks[0-5].mlp'"
+#: ``targets`` of a method that adapts them: at least one catalogue spec.
+TARGETS = ListOf(_TARGET_SPEC, non_empty=True, what=_TARGET_EXAMPLES)
+#: ``targets`` of a method that ignores them (``uses_targets = False``): any list, usually empty.
+IGNORED_TARGETS = ListOf(_TARGET_SPEC, what=_TARGET_EXAMPLES)
+#: A dropout probability.
+DROPOUT = Interval(Real, 0, 1, closed="left")
+#: A size or count of at least one (rank, n, bottleneck, prompts).
+POSITIVE_INT = Interval(Integral, 1, None, closed="left")
+
+
+def method_name(name: str) -> list[Any]:
+    """The constraint of a config's ``method`` field: its own method's name."""
+    return [Options(str, {name})]
+
+
 @dataclass
 class MethodConfig:
     """Options shared by every method.
@@ -82,55 +101,33 @@ class MethodConfig:
     uses_targets: ClassVar[bool] = True
     #: Option names of earlier versions -> their names now (:func:`config_from_dict` reads either).
     RENAMED: ClassVar[dict[str, str]] = {}
+    #: What each field accepts (:mod:`petl_analysis.constraints`); a subclass extends it with its own options and
+    #: narrows ``method`` to its name.
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "method": [str],
+        "targets": [TARGETS],
+        "train_head": ["boolean"],
+    }
 
     def __post_init__(self) -> None:
-        expected = type(self).__dataclass_fields__["method"].default
-        if expected and self.method != expected:
-            raise PetlError(f"{type(self).__name__} is for method {expected!r}, got method={self.method!r}")
         if isinstance(self.targets, str):
             self.targets = [t.strip() for t in self.targets.split(",") if t.strip()]
         elif isinstance(self.targets, tuple):
             self.targets = list(self.targets)
-        if not isinstance(self.targets, list) or not all(isinstance(t, str) and t.strip() for t in self.targets):
-            raise PetlError(f"{self.method}: targets must be a list of target specs such as ['attn.q', 'attn.v']")
-        if self.uses_targets and not self.targets:
-            raise PetlError(
-                f"{self.method}: no targets given; expected specs such as attn.q,attn.v or blocks[0-5].mlp"
-            )
-        self._check_bool("train_head")
+        validate_fields(self)
+        # A whole number given for a float option is stored as a float, so files and trial keys read the same.
+        for name, declared in type(self)._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and any(isinstance(c, Interval) and c.kind is Real for c in declared):
+                setattr(self, name, float(value))
         self.validate()
 
     def validate(self) -> None:
-        """Method-specific checks (subclasses); raise a one-line :class:`PetlError`."""
+        """Rules across fields (subclasses); raise :func:`~petl_analysis.constraints.invalid`'s one-line error."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict; :func:`config_from_dict` reverses it."""
         return asdict(self)
-
-    # helpers for subclasses' validate()
-    def _check_bool(self, name: str) -> None:
-        if not isinstance(getattr(self, name), bool):
-            raise PetlError(f"{self.method}: {name} must be true or false, got {getattr(self, name)!r}")
-
-    def _check_int(self, name: str, minimum: int = 1) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise PetlError(f"{self.method}: {name} must be an integer >= {minimum}, got {value!r}")
-
-    def _check_float(self, name: str, low: float | None = None, high: float | None = None, *, open_high=False) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise PetlError(f"{self.method}: {name} must be a number, got {value!r}")
-        setattr(self, name, float(value))
-        too_high = high is not None and (value >= high if open_high else value > high)
-        if (low is not None and value < low) or too_high:
-            rng = f"[{low}, {high}{')' if open_high else ']'}"
-            raise PetlError(f"{self.method}: {name} must be in {rng}, got {value!r}")
-
-    def _check_choice(self, name: str, choices: Iterable[str]) -> None:
-        value = getattr(self, name)
-        if value not in tuple(choices):
-            raise expected_one_of(f"{self.method} {name}", value, list(choices))
 
 
 def config_from_dict(d: dict[str, Any]) -> MethodConfig:

@@ -10,13 +10,14 @@ parametrisation. Both count as ``bias_norm``. Units without a bias contribute no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import FIXED, Added, Method, MethodConfig, register_method
+from .base import FIXED, Added, Method, MethodConfig, method_name, register_method
 from .deltas import DeltaMixin, attach_delta
 
 
@@ -26,6 +27,10 @@ class BitFitConfig(MethodConfig):
 
     method: str = "bitfit"
     targets: list[str] = field(default_factory=lambda: ["attn", "mlp", "norm"])
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("bitfit"),
+    }
 
 
 class BiasRowsDelta(DeltaMixin, nn.Module):

@@ -4,12 +4,13 @@ block; the final norm is outside the catalogue and stays frozen)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from torch import nn
 
 from ..errors import PetlError
 from ..models.catalogue import Unit
-from .base import FIXED, Added, Method, MethodConfig, register_method
+from .base import FIXED, Added, Method, MethodConfig, method_name, register_method
 
 
 @dataclass
@@ -18,6 +19,10 @@ class LayerNormConfig(MethodConfig):
 
     method: str = "layernorm"
     targets: list[str] = field(default_factory=lambda: ["norm"])
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("layernorm"),
+    }
 
 
 @register_method(display_name="LayerNorm", marker="<", sizing=FIXED)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
-from ..errors import PetlError
+from ..constraints import invalid
 from ..models.catalogue import Unit
 from .base import (
     FIXED,
+    IGNORED_TARGETS,
     Added,
     Method,
     MethodConfig,
     base_parameter_names,
     head_parameter_names,
     head_parameters,
+    method_name,
     register_method,
 )
 
@@ -28,10 +30,15 @@ class LinearConfig(MethodConfig):
     method: str = "linear"
     targets: list[str] = field(default_factory=list)
     uses_targets: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("linear"),
+        "targets": [IGNORED_TARGETS],
+    }
 
     def validate(self) -> None:
-        if not self.train_head:
-            raise PetlError("linear: train_head=false leaves nothing to train; the linear probe *is* the head")
+        if not self.train_head:  # the linear probe *is* the head
+            raise invalid("LinearConfig.train_head", "true (false leaves the linear probe nothing to train)", False)
 
 
 @dataclass
@@ -41,6 +48,11 @@ class FullConfig(MethodConfig):
     method: str = "full"
     targets: list[str] = field(default_factory=list)
     uses_targets: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("full"),
+        "targets": [IGNORED_TARGETS],
+    }
 
 
 @register_method(display_name="Linear probe", marker="o", sizing=FIXED)

@@ -3,15 +3,16 @@
 A saved adapter is a folder of two files (our names: peft's ``adapter_config.json`` / ``adapter_model.safetensors``
 are only written by :mod:`petl_analysis.plan.peft`, whose content is peft's)::
 
-    petl_adapter.json         the record: method config, base model spec, base fingerprint, number of classes
+    petl_adapter.json         the record (:class:`AdapterRecord`, an artefact like every JSON the tool writes):
+                              method config, base model spec, base fingerprint, number of classes
     petl_adapter.safetensors  the tensors, keyed by canonical names (blocks.0.attn.q.lora.lora_A)
 
 Canonical names hide ``torch.nn.utils.parametrize``: the delta ``kadaptation_attn_q`` on
 ``blocks.0.attn.qkv.parametrizations.weight.0.deltas.kadaptation_attn_q.u`` is ``blocks.0.attn.q.kadaptation.u``
 (the catalogue unit, the method, the tensor). A delta that is not one unit's (KAdaptation's per-layer bias shift)
 keeps its tensor's path: ``blocks.0.attn.qkv.bias.kadaptation_bias192.b``. The mapping back is built from the model
-the adapter is loaded into, so it never parses names. Folders written before (peft's file names, internal keys)
-still load.
+the adapter is loaded into, so it never parses names. Folders written before (peft's file names, internal keys,
+the ``format`` / ``format_version`` header of record versions 1 and 2) still load.
 
 The *fingerprint* is a sha256 over the base parameters the method leaves frozen, less the classifier, in name
 order: loading an adapter onto other weights (random ones, another checkpoint, another model) is refused in one line.
@@ -21,16 +22,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .._version import __version__
 from ..accounting import classifier
+from ..artefacts import Artefact
 from ..errors import PetlError
-from ..io import atomic_write_bytes, atomic_write_json, read_json
+from ..io import atomic_write_bytes, read_json
+from ..models import ModelSpec
 from ..models.catalogue import catalogue
 from .base import Method, _base_parameters, get_method, head_parameter_names
 from .deltas import delta_containers
@@ -38,6 +41,7 @@ from .deltas import delta_containers
 __all__ = [
     "ADAPTER_FILE",
     "ADAPTER_RECORD_FILE",
+    "AdapterBase",
     "AdapterRecord",
     "base_fingerprint",
     "canonical_names",
@@ -51,9 +55,55 @@ ADAPTER_FILE = "petl_adapter.safetensors"
 #: Version 1 (petl-analysis < 0.x): peft's file names, internal (parametrize) keys, no base record.
 LEGACY_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ADAPTER_FORMAT = "petl-adapter"
-ADAPTER_FORMAT_VERSION = 2
+#: Versions 1 and 2 wrote the header as ``format`` / ``format_version``; version 3 is the artefacts' header.
+ADAPTER_FORMAT_VERSION = 3
 
-AdapterRecord = dict[str, Any]
+
+@dataclass
+class AdapterBase:
+    """The base an adapter was trained on: its spec (what to build), the fingerprint of its frozen weights
+    (:func:`base_fingerprint`) and its number of classes."""
+
+    model: ModelSpec | None = None
+    fingerprint: str | None = None
+    num_classes: int | None = None
+
+
+def _header_v2(body: dict[str, Any]) -> dict[str, Any]:
+    return body  # the same fields: version 3 changed only the header's names
+
+
+@dataclass
+class AdapterRecord(Artefact):
+    """``petl_adapter.json``: what :func:`load_adapter` needs besides the tensors.
+
+    Attributes:
+        config: the method config (:meth:`~petl_analysis.tuners.MethodConfig.to_dict`).
+        base: the base it was trained on (None in a folder of version 1, which did not record it).
+        param_count: the adapted model's count (:meth:`~petl_analysis.accounting.ParamCount.as_dict`).
+        seed, val_acc: the training seed and its validation accuracy (a trained adapter's).
+        trial: the key of the sweep trial that trained it (:mod:`petl_analysis.sweep.adapters` places it by it).
+    """
+
+    SCHEMA: ClassVar[str] = ADAPTER_FORMAT
+    VERSION: ClassVar[int] = ADAPTER_FORMAT_VERSION
+    MIGRATIONS: ClassVar[dict[int, Any]] = {1: lambda body: {**body, "base": None}, 2: _header_v2}
+
+    config: dict[str, Any] = field(default_factory=dict)
+    base: AdapterBase | None = None
+    param_count: dict[str, int] | None = None
+    seed: int | None = None
+    val_acc: float | None = None
+    trial: str | None = None
+
+    @classmethod
+    def read_header(cls, data: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """Versions 1 and 2: ``format`` and ``format_version`` (none: version 1)."""
+        if "schema" in data or "format" not in data:
+            return super().read_header(data)
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version", "tool_version")}
+        return data["format"], data.get("format_version", 1), data.get("tool_version"), body
+
 
 _DELTA = re.compile(r"^(?P<owner>.*?)\.?parametrizations\.(?P<tensor>[^.]+)\.0\.deltas\.(?P<key>[^.]+)\.(?P<rest>.+)$")
 _ORIGINAL = re.compile(r"\.parametrizations\.([^.]+)\.original$")
@@ -124,11 +174,10 @@ def save_adapter(
     """Write the adapter of ``method`` on ``model`` into ``directory`` (:data:`ADAPTER_RECORD_FILE` and
     :data:`ADAPTER_FILE`, each atomically): canonical tensor names, the method config, the base fingerprint, the
     number of classes and ``model_spec`` (a :class:`~petl_analysis.models.ModelSpec`, recorded to say what base to
-    build). ``extra``: more record fields (e.g. the sweep's trial key)."""
+    build). ``extra``: more :class:`AdapterRecord` fields (``seed``, ``val_acc``, ``trial``)."""
     from safetensors.torch import save
 
     from ..accounting import count_parameters
-    from ..artefacts import to_jsonable
 
     if any(m.merged for _, _, c in delta_containers(model) for _, m, _ in c.entries()):
         raise PetlError("save_adapter: the adapter is merged into the weights; unmerge it first")
@@ -136,21 +185,14 @@ def save_adapter(
     state = method.adapter_state_dict(model)
     names = canonical_names(model, list(state))
     tensors = {names[k]: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    record: AdapterRecord = {
-        "format": ADAPTER_FORMAT,
-        "format_version": ADAPTER_FORMAT_VERSION,
-        "tool_version": __version__,
-        "config": method.config.to_dict(),
-        "base": {
-            "model": to_jsonable(model_spec) if model_spec is not None else None,
-            "fingerprint": base_fingerprint(model),
-            "num_classes": _num_classes(model),
-        },
-        "param_count": count_parameters(model).as_dict(),
-        **(extra or {}),
-    }
+    record = AdapterRecord(
+        config=method.config.to_dict(),
+        base=AdapterBase(model_spec, base_fingerprint(model), _num_classes(model)),
+        param_count=count_parameters(model).as_dict(),
+    )
+    record = replace(record, **(extra or {}))
     atomic_write_bytes(directory / ADAPTER_FILE, save(tensors, metadata={"format": ADAPTER_FORMAT}))
-    atomic_write_json(directory / ADAPTER_RECORD_FILE, record)  # written last: its presence means complete
+    record.save(directory / ADAPTER_RECORD_FILE)  # written last: its presence means complete
     return directory
 
 
@@ -162,44 +204,31 @@ def _files(directory: Path) -> tuple[Path, Path]:
 
 
 def read_adapter_record(directory: str | Path) -> AdapterRecord:
-    """The record of a saved adapter, migrated to the current format version (version 1 had no ``base``)."""
-    directory = Path(directory)
-    path, _ = _files(directory)
-    record = read_json(path, "adapter record")
-    if not isinstance(record, dict) or record.get("format") != ADAPTER_FORMAT or "config" not in record:
-        what = (
-            "a peft adapter, not a petl-analysis one"
-            if isinstance(record, dict) and "peft_type" in record
-            else "not a petl-analysis adapter record"
-        )
-        raise PetlError(f"{str(path)!r} is {what}")
-    version = int(record.get("format_version", 0))
-    if version > ADAPTER_FORMAT_VERSION:
-        raise PetlError(
-            f"adapter in {str(directory)!r} has format version {version}; this petl-analysis "
-            f"({__version__}) reads up to {ADAPTER_FORMAT_VERSION}"
-        )
-    if version < 2:
-        record = {**record, "format_version": ADAPTER_FORMAT_VERSION, "base": None}
-    return record
+    """The record of a saved adapter (:meth:`AdapterRecord.from_dict`: an older version is migrated; version 1 had
+    no ``base``)."""
+    path, _ = _files(Path(directory))
+    data = read_json(path, "adapter record")
+    if isinstance(data, dict) and "peft_type" in data:
+        raise PetlError(f"{str(path)!r} is a peft adapter, not a petl-analysis one")
+    return AdapterRecord.from_dict(data, source=str(path))
 
 
 def _check_base(record: AdapterRecord, model: nn.Module, directory: Path) -> None:
-    base = record.get("base")
-    if not base:
+    base = record.base
+    if base is None:
         return  # format version 1 did not record its base
-    spec = base.get("model") or {}
-    trained_on = f"{spec.get('name', 'a model')} (weights {spec.get('weights', '?')})" if spec else "another base"
+    spec = base.model
+    trained_on = f"{spec.name} (weights {spec.weights})" if spec else "another base"
     classes = _num_classes(model)
-    if base.get("num_classes") is not None and classes is not None and base["num_classes"] != classes:
+    if base.num_classes is not None and classes is not None and base.num_classes != classes:
         raise PetlError(
-            f"adapter {str(directory)!r} has a {base['num_classes']}-class head; this model has "
-            f"{classes} classes (build it with num_classes={base['num_classes']})"
+            f"adapter {str(directory)!r} has a {base.num_classes}-class head; this model has "
+            f"{classes} classes (build it with num_classes={base.num_classes})"
         )
-    if base.get("fingerprint") and base["fingerprint"] != base_fingerprint(model):
+    if base.fingerprint and base.fingerprint != base_fingerprint(model):
         raise PetlError(
             f"adapter {str(directory)!r} was trained on {trained_on}, base fingerprint "
-            f"{base['fingerprint'][:12]}; this model's frozen weights differ: load it onto that base"
+            f"{base.fingerprint[:12]}; this model's frozen weights differ: load it onto that base"
         )
 
 
@@ -219,7 +248,7 @@ def load_adapter(model: nn.Module, directory: str | Path, *, check_base: bool = 
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise PetlError(f"adapter weights {str(weights)!r} are not a readable safetensors file: {e}") from None
-    method = get_method(record["config"])
+    method = get_method(record.config)
     try:
         method.apply(model)
     except PetlError as e:

@@ -13,7 +13,7 @@ from .agreement import (
     seed_span,
     top_k_overlap,
 )
-from .planted import PlantedTask, PlantedUnit, plant_unit, write_image_folder
+from .planted import PlantedRecord, PlantedTask, PlantedUnit, PlantedUnitStudy, plant_unit, write_image_folder
 from .result import Agreement, Cost, OracleEntry, PlanOutcome, SelectorRegret, ValidationResult
 from .run import (
     DEFAULT_METHODS,
@@ -34,8 +34,10 @@ __all__ = [
     "OracleEntry",
     "PermutationTest",
     "PlanOutcome",
+    "PlantedRecord",
     "PlantedTask",
     "PlantedUnit",
+    "PlantedUnitStudy",
     "SelectorRegret",
     "ValidationResult",
     "agreement_stats",

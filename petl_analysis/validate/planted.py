@@ -53,13 +53,17 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..artefacts import Artefact
+from ..constraints import Interval, Options, Unset, validate_params
 from ..data import ImageDataset, SplitSpec, load_dataset, to_model_input, write_image_folder
+from ..data.folder import class_folder_names
 from ..engine import Recipe
 from ..errors import PetlError
 from ..linear_probe import fit_linear_probe
@@ -67,8 +71,10 @@ from ..models import ModelSpec, TensorSlice, Unit, model_input_config, resolve_t
 from ..task import DataSpec, build_task, prepare_model
 
 __all__ = [
+    "PlantedRecord",
     "PlantedTask",
     "PlantedUnit",
+    "PlantedUnitStudy",
     "at_model_resolution",
     "balance_bias",
     "derangement",
@@ -355,42 +361,110 @@ class PlantedTask:
     delta: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     teacher: nn.Module | None = field(default=None, repr=False)
 
-    def metadata(self) -> dict[str, Any]:
-        """Everything but tensors and the model, JSON-serialisable (written as ``planted.json``)."""
-        return {
-            "schema": "planted_task",
-            "version": 2,
-            "base_dataset": self.base.name,
-            "model": {k: v for k, v in vars(self.model).items()},
-            "target": self.target,
-            "units": list(self.units),
-            "rank": self.rank,
-            "direction": self.direction,
-            "strength": self.strength,
-            "seed": self.seed,
-            "calibrated": self.calibrated,
-            "share_target": self.share_target,
-            "share_changed": self.share_changed,
-            "share_changed_unbalanced": self.share_changed_unbalanced,
-            "teacher_agreement_with_original": self.teacher_agreement,
-            "base_agreement_with_original": self.base_agreement,
-            "class_counts": self.class_counts,
-            "base_class_counts": self.base_class_counts,
-            "balanced": self.balanced,
-            "n_images": len(self.dataset),
-            "head_fit": self.head_fit,
-            "planted": [vars(p) for p in self.planted],
-            "calibration": self.calibration,
-            "invisible": self.invisible,
-            "invisibility": self.invisibility,
-            "head_check": self.head_check,
-        }
+    def metadata(self) -> PlantedRecord:
+        """Everything but tensors and the model (written as ``planted.json`` beside the images)."""
+        return PlantedRecord(
+            base_dataset=self.base.name,
+            model=self.model,
+            target=self.target,
+            units=list(self.units),
+            rank=self.rank,
+            direction=self.direction,
+            strength=self.strength,
+            seed=self.seed,
+            calibrated=self.calibrated,
+            share_target=self.share_target,
+            share_changed=self.share_changed,
+            share_changed_unbalanced=self.share_changed_unbalanced,
+            teacher_agreement_with_original=self.teacher_agreement,
+            base_agreement_with_original=self.base_agreement,
+            class_counts=self.class_counts,
+            base_class_counts=self.base_class_counts,
+            balanced=self.balanced,
+            n_images=len(self.dataset),
+            head_fit=self.head_fit,
+            planted=list(self.planted),
+            calibration=self.calibration,
+            invisible=self.invisible,
+            invisibility=self.invisibility,
+            head_check=self.head_check,
+            classes=list(self.dataset.classes),
+            class_folders=class_folder_names(self.dataset.classes),
+        )
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """The relabelled dataset as an image folder with ``planted.json`` (:func:`write_image_folder`)."""
         return write_image_folder(
             self.dataset, path, metadata=self.metadata(), metadata_file=METADATA_FILE, overwrite=overwrite
         )
+
+
+def _invisible_fields_v1(body: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 planted with the real-label head (no invisibility, no head-only check)."""
+    return {**body, "invisible": False, "invisibility": {}, "head_check": {}}
+
+
+@dataclass
+class PlantedRecord(Artefact):
+    """The metadata of a planted task (:meth:`PlantedTask.metadata`): ``planted.json`` of its image folder, and each
+    plant of the planted-unit study (:class:`PlantedUnitStudy`). The fields are :class:`PlantedTask`'s, with
+    ``n_images``, and the folder's ``classes`` and ``class_folders`` (None in records written without a folder)."""
+
+    SCHEMA: ClassVar[str] = "planted_task"
+    VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar[dict[int, Any]] = {1: _invisible_fields_v1}
+
+    base_dataset: str
+    model: ModelSpec
+    target: str
+    units: list[str]
+    rank: int
+    direction: str
+    strength: float
+    seed: int
+    calibrated: bool
+    share_target: float | None
+    share_changed: float
+    share_changed_unbalanced: float
+    teacher_agreement_with_original: float
+    base_agreement_with_original: float
+    class_counts: list[int]
+    base_class_counts: list[int]
+    balanced: bool
+    n_images: int
+    head_fit: dict[str, float]
+    planted: list[PlantedUnit]
+    calibration: list[dict[str, float]] = field(default_factory=list)
+    invisible: bool = False
+    invisibility: dict[str, Any] = field(default_factory=dict)
+    head_check: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] | None = None
+    class_folders: list[str] | None = None
+
+
+@dataclass
+class PlantedUnitStudy(Artefact):
+    """The planted-unit study's document (``scripts/validate_planted_unit.py``): its ``design``, fixed before any
+    plant is built, and one row per finished plant (its :class:`PlantedRecord` under ``"plant"``, the
+    learnability verdict, the selectors' tie classes). Files written before it had a header read as version 1."""
+
+    SCHEMA: ClassVar[str] = "planted_unit_study"
+    VERSION: ClassVar[int] = 1
+
+    design: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def read_header(cls, data: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
+        if "schema" not in data and "design" in data:  # the committed study of issue 25, written without one
+            return cls.SCHEMA, 1, None, dict(data)
+        return super().read_header(data)
+
+    def plants(self) -> list[PlantedRecord]:
+        """Each finished row's plant record (migrated to this version)."""
+        return [
+            PlantedRecord.from_dict(r["plant"], source=f"{r['planted']} seed {r['plant_seed']}") for r in self.rows
+        ]
 
 
 def default_head_recipe() -> Recipe:
@@ -452,6 +526,15 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tens
     return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
+_PLANT_CONSTRAINTS: dict[str, list[Any]] = {
+    "rank": [Interval(Integral, 1, None, closed="left")],
+    "strength": [Interval(Real, 0, None, closed="neither"), Unset("calibrated to the share")],
+    "share": [Interval(Real, 0, 1, closed="neither")],
+    "direction": [Options(str, DIRECTIONS)],
+    "seed": [Interval(Integral, 0, None, closed="left")],
+}
+
+
 def plant_unit(
     model_spec: ModelSpec | str,
     dataset: str | ImageDataset,
@@ -493,6 +576,11 @@ def plant_unit(
     Returns:
         A :class:`PlantedTask`; its ``dataset`` is what a student is trained on (e.g. via :meth:`PlantedTask.write`).
     """
+    validate_params(
+        "plant_unit",
+        {"rank": rank, "strength": strength, "share": share, "direction": direction, "seed": seed},
+        _PLANT_CONSTRAINTS,
+    )
     spec = ModelSpec(name=model_spec) if isinstance(model_spec, str) else model_spec
     raw = load_dataset(dataset) if isinstance(dataset, str) else dataset
     model = prepare_model(spec, raw.num_classes, seed=seed)
@@ -501,10 +589,6 @@ def plant_unit(
     not_linear = [u.name for u in units if not u.is_linear]
     if not_linear:
         raise PetlError(f"target {target!r}: planting needs Linear units; {not_linear[0]} is a LayerNorm")
-    if not 0 < share < 1:
-        raise PetlError(f"share of labels to change must be in (0, 1), got {share}")
-    if direction not in DIRECTIONS:
-        raise PetlError(f"unknown planted direction {direction!r}; expected one of: {', '.join(DIRECTIONS)}")
 
     task = build_task(DataSpec(base.name, split or SplitSpec()), model, dataset=base)
     fit = fit_linear_probe(model, task, head_recipe or default_head_recipe(), seed=seed)
@@ -576,8 +660,6 @@ def plant_unit(
         return changed, out
 
     if strength is not None:
-        if not strength > 0:
-            raise PetlError(f"strength must be > 0, got {strength}")
         s_final, (changed, built) = strength, share_at(strength)
     else:
         s_final, changed, built = _calibrate(share_at, share, tolerance, max_steps)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ..constraints import ListOf, Options, validate_params
 from ..data import make_splits
 from ..engine import Recipe, unpack_correct
 from ..errors import PetlError
@@ -47,6 +48,7 @@ from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
 from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_rankings
 from ..stale import used_keys
+from ..sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING
 from ..task import DataSpec
 from ..train.run import default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
@@ -323,13 +325,17 @@ def _check_validate(
     for name in selectors:
         if name not in PROBE_SELECTORS:
             SELECTORS.get(name)
-    if not methods:
-        raise PetlError("name at least one method for the oracle (kadaptation, lora)")
-    for m in methods:
-        if m not in PLANNABLE:
-            raise PetlError(f"oracle method {m!r} cannot be planned; plannable methods: {', '.join(PLANNABLE)}")
-    if seeds < 1:
-        raise PetlError(f"seeds must be at least 1, got {seeds}")
+    validate_params(
+        "validate",
+        {"methods": methods, "seeds": seeds},
+        {
+            "methods": [
+                ListOf(Options(str, PLANNABLE), non_empty=True, what=f"plannable methods ({', '.join(PLANNABLE)})")
+            ],
+            **SEEDS_CONSTRAINTS,
+        },
+        SEEDS_MEANING,
+    )
     sets = {t.target: list(t.units) for t in probe.targets}
     if len(sets) < 2:
         raise PetlError(f"the probe has {len(sets)} target set(s); validating a ranking needs at least 2")

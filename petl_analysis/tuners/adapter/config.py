@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from ..base import MethodConfig
+from ...constraints import Options
+from ..base import POSITIVE_INT, MethodConfig, method_name
 from ..modules import ACTIVATIONS
 
 
@@ -28,7 +30,10 @@ class AdapterConfig(MethodConfig):
     layernorm: bool = True
     activation: str = "relu"
 
-    def validate(self) -> None:
-        self._check_int("bottleneck", 1)
-        self._check_bool("layernorm")
-        self._check_choice("activation", ACTIVATIONS)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("adapter"),
+        "bottleneck": [POSITIVE_INT],
+        "layernorm": ["boolean"],
+        "activation": [Options(str, ACTIVATIONS)],
+    }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from ..base import MethodConfig
+from ...constraints import Options
+from ..base import POSITIVE_INT, MethodConfig, method_name
 from ..modules import ACTIVATIONS
 
 
@@ -39,10 +41,14 @@ class CompacterConfig(MethodConfig):
     layernorm: bool = True
     activation: str = "gelu_tanh"
 
-    def validate(self) -> None:
-        self._check_int("n", 1)
-        self._check_int("rank", 1)
-        self._check_int("bottleneck", 1)
-        for name in ("shared_rule", "train_rule", "layernorm"):
-            self._check_bool(name)
-        self._check_choice("activation", ACTIVATIONS)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("compacter"),
+        "n": [POSITIVE_INT],
+        "rank": [POSITIVE_INT],
+        "bottleneck": [POSITIVE_INT],
+        "shared_rule": ["boolean"],
+        "train_rule": ["boolean"],
+        "layernorm": ["boolean"],
+        "activation": [Options(str, ACTIVATIONS)],
+    }

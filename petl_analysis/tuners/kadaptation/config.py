@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, ClassVar
 
-from ..base import MethodConfig
+from ...constraints import Interval, Options
+from ..base import DROPOUT, POSITIVE_INT, MethodConfig, method_name
 
 SHARING_MODES = ("type", "global", "none")
 INITS = ("default", "pevit")
@@ -47,12 +50,15 @@ class KAdaptationConfig(MethodConfig):
     dropout: float = 0.0
     init: str = "default"
 
-    def validate(self) -> None:
-        self._check_int("n", 1)
-        self._check_int("rank", 1)
-        self._check_float("scale")
-        self._check_choice("sharing", SHARING_MODES)
-        self._check_bool("a_factorised")
-        self._check_bool("bias")
-        self._check_float("dropout", 0.0, 1.0, open_high=True)
-        self._check_choice("init", INITS)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("kadaptation"),
+        "n": [POSITIVE_INT],
+        "rank": [POSITIVE_INT],
+        "scale": [Interval(Real, None, None)],
+        "sharing": [Options(str, SHARING_MODES)],
+        "a_factorised": ["boolean"],
+        "bias": ["boolean"],
+        "dropout": [DROPOUT],
+        "init": [Options(str, INITS)],
+    }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from numbers import Real
+from typing import Any, ClassVar
 
-from ..base import MethodConfig
+from ...constraints import Interval
+from ..base import DROPOUT, POSITIVE_INT, MethodConfig, method_name
 
 
 @dataclass
@@ -28,11 +30,13 @@ class LoraConfig(MethodConfig):
 
     #: Option names of earlier versions, read as their new names (plans, sweeps and adapters saved before).
     RENAMED: ClassVar[dict[str, str]] = {"r": "rank"}
-
-    def validate(self) -> None:
-        self._check_int("rank", 1)
-        self._check_float("alpha")
-        self._check_float("dropout", 0.0, 1.0, open_high=True)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("lora"),
+        "rank": [POSITIVE_INT],
+        "alpha": [Interval(Real, None, None)],
+        "dropout": [DROPOUT],
+    }
 
     @property
     def scaling(self) -> float:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..base import MethodConfig
+from ...constraints import Options
+from ..base import DROPOUT, IGNORED_TARGETS, POSITIVE_INT, MethodConfig, method_name
 
 MODES = ("shallow", "deep")
 
@@ -31,8 +32,11 @@ class VptConfig(MethodConfig):
     mode: str = "shallow"
     dropout: float = 0.0
     uses_targets: ClassVar[bool] = False
-
-    def validate(self) -> None:
-        self._check_int("num_prompts", 1)
-        self._check_choice("mode", MODES)
-        self._check_float("dropout", 0.0, 1.0, open_high=True)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **MethodConfig._parameter_constraints,
+        "method": method_name("vpt"),
+        "targets": [IGNORED_TARGETS],
+        "num_prompts": [POSITIVE_INT],
+        "mode": [Options(str, MODES)],
+        "dropout": [DROPOUT],
+    }
