@@ -50,7 +50,7 @@ def test_shell_completion_is_on():
     env = {"_PETL_ANALYZE_COMPLETE": "complete_bash", "COMP_WORDS": "petl-analyze pro", "COMP_CWORD": "1"}
     out = runner.invoke(app, [], env=env, prog_name="petl-analyze")
     assert out.output.split() == ["probe"]
-    env["COMP_WORDS"], env["COMP_CWORD"] = "petl-analyze sweep --grad", "2"
+    env["COMP_WORDS"], env["COMP_CWORD"] = "petl-analyze sweep --grad-ch", "2"
     assert runner.invoke(app, [], env=env, prog_name="petl-analyze").output.split() == ["--grad-checkpointing"]
 
 
