@@ -19,7 +19,7 @@ will count.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,66 +114,14 @@ def plan_for_budget(
     def cheapest(units: Sequence[Unit]) -> int | None:
         return _cheapest(model, method, base, units, head_in_budget)
 
-    chosen: list[tuple[Any, list[Unit]]] = []
-    units_so_far: list[Unit] = []
-    for e in linear_entries:
-        units = [u for u in resolve_targets(model, e.units) if u.is_linear]
-        cost = cheapest(units_so_far + units)
-        if cost is not None and cost <= budget:
-            chosen.append((e, units))
-            units_so_far += units
-    notes: list[str] = []
-    if not chosen:
-        top = linear_entries[0]
-        units = sorted([u for u in resolve_targets(model, top.units) if u.is_linear], key=lambda u: -u.block)
-        partial: list[Unit] = []
-        for u in units:
-            cost = cheapest(partial + [u])
-            if cost is not None and cost <= budget:
-                partial.append(u)
-        if not partial:
-            minimum = cheapest(units[:1])
-            raise PetlError(
-                f"budget {budget:,} is below the smallest valid {method} plan ({minimum:,} trainable parameters"
-                f"{' incl. head' if head_in_budget else ' excl. head'}: one unit of {top.target}, rank 1)"
-            )
-        chosen = [(top, sorted(partial, key=lambda u: u.block))]
-        units_so_far = chosen[0][1]
-        notes.append(f"budget too small for all of {top.target}: adapting {len(partial)} of its {len(units)} units")
-
+    chosen, notes = _greedy_targets(model, linear_entries, cheapest, budget, method, head_in_budget)
     # Catalogue order, not ranking order: two plans that adapt the same units are then one configuration (trained
     # once, reported as the same), whatever order the rankings put the units in.
-    units_so_far = resolve_targets(model, [u.name for u in units_so_far])
-    best: tuple[int, MethodConfig, ParamCount] | None = None
-    for cfg in _configs(method, base, units_so_far, cheapest_only=False):
-        count = _count(model, cfg)
-        used = _used(count, head_in_budget)
-        if used > budget:
-            continue
-        key = (used, getattr(cfg, "n", 0), -cfg.rank)
-        if best is None or key > (best[0], getattr(best[1], "n", 0), -best[1].rank):
-            best = (used, cfg, count)
-    assert best is not None  # the cheapest config fitted above
-    used, config, count = best
+    units = resolve_targets(model, [u.name for _, chosen_units in chosen for u in chosen_units])
+    used, config, count = _largest_config(model, method, base, units, budget, head_in_budget)
     if used < 0.5 * budget:
         notes.append(f"only {used:,} of the {budget:,} budget is useful for these targets with {method}")
-    targets = [
-        PlannedTarget(
-            target=e.target,
-            units=[u.name for u in units],
-            rank=e.rank,
-            d90=e.d90,
-            reason=f"rank {e.rank} by {ranking.selector}"
-            + (
-                f" (d90 {e.d90:.0f})"
-                if e.d90 is not None
-                else " (d90 not reached)"
-                if ranking.selector.startswith("d90")
-                else ""
-            ),
-        )
-        for e, units in chosen
-    ]
+    targets = [_planned_target(e, units, ranking.selector) for e, units in chosen]
     skipped = [e.target for e in linear_entries if e.target not in {t.target for t in targets}]
     if skipped:
         notes.append(f"not adapted (would exceed the budget at rank 1): {', '.join(skipped)}")
@@ -196,6 +144,77 @@ def plan_for_budget(
         variant=variant,
         budget_requested=request.requested,
         backbone_params=backbone_parameters(model),
+    )
+
+
+def _greedy_targets(
+    model: nn.Module,
+    entries: Sequence[Any],
+    cheapest: Callable[[Sequence[Unit]], int | None],
+    budget: int,
+    method: str,
+    head_in_budget: bool,
+) -> tuple[list[tuple[Any, list[Unit]]], list[str]]:
+    """The ranked target sets (with their Linear units) whose cheapest configuration fits ``budget`` together, in
+    ranking order; when not even the first fits whole, as many of its units as fit (last blocks first). Also the
+    note that says so."""
+    chosen: list[tuple[Any, list[Unit]]] = []
+    units_so_far: list[Unit] = []
+    for e in entries:
+        units = [u for u in resolve_targets(model, e.units) if u.is_linear]
+        cost = cheapest(units_so_far + units)
+        if cost is not None and cost <= budget:
+            chosen.append((e, units))
+            units_so_far += units
+    if chosen:
+        return chosen, []
+    top = entries[0]
+    units = sorted([u for u in resolve_targets(model, top.units) if u.is_linear], key=lambda u: -u.block)
+    partial: list[Unit] = []
+    for u in units:
+        cost = cheapest(partial + [u])
+        if cost is not None and cost <= budget:
+            partial.append(u)
+    if not partial:
+        minimum = cheapest(units[:1])
+        raise PetlError(
+            f"budget {budget:,} is below the smallest valid {method} plan ({minimum:,} trainable parameters"
+            f"{' incl. head' if head_in_budget else ' excl. head'}: one unit of {top.target}, rank 1)"
+        )
+    note = f"budget too small for all of {top.target}: adapting {len(partial)} of its {len(units)} units"
+    return [(top, sorted(partial, key=lambda u: u.block))], [note]
+
+
+def _largest_config(
+    model: nn.Module, method: str, base: dict[str, Any], units: Sequence[Unit], budget: int, head_in_budget: bool
+) -> tuple[int, MethodConfig, ParamCount]:
+    """``(used, config, count)`` of the configuration on ``units`` that uses the most of ``budget`` (ties: the
+    larger n, then the smaller rank)."""
+    best: tuple[int, MethodConfig, ParamCount] | None = None
+    for cfg in _configs(method, base, units, cheapest_only=False):
+        count = _count(model, cfg)
+        used = _used(count, head_in_budget)
+        if used > budget:
+            continue
+        key = (used, getattr(cfg, "n", 0), -cfg.rank)
+        if best is None or key > (best[0], getattr(best[1], "n", 0), -best[1].rank):
+            best = (used, cfg, count)
+    assert best is not None  # the cheapest config fitted when the targets were chosen
+    return best
+
+
+def _planned_target(entry: Any, units: Sequence[Unit], selector: str) -> PlannedTarget:
+    """A chosen ranked set as the plan records it, with why (its rank, and its d90 for a d90 selector)."""
+    if entry.d90 is not None:
+        why = f" (d90 {entry.d90:.0f})"
+    else:
+        why = " (d90 not reached)" if selector.startswith("d90") else ""
+    return PlannedTarget(
+        target=entry.target,
+        units=[u.name for u in units],
+        rank=entry.rank,
+        d90=entry.d90,
+        reason=f"rank {entry.rank} by {selector}{why}",
     )
 
 

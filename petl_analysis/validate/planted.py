@@ -599,8 +599,6 @@ def plant_unit(
     gen = torch.Generator().manual_seed(int(seed) + 1)
     calib_idx = torch.randperm(len(x), generator=gen)[:CALIBRATION_IMAGES]
     inputs = _unit_inputs(model, sorted({u.module for u in units}), x[calib_idx])
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    target_counts = torch.bincount(base.labels, minlength=base.num_classes)
     if balance is None:
         balance = not invisible
     if balance and invisible:
@@ -608,67 +606,23 @@ def plant_unit(
             "balance=True shifts the teacher's head bias, a change a head-only fit can make: it cannot "
             "be combined with invisible=True"
         )
-    head0 = model.get_classifier()
-    feats0 = _pre_logits(model, x)
-    invisibility: dict[str, Any] = {}
-    if direction == "gradient":
-        perm = derangement(base.num_classes, gen)
-        grads = _unit_gradients(model, units, x[calib_idx], perm[base.labels[calib_idx]])
-        directions = {u.name: gradient_directions(grads[u.name], rank) for u in units}
-    else:
-        directions = {}
-        for u in units:
-            xu = inputs[u.module].double()
-            xc = xu - xu.mean(0)
-            directions[u.name] = random_directions(xc.T @ xc / max(1, len(xc) - 1), u.out_features, rank, gen)
-
-    def planted_model(s: float):
-        delta, scales = planted_delta(units, params, inputs, directions, s)
-        teacher = copy.deepcopy(model)
-        tparams = dict(teacher.named_parameters())
-        with torch.no_grad():
-            for name, d in delta.items():
-                tparams[name].add_(d.to(tparams[name].dtype))
-        return teacher, delta, scales
-
-    def teacher_at(
-        s: float,
-    ) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor, torch.Tensor]:
-        teacher, delta, scales = planted_model(s)
-        if invisible:
-            w, b, info = invisible_head(head0.weight.detach(), head0.bias.detach(), feats0, _pre_logits(teacher, x))
-            with torch.no_grad():
-                teacher.get_classifier().weight.copy_(w.to(head0.weight.dtype))
-                teacher.get_classifier().bias.copy_(b.to(head0.bias.dtype))
-            invisibility.clear()
-            invisibility.update(info)
-        logits = _predict(teacher, x)
-        y_raw = logits.argmax(-1)
-        if balance:
-            offset = balance_bias(logits, target_counts)
-            with torch.no_grad():
-                teacher.get_classifier().bias.add_(offset)
-            logits = logits + offset
-        return teacher, delta, scales, logits.argmax(-1), y_raw
-
-    history: list[dict[str, float]] = []
-
-    def share_at(s: float):
-        out = teacher_at(s)
-        changed = float((out[3] != y_base).float().mean())
-        history.append({"strength": s, "share_changed": changed})
-        return changed, out
-
+    directions = _directions(
+        model, units, x[calib_idx], base.labels[calib_idx], base.num_classes, inputs, rank, direction, gen
+    )
+    teachers = _Teachers(model, units, inputs, directions, x, invisible, balance, base, y_base)
     if strength is not None:
-        s_final, (changed, built) = strength, share_at(strength)
+        s_final, (changed, built) = strength, teachers.share_at(strength)
     else:
-        s_final, changed, built = _calibrate(share_at, share, tolerance, max_steps)
+        s_final, changed, built = _calibrate(teachers.share_at, share, tolerance, max_steps)
     teacher, delta, scales, y, y_raw = built
     labels = y.to(torch.int64)
     relabelled = ImageDataset(base.images, labels, list(base.classes), f"planted:{target}@{base.name}")
     planted = [
         PlantedUnit(
-            u.name, scales[u.name], _relative_change(u, delta, params), _relative_rms(u, delta, params, inputs)
+            u.name,
+            scales[u.name],
+            _relative_change(u, delta, teachers.params),
+            _relative_rms(u, delta, teachers.params, inputs),
         )
         for u in units
     ]
@@ -692,17 +646,106 @@ def plant_unit(
         teacher_agreement=float((labels == base.labels).float().mean()),
         base_agreement=float((y_base == base.labels).float().mean()),
         class_counts=torch.bincount(labels, minlength=base.num_classes).tolist(),
-        base_class_counts=target_counts.tolist(),
+        base_class_counts=teachers.target_counts.tolist(),
         balanced=balance,
         head_fit={"val_acc": float(fit.val_acc), "test_acc": float(fit.test_acc)},
         planted=planted,
-        calibration=history,
+        calibration=teachers.history,
         invisible=invisible,
-        invisibility=invisibility,
+        invisibility=teachers.invisibility,
         head_check=head_check,
         delta={k: v.float() for k, v in delta.items()},
         teacher=teacher,
     )
+
+
+def _directions(
+    model: nn.Module,
+    units: list[Unit],
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    inputs: dict[str, torch.Tensor],
+    rank: int,
+    direction: str,
+    gen: torch.Generator,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The planted directions of each unit: towards a derangement of the labels of the calibration images ``x``
+    (``gradient``), or random in the span of the unit's inputs (``random``)."""
+    if direction == "gradient":
+        perm = derangement(num_classes, gen)
+        grads = _unit_gradients(model, units, x, perm[labels])
+        return {u.name: gradient_directions(grads[u.name], rank) for u in units}
+    directions = {}
+    for u in units:
+        xu = inputs[u.module].double()
+        xc = xu - xu.mean(0)
+        directions[u.name] = random_directions(xc.T @ xc / max(1, len(xc) - 1), u.out_features, rank, gen)
+    return directions
+
+
+class _Teachers:
+    """The teacher of each strength: the backbone plus the planted change, its head chosen invisible (or the
+    unplanted one), bias-balanced when asked; :meth:`share_at` records each strength tried in ``history``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        units: list[Unit],
+        inputs: dict[str, torch.Tensor],
+        directions: dict[str, Any],
+        x: torch.Tensor,
+        invisible: bool,
+        balance: bool,
+        base: ImageDataset,
+        y_base: torch.Tensor,
+    ) -> None:
+        self.model, self.units, self.inputs, self.directions, self.x = model, units, inputs, directions, x
+        self.invisible, self.balance, self.y_base = invisible, balance, y_base
+        self.params = {n: p.detach() for n, p in model.named_parameters()}
+        self.target_counts = torch.bincount(base.labels, minlength=base.num_classes)
+        self.head0 = model.get_classifier()
+        self.feats0 = _pre_logits(model, x)
+        self.invisibility: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []
+
+    def planted_model(self, s: float):
+        delta, scales = planted_delta(self.units, self.params, self.inputs, self.directions, s)
+        teacher = copy.deepcopy(self.model)
+        tparams = dict(teacher.named_parameters())
+        with torch.no_grad():
+            for name, d in delta.items():
+                tparams[name].add_(d.to(tparams[name].dtype))
+        return teacher, delta, scales
+
+    def at(self, s: float) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, float], torch.Tensor, torch.Tensor]:
+        """``(teacher, delta, scales, labels, labels before balancing)`` at strength ``s``."""
+        teacher, delta, scales = self.planted_model(s)
+        head0, x = self.head0, self.x
+        if self.invisible:
+            w, b, info = invisible_head(
+                head0.weight.detach(), head0.bias.detach(), self.feats0, _pre_logits(teacher, x)
+            )
+            with torch.no_grad():
+                teacher.get_classifier().weight.copy_(w.to(head0.weight.dtype))
+                teacher.get_classifier().bias.copy_(b.to(head0.bias.dtype))
+            self.invisibility.clear()
+            self.invisibility.update(info)
+        logits = _predict(teacher, x)
+        y_raw = logits.argmax(-1)
+        if self.balance:
+            offset = balance_bias(logits, self.target_counts)
+            with torch.no_grad():
+                teacher.get_classifier().bias.add_(offset)
+            logits = logits + offset
+        return teacher, delta, scales, logits.argmax(-1), y_raw
+
+    def share_at(self, s: float):
+        """``(share of labels changed, at(s))``."""
+        out = self.at(s)
+        changed = float((out[3] != self.y_base).float().mean())
+        self.history.append({"strength": s, "share_changed": changed})
+        return changed, out
 
 
 def _relative_rms(u: Unit, delta, params, inputs) -> float:
