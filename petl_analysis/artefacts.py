@@ -80,6 +80,37 @@ def _type_text(tp: Any) -> str:
     return describe([None if a is type(None) else a for a in args])
 
 
+def _dataclass_from_jsonable(tp: Any, value: Any, where: str, ignored: list[str] | None) -> Any:
+    """:func:`from_jsonable` of a dataclass: its persisted fields, legacy values for fields it gained later, and a
+    one-line error naming a nested record."""
+    if not isinstance(value, dict):
+        raise invalid(where or tp.__name__, "an object", value)
+    hints = get_type_hints(tp)
+    kwargs = {}
+    names = {f.name for f in persisted_fields(tp) if f.init}
+    unknown = set(value) - names
+    if unknown and ignored is None:
+        raise PetlError(f"{where or tp.__name__}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
+    if unknown:
+        ignored.extend(f"{where}.{k}" if where else k for k in sorted(unknown))
+    # A field added after records existed: a record that lacks it was made under its legacy value.
+    kwargs.update({k: v for k, v in getattr(tp, "LEGACY_VALUES", {}).items() if k not in value})
+    for f in persisted_fields(tp):
+        if not f.init or f.name not in value:
+            continue
+        kwargs[f.name] = from_jsonable(
+            hints[f.name], value[f.name], f"{where}.{f.name}" if where else f.name, ignored=ignored
+        )
+    try:
+        return tp(**kwargs)
+    except TypeError as e:
+        raise PetlError(f"{where or tp.__name__}: {e}") from None
+    except PetlError as e:
+        if "." not in where and "[" not in where:  # the artefact itself: the caller names the file
+            raise
+        raise PetlError(f"{where}: {e}") from None  # a nested record: say which one
+
+
 def from_jsonable(tp: Any, value: Any, where: str = "", *, ignored: list[str] | None = None) -> Any:
     """Inverse of :func:`to_jsonable` guided by type hints (nested dataclasses, lists, dicts, tuples, Optional).
 
@@ -96,32 +127,7 @@ def from_jsonable(tp: Any, value: Any, where: str = "", *, ignored: list[str] | 
         raise invalid(where or "value", _type_text(tp), value)
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise invalid(where or tp.__name__, "an object", value)
-        hints = get_type_hints(tp)
-        kwargs = {}
-        names = {f.name for f in persisted_fields(tp) if f.init}
-        unknown = set(value) - names
-        if unknown and ignored is None:
-            raise PetlError(f"{where or tp.__name__}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
-        if unknown:
-            ignored.extend(f"{where}.{k}" if where else k for k in sorted(unknown))
-        # A field added after records existed: a record that lacks it was made under its legacy value.
-        kwargs.update({k: v for k, v in getattr(tp, "LEGACY_VALUES", {}).items() if k not in value})
-        for f in persisted_fields(tp):
-            if not f.init or f.name not in value:
-                continue
-            kwargs[f.name] = from_jsonable(
-                hints[f.name], value[f.name], f"{where}.{f.name}" if where else f.name, ignored=ignored
-            )
-        try:
-            return tp(**kwargs)
-        except TypeError as e:
-            raise PetlError(f"{where or tp.__name__}: {e}") from None
-        except PetlError as e:
-            if "." not in where and "[" not in where:  # the artefact itself: the caller names the file
-                raise
-            raise PetlError(f"{where}: {e}") from None  # a nested record: say which one
+        return _dataclass_from_jsonable(tp, value, where, ignored)
     if origin in (list, list):
         (arg,) = get_args(tp) or (Any,)
         if not isinstance(value, list):

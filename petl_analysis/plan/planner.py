@@ -32,7 +32,7 @@ from ..models import ModelSpec, Unit, resolve_targets, spec_with_load
 from ..select import Ranking
 from ..tuners import PLANNED, KAdaptationConfig, LoraConfig, MethodConfig, get_method, methods_sized
 from ..tuners.kadaptation import planned_ns
-from .budgets import BudgetLike, as_budget, backbone_parameters
+from .budgets import Budget, BudgetLike, as_budget, backbone_parameters
 from .plan import Plan, PlannedTarget
 
 #: Methods the greedy planner sizes (as each method registered its sizing).
@@ -99,12 +99,8 @@ def plan_for_budget(
     ``budget``: trainable parameters, or any form :mod:`~petl_analysis.plan.budgets` reads (``"0.05%"``); the plan
     records the form asked for. ``variant`` labels what the ranking stands for (``selected``; ``worst`` for
     :func:`reverse_ranking`)."""
-    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget <= 0:
-        raise PetlError(f"budget must be a positive number of parameters, got {budget}")
-    request = as_budget(budget, model)
+    request = _checked_request(budget, model, method)
     budget = request.params
-    if method not in PLANNABLE:
-        raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
     base = _base_options(method_options)
     entries = sorted(ranking.entries, key=lambda e: e.rank)
     linear_entries = [e for e in entries if any(u.is_linear for u in resolve_targets(model, e.units))]
@@ -145,6 +141,17 @@ def plan_for_budget(
         budget_requested=request.requested,
         backbone_params=backbone_parameters(model),
     )
+
+
+def _checked_request(budget: BudgetLike, model: nn.Module, method: str) -> Budget:
+    """The budget in parameters (with the form asked for), after refusing a non-positive one or a method that
+    cannot be planned."""
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget <= 0:
+        raise PetlError(f"budget must be a positive number of parameters, got {budget}")
+    request = as_budget(budget, model)
+    if method not in PLANNABLE:
+        raise PetlError(f"cannot plan method {method!r}; plannable methods: {', '.join(PLANNABLE)}")
+    return request
 
 
 def _greedy_targets(

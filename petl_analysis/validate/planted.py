@@ -581,7 +581,54 @@ def plant_unit(
         {"rank": rank, "strength": strength, "share": share, "direction": direction, "seed": seed},
         _PLANT_CONSTRAINTS,
     )
+    balance = _balance_mode(balance, invisible)
     spec = ModelSpec(name=model_spec) if isinstance(model_spec, str) else model_spec
+    split, head_recipe = split or SplitSpec(), head_recipe or default_head_recipe()
+    b = _backbone(spec, dataset, target, seed, split, head_recipe)
+    labels, calib = b.base.labels[b.calib_idx], b.x[b.calib_idx]
+    directions = _directions(b.model, b.units, calib, labels, b.base.num_classes, b.inputs, rank, direction, b.gen)
+    teachers = _Teachers(b.model, b.units, b.inputs, directions, b.x, invisible, balance, b.base, b.y_base)
+    if strength is not None:
+        s_final, (changed, built) = strength, teachers.share_at(strength)
+    else:
+        s_final, changed, built = _calibrate(teachers.share_at, share, tolerance, max_steps)
+    chosen = dict(rank=rank, direction=direction, strength=float(s_final), seed=seed, calibrated=strength is None)
+    chosen.update(share_target=share if strength is None else None, share_changed=changed, balanced=balance)
+    return _planted_task(b, teachers, built, spec, target, chosen, invisible, split, head_recipe)
+
+
+def _balance_mode(balance: bool | None, invisible: bool) -> bool:
+    """Whether to balance the teacher's classes (default: only when the head is not invisible); a bias shift is
+    head-expressible, so an invisible head refuses it."""
+    if balance is None:
+        return not invisible
+    if balance and invisible:
+        raise PetlError(
+            "balance=True shifts the teacher's head bias, a change a head-only fit can make: it cannot "
+            "be combined with invisible=True"
+        )
+    return balance
+
+
+@dataclass
+class _Backbone:
+    """The unplanted model with its real-label head and what planting reads of it."""
+
+    model: nn.Module
+    base: ImageDataset  # the images at the model's resolution, original labels
+    units: list[Unit]
+    fit: Any  # the head's linear-probe fit
+    x: torch.Tensor  # model input of every image
+    y_base: torch.Tensor  # the unplanted model's labels
+    gen: torch.Generator
+    calib_idx: torch.Tensor
+    inputs: dict[str, torch.Tensor]  # the planted modules' inputs on the calibration images
+
+
+def _backbone(
+    spec: ModelSpec, dataset: str | ImageDataset, target: str, seed: int, split: SplitSpec, head_recipe: Recipe
+) -> _Backbone:
+    """Build the model, fit its head on the real labels, and read its labels and the units' calibration inputs."""
     raw = load_dataset(dataset) if isinstance(dataset, str) else dataset
     model = prepare_model(spec, raw.num_classes, seed=seed)
     base = at_model_resolution(raw, model)
@@ -589,9 +636,8 @@ def plant_unit(
     not_linear = [u.name for u in units if not u.is_linear]
     if not_linear:
         raise PetlError(f"target {target!r}: planting needs Linear units; {not_linear[0]} is a LayerNorm")
-
-    task = build_task(DataSpec(base.name, split or SplitSpec()), model, dataset=base)
-    fit = fit_linear_probe(model, task, head_recipe or default_head_recipe(), seed=seed)
+    task = build_task(DataSpec(base.name, split), model, dataset=base)
+    fit = fit_linear_probe(model, task, head_recipe, seed=seed)
     model.eval().requires_grad_(False)
     cfg = model_input_config(model)
     x = to_model_input(base, cfg["img_size"], cfg["in_chans"], cfg["mean"], cfg["std"]).tensors[0]
@@ -599,56 +645,45 @@ def plant_unit(
     gen = torch.Generator().manual_seed(int(seed) + 1)
     calib_idx = torch.randperm(len(x), generator=gen)[:CALIBRATION_IMAGES]
     inputs = _unit_inputs(model, sorted({u.module for u in units}), x[calib_idx])
-    if balance is None:
-        balance = not invisible
-    if balance and invisible:
-        raise PetlError(
-            "balance=True shifts the teacher's head bias, a change a head-only fit can make: it cannot "
-            "be combined with invisible=True"
-        )
-    directions = _directions(
-        model, units, x[calib_idx], base.labels[calib_idx], base.num_classes, inputs, rank, direction, gen
-    )
-    teachers = _Teachers(model, units, inputs, directions, x, invisible, balance, base, y_base)
-    if strength is not None:
-        s_final, (changed, built) = strength, teachers.share_at(strength)
-    else:
-        s_final, changed, built = _calibrate(teachers.share_at, share, tolerance, max_steps)
+    return _Backbone(model, base, units, fit, x, y_base, gen, calib_idx, inputs)
+
+
+def _planted_task(
+    b: _Backbone,
+    teachers: _Teachers,
+    built: tuple,
+    spec: ModelSpec,
+    target: str,
+    chosen: dict[str, Any],
+    invisible: bool,
+    split: SplitSpec,
+    head_recipe: Recipe,
+) -> PlantedTask:
+    """The task of the chosen teacher ``built``: the relabelled images, the planted units' sizes and the checks."""
     teacher, delta, scales, y, y_raw = built
+    base, params = b.base, teachers.params
     labels = y.to(torch.int64)
     relabelled = ImageDataset(base.images, labels, list(base.classes), f"planted:{target}@{base.name}")
     planted = [
         PlantedUnit(
-            u.name,
-            scales[u.name],
-            _relative_change(u, delta, teachers.params),
-            _relative_rms(u, delta, teachers.params, inputs),
+            u.name, scales[u.name], _relative_change(u, delta, params), _relative_rms(u, delta, params, b.inputs)
         )
-        for u in units
+        for u in b.units
     ]
-    head_check = head_only_check(
-        model, relabelled, y_base, split or SplitSpec(), head_recipe or default_head_recipe(), seed=seed
-    )
+    head_check = head_only_check(b.model, relabelled, b.y_base, split, head_recipe, seed=chosen["seed"])
     return PlantedTask(
         dataset=relabelled,
         base=base,
         model=spec,
         target=target,
-        units=[u.name for u in units],
-        rank=rank,
-        direction=direction,
-        strength=float(s_final),
-        seed=seed,
-        calibrated=strength is None,
-        share_target=share if strength is None else None,
-        share_changed=changed,
-        share_changed_unbalanced=float((y_raw != y_base).float().mean()),
+        units=[u.name for u in b.units],
+        **chosen,
+        share_changed_unbalanced=float((y_raw != b.y_base).float().mean()),
         teacher_agreement=float((labels == base.labels).float().mean()),
-        base_agreement=float((y_base == base.labels).float().mean()),
+        base_agreement=float((b.y_base == base.labels).float().mean()),
         class_counts=torch.bincount(labels, minlength=base.num_classes).tolist(),
         base_class_counts=teachers.target_counts.tolist(),
-        balanced=balance,
-        head_fit={"val_acc": float(fit.val_acc), "test_acc": float(fit.test_acc)},
+        head_fit={"val_acc": float(b.fit.val_acc), "test_acc": float(b.fit.test_acc)},
         planted=planted,
         calibration=teachers.history,
         invisible=invisible,
