@@ -78,6 +78,7 @@ def test_train_lines_epochs_quiet_and_csv_log(tmp_path, monkeypatch):
     assert "recipe:" not in quiet.output and not re.search(r"^\[\d+/\d+\]|epoch \d", quiet.output, re.M)
     assert "test accuracy" in quiet.output  # the results still print
     bad = runner.invoke(app, [*TRAIN, "--out", "bad.json", "--amp", "fp8"])
-    assert bad.exit_code == 2 and "error: unknown amp 'fp8'; expected one of: auto, bf16, fp16, off" in bad.output
+    assert bad.exit_code == 2 and "error: Recipe.amp must be one of 'auto', 'bf16', 'fp16', 'off'" in bad.output
+    assert "got 'fp8'" in bad.output
     plain = runner.invoke(app, [*TRAIN, "--out", "plain.json"])
     assert "[2/2] seed 1" in plain.output and "epoch 1/2" not in plain.output

@@ -38,7 +38,7 @@ def test_bf16_on_a_gpu_without_it_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     with pytest.raises(PetlError, match="Tesla T4 does not support bf16; use amp='fp16'"):
         amp_dtype("bf16", CUDA)
-    with pytest.raises(PetlError, match="unknown amp 'fp8'"):
+    with pytest.raises(PetlError, match=r"^Recipe\.amp must be one of 'auto', 'bf16', 'fp16', 'off' .*; got 'fp8'$"):
         Recipe(amp="fp8")
 
 
