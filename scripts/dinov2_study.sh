@@ -11,6 +11,12 @@
 # model: 10 keep the oracle near one hour per dataset on 2 cores); the full fine-tuning ceiling at 1e-5 (1e-3 and
 # 1e-4 diverge on this backbone). The probe is the lean search (issue 26) over the six grouped types; per block is
 # not affordable on 2 cores (72 sets).
+# theta_d's step (changed after the first round, 2026-12-07): the default --theta-step 1.0 is the bundled model's
+# (its ceiling's own step length, ft lr 1e-3 x sqrt(203k params) = 0.45); with it the first d = D trainings here
+# diverged (attn.proj 35.8% validation against the head's 74%). This backbone's ceiling steps 1e-5 x sqrt(22M) =
+# 0.047, so the probe starts there, --theta-step 0.03, and chooses among 0.3x, 1x and 3x of it on validation at
+# every d (--lr-grid, the probe's own hyper-parameter search: 3x the trainings). The first round's trials stay in
+# the log, unused.
 set -euo pipefail
 JOBS="${JOBS:-2}"
 OUT=reports/dinov2
@@ -24,7 +30,7 @@ for s in "$@"; do
   if [ "$s" = glyph_folder ]; then python scripts/export_glyph_folder.py --out "$GLYPHS" --overwrite; fi
   # shellcheck disable=SC2086
   petl-analyze probe $MODEL --dataset "$(dataset "$s")" --targets $TARGETS --max-train 300 --seeds 3 --ft-lr 1e-5 \
-    --d-min 10 --points-per-decade 1 --search lean --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
+    --theta-step 0.03 --lr-grid 0.3,1,3 --d-min 10 --points-per-decade 1 --search lean --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
   petl-analyze validate --probe "$OUT/$s/probe.json" --seeds 3 --epochs 10 --out "$OUT/$s/validation.json" \
     --jobs "$JOBS"
 done
