@@ -487,11 +487,9 @@ def next_dims(
     if n_points < 1:
         raise PetlError(f"n_points must be >= 1, got {n_points}")
     all_tried = {int(round(x)) for x in dims}  # includes dims whose trials all failed: never re-propose them
-    tried_d, acc = _seed_matrix(dims, accs)
+    tried_d, fitted = fitted_margin(dims, accs, target)
     if tried_d.size == 0:
         return []
-    margins = acc - _per_seed_target(target, acc.shape[1])[None, :]
-    _, fitted = _margin_d90(tried_d, margins)
     hits = np.flatnonzero(fitted >= 0.0)
     if hits.size == 0:
         top = int(tried_d[-1])

@@ -137,7 +137,7 @@ def probe_study(
         search.refine(bars["gain"])
     results, failed = search.target_results(bars["gain"], bars["classic"])
     records = list(search.baseline_records.values()) + list(search.records.values())
-    sizes = search.baseline_records[search.base_trial("ft", 0).key].result
+    sizes = search.split_sizes
     return ProbeResult(
         model=spec_with_load(study.model, template),
         data=study.data_record,
@@ -147,9 +147,9 @@ def probe_study(
         trials_total=len(records),
         failed_trials=sum(not r.ok for r in records),
         wall_time_s=time.perf_counter() - start,
-        n_train=int(sizes.get("n_train", 0)),
-        n_val=int(sizes.get("n_val", 0)),
-        n_test=int(sizes.get("n_test", 0)),
+        n_train=sizes["n_train"],
+        n_val=sizes["n_val"],
+        n_test=sizes["n_test"],
         trials_log=str(log) if log else "",
         failed=failed,
         input_conversion=conversion,
@@ -174,8 +174,7 @@ def probe_baselines(
         on_round=None,
     )
     baselines = search.baselines()
-    sizes = search.baseline_records[search.base_trial("ft", 0).key].result
-    return baselines, int(sizes.get("n_val", 0))
+    return baselines, search.split_sizes["n_val"]
 
 
 def _subspace_sizes(template: Any, sets: dict[str, list[str]], dims: list[int] | None) -> dict[str, int]:
@@ -268,10 +267,17 @@ class _Search:
             )
         return baselines
 
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """``n_train``, ``n_val``, ``n_test`` of the probe's split, as the first ceiling trial saw them (every trial
+        of a probe trains on the same split; 0 where a record predates the field)."""
+        result = self.baseline_records[self.base_trial("ft", 0).key].result
+        return {k: int(result.get(k, 0) or 0) for k in ("n_train", "n_val", "n_test")}
+
     def decision_tolerance(self, bars: list[float]) -> float:
         """The margin under which one lean-race point is not decided: the validation resolution
         (:data:`RESOLVED_IMAGES` images) or the sample spread of the seeds' bars, whichever is larger."""
-        n_val = int(self.baseline_records[self.base_trial("ft", 0).key].result.get("n_val", 0) or 0)
+        n_val = self.split_sizes["n_val"]
         resolution = RESOLVED_IMAGES / n_val if n_val else 0.0
         spread = sample_std(bars)
         return max(resolution, 0.0 if math.isnan(spread) else spread)
