@@ -4,6 +4,7 @@
 
     python scripts/validation_summary.py                       # reports/validation/{animals,digits,per_block}
     python scripts/validation_summary.py reports/validation/animals/validation.json
+    python scripts/validation_summary.py --overview            # the README's tables, every backbone's studies
 
 Per study: each oracle's spread, then the report's own agreement table (every selector against every method's
 oracle) and regret table, rendered by the library (``petl_analysis.report.validation``).
@@ -15,12 +16,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from petl_analysis.probe import ProbeResult
 from petl_analysis.report.document import to_markdown
-from petl_analysis.report.validation import agreement_table, oracle_spread, regret_table
+from petl_analysis.report.validation import (
+    agreement_table,
+    oracle_spread,
+    regret_table,
+    selector_overview,
+    study_overview,
+)
 from petl_analysis.validate import ValidationResult
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ("animals", "digits", "per_block", "glyph_folder")
+#: Every backbone's committed studies in the README's order, each judged with every selector on a lean probe: the
+#: bundled model's, then DINOv2-S/14's (issue 27; listed once its validation has finished).
+OVERVIEW = [f"reports/validation/{s}/validation_lean.json" for s in ("animals", "digits", "glyph_folder", "per_block")]
+OVERVIEW += [f"reports/dinov2/{s}/validation.json" for s in ("animals", "glyph_folder")]
 
 
 def oracle_line(v: ValidationResult, method: str) -> str:
@@ -48,10 +60,35 @@ def summary(path: Path) -> str:
     return "\n".join(lines)
 
 
+def overview(files: list[Path]) -> str:
+    """The README's two tables: one row per study, then every selector in every study."""
+    studies = []
+    for path in files:
+        v = ValidationResult.load(path)
+        probe = Path(v.probe_source)
+        studies.append(
+            (
+                f"`{path.parent.name}` ({v.model.name})",
+                v,
+                ProbeResult.load(probe if probe.is_absolute() else ROOT / probe),
+            )
+        )
+    return "\n\n".join(to_markdown([table]) for table in (study_overview(studies), selector_overview(studies)))
+
+
+def committed_studies() -> list[Path]:
+    """The committed ``validation.json`` files of :data:`OVERVIEW` (those whose study has finished)."""
+    return [p for f in OVERVIEW if (p := ROOT / f).is_file()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", help="validation.json files (default: the committed studies)")
+    ap.add_argument("--overview", action="store_true", help="the README's tables across studies and backbones")
     args = ap.parse_args(argv)
+    if args.overview:
+        print(overview([Path(f).resolve() for f in args.files] or committed_studies()))
+        return 0
     files = [Path(f).resolve() for f in args.files] or [
         p for s in STUDIES if (p := ROOT / "reports" / "validation" / s / "validation.json").is_file()
     ]

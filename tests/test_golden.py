@@ -350,15 +350,20 @@ def test_committed_plan_files_of_an_older_version_migrate():
     assert plan.config == stored["config"] and plan.used == stored["used"]
 
 
+def _validation_summary():
+    spec = importlib.util.spec_from_file_location("validation_summary", ROOT / "scripts" / "validation_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_validation_summary_prints_the_reports_own_tables():
     # The docs' tables come from scripts/validation_summary.py: the rows the committed reports hold, not a copy.
     from petl_analysis.report.document import to_markdown
     from petl_analysis.report.validation import agreement_table, regret_table
     from petl_analysis.validate import ValidationResult
 
-    spec = importlib.util.spec_from_file_location("validation_summary", ROOT / "scripts" / "validation_summary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _validation_summary()
     for name in VALIDATIONS:
         path = REPORTS / f"{name}.json"
         report = path.parent / path.stem.replace("validation", "report") / "report.md"
@@ -366,3 +371,32 @@ def test_validation_summary_prints_the_reports_own_tables():
         for table in (agreement_table(v), regret_table(v)):
             markdown = to_markdown([table])
             assert markdown in text and markdown in report.read_text()
+
+
+def test_readme_tables_are_the_committed_studies_overview():
+    # The README's tables per backbone are printed from the committed validation files; a study that finishes (or
+    # changes) without its README rows fails here.
+    summary = _validation_summary()
+    text = summary.overview(summary.committed_studies())
+    assert text and text in (ROOT / "README.md").read_text()
+
+
+def test_study_overview_reads_reached_sets_costs_and_verdicts():
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.report.document import to_markdown
+    from petl_analysis.report.validation import selector_overview, study_overview
+    from petl_analysis.validate import ValidationResult
+
+    v = ValidationResult.load(ROOT / "reports" / "validation" / "animals" / "validation_lean.json")
+    probe = ProbeResult.load(ROOT / "reports" / "validation" / "animals" / "probe_lean.json")
+    reached = [t for t in probe.targets if t.d90.reached]
+    row = study_overview([("animals", v, probe)]).rows[0]
+    assert row[2].startswith(f"{len(reached)} of {len(probe.targets)}")
+    assert row[-1] == f"d90 {v.agreement[0].cost.trainings}, direct 11, oracle 18"
+    assert row[4] == f"none of {len(v.selectors)}"
+    # a selector the judge calls better than random is named, with its oracle
+    v.agreement[0].verdict = "better than random"
+    assert study_overview([("animals", v, probe)]).rows[0][4] == f"`{v.agreement[0].selector}` (KA)"
+    table = selector_overview([("animals", v, probe)])
+    assert [r[0] for r in table.rows] == [f"`{s}`" for s in v.selectors]
+    assert "| `direct` | KA +0.09, 0.46 (1.00); LoRA +0.09, 0.46 (1.00) |" in to_markdown([table])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +15,7 @@ from . import plots
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 
 if TYPE_CHECKING:
+    from ..probe import ProbeResult
     from ..validate import Agreement, ValidationResult
 
 VALIDATION_PNG = "oracle_vs_predicted.png"
@@ -414,3 +415,98 @@ def _oracle_figure(v: ValidationResult, figure: Callable[[str, str, bytes, str, 
         "One panel per selector: a selector that predicts draws a falling line. The first panel is "
         "the oracle's own order (the best any selector can do).",
     )
+
+
+# ------------------------------------------------------------------------------------------ across studies (README)
+
+_METHOD_SHORT = {"kadaptation": "KA", "lora": "LoRA"}
+
+
+def _short(method: str) -> str:
+    return _METHOD_SHORT.get(method, method)
+
+
+def _reaching(probe: ProbeResult) -> str:
+    """``2 of 6 (0.78-0.84)``: sets whose d90 reached the bar, and their d90 as a fraction of their D."""
+    fractions = sorted(t.d90.value / t.D for t in probe.targets if t.d90.reached and t.d90.value is not None)
+    text = f"{len(fractions)} of {len(probe.targets)}"
+    if not fractions:
+        return text
+    if all(t.d90.below_min for t in probe.targets if t.d90.reached):
+        return f"{text} (all below d = {probe.config.d_min:,})"
+    lo, hi = (f"{x:.2g}" for x in (fractions[0], fractions[-1]))
+    return f"{text} ({lo})" if lo == hi else f"{text} ({lo}-{hi})"
+
+
+def _agreement_cell(v: ValidationResult, selector: str) -> str:
+    """``KA +0.07, 0.47 (1.00); LoRA ...``: rho against each method's oracle, raw p better (Holm), or why not."""
+    cells = []
+    for a in (a for a in v.agreement if a.selector == selector):
+        if a.verdict == "cannot tell" or not math.isfinite(a.spearman):
+            cells.append(f"{_short(a.method)} cannot tell")
+        else:
+            cells.append(f"{_short(a.method)} {a.spearman:+.2f}, {a.p_better:.2f} ({a.p_better_holm:.2f})")
+    return "; ".join(cells) or "-"
+
+
+def _better_than_random(v: ValidationResult) -> str:
+    """Which selectors the judge calls better than random after Holm, against which oracle (``none of 13``)."""
+    better = [f"`{a.selector}` ({_short(a.method)})" for a in v.agreement if a.verdict == "better than random"]
+    return ", ".join(better) if better else f"none of {len(v.selectors)}"
+
+
+def _regret_cell(v: ValidationResult) -> str:
+    """``0.0-0.8, spans include 0``: every selector's regret (points) over the budgets, and whether any selector's
+    paired seed span excludes 0 (a plan really worse than the reference)."""
+    rows = [r for r in v.regrets if r.selector not in ("oracle", "random")]
+    if not rows:
+        return "-"
+    values = [100 * r.regret for r in rows]
+    outside = sorted({f"`{r.selector}`" for r in rows if r.diff_interval[1] < 0})
+    lo, hi = min(values) + 0.0, max(values) + 0.0
+    span = "every span includes 0" if not outside else f"span below 0: {', '.join(outside)}"
+    return f"{lo:.1f} to {hi:.1f}, {span}"
+
+
+def _cost_cell(v: ValidationResult) -> str:
+    """``d90 25, direct 11, oracle 18``: trainings of the d90 probe, of ``direct`` and of the cheaper oracle."""
+    costs = {a.selector: a.cost for a in v.agreement if a.cost is not None}
+    parts = [f"{s} {costs[s].trainings}" for s in ("d90", "direct") if s in costs]
+    if v.oracle_cost:
+        parts.append(f"oracle {min(c.trainings for c in v.oracle_cost.values())}")
+    return ", ".join(parts) or "-"
+
+
+def study_overview(studies: Sequence[tuple[str, ValidationResult, ProbeResult]]) -> Table:
+    """One row per study (its label, its ``validation.json`` and the probe it judged): sets reaching the bar with
+    d90 / D, d90's agreement with each oracle (rho, raw p, Holm p), the selectors better than random, the regret of
+    every selector's plan, and what the ranking cost against the oracle. The README's table per backbone."""
+    header = [
+        "study",
+        "probe",
+        "sets reaching the bar (d90 / D)",
+        "d90: ρ vs oracle, p (Holm)",
+        "better than random (Holm)",
+        "regret of any selector's plan (pts)",
+        "trainings: probe, direct, oracle",
+    ]
+    rows = [
+        [
+            label,
+            f"{p.config.search}, {len(p.targets)} sets",
+            _reaching(p),
+            _agreement_cell(v, "d90"),
+            _better_than_random(v),
+            _regret_cell(v),
+            _cost_cell(v),
+        ]
+        for label, v, p in studies
+    ]
+    return Table(header, rows)
+
+
+def selector_overview(studies: Sequence[tuple[str, ValidationResult, ProbeResult]]) -> Table:
+    """Every selector (rows) in every study (columns): rho against each method's oracle, raw p (Holm)."""
+    selectors = list(dict.fromkeys(s for _, v, _ in studies for s in v.selectors))
+    rows = [[f"`{s}`", *[_agreement_cell(v, s) for _, v, _ in studies]] for s in selectors]
+    return Table(["selector", *[label for label, _, _ in studies]], rows)
