@@ -1,4 +1,5 @@
-"""probe -> select -> plan -> sweep -> report in one call, each stage's artefact saved and reused if present.
+"""probe -> [validate] -> select -> plan -> sweep -> report in one call, each stage's artefact saved and reused if
+present.
 
 Layout of ``out_dir``::
 
@@ -8,7 +9,8 @@ Layout of ``out_dir``::
                                               every Plan the sweep trains (plan.points), one file each
     sweep.json (+ sweep.json.trials.jsonl)    the SweepResult
     sweep.json.adapters/<plan file stem>/     each point's adapter (best seed by validation; load_adapter reads it)
-    validation.json (optional)                from ``petl-analyze validate``; the report shows it when present
+    validation.json (optional)                the validate stage (``PipelineConfig.validation``) or ``petl-analyze
+                                              validate``; the report shows it when present
     report/                                   report.md, report.html, PNGs, CSVs
 
 Rerunning the same call after an interruption skips every finished stage and every finished trial. Plan files
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .constraints import ListOf, Unset, validate_fields
 from .engine import Recipe
@@ -37,13 +39,19 @@ from .sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING
 from .task import DataSpec
 from .trials import TrialRecord
 
+if TYPE_CHECKING:
+    from .validate import ValidationResult
+
 
 @dataclass
 class PipelineConfig:
     """Everything ``run`` needs beyond the model and data (recorded in the report).
 
     ``budgets``: counts or text (``8k``, ``0.05%``: see :mod:`~petl_analysis.plan.budgets`); None or empty: the
-    model's defaults (:func:`~petl_analysis.plan.budgets.default_budgets`: 2k, 8k, 32k for the bundled model)."""
+    model's defaults (:func:`~petl_analysis.plan.budgets.default_budgets`: 2k, 8k, 32k for the bundled model).
+    ``validation``: when set, the validate stage runs after the probe with these keywords of
+    :func:`~petl_analysis.validate.run.validate_probe` (``seeds``, ``methods``, ``budgets``, ``recipe``, ...): the
+    selectors judged against the oracle on split B, so ``probe_data`` must be split A (``SplitSpec(part="A")``)."""
 
     budgets: list[BudgetLike] | None = None
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -54,6 +62,7 @@ class PipelineConfig:
     head_in_budget: bool = False
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
     all_seed_adapters: bool = False  # keep every seed's adapter, not only the best one by validation
+    validation: dict[str, Any] | None = None
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "budgets": [ListOf([int, str, BudgetSpec, Budget], what="budgets"), str, Unset("the model's defaults")],
@@ -65,6 +74,7 @@ class PipelineConfig:
         "head_in_budget": ["boolean"],
         "probe_data": [DataSpec, Unset("the sweep's data")],
         "all_seed_adapters": ["boolean"],
+        "validation": [dict, Unset("no validate stage")],
     }
     _field_meanings: ClassVar[dict[str, str]] = SEEDS_MEANING
 
@@ -83,6 +93,7 @@ class PipelineResult:
     sweep: SweepResult
     report_html: Path | None
     stage_times: dict[str, float]
+    validation: ValidationResult | None = None
 
 
 def run_pipeline(
@@ -131,11 +142,13 @@ def run_study(study: Study, config: PipelineConfig, commands: Sequence[str] = ()
         return value
 
     probe = timed("probe", lambda: _probe(study, config))
+    validation = timed("validate", lambda: _validate(study, config, probe)) if config.validation is not None else None
     ranking = timed("select", lambda: _select(study, config, probe))
     plans, skipped, budgets = timed("plan", lambda: _plan(study, config, ranking))
     sweep = timed("sweep", lambda: _sweep(study, config, plans, skipped, budgets, commands))
     files = timed("report", lambda: _report(study, sweep, probe, ranking, commands))
-    return PipelineResult(study.out_dir, probe, ranking, plans, sweep, getattr(files, "html", None), times)
+    html = getattr(files, "html", None)
+    return PipelineResult(study.out_dir, probe, ranking, plans, sweep, html, times, validation)
 
 
 def _cached(study: Study, name: str, path: Path) -> bool:
@@ -152,6 +165,18 @@ def _probe(study: Study, config: PipelineConfig) -> ProbeResult:
         return ProbeResult.load(path)
     probe_study = study.with_data(config.probe_data) if config.probe_data else study
     return probe_study.probe(config.probe, out=path)
+
+
+def _validate(study: Study, config: PipelineConfig, probe: ProbeResult) -> ValidationResult:
+    """The selectors judged on split B against the oracle (the probe's model; the judge's data is the probe's other
+    half, chosen by :func:`~petl_analysis.validate.run.validate_probe`)."""
+    path = study.path("validation.json")
+    if _cached(study, "validate", path):
+        from .validate import ValidationResult
+
+        return ValidationResult.load(path)
+    options = {"probe_source": str(study.path("probe.json")), **(config.validation or {})}
+    return study.with_data(probe.data, probe.model).validate(probe, out=path, **options)
 
 
 def _select(study: Study, config: PipelineConfig, probe: ProbeResult) -> Ranking:

@@ -9,6 +9,7 @@ import pytest
 
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe
+from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
 from petl_analysis.pipeline import PipelineConfig, run_pipeline
 from petl_analysis.probe import ProbeConfig, default_probe_recipe
@@ -76,3 +77,32 @@ def test_run_resumes_after_an_interruption_without_redoing_finished_work(tmp_pat
     want = {(p.label, p.budget): p.run.test_acc_mean for p in first.sweep.points}
     got = {(p.label, p.budget): p.run.test_acc_mean for p in again.sweep.points}
     assert got == want  # same seeds, same results
+
+
+def test_the_validate_stage_judges_the_probe_on_split_b_and_joins_the_report(tmp_path):
+    # With PipelineConfig.validation, the selectors are judged against the oracle on split B right after the probe
+    # (split A), the report carries "Does the ranking predict?", and a rerun reads validation.json back.
+    config = dataclasses.replace(
+        _config(),
+        probe_data=DataSpec("digits", SplitSpec(max_train=100, part="A")),
+        validation={"seeds": 1, "methods": ["kadaptation"], "recipe": Recipe(epochs=1, epoch_selection="last")},
+    )
+    out = tmp_path / "run"
+    result = run_pipeline(MODEL, DATA, config, out)
+    assert result.validation is not None and result.validation.judged_on == "split B"
+    assert result.validation.data.split.part == "B" and set(result.validation.sets) == {"attn.v", "mlp.fc1"}
+    assert "Does the ranking predict?" in (out / "report" / "report.md").read_text()
+    assert not result.validation.regrets  # two tied sets give one plan per budget: nothing to regret, no crash
+    stages: list[tuple[str, bool]] = []
+    again = run_pipeline(MODEL, DATA, config, out, on_stage=lambda name, cached: stages.append((name, cached)))
+    assert ("validate", True) in stages
+    assert [(a.selector, a.order, a.verdict) for a in again.validation.agreement] == [
+        (a.selector, a.order, a.verdict) for a in result.validation.agreement
+    ]
+
+
+def test_the_validate_stage_refuses_a_probe_on_the_whole_pools(tmp_path):
+    config = dataclasses.replace(_config(), validation={"seeds": 1, "methods": ["kadaptation"]})
+    with pytest.raises(PetlError, match="split"):
+        run_pipeline(MODEL, DATA, config, tmp_path / "run")
+    assert not (tmp_path / "run" / "validation.json").exists()

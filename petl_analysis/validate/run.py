@@ -615,7 +615,7 @@ def regret_stage(
             notes.append(f"budget {b:,}: every order of the sets gives the same plan; left out of the regret")
             continue
         planned += [(b, plan, of) for plan, of in by_key.values()]
-    scored = fit([p for _, p, _ in planned])
+    scored = fit([p for _, p, _ in planned]) if planned else []  # every budget left out: nothing to train
     plans: list[PlanOutcome] = []
     for (b, plan, of), (val, test, a_val, _) in zip(planned, scored):
         first = next((n for n in planners if n in of), "random")
