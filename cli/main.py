@@ -23,7 +23,6 @@ from ._common import (
 from .options import (
     BUDGET_FORMS,
     DATA,
-    DEFAULT_METHODS,
     DEPRECATED_OPTIONS,
     FILES,
     METHOD,
@@ -47,7 +46,6 @@ from .options import (
     PerBlockOpt,
     RankingOpt,
     RecipeOptions,
-    RunOptions,
     SeedsOpt,
     ShotsOpt,
     StudyFileOptions,
@@ -166,14 +164,20 @@ def _show_notes(
 
 
 def _recipe(base, _what: str = "training", **values):
-    """``base`` with the options the user gave (None = keep the recipe's value), printed (on stderr, with the first
-    progress line) as it will run: the defaults an option left unset are visible in the log."""
+    """``base`` with the options the user gave (:func:`~petl_analysis.presets.recipe_with`), shown as it will run."""
+    from petl_analysis.presets import recipe_with
+
+    recipe = recipe_with(base, **values)
+    _show_recipe(recipe, _what)
+    return recipe
+
+
+def _show_recipe(recipe, what: str) -> None:
+    """The recipe on stderr, with the first progress line: the defaults an option left unset are visible in the log."""
     import dataclasses
 
-    recipe = dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None and v is not False})
     fields = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(recipe).items())
-    show_with_first_progress(f"{_what} recipe: {fields}")
-    return recipe
+    show_with_first_progress(f"{what} recipe: {fields}")
 
 
 def JsonOpt():
@@ -185,20 +189,6 @@ def _print_json(value) -> None:
     import json
 
     print(json.dumps(value, indent=2, default=str))
-
-
-#: What ``petl-analyze demo`` runs: sized to finish in about 5 minutes on 2 CPU cores (4 min 5 s measured).
-DEMO = dict(
-    datasets=("digits", "animals"),
-    budgets="1k,4k,16k",
-    methods=DEFAULT_METHODS,
-    shots=5,
-    seeds=3,
-    probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"),
-    probe_seeds=2,
-    probe_max_d=None,
-    probe_grid=dict(d_min=10, points_per_decade=1),  # 10, 100, 1000, ... then refinement around the crossing
-)
 
 
 @app.command()
@@ -405,30 +395,6 @@ def linear_probe(
     print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
-def _dataset_for_ranking(
-    dataset: str | None, ranking, source: str | None, flag: str = "--ranking", then: str = "sweep"
-) -> str:
-    """``--dataset``, else the ranking's; a ranking made on another dataset is refused, and without either the
-    command has no dataset (no silent default)."""
-    from petl_analysis.errors import PetlError
-    from petl_analysis.task import same_dataset
-
-    ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
-    if dataset is None:
-        if ranked_on is None:
-            raise PetlError(
-                f"{then}: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or "
-                f"an image-folder path){'' if ranking is not None else ' or a --ranking made on one'}"
-            )
-        return ranked_on
-    if ranked_on is not None and not same_dataset(dataset, ranked_on):
-        raise PetlError(
-            f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
-            f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first"
-        )
-    return dataset
-
-
 def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, then: str):
     """The ranking's model, with any option given applied; a ranking made on another model is refused (its d90s
     and proxies say nothing about another network or other weights)."""
@@ -447,27 +413,6 @@ def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, th
         f"model, or probe and select on this model first",
     )
     return spec
-
-
-def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
-    """--skip-bad-images, or the ranking's choice for its own dataset (carried forward, as select reads the
-    probe's)."""
-    from petl_analysis.task import same_dataset
-
-    ranked = ranking.data if ranking is not None else None
-    return data.skip_bad_images or bool(
-        ranked is not None and ranked.skip_bad_images and same_dataset(ranked.dataset, dataset)
-    )
-
-
-def _data_dir(data: DataOptions, ranking, dataset: str) -> str | None:
-    """--data-dir, or the ranking's for its own dataset (carried forward like --skip-bad-images)."""
-    from petl_analysis.task import same_dataset
-
-    ranked = ranking.data if ranking is not None else None
-    if data.data_dir is not None or ranked is None or not same_dataset(ranked.dataset, dataset):
-        return data.data_dir
-    return ranked.data_dir
 
 
 def _trial_progress(advance):
@@ -571,16 +516,10 @@ def probe(
     """
     import dataclasses
 
-    from petl_analysis.errors import PetlError
-    from petl_analysis.probe import default_probe_recipe, run_probe
+    from petl_analysis.probe import default_probe_recipe
+    from petl_analysis.study import Study
 
-    base = default_probe_recipe()
-    probe_recipe = recipe.resolve(base, study.file_values("probe.recipe"), "probe")
-    if probe_recipe.lr != base.lr and lr_scaling != "constant":
-        raise PetlError(
-            f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
-            f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead"
-        )
+    probe_recipe = recipe.resolve(default_probe_recipe(), study.file_values("probe.recipe"), "probe")
     config = _probe_config(
         dict(
             targets=targets,
@@ -608,15 +547,21 @@ def probe(
     check_output_path(out, what="--out")
     execution.setup()
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(
-            models.spec(), data.spec(), config, out=out, **execution.trials(), on_trial=_trial_progress(advance)
-        )
+        context = Study(models.spec(), data.spec(), **execution.trials(), on_trial=_trial_progress(advance))
+        result = context.probe(config, out=out)
+    _print_probe(result, out)
+    console.print(f"configuration -> {study.write(f'{out}.config.toml', resolved)}", highlight=False)
+
+
+def _print_probe(result, out: str) -> None:
+    """The probe's baselines, its d90 table, its caveats and failed trials."""
     floor, ceiling = result.floor, result.ceiling
     console.print(
         f"validation ({result.n_val} images): floor (d = 0) {floor.val_mean:.3f} ± {floor.val_std:.3f}, "
         f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
         f"({ceiling.trainable:,} params); test is reported in {out}, never decided on"
     )
+    threshold = result.config.threshold
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
     _warn_about_probe(result)
     for f in result.failed:
@@ -624,7 +569,6 @@ def probe(
     console.print(
         f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}"
     )
-    console.print(f"configuration -> {study.write(f'{out}.config.toml', resolved)}", highlight=False)
 
 
 #: The [probe] keys of a study file that become the fields of a :class:`~petl_analysis.probe.ProbeConfig` (the
@@ -651,18 +595,20 @@ PROBE_KEYS = (
 
 def _probe_config(values: dict, recipe):
     """The :class:`~petl_analysis.probe.ProbeConfig` of the probe's option values (:data:`PROBE_KEYS`, as the
-    options take them: comma-separated lists); an unset one (None) keeps the config's default."""
-    from petl_analysis.probe import ProbeConfig
+    options take them: comma-separated lists), built by :func:`~petl_analysis.presets.probe_config`; an unset one
+    (None) keeps the config's default."""
+    from petl_analysis.presets import probe_config
 
     from ._common import parse_ints
 
-    given = {k: v for k, v in values.items() if v is not None}
-    listed = dict(
-        targets=split_list(given.pop("targets", None)) or ProbeConfig().targets,
-        dims=parse_ints(given.pop("dims", None), "--dims") or None,
-        lr_grid=_parse_floats(given.pop("lr_grid", None), "--lr-grid") or [1.0],
+    given = dict(values)
+    return probe_config(
+        split_list(given.pop("targets", None)),
+        dims=parse_ints(given.pop("dims", None), "--dims"),
+        lr_grid=_parse_floats(given.pop("lr_grid", None), "--lr-grid"),
+        recipe=recipe,
+        **given,
     )
-    return ProbeConfig(**listed, **given, recipe=recipe)
 
 
 def _probe_section(config) -> dict:
@@ -695,27 +641,6 @@ def _parse_floats(value: str | None, what: str) -> list[float]:
                 f"{what}: {v!r} is not a number; expected a comma-separated list such as 0.3,1,3"
             ) from None
     return out
-
-
-def _method_config(method: str, targets: str | None, sets: list[str]):
-    """Build a method config from --method/--targets and generic --set key=value overrides."""
-    import json as _json
-
-    from petl_analysis.errors import PetlError
-    from petl_analysis.tuners import config_from_dict
-
-    values: dict = {"method": method}
-    if targets:
-        values["targets"] = split_list(targets)
-    for item in sets:
-        if "=" not in item:
-            raise PetlError(f"--set {item!r}: expected key=value, e.g. --set n=8")
-        key, raw = item.split("=", 1)
-        try:
-            values[key.strip()] = _json.loads(raw)
-        except ValueError:
-            values[key.strip()] = raw
-    return config_from_dict(values)
 
 
 def SetOpt():
@@ -796,52 +721,13 @@ def train(
     if save_adapter and not dry_run:
         check_output_path(save_adapter, directory=True, what="--save-adapter")
     execution.setup()
-    from petl_analysis.plan import Plan, plans_dataset, validate_plan
-    from petl_analysis.task import prepare_model
-    from petl_analysis.train import run_method
-    from petl_analysis.tuners import get_method
+    from petl_analysis.train import count_method, run_method
 
-    spec = models.spec()
-    dataset = data.dataset
-    if plan:
-        plan_obj = Plan.load(plan)
-        config = plan_obj.method_config()
-        # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
-        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights or plan_obj.model.weights)
-        if plan_obj.dataset is not None or not dry_run:  # a plan of version 1 does not say: --dataset then
-            dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
-    else:
-        overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
-        if init is not None:
-            overrides.append(f"init={init}")
-        config = _method_config(method, targets, overrides + list(sets))
+    settings = [f"{k}={v}" for k, v in (("n", n), ("rank", rank), ("init", init)) if v is not None] + list(sets)
+    config, spec, dataset = _train_inputs(plan, method, targets, settings, models, data, dry_run)
     if dry_run:
-        if spec.weights == "default" and spec.name != "petl_vit_tiny":
-            spec = dataclasses.replace(spec, weights="random")  # counts do not depend on weights: load none
-            console.print("note: --dry-run counts on random weights (the count does not depend on them)")
-        net = prepare_model(spec, num_classes)
-        expected = get_method(config).expected_count(net)
-        get_method(config).apply(net)
-        from petl_analysis.accounting import count_parameters
-
-        counted = count_parameters(net)
-        rows = [{"item": k, "parameters": v} for k, v in counted.as_dict().items()]
-        print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
-        console.print(
-            f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}"
-        )
+        _print_count(count_method(spec, config, num_classes), spec, config.method)
         return
-    from petl_analysis.errors import PetlError
-    from petl_analysis.study import Study
-
-    if dataset is None:
-        raise PetlError(
-            "train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
-            "image-folder path) or a --plan made on one"
-        )
-
-    if plan:
-        validate_plan(plan_obj, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
     with progress_bar(f"train {config.method}", total=seeds) as advance:
         result = run_method(
             spec,
@@ -859,6 +745,50 @@ def train(
     if out:
         result.save(out)
         study.write(f"{out}.config.toml", resolved)
+    _print_run(result, dataset, out, save_adapter)
+
+
+def _train_inputs(plan: str | None, method: str, targets: str | None, settings: list[str], models, data, dry_run):
+    """``(config, model spec, dataset)`` of ``train``: the --plan file's (checked against the model and data), or
+    the method config from --method/--targets/--set."""
+    from petl_analysis.plan import Plan, plans_dataset, validate_plan
+    from petl_analysis.study import Study
+    from petl_analysis.tuners import config_from_settings
+
+    if not plan:
+        config = config_from_settings(method, split_list(targets), settings)
+        return config, models.spec(), data.dataset if data.dataset or dry_run else _no_dataset()
+    stored = Plan.load(plan)
+    # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
+    spec = models.spec() if models.model else models.applied_to(stored.model, models.weights or stored.model.weights)
+    if dry_run and stored.dataset is None:  # a plan of version 1 does not say: --dataset then
+        return stored.method_config(), spec, data.dataset
+    dataset = plans_dataset([stored], data.dataset, source=f"--plan {plan!r}")
+    if not dry_run:
+        validate_plan(stored, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
+    return stored.method_config(), spec, dataset
+
+
+def _no_dataset():
+    from petl_analysis.errors import PetlError
+
+    raise PetlError(
+        "train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
+        "image-folder path) or a --plan made on one"
+    )
+
+
+def _print_count(count, asked, method: str) -> None:
+    """``train --dry-run``: the injected model's count and whether the closed form agrees."""
+    if count.model != asked:
+        console.print("note: --dry-run counts on random weights (the count does not depend on them)")
+    rows = [{"item": k, "parameters": v} for k, v in count.counted.as_dict().items()]
+    print_table(rows, title=f"{method} on {count.model.name} ({count.num_classes} classes)")
+    console.print(f"closed-form count: {count.expected.total} (incl. head), matches injected model: {count.matches}")
+
+
+def _print_run(result, dataset: str, out: str | None, adapters: str | None) -> None:
+    """``train``'s tables: the trainable parameters and each seed's scores."""
     print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
     print_table(
         [
@@ -874,14 +804,14 @@ def train(
             }
             for r in result.seeds
         ],
-        title=f"{config.method} on {dataset}",
+        title=f"{result.method} on {dataset}",
     )
     console.print(
         f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
         + (f" -> {out}" if out else "")
     )
-    if save_adapter:
-        console.print(f"adapters -> {save_adapter}/seed<N>/ (petl_analysis.tuners.load_adapter)", highlight=False)
+    if adapters:
+        console.print(f"adapters -> {adapters}/seed<N>/ (petl_analysis.tuners.load_adapter)", highlight=False)
 
 
 @app.command()
@@ -980,25 +910,18 @@ def plan(
     if study.printed(resolved):
         return
     check_output_path(out, directory=True, what="--out")
-    from pathlib import Path
-
-    from petl_analysis.errors import PetlError
-    from petl_analysis.io import ensure_writable_dir
-    from petl_analysis.plan import export_peft, plan_for_budget
+    from petl_analysis.plan import plan_for_budget
     from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
-    from petl_analysis.plan.peft import export_summary
     from petl_analysis.select import Ranking
     from petl_analysis.study import Study
-    from petl_analysis.task import DataSpec
+    from petl_analysis.tuners import options_from_settings
 
     requested = parse_budgets(budget, "--budgets")  # a malformed budget fails before anything loads
     ranking = Ranking.load(ranking_path)
     spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
-    ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
-    skip_bad = _skip_bad_images(data, ranking, ds_name)
-    net = Study(spec, DataSpec(ds_name, skip_bad_images=skip_bad, data_dir=_data_dir(data, ranking, ds_name))).template
-    options = _method_config(method, None, list(sets)).to_dict()
-    options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
+    ds_name, data_spec = _ranking_data(data, ranking, ranking_path, "plan")
+    net = Study(spec, data_spec).template
+    options = options_from_settings(method, sets)
     budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budgets")
     # Plan every budget first: a bad budget fails before anything is written.
     plans = [
@@ -1018,23 +941,46 @@ def plan(
         f"budgets: {budgets_text(budgets)} of a {plans[0].backbone_params:,}-parameter backbone (head excluded)",
         highlight=False,
     )
-    out_dir = ensure_writable_dir(out)
+    rows = _write_plans(plans, budgets, out, net if export_peft_ else None)
+    study.write(Path(out) / "config.toml", resolved)
+    print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
+
+
+def _ranking_data(data: DataOptions, ranking, source: str | None, then: str):
+    """``(dataset, data spec)`` of a stage after select: --dataset or the ranking's (another one is refused), with
+    the ranking's --skip-bad-images and --data-dir for its own dataset unless given."""
+    from petl_analysis.select import data_dir_for, dataset_for_ranking, skip_bad_images_for
+    from petl_analysis.task import DataSpec
+
+    dataset = dataset_for_ranking(data.dataset, ranking, source, "--ranking", then)
+    skip_bad = skip_bad_images_for(ranking, dataset, data.skip_bad_images)
+    return dataset, DataSpec(dataset, skip_bad_images=skip_bad, data_dir=data_dir_for(ranking, dataset, data.data_dir))
+
+
+def _write_plans(plans, budgets, out: str, peft_base) -> list[dict]:
+    """Each plan as ``out/plan_<budget>.json`` (with ``peft_base``, the base model: its peft export beside it);
+    the table's rows."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.io import ensure_writable_dir
+    from petl_analysis.plan import export_peft
+    from petl_analysis.plan.peft import export_summary
+
+    out_dir = Path(ensure_writable_dir(out))
     rows = []
     for b, p in zip(budgets, plans):
-        path = p.save(Path(out_dir) / f"plan_{b.params}.json")
-        if export_peft_:
+        path = p.save(out_dir / f"plan_{b.params}.json")
+        if peft_base is not None:
             try:
-                record = export_peft(p, net)
+                record = export_peft(p, peft_base)
             except PetlError as e:  # the plan stands; its peft export would be inert
                 console.print(f"[yellow]warning:[/] budget {b.params}: {e}", highlight=False)
             else:
-                peft_path = record.save(Path(out_dir) / f"plan_{b.params}.peft.json")
+                peft_path = record.save(out_dir / f"plan_{b.params}.peft.json")
                 console.print(f"  budget {b.params}: {export_summary(record)} -> {peft_path}", highlight=False)
         rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
             console.print(f"  budget {b.params}: {note}")
-    study.write(Path(out_dir) / "config.toml", resolved)
-    print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
+    return rows
 
 
 @app.command()
@@ -1096,10 +1042,8 @@ def sweep(
     import sys
 
     from petl_analysis.errors import PetlError
-    from petl_analysis.plan import plans_dataset, read_plans
     from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.select import Ranking
-    from petl_analysis.sweep import run_sweep, sweep_plans
+    from petl_analysis.study import Study
     from petl_analysis.train import default_train_recipe
 
     requested = parse_budgets(budgets, "--budgets")
@@ -1115,52 +1059,70 @@ def sweep(
         seeds=seeds,
         recipe=train_recipe,
         out=out,
-        **execution.trials(),
         command=shlex.join(["petl-analyze", *sys.argv[1:]]),
         save_adapters=not no_adapters,
         all_seeds=all_seed_adapters,
     )
+    if plans and plans_from:
+        raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
     if plans:
-        if plans_from:
-            raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
-        plan_list = read_plans(plans)
-        stored = plan_list[0].model
-        spec = models.spec() if models.model else models.applied_to(stored, models.weights or stored.weights)
-        dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
-        with progress_bar("sweep", total=None) as advance:
-            result = sweep_plans(
-                plan_list,
-                data.spec(dataset=dataset, zero_shots_is_full=True),
-                model=spec,
-                on_trial=_trial_progress(advance),
-                plans_source=plans,
-                **train,
-            )
+        plan_list, spec, data_spec = _sweep_plan_files(plans, models, data)
     else:
-        ranking = Ranking.load(plans_from) if plans_from else None
-        dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
-        spec = _model_for_ranking(models, ranking, plans_from, "--ranking", "sweep") if ranking else models.spec()
-        data_spec = dataclasses.replace(
-            data.spec(dataset=dataset, zero_shots_is_full=True),
-            skip_bad_images=_skip_bad_images(data, ranking, dataset),
-            data_dir=_data_dir(data, ranking, dataset),
-        )
-        with progress_bar("sweep", total=None) as advance:
-            result = run_sweep(
-                spec,
-                data_spec,
+        ranking, spec, data_spec = _sweep_ranking(plans_from, models, data)
+    with progress_bar("sweep", total=None) as advance:
+        context = Study(spec, data_spec, **execution.trials(), on_trial=_trial_progress(advance))
+        if plans:
+            result = context.sweep(plan_list, plans_source=plans, **train)
+        else:
+            result = context.plan_and_sweep(
                 requested,
                 split_list(methods),
                 ranking,
                 head_in_budget=head_in_budget,
                 plans_dir=f"{out}.plans",
                 ranking_source=plans_from or "",
-                on_trial=_trial_progress(advance),
                 **train,
             )
+    if not plans:
         console.print(f"plans -> {out}.plans/")
+    _print_sweep(result, data_spec.dataset, out, not no_adapters)
+    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
+
+
+def _sweep_plan_files(plans: str, models, data):
+    """``(plans, model spec, data spec)`` of ``sweep --plans``: the files' model (options given applied) and
+    dataset."""
+    from petl_analysis.plan import plans_dataset, read_plans
+
+    plan_list = read_plans(plans)
+    stored = plan_list[0].model
+    spec = models.spec() if models.model else models.applied_to(stored, models.weights or stored.weights)
+    dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
+    return plan_list, spec, data.spec(dataset=dataset, zero_shots_is_full=True)
+
+
+def _sweep_ranking(source: str | None, models, data):
+    """``(ranking or None, model spec, data spec)`` of ``sweep --ranking``: the ranking's model and dataset unless
+    given (another one is refused), and its choice of skipping bad images and of the data folder."""
+    import dataclasses
+
+    from petl_analysis.select import Ranking, data_dir_for, dataset_for_ranking, skip_bad_images_for
+
+    ranking = Ranking.load(source) if source else None
+    dataset = dataset_for_ranking(data.dataset, ranking, source)
+    spec = _model_for_ranking(models, ranking, source, "--ranking", "sweep") if ranking else models.spec()
+    data_spec = dataclasses.replace(
+        data.spec(dataset=dataset, zero_shots_is_full=True),
+        skip_bad_images=skip_bad_images_for(ranking, dataset, data.skip_bad_images),
+        data_dir=data_dir_for(ranking, dataset, data.data_dir),
+    )
+    return ranking, spec, data_spec
+
+
+def _print_sweep(result, dataset: str, out: str, adapters: bool) -> None:
+    """The sweep's table, its adapters, what planning skipped and the failed trials."""
     print_table(result.table(), title=f"sweep on {dataset}")
-    if not no_adapters:
+    if adapters:
         _print_adapters(result, out)
     for s in result.skipped:
         console.print(f"skipped: {s}")
@@ -1169,7 +1131,6 @@ def sweep(
             f"{len(result.failed)} failed trial(s): "
             + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed)
         )
-    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
 
 
 @app.command("export-peft")
@@ -1265,30 +1226,30 @@ def report(
     console.print(f"report -> {getattr(files, 'html', out)}")
 
 
-def _run_pipeline(run: RunOptions) -> None:
-    """One pipeline per dataset of ``run``, with progress, tables and the report paths on the console."""
-    from petl_analysis.pipeline import run_pipeline
+def _run_pipeline(runs, execution: Execution, command: str) -> None:
+    """One pipeline per dataset of ``runs`` (:class:`~petl_analysis.presets.StudyRuns`), each a
+    :class:`~petl_analysis.study.Study`, with progress, tables and the report paths on the console."""
+    from petl_analysis.io import ensure_writable_dir
+    from petl_analysis.pipeline import run_study
+    from petl_analysis.study import Study
 
-    check_output_path(run.out, directory=True, what="--out")
-
-    trials = run.execution.trials()
+    check_output_path(runs.out, directory=True, what="--out")
     htmls = []
-    for ds, data, config, out_dir in run.per_dataset():
+    for ds, data, config, out_dir in runs.per_dataset():
         with progress_bar(f"{ds}", total=None) as advance:
 
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(
-                run.model,
+            study = Study(
+                runs.model,
                 data,
-                config,
-                out_dir,
-                **trials,
-                on_stage=on_stage,
+                ensure_writable_dir(out_dir),
+                **execution.trials(),
                 on_trial=_trial_progress(advance),
-                commands=[run.command],
+                on_stage=on_stage,
             )
+            result = run_study(study, config, [command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
         _print_adapters(result.sweep, str(result.out_dir / "sweep.json"))
         _warn_about_probe(result.probe, where=f"{ds} probe: ")
@@ -1366,9 +1327,9 @@ def run(
     import shlex
     import sys
 
-    from petl_analysis.data import SplitSpec
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.plan.budgets import parse_budgets
+    from petl_analysis.presets import study_runs
     from petl_analysis.probe import default_probe_recipe
     from petl_analysis.train import default_train_recipe
 
@@ -1406,24 +1367,19 @@ def run(
     if study.printed(resolved):
         return
     execution.setup()
-    _run_pipeline(
-        RunOptions(
-            model=models.spec(),
-            datasets=split_list(data.dataset),
-            config=config,
-            sweep_split=SplitSpec(shots=data.shots or None, dedup=not data.keep_duplicates),
-            probe_split=SplitSpec(
-                shots=(data.shots if probe_shots is None else probe_shots) or None,
-                max_train=data.max_train,
-                dedup=not data.keep_duplicates,
-            ),
-            skip_bad_images=data.skip_bad_images,
-            out=out,
-            execution=execution,
-            command=shlex.join(["petl-analyze", *sys.argv[1:]]),
-            data_dir=data.data_dir,
-        )
+    runs = study_runs(
+        models.spec(),
+        split_list(data.dataset),
+        config,
+        out,
+        shots=data.shots,
+        probe_shots=probe_shots,
+        max_train=data.max_train,
+        keep_duplicates=data.keep_duplicates,
+        skip_bad_images=data.skip_bad_images,
+        data_dir=data.data_dir,
     )
+    _run_pipeline(runs, execution, shlex.join(["petl-analyze", *sys.argv[1:]]))
     console.print(f"configuration -> {study.write(Path(out) / 'config.toml', resolved)}", highlight=False)
 
 
@@ -1535,44 +1491,9 @@ def demo(
     execution: Execution = Group(jobs=JobsOpt(2), omit=("backend", "scheduler", "threads")),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 5 min, 2 cores)."""
-    _run_pipeline(_demo_options(out, execution))
+    from petl_analysis.presets import demo_runs
 
-
-def _demo_options(out: str, execution: Execution) -> RunOptions:
-    """:data:`DEMO` as the options of ``run``."""
-    from petl_analysis.data import SplitSpec
-    from petl_analysis.models import ModelSpec
-    from petl_analysis.pipeline import PipelineConfig
-    from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe
-    from petl_analysis.train import default_train_recipe
-
-    probe_config = ProbeConfig(
-        targets=list(DEMO["probe_targets"]),
-        seeds=DEMO["probe_seeds"],
-        max_d=DEMO["probe_max_d"],
-        recipe=default_probe_recipe(),
-        **DEMO["probe_grid"],
-    )
-    config = PipelineConfig(
-        budgets=parse_budgets(DEMO["budgets"], "--budgets"),
-        methods=list(DEMO["methods"]),
-        probe=probe_config,
-        seeds=DEMO["seeds"],
-        recipe=default_train_recipe(),
-    )
-    return RunOptions(
-        model=ModelSpec(name="petl_vit_tiny", weights="default"),
-        datasets=list(DEMO["datasets"]),
-        config=config,
-        # the probe reads only the labels a 5-shot user has (seed s: that seed's 5 train and 5 val images per class)
-        sweep_split=SplitSpec(shots=DEMO["shots"]),
-        probe_split=SplitSpec(shots=DEMO["shots"]),
-        skip_bad_images=False,
-        out=out,
-        execution=execution,
-        command=f"petl-analyze demo --out {out} --jobs {execution.jobs}",
-    )
+    _run_pipeline(demo_runs(out), execution, f"petl-analyze demo --out {out} --jobs {execution.jobs}")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import functools
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,10 +34,8 @@ from petl_analysis.errors import PetlError
 from ._common import err_console, fail, show_with_first_progress
 
 if TYPE_CHECKING:
-    from petl_analysis.data import SplitSpec
     from petl_analysis.engine import Recipe
     from petl_analysis.models import ModelSpec
-    from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.task import DataSpec
 
 
@@ -845,40 +843,3 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__signature__ = signature  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
-
-
-# -- what run and demo build -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything ``run`` (from its options) and ``demo`` (from ``DEMO``) hand the pipeline, built once.
-
-    One pipeline per dataset: under ``out`` for one dataset, ``out/<dataset>`` for several. The sweep trains on
-    ``sweep_split``, the probe measures on ``probe_split``; ``config.probe_data`` is set per dataset.
-    """
-
-    model: ModelSpec
-    datasets: list[str]
-    config: PipelineConfig
-    sweep_split: SplitSpec
-    probe_split: SplitSpec
-    skip_bad_images: bool
-    out: str
-    execution: Execution
-    command: str
-    data_dir: str | None = None
-
-    def per_dataset(self) -> Iterator[tuple[str, DataSpec, PipelineConfig, Path]]:
-        """``(dataset, sweep data, config with the probe's data, out_dir)`` for each dataset."""
-        from petl_analysis.task import DataSpec
-
-        for ds in self.datasets:
-            out_dir = Path(self.out) / ds if len(self.datasets) > 1 else Path(self.out)
-            probe_data = DataSpec(ds, self.probe_split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir)
-            yield (
-                ds,
-                DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir),
-                dataclasses.replace(self.config, probe_data=probe_data),
-                out_dir,
-            )

@@ -201,7 +201,7 @@ def run_sweep(
     ranking_source: str = "",
     **train: Any,
 ) -> SweepResult:
-    """Plan a study (:meth:`Study.plan <petl_analysis.study.Study.plan>`) and train it (:func:`sweep_plans`).
+    """Plan a study and train it (:meth:`Study.plan_and_sweep <petl_analysis.study.Study.plan_and_sweep>`).
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
     trained. ``budgets``: any form :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"8k,0.05%"``; None:
@@ -209,23 +209,14 @@ def run_sweep(
     (network, weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
     check_seeds(train.get("seeds", 3))
     study, train = _study(model, data, train)
-    plans, skipped, budgets = study.plan(
+    return study.plan_and_sweep(
         budgets,
         methods,
         ranking,
         head_in_budget=head_in_budget,
         method_options=method_options,
-        ranking_source=ranking_source,
         plans_dir=plans_dir,
-    )
-    return study.sweep(
-        plans,
-        budgets=budgets,
-        methods=methods,
-        skipped=skipped,
         ranking_source=ranking_source,
-        plans_source=str(plans_dir) if plans_dir is not None else "",
-        head_in_budget=head_in_budget,
         **train,
     )
 

@@ -8,6 +8,7 @@ budget as what it is compared with.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from ..accounting import ParamCount, count_parameters
 from ..artefacts import Artefact
 from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling, pack_correct
 from ..epoch_log import logging_epochs, prepare_epoch_log
 from ..errors import PetlError
-from ..models import ModelSpec, spec_with_load
+from ..models import BUNDLED_MODEL, ModelSpec, spec_with_load
+from ..models.factory import WEIGHTS_DEFAULT
 from ..task import (
     DataSpec,
     InputConversion,
@@ -29,7 +32,7 @@ from ..task import (
     open_data,
     prepare_model,
 )
-from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
+from ..tuners import MethodConfig, apply_method, config_from_dict, get_method, save_adapter
 
 HEAD_INITS = ("lp", "random")
 
@@ -186,6 +189,34 @@ def train_one_seed(
         val_correct=pack_correct(res.val_correct) if res.val_correct is not None else None,
     )
     return run, res.trainable
+
+
+@dataclass
+class MethodCount:
+    """What a method adds to a model, counted two ways (``train --dry-run``): in closed form (``expected``) and on
+    the injected model (``counted``); ``model`` is the spec built (weights need not load for a count)."""
+
+    model: ModelSpec
+    num_classes: int
+    expected: ParamCount
+    counted: ParamCount
+
+    @property
+    def matches(self) -> bool:
+        return self.expected == self.counted
+
+
+def count_method(model: ModelSpec, config: MethodConfig, num_classes: int) -> MethodCount:
+    """Build ``model`` with a ``num_classes`` head, inject ``config`` and count: no data, no training. A count does
+    not depend on the weights, so a model other than the bundled one is built with random weights (nothing is
+    downloaded or converted)."""
+    if model.weights == WEIGHTS_DEFAULT and model.name != BUNDLED_MODEL:
+        model = dataclasses.replace(model, weights="random")
+    net = prepare_model(model, num_classes)
+    method = get_method(config)
+    expected = method.expected_count(net)
+    method.apply(net)
+    return MethodCount(model, num_classes, expected, count_parameters(net))
 
 
 def run_method(
