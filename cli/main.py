@@ -22,12 +22,10 @@ from ._common import (
 )
 from .options import (
     BUDGET_FORMS,
-    DATA,
     DEPRECATED_OPTIONS,
     FILES,
     METHOD,
     MODEL,
-    PROBE,
     RECIPE,
     BudgetsOpt,
     DataOptions,
@@ -39,17 +37,48 @@ from .options import (
     HeadInBudgetOpt,
     JobsOpt,
     LrOpt,
-    MaxTrainOpt,
     MethodsOpt,
     ModelOpt,
     ModelOptions,
     PerBlockOpt,
+    ProbeOptions,
     RankingOpt,
     RecipeOptions,
+    RunAllSeedAdaptersOpt,
+    RunDatasetOpt,
+    RunEpochsOpt,
+    RunMaxDOpt,
+    RunMaxTrainOpt,
+    RunOutOpt,
+    RunProbeEpochsOpt,
+    RunProbeSeedsOpt,
+    RunProbeShotsOpt,
+    RunSeedsOpt,
+    RunShotsOpt,
+    RunTargetsOpt,
     SeedsOpt,
-    ShotsOpt,
     StudyFileOptions,
+    SweepAllSeedAdaptersOpt,
+    SweepDatasetOpt,
+    SweepModelOpt,
+    SweepOutOpt,
+    SweepPlansOpt,
+    SweepRankingOpt,
+    SweepShotsOpt,
     TargetsOpt,
+    ThetaLrOptions,
+    TrainDryRunOpt,
+    TrainInitOpt,
+    TrainMethodOpt,
+    TrainOutOpt,
+    TrainPlanOpt,
+    TrainSaveAdapterOpt,
+    TrainTargetsOpt,
+    ValidateAllowSharedDataOpt,
+    ValidateBudgetOpt,
+    ValidateOutOpt,
+    ValidateProbeOpt,
+    ValidateSelectorsOpt,
     WeightsOpt,
     grouped,
     option,
@@ -178,6 +207,15 @@ def _show_recipe(recipe, what: str) -> None:
 
     fields = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(recipe).items())
     show_with_first_progress(f"{what} recipe: {fields}")
+
+
+def _resolved_recipe(recipe: RecipeOptions, study: StudyFileOptions, base):
+    """``(recipe, resolved configuration)`` of a command that trains on ``[recipe]``: ``base`` with the study file's
+    recipe keys and the recipe flags (:meth:`RecipeOptions.resolve`), and the configuration to print or write."""
+    import dataclasses
+
+    resolved_recipe = recipe.resolve(base, study.file_values("recipe"))
+    return resolved_recipe, study.resolved({"recipe": dataclasses.asdict(resolved_recipe)})
 
 
 def JsonOpt():
@@ -443,68 +481,13 @@ def _trial_progress(advance):
 def probe(
     models: ModelOptions = Group(),
     data: DataOptions = Group(),
-    targets: str | None = TargetsOpt(
-        help="Comma-separated catalogue specs to probe (default: "
-        "q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
-    ),
-    per_block: bool = PerBlockOpt(help="One subspace per block for each target."),
-    dims: str | None = option(
-        None, "--dims", panel=PROBE, help="Explicit d grid (e.g. 16,64,256); default: adaptive search."
-    ),
-    max_d: int | None = option(
-        None, "--max-d", panel=PROBE, help="Largest d of the adaptive search (default: D of each target)."
-    ),
-    d_min: int = option(4, "--d-min", panel=PROBE, help="Smallest d of the adaptive search's coarse grid."),
-    points_per_decade: int = option(
-        2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
-    ),
-    search: str = option(
-        "adaptive",
-        "--search",
-        panel=PROBE,
-        help="adaptive (a refined curve and d90 per target) or lean (race the targets for their order: "
-        "d = D first, then bisect only where d90 intervals overlap; a fraction of the trainings).",
-    ),
-    projection: str = option(
-        "fastfood",
-        "--projection",
-        panel=PROBE,
-        help="fastfood, dense, sparse or grouping (Uni-LoRA's random grouping).",
-    ),
-    threshold: float = option(0.9, "--threshold", panel=PROBE, help="d90 threshold in (0, 1]."),
-    seeds: int = SeedsOpt(2, "Seeds per (target, d): seed i draws the subspace, the k-shot sample and the init."),
-    head: str = option("train", "--head", panel=PROBE, help="train (linear-probe init, trained jointly) or frozen."),
-    said: bool = option(
-        False, "--said", panel=PROBE, help="Structure-aware ID: one learned scale per tensor (counted in d)."
-    ),
+    options: ProbeOptions = Group(),
     recipe: RecipeOptions = Group(
         section="probe.recipe",
         epochs=EpochsOpt(help="Epochs per trial (default: the probe recipe's; printed when the command runs)."),
         lr=LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe recipe's)."),
     ),
-    ft_lr: float = option(
-        1e-3, "--ft-lr", panel=RECIPE, help="Backbone learning rate of the full fine-tuning ceiling."
-    ),
-    lr_scaling: str = option(
-        "sqrt",
-        "--lr-scaling",
-        panel=RECIPE,
-        help="theta_d learning rate against d: sqrt "
-        "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr).",
-    ),
-    theta_step: float = option(
-        1.0,
-        "--theta-step",
-        panel=RECIPE,
-        help="With --lr-scaling sqrt: the weight-space length of one step on theta_d (1.0: lr 0.01 at d = 10,000).",
-    ),
-    lr_grid: str | None = option(
-        None,
-        "--lr-grid",
-        panel=RECIPE,
-        help="Multipliers of theta_d's learning rate "
-        "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1).",
-    ),
+    theta: ThetaLrOptions = Group(),
     out: str = option("probe.json", "--out", "-o", panel=FILES, help="ProbeResult JSON; trials are logged beside it."),
     execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
     study: StudyFileOptions = Group(),
@@ -520,27 +503,7 @@ def probe(
     from petl_analysis.study import Study
 
     probe_recipe = recipe.resolve(default_probe_recipe(), study.file_values("probe.recipe"), "probe")
-    config = _probe_config(
-        dict(
-            targets=targets,
-            per_block=per_block,
-            dims=dims,
-            projection=projection,
-            threshold=threshold,
-            seeds=seeds,
-            head=head,
-            said=said,
-            max_d=max_d,
-            d_min=d_min,
-            points_per_decade=points_per_decade,
-            search=search,
-            ft_lr=ft_lr,
-            lr_scaling=lr_scaling,
-            theta_step=theta_step,
-            lr_grid=lr_grid,
-        ),
-        probe_recipe,
-    )
+    config = _probe_config({**dataclasses.asdict(options), **dataclasses.asdict(theta)}, probe_recipe)
     resolved = study.resolved({"probe": _probe_section(config), "probe.recipe": dataclasses.asdict(probe_recipe)})
     if study.printed(resolved):
         return
@@ -658,22 +621,13 @@ def SetOpt():
 @handle_errors
 @grouped
 def train(
-    method: str = option(
-        "kadaptation",
-        "--method",
-        panel=METHOD,
-        help="Adaptation method (`petl-analyze methods` lists them with their options).",
-    ),
-    targets: str | None = TargetsOpt(
-        help="Catalogue specs to adapt (default: the method's; `petl-analyze info` lists them)."
-    ),
+    method: str = TrainMethodOpt(),
+    targets: str | None = TrainTargetsOpt(),
     n: int | None = option(None, "--n", panel=METHOD, help="KAdaptation/Compacter: Kronecker terms n."),
     rank: int | None = option(None, "--rank", "-r", panel=METHOD, help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
-    init: str | None = option(
-        None, "--init", panel=METHOD, help="KAdaptation init: default or pevit (the official zero-zero init)."
-    ),
+    init: str | None = TrainInitOpt(),
     sets: list[str] = SetOpt(),
-    plan: str | None = option(None, "--plan", panel=FILES, help="Apply a plan file (overrides --method/--targets)."),
+    plan: str | None = TrainPlanOpt(),
     models: ModelOptions = Group(
         model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
         weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see `petl-analyze probe --help`."),
@@ -685,44 +639,22 @@ def train(
     seeds: int = SeedsOpt(),
     recipe: RecipeOptions = Group(),
     head_init: str = option("lp", "--head-init", panel=RECIPE, help="lp (linear-probe head, the default) or random."),
-    dry_run: bool = option(
-        False,
-        "--dry-run",
-        panel=METHOD,
-        help="Build, inject and print the trainable-parameter table; no data, no training.",
-    ),
+    dry_run: bool = TrainDryRunOpt(),
     num_classes: int = option(10, "--num-classes", panel=METHOD, help="Head size for --dry-run."),
-    out: str | None = option("run.json", "--out", "-o", panel=FILES, help="RunResult JSON."),
-    save_adapter: str | None = option(
-        None,
-        "--save-adapter",
-        panel=FILES,
-        help="Directory for the adapters, one folder per seed (default: <out>.adapter; load_adapter reads each).",
-    ),
+    out: str | None = TrainOutOpt(),
+    save_adapter: str | None = TrainSaveAdapterOpt(),
     no_adapter: bool = option(False, "--no-adapter", panel=FILES, help="Do not save the adapters."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
     study: StudyFileOptions = Group(),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
-    import dataclasses
+    from petl_analysis.train import count_method, default_train_recipe, run_method
 
-    from petl_analysis.train import default_train_recipe
-
-    train_recipe = recipe.resolve(default_train_recipe(), study.file_values("recipe"))
-    resolved = study.resolved({"recipe": dataclasses.asdict(train_recipe)})
+    train_recipe, resolved = _resolved_recipe(recipe, study, default_train_recipe())
     if study.printed(resolved):
         return
-    if out and not dry_run:
-        check_output_path(out, what="--out")
-    if not save_adapter and out and not no_adapter:
-        save_adapter = f"{out}.adapter"
-    if no_adapter:
-        save_adapter = None
-    if save_adapter and not dry_run:
-        check_output_path(save_adapter, directory=True, what="--save-adapter")
+    save_adapter = _train_outputs(out, save_adapter, no_adapter, dry_run)
     execution.setup()
-    from petl_analysis.train import count_method, run_method
-
     settings = [f"{k}={v}" for k, v in (("n", n), ("rank", rank), ("init", init)) if v is not None] + list(sets)
     config, spec, dataset = _train_inputs(plan, method, targets, settings, models, data, dry_run)
     if dry_run:
@@ -746,6 +678,20 @@ def train(
         result.save(out)
         study.write(f"{out}.config.toml", resolved)
     _print_run(result, dataset, out, save_adapter)
+
+
+def _train_outputs(out: str | None, save_adapter: str | None, no_adapter: bool, dry_run: bool) -> str | None:
+    """``train``'s outputs checked before any work: --out, and the adapters' folder (default ``<out>.adapter``;
+    None with --no-adapter), which is returned."""
+    if out and not dry_run:
+        check_output_path(out, what="--out")
+    if not save_adapter and out and not no_adapter:
+        save_adapter = f"{out}.adapter"
+    if no_adapter:
+        save_adapter = None
+    if save_adapter and not dry_run:
+        check_output_path(save_adapter, directory=True, what="--save-adapter")
+    return save_adapter
 
 
 def _train_inputs(plan: str | None, method: str, targets: str | None, settings: list[str], models, data, dry_run):
@@ -867,6 +813,11 @@ def select(
         source=probe_path or "",
     )
     ranking.save(out)
+    _print_ranking(ranking, out)
+
+
+def _print_ranking(ranking, out: str) -> None:
+    """The ranking's table, each proxy's rank correlation with it, and its warnings."""
     print_table(ranking.table(), title=f"ranking by {ranking.selector}")
     corr = [
         {"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
@@ -987,48 +938,17 @@ def _write_plans(plans, budgets, out: str, peft_base) -> list[dict]:
 @handle_errors
 @grouped
 def sweep(
-    plans: str | None = option(
-        None,
-        "--plans",
-        panel=FILES,
-        help="Plans folder (from `plan` or `run`): train "
-        "every plan file in it, as the files say (--budgets, --methods, --ranking unused).",
-    ),
+    plans: str | None = SweepPlansOpt(),
     budgets: str | None = BudgetsOpt(),
     methods: str = MethodsOpt(),
-    plans_from: str | None = RankingOpt(
-        help="Ranking JSON (from `select`): plan KAdaptation/LoRA targets "
-        "from it (default: the methods' default targets)."
-    ),
-    models: ModelOptions = Group(
-        model=ModelOpt(None, "timm model name (default: the plans' or the --ranking's, else the bundled ViT)."),
-        weights=WeightsOpt(None),
-    ),
-    data: DataOptions = Group(
-        dataset=DatasetOpt(
-            None,
-            "Built-in dataset name or an image-folder path (required, unless the --plans or the --ranking name one).",
-        ),
-        shots=ShotsOpt(5, "Training images per class, drawn per seed (0 = the full training set)."),
-        omit=("max_train",),
-    ),
+    plans_from: str | None = SweepRankingOpt(),
+    models: ModelOptions = Group(model=SweepModelOpt(), weights=WeightsOpt(None)),
+    data: DataOptions = Group(dataset=SweepDatasetOpt(), shots=SweepShotsOpt(), omit=("max_train",)),
     seeds: int = SeedsOpt(),
     recipe: RecipeOptions = Group(),
     head_in_budget: bool = HeadInBudgetOpt(),
-    out: str = option(
-        "sweep.json",
-        "--out",
-        "-o",
-        panel=FILES,
-        help="SweepResult JSON; trials are logged beside "
-        "it and, without --plans, the plans written to <out>.plans/ first.",
-    ),
-    all_seed_adapters: bool = option(
-        False,
-        "--all-seed-adapters",
-        panel=FILES,
-        help="Keep every seed's adapter, not only the best one by validation (in <out>.adapters/<plan>/seed<N>/).",
-    ),
+    out: str = SweepOutOpt(),
+    all_seed_adapters: bool = SweepAllSeedAdaptersOpt(),
     no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
@@ -1037,32 +957,17 @@ def sweep(
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --ranking, written to <out>.plans/ and those files trained."""
-    import dataclasses
-    import shlex
-    import sys
-
     from petl_analysis.errors import PetlError
     from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.study import Study
     from petl_analysis.train import default_train_recipe
 
     requested = parse_budgets(budgets, "--budgets")
-    train_recipe = recipe.resolve(default_train_recipe(), study.file_values("recipe"))
-    resolved = study.resolved({"recipe": dataclasses.asdict(train_recipe)})
+    train_recipe, resolved = _resolved_recipe(recipe, study, default_train_recipe())
     if study.printed(resolved):
         return
-    check_output_path(out, what="--out")
-    if not plans:
-        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
+    train = _sweep_train(out, plans, seeds, train_recipe, not no_adapters, all_seed_adapters)
     execution.setup()
-    train = dict(
-        seeds=seeds,
-        recipe=train_recipe,
-        out=out,
-        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
-        save_adapters=not no_adapters,
-        all_seeds=all_seed_adapters,
-    )
     if plans and plans_from:
         raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
     if plans:
@@ -1083,10 +988,27 @@ def sweep(
                 ranking_source=plans_from or "",
                 **train,
             )
-    if not plans:
-        console.print(f"plans -> {out}.plans/")
-    _print_sweep(result, data_spec.dataset, out, not no_adapters)
+    _print_sweep(result, data_spec.dataset, out, not no_adapters, planned=not plans)
     console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
+
+
+def _sweep_train(out: str, plans: str | None, seeds: int, recipe, adapters: bool, all_seeds: bool) -> dict:
+    """``sweep``'s outputs checked before any work (--out, and the plans folder unless --plans), and the keywords
+    of :meth:`Study.sweep <petl_analysis.study.Study.sweep>`."""
+    import shlex
+    import sys
+
+    check_output_path(out, what="--out")
+    if not plans:
+        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
+    return dict(
+        seeds=seeds,
+        recipe=recipe,
+        out=out,
+        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+        save_adapters=adapters,
+        all_seeds=all_seeds,
+    )
 
 
 def _sweep_plan_files(plans: str, models, data):
@@ -1119,8 +1041,11 @@ def _sweep_ranking(source: str | None, models, data):
     return ranking, spec, data_spec
 
 
-def _print_sweep(result, dataset: str, out: str, adapters: bool) -> None:
-    """The sweep's table, its adapters, what planning skipped and the failed trials."""
+def _print_sweep(result, dataset: str, out: str, adapters: bool, planned: bool) -> None:
+    """Where the plans are (``planned``), the sweep's table, its adapters, what planning skipped, the failed
+    trials."""
+    if planned:
+        console.print(f"plans -> {out}.plans/")
     print_table(result.table(), title=f"sweep on {dataset}")
     if adapters:
         _print_adapters(result, out)
@@ -1265,57 +1190,21 @@ def _run_pipeline(runs, execution: Execution, command: str) -> None:
 def run(
     models: ModelOptions = Group(),
     data: DataOptions = Group(
-        dataset=DatasetOpt(
-            ...,
-            "One or more datasets, comma-separated: built-in names (`petl-analyze datasets`) or image-folder paths.",
-        ),
-        shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full training set)."),
-        max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it (stratified)."),
-        omit=("split_part",),
+        dataset=RunDatasetOpt(), shots=RunShotsOpt(), max_train=RunMaxTrainOpt(), omit=("split_part",)
     ),
     budgets: str | None = BudgetsOpt(),
     methods: str = MethodsOpt(),
-    seeds: int = SeedsOpt(
-        3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises training)."
-    ),
-    probe_shots: int | None = option(
-        None,
-        "--probe-shots",
-        panel=PROBE,
-        help="Probe: training images per class (default: --shots, so the probe reads "
-        "only the labels a k-shot user has; 0 = the full training set, and the "
-        "report says how many more labels the probe read).",
-    ),
-    targets: str | None = TargetsOpt(
-        help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
-    ),
+    seeds: int = RunSeedsOpt(),
+    probe_shots: int | None = RunProbeShotsOpt(),
+    targets: str | None = RunTargetsOpt(),
     per_block: bool = PerBlockOpt(help="Probe: one subspace per block for each target."),
-    probe_seeds: int = option(2, "--probe-seeds", panel=PROBE, help="Probe: seeds per (target, d)."),
-    probe_epochs: int | None = option(
-        None, "--probe-epochs", panel=PROBE, help="Probe: epochs per trial (default: the probe recipe's)."
-    ),
-    max_d: int | None = option(
-        None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search (default: D of each target)."
-    ),
-    recipe: RecipeOptions = Group(
-        epochs=EpochsOpt(help="Sweep: epochs per training (default: the recipe's; printed when the command runs).")
-    ),
+    probe_seeds: int = RunProbeSeedsOpt(),
+    probe_epochs: int | None = RunProbeEpochsOpt(),
+    max_d: int | None = RunMaxDOpt(),
+    recipe: RecipeOptions = Group(epochs=RunEpochsOpt()),
     head_in_budget: bool = HeadInBudgetOpt(),
-    out: str = option(
-        "petl-run",
-        "--out",
-        "-o",
-        panel=FILES,
-        help="Output folder (one subfolder per dataset when "
-        "there are several): the artefacts, trial logs and the report.",
-    ),
-    all_seed_adapters: bool = option(
-        False,
-        "--all-seed-adapters",
-        panel=FILES,
-        help="Keep every seed's adapter, not "
-        "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/).",
-    ),
+    out: str = RunOutOpt(),
+    all_seed_adapters: bool = RunAllSeedAdaptersOpt(),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
@@ -1329,25 +1218,10 @@ def run(
 
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.presets import study_runs
-    from petl_analysis.probe import default_probe_recipe
     from petl_analysis.train import default_train_recipe
 
-    probe_recipe = _recipe(
-        dataclasses.replace(default_probe_recipe(), **study.file_values("probe.recipe")),
-        "probe",
-        epochs=probe_epochs or None,
-    )
-    probe_config = _probe_config(
-        {
-            **study.file_values("probe"),
-            "targets": targets,
-            "per_block": per_block,
-            "seeds": probe_seeds,
-            "max_d": max_d,
-        },
-        probe_recipe,
-    )
+    probe_values = {"targets": targets, "per_block": per_block, "seeds": probe_seeds, "max_d": max_d}
+    probe_config, probe_recipe = _run_probe_config(study, probe_values, probe_epochs)
     config = PipelineConfig(
         budgets=parse_budgets(budgets, "--budgets"),
         methods=split_list(methods),
@@ -1367,7 +1241,31 @@ def run(
     if study.printed(resolved):
         return
     execution.setup()
-    runs = study_runs(
+    runs = _study_runs(models, data, config, out, probe_shots)
+    _run_pipeline(runs, execution, shlex.join(["petl-analyze", *sys.argv[1:]]))
+    console.print(f"configuration -> {study.write(Path(out) / 'config.toml', resolved)}", highlight=False)
+
+
+def _run_probe_config(study: StudyFileOptions, values: dict, epochs: int | None):
+    """``(probe config, probe recipe)`` of ``run``: its probe options over the study file's [probe] and
+    [probe.recipe] (all of their keys, also those run has no option for)."""
+    import dataclasses
+
+    from petl_analysis.probe import default_probe_recipe
+
+    probe_recipe = _recipe(
+        dataclasses.replace(default_probe_recipe(), **study.file_values("probe.recipe")),
+        "probe",
+        epochs=epochs or None,
+    )
+    return _probe_config({**study.file_values("probe"), **values}, probe_recipe), probe_recipe
+
+
+def _study_runs(models: ModelOptions, data: DataOptions, config, out: str, probe_shots: int | None):
+    """The pipelines of ``run`` (:func:`~petl_analysis.presets.study_runs`): one per --dataset."""
+    from petl_analysis.presets import study_runs
+
+    return study_runs(
         models.spec(),
         split_list(data.dataset),
         config,
@@ -1379,75 +1277,39 @@ def run(
         skip_bad_images=data.skip_bad_images,
         data_dir=data.data_dir,
     )
-    _run_pipeline(runs, execution, shlex.join(["petl-analyze", *sys.argv[1:]]))
-    console.print(f"configuration -> {study.write(Path(out) / 'config.toml', resolved)}", highlight=False)
 
 
 @app.command()
 @handle_errors
 @grouped
 def validate(
-    probe_path: str = option(
-        ..., "--probe", panel=FILES, help="ProbeResult JSON whose target sets and d90 ranking are validated."
-    ),
-    selectors: str | None = option(
-        None,
-        "--selectors",
-        panel=METHOD,
-        help="d90, d90+acc (d90 with the best-accuracy tie-break), direct (each set's d = D training) and/or proxy "
-        "selectors (constant: the listing order); random orders are always the floor. Default: "
-        "d90,d90+acc,direct,rgn,fisher,kappa,gps,spt,gid,page,residual,apla,constant (direct only when the probe "
-        "trained every set at d = D, as --search lean does).",
-    ),
+    probe_path: str = ValidateProbeOpt(),
+    selectors: str | None = ValidateSelectorsOpt(),
     methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
     seeds: int = SeedsOpt(),
-    budget: str | None = option(
-        None,
-        "--oracle-budget",
-        panel=METHOD,
-        help="Budget of every oracle point: "
-        "trainable parameters (8k) or a percentage of the backbone, head excluded (0.05%) "
-        "(default: 3x the largest smallest plan over sets and methods).",
-    ),
+    budget: str | None = ValidateBudgetOpt(),
     budgets: str | None = BudgetsOpt(
         help=f"Regret budgets: {BUDGET_FORMS} (default: --oracle-budget/4, --oracle-budget, 4x --oracle-budget)."
     ),
-    allow_shared_data: bool = option(
-        False,
-        "--allow-shared-data",
-        panel=DATA,
-        help="Judge a probe made on the whole pools (or on split B) on its own data; "
-        "every verdict then says so. Default: a probe must be made on split A "
-        "(--split-part A) and is judged on split B.",
-    ),
+    allow_shared_data: bool = ValidateAllowSharedDataOpt(),
     recipe: RecipeOptions = Group(),
-    out: str = option(
-        "validation.json", "--out", "-o", panel=FILES, help="ValidationResult JSON; trials are logged beside it."
-    ),
+    out: str = ValidateOutOpt(),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
     """Does the ranking predict? On split B (the probe decided on split A): adapt each probed set alone (the oracle),
     compare every selector with it (Spearman, Kendall, top-k, with seed intervals) and train every plan an order of
     the sets gives per budget (regret against the plan best on split A, exact random floor)."""
-    import dataclasses
     import shlex
     import sys
 
-    from petl_analysis.errors import PetlError
     from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.probe import ProbeResult
     from petl_analysis.validate import default_judge_recipe, run_validate
 
-    oracle_budget = parse_budgets(budget, "--oracle-budget")
-    if len(oracle_budget) > 1:
-        raise PetlError(
-            f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
-            "plans take --budgets)"
-        )
+    oracle_budget = _oracle_budget(budget)
     regret_budgets = parse_budgets(budgets, "--budgets")
-    judge_recipe = recipe.resolve(default_judge_recipe(), study.file_values("recipe"))
-    resolved = study.resolved({"recipe": dataclasses.asdict(judge_recipe)})
+    judge_recipe, resolved = _resolved_recipe(recipe, study, default_judge_recipe())
     if study.printed(resolved):
         return
     check_output_path(out, what="--out")
@@ -1459,7 +1321,7 @@ def validate(
             selectors=split_list(selectors) or None,
             methods=split_list(methods),
             seeds=seeds,
-            budget=oracle_budget[0] if oracle_budget else None,
+            budget=oracle_budget,
             budgets=regret_budgets or None,
             allow_shared_data=allow_shared_data,
             recipe=judge_recipe,
@@ -1469,12 +1331,31 @@ def validate(
             probe_source=probe_path,
             command=shlex.join(["petl-analyze", *sys.argv[1:]]),
         )
+    _print_validation(result)
+    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
+
+
+def _oracle_budget(budget: str | None):
+    """--oracle-budget: one budget, or None (the default)."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.plan.budgets import parse_budgets
+
+    oracle_budget = parse_budgets(budget, "--oracle-budget")
+    if len(oracle_budget) > 1:
+        raise PetlError(
+            f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
+            "plans take --budgets)"
+        )
+    return oracle_budget[0] if oracle_budget else None
+
+
+def _print_validation(result) -> None:
+    """validate's tables: the oracle, the agreement with it and each selector's regret; then its notes."""
     print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")
     print_table(result.agreement_table(), title="agreement with the oracle")
     print_table(result.regret_table(), title=f"regret of each selector's {result.regret_method} plan")
     for note in result.notes:
         console.print(note)
-    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
 
 
 @app.command()
