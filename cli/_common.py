@@ -190,47 +190,69 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., 
     rounds, a pipeline). Where the output is not a terminal, a line per step with its ETA (cached steps do not count
     towards the pace). While open, every epoch of a training run in this process is shown: in the bar's text, or
     as a line under ``-v``; trials in worker processes show at trial granularity. Nothing under ``-q``."""
-    from petl_analysis.engine import epoch_listener
-
     steps = [total]
 
     def expect(n: int) -> None:
         steps[0] = (steps[0] or 0) + n
 
     if _verbosity[0] < 0:
+        mode = _quiet_progress(expect)
+    elif not sys.stderr.isatty() and not console.is_terminal:
+        mode = _plain_progress(steps, expect)
+    else:
+        mode = _bar_progress(description, total, steps, expect)
+    with mode as advance:
+        yield advance
 
-        def advance_quiet(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
-            _with_first_progress.clear()
 
-        advance_quiet.expect = expect  # type: ignore[attr-defined]
-        yield advance_quiet
-        return
-    if not sys.stderr.isatty() and not console.is_terminal:
-        # Non-interactive (CI, pipes): print a line per step instead of redrawing a bar.
-        done, fresh, busy, last = [0], [0], [0.0], [time.perf_counter()]
+@contextmanager
+def _quiet_progress(expect: Callable[[int], None]) -> Iterator[Callable[..., None]]:
+    """``-q``: no progress at all."""
 
-        def advance_plain(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
+    def advance_quiet(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
+        _with_first_progress.clear()
+
+    advance_quiet.expect = expect  # type: ignore[attr-defined]
+    yield advance_quiet
+
+
+@contextmanager
+def _plain_progress(steps: list[int | None], expect: Callable[[int], None]) -> Iterator[Callable[..., None]]:
+    """Non-interactive (CI, pipes): a line per step with its ETA instead of redrawing a bar; epochs under ``-v``."""
+    from petl_analysis.engine import epoch_listener
+
+    done, fresh, busy, last = [0], [0], [0.0], [time.perf_counter()]
+
+    def advance_plain(n: int = 1, description_: str | None = None, cached: bool = False) -> None:
+        _flush_first_progress()
+        now = time.perf_counter()
+        done[0] += n
+        if not cached:  # a step read from a log comes at once: not the pace of the work left
+            fresh[0] += n
+            busy[0] += now - last[0]
+        last[0] = now
+        if description_:
+            shown = steps[0] if steps[0] is not None else "?"
+            eta = _eta(done[0], steps[0], fresh[0], busy[0])
+            err_console.print(f"[{done[0]}/{shown}] {description_}{eta}", highlight=False, markup=False)
+
+    def epoch_plain(log: Any) -> None:
+        if _verbosity[0] > 0:
             _flush_first_progress()
-            now = time.perf_counter()
-            done[0] += n
-            if not cached:  # a step read from a log comes at once: not the pace of the work left
-                fresh[0] += n
-                busy[0] += now - last[0]
-            last[0] = now
-            if description_:
-                shown = steps[0] if steps[0] is not None else "?"
-                eta = _eta(done[0], steps[0], fresh[0], busy[0])
-                err_console.print(f"[{done[0]}/{shown}] {description_}{eta}", highlight=False, markup=False)
+            err_console.print(f"  {_epoch_text(log)}", highlight=False, markup=False)
 
-        def epoch_plain(log: Any) -> None:
-            if _verbosity[0] > 0:
-                _flush_first_progress()
-                err_console.print(f"  {_epoch_text(log)}", highlight=False, markup=False)
+    advance_plain.expect = expect  # type: ignore[attr-defined]
+    with epoch_listener(epoch_plain):
+        yield advance_plain
 
-        advance_plain.expect = expect  # type: ignore[attr-defined]
-        with epoch_listener(epoch_plain):
-            yield advance_plain
-        return
+
+@contextmanager
+def _bar_progress(
+    description: str, total: int | None, steps: list[int | None], expect: Callable[[int], None]
+) -> Iterator[Callable[..., None]]:
+    """A terminal: a rich bar with ETA, the epoch in progress in its text (a line per epoch under ``-v``)."""
+    from petl_analysis.engine import epoch_listener
+
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

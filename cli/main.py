@@ -22,13 +22,10 @@ from ._common import (
 )
 from .options import (
     BUDGET_FORMS,
-    DATA,
-    DEFAULT_METHODS,
     DEPRECATED_OPTIONS,
     FILES,
     METHOD,
     MODEL,
-    PROBE,
     RECIPE,
     BudgetsOpt,
     DataOptions,
@@ -40,18 +37,48 @@ from .options import (
     HeadInBudgetOpt,
     JobsOpt,
     LrOpt,
-    MaxTrainOpt,
     MethodsOpt,
     ModelOpt,
     ModelOptions,
     PerBlockOpt,
+    ProbeOptions,
     RankingOpt,
     RecipeOptions,
-    RunOptions,
+    RunAllSeedAdaptersOpt,
+    RunDatasetOpt,
+    RunEpochsOpt,
+    RunMaxDOpt,
+    RunMaxTrainOpt,
+    RunOutOpt,
+    RunProbeEpochsOpt,
+    RunProbeSeedsOpt,
+    RunProbeShotsOpt,
+    RunSeedsOpt,
+    RunShotsOpt,
+    RunTargetsOpt,
     SeedsOpt,
-    ShotsOpt,
     StudyFileOptions,
+    SweepAllSeedAdaptersOpt,
+    SweepDatasetOpt,
+    SweepModelOpt,
+    SweepOutOpt,
+    SweepPlansOpt,
+    SweepRankingOpt,
+    SweepShotsOpt,
     TargetsOpt,
+    ThetaLrOptions,
+    TrainDryRunOpt,
+    TrainInitOpt,
+    TrainMethodOpt,
+    TrainOutOpt,
+    TrainPlanOpt,
+    TrainSaveAdapterOpt,
+    TrainTargetsOpt,
+    ValidateAllowSharedDataOpt,
+    ValidateBudgetOpt,
+    ValidateOutOpt,
+    ValidateProbeOpt,
+    ValidateSelectorsOpt,
     WeightsOpt,
     grouped,
     option,
@@ -166,14 +193,29 @@ def _show_notes(
 
 
 def _recipe(base, _what: str = "training", **values):
-    """``base`` with the options the user gave (None = keep the recipe's value), printed (on stderr, with the first
-    progress line) as it will run: the defaults an option left unset are visible in the log."""
+    """``base`` with the options the user gave (:func:`~petl_analysis.presets.recipe_with`), shown as it will run."""
+    from petl_analysis.presets import recipe_with
+
+    recipe = recipe_with(base, **values)
+    _show_recipe(recipe, _what)
+    return recipe
+
+
+def _show_recipe(recipe, what: str) -> None:
+    """The recipe on stderr, with the first progress line: the defaults an option left unset are visible in the log."""
     import dataclasses
 
-    recipe = dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None and v is not False})
     fields = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(recipe).items())
-    show_with_first_progress(f"{_what} recipe: {fields}")
-    return recipe
+    show_with_first_progress(f"{what} recipe: {fields}")
+
+
+def _resolved_recipe(recipe: RecipeOptions, study: StudyFileOptions, base):
+    """``(recipe, resolved configuration)`` of a command that trains on ``[recipe]``: ``base`` with the study file's
+    recipe keys and the recipe flags (:meth:`RecipeOptions.resolve`), and the configuration to print or write."""
+    import dataclasses
+
+    resolved_recipe = recipe.resolve(base, study.file_values("recipe"))
+    return resolved_recipe, study.resolved({"recipe": dataclasses.asdict(resolved_recipe)})
 
 
 def JsonOpt():
@@ -185,20 +227,6 @@ def _print_json(value) -> None:
     import json
 
     print(json.dumps(value, indent=2, default=str))
-
-
-#: What ``petl-analyze demo`` runs: sized to finish in about 5 minutes on 2 CPU cores (4 min 5 s measured).
-DEMO = dict(
-    datasets=("digits", "animals"),
-    budgets="1k,4k,16k",
-    methods=DEFAULT_METHODS,
-    shots=5,
-    seeds=3,
-    probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"),
-    probe_seeds=2,
-    probe_max_d=None,
-    probe_grid=dict(d_min=10, points_per_decade=1),  # 10, 100, 1000, ... then refinement around the crossing
-)
 
 
 @app.command()
@@ -405,30 +433,6 @@ def linear_probe(
     print_table(rows, title=f"linear probe on {data.dataset} ({split})")
 
 
-def _dataset_for_ranking(
-    dataset: str | None, ranking, source: str | None, flag: str = "--ranking", then: str = "sweep"
-) -> str:
-    """``--dataset``, else the ranking's; a ranking made on another dataset is refused, and without either the
-    command has no dataset (no silent default)."""
-    from petl_analysis.errors import PetlError
-    from petl_analysis.task import same_dataset
-
-    ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
-    if dataset is None:
-        if ranked_on is None:
-            raise PetlError(
-                f"{then}: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or "
-                f"an image-folder path){'' if ranking is not None else ' or a --ranking made on one'}"
-            )
-        return ranked_on
-    if ranked_on is not None and not same_dataset(dataset, ranked_on):
-        raise PetlError(
-            f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
-            f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first"
-        )
-    return dataset
-
-
 def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, then: str):
     """The ranking's model, with any option given applied; a ranking made on another model is refused (its d90s
     and proxies say nothing about another network or other weights)."""
@@ -447,27 +451,6 @@ def _model_for_ranking(models: ModelOptions, ranking, source: str, flag: str, th
         f"model, or probe and select on this model first",
     )
     return spec
-
-
-def _skip_bad_images(data: DataOptions, ranking, dataset: str) -> bool:
-    """--skip-bad-images, or the ranking's choice for its own dataset (carried forward, as select reads the
-    probe's)."""
-    from petl_analysis.task import same_dataset
-
-    ranked = ranking.data if ranking is not None else None
-    return data.skip_bad_images or bool(
-        ranked is not None and ranked.skip_bad_images and same_dataset(ranked.dataset, dataset)
-    )
-
-
-def _data_dir(data: DataOptions, ranking, dataset: str) -> str | None:
-    """--data-dir, or the ranking's for its own dataset (carried forward like --skip-bad-images)."""
-    from petl_analysis.task import same_dataset
-
-    ranked = ranking.data if ranking is not None else None
-    if data.data_dir is not None or ranked is None or not same_dataset(ranked.dataset, dataset):
-        return data.data_dir
-    return ranked.data_dir
 
 
 def _trial_progress(advance):
@@ -498,68 +481,13 @@ def _trial_progress(advance):
 def probe(
     models: ModelOptions = Group(),
     data: DataOptions = Group(),
-    targets: str | None = TargetsOpt(
-        help="Comma-separated catalogue specs to probe (default: "
-        "q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
-    ),
-    per_block: bool = PerBlockOpt(help="One subspace per block for each target."),
-    dims: str | None = option(
-        None, "--dims", panel=PROBE, help="Explicit d grid (e.g. 16,64,256); default: adaptive search."
-    ),
-    max_d: int | None = option(
-        None, "--max-d", panel=PROBE, help="Largest d of the adaptive search (default: D of each target)."
-    ),
-    d_min: int = option(4, "--d-min", panel=PROBE, help="Smallest d of the adaptive search's coarse grid."),
-    points_per_decade: int = option(
-        2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
-    ),
-    search: str = option(
-        "adaptive",
-        "--search",
-        panel=PROBE,
-        help="adaptive (a refined curve and d90 per target) or lean (race the targets for their order: "
-        "d = D first, then bisect only where d90 intervals overlap; a fraction of the trainings).",
-    ),
-    projection: str = option(
-        "fastfood",
-        "--projection",
-        panel=PROBE,
-        help="fastfood, dense, sparse or grouping (Uni-LoRA's random grouping).",
-    ),
-    threshold: float = option(0.9, "--threshold", panel=PROBE, help="d90 threshold in (0, 1]."),
-    seeds: int = SeedsOpt(2, "Seeds per (target, d): seed i draws the subspace, the k-shot sample and the init."),
-    head: str = option("train", "--head", panel=PROBE, help="train (linear-probe init, trained jointly) or frozen."),
-    said: bool = option(
-        False, "--said", panel=PROBE, help="Structure-aware ID: one learned scale per tensor (counted in d)."
-    ),
+    options: ProbeOptions = Group(),
     recipe: RecipeOptions = Group(
         section="probe.recipe",
         epochs=EpochsOpt(help="Epochs per trial (default: the probe recipe's; printed when the command runs)."),
         lr=LrOpt(help="theta_d learning rate with --lr-scaling constant (default: the probe recipe's)."),
     ),
-    ft_lr: float = option(
-        1e-3, "--ft-lr", panel=RECIPE, help="Backbone learning rate of the full fine-tuning ceiling."
-    ),
-    lr_scaling: str = option(
-        "sqrt",
-        "--lr-scaling",
-        panel=RECIPE,
-        help="theta_d learning rate against d: sqrt "
-        "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr).",
-    ),
-    theta_step: float = option(
-        1.0,
-        "--theta-step",
-        panel=RECIPE,
-        help="With --lr-scaling sqrt: the weight-space length of one step on theta_d (1.0: lr 0.01 at d = 10,000).",
-    ),
-    lr_grid: str | None = option(
-        None,
-        "--lr-grid",
-        panel=RECIPE,
-        help="Multipliers of theta_d's learning rate "
-        "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1).",
-    ),
+    theta: ThetaLrOptions = Group(),
     out: str = option("probe.json", "--out", "-o", panel=FILES, help="ProbeResult JSON; trials are logged beside it."),
     execution: Execution = Group(jobs=JobsOpt(help="Parallel worker processes.")),
     study: StudyFileOptions = Group(),
@@ -571,52 +499,32 @@ def probe(
     """
     import dataclasses
 
-    from petl_analysis.errors import PetlError
-    from petl_analysis.probe import default_probe_recipe, run_probe
+    from petl_analysis.probe import default_probe_recipe
+    from petl_analysis.study import Study
 
-    base = default_probe_recipe()
-    probe_recipe = recipe.resolve(base, study.file_values("probe.recipe"), "probe")
-    if probe_recipe.lr != base.lr and lr_scaling != "constant":
-        raise PetlError(
-            f"--lr sets theta_d's learning rate only with --lr-scaling constant; with --lr-scaling "
-            f"{lr_scaling} it is --theta-step / sqrt(d): change --theta-step instead"
-        )
-    config = _probe_config(
-        dict(
-            targets=targets,
-            per_block=per_block,
-            dims=dims,
-            projection=projection,
-            threshold=threshold,
-            seeds=seeds,
-            head=head,
-            said=said,
-            max_d=max_d,
-            d_min=d_min,
-            points_per_decade=points_per_decade,
-            search=search,
-            ft_lr=ft_lr,
-            lr_scaling=lr_scaling,
-            theta_step=theta_step,
-            lr_grid=lr_grid,
-        ),
-        probe_recipe,
-    )
+    probe_recipe = recipe.resolve(default_probe_recipe(), study.file_values("probe.recipe"), "probe")
+    config = _probe_config({**dataclasses.asdict(options), **dataclasses.asdict(theta)}, probe_recipe)
     resolved = study.resolved({"probe": _probe_section(config), "probe.recipe": dataclasses.asdict(probe_recipe)})
     if study.printed(resolved):
         return
     check_output_path(out, what="--out")
     execution.setup()
     with progress_bar("probe", total=None) as advance:
-        result = run_probe(
-            models.spec(), data.spec(), config, out=out, **execution.trials(), on_trial=_trial_progress(advance)
-        )
+        context = Study(models.spec(), data.spec(), **execution.trials(), on_trial=_trial_progress(advance))
+        result = context.probe(config, out=out)
+    _print_probe(result, out)
+    console.print(f"configuration -> {study.write(f'{out}.config.toml', resolved)}", highlight=False)
+
+
+def _print_probe(result, out: str) -> None:
+    """The probe's baselines, its d90 table, its caveats and failed trials."""
     floor, ceiling = result.floor, result.ceiling
     console.print(
         f"validation ({result.n_val} images): floor (d = 0) {floor.val_mean:.3f} ± {floor.val_std:.3f}, "
         f"ceiling (full fine-tuning) {ceiling.val_mean:.3f} ± {ceiling.val_std:.3f} "
         f"({ceiling.trainable:,} params); test is reported in {out}, never decided on"
     )
+    threshold = result.config.threshold
     print_table(result.table(), title=f"local intrinsic dimension (threshold {threshold}, gain-normalised d90 first)")
     _warn_about_probe(result)
     for f in result.failed:
@@ -624,7 +532,6 @@ def probe(
     console.print(
         f"{result.trials_total} trials ({result.failed_trials} failed) in {result.wall_time_s:.0f} s -> {out}"
     )
-    console.print(f"configuration -> {study.write(f'{out}.config.toml', resolved)}", highlight=False)
 
 
 #: The [probe] keys of a study file that become the fields of a :class:`~petl_analysis.probe.ProbeConfig` (the
@@ -651,18 +558,20 @@ PROBE_KEYS = (
 
 def _probe_config(values: dict, recipe):
     """The :class:`~petl_analysis.probe.ProbeConfig` of the probe's option values (:data:`PROBE_KEYS`, as the
-    options take them: comma-separated lists); an unset one (None) keeps the config's default."""
-    from petl_analysis.probe import ProbeConfig
+    options take them: comma-separated lists), built by :func:`~petl_analysis.presets.probe_config`; an unset one
+    (None) keeps the config's default."""
+    from petl_analysis.presets import probe_config
 
     from ._common import parse_ints
 
-    given = {k: v for k, v in values.items() if v is not None}
-    listed = dict(
-        targets=split_list(given.pop("targets", None)) or ProbeConfig().targets,
-        dims=parse_ints(given.pop("dims", None), "--dims") or None,
-        lr_grid=_parse_floats(given.pop("lr_grid", None), "--lr-grid") or [1.0],
+    given = dict(values)
+    return probe_config(
+        split_list(given.pop("targets", None)),
+        dims=parse_ints(given.pop("dims", None), "--dims"),
+        lr_grid=_parse_floats(given.pop("lr_grid", None), "--lr-grid"),
+        recipe=recipe,
+        **given,
     )
-    return ProbeConfig(**listed, **given, recipe=recipe)
 
 
 def _probe_section(config) -> dict:
@@ -697,27 +606,6 @@ def _parse_floats(value: str | None, what: str) -> list[float]:
     return out
 
 
-def _method_config(method: str, targets: str | None, sets: list[str]):
-    """Build a method config from --method/--targets and generic --set key=value overrides."""
-    import json as _json
-
-    from petl_analysis.errors import PetlError
-    from petl_analysis.tuners import config_from_dict
-
-    values: dict = {"method": method}
-    if targets:
-        values["targets"] = split_list(targets)
-    for item in sets:
-        if "=" not in item:
-            raise PetlError(f"--set {item!r}: expected key=value, e.g. --set n=8")
-        key, raw = item.split("=", 1)
-        try:
-            values[key.strip()] = _json.loads(raw)
-        except ValueError:
-            values[key.strip()] = raw
-    return config_from_dict(values)
-
-
 def SetOpt():
     return option(
         [],
@@ -733,22 +621,13 @@ def SetOpt():
 @handle_errors
 @grouped
 def train(
-    method: str = option(
-        "kadaptation",
-        "--method",
-        panel=METHOD,
-        help="Adaptation method (`petl-analyze methods` lists them with their options).",
-    ),
-    targets: str | None = TargetsOpt(
-        help="Catalogue specs to adapt (default: the method's; `petl-analyze info` lists them)."
-    ),
+    method: str = TrainMethodOpt(),
+    targets: str | None = TrainTargetsOpt(),
     n: int | None = option(None, "--n", panel=METHOD, help="KAdaptation/Compacter: Kronecker terms n."),
     rank: int | None = option(None, "--rank", "-r", panel=METHOD, help="Rank (KAdaptation: of B_i; LoRA: of B A)."),
-    init: str | None = option(
-        None, "--init", panel=METHOD, help="KAdaptation init: default or pevit (the official zero-zero init)."
-    ),
+    init: str | None = TrainInitOpt(),
     sets: list[str] = SetOpt(),
-    plan: str | None = option(None, "--plan", panel=FILES, help="Apply a plan file (overrides --method/--targets)."),
+    plan: str | None = TrainPlanOpt(),
     models: ModelOptions = Group(
         model=ModelOpt(None, "timm model name (default: the plan's, else the bundled ViT)."),
         weights=WeightsOpt(None, "Weights (default: the --plan's, else 'default'); see `petl-analyze probe --help`."),
@@ -760,88 +639,27 @@ def train(
     seeds: int = SeedsOpt(),
     recipe: RecipeOptions = Group(),
     head_init: str = option("lp", "--head-init", panel=RECIPE, help="lp (linear-probe head, the default) or random."),
-    dry_run: bool = option(
-        False,
-        "--dry-run",
-        panel=METHOD,
-        help="Build, inject and print the trainable-parameter table; no data, no training.",
-    ),
+    dry_run: bool = TrainDryRunOpt(),
     num_classes: int = option(10, "--num-classes", panel=METHOD, help="Head size for --dry-run."),
-    out: str | None = option("run.json", "--out", "-o", panel=FILES, help="RunResult JSON."),
-    save_adapter: str | None = option(
-        None,
-        "--save-adapter",
-        panel=FILES,
-        help="Directory for the adapters, one folder per seed (default: <out>.adapter; load_adapter reads each).",
-    ),
+    out: str | None = TrainOutOpt(),
+    save_adapter: str | None = TrainSaveAdapterOpt(),
     no_adapter: bool = option(False, "--no-adapter", panel=FILES, help="Do not save the adapters."),
     execution: Execution = Group(omit=("jobs", "backend", "scheduler")),
     study: StudyFileOptions = Group(),
 ) -> None:
     """Train one method configuration (or a plan) over seeds and write a RunResult."""
-    import dataclasses
+    from petl_analysis.train import count_method, default_train_recipe, run_method
 
-    from petl_analysis.train import default_train_recipe
-
-    train_recipe = recipe.resolve(default_train_recipe(), study.file_values("recipe"))
-    resolved = study.resolved({"recipe": dataclasses.asdict(train_recipe)})
+    train_recipe, resolved = _resolved_recipe(recipe, study, default_train_recipe())
     if study.printed(resolved):
         return
-    if out and not dry_run:
-        check_output_path(out, what="--out")
-    if not save_adapter and out and not no_adapter:
-        save_adapter = f"{out}.adapter"
-    if no_adapter:
-        save_adapter = None
-    if save_adapter and not dry_run:
-        check_output_path(save_adapter, directory=True, what="--save-adapter")
+    save_adapter = _train_outputs(out, save_adapter, no_adapter, dry_run)
     execution.setup()
-    from petl_analysis.plan import Plan, plans_dataset, validate_plan
-    from petl_analysis.task import prepare_model
-    from petl_analysis.train import run_method
-    from petl_analysis.tuners import get_method
-
-    spec = models.spec()
-    dataset = data.dataset
-    if plan:
-        plan_obj = Plan.load(plan)
-        config = plan_obj.method_config()
-        # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
-        spec = spec if models.model else models.applied_to(plan_obj.model, models.weights or plan_obj.model.weights)
-        if plan_obj.dataset is not None or not dry_run:  # a plan of version 1 does not say: --dataset then
-            dataset = plans_dataset([plan_obj], data.dataset, source=f"--plan {plan!r}")
-    else:
-        overrides = [f"{k}={v}" for k, v in (("n", n), ("rank", rank)) if v is not None]
-        if init is not None:
-            overrides.append(f"init={init}")
-        config = _method_config(method, targets, overrides + list(sets))
+    settings = [f"{k}={v}" for k, v in (("n", n), ("rank", rank), ("init", init)) if v is not None] + list(sets)
+    config, spec, dataset = _train_inputs(plan, method, targets, settings, models, data, dry_run)
     if dry_run:
-        if spec.weights == "default" and spec.name != "petl_vit_tiny":
-            spec = dataclasses.replace(spec, weights="random")  # counts do not depend on weights: load none
-            console.print("note: --dry-run counts on random weights (the count does not depend on them)")
-        net = prepare_model(spec, num_classes)
-        expected = get_method(config).expected_count(net)
-        get_method(config).apply(net)
-        from petl_analysis.accounting import count_parameters
-
-        counted = count_parameters(net)
-        rows = [{"item": k, "parameters": v} for k, v in counted.as_dict().items()]
-        print_table(rows, title=f"{config.method} on {spec.name} ({num_classes} classes)")
-        console.print(
-            f"closed-form count: {expected.total} (incl. head), matches injected model: {expected == counted}"
-        )
+        _print_count(count_method(spec, config, num_classes), spec, config.method)
         return
-    from petl_analysis.errors import PetlError
-    from petl_analysis.study import Study
-
-    if dataset is None:
-        raise PetlError(
-            "train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
-            "image-folder path) or a --plan made on one"
-        )
-
-    if plan:
-        validate_plan(plan_obj, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
     with progress_bar(f"train {config.method}", total=seeds) as advance:
         result = run_method(
             spec,
@@ -859,6 +677,64 @@ def train(
     if out:
         result.save(out)
         study.write(f"{out}.config.toml", resolved)
+    _print_run(result, dataset, out, save_adapter)
+
+
+def _train_outputs(out: str | None, save_adapter: str | None, no_adapter: bool, dry_run: bool) -> str | None:
+    """``train``'s outputs checked before any work: --out, and the adapters' folder (default ``<out>.adapter``;
+    None with --no-adapter), which is returned."""
+    if out and not dry_run:
+        check_output_path(out, what="--out")
+    if not save_adapter and out and not no_adapter:
+        save_adapter = f"{out}.adapter"
+    if no_adapter:
+        save_adapter = None
+    if save_adapter and not dry_run:
+        check_output_path(save_adapter, directory=True, what="--save-adapter")
+    return save_adapter
+
+
+def _train_inputs(plan: str | None, method: str, targets: str | None, settings: list[str], models, data, dry_run):
+    """``(config, model spec, dataset)`` of ``train``: the --plan file's (checked against the model and data), or
+    the method config from --method/--targets/--set."""
+    from petl_analysis.plan import Plan, plans_dataset, validate_plan
+    from petl_analysis.study import Study
+    from petl_analysis.tuners import config_from_settings
+
+    if not plan:
+        config = config_from_settings(method, split_list(targets), settings)
+        return config, models.spec(), data.dataset if data.dataset or dry_run else _no_dataset()
+    stored = Plan.load(plan)
+    # the plan's model and weights unless given: a plan made on converted or local weights is trained on them
+    spec = models.spec() if models.model else models.applied_to(stored.model, models.weights or stored.model.weights)
+    if dry_run and stored.dataset is None:  # a plan of version 1 does not say: --dataset then
+        return stored.method_config(), spec, data.dataset
+    dataset = plans_dataset([stored], data.dataset, source=f"--plan {plan!r}")
+    if not dry_run:
+        validate_plan(stored, Study(spec, data.spec(dataset=dataset)).template, spec, source=plan)
+    return stored.method_config(), spec, dataset
+
+
+def _no_dataset():
+    from petl_analysis.errors import PetlError
+
+    raise PetlError(
+        "train: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or an "
+        "image-folder path) or a --plan made on one"
+    )
+
+
+def _print_count(count, asked, method: str) -> None:
+    """``train --dry-run``: the injected model's count and whether the closed form agrees."""
+    if count.model != asked:
+        console.print("note: --dry-run counts on random weights (the count does not depend on them)")
+    rows = [{"item": k, "parameters": v} for k, v in count.counted.as_dict().items()]
+    print_table(rows, title=f"{method} on {count.model.name} ({count.num_classes} classes)")
+    console.print(f"closed-form count: {count.expected.total} (incl. head), matches injected model: {count.matches}")
+
+
+def _print_run(result, dataset: str, out: str | None, adapters: str | None) -> None:
+    """``train``'s tables: the trainable parameters and each seed's scores."""
     print_table([{"item": k, "parameters": v} for k, v in result.trainable.items()], title="trainable parameters")
     print_table(
         [
@@ -874,14 +750,14 @@ def train(
             }
             for r in result.seeds
         ],
-        title=f"{config.method} on {dataset}",
+        title=f"{result.method} on {dataset}",
     )
     console.print(
         f"test accuracy {result.test_acc_mean:.4f} ± {result.test_acc_std:.4f} over {len(result.seeds)} seed(s)"
         + (f" -> {out}" if out else "")
     )
-    if save_adapter:
-        console.print(f"adapters -> {save_adapter}/seed<N>/ (petl_analysis.tuners.load_adapter)", highlight=False)
+    if adapters:
+        console.print(f"adapters -> {adapters}/seed<N>/ (petl_analysis.tuners.load_adapter)", highlight=False)
 
 
 @app.command()
@@ -937,6 +813,11 @@ def select(
         source=probe_path or "",
     )
     ranking.save(out)
+    _print_ranking(ranking, out)
+
+
+def _print_ranking(ranking, out: str) -> None:
+    """The ranking's table, each proxy's rank correlation with it, and its warnings."""
     print_table(ranking.table(), title=f"ranking by {ranking.selector}")
     corr = [
         {"proxy": k, "spearman": v["spearman"], "kendall": v["kendall"], "targets": v["n"]}
@@ -980,25 +861,18 @@ def plan(
     if study.printed(resolved):
         return
     check_output_path(out, directory=True, what="--out")
-    from pathlib import Path
-
-    from petl_analysis.errors import PetlError
-    from petl_analysis.io import ensure_writable_dir
-    from petl_analysis.plan import export_peft, plan_for_budget
+    from petl_analysis.plan import plan_for_budget
     from petl_analysis.plan.budgets import budgets_text, parse_budgets, resolve_budgets
-    from petl_analysis.plan.peft import export_summary
     from petl_analysis.select import Ranking
     from petl_analysis.study import Study
-    from petl_analysis.task import DataSpec
+    from petl_analysis.tuners import options_from_settings
 
     requested = parse_budgets(budget, "--budgets")  # a malformed budget fails before anything loads
     ranking = Ranking.load(ranking_path)
     spec = _model_for_ranking(models, ranking, ranking_path, "--ranking", "plan")
-    ds_name = _dataset_for_ranking(data.dataset, ranking, ranking_path, "--ranking", "plan")
-    skip_bad = _skip_bad_images(data, ranking, ds_name)
-    net = Study(spec, DataSpec(ds_name, skip_bad_images=skip_bad, data_dir=_data_dir(data, ranking, ds_name))).template
-    options = _method_config(method, None, list(sets)).to_dict()
-    options = {k: v for k, v in options.items() if f"{k}=" in " ".join(sets)}
+    ds_name, data_spec = _ranking_data(data, ranking, ranking_path, "plan")
+    net = Study(spec, data_spec).template
+    options = options_from_settings(method, sets)
     budgets = resolve_budgets(requested, net, methods=[method], head_in_budget=head_in_budget, option="--budgets")
     # Plan every budget first: a bad budget fails before anything is written.
     plans = [
@@ -1018,71 +892,63 @@ def plan(
         f"budgets: {budgets_text(budgets)} of a {plans[0].backbone_params:,}-parameter backbone (head excluded)",
         highlight=False,
     )
-    out_dir = ensure_writable_dir(out)
+    rows = _write_plans(plans, budgets, out, net if export_peft_ else None)
+    study.write(Path(out) / "config.toml", resolved)
+    print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
+
+
+def _ranking_data(data: DataOptions, ranking, source: str | None, then: str):
+    """``(dataset, data spec)`` of a stage after select: --dataset or the ranking's (another one is refused), with
+    the ranking's --skip-bad-images and --data-dir for its own dataset unless given."""
+    from petl_analysis.select import data_dir_for, dataset_for_ranking, skip_bad_images_for
+    from petl_analysis.task import DataSpec
+
+    dataset = dataset_for_ranking(data.dataset, ranking, source, "--ranking", then)
+    skip_bad = skip_bad_images_for(ranking, dataset, data.skip_bad_images)
+    return dataset, DataSpec(dataset, skip_bad_images=skip_bad, data_dir=data_dir_for(ranking, dataset, data.data_dir))
+
+
+def _write_plans(plans, budgets, out: str, peft_base) -> list[dict]:
+    """Each plan as ``out/plan_<budget>.json`` (with ``peft_base``, the base model: its peft export beside it);
+    the table's rows."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.io import ensure_writable_dir
+    from petl_analysis.plan import export_peft
+    from petl_analysis.plan.peft import export_summary
+
+    out_dir = Path(ensure_writable_dir(out))
     rows = []
     for b, p in zip(budgets, plans):
-        path = p.save(Path(out_dir) / f"plan_{b.params}.json")
-        if export_peft_:
+        path = p.save(out_dir / f"plan_{b.params}.json")
+        if peft_base is not None:
             try:
-                record = export_peft(p, net)
+                record = export_peft(p, peft_base)
             except PetlError as e:  # the plan stands; its peft export would be inert
                 console.print(f"[yellow]warning:[/] budget {b.params}: {e}", highlight=False)
             else:
-                peft_path = record.save(Path(out_dir) / f"plan_{b.params}.peft.json")
+                peft_path = record.save(out_dir / f"plan_{b.params}.peft.json")
                 console.print(f"  budget {b.params}: {export_summary(record)} -> {peft_path}", highlight=False)
         rows.append({"requested": b.requested, **p.summary(), "file": str(path)})
         for note in p.notes:
             console.print(f"  budget {b.params}: {note}")
-    study.write(Path(out_dir) / "config.toml", resolved)
-    print_table(rows, title=f"plans ({'incl.' if head_in_budget else 'excl.'} head in the budget)")
+    return rows
 
 
 @app.command()
 @handle_errors
 @grouped
 def sweep(
-    plans: str | None = option(
-        None,
-        "--plans",
-        panel=FILES,
-        help="Plans folder (from `plan` or `run`): train "
-        "every plan file in it, as the files say (--budgets, --methods, --ranking unused).",
-    ),
+    plans: str | None = SweepPlansOpt(),
     budgets: str | None = BudgetsOpt(),
     methods: str = MethodsOpt(),
-    plans_from: str | None = RankingOpt(
-        help="Ranking JSON (from `select`): plan KAdaptation/LoRA targets "
-        "from it (default: the methods' default targets)."
-    ),
-    models: ModelOptions = Group(
-        model=ModelOpt(None, "timm model name (default: the plans' or the --ranking's, else the bundled ViT)."),
-        weights=WeightsOpt(None),
-    ),
-    data: DataOptions = Group(
-        dataset=DatasetOpt(
-            None,
-            "Built-in dataset name or an image-folder path (required, unless the --plans or the --ranking name one).",
-        ),
-        shots=ShotsOpt(5, "Training images per class, drawn per seed (0 = the full training set)."),
-        omit=("max_train",),
-    ),
+    plans_from: str | None = SweepRankingOpt(),
+    models: ModelOptions = Group(model=SweepModelOpt(), weights=WeightsOpt(None)),
+    data: DataOptions = Group(dataset=SweepDatasetOpt(), shots=SweepShotsOpt(), omit=("max_train",)),
     seeds: int = SeedsOpt(),
     recipe: RecipeOptions = Group(),
     head_in_budget: bool = HeadInBudgetOpt(),
-    out: str = option(
-        "sweep.json",
-        "--out",
-        "-o",
-        panel=FILES,
-        help="SweepResult JSON; trials are logged beside "
-        "it and, without --plans, the plans written to <out>.plans/ first.",
-    ),
-    all_seed_adapters: bool = option(
-        False,
-        "--all-seed-adapters",
-        panel=FILES,
-        help="Keep every seed's adapter, not only the best one by validation (in <out>.adapters/<plan>/seed<N>/).",
-    ),
+    out: str = SweepOutOpt(),
+    all_seed_adapters: bool = SweepAllSeedAdaptersOpt(),
     no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
@@ -1091,76 +957,97 @@ def sweep(
 
     With --plans DIR, the plan files of DIR; otherwise the study is planned from --budgets, --methods and
     --ranking, written to <out>.plans/ and those files trained."""
-    import dataclasses
-    import shlex
-    import sys
-
     from petl_analysis.errors import PetlError
-    from petl_analysis.plan import plans_dataset, read_plans
     from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.select import Ranking
-    from petl_analysis.sweep import run_sweep, sweep_plans
+    from petl_analysis.study import Study
     from petl_analysis.train import default_train_recipe
 
     requested = parse_budgets(budgets, "--budgets")
-    train_recipe = recipe.resolve(default_train_recipe(), study.file_values("recipe"))
-    resolved = study.resolved({"recipe": dataclasses.asdict(train_recipe)})
+    train_recipe, resolved = _resolved_recipe(recipe, study, default_train_recipe())
     if study.printed(resolved):
         return
-    check_output_path(out, what="--out")
-    if not plans:
-        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
+    train = _sweep_train(out, plans, seeds, train_recipe, not no_adapters, all_seed_adapters)
     execution.setup()
-    train = dict(
-        seeds=seeds,
-        recipe=train_recipe,
-        out=out,
-        **execution.trials(),
-        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
-        save_adapters=not no_adapters,
-        all_seeds=all_seed_adapters,
-    )
+    if plans and plans_from:
+        raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
     if plans:
-        if plans_from:
-            raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")
-        plan_list = read_plans(plans)
-        stored = plan_list[0].model
-        spec = models.spec() if models.model else models.applied_to(stored, models.weights or stored.weights)
-        dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
-        with progress_bar("sweep", total=None) as advance:
-            result = sweep_plans(
-                plan_list,
-                data.spec(dataset=dataset, zero_shots_is_full=True),
-                model=spec,
-                on_trial=_trial_progress(advance),
-                plans_source=plans,
-                **train,
-            )
+        plan_list, spec, data_spec = _sweep_plan_files(plans, models, data)
     else:
-        ranking = Ranking.load(plans_from) if plans_from else None
-        dataset = _dataset_for_ranking(data.dataset, ranking, plans_from)
-        spec = _model_for_ranking(models, ranking, plans_from, "--ranking", "sweep") if ranking else models.spec()
-        data_spec = dataclasses.replace(
-            data.spec(dataset=dataset, zero_shots_is_full=True),
-            skip_bad_images=_skip_bad_images(data, ranking, dataset),
-            data_dir=_data_dir(data, ranking, dataset),
-        )
-        with progress_bar("sweep", total=None) as advance:
-            result = run_sweep(
-                spec,
-                data_spec,
+        ranking, spec, data_spec = _sweep_ranking(plans_from, models, data)
+    with progress_bar("sweep", total=None) as advance:
+        context = Study(spec, data_spec, **execution.trials(), on_trial=_trial_progress(advance))
+        if plans:
+            result = context.sweep(plan_list, plans_source=plans, **train)
+        else:
+            result = context.plan_and_sweep(
                 requested,
                 split_list(methods),
                 ranking,
                 head_in_budget=head_in_budget,
                 plans_dir=f"{out}.plans",
                 ranking_source=plans_from or "",
-                on_trial=_trial_progress(advance),
                 **train,
             )
+    _print_sweep(result, data_spec.dataset, out, not no_adapters, planned=not plans)
+    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
+
+
+def _sweep_train(out: str, plans: str | None, seeds: int, recipe, adapters: bool, all_seeds: bool) -> dict:
+    """``sweep``'s outputs checked before any work (--out, and the plans folder unless --plans), and the keywords
+    of :meth:`Study.sweep <petl_analysis.study.Study.sweep>`."""
+    import shlex
+    import sys
+
+    check_output_path(out, what="--out")
+    if not plans:
+        check_output_path(f"{out}.plans", directory=True, what="the plans folder")
+    return dict(
+        seeds=seeds,
+        recipe=recipe,
+        out=out,
+        command=shlex.join(["petl-analyze", *sys.argv[1:]]),
+        save_adapters=adapters,
+        all_seeds=all_seeds,
+    )
+
+
+def _sweep_plan_files(plans: str, models, data):
+    """``(plans, model spec, data spec)`` of ``sweep --plans``: the files' model (options given applied) and
+    dataset."""
+    from petl_analysis.plan import plans_dataset, read_plans
+
+    plan_list = read_plans(plans)
+    stored = plan_list[0].model
+    spec = models.spec() if models.model else models.applied_to(stored, models.weights or stored.weights)
+    dataset = plans_dataset(plan_list, data.dataset, source=f"the plans of {plans!r}")
+    return plan_list, spec, data.spec(dataset=dataset, zero_shots_is_full=True)
+
+
+def _sweep_ranking(source: str | None, models, data):
+    """``(ranking or None, model spec, data spec)`` of ``sweep --ranking``: the ranking's model and dataset unless
+    given (another one is refused), and its choice of skipping bad images and of the data folder."""
+    import dataclasses
+
+    from petl_analysis.select import Ranking, data_dir_for, dataset_for_ranking, skip_bad_images_for
+
+    ranking = Ranking.load(source) if source else None
+    dataset = dataset_for_ranking(data.dataset, ranking, source)
+    spec = _model_for_ranking(models, ranking, source, "--ranking", "sweep") if ranking else models.spec()
+    data_spec = dataclasses.replace(
+        data.spec(dataset=dataset, zero_shots_is_full=True),
+        skip_bad_images=skip_bad_images_for(ranking, dataset, data.skip_bad_images),
+        data_dir=data_dir_for(ranking, dataset, data.data_dir),
+    )
+    return ranking, spec, data_spec
+
+
+def _print_sweep(result, dataset: str, out: str, adapters: bool, planned: bool) -> None:
+    """Where the plans are (``planned``), the sweep's table, its adapters, what planning skipped, the failed
+    trials."""
+    if planned:
         console.print(f"plans -> {out}.plans/")
     print_table(result.table(), title=f"sweep on {dataset}")
-    if not no_adapters:
+    if adapters:
         _print_adapters(result, out)
     for s in result.skipped:
         console.print(f"skipped: {s}")
@@ -1169,7 +1056,6 @@ def sweep(
             f"{len(result.failed)} failed trial(s): "
             + "; ".join(f"{f['label']} seed {f['seed']}: {f['error']}" for f in result.failed)
         )
-    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
 
 
 @app.command("export-peft")
@@ -1265,30 +1151,30 @@ def report(
     console.print(f"report -> {getattr(files, 'html', out)}")
 
 
-def _run_pipeline(run: RunOptions) -> None:
-    """One pipeline per dataset of ``run``, with progress, tables and the report paths on the console."""
-    from petl_analysis.pipeline import run_pipeline
+def _run_pipeline(runs, execution: Execution, command: str) -> None:
+    """One pipeline per dataset of ``runs`` (:class:`~petl_analysis.presets.StudyRuns`), each a
+    :class:`~petl_analysis.study.Study`, with progress, tables and the report paths on the console."""
+    from petl_analysis.io import ensure_writable_dir
+    from petl_analysis.pipeline import run_study
+    from petl_analysis.study import Study
 
-    check_output_path(run.out, directory=True, what="--out")
-
-    trials = run.execution.trials()
+    check_output_path(runs.out, directory=True, what="--out")
     htmls = []
-    for ds, data, config, out_dir in run.per_dataset():
+    for ds, data, config, out_dir in runs.per_dataset():
         with progress_bar(f"{ds}", total=None) as advance:
 
             def on_stage(name: str, cached: bool, ds=ds) -> None:
                 console.print(f"[bold]{ds}[/]: {name}{' (cached)' if cached else ''}")
 
-            result = run_pipeline(
-                run.model,
+            study = Study(
+                runs.model,
                 data,
-                config,
-                out_dir,
-                **trials,
-                on_stage=on_stage,
+                ensure_writable_dir(out_dir),
+                **execution.trials(),
                 on_trial=_trial_progress(advance),
-                commands=[run.command],
+                on_stage=on_stage,
             )
+            result = run_study(study, config, [command])
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
         _print_adapters(result.sweep, str(result.out_dir / "sweep.json"))
         _warn_about_probe(result.probe, where=f"{ds} probe: ")
@@ -1304,57 +1190,21 @@ def _run_pipeline(run: RunOptions) -> None:
 def run(
     models: ModelOptions = Group(),
     data: DataOptions = Group(
-        dataset=DatasetOpt(
-            ...,
-            "One or more datasets, comma-separated: built-in names (`petl-analyze datasets`) or image-folder paths.",
-        ),
-        shots=ShotsOpt(5, "Sweep: training images per class, drawn per seed (0 = the full training set)."),
-        max_train=MaxTrainOpt(None, "Probe on the full training set (--probe-shots 0): cap it (stratified)."),
-        omit=("split_part",),
+        dataset=RunDatasetOpt(), shots=RunShotsOpt(), max_train=RunMaxTrainOpt(), omit=("split_part",)
     ),
     budgets: str | None = BudgetsOpt(),
     methods: str = MethodsOpt(),
-    seeds: int = SeedsOpt(
-        3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises training)."
-    ),
-    probe_shots: int | None = option(
-        None,
-        "--probe-shots",
-        panel=PROBE,
-        help="Probe: training images per class (default: --shots, so the probe reads "
-        "only the labels a k-shot user has; 0 = the full training set, and the "
-        "report says how many more labels the probe read).",
-    ),
-    targets: str | None = TargetsOpt(
-        help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
-    ),
+    seeds: int = RunSeedsOpt(),
+    probe_shots: int | None = RunProbeShotsOpt(),
+    targets: str | None = RunTargetsOpt(),
     per_block: bool = PerBlockOpt(help="Probe: one subspace per block for each target."),
-    probe_seeds: int = option(2, "--probe-seeds", panel=PROBE, help="Probe: seeds per (target, d)."),
-    probe_epochs: int | None = option(
-        None, "--probe-epochs", panel=PROBE, help="Probe: epochs per trial (default: the probe recipe's)."
-    ),
-    max_d: int | None = option(
-        None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search (default: D of each target)."
-    ),
-    recipe: RecipeOptions = Group(
-        epochs=EpochsOpt(help="Sweep: epochs per training (default: the recipe's; printed when the command runs).")
-    ),
+    probe_seeds: int = RunProbeSeedsOpt(),
+    probe_epochs: int | None = RunProbeEpochsOpt(),
+    max_d: int | None = RunMaxDOpt(),
+    recipe: RecipeOptions = Group(epochs=RunEpochsOpt()),
     head_in_budget: bool = HeadInBudgetOpt(),
-    out: str = option(
-        "petl-run",
-        "--out",
-        "-o",
-        panel=FILES,
-        help="Output folder (one subfolder per dataset when "
-        "there are several): the artefacts, trial logs and the report.",
-    ),
-    all_seed_adapters: bool = option(
-        False,
-        "--all-seed-adapters",
-        panel=FILES,
-        help="Keep every seed's adapter, not "
-        "only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/).",
-    ),
+    out: str = RunOutOpt(),
+    all_seed_adapters: bool = RunAllSeedAdaptersOpt(),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
@@ -1366,27 +1216,12 @@ def run(
     import shlex
     import sys
 
-    from petl_analysis.data import SplitSpec
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.probe import default_probe_recipe
     from petl_analysis.train import default_train_recipe
 
-    probe_recipe = _recipe(
-        dataclasses.replace(default_probe_recipe(), **study.file_values("probe.recipe")),
-        "probe",
-        epochs=probe_epochs or None,
-    )
-    probe_config = _probe_config(
-        {
-            **study.file_values("probe"),
-            "targets": targets,
-            "per_block": per_block,
-            "seeds": probe_seeds,
-            "max_d": max_d,
-        },
-        probe_recipe,
-    )
+    probe_values = {"targets": targets, "per_block": per_block, "seeds": probe_seeds, "max_d": max_d}
+    probe_config, probe_recipe = _run_probe_config(study, probe_values, probe_epochs)
     config = PipelineConfig(
         budgets=parse_budgets(budgets, "--budgets"),
         methods=split_list(methods),
@@ -1406,92 +1241,75 @@ def run(
     if study.printed(resolved):
         return
     execution.setup()
-    _run_pipeline(
-        RunOptions(
-            model=models.spec(),
-            datasets=split_list(data.dataset),
-            config=config,
-            sweep_split=SplitSpec(shots=data.shots or None, dedup=not data.keep_duplicates),
-            probe_split=SplitSpec(
-                shots=(data.shots if probe_shots is None else probe_shots) or None,
-                max_train=data.max_train,
-                dedup=not data.keep_duplicates,
-            ),
-            skip_bad_images=data.skip_bad_images,
-            out=out,
-            execution=execution,
-            command=shlex.join(["petl-analyze", *sys.argv[1:]]),
-            data_dir=data.data_dir,
-        )
-    )
+    runs = _study_runs(models, data, config, out, probe_shots)
+    _run_pipeline(runs, execution, shlex.join(["petl-analyze", *sys.argv[1:]]))
     console.print(f"configuration -> {study.write(Path(out) / 'config.toml', resolved)}", highlight=False)
+
+
+def _run_probe_config(study: StudyFileOptions, values: dict, epochs: int | None):
+    """``(probe config, probe recipe)`` of ``run``: its probe options over the study file's [probe] and
+    [probe.recipe] (all of their keys, also those run has no option for)."""
+    import dataclasses
+
+    from petl_analysis.probe import default_probe_recipe
+
+    probe_recipe = _recipe(
+        dataclasses.replace(default_probe_recipe(), **study.file_values("probe.recipe")),
+        "probe",
+        epochs=epochs or None,
+    )
+    return _probe_config({**study.file_values("probe"), **values}, probe_recipe), probe_recipe
+
+
+def _study_runs(models: ModelOptions, data: DataOptions, config, out: str, probe_shots: int | None):
+    """The pipelines of ``run`` (:func:`~petl_analysis.presets.study_runs`): one per --dataset."""
+    from petl_analysis.presets import study_runs
+
+    return study_runs(
+        models.spec(),
+        split_list(data.dataset),
+        config,
+        out,
+        shots=data.shots,
+        probe_shots=probe_shots,
+        max_train=data.max_train,
+        keep_duplicates=data.keep_duplicates,
+        skip_bad_images=data.skip_bad_images,
+        data_dir=data.data_dir,
+    )
 
 
 @app.command()
 @handle_errors
 @grouped
 def validate(
-    probe_path: str = option(
-        ..., "--probe", panel=FILES, help="ProbeResult JSON whose target sets and d90 ranking are validated."
-    ),
-    selectors: str | None = option(
-        None,
-        "--selectors",
-        panel=METHOD,
-        help="d90, d90+acc (d90 with the best-accuracy tie-break), direct (each set's d = D training) and/or proxy "
-        "selectors (constant: the listing order); random orders are always the floor. Default: "
-        "d90,d90+acc,direct,rgn,fisher,kappa,gps,spt,gid,page,residual,apla,constant (direct only when the probe "
-        "trained every set at d = D, as --search lean does).",
-    ),
+    probe_path: str = ValidateProbeOpt(),
+    selectors: str | None = ValidateSelectorsOpt(),
     methods: str = MethodsOpt("kadaptation,lora", "Oracle methods; the first trains the regret plans."),
     seeds: int = SeedsOpt(),
-    budget: str | None = option(
-        None,
-        "--oracle-budget",
-        panel=METHOD,
-        help="Budget of every oracle point: "
-        "trainable parameters (8k) or a percentage of the backbone, head excluded (0.05%) "
-        "(default: 3x the largest smallest plan over sets and methods).",
-    ),
+    budget: str | None = ValidateBudgetOpt(),
     budgets: str | None = BudgetsOpt(
         help=f"Regret budgets: {BUDGET_FORMS} (default: --oracle-budget/4, --oracle-budget, 4x --oracle-budget)."
     ),
-    allow_shared_data: bool = option(
-        False,
-        "--allow-shared-data",
-        panel=DATA,
-        help="Judge a probe made on the whole pools (or on split B) on its own data; "
-        "every verdict then says so. Default: a probe must be made on split A "
-        "(--split-part A) and is judged on split B.",
-    ),
+    allow_shared_data: bool = ValidateAllowSharedDataOpt(),
     recipe: RecipeOptions = Group(),
-    out: str = option(
-        "validation.json", "--out", "-o", panel=FILES, help="ValidationResult JSON; trials are logged beside it."
-    ),
+    out: str = ValidateOutOpt(),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
     """Does the ranking predict? On split B (the probe decided on split A): adapt each probed set alone (the oracle),
     compare every selector with it (Spearman, Kendall, top-k, with seed intervals) and train every plan an order of
     the sets gives per budget (regret against the plan best on split A, exact random floor)."""
-    import dataclasses
     import shlex
     import sys
 
-    from petl_analysis.errors import PetlError
     from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.probe import ProbeResult
     from petl_analysis.validate import default_judge_recipe, run_validate
 
-    oracle_budget = parse_budgets(budget, "--oracle-budget")
-    if len(oracle_budget) > 1:
-        raise PetlError(
-            f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
-            "plans take --budgets)"
-        )
+    oracle_budget = _oracle_budget(budget)
     regret_budgets = parse_budgets(budgets, "--budgets")
-    judge_recipe = recipe.resolve(default_judge_recipe(), study.file_values("recipe"))
-    resolved = study.resolved({"recipe": dataclasses.asdict(judge_recipe)})
+    judge_recipe, resolved = _resolved_recipe(recipe, study, default_judge_recipe())
     if study.printed(resolved):
         return
     check_output_path(out, what="--out")
@@ -1503,7 +1321,7 @@ def validate(
             selectors=split_list(selectors) or None,
             methods=split_list(methods),
             seeds=seeds,
-            budget=oracle_budget[0] if oracle_budget else None,
+            budget=oracle_budget,
             budgets=regret_budgets or None,
             allow_shared_data=allow_shared_data,
             recipe=judge_recipe,
@@ -1513,12 +1331,31 @@ def validate(
             probe_source=probe_path,
             command=shlex.join(["petl-analyze", *sys.argv[1:]]),
         )
+    _print_validation(result)
+    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
+
+
+def _oracle_budget(budget: str | None):
+    """--oracle-budget: one budget, or None (the default)."""
+    from petl_analysis.errors import PetlError
+    from petl_analysis.plan.budgets import parse_budgets
+
+    oracle_budget = parse_budgets(budget, "--oracle-budget")
+    if len(oracle_budget) > 1:
+        raise PetlError(
+            f"--oracle-budget: {budget!r} gives {len(oracle_budget)} budgets; the oracle takes one (the regret "
+            "plans take --budgets)"
+        )
+    return oracle_budget[0] if oracle_budget else None
+
+
+def _print_validation(result) -> None:
+    """validate's tables: the oracle, the agreement with it and each selector's regret; then its notes."""
     print_table(result.oracle_table(), title="oracle: each set alone at the matched budget (validation)")
     print_table(result.agreement_table(), title="agreement with the oracle")
     print_table(result.regret_table(), title=f"regret of each selector's {result.regret_method} plan")
     for note in result.notes:
         console.print(note)
-    console.print(f"-> {out} (configuration -> {study.write(f'{out}.config.toml', resolved)})", highlight=False)
 
 
 @app.command()
@@ -1535,44 +1372,9 @@ def demo(
     execution: Execution = Group(jobs=JobsOpt(2), omit=("backend", "scheduler", "threads")),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 5 min, 2 cores)."""
-    _run_pipeline(_demo_options(out, execution))
+    from petl_analysis.presets import demo_runs
 
-
-def _demo_options(out: str, execution: Execution) -> RunOptions:
-    """:data:`DEMO` as the options of ``run``."""
-    from petl_analysis.data import SplitSpec
-    from petl_analysis.models import ModelSpec
-    from petl_analysis.pipeline import PipelineConfig
-    from petl_analysis.plan.budgets import parse_budgets
-    from petl_analysis.probe import ProbeConfig, default_probe_recipe
-    from petl_analysis.train import default_train_recipe
-
-    probe_config = ProbeConfig(
-        targets=list(DEMO["probe_targets"]),
-        seeds=DEMO["probe_seeds"],
-        max_d=DEMO["probe_max_d"],
-        recipe=default_probe_recipe(),
-        **DEMO["probe_grid"],
-    )
-    config = PipelineConfig(
-        budgets=parse_budgets(DEMO["budgets"], "--budgets"),
-        methods=list(DEMO["methods"]),
-        probe=probe_config,
-        seeds=DEMO["seeds"],
-        recipe=default_train_recipe(),
-    )
-    return RunOptions(
-        model=ModelSpec(name="petl_vit_tiny", weights="default"),
-        datasets=list(DEMO["datasets"]),
-        config=config,
-        # the probe reads only the labels a 5-shot user has (seed s: that seed's 5 train and 5 val images per class)
-        sweep_split=SplitSpec(shots=DEMO["shots"]),
-        probe_split=SplitSpec(shots=DEMO["shots"]),
-        skip_bad_images=False,
-        out=out,
-        execution=execution,
-        command=f"petl-analyze demo --out {out} --jobs {execution.jobs}",
-    )
+    _run_pipeline(demo_runs(out), execution, f"petl-analyze demo --out {out} --jobs {execution.jobs}")
 
 
 def main() -> None:

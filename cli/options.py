@@ -20,7 +20,7 @@ import functools
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,10 +34,8 @@ from petl_analysis.errors import PetlError
 from ._common import err_console, fail, show_with_first_progress
 
 if TYPE_CHECKING:
-    from petl_analysis.data import SplitSpec
     from petl_analysis.engine import Recipe
     from petl_analysis.models import ModelSpec
-    from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.task import DataSpec
 
 
@@ -94,6 +92,16 @@ class CliOption:
     def field(self) -> Any:
         """A dataclass field of an :class:`OptionGroup` that this option sets (same default)."""
         return dataclasses.field(default=self.default, metadata={"option": self})
+
+    def but(self, default: Any = _SAME, help: str | None = None) -> CliOption:
+        """The same option with another default or help (one command's variant, as a group's field)."""
+        return CliOption(
+            self.default if default is _SAME else default,
+            *self.decls,
+            help=help or self.help,
+            panel=self.panel,
+            **self.extra,
+        )
 
 
 def option(default: Any, *decls: str, help: str, panel: str | None = None, **extra: Any) -> Any:
@@ -329,6 +337,134 @@ PerBlockOpt = CliOption(
     help="One target per block (blocks.N.attn.q, ...) instead of one across all blocks.",
 )
 
+# -- one command's own options (declared here so that the commands stay short) ---------------------------------------
+TrainMethodOpt = CliOption(
+    "kadaptation",
+    "--method",
+    panel=METHOD,
+    help="Adaptation method (`petl-analyze methods` lists them with their options).",
+)
+TrainInitOpt = CliOption(
+    None, "--init", panel=METHOD, help="KAdaptation init: default or pevit (the official zero-zero init)."
+)
+TrainPlanOpt = CliOption(None, "--plan", panel=FILES, help="Apply a plan file (overrides --method/--targets).")
+TrainDryRunOpt = CliOption(
+    False,
+    "--dry-run",
+    panel=METHOD,
+    help="Build, inject and print the trainable-parameter table; no data, no training.",
+)
+TrainOutOpt = CliOption("run.json", "--out", "-o", panel=FILES, help="RunResult JSON.")
+TrainTargetsOpt = TargetsOpt.but(
+    help="Catalogue specs to adapt (default: the method's; `petl-analyze info` lists them)."
+)
+TrainSaveAdapterOpt = CliOption(
+    None,
+    "--save-adapter",
+    panel=FILES,
+    help="Directory for the adapters, one folder per seed (default: <out>.adapter; load_adapter reads each).",
+)
+SweepPlansOpt = CliOption(
+    None,
+    "--plans",
+    panel=FILES,
+    help="Plans folder (from `plan` or `run`): train "
+    "every plan file in it, as the files say (--budgets, --methods, --ranking unused).",
+)
+SweepRankingOpt = RankingOpt.but(
+    help="Ranking JSON (from `select`): plan KAdaptation/LoRA targets from it (default: the methods' default targets)."
+)
+SweepModelOpt = ModelOpt.but(None, "timm model name (default: the plans' or the --ranking's, else the bundled ViT).")
+SweepDatasetOpt = DatasetOpt.but(
+    None, "Built-in dataset name or an image-folder path (required, unless the --plans or the --ranking name one)."
+)
+SweepShotsOpt = ShotsOpt.but(5, "Training images per class, drawn per seed (0 = the full training set).")
+SweepOutOpt = CliOption(
+    "sweep.json",
+    "--out",
+    "-o",
+    panel=FILES,
+    help="SweepResult JSON; trials are logged beside "
+    "it and, without --plans, the plans written to <out>.plans/ first.",
+)
+SweepAllSeedAdaptersOpt = CliOption(
+    False,
+    "--all-seed-adapters",
+    panel=FILES,
+    help="Keep every seed's adapter, not only the best one by validation (in <out>.adapters/<plan>/seed<N>/).",
+)
+RunDatasetOpt = DatasetOpt.but(
+    ..., "One or more datasets, comma-separated: built-in names (`petl-analyze datasets`) or image-folder paths."
+)
+RunShotsOpt = ShotsOpt.but(5, "Sweep: training images per class, drawn per seed (0 = the full training set).")
+RunMaxTrainOpt = MaxTrainOpt.but(None, "Probe on the full training set (--probe-shots 0): cap it (stratified).")
+RunSeedsOpt = SeedsOpt.but(
+    3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises training)."
+)
+RunTargetsOpt = TargetsOpt.but(
+    help="Probe: catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` lists them)."
+)
+RunEpochsOpt = EpochsOpt.but(help="Sweep: epochs per training (default: the recipe's; printed when the command runs).")
+RunProbeShotsOpt = CliOption(
+    None,
+    "--probe-shots",
+    panel=PROBE,
+    help="Probe: training images per class (default: --shots, so the probe reads "
+    "only the labels a k-shot user has; 0 = the full training set, and the "
+    "report says how many more labels the probe read).",
+)
+RunProbeSeedsOpt = CliOption(2, "--probe-seeds", panel=PROBE, help="Probe: seeds per (target, d).")
+RunProbeEpochsOpt = CliOption(
+    None, "--probe-epochs", panel=PROBE, help="Probe: epochs per trial (default: the probe recipe's)."
+)
+RunMaxDOpt = CliOption(
+    None, "--max-d", panel=PROBE, help="Probe: largest d of the adaptive search (default: D of each target)."
+)
+RunOutOpt = CliOption(
+    "petl-run",
+    "--out",
+    "-o",
+    panel=FILES,
+    help="Output folder (one subfolder per dataset when there are several): the artefacts, trial logs and the report.",
+)
+RunAllSeedAdaptersOpt = CliOption(
+    False,
+    "--all-seed-adapters",
+    panel=FILES,
+    help="Keep every seed's adapter, not only the best one by validation (<out>/sweep.json.adapters/<plan>/seed<N>/).",
+)
+ValidateProbeOpt = CliOption(
+    ..., "--probe", panel=FILES, help="ProbeResult JSON whose target sets and d90 ranking are validated."
+)
+ValidateSelectorsOpt = CliOption(
+    None,
+    "--selectors",
+    panel=METHOD,
+    help="d90, d90+acc (d90 with the best-accuracy tie-break), direct (each set's d = D training) and/or proxy "
+    "selectors (constant: the listing order); random orders are always the floor. Default: "
+    "d90,d90+acc,direct,rgn,fisher,kappa,gps,spt,gid,page,residual,apla,constant (direct only when the probe "
+    "trained every set at d = D, as --search lean does).",
+)
+ValidateBudgetOpt = CliOption(
+    None,
+    "--oracle-budget",
+    panel=METHOD,
+    help="Budget of every oracle point: "
+    "trainable parameters (8k) or a percentage of the backbone, head excluded (0.05%) "
+    "(default: 3x the largest smallest plan over sets and methods).",
+)
+ValidateAllowSharedDataOpt = CliOption(
+    False,
+    "--allow-shared-data",
+    panel=DATA,
+    help="Judge a probe made on the whole pools (or on split B) on its own data; "
+    "every verdict then says so. Default: a probe must be made on split A "
+    "(--split-part A) and is judged on split B.",
+)
+ValidateOutOpt = CliOption(
+    "validation.json", "--out", "-o", panel=FILES, help="ValidationResult JSON; trials are logged beside it."
+)
+
 #: Old option names, accepted for one release and hidden from --help: command -> {old: new}. Using one prints a
 #: deprecation note (see ``main._AliasedGroup``).
 DEPRECATED_OPTIONS: dict[str, dict[str, str]] = {
@@ -545,6 +681,85 @@ PrintConfigOpt = CliOption(
     panel=FILES,
     help="Print the resolved configuration (TOML, loadable by --config) and exit without doing any work.",
 )
+
+
+@dataclass(frozen=True)
+class ProbeOptions(OptionGroup):
+    """What the probe measures and how it searches (``probe``; the [probe] table of a study file): the fields of a
+    :class:`~petl_analysis.probe.ProbeConfig` as the options take them (comma-separated lists)."""
+
+    SECTION: ClassVar[str] = "probe"
+
+    targets: str | None = TargetsOpt.but(
+        help="Comma-separated catalogue specs to probe (default: q,k,v,proj,fc1,fc2,attn,mlp; `petl-analyze info` "
+        "lists them)."
+    ).field()
+    per_block: bool = PerBlockOpt.but(help="One subspace per block for each target.").field()
+    dims: str | None = CliOption(
+        None, "--dims", panel=PROBE, help="Explicit d grid (e.g. 16,64,256); default: adaptive search."
+    ).field()
+    max_d: int | None = CliOption(
+        None, "--max-d", panel=PROBE, help="Largest d of the adaptive search (default: D of each target)."
+    ).field()
+    d_min: int = CliOption(4, "--d-min", panel=PROBE, help="Smallest d of the adaptive search's coarse grid.").field()
+    points_per_decade: int = CliOption(
+        2, "--points-per-decade", panel=PROBE, help="Density of the coarse grid (1: 10, 100, 1000...)."
+    ).field()
+    search: str = CliOption(
+        "adaptive",
+        "--search",
+        panel=PROBE,
+        help="adaptive (a refined curve and d90 per target) or lean (race the targets for their order: "
+        "d = D first, then bisect only where d90 intervals overlap; a fraction of the trainings).",
+    ).field()
+    projection: str = CliOption(
+        "fastfood",
+        "--projection",
+        panel=PROBE,
+        help="fastfood, dense, sparse or grouping (Uni-LoRA's random grouping).",
+    ).field()
+    threshold: float = CliOption(0.9, "--threshold", panel=PROBE, help="d90 threshold in (0, 1].").field()
+    seeds: int = SeedsOpt.but(
+        2, "Seeds per (target, d): seed i draws the subspace, the k-shot sample and the init."
+    ).field()
+    head: str = CliOption(
+        "train", "--head", panel=PROBE, help="train (linear-probe init, trained jointly) or frozen."
+    ).field()
+    said: bool = CliOption(
+        False, "--said", panel=PROBE, help="Structure-aware ID: one learned scale per tensor (counted in d)."
+    ).field()
+
+
+@dataclass(frozen=True)
+class ThetaLrOptions(OptionGroup):
+    """The probe's learning rates (``probe``; the [probe] table of a study file): the ceiling's, and theta_d's
+    against d."""
+
+    SECTION: ClassVar[str] = "probe"
+
+    ft_lr: float = CliOption(
+        1e-3, "--ft-lr", panel=RECIPE, help="Backbone learning rate of the full fine-tuning ceiling."
+    ).field()
+    lr_scaling: str = CliOption(
+        "sqrt",
+        "--lr-scaling",
+        panel=RECIPE,
+        help="theta_d learning rate against d: sqrt "
+        "(--theta-step / sqrt(d): one step length in weight space) or constant (--lr).",
+    ).field()
+    theta_step: float = CliOption(
+        1.0,
+        "--theta-step",
+        panel=RECIPE,
+        help="With --lr-scaling sqrt: the weight-space length of one step on theta_d (1.0: lr 0.01 at d = 10,000).",
+    ).field()
+    lr_grid: str | None = CliOption(
+        None,
+        "--lr-grid",
+        panel=RECIPE,
+        help="Multipliers of theta_d's learning rate "
+        "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1).",
+    ).field()
 
 
 @dataclass(frozen=True)
@@ -845,40 +1060,3 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__signature__ = signature  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
-
-
-# -- what run and demo build -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything ``run`` (from its options) and ``demo`` (from ``DEMO``) hand the pipeline, built once.
-
-    One pipeline per dataset: under ``out`` for one dataset, ``out/<dataset>`` for several. The sweep trains on
-    ``sweep_split``, the probe measures on ``probe_split``; ``config.probe_data`` is set per dataset.
-    """
-
-    model: ModelSpec
-    datasets: list[str]
-    config: PipelineConfig
-    sweep_split: SplitSpec
-    probe_split: SplitSpec
-    skip_bad_images: bool
-    out: str
-    execution: Execution
-    command: str
-    data_dir: str | None = None
-
-    def per_dataset(self) -> Iterator[tuple[str, DataSpec, PipelineConfig, Path]]:
-        """``(dataset, sweep data, config with the probe's data, out_dir)`` for each dataset."""
-        from petl_analysis.task import DataSpec
-
-        for ds in self.datasets:
-            out_dir = Path(self.out) / ds if len(self.datasets) > 1 else Path(self.out)
-            probe_data = DataSpec(ds, self.probe_split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir)
-            yield (
-                ds,
-                DataSpec(ds, self.sweep_split, skip_bad_images=self.skip_bad_images, data_dir=self.data_dir),
-                dataclasses.replace(self.config, probe_data=probe_data),
-                out_dir,
-            )

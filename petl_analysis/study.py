@@ -308,6 +308,44 @@ class Study:
             result.save(out)
         return result
 
+    def plan_and_sweep(
+        self,
+        budgets: str | Sequence[BudgetLike] | None,
+        methods: Sequence[str],
+        ranking: Ranking | None = None,
+        *,
+        head_in_budget: bool = False,
+        method_options: dict[str, dict[str, Any]] | None = None,
+        plans_dir: PathLike | None = None,
+        ranking_source: str = "",
+        **train: Any,
+    ) -> SweepResult:
+        """:meth:`plan` the study, then :meth:`sweep` its plans (``train``: :meth:`sweep`'s keywords); the result
+        records the budgets, the methods and what planning skipped. With ``plans_dir`` the plan files written there
+        are what is trained."""
+        from .sweep.sweep import check_seeds
+
+        check_seeds(train.get("seeds", 3))  # before planning, which builds the model
+        plans, skipped, resolved = self.plan(
+            budgets,
+            methods,
+            ranking,
+            head_in_budget=head_in_budget,
+            method_options=method_options,
+            ranking_source=ranking_source,
+            plans_dir=plans_dir,
+        )
+        return self.sweep(
+            plans,
+            budgets=resolved,
+            methods=methods,
+            skipped=skipped,
+            ranking_source=ranking_source,
+            plans_source=str(plans_dir) if plans_dir is not None else "",
+            head_in_budget=head_in_budget,
+            **train,
+        )
+
     def validate(self, probe: ProbeResult, *, out: PathLike | None = None, **options: Any) -> ValidationResult:
         """The validate stage (:func:`~petl_analysis.validate.run.validate_probe`), saved to ``out`` when given."""
         from .validate.run import validate_probe

@@ -276,23 +276,23 @@ def test_bad_input_matrix(tmp_path) -> None:
 def test_probe_warns_on_the_console_when_every_d90_is_below_the_grid(tmp_path, monkeypatch) -> None:
     from helpers import below_grid_probe
 
-    import petl_analysis.probe as probe_pkg
+    from petl_analysis.study import Study
 
-    monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=True))
+    monkeypatch.setattr(Study, "probe", lambda *a, **k: below_grid_probe(all_below=True))  # the command's call
     code, out = _run(["probe", "-d", "digits", "--weights", "random", "--out", "p.json"], tmp_path)
     assert code == 0, out
     lines = out.splitlines()
     table_end = max(i for i, line in enumerate(lines) if line.startswith("└"))
     warning = [i for i, line in enumerate(lines) if line.startswith("warning: degenerate probe: every target")]
     assert warning and warning[0] > table_end, out
-    monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=False))
+    monkeypatch.setattr(Study, "probe", lambda *a, **k: below_grid_probe(all_below=False))
     code, out = _run(["probe", "-d", "digits", "--weights", "random", "--out", "p.json"], tmp_path)
     assert code == 0 and "degenerate" not in out and "<=4" in out
     assert (
         "warning: full fine-tuning (88.0% validation) does not beat the head trained alone (90.0%): d90 is "
         "normalised by that gain" in " ".join(out.split())
     ), out
-    monkeypatch.setattr(probe_pkg, "run_probe", lambda *a, **k: below_grid_probe(all_below=False, lp=0.5, ft=0.95))
+    monkeypatch.setattr(Study, "probe", lambda *a, **k: below_grid_probe(all_below=False, lp=0.5, ft=0.95))
     code, out = _run(["probe", "-d", "digits", "--weights", "random", "--out", "p.json"], tmp_path)
     assert code == 0 and "warning" not in out, out
 

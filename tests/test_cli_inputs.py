@@ -416,10 +416,10 @@ def test_run_and_demo_print_the_unresolved_gain_warning(command, tmp_path, monke
     sweep = SweepResult.load(ROOT / "reports" / "demo" / "digits" / "sweep.json")
     probe = below_grid_probe(all_below=False)  # full fine-tuning (88%) below the head alone (90%)
 
-    def fake_pipeline(model, data, config, out_dir, **kw):
-        return pipeline.PipelineResult(Path(out_dir), probe, None, [], sweep, None, {"probe": 1.0})
+    def fake_pipeline(study, config, commands=()):
+        return pipeline.PipelineResult(study.out_dir, probe, None, [], sweep, None, {"probe": 1.0})
 
-    monkeypatch.setattr(pipeline, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(pipeline, "run_study", fake_pipeline)  # what run and demo call per dataset
     code, out = _run([*command, "--out", "out"], tmp_path)
     assert code == 0, out
     text = " ".join(out.split())

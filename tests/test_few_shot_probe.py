@@ -37,12 +37,13 @@ def test_the_report_says_how_many_more_labels_the_probe_read():
 
 
 def test_demo_probes_on_the_five_shot_labels():
-    from petl_analysis.cli.main import DEMO, _demo_options
-    from petl_analysis.cli.options import Execution
+    from petl_analysis.plan import DEFAULT_METHODS
+    from petl_analysis.presets import DEMO, demo_runs
 
-    options = _demo_options("out", Execution())
-    assert options.probe_split.shots == options.sweep_split.shots == DEMO["shots"] == 5
-    assert options.probe_split.max_train is None and options.probe_split.val_shots is None
+    runs = demo_runs("out")
+    assert runs.probe_split.shots == runs.sweep_split.shots == DEMO["shots"] == 5
+    assert runs.probe_split.max_train is None and runs.probe_split.val_shots is None
+    assert runs.config.methods == list(DEFAULT_METHODS) and runs.config.probe.d_min == 10
 
 
 @pytest.mark.parametrize(
@@ -59,7 +60,7 @@ def test_run_probes_on_the_sweeps_shots_unless_told(args, probe_shots, tmp_path,
     import petl_analysis.cli.main as cli_main
 
     seen = {}
-    monkeypatch.setattr(cli_main, "_run_pipeline", lambda run: seen.setdefault("run", run))
+    monkeypatch.setattr(cli_main, "_run_pipeline", lambda run, *_: seen.setdefault("run", run))
     code, out = run_cli(["run", "--dataset", "digits", *args, "--out", str(tmp_path / "o")], tmp_path)
     assert code == 0, out
     assert seen["run"].probe_split.shots == probe_shots
@@ -70,7 +71,7 @@ def test_keep_duplicates_reaches_both_splits(tmp_path, monkeypatch):
     import petl_analysis.cli.main as cli_main
 
     seen = {}
-    monkeypatch.setattr(cli_main, "_run_pipeline", lambda run: seen.setdefault("run", run))
+    monkeypatch.setattr(cli_main, "_run_pipeline", lambda run, *_: seen.setdefault("run", run))
     code, out = run_cli(["run", "--dataset", "animals", "--keep-duplicates", "--out", str(tmp_path / "o")], tmp_path)
     assert code == 0, out
     assert not seen["run"].probe_split.dedup and not seen["run"].sweep_split.dedup

@@ -316,135 +316,233 @@ def fit(
         PetlError: nothing to train, an empty training set, or ``compile``/``grad_checkpointing`` impossible here.
     """
     dev = resolve_device(device)
+    params, n = _trainable(model, train)
+    seed_everything(seed)
+    model.to(dev)
+    if grad_checkpointing:
+        set_grad_checkpointing(model, True)
+    net = compiled(model, dev) if compile else model  # shares model's parameters
+    loop = _Loop(net, model, _make_optimizer(_param_groups(model, recipe), recipe), params, recipe, dev, n, seed)
+    result = _new_result(model, n, val, test)
+    best = _BestEpoch(keep_state=recipe.epoch_selection == "val")
+    start = time.perf_counter()
+    # One DataLoader (and its workers) per split for the whole fit, not one per epoch.
+    loop.open(train)
+    val_batches = Batches(val, recipe.eval_batch_size, device=dev) if val is not None and len(val) else None
+    _epochs(loop, best, result, val_batches, callback, start)
+    result.steps = loop.step
+    loop.batches = val_batches = None  # their DataLoader workers stop before the test split's start
+    _finish(result, net, params, best, val, test, dev, recipe)
+    result.wall_time_s = time.perf_counter() - start
+    if grad_checkpointing:
+        set_grad_checkpointing(model, False)
+    return result
+
+
+def _trainable(model: nn.Module, train: Examples) -> tuple[list[nn.Parameter], int]:
+    """The parameters :func:`fit` trains and the number of training examples; refused when either is none."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise PetlError("nothing to train: no parameter of the model has requires_grad=True")
     n = num_examples(train)
     if n == 0:
         raise PetlError("the training split is empty")
-    seed_everything(seed)
-    model.to(dev)
-    if grad_checkpointing:
-        set_grad_checkpointing(model, True)
-    net = compiled(model, dev) if compile else model  # shares model's parameters
-    optimizer = _make_optimizer(_param_groups(model, recipe), recipe)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
-    total_steps = steps_per_epoch * recipe.epochs
-    if recipe.max_steps is not None:
-        total_steps = min(total_steps, recipe.max_steps)
-    warmup = min(total_steps, int(round(recipe.warmup_epochs * steps_per_epoch)))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    scaler = grad_scaler(recipe.amp, dev)
-    gen = torch.Generator().manual_seed(seed)
+    return params, n
 
+
+def _new_result(model: nn.Module, n: int, val: Examples | None, test: Examples | None) -> FitResult:
+    """An empty :class:`FitResult` with the split sizes and the trainable-parameter count."""
     result = FitResult(best_epoch=0, epochs_run=0, val_acc=None, test_acc=None, last_val_acc=None, last_test_acc=None)
     result.n_train, result.n_val, result.n_test = n, num_examples(val), num_examples(test)
     result.trainable = count_parameters(model).as_dict()
-    keep_best = recipe.epoch_selection == "val"
-    best_key: tuple[float, float] | None = None
-    best_state: list[torch.Tensor] | None = None
-    since_best = 0
-    last_correct = best_correct = None
-    start = time.perf_counter()
-    step = 0
-    # One DataLoader (and its workers) per split for the whole fit, not one per epoch.
-    train_batches = Batches(train, recipe.batch_size, device=dev, seed=seed * 100_003)
-    val_batches = Batches(val, recipe.eval_batch_size, device=dev) if val is not None and len(val) else None
-    watch = _LossWatch(dev, steps_per_epoch)
-    for epoch in range(recipe.epochs):
-        net.train()
-        order = torch.randperm(n, generator=gen)
+    return result
+
+
+class _Loop:
+    """The optimisation of :func:`fit`: the learning-rate schedule over the (capped) steps, one epoch at a time, with
+    the loss scaled under fp16 and divergence caught. ``net`` is what runs (``model`` or its compiled form, sharing
+    its parameters); ``model`` names a parameter that became non-finite."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        params: list[nn.Parameter],
+        recipe: Recipe,
+        dev: torch.device,
+        n: int,
+        seed: int,
+    ) -> None:
+        self.net, self.model, self.optimizer, self.params = net, model, optimizer, params
+        self.recipe, self.dev, self.n, self.seed = recipe, dev, n, seed
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.steps_per_epoch = math.ceil(n / recipe.batch_size)
+        self.total_steps = self.steps_per_epoch * recipe.epochs
+        if recipe.max_steps is not None:
+            self.total_steps = min(self.total_steps, recipe.max_steps)
+        self.warmup = min(self.total_steps, int(round(recipe.warmup_epochs * self.steps_per_epoch)))
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.scaler = grad_scaler(recipe.amp, dev)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self.batches: Batches | None = None
+
+    def open(self, train: Examples) -> None:
+        """The training split's batches for the whole fit, and the watch on its loss."""
+        self.batches = Batches(train, self.recipe.batch_size, device=self.dev, seed=self.seed * 100_003)
+        self.watch = _LossWatch(self.dev, self.steps_per_epoch)
+
+    @property
+    def done(self) -> bool:
+        """Every step of the schedule taken (before the end of the last epoch only under ``max_steps``)."""
+        return self.step >= self.total_steps
+
+    def epoch(self, epoch: int) -> float:
+        """One pass over the training split (shuffled by the seed); its mean training loss.
+
+        Raises:
+            TrainingDiverged: a step's loss was not finite, or a parameter is not at the epoch's end.
+        """
+        assert self.batches is not None
+        self.net.train()
+        order = torch.randperm(self.n, generator=self.gen)
         seen = 0
-        for x, y in train_batches(order):
-            factor = _lr_factor(step, total_steps, warmup, recipe.schedule)
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = lr * factor
-            with autocast(dev, recipe.amp):
-                logits = net(x)
-            loss = loss_fn(logits.float(), y)
-            watch.add(loss, len(y), step)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                if recipe.grad_clip:
-                    nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                optimizer.step()
-            else:  # fp16: scaled loss; clip the true gradients; a step with inf/nan gradients is skipped
-                scaler.scale(loss).backward()
-                if recipe.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+        for x, y in self.batches(order):
+            self._step(x, y)
             seen += len(y)
-            step += 1
-            if step >= total_steps:  # before the end of the last epoch only under max_steps
+            self.step += 1
+            if self.done:  # before the end of the last epoch only under max_steps
                 break
-        epoch_loss = watch.epoch_mean(seen)  # raises first if a step's loss was not finite
+        epoch_loss = self.watch.epoch_mean(seen)  # raises first if a step's loss was not finite
         # The last step of an epoch can overflow the parameters while its loss was still finite; evaluating such a
         # model would report chance-level accuracy as if it were a result. (One host sync for all parameters.)
-        if not torch.stack([torch.isfinite(p).all() for p in params]).all():
-            bad = next(name for name, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all())
-            raise TrainingDiverged(f"parameter {bad} became non-finite at epoch {epoch + 1}, step {step}")
-        result.train_loss.append(epoch_loss)
+        if not torch.stack([torch.isfinite(p).all() for p in self.params]).all():
+            bad = next(
+                name for name, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()
+            )
+            raise TrainingDiverged(f"parameter {bad} became non-finite at epoch {epoch + 1}, step {self.step}")
+        return epoch_loss
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step on the batch ``(x, y)`` at the schedule's learning rate."""
+        recipe, optimizer, scaler = self.recipe, self.optimizer, self.scaler
+        factor = _lr_factor(self.step, self.total_steps, self.warmup, recipe.schedule)
+        for g, lr in zip(optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr * factor
+        with autocast(self.dev, recipe.amp):
+            logits = self.net(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.watch.add(loss, len(y), self.step)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(self.params, recipe.grad_clip)
+            optimizer.step()
+        else:  # fp16: scaled loss; clip the true gradients; a step with inf/nan gradients is skipped
+            scaler.scale(loss).backward()
+            if recipe.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(self.params, recipe.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+
+
+class _BestEpoch:
+    """The best validation score so far (accuracy, then lower loss), its correctness per image and, when
+    ``keep_state``, a copy of the trainable parameters then; ``since``: epochs evaluated since."""
+
+    def __init__(self, keep_state: bool) -> None:
+        self.keep_state = keep_state
+        self.key: tuple[float, float] | None = None
+        self.state: list[torch.Tensor] | None = None
+        self.correct: np.ndarray | None = None
+        self.last_correct: np.ndarray | None = None
+        self.since = 0
+
+    @property
+    def val_acc(self) -> float | None:
+        return self.key[0] if self.key else None
+
+    def observe(self, val_acc: float, val_loss: float, correct: np.ndarray, params: list[nn.Parameter]) -> bool:
+        """Record one evaluated epoch; whether it is the best so far."""
+        self.last_correct = correct
+        key = (val_acc, -val_loss)
+        if self.key is None or key > self.key:
+            self.key, self.state, self.since = key, _snapshot(params) if self.keep_state else None, 0
+            self.correct = correct
+            return True
+        self.since += 1
+        return False
+
+
+def _epochs(
+    loop: _Loop,
+    best: _BestEpoch,
+    result: FitResult,
+    val_batches: Batches | None,
+    callback: Callable[[EpochLog], None] | None,
+    start: float,
+) -> None:
+    """:func:`fit`'s epochs: train, score on validation where it is read, tell the listeners, stop early (patience)
+    or at the end of the schedule."""
+    recipe = loop.recipe
+    for epoch in range(recipe.epochs):
+        result.train_loss.append(loop.epoch(epoch))
         result.epochs_run = epoch + 1
         val_acc = None
         # Under a fixed schedule nothing reads the earlier epochs' scores: only the last epoch is evaluated (on a
         # large validation pool, evaluating every epoch cost more than the training itself).
-        final = epoch + 1 == recipe.epochs or step >= total_steps
-        if val_batches is not None and (keep_best or final):
-            val_acc, val_loss, val_correct = _evaluate(net, val_batches, recipe.amp)
+        final = epoch + 1 == recipe.epochs or loop.done
+        if val_batches is not None and (best.keep_state or final):
+            val_acc, val_loss, val_correct = _evaluate(loop.net, val_batches, recipe.amp)
             result.val_curve.append(val_acc)
-            last_correct = val_correct
-            key = (val_acc, -val_loss)
-            if best_key is None or key > best_key:
-                best_key, best_state, since_best = key, _snapshot(params) if keep_best else None, 0
-                best_correct = val_correct
+            if best.observe(val_acc, val_loss, val_correct, loop.params):
                 result.best_epoch = epoch + 1
-            else:
-                since_best += 1
         if callback is not None or _EPOCH_LISTENERS:
+            elapsed = time.perf_counter() - start
             log = EpochLog(
-                epoch + 1,
-                recipe.epochs,
-                result.train_loss[-1],
-                val_acc,
-                best_key[0] if best_key else None,
-                time.perf_counter() - start,
-                seed=seed,
+                epoch + 1, recipe.epochs, result.train_loss[-1], val_acc, best.val_acc, elapsed, seed=loop.seed
             )
             for listener in ([callback] if callback is not None else []) + _EPOCH_LISTENERS:
                 listener(log)
-        if recipe.patience is not None and since_best >= recipe.patience:
+        if recipe.patience is not None and best.since >= recipe.patience:
             result.stopped_early = True
             break
-        if step >= total_steps:
+        if loop.done:
             break
-    result.steps = step
-    train_batches = val_batches = None  # their DataLoader workers stop before the test split's start
+
+
+def _finish(
+    result: FitResult,
+    net: nn.Module,
+    params: list[nn.Parameter],
+    best: _BestEpoch,
+    val: Examples | None,
+    test: Examples | None,
+    dev: torch.device,
+    recipe: Recipe,
+) -> None:
+    """The scores of the last epoch, then the model back at the kept epoch and its scores."""
     if val is not None and len(val):
         result.last_val_acc = result.val_curve[-1]
     test_batches = Batches(test, recipe.eval_batch_size, device=dev) if test is not None and len(test) else None
     if test_batches is not None:
         result.last_test_acc = _evaluate(net, test_batches, recipe.amp)[0]
-    if best_state is not None:
+    if best.state is not None:
         with torch.no_grad():
-            for p, saved in zip(params, best_state):
+            for p, saved in zip(params, best.state):
                 p.copy_(saved)
-        result.val_acc = best_key[0] if best_key else None
-        result.val_correct = best_correct
+        result.val_acc = best.val_acc
+        result.val_correct = best.correct
     else:
         result.best_epoch = result.epochs_run
         result.val_acc = result.last_val_acc
-        result.val_correct = last_correct
+        result.val_correct = best.last_correct
     if test_batches is not None:
         result.test_acc = (
             result.last_test_acc
             if result.best_epoch == result.epochs_run
             else _evaluate(net, test_batches, recipe.amp)[0]
         )
-    result.wall_time_s = time.perf_counter() - start
-    if grad_checkpointing:
-        set_grad_checkpointing(model, False)
-    return result

@@ -149,15 +149,7 @@ def write_report(
     rows = point_rows(sweep, m0_value) if sweep is not None else []
     pr = probe_rows(probe, ranking) if probe is not None else []
     blocks += _setup_section(sweep, probe, ranking, commands, m0_value, m0 is None, validation)
-    if sweep is not None:
-        blocks += _sweep_section(builder, sweep, rows, m0_value, m0_text, title)
-    if probe is not None:
-        blocks += _probe_section(builder, probe, pr, ranking)
-    elif ranking is not None:
-        blocks += _ranking_section(ranking)
-    if validation is not None:
-        blocks += validation_section(validation, builder.figure)
-    blocks += _problems_section(sweep, rows, probe)
+    blocks += _stage_sections(builder, sweep, probe, ranking, validation, rows, pr, (m0_value, m0_text), title)
     files = {
         **builder.files,
         **_write_tables(out, rows if sweep is not None else None, pr if probe is not None else None, m0_value),
@@ -167,6 +159,32 @@ def write_report(
     md = atomic_write_text(out / "report.md", to_markdown(blocks))
     html = atomic_write_text(out / "report.html", to_html(blocks, title))
     return ReportFiles(out_dir=out, markdown=md, html=html, **files)
+
+
+def _stage_sections(
+    builder: _Builder,
+    sweep: SweepResult | None,
+    probe: ProbeResult | None,
+    ranking: Ranking | None,
+    validation: ValidationResult | None,
+    rows: list,
+    pr: list,
+    m0: tuple[float, str],
+    title: str,
+) -> list[Block]:
+    """The report's sections of the stages given, in order: the sweep, the probe (or the ranking alone), the
+    validation, then the problems found."""
+    blocks: list[Block] = []
+    if sweep is not None:
+        blocks += _sweep_section(builder, sweep, rows, m0[0], m0[1], title)
+    if probe is not None:
+        blocks += _probe_section(builder, probe, pr, ranking)
+    elif ranking is not None:
+        blocks += _ranking_section(ranking)
+    if validation is not None:
+        blocks += validation_section(validation, builder.figure)
+    blocks += _problems_section(sweep, rows, probe)
+    return blocks
 
 
 def _write_tables(

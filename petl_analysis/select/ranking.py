@@ -9,9 +9,10 @@ import numpy as np
 from scipy import stats
 
 from ..artefacts import Artefact
+from ..errors import PetlError
 from ..models import ModelSpec
 from ..probe.d90 import format_ci, format_d90
-from ..task import DataSpec
+from ..task import DataSpec, same_dataset
 
 
 @dataclass
@@ -116,3 +117,41 @@ def rank_correlations(reference: Ranking, other: Ranking, *, declared_ties: bool
     rho = stats.spearmanr(a, b).statistic
     tau = stats.kendalltau(a, b).statistic
     return {"spearman": float(rho), "kendall": float(tau), "n": len(common)}
+
+
+def dataset_for_ranking(
+    dataset: str | None, ranking: Ranking | None, source: str | None, flag: str = "--ranking", then: str = "sweep"
+) -> str:
+    """The dataset a stage after select works on: ``dataset`` if given, else the ranking's. A ranking made on
+    another dataset is refused (its order is about that data), and without either there is no dataset (no silent
+    default). ``source``, ``flag`` and ``then`` name the ranking file, its option and the stage in the message."""
+    ranked_on = ranking.data.dataset if ranking is not None and ranking.data is not None else None
+    if dataset is None:
+        if ranked_on is None:
+            raise PetlError(
+                f"{then}: no dataset; give --dataset (a built-in name, see `petl-analyze datasets`, or "
+                f"an image-folder path){'' if ranking is not None else ' or a --ranking made on one'}"
+            )
+        return ranked_on
+    if ranked_on is not None and not same_dataset(dataset, ranked_on):
+        raise PetlError(
+            f"{flag} {source!r} ranks targets on dataset {ranked_on!r}, not {dataset!r}; "
+            f"drop --dataset to {then} on {ranked_on!r}, or select on {dataset!r} first"
+        )
+    return dataset
+
+
+def skip_bad_images_for(ranking: Ranking | None, dataset: str, requested: bool = False) -> bool:
+    """Whether to skip a folder's undecodable images: as ``requested``, or as the ranking chose for its own dataset
+    (carried forward, as select reads the probe's)."""
+    ranked = ranking.data if ranking is not None else None
+    return requested or bool(ranked is not None and ranked.skip_bad_images and same_dataset(ranked.dataset, dataset))
+
+
+def data_dir_for(ranking: Ranking | None, dataset: str, requested: str | None = None) -> str | None:
+    """Where a timm source's files are: ``requested``, or the ranking's for its own dataset (carried forward like
+    :func:`skip_bad_images_for`)."""
+    ranked = ranking.data if ranking is not None else None
+    if requested is not None or ranked is None or not same_dataset(ranked.dataset, dataset):
+        return requested
+    return ranked.data_dir

@@ -201,7 +201,7 @@ def run_sweep(
     ranking_source: str = "",
     **train: Any,
 ) -> SweepResult:
-    """Plan a study (:meth:`Study.plan <petl_analysis.study.Study.plan>`) and train it (:func:`sweep_plans`).
+    """Plan a study and train it (:meth:`Study.plan_and_sweep <petl_analysis.study.Study.plan_and_sweep>`).
 
     With ``plans_dir`` the plans are written there first (files already there are kept) and the files are what is
     trained. ``budgets``: any form :func:`~petl_analysis.plan.budgets.resolve_budgets` reads (``"8k,0.05%"``; None:
@@ -209,23 +209,14 @@ def run_sweep(
     (network, weights or input size) than ``model`` is refused: its order says nothing about ``model``."""
     check_seeds(train.get("seeds", 3))
     study, train = _study(model, data, train)
-    plans, skipped, budgets = study.plan(
+    return study.plan_and_sweep(
         budgets,
         methods,
         ranking,
         head_in_budget=head_in_budget,
         method_options=method_options,
-        ranking_source=ranking_source,
         plans_dir=plans_dir,
-    )
-    return study.sweep(
-        plans,
-        budgets=budgets,
-        methods=methods,
-        skipped=skipped,
         ranking_source=ranking_source,
-        plans_source=str(plans_dir) if plans_dir is not None else "",
-        head_in_budget=head_in_budget,
         **train,
     )
 
@@ -305,6 +296,37 @@ def train_plans(
     counted = _check_sweep(study, plans, seeds, head_in_budget, plans_source)
     data, model, recipe = study.data, study.model, recipe or default_train_recipe()
     conversion = study.conversion
+    trial = _trial_maker(study, recipe, head_init, also_val, adapters)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
+    runs = {(id(p), s): records[trial(p.config, s).key] for p in plans for s in seed_list}
+    summary = _summariser(model, data, recipe, head_init, conversion)
+    result_points, failed, placing = _points(plans, seed_list, runs, summary)
+    if adapters is not None:
+        _place(adapters, result_points, placing, all_seeds)
+    return SweepResult(
+        model=spec_with_load(model, study.template),
+        data=study.data_record,
+        recipe=recipe,
+        seeds=seed_list,
+        **_asked(plans, budgets, methods, head_in_budget, counted),
+        points=result_points,
+        failed=failed,
+        skipped=list(skipped),
+        ranking_source=ranking_source,
+        wall_time_s=time.perf_counter() - start,
+        command=command,
+        input_conversion=conversion,
+        plans_source=plans_source,
+    )
+
+
+def _trial_maker(
+    study: Study, recipe: Recipe, head_init: str, also_val: DataSpec | None, adapters: Path | None
+) -> Callable[[dict[str, Any], int], Trial]:
+    """The trial of one (configuration, seed) of ``study``'s sweep: its key is what it trains; with ``adapters``,
+    the trial's option says where its adapter goes."""
+    data, model = study.data, study.model
     threads, options = study.threads_per_job(), adapter_options(adapters)
 
     def trial(config: dict[str, Any], seed: int) -> Trial:
@@ -324,9 +346,13 @@ def train_plans(
             **options,
         )
 
-    seed_list = list(range(first_seed, first_seed + seeds))
-    records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
-    runs = {(id(p), s): records[trial(p.config, s).key] for p in plans for s in seed_list}
+    return trial
+
+
+def _summariser(
+    model: ModelSpec, data: DataSpec, recipe: Recipe, head_init: str, conversion: InputConversion
+) -> Callable[[Plan, list[TrialRecord]], RunResult]:
+    """One point's :class:`~petl_analysis.train.RunResult` from its plan and its finished seeds' records."""
 
     def summary(plan: Plan, ok: list[TrialRecord]) -> RunResult:
         seed_runs = [
@@ -351,26 +377,23 @@ def train_plans(
             input_conversion=conversion,
         )
 
-    result_points, failed, placing = _points(plans, seed_list, runs, summary)
-    if adapters is not None:
-        _place(adapters, result_points, placing, all_seeds)
+    return summary
+
+
+def _asked(
+    plans: Sequence[Plan],
+    budgets: Sequence[int] | None,
+    methods: Sequence[str] | None,
+    head_in_budget: bool | None,
+    counted: set[bool],
+) -> dict[str, Any]:
+    """What the study asked for, as the result records it: the budgets and methods given (default: the plans'),
+    and whether the head counts in the budget (default: as the plans counted it)."""
     planned_budgets = sorted({p.budget for p in plans if p.budget is not None})
-    return SweepResult(
-        model=spec_with_load(model, study.template),
-        data=study.data_record,
-        recipe=recipe,
-        seeds=seed_list,
+    return dict(
         budgets=sorted(budgets) if budgets is not None else planned_budgets,
         methods=list(methods) if methods is not None else list(dict.fromkeys(p.method for p in plans)),
         head_in_budget=head_in_budget if head_in_budget is not None else counted.pop(),
-        points=result_points,
-        failed=failed,
-        skipped=list(skipped),
-        ranking_source=ranking_source,
-        wall_time_s=time.perf_counter() - start,
-        command=command,
-        input_conversion=conversion,
-        plans_source=plans_source,
     )
 
 

@@ -8,6 +8,7 @@ budget as what it is compared with.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from ..accounting import ParamCount, count_parameters
 from ..artefacts import Artefact
 from ..engine import EpochLog, FitResult, Recipe, evaluate, fit, loss_still_falling, pack_correct
 from ..epoch_log import logging_epochs, prepare_epoch_log
 from ..errors import PetlError
-from ..models import ModelSpec, spec_with_load
+from ..models import BUNDLED_MODEL, ModelSpec, spec_with_load
+from ..models.factory import WEIGHTS_DEFAULT
 from ..task import (
     DataSpec,
     InputConversion,
@@ -29,7 +32,7 @@ from ..task import (
     open_data,
     prepare_model,
 )
-from ..tuners import MethodConfig, apply_method, config_from_dict, save_adapter
+from ..tuners import MethodConfig, apply_method, config_from_dict, get_method, save_adapter
 
 HEAD_INITS = ("lp", "random")
 
@@ -188,6 +191,34 @@ def train_one_seed(
     return run, res.trainable
 
 
+@dataclass
+class MethodCount:
+    """What a method adds to a model, counted two ways (``train --dry-run``): in closed form (``expected``) and on
+    the injected model (``counted``); ``model`` is the spec built (weights need not load for a count)."""
+
+    model: ModelSpec
+    num_classes: int
+    expected: ParamCount
+    counted: ParamCount
+
+    @property
+    def matches(self) -> bool:
+        return self.expected == self.counted
+
+
+def count_method(model: ModelSpec, config: MethodConfig, num_classes: int) -> MethodCount:
+    """Build ``model`` with a ``num_classes`` head, inject ``config`` and count: no data, no training. A count does
+    not depend on the weights, so a model other than the bundled one is built with random weights (nothing is
+    downloaded or converted)."""
+    if model.weights == WEIGHTS_DEFAULT and model.name != BUNDLED_MODEL:
+        model = dataclasses.replace(model, weights="random")
+    net = prepare_model(model, num_classes)
+    method = get_method(config)
+    expected = method.expected_count(net)
+    method.apply(net)
+    return MethodCount(model, num_classes, expected, count_parameters(net))
+
+
 def run_method(
     model: ModelSpec,
     data: DataSpec,
@@ -208,40 +239,32 @@ def run_method(
 ) -> RunResult:
     """Train one method configuration over ``seeds`` and summarise (mean/std over seeds).
 
-    ``callback`` is called after every epoch of every seed (the seeds run in order); ``compile``,
-    ``grad_checkpointing``: :func:`~petl_analysis.engine.fit`'s; ``log_to``: where the epochs are logged
-    (:mod:`~petl_analysis.epoch_log`, kind ``train``)."""
-    if isinstance(config, dict):
-        config = config_from_dict(config)
-    recipe = recipe or default_train_recipe()
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list:
-        raise PetlError("at least one seed is needed")
-    start = time.perf_counter()
+    ``callback`` is called after every epoch of every seed (in seed order); ``compile``, ``grad_checkpointing``:
+    :func:`~petl_analysis.engine.fit`'s; ``log_to``: where epochs are logged (:mod:`~petl_analysis.epoch_log`, ``train``)."""
     from ..study import Study
 
+    config = config_from_dict(config) if isinstance(config, dict) else config
+    recipe = recipe or default_train_recipe()
+    seed_list = _seed_list(seeds)
+    start = time.perf_counter()
     study = Study(model, data, device=device)
     conversion = study.conversion
-    runs, trainable = [], {}
     prepare_epoch_log(log_to)
     with logging_epochs(log_to, kind="train"):
-        for seed in seed_list:
-            run, trainable = train_one_seed(
-                model,
-                data,
-                config,
-                recipe,
-                seed,
-                head_init=head_init,
-                device=device,
-                adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
-                callback=callback,
-                compile=compile,
-                grad_checkpointing=grad_checkpointing,
-            )
-            runs.append(run)
-            if on_seed:
-                on_seed(run)
+        runs, trainable = _train_seeds(
+            model,
+            data,
+            config,
+            recipe,
+            seed_list,
+            on_seed,
+            head_init=head_init,
+            device=device,
+            adapter_dir=adapter_dir,
+            callback=callback,
+            compile=compile,
+            grad_checkpointing=grad_checkpointing,
+        )
     return summarise(
         config.method,
         config.to_dict(),
@@ -256,6 +279,44 @@ def run_method(
         plan=plan,
         input_conversion=conversion,
     )
+
+
+def _seed_list(seeds: list[int] | int) -> list[int]:
+    """``seeds`` as a list (an int ``n``: seeds 0 to n - 1); none is refused."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise PetlError("at least one seed is needed")
+    return seed_list
+
+
+def _train_seeds(
+    model: ModelSpec,
+    data: DataSpec,
+    config: MethodConfig,
+    recipe: Recipe,
+    seeds: list[int],
+    on_seed: Callable[[SeedRun], None] | None,
+    *,
+    adapter_dir: str | Path | None,
+    **options: Any,
+) -> tuple[list[SeedRun], dict[str, int]]:
+    """:func:`run_method`'s seeds, in order (``options``: :func:`train_one_seed`'s); every seed's run and the last
+    seed's trainable-parameter count."""
+    runs, trainable = [], {}
+    for seed in seeds:
+        run, trainable = train_one_seed(
+            model,
+            data,
+            config,
+            recipe,
+            seed,
+            adapter_dir=Path(adapter_dir) / f"seed{seed}" if adapter_dir else None,
+            **options,
+        )
+        runs.append(run)
+        if on_seed:
+            on_seed(run)
+    return runs, trainable
 
 
 def summarise(

@@ -27,8 +27,10 @@ from .base import (
     MethodConfig,
     apply_method,
     config_from_dict,
+    config_from_settings,
     get_method,
     methods_sized,
+    options_from_settings,
 )
 from .saving import (
     ADAPTER_FILE,
@@ -81,9 +83,11 @@ __all__ = [
     "apply_method",
     "base_fingerprint",
     "config_from_dict",
+    "config_from_settings",
     "get_method",
     "load_adapter",
     "methods_sized",
+    "options_from_settings",
     "read_adapter_record",
     "save_adapter",
 ]

@@ -31,7 +31,9 @@ To add a method (the checklist; nothing else keeps a table of methods):
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -56,7 +58,9 @@ __all__ = [
     "MethodConfig",
     "apply_method",
     "config_from_dict",
+    "config_from_settings",
     "get_method",
+    "options_from_settings",
     "register_method",
 ]
 
@@ -145,6 +149,36 @@ def config_from_dict(d: dict[str, Any]) -> MethodConfig:
     if unknown:
         raise PetlError(f"{d['method']} config: unknown option {unknown[0]!r}; expected one of: {', '.join(names)}")
     return cls(**d)
+
+
+def config_from_settings(method: str, targets: Sequence[str] = (), settings: Sequence[str] = ()) -> MethodConfig:
+    """A method config from ``key=value`` settings (the CLI's ``--set``): each value read as JSON (``8``,
+    ``true``, ``[1, 2]``), else as text (``global``); ``targets`` replace the method's default targets.
+
+    Raises:
+        PetlError: a setting without ``=``, an option the method does not have, or a value its constraints refuse.
+    """
+    values: dict[str, Any] = {"method": method}
+    if targets:
+        values["targets"] = list(targets)
+    for item in settings:
+        if "=" not in item:
+            raise PetlError(f"--set {item!r}: expected key=value, e.g. --set n=8")
+        key, raw = item.split("=", 1)
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw
+    return config_from_dict(values)
+
+
+def options_from_settings(method: str, settings: Sequence[str]) -> dict[str, Any]:
+    """Only the options ``settings`` set (``key=value``, as :func:`config_from_settings` reads them, checked by the
+    method's config): what a planner keeps of a user's ``--set`` while it chooses targets and sizes itself."""
+    renamed = METHODS.get(method).config_class.RENAMED
+    given = {renamed.get(k, k) for k in (item.split("=", 1)[0].strip() for item in settings)}
+    config = config_from_settings(method, settings=settings).to_dict()
+    return {k: v for k, v in config.items() if k in given}
 
 
 # ------------------------------------------------------------------------------------------------------------ method
