@@ -30,6 +30,7 @@ from .options import (
     BudgetsOpt,
     DataOptions,
     DatasetOpt,
+    DemoPresetOpt,
     EpochsOpt,
     EvalBatchOpt,
     Execution,
@@ -1178,6 +1179,8 @@ def _run_pipeline(runs, execution: Execution, command: str) -> None:
         print_table(result.sweep.table(), title=f"{ds}: accuracy versus trainable parameters")
         _print_adapters(result.sweep, str(result.out_dir / "sweep.json"))
         _warn_about_probe(result.probe, where=f"{ds} probe: ")
+        if result.validation is not None:
+            print_table(result.validation.agreement_table(), title=f"{ds}: does the ranking predict? (split B)")
         console.print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.stage_times.items()))
         htmls.append(result.report_html)
     for h in htmls:
@@ -1369,12 +1372,15 @@ def demo(
         panel=FILES,
         help="Output folder: one subfolder per dataset with its artefacts and report.",
     ),
+    preset: str = DemoPresetOpt(),
     execution: Execution = Group(jobs=JobsOpt(2), omit=("backend", "scheduler", "threads")),
 ) -> None:
     """The whole pipeline on the embedded defaults: bundled pretrained ViT, digits and animals (about 5 min, 2 cores)."""
     from petl_analysis.presets import demo_runs
 
-    _run_pipeline(demo_runs(out), execution, f"petl-analyze demo --out {out} --jobs {execution.jobs}")
+    runs = demo_runs(out, preset)
+    flag = "" if preset == "bundled" else f" --preset {preset}"
+    _run_pipeline(runs, execution, f"petl-analyze demo{flag} --out {out} --jobs {execution.jobs}")
 
 
 def main() -> None:

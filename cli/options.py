@@ -398,6 +398,14 @@ RunDatasetOpt = DatasetOpt.but(
 )
 RunShotsOpt = ShotsOpt.but(5, "Sweep: training images per class, drawn per seed (0 = the full training set).")
 RunMaxTrainOpt = MaxTrainOpt.but(None, "Probe on the full training set (--probe-shots 0): cap it (stratified).")
+DemoPresetOpt = CliOption(
+    "bundled",
+    "--preset",
+    panel=DATA,
+    help="bundled: the bundled pretrained ViT on digits and animals (about 5 min on 2 cores). dinov2: a reduced "
+    "version of the DINOv2-S/14 study on animals: probe, validate and sweep (at most 15 min on 2 cores; needs "
+    "pip install 'petl-analysis[dinov2]').",
+)
 RunSeedsOpt = SeedsOpt.but(
     3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises training)."
 )

@@ -38,6 +38,7 @@ from .sweep import SweepResult
 from .sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING
 from .task import DataSpec
 from .trials import TrialRecord
+from .validate.run import ValidateConfig
 
 if TYPE_CHECKING:
     from .validate import ValidationResult
@@ -49,9 +50,9 @@ class PipelineConfig:
 
     ``budgets``: counts or text (``8k``, ``0.05%``: see :mod:`~petl_analysis.plan.budgets`); None or empty: the
     model's defaults (:func:`~petl_analysis.plan.budgets.default_budgets`: 2k, 8k, 32k for the bundled model).
-    ``validation``: when set, the validate stage runs after the probe with these keywords of
-    :func:`~petl_analysis.validate.run.validate_probe` (``seeds``, ``methods``, ``budgets``, ``recipe``, ...): the
-    selectors judged against the oracle on split B, so ``probe_data`` must be split A (``SplitSpec(part="A")``)."""
+    ``validation``: when set, the validate stage runs after the probe with this
+    :class:`~petl_analysis.validate.ValidateConfig`: the selectors judged against the oracle on split B, so
+    ``probe_data`` must be split A (``SplitSpec(part="A")``)."""
 
     budgets: list[BudgetLike] | None = None
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -62,7 +63,7 @@ class PipelineConfig:
     head_in_budget: bool = False
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
     all_seed_adapters: bool = False  # keep every seed's adapter, not only the best one by validation
-    validation: dict[str, Any] | None = None
+    validation: ValidateConfig | None = None
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "budgets": [ListOf([int, str, BudgetSpec, Budget], what="budgets"), str, Unset("the model's defaults")],
@@ -74,7 +75,7 @@ class PipelineConfig:
         "head_in_budget": ["boolean"],
         "probe_data": [DataSpec, Unset("the sweep's data")],
         "all_seed_adapters": ["boolean"],
-        "validation": [dict, Unset("no validate stage")],
+        "validation": [ValidateConfig, Unset("no validate stage")],
     }
     _field_meanings: ClassVar[dict[str, str]] = SEEDS_MEANING
 
@@ -175,8 +176,10 @@ def _validate(study: Study, config: PipelineConfig, probe: ProbeResult) -> Valid
         from .validate import ValidationResult
 
         return ValidationResult.load(path)
-    options = {"probe_source": str(study.path("probe.json")), **(config.validation or {})}
-    return study.with_data(probe.data, probe.model).validate(probe, out=path, **options)
+    source = str(study.path("probe.json"))
+    return study.with_data(probe.data, probe.model).validate(
+        probe, out=path, config=config.validation, probe_source=source
+    )
 
 
 def _select(study: Study, config: PipelineConfig, probe: ProbeResult) -> Ranking:

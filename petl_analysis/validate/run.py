@@ -31,6 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -195,28 +196,11 @@ def run_validate(
     return study.validate(probe, out=out, **options)
 
 
-def validate_probe(
-    study: Study,
-    probe: ProbeResult,
-    *,
-    log: Path | None = None,
-    selectors: Sequence[str] | None = None,
-    methods: Sequence[str] = DEFAULT_METHODS,
-    seeds: int = 3,
-    budget: BudgetLike | None = None,
-    budgets: str | Sequence[BudgetLike] | None = None,
-    random_draws: int = 0,
-    recipe: Recipe | None = None,
-    n_batches: int = 5,
-    head_init: str = "lp",
-    probe_source: str = "",
-    command: str = "",
-    allow_shared_data: bool = False,
-) -> ValidationResult:
-    """The validate stage on ``study`` (the probe's model and data): oracle, agreement, regret; trials in ``log``.
+@dataclass
+class ValidateConfig:
+    """What the validate stage judges and how (``petl-analyze validate``'s options; ``PipelineConfig.validation``).
 
     Args:
-        probe: the probe result whose sets (and d90 ranking) are validated.
         selectors: probe selectors (``d90``, ``d90+acc``, ``direct``) and/or registered proxy selectors (``constant``
             among them; ``random`` is always the floor, not listed here); None: :func:`default_selectors`.
         methods: plannable methods for the oracle; the first also trains the regret plans.
@@ -227,74 +211,115 @@ def validate_probe(
         random_draws: kept for old callers; the random floor is exact (every order), this is recorded only.
         recipe: training recipe (default: the sweep's on a fixed schedule, ``epoch_selection="last"``, so no score
             is a maximum over the epochs of the images it reports).
-        allow_shared_data: judge a probe made on the whole pools (or on split B) on its own data; every verdict
-            then says so. Without it such a probe is refused.
         n_batches: batches the gradient proxies read.
         head_init: how each trained model's head starts (:func:`~petl_analysis.sweep.sweep.train_plans`).
+        allow_shared_data: judge a probe made on the whole pools (or on split B) on its own data; every verdict
+            then says so. Without it such a probe is refused.
     """
+
+    selectors: Sequence[str] | None = None
+    methods: Sequence[str] = DEFAULT_METHODS
+    seeds: int = 3
+    budget: BudgetLike | None = None
+    budgets: str | Sequence[BudgetLike] | None = None
+    random_draws: int = 0
+    recipe: Recipe | None = None
+    n_batches: int = 5
+    head_init: str = "lp"
+    allow_shared_data: bool = False
+
+
+def validate_probe(
+    study: Study,
+    probe: ProbeResult,
+    config: ValidateConfig | None = None,
+    *,
+    log: Path | None = None,
+    probe_source: str = "",
+    command: str = "",
+    **options: Any,
+) -> ValidationResult:
+    """The validate stage on ``study`` (the probe's model and data): oracle, agreement, regret; trials in ``log``.
+    ``config`` (or its fields as ``options``, not both): :class:`ValidateConfig`."""
+    if config is not None and options:
+        raise PetlError(f"validate_probe takes a ValidateConfig or its fields, not both (got {sorted(options)})")
+    c = config or ValidateConfig(**options)
     start = time.perf_counter()
-    recipe = recipe or default_judge_recipe()
-    selectors = list(selectors) if selectors is not None else default_selectors(probe)
-    sets = _check_validate(probe, selectors, methods, seeds)
-    judge_data, judged_on = judge_split(study.data, allow_shared_data, probe_source)
+    recipe = c.recipe or default_judge_recipe()
+    selectors = list(c.selectors) if c.selectors is not None else default_selectors(probe)
+    sets = _check_validate(probe, selectors, c.methods, c.seeds)
+    judge_data, judged_on = judge_split(study.data, c.allow_shared_data, probe_source)
     judge = study.with_data(judge_data)
-    conversion = study.conversion
-    budget, budgets = _validate_budgets(study.template, sets, methods, budget, budgets)
-    oracle_plans, notes = plan_oracle(study, sets, methods, budget)
+    budget, budgets = _validate_budgets(study.template, sets, c.methods, c.budget, c.budgets)
+    oracle_plans, notes = plan_oracle(study, sets, c.methods, budget)
     if recipe.epoch_selection == "val":
-        notes.append(
-            "the recipe keeps each training's best epoch on the judge's validation images: every score is "
-            "a maximum over the epochs of the images it reports (epoch_selection='last' avoids it)"
-        )
-    rankings = selector_rankings(study, probe, sets, selectors, n_batches)  # split A: the probe's data
-    fit = _PlanTrainer(
-        judge,
-        log,
-        seeds=seeds,
-        recipe=recipe,
-        head_init=head_init,
-        first_seed=JUDGE_SEED_OFFSET,
-        also_val=study.data if judged_on == JUDGED_ON_B else None,
-    )
-    oracle = oracle_stage(fit, oracle_plans, sets, seeds)
-    oracle_costs = oracle_cost(oracle_plans, fit.last_runs)
+        notes.append(EPOCH_SELECTION_NOTE)
+    rankings = selector_rankings(study, probe, sets, selectors, c.n_batches)  # split A: the probe's data
+    also_val = study.data if judged_on == JUDGED_ON_B else None
+    kw = dict(seeds=c.seeds, recipe=recipe, head_init=c.head_init, first_seed=JUDGE_SEED_OFFSET, also_val=also_val)
+    fit = _PlanTrainer(judge, log, **kw)
+    oracle = oracle_stage(fit, oracle_plans, sets, c.seeds)
+    oracle_costs = oracle_cost(oracle_plans, fit.last_runs)  # before the regret's trainings replace last_runs
     costs = selector_costs(rankings, probe_source, probe)
     n_val = judge_n_val(judge)
-    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), methods, n_val, costs)
-    planners = {"oracle": _order_ranking(orders[methods[0]], sets, study.model, "oracle"), **rankings}
-    plans, regrets, left_out = regret_stage(judge, fit, planners, sets, budgets, methods[0], notes)
-    return ValidationResult(
-        model=spec_with_load(study.model, study.template),
+    agreement, random_summary, orders = agreement_stage(oracle, rankings, list(sets), c.methods, n_val, costs)
+    planners = {"oracle": _order_ranking(orders[c.methods[0]], sets, study.model, "oracle"), **rankings}
+    plans, regrets, left_out = regret_stage(judge, fit, planners, sets, budgets, c.methods[0], notes)
+    judged = dict(
         data=judge.data_record,
         recipe=recipe,
-        head_init=head_init,
-        seeds=[JUDGE_SEED_OFFSET + s for s in range(seeds)],
-        methods=list(methods),
         sets=list(sets),
-        per_block=probe.config.per_block,
         budget=int(budget),
+        budgets=list(budgets),
         oracle=oracle,
+        oracle_cost=oracle_costs,
         agreement=agreement,
         random=random_summary,
-        budgets=list(budgets),
-        regret_method=methods[0],
-        random_draws=random_draws,
-        plans=plans,
         selectors=list(rankings),
+        plans=plans,
+        regrets=regrets,
+        regret_left_out=left_out,
         notes=notes,
         n_val=n_val,
         failed=fit.failed,
-        probe_source=probe_source,
-        wall_time_s=time.perf_counter() - start,
         train_time_s=fit.train_time_s,
-        command=command,
-        input_conversion=conversion,
-        probe_data=study.data_record,
         judged_on=judged_on,
+    )
+    return _validation_result(study, probe, c, judged, probe_source, command, time.perf_counter() - start)
+
+
+#: Said in the notes of a judge whose recipe keeps the best epoch on the images it reports.
+EPOCH_SELECTION_NOTE = (
+    "the recipe keeps each training's best epoch on the judge's validation images: every score is "
+    "a maximum over the epochs of the images it reports (epoch_selection='last' avoids it)"
+)
+
+
+def _validation_result(
+    study: Study,
+    probe: ProbeResult,
+    c: ValidateConfig,
+    judged: dict[str, Any],
+    probe_source: str,
+    command: str,
+    wall_time_s: float,
+) -> ValidationResult:
+    """The artefact: what the judge measured (``judged``) with the settings that made it."""
+    return ValidationResult(
+        model=spec_with_load(study.model, study.template),
+        head_init=c.head_init,
+        seeds=[JUDGE_SEED_OFFSET + s for s in range(c.seeds)],
+        methods=list(c.methods),
+        per_block=probe.config.per_block,
+        regret_method=c.methods[0],
+        random_draws=c.random_draws,
+        probe_source=probe_source,
+        wall_time_s=wall_time_s,
+        command=command,
+        input_conversion=study.conversion,
+        probe_data=study.data_record,
         seed_offset=JUDGE_SEED_OFFSET,
-        regrets=regrets,
-        regret_left_out=left_out,
-        oracle_cost=oracle_costs,
+        **judged,
     )
 
 
@@ -517,31 +542,10 @@ def agreement_stage(
         best = max(mean.values())
         # Sets less than 2 validation images apart adapt equally well: an order of near-ties gets no verdict.
         tied = n_val > 0 and images_apart(best, min(mean.values()), n_val) < RESOLVED_IMAGES
-        rows = []
-        for name, r in rankings.items():
-            classes = r.tie_groups()
-            corr = agreement_stats(classes, labels, acc)
-            rows.append(
-                Agreement(
-                    selector=name,
-                    method=m,
-                    order=r.order(),
-                    tie_classes=classes,
-                    spearman=corr.spearman,
-                    kendall=corr.kendall,
-                    spearman_span=corr.spearman_span,
-                    kendall_span=corr.kendall_span,
-                    p_better=corr.test.p_better,
-                    p_worse=corr.test.p_worse,
-                    permutations=corr.test.permutations,
-                    exact=corr.test.exact,
-                    top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
-                    top1_regret=regret(best, mean[r.order()[0]]),
-                    verdict="",
-                    n_measured=r.details.get("n_measured") if name in PROBE_SELECTORS else None,
-                    cost=costs.get(name),
-                )
-            )
+        rows = [
+            _agreement(name, r, m, labels, acc, best_order, ks, regret(best, mean[r.order()[0]]), costs.get(name))
+            for name, r in rankings.items()
+        ]
         correct = _oracle_correct(oracle, m, labels, n_val)
         if correct is not None:
             for a in rows:
@@ -558,6 +562,41 @@ def agreement_stage(
             "top1_regret": float(np.mean([best - v for v in mean.values()])),
         }
     return agreement, random_summary, orders
+
+
+def _agreement(
+    name: str,
+    r: Ranking,
+    method: str,
+    labels: list[str],
+    acc: np.ndarray,
+    best_order: list[str],
+    ks: list[int],
+    top1_regret: float,
+    cost: Cost | None,
+) -> Agreement:
+    """One selector against one method's oracle (accuracies ``acc``: sets x seeds), before Holm and the verdict."""
+    classes = r.tie_groups()
+    corr = agreement_stats(classes, labels, acc)
+    return Agreement(
+        selector=name,
+        method=method,
+        order=r.order(),
+        tie_classes=classes,
+        spearman=corr.spearman,
+        kendall=corr.kendall,
+        spearman_span=corr.spearman_span,
+        kendall_span=corr.kendall_span,
+        p_better=corr.test.p_better,
+        p_worse=corr.test.p_worse,
+        permutations=corr.test.permutations,
+        exact=corr.test.exact,
+        top_k=[top_k_overlap(r.order(), best_order, k) for k in ks],
+        top1_regret=top1_regret,
+        verdict="",
+        n_measured=r.details.get("n_measured") if name in PROBE_SELECTORS else None,
+        cost=cost,
+    )
 
 
 def _oracle_correct(oracle: list[OracleEntry], method: str, labels: list[str], n_val: int) -> np.ndarray | None:
@@ -583,93 +622,124 @@ def regret_stage(
     data and also scored on the probe's validation images; the reference per budget chosen on those; each planner's
     regret (and the random floor's) against it, paired per seed. Returns the plans, the regrets and the budgets left
     out (every order gives the same plan); a budget that cannot be planned is a note (appended to ``notes``)."""
-    planned: list[tuple[int, Plan, dict[str, float]]] = []  # (budget, plan, planner -> share)
     sampled: dict[tuple[int, str], tuple[str, int]] = {}  # (budget, planner) -> (how, orders) when not exact
+    planned: list[_Planned] = []
     left_out: list[int] = []
     for b in budgets:
         try:
-            shares = {
-                name: _order_shares(
-                    r.tie_groups() if r is not None else None, sets, judge, b, method, sampled, (b, name)
-                )
-                for name, r in [("random", None), *planners.items()]
-            }
+            by_key = _distinct_plans(judge, planners, sets, b, method, sampled)
         except PetlError as e:
             notes.append(f"budget {b:,}: {e}")
             continue
-        by_key: dict[str, tuple[Plan, dict[str, float]]] = {}
-        for name, of_orders in shares.items():
-            for order, share in of_orders.items():
-                plan = plan_for_budget(
-                    _order_ranking(order, sets, judge.model, name),
-                    judge.template,
-                    b,
-                    method=method,
-                    model_spec=judge.model,
-                )
-                key = json.dumps(plan.config, sort_keys=True)
-                entry = by_key.setdefault(key, (plan, {}))
-                entry[1][name] = entry[1].get(name, 0.0) + share
         if len(by_key) == 1:
             left_out.append(b)
             notes.append(f"budget {b:,}: every order of the sets gives the same plan; left out of the regret")
             continue
-        planned += [(b, plan, of) for plan, of in by_key.values()]
-    scored = fit([p for _, p, _ in planned]) if planned else []  # every budget left out: nothing to train
-    plans: list[PlanOutcome] = []
-    for (b, plan, of), (val, test, a_val, _) in zip(planned, scored):
-        first = next((n for n in planners if n in of), "random")
-        plans.append(
-            PlanOutcome(
-                budget=b,
-                selector=first,
-                method=method,
-                targets=[t.target for t in plan.targets],
-                units=[u for t in plan.targets for u in t.units],
-                config=plan.config,
-                used=plan.used,
-                val_per_seed=val,
-                test_per_seed=test,
-                a_val_per_seed=a_val,
-                floor_share=of.get("random", 0.0),
-            )
-        )
+        planned += [_Planned(b, plan, of) for plan, of in by_key.values()]
+    scored = fit([p.plan for p in planned]) if planned else []  # every budget left out: nothing to train
+    plans = [_outcome(p, method, planners, val, test, a_val) for p, (val, test, a_val, _) in zip(planned, scored)]
     regrets: list[SelectorRegret] = []
-    for b in dict.fromkeys(b for b, _, _ in planned):
-        idx = [i for i, (pb, _, _) in enumerate(planned) if pb == b]
+    for b in dict.fromkeys(p.budget for p in planned):
+        idx = [i for i, p in enumerate(planned) if p.budget == b]
         if any(
             not plans[i].val_per_seed or len(plans[i].val_per_seed) != len(plans[idx[0]].val_per_seed) for i in idx
         ):
             notes.append(f"budget {b:,}: a plan's training failed; no regret")
             continue
-        # The reference is chosen on split A (the probe's validation images; the judge's own with shared data).
-        choose = [plans[i].a_val_mean if plans[i].a_val_per_seed else plans[i].val_mean for i in idx]
-        ref = plans[idx[reference_index(choose, [json.dumps(plans[i].config, sort_keys=True) for i in idx])]]
-        ref.reference = True
-        for i in idx:
-            plans[i].regret = regret(ref.val_mean, plans[i].val_mean)
-        for name in ["random", *planners]:
-            mine = [(i, planned[i][2][name]) for i in idx if name in planned[i][2]]
-            values = expected_per_seed([w for _, w in mine], [plans[i].val_per_seed for i, _ in mine])
-            diff = paired_difference(values, ref.val_per_seed)
-            orders = "exact"
-            if (b, name) in sampled:
-                how, n = sampled[(b, name)]
-                orders = f"{how}; Monte Carlo standard error {100 * _sampling_error(mine, plans, n):.2f} pts"
-            regrets.append(
-                SelectorRegret(
-                    budget=b,
-                    selector=name,
-                    plan_shares={str(i): w for i, w in mine},
-                    val_per_seed=values,
-                    diff_per_seed=diff.per_seed,
-                    diff_mean=diff.mean,
-                    diff_interval=diff.interval,
-                    interval_kind=diff.interval_kind,
-                    orders=orders,
-                )
-            )
+        regrets += _budget_regrets(b, idx, planned, plans, planners, sampled)
     return plans, regrets, left_out
+
+
+class _Planned(NamedTuple):
+    """One distinct plan of the regret at one budget, and the share of each planner's orders that give it."""
+
+    budget: int
+    plan: Plan
+    shares: dict[str, float]
+
+
+def _distinct_plans(
+    judge: Study,
+    planners: dict[str, Ranking],
+    sets: dict[str, list[str]],
+    b: int,
+    method: str,
+    sampled: dict[tuple[int, str], tuple[str, int]],
+) -> dict[str, tuple[Plan, dict[str, float]]]:
+    """Every distinct plan (by config) that an order of ``random`` or a planner gives at budget ``b``, with the share
+    of each one's orders that gives it."""
+    shares = {
+        name: _order_shares(r.tie_groups() if r is not None else None, sets, judge, b, method, sampled, (b, name))
+        for name, r in [("random", None), *planners.items()]
+    }
+    by_key: dict[str, tuple[Plan, dict[str, float]]] = {}
+    for name, of_orders in shares.items():
+        for order, share in of_orders.items():
+            ranking = _order_ranking(order, sets, judge.model, name)
+            plan = plan_for_budget(ranking, judge.template, b, method=method, model_spec=judge.model)
+            entry = by_key.setdefault(json.dumps(plan.config, sort_keys=True), (plan, {}))
+            entry[1][name] = entry[1].get(name, 0.0) + share
+    return by_key
+
+
+def _outcome(
+    p: _Planned, method: str, planners: dict[str, Ranking], val: list[float], test: list[float], a_val: list[float]
+) -> PlanOutcome:
+    """What one regret plan scored, named after the first planner whose orders give it."""
+    return PlanOutcome(
+        budget=p.budget,
+        selector=next((n for n in planners if n in p.shares), "random"),
+        method=method,
+        targets=[t.target for t in p.plan.targets],
+        units=[u for t in p.plan.targets for u in t.units],
+        config=p.plan.config,
+        used=p.plan.used,
+        val_per_seed=val,
+        test_per_seed=test,
+        a_val_per_seed=a_val,
+        floor_share=p.shares.get("random", 0.0),
+    )
+
+
+def _budget_regrets(
+    b: int,
+    idx: list[int],
+    planned: list[_Planned],
+    plans: list[PlanOutcome],
+    planners: dict[str, Ranking],
+    sampled: dict[tuple[int, str], tuple[str, int]],
+) -> list[SelectorRegret]:
+    """At budget ``b`` (its plans ``idx``): the reference chosen on split A, then each planner's and the random
+    floor's expected plan against it, paired per seed (marks the reference and sets each plan's regret)."""
+    # The reference is chosen on split A (the probe's validation images; the judge's own with shared data).
+    choose = [plans[i].a_val_mean if plans[i].a_val_per_seed else plans[i].val_mean for i in idx]
+    ref = plans[idx[reference_index(choose, [json.dumps(plans[i].config, sort_keys=True) for i in idx])]]
+    ref.reference = True
+    for i in idx:
+        plans[i].regret = regret(ref.val_mean, plans[i].val_mean)
+    regrets = []
+    for name in ["random", *planners]:
+        mine = [(i, planned[i].shares[name]) for i in idx if name in planned[i].shares]
+        values = expected_per_seed([w for _, w in mine], [plans[i].val_per_seed for i, _ in mine])
+        diff = paired_difference(values, ref.val_per_seed)
+        orders = "exact"
+        if (b, name) in sampled:
+            how, n = sampled[(b, name)]
+            orders = f"{how}; Monte Carlo standard error {100 * _sampling_error(mine, plans, n):.2f} pts"
+        regrets.append(
+            SelectorRegret(
+                budget=b,
+                selector=name,
+                plan_shares={str(i): w for i, w in mine},
+                val_per_seed=values,
+                diff_per_seed=diff.per_seed,
+                diff_mean=diff.mean,
+                diff_interval=diff.interval,
+                interval_kind=diff.interval_kind,
+                orders=orders,
+            )
+        )
+    return regrets
 
 
 def _sampling_error(mine: list[tuple[int, float]], plans: list[PlanOutcome], n_orders: int) -> float:
