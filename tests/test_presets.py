@@ -119,6 +119,7 @@ def test_the_dinov2_demo_preset_is_the_study_reduced(monkeypatch) -> None:
     monkeypatch.setattr(dinov2, "installed_onnx_path", lambda: "vit_s_focus.onnx")
     runs = demo_runs("out", "dinov2")
     assert runs.model == ModelSpec(**DINOV2_DEMO["model"]) and runs.datasets == ["animals"]
+    assert runs.config.probe.targets == list(DINOV2_DEMO["probe_targets"])
     # the probe reads split A (lean, calibrated step), the validate stage judges on split B, every stage is short
     assert runs.probe_split.part == "A" and runs.config.probe.search == "lean"
     assert runs.config.probe.theta_step == 0.09 and runs.config.probe.ft_lr == 1e-5
