@@ -581,7 +581,8 @@ def _probe_section(config) -> dict:
 
 
 def _warn_about_probe(result, where: str = "") -> None:
-    """The probe's caveats on the console (a degenerate probe, else an unresolved gain), as the report has them."""
+    """The probe's caveats on the console (a degenerate probe, else an unresolved gain, as the report has them; a
+    learning-rate search that chose its grid's edge)."""
     from petl_analysis.report.verdict import degenerate_probe_warning
 
     if (warning := degenerate_probe_warning(result)) is not None:
@@ -591,6 +592,8 @@ def _warn_about_probe(result, where: str = "") -> None:
             f"[yellow]warning:[/] {where}{why}: d90 is normalised by that gain, so the d90s do not order the targets",
             highlight=False,
         )
+    if (edge := result.lr_at_grid_edge()) is not None:
+        console.print(f"[yellow]warning:[/] {where}{edge}", highlight=False)
 
 
 def _parse_floats(value: str | None, what: str) -> list[float]:

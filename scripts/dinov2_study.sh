@@ -15,10 +15,13 @@
 # (its ceiling's own step length, ft lr 1e-3 x sqrt(203k params) = 0.45); with it the first d = D trainings here
 # diverged (attn.proj 35.8% validation against the head's 74%). This backbone's ceiling steps 1e-5 x sqrt(22M) =
 # 0.047, so the probe starts there, --theta-step 0.03, and chooses among a few multiples of it on validation at
-# every d (--lr-grid, the probe's own hyper-parameter search: 3x the trainings). The first round's trials stay in
+# every d (--lr-grid, the probe's own hyper-parameter search: one training per multiplier). The first round's trials stay in
 # the log, unused. After that round (seed 0, d = D) the best step of attn.q, attn.k, attn.v, attn.proj and mlp.fc2
 # was the grid's largest, 3x (q and k had done better still at 1.0/0.03 = 33x), so the grid was widened upward to
-# 1x, 3x and 10x before any later round was read; the 0.3x trials stay in the log, unused.
+# 1x, 3x and 10x before any later round was read; the 0.3x trials stay in the log, unused. The bisection rounds
+# that followed chose 10x at 9 of the 10 finished points below d = D (the probe now warns when a learning-rate
+# search sits on its grid's edge: ProbeResult.lr_at_grid_edge), so the grid grew once more, to 30x, before any d90
+# was read; the trials already run are reused.
 set -euo pipefail
 JOBS="${JOBS:-2}"
 OUT=reports/dinov2
@@ -32,7 +35,7 @@ for s in "$@"; do
   if [ "$s" = glyph_folder ]; then python scripts/export_glyph_folder.py --out "$GLYPHS" --overwrite; fi
   # shellcheck disable=SC2086
   petl-analyze probe $MODEL --dataset "$(dataset "$s")" --targets $TARGETS --max-train 300 --seeds 3 --ft-lr 1e-5 \
-    --theta-step 0.03 --lr-grid 1,3,10 --d-min 10 --points-per-decade 1 --search lean --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
+    --theta-step 0.03 --lr-grid 1,3,10,30 --d-min 10 --points-per-decade 1 --search lean --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
   petl-analyze validate --probe "$OUT/$s/probe.json" --seeds 3 --epochs 10 --out "$OUT/$s/validation.json" \
     --jobs "$JOBS"
 done

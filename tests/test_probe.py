@@ -225,3 +225,27 @@ def test_constant_lr_scaling_uses_the_recipe_lr_at_every_d():
     for bad in (dict(lr_scaling="linear"), dict(lr_grid=[]), dict(lr_grid=[1.0, -1.0]), dict(lr_grid=[1.0, 1.0])):
         with pytest.raises(PetlError):
             ProbeConfig(**bad)
+
+
+def test_a_learning_rate_search_stuck_on_its_grid_edge_is_said():
+    from pathlib import Path
+
+    from petl_analysis.probe.config import theta_lr
+
+    probe = ProbeResult.load(Path(__file__).resolve().parents[1] / "reports/validation/animals/probe_lean.json")
+    assert probe.lr_at_grid_edge() is None  # one multiplier: no search, nothing to say
+    config = dataclasses.replace(probe.config, lr_grid=[0.3, 1.0, 3.0])
+    base = config.base_theta_lr()
+
+    def chosen(mults: list[float]) -> ProbeResult:
+        targets = [
+            dataclasses.replace(t, lr=[theta_lr(base, d, config.lr_scaling) * m for d, m in zip(t.dims, mults)])
+            for t in probe.targets
+        ]
+        return dataclasses.replace(probe, config=config, targets=targets)
+
+    n = sum(len(t.dims) for t in probe.targets)
+    up = chosen([3.0] * 99).lr_at_grid_edge()
+    assert up and f"largest of --lr-grid (3x) at {n} of {n} points" in up and "widen --lr-grid upward" in up
+    assert "smallest of --lr-grid (0.3x)" in chosen([0.3] * 99).lr_at_grid_edge()
+    assert chosen([1.0] * 99).lr_at_grid_edge() is None

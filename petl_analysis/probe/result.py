@@ -11,7 +11,7 @@ import numpy as np
 from ..artefacts import Artefact
 from ..models import ModelSpec
 from ..task import DataSpec, InputConversion
-from .config import ProbeConfig
+from .config import ProbeConfig, theta_lr
 from .d90 import D90, rank_key
 
 #: Accuracy gaps under this many validation images are not read as differences anywhere (probe gain, oracle
@@ -147,6 +147,30 @@ class ProbeResult(Artefact):
         return unresolved_gain(
             (self.floor.val_mean, self.floor.val_spread), (self.ceiling.val_mean, self.ceiling.val_spread), self.n_val
         )
+
+    def lr_at_grid_edge(self) -> str | None:
+        """Why the learning-rate search may have stopped short, or None: with ``lr_grid`` of two or more multipliers,
+        the multiplier chosen on validation was the grid's largest (or smallest) at more than half the points tried.
+        A best value on the edge of a search grid says the optimum may lie beyond it: the curves are then lower than
+        they could be and the d90s too high (widen ``--lr-grid`` on that side)."""
+        grid = sorted(self.config.lr_grid)
+        if len(grid) < 2:
+            return None
+        base = self.config.base_theta_lr()
+        chosen = [
+            lr / theta_lr(base, d, self.config.lr_scaling)
+            for t in self.targets
+            for d, lr in zip(t.dims, t.lr)
+            if lr is not None and math.isfinite(lr)
+        ]
+        for edge, side, where in ((grid[-1], "largest", "upward"), (grid[0], "smallest", "downward")):
+            n = sum(math.isclose(m, edge, rel_tol=1e-6) for m in chosen)
+            if chosen and n > len(chosen) / 2:
+                return (
+                    f"the best learning rate was the {side} of --lr-grid ({edge:g}x) at {n} of {len(chosen)} points: "
+                    f"the optimum may lie beyond the grid and the d90s be too high; widen --lr-grid {where}"
+                )
+        return None
 
     def ranked(self, classic: bool = False) -> list[TargetResult]:
         """Targets in the one d90 order (:func:`~petl_analysis.probe.d90.rank_key`): gain-normalised d90 ascending
