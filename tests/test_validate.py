@@ -366,7 +366,7 @@ def test_refusals():
         run_validate(dataclasses.replace(probe, targets=probe.targets[:1]), recipe=RECIPE)
     with pytest.raises(PetlError, match="selector"):
         run_validate(probe, selectors=("d90", "nope"), recipe=RECIPE)
-    with pytest.raises(PetlError, match=r"^validate\.methods must be a non-empty list of plannable methods \("):
+    with pytest.raises(PetlError, match=r"^ValidateConfig\.methods must be a non-empty list of plannable methods \("):
         run_validate(probe, methods=("adapter",), recipe=RECIPE)
     with pytest.raises(PetlError, match="cannot adapt|fits only part|below the smallest"):
         run_validate(probe, budget=10, recipe=RECIPE)

@@ -32,18 +32,19 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from ..constraints import ListOf, Options, validate_params
+from ..constraints import Interval, ListOf, Options, Unset, validate_fields
 from ..data import make_splits
 from ..engine import Recipe, unpack_correct
 from ..errors import PetlError
 from ..models import spec_with_load
 from ..plan import PLANNABLE, Plan, fixed_plan, plan_for_budget, smallest_plan_cost
-from ..plan.budgets import BudgetLike, as_budget, parse_budgets, resolve_budgets
+from ..plan.budgets import Budget, BudgetLike, BudgetSpec, as_budget, parse_budgets, resolve_budgets
 from ..plan.planner import greedy_plan_shares
 from ..probe import RESOLVED_IMAGES, ProbeResult
 from ..probe.result import images_apart
@@ -51,7 +52,7 @@ from ..select import PROBE_SELECTORS, SELECTORS, RankedTarget, Ranking, proxy_ra
 from ..stale import used_keys
 from ..sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING
 from ..task import DataSpec
-from ..train.run import default_train_recipe
+from ..train.run import HEAD_INITS, default_train_recipe
 from ..trials import TrialRecord, open_trial_log, read_records, trial_cost, trial_log_path, unique_train_time
 from .agreement import (
     agreement_stats,
@@ -228,6 +229,29 @@ class ValidateConfig:
     head_init: str = "lp"
     allow_shared_data: bool = False
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "selectors": [ListOf(str, non_empty=True, what="selector names"), Unset("the default selectors")],
+        "methods": [
+            ListOf(Options(str, PLANNABLE), non_empty=True, what=f"plannable methods ({', '.join(PLANNABLE)})")
+        ],
+        **SEEDS_CONSTRAINTS,
+        "budget": [Interval(Integral, 1, None, closed="left"), str, BudgetSpec, Budget, Unset("the matched budget")],
+        "budgets": [
+            ListOf([int, str, BudgetSpec, Budget], non_empty=True, what="budgets"),
+            str,
+            Unset("a quarter, one and four times the oracle budget"),
+        ],
+        "random_draws": [Interval(Integral, 0, None, closed="left")],
+        "recipe": [Recipe, Unset("the judge's recipe (default_judge_recipe)")],
+        "n_batches": [Interval(Integral, 1, None, closed="left")],
+        "head_init": [Options(str, HEAD_INITS)],
+        "allow_shared_data": ["boolean"],
+    }
+    _field_meanings: ClassVar[dict[str, str]] = SEEDS_MEANING
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
 
 def validate_probe(
     study: Study,
@@ -247,7 +271,7 @@ def validate_probe(
     start = time.perf_counter()
     recipe = c.recipe or default_judge_recipe()
     selectors = list(c.selectors) if c.selectors is not None else default_selectors(probe)
-    sets = _check_validate(probe, selectors, c.methods, c.seeds)
+    sets = _check_validate(probe, selectors)
     judge_data, judged_on = judge_split(study.data, c.allow_shared_data, probe_source)
     judge = study.with_data(judge_data)
     budget, budgets = _validate_budgets(study.template, sets, c.methods, c.budget, c.budgets)
@@ -343,24 +367,12 @@ def judge_n_val(judge: Study) -> int:
     return len(make_splits(judge.dataset, judge.data.split).val)
 
 
-def _check_validate(
-    probe: ProbeResult, selectors: Sequence[str], methods: Sequence[str], seeds: int
-) -> dict[str, list[str]]:
-    """The probe's target sets (label -> units), after refusing unknown selectors and methods, or no seed."""
+def _check_validate(probe: ProbeResult, selectors: Sequence[str]) -> dict[str, list[str]]:
+    """The probe's target sets (label -> units), after refusing unknown selectors (methods and seeds:
+    :class:`ValidateConfig`) or fewer than two sets."""
     for name in selectors:
         if name not in PROBE_SELECTORS:
             SELECTORS.get(name)
-    validate_params(
-        "validate",
-        {"methods": methods, "seeds": seeds},
-        {
-            "methods": [
-                ListOf(Options(str, PLANNABLE), non_empty=True, what=f"plannable methods ({', '.join(PLANNABLE)})")
-            ],
-            **SEEDS_CONSTRAINTS,
-        },
-        SEEDS_MEANING,
-    )
     sets = {t.target: list(t.units) for t in probe.targets}
     if len(sets) < 2:
         raise PetlError(f"the probe has {len(sets)} target set(s); validating a ranking needs at least 2")
