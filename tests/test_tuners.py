@@ -562,7 +562,7 @@ def test_every_registered_method_has_a_case_in_the_common_tester():
 def test_a_registration_carries_what_the_study_the_report_and_the_cli_read():
     from petl_analysis.plan import FIXED_SIZE_METHODS, KNOBS, PLANNABLE
     from petl_analysis.report.plots import method_marker
-    from petl_analysis.report.tables import display_name
+    from petl_analysis.report.tables import display_name, method_name
     from petl_analysis.tuners import FIXED, PLANNED, Knob
     from petl_analysis.tuners.vpt.model import token_free_methods
 
@@ -570,8 +570,16 @@ def test_a_registration_carries_what_the_study_the_report_and_the_cli_read():
         m = METHODS.get(name)
         assert m.display_name and m.marker and (m.sizing in (PLANNED, FIXED) or isinstance(m.sizing, Knob))
         assert display_name(name, "sized") == m.display_name and method_marker(name) == m.marker
+        assert method_name(name, short=True) == m.short_name and 0 < len(m.short_name) <= len(m.display_name)
         assert (name in PLANNABLE) == (m.sizing == PLANNED) and (name in FIXED_SIZE_METHODS) == (m.sizing == FIXED)
         assert (name in KNOBS) == isinstance(m.sizing, Knob)
         assert (name in token_free_methods()) == (not m.adds_tokens and m.config_class.uses_targets)
     assert len({METHODS.get(n).marker for n in METHODS.registered()}) == len(METHODS)  # one marker each
+    # Narrow README cells read the short names; one each, or two oracles' cells could not be told apart.
+    assert len({METHODS.get(n).short_name for n in METHODS.registered()}) == len(METHODS)
+    assert [method_name(n, short=True) for n in ("kadaptation", "lora", "unregistered")] == [
+        "KA",
+        "LoRA",
+        "unregistered",
+    ]
     assert [n for n in METHODS.registered() if METHODS.get(n).peft_type] == ["kadaptation", "lora"]

@@ -28,9 +28,13 @@ if TYPE_CHECKING:
 BLOCK_TARGET = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
-def method_name(method: str) -> str:
-    """The name a method registered to be shown by (``KAdaptation``); an unregistered name as it is."""
-    return METHODS.get(method).display_name if method in METHODS else method
+def method_name(method: str, *, short: bool = False) -> str:
+    """The name a method registered to be shown by (``KAdaptation``; ``short``: ``KA``, for narrow cells); an
+    unregistered name as it is."""
+    if method not in METHODS:
+        return method
+    cls = METHODS.get(method)
+    return cls.short_name if short else cls.display_name
 
 
 def display_name(method: str, variant: str) -> str:

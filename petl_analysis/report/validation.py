@@ -13,6 +13,7 @@ from ..probe.result import images_apart
 from ..validate.result import format_classes, format_correlation, format_interval, format_p
 from . import plots
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
+from .tables import method_name
 
 if TYPE_CHECKING:
     from ..probe import ProbeResult
@@ -419,12 +420,6 @@ def _oracle_figure(v: ValidationResult, figure: Callable[[str, str, bytes, str, 
 
 # ------------------------------------------------------------------------------------------ across studies (README)
 
-_METHOD_SHORT = {"kadaptation": "KA", "lora": "LoRA"}
-
-
-def _short(method: str) -> str:
-    return _METHOD_SHORT.get(method, method)
-
 
 def _reaching(probe: ProbeResult) -> str:
     """``2 of 6 (0.78-0.84)``: sets whose d90 reached the bar, and their d90 as a fraction of their D."""
@@ -443,15 +438,21 @@ def _agreement_cell(v: ValidationResult, selector: str) -> str:
     cells = []
     for a in (a for a in v.agreement if a.selector == selector):
         if a.verdict == "cannot tell" or not math.isfinite(a.spearman):
-            cells.append(f"{_short(a.method)} cannot tell")
+            cells.append(f"{method_name(a.method, short=True)} cannot tell")
         else:
-            cells.append(f"{_short(a.method)} {a.spearman:+.2f}, {a.p_better:.2f} ({a.p_better_holm:.2f})")
+            cells.append(
+                f"{method_name(a.method, short=True)} {a.spearman:+.2f}, {a.p_better:.2f} ({a.p_better_holm:.2f})"
+            )
     return "; ".join(cells) or "-"
 
 
 def _better_than_random(v: ValidationResult) -> str:
     """Which selectors the judge calls better than random after Holm, against which oracle (``none of 13``)."""
-    better = [f"`{a.selector}` ({_short(a.method)})" for a in v.agreement if a.verdict == "better than random"]
+    better = [
+        f"`{a.selector}` ({method_name(a.method, short=True)})"
+        for a in v.agreement
+        if a.verdict == "better than random"
+    ]
     return ", ".join(better) if better else f"none of {len(v.selectors)}"
 
 

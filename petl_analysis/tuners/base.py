@@ -21,7 +21,7 @@ To add a method (the checklist; nothing else keeps a table of methods):
    :class:`~petl_analysis.tuners.deltas.DeltaMixin`) and ``model.py`` (the :class:`Method`: ``_check``, ``_inject``,
    ``_added``);
 2. register it with everything the study, the report and the CLI read: ``@register_method(display_name=...,
-   marker=..., sizing=PLANNED | FIXED | Knob(option, values), adds_tokens=..., peft_type=...)``; the planner, the
+   marker=..., short_name=..., sizing=PLANNED | FIXED | Knob(option, values), adds_tokens=..., peft_type=...)``; the planner, the
    study's plans, the report's names and markers, VPT's alternatives and the CLI's help all read it from there;
 3. import it in ``tuners/__init__.py`` (where it is imported is where reports list it) and add its row to the table
    in that module's docstring;
@@ -224,6 +224,8 @@ class Method:
     # Set by :func:`register_method`:
     #: How reports and tables name it (``"KAdaptation"``).
     display_name: ClassVar[str] = ""
+    #: Its name in narrow table cells (``"KA"``); the display name unless registered.
+    short_name: ClassVar[str] = ""
     #: Its matplotlib marker in the report's figures.
     marker: ClassVar[str] = "o"
     #: How a study sizes it to a budget: :data:`PLANNED`, :data:`FIXED` or a :class:`Knob`.
@@ -358,6 +360,7 @@ def register_method(
     display_name: str,
     marker: str,
     sizing: str | Knob,
+    short_name: str | None = None,
     adds_tokens: bool = False,
     peft_type: str | None = None,
     peft_approximate: bool = False,
@@ -377,6 +380,7 @@ def register_method(
     def decorate(cls: type[Method]) -> type[Method]:
         cls.name = cls.config_class.__dataclass_fields__["method"].default
         cls.display_name, cls.marker, cls.sizing = display_name, marker, sizing
+        cls.short_name = short_name or display_name
         cls.adds_tokens, cls.peft_type, cls.peft_approximate = adds_tokens, peft_type, peft_approximate
         return METHODS.register(cls.name)(cls)
 

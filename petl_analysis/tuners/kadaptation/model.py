@@ -36,7 +36,9 @@ def planned_ns(units: Sequence[Unit]) -> list[int]:
     return [n for n in valid_ns(units) if n >= 2 and n * n <= min(dims)] or [1]
 
 
-@register_method(display_name="KAdaptation", marker="*", sizing=PLANNED, peft_type="LOKR", peft_approximate=True)
+@register_method(
+    display_name="KAdaptation", short_name="KA", marker="*", sizing=PLANNED, peft_type="LOKR", peft_approximate=True
+)
 class KAdaptation(Method):
     """KAdaptation as a weight parametrisation (see :class:`KAdaptationConfig` for the maths and options).
 
