@@ -29,7 +29,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     from petl_analysis.data.folder import BadImagesWarning  # here, not at import: the data package imports torch
 
     if issubclass(category, BadImagesWarning):
-        err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
+        say("warning", message, err=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -62,6 +62,17 @@ def show_with_first_progress(text: str) -> None:
 def _flush_first_progress() -> None:
     while _with_first_progress:
         err_console.print(_with_first_progress.pop(0), highlight=False, soft_wrap=True, markup=False)
+
+
+_LABELS = {"warning": "[yellow]warning:[/]", "note": "[cyan]note:[/]"}
+
+
+def say(label: str, text: object, *, err: bool = False) -> None:
+    """Print ``warning: <text>`` or ``note: <text>``; the text is text, not markup (a study file's ``[probe]`` table,
+    a folder named ``x[1]``), so it prints as written."""
+    (err_console if err else console).print(
+        f"{_LABELS[label]} {rich.markup.escape(str(text))}", soft_wrap=True, highlight=False
+    )
 
 
 def fail(error: PetlError) -> NoReturn:

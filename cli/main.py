@@ -15,6 +15,7 @@ from ._common import (
     handle_errors,
     print_table,
     progress_bar,
+    say,
     set_verbosity,
     show_with_first_progress,
     split_list,
@@ -128,10 +129,7 @@ def _renamed(command: str, args: list[str]) -> list[str]:
         old, eq, value = arg.partition("=")
         if old in aliases:
             new = aliases[old]
-            err_console.print(
-                f"[yellow]note:[/] {command} {old} is deprecated and goes in the next release; use {new}",
-                highlight=False,
-            )
+            say("note", f"{command} {old} is deprecated and goes in the next release; use {new}", err=True)
             arg = new + eq + value
         out.append(arg)
     return out
@@ -157,7 +155,7 @@ class _Notes(logging.Handler):
         text = record.getMessage()
         if text not in self.seen:
             self.seen.add(text)
-            console.print(f"[cyan]note:[/] {text}", highlight=False, soft_wrap=True)
+            say("note", text)
 
 
 _NOTES = _Notes()
@@ -586,14 +584,11 @@ def _warn_about_probe(result, where: str = "") -> None:
     from petl_analysis.report.verdict import degenerate_probe_warning
 
     if (warning := degenerate_probe_warning(result)) is not None:
-        console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
+        say("warning", f"{where}{warning}")
     elif (why := result.unresolved_gain()) is not None:
-        console.print(
-            f"[yellow]warning:[/] {where}{why}: d90 is normalised by that gain, so the d90s do not order the targets",
-            highlight=False,
-        )
+        say("warning", f"{where}{why}: d90 is normalised by that gain, so the d90s do not order the targets")
     if (edge := result.lr_at_grid_edge()) is not None:
-        console.print(f"[yellow]warning:[/] {where}{edge}", highlight=False)
+        say("warning", f"{where}{edge}")
 
 
 def _parse_floats(value: str | None, what: str) -> list[float]:
@@ -828,11 +823,11 @@ def _print_ranking(ranking, out: str) -> None:
         for k, v in ranking.details.get("proxies", {}).items()
     ]
     if ranking.details.get("proxies_caveat"):
-        console.print(f"[yellow]warning:[/] {ranking.details['proxies_caveat']}", highlight=False)
+        say("warning", ranking.details["proxies_caveat"])
     elif corr:
         print_table(corr, title=f"rank correlation with the {ranking.selector} ranking")
     if ranking.details.get("warning"):
-        console.print(f"[yellow]warning:[/] {ranking.details['warning']}")
+        say("warning", ranking.details["warning"])
     console.print(f"-> {out}")
 
 
@@ -928,7 +923,7 @@ def _write_plans(plans, budgets, out: str, peft_base) -> list[dict]:
             try:
                 record = export_peft(p, peft_base)
             except PetlError as e:  # the plan stands; its peft export would be inert
-                console.print(f"[yellow]warning:[/] budget {b.params}: {e}", highlight=False)
+                say("warning", f"budget {b.params}: {e}")
             else:
                 peft_path = record.save(out_dir / f"plan_{b.params}.peft.json")
                 console.print(f"  budget {b.params}: {export_summary(record)} -> {peft_path}", highlight=False)
@@ -1109,10 +1104,10 @@ def _print_adapters(result, out: str) -> None:
         highlight=False,
     )
     if missing:
-        console.print(
-            f"[yellow]note:[/] no adapter for {len(missing)} point(s) (e.g. {missing[0]}): their trials were "
-            "logged before adapters were saved; they were not retrained",
-            highlight=False,
+        say(
+            "note",
+            f"no adapter for {len(missing)} point(s) (e.g. {missing[0]}): their trials were logged before adapters "
+            "were saved; they were not retrained",
         )
 
 
@@ -1216,8 +1211,8 @@ def run(
 ) -> None:
     """probe -> select -> plan -> sweep -> report in one command (stages and trials resume if interrupted).
 
-    In a study file, run reads [probe] and [probe.recipe] (all of them, also the keys it has no option for) and
-    [sweep], as the probe and sweep commands would."""
+    In a study file, run reads \\[probe] and \\[probe.recipe] (all of them, also the keys it has no option for)
+    and \\[sweep], as the probe and sweep commands would."""
     import dataclasses
     import shlex
     import sys

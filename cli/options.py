@@ -404,7 +404,7 @@ DemoPresetOpt = CliOption(
     panel=DATA,
     help="bundled: the bundled pretrained ViT on digits and animals (about 5 min on 2 cores). dinov2: a reduced "
     "version of the DINOv2-S/14 study on animals: probe, validate and sweep (at most 15 min on 2 cores; needs "
-    "pip install 'petl-analysis[dinov2]').",
+    "pip install 'petl-analysis\\[dinov2]').",
 )
 RunSeedsOpt = SeedsOpt.but(
     3, "Sweep: seeds per configuration (seed i draws the k-shot sample and initialises training)."
@@ -677,8 +677,9 @@ ConfigOpt = CliOption(
     None,
     "--config",
     panel=FILES,
-    help="Study file (TOML; .yaml/.yml read as YAML) of option values: [model], [data], [recipe], [execution] and "
-    "one table per command (e.g. [probe], [probe.recipe]), keys named as the long options (--weight-decay: "
+    # No square brackets: the help is rich markup, where "[probe]" is a tag and prints as nothing ("\\[" escapes).
+    help="Study file (TOML; .yaml/.yml read as YAML) of option values: the tables model, data, recipe, execution "
+    "and one per command (e.g. probe, probe.recipe), keys named as the long options (--weight-decay: "
     "weight_decay). Flags given win over the file, the file over the defaults.",
     callback=_read_study_file,
     is_eager=True,

@@ -47,6 +47,26 @@ def test_every_option_has_help_and_flags_take_no_value() -> None:
     assert "--augment" in out and "<bool>" not in out
 
 
+def test_help_and_messages_print_their_square_brackets() -> None:
+    """Help text and the warnings are rich markup: a lowercase ``[probe]`` is a style tag and would print as nothing
+    (the --config help lost its table names so)."""
+    import re
+
+    from petl_analysis.cli._common import say
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[\]]*\]")  # rich's markup tag, unescaped
+    eaten = [f"{name} {'/'.join(p.opts)}" for name, p in _options() if tag.search(p.help or "")]
+    eaten += [name for name, cmd in COMMAND.commands.items() if tag.search(cmd.help or "")]
+    assert not eaten
+    out = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "400"}).output
+    assert "pip install 'petl-analysis[dinov2]'" in out  # the install hint printed without its extra once
+    from petl_analysis.cli import _common
+
+    with _common.console.capture() as captured:
+        say("warning", "study file [probe.recipe] key x in /tmp/a[b]/c")
+    assert captured.get().strip() == "warning: study file [probe.recipe] key x in /tmp/a[b]/c"
+
+
 def test_one_name_per_concept() -> None:
     """A ranking is --ranking, a budget list --budgets, everywhere; -b (timm's batch size) names nothing."""
     decls = {d for _, p in _options() for d in p.opts}
