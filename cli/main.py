@@ -552,6 +552,7 @@ PROBE_KEYS = (
     "lr_scaling",
     "theta_step",
     "lr_grid",
+    "lr_grid_extend",
 )
 
 

@@ -769,6 +769,13 @@ class ThetaLrOptions(OptionGroup):
         help="Multipliers of theta_d's learning rate "
         "tried at every d, the best kept on validation (e.g. 0.3,1,3; default 1).",
     ).field()
+    lr_grid_extend: int = CliOption(
+        0,
+        "--lr-grid-extend",
+        panel=RECIPE,
+        help="At a d whose best --lr-grid multiplier is the grid's largest (smallest), try one more beyond it, "
+        "spaced as the grid's two outermost, up to this many times per d and side (0: the grid as given).",
+    ).field()
 
 
 @dataclass(frozen=True)
@@ -874,6 +881,7 @@ STUDY_FILE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
             "lr_scaling",
             "theta_step",
             "lr_grid",
+            "lr_grid_extend",
         )
     }
 }

@@ -218,6 +218,76 @@ def test_the_lr_grid_keeps_the_best_validation_multiplier_per_d(probed, monkeypa
     assert t.trials == 3 * len(DIMS)
 
 
+def _peaked_at(best_for: dict[int, float]):
+    """A fake trial whose validation accuracy peaks at the multiplier ``best_for[d]`` (falling with the log-distance
+    from it), whatever grid asks: a learning-rate optimum beyond the grid's edge."""
+
+    def fake(trial):
+        p = trial.payload
+        acc = 0.5
+        if trial.kind == "subspace":
+            mult = p["lr"] * math.sqrt(p["d"])
+            acc = 0.9 - 0.05 * abs(math.log(mult / best_for[p["d"]]))
+        return {
+            "val_acc": acc,
+            "test_acc": acc,
+            "last_test_acc": acc,
+            "best_epoch": 1,
+            "val_curve": [acc],
+            "train_loss": [1.0],
+            "trainable": {"total_incl_head": 1},
+            "fit_time_s": 0.0,
+        }
+
+    return fake
+
+
+@pytest.mark.parametrize("search", ["adaptive", "lean"])
+def test_lr_grid_extend_follows_an_optimum_beyond_the_grid_where_it_lies(monkeypatch, tmp_path, search):
+    """Planted optima: 9x at d = 4 (two steps above the grid 1,3), 1/3x at d = 16 (one step below). Extended twice,
+    the search finds both, spends the extra trials only at those points and says nothing; not extended, it stops
+    at the grid's edges; extended once, the d = 4 point ends on its reach and the probe says so."""
+    model, data = _specs()
+    monkeypatch.setattr(probe_module, "probe_trial", _peaked_at({4: 9.0, 16: 1 / 3}))
+    kw = dict(targets=["attn.v"], lr_grid=[1.0, 3.0], search=search)
+    if search == "lean":
+        kw.update(dims=None, d_min=4, max_d=16, points_per_decade=1)
+
+    def probe(extend: int):
+        out = tmp_path / f"{search}{extend}.json"
+        result = run_probe(model, data, dataclasses.replace(_config(), **kw, lr_grid_extend=extend), out=out)
+        (t,) = result.targets
+        return result, {d: lr * math.sqrt(d) for d, lr in zip(t.dims, t.lr)}, t.trials
+
+    plain, chosen, trials = probe(0)
+    top = max(chosen)  # the lean search tries d = 16 only (the top of its grid): the grid's edge there is 1x
+    assert all(m in (1.0, 3.0) for m in chosen.values()) and trials == 2 * len(chosen)
+    found, chosen2, trials2 = probe(2)
+    want = {4: 9.0, 16: 1 / 3}
+    assert {d: pytest.approx(want[d]) for d in chosen2} == chosen2
+    # one multiplier more per step followed: d = 4 two (9x, then 27x to see it fall), d = 16 one (1/3x, then 1/9x)
+    assert trials2 == trials + sum({4: 2, 16: 2}[d] for d in chosen2)
+    assert found.lr_at_grid_edge() is None
+    reach, chosen1, _ = probe(1)
+    if 4 in chosen1:
+        assert chosen1[4] == pytest.approx(9.0) and chosen1[16] == pytest.approx(1 / 3)
+        assert reach.lr_at_grid_edge() is None  # 1 of 2 points on the reach: not more than half
+    assert plain.config.lr_grid_extend == 0 and top == 16
+
+
+def test_lr_beyond_steps_outward_from_the_edge_the_best_is_on():
+    cfg = ProbeConfig(lr_grid=[1.0, 3.0, 10.0, 30.0], lr_grid_extend=2)
+    assert cfg.lr_range() == pytest.approx((270.0, 1 / 9))
+    assert cfg.lr_beyond([1, 3, 10, 30], 30) == pytest.approx(90) and cfg.lr_beyond([1, 3, 10, 30], 3) is None
+    assert cfg.lr_beyond([1, 3, 10, 30, 90], 90) == pytest.approx(270)
+    assert cfg.lr_beyond([1, 3, 10, 30, 90, 270], 270) is None  # the reach: the probe says so instead
+    assert cfg.lr_beyond([1, 3, 10, 30], 1) == pytest.approx(1 / 3)
+    assert ProbeConfig(lr_grid=[1.0, 3.0]).lr_beyond([1, 3], 3) is None  # not asked
+    assert ProbeConfig(lr_grid=[1.0], lr_grid_extend=3).lr_beyond([1], 1) is None  # no grid, no spacing
+    with pytest.raises(PetlError):
+        ProbeConfig(lr_grid_extend=-1)
+
+
 def test_constant_lr_scaling_uses_the_recipe_lr_at_every_d():
     cfg = ProbeConfig(lr_scaling="constant")
     assert probe_module.theta_lr(cfg.base_theta_lr(), 10, "constant") == cfg.recipe.lr
@@ -247,5 +317,6 @@ def test_a_learning_rate_search_stuck_on_its_grid_edge_is_said():
     n = sum(len(t.dims) for t in probe.targets)
     up = chosen([3.0] * 99).lr_at_grid_edge()
     assert up and f"largest of --lr-grid (3x) at {n} of {n} points" in up and "widen --lr-grid upward" in up
+    assert "raise --lr-grid-extend" in up
     assert "smallest of --lr-grid (0.3x)" in chosen([0.3] * 99).lr_at_grid_edge()
     assert chosen([1.0] * 99).lr_at_grid_edge() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -85,6 +86,10 @@ class ProbeConfig:
             d = 10,000, 0.1 at d = 100; chosen on validation in ``docs/probe_validation.md``).
         lr_grid: multipliers of that learning rate tried at every (target, d); the one with the best seed-mean
             validation accuracy is kept (``[1.0]``: the rule alone; ``[0.3, 1, 3]`` costs three times the trials).
+        lr_grid_extend: at a (target, d) whose best multiplier is the largest (smallest) of those tried there, try
+            the next one beyond it, spaced as the grid's two outermost, up to this many times per point and side (0:
+            the grid as given). A best value on a grid's edge says the optimum may lie beyond it; this follows it
+            at the points that need it, instead of widening the grid at every point.
         recipe: training recipe of every trial, baselines included (``recipe.lr`` is theta_d's rate only with
             ``lr_scaling="constant"``; ``recipe.head_lr`` is the classifier's in every trial).
     """
@@ -104,6 +109,7 @@ class ProbeConfig:
     lr_scaling: str = "sqrt"
     theta_step: float = 1.0
     lr_grid: list[float] = field(default_factory=lambda: [1.0])
+    lr_grid_extend: int = 0
     max_refinements: int = 2
     search: str = "adaptive"
     recipe: Recipe = field(default_factory=default_probe_recipe)
@@ -124,6 +130,7 @@ class ProbeConfig:
         "lr_scaling": [Options(str, LR_SCALINGS)],
         "theta_step": [_POSITIVE],
         "lr_grid": [ListOf(_POSITIVE, non_empty=True, unique=True, what="learning-rate multipliers > 0")],
+        "lr_grid_extend": [Interval(Integral, 0, None, closed="left")],
         "max_refinements": [Interval(Integral, 0, None, closed="left")],
         "search": [Options(str, SEARCHES)],
         "recipe": [Recipe],
@@ -139,3 +146,24 @@ class ProbeConfig:
 
     def base_theta_lr(self) -> float:
         return self.theta_step if self.lr_scaling == "sqrt" else self.recipe.lr
+
+    def lr_beyond(self, tried: Sequence[float], best: float) -> float | None:
+        """The multiplier :attr:`lr_grid_extend` tries next at a point whose multipliers ``tried`` chose ``best``:
+        one grid step beyond the edge ``best`` is on, or None (not on an edge, or the extension used up)."""
+        grid, tried = sorted(self.lr_grid), sorted(tried)
+        if len(grid) < 2 or not self.lr_grid_extend:
+            return None
+        up, down = self.lr_range()
+        if math.isclose(best, tried[-1]) and tried[-1] < up * (1 - 1e-9):
+            return tried[-1] * grid[-1] / grid[-2]
+        if math.isclose(best, tried[0]) and tried[0] > down * (1 + 1e-9):
+            return tried[0] * grid[0] / grid[1]
+        return None
+
+    def lr_range(self) -> tuple[float, float]:
+        """``(largest, smallest)`` multiplier a point can reach: the grid's ends, moved :attr:`lr_grid_extend` steps
+        outward. A best multiplier there is on the edge of the search."""
+        grid, k = sorted(self.lr_grid), self.lr_grid_extend
+        if len(grid) < 2:
+            return grid[-1], grid[0]
+        return grid[-1] * (grid[-1] / grid[-2]) ** k, grid[0] * (grid[0] / grid[1]) ** k

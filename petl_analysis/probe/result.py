@@ -150,11 +150,11 @@ class ProbeResult(Artefact):
 
     def lr_at_grid_edge(self) -> str | None:
         """Why the learning-rate search may have stopped short, or None: with ``lr_grid`` of two or more multipliers,
-        the multiplier chosen on validation was the grid's largest (or smallest) at more than half the points tried.
-        A best value on the edge of a search grid says the optimum may lie beyond it: the curves are then lower than
-        they could be and the d90s too high (widen ``--lr-grid`` on that side)."""
-        grid = sorted(self.config.lr_grid)
-        if len(grid) < 2:
+        the multiplier chosen on validation was the largest (or smallest) the search could reach (the grid's end,
+        moved ``lr_grid_extend`` steps outward) at more than half the points tried. A best value on the edge of a
+        search says the optimum may lie beyond it: the curves are then lower than they could be and the d90s too
+        high (widen ``--lr-grid`` on that side, or let ``--lr-grid-extend`` follow it)."""
+        if len(self.config.lr_grid) < 2:
             return None
         base = self.config.base_theta_lr()
         chosen = [
@@ -163,12 +163,15 @@ class ProbeResult(Artefact):
             for d, lr in zip(t.dims, t.lr)
             if lr is not None and math.isfinite(lr)
         ]
-        for edge, side, where in ((grid[-1], "largest", "upward"), (grid[0], "smallest", "downward")):
+        up, down = self.config.lr_range()
+        extended = f", extended {self.config.lr_grid_extend}x" if self.config.lr_grid_extend else ""
+        for edge, side, where in ((up, "largest", "upward"), (down, "smallest", "downward")):
             n = sum(math.isclose(m, edge, rel_tol=1e-6) for m in chosen)
             if chosen and n > len(chosen) / 2:
                 return (
-                    f"the best learning rate was the {side} of --lr-grid ({edge:g}x) at {n} of {len(chosen)} points: "
-                    f"the optimum may lie beyond the grid and the d90s be too high; widen --lr-grid {where}"
+                    f"the best learning rate was the {side} of --lr-grid{extended} ({edge:g}x) at {n} of "
+                    f"{len(chosen)} points: the optimum may lie beyond the search and the d90s be too high; widen "
+                    f"--lr-grid {where} or raise --lr-grid-extend"
                 )
         return None
 

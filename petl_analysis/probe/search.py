@@ -210,6 +210,7 @@ class _Search:
         self.baseline_records: dict[str, TrialRecord] = {}
         self.records: dict[str, TrialRecord] = {}
         self.seeds_at: dict[tuple[str, int], int] = {}  # the lean race's seeds run at (label, d); absent: all
+        self.lr_extra: dict[tuple[str, int], list[float]] = {}  # lr_grid_extend's multipliers at (label, d)
         self.dims_of: dict[str, list[int]] = {
             label: sorted(set(config.dims))
             if config.dims
@@ -282,17 +283,47 @@ class _Search:
         spread = sample_std(bars)
         return max(resolution, 0.0 if math.isnan(spread) else spread)
 
+    def lr_grid_at(self, label: str, d: int) -> list[float]:
+        """The multipliers tried at (label, d): the grid and what :attr:`ProbeConfig.lr_grid_extend` added there."""
+        return sorted({*self.config.lr_grid, *self.lr_extra.get((label, d), [])})
+
+    def seeds_run(self, label: str, d: int) -> list[int]:
+        return self.seeds[: self.seeds_at.get((label, d), len(self.seeds))]
+
     def label_records(self, label: str) -> dict[tuple[int, int, float], TrialRecord]:
         """(d, seed, lr multiplier) -> trial record of one target (every trial asked for has one)."""
         return {
             (d, s, m): self.records[self.sub_trial(label, d, s, m).key]
             for d in self.dims_of[label]
-            for s in self.seeds[: self.seeds_at.get((label, d), len(self.seeds))]
-            for m in self.config.lr_grid
+            for s in self.seeds_run(label, d)
+            for m in self.lr_grid_at(label, d)
         }
 
     def curve(self, label: str, recs: dict[tuple[int, int, float], TrialRecord] | None = None) -> _Curve:
-        return _choose_lr(self.dims_of[label], self.seeds, self.config.lr_grid, recs or self.label_records(label))
+        grids = {d: self.lr_grid_at(label, d) for d in self.dims_of[label]}
+        return _choose_lr(self.dims_of[label], self.seeds, grids, recs or self.label_records(label))
+
+    def run_points(self, trials: list[Trial], points: set[tuple[str, int]]) -> None:
+        """Run ``trials`` (those of ``points``), then follow a learning-rate search that chose its edge at any of
+        the points (:attr:`ProbeConfig.lr_grid_extend`) with the seeds run there, until none does."""
+        self.records.update(self.run(trials, probe_trial))
+        while points and self.config.lr_grid_extend:
+            beyond = {}
+            for label, d in sorted(points):
+                c = _choose_lr([d], self.seeds, {d: self.lr_grid_at(label, d)}, self.label_records(label))
+                if (m := self.config.lr_beyond(self.lr_grid_at(label, d), c.mult[0])) is not None:
+                    beyond[label, d] = m
+            if not beyond:
+                return
+            for point, m in beyond.items():  # after every choice: label_records asks for what was added
+                self.lr_extra.setdefault(point, []).append(m)
+            more = [
+                self.sub_trial(label, d, s, m) for (label, d), m in beyond.items() for s in self.seeds_run(label, d)
+            ]
+            if self.on_round:
+                self.on_round(0, len(more))
+            self.records.update(self.run(more, probe_trial))
+            points = set(beyond)
 
     def refine(self, target_gain: list[float]) -> None:
         """The coarse grid, then rounds of d proposed between the bracketing points (none with explicit dims)."""
@@ -305,13 +336,13 @@ class _Search:
                 for label, dims in pending.items()
                 for d in dims
                 for s in self.seeds
-                for m in cfg.lr_grid
+                for m in self.lr_grid_at(label, d)
             ]
             if not trials:
                 break
             if self.on_round:
                 self.on_round(r + 1, len(trials))
-            self.records.update(self.run(trials, probe_trial))
+            self.run_points(trials, {(label, d) for label, dims in pending.items() for d in dims})
             if cfg.dims or r == rounds - 1:
                 break  # the last round proposes nothing: a proposal would never be run
             pending = {}
@@ -345,7 +376,7 @@ class _Search:
             trials = [
                 self.sub_trial(label, d, self.seeds_at.get((label, d), 0), m)
                 for label, d in sorted(new)
-                for m in self.config.lr_grid
+                for m in self.lr_grid_at(label, d)
             ]
             for label, d in new:
                 if d not in self.dims_of[label]:
@@ -353,7 +384,7 @@ class _Search:
                 self.seeds_at[label, d] = self.seeds_at.get((label, d), 0) + 1
             if self.on_round:
                 self.on_round(r, len(trials))
-            self.records.update(self.run(trials, probe_trial))
+            self.run_points(trials, new)
             new = self._undecided(target_gain, tolerance) or self._bisections(grid, target_gain)
 
     def _undecided(self, target_gain: list[float], tolerance: float) -> set[tuple[str, int]]:
@@ -433,16 +464,18 @@ class _Curve:
     val: np.ndarray  # (n_dims, n_seeds)
     test: np.ndarray
     lr: list[float]
+    mult: list[float]  # the multiplier of the grid each lr is
 
 
-def _choose_lr(dims, seeds, grid, recs: dict[tuple[int, int, float], TrialRecord]) -> _Curve:
-    """For each d, the lr multiplier with the best seed-mean validation accuracy (ties: the one nearest the rule).
+def _choose_lr(dims, seeds, grids: dict[int, list[float]], recs: dict[tuple[int, int, float], TrialRecord]) -> _Curve:
+    """For each d, the lr multiplier of ``grids[d]`` with the best seed-mean validation accuracy (ties: the one
+    nearest the rule).
 
     ``recs`` maps (d, seed, multiplier) to the trial record; the learning rate is read from its payload."""
-    val_rows, test_rows, lrs = [], [], []
+    val_rows, test_rows, lrs, mults = [], [], [], []
     for d in dims:
         options = []
-        for m in grid:
+        for m in grids[d]:
             val = [_acc(recs.get((d, s, m)), "val_acc") for s in seeds]
             finite = [v for v in val if math.isfinite(v)]
             options.append((-float(np.mean(finite)) if finite else math.inf, abs(math.log(m)), m))
@@ -450,11 +483,13 @@ def _choose_lr(dims, seeds, grid, recs: dict[tuple[int, int, float], TrialRecord
         val_rows.append([_acc(recs.get((d, s, m)), "val_acc") for s in seeds])
         test_rows.append([_acc(recs.get((d, s, m)), "test_acc") for s in seeds])
         lrs.append(float(recs[d, seeds[0], m].payload["lr"]))
+        mults.append(m)
     return _Curve(
         list(dims),
         np.array(val_rows, dtype=float).reshape(len(dims), len(seeds)),
         np.array(test_rows, dtype=float).reshape(len(dims), len(seeds)),
         lrs,
+        mults,
     )
 
 

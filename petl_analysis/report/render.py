@@ -725,7 +725,11 @@ def _lr_text(cfg) -> str:
     )
     if list(cfg.lr_grid) == [1.0]:
         return rule
-    return f"{rule} times the best of {', '.join(f'{m:g}' for m in cfg.lr_grid)} per d, chosen on validation"
+    text = f"{rule} times the best of {', '.join(f'{m:g}' for m in cfg.lr_grid)} per d, chosen on validation"
+    if cfg.lr_grid_extend:
+        up, down = cfg.lr_range()
+        text += f" (a best on the grid's edge followed outward, up to {up:g}x and down to {down:g}x)"
+    return text
 
 
 def _ranking_section(ranking) -> list[Block]:
