@@ -943,7 +943,7 @@ def sweep(
     methods: str = MethodsOpt(),
     plans_from: str | None = SweepRankingOpt(),
     models: ModelOptions = Group(model=SweepModelOpt(), weights=WeightsOpt(None)),
-    data: DataOptions = Group(dataset=SweepDatasetOpt(), shots=SweepShotsOpt(), omit=("max_train",)),
+    data: DataOptions = Group(dataset=SweepDatasetOpt(), shots=SweepShotsOpt()),
     seeds: int = SeedsOpt(),
     recipe: RecipeOptions = Group(),
     head_in_budget: bool = HeadInBudgetOpt(),

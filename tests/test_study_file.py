@@ -194,8 +194,8 @@ def test_another_commands_table_is_skipped_and_unused_keys_are_noted(tmp_path) -
     result = _invoke(["sweep", "-d", "digits", "--config", "study.toml", "--print-config"], tmp_path)
     assert result.exit_code == 2 and "[sweep] seeds must be an integer" in result.output  # sweep reads it
     study = _file(tmp_path, "[data]\nmax_train = 30\n")
-    result = _invoke(["sweep", "-d", "digits", "--config", study, "--print-config"], tmp_path)
-    assert result.exit_code == 0 and "note: study.toml: sweep does not use [data] max_train" in result.output
+    result = _invoke(["train", "-d", "digits", "--method", "linear", "--config", study, "--print-config"], tmp_path)
+    assert result.exit_code == 0 and "note: study.toml: train does not use [data] max_train" in result.output
 
 
 # --------------------------------------------------------------------------------------------------- round trips
@@ -254,3 +254,11 @@ def test_the_guide_shows_the_example_file_as_it_is() -> None:
     guide = (EXAMPLE.parents[1] / "docs" / "guides" / "study-file.md").read_text()
     shown = guide.split("```toml\n", 1)[1].split("```", 1)[0]
     assert shown == EXAMPLE.read_text()
+
+
+def test_sweep_caps_its_training_set_as_the_probe_does(tmp_path) -> None:
+    # A study judges its plans on as many training images as its probe and its oracle used (--max-train).
+    resolved = _resolved(
+        ["sweep", "-d", "animals", "--shots", "0", "--max-train", "300", "--split-part", "B"], tmp_path
+    )
+    assert resolved["data"]["max_train"] == 300 and resolved["data"]["split_part"] == "B"
