@@ -38,4 +38,15 @@ for s in "$@"; do
     --theta-step 0.03 --lr-grid 1,3,10,30 --d-min 10 --points-per-decade 1 --search lean --split-part A --out "$OUT/$s/probe.json" --jobs "$JOBS"
   petl-analyze validate --probe "$OUT/$s/probe.json" --seeds 3 --epochs 10 --out "$OUT/$s/validation.json" \
     --jobs "$JOBS"
+  # The sweep (added 2026-12-07, before the first validation finished): the d90 ranking's selected, fixed (q, v) and
+  # worst-ranked plans of KAdaptation and LoRA, and the head alone, at the oracle's budget, on the judge's data
+  # (split B, 300 images, the judge's 3 seeds of 10 epochs, the last epoch scored). Full fine-tuning is not in it:
+  # the sweep trains every method at one learning rate (3e-3), at which this backbone diverges (it needs 1e-5).
+  petl-analyze select --probe "$OUT/$s/probe.json" --out "$OUT/$s/ranking.json"
+  budget="$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['budget'])" "$OUT/$s/validation.json")"
+  petl-analyze sweep --ranking "$OUT/$s/ranking.json" --shots 0 --max-train 300 --split-part B --budgets "$budget" \
+    --methods kadaptation,lora,linear --seeds 3 --epochs 10 --epoch-selection last --out "$OUT/$s/sweep.json" \
+    --no-adapters --jobs "$JOBS"
+  petl-analyze report "$OUT/$s/sweep.json" "$OUT/$s/probe.json" --ranking "$OUT/$s/ranking.json" \
+    --validation "$OUT/$s/validation.json" --out "$OUT/$s/report"
 done
