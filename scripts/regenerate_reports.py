@@ -26,6 +26,8 @@ STUDIES = ("animals", "digits", "per_block", "glyph_folder")
 #: Each study's artefacts: ``probe.json``/``validation.json`` (the full probe) and ``probe_lean.json``/
 #: ``validation_lean.json`` (the lean probe judged with every selector).
 VARIANTS = ("", "_lean")
+#: The DINOv2-S/14 studies of ``scripts/dinov2_study.sh``.
+DINOV2_STUDIES = ("animals", "glyph_folder")
 
 
 def reports() -> dict[str, dict]:
@@ -54,6 +56,18 @@ def reports() -> dict[str, dict]:
                 validation=v,
                 commands=[f"bash scripts/validation_studies.sh {study}", v.command],
             )
+    for study in DINOV2_STUDIES:  # issue 27: probe, validate, then the sweep; a report once all three are in
+        d = ROOT / "dinov2" / study
+        if not all((d / f).is_file() for f in ("probe.json", "validation.json", "ranking.json", "sweep.json")):
+            continue
+        v = ValidationResult.load(d / "validation.json")
+        out[f"dinov2/{study}/report"] = dict(
+            sweep=SweepResult.load(d / "sweep.json"),
+            probe=ProbeResult.load(d / "probe.json"),
+            ranking=Ranking.load(d / "ranking.json"),
+            validation=v,
+            commands=[f"bash scripts/dinov2_study.sh {study}"],
+        )
     return out
 
 
