@@ -49,4 +49,15 @@ for s in "$@"; do
     --no-adapters --jobs "$JOBS"
   petl-analyze report "$OUT/$s/sweep.json" "$OUT/$s/probe.json" --ranking "$OUT/$s/ranking.json" \
     --validation "$OUT/$s/validation.json" --out "$OUT/$s/report"
+  # Sensitivity, not the study (added 2026-12-07, after the animals probe and before its validation finished): the
+  # same probe with --lr-grid-extend 2, which follows a best step on the grid's top (30x at 11 of the animals probe's
+  # 16 points) up to 270x, reusing every trial of the probe's log. It says how far the d90s above are upper bounds;
+  # it is not judged and decides nothing.
+  [ -f "$OUT/$s/probe_extended.json.trials.jsonl" ] || cp "$OUT/$s/probe.json.trials.jsonl" "$OUT/$s/probe_extended.json.trials.jsonl"
+  # shellcheck disable=SC2086
+  petl-analyze probe $MODEL --dataset "$(dataset "$s")" --targets $TARGETS --max-train 300 --seeds 3 --ft-lr 1e-5 \
+    --theta-step 0.03 --lr-grid 1,3,10,30 --lr-grid-extend 2 --d-min 10 --points-per-decade 1 --search lean \
+    --split-part A --out "$OUT/$s/probe_extended.json" --jobs "$JOBS"
+  python scripts/prune_trials.py "$OUT/$s/probe_extended.json.trials.jsonl" --keep-for "$OUT/$s/probe_extended.json"
+  rm -f "$OUT/$s/probe_extended.json.trials.jsonl.stale.jsonl"
 done
