@@ -310,6 +310,18 @@ def bench_lean(args) -> None:
             [study, nf, f"{sf:.0f}", nl, f"{sl:.0f}", f"{nl / nf:.2f}", f"{sl / sf:.2f}", _tau(tau), str(same),
              o_n, f"{o_s:.0f}", f"{nl / o_n:.2f}", f"{sl / o_s:.2f}"]
         )  # fmt: skip
+    for study in ("animals", "glyph_folder"):  # issue 27 (DINOv2-S/14): a lean probe only, no full one to compare
+        d = STUDIES.parent / "dinov2" / study
+        if not (d / "validation.json").is_file():
+            continue
+        lean = ProbeResult.load(d / "probe.json")
+        nl, sl = _cost(lean, d / "probe.json.trials.jsonl")
+        oracle = ValidationResult.load(d / "validation.json").oracle_cost
+        o_n, o_s = min((c.trainings, c.seconds) for c in oracle.values())
+        rows.append(
+            [f"dinov2 {study}", "-", "-", nl, f"{sl:.0f}", "-", "-", "-", "-", o_n, f"{o_s:.0f}", f"{nl / o_n:.2f}",
+             f"{sl / o_s:.2f}"]
+        )  # fmt: skip
     _table(
         "4a. full adaptive probe vs lean probe on the committed studies (reports/validation/*; seconds: each trial's "
         "own, recorded when it ran; oracle: the cheaper method's oracle of that study's validation.json)",
