@@ -56,17 +56,18 @@ def reports() -> dict[str, dict]:
                 validation=v,
                 commands=[f"bash scripts/validation_studies.sh {study}", v.command],
             )
-    for study in DINOV2_STUDIES:  # issue 27: probe, validate, then the sweep; a report once all three are in
+    for study in DINOV2_STUDIES:  # issue 27: a report once the probe is validated; the sweep's once it is in
         d = ROOT / "dinov2" / study
-        if not all((d / f).is_file() for f in ("probe.json", "validation.json", "ranking.json", "sweep.json")):
+        if not (d / "validation.json").is_file():
             continue
+        swept = (d / "sweep.json").is_file() and (d / "ranking.json").is_file()
         v = ValidationResult.load(d / "validation.json")
         out[f"dinov2/{study}/report"] = dict(
-            sweep=SweepResult.load(d / "sweep.json"),
+            sweep=SweepResult.load(d / "sweep.json") if swept else None,
             probe=ProbeResult.load(d / "probe.json"),
-            ranking=Ranking.load(d / "ranking.json"),
+            ranking=Ranking.load(d / "ranking.json") if swept else None,
             validation=v,
-            commands=[f"bash scripts/dinov2_study.sh {study}"],
+            commands=[f"bash scripts/dinov2_study.sh {study}", v.command],
         )
     return out
 
