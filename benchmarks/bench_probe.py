@@ -374,6 +374,42 @@ def bench_lean_one_seed(args) -> None:
     )  # fmt: skip
 
 
+def bench_lr_screen(args) -> None:
+    """Table 4e: a learning-rate grid searched with full trainings against screens (multi-fidelity), both fresh on
+    the animals study's probe data, run one after the other in this process."""
+    import tempfile
+
+    lean = ProbeResult.load(STUDIES / "animals" / "probe_lean.json")
+    base = dataclasses.replace(lean.config, lr_grid=[0.3, 1.0, 3.0])
+    runs = {}
+    for name, config in (
+        ("full grid", base),
+        (f"screens of {args.screen_epochs} epochs", dataclasses.replace(base, lr_screen_epochs=args.screen_epochs)),
+    ):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = run_probe(lean.model, lean.data, config, out=Path(tmp) / "p.json", threads_per_job=1)
+            wall = time.perf_counter() - start
+            records = list(read_records(open_trial_log(Path(tmp) / "p.json.trials.jsonl")))
+            epochs = sum(r.payload["recipe"]["epochs"] for r in records if r.kind == "subspace")
+            runs[name] = (result, sum(r.kind == "subspace" for r in records), epochs, wall)
+    reference = runs["full grid"][0]
+    rows = []
+    for name, (result, n, epochs, wall) in runs.items():
+        tau, same = _agreement(reference, result)
+        tau_full, same_full = _agreement(ProbeResult.load(STUDIES / "animals" / "probe.json"), result)
+        rows.append([name, n, epochs, f"{wall:.0f}", _tau(tau), str(same), _tau(tau_full), str(same_full)])
+    _table(
+        f"4e. lr grid 0.3,1,3 on the animals study's probe (lean, 2 seeds, 6 sets), fresh, load average "
+        f"{os.getloadavg()[0]:.1f}: every multiplier trained in full against screens",
+        ["lr search", "subspace trainings", "epochs trained", "wall s", "tau-b vs full grid", "same classes",
+         "tau-b vs committed full probe", "same classes"],
+        rows,
+    )  # fmt: skip
+    for name, (result, *_rest) in runs.items():
+        print(f"   {name}: " + "; ".join(f"{t.target} d90 {t.d90.text()}" for t in result.ranked()))
+
+
 def bench_lean_fresh(args) -> None:
     """Table 4b: the searches run fresh on one task, interleaved, their wall time measured in this run."""
     recipe = dataclasses.replace(default_probe_recipe(), epochs=args.epochs)
@@ -479,10 +515,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-train", type=int, default=None, help="digits training images (default 200, quick 100)")
     parser.add_argument(
         "--only",
-        choices=("wall", "trials", "scaling", "lean", "lean-1seed", "lean-fresh", "lean-dinov2"),
+        choices=("wall", "trials", "scaling", "lean", "lean-1seed", "lr-screen", "lean-fresh", "lean-dinov2"),
         action="append",
         help="run only these tables (repeatable)",
     )
+    parser.add_argument("--screen-epochs", type=int, default=3, help="table 4e: epochs of a screen (default 3)")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.epochs = args.epochs or (1 if args.quick else default_probe_recipe().epochs)
@@ -507,6 +544,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_lean(args)
     if "lean-1seed" in only:
         bench_lean_one_seed(args)
+    if "lr-screen" in only:
+        bench_lr_screen(args)
     if "lean-fresh" in only:
         bench_lean_fresh(args)
     if "lean-dinov2" in only:

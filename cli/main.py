@@ -553,6 +553,7 @@ PROBE_KEYS = (
     "theta_step",
     "lr_grid",
     "lr_grid_extend",
+    "lr_screen_epochs",
 )
 
 

@@ -776,6 +776,13 @@ class ThetaLrOptions(OptionGroup):
         help="At a d whose best --lr-grid multiplier is the grid's largest (smallest), try one more beyond it, "
         "spaced as the grid's two outermost, up to this many times per d and side (0: the grid as given).",
     ).field()
+    lr_screen_epochs: int | None = CliOption(
+        None,
+        "--lr-screen-epochs",
+        panel=RECIPE,
+        help="With --lr-grid: train every multiplier this many epochs first (the schedule compressed), then only the "
+        "best on validation in full (default: every multiplier in full).",
+    ).field()
 
 
 @dataclass(frozen=True)
@@ -882,6 +889,7 @@ STUDY_FILE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
             "theta_step",
             "lr_grid",
             "lr_grid_extend",
+            "lr_screen_epochs",
         )
     }
 }

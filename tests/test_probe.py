@@ -275,6 +275,51 @@ def test_lr_grid_extend_follows_an_optimum_beyond_the_grid_where_it_lies(monkeyp
     assert plain.config.lr_grid_extend == 0 and top == 16
 
 
+@pytest.mark.parametrize("search", ["adaptive", "lean"])
+def test_lr_screens_choose_the_multiplier_and_only_it_trains_in_full(monkeypatch, tmp_path, search):
+    """Screens (2 epochs) of every multiplier, then the full recipe at the one they keep: the curve reads the full
+    trainings only (a screen scores 0.05 under its multiplier's best here), the count includes the screens, and the
+    kept multiplier is the screens' best even where the full trainings would rank the grid otherwise."""
+    model, data = _specs()
+    seen = []
+
+    def fake(trial):
+        p = trial.payload
+        acc = 0.5
+        if trial.kind == "subspace":
+            mult = p["lr"] * math.sqrt(p["d"])
+            epochs = p["recipe"]["epochs"]
+            seen.append((p["d"], round(mult, 6), epochs))
+            best = 3.0 if epochs < 10 else 0.3  # a full training would prefer 0.3: the screens decide
+            acc = (0.8 if math.isclose(mult, best) else 0.7) - (0.05 if epochs < 10 else 0.0)
+        return {
+            "val_acc": acc,
+            "test_acc": acc,
+            "last_test_acc": acc,
+            "best_epoch": 1,
+            "val_curve": [acc],
+            "train_loss": [1.0],
+            "trainable": {"total_incl_head": 1},
+            "fit_time_s": 0.0,
+        }
+
+    monkeypatch.setattr(probe_module, "probe_trial", fake)
+    recipe = dataclasses.replace(default_probe_recipe(), epochs=10, eval_batch_size=1024)
+    kw = dict(targets=["attn.v"], lr_grid=[0.3, 1.0, 3.0], search=search, recipe=recipe, seeds=1)
+    if search == "lean":
+        kw.update(dims=None, d_min=4, max_d=16, points_per_decade=1)
+    cfg = dataclasses.replace(_config(), **kw, lr_screen_epochs=2)
+    (t,) = run_probe(model, data, cfg, out=tmp_path / "probe.json").targets
+    assert {d: round(lr * math.sqrt(d), 6) for d, lr in zip(t.dims, t.lr)} == {d: 3.0 for d in t.dims}
+    assert t.val_mean == [pytest.approx(0.7)] * len(t.dims)  # the full training at 3x, not its screen (0.75)
+    for d in t.dims:
+        assert sorted(e for dd, m, e in seen if dd == d and e == 2) == [2, 2, 2]  # three screens
+        assert [(m, e) for dd, m, e in seen if dd == d and e == 10] == [(3.0, 10)]  # one full training
+    assert t.trials == 4 * len(t.dims)
+    with pytest.raises(PetlError, match="fewer than the recipe's 10 epochs"):
+        dataclasses.replace(cfg, lr_screen_epochs=10)
+
+
 def test_lr_beyond_steps_outward_from_the_edge_the_best_is_on():
     cfg = ProbeConfig(lr_grid=[1.0, 3.0, 10.0, 30.0], lr_grid_extend=2)
     assert cfg.lr_range() == pytest.approx((270.0, 1 / 9))

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from ..constraints import Interval, ListOf, Options, Satisfies, Unset, validate_fields
 from ..engine import Recipe
-from ..errors import expected_one_of
+from ..errors import PetlError, expected_one_of
 from ..models import DEFAULT_PROBE_TARGETS
 
 HEAD_MODES = ("train", "frozen")
@@ -90,6 +90,10 @@ class ProbeConfig:
             the next one beyond it, spaced as the grid's two outermost, up to this many times per point and side (0:
             the grid as given). A best value on a grid's edge says the optimum may lie beyond it; this follows it
             at the points that need it, instead of widening the grid at every point.
+        lr_screen_epochs: with a grid, every multiplier first trains this many epochs (the recipe's schedule
+            compressed to them: a screen), and only the one the screens keep on validation trains the full recipe
+            (multi-fidelity: a grid of k costs k screens and one training instead of k trainings). None: every
+            multiplier trains in full.
         recipe: training recipe of every trial, baselines included (``recipe.lr`` is theta_d's rate only with
             ``lr_scaling="constant"``; ``recipe.head_lr`` is the classifier's in every trial).
     """
@@ -110,6 +114,7 @@ class ProbeConfig:
     theta_step: float = 1.0
     lr_grid: list[float] = field(default_factory=lambda: [1.0])
     lr_grid_extend: int = 0
+    lr_screen_epochs: int | None = None
     max_refinements: int = 2
     search: str = "adaptive"
     recipe: Recipe = field(default_factory=default_probe_recipe)
@@ -131,6 +136,7 @@ class ProbeConfig:
         "theta_step": [_POSITIVE],
         "lr_grid": [ListOf(_POSITIVE, non_empty=True, unique=True, what="learning-rate multipliers > 0")],
         "lr_grid_extend": [Interval(Integral, 0, None, closed="left")],
+        "lr_screen_epochs": [_AT_LEAST_ONE, Unset("every multiplier trains in full")],
         "max_refinements": [Interval(Integral, 0, None, closed="left")],
         "search": [Options(str, SEARCHES)],
         "recipe": [Recipe],
@@ -138,6 +144,11 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.lr_screen_epochs is not None and self.lr_screen_epochs >= self.recipe.epochs:
+            raise PetlError(
+                f"ProbeConfig.lr_screen_epochs must be fewer than the recipe's {self.recipe.epochs} epochs (a screen "
+                f"is a shorter training), got {self.lr_screen_epochs}"
+            )
 
     @property
     def floor(self) -> str:

@@ -8,6 +8,7 @@ and d90 estimated from the seeds (:func:`~petl_analysis.probe.d90.estimate_d90`)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine import Recipe
 from ..errors import PetlError
 from ..models import ModelSpec, resolve_targets, spec_with_load
 from ..task import DataSpec
@@ -220,10 +222,10 @@ class _Search:
             for label in sets
         }
 
-    def _spec(self, seed: int, **fields: Any) -> ProbeTrial:
+    def _spec(self, seed: int, recipe: Recipe | None = None, **fields: Any) -> ProbeTrial:
         return ProbeTrial(
             model=self.model,
-            recipe=self.config.recipe,
+            recipe=recipe or self.config.recipe,
             device=self.device,
             threads=self.threads,
             data=self.data.for_seed(seed),
@@ -234,12 +236,16 @@ class _Search:
     def base_trial(self, kind: str, seed: int) -> Trial:
         return Trial.of(kind, self._spec(seed, ft_lr=self.config.ft_lr if kind == "ft" else None))
 
-    def sub_trial(self, label: str, d: int, seed: int, mult: float) -> Trial:
+    def sub_trial(self, label: str, d: int, seed: int, mult: float, *, full: bool = False) -> Trial:
+        """One subspace training; with :attr:`ProbeConfig.lr_screen_epochs`, a screen (that many epochs) unless
+        ``full``."""
         cfg = self.config
+        screen = cfg.lr_screen_epochs is not None and not full
         return Trial.of(
             "subspace",
             self._spec(
                 seed,
+                recipe=dataclasses.replace(cfg.recipe, epochs=cfg.lr_screen_epochs) if screen else None,
                 units=self.sets[label],
                 d=int(d),
                 lr=theta_lr(self.base_lr, d, cfg.lr_scaling) * mult,
@@ -291,7 +297,8 @@ class _Search:
         return self.seeds[: self.seeds_at.get((label, d), len(self.seeds))]
 
     def label_records(self, label: str) -> dict[tuple[int, int, float], TrialRecord]:
-        """(d, seed, lr multiplier) -> trial record of one target (every trial asked for has one)."""
+        """(d, seed, lr multiplier) -> the learning-rate search's trial record of one target (every trial asked for
+        has one): the screens with :attr:`ProbeConfig.lr_screen_epochs`, else the full trainings."""
         return {
             (d, s, m): self.records[self.sub_trial(label, d, s, m).key]
             for d in self.dims_of[label]
@@ -299,13 +306,44 @@ class _Search:
             for m in self.lr_grid_at(label, d)
         }
 
-    def curve(self, label: str, recs: dict[tuple[int, int, float], TrialRecord] | None = None) -> _Curve:
+    def full_records(
+        self, label: str, recs: dict[tuple[int, int, float], TrialRecord] | None = None
+    ) -> dict[tuple[int, int, float], TrialRecord]:
+        """With screens: (d, seed, multiplier) -> the full training at the multiplier the screens chose at each d
+        (empty without screens: the search's records are the full ones)."""
+        if self.config.lr_screen_epochs is None:
+            return {}
+        chosen = self.chosen_mult(label, recs)
+        return {
+            (d, s, m): self.records[self.sub_trial(label, d, s, m, full=True).key]
+            for d, m in chosen.items()
+            for s in self.seeds_run(label, d)
+        }
+
+    def chosen_mult(
+        self, label: str, recs: dict[tuple[int, int, float], TrialRecord] | None = None
+    ) -> dict[int, float]:
+        """d -> the multiplier the learning-rate search keeps (best seed-mean validation of its records)."""
         grids = {d: self.lr_grid_at(label, d) for d in self.dims_of[label]}
-        return _choose_lr(self.dims_of[label], self.seeds, grids, recs or self.label_records(label))
+        c = _choose_lr(self.dims_of[label], self.seeds, grids, recs or self.label_records(label))
+        return dict(zip(c.dims, c.mult))
+
+    def curve(self, label: str, recs: dict[tuple[int, int, float], TrialRecord] | None = None) -> _Curve:
+        """Accuracy per (d, seed) at the kept multiplier: the full trainings (read at that multiplier only)."""
+        recs = recs or self.label_records(label)
+        if self.config.lr_screen_epochs is None:
+            grids = {d: self.lr_grid_at(label, d) for d in self.dims_of[label]}
+            return _choose_lr(self.dims_of[label], self.seeds, grids, recs)
+        chosen = self.chosen_mult(label, recs)
+        grids = {d: [m] for d, m in chosen.items()}
+        return _choose_lr(self.dims_of[label], self.seeds, grids, self.full_records(label, recs))
 
     def run_points(self, trials: list[Trial], points: set[tuple[str, int]]) -> None:
         """Run ``trials`` (those of ``points``), then follow a learning-rate search that chose its edge at any of
-        the points (:attr:`ProbeConfig.lr_grid_extend`) with the seeds run there, until none does."""
+        the points (:attr:`ProbeConfig.lr_grid_extend`) with the seeds run there, until none does; with screens
+        (:attr:`ProbeConfig.lr_screen_epochs`) the trials are screens, and the kept multiplier of every point then
+        trains in full (a training already run is read back, not run again)."""
+        every = set(points)
         self.records.update(self.run(trials, probe_trial))
         while points and self.config.lr_grid_extend:
             beyond = {}
@@ -314,7 +352,7 @@ class _Search:
                 if (m := self.config.lr_beyond(self.lr_grid_at(label, d), c.mult[0])) is not None:
                     beyond[label, d] = m
             if not beyond:
-                return
+                break
             for point, m in beyond.items():  # after every choice: label_records asks for what was added
                 self.lr_extra.setdefault(point, []).append(m)
             more = [
@@ -324,6 +362,15 @@ class _Search:
                 self.on_round(0, len(more))
             self.records.update(self.run(more, probe_trial))
             points = set(beyond)
+        if self.config.lr_screen_epochs is not None:  # the full training at each point's kept multiplier
+            full = [
+                self.sub_trial(label, d, s, self.chosen_mult(label)[d], full=True)
+                for label, d in sorted(every)
+                for s in self.seeds_run(label, d)
+            ]
+            if self.on_round:
+                self.on_round(0, len(full))
+            self.records.update(self.run(full, probe_trial))
 
     def refine(self, target_gain: list[float]) -> None:
         """The coarse grid, then rounds of d proposed between the bracketing points (none with explicit dims)."""
@@ -429,6 +476,7 @@ class _Search:
         results, failed = [], []
         for label in self.sets:
             recs = self.label_records(label)
+            full = self.full_records(label, recs)  # with screens: the full trainings they chose
             result = _target_result(
                 label,
                 self.sets[label],
@@ -436,7 +484,7 @@ class _Search:
                 self.curve(label, recs),
                 target_gain,
                 target_classic,
-                list(recs.values()),
+                [*recs.values(), *full.values()],
             )
             if self.seeds_at:
                 result.seeds_run = [self.seeds_at[label, d] for d in result.dims]
@@ -450,7 +498,7 @@ class _Search:
                     "error": rec.error or "no error message",
                     "attempts": rec.attempts,
                 }
-                for (d, s, _), rec in recs.items()
+                for (d, s, _), rec in [*recs.items(), *full.items()]
                 if not rec.ok
             ]
         return results, failed

@@ -729,6 +729,8 @@ def _lr_text(cfg) -> str:
     if cfg.lr_grid_extend:
         up, down = cfg.lr_range()
         text += f" (a best on the grid's edge followed outward, up to {up:g}x and down to {down:g}x)"
+    if cfg.lr_screen_epochs is not None:
+        text += f"; each multiplier screened with {cfg.lr_screen_epochs} epochs, the kept one trained in full"
     return text
 
 
