@@ -13,6 +13,7 @@ configuration and seed; a probe's baseline or ``(units, d)`` and seed) are the a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -112,12 +113,16 @@ def _expected(artefact: Artefact) -> tuple[set[str], set[str]] | None:
 
 
 def _probe_uses(probe: Any, record: TrialRecord) -> bool:
-    """Whether ``record`` is one of ``probe``'s trials: its context and a point the probe reports."""
+    """Whether ``record`` is one of ``probe``'s trials: its context and a point the probe reports, at a learning-rate
+    multiplier its search could try there (a trial of another grid or step is not)."""
     p, cfg = record.payload, probe.config
     seed = p.get("seed")
+    recipes = [key_json(cfg.recipe)]
+    if cfg.lr_screen_epochs is not None and record.kind == "subspace":  # the screens' shorter recipe
+        recipes.append(key_json(dataclasses.replace(cfg.recipe, epochs=cfg.lr_screen_epochs)))
     context = (
         key_json(p.get("model", {})) == key_json(probe.model)
-        and key_json(p.get("recipe", {})) == key_json(cfg.recipe)
+        and key_json(p.get("recipe", {})) in recipes
         and isinstance(seed, int)
         and 0 <= seed < cfg.seeds
         and key_json(p.get("data", {})) == key_json(probe.data.for_seed(seed))
@@ -127,6 +132,8 @@ def _probe_uses(probe: Any, record: TrialRecord) -> bool:
     if record.kind != "subspace":
         return record.kind in probe.baselines
     if (p.get("projection"), p.get("said"), p.get("head")) != (cfg.projection, cfg.said, cfg.head):
+        return False
+    if not cfg.searches_lr(p.get("lr"), p.get("d")):
         return False
     return any(
         list(t.units) == list(p.get("units") or []) and p.get("d") in t.dims and seed < t.seeds_at(p["d"], cfg.seeds)

@@ -309,7 +309,13 @@ def test_lr_screens_choose_the_multiplier_and_only_it_trains_in_full(monkeypatch
     if search == "lean":
         kw.update(dims=None, d_min=4, max_d=16, points_per_decade=1)
     cfg = dataclasses.replace(_config(), **kw, lr_screen_epochs=2)
-    (t,) = run_probe(model, data, cfg, out=tmp_path / "probe.json").targets
+    result = run_probe(model, data, cfg, out=tmp_path / "probe.json")
+    (t,) = result.targets
+    from petl_analysis.stale import used_keys
+    from petl_analysis.trials import open_trial_log, read_records
+
+    records = list(read_records(open_trial_log(tmp_path / "probe.json.trials.jsonl")))
+    assert len(used_keys(records, [result])) == len(records)  # the screens are the probe's (never pruned as stale)
     assert {d: round(lr * math.sqrt(d), 6) for d, lr in zip(t.dims, t.lr)} == {d: 3.0 for d in t.dims}
     assert t.val_mean == [pytest.approx(0.7)] * len(t.dims)  # the full training at 3x, not its screen (0.75)
     for d in t.dims:

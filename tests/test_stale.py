@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 
 from petl_analysis.errors import PetlError
-from petl_analysis.stale import prune_log
-from petl_analysis.trials import STATUS_FAILED, STATUS_OK, TrialRecord, unique_train_time
+from petl_analysis.stale import prune_log, used_keys
+from petl_analysis.trials import STATUS_FAILED, STATUS_OK, TrialRecord, read_records, unique_train_time
 from petl_analysis.validate import ValidationResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,3 +93,24 @@ def test_committed_split_b_validations_use_every_record_of_their_logs():
         assert len({r.key for r in dry.kept}) == len(v.seeds) * len(
             {str(e.config) for e in v.oracle} | {str(p.config) for p in v.plans}
         )
+
+
+def test_a_probe_uses_only_the_trials_of_its_own_learning_rate_search():
+    # The DINOv2 study's log holds its calibration rounds: the default step (33x the one it kept) and a 0.3x
+    # multiplier since dropped from its grid. They are not the probe's: 89 of the 101 records are (probe.json's count).
+    import math
+
+    from petl_analysis.probe import ProbeResult
+    from petl_analysis.trials import open_trial_log
+
+    root = Path(__file__).resolve().parents[1] / "reports" / "dinov2" / "animals"
+    probe = ProbeResult.load(root / "probe.json")
+    records = list(read_records(open_trial_log(root / "probe.json.trials.jsonl")))
+    used = used_keys(records, [probe])
+    assert (len(records), len(used), probe.trials_total) == (101, 89, 89)
+    left = {round(r.payload["lr"] * math.sqrt(r.payload["d"]) / 0.03, 2) for r in records if r.key not in used}
+    assert left == {0.3, 33.33}
+    # with extension, the steps beyond the grid are the probe's too; with screens, the screens' shorter recipe
+    extended = dataclasses.replace(probe.config, lr_grid_extend=1)
+    assert extended.searches_lr(0.03 * 90 / math.sqrt(10_000), 10_000)
+    assert not probe.config.searches_lr(0.03 * 90 / math.sqrt(10_000), 10_000)

@@ -171,6 +171,19 @@ class ProbeConfig:
             return tried[0] * grid[0] / grid[1]
         return None
 
+    def searches_lr(self, lr: float | None, d: int | None) -> bool:
+        """Whether a subspace trial's ``lr`` at ``d`` is one this probe's search could try there: the rule times a
+        multiplier of the grid, or of the steps :attr:`lr_grid_extend` may add beyond its ends."""
+        if lr is None or not d:
+            return False
+        m = lr / theta_lr(self.base_theta_lr(), d, self.lr_scaling)
+        grid = sorted(self.lr_grid)
+        reach = list(grid)
+        if len(grid) >= 2:
+            for k in range(1, self.lr_grid_extend + 1):
+                reach += [grid[-1] * (grid[-1] / grid[-2]) ** k, grid[0] * (grid[0] / grid[1]) ** k]
+        return any(math.isclose(m, r, rel_tol=1e-6) for r in reach)
+
     def lr_range(self) -> tuple[float, float]:
         """``(largest, smallest)`` multiplier a point can reach: the grid's ends, moved :attr:`lr_grid_extend` steps
         outward. A best multiplier there is on the edge of the search."""
