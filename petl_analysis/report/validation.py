@@ -457,15 +457,20 @@ def _better_than_random(v: ValidationResult) -> str:
 
 
 def _regret_cell(v: ValidationResult) -> str:
-    """``0.0-0.8, spans include 0``: every selector's regret (points) over the budgets, and whether any selector's
-    paired seed span excludes 0 (a plan really worse than the reference)."""
+    """``0.0 to 0.8, every span includes 0``: every selector's regret (points) over the budgets, and which selectors'
+    plans are worse than the reference over their whole paired seed span (really worse, not noise)."""
     rows = [r for r in v.regrets if r.selector not in ("oracle", "random")]
     if not rows:
         return "-"
     values = [100 * r.regret for r in rows]
     outside = sorted({f"`{r.selector}`" for r in rows if r.diff_interval[1] < 0})
     lo, hi = min(values) + 0.0, max(values) + 0.0
-    span = "every span includes 0" if not outside else f"span below 0: {', '.join(outside)}"
+    # the paired difference (plan minus reference) is below 0 over every seed resample: a plan really worse
+    span = (
+        "every span includes 0"
+        if not outside
+        else f"worse than the reference on every seed resample: {', '.join(outside)}"
+    )
     return f"{lo:.1f} to {hi:.1f}, {span}"
 
 
