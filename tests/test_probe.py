@@ -198,16 +198,7 @@ def test_the_lr_grid_keeps_the_best_validation_multiplier_per_d(probed, monkeypa
             mult = p["lr"] * math.sqrt(p["d"])
             acc = 0.9 if math.isclose(mult, best_for[p["d"]]) else 0.6
             test = 1.0 - acc  # a decision that read test would pick the other multiplier
-        return {
-            "val_acc": acc,
-            "test_acc": test,
-            "last_test_acc": test,
-            "best_epoch": 1,
-            "val_curve": [acc],
-            "train_loss": [1.0],
-            "trainable": {"total_incl_head": 1},
-            "fit_time_s": 0.0,
-        }
+        return _fake_result(acc, test)
 
     monkeypatch.setattr(probe_module, "probe_trial", fake)
     cfg = dataclasses.replace(_config(), targets=["attn.v"], lr_grid=[0.3, 1.0, 3.0])
@@ -216,6 +207,21 @@ def test_the_lr_grid_keeps_the_best_validation_multiplier_per_d(probed, monkeypa
     assert t.lr == pytest.approx([base[0] * 3.0, base[1] * 0.3])
     assert t.val_mean == [0.9, 0.9] and t.test_mean == pytest.approx([0.1, 0.1])
     assert t.trials == 3 * len(DIMS)
+
+
+def _fake_result(val: float, test: float | None = None) -> dict:
+    """What a probe trial returns, scored ``val`` on validation and ``test`` (default ``val``) on test."""
+    test = val if test is None else test
+    return {
+        "val_acc": val,
+        "test_acc": test,
+        "last_test_acc": test,
+        "best_epoch": 1,
+        "val_curve": [val],
+        "train_loss": [1.0],
+        "trainable": {"total_incl_head": 1},
+        "fit_time_s": 0.0,
+    }
 
 
 def _peaked_at(best_for: dict[int, float]):
@@ -228,16 +234,7 @@ def _peaked_at(best_for: dict[int, float]):
         if trial.kind == "subspace":
             mult = p["lr"] * math.sqrt(p["d"])
             acc = 0.9 - 0.05 * abs(math.log(mult / best_for[p["d"]]))
-        return {
-            "val_acc": acc,
-            "test_acc": acc,
-            "last_test_acc": acc,
-            "best_epoch": 1,
-            "val_curve": [acc],
-            "train_loss": [1.0],
-            "trainable": {"total_incl_head": 1},
-            "fit_time_s": 0.0,
-        }
+        return _fake_result(acc)
 
     return fake
 
@@ -292,16 +289,7 @@ def test_lr_screens_choose_the_multiplier_and_only_it_trains_in_full(monkeypatch
             seen.append((p["d"], round(mult, 6), epochs))
             best = 3.0 if epochs < 10 else 0.3  # a full training would prefer 0.3: the screens decide
             acc = (0.8 if math.isclose(mult, best) else 0.7) - (0.05 if epochs < 10 else 0.0)
-        return {
-            "val_acc": acc,
-            "test_acc": acc,
-            "last_test_acc": acc,
-            "best_epoch": 1,
-            "val_curve": [acc],
-            "train_loss": [1.0],
-            "trainable": {"total_incl_head": 1},
-            "fit_time_s": 0.0,
-        }
+        return _fake_result(acc)
 
     monkeypatch.setattr(probe_module, "probe_trial", fake)
     recipe = dataclasses.replace(default_probe_recipe(), epochs=10, eval_batch_size=1024)

@@ -177,17 +177,20 @@ class ProbeConfig:
         if lr is None or not d:
             return False
         m = lr / theta_lr(self.base_theta_lr(), d, self.lr_scaling)
-        grid = sorted(self.lr_grid)
-        reach = list(grid)
-        if len(grid) >= 2:
-            for k in range(1, self.lr_grid_extend + 1):
-                reach += [grid[-1] * (grid[-1] / grid[-2]) ** k, grid[0] * (grid[0] / grid[1]) ** k]
-        return any(math.isclose(m, r, rel_tol=1e-6) for r in reach)
+        return any(math.isclose(m, r, rel_tol=1e-6) for r in self.lr_reach())
 
-    def lr_range(self) -> tuple[float, float]:
-        """``(largest, smallest)`` multiplier a point can reach: the grid's ends, moved :attr:`lr_grid_extend` steps
-        outward. A best multiplier there is on the edge of the search."""
+    def lr_reach(self) -> list[float]:
+        """Every multiplier a point can try, ascending: the grid, and :attr:`lr_grid_extend` steps beyond each end,
+        spaced as the grid's two outermost there."""
         grid, k = sorted(self.lr_grid), self.lr_grid_extend
         if len(grid) < 2:
-            return grid[-1], grid[0]
-        return grid[-1] * (grid[-1] / grid[-2]) ** k, grid[0] * (grid[0] / grid[1]) ** k
+            return grid
+        down = [grid[0] * (grid[0] / grid[1]) ** i for i in range(k, 0, -1)]
+        up = [grid[-1] * (grid[-1] / grid[-2]) ** i for i in range(1, k + 1)]
+        return [*down, *grid, *up]
+
+    def lr_range(self) -> tuple[float, float]:
+        """``(largest, smallest)`` multiplier a point can reach (:meth:`lr_reach`'s ends). A best multiplier there is
+        on the edge of the search."""
+        reach = self.lr_reach()
+        return reach[-1], reach[0]

@@ -363,8 +363,9 @@ class _Search:
             self.records.update(self.run(more, probe_trial))
             points = set(beyond)
         if self.config.lr_screen_epochs is not None:  # the full training at each point's kept multiplier
+            chosen = {label: self.chosen_mult(label) for label in {label for label, _ in every}}
             full = [
-                self.sub_trial(label, d, s, self.chosen_mult(label)[d], full=True)
+                self.sub_trial(label, d, s, chosen[label][d], full=True)
                 for label, d in sorted(every)
                 for s in self.seeds_run(label, d)
             ]
