@@ -10,7 +10,8 @@
 4. probe wall time, trials per d90 (adaptive vs grid), loky workers 1 vs 2 (``bench_probe.py``);
 5. peak memory and images/s of the streamed image-folder path at 2k / 8k / 32k images, ViT-B/16 at 224 px
    (``bench_memory.py``; ``gpu_check.py`` is separate, it needs a GPU);
-6. DataLoader workers 0 / 1 / 2 for a streamed trial by stored image size (``bench_loader_workers.py``).
+6. DataLoader workers 0 / 1 / 2 for a streamed trial by stored image size (``bench_loader_workers.py``);
+7. the planner's sizing, bisected rank ladders against counting every configuration (``bench_plan.py``).
 
 Each script interleaves the variants it compares, so every ratio is measured side by side in the same run.
 """
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_adapters
 import bench_loader_workers
 import bench_memory
+import bench_plan
 import bench_probe
 import bench_projections
 import bench_subspace
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         ("probe", bench_probe.main, ["--quick"] if a.quick else []),
         ("memory", bench_memory.main, ["--quick"] if a.quick else ["--max-steps", "1"]),
         ("DataLoader workers", bench_loader_workers.main, ["--sizes", "48", "--rounds", "1"] if a.quick else []),
+        ("planner sizing", bench_plan.main, ["--model", "tiny", "--rounds", "1"] if a.quick else []),
     ]
     start = time.perf_counter()
     for title, fn, args in runs:

@@ -98,15 +98,18 @@ def fit_linear_probe(
     seed: int = 0,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
+    score_test: bool = True,
 ) -> FitResult:
     """Train only the classifier of ``model`` on frozen features; the trained head is written back into ``model``.
 
     Features are computed once (for streamed data: cached on disk in ``cache_dir``, see :func:`extract_features`),
     so a probe costs one forward pass over the data plus a cheap logistic regression; ``recipe.max_steps`` does not
     cap that regression. The result's ``trainable`` counts are those of ``model`` with only its head trainable.
+    ``score_test=False`` skips the test split's features (the result's test accuracy is then None) for a caller that
+    only wants the head, e.g. the proxies' starting point; the head is the same either way.
     """
     train = task.train if task.train_plain is None else task.train_plain  # features never see augmentation
-    sources = {"train": train, "val": task.val, "test": task.test}
+    sources = {"train": train, "val": task.val, **({"test": task.test} if score_test else {})}
     # In-memory data keeps the batch size it always had (512); streamed images use the recipe's evaluation batch.
     feats = {
         name: extract_features(
@@ -132,7 +135,9 @@ def fit_linear_probe(
         probe.bias.zero_()
     head_recipe = dataclasses.replace(recipe, lr=recipe.head_lr or recipe.lr, max_steps=None)
     with epoch_listeners_paused():  # a sub-step of the trial that asked for it, not an epoch of its own training
-        result = fit(probe, scaled["train"], scaled["val"], head_recipe, test=scaled["test"], seed=seed, device=device)
+        result = fit(
+            probe, scaled["train"], scaled["val"], head_recipe, test=scaled.get("test"), seed=seed, device=device
+        )
     with torch.no_grad():
         w = probe.weight.cpu() / std
         head.weight.copy_(w.to(head.weight.device))

@@ -194,3 +194,22 @@ def test_planner_never_exceeds_the_budget(budget, width, depth, method, head_in_
         return
     used = plan.trainable["total_incl_head" if head_in_budget else "total_excl_head"]
     assert used == plan.used <= budget
+
+
+@pytest.mark.parametrize("method", ["kadaptation", "lora"])
+@pytest.mark.parametrize("budget", [900, 5_000, 23_456, 80_000])
+def test_bisected_sizing_is_the_exhaustive_scan(method: str, budget: int) -> None:
+    # The planner bisects each rank ladder (counting every rung walks the model); it must pick what counting every
+    # configuration picks: the most of the budget, ties to the larger n, then the smaller rank.
+    from petl_analysis.plan import planner
+
+    model = _model()
+    units = planner.resolve_targets(model, ["blocks.0.attn.qkv", "blocks.1.mlp.fc1", "blocks.3.attn.proj"])
+    fitting = []
+    for cfg in planner._configs(method, {}, units, cheapest_only=False):
+        used = planner._used(planner._count(model, cfg), False)
+        if used <= budget:
+            fitting.append((used, getattr(cfg, "n", 0), -cfg.rank, cfg))
+    want = max(fitting, key=lambda t: t[:3])
+    used, cfg, _ = planner._largest_config(model, method, {}, units, budget, False)
+    assert (used, cfg) == (want[0], want[3])

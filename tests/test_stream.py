@@ -125,6 +125,14 @@ def test_linear_probe_streamed_equals_in_memory_and_caches(tmp_path: Path) -> No
     b = fit_linear_probe(copy.deepcopy(model), mem_task, recipe)
     assert (a.val_acc, a.test_acc) == (b.val_acc, b.test_acc)
     assert len(list((tmp_path / "c" / "features").glob("*.npy"))) == 3  # one file per split
+    # Without scoring test (the proxies' starting head): the test split is never read, and the head is the same.
+    c_model, d_model = copy.deepcopy(model), copy.deepcopy(model)
+    fit_linear_probe(c_model, task, recipe, cache_dir=tmp_path / "c")
+    d = fit_linear_probe(d_model, task, recipe, cache_dir=tmp_path / "d", score_test=False)
+    assert d.test_acc is None and d.val_acc == a.val_acc
+    assert len(list((tmp_path / "d" / "features").glob("*.npy"))) == 2  # train and val only
+    for p, q in zip(c_model.head.parameters(), d_model.head.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
 def test_feature_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

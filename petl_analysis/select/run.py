@@ -142,7 +142,10 @@ def proxy_rankings(
     study = study or Study(model, data, device=device)
     net = study.build_model(seed)
     task = build_task(data, net, dataset=study.dataset)
-    fit_linear_probe(net, task, Recipe(epochs=30, lr=1e-2, weight_decay=0.0), seed=seed, device=device)
+    # The proxies read the head only: the test split is never scored here.
+    fit_linear_probe(
+        net, task, Recipe(epochs=30, lr=1e-2, weight_decay=0.0), seed=seed, device=device, score_test=False
+    )
     if sets is None:
         sets = expand_targets(net, list(targets or DEFAULT_PROBE_TARGETS), per_block)
     return {

@@ -340,7 +340,7 @@ class Method:
         self._check(model, units)
         added = self._added(model, units)
         base = _base_parameters(model)
-        head = head_parameter_names(model)
+        head = _head_names(model, base)
         trainable = set(added.trainable_base) | (head if self.config.train_head else set())
         count = ParamCount(adapter=added.adapter, shared=added.shared, bias_norm=added.bias_norm)
         count.model_total = sum(p.numel() for p in base.values()) + added.adapter + added.shared
@@ -427,11 +427,16 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
+    return _head_names(model, _base_parameters(model))
+
+
+def _head_names(model: nn.Module, base: dict[str, nn.Parameter]) -> set[str]:
+    """The names in ``base`` (:func:`_base_parameters`, walked once by the caller) that belong to the head."""
     head = classifier(model)
     if head is None:
         return set()
     ids = {id(p) for p in head.parameters()}
-    return {name for name, p in _base_parameters(model).items() if id(p) in ids}
+    return {name for name, p in base.items() if id(p) in ids}
 
 
 def base_parameter_names(model: nn.Module) -> list[str]:

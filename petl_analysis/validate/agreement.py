@@ -123,7 +123,12 @@ def rank_correlation(
     pred, score = _predicted(order, labels), np.asarray(score, dtype=float)
     if not _defined(pred, score):
         return math.nan, math.nan
-    return float(stats.spearmanr(pred, score).statistic), float(stats.kendalltau(pred, score).statistic)
+    return _spearman(pred, score), float(stats.kendalltau(pred, score).statistic)
+
+
+def _spearman(pred: np.ndarray, score: np.ndarray) -> float:
+    """Spearman rho of predicted midranks against oracle scores; nan when undefined (see :func:`_defined`)."""
+    return float(stats.spearmanr(pred, score).statistic) if _defined(pred, score) else math.nan
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -234,10 +239,14 @@ def image_bootstrap(
     if correct.ndim != 3 or correct.shape[0] != len(labels):
         raise ValueError(f"correct must be [set, seed, image] with {len(labels)} sets, got shape {correct.shape}")
     rng = np.random.default_rng(seed)
-    n_img = correct.shape[2]
+    n_seeds, n_img = correct.shape[1:]
+    pred = _predicted(order, labels)
+    # Per set and image, how many seeds got it right: a draw's mean is then one gather and sum of whole numbers
+    # (exact in floats, so the same bits as averaging the [set, seed, image] draw).
+    right = correct.sum(axis=1)
     rhos = np.array(
         [
-            rank_correlation(order, labels, correct[:, :, rng.integers(0, n_img, n_img)].mean(axis=(1, 2)))[0]
+            _spearman(pred, right[:, rng.integers(0, n_img, n_img)].sum(axis=1) / (n_seeds * n_img))
             for _ in range(n_boot)
         ]
     )
