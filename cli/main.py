@@ -951,6 +951,13 @@ def sweep(
     out: str = SweepOutOpt(),
     all_seed_adapters: bool = SweepAllSeedAdaptersOpt(),
     no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
+    method_lr: str | None = option(
+        None,
+        "--method-lr",
+        panel=RECIPE,
+        help="Methods that train at their own learning rate, e.g. full=1e-5 (full fine-tuning of a pretrained "
+        "backbone diverges at the adapters' rate); the head keeps --head-lr, the other methods --lr.",
+    ),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
@@ -961,13 +968,17 @@ def sweep(
     from petl_analysis.errors import PetlError
     from petl_analysis.plan.budgets import parse_budgets
     from petl_analysis.study import Study
+    from petl_analysis.sweep.sweep import check_method_lr, parse_method_lr
     from petl_analysis.train import default_train_recipe
 
     requested = parse_budgets(budgets, "--budgets")
+    own_lr = parse_method_lr(method_lr)
+    if not plans:
+        check_method_lr(own_lr, split_list(methods), "--method-lr")
     train_recipe, resolved = _resolved_recipe(recipe, study, default_train_recipe())
     if study.printed(resolved):
         return
-    train = _sweep_train(out, plans, seeds, train_recipe, not no_adapters, all_seed_adapters)
+    train = _sweep_train(out, plans, seeds, train_recipe, not no_adapters, all_seed_adapters) | {"method_lr": own_lr}
     execution.setup()
     if plans and plans_from:
         raise PetlError("--plans trains the plan files as they are; --ranking plans anew: give one of them")

@@ -40,13 +40,16 @@ for s in "$@"; do
     --jobs "$JOBS"
   # The sweep (added 2026-12-07, before the first validation finished): the d90 ranking's selected, fixed (q, v) and
   # worst-ranked plans of KAdaptation and LoRA, and the head alone, at the oracle's budget, on the judge's data
-  # (split B, 300 images, the judge's 3 seeds of 10 epochs, the last epoch scored). Full fine-tuning is not in it:
-  # the sweep trains every method at one learning rate (3e-3), at which this backbone diverges (it needs 1e-5).
+  # (split B, 300 images, the judge's 3 seeds of 10 epochs, the last epoch scored). The baselines full fine-tuning
+  # and BitFit were added later (2026-12-07, after the animals sweep was read, once `--method-lr` existed): full
+  # fine-tuning at the probe's ceiling rate, 1e-5 (this backbone diverges at the adapters' 3e-3), BitFit at 3e-3.
+  # They place the plans between the head and the ceiling; the selected-versus-fixed-versus-worst verdict does not
+  # read them. The trials already in the sweep's log are reused.
   petl-analyze select --probe "$OUT/$s/probe.json" --out "$OUT/$s/ranking.json"
   budget="$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['budget'])" "$OUT/$s/validation.json")"
   petl-analyze sweep --ranking "$OUT/$s/ranking.json" --shots 0 --max-train 300 --split-part B --budgets "$budget" \
-    --methods kadaptation,lora,linear --seeds 3 --epochs 10 --epoch-selection last --out "$OUT/$s/sweep.json" \
-    --no-adapters --jobs "$JOBS"
+    --methods kadaptation,lora,linear,bitfit,full --method-lr full=1e-5 --seeds 3 --epochs 10 --epoch-selection last \
+    --out "$OUT/$s/sweep.json" --no-adapters --jobs "$JOBS"
   petl-analyze report "$OUT/$s/sweep.json" "$OUT/$s/probe.json" --ranking "$OUT/$s/ranking.json" \
     --validation "$OUT/$s/validation.json" --out "$OUT/$s/report"
   # Sensitivity, not the study (added 2026-12-07, after the animals probe and before its validation finished): the

@@ -11,6 +11,7 @@ import pytest
 
 from petl_analysis.data import SplitSpec
 from petl_analysis.engine import Recipe, loss_still_falling
+from petl_analysis.errors import PetlError
 from petl_analysis.models import ModelSpec
 from petl_analysis.report.tables import point_rows
 from petl_analysis.report.verdict import outcome, selection_rows, selection_verdict
@@ -148,3 +149,57 @@ def test_an_edited_plan_file_is_what_the_sweep_trains(tmp_path):
         plans_dir=tmp_path / "plans",
     )
     assert next(p for p in third.points if p.label == "kadaptation@selected").run.config["init"] == "pevit"
+
+
+def test_a_method_at_its_own_learning_rate_changes_only_its_own_trials(tmp_path):
+    # Full fine-tuning of a pretrained backbone needs its own rate (DINOv2-S diverges at the adapters' 3e-3): the
+    # named method's trials train at it, its head at the recipe's; the other methods' trials and keys are untouched.
+    from petl_analysis.report import write_report
+    from petl_analysis.sweep import SweepResult
+
+    recipe = Recipe(epochs=1, batch_size=64, lr=1e-2, head_lr=5e-3)
+    data = DataSpec("digits", SplitSpec(shots=2))
+    plain = run_sweep(MODEL, data, None, ["linear", "bitfit"], seeds=1, recipe=recipe, out=tmp_path / "a.json")
+    own = run_sweep(
+        MODEL,
+        data,
+        None,
+        ["linear", "bitfit", "full"],
+        seeds=1,
+        recipe=recipe,
+        method_lr={"full": 1e-4},
+        out=tmp_path / "b.json",
+    )
+    keys = {
+        m: {json.loads(line)["key"] for line in (tmp_path / f"{m}.json.trials.jsonl").read_text().splitlines()}
+        for m in "ab"
+    }
+    assert keys["a"] < keys["b"] and len(keys["b"] - keys["a"]) == 1  # only the full fine-tuning trial is new
+    lr = {p.method: (p.run.recipe.lr, p.run.recipe.head_lr) for p in own.points}
+    assert lr == {"linear": (1e-2, 5e-3), "bitfit": (1e-2, 5e-3), "full": (1e-4, 5e-3)}
+    loaded = SweepResult.load(tmp_path / "b.json")
+    assert loaded.method_lr == {"full": 1e-4} and loaded.recipe_of("full").lr == 1e-4 and plain.method_lr == {}
+    report = write_report(loaded, None, tmp_path / "report").markdown.read_text()
+    assert "sweep (train), full" in report
+    with pytest.raises(PetlError, match=r"method_lr names 'full', which this sweep does not train \(its methods: "):
+        run_sweep(MODEL, data, None, ["linear"], seeds=1, recipe=recipe, method_lr={"full": 1e-4})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("full:1e-5", r"--method-lr: 'full:1e-5' is not METHOD=LR; expected e\.g\. full=1e-5,bitfit=1e-3"),
+        ("fulll=1e-5", r"--method-lr: 'fulll' is not a method; methods: kadaptation, lora, "),
+        ("full=fast", r"--method-lr: full='fast' is not a number; expected e\.g\. full=1e-5"),
+        ("full=0", r"--method-lr: full=0 must be a positive learning rate"),
+        ("full=inf", r"--method-lr: full=inf must be a positive learning rate"),
+    ],
+)
+def test_method_lr_is_read_or_refused_in_one_line(value, message):
+    from petl_analysis.sweep import parse_method_lr
+
+    assert parse_method_lr(" full=1e-5, bitfit=0.001 ") == {"full": 1e-5, "bitfit": 1e-3}
+    assert parse_method_lr(None) == {} == parse_method_lr("")
+    with pytest.raises(PetlError, match=message) as e:
+        parse_method_lr(value)
+    assert "\n" not in str(e.value)

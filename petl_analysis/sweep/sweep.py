@@ -98,6 +98,12 @@ class SweepResult(Artefact):
     input_conversion: InputConversion | None = None
     #: The plans folder the points were read from.
     plans_source: str = ""
+    #: Learning rates of the methods that train at their own (``--method-lr full=1e-5``); the others at ``recipe``'s.
+    method_lr: dict[str, float] = field(default_factory=dict)
+
+    def recipe_of(self, method: str) -> Recipe:
+        """The recipe ``method``'s points trained with."""
+        return method_recipe(self.recipe, self.method_lr, method)
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -179,6 +185,49 @@ SEEDS_CONSTRAINTS = {"seeds": [Interval(Integral, 1, None, closed="left")]}
 def check_seeds(seeds: int) -> None:
     """Refuse a number of seeds before any work (``the number of seeds (seeds) must be an integer >= 1``)."""
     validate_params("sweep", {"seeds": seeds}, SEEDS_CONSTRAINTS, SEEDS_MEANING)
+
+
+def method_recipe(recipe: Recipe, method_lr: dict[str, float], method: str) -> Recipe:
+    """``recipe`` at ``method``'s own learning rate when ``method_lr`` names it (e.g. full fine-tuning of a
+    pretrained backbone at 1e-5, where the adapters' 3e-3 diverges); the head keeps the recipe's rate."""
+    if method not in method_lr:
+        return recipe
+    return dataclasses.replace(recipe, lr=float(method_lr[method]), head_lr=recipe.head_lr or recipe.lr)
+
+
+def parse_method_lr(value: str | None, what: str = "--method-lr") -> dict[str, float]:
+    """``"full=1e-5,bitfit=1e-3"`` as ``{"full": 1e-5, "bitfit": 1e-3}`` (None or empty: no method at its own
+    rate); a malformed item, an unknown method or a rate that is not a positive number is refused in one line."""
+    from ..tuners import METHODS
+
+    out: dict[str, float] = {}
+    for item in [v.strip() for v in (value or "").split(",") if v.strip()]:
+        name, sep, rate = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise PetlError(f"{what}: {item!r} is not METHOD=LR; expected e.g. full=1e-5,bitfit=1e-3")
+        if name not in METHODS.registered():
+            raise PetlError(f"{what}: {name!r} is not a method; methods: {', '.join(METHODS.registered())}")
+        try:
+            lr = float(rate)
+        except ValueError:
+            raise PetlError(f"{what}: {name}={rate.strip()!r} is not a number; expected e.g. {name}=1e-5") from None
+        if not lr > 0 or lr == float("inf"):
+            raise PetlError(f"{what}: {name}={rate.strip()} must be a positive learning rate")
+        out[name] = lr
+    return out
+
+
+def check_method_lr(method_lr: dict[str, float], methods: Sequence[str], what: str = "method_lr") -> None:
+    """Refuse, in one line, a per-method learning rate for a method the sweep does not train, or one that is not a
+    positive number."""
+    for name, lr in method_lr.items():
+        if name not in methods:
+            raise PetlError(
+                f"{what} names {name!r}, which this sweep does not train (its methods: {', '.join(methods)})"
+            )
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise PetlError(f"{what}[{name!r}] must be a positive learning rate, got {lr!r}")
 
 
 def check_plans(plans: Sequence[Plan], seeds: int) -> None:
@@ -281,6 +330,7 @@ def train_plans(
     all_seeds: bool = False,
     first_seed: int = 0,
     also_val: DataSpec | None = None,
+    method_lr: dict[str, float] | None = None,
 ) -> SweepResult:
     """The sweep stage: train every plan over ``seeds`` (trials in the log at ``log``) and return the result.
 
@@ -291,16 +341,19 @@ def train_plans(
     folder), each point's best seed's adapter (every seed's with ``all_seeds``) is placed there. ``first_seed``:
     the seeds are ``first_seed .. first_seed + seeds - 1`` (validate's judge trains on seeds apart from the
     probe's). ``also_val``: each kept model is also scored on that data's validation split
-    (``SeedRun.also_val_acc``, in memory)."""
+    (``SeedRun.also_val_acc``, in memory). ``method_lr``: learning rates of methods that train at their own
+    (:func:`method_recipe`); the other methods' trials, and their keys, are as without it."""
     start = time.perf_counter()
     counted = _check_sweep(study, plans, seeds, head_in_budget, plans_source)
+    method_lr = {k: float(v) for k, v in (method_lr or {}).items()}
+    check_method_lr(method_lr, list(dict.fromkeys(p.method for p in plans)))
     data, model, recipe = study.data, study.model, recipe or default_train_recipe()
     conversion = study.conversion
-    trial = _trial_maker(study, recipe, head_init, also_val, adapters)
+    trial = _trial_maker(study, recipe, method_lr, head_init, also_val, adapters)
     seed_list = list(range(first_seed, first_seed + seeds))
     records = study.run_trials([trial(p.config, s) for p in plans for s in seed_list], sweep_trial, log)
     runs = {(id(p), s): records[trial(p.config, s).key] for p in plans for s in seed_list}
-    summary = _summariser(model, data, recipe, head_init, conversion)
+    summary = _summariser(model, data, recipe, method_lr, head_init, conversion)
     result_points, failed, placing = _points(plans, seed_list, runs, summary)
     if adapters is not None:
         _place(adapters, result_points, placing, all_seeds)
@@ -318,11 +371,17 @@ def train_plans(
         command=command,
         input_conversion=conversion,
         plans_source=plans_source,
+        method_lr=method_lr,
     )
 
 
 def _trial_maker(
-    study: Study, recipe: Recipe, head_init: str, also_val: DataSpec | None, adapters: Path | None
+    study: Study,
+    recipe: Recipe,
+    method_lr: dict[str, float],
+    head_init: str,
+    also_val: DataSpec | None,
+    adapters: Path | None,
 ) -> Callable[[dict[str, Any], int], Trial]:
     """The trial of one (configuration, seed) of ``study``'s sweep: its key is what it trains; with ``adapters``,
     the trial's option says where its adapter goes."""
@@ -334,7 +393,7 @@ def _trial_maker(
             "run",
             RunTrial(
                 model=model,
-                recipe=recipe,
+                recipe=method_recipe(recipe, method_lr, config["method"]),
                 head_init=head_init,
                 device=study.device,
                 threads=threads,
@@ -350,7 +409,12 @@ def _trial_maker(
 
 
 def _summariser(
-    model: ModelSpec, data: DataSpec, recipe: Recipe, head_init: str, conversion: InputConversion
+    model: ModelSpec,
+    data: DataSpec,
+    recipe: Recipe,
+    method_lr: dict[str, float],
+    head_init: str,
+    conversion: InputConversion,
 ) -> Callable[[Plan, list[TrialRecord]], RunResult]:
     """One point's :class:`~petl_analysis.train.RunResult` from its plan and its finished seeds' records."""
 
@@ -368,7 +432,7 @@ def _summariser(
             plan.config,
             model,
             data,
-            recipe,
+            method_recipe(recipe, method_lr, plan.method),
             head_init,
             ok[0].result["trainable"],
             seed_runs,
