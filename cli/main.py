@@ -39,6 +39,7 @@ from .options import (
     HeadInBudgetOpt,
     JobsOpt,
     LrOpt,
+    MethodLrOpt,
     MethodsOpt,
     ModelOpt,
     ModelOptions,
@@ -951,13 +952,7 @@ def sweep(
     out: str = SweepOutOpt(),
     all_seed_adapters: bool = SweepAllSeedAdaptersOpt(),
     no_adapters: bool = option(False, "--no-adapters", panel=FILES, help="Do not save the points' adapters."),
-    method_lr: str | None = option(
-        None,
-        "--method-lr",
-        panel=RECIPE,
-        help="Methods that train at their own learning rate, e.g. full=1e-5 (full fine-tuning of a pretrained "
-        "backbone diverges at the adapters' rate); the head keeps --head-lr, the other methods --lr.",
-    ),
+    method_lr: str | None = MethodLrOpt(),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
@@ -1219,6 +1214,7 @@ def run(
     head_in_budget: bool = HeadInBudgetOpt(),
     out: str = RunOutOpt(),
     all_seed_adapters: bool = RunAllSeedAdaptersOpt(),
+    method_lr: str | None = MethodLrOpt(),
     execution: Execution = Group(),
     study: StudyFileOptions = Group(),
 ) -> None:
@@ -1232,8 +1228,12 @@ def run(
 
     from petl_analysis.pipeline import PipelineConfig
     from petl_analysis.plan.budgets import parse_budgets
+    from petl_analysis.sweep import parse_method_lr
+    from petl_analysis.sweep.sweep import check_method_lr
     from petl_analysis.train import default_train_recipe
 
+    own_lr = parse_method_lr(method_lr)
+    check_method_lr(own_lr, split_list(methods), "--method-lr")
     probe_values = {"targets": targets, "per_block": per_block, "seeds": probe_seeds, "max_d": max_d}
     probe_config, probe_recipe = _run_probe_config(study, probe_values, probe_epochs)
     config = PipelineConfig(
@@ -1244,6 +1244,7 @@ def run(
         recipe=recipe.resolve(default_train_recipe(), study.file_values("recipe")),
         head_in_budget=head_in_budget,
         all_seed_adapters=all_seed_adapters,
+        method_lr=own_lr,
     )
     resolved = study.resolved(
         {

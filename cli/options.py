@@ -393,6 +393,13 @@ SweepAllSeedAdaptersOpt = CliOption(
     panel=FILES,
     help="Keep every seed's adapter, not only the best one by validation (in <out>.adapters/<plan>/seed<N>/).",
 )
+MethodLrOpt = CliOption(
+    None,
+    "--method-lr",
+    panel=RECIPE,
+    help="Methods that train at their own learning rate, e.g. full=1e-5 (full fine-tuning of a pretrained "
+    "backbone diverges at the adapters' rate); the head keeps --head-lr, the other methods --lr.",
+)
 RunDatasetOpt = DatasetOpt.but(
     ..., "One or more datasets, comma-separated: built-in names (`petl-analyze datasets`) or image-folder paths."
 )
@@ -863,6 +870,7 @@ STUDY_KEYS: dict[str, dict[str, str]] = {
         "seeds": "sweep.seeds",
         "head_in_budget": "sweep.head_in_budget",
         "all_seed_adapters": "sweep.all_seed_adapters",
+        "method_lr": "sweep.method_lr",
         "targets": "probe.targets",
         "per_block": "probe.per_block",
         "probe_seeds": "probe.seeds",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .constraints import ListOf, Unset, validate_fields
+from .constraints import ListOf, Satisfies, Unset, validate_fields
 from .engine import Recipe
 from .io import ensure_writable_dir
 from .models import ModelSpec
@@ -35,7 +35,7 @@ from .probe import ProbeConfig, ProbeResult
 from .select import Ranking
 from .study import Study
 from .sweep import SweepResult
-from .sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING
+from .sweep.sweep import SEEDS_CONSTRAINTS, SEEDS_MEANING, check_method_lr
 from .task import DataSpec
 from .trials import TrialRecord
 from .validate.run import ValidateConfig
@@ -64,6 +64,8 @@ class PipelineConfig:
     probe_data: DataSpec | None = None  # probe on another split (e.g. full data) than the sweep's few-shot one
     all_seed_adapters: bool = False  # keep every seed's adapter, not only the best one by validation
     validation: ValidateConfig | None = None
+    #: Methods the sweep trains at their own learning rate (``{"full": 1e-5}``), the others at ``recipe``'s.
+    method_lr: dict[str, float] = field(default_factory=dict)
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "budgets": [ListOf([int, str, BudgetSpec, Budget], what="budgets"), str, Unset("the model's defaults")],
@@ -76,11 +78,13 @@ class PipelineConfig:
         "probe_data": [DataSpec, Unset("the sweep's data")],
         "all_seed_adapters": ["boolean"],
         "validation": [ValidateConfig, Unset("no validate stage")],
+        "method_lr": [Satisfies(lambda v: isinstance(v, dict), "a dict of method name to learning rate")],
     }
     _field_meanings: ClassVar[dict[str, str]] = SEEDS_MEANING
 
     def __post_init__(self) -> None:
         validate_fields(self)  # the seeds before the probe, not after it
+        check_method_lr(self.method_lr, self.methods, "PipelineConfig.method_lr")
 
 
 @dataclass
@@ -232,6 +236,7 @@ def _sweep(
         plans_source=str(study.path("plans")),
         command=" && ".join(commands),
         all_seeds=config.all_seed_adapters,
+        method_lr=config.method_lr,
     )
 
 

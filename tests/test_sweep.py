@@ -203,3 +203,16 @@ def test_method_lr_is_read_or_refused_in_one_line(value, message):
     with pytest.raises(PetlError, match=message) as e:
         parse_method_lr(value)
     assert "\n" not in str(e.value)
+
+
+def test_the_pipeline_and_run_refuse_a_rate_for_a_method_they_do_not_train(tmp_path):
+    from helpers import run_cli
+
+    from petl_analysis.pipeline import PipelineConfig
+
+    assert PipelineConfig(methods=["lora", "full"], method_lr={"full": 1e-5}).method_lr == {"full": 1e-5}
+    with pytest.raises(PetlError, match=r"PipelineConfig.method_lr names 'full', which this sweep does not train"):
+        PipelineConfig(methods=["lora"], method_lr={"full": 1e-5})
+    code, out = run_cli(["run", "--dataset", "digits", "--methods", "linear", "--method-lr", "full=1e-5"], tmp_path)
+    assert code != 0 and "--method-lr names 'full', which this sweep does not train" in out
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
