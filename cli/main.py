@@ -146,7 +146,8 @@ app = typer.Typer(
 
 
 class _Notes(logging.Handler):
-    """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines, each once per command."""
+    """Prints the library's notes (e.g. an input conversion) as ``note: ...`` lines and its warnings as
+    ``warning: ...``, each once per command."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -156,7 +157,7 @@ class _Notes(logging.Handler):
         text = record.getMessage()
         if text not in self.seen:
             self.seen.add(text)
-            say("note", text)
+            say("warning" if record.levelno >= logging.WARNING else "note", text)
 
 
 _NOTES = _Notes()

@@ -17,6 +17,7 @@ import contextvars
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -32,6 +33,7 @@ from .errors import PetlError
 from .io import JsonlLog, MemoryLog
 
 S = TypeVar("S")
+logger = logging.getLogger("petl_analysis")
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -403,6 +405,7 @@ def run_trials(
             todo.append(t)
     if not todo:
         return out
+    _warn_other_threads(todo, done)
     if backend == "loky" and n_jobs == 1:
         results = (_execute(fn, t, retries) for t in todo)  # in-process: no pickling, easy to debug
         _collect(results, log, out, on_record)
@@ -410,6 +413,27 @@ def run_trials(
     with backend_context(backend, scheduler, n_jobs):
         _run_parallel(todo, fn, log, out, on_record, n_jobs=n_jobs if backend != "dask" else -1, retries=retries)
     return out
+
+
+def _warn_other_threads(todo: Sequence[Trial], done: dict[str, TrialRecord]) -> None:
+    """Say when trials about to train are in the log but for their torch threads per worker: the threads are part of
+    a trial's key (float sums in another order move the last bits), so a rerun with another ``--jobs`` or
+    ``--threads`` trains finished work again, which nothing else would tell the user."""
+    logged = {r.payload["threads"] for r in done.values() if isinstance(r.payload.get("threads"), int)}
+    matched: dict[int, int] = {}
+    for t in todo:
+        mine = t.payload.get("threads")
+        for n in sorted(logged - {mine}) if isinstance(mine, int) else ():
+            if payload_key(t.kind, {**t.payload, "threads": n}) in done:
+                matched[n] = matched.get(n, 0) + 1
+                break
+    if matched:
+        n = max(matched, key=matched.__getitem__)  # the count most of them were trained with
+        logger.warning(
+            f"{sum(matched.values())} of the {len(todo)} trials to train are in the trial log with another number of "
+            f"torch threads per worker ({n}; this run: {todo[0].payload['threads']}), which is part of a trial's "
+            f"key: they train again; stop and rerun with the --jobs/--threads that gave {n} to reuse them"
+        )
 
 
 def _parallel(trials: Sequence[Trial], fn, n_jobs: int, retries: int):

@@ -171,3 +171,19 @@ def test_memory_and_file_logs_give_the_same_records(tmp_path):
     assert {k: (r.status, r.result) for k, r in in_memory.items()} == {
         k: (r.status, r.result) for k, r in on_disk.items()
     }
+
+
+def test_a_rerun_with_other_threads_says_that_finished_trials_train_again(tmp_path, caplog):
+    # The threads per worker are part of a trial's key: a rerun at another --jobs trains every finished trial again,
+    # which only this warning tells the user (the DINOv2 sweep once started retraining that way).
+    square = lambda t: {"y": t.payload["x"] ** 2}  # noqa: E731
+    log = JsonlLog(tmp_path / "t.jsonl")
+    run_trials([Trial("sq", {"x": x, "threads": 1}) for x in range(3)], square, log)
+    with caplog.at_level("WARNING", logger="petl_analysis"):
+        run_trials([Trial("sq", {"x": x, "threads": 1}) for x in range(4)], square, log)  # one new trial
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="petl_analysis"):
+        run_trials([Trial("sq", {"x": x, "threads": 2}) for x in range(5)], square, log)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("4 of the 5 trials to train are in the trial log with another number of torch threads")
+    assert "(1; this run: 2)" in message and "--jobs/--threads that gave 1" in message and "\n" not in message
