@@ -187,3 +187,36 @@ def test_a_rerun_with_other_threads_says_that_finished_trials_train_again(tmp_pa
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith("4 of the 5 trials to train are in the trial log with another number of torch threads")
     assert "(1; this run: 2)" in message and "--jobs/--threads that gave 1" in message and "\n" not in message
+
+
+def test_trial_throughput_reads_images_per_second_per_trial_type(tmp_path):
+    # scripts/trial_throughput.py: the GPU study's cost table (issue 27 item 4), read from the trial logs.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trial_throughput", ROOT / "scripts" / "trial_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    log = JsonlLog(tmp_path / "x.trials.jsonl")
+    probe_fit = {"n_train": 100, "train_loss": [1.0, 0.5], "device": "cuda:0", "threads": 1}
+    sweep_run = {"seed_run": {"n_train": 50, "epochs_run": 4}, "device": "cuda:0", "threads": 1}
+    records = [
+        ("subspace", {"d": 10}, probe_fit, 2.0),  # 200 images in 2 s
+        ("subspace", {"d": 20}, probe_fit, 4.0),  # 50/s
+        ("run", {"config": {"method": "lora"}, "seed": 0}, sweep_run, 1.0),  # 200/s
+        ("run", {"config": {"method": "lora"}, "seed": 1}, None, None),  # failed: left out
+    ]
+    for kind, payload, result, wall in records:
+        t = Trial(kind, payload)
+        status = STATUS_OK if result else STATUS_FAILED
+        body = {"result": result, "wall_time_s": wall} if result else {"error": "boom"}
+        log.append(TrialRecord(key=t.key, kind=kind, status=status, payload=payload, **body).to_json())
+    rows = {r["type"]: r for r in module.throughput([log.path])}
+    assert rows["subspace"]["trainings"] == 2 and rows["subspace"]["median_train_images_per_s"] == 75.0
+    assert rows["lora"] == {
+        "type": "lora",
+        "device": "cuda:0",
+        "threads": 1,
+        "trainings": 1,
+        "median_train_images_per_s": 200.0,
+        "total_wall_s": 1.0,
+    }
