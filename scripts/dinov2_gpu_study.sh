@@ -8,7 +8,9 @@
 # Nothing is downloaded: the weights file travels with the checkout, `animals` ships in the package. The protocol
 # is the CPU study's (scripts/dinov2_study.sh: the lean probe of the six grouped types on split A, validate on
 # split B with KAdaptation and LoRA oracles, the sweep at the oracle's budget with the baselines), at 224 px and on
-# a training set the calibration sizes so that the study's trainings fit. Each stage runs under a time limit (the
+# a training set the calibration sizes so that the study's trainings fit, and with one change fixed before any GPU
+# ran it: the probe follows a best step on its grid's edge (--lr-grid-extend 2), since the CPU probe's search sat
+# on the grid's top at 11 of 16 points and its d90s are upper bounds. Each stage runs under a time limit (the
 # whole script stays under 10 minutes); every stage resumes from its trial log, so a second call goes on where the
 # first stopped. At the end: the machine, the calibration, images/s per trial type from the logs, and the wall time.
 set -uo pipefail
