@@ -216,3 +216,30 @@ def test_the_pipeline_and_run_refuse_a_rate_for_a_method_they_do_not_train(tmp_p
     code, out = run_cli(["run", "--dataset", "digits", "--methods", "linear", "--method-lr", "full=1e-5"], tmp_path)
     assert code != 0 and "--method-lr names 'full', which this sweep does not train" in out
     assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_a_point_whose_loss_rose_is_reported_as_diverging(tmp_path):
+    # Full fine-tuning of DINOv2-S/14 at the adapters' 3e-3 diverges; the report says so and names the way out.
+    import dataclasses
+
+    from petl_analysis.report import write_report
+    from petl_analysis.sweep import SweepResult
+    from petl_analysis.train.run import SeedRun
+
+    seed = SeedRun(0, 0.5, 0.5, 0.5, 0.5, best_epoch=0, epochs_run=2, n_train=10, wall_time_s=1.0)
+    assert not dataclasses.replace(seed, train_loss=[2.0, 1.0]).loss_rose
+    assert dataclasses.replace(seed, train_loss=[2.0, 2.5]).loss_rose
+    assert dataclasses.replace(seed, train_loss=[2.0, float("nan")]).loss_rose
+    assert not dataclasses.replace(seed, train_loss=[2.0]).loss_rose
+
+    sweep = SweepResult.load(Path(__file__).resolve().parents[1] / "reports" / "demo" / "digits" / "sweep.json")
+    full = next(p for p in sweep.points if p.method == "full")
+    full.run.seeds = [dataclasses.replace(s, train_loss=[1.0, 3.0]) for s in full.run.seeds]
+    text = write_report(sweep, None, tmp_path / "report").markdown.read_text()
+    n = len(full.run.seeds)
+    assert (
+        f"diverging: full: the training loss ended above its first epoch's in {n} of {n} seeds; its learning rate "
+        f"({sweep.recipe.lr:g}) may be too high for this model (`sweep --method-lr full=LR` trains one method at its "
+        "own rate)" in text
+    )
+    assert text.count("diverging:") == 1

@@ -765,6 +765,14 @@ def _problems_section(sweep, rows: list[PointRow], probe) -> list[Block]:
             for r in rows
             if r.still_falling
         ]
+        items += [
+            f"diverging: {r.label}{'' if r.budget is None else f' at budget {fmt_int(r.budget)}'}: the training "
+            f"loss ended above its first epoch's in {r.loss_rose} of {len(r.seed_accs)} seeds; its learning rate "
+            f"({sweep.recipe_of(r.method).lr:g}) may be too high for this model (`sweep --method-lr "
+            f"{r.method}=LR` trains one method at its own rate)"
+            for r in rows
+            if r.loss_rose
+        ]
     if probe is not None and probe.failed_trials:
         per_target = [f"{t.target} ({t.failed_trials})" for t in probe.targets if t.failed_trials]
         items.append(

@@ -71,6 +71,7 @@ class PointRow:
     on_front: bool = False
     same_as: str | None = None  # ``label@budget`` of an identical configuration (one result, trained once)
     still_falling: int = 0  # seeds whose training loss was still falling at the last epoch
+    loss_rose: int = 0  # seeds whose training loss ended above its first epoch's (a learning rate too high)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +130,7 @@ def point_rows(sweep: SweepResult, m0: float) -> list[PointRow]:
                 targets=targets,
                 same_as=p.same_as,
                 still_falling=sum(s.loss_still_falling for s in run.seeds),
+                loss_rose=sum(s.loss_rose for s in run.seeds),
             )
         )
     rows.sort(key=lambda r: (r.params, -1 if r.budget is None else r.budget, r.label))

@@ -71,6 +71,13 @@ class SeedRun:
         """More epochs would likely have helped (:func:`~petl_analysis.engine.loss_still_falling` of the curve)."""
         return loss_still_falling(self.train_loss)
 
+    @property
+    def loss_rose(self) -> bool:
+        """The training loss ended above its first epoch's (or not finite): the sign of a learning rate too high
+        for the model, e.g. full fine-tuning of a pretrained backbone at an adapter's rate."""
+        losses = self.train_loss
+        return len(losses) >= 2 and not losses[-1] <= losses[0]
+
 
 @dataclass
 class RunResult(Artefact):
