@@ -61,6 +61,7 @@ PROBES = [
     "demo/digits/probe",
     *(f"validation/{s}/probe{v}" for s in ("animals", "digits", "per_block", "glyph_folder") for v in ("", "_lean")),
     "dinov2/animals/probe",  # issue 27's study on DINOv2-S/14 (the test extra installs the backbone)
+    "dinov2/glyph_folder/probe",
 ]
 #: The committed validation studies (``scripts/validation_studies.sh``: probe on split A, judged on split B).
 STUDIES = ["validation/animals", "validation/digits", "validation/per_block", "validation/glyph_folder"]
