@@ -385,7 +385,7 @@ def _setup_section(sweep, probe, ranking, commands, m0_value, m0_default, valida
     recipes = {}
     if sweep is not None:
         recipes["sweep (train)"] = sweep.recipe
-        for method in getattr(sweep, "method_lr", {}):
+        for method in sweep.method_lr:
             recipes[f"sweep (train), {method}"] = sweep.recipe_of(method)
     if probe is not None:
         recipes["probe"] = probe.config.recipe
