@@ -67,7 +67,7 @@ PROBES = [
 STUDIES = ["validation/animals", "validation/digits", "validation/per_block", "validation/glyph_folder"]
 #: Each study's validations: the full probe's, and the lean probe's judged with every selector (issue 26).
 VALIDATIONS = [f"{s}/validation{v}" for s in STUDIES for v in ("", "_lean")]
-VALIDATIONS += ["dinov2/animals/validation"]  # issue 27: the lean probe on DINOv2-S/14, judged on split B
+VALIDATIONS += [f"dinov2/{s}/validation" for s in ("animals", "glyph_folder")]  # issue 27: DINOv2-S/14, split B
 #: Fields that say when and where the artefact was written, not what it holds.
 CIRCUMSTANTIAL = {"tool_version", "wall_time_s", "trials_log"}
 
