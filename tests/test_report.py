@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import re
 import struct
@@ -428,6 +429,17 @@ def test_sweep_only_report_with_given_m0(tmp_path) -> None:
         write_report(None, None, tmp_path)
     with pytest.raises(PetlError, match="m0"):
         write_report(synthetic_sweep(), None, tmp_path, m0=-1)
+
+
+def test_report_says_which_epoch_it_scores(tmp_path) -> None:
+    # A sweep on a fixed schedule (epoch_selection="last") reports the last epoch: the setup and the verdict say so
+    md = write_report(synthetic_sweep(), None, tmp_path / "val", dpi=50).markdown.read_text()
+    assert "the epoch with the best validation accuracy" in md and "at the best-validation epoch" in md
+    sweep = dataclasses.replace(synthetic_sweep(), recipe=Recipe(epochs=10, epoch_selection="last"))
+    md = write_report(sweep, None, tmp_path / "last", dpi=50).markdown.read_text()
+    assert "none: a fixed schedule of 10 epochs, the last one's test accuracy is reported" in md
+    assert "test accuracy at the last epoch (a fixed schedule)" in md
+    assert "best validation accuracy" not in md and "best-validation epoch" not in md
 
 
 # --------------------------------------------------------------------------------------------------- below-grid d90s

@@ -417,8 +417,12 @@ def _sweep_setup_rows(sweep, m0_value: float, m0_default: bool) -> list[list[str
         ["head initialisation", ", ".join(head_inits)],
         [
             "model selection",
-            "the epoch with the best validation accuracy; its test accuracy is reported "
-            "(last-epoch test accuracy also listed)",
+            (
+                "the epoch with the best validation accuracy; its test accuracy is reported "
+                "(last-epoch test accuracy also listed)"
+                if sweep.recipe.epoch_selection == "val"
+                else f"none: a fixed schedule of {sweep.recipe.epochs} epochs, the last one's test accuracy is reported"
+            ),
         ],
         ["ranking used by the plans", f"`{sweep.ranking_source}`" if sweep.ranking_source else "-"],
         [
@@ -559,7 +563,14 @@ def _sweep_section(builder: _Builder, sweep, rows: list[PointRow], m0: float, m0
                 numeric={1},
             ),
         ]
-    blocks += [Heading("Verdict", 2), Bullets(sweep_verdict(rows, f"M0 = {fmt_params(m0)}", seed_count(rows)))]
+    blocks += [
+        Heading("Verdict", 2),
+        Bullets(
+            sweep_verdict(
+                rows, f"M0 = {fmt_params(m0)}", seed_count(rows), epoch_selection=sweep.recipe.epoch_selection
+            )
+        ),
+    ]
 
     plan_units = {(p.label, p.budget): {u for t in p.plan.targets for u in t.units} for p in sweep.points}
     sel = selection_rows(rows, plan_units)

@@ -111,7 +111,14 @@ def _counts(outcomes: list[str]) -> str:
     )
 
 
-def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) -> list[str]:
+def scored_epoch(epoch_selection: str) -> str:
+    """Which epoch's test accuracy a sweep reports, from its recipe's ``epoch_selection``."""
+    return "the best-validation epoch" if epoch_selection == "val" else "the last epoch (a fixed schedule)"
+
+
+def sweep_verdict(
+    rows: list[PointRow], m0_text: str, seeds: tuple[int, int], *, epoch_selection: str = "val"
+) -> list[str]:
     """Bullets: where KAdaptation sits against the other methods at comparable budgets, the Pareto front, PE."""
     ok = _ok(rows)
     if not ok:
@@ -189,7 +196,7 @@ def sweep_verdict(rows: list[PointRow], m0_text: str, seeds: tuple[int, int]) ->
     else:
         n = f"{lo}" if lo == hi else f"{lo}-{hi}"
         bullets.append(
-            f"Accuracy is test accuracy at the best-validation epoch, mean ± std over {n} seeds; "
+            f"Accuracy is test accuracy at {scored_epoch(epoch_selection)}, mean ± std over {n} seeds; "
             '"ahead" / "behind" / "beat" need the 95 % interval of the difference of the means '
             '(Welch\'s t over seeds) to exclude 0, otherwise "level" / "not distinguishable": with '
             "few seeds the std is itself uncertain, so a gap of a few test images is not a win."
