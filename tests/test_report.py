@@ -390,6 +390,10 @@ def test_full_report(tmp_path) -> None:
     assert "not distinguishable within seed spread" in md
     assert "Selection was never behind fixed q,v but ahead at only 1 of 3 budgets" in md
     assert md.count("selection chose the same units as the fixed plan") == 1  # only at the largest budget
+    # the calls above, re-tested for the six comparisons: the narrow ones fall, the wide ones stand
+    assert "Corrected for the 6 comparisons of the selected targets above (Bonferroni: each difference's 99.2 %" in md
+    assert "ahead of fixed q,v at 32,000: not distinguishable after the correction" in md
+    assert "ahead of worst-ranked at 2,000: stands" in md
     assert "petl-analyze run --budgets 2000,8000,32000" in md and "10-shot per class" in md
     assert "RuntimeError: out of memory" in md and "skipped: vpt at budget 2000" in md
     assert "| 1 | `blocks.0.attn.v` |" in md
@@ -429,6 +433,17 @@ def test_sweep_only_report_with_given_m0(tmp_path) -> None:
         write_report(None, None, tmp_path)
     with pytest.raises(PetlError, match="m0"):
         write_report(synthetic_sweep(), None, tmp_path, m0=-1)
+
+
+def test_one_selection_comparison_needs_no_correction() -> None:
+    from petl_analysis.report.tables import point_rows
+    from petl_analysis.report.verdict import selection_rows, selection_verdict
+
+    sweep = synthetic_sweep()
+    keep = [p for p in sweep.points if p.budget == 2_000 and p.label in ("kadaptation@selected", "kadaptation@worst")]
+    rows = selection_rows(point_rows(dataclasses.replace(sweep, points=keep), m0=1e6), {})
+    assert len(rows) == 1 and rows[0].vs_worst == "ahead" and rows[0].vs_fixed is None
+    assert not any(b.startswith("Corrected for") for b in selection_verdict(rows))
 
 
 def test_report_says_which_epoch_it_scores(tmp_path) -> None:

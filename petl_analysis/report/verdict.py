@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..plan import FIXED_SIZE as FIXED_SIZE_VARIANT
 from ..plan import PLANNED_VARIANTS
 from ..probe import unresolved_gain
-from .pareto import seeds_differ, within_spread
+from .pareto import CONFIDENCE, seeds_differ, within_spread
 from .tables import VARIANT_NAMES, PointRow, ProbeRow, fmt_ci, fmt_d, fmt_int, fmt_pct, fmt_pe
 
 SUBJECT = "kadaptation"
@@ -285,7 +285,35 @@ def selection_verdict(sel_rows: list[SelectionRow]) -> list[str]:
             )
         tail = " — " + "; ".join(notes) if notes else ""
         bullets.append(f"Budget {fmt_int(r.budget)}: " + " vs ".join(parts) + tail + ".")
+    corrected = _corrected_selection(sel_rows)
+    if corrected:
+        bullets.append(corrected)
     return bullets
+
+
+def _corrected_selection(sel_rows: list[SelectionRow]) -> str | None:
+    """The ahead/behind calls above, re-tested for the number of comparisons the selected plan took part in
+    (Bonferroni: each difference's interval at ``1 - 0.05 / n``); ``None`` when there is one comparison or none
+    called. The per-comparison verdicts stay as they are: this bullet says which of them survive the correction."""
+    pairs = [
+        (r.budget, other, r.points["selected"], r.points[other], word)
+        for r in sel_rows
+        for other, word in (("fixed", r.vs_fixed), ("worst", r.vs_worst))
+        if word and word != "same"
+    ]
+    called = [p for p in pairs if p[4] in ("ahead", "behind") and min(len(p[2].seed_accs), len(p[3].seed_accs)) > 1]
+    if len(pairs) < 2 or not called:
+        return None
+    confidence = 1 - (1 - CONFIDENCE) / len(pairs)
+    parts = []
+    for budget, other, sel, ref, word in called:
+        stands = seeds_differ(sel.seed_accs, ref.seed_accs, confidence)
+        verdict = "stands" if stands else "not distinguishable after the correction"
+        parts.append(f"{OUTCOME_WORDS[word]} {VARIANT_NAMES[other]} at {fmt_int(budget)}: {verdict}")
+    return (
+        f"Corrected for the {len(pairs)} comparisons of the selected targets above (Bonferroni: each difference's "
+        f"{100 * confidence:.1f} % interval must exclude 0): " + "; ".join(parts) + "."
+    )
 
 
 def _summary_word(outcomes: list[str], other: str) -> str:
