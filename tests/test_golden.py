@@ -403,3 +403,23 @@ def test_study_overview_reads_reached_sets_costs_and_verdicts():
     table = selector_overview([("animals", v, probe)])
     assert [r[0] for r in table.rows] == [f"`{s}`" for s in v.selectors]
     assert "| `direct` | KA +0.09, 0.46 (1.00); LoRA +0.09, 0.46 (1.00) |" in to_markdown([table])
+
+
+def test_probe_sensitivity_compares_two_probes_of_the_same_sets():
+    # scripts/probe_sensitivity.py: how far a probe's d90s move with a wider step search (issue 27's reruns)
+    import dataclasses
+
+    from petl_analysis.probe import ProbeResult
+
+    spec = importlib.util.spec_from_file_location("probe_sensitivity", ROOT / "scripts" / "probe_sensitivity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    probe = ProbeResult.load(ROOT / "reports" / "dinov2" / "glyph_folder" / "probe.json")
+    table = module.sensitivity_table(probe, probe)
+    rows = {r[0]: r for r in table.rows}
+    assert rows["`attn.q`"][2:5] == ["335,292", "335,292", "1.00"]
+    assert rows["`attn.proj`"][2] == "<= 10,000"  # reached at the smallest d tried: an upper bound
+    assert rows["`attn.v`"][5] == "10,000: 30x, 100,000: 30x, 1,774,080: 30x"
+    fewer = dataclasses.replace(probe, targets=probe.targets[:2])
+    with pytest.raises(SystemExit, match="lacks the target sets attn.v"):
+        module.sensitivity_table(probe, fewer)
