@@ -62,6 +62,7 @@ PROBES = [
     *(f"validation/{s}/probe{v}" for s in ("animals", "digits", "per_block", "glyph_folder") for v in ("", "_lean")),
     "dinov2/animals/probe",  # issue 27's study on DINOv2-S/14 (the test extra installs the backbone)
     "dinov2/glyph_folder/probe",
+    "dinov2/glyph_folder/probe_extended",  # its sensitivity rerun, --lr-grid-extend 2 (not judged)
 ]
 #: The committed validation studies (``scripts/validation_studies.sh``: probe on split A, judged on split B).
 STUDIES = ["validation/animals", "validation/digits", "validation/per_block", "validation/glyph_folder"]
