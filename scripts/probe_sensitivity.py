@@ -3,7 +3,7 @@
     python scripts/probe_sensitivity.py reports/dinov2/glyph_folder/probe.json \
         reports/dinov2/glyph_folder/probe_extended.json
 
-Prints one markdown row per target set: D, d90 (and d90 / D) in each probe, their ratio, and the multiplier of the
+Prints one markdown row per target set: D, its d90 in each probe, their ratio, and the multiplier of the
 step the search chose at each tried d. It reads the two artefacts and decides nothing: the committed probe stays the
 study's, fixed before its validation; this says how far its d90s were upper bounds.
 """
@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 from petl_analysis.probe import ProbeResult
-from petl_analysis.probe.config import theta_lr
 from petl_analysis.report.document import Table, to_markdown
 
 
@@ -29,12 +28,11 @@ def _d90(target) -> str:
 
 def _multipliers(probe: ProbeResult, target) -> str:
     """``d: multiplier`` of the chosen step at each tried d (``-`` where no step was chosen)."""
-    base = probe.config.base_theta_lr()
     out = []
     for d, lr in zip(target.dims, target.lr):
         if lr is None or not math.isfinite(lr):
             continue
-        out.append(f"{d:,}: {lr / theta_lr(base, d, probe.config.lr_scaling):g}x")
+        out.append(f"{d:,}: {probe.config.lr_multiplier(lr, d):g}x")
     return ", ".join(out) or "-"
 
 

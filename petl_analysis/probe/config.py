@@ -176,8 +176,12 @@ class ProbeConfig:
         multiplier of the grid, or of the steps :attr:`lr_grid_extend` may add beyond its ends."""
         if lr is None or not d:
             return False
-        m = lr / theta_lr(self.base_theta_lr(), d, self.lr_scaling)
+        m = self.lr_multiplier(lr, d)
         return any(math.isclose(m, r, rel_tol=1e-6) for r in self.lr_reach())
+
+    def lr_multiplier(self, lr: float, d: int) -> float:
+        """The multiplier of the step rule (:func:`theta_lr`) that a subspace trial's ``lr`` at ``d`` stands for."""
+        return lr / theta_lr(self.base_theta_lr(), d, self.lr_scaling)
 
     def lr_reach(self) -> list[float]:
         """Every multiplier a point can try, ascending: the grid, and :attr:`lr_grid_extend` steps beyond each end,

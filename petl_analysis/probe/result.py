@@ -11,7 +11,7 @@ import numpy as np
 from ..artefacts import Artefact
 from ..models import ModelSpec
 from ..task import DataSpec, InputConversion
-from .config import ProbeConfig, theta_lr
+from .config import ProbeConfig
 from .d90 import D90, rank_key
 
 #: Accuracy gaps under this many validation images are not read as differences anywhere (probe gain, oracle
@@ -156,9 +156,8 @@ class ProbeResult(Artefact):
         high (widen ``--lr-grid`` on that side, or let ``--lr-grid-extend`` follow it)."""
         if len(self.config.lr_grid) < 2:
             return None
-        base = self.config.base_theta_lr()
         chosen = [
-            lr / theta_lr(base, d, self.config.lr_scaling)
+            self.config.lr_multiplier(lr, d)
             for t in self.targets
             for d, lr in zip(t.dims, t.lr)
             if lr is not None and math.isfinite(lr)
